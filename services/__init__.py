@@ -1,0 +1,1 @@
+"""The four torviz services: coordinator, tracker agent, peer agent, storage agent."""
