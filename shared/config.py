@@ -1,0 +1,163 @@
+"""Typed, frozen configuration: one dataclass per service, loaded from one TOML file.
+
+Rules:
+- Every field has a default, so the embedded default (``torviz-coordinator start`` with no
+  file) needs no configuration at all.
+- A TOML file may set any subset. An unknown section or key, or a value of the wrong type, is a
+  ``ConfigError`` naming ``section.key`` (a typo must not be silently ignored).
+- Each service receives only its own section.
+- Pure: this module parses text; reading the file and picking platform directories is the
+  caller's job.
+
+Endpoints are ZeroMQ addresses (``tcp://127.0.0.1:7700``, ``ipc:///path``). An empty endpoint
+means "choose one in the state directory" and is filled in by the coordinator at start.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import ConfigError
+
+__all__ = [
+    "Config",
+    "CoordinatorConfig",
+    "PeerAgentConfig",
+    "StorageAgentConfig",
+    "TrackerAgentConfig",
+    "parse_config",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class CoordinatorConfig:
+    download_dir: str = ""
+    """Where new torrents are saved; empty: the user's download folder."""
+    control: str = ""
+    """Control endpoint for the CLI; empty: ``ipc://<state_dir>/control.sock``."""
+    bus: str = ""
+    """Endpoint the agents connect to; empty: ``ipc://<state_dir>/bus.sock``."""
+    max_peers_per_torrent: int = 60
+    """Connections per torrent, across all peer agents."""
+    pieces_per_peer: int = 8
+    """Pieces handed to one connection at a time, so it never waits for the coordinator."""
+    embedded_agents: bool = True
+    """Start the three agents as local child processes."""
+
+
+@dataclass(frozen=True, slots=True)
+class TrackerAgentConfig:
+    announce_timeout: float = 15.0
+    """Seconds to wait for one HTTP or UDP tracker reply."""
+    numwant: int = 200
+    """Peers asked for in each announce."""
+    dht: bool = True
+    """Find peers through the DHT as well as trackers."""
+
+
+@dataclass(frozen=True, slots=True)
+class PeerAgentConfig:
+    listen_host: str = "0.0.0.0"
+    """Address to accept peer connections on (and to connect from)."""
+    listen_ports: tuple[int, int] = (6881, 6999)
+    """Inclusive range; the first free port is used."""
+    max_request_queue: int = 500
+    """Upper bound of outstanding block requests per peer (capped lower by its ``reqq``)."""
+    request_timeout: float = 30.0
+    """Seconds before an unanswered block request is sent again elsewhere."""
+    keepalive_interval: float = 110.0
+    """Seconds of silence before we send a keep-alive (peers drop us after 120 s)."""
+
+
+@dataclass(frozen=True, slots=True)
+class StorageAgentConfig:
+    data: str = ""
+    """Endpoint peer agents send pieces to; empty: ``ipc://<state_dir>/data.sock``."""
+    hash_threads: int = 2
+    """Threads hashing pieces in parallel."""
+    preallocate: bool = False
+    """Reserve the full size of each file when it is created instead of a sparse file."""
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    coordinator: CoordinatorConfig = field(default_factory=CoordinatorConfig)
+    tracker_agent: TrackerAgentConfig = field(default_factory=TrackerAgentConfig)
+    peer_agent: PeerAgentConfig = field(default_factory=PeerAgentConfig)
+    storage_agent: StorageAgentConfig = field(default_factory=StorageAgentConfig)
+
+
+def parse_config(text: str) -> Config:
+    """Parse a TOML document into a ``Config``.
+
+    Raises:
+        ConfigError: the TOML is malformed, or names an unknown section or key, or a value has
+            the wrong type.
+    """
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("bad_toml", f"configuration is not valid TOML: {exc}") from None
+    sections = {f.name: f for f in dataclasses.fields(Config)}
+    values: dict[str, Any] = {}
+    for name, table in document.items():
+        if name not in sections:
+            known = ", ".join(sorted(sections))
+            raise ConfigError("unknown_section", f"unknown section [{name}] (known: {known})")
+        if not isinstance(table, dict):
+            raise ConfigError("bad_section", f"[{name}] must be a table")
+        section_type = _section_type(name)
+        values[name] = _build_section(name, section_type, table)
+    return Config(**values)
+
+
+def _section_type(name: str) -> type[Any]:
+    hints = typing.get_type_hints(Config)
+    section: type[Any] = hints[name]
+    return section
+
+
+def _build_section(section: str, cls: type[Any], table: dict[str, Any]) -> Any:
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for key, value in table.items():
+        if key not in hints:
+            raise ConfigError("unknown_key", f"unknown setting {section}.{key}")
+        kwargs[key] = _coerce(f"{section}.{key}", hints[key], value)
+    return cls(**kwargs)
+
+
+def _coerce(where: str, annotation: Any, value: Any) -> Any:
+    origin = typing.get_origin(annotation)
+    if origin is tuple:
+        args = typing.get_args(annotation)
+        if not isinstance(value, list):
+            raise ConfigError("bad_type", f"{where} must be a list")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(where, args[0], item) for item in value)
+        if len(value) != len(args):
+            raise ConfigError("bad_type", f"{where} must be a list of {len(args)} values")
+        return tuple(_coerce(where, arg, item) for arg, item in zip(args, value, strict=True))
+    if origin in (types.UnionType, typing.Union):
+        for arg in typing.get_args(annotation):
+            if arg is type(None) and value is None:
+                return None
+            try:
+                return _coerce(where, arg, value)
+            except ConfigError:
+                continue
+        raise ConfigError("bad_type", f"{where} has the wrong type")
+    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    # bool is an int in Python; a TOML `true` must not pass as a port number.
+    if annotation is int and isinstance(value, bool):
+        raise ConfigError("bad_type", f"{where} must be an integer, not {value!r}")
+    if not isinstance(value, annotation):
+        expected = getattr(annotation, "__name__", str(annotation))
+        raise ConfigError("bad_type", f"{where} must be {expected}, not {value!r}")
+    return value

@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+import pytest
+
+from shared.config import Config, PeerAgentConfig, parse_config
+from shared.errors import ConfigError
+
+
+def test_empty_file_gives_the_embedded_defaults() -> None:
+    assert parse_config("") == Config()
+
+
+def test_values_are_typed_and_sections_independent() -> None:
+    config = parse_config(
+        """
+        [coordinator]
+        control = "tcp://127.0.0.1:7700"
+        max_peers_per_torrent = 10
+
+        [peer_agent]
+        listen_host = "127.0.0.2"
+        listen_ports = [7000, 7010]
+        request_timeout = 5
+        """
+    )
+    assert config.coordinator.control == "tcp://127.0.0.1:7700"
+    assert config.coordinator.max_peers_per_torrent == 10
+    assert config.peer_agent == PeerAgentConfig(
+        listen_host="127.0.0.2", listen_ports=(7000, 7010), request_timeout=5.0
+    )
+    assert isinstance(config.peer_agent.request_timeout, float)
+    assert config.storage_agent == Config().storage_agent
+
+
+@pytest.mark.parametrize(
+    ("text", "reason", "names"),
+    [
+        ("[coordinater]\n", "unknown_section", "[coordinater]"),
+        ("[coordinator]\ncontroll = 'x'\n", "unknown_key", "coordinator.controll"),
+        ("[coordinator]\nmax_peers_per_torrent = '10'\n", "bad_type", "coordinator.max_peers"),
+        ("[coordinator]\nmax_peers_per_torrent = true\n", "bad_type", "max_peers_per_torrent"),
+        ("[peer_agent]\nlisten_ports = [1]\n", "bad_type", "peer_agent.listen_ports"),
+        ("[peer_agent]\nlisten_ports = 6881\n", "bad_type", "peer_agent.listen_ports"),
+        ("coordinator = 3\n", "bad_section", "[coordinator]"),
+        ("[coordinator\n", "bad_toml", "TOML"),
+    ],
+)
+def test_bad_config_names_the_setting(text: str, reason: str, names: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text)
+    assert caught.value.reason == reason
+    assert names in str(caught.value)
