@@ -1,0 +1,614 @@
+"""msgpack codec and frame envelope for bus messages.
+
+Strategy: at import, every registered message and record is compiled once from its annotations
+into a tuple of field codecs (``IntField``, ``TupleField``, ...). A message travels as a
+msgpack array ``[tag, field1, field2, ...]`` in declaration order: positional, so the header
+stays small and decoding is one ``unpackb`` plus one check per field. Records nest as arrays,
+``InfoHash``/``PeerId`` as 20-byte bins, ``PeerAddress`` as ``[host, port]``, enums as their
+value. A message with ``HAS_DATA`` is sent as two ZeroMQ frames ``[header, data]``; the data
+frame is handed on as a memoryview, never copied into msgpack.
+
+Rules:
+- Every byte from the bus is untrusted (another host may be buggy or compromised). The header is
+  bounded before unpacking, ``unpackb`` runs with explicit limits, and each field is checked for
+  type and bounds. Failures raise ``BusError`` whose ``reason`` is one of ``REASONS`` and whose
+  message names the class and field (``"PeerHave.piece: 3000000 is out of range 0..2097151"``).
+- Encoding checks the same rules, so a bug on our side fails where it happens, not on the far
+  end of the bus.
+- ``bool`` is not an ``int`` and an ``int`` is not a ``float`` on the wire; an enum value must
+  be a member; floats must be finite.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import types
+from collections.abc import Sequence
+from dataclasses import dataclass, fields, is_dataclass
+from enum import Enum, IntEnum, StrEnum
+from typing import Annotated, Any, Union, get_args, get_origin, get_type_hints
+
+import msgpack  # type: ignore[import-untyped]
+
+from shared.errors import BusError
+from shared.types import InfoHash, PeerAddress, PeerId
+
+from .schema import (
+    BUS_PROTOCOL_VERSION,
+    MAX_DATA_BYTES,
+    MAX_HEADER_BYTES,
+    MAX_METAINFO_BYTES,
+    MESSAGES,
+    RECORDS,
+    Message,
+    Range,
+    Size,
+)
+
+__all__ = [
+    "REASONS",
+    "SCHEMA_DIGEST",
+    "BoolField",
+    "BytesField",
+    "EnumField",
+    "Field",
+    "FloatField",
+    "Id20Field",
+    "IntField",
+    "OptionalField",
+    "PeerAddressField",
+    "RecordField",
+    "StrField",
+    "TupleField",
+    "decode_frames",
+    "decode_message",
+    "encode_frames",
+    "encode_message",
+    "message_fields",
+    "render_schema",
+]
+
+REASONS = frozenset(
+    {
+        "header_too_large",  # header frame longer than MAX_HEADER_BYTES
+        "truncated",  # msgpack ended early
+        "malformed_msgpack",  # bytes that are not msgpack
+        "bad_utf8",  # a msgpack str that is not UTF-8
+        "trailing_bytes",  # bytes after the header's one msgpack object
+        "too_deep",  # nesting beyond msgpack's stack
+        "limit_exceeded",  # a bin/str/array over the unpack limits, or any map or ext
+        "not_a_message",  # the header is not an array starting with an int tag
+        "unknown_tag",
+        "wrong_field_count",
+        "wrong_type",
+        "out_of_range",  # a number outside its Range
+        "bad_length",  # a str, bytes or tuple outside its Size
+        "bad_value",  # not an enum member, not an IP address, not finite
+        "wrong_frame_count",
+        "missing_data_frame",
+        "unexpected_data_frame",
+        "data_too_large",
+    }
+)
+
+_MAX_INT = 2**63 - 1
+_UNPACK_LIMITS: dict[str, int] = {
+    "max_bin_len": MAX_METAINFO_BYTES,  # the largest bytes field
+    "max_str_len": 64 * 1024,
+    "max_array_len": 65_536,
+    "max_map_len": 0,  # the bus never sends maps
+    "max_ext_len": 0,  # nor msgpack extension types
+}
+
+Buffer = bytes | bytearray | memoryview
+
+
+class _FieldError(Exception):
+    """A field check failed; ``path`` grows as the error climbs out of nested values."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+        self.path: list[str] = []
+
+
+def _type_name(value: object) -> str:
+    return type(value).__name__
+
+
+def _expect(value: object, kind: type, name: str) -> None:
+    # type() rather than isinstance(): bool must not pass as int, nor IntEnum as int.
+    if type(value) is not kind:
+        raise _FieldError("wrong_type", f"expected {name}, got {_type_name(value)}")
+
+
+class Field:
+    """How one annotated type travels: ``encode`` to a msgpack-ready value, ``decode`` back."""
+
+    __slots__ = ()
+
+    def encode(self, value: Any) -> Any:
+        raise NotImplementedError
+
+    def decode(self, wire: Any) -> Any:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True, slots=True)
+class IntField(Field):
+    lo: int
+    hi: int
+
+    def encode(self, value: Any) -> Any:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _FieldError("wrong_type", f"expected int, got {_type_name(value)}")
+        return self.decode(int(value))
+
+    def decode(self, wire: Any) -> Any:
+        _expect(wire, int, "int")
+        if not self.lo <= wire <= self.hi:
+            raise _FieldError("out_of_range", f"{wire} is out of range {self.lo}..{self.hi}")
+        return wire
+
+    def describe(self) -> str:
+        return f"int[{self.lo}..{self.hi}]"
+
+
+@dataclass(frozen=True, slots=True)
+class FloatField(Field):
+    lo: float
+    hi: float
+
+    def encode(self, value: Any) -> Any:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise _FieldError("wrong_type", f"expected float, got {_type_name(value)}")
+        return self.decode(float(value))
+
+    def decode(self, wire: Any) -> Any:
+        _expect(wire, float, "float")
+        if not math.isfinite(wire):
+            raise _FieldError("bad_value", f"{wire} is not a finite number")
+        if not self.lo <= wire <= self.hi:
+            raise _FieldError("out_of_range", f"{wire} is out of range {self.lo}..{self.hi}")
+        return wire
+
+    def describe(self) -> str:
+        return f"float[{self.lo!r}..{self.hi!r}]"
+
+
+@dataclass(frozen=True, slots=True)
+class BoolField(Field):
+    def encode(self, value: Any) -> Any:
+        return self.decode(value)
+
+    def decode(self, wire: Any) -> Any:
+        _expect(wire, bool, "bool")
+        return wire
+
+    def describe(self) -> str:
+        return "bool"
+
+
+def _check_size(length: int, lo: int, hi: int, what: str) -> None:
+    if not lo <= length <= hi:
+        raise _FieldError("bad_length", f"{what} of length {length} is outside {lo}..{hi}")
+
+
+@dataclass(frozen=True, slots=True)
+class StrField(Field):
+    lo: int
+    hi: int
+
+    def encode(self, value: Any) -> Any:
+        return self.decode(value)
+
+    def decode(self, wire: Any) -> Any:
+        _expect(wire, str, "str")
+        _check_size(len(wire), self.lo, self.hi, "str")
+        return wire
+
+    def describe(self) -> str:
+        return f"str[{self.lo}..{self.hi}]"
+
+
+@dataclass(frozen=True, slots=True)
+class BytesField(Field):
+    lo: int
+    hi: int
+
+    def encode(self, value: Any) -> Any:
+        return self.decode(value)
+
+    def decode(self, wire: Any) -> Any:
+        _expect(wire, bytes, "bytes")
+        _check_size(len(wire), self.lo, self.hi, "bytes")
+        return wire
+
+    def describe(self) -> str:
+        return f"bytes[{self.lo}..{self.hi}]"
+
+
+@dataclass(frozen=True, slots=True)
+class Id20Field(Field):
+    """``InfoHash`` or ``PeerId``: a 20-byte bin on the wire."""
+
+    cls: type[InfoHash] | type[PeerId]
+
+    def encode(self, value: Any) -> Any:
+        _expect(value, self.cls, self.cls.__name__)
+        return value.raw
+
+    def decode(self, wire: Any) -> Any:
+        _expect(wire, bytes, "bytes")
+        _check_size(len(wire), 20, 20, "info hash" if self.cls is InfoHash else "peer id")
+        return self.cls(wire)
+
+    def describe(self) -> str:
+        return f"{self.cls.__name__}(bytes[20])"
+
+
+@dataclass(frozen=True, slots=True)
+class PeerAddressField(Field):
+    def encode(self, value: Any) -> Any:
+        _expect(value, PeerAddress, "PeerAddress")
+        return [value.host, value.port]
+
+    def decode(self, wire: Any) -> Any:
+        _expect(wire, list, "[host, port]")
+        _check_size(len(wire), 2, 2, "address")
+        host, port = wire
+        _expect(host, str, "str host")
+        _check_size(len(host), 2, 64, "host")
+        _expect(port, int, "int port")
+        try:
+            return PeerAddress(host, port)
+        except ValueError as exc:
+            raise _FieldError("bad_value", str(exc)) from None
+
+    def describe(self) -> str:
+        return "PeerAddress([str host, int port])"
+
+
+@dataclass(frozen=True, slots=True)
+class EnumField(Field):
+    enum: type[Enum]
+
+    def encode(self, value: Any) -> Any:
+        if type(value) is not self.enum:
+            raise _FieldError(
+                "wrong_type", f"expected {self.enum.__name__}, got {_type_name(value)}"
+            )
+        return value.value
+
+    def decode(self, wire: Any) -> Any:
+        _expect(wire, int if issubclass(self.enum, IntEnum) else str, self.enum.__name__)
+        try:
+            return self.enum(wire)
+        except ValueError:
+            raise _FieldError("bad_value", f"{wire!r} is not a {self.enum.__name__}") from None
+
+    def describe(self) -> str:
+        return self.enum.__name__
+
+
+@dataclass(frozen=True, slots=True)
+class OptionalField(Field):
+    inner: Field
+
+    def encode(self, value: Any) -> Any:
+        return None if value is None else self.inner.encode(value)
+
+    def decode(self, wire: Any) -> Any:
+        return None if wire is None else self.inner.decode(wire)
+
+    def describe(self) -> str:
+        return f"{self.inner.describe()} | None"
+
+
+@dataclass(frozen=True, slots=True)
+class TupleField(Field):
+    inner: Field
+    lo: int
+    hi: int
+
+    def encode(self, value: Any) -> Any:
+        if not isinstance(value, tuple | list):
+            raise _FieldError("wrong_type", f"expected tuple, got {_type_name(value)}")
+        _check_size(len(value), self.lo, self.hi, "tuple")
+        return _each(self.inner.encode, value)
+
+    def decode(self, wire: Any) -> Any:
+        _expect(wire, list, "array")
+        _check_size(len(wire), self.lo, self.hi, "array")
+        return tuple(_each(self.inner.decode, wire))
+
+    def describe(self) -> str:
+        return f"tuple[{self.inner.describe()}, {self.lo}..{self.hi}]"
+
+
+def _each(convert: Any, items: Sequence[Any]) -> list[Any]:
+    out = []
+    for index, item in enumerate(items):
+        try:
+            out.append(convert(item))
+        except _FieldError as exc:
+            exc.path.append(f"[{index}]")
+            raise
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class RecordField(Field):
+    """A nested frozen dataclass, or (``tag`` set) a whole message: a positional array."""
+
+    cls: type
+    fields: tuple[tuple[str, Field], ...]
+
+    def encode(self, value: Any) -> Any:
+        _expect(value, self.cls, self.cls.__name__)
+        out = []
+        for name, field in self.fields:
+            try:
+                out.append(field.encode(getattr(value, name)))
+            except _FieldError as exc:
+                exc.path.append(f".{name}")
+                raise
+        return out
+
+    def decode(self, wire: Any) -> Any:
+        _expect(wire, list, "array")
+        return self.decode_values(wire)
+
+    def decode_values(self, wire: Sequence[Any]) -> Any:
+        if len(wire) != len(self.fields):
+            raise _FieldError(
+                "wrong_field_count", f"expected {len(self.fields)} fields, got {len(wire)}"
+            )
+        values = []
+        for (name, field), item in zip(self.fields, wire, strict=True):
+            try:
+                values.append(field.decode(item))
+            except _FieldError as exc:
+                exc.path.append(f".{name}")
+                raise
+        return self.cls(*values)
+
+    def describe(self) -> str:
+        return self.cls.__name__
+
+
+# --- compiling annotations --------------------------------------------------------------------
+
+
+def _compile(hint: Any, owner: str) -> Field:
+    """The field codec of one annotation; ``TypeError`` (at import) for anything unsupported."""
+    bound: Range | Size | None = None
+    if get_origin(hint) is Annotated:
+        hint, *extras = get_args(hint)
+        bounds = [e for e in extras if isinstance(e, Range | Size)]
+        if len(bounds) != 1:
+            raise TypeError(f"{owner}: Annotated needs exactly one Range or Size")
+        bound = bounds[0]
+    origin = get_origin(hint)
+    if origin in (Union, types.UnionType):
+        members = [a for a in get_args(hint) if a is not type(None)]
+        if len(members) == 1 and len(get_args(hint)) == 2 and bound is None:
+            return OptionalField(_compile(members[0], owner))
+    elif isinstance(bound, Size):
+        if origin is tuple and len(get_args(hint)) == 2 and get_args(hint)[1] is Ellipsis:
+            return TupleField(_compile(get_args(hint)[0], owner), bound.lo, bound.hi)
+        if hint is str:
+            return StrField(bound.lo, bound.hi)
+        if hint is bytes:
+            return BytesField(bound.lo, bound.hi)
+    elif hint is int:
+        lo, hi = (bound.lo, bound.hi) if bound is not None else (0, _MAX_INT)
+        return IntField(int(lo), int(hi))
+    elif hint is float:
+        lo, hi = (bound.lo, bound.hi) if bound is not None else (-math.inf, math.inf)
+        return FloatField(float(lo), float(hi))
+    elif bound is not None:
+        pass  # a Range on anything but a number
+    elif hint is bool:
+        return BoolField()
+    elif hint in (InfoHash, PeerId):
+        return Id20Field(hint)
+    elif hint is PeerAddress:
+        return PeerAddressField()
+    elif isinstance(hint, type) and issubclass(hint, IntEnum | StrEnum):
+        return EnumField(hint)
+    elif hint in RECORDS:
+        return _compile_record(hint)
+    raise TypeError(f"{owner}: unsupported bus field type {hint!r} with bound {bound!r}")
+
+
+_compiled: dict[type, RecordField] = {}
+
+
+def _compile_record(cls: type) -> RecordField:
+    """The codec of a message or record class, compiled once."""
+    plan = _compiled.get(cls)
+    if plan is None:
+        if not is_dataclass(cls) or not cls.__dataclass_params__.frozen:  # type: ignore[attr-defined]
+            raise TypeError(f"{cls.__name__}: a bus message or record is a frozen dataclass")
+        hints = get_type_hints(cls, include_extras=True)
+        plan = RecordField(
+            cls,
+            tuple(
+                (f.name, _compile(hints[f.name], f"{cls.__name__}.{f.name}")) for f in fields(cls)
+            ),
+        )
+        _compiled[cls] = plan
+    return plan
+
+
+_PLANS: dict[type, RecordField] = {cls: _compile_record(cls) for cls in MESSAGES.values()}
+
+
+def message_fields(cls: type[Message]) -> tuple[tuple[str, Field], ...]:
+    """The compiled ``(name, Field)`` pairs of a message class, in wire order."""
+    return _PLANS[cls].fields
+
+
+# --- messages and frames ----------------------------------------------------------------------
+
+
+def _bus_error(cls_name: str, exc: _FieldError) -> BusError:
+    where = "".join(reversed(exc.path)).lstrip(".")
+    return BusError(exc.reason, f"{cls_name}.{where}: {exc.detail}")
+
+
+def encode_message(message: Message) -> bytes:
+    """Encode one message as a msgpack header.
+
+    Raises:
+        BusError: a field breaks the schema (a bug on the sending side).
+    """
+    plan = _PLANS.get(type(message))
+    if plan is None:
+        raise BusError("unknown_tag", f"{type(message).__name__} is not a bus message")
+    try:
+        values = plan.encode(message)
+    except _FieldError as exc:
+        raise _bus_error(type(message).__name__, exc) from None
+    header: bytes = msgpack.packb([message.TAG, *values], use_bin_type=True)
+    if len(header) > MAX_HEADER_BYTES:
+        raise BusError(
+            "header_too_large", f"{type(message).__name__} header is {len(header)} bytes"
+        )
+    return header
+
+
+def decode_message(header: Buffer) -> Message:
+    """Decode one msgpack header into a message, checking every field.
+
+    Raises:
+        BusError: with a ``reason`` from ``REASONS``.
+    """
+    if len(header) > MAX_HEADER_BYTES:
+        raise BusError("header_too_large", f"header of {len(header)} bytes is over the limit")
+    try:
+        wire = msgpack.unpackb(header, raw=False, use_list=True, **_UNPACK_LIMITS)
+    except msgpack.ExtraData:
+        raise BusError("trailing_bytes", "bytes follow the header's msgpack object") from None
+    except msgpack.StackError:
+        raise BusError("too_deep", "header nests deeper than msgpack allows") from None
+    except msgpack.FormatError:
+        raise BusError("malformed_msgpack", "header is not msgpack") from None
+    except UnicodeDecodeError:
+        raise BusError("bad_utf8", "a msgpack str in the header is not UTF-8") from None
+    except ValueError as exc:
+        text = str(exc)
+        if "exceeds max_" in text:
+            raise BusError("limit_exceeded", f"header breaks an unpack limit: {text}") from None
+        if "incomplete" in text:
+            raise BusError("truncated", "header ends in the middle of a value") from None
+        raise BusError("malformed_msgpack", f"header is not msgpack: {text}") from None
+    if type(wire) is not list or not wire or type(wire[0]) is not int:
+        raise BusError("not_a_message", "header is not an array starting with an int tag")
+    cls = MESSAGES.get(wire[0])
+    if cls is None:
+        raise BusError("unknown_tag", f"no bus message has tag {wire[0]}")
+    try:
+        message: Message = _PLANS[cls].decode_values(wire[1:])
+    except _FieldError as exc:
+        if not exc.path:  # the message itself: name it without a field
+            raise BusError(exc.reason, f"{cls.__name__}: {exc.detail}") from None
+        raise _bus_error(cls.__name__, exc) from None
+    return message
+
+
+def encode_frames(message: Message, data: Buffer | None = None) -> list[bytes | memoryview]:
+    """The ZeroMQ frames of a message: ``[header]`` or ``[header, data]``.
+
+    Args:
+        message: any registered message.
+        data: the data frame, required exactly when ``type(message).HAS_DATA``; it is passed
+            through (send it with ``copy=False`` and do not reuse the buffer).
+
+    Raises:
+        BusError: a schema violation, or a data frame missing, unexpected or too large.
+    """
+    name = type(message).__name__
+    if message.HAS_DATA and data is None:
+        raise BusError("missing_data_frame", f"{name} needs a data frame")
+    if not message.HAS_DATA and data is not None:
+        raise BusError("unexpected_data_frame", f"{name} carries no data frame")
+    header = encode_message(message)
+    if data is None:
+        return [header]
+    view = memoryview(data)
+    if view.nbytes > MAX_DATA_BYTES:
+        raise BusError("data_too_large", f"{name} data frame is {view.nbytes} bytes")
+    return [header, view]
+
+
+def decode_frames(frames: Sequence[Buffer]) -> tuple[Message, memoryview | None]:
+    """Decode the frames of one ZeroMQ message (routing identity already removed).
+
+    Returns:
+        The message and its data frame as a memoryview (``None`` when it has none).
+
+    Raises:
+        BusError: with a ``reason`` from ``REASONS``.
+    """
+    if not 1 <= len(frames) <= 2:
+        raise BusError("wrong_frame_count", f"a bus message has 1 or 2 frames, got {len(frames)}")
+    message = decode_message(frames[0])
+    name = type(message).__name__
+    if len(frames) == 1:
+        if message.HAS_DATA:
+            raise BusError("missing_data_frame", f"{name} arrived without its data frame")
+        return message, None
+    if not message.HAS_DATA:
+        raise BusError("unexpected_data_frame", f"{name} arrived with a data frame")
+    data = memoryview(frames[1])
+    if data.nbytes > MAX_DATA_BYTES:
+        raise BusError("data_too_large", f"{name} data frame is {data.nbytes} bytes")
+    return message, data
+
+
+# --- the schema as text -----------------------------------------------------------------------
+
+
+def render_schema() -> str:
+    """The whole wire contract as text: what the snapshot test pins and the digest hashes."""
+    lines = [f"BUS_PROTOCOL_VERSION {BUS_PROTOCOL_VERSION}"]
+    lines.append(f"limits header={MAX_HEADER_BYTES} data={MAX_DATA_BYTES}")
+    lines.append("unpack " + " ".join(f"{k}={v}" for k, v in sorted(_UNPACK_LIMITS.items())))
+    for tag in sorted(MESSAGES):
+        cls = MESSAGES[tag]
+        lines.append(f"message {tag} {cls.__name__}{' +data' if cls.HAS_DATA else ''}")
+        lines.extend(f"  {n}: {f.describe()}" for n, f in _PLANS[cls].fields)
+    for record in RECORDS:
+        lines.append(f"record {record.__name__}")
+        lines.extend(f"  {n}: {f.describe()}" for n, f in _compile_record(record).fields)
+    enums = sorted(
+        {f.enum for plan in _all_fields() for f in _walk(plan) if isinstance(f, EnumField)},
+        key=lambda e: e.__name__,
+    )
+    for enum in enums:
+        lines.append(f"enum {enum.__name__} " + " ".join(repr(m.value) for m in enum))
+    return "\n".join(lines) + "\n"
+
+
+def _all_fields() -> list[Field]:
+    plans = [*_PLANS.values(), *(_compile_record(r) for r in RECORDS)]
+    return [f for plan in plans for _, f in plan.fields]
+
+
+def _walk(field: Field) -> list[Field]:
+    if isinstance(field, OptionalField | TupleField):
+        return [field, *_walk(field.inner)]
+    if isinstance(field, RecordField):
+        return [field, *(g for _, f in field.fields for g in _walk(f))]
+    return [field]
+
+
+SCHEMA_DIGEST = hashlib.sha256(render_schema().encode()).hexdigest()[:16]
+"""Carried in ``Hello``: two builds with equal version but different schemas refuse each other."""

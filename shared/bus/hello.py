@@ -1,0 +1,114 @@
+"""The version handshake every bus connection starts with, as pure functions.
+
+Strategy: the connecting side sends ``Hello`` (built by ``make_hello``) as its first message;
+the bound side answers with whatever ``check_hello`` returns, ``Welcome`` or ``Rejected``, and
+ignores every other message from that peer until a ``Hello`` is welcomed. ``Hello``, ``Welcome``
+and ``Rejected`` never change layout, so this works across protocol versions.
+
+Rules:
+- The protocol version is checked first, then the schema digest (two builds with the same
+  version but a different schema), then the service kind.
+- A rejection names both sides' values so the user can see which host needs updating.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+
+from shared.errors import BusError
+
+from .codec import SCHEMA_DIGEST
+from .schema import BUS_PROTOCOL_VERSION, Hello, Rejected, ServiceKind, Welcome
+
+__all__ = ["SERVICE_KINDS", "HelloPolicy", "check_hello", "make_hello", "raise_if_rejected"]
+
+SERVICE_KINDS = frozenset(kind.value for kind in ServiceKind)
+
+
+@dataclass(frozen=True, slots=True)
+class HelloPolicy:
+    """What the bound side of an endpoint accepts and tells its callers."""
+
+    service: ServiceKind
+    """The answering service, e.g. ``ServiceKind.COORDINATOR``."""
+    server_id: str
+    """The answering process's id (shown in logs on both ends)."""
+    accepts: Collection[ServiceKind]
+    """Service kinds allowed to connect to this endpoint."""
+    heartbeat_interval: float
+    """Seconds between heartbeats, told to the caller in ``Welcome``."""
+
+
+def make_hello(
+    service: ServiceKind, agent_id: str, host: str, pid: int, capabilities: tuple[str, ...] = ()
+) -> Hello:
+    """The ``Hello`` this build sends: current protocol version and schema digest.
+
+    Args:
+        service: the caller's kind.
+        agent_id: a name unique among the caller's kind (e.g. ``"peer-agent-2"``).
+        host: the caller's host name, for logs.
+        pid: the caller's process id, for logs.
+        capabilities: optional feature names, for later use.
+    """
+    return Hello(
+        protocol_version=BUS_PROTOCOL_VERSION,
+        schema_digest=SCHEMA_DIGEST,
+        service=service.value,
+        agent_id=agent_id,
+        host=host,
+        pid=pid,
+        capabilities=capabilities,
+    )
+
+
+def check_hello(hello: Hello, policy: HelloPolicy) -> Welcome | Rejected:
+    """Decide whether a caller may use this endpoint.
+
+    Args:
+        hello: the caller's first message.
+        policy: what this endpoint accepts.
+
+    Returns:
+        ``Welcome`` to send back, or ``Rejected`` whose ``reason`` is ``version_mismatch``,
+        ``schema_mismatch`` or ``service_not_accepted``.
+    """
+    who = f"{hello.service} {hello.agent_id!r} on {hello.host} (pid {hello.pid})"
+    if hello.protocol_version != BUS_PROTOCOL_VERSION:
+        return Rejected(
+            "version_mismatch",
+            f"{who} speaks bus protocol version {hello.protocol_version}, but this "
+            f"{policy.service.value} speaks version {BUS_PROTOCOL_VERSION}: run the same torviz "
+            "release on every host",
+        )
+    if hello.schema_digest != SCHEMA_DIGEST:
+        return Rejected(
+            "schema_mismatch",
+            f"{who} has bus schema {hello.schema_digest}, but this {policy.service.value} has "
+            f"{SCHEMA_DIGEST} (both say version {BUS_PROTOCOL_VERSION}): run the same torviz "
+            "build on every host",
+        )
+    if hello.service not in SERVICE_KINDS or ServiceKind(hello.service) not in policy.accepts:
+        accepted = ", ".join(sorted(kind.value for kind in policy.accepts))
+        return Rejected(
+            "service_not_accepted",
+            f"{who} may not connect to this {policy.service.value} endpoint (accepts: {accepted})",
+        )
+    return Welcome(
+        protocol_version=BUS_PROTOCOL_VERSION,
+        service=policy.service.value,
+        server_id=policy.server_id,
+        heartbeat_interval=policy.heartbeat_interval,
+    )
+
+
+def raise_if_rejected(answer: Welcome | Rejected) -> Welcome:
+    """The caller's side: return the ``Welcome``, or raise the ``Rejected`` as a ``BusError``.
+
+    Raises:
+        BusError: with the rejection's ``reason`` and ``message``.
+    """
+    if isinstance(answer, Rejected):
+        raise BusError(answer.reason, answer.message)
+    return answer

@@ -1,0 +1,699 @@
+"""The bus schema: every message torviz services exchange, in one module.
+
+Strategy: one frozen dataclass per message, registered with ``@bus_message(tag=N)``. The codec
+(``shared.bus.codec``) derives encoding, decoding and validation from the annotations below, so
+a field's type *is* its wire contract. ``tests/vectors/bus_schema.snapshot`` pins the whole
+rendered schema: any change to it is a deliberate, reviewed diff.
+
+Rules:
+- Tags are stable and never reused; a retired tag stays listed in ``RETIRED_TAGS``. Tags are
+  grouped by channel (1-9 lifecycle, 10-29 tracker agent, 30-59 peer agent, 60-79 data
+  endpoint, 80-99 storage agent, 100-127 control); tags up to 127 take one msgpack byte.
+- Commands are imperative (``ConnectPeer``), events past tense (``PieceVerified``), replies name
+  what happened (``TorrentAdded``).
+- Field types are limited to: ``int`` (0..2**63-1 unless ``Range`` narrows it), ``bool``,
+  ``float`` (finite, ``Range`` optional), ``str``/``bytes``/``tuple[X, ...]`` (each needs a
+  ``Size`` bound), ``X | None``, ``InfoHash``, ``PeerId``, ``PeerAddress``, enums (``IntEnum``
+  or ``StrEnum``) and records registered with ``@bus_record``.
+- ``Hello``, ``Welcome`` and ``Rejected`` keep their tags and fields forever, so that two
+  different protocol versions can always tell each other that they disagree. Any other change
+  to the snapshot bumps ``BUS_PROTOCOL_VERSION``.
+- Times are durations in seconds, never absolute clock readings: clocks differ across hosts.
+- A message with ``HAS_DATA`` travels as ``[header, data]``: the data frame carries piece or
+  block bytes and is never packed into msgpack.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from types import MappingProxyType
+from typing import Annotated, ClassVar, TypeVar, dataclass_transform
+
+from shared.types import InfoHash, PeerAddress, PeerId
+
+# The exported names are listed once, in ``shared.bus.__all__``.
+
+BUS_PROTOCOL_VERSION = 1
+
+# Limits shared by the codec and the schema. MAX_PIECES matches libtorrent's default max_pieces.
+MAX_PIECES = 2**21
+MAX_BITFIELD_BYTES = MAX_PIECES // 8
+MAX_METAINFO_BYTES = 10 * 1024 * 1024
+MAX_HEADER_BYTES = 12 * 1024 * 1024
+MAX_DATA_BYTES = 64 * 1024 * 1024
+MAX_BLOCK_LENGTH = 128 * 1024
+_MAX_BATCH = 4096  # peers, pieces or stats rows in one message; senders split larger batches
+_MAX_TORRENTS = 10_000
+
+RETIRED_TAGS: frozenset[int] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class Range:
+    """Inclusive bounds of an ``int`` or ``float`` field: ``Annotated[int, Range(0, 255)]``."""
+
+    lo: int | float
+    hi: int | float
+
+
+@dataclass(frozen=True, slots=True)
+class Size:
+    """Inclusive length bounds of a ``str`` (characters), ``bytes`` or ``tuple`` field."""
+
+    lo: int
+    hi: int
+
+
+# Vocabulary. Every str, bytes and tuple states its bound; the aliases keep the classes short.
+Name = Annotated[str, Size(0, 256)]  # ids and snake_case reason codes
+Text = Annotated[str, Size(0, 4096)]  # one human-readable line, a URL or a path
+PeerKey = Annotated[str, Size(1, 128)]  # a peer agent's unique name for a connection: "pa1/17"
+U32 = Annotated[int, Range(0, 2**32 - 1)]
+PieceNo = Annotated[int, Range(0, MAX_PIECES - 1)]
+PieceCount = Annotated[int, Range(0, MAX_PIECES)]
+Port = Annotated[int, Range(0, 65535)]
+Bitfield = Annotated[bytes, Size(0, MAX_BITFIELD_BYTES)]
+PieceList = Annotated[tuple[PieceNo, ...], Size(1, _MAX_BATCH)]
+PeerKeys = Annotated[tuple[PeerKey, ...], Size(0, 1024)]
+Rate = Annotated[float, Range(0.0, 1e15)]  # bytes per second
+Seconds = Annotated[float, Range(0.0, 1e9)]
+
+
+class Message:
+    """Base of every bus message: a frozen slotted dataclass made by ``@bus_message``."""
+
+    __slots__ = ()
+    TAG: ClassVar[int]
+    HAS_DATA: ClassVar[bool] = False
+
+
+M = TypeVar("M", bound=Message)
+R = TypeVar("R")
+
+_messages: dict[int, type[Message]] = {}
+_records: list[type] = []
+
+MESSAGES: Mapping[int, type[Message]] = MappingProxyType(_messages)
+"""Every message class by tag: the one registry the codec reads."""
+
+
+@dataclass_transform(frozen_default=True)
+def bus_message(tag: int, *, has_data: bool = False) -> Callable[[type[M]], type[M]]:
+    """Make a class a frozen slotted dataclass and register it as the message ``tag``.
+
+    Args:
+        tag: the class's stable wire number, 1..65535.
+        has_data: whether the message travels with a data frame.
+
+    Raises:
+        TypeError: the tag is out of range, retired or already taken (at import time).
+    """
+
+    def register(cls: type[M]) -> type[M]:
+        if not 0 < tag < 65536 or tag in RETIRED_TAGS:
+            raise TypeError(f"{cls.__name__}: tag {tag} is out of range or retired")
+        if tag in _messages:
+            raise TypeError(f"{cls.__name__}: tag {tag} is taken by {_messages[tag].__name__}")
+        made = dataclass(frozen=True, slots=True)(cls)
+        made.TAG = tag
+        made.HAS_DATA = has_data
+        _messages[tag] = made
+        return made
+
+    return register
+
+
+@dataclass_transform(frozen_default=True)
+def bus_record(cls: type[R]) -> type[R]:
+    """Make a class a frozen slotted dataclass nested in messages as a positional array."""
+    made = dataclass(frozen=True, slots=True)(cls)
+    _records.append(made)
+    return made
+
+
+class ServiceKind(StrEnum):
+    """Who is on the other end of a bus connection (``Hello.service`` carries the value)."""
+
+    COORDINATOR = "coordinator"
+    TRACKER_AGENT = "tracker_agent"
+    PEER_AGENT = "peer_agent"
+    STORAGE_AGENT = "storage_agent"
+    CLI = "cli"
+
+
+class PeerSource(StrEnum):
+    """Where a peer address came from."""
+
+    TRACKER = "tracker"
+    DHT = "dht"
+    PEX = "pex"
+    INCOMING = "incoming"
+    MANUAL = "manual"
+
+
+class TrackerState(StrEnum):
+    """One tracker URL as the tracker agent sees it."""
+
+    IDLE = "idle"
+    ANNOUNCING = "announcing"
+    WORKING = "working"
+    FAILED = "failed"
+    DISABLED = "disabled"
+
+
+class TorrentState(StrEnum):
+    """A torrent as the coordinator reports it to the user."""
+
+    CHECKING = "checking"
+    DOWNLOADING = "downloading"
+    SEEDING = "seeding"
+    PAUSED = "paused"
+    STOPPED = "stopped"
+    ERROR = "error"
+
+
+# --- records ----------------------------------------------------------------------------------
+
+
+@bus_record
+class TrackerTier:
+    """One announce tier (BEP 12): URLs tried in order."""
+
+    urls: Annotated[tuple[Text, ...], Size(1, 64)]
+
+
+@bus_record
+class PeerStats:
+    """Counters and rates of one peer connection since it opened."""
+
+    info_hash: InfoHash
+    peer: PeerKey
+    downloaded: int
+    uploaded: int
+    download_rate: Rate
+    upload_rate: Rate
+    peer_choking: bool
+    peer_interested: bool
+
+
+@bus_record
+class TorrentStatus:
+    """One torrent in a ``StatusReport``."""
+
+    info_hash: InfoHash
+    name: Text
+    state: TorrentState
+    progress: Annotated[float, Range(0.0, 1.0)]
+    total_length: int
+    downloaded: int
+    uploaded: int
+    download_rate: Rate
+    upload_rate: Rate
+    peers: U32
+    seeds: U32
+    pieces_verified: PieceCount
+    num_pieces: PieceCount
+    save_path: Text
+    error: Text | None
+
+
+# --- lifecycle (1-9): every connection ---------------------------------------------------------
+
+
+@bus_message(tag=1)
+class Hello(Message):
+    """First message of every connection: who is calling and which protocol it speaks."""
+
+    protocol_version: U32
+    schema_digest: Name
+    service: Name
+    agent_id: Name
+    host: Name
+    pid: U32
+    capabilities: Annotated[tuple[Name, ...], Size(0, 64)]
+
+
+@bus_message(tag=2)
+class Welcome(Message):
+    """The answer to an accepted ``Hello``."""
+
+    protocol_version: U32
+    service: Name
+    server_id: Name
+    heartbeat_interval: Seconds
+
+
+@bus_message(tag=3)
+class Rejected(Message):
+    """The answer to a refused ``Hello``; the caller stops with ``message``."""
+
+    reason: Name
+    message: Text
+
+
+@bus_message(tag=4)
+class Heartbeat(Message):
+    """Sent every ``Welcome.heartbeat_interval`` seconds by both ends."""
+
+    seq: int
+
+
+@bus_message(tag=5)
+class Goodbye(Message):
+    """The sender is leaving on purpose; its work must be reassigned."""
+
+    reason: Name
+
+
+@bus_message(tag=6)
+class Shutdown(Message):
+    """Coordinator to agent: stop cleanly."""
+
+    reason: Name
+
+
+# --- coordinator <-> tracker agent (10-29) -----------------------------------------------------
+
+
+@bus_message(tag=10)
+class TrackTorrent(Message):
+    """Start announcing a torrent and looking for peers (trackers, and DHT unless private)."""
+
+    info_hash: InfoHash
+    tiers: Annotated[tuple[TrackerTier, ...], Size(0, 64)]
+    peer_id: PeerId
+    listen_port: Port
+    private: bool
+    uploaded: int
+    downloaded: int
+    left: int
+
+
+@bus_message(tag=11)
+class UpdateTransfer(Message):
+    """New totals for the next announce."""
+
+    info_hash: InfoHash
+    uploaded: int
+    downloaded: int
+    left: int
+
+
+@bus_message(tag=12)
+class TorrentCompleted(Message):
+    """The download finished: announce ``event=completed`` once."""
+
+    info_hash: InfoHash
+
+
+@bus_message(tag=13)
+class UntrackTorrent(Message):
+    """Stop looking for peers: announce ``event=stopped`` and forget the torrent."""
+
+    info_hash: InfoHash
+
+
+@bus_message(tag=20)
+class PeersDiscovered(Message):
+    """Addresses found for a torrent; the coordinator deduplicates and decides whom to dial."""
+
+    info_hash: InfoHash
+    peers: Annotated[tuple[PeerAddress, ...], Size(0, _MAX_BATCH)]
+    source: PeerSource
+
+
+@bus_message(tag=21)
+class TrackerStateChanged(Message):
+    """One tracker URL changed state; ``next_announce_in`` is relative to now."""
+
+    info_hash: InfoHash
+    url: Text
+    tier: Annotated[int, Range(0, 255)]
+    state: TrackerState
+    error: Text | None
+    seeders: U32 | None
+    leechers: U32 | None
+    next_announce_in: Seconds | None
+
+
+# --- coordinator <-> peer agent (30-59) --------------------------------------------------------
+
+
+@bus_message(tag=30)
+class AttachTorrent(Message):
+    """Let the peer agent serve a torrent: its geometry, our peer id and what we already have."""
+
+    info_hash: InfoHash
+    piece_length: Annotated[int, Range(1, MAX_DATA_BYTES)]
+    total_length: int
+    num_pieces: Annotated[int, Range(1, MAX_PIECES)]
+    peer_id: PeerId
+    have: Bitfield
+    private: bool
+
+
+@bus_message(tag=31)
+class DetachTorrent(Message):
+    """Close every connection of a torrent and forget it."""
+
+    info_hash: InfoHash
+
+
+@bus_message(tag=32)
+class ConnectPeer(Message):
+    """Dial a peer; answered by ``PeerConnected`` or ``PeerConnectFailed``."""
+
+    info_hash: InfoHash
+    address: PeerAddress
+
+
+@bus_message(tag=33)
+class DisconnectPeer(Message):
+    """Close one connection; answered by ``PeerDisconnected``."""
+
+    info_hash: InfoHash
+    peer: PeerKey
+    reason: Name
+
+
+@bus_message(tag=34)
+class AssignPieces(Message):
+    """Download these pieces from this peer (the peer has them)."""
+
+    info_hash: InfoHash
+    peer: PeerKey
+    pieces: PieceList
+
+
+@bus_message(tag=35)
+class CancelPieces(Message):
+    """Stop fetching these pieces from this peer (another peer finished them)."""
+
+    info_hash: InfoHash
+    peer: PeerKey
+    pieces: PieceList
+
+
+@bus_message(tag=36)
+class BroadcastHave(Message):
+    """A piece was verified: send HAVE to every peer of the torrent."""
+
+    info_hash: InfoHash
+    piece: PieceNo
+
+
+@bus_message(tag=40)
+class PeerConnected(Message):
+    """A handshake completed (dialled or incoming)."""
+
+    info_hash: InfoHash
+    peer: PeerKey
+    address: PeerAddress
+    peer_id: PeerId
+    client: Name
+    incoming: bool
+    fast_extension: bool
+    extension_protocol: bool
+
+
+@bus_message(tag=41)
+class PeerBitfield(Message):
+    """The peer's full bitfield (BITFIELD, or HAVE_ALL/HAVE_NONE expanded)."""
+
+    info_hash: InfoHash
+    peer: PeerKey
+    bitfield: Bitfield
+
+
+@bus_message(tag=42)
+class PeerHave(Message):
+    """The peer announced one more piece."""
+
+    info_hash: InfoHash
+    peer: PeerKey
+    piece: PieceNo
+
+
+@bus_message(tag=43)
+class PeerDisconnected(Message):
+    """A connection closed; its assigned pieces are free again."""
+
+    info_hash: InfoHash
+    peer: PeerKey
+    reason: Name
+    message: Text
+
+
+@bus_message(tag=44)
+class PeerConnectFailed(Message):
+    """A ``ConnectPeer`` never reached a handshake."""
+
+    info_hash: InfoHash
+    address: PeerAddress
+    reason: Name
+    message: Text
+
+
+@bus_message(tag=45)
+class WorkWanted(Message):
+    """The peer can take ``count`` more pieces (it unchoked us and has spare pipeline)."""
+
+    info_hash: InfoHash
+    peer: PeerKey
+    count: Annotated[int, Range(1, _MAX_BATCH)]
+
+
+@bus_message(tag=46)
+class PiecesReleased(Message):
+    """Assigned pieces this peer will not fetch (choked, rejected, or lacks them)."""
+
+    info_hash: InfoHash
+    peer: PeerKey
+    pieces: PieceList
+
+
+@bus_message(tag=47)
+class TransferStats(Message):
+    """Periodic counters and rates of the sender's connections."""
+
+    peers: Annotated[tuple[PeerStats, ...], Size(0, _MAX_BATCH)]
+
+
+@bus_message(tag=48)
+class PieceDownloaded(Message):
+    """Notice only: a piece was sent to storage; ``PieceVerified`` is what counts."""
+
+    info_hash: InfoHash
+    piece: PieceNo
+    peer: PeerKey
+
+
+# --- peer agent <-> storage agent, data endpoint (60-79) ----------------------------------------
+
+
+@bus_message(tag=60, has_data=True)
+class StorePiece(Message):
+    """A whole downloaded piece (data frame) to verify and write; ``contributors`` are peer keys."""
+
+    info_hash: InfoHash
+    piece: PieceNo
+    contributors: PeerKeys
+
+
+@bus_message(tag=61)
+class ReadBlock(Message):
+    """Read a block to upload; answered by ``BlockRead`` or ``ReadFailed``."""
+
+    request_id: int
+    info_hash: InfoHash
+    piece: PieceNo
+    offset: Annotated[int, Range(0, MAX_DATA_BYTES - 1)]
+    length: Annotated[int, Range(1, MAX_BLOCK_LENGTH)]
+
+
+@bus_message(tag=62, has_data=True)
+class BlockRead(Message):
+    """The bytes of a ``ReadBlock`` (data frame)."""
+
+    request_id: int
+    info_hash: InfoHash
+    piece: PieceNo
+    offset: Annotated[int, Range(0, MAX_DATA_BYTES - 1)]
+
+
+@bus_message(tag=63)
+class ReadFailed(Message):
+    """A ``ReadBlock`` that cannot be served (unknown torrent, piece not verified, I/O error)."""
+
+    request_id: int
+    reason: Name
+    message: Text
+
+
+# --- coordinator <-> storage agent (80-99) ------------------------------------------------------
+
+
+@bus_message(tag=80)
+class OpenTorrent(Message):
+    """Open (and check or resume) a torrent's files; the agent checks SHA-1(raw_info)."""
+
+    info_hash: InfoHash
+    raw_info: Annotated[bytes, Size(1, MAX_METAINFO_BYTES)]
+    save_path: Text
+
+
+@bus_message(tag=81)
+class CloseTorrent(Message):
+    """Flush resume state and close the files; answered by ``TorrentClosed``."""
+
+    info_hash: InfoHash
+
+
+@bus_message(tag=90)
+class TorrentOpened(Message):
+    """The files are open; ``have`` holds the pieces already verified on disk."""
+
+    info_hash: InfoHash
+    have: Bitfield
+
+
+@bus_message(tag=91)
+class PieceVerified(Message):
+    """A piece matched its SHA-1 and is on disk."""
+
+    info_hash: InfoHash
+    piece: PieceNo
+
+
+@bus_message(tag=92)
+class PieceRejected(Message):
+    """A piece failed its SHA-1; nothing was written. ``contributors`` are suspects."""
+
+    info_hash: InfoHash
+    piece: PieceNo
+    contributors: PeerKeys
+
+
+@bus_message(tag=93)
+class StorageFailed(Message):
+    """A file operation failed; ``errno_name`` is e.g. ``"ENOSPC"`` (empty when not an OSError)."""
+
+    info_hash: InfoHash
+    file: Text
+    errno_name: Name
+    message: Text
+
+
+@bus_message(tag=94)
+class TorrentClosed(Message):
+    """The files are closed and resume state is flushed."""
+
+    info_hash: InfoHash
+
+
+# --- control: CLI <-> coordinator (100-129), one reply per request ------------------------------
+
+
+@bus_message(tag=100)
+class AddTorrent(Message):
+    """Add a .torrent (its exact bytes) to download into ``download_dir``."""
+
+    metainfo: Annotated[bytes, Size(1, MAX_METAINFO_BYTES)]
+    download_dir: Text
+
+
+@bus_message(tag=101)
+class TorrentAdded(Message):
+    """Reply to ``AddTorrent``."""
+
+    info_hash: InfoHash
+    name: Text
+
+
+@bus_message(tag=102)
+class ListTorrents(Message):
+    """Ask for the status of every torrent; answered by ``StatusReport``."""
+
+
+@bus_message(tag=103)
+class GetStatus(Message):
+    """Ask for the torrents whose hex info-hash starts with ``prefix``."""
+
+    prefix: Annotated[str, Size(0, 40)]
+
+
+@bus_message(tag=104)
+class StatusReport(Message):
+    """Reply to ``ListTorrents`` and ``GetStatus``."""
+
+    torrents: Annotated[tuple[TorrentStatus, ...], Size(0, _MAX_TORRENTS)]
+
+
+@bus_message(tag=105)
+class ShutdownRequested(Message):
+    """The user asks the daemon to stop; answered by ``ShutdownAccepted``."""
+
+
+@bus_message(tag=106)
+class ShutdownAccepted(Message):
+    """Reply to ``ShutdownRequested``: the daemon is stopping."""
+
+
+@bus_message(tag=107)
+class ControlFailed(Message):
+    """Reply to any request that failed; ``reason`` is a snake_case code."""
+
+    reason: Name
+    message: Text
+
+
+@bus_message(tag=108)
+class RemoveTorrent(Message):
+    """Stop and forget a torrent, deleting its files if asked."""
+
+    info_hash: InfoHash
+    delete_files: bool
+
+
+@bus_message(tag=109)
+class TorrentRemoved(Message):
+    """Reply to ``RemoveTorrent``."""
+
+    info_hash: InfoHash
+
+
+RECORDS: tuple[type, ...] = tuple(_records)
+"""Nested records (not messages), in declaration order."""
+
+# Closed unions per direction, for exhaustive ``match`` in each service.
+Lifecycle = Hello | Welcome | Rejected | Heartbeat | Goodbye | Shutdown
+ToTrackerAgent = TrackTorrent | UpdateTransfer | TorrentCompleted | UntrackTorrent
+FromTrackerAgent = PeersDiscovered | TrackerStateChanged
+ToPeerAgent = (
+    AttachTorrent
+    | DetachTorrent
+    | ConnectPeer
+    | DisconnectPeer
+    | AssignPieces
+    | CancelPieces
+    | BroadcastHave
+)
+FromPeerAgent = (
+    PeerConnected
+    | PeerBitfield
+    | PeerHave
+    | PeerDisconnected
+    | PeerConnectFailed
+    | WorkWanted
+    | PiecesReleased
+    | TransferStats
+    | PieceDownloaded
+)
+DataRequest = StorePiece | ReadBlock
+DataReply = BlockRead | ReadFailed
+ToStorageAgent = OpenTorrent | CloseTorrent
+FromStorageAgent = TorrentOpened | PieceVerified | PieceRejected | StorageFailed | TorrentClosed
+ControlRequest = AddTorrent | ListTorrents | GetStatus | ShutdownRequested | RemoveTorrent
+ControlReply = TorrentAdded | StatusReport | ShutdownAccepted | ControlFailed | TorrentRemoved

@@ -1,0 +1,445 @@
+"""ZeroMQ sockets for bus messages: one owner per socket, nothing blocks the caller.
+
+Strategy: a ``BusSocket`` wraps one zmq.green DEALER or ROUTER socket and two greenlets. The
+sender greenlet is the only code that sends: ``send()`` encodes at the call site (a schema bug
+fails there) and queues the frames, so actors and other greenlets never touch the socket and
+multipart frames of two senders cannot interleave. The receiver greenlet is the only code that
+receives: it reads at most ``_MAX_FRAMES`` frames per message (the rest is drained and thrown
+away), decodes them with ``shared.bus.decode_frames`` and hands an ``Incoming`` to the handler.
+zmq.green keeps separate read and write events, so exactly one reader and one writer is safe.
+
+A pykka actor owns its ``BusSocket``: it builds and starts it in ``on_start`` with
+``handler=self.actor_ref.tell`` (every message becomes an actor message), sends from its own
+handlers, and calls ``close()`` in ``on_stop``::
+
+    def on_start(self) -> None:
+        self.bus = BusSocket.dealer(self.actor_ref.tell, name="peer-agent", identity="pa1")
+        self.bus.connect(self.config.coordinator)
+        self.bus.start()
+        self.bus.send(make_hello(ServiceKind.PEER_AGENT, "pa1", host, pid))
+
+Rules:
+- Input is hostile: malformed messages are logged (the first few, then every 1000th), counted
+  in ``stats`` and dropped; a handler that raises is counted too. Nothing here crashes on input.
+- A bound endpoint may require the handshake (``hello_policy``): the socket answers ``Hello``
+  itself and drops any other message from a peer it has not welcomed.
+- ``ControlClient`` is the short-lived request/reply helper for the CLI: plain blocking zmq in a
+  plain process, zmq.green when gevent has patched threading.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import gevent
+import gevent.queue
+import zmq
+import zmq.green
+
+from shared.bus import (
+    MAX_DATA_BYTES,
+    Goodbye,
+    Hello,
+    HelloPolicy,
+    Message,
+    Rejected,
+    ServiceKind,
+    Welcome,
+    check_hello,
+    decode_frames,
+    encode_frames,
+    make_hello,
+    raise_if_rejected,
+)
+from shared.errors import BusError
+
+__all__ = [
+    "BusSocket",
+    "ControlClient",
+    "DaemonUnreachableError",
+    "Incoming",
+    "SocketStats",
+    "control_request",
+]
+
+log = logging.getLogger(__name__)
+
+_MAX_FRAMES = 3  # routing identity + header + data
+_YIELD_EVERY = 16  # messages received between two forced yields to other greenlets
+_LOUD_DROPS = 10  # malformed messages logged at warning before going quiet
+_STOP = object()
+
+Frames = list[bytes | memoryview]
+Handler = Callable[["Incoming"], object]
+
+
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    """One decoded message as it came off a socket."""
+
+    message: Message
+    data: memoryview | None
+    """The data frame (piece or block bytes), zero-copy; ``None`` for header-only messages."""
+    sender: bytes | None
+    """The peer's routing identity on a ROUTER socket (pass it to ``send(to=...)``)."""
+
+
+@dataclass(slots=True)
+class SocketStats:
+    """Counters of one socket, for logs and tests."""
+
+    received: int = 0
+    sent: int = 0
+    malformed: int = 0
+    unwelcomed: int = 0
+    handler_errors: int = 0
+    send_dropped: int = 0
+    send_errors: int = 0
+
+
+class DaemonUnreachableError(BusError):
+    """No daemon answered a control request in time."""
+
+    def __init__(self, endpoint: str) -> None:
+        super().__init__(
+            "no_daemon",
+            f"no torviz daemon at {endpoint}: start one with `torviz-coordinator start`",
+        )
+        self.endpoint = endpoint
+
+
+def _recv_bounded(sock: zmq.Socket[Any]) -> list[zmq.Frame] | None:
+    """One multipart message, or ``None`` when it had more than ``_MAX_FRAMES`` frames."""
+    frames = [sock.recv(copy=False)]
+    too_many = False
+    while sock.getsockopt(zmq.RCVMORE):
+        frame = sock.recv(copy=False)  # parts of a multipart arrive together: never waits
+        if len(frames) < _MAX_FRAMES:
+            frames.append(frame)
+        else:
+            too_many = True
+    return None if too_many else frames
+
+
+class BusSocket:
+    """A DEALER or ROUTER bus socket owned by a sender and a receiver greenlet.
+
+    Args:
+        socket_type: ``zmq.DEALER`` or ``zmq.ROUTER``.
+        handler: called in the receiver greenlet with each ``Incoming`` (e.g. an actor's
+            ``tell``); it must not block for long.
+        name: shown in logs.
+        identity: a DEALER's routing id, so the bound side sees a stable name across reconnects.
+        hello_policy: ROUTER only: answer ``Hello`` here and drop messages from peers not
+            welcomed. The ``Hello`` of a welcomed peer is still passed to the handler.
+        max_pending: queued outgoing messages before ``send`` starts dropping.
+        max_peers: ROUTER with ``hello_policy``: most peers welcomed at once.
+        context: a zmq.green context (default: the process-wide instance).
+    """
+
+    def __init__(
+        self,
+        socket_type: int,
+        handler: Handler,
+        *,
+        name: str,
+        identity: str | None = None,
+        hello_policy: HelloPolicy | None = None,
+        max_pending: int = 10_000,
+        max_peers: int = 1024,
+        context: zmq.Context[Any] | None = None,
+    ) -> None:
+        if socket_type not in (zmq.DEALER, zmq.ROUTER):
+            raise ValueError("a bus socket is a DEALER or a ROUTER")
+        if hello_policy is not None and socket_type != zmq.ROUTER:
+            raise ValueError("only the bound ROUTER side checks Hello")
+        self.name = name
+        self.stats = SocketStats()
+        self.welcomed: dict[bytes, Hello] = {}
+        """ROUTER with ``hello_policy``: the ``Hello`` of every welcomed peer by identity."""
+        self._router = socket_type == zmq.ROUTER
+        self._handler = handler
+        self._policy = hello_policy
+        self._max_peers = max_peers
+        self._max_pending = max_pending
+        self._queue: gevent.queue.Queue[Any] = gevent.queue.Queue()  # bounded in _enqueue
+        self._greenlets: list[gevent.Greenlet[Any, Any]] = []
+        self._closed = False
+        ctx = context if context is not None else zmq.green.Context.instance()
+        self._socket: zmq.Socket[Any] = ctx.socket(socket_type)
+        self._socket.setsockopt(zmq.MAXMSGSIZE, MAX_DATA_BYTES)  # bigger frames: disconnect
+        self._socket.setsockopt(zmq.LINGER, 0)
+        if identity is not None:
+            self._socket.setsockopt(zmq.ROUTING_ID, identity.encode())
+        if self._router:
+            self._socket.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a restarted agent takes over
+
+    @classmethod
+    def dealer(cls, handler: Handler, *, name: str, **kwargs: Any) -> BusSocket:
+        """A connecting socket (agents, the CLI); see the class for ``kwargs``."""
+        return cls(zmq.DEALER, handler, name=name, **kwargs)
+
+    @classmethod
+    def router(cls, handler: Handler, *, name: str, **kwargs: Any) -> BusSocket:
+        """A bound socket serving many peers (coordinator bus, storage data endpoint)."""
+        return cls(zmq.ROUTER, handler, name=name, **kwargs)
+
+    @property
+    def pending(self) -> int:
+        """Messages queued and not yet handed to ZeroMQ."""
+        return int(self._queue.qsize())
+
+    def bind(self, endpoint: str) -> str:
+        """Bind and return the actual endpoint (``tcp://127.0.0.1:*`` picks a free port)."""
+        self._socket.bind(endpoint)
+        return self._socket.getsockopt_string(zmq.LAST_ENDPOINT)
+
+    def connect(self, endpoint: str) -> None:
+        """Connect; ZeroMQ reconnects by itself and queues messages meanwhile."""
+        self._socket.connect(endpoint)
+
+    def start(self) -> None:
+        """Spawn the sender and receiver greenlets (call once, from the hub's thread)."""
+        if self._greenlets or self._closed:
+            raise RuntimeError(f"{self.name}: socket already started or closed")
+        self._greenlets = [gevent.spawn(self._send_loop), gevent.spawn(self._receive_loop)]
+
+    def send(
+        self, message: Message, data: bytes | memoryview | None = None, *, to: bytes | None = None
+    ) -> bool:
+        """Queue one message; returns at once.
+
+        Args:
+            message: any bus message.
+            data: its data frame when ``HAS_DATA``; sent with ``copy=False``, so never reuse it.
+            to: ROUTER only: the recipient's identity (``Incoming.sender``).
+
+        Returns:
+            False when the message was dropped: the socket is closed or the queue is full.
+
+        Raises:
+            BusError: the message breaks the schema (a bug on our side).
+            ValueError: ``to`` given on a DEALER or missing on a ROUTER.
+        """
+        if (to is not None) != self._router:
+            raise ValueError(f"{self.name}: a ROUTER needs `to`, a DEALER takes none")
+        frames: Frames = encode_frames(message, data)
+        if to is not None:
+            frames.insert(0, to)
+        return self._enqueue(frames, message)
+
+    def close(self, linger: float = 1.0) -> None:
+        """Stop both greenlets and close the socket.
+
+        Args:
+            linger: seconds to let queued messages go out before they are dropped.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        current = gevent.getcurrent()
+        if self._greenlets:
+            sender, receiver = self._greenlets
+            self._queue.put(_STOP)
+            sender.join(timeout=linger)
+            for greenlet in (sender, receiver):
+                if greenlet is not current:
+                    greenlet.kill(block=True, timeout=1.0)
+        while not self._queue.empty():  # what the sender never reached is lost: count it
+            if self._queue.get_nowait() is not _STOP:
+                self.stats.send_dropped += 1
+        self._socket.close(linger=int(linger * 1000))
+
+    def _enqueue(self, frames: Frames, message: Message) -> bool:
+        if self._closed or self._queue.qsize() >= self._max_pending:
+            self.stats.send_dropped += 1
+            if _loud(self.stats.send_dropped):
+                log.warning(
+                    "%s: dropped outgoing %s (%d so far): %s",
+                    self.name,
+                    type(message).__name__,
+                    self.stats.send_dropped,
+                    "socket closed" if self._closed else f"{self._max_pending} already queued",
+                )
+            return False
+        self._queue.put_nowait(frames)
+        return True
+
+    def _send_loop(self) -> None:
+        while True:
+            frames = self._queue.get()
+            if frames is _STOP:
+                return
+            try:
+                self._socket.send_multipart(frames, copy=False)
+            except zmq.ZMQError as exc:
+                self.stats.send_errors += 1
+                log.warning("%s: send failed: %s", self.name, exc)
+                if exc.errno in (zmq.ETERM, zmq.ENOTSOCK):
+                    return
+            else:
+                self.stats.sent += 1
+
+    def _receive_loop(self) -> None:
+        count = 0
+        while True:
+            try:
+                frames = _recv_bounded(self._socket)
+            except zmq.ZMQError as exc:
+                log.info("%s: receiver stops: %s", self.name, exc)
+                return
+            if frames is None:
+                self._drop(None, "wrong_frame_count", f"more than {_MAX_FRAMES} frames")
+                continue
+            data_frame = self._dispatch(frames)
+            count += 1
+            if data_frame or count % _YIELD_EVERY == 0:
+                gevent.sleep(0)  # a busy socket never blocks: let the actors run
+
+    def _dispatch(self, frames: list[zmq.Frame]) -> bool:
+        """Decode and hand on one message; returns whether it carried a data frame."""
+        sender = None
+        if self._router:
+            sender = frames.pop(0).bytes
+            if not frames:
+                self._drop(sender, "wrong_frame_count", "no header frame")
+                return False
+        try:
+            message, data = decode_frames([frame.buffer for frame in frames])
+        except BusError as exc:
+            self._drop(sender, exc.reason, exc.message)
+            return False
+        if sender is not None and self._policy is not None and not self._admit(sender, message):
+            return False
+        self.stats.received += 1
+        try:
+            self._handler(Incoming(message, data, sender))
+        except Exception:
+            self.stats.handler_errors += 1
+            log.exception("%s: handler failed on %s", self.name, type(message).__name__)
+        return data is not None
+
+    def _admit(self, sender: bytes, message: Message) -> bool:
+        """The handshake gate of a bound endpoint; answers ``Hello`` itself."""
+        assert self._policy is not None
+        if isinstance(message, Hello):
+            answer: Welcome | Rejected = check_hello(message, self._policy)
+            if sender not in self.welcomed and len(self.welcomed) >= self._max_peers:
+                answer = Rejected("too_many_peers", f"{self.name} serves {self._max_peers} peers")
+            self._enqueue([sender, *encode_frames(answer)], answer)
+            if isinstance(answer, Rejected):
+                log.warning("%s: rejected %s: %s", self.name, message.agent_id, answer.message)
+                self.welcomed.pop(sender, None)
+                return False
+            log.info("%s: welcomed %s %s", self.name, message.service, message.agent_id)
+            self.welcomed[sender] = message
+            return True
+        if sender not in self.welcomed:
+            self.stats.unwelcomed += 1
+            return False
+        if isinstance(message, Goodbye):
+            del self.welcomed[sender]
+        return True
+
+    def _drop(self, sender: bytes | None, reason: str, detail: str) -> None:
+        self.stats.malformed += 1
+        count = self.stats.malformed
+        if _loud(count):
+            who = f" from {sender.hex()}" if sender else ""
+            log.warning(
+                "%s: dropped malformed message%s (%s, %d so far): %s",
+                self.name,
+                who,
+                reason,
+                count,
+                detail,
+            )
+
+
+def _loud(count: int) -> bool:
+    """Whether the ``count``-th drop is logged: the first few, then every 1000th."""
+    return count <= _LOUD_DROPS or count % 1000 == 0
+
+
+def _green_default() -> bool:
+    monkey = sys.modules.get("gevent.monkey")
+    return monkey is not None and bool(monkey.is_module_patched("threading"))
+
+
+class ControlClient:
+    """Request/reply over a DEALER to the coordinator's control endpoint, one request at a time.
+
+    Args:
+        endpoint: e.g. ``"ipc:///run/user/1000/torviz/control"``.
+        timeout: seconds to wait for each reply.
+        green: use zmq.green (default: when gevent has patched threading).
+
+    After a ``DaemonUnreachableError`` the client must be closed: a late reply would be taken as the
+    answer to the next request.
+    """
+
+    def __init__(self, endpoint: str, *, timeout: float = 5.0, green: bool | None = None) -> None:
+        self.endpoint = endpoint
+        self.timeout = timeout
+        module: Any = zmq.green if (green if green is not None else _green_default()) else zmq
+        self._poller_class = module.Poller
+        self._socket: zmq.Socket[Any] = module.Context.instance().socket(zmq.DEALER)
+        self._socket.setsockopt(zmq.LINGER, 0)
+        self._socket.setsockopt(zmq.MAXMSGSIZE, MAX_DATA_BYTES)
+        self._socket.connect(endpoint)
+
+    def hello(self, agent_id: str = "cli", host: str = "", pid: int = 0) -> Welcome:
+        """Introduce this client; returns the ``Welcome``.
+
+        Raises:
+            BusError: the daemon rejected us (``reason`` from ``Rejected``) or answered oddly.
+            DaemonUnreachableError: no answer within the timeout.
+        """
+        answer = self.request(make_hello(ServiceKind.CLI, agent_id, host, pid))
+        if not isinstance(answer, Welcome | Rejected):
+            raise BusError("unexpected_reply", f"{type(answer).__name__} in answer to Hello")
+        return raise_if_rejected(answer)
+
+    def request(self, message: Message) -> Message:
+        """Send one request and wait for its reply.
+
+        Raises:
+            DaemonUnreachableError: no answer within the timeout.
+            BusError: the reply is malformed.
+        """
+        self._socket.send_multipart(encode_frames(message), copy=False)
+        poller = self._poller_class()
+        poller.register(self._socket, zmq.POLLIN)
+        if not poller.poll(int(self.timeout * 1000)):
+            raise DaemonUnreachableError(self.endpoint)
+        frames = _recv_bounded(self._socket)
+        if frames is None:
+            raise BusError("wrong_frame_count", "the daemon's reply has too many frames")
+        reply, _ = decode_frames([frame.buffer for frame in frames])
+        return reply
+
+    def close(self) -> None:
+        """Close the socket at once (unsent requests are dropped)."""
+        self._socket.close(linger=0)
+
+    def __enter__(self) -> ControlClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def control_request(endpoint: str, message: Message, *, timeout: float = 5.0) -> Message:
+    """Say hello to the daemon at ``endpoint``, send one request, return its reply.
+
+    Raises:
+        DaemonUnreachableError: nothing answered within ``timeout`` seconds.
+        BusError: the daemon rejected us or replied with a malformed message.
+    """
+    with ControlClient(endpoint, timeout=timeout) as client:
+        client.hello()
+        return client.request(message)

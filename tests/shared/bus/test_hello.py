@@ -1,0 +1,88 @@
+"""The version handshake: who is welcomed, who is rejected and why."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from shared.bus import (
+    BUS_PROTOCOL_VERSION,
+    SCHEMA_DIGEST,
+    HelloPolicy,
+    Rejected,
+    ServiceKind,
+    Welcome,
+    check_hello,
+    decode_message,
+    encode_message,
+    make_hello,
+    raise_if_rejected,
+)
+from shared.errors import BusError
+
+POLICY = HelloPolicy(
+    service=ServiceKind.COORDINATOR,
+    server_id="coord-1",
+    accepts=frozenset({ServiceKind.PEER_AGENT, ServiceKind.TRACKER_AGENT}),
+    heartbeat_interval=5.0,
+)
+HELLO = make_hello(ServiceKind.PEER_AGENT, "pa1", "host-a", 4242, ("fast",))
+
+
+def test_make_hello_speaks_this_build() -> None:
+    assert HELLO.protocol_version == BUS_PROTOCOL_VERSION
+    assert HELLO.schema_digest == SCHEMA_DIGEST
+    assert len(SCHEMA_DIGEST) == 16
+    assert HELLO.service == "peer_agent"
+    assert decode_message(encode_message(HELLO)) == HELLO
+
+
+def test_an_accepted_hello_is_welcomed() -> None:
+    answer = check_hello(HELLO, POLICY)
+    assert answer == Welcome(
+        protocol_version=BUS_PROTOCOL_VERSION,
+        service="coordinator",
+        server_id="coord-1",
+        heartbeat_interval=5.0,
+    )
+    assert raise_if_rejected(answer) is answer
+
+
+@pytest.mark.parametrize(
+    ("change", "reason", "words"),
+    [
+        (
+            {"protocol_version": BUS_PROTOCOL_VERSION + 1},
+            "version_mismatch",
+            ["peer_agent 'pa1' on host-a (pid 4242)", "version 2", "speaks version 1"],
+        ),
+        ({"protocol_version": 0}, "version_mismatch", ["version 0"]),
+        (
+            {"schema_digest": "ffffffffffffffff"},
+            "schema_mismatch",
+            ["ffffffffffffffff", SCHEMA_DIGEST],
+        ),
+        ({"service": "storage_agent"}, "service_not_accepted", ["peer_agent, tracker_agent"]),
+        ({"service": "toaster"}, "service_not_accepted", ["toaster"]),
+    ],
+    ids=["newer", "older", "digest", "not accepted", "unknown kind"],
+)
+def test_a_mismatched_hello_is_rejected_naming_both_sides(
+    change: dict[str, object], reason: str, words: list[str]
+) -> None:
+    answer = check_hello(dataclasses.replace(HELLO, **change), POLICY)  # type: ignore[arg-type]
+    assert isinstance(answer, Rejected)
+    assert answer.reason == reason
+    for word in words:
+        assert word in answer.message
+    with pytest.raises(BusError) as caught:
+        raise_if_rejected(answer)
+    assert caught.value.reason == reason
+    assert str(caught.value) == answer.message
+
+
+def test_version_is_checked_before_the_digest() -> None:
+    other = dataclasses.replace(HELLO, protocol_version=9, schema_digest="0" * 16)
+    answer = check_hello(other, POLICY)
+    assert isinstance(answer, Rejected) and answer.reason == "version_mismatch"
