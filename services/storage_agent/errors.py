@@ -1,0 +1,152 @@
+"""The one error type of the storage agent, and the table that turns ``OSError`` into it.
+
+Strategy: every ``os`` call that touches a downloaded file is wrapped so that an ``OSError``
+becomes a ``StorageError`` naming the torrent-relative file, what the agent was doing, the errno
+name, and what the user can do about it. The ``reason`` code is what callers match on (the
+service turns it into a "torrent stopped: <message>" event); the text is for the user.
+
+Rules:
+- The file is always named by its path inside the download directory ("name/dir/file.bin"),
+  never by an absolute path: that is the name the user sees in the torrent.
+- Errno values without an entry in the table keep their errno name in the message and get the
+  generic reason ``os_error``; nothing an ``os`` call raises escapes as a raw ``OSError``.
+"""
+
+from __future__ import annotations
+
+import errno
+from dataclasses import dataclass
+
+from shared.errors import TorvizError
+
+__all__ = ["StorageError", "storage_error_from_os"]
+
+
+class StorageError(TorvizError):
+    """A downloaded file that could not be created, written, read, flushed or removed.
+
+    Args:
+        reason: a stable snake_case code (``disk_full``, ``permission_denied``, ``file_missing``,
+            ``path_escapes_download_dir``, ``invalid_range`` ...).
+        message: one line naming the file, what happened, and what to do.
+        path: the torrent-relative path of the file, when one file is concerned.
+        errno_name: the symbolic errno (``"ENOSPC"``) when the cause was an ``OSError``.
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        message: str,
+        *,
+        path: str | None = None,
+        errno_name: str | None = None,
+    ) -> None:
+        super().__init__(reason, message)
+        self.path = path
+        self.errno_name = errno_name
+
+
+@dataclass(frozen=True, slots=True)
+class _Cause:
+    reason: str
+    what: str
+    advice: str
+
+
+_CAUSES: dict[int, _Cause] = {
+    errno.ENOSPC: _Cause("disk_full", "disk full", "free some space, then resume the torrent"),
+    errno.EDQUOT: _Cause(
+        "quota_exceeded",
+        "disk quota exceeded",
+        "free some space or raise the quota, then resume the torrent",
+    ),
+    errno.EACCES: _Cause(
+        "permission_denied",
+        "permission denied",
+        "give the user running torviz write access to the download directory, "
+        "then resume the torrent",
+    ),
+    errno.EPERM: _Cause(
+        "permission_denied",
+        "operation not permitted",
+        "check the file's owner and attributes, then resume the torrent",
+    ),
+    errno.EROFS: _Cause(
+        "read_only_filesystem",
+        "read-only file system",
+        "choose a writable download directory or remount it read-write, then resume the torrent",
+    ),
+    errno.EIO: _Cause(
+        "io_error",
+        "input/output error",
+        "the disk may be failing: check the system log, then recheck the torrent",
+    ),
+    errno.EFBIG: _Cause(
+        "file_too_large",
+        "file too large",
+        "the file system or a resource limit refuses files this big: "
+        "choose another download directory",
+    ),
+    errno.ENOENT: _Cause(
+        "file_missing",
+        "file missing",
+        "the file was moved or deleted: put it back or recheck the torrent",
+    ),
+    errno.ENOTDIR: _Cause(
+        "not_a_directory",
+        "a path component is not a directory",
+        "a file stands where the torrent needs a folder: move it away, then resume",
+    ),
+    errno.EISDIR: _Cause(
+        "is_a_directory",
+        "a folder stands where the torrent needs a file",
+        "move the folder away, then resume the torrent",
+    ),
+    errno.ELOOP: _Cause(
+        "symlink_refused",
+        "the file is a symbolic link",
+        "torviz never writes through a symbolic link: replace it with the real file",
+    ),
+    errno.EMFILE: _Cause(
+        "too_many_open_files",
+        "too many open files",
+        "raise the open-file limit (ulimit -n) or lower the number of active torrents",
+    ),
+    errno.ENFILE: _Cause(
+        "too_many_open_files",
+        "the system ran out of file handles",
+        "close other programs or raise the system file limit, then resume the torrent",
+    ),
+}
+
+
+def storage_error_from_os(exc: OSError, action: str, path: str) -> StorageError:
+    """Turn an ``OSError`` from a file operation into a ``StorageError``.
+
+    Args:
+        exc: the error raised by an ``os`` call.
+        action: what was being done, as a gerund phrase ("writing", "opening", "flushing").
+        path: the torrent-relative path of the file concerned.
+
+    Returns:
+        A ``StorageError`` whose message reads like
+        ``disk full writing 'name/a.bin' (ENOSPC): free some space, then resume the torrent``.
+    """
+    code = exc.errno if exc.errno is not None else 0
+    name = errno.errorcode.get(code, f"errno {code}")
+    cause = _CAUSES.get(code)
+    if cause is None:
+        detail = exc.strerror or "operating system error"
+        return StorageError(
+            "os_error",
+            f"{detail} {action} '{path}' ({name}): check the disk and the download directory, "
+            "then resume the torrent",
+            path=path,
+            errno_name=name,
+        )
+    return StorageError(
+        cause.reason,
+        f"{cause.what} {action} '{path}' ({name}): {cause.advice}",
+        path=path,
+        errno_name=name,
+    )
