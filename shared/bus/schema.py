@@ -352,6 +352,8 @@ class AttachTorrent(Message):
     peer_id: PeerId
     have: Bitfield
     private: bool
+    storage_endpoint: Text
+    """Where the agent sends this torrent's pieces (``StorePiece``) and reads blocks."""
 
 
 @bus_message(tag=31)
