@@ -353,9 +353,9 @@ MALFORMED: list[tuple[str, bytes, str, str]] = [
         "too many pieces",
         pack([34, IH.raw, "p", list(range(4097))]),
         "bad_length",
-        "AssignPieces.pieces: array of length 4097 is outside 1..4096",
+        "AssignPieces.pieces: array of length 4097 is outside 0..4096",
     ),
-    ("no pieces", pack([34, IH.raw, "p", []]), "bad_length", "AssignPieces.pieces: array of"),
+    ("no peer key", pack([34, IH.raw, "", [1]]), "bad_length", "AssignPieces.peer: "),
     (
         "contributor type",
         pack([60, IH.raw, 3, [1]]),
@@ -432,7 +432,7 @@ def test_a_data_frame_at_the_limit_is_accepted() -> None:
             "wrong_type",
             "PeerHave.info_hash: expected InfoHash, got bytes",
         ),
-        (AssignPieces(IH, "p", ()), None, "bad_length", "AssignPieces.pieces: tuple of length 0"),
+        (AssignPieces(IH, "", (1,)), None, "bad_length", "AssignPieces.peer: "),
         (
             TransferStats((PeerStats(IH, "p", 0, 0, -1.0, 0.0, False, False),)),
             None,
