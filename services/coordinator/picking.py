@@ -23,7 +23,7 @@ Pure: the caller passes the random generator; there is no clock here.
 from __future__ import annotations
 
 import random
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
 
 from shared.bitfield import Bitfield
@@ -65,6 +65,7 @@ class PiecePicker:
         self._wanted = self._all & ~self._have
         self._levels: list[int] = [self._all]
         self._owners: dict[int, set[Hashable]] = {}
+        self._suspect: dict[Hashable, int] = {}  # per connection: pieces it sent us corrupt
 
     # -- availability -----------------------------------------------------------------------------
 
@@ -119,6 +120,15 @@ class PiecePicker:
             The pieces, best first; they are now busy with ``peer``.
         """
         offered = peer_bits.to_int()
+        suspect = self._suspect.get(peer, 0)
+        if suspect:
+            # A piece this connection sent corrupt goes to others, unless nobody else has it.
+            sole = [
+                p
+                for p in Bitfield.from_int(suspect & offered, self._n)
+                if self.availability(p) <= 1
+            ]
+            offered &= ~suspect | self._mask_of(sole)
         picked: list[int] = []
         if count > 0:
             self._pick_from(self._partial & self._wanted & offered, count, picked)
@@ -209,10 +219,11 @@ class PiecePicker:
                     self._partial |= mask
 
     def release_peer(self, peer: Hashable) -> list[int]:
-        """Release every piece ``peer`` was fetching; returns them."""
+        """Release every piece ``peer`` was fetching and forget it; returns the pieces."""
         pieces = [piece for piece, owners in self._owners.items() if peer in owners]
         for piece in pieces:
             self.release(peer, piece)
+        self._suspect.pop(peer, None)
         return pieces
 
     def piece_downloaded(self, piece: int) -> frozenset[Hashable]:
@@ -236,9 +247,11 @@ class PiecePicker:
         self._partial &= ~mask
         self._owners.pop(piece, None)
 
-    def piece_failed(self, piece: int) -> None:
-        """The hash check failed: fetch the piece again."""
+    def piece_failed(self, piece: int, contributors: Iterable[Hashable] = ()) -> None:
+        """The hash check failed: fetch the piece again, from other connections if possible."""
         mask = 1 << piece
+        for peer in contributors:
+            self._suspect[peer] = self._suspect.get(peer, 0) | mask
         self._pending &= ~mask
         if not self._have & mask and piece not in self._owners:
             self._wanted |= mask

@@ -141,3 +141,20 @@ def test_a_swarm_always_completes(case: tuple[list[list[bool]], int]) -> None:
         if set(p.have) == available:
             break
     assert set(p.have) == available
+
+
+def test_a_rejected_piece_goes_to_another_peer_when_one_has_it() -> None:
+    p = picker("00", "11", "11")
+    assert p.pick("liar", bits("10"), 1) == [0]
+    p.piece_downloaded(0)
+    p.piece_failed(0, contributors=["liar"])
+    assert p.pick("liar", bits("11"), 2) == [1]
+    assert p.pick("honest", bits("11"), 2) == [0]
+
+
+def test_a_rejected_piece_returns_to_its_only_source() -> None:
+    p = picker("00", "11")
+    (first,) = p.pick("only", bits("11"), 1)
+    p.piece_downloaded(first)
+    p.piece_failed(first, contributors=["only"])
+    assert first in p.pick("only", bits("11"), 2)
