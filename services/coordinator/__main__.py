@@ -1,15 +1,24 @@
 """Entry point of ``torviz-coordinator``.
 
-Only the long-running subcommands (``start``, ``download``) patch gevent; they do it first thing,
-in their own handlers, before pykka or zmq are imported. Short commands stay plain Python.
+The long-running subcommands (``start``, ``download``) run the coordinator service, so gevent
+patches the standard library first thing, before anything imports threading, sockets, pykka or
+zmq. Short commands (``info``, ``create``, ``status`` ...) stay plain Python: ``create`` hashes in
+real threads.
 """
 
 from __future__ import annotations
 
 import sys
 
+SERVICE_COMMANDS = frozenset({"start", "download"})
+
 
 def main() -> None:
+    if SERVICE_COMMANDS.intersection(sys.argv[1:2]):
+        from gevent import monkey
+
+        monkey.patch_all()
+
     from .cli import main as cli_main
 
     sys.exit(cli_main())

@@ -151,6 +151,10 @@ class Progress:
         """Seconds since the display was created."""
         return self._clock() - self._start
 
+    def relabel(self, label: str) -> None:
+        """Change the leading text (e.g. the peer count of a download) from the next redraw."""
+        self._label = label
+
     def advance(self, amount: int) -> None:
         """Count ``amount`` more bytes as done."""
         self.update(self._done + amount)

@@ -1,0 +1,235 @@
+"""The coordinator actor: owns the bus and control sockets and drives ``Coordinator``.
+
+Everything that arrives (agent events, control requests, the one-second tick) becomes a message
+in this actor's inbox, so the ``Coordinator`` state is only ever touched by one greenlet. After
+each message the actor sends what the core put in its outbox.
+
+Stopping (on a signal, a ``ShutdownRequested``, or the end of a one-shot download): every torrent
+is let go (trackers get ``stopped``), every agent is sent ``Shutdown``, and the sockets linger
+briefly so those messages leave before the process does.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import gevent
+import pykka
+
+from shared.bus import (
+    AddTorrent,
+    ControlFailed,
+    GetStatus,
+    Hello,
+    HelloPolicy,
+    ListTorrents,
+    Message,
+    RemoveTorrent,
+    ServiceKind,
+    Shutdown,
+    ShutdownAccepted,
+    ShutdownRequested,
+    StatusReport,
+    TorrentAdded,
+)
+from shared.runtime import BusSocket, Incoming
+from shared.types import InfoHash
+
+from .core import Coordinator
+from .launcher import AgentProcess, Launcher
+from .locations import Endpoints
+
+__all__ = ["CoordinatorActor"]
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_INTERVAL = 5.0
+TICK_INTERVAL = 1.0
+MAX_RESTARTS = 3
+"""Restarts of a crashed embedded agent before the daemon gives up on it."""
+
+
+@dataclass(frozen=True, slots=True)
+class _FromBus:
+    incoming: Incoming
+
+
+@dataclass(frozen=True, slots=True)
+class _FromControl:
+    incoming: Incoming
+
+
+@dataclass(frozen=True, slots=True)
+class _Tick:
+    pass
+
+
+class CoordinatorActor(pykka.ThreadingActor):
+    """Args:
+    core: the session logic.
+    endpoints: where to bind the bus and control sockets.
+    server_id: this coordinator's name in ``Welcome``.
+    request_stop: asks the service runner to stop the process (``ShutdownRequested``).
+    launcher: the embedded agents, if this daemon started its own.
+    """
+
+    def __init__(
+        self,
+        core: Coordinator,
+        endpoints: Endpoints,
+        *,
+        server_id: str,
+        request_stop: Callable[[int, str], None],
+        launcher: Launcher | None = None,
+    ) -> None:
+        super().__init__()
+        self.core = core
+        self.endpoints = endpoints
+        self.server_id = server_id
+        self.request_stop = request_stop
+        self.launcher = launcher
+        self.failure: str | None = None
+        """Set when the session cannot go on (an agent keeps crashing)."""
+        self._restarts: dict[ServiceKind, int] = {}
+        self._ticker: gevent.Greenlet[Any, Any] | None = None
+        self.bus: BusSocket | None = None
+        self.control: BusSocket | None = None
+
+    # -- lifecycle --
+
+    def on_start(self) -> None:
+        ref = self.actor_ref
+        self.bus = BusSocket.router(
+            lambda incoming: ref.tell(_FromBus(incoming)),
+            name="bus",
+            hello_policy=HelloPolicy(
+                ServiceKind.COORDINATOR,
+                self.server_id,
+                accepts={
+                    ServiceKind.TRACKER_AGENT,
+                    ServiceKind.PEER_AGENT,
+                    ServiceKind.STORAGE_AGENT,
+                },
+                heartbeat_interval=HEARTBEAT_INTERVAL,
+            ),
+        )
+        self.bus.bind(self.endpoints.bus)
+        self.bus.start()
+        self.control = BusSocket.router(
+            lambda incoming: ref.tell(_FromControl(incoming)),
+            name="control",
+            hello_policy=HelloPolicy(
+                ServiceKind.COORDINATOR,
+                self.server_id,
+                accepts={ServiceKind.CLI},
+                heartbeat_interval=0.0,
+            ),
+        )
+        self.control.bind(self.endpoints.control)
+        self.control.start()
+        self._ticker = gevent.spawn(self._tick_loop)
+        log.info(
+            "coordinator listening: bus %s, control %s", self.endpoints.bus, self.endpoints.control
+        )
+
+    def on_stop(self) -> None:
+        if self._ticker is not None:
+            self._ticker.kill(block=False)
+        self.core.stop_all()
+        for agent in list(self.core.agents):
+            self.core.outbox.append((agent.identity, Shutdown("coordinator_stopping")))
+        self._flush()
+        for sock in (self.control, self.bus):
+            if sock is not None:
+                sock.close(linger=2.0)
+
+    def _tick_loop(self) -> None:
+        while True:
+            gevent.sleep(TICK_INTERVAL)
+            self.actor_ref.tell(_Tick())
+
+    # -- the inbox --
+
+    def on_receive(self, message: Any) -> Any:
+        now = time.monotonic()
+        match message:
+            case _FromBus(incoming=incoming):
+                self._on_bus(incoming, now)
+            case _FromControl(incoming=incoming):
+                self._on_control(incoming, now)
+            case _Tick():
+                self.core.tick(now)
+                if self.launcher is not None:
+                    self.launcher.check(self._agent_exited)
+        self._flush()
+        return None
+
+    def _on_bus(self, incoming: Incoming, now: float) -> None:
+        sender = incoming.sender
+        if sender is None:
+            return
+        if isinstance(incoming.message, Hello):
+            self.core.agent_joined(sender, incoming.message)
+            return
+        self.core.handle(sender, incoming.message, now)
+
+    def _on_control(self, incoming: Incoming, now: float) -> None:
+        sender = incoming.sender
+        message = incoming.message
+        if sender is None or isinstance(message, Hello):
+            return
+        reply: Message
+        match message:
+            case AddTorrent():
+                reply = self.core.add_torrent(message, now)
+            case ListTorrents():
+                reply = self.core.status()
+            case GetStatus():
+                reply = self.core.status(message)
+            case RemoveTorrent():
+                reply = self.core.remove_torrent(message)
+            case ShutdownRequested():
+                reply = ShutdownAccepted()
+                self.request_stop(0, "shutdown requested")
+            case _:
+                reply = ControlFailed(
+                    "unknown_request", f"{type(message).__name__} is not a request"
+                )
+        assert self.control is not None
+        self.control.send(reply, to=sender)
+
+    def _agent_exited(self, agent: AgentProcess, code: int) -> None:
+        self.core.agent_left(agent.agent_id.encode())
+        restarts = self._restarts.get(agent.kind, 0)
+        if restarts >= MAX_RESTARTS or self.launcher is None:
+            self.failure = f"the {agent.kind.value.replace('_', ' ')} keeps exiting (code {code})"
+            log.error("%s: giving up", self.failure)
+            return
+        self._restarts[agent.kind] = restarts + 1
+        log.error("%s exited unexpectedly (code %d): restarting it", agent.agent_id, code)
+        self.launcher.start(agent.kind)
+
+    def _flush(self) -> None:
+        assert self.bus is not None
+        for identity, message in self.core.take_outbox():
+            self.bus.send(message, to=identity)
+
+    # -- asked by the embedding process (one-shot download) --
+
+    def add(self, request: AddTorrent) -> TorrentAdded | ControlFailed:
+        reply = self.core.add_torrent(request, time.monotonic())
+        self._flush()
+        return reply
+
+    def status(self) -> StatusReport:
+        return self.core.status()
+
+    def session_failure(self) -> str | None:
+        return self.failure
+
+    def diagnosis(self, info_hash: InfoHash) -> str:
+        return self.core.diagnosis(info_hash)

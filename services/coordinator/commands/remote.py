@@ -1,0 +1,166 @@
+"""Commands that talk to a running daemon over its control socket: add, list, status, shutdown.
+
+They find a daemon started with default settings without any flag (through ``daemon.json`` in
+the default state directory) and take ``--control ADDR`` or ``--state-dir DIR`` to reach another
+one. ``ID`` is an info hash in hex or an unambiguous prefix of one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import string
+import sys
+from typing import Any
+
+from shared.bus import (
+    AddTorrent,
+    ControlFailed,
+    GetStatus,
+    ListTorrents,
+    Message,
+    ShutdownAccepted,
+    ShutdownRequested,
+    StatusReport,
+    TorrentAdded,
+    TorrentStatus,
+)
+from shared.errors import BusError, TorvizError
+
+from ..progress import human_size
+from .info import read_torrent_file
+
+REQUEST_TIMEOUT = 10.0
+
+
+def register(subparsers: Any) -> None:
+    add = _parser(subparsers, "add", "add a torrent to the running daemon")
+    add.add_argument("torrent", metavar="TORRENT", help="a .torrent file")
+    add.add_argument("--dir", metavar="DIR", help="download directory (default: the daemon's)")
+    add.set_defaults(handler=run_add)
+
+    listing = _parser(subparsers, "list", "list the daemon's torrents")
+    listing.set_defaults(handler=run_list)
+
+    status = _parser(subparsers, "status", "show torrents in detail")
+    status.add_argument("id", metavar="ID", nargs="?", help="info hash or an unambiguous prefix")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.set_defaults(handler=run_status)
+
+    shutdown = _parser(subparsers, "shutdown", "stop the running daemon and its agents")
+    shutdown.set_defaults(handler=run_shutdown)
+
+
+def _parser(subparsers: Any, name: str, text: str) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = subparsers.add_parser(name, help=text, description=text)
+    parser.add_argument("--control", metavar="ADDR", help="the daemon's control endpoint")
+    parser.add_argument("--state-dir", metavar="DIR", help="the daemon's state directory")
+    return parser
+
+
+def _request(args: argparse.Namespace, message: Message) -> Message:
+    from shared.runtime import DaemonUnreachableError, control_request
+
+    from ..locations import find_control_endpoint
+
+    endpoint = find_control_endpoint(args.control, args.state_dir)
+    if endpoint.startswith("ipc://") and not os.path.exists(endpoint.removeprefix("ipc://")):
+        raise DaemonUnreachableError(endpoint)  # nobody bound it: no need to wait for a reply
+    reply = control_request(endpoint, message, timeout=REQUEST_TIMEOUT)
+    if isinstance(reply, ControlFailed):
+        raise TorvizError(reply.reason, reply.message)
+    return reply
+
+
+def _expect(reply: Message, kind: type[Any]) -> Any:
+    if not isinstance(reply, kind):
+        raise BusError("unexpected_reply", f"the daemon answered {type(reply).__name__}")
+    return reply
+
+
+def run_add(args: argparse.Namespace) -> int:
+    data = read_torrent_file(args.torrent)
+    directory = os.path.abspath(args.dir) if args.dir else ""
+    added: TorrentAdded = _expect(_request(args, AddTorrent(data, directory)), TorrentAdded)
+    print(f"added {added.name} ({added.info_hash.hex})")
+    return 0
+
+
+def run_list(args: argparse.Namespace) -> int:
+    report: StatusReport = _expect(_request(args, ListTorrents()), StatusReport)
+    if not report.torrents:
+        print("no torrents")
+        return 0
+    for torrent in report.torrents:
+        rate = human_size(torrent.download_rate) + "/s"
+        print(
+            f"{torrent.info_hash.hex[:12]}  {torrent.state.value:<11} "
+            f"{torrent.progress * 100:5.1f}%  {rate:>12}  {torrent.peers:>3} peers  {torrent.name}"
+        )
+    return 0
+
+
+def run_status(args: argparse.Namespace) -> int:
+    prefix = (args.id or "").lower()
+    if prefix and (len(prefix) > 40 or any(c not in string.hexdigits for c in prefix)):
+        raise TorvizError("bad_id", f"{args.id!r} is not an info hash or a prefix of one (hex)")
+    report: StatusReport = _expect(_request(args, GetStatus(prefix)), StatusReport)
+    torrents = report.torrents
+    if prefix and not torrents:
+        raise TorvizError("unknown_torrent", f"no torrent matches {args.id}")
+    if prefix and len(torrents) > 1:
+        raise TorvizError(
+            "ambiguous_id", f"{args.id} matches {len(torrents)} torrents: give more digits"
+        )
+    if args.json:
+        json.dump([_as_json(t) for t in torrents], sys.stdout, indent=2)
+        print()
+        return 0
+    for torrent in torrents:
+        print(_as_text(torrent))
+    if not torrents:
+        print("no torrents")
+    return 0
+
+
+def run_shutdown(args: argparse.Namespace) -> int:
+    _expect(_request(args, ShutdownRequested()), ShutdownAccepted)
+    print("daemon is shutting down")
+    return 0
+
+
+def _as_json(torrent: TorrentStatus) -> dict[str, Any]:
+    return {
+        "info_hash": torrent.info_hash.hex,
+        "name": torrent.name,
+        "state": torrent.state.value,
+        "progress": torrent.progress,
+        "total_size": torrent.total_length,
+        "downloaded": torrent.downloaded,
+        "uploaded": torrent.uploaded,
+        "download_rate": torrent.download_rate,
+        "upload_rate": torrent.upload_rate,
+        "peers": torrent.peers,
+        "seeds": torrent.seeds,
+        "pieces_verified": torrent.pieces_verified,
+        "num_pieces": torrent.num_pieces,
+        "save_path": torrent.save_path,
+        "error": torrent.error,
+    }
+
+
+def _as_text(torrent: TorrentStatus) -> str:
+    down, up = human_size(torrent.downloaded), human_size(torrent.uploaded)
+    lines = [
+        f"{torrent.name}",
+        f"  info hash  {torrent.info_hash.hex}",
+        f"  state      {torrent.state.value}" + (f": {torrent.error}" if torrent.error else ""),
+        f"  progress   {torrent.progress * 100:.1f}% ({torrent.pieces_verified}/"
+        f"{torrent.num_pieces} pieces of {human_size(torrent.total_length)})",
+        f"  transfer   down {down} at {human_size(torrent.download_rate)}/s,"
+        f" up {up} at {human_size(torrent.upload_rate)}/s",
+        f"  peers      {torrent.peers} ({torrent.seeds} seeds)",
+        f"  saved in   {torrent.save_path}",
+    ]
+    return "\n".join(lines)

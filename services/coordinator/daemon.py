@@ -1,0 +1,106 @@
+"""The coordinator's composition root, shared by ``start`` (the daemon) and ``download``.
+
+The caller has already run ``gevent.monkey.patch_all()``. ``run_daemon`` takes the state
+directory's lock, starts the coordinator actor (which binds the bus and control sockets), then the
+embedded agents as child processes, and any extra actors the caller wants (the one-shot download
+adds a watcher). On a signal or a stop request it stops the actors in reverse order (the
+coordinator tells the agents to shut down), waits for the children, and releases the lock.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import random
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pykka
+
+from shared.config import Config
+from shared.peer_id import generate_peer_id
+from shared.runtime import ActorFactory, ServiceRunner, setup_logging
+
+from .actor import CoordinatorActor
+from .core import Coordinator
+from .launcher import Launcher
+from .locations import DaemonLock, resolve_endpoints
+
+__all__ = ["DaemonOptions", "run_daemon"]
+
+log = logging.getLogger(__name__)
+
+StartWatcher = Callable[
+    ["pykka.ActorProxy[CoordinatorActor]", ServiceRunner], "pykka.ActorRef[Any]"
+]
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonOptions:
+    config: Config
+    config_file: str | None
+    """Passed on to the embedded agents."""
+    state_dir: Path
+    download_dir: str
+    control: str | None = None
+    """Overrides the control endpoint of the config."""
+    log_level: str = "INFO"
+
+
+def run_daemon(options: DaemonOptions, watcher: StartWatcher | None = None) -> int:
+    """Run the coordinator and its embedded agents until stopped; returns the exit code.
+
+    Args:
+        options: directories, endpoints and config.
+        watcher: starts one more actor once the coordinator runs, given the coordinator's proxy
+            and the runner (the one-shot download's progress watcher).
+    """
+    setup_logging("coordinator", options.log_level)
+    config = options.config
+    endpoints = resolve_endpoints(config, options.state_dir, options.control)
+    lock = DaemonLock(options.state_dir)
+    lock.acquire(endpoints.control)
+    launcher: Launcher | None = None
+    if config.coordinator.embedded_agents:
+        launcher = Launcher(
+            bus=endpoints.bus,
+            data=endpoints.data,
+            config_file=options.config_file,
+            log_level=options.log_level,
+        )
+    core = Coordinator(
+        peer_id=generate_peer_id(),
+        listen_port=config.peer_agent.listen_ports[0],
+        storage_endpoint=endpoints.data,
+        config=dataclasses.replace(config.coordinator, download_dir=options.download_dir),
+        rng=random.Random(),
+    )
+    runner = ServiceRunner("coordinator", stop_timeout=10.0)
+    started: list[pykka.ActorRef[Any]] = []
+
+    def start_coordinator() -> pykka.ActorRef[Any]:
+        ref = CoordinatorActor.start(
+            core,
+            endpoints,
+            server_id=f"coordinator-{socket.gethostname()}-{os.getpid()}",
+            request_stop=runner.request_stop,
+            launcher=launcher,
+        )
+        started.append(ref)
+        if launcher is not None:
+            launcher.start_all()
+        return ref
+
+    factories: list[ActorFactory] = [start_coordinator]
+    if watcher is not None:
+        factories.append(lambda: watcher(started[0].proxy(), runner))
+    try:
+        return runner.run(factories)
+    finally:
+        if launcher is not None:
+            launcher.stop()
+        lock.release()

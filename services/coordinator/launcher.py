@@ -1,0 +1,114 @@
+"""Starting the three agents as local child processes (the embedded default), and stopping them.
+
+Each child gets ``--parent-pid`` so it exits on its own if this process dies, even by SIGKILL.
+``stop`` waits a bounded time for the children to leave after the coordinator sent them
+``Shutdown``, then terminates and finally kills what is left: ``torviz-coordinator start`` never
+leaves a process behind.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from shared.bus import ServiceKind
+
+__all__ = ["AgentProcess", "Launcher"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class AgentProcess:
+    kind: ServiceKind
+    agent_id: str
+    process: subprocess.Popen[bytes]
+    expected_exit: bool = False
+
+
+class Launcher:
+    """Starts and supervises the embedded agents.
+
+    Args:
+        bus: the coordinator's bus endpoint.
+        data: the storage agent's data endpoint.
+        config_file: passed on to every agent, when the daemon was given one.
+        log_level: passed on to every agent.
+    """
+
+    def __init__(
+        self, *, bus: str, data: str, config_file: str | None, log_level: str = "INFO"
+    ) -> None:
+        self.bus = bus
+        self.data = data
+        self.config_file = config_file
+        self.log_level = log_level
+        self.agents: list[AgentProcess] = []
+
+    def start_all(self) -> None:
+        """Storage first (peer agents send it pieces), then peers, then the tracker agent."""
+        for kind in (ServiceKind.STORAGE_AGENT, ServiceKind.PEER_AGENT, ServiceKind.TRACKER_AGENT):
+            self.start(kind)
+
+    def start(self, kind: ServiceKind) -> AgentProcess:
+        agent_id = f"{kind.value}-{os.getpid()}-{len(self.agents) + 1}"
+        argv = [
+            sys.executable,
+            "-m",
+            f"services.{kind.value}",
+            "--bus",
+            self.bus,
+            "--agent-id",
+            agent_id,
+            "--parent-pid",
+            str(os.getpid()),
+            "--log-level",
+            self.log_level,
+        ]
+        if self.config_file:
+            argv += ["--config", self.config_file]
+        if kind is ServiceKind.STORAGE_AGENT:
+            argv += ["--data", self.data]
+        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
+        agent = AgentProcess(kind, agent_id, process)
+        self.agents.append(agent)
+        log.info("started %s (pid %d)", agent_id, process.pid)
+        return agent
+
+    def check(self, on_exit: Callable[[AgentProcess, int], None]) -> None:
+        """Report each agent that exited without being asked to, once."""
+        for agent in list(self.agents):
+            code = agent.process.poll()
+            if code is not None:
+                self.agents.remove(agent)
+                if not agent.expected_exit:
+                    on_exit(agent, code)
+
+    def stop(self, timeout: float = 8.0) -> None:
+        """Wait for the agents to leave (they were sent ``Shutdown``), then end them."""
+        for agent in self.agents:
+            agent.expected_exit = True
+        deadline = time.monotonic() + timeout
+        for agent in self.agents:
+            _wait(agent.process, deadline - time.monotonic())
+        for agent in self.agents:
+            if agent.process.poll() is None:
+                log.warning("%s did not stop in time: terminating it", agent.agent_id)
+                agent.process.terminate()
+                if not _wait(agent.process, 2.0):
+                    agent.process.kill()
+                    agent.process.wait()
+        self.agents.clear()
+
+
+def _wait(process: subprocess.Popen[bytes], timeout: float) -> bool:
+    try:
+        process.wait(timeout=max(0.0, timeout))
+    except subprocess.TimeoutExpired:
+        return False
+    return True

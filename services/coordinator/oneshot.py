@@ -1,0 +1,141 @@
+"""The one-shot download's watcher: adds the torrent, shows progress, decides when to exit.
+
+It runs as one more actor beside the coordinator in the ``download`` process, asking the
+coordinator (always with a timeout) for the torrent's status a few times a second. It stops the
+whole process with exit code 0 once every piece is verified and the seed time has passed, or
+with 1 and one line saying why when the download cannot go on: a disk error, an agent that
+keeps crashing, or no peer and no progress for ``stall_timeout`` seconds.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+import gevent
+import pykka
+
+from shared.bus import AddTorrent, ControlFailed, TorrentState, TorrentStatus
+from shared.runtime import ServiceRunner
+
+from .actor import CoordinatorActor
+from .progress import Progress, format_duration, human_size
+
+__all__ = ["DownloadJob", "DownloadWatcher"]
+
+ASK_TIMEOUT = 10.0
+POLL_INTERVAL = 0.25
+PLAIN_LINE_INTERVAL = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class DownloadJob:
+    metainfo: bytes
+    name: str
+    total_length: int
+    download_dir: str
+    seed_time: float
+    stall_timeout: float
+
+
+class DownloadWatcher(pykka.ThreadingActor):
+    def __init__(
+        self,
+        coordinator: pykka.ActorProxy[CoordinatorActor],
+        runner: ServiceRunner,
+        job: DownloadJob,
+        *,
+        out: TextIO | None = None,
+        err: TextIO | None = None,
+    ) -> None:
+        super().__init__()
+        self.coordinator = coordinator
+        self.runner = runner
+        self.job = job
+        self.out = out if out is not None else sys.stdout
+        self.err = err if err is not None else sys.stderr
+        self._greenlet: gevent.Greenlet[Any, Any] | None = None
+
+    def on_start(self) -> None:
+        self._greenlet = gevent.spawn(self._run)
+
+    def on_stop(self) -> None:
+        if self._greenlet is not None and self._greenlet is not gevent.getcurrent():
+            self._greenlet.kill(block=False)
+
+    def _run(self) -> None:
+        try:
+            code, message = self._watch()
+        except pykka.Timeout:
+            code, message = 1, "torviz: error: the coordinator stopped answering"
+        except gevent.GreenletExit:
+            return
+        if message:
+            print(message, file=self.out if code == 0 else self.err, flush=True)
+        self.runner.request_stop(code, "download finished" if code == 0 else "download failed")
+
+    def _watch(self) -> tuple[int, str | None]:
+        job = self.job
+        added = self.coordinator.add(AddTorrent(job.metainfo, job.download_dir)).get(
+            timeout=ASK_TIMEOUT
+        )
+        if isinstance(added, ControlFailed):
+            return 1, f"torviz: error: {added.message}"
+        started = last_progress = last_plain_line = time.monotonic()
+        last_verified = -1
+        seed_until: float | None = None
+        with Progress(job.total_length, job.name, stream=self.err, min_interval=0.25) as progress:
+            while True:
+                gevent.sleep(POLL_INTERVAL)
+                now = time.monotonic()
+                failure = self.coordinator.session_failure().get(timeout=ASK_TIMEOUT)
+                if failure:
+                    return 1, f"torviz: error: {failure}"
+                report = self.coordinator.status().get(timeout=ASK_TIMEOUT)
+                status = next((t for t in report.torrents if t.info_hash == added.info_hash), None)
+                if status is None:
+                    return 1, "torviz: error: the torrent disappeared from the session"
+                if status.state is TorrentState.ERROR:
+                    return 1, f"torviz: error: {status.error or 'the torrent failed'}"
+                progress.relabel(f"{status.name} [{status.peers} peers]")
+                progress.update(int(status.progress * status.total_length))
+                if not progress.enabled and now - last_plain_line >= PLAIN_LINE_INTERVAL:
+                    last_plain_line = now
+                    print(_plain_line(status), file=self.err, flush=True)
+                if status.pieces_verified != last_verified:
+                    last_verified, last_progress = status.pieces_verified, now
+                if status.pieces_verified == status.num_pieces:
+                    if seed_until is None:
+                        progress.close()
+                        print(_done_line(status, now - started), file=self.out, flush=True)
+                        seed_until = now + job.seed_time
+                    if now >= seed_until:
+                        return 0, _seed_line(status) if job.seed_time else None
+                elif status.peers == 0 and now - last_progress >= job.stall_timeout:
+                    why = self.coordinator.diagnosis(added.info_hash).get(timeout=ASK_TIMEOUT)
+                    return 1, (
+                        f"torviz: error: no peers and no progress for {int(job.stall_timeout)} s "
+                        f"({why})"
+                    )
+
+
+def _plain_line(status: TorrentStatus) -> str:
+    return (
+        f"{status.name}: {status.progress * 100:5.1f}% "
+        f"{human_size(status.progress * status.total_length)}/{human_size(status.total_length)} "
+        f"{human_size(status.download_rate)}/s, {status.peers} peers"
+    )
+
+
+def _done_line(status: TorrentStatus, elapsed: float) -> str:
+    rate = status.total_length / elapsed if elapsed > 0 else 0.0
+    return (
+        f"downloaded {status.name} ({human_size(status.total_length)}) into {status.save_path} "
+        f"in {format_duration(elapsed)} ({human_size(rate)}/s), every piece verified"
+    )
+
+
+def _seed_line(status: TorrentStatus) -> str:
+    return f"seeded {status.name}: uploaded {human_size(status.uploaded)}"

@@ -1,0 +1,128 @@
+"""What the coordinator knows about one torrent: its pieces, its peers, its trackers.
+
+Pure data with a few rules attached; the decisions that involve several torrents or agents are
+in ``core.py``. Rates and totals come from the peer agents' ``TransferStats``; progress counts
+only verified pieces.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from shared.bitfield import Bitfield
+from shared.bus import TorrentState, TrackerStateChanged
+from shared.metainfo import Metainfo
+from shared.types import PeerAddress
+
+from .picking import PiecePicker
+
+__all__ = ["PeerRecord", "Torrent"]
+
+MAX_CANDIDATES = 2000
+"""Peer addresses remembered per torrent beyond those connected (a tracker cannot flood us)."""
+
+
+@dataclass(slots=True)
+class PeerRecord:
+    """One open connection, on one peer agent."""
+
+    key: str
+    agent: bytes
+    address: PeerAddress
+    client: str
+    bits: Bitfield
+    starved: bool = False
+    """It asked for work and we had none; offer it pieces as they free up."""
+    downloaded: int = 0
+    uploaded: int = 0
+    download_rate: float = 0.0
+    upload_rate: float = 0.0
+    peer_choking: bool = True
+    hash_failures: int = 0
+
+
+@dataclass(slots=True)
+class Torrent:
+    metainfo: Metainfo
+    save_path: str
+    added_at: float
+    state: TorrentState = TorrentState.CHECKING
+    error: str | None = None
+    picker: PiecePicker | None = None
+    """Created when the storage agent has opened the files and reported what is there."""
+    peers: dict[str, PeerRecord] = field(default_factory=dict)
+    candidates: OrderedDict[PeerAddress, None] = field(default_factory=OrderedDict)
+    connecting: dict[PeerAddress, bytes] = field(default_factory=dict)
+    tried: set[PeerAddress] = field(default_factory=set)
+    banned_hosts: set[str] = field(default_factory=set)
+    trackers: dict[str, TrackerStateChanged] = field(default_factory=dict)
+    verified_bytes: int = 0
+    downloaded_closed: int = 0
+    """Bytes downloaded by connections that have closed."""
+    uploaded_closed: int = 0
+    completed_at: float | None = None
+
+    @property
+    def info_hash_hex(self) -> str:
+        return self.metainfo.info_hash.hex
+
+    @property
+    def name(self) -> str:
+        return self.metainfo.info.name
+
+    @property
+    def num_pieces(self) -> int:
+        return self.metainfo.info.num_pieces
+
+    @property
+    def total_length(self) -> int:
+        return self.metainfo.info.total_length
+
+    @property
+    def pieces_verified(self) -> int:
+        return len(self.picker) if self.picker is not None else 0
+
+    @property
+    def complete(self) -> bool:
+        return self.picker is not None and self.picker.complete
+
+    @property
+    def left(self) -> int:
+        return self.total_length - self.verified_bytes
+
+    @property
+    def downloaded(self) -> int:
+        return self.downloaded_closed + sum(peer.downloaded for peer in self.peers.values())
+
+    @property
+    def uploaded(self) -> int:
+        return self.uploaded_closed + sum(peer.uploaded for peer in self.peers.values())
+
+    @property
+    def download_rate(self) -> float:
+        return sum(peer.download_rate for peer in self.peers.values())
+
+    @property
+    def upload_rate(self) -> float:
+        return sum(peer.upload_rate for peer in self.peers.values())
+
+    @property
+    def seeds(self) -> int:
+        return sum(1 for peer in self.peers.values() if peer.bits.complete)
+
+    def add_candidates(self, addresses: tuple[PeerAddress, ...]) -> None:
+        """Remember addresses to dial; known, banned and over-the-bound ones are skipped."""
+        for address in addresses:
+            if (
+                address in self.candidates
+                or address in self.connecting
+                or address in self.tried
+                or address.host in self.banned_hosts
+                or len(self.candidates) >= MAX_CANDIDATES
+            ):
+                continue
+            self.candidates[address] = None
+
+    def connected_to(self, address: PeerAddress) -> bool:
+        return any(peer.address == address for peer in self.peers.values())
