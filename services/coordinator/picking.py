@@ -141,8 +141,10 @@ class PiecePicker:
                     self._pick_from(level & candidates, count - len(picked), picked)
                     if len(picked) >= count:
                         break
-        if len(picked) < count and not self._wanted:
-            self._pick_endgame(peer, offered, count - len(picked), picked)
+        if not picked and not self._wanted:
+            # One second copy per call: enough to finish a piece a slow peer holds up, without
+            # fetching the whole tail of the torrent twice.
+            self._pick_endgame(peer, offered, 1, picked)
         for piece in picked:
             self._owners.setdefault(piece, set()).add(peer)
             mask = 1 << piece
