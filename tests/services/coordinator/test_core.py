@@ -162,9 +162,8 @@ def test_bad_and_duplicate_torrents_are_refused(core: Coordinator) -> None:
 
 def test_discovered_peers_are_spread_over_peer_agents(core: Coordinator) -> None:
     info_hash = opened(core)
-    core.handle(
-        TRACKER, PeersDiscovered(info_hash, (addr(2), addr(3), addr(4), addr(2)), "tracker"), 0.0
-    )  # type: ignore[arg-type]
+    peers = (addr(2), addr(3), addr(4), addr(2))
+    core.handle(TRACKER, PeersDiscovered(info_hash, peers, PeerSource.TRACKER), 0.0)
     dials = sent(core, ConnectPeer)
     assert sorted(m.address for _, m in dials) == [addr(2), addr(3), addr(4)]
     assert {to for to, _ in dials} == {PA1, PA2}
