@@ -68,7 +68,7 @@ def _seeded(
     torrent = make_torrent(spec, piece_length, [url], torrent_path)
     assert torrent.info_hash == probe.info_hash
     for _ in range(seeders):
-        swarm.seeder(torrent.path, spec.root.parent, seed_mode=True)
+        swarm.seeder(torrent.path, spec.root, seed_mode=True)
     return torrent, tracker
 
 
@@ -85,7 +85,7 @@ def _download(
 
 
 def _assert_identical(spec: ContentSpec, out: Path) -> None:
-    assert compare_content(spec.root.parent, out, spec) == []
+    assert compare_content(spec.root, out, spec) == []
 
 
 def test_single_file_from_one_seeder(swarm: Swarm, tmp_path: Path, config_file: Path) -> None:
@@ -118,7 +118,7 @@ def test_corrupt_pieces_are_fetched_again_from_honest_peers(
         for t in swarm._owned
         if hasattr(t, "http_announce_url")
     )
-    with BadSeeder(torrent.path, spec.root.parent, swarm.next_address()) as liar:
+    with BadSeeder(torrent.path, spec.root, swarm.next_address()) as liar:
         liar.announce(tracker_url)
         result = _download(torrent.path, tmp_path / "out", config_file, "--log-level", "INFO")
     assert result.returncode == 0, result.stderr

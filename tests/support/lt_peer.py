@@ -1,0 +1,461 @@
+# One libtorrent session acting as a seeder or leecher, run as its own process; and the JSON
+# schema both sides of that process boundary share.
+#
+# Strategy: the test process never hosts a libtorrent session; it starts this script with
+# `python tests/support/lt_peer.py --config JSON` (JSON of `LtPeerConfig`) and reads one JSON
+# object per line from its stdout (`tests/support/swarm.py` owns the parent side). Events:
+#   {"event":"ready", "listen":"127.0.0.2:PORT", ...status}   listening, checked, announced
+#   {"event":"status", ...status}                              every `status_interval` seconds
+#   {"event":"finished", ...status}                            all wanted pieces on disk
+#   {"event":"tracker_reply"|"tracker_error", "url":..., ...}  each tracker answer
+#   {"event":"error", "reason":..., "message":...}              fatal; the process exits non-zero
+# where "...status" are the fields of `PeerStatus`.
+# Rules:
+# - Loopback only, nothing that could leave the machine: DHT, LSD, UPnP, NAT-PMP and the IP
+#   notifier are off, no DHT bootstrap nodes, uTP off both ways (see shared/REFERENCE_SWARM.md).
+#   `listen_interfaces` and `outgoing_interfaces` both name this peer's own 127.0.0.x address,
+#   so a tracker sees one distinct IP per peer.
+# - `max_failcount` is high and `min_reconnect_time` 1 s: `high_performance_seed()` would
+#   otherwise blacklist a peer after one refused dial. `max_allowed_in_request_queue` stays at
+#   libtorrent's value (2000 in 2.0.x) unless `settings` overrides it: a seeder silently drops
+#   requests beyond it.
+# - The process exits on SIGTERM/SIGINT or when stdin reaches EOF, so a test process that dies
+#   without cleaning up never leaves a peer running.
+# - Stand-alone: only the standard library and libtorrent (as a script, the `tests` package is
+#   not importable). The parent imports this module for the schema alone, so libtorrent is
+#   optional at import time and required only by `main`.
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from types import FrameType
+from typing import Any, Literal, TextIO, cast
+
+try:
+    import libtorrent as lt
+except ImportError:  # the parent side needs only the schema; main() reports it missing
+    HAVE_LIBTORRENT = False
+else:
+    HAVE_LIBTORRENT = True
+
+__all__ = ["LtPeerConfig", "PeerConfigError", "PeerStatus", "build_settings", "main"]
+
+_MAX_CONFIG_BYTES = 64 * 1024
+_MAX_CONNECT_PEERS = 256
+_ANNOUNCE_WAIT_S = 10.0
+_FLUSH_WAIT_S = 2.0
+_ALERT_WAIT_MS = 100
+
+# Settings that keep the session on loopback and make it retry peers quickly.
+_LOOPBACK_SETTINGS: dict[str, bool | int | str] = {
+    "enable_dht": False,
+    "enable_lsd": False,
+    "enable_upnp": False,
+    "enable_natpmp": False,
+    "enable_ip_notifier": False,
+    "dht_bootstrap_nodes": "",
+    "enable_outgoing_utp": False,
+    "enable_incoming_utp": False,
+    "allow_multiple_connections_per_ip": True,
+    "max_failcount": 100,
+    "min_reconnect_time": 1,
+    "upload_rate_limit": 0,
+    "download_rate_limit": 0,
+    "stop_tracker_timeout": 1,
+    "listen_system_port_fallback": False,
+    # Trackers on 127.0.0.1 with arbitrary paths are what tests run; SSRF checks would refuse
+    # some of them.
+    "ssrf_mitigation": False,
+}
+
+_CHECKING_STATES = frozenset({"queued_for_checking", "checking_files", "checking_resume_data"})
+
+
+class PeerConfigError(ValueError):
+    """A peer config (or a status event) that cannot be used."""
+
+
+def split_host_port(text: str) -> tuple[str, int]:
+    """Split ``host:port`` or ``[v6]:port``; raises PeerConfigError when malformed."""
+    host, sep, port_text = text.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise PeerConfigError(f"not host:port: {text!r}")
+    return host, int(port_text)
+
+
+@dataclass(frozen=True, slots=True)
+class LtPeerConfig:
+    """What one peer process does; travels as its `--config` JSON.
+
+    Fields:
+        role: ``seeder`` (data must be complete in `save_path`) or ``leecher``.
+        torrent: the .torrent file; its trackers are announced to.
+        save_path: the directory holding (or receiving) the torrent's files.
+        listen_host: this peer's own loopback address; also its outgoing interface.
+        listen_port: 0 lets libtorrent pick one (reported in the ready event).
+        seed_mode: trust the seeder's data without a hash check (known-good data only).
+        connect_peers: ``host:port`` peers to dial directly (tests without a tracker).
+        status_interval: seconds between status events, 0.05..60.
+        wait_announce: hold "ready" until the first tracker answer; None means seeders only.
+        watch_stdin: exit when stdin reaches EOF (off only for runs by hand).
+        settings: extra libtorrent settings, applied last (e.g. max_allowed_in_request_queue).
+    """
+
+    role: Literal["seeder", "leecher"]
+    torrent: Path
+    save_path: Path
+    listen_host: str
+    listen_port: int = 0
+    seed_mode: bool = False
+    connect_peers: tuple[str, ...] = ()
+    status_interval: float = 0.5
+    wait_announce: bool | None = None
+    watch_stdin: bool = True
+    settings: Mapping[str, bool | int | str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.role not in ("seeder", "leecher"):
+            raise PeerConfigError(f"role must be seeder or leecher, not {self.role!r}")
+        if not 0 <= self.listen_port < 65536:
+            raise PeerConfigError(f"listen_port out of range: {self.listen_port}")
+        if not 0.05 <= self.status_interval <= 60:
+            raise PeerConfigError("status_interval must be within 0.05..60 s")
+        if len(self.connect_peers) > _MAX_CONNECT_PEERS:
+            raise PeerConfigError(f"more than {_MAX_CONNECT_PEERS} connect_peers")
+        for peer in self.connect_peers:
+            split_host_port(peer)
+        for name, value in self.settings.items():
+            if not isinstance(name, str) or not isinstance(value, bool | int | str):
+                raise PeerConfigError(f"libtorrent setting {name!r} must be bool, int or str")
+
+    @property
+    def waits_for_announce(self) -> bool:
+        return self.role == "seeder" if self.wait_announce is None else self.wait_announce
+
+    def to_json(self) -> str:
+        config = {f.name: getattr(self, f.name) for f in fields(self)}
+        config["settings"] = dict(self.settings)
+        return json.dumps(config, default=str)  # default=str: paths become strings
+
+    @classmethod
+    def from_json(cls, text: str) -> LtPeerConfig:
+        """Parse and check a config (at most 64 KiB of JSON).
+
+        Raises:
+            PeerConfigError: not JSON, unknown keys, wrong types or out-of-range values.
+        """
+        if len(text) > _MAX_CONFIG_BYTES:
+            raise PeerConfigError("config larger than 64 KiB")
+        try:
+            raw = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise PeerConfigError(f"config is not JSON: {exc}") from exc
+        if not isinstance(raw, dict):
+            raise PeerConfigError("config is not a JSON object")
+        unknown = set(raw) - {f.name for f in fields(cls)}
+        if unknown:
+            raise PeerConfigError(f"unknown config keys: {sorted(unknown)}")
+
+        def get(key: str, kinds: tuple[type, ...], default: Any = None) -> Any:
+            value = raw.get(key, default)
+            # bool is an int subclass: never accept it where a number is asked for.
+            if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+                raise PeerConfigError(f"config key {key!r} missing or of the wrong type")
+            return value
+
+        peers = get("connect_peers", (list,), [])
+        if not all(isinstance(p, str) for p in peers):
+            raise PeerConfigError("connect_peers must be a list of host:port strings")
+        wait_announce = raw.get("wait_announce")
+        if wait_announce is not None and not isinstance(wait_announce, bool):
+            raise PeerConfigError("config key 'wait_announce' must be a bool or null")
+        return cls(
+            role=get("role", (str,)),
+            torrent=Path(get("torrent", (str,))),
+            save_path=Path(get("save_path", (str,))),
+            listen_host=get("listen_host", (str,)),
+            listen_port=get("listen_port", (int,), 0),
+            seed_mode=get("seed_mode", (bool,), False),
+            connect_peers=tuple(peers),
+            status_interval=float(get("status_interval", (int, float), 0.5)),
+            wait_announce=wait_announce,
+            watch_stdin=get("watch_stdin", (bool,), True),
+            settings=dict(get("settings", (dict,), {})),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class PeerStatus:
+    """One status snapshot of a peer (the fields of a ready, status or finished event)."""
+
+    state: str
+    progress: float
+    num_peers: int
+    num_seeds: int
+    num_pieces: int
+    total_upload: int
+    total_download: int
+    total_payload_upload: int
+    total_payload_download: int
+    download_rate: int
+    upload_rate: int
+    is_finished: bool
+    is_seeding: bool
+
+    @classmethod
+    def from_event(cls, event: Mapping[str, Any]) -> PeerStatus:
+        """Build from an event; raises PeerConfigError on a missing or mistyped field."""
+        kinds: dict[str, type | tuple[type, ...]] = {
+            "str": str,
+            "float": (int, float),
+            "int": int,
+            "bool": bool,
+        }
+        values: dict[str, Any] = {}
+        for spec in fields(cls):
+            value: Any = event.get(spec.name)
+            # bool is an int subclass: a bool never counts as a number here.
+            if not isinstance(value, kinds[str(spec.type)]) or (
+                isinstance(value, bool) and spec.type != "bool"
+            ):
+                raise PeerConfigError(f"status field {spec.name!r} missing or not {spec.type}")
+            values[spec.name] = float(event[spec.name]) if spec.type == "float" else value
+        return cls(**values)
+
+    @classmethod
+    def from_lt(cls, status: Any) -> PeerStatus:
+        """Build from a libtorrent `torrent_status`."""
+        return cls(
+            state=str(status.state).rsplit(".", 1)[-1],
+            progress=float(status.progress),
+            num_peers=int(status.num_peers),
+            num_seeds=int(status.num_seeds),
+            num_pieces=int(status.num_pieces),
+            total_upload=int(status.total_upload),
+            total_download=int(status.total_download),
+            total_payload_upload=int(status.total_payload_upload),
+            total_payload_download=int(status.total_payload_download),
+            download_rate=int(status.download_rate),
+            upload_rate=int(status.upload_rate),
+            is_finished=bool(status.is_finished),
+            is_seeding=bool(status.is_seeding),
+        )
+
+
+def build_settings(config: LtPeerConfig) -> dict[str, Any]:
+    """The libtorrent settings pack for `config`: role base, loopback rules, then overrides."""
+    settings: dict[str, Any] = {}
+    if config.role == "seeder":
+        settings.update(lt.high_performance_seed())
+    settings.update(_LOOPBACK_SETTINGS)
+    host = f"[{config.listen_host}]" if ":" in config.listen_host else config.listen_host
+    settings["listen_interfaces"] = f"{host}:{config.listen_port}"
+    settings["outgoing_interfaces"] = config.listen_host
+    settings["alert_mask"] = int(
+        lt.alert_category.error
+        | lt.alert_category.status
+        | lt.alert_category.tracker
+        | lt.alert_category.storage
+    )
+    defaults = lt.default_settings()
+    unknown = sorted(name for name in config.settings if name not in defaults)
+    if unknown:
+        raise PeerConfigError(f"unknown libtorrent settings: {unknown}")
+    settings.update(config.settings)
+    return settings
+
+
+class _Emitter:
+    """Writes one JSON object per line to stdout; a closed pipe means the parent is gone."""
+
+    def __init__(self, stream: TextIO, stop: threading.Event) -> None:
+        self._stream = stream
+        self._stop = stop
+
+    def __call__(self, event: str, **fields: Any) -> None:
+        try:
+            self._stream.write(json.dumps({"event": event, **fields}) + "\n")
+            self._stream.flush()
+        except (BrokenPipeError, ValueError):
+            self._stop.set()
+
+
+def _watch_stdin(stop: threading.Event) -> None:
+    # Discard whatever arrives (bounded reads); EOF means the parent closed the pipe or died.
+    try:
+        while os.read(sys.stdin.fileno(), 4096):
+            pass
+    except (OSError, ValueError):
+        pass
+    stop.set()
+
+
+def _install_stop_signals(stop: threading.Event) -> None:
+    def handler(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+class _Peer:
+    """The event loop of one session with one torrent."""
+
+    def __init__(self, config: LtPeerConfig, emit: _Emitter, stop: threading.Event) -> None:
+        self.config = config
+        self.emit = emit
+        self.stop = stop
+        self.listen: str | None = None
+        self.announced: str | None = None  # "ok", "error" or "timeout" once known
+        self.ready = False
+        self.finish_requested_at: float | None = None
+        self.finished = False
+        self.exit_code = 0
+        params = lt.load_torrent_file(str(config.torrent))
+        if params.ti is None:
+            raise RuntimeError("no metadata in the torrent file")
+        self.has_trackers = bool(params.trackers)
+        self.info_hash = str(params.ti.info_hashes().v1)
+        self.session = lt.session(cast("lt.settings_pack", build_settings(config)))
+        params.save_path = str(config.save_path)
+        flags = lt.torrent_flags.default_flags & ~lt.torrent_flags.auto_managed
+        flags &= ~lt.torrent_flags.paused
+        if config.seed_mode:
+            flags |= lt.torrent_flags.seed_mode
+        params.flags = flags
+        self.handle = self.session.add_torrent(params)
+        self.started = time.monotonic()
+
+    def fail(self, reason: str, message: str, code: int) -> None:
+        self.emit("error", reason=reason, message=message)
+        self.exit_code = code
+        self.stop.set()
+
+    def on_alert(self, alert: Any) -> None:
+        if isinstance(alert, lt.listen_succeeded_alert):
+            if alert.socket_type == lt.socket_type_t.tcp and self.listen is None:
+                host = str(alert.address)
+                host = f"[{host}]" if ":" in host else host
+                self.listen = f"{host}:{alert.port}"
+                for peer in self.config.connect_peers:
+                    self.handle.connect_peer(split_host_port(peer))
+        elif isinstance(alert, lt.listen_failed_alert):
+            if alert.socket_type == lt.socket_type_t.tcp:
+                self.fail("listen_failed", alert.message(), 3)
+        elif isinstance(alert, lt.tracker_reply_alert):
+            self.announced = self.announced or "ok"
+            self.emit("tracker_reply", url=alert.tracker_url(), num_peers=int(alert.num_peers))
+        elif isinstance(alert, lt.tracker_error_alert):
+            self.announced = self.announced or "error"
+            self.emit("tracker_error", url=alert.tracker_url(), message=alert.message())
+        elif isinstance(alert, lt.cache_flushed_alert):
+            self.emit_finished()
+        elif isinstance(alert, lt.torrent_error_alert | lt.file_error_alert):
+            self.fail("storage_error", alert.message(), 5)
+        elif alert.category() & lt.alert_category.error:
+            print(f"lt_peer: {alert.what()}: {alert.message()}", file=sys.stderr, flush=True)
+
+    def emit_finished(self) -> None:
+        if not self.finished and self.finish_requested_at is not None:
+            self.finished = True
+            self.emit("finished", **asdict(PeerStatus.from_lt(self.handle.status())))
+
+    def tick(self, now: float) -> None:
+        status = PeerStatus.from_lt(self.handle.status())
+        checking = status.state in _CHECKING_STATES
+        if not self.ready and self.listen is not None and not checking:
+            if self.config.role == "seeder" and not status.is_seeding:
+                self.fail(
+                    "seed_data_incomplete",
+                    f"seeder data in {self.config.save_path} is incomplete "
+                    f"(progress {status.progress:.3f} after the check)",
+                    4,
+                )
+                return
+            waiting = self.config.waits_for_announce and self.has_trackers
+            if waiting and self.announced is None and now - self.started > _ANNOUNCE_WAIT_S:
+                self.announced = "timeout"
+            if not waiting or self.announced is not None:
+                self.ready = True
+                self.emit(
+                    "ready",
+                    listen=self.listen,
+                    role=self.config.role,
+                    info_hash=self.info_hash,
+                    announce=self.announced or "none",
+                    **asdict(status),
+                )
+        if self.ready and status.is_finished and self.finish_requested_at is None:
+            # Ask libtorrent to flush and close its files so that a reader of the save path
+            # sees every byte; "finished" goes out on cache_flushed_alert (or after a bound).
+            self.finish_requested_at = now
+            self.handle.flush_cache()
+        if self.finish_requested_at is not None and now - self.finish_requested_at > _FLUSH_WAIT_S:
+            self.emit_finished()
+
+    def run(self) -> int:
+        next_status = 0.0
+        while not self.stop.is_set():
+            self.session.wait_for_alert(_ALERT_WAIT_MS)
+            for alert in self.session.pop_alerts():
+                self.on_alert(alert)
+                if self.stop.is_set():
+                    break
+            if self.stop.is_set():
+                break
+            now = time.monotonic()
+            self.tick(now)
+            if now >= next_status and self.ready:
+                self.emit("status", **asdict(PeerStatus.from_lt(self.handle.status())))
+                next_status = now + self.config.status_interval
+        self.session.pause()
+        return self.exit_code
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one peer until stopped; returns the process exit code."""
+    parser = argparse.ArgumentParser(description="a libtorrent seeder or leecher on loopback")
+    parser.add_argument("--config", required=True, help="JSON of LtPeerConfig")
+    args = parser.parse_args(argv)
+    stop = threading.Event()
+    emit = _Emitter(sys.stdout, stop)
+    if not HAVE_LIBTORRENT:
+        emit("error", reason="no_libtorrent", message=f"no libtorrent for {sys.executable}")
+        return 2
+    try:
+        config = LtPeerConfig.from_json(args.config)
+    except PeerConfigError as exc:
+        emit("error", reason="bad_config", message=str(exc))
+        return 2
+    _install_stop_signals(stop)
+    if config.watch_stdin:
+        threading.Thread(target=_watch_stdin, args=(stop,), daemon=True).start()
+    try:
+        peer = _Peer(config, emit, stop)
+    except PeerConfigError as exc:
+        emit("error", reason="bad_config", message=str(exc))
+        return 2
+    except RuntimeError as exc:  # libtorrent raises RuntimeError for unreadable torrents
+        emit("error", reason="bad_torrent", message=f"{config.torrent}: {exc}")
+        return 2
+    try:
+        return peer.run()
+    except Exception as exc:
+        traceback.print_exc()
+        emit("error", reason="crash", message=f"{type(exc).__name__}: {exc}")
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
