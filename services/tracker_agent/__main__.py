@@ -1,0 +1,47 @@
+"""Entry point of ``torviz-tracker-agent``: the composition root of the tracker agent.
+
+gevent patches the standard library before anything else is imported (pykka's registry lock
+and every socket must be cooperative), then the common agent command line is parsed and the
+one actor, ``TrackerAgent``, runs until ``Shutdown``, a signal, or the parent's death.
+
+Agent-specific option: ``--announce-to-all-tiers`` announces to one tracker of every tier
+instead of falling through the tiers (BEP 12).
+"""
+
+from gevent import monkey
+
+monkey.patch_all()
+
+import argparse  # noqa: E402
+import sys  # noqa: E402
+from collections.abc import Sequence  # noqa: E402
+
+from shared.runtime.agent import parse_agent_args, run_agent  # noqa: E402
+from shared.runtime.service import ActorFactory, ServiceRunner  # noqa: E402
+
+from .agent import TrackerAgent  # noqa: E402
+
+SERVICE = "tracker_agent"
+
+
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--announce-to-all-tiers",
+        action="store_true",
+        help="announce to one tracker of every tier, not only the first tier that answers",
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Run the tracker agent; exits with the runner's exit code."""
+    options = parse_agent_args(SERVICE, argv, _add_arguments)
+    all_tiers = bool(options.extra.announce_to_all_tiers)
+
+    def factories(runner: ServiceRunner) -> list[ActorFactory]:
+        return [lambda: TrackerAgent.start(options, runner, announce_to_all_tiers=all_tiers)]
+
+    sys.exit(run_agent(options, factories))
+
+
+if __name__ == "__main__":
+    main()

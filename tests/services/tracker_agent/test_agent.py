@@ -1,0 +1,106 @@
+"""The real tracker agent process against opentracker on loopback, the test as its coordinator.
+
+Two other peers announce to opentracker straight from the test (from their own 127.0.0.x
+addresses), so the agent must find them; a third announce from the test shows whether
+opentracker still lists the agent.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import pytest
+
+from shared.bus import Shutdown, TorrentCompleted, TrackerState, UntrackTorrent, UpdateTransfer
+from tests.services.tracker_agent.conftest import StartAgent
+from tests.services.tracker_agent.fakes import SilentTcpServer
+from tests.services.tracker_agent.harness import (
+    ME,
+    WAIT,
+    Coordinator,
+    listed,
+    scrape,
+    swarm_with_two_peers,
+    track,
+    wait_until_forgotten,
+)
+from tests.support import Swarm
+
+pytestmark = pytest.mark.interop
+
+
+def test_http_announce_reports_peers_and_states_then_untrack_is_stopped(
+    swarm: Swarm, coordinator: Coordinator, start_agent: StartAgent
+):
+    info_hash, tracker, others = swarm_with_two_peers(swarm)
+    url = tracker.http_announce_url
+    start_agent()
+    coordinator.send(track(info_hash, (url,)))
+    announcing = coordinator.state(url, TrackerState.ANNOUNCING)
+    assert (announcing.info_hash, announcing.tier, announcing.error) == (info_hash, 0, None)
+    working = coordinator.state(url, TrackerState.WORKING)
+    assert (working.seeders, working.leechers, working.error) == (1, 2, None)
+    assert working.next_announce_in is not None and working.next_announce_in > 60
+    coordinator.wait_for(lambda m: others <= coordinator.peers(info_hash), WAIT)
+    assert ME in listed(tracker, info_hash)
+
+    coordinator.send(UpdateTransfer(info_hash, uploaded=0, downloaded=1000, left=0))
+    coordinator.send(TorrentCompleted(info_hash))
+    deadline = time.monotonic() + WAIT
+    while scrape(tracker.host, tracker.port, info_hash).downloaded < 1:
+        assert time.monotonic() < deadline, "completed never reached opentracker"
+        time.sleep(0.05)
+    time.sleep(0.3)  # a second completed would show within this
+    stats = scrape(tracker.host, tracker.port, info_hash)
+    assert (stats.downloaded, stats.complete) == (1, 2)  # we are a seeder now, counted once
+
+    coordinator.send(UntrackTorrent(info_hash))
+    wait_until_forgotten(tracker, info_hash)
+
+
+def test_udp_announce_reports_peers_then_untrack_is_stopped(
+    swarm: Swarm, coordinator: Coordinator, start_agent: StartAgent
+):
+    info_hash, tracker, others = swarm_with_two_peers(swarm)
+    url = tracker.udp_announce_url
+    start_agent()
+    coordinator.send(track(info_hash, (url,)))
+    working = coordinator.state(url, TrackerState.WORKING)
+    assert (working.seeders, working.leechers) == (1, 2)
+    coordinator.wait_for(lambda m: others <= coordinator.peers(info_hash), WAIT)
+    assert ME in listed(tracker, info_hash)
+    coordinator.send(UntrackTorrent(info_hash))
+    wait_until_forgotten(tracker, info_hash)
+
+
+def test_shutdown_is_bounded_with_a_tracker_that_never_answers(
+    swarm: Swarm, coordinator: Coordinator, start_agent: StartAgent
+):
+    info_hash, tracker, _ = swarm_with_two_peers(swarm)
+    with SilentTcpServer() as silent:
+        # A long announce timeout: only the stop bound may limit the shutdown.
+        agent = start_agent("announce_timeout = 30.0", "--announce-to-all-tiers")
+        coordinator.send(track(info_hash, (tracker.http_announce_url,), (silent.url,)))
+        coordinator.state(tracker.http_announce_url, TrackerState.WORKING)
+        coordinator.state(silent.url, TrackerState.ANNOUNCING)
+        started = time.monotonic()
+        coordinator.send(Shutdown("test"))
+        assert agent.wait_exit(8.0) == 0, agent.log()
+        assert time.monotonic() - started < 5.0
+        # Both trackers were told: the silent one got the stopped announce on a new connection.
+        assert ME not in listed(tracker, info_hash)
+        assert len(silent.accepted) >= 2
+
+
+def test_sigterm_still_announces_stopped(
+    swarm: Swarm, coordinator: Coordinator, start_agent: StartAgent
+):
+    info_hash, tracker, _ = swarm_with_two_peers(swarm)
+    agent = start_agent()
+    coordinator.send(track(info_hash, (tracker.http_announce_url,)))
+    coordinator.state(tracker.http_announce_url, TrackerState.WORKING)
+    assert ME in listed(tracker, info_hash)
+    agent.process.send_signal(signal.SIGTERM)
+    assert agent.wait_exit(8.0) == 0, agent.log()
+    assert ME not in listed(tracker, info_hash)

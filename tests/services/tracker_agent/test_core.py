@@ -1,0 +1,254 @@
+"""The tracker agent's core without I/O: commands in, announce jobs and bus messages out.
+
+Outcomes are built by hand (what the HTTP and UDP clients would return); every message the core
+produces is also run through the bus codec, so a report that breaks the schema fails here.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from services.tracker_agent.core import (
+    PEERS_PER_MESSAGE,
+    AnnounceJob,
+    TrackerAgentCore,
+)
+from shared.bus import (
+    Message,
+    PeersDiscovered,
+    PeerSource,
+    TrackerState,
+    TrackerStateChanged,
+    TrackerTier,
+    TrackTorrent,
+    UpdateTransfer,
+    decode_frames,
+    encode_frames,
+)
+from shared.errors import BusError, TrackerError
+from shared.tracker import AnnounceEvent, AnnounceFailure, AnnounceResponse, TrackerPeer
+from shared.types import InfoHash, PeerAddress, PeerId
+
+IH = InfoHash(bytes(range(20)))
+PEER_ID = PeerId(b"-TV0100-abcdefghijkl")
+URL_A = "http://127.0.0.1:1/announce"
+URL_B = "udp://127.0.0.1:2"
+
+
+def track(*tiers: tuple[str, ...], port: int = 6881, left: int = 1000) -> TrackTorrent:
+    return TrackTorrent(
+        info_hash=IH,
+        tiers=tuple(TrackerTier(urls) for urls in tiers),
+        peer_id=PEER_ID,
+        listen_port=port,
+        private=False,
+        uploaded=1,
+        downloaded=2,
+        left=left,
+    )
+
+
+def roundtrip(messages: list[Message]) -> list[Message]:
+    """Every message must survive the bus codec unchanged."""
+    for message in messages:
+        assert decode_frames(encode_frames(message)) == (message, None)
+    return messages
+
+
+def response(peers: list[PeerAddress], **kwargs) -> AnnounceResponse:
+    fields = {"interval": 1800, "complete": 3, "incomplete": 4} | kwargs
+    return AnnounceResponse(peers=tuple(TrackerPeer(p) for p in peers), **fields)
+
+
+@pytest.fixture
+def core() -> TrackerAgentCore:
+    return TrackerAgentCore(numwant=50, rng=random.Random(5))
+
+
+def start(core: TrackerAgentCore, *tiers: tuple[str, ...], now: float = 0.0) -> list[AnnounceJob]:
+    assert core.track(track(*tiers), now) == []
+    jobs, reports = core.due(now)
+    roundtrip(reports)
+    return jobs
+
+
+def test_first_announce_carries_started_totals_numwant_and_key(core):
+    (job,) = start(core, (URL_A,))
+    request = job.request
+    assert (job.info_hash, job.url, job.tier, job.event) == (IH, URL_A, 0, AnnounceEvent.STARTED)
+    assert (request.uploaded, request.downloaded, request.left) == (1, 2, 1000)
+    assert (request.port, request.peer_id, request.numwant) == (6881, PEER_ID, 50)
+    assert 0 <= request.key < 2**32
+    assert core.next_deadline(0.0) is None  # waiting for the outcome
+
+
+def test_announcing_report(core):
+    core.track(track((URL_A,)), 0.0)
+    _, reports = core.due(0.0)
+    assert reports == [
+        TrackerStateChanged(IH, URL_A, 0, TrackerState.ANNOUNCING, None, None, None, None)
+    ]
+
+
+def test_success_reports_working_and_the_peers(core):
+    (job,) = start(core, (URL_A,))
+    a, b = PeerAddress("127.0.0.2", 10), PeerAddress("::1", 11)
+    messages = roundtrip(core.finish(job, response([a, b]), 5.0))
+    assert messages == [
+        TrackerStateChanged(IH, URL_A, 0, TrackerState.WORKING, None, 3, 4, 1800.0),
+        PeersDiscovered(IH, (a, b), PeerSource.TRACKER),
+    ]
+    assert core.next_deadline(5.0) == 1805.0
+
+
+def test_peers_are_deduplicated_and_batched_within_the_schema_bound(core):
+    (job,) = start(core, (URL_A,))
+    many = [PeerAddress("10.0.0.1", port) for port in range(1, 5001)]
+    messages = roundtrip(core.finish(job, response([*many, *many[:10]]), 0.0))
+    batches = [m for m in messages if isinstance(m, PeersDiscovered)]
+    assert [len(b.peers) for b in batches] == [PEERS_PER_MESSAGE, 5000 - PEERS_PER_MESSAGE]
+    assert [p for b in batches for p in b.peers] == many
+
+
+def test_peers_per_message_is_the_schema_bound():
+    peers = tuple(PeerAddress("10.0.0.1", port) for port in range(1, PEERS_PER_MESSAGE + 2))
+    encode_frames(PeersDiscovered(IH, peers[:PEERS_PER_MESSAGE], PeerSource.TRACKER))
+    with pytest.raises(BusError):
+        encode_frames(PeersDiscovered(IH, peers, PeerSource.TRACKER))
+
+
+def test_no_peers_no_peers_message(core):
+    (job,) = start(core, (URL_A,))
+    messages = core.finish(job, response([]), 0.0)
+    assert [type(m) for m in messages] == [TrackerStateChanged]
+
+
+def test_counts_are_clamped_to_u32(core):
+    (job,) = start(core, (URL_A,))
+    (state,) = roundtrip(core.finish(job, response([], complete=2**40, incomplete=-1), 0.0))
+    assert isinstance(state, TrackerStateChanged)
+    assert (state.seeders, state.leechers) == (2**32 - 1, None)
+
+
+def test_tracker_refusal_reports_failed_with_its_reason_and_falls_through(core):
+    first, _ = start(core, (URL_A, URL_B))[0], None
+    refusal = AnnounceFailure(reason="Requested download is not authorized", retry_in=10)
+    (state,) = roundtrip(core.finish(first, refusal, 1.0))
+    assert isinstance(state, TrackerStateChanged)
+    assert state.state is TrackerState.FAILED
+    assert state.error == "tracker refused the announce: Requested download is not authorized"
+    assert state.next_announce_in == 600.0  # BEP 31 retry in: 10 minutes
+    jobs, _ = core.due(1.0)
+    assert [j.url for j in jobs] == [URL_B if first.url == URL_A else URL_A]
+
+
+def test_retry_never_disables_the_tracker(core):
+    (job,) = start(core, (URL_A,))
+    (state,) = core.finish(job, AnnounceFailure(reason="go away", never_retry=True), 1.0)
+    assert isinstance(state, TrackerStateChanged)
+    assert state.state is TrackerState.DISABLED
+    assert core.next_deadline(1.0) is None
+
+
+def test_network_error_reports_its_one_line(core):
+    (job,) = start(core, (URL_A,))
+    error = TrackerError("connection_refused", "connection refused")
+    (state,) = roundtrip(core.finish(job, error, 1.0))
+    assert isinstance(state, TrackerStateChanged)
+    assert (state.state, state.error, state.next_announce_in) == (
+        TrackerState.FAILED,
+        "connection refused",
+        15.0,
+    )
+
+
+def test_long_or_multiline_errors_become_one_bounded_line(core):
+    (job,) = start(core, (URL_A,))
+    (state,) = core.finish(job, TrackerError("x", "a\nb\r\n" + "c" * 5000), 1.0)
+    assert isinstance(state, TrackerStateChanged) and state.error is not None
+    assert state.error.startswith("a b c") and "\n" not in state.error
+    assert len(state.error) == 1024 and state.error.endswith("...")
+
+
+def test_unusable_urls_are_reported_disabled_once(core):
+    reports = roundtrip(core.track(track(("wss://t/announce", URL_A), ("nonsense",)), 0.0))
+    assert [(r.url, r.tier, r.state) for r in reports if isinstance(r, TrackerStateChanged)] == [
+        ("wss://t/announce", 0, TrackerState.DISABLED),
+        ("nonsense", 1, TrackerState.DISABLED),
+    ]
+    assert isinstance(reports[0], TrackerStateChanged) and reports[0].error is not None
+    assert "unsupported tracker URL scheme 'wss'" in reports[0].error
+    jobs, _ = core.due(0.0)
+    assert [j.url for j in jobs] == [URL_A]
+
+
+def test_listen_port_zero_disables_every_tracker(core):
+    reports = core.track(track((URL_A,), port=0), 0.0)
+    assert [r.state for r in reports if isinstance(r, TrackerStateChanged)] == [
+        TrackerState.DISABLED
+    ]
+    assert core.due(0.0) == ([], [])
+
+
+def test_update_totals_and_tracker_id_reach_the_next_announce(core):
+    (job,) = start(core, (URL_A,))
+    core.finish(job, response([], tracker_id=b"tid-1"), 0.0)
+    core.update(UpdateTransfer(IH, uploaded=10, downloaded=20, left=30))
+    (again,), _ = core.due(1800.0)
+    request = again.request
+    assert (request.uploaded, request.downloaded, request.left) == (10, 20, 30)
+    assert (request.event, request.trackerid, request.key) == (
+        AnnounceEvent.NONE,
+        b"tid-1",
+        job.request.key,
+    )
+
+
+def test_tracking_again_only_updates_totals(core):
+    start(core, (URL_A,))
+    assert core.track(track((URL_B,), left=5), 1.0) == []
+    assert core.info_hashes == (IH,)
+    assert core.schedule(IH).urls == (URL_A,)
+
+
+def test_complete_announces_completed_with_left_zero(core):
+    (job,) = start(core, (URL_A,))
+    core.finish(job, response([]), 0.0)
+    core.complete(IH, 100.0)
+    (done,), _ = core.due(100.0)
+    assert (done.event, done.request.left) == (AnnounceEvent.COMPLETED, 0)
+
+
+def test_untrack_returns_stopped_jobs_and_drops_late_outcomes(core):
+    (job,) = start(core, (URL_A,))
+    core.finish(job, response([]), 0.0)
+    (again,), _ = core.due(1800.0)
+    stops = core.untrack(IH)
+    assert [(s.url, s.event, s.request.numwant) for s in stops] == [
+        (URL_A, AnnounceEvent.STOPPED, 0)
+    ]
+    assert core.finish(again, response([PeerAddress("127.0.0.2", 1)]), 1801.0) == []
+    assert core.finish(stops[0], response([]), 1801.0) == []
+    assert core.untrack(IH) == [] and core.info_hashes == ()
+    assert core.next_deadline(1801.0) is None
+
+
+def test_stale_job_of_the_same_url_is_ignored(core):
+    (job,) = start(core, (URL_A,))
+    core.finish(job, TrackerError("timed_out", "timed out after 1 s"), 1.0)
+    (retry,), _ = core.due(16.0)
+    assert core.finish(job, response([PeerAddress("127.0.0.2", 1)]), 17.0) == []
+    assert core.finish(retry, response([]), 17.0) != []
+
+
+def test_untrack_all_stops_every_torrent(core):
+    other = InfoHash(b"\x01" * 20)
+    start(core, (URL_A,))
+    core.track(TrackTorrent(other, (TrackerTier((URL_B,)),), PEER_ID, 1, True, 0, 0, 0), 0.0)
+    jobs, _ = core.due(0.0)
+    assert [j.info_hash for j in jobs] == [other]
+    stops = core.untrack_all()
+    assert sorted(s.info_hash for s in stops) == sorted([IH, other])
+    assert core.info_hashes == ()
