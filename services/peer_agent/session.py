@@ -10,7 +10,8 @@ their blocks itself, keeping as many requests outstanding as ``QueueDepthPolicy`
 decoder streams each block's payload straight into the piece's buffer (``_block_sink``), so a
 block is copied once, from the receive buffer into the piece. A finished piece leaves as
 ``PieceCompleted`` with its buffer, which the agent sends to the storage agent as its own frame
-and never touches again.
+and never touches again. Per-block work is minimal: requests go out in batches, the depth is
+recomputed every ``_DEPTH_REFRESH`` s, and the rate meter is fed once per ``receive``.
 
 Rules:
 - A peer that breaks the protocol (bad frame, piece index out of range, malformed bitfield,
@@ -24,7 +25,9 @@ Rules:
 from __future__ import annotations
 
 import enum
+import struct
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from shared.bitfield import Bitfield, BitfieldError
@@ -72,6 +75,9 @@ class SessionConfig:
     idle_timeout: float = 180.0
     request_timeout: float = 30.0
     max_rejects_per_piece: int = 3
+    allocate: Callable[[int], bytearray] = bytearray
+    """Makes piece buffers. Blocks overwrite every byte before a buffer leaves (an unfinished
+    one is dropped), so an allocator that skips zeroing is safe."""
 
 
 # -- events the session reports ---------------------------------------------------------------
@@ -127,7 +133,10 @@ class PiecesReleased:
 
 @dataclass(frozen=True, slots=True)
 class Closed:
+    """The session ended; ``reason`` is a snake_case code, ``message`` one readable line."""
+
     reason: str
+    message: str = field(default="", compare=False)
 
 
 Event = (
@@ -142,6 +151,20 @@ Event = (
 )
 
 
+# Requests are most of what we send: the codec's own frame gives the length and id, and only
+# the three fields are packed per block (a third of ``codec.encode``'s cost).
+_REQUEST_PREFIX = codec.encode(wire.Request(0, 0, 0))[:5]
+_PACK_U32X3 = struct.Struct(">III").pack
+
+_DEPTH_REFRESH = 0.1  # seconds a computed pipeline depth stays valid
+_REFILL_BATCH = 64  # blocks (1 MiB): the most the pipeline drains before it is topped up
+
+_CLOSE_MESSAGES = {
+    "handshake_timeout": "the peer did not complete the handshake in time",
+    "idle_timeout": "the peer sent nothing for too long",
+}
+
+
 class Phase(enum.Enum):
     HANDSHAKE = "handshake"
     ACTIVE = "active"
@@ -153,12 +176,10 @@ class _Download:
 
     __slots__ = ("buffer", "rejects", "to_request", "unreceived")
 
-    def __init__(self, geometry: TorrentGeometry, piece: int) -> None:
-        self.buffer = bytearray(geometry.piece_size(piece))
-        self.to_request: deque[tuple[int, int]] = deque(
-            (block.offset, block.length) for block in geometry.blocks(piece)
-        )
-        self.unreceived = len(self.to_request)
+    def __init__(self, buffer: bytearray, blocks: tuple[tuple[int, int], ...]) -> None:
+        self.buffer = buffer
+        self.to_request: deque[tuple[int, int]] = deque(blocks)
+        self.unreceived = len(blocks)
         self.rejects = 0
 
 
@@ -204,6 +225,11 @@ class PeerSession:
         self._outstanding: dict[tuple[int, int], tuple[int, float]] = {}
         self._work_requested = False
         self._starved = False  # the coordinator had nothing for us; wait for news before asking
+        # Every piece but the last has the same blocks: list them once, not per assignment.
+        self._full_blocks = self._blocks_of(0)
+        self._received = 0  # block bytes of the current ``receive``, metered once at its end
+        self._depth_value = 0
+        self._depth_until = float("-inf")
         self.download_rate = RateMeter(now)
         self.upload_rate = RateMeter(now)
         self.wasted_bytes = 0
@@ -229,12 +255,19 @@ class PeerSession:
                     return
                 data = self._handshake.take_surplus()
             for message in self._decoder.feed(data):
-                self._on_message(message, now)
-                if not self.active:
-                    return
+                if type(message) is wire.Piece:  # the hot path skips the match below
+                    self._on_block(message.piece, message.offset, message.data)
+                else:
+                    self._on_message(message, now)
+                    if not self.active:
+                        return
         except TorvizError as exc:
-            self.close(exc.reason)
+            self.close(exc.reason, exc.message)
             return
+        finally:
+            if self._received:
+                self.download_rate.add(self._received, now)
+                self._received = 0
         self._fill_pipeline(now)
 
     def assign(self, pieces: list[int] | tuple[int, ...], now: float) -> None:
@@ -243,7 +276,7 @@ class PeerSession:
         self._starved = not pieces
         for piece in pieces:
             if piece not in self._downloads and 0 <= piece < self.geometry.num_pieces:
-                self._downloads[piece] = _Download(self.geometry, piece)
+                self._downloads[piece] = self._new_download(piece)
         self._update_interest()
         self._fill_pipeline(now)
 
@@ -297,13 +330,14 @@ class PeerSession:
             deadline = min(deadline, sent_at + self.config.request_timeout)
         return deadline
 
-    def close(self, reason: str) -> None:
+    def close(self, reason: str, message: str = "") -> None:
+        """End the session (idempotent): ``Closed(reason, message)`` is its last event."""
         if self.phase is Phase.CLOSED:
             return
         self.phase = Phase.CLOSED
         self._downloads.clear()
         self._outstanding.clear()
-        self._events.append(Closed(reason))
+        self._events.append(Closed(reason, message or _CLOSE_MESSAGES.get(reason, reason)))
 
     # -- outputs --------------------------------------------------------------------------------
 
@@ -313,6 +347,11 @@ class PeerSession:
         if out:
             self._last_sent = now
         return out
+
+    @property
+    def has_output(self) -> bool:
+        """Whether ``take_output`` would return bytes (the writer has work)."""
+        return bool(self._out)
 
     def take_events(self) -> list[Event]:
         events, self._events = self._events, []
@@ -368,7 +407,7 @@ class PeerSession:
     def _on_message(self, message: wire.Message, now: float) -> None:
         match message:
             case wire.Piece(piece=piece, offset=offset, data=data):
-                self._on_block(piece, offset, data, now)
+                self._on_block(piece, offset, data)
             case wire.Have(piece=piece):
                 self._check_piece(piece)
                 if piece not in self.peer_have:
@@ -420,21 +459,30 @@ class PeerSession:
             case wire.Extended() | wire.Port() | wire.KeepAlive():
                 pass
 
-    def _on_block(self, piece: int, offset: int, data: bytes | memoryview, now: float) -> None:
+    def _on_block(self, piece: int, offset: int, data: bytes | memoryview) -> None:
         key = (piece, offset)
         expected = self._outstanding.get(key)
         download = self._downloads.get(piece)
-        if expected is None or download is None or expected[0] != len(data):
-            self.wasted_bytes += len(data)
+        size = len(data)
+        if expected is None or download is None or expected[0] != size:
+            self.wasted_bytes += size
             return
         del self._outstanding[key]
-        if not isinstance(data, memoryview) or data.obj is not download.buffer:
-            download.buffer[offset : offset + len(data)] = data
-        self.download_rate.add(len(data), now)
+        if type(data) is not memoryview or data.obj is not download.buffer:
+            download.buffer[offset : offset + size] = data
+        self._received += size
         download.unreceived -= 1
         if download.unreceived == 0:
             del self._downloads[piece]
             self._events.append(PieceCompleted(piece, download.buffer))
+
+    def _blocks_of(self, piece: int) -> tuple[tuple[int, int], ...]:
+        return tuple((block.offset, block.length) for block in self.geometry.blocks(piece))
+
+    def _new_download(self, piece: int) -> _Download:
+        size = self.geometry.piece_size(piece)
+        blocks = self._full_blocks if size == self.geometry.piece_length else self._blocks_of(piece)
+        return _Download(self.config.allocate(size), blocks)
 
     def _block_sink(self, piece: int, offset: int, length: int) -> memoryview | None:
         """Where the decoder should write a block's payload: straight into its piece."""
@@ -466,6 +514,7 @@ class PeerSession:
         ext = decode_extension_handshake(payload)
         if ext.reqq is not None and ext.reqq > 0:
             self.peer_reqq = ext.reqq
+            self._depth_until = float("-inf")  # the ceiling changed: recompute now
         self._events.append(PeerInfo(ext))
 
     def _require_fast(self, what: str) -> None:
@@ -482,7 +531,12 @@ class PeerSession:
         if self.phase is not Phase.ACTIVE:
             return
         if not self.peer_choking or self.allowed_fast:
-            depth = self.config.pipeline.depth(self.download_rate.rate(now), self.peer_reqq)
+            depth = self._depth(now)
+            # Top up in batches: one send per batch, not per chunk received, while the pipeline
+            # never holds fewer than depth - batch requests.
+            if len(self._outstanding) > depth - max(1, min(depth // 4, _REFILL_BATCH)):
+                self._want_more_work(now)
+                return
             requests = []
             for piece, download in self._downloads.items():
                 if self.peer_choking and piece not in self.allowed_fast:
@@ -490,18 +544,26 @@ class PeerSession:
                 while download.to_request and len(self._outstanding) < depth:
                     offset, length = download.to_request.popleft()
                     self._outstanding[(piece, offset)] = (length, now)
-                    requests.append(codec.encode(wire.Request(piece, offset, length)))
+                    requests.append(_REQUEST_PREFIX + _PACK_U32X3(piece, offset, length))
                 if len(self._outstanding) >= depth:
                     break
             if requests:
                 self._out.append(b"".join(requests))
         self._want_more_work(now)
 
+    def _depth(self, now: float) -> int:
+        """The pipeline depth to aim for; a rate over seconds needs no re-summing per chunk."""
+        if now >= self._depth_until:
+            rate = self.download_rate.rate(now)
+            self._depth_value = self.config.pipeline.depth(rate, self.peer_reqq)
+            self._depth_until = now + _DEPTH_REFRESH
+        return self._depth_value
+
     def _want_more_work(self, now: float) -> None:
         """Ask for more pieces before the pipeline runs dry, once per answer."""
         if self._work_requested or self._starved or not len(self.peer_have):
             return
-        depth = self.config.pipeline.depth(self.download_rate.rate(now), self.peer_reqq)
+        depth = self._depth(now)
         queued_bytes = sum(len(d.to_request) for d in self._downloads.values()) * (
             self.geometry.block_size
         )

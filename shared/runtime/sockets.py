@@ -138,6 +138,9 @@ class BusSocket:
             welcomed. The ``Hello`` of a welcomed peer is still passed to the handler.
         max_pending: queued outgoing messages before ``send`` starts dropping.
         max_peers: ROUTER with ``hello_policy``: most peers welcomed at once.
+        hwm: ZeroMQ's send and receive high-water marks (messages queued per peer) when set;
+            a data endpoint lowers them so that queued pieces stay a few megabytes, not the
+            gigabyte of ZeroMQ's default 1000 messages of 1 MiB.
         context: a zmq.green context (default: the process-wide instance).
     """
 
@@ -151,12 +154,15 @@ class BusSocket:
         hello_policy: HelloPolicy | None = None,
         max_pending: int = 10_000,
         max_peers: int = 1024,
+        hwm: int | None = None,
         context: zmq.Context[Any] | None = None,
     ) -> None:
         if socket_type not in (zmq.DEALER, zmq.ROUTER):
             raise ValueError("a bus socket is a DEALER or a ROUTER")
         if hello_policy is not None and socket_type != zmq.ROUTER:
             raise ValueError("only the bound ROUTER side checks Hello")
+        if hwm is not None and hwm < 1:
+            raise ValueError("a high-water mark is at least 1 (0 would mean no limit)")
         self.name = name
         self.stats = SocketStats()
         self.welcomed: dict[bytes, Hello] = {}
@@ -173,6 +179,9 @@ class BusSocket:
         self._socket: zmq.Socket[Any] = ctx.socket(socket_type)
         self._socket.setsockopt(zmq.MAXMSGSIZE, MAX_DATA_BYTES)  # bigger frames: disconnect
         self._socket.setsockopt(zmq.LINGER, 0)
+        if hwm is not None:  # before bind/connect: ZeroMQ reads them when a pipe is made
+            self._socket.setsockopt(zmq.SNDHWM, hwm)
+            self._socket.setsockopt(zmq.RCVHWM, hwm)
         if identity is not None:
             self._socket.setsockopt(zmq.ROUTING_ID, identity.encode())
         if self._router:

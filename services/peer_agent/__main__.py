@@ -1,0 +1,77 @@
+# Entry point of ``torviz-peer-agent``, the composition root of the peer agent.
+#
+# gevent patches the standard library before anything else is imported, so pykka's actors and
+# every socket are green. Then the common agent command line is parsed (plus
+# ``--max-connections``) and the runner starts the one ``PeerAgent`` actor; it starts a
+# ``PeerConnection`` actor per peer itself.
+
+from gevent import monkey
+
+monkey.patch_all()
+
+import argparse  # noqa: E402
+import ctypes  # noqa: E402
+import ctypes.util  # noqa: E402
+import sys  # noqa: E402
+
+from shared.runtime.agent import AgentOptions, parse_agent_args, run_agent  # noqa: E402
+from shared.runtime.service import ActorFactory, ServiceRunner  # noqa: E402
+
+from .agent import AgentSettings, PeerAgent  # noqa: E402
+from .torrents import DEFAULT_MAX_CONNECTIONS  # noqa: E402
+
+__all__ = ["main"]
+
+
+_M_TRIM_THRESHOLD = -1  # glibc mallopt parameters
+_M_MMAP_THRESHOLD = -3
+_KEEP_FREE_HEAP = 256 * 1024 * 1024
+
+
+def _tune_allocator() -> None:
+    """Let freed piece buffers be reused instead of going back to the kernel.
+
+    Every piece is a fresh ``bytearray`` (ZeroMQ holds the previous ones until they are sent).
+    With glibc's defaults a 1 MiB buffer is often mmapped or the heap top trimmed after it is
+    freed, so the next one page-faults on every 4 KiB it touches: measured at ~13% of the
+    session's time. Larger thresholds keep up to ``_KEEP_FREE_HEAP`` of freed heap for reuse.
+    A no-op where the C library is not glibc.
+    """
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError, TypeError):
+        return
+    mallopt(_M_MMAP_THRESHOLD, 64 * 1024 * 1024)
+    mallopt(_M_TRIM_THRESHOLD, _KEEP_FREE_HEAP)
+
+
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--max-connections",
+        type=int,
+        default=DEFAULT_MAX_CONNECTIONS,
+        help=f"peer connections held at once (default {DEFAULT_MAX_CONNECTIONS})",
+    )
+
+
+def _factories(options: AgentOptions, runner: ServiceRunner) -> list[ActorFactory]:
+    settings = AgentSettings(
+        agent_id=options.agent_id,
+        bus_endpoint=options.bus,
+        config=options.config.peer_agent,
+        max_connections=max(1, options.extra.max_connections),
+    )
+    return [lambda: PeerAgent.start(settings, runner.request_stop)]
+
+
+def main() -> None:
+    """Run the peer agent until ``Shutdown``, a signal, or the parent's death."""
+    options = parse_agent_args("peer_agent", add_arguments=_add_arguments)
+    _tune_allocator()
+    sys.exit(run_agent(options, lambda runner: _factories(options, runner)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,94 @@
+"""Fixtures for the peer agent tests: the agent process and everything it talks to."""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from shared.bus import AttachTorrent
+from shared.types import InfoHash, PeerId
+from tests.support.swarm import next_loopback_address
+
+from .harness import AgentProcess, Behaviour, Counterparts, FakePeer
+
+OUR_PEER_ID = PeerId(b"-TV0100-" + b"t" * 12)
+
+
+@pytest.fixture
+def short_dir() -> Iterator[Path]:
+    """A short directory for ipc:// endpoints (their paths are limited to ~100 bytes)."""
+    with tempfile.TemporaryDirectory(prefix="tvz-pa-", dir="/tmp") as path:
+        yield Path(path)
+
+
+@pytest.fixture
+def counterparts(short_dir: Path) -> Iterator[Counterparts]:
+    parts = Counterparts(short_dir)
+    try:
+        yield parts
+    finally:
+        parts.close()
+
+
+@pytest.fixture
+def start_agent(
+    short_dir: Path, counterparts: Counterparts
+) -> Iterator[Callable[..., AgentProcess]]:
+    """Start the agent (connected to ``counterparts``) and wait for its Hello."""
+    started: list[AgentProcess] = []
+
+    def start(*extra: str) -> AgentProcess:
+        agent = AgentProcess(counterparts.bus_endpoint, short_dir, extra=extra)
+        started.append(agent)
+        counterparts.connect_agent()
+        return agent
+
+    try:
+        yield start
+    finally:
+        for agent in started:
+            agent.stop()
+            # Shown by pytest only when the test failed.
+            print(f"--- {agent.agent_id} stderr (tail) ---", file=sys.stderr)
+            print("\n".join(agent.stderr().splitlines()[-80:]), file=sys.stderr)
+
+
+@pytest.fixture
+def fake_peer() -> Iterator[Callable[[Behaviour], FakePeer]]:
+    """Start fake peers on fresh loopback addresses; all are closed after the test."""
+    peers: list[FakePeer] = []
+
+    def start(behaviour: Behaviour) -> FakePeer:
+        peer = FakePeer(next_loopback_address(), behaviour)
+        peers.append(peer)
+        return peer
+
+    try:
+        yield start
+    finally:
+        for peer in peers:
+            peer.close()
+
+
+def attach_message(
+    counterparts: Counterparts,
+    info_hash: InfoHash,
+    piece_length: int,
+    total_length: int,
+    have: bytes | None = None,
+) -> AttachTorrent:
+    num_pieces = -(-total_length // piece_length)
+    return AttachTorrent(
+        info_hash=info_hash,
+        piece_length=piece_length,
+        total_length=total_length,
+        num_pieces=num_pieces,
+        peer_id=OUR_PEER_ID,
+        have=have if have is not None else bytes((num_pieces + 7) // 8),
+        private=False,
+        storage_endpoint=counterparts.data_endpoint,
+    )

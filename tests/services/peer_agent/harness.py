@@ -1,0 +1,480 @@
+"""Counterparts of a real peer agent process: a fake coordinator, a fake storage agent, fake peers.
+
+Strategy: the agent under test runs as its own gevent-patched process (``AgentProcess``). The
+test plays every other party with plain blocking libraries, because the pytest process is not
+patched: ``Counterparts`` binds the coordinator's bus and the storage data endpoint as two pyzmq
+ROUTERs and pumps both from one poller (each wait is bounded); ``FakePeer`` is a TCP server
+thread on its own loopback address that either serves a torrent or misbehaves on purpose.
+
+Rules:
+- Every wait has a timeout and fails with what was received so far.
+- Every process and thread started here is stopped by its owner's ``close`` (the fixtures in
+  ``conftest.py`` call it in ``finally``).
+- The benchmark (``bench/peer_agent_throughput.py``) reuses ``Counterparts`` with
+  ``keep_data=False``: storage then only counts bytes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+import zmq
+
+from shared.bus import (
+    AssignPieces,
+    Hello,
+    HelloPolicy,
+    Message,
+    ServiceKind,
+    StorePiece,
+    WorkWanted,
+    check_hello,
+    decode_frames,
+    encode_frames,
+)
+from shared.types import InfoHash, PeerId
+from shared.wire import codec
+from shared.wire import messages as wire
+from shared.wire.handshake import Handshake, HandshakeReader, Reserved, encode_handshake
+
+REPO = Path(__file__).resolve().parents[3]
+M = TypeVar("M", bound=Message)
+
+
+class AgentProcess:
+    """``python -m services.peer_agent`` as a child process; ``stop`` always reaps it."""
+
+    def __init__(
+        self,
+        bus: str,
+        workdir: Path,
+        *,
+        agent_id: str = "pa1",
+        extra: tuple[str, ...] = (),
+        log_level: str = "DEBUG",
+    ):
+        self.agent_id = agent_id
+        self.stderr_path = workdir / f"{agent_id}.stderr"
+        with self.stderr_path.open("wb") as stderr:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "services.peer_agent",
+                    "--bus",
+                    bus,
+                    "--agent-id",
+                    agent_id,
+                    "--log-level",
+                    log_level,
+                    "--parent-pid",
+                    str(os.getpid()),
+                    *extra,
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+                cwd=REPO,
+            )
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
+    def wait(self, timeout: float) -> int:
+        return self.proc.wait(timeout=timeout)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+
+
+@dataclass
+class StoredPiece:
+    info_hash: InfoHash
+    piece: int
+    contributors: tuple[str, ...]
+    data: bytes | None
+    length: int
+
+
+@dataclass
+class Counterparts:
+    """The coordinator's bus and the storage data endpoint, bound as ROUTERs in this process.
+
+    Args:
+        directory: where the ipc sockets go (a short path: ipc paths are limited).
+        keep_data: keep each stored piece's bytes (tests) or only count them (benchmark).
+    """
+
+    directory: Path
+    keep_data: bool = True
+    bus_endpoint: str = ""
+    data_endpoint: str = ""
+    agent: bytes | None = None
+    inbox: list[Message] = field(default_factory=list)
+    pieces: list[StoredPiece] = field(default_factory=list)
+    stored_bytes: int = 0
+    on_message: Callable[[Message], None] | None = None
+    """Called with each coordinator message as it arrives (the benchmark answers from it)."""
+    reject_agents: bool = False
+    """Answer the agent's Hello with ``Rejected`` (as a coordinator of another kind would)."""
+
+    def __post_init__(self) -> None:
+        self.context = zmq.Context()
+        self.bus = self.context.socket(zmq.ROUTER)
+        self.data = self.context.socket(zmq.ROUTER)
+        for sock in (self.bus, self.data):
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.setsockopt(zmq.RCVHWM, 0)
+        self.bus_endpoint = f"ipc://{self.directory}/bus"
+        self.data_endpoint = f"ipc://{self.directory}/data"
+        self.bus.bind(self.bus_endpoint)
+        self.data.bind(self.data_endpoint)
+        self.poller = zmq.Poller()
+        self.poller.register(self.bus, zmq.POLLIN)
+        self.poller.register(self.data, zmq.POLLIN)
+        self._coordinator = HelloPolicy(
+            ServiceKind.COORDINATOR, "fake-coordinator", {ServiceKind.PEER_AGENT}, 1.0
+        )
+        self._storage = HelloPolicy(
+            ServiceKind.STORAGE_AGENT, "fake-storage", {ServiceKind.PEER_AGENT}, 1.0
+        )
+        self.storage_hellos = 0
+
+    def close(self) -> None:
+        self.context.destroy(linger=0)
+
+    # -- sending --------------------------------------------------------------------------------
+
+    def send(self, message: Message) -> None:
+        """Send a command to the agent (after its Hello)."""
+        assert self.agent is not None, "the agent has not said hello"
+        self.bus.send_multipart([self.agent, *encode_frames(message)])
+
+    # -- receiving ------------------------------------------------------------------------------
+
+    def pump(self, timeout: float) -> None:
+        """Handle whatever arrives within ``timeout`` seconds (returns after the first batch)."""
+        ready = dict(self.poller.poll(int(timeout * 1000)))
+        for _ in range(10_000):
+            handled = False
+            if self.bus in ready and self._handle_bus():
+                handled = True
+            if self.data in ready and self._handle_data():
+                handled = True
+            if not handled:
+                return
+            ready = dict(self.poller.poll(0))
+
+    def _handle_bus(self) -> bool:
+        try:
+            frames = self.bus.recv_multipart(zmq.NOBLOCK)
+        except zmq.Again:
+            return False
+        sender, *rest = frames
+        message, _ = decode_frames(rest)
+        if isinstance(message, Hello):
+            self.agent = sender
+            policy = self._coordinator
+            if self.reject_agents:
+                policy = HelloPolicy(ServiceKind.COORDINATOR, "picky", {ServiceKind.CLI}, 1.0)
+            self.bus.send_multipart([sender, *encode_frames(check_hello(message, policy))])
+        self.inbox.append(message)
+        if self.on_message is not None:
+            self.on_message(message)
+        return True
+
+    def _handle_data(self) -> bool:
+        try:
+            frames = self.data.recv_multipart(zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            return False
+        sender, *rest = frames
+        message, data = decode_frames([frame.buffer for frame in rest])
+        if isinstance(message, Hello):
+            self.storage_hellos += 1
+            answer = check_hello(message, self._storage)
+            self.data.send_multipart([sender.bytes, *encode_frames(answer)])
+        elif isinstance(message, StorePiece):
+            assert data is not None
+            self.stored_bytes += data.nbytes
+            kept = bytes(data) if self.keep_data else None
+            self.pieces.append(
+                StoredPiece(
+                    message.info_hash, message.piece, message.contributors, kept, data.nbytes
+                )
+            )
+        return True
+
+    def expect(
+        self, kind: type[M], where: Callable[[M], bool] | None = None, timeout: float = 10.0
+    ) -> M:
+        """Take the first coordinator message of ``kind`` (matching ``where``) from the inbox."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for index, message in enumerate(self.inbox):
+                if isinstance(message, kind) and (where is None or where(message)):
+                    del self.inbox[index]
+                    return message
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                seen = [type(m).__name__ for m in self.inbox][-30:]
+                raise AssertionError(f"no {kind.__name__} within {timeout} s; inbox: {seen}")
+            self.pump(min(remaining, 0.2))
+
+    def take_all(self, kind: type[M], where: Callable[[M], bool] | None = None) -> list[M]:
+        """Remove and return every message of ``kind`` already received."""
+        taken = [m for m in self.inbox if isinstance(m, kind) and (where is None or where(m))]
+        self.inbox = [m for m in self.inbox if not any(m is t for t in taken)]
+        return taken
+
+    def wait_until(self, condition: Callable[[], bool], timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+            self.pump(min(remaining, 0.1))
+
+    def connect_agent(self, timeout: float = 10.0) -> None:
+        """Wait for the agent's Hello (it is welcomed by ``pump``)."""
+        self.expect(Hello, timeout=timeout)
+
+
+# --- fake peers ---------------------------------------------------------------------------------
+
+FAKE_PEER_ID = PeerId(b"-LT2110-" + b"f" * 12)
+FAST_AND_EXTENSIONS = Reserved.build(fast=True, extension_protocol=True)
+
+
+class PeerLink:
+    """The fake peer's side of one accepted connection (blocking socket, with a deadline)."""
+
+    def __init__(self, conn: socket.socket, stop: threading.Event) -> None:
+        self.conn = conn
+        self.stop = stop
+        self.decoder = codec.MessageDecoder(max_frame=1 + 8 + 128 * 1024)
+        self.received: list[wire.Message] = []
+        self.log: list[wire.Message] = []
+        """What ``recording`` saw, in order."""
+        self.handshake: Handshake | None = None
+        conn.settimeout(0.1)
+
+    def read_handshake(self, timeout: float = 5.0) -> Handshake:
+        reader = HandshakeReader()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not self.stop.is_set():
+            data = self._recv()
+            if data is None:
+                continue
+            if not data:
+                break
+            for item in reader.feed(data):
+                if isinstance(item, Handshake):
+                    self.handshake = item
+                    self.received.extend(self.decoder.feed(reader.take_surplus()))
+                    return item
+        raise ConnectionError("no handshake from the agent")
+
+    def _recv(self) -> bytes | None:
+        try:
+            return self.conn.recv(256 * 1024)
+        except TimeoutError:
+            return None
+
+    def send(self, *items: wire.Message | bytes) -> None:
+        self.conn.sendall(b"".join(i if isinstance(i, bytes) else codec.encode(i) for i in items))
+
+    def messages(self) -> Iterator[wire.Message]:
+        """Messages from the agent as they arrive, until EOF or stop."""
+        while not self.stop.is_set():
+            pending, self.received = self.received, []
+            yield from pending
+            data = self._recv()
+            if data is None:
+                continue
+            if not data:
+                return
+            self.received.extend(self.decoder.feed(data))
+
+
+Behaviour = Callable[[PeerLink], None]
+
+
+class FakePeer:
+    """A TCP server thread on ``host`` running ``behaviour`` for every accepted connection."""
+
+    def __init__(self, host: str, behaviour: Behaviour) -> None:
+        self.behaviour = behaviour
+        self.stop_event = threading.Event()
+        self.links: list[PeerLink] = []
+        self.errors: list[BaseException] = []
+        self.server = socket.create_server((host, 0))
+        self.server.settimeout(0.1)
+        self.host, self.port = self.server.getsockname()[:2]
+        self._threads = [threading.Thread(target=self._accept, daemon=True)]
+        self._threads[0].start()
+
+    def _accept(self) -> None:
+        while not self.stop_event.is_set():
+            try:
+                conn, _ = self.server.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            link = PeerLink(conn, self.stop_event)
+            self.links.append(link)
+            thread = threading.Thread(target=self._serve, args=(link,), daemon=True)
+            self._threads.append(thread)
+            thread.start()
+
+    def _serve(self, link: PeerLink) -> None:
+        try:
+            self.behaviour(link)
+        except (ConnectionError, OSError):
+            pass  # the agent dropped us: that is what several behaviours want
+        except BaseException as exc:  # surfaced by the test through `errors`
+            self.errors.append(exc)
+        finally:
+            with contextlib.suppress(OSError):
+                link.conn.close()
+
+    def wait_served(self, timeout: float) -> bool:
+        """Wait until every accepted connection's behaviour returned; True if they all did."""
+        for thread in self._threads[1:]:
+            thread.join(timeout)
+        return not any(thread.is_alive() for thread in self._threads[1:])
+
+    def close(self) -> None:
+        self.stop_event.set()
+        self.server.close()
+        for thread in self._threads:
+            thread.join(timeout=2.0)
+
+
+def greet(link: PeerLink, info_hash: InfoHash, reserved: Reserved = FAST_AND_EXTENSIONS) -> None:
+    link.read_handshake()
+    link.send(encode_handshake(Handshake(info_hash, FAKE_PEER_ID, reserved)))
+
+
+def serving(info_hash: InfoHash, content: bytes, piece_length: int) -> Behaviour:
+    """A well-behaved seeder of ``content``: have-all, unchoke, answer every request."""
+
+    def behaviour(link: PeerLink) -> None:
+        greet(link, info_hash)
+        link.send(wire.HaveAll(), wire.Unchoke())
+        for message in link.messages():
+            if isinstance(message, wire.Request):
+                start = message.piece * piece_length + message.offset
+                block = content[start : start + message.length]
+                link.send(
+                    codec.encode_piece_header(message.piece, message.offset, len(block)) + block
+                )
+
+    return behaviour
+
+
+def then_send(info_hash: InfoHash, payload: bytes, *, wait_for_eof: bool = True) -> Behaviour:
+    """Complete the handshake, send ``payload`` (hostile bytes), then read until dropped."""
+
+    def behaviour(link: PeerLink) -> None:
+        greet(link, info_hash)
+        link.send(payload)
+        if wait_for_eof:
+            for _ in link.messages():
+                pass
+
+    return behaviour
+
+
+def recording(info_hash: InfoHash, *, have_all: bool = False) -> Behaviour:
+    """A peer that never sends data: have-none (or have-all and unchoke), then records in
+    ``link.log`` everything the agent sends."""
+
+    def behaviour(link: PeerLink) -> None:
+        greet(link, info_hash)
+        if have_all:
+            link.send(wire.HaveAll(), wire.Unchoke())
+        else:
+            link.send(wire.HaveNone())
+        for message in link.messages():
+            link.log.append(message)
+
+    return behaviour
+
+
+def raw(payload: bytes, *, then_close: bool = False) -> Behaviour:
+    """Answer the agent's handshake with ``payload`` instead of a handshake, then read until
+    dropped (or close at once with ``then_close``)."""
+
+    def behaviour(link: PeerLink) -> None:
+        link.read_handshake()
+        link.send(payload)
+        if not then_close:
+            for _ in link.messages():
+                pass
+
+    return behaviour
+
+
+def piece_hashes(content: bytes, piece_length: int) -> list[bytes]:
+    return [
+        hashlib.sha1(content[start : start + piece_length]).digest()
+        for start in range(0, len(content), piece_length)
+    ]
+
+
+def feed_work(
+    parts: Counterparts,
+    info_hash: InfoHash,
+    peer: str,
+    num_pieces: int,
+    timeout: float,
+    *,
+    first_want: int | None = None,
+) -> None:
+    """Play the coordinator's picker for one peer until storage holds every piece.
+
+    Each ``WorkWanted`` from ``peer`` is answered with the next ``count`` pieces in order;
+    ``first_want`` is the count of a ``WorkWanted`` the test already took from the inbox.
+    """
+    next_piece = 0
+
+    def assign(count: int) -> None:
+        nonlocal next_piece
+        pieces = tuple(range(next_piece, min(num_pieces, next_piece + count)))
+        if pieces:
+            parts.send(AssignPieces(info_hash, peer, pieces))
+            next_piece += len(pieces)
+
+    if first_want is not None:
+        assign(first_want)
+    deadline = time.monotonic() + timeout
+    stored = lambda: {p.piece for p in parts.pieces if p.info_hash == info_hash}  # noqa: E731
+    while len(stored()) < num_pieces:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise AssertionError(
+                f"{len(stored())}/{num_pieces} pieces stored after {timeout} s "
+                f"({next_piece} assigned)"
+            )
+        parts.pump(min(remaining, 0.1))
+        for want in parts.take_all(WorkWanted, lambda m: m.peer == peer):
+            assign(want.count)

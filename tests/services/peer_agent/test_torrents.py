@@ -1,0 +1,143 @@
+"""The agent's bookkeeping without sockets: attach, admission limits, keys, release."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import replace
+
+import pytest
+
+from services.peer_agent.torrents import AttachError, ConnectRefusedError, Registry
+from shared.bitfield import Bitfield
+from shared.bus import AttachTorrent
+from shared.types import InfoHash, PeerAddress, PeerId
+
+IH = InfoHash(hashlib.sha1(b"one").digest())
+OTHER = InfoHash(hashlib.sha1(b"two").digest())
+A = PeerAddress("127.0.0.2", 6881)
+B = PeerAddress("127.0.0.3", 6881)
+C = PeerAddress("::1", 6881)
+
+ATTACH = AttachTorrent(
+    info_hash=IH,
+    piece_length=65536,
+    total_length=65536 * 9 + 1,
+    num_pieces=10,
+    peer_id=PeerId(b"-TV0100-" + b"x" * 12),
+    have=Bitfield(10, [0, 9]).to_bytes(),
+    private=False,
+    storage_endpoint="ipc:///tmp/data",
+)
+
+
+def registry(limit: int = 200) -> Registry[str]:
+    reg: Registry[str] = Registry("pa1", limit)
+    reg.attach(ATTACH)
+    reg.attach(replace(ATTACH, info_hash=OTHER))
+    return reg
+
+
+def test_attach_builds_geometry_and_have_state() -> None:
+    torrent = registry().torrent(IH)
+    assert torrent is not None
+    assert torrent.geometry.num_pieces == 10
+    assert torrent.geometry.piece_size(9) == 1
+    assert torrent.have == Bitfield(10, [0, 9])
+    assert torrent.storage_endpoint == "ipc:///tmp/data"
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"num_pieces": 11}, "bad_geometry"),
+        ({"piece_length": 65536 * 2}, "bad_geometry"),
+        ({"total_length": 0}, "bad_geometry"),
+        ({"have": b"\xff"}, "bad_have"),
+        ({"have": b"\xff\xff"}, "bad_have"),  # spare bits set
+    ],
+)
+def test_attach_refuses_inconsistent_torrents(change: dict[str, object], reason: str) -> None:
+    reg: Registry[str] = Registry("pa1")
+    with pytest.raises(AttachError) as caught:
+        reg.attach(replace(ATTACH, **change))  # type: ignore[arg-type]
+    assert caught.value.reason == reason
+    assert reg.torrent(IH) is None
+
+
+def test_keys_are_unique_and_never_reused() -> None:
+    reg = registry()
+    first = reg.reserve(IH, A)
+    second = reg.reserve(IH, B)
+    assert (first.key, second.key) == ("pa1/1", "pa1/2")
+    reg.release(first.key)
+    assert reg.reserve(IH, A).key == "pa1/3"
+
+
+def test_one_connection_per_torrent_and_address() -> None:
+    reg = registry()
+    reg.reserve(IH, A)
+    with pytest.raises(ConnectRefusedError) as caught:
+        reg.reserve(IH, A)
+    assert caught.value.reason == "already_connected"
+    reg.reserve(OTHER, A)  # the same address for another torrent is another connection
+
+
+def test_unknown_torrent_is_refused() -> None:
+    with pytest.raises(ConnectRefusedError) as caught:
+        Registry[str]("pa1").reserve(IH, A)
+    assert caught.value.reason == "unknown_torrent"
+
+
+def test_the_connection_limit_counts_every_torrent_and_frees_on_release() -> None:
+    reg = registry(limit=2)
+    first = reg.reserve(IH, A)
+    reg.reserve(OTHER, B)
+    with pytest.raises(ConnectRefusedError) as caught:
+        reg.reserve(IH, C)
+    assert caught.value.reason == "too_many_connections"
+    assert reg.release(first.key) is first
+    assert reg.release(first.key) is None
+    reg.reserve(IH, C)
+    assert len(reg) == 2
+
+
+def test_lookup_checks_the_torrent() -> None:
+    reg = registry()
+    connection = reg.reserve(IH, A)
+    reg.bind(connection.key, "handle")
+    assert reg.lookup(IH, connection.key) is connection
+    assert connection.handle == "handle"
+    assert reg.lookup(OTHER, connection.key) is None
+    assert reg.lookup(IH, "pa1/99") is None
+
+
+def test_piece_verified_updates_have_and_names_the_connections() -> None:
+    reg = registry()
+    connection = reg.reserve(IH, A)
+    reg.reserve(OTHER, B)
+    assert reg.piece_verified(IH, 4) == [connection]
+    torrent = reg.torrent(IH)
+    assert torrent is not None and 4 in torrent.have
+    assert reg.piece_verified(IH, 10) == []  # out of range: ignored
+    assert reg.piece_verified(InfoHash(b"\x00" * 20), 1) == []
+
+
+def test_detach_hands_back_connections_which_release_later() -> None:
+    reg = registry()
+    connection = reg.reserve(IH, A)
+    assert reg.detach(IH) == [connection]
+    assert reg.torrent(IH) is None
+    assert reg.detach(IH) == []
+    assert len(reg) == 1  # still open until it reports its end
+    assert reg.release(connection.key) is connection
+    assert len(reg) == 0
+
+
+def test_attach_again_keeps_connections() -> None:
+    reg = registry()
+    reg.reserve(IH, A)
+    reg.attach(replace(ATTACH, have=Bitfield.full(10).to_bytes()))
+    with pytest.raises(ConnectRefusedError):
+        reg.reserve(IH, A)
+    torrent = reg.torrent(IH)
+    assert torrent is not None and torrent.have.complete
