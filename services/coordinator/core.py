@@ -58,6 +58,7 @@ from shared.bus import (
     TorrentStatus,
     TrackerState,
     TrackerStateChanged,
+    TrackerStatus,
     TrackerTier,
     TrackTorrent,
     TransferStats,
@@ -110,6 +111,8 @@ class Coordinator:
         self.agents = AgentRegistry()
         self.torrents: dict[InfoHash, Torrent] = {}
         self.outbox: list[Outgoing] = []
+        self._now = 0.0
+        """The latest time we were given (status reports times relative to it)."""
 
     def take_outbox(self) -> list[Outgoing]:
         out, self.outbox = self.outbox, []
@@ -190,7 +193,7 @@ class Coordinator:
             return "the torrent lists no tracker"
         if self.agents.first(ServiceKind.TRACKER_AGENT) is None:
             return "the tracker agent is not running"
-        states = list(torrent.trackers.values())
+        states = [state for state, _ in torrent.trackers.values()]
         if not states:
             return "no tracker has answered yet"
         failed = [state for state in states if state.state is TrackerState.FAILED]
@@ -217,6 +220,23 @@ class Coordinator:
 
     def _status_of(self, torrent: Torrent) -> TorrentStatus:
         total = torrent.total_length
+        trackers = tuple(
+            TrackerStatus(
+                url=report.url,
+                tier=report.tier,
+                state=report.state,
+                error=report.error,
+                seeders=report.seeders,
+                leechers=report.leechers,
+                completed=report.completed,
+                next_announce_in=None
+                if report.next_announce_in is None
+                else max(0.0, report.next_announce_in - (self._now - received)),
+            )
+            for report, received in sorted(
+                torrent.trackers.values(), key=lambda item: (item[0].tier, item[0].url)
+            )
+        )
         return TorrentStatus(
             info_hash=torrent.metainfo.info_hash,
             name=torrent.name,
@@ -233,12 +253,14 @@ class Coordinator:
             num_pieces=torrent.num_pieces,
             save_path=torrent.save_path,
             error=torrent.error,
+            trackers=trackers,
         )
 
     # -- bus events --
 
     def handle(self, sender: bytes, message: Message, now: float) -> None:
         """One event from an agent."""
+        self._now = max(self._now, now)
         if isinstance(message, Goodbye):
             self.agent_left(sender)
             return
@@ -271,7 +293,7 @@ class Coordinator:
                 torrent.add_candidates(peers)
                 self._connect_more(torrent)
             case TrackerStateChanged(url=url):
-                torrent.trackers[url] = message
+                torrent.trackers[url] = (message, now)
             case PeerConnected():
                 self._on_connected(torrent, sender, message)
             case PeerConnectFailed(address=address):
@@ -302,6 +324,7 @@ class Coordinator:
 
     def tick(self, now: float) -> None:
         """Once a second: keep trackers informed and the connection count up."""
+        self._now = max(self._now, now)
         for torrent in self.torrents.values():
             if torrent.picker is None or torrent.state is TorrentState.ERROR:
                 continue

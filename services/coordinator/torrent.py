@@ -56,7 +56,8 @@ class Torrent:
     connecting: dict[PeerAddress, bytes] = field(default_factory=dict)
     tried: set[PeerAddress] = field(default_factory=set)
     banned_hosts: set[str] = field(default_factory=set)
-    trackers: dict[str, TrackerStateChanged] = field(default_factory=dict)
+    trackers: dict[str, tuple[TrackerStateChanged, float]] = field(default_factory=dict)
+    """The latest report of each tracker URL, and when it arrived."""
     verified_bytes: int = 0
     downloaded_closed: int = 0
     """Bytes downloaded by connections that have closed."""

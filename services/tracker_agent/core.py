@@ -325,6 +325,7 @@ class TrackerAgentCore:
             error=None if error is None else _line(error),
             seeders=seeders,
             leechers=leechers,
+            completed=None,
             next_announce_in=view.next_announce_in,
         )
 
@@ -339,6 +340,7 @@ class TrackerAgentCore:
             error=_line(error),
             seeders=None,
             leechers=None,
+            completed=None,
             next_announce_in=None,
         )
 

@@ -199,6 +199,21 @@ class PeerStats:
 
 
 @bus_record
+class TrackerStatus:
+    """One tracker URL of a torrent, as ``status`` shows it (announce and scrape results)."""
+
+    url: Text
+    tier: Annotated[int, Range(0, 255)]
+    state: TrackerState
+    error: Text | None
+    seeders: U32 | None
+    leechers: U32 | None
+    completed: U32 | None
+    """Downloads the tracker has seen complete (scrape's ``downloaded``)."""
+    next_announce_in: Seconds | None
+
+
+@bus_record
 class TorrentStatus:
     """One torrent in a ``StatusReport``."""
 
@@ -217,6 +232,7 @@ class TorrentStatus:
     num_pieces: PieceCount
     save_path: Text
     error: Text | None
+    trackers: Annotated[tuple[TrackerStatus, ...], Size(0, 256)]
 
 
 # --- lifecycle (1-9): every connection ---------------------------------------------------------
@@ -335,6 +351,8 @@ class TrackerStateChanged(Message):
     error: Text | None
     seeders: U32 | None
     leechers: U32 | None
+    completed: U32 | None
+    """From scrape: downloads the tracker has seen complete."""
     next_announce_in: Seconds | None
 
 

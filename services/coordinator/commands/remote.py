@@ -147,6 +147,19 @@ def _as_json(torrent: TorrentStatus) -> dict[str, Any]:
         "num_pieces": torrent.num_pieces,
         "save_path": torrent.save_path,
         "error": torrent.error,
+        "trackers": [
+            {
+                "url": tracker.url,
+                "tier": tracker.tier,
+                "state": tracker.state.value,
+                "last_error": tracker.error,
+                "next_announce": tracker.next_announce_in,
+                "seeders": tracker.seeders,
+                "leechers": tracker.leechers,
+                "completed": tracker.completed,
+            }
+            for tracker in torrent.trackers
+        ],
     }
 
 
@@ -163,4 +176,12 @@ def _as_text(torrent: TorrentStatus) -> str:
         f"  peers      {torrent.peers} ({torrent.seeds} seeds)",
         f"  saved in   {torrent.save_path}",
     ]
+    for tracker in torrent.trackers:
+        counts = ""
+        if tracker.seeders is not None or tracker.leechers is not None:
+            counts = f", {tracker.seeders or 0} seeders, {tracker.leechers or 0} leechers"
+        problem = f": {tracker.error}" if tracker.error else ""
+        lines.append(
+            f"  tracker    [{tracker.tier}] {tracker.url} {tracker.state.value}{problem}{counts}"
+        )
     return "\n".join(lines)

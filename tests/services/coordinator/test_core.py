@@ -297,10 +297,28 @@ def test_diagnosis_names_the_tracker_errors(core: Coordinator) -> None:
             "connection refused",
             None,
             None,
+            None,
             30.0,
         ),
-        0.0,
+        100.0,
     )
     assert (
         core.diagnosis(info_hash) == "every tracker failed: http://t/announce: connection refused"
     )
+
+
+def test_status_lists_trackers_with_time_to_next_announce(core: Coordinator) -> None:
+    info_hash = opened(core)
+    report = TrackerStateChanged(
+        info_hash, "udp://t:1/announce", 1, TrackerState.WORKING, None, 4, 2, 9, 1800.0
+    )
+    core.handle(TRACKER, report, now=100.0)
+    core.tick(now=130.0)
+    [tracker] = core.status().torrents[0].trackers
+    assert (tracker.url, tracker.tier, tracker.state) == (
+        "udp://t:1/announce",
+        1,
+        TrackerState.WORKING,
+    )
+    assert (tracker.seeders, tracker.leechers, tracker.completed) == (4, 2, 9)
+    assert tracker.next_announce_in == 1770.0

@@ -88,7 +88,7 @@ def test_announcing_report(core):
     core.track(track((URL_A,)), 0.0)
     _, reports = core.due(0.0)
     assert reports == [
-        TrackerStateChanged(IH, URL_A, 0, TrackerState.ANNOUNCING, None, None, None, None)
+        TrackerStateChanged(IH, URL_A, 0, TrackerState.ANNOUNCING, None, None, None, None, None)
     ]
 
 
@@ -97,7 +97,7 @@ def test_success_reports_working_and_the_peers(core):
     a, b = PeerAddress("127.0.0.2", 10), PeerAddress("::1", 11)
     messages = roundtrip(core.finish(job, response([a, b]), 5.0))
     assert messages == [
-        TrackerStateChanged(IH, URL_A, 0, TrackerState.WORKING, None, 3, 4, 1800.0),
+        TrackerStateChanged(IH, URL_A, 0, TrackerState.WORKING, None, 3, 4, None, 1800.0),
         PeersDiscovered(IH, (a, b), PeerSource.TRACKER),
     ]
     assert core.next_deadline(5.0) == 1805.0

@@ -109,16 +109,17 @@ VECTORS: list[tuple[Message, bytes]] = [
             error=None,
             seeders=5,
             leechers=None,
+            completed=None,
             next_announce_in=1800.0,
         ),
         _hex(
-            "99 15 c4 14"
+            "9a 15 c4 14"
             + "11" * 20
             + "aa"
             + b"http://t/a".hex()
             + "00 a7"
             + b"working".hex()
-            + "c0 05 c0 cb 409c200000000000"
+            + "c0 05 c0 c0 cb 409c200000000000"
         ),
     ),
     (
@@ -441,7 +442,7 @@ def test_a_data_frame_at_the_limit_is_accepted() -> None:
         ),
         (
             StatusReport(
-                (TorrentStatus(IH, "n", "up", 1.0, 1, 1, 1, 0, 0, 0, 0, 1, 1, "/", None),)  # type: ignore[arg-type]
+                (TorrentStatus(IH, "n", "up", 1.0, 1, 1, 1, 0, 0, 0, 0, 1, 1, "/", None, ()),)  # type: ignore[arg-type]
             ),
             None,
             "wrong_type",
@@ -460,7 +461,7 @@ def test_encoding_refuses_what_decoding_would(
 
 
 def test_ints_become_floats_and_enums_their_values_on_encoding() -> None:
-    row = TorrentStatus(IH, "n", TorrentState.SEEDING, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, "/d", None)
+    row = TorrentStatus(IH, "n", TorrentState.SEEDING, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, "/d", None, ())
     decoded = decode_message(encode_message(StatusReport((row,))))
     assert isinstance(decoded, StatusReport)
     assert decoded.torrents[0].progress == 1.0 and type(decoded.torrents[0].progress) is float
