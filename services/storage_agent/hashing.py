@@ -9,7 +9,9 @@ hides the difference, so nothing here imports gevent.
 
 Rules:
 - Results and progress callbacks are delivered in the caller's thread (or greenlet), never in a
-  worker: the caller may touch its own state from the callback without locks.
+  worker: the caller may touch its own state from the callback without locks. A task's
+  exception is re-raised there too (on a gevent pool it travels back as a value, so that the
+  hub does not print the traceback of an error the caller handles).
 - A recheck keeps at most ``max_in_flight`` pieces (default: two per usable core) submitted; each
   running task reads into a buffer taken from a free list, so its memory is at most
   ``max_in_flight * piece_length`` (in practice one buffer per worker) whatever the torrent size.
@@ -91,16 +93,29 @@ class TaskPool:
         its exception)."""
         if isinstance(self._pool, Executor):
             return self._pool.submit(fn).result
-        result = self._pool.spawn(fn)
+        # gevent's pool prints the traceback of any exception a task raises, even one the
+        # caller expects (a full disk): the task hands its exception back as a value instead.
+        result = self._pool.spawn(_captured, fn)
 
         def wait() -> T:
-            return cast(T, result.get())
+            ok, value = result.get()
+            if not ok:
+                raise value
+            return cast(T, value)
 
         return wait
 
     def run(self, fn: Callable[[], T]) -> T:
         """Run ``fn`` on a worker and wait for its result."""
         return self.submit(fn)()
+
+
+def _captured(fn: Callable[[], T]) -> tuple[bool, T | Exception]:
+    """Run ``fn`` on a worker: ``(True, result)`` or ``(False, the exception it raised)``."""
+    try:
+        return True, fn()
+    except Exception as exc:
+        return False, exc
 
 
 def sha1_matches(data: Buffer, expected: bytes) -> bool:

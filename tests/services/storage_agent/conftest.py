@@ -1,4 +1,5 @@
-"""Torrents with real content for the storage tests, and a fixture giving each kind of store.
+"""Torrents with real content for the storage tests, a fixture giving each kind of store, and
+the agent process with its fake coordinator and peer agents (see ``harness.py``).
 
 Torrents are built as bencoded info dicts and parsed by ``shared.metainfo``, so the stores see
 exactly what the service will give them.
@@ -9,14 +10,21 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import pytest
+import zmq
 
 from services.storage_agent.store import FileStorage, MemoryStorage, Storage
 from shared.bencode import encode
+from shared.bus import Welcome
 from shared.metainfo import InfoDict, parse_info_dict
+
+from .harness import AgentProcess, FakeCoordinator, PeerClient
 
 NAME = "torrent"
 
@@ -137,3 +145,69 @@ def stored_file(store: Storage, index: int) -> bytes | None:
             return None
     assert isinstance(store, MemoryStorage)
     return store.file_data(index)
+
+
+# --- the agent process and its counterparts (test_agent*.py) ----------------------------------
+
+
+@pytest.fixture
+def short_dir() -> Iterator[Path]:
+    """A short directory for ipc:// endpoints (their paths are limited to ~100 bytes)."""
+    with tempfile.TemporaryDirectory(prefix="tvz-sa-", dir="/tmp") as path:
+        yield Path(path)
+
+
+@pytest.fixture
+def zmq_context() -> Iterator[zmq.Context[Any]]:
+    context: zmq.Context[Any] = zmq.Context()
+    try:
+        yield context
+    finally:
+        context.destroy(linger=0)
+
+
+@pytest.fixture
+def coordinator(zmq_context: zmq.Context[Any], short_dir: Path) -> FakeCoordinator:
+    return FakeCoordinator(zmq_context, f"ipc://{short_dir}/bus")
+
+
+@pytest.fixture
+def start_agent(short_dir: Path, coordinator: FakeCoordinator) -> Iterator[Any]:
+    """Starts agent processes on this test's endpoints; each is killed at the end."""
+    started: list[AgentProcess] = []
+
+    def start(data: str | None = "default", **kwargs: Any) -> AgentProcess:
+        endpoint = f"ipc://{short_dir}/data" if data == "default" else data
+        agent = AgentProcess.start(coordinator.endpoint, endpoint, short_dir, **kwargs)
+        started.append(agent)
+        return agent
+
+    try:
+        yield start
+    finally:
+        for agent in started:
+            agent.kill()
+
+
+@pytest.fixture
+def agent(start_agent: Any, coordinator: FakeCoordinator) -> AgentProcess:
+    """A running agent, welcomed by the fake coordinator."""
+    process: AgentProcess = start_agent()
+    coordinator.welcome()
+    return process
+
+
+@pytest.fixture
+def peer(zmq_context: zmq.Context[Any], short_dir: Path, agent: AgentProcess) -> Any:
+    """Makes welcomed peer-agent connections to the running agent's data endpoint."""
+    count = 0
+
+    def connect() -> PeerClient:
+        nonlocal count
+        count += 1
+        client = PeerClient(zmq_context, f"ipc://{short_dir}/data", f"pa{count}")
+        answer = client.hello()
+        assert isinstance(answer, Welcome), answer
+        return client
+
+    return connect

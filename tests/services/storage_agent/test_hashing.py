@@ -226,3 +226,39 @@ def test_under_gevent_with_the_hub_threadpool(tmp_path):
     assert result["have"] == [0, 1, 3, 4, 5, 6, 7]
     assert result["progress"] == list(range(1, 9))
     assert result["ticks"] > 0  # other greenlets ran while the work was on the threads
+
+
+_RAISING_CHILD = textwrap.dedent(
+    """
+    from gevent import monkey
+
+    monkey.patch_all()
+
+    import gevent
+    from services.storage_agent.errors import StorageError
+    from services.storage_agent.hashing import TaskPool
+
+    def fail():
+        raise StorageError("disk_full", "disk full writing 'a' (ENOSPC)")
+
+    pool = TaskPool(gevent.get_hub().threadpool)
+    try:
+        pool.run(fail)
+    except StorageError as exc:
+        print(exc.reason)
+    print(pool.run(lambda: 42))
+    """
+)
+
+
+def test_a_task_error_is_raised_in_the_caller_and_not_printed_by_gevent():
+    child = subprocess.run(
+        [sys.executable, "-c", _RAISING_CHILD],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert child.returncode == 0, child.stderr
+    assert child.stdout.split() == ["disk_full", "42"]
+    assert child.stderr == ""  # no traceback from gevent's hub for an error the caller handles

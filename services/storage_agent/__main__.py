@@ -1,0 +1,78 @@
+"""Entry point of ``torviz-storage-agent``: the storage agent's composition root.
+
+gevent patches the process first, before pykka or zmq are imported (see
+``shared.runtime.service``); then the command line and config are read and one actor runs until
+``Shutdown``, a signal, or the parent process going away.
+"""
+
+from gevent import monkey
+
+monkey.patch_all()
+
+import argparse  # noqa: E402
+import sys  # noqa: E402
+from collections.abc import Sequence  # noqa: E402
+
+from shared.errors import ConfigError  # noqa: E402
+from shared.runtime.agent import AgentOptions, parse_agent_args, run_agent  # noqa: E402
+from shared.runtime.service import ActorFactory, ServiceRunner  # noqa: E402
+
+from .agent import AgentSettings, StorageAgent  # noqa: E402
+
+__all__ = ["main", "settings_from"]
+
+_SERVICE = "storage_agent"
+
+
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data",
+        metavar="ENDPOINT",
+        help="endpoint to bind for peer agents (overrides [storage_agent] data)",
+    )
+
+
+def settings_from(options: AgentOptions) -> AgentSettings:
+    """The agent's settings from its command line and its config section.
+
+    Raises:
+        ConfigError: no data endpoint anywhere, or an unusable ``hash_threads``.
+    """
+    section = options.config.storage_agent
+    data = options.extra.data or section.data
+    if not data:
+        raise ConfigError(
+            "no_data_endpoint",
+            "no data endpoint: pass --data ENDPOINT or set [storage_agent] data in the config",
+        )
+    if section.hash_threads < 1:
+        raise ConfigError(
+            "bad_value",
+            f"storage_agent.hash_threads must be at least 1, not {section.hash_threads}",
+        )
+    return AgentSettings(
+        agent_id=options.agent_id,
+        bus=options.bus,
+        data=data,
+        preallocate=section.preallocate,
+        hash_threads=section.hash_threads,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Run the storage agent; exits with its status (2 for a bad command line or config)."""
+    options = parse_agent_args(_SERVICE, argv, _add_arguments)
+    try:
+        settings = settings_from(options)
+    except ConfigError as exc:
+        print(f"torviz-storage-agent: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+    def factories(runner: ServiceRunner) -> list[ActorFactory]:
+        return [lambda: StorageAgent.start(settings, runner)]
+
+    sys.exit(run_agent(options, factories))
+
+
+if __name__ == "__main__":
+    main()
