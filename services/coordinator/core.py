@@ -41,6 +41,7 @@ from shared.bus import (
     PeerDisconnected,
     PeerHave,
     PeersDiscovered,
+    PeerStatus,
     PieceDownloaded,
     PieceRejected,
     PiecesReleased,
@@ -254,6 +255,19 @@ class Coordinator:
             save_path=torrent.save_path,
             error=torrent.error,
             trackers=trackers,
+            peer_list=tuple(
+                PeerStatus(
+                    address=peer.address,
+                    client=peer.client,
+                    flags=peer.flags,
+                    download_rate=peer.download_rate,
+                    upload_rate=peer.upload_rate,
+                    downloaded=peer.downloaded,
+                    uploaded=peer.uploaded,
+                    progress=len(peer.bits) / torrent.num_pieces,
+                )
+                for peer in list(torrent.peers.values())[:1024]
+            ),
         )
 
     # -- bus events --
@@ -276,6 +290,10 @@ class Coordinator:
                         record.download_rate = stat.download_rate
                         record.upload_rate = stat.upload_rate
                         record.peer_choking = stat.peer_choking
+                        record.peer_interested = stat.peer_interested
+                        record.am_choking = stat.am_choking
+                        record.am_interested = stat.am_interested
+                        record.snubbed = stat.snubbed
             case _ if torrent is None:
                 pass  # a torrent removed meanwhile, or a confused agent: nothing to do
             case TorrentOpened(have=have):
@@ -455,6 +473,10 @@ class Coordinator:
             address=message.address,
             client=message.client,
             bits=Bitfield(torrent.num_pieces),
+            incoming=message.incoming,
+            fast_extension=message.fast_extension,
+            extension_protocol=message.extension_protocol,
+            connected_at=self._now,
         )
 
     def _on_bitfield(self, torrent: Torrent, key: str, raw: bytes) -> None:

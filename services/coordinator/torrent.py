@@ -39,7 +39,33 @@ class PeerRecord:
     download_rate: float = 0.0
     upload_rate: float = 0.0
     peer_choking: bool = True
+    peer_interested: bool = False
+    am_choking: bool = True
+    am_interested: bool = False
+    snubbed: bool = False
+    incoming: bool = False
+    fast_extension: bool = False
+    extension_protocol: bool = False
+    connected_at: float = 0.0
     hash_failures: int = 0
+
+    @property
+    def flags(self) -> str:
+        """The letters ``PeerStatus.flags`` documents, in a fixed order."""
+        letters = []
+        if self.am_interested:
+            letters.append("d" if self.peer_choking else "D")
+        if self.peer_interested:
+            letters.append("u" if self.am_choking else "U")
+        for flag, letter in (
+            (self.snubbed, "S"),
+            (self.incoming, "I"),
+            (self.fast_extension, "F"),
+            (self.extension_protocol, "E"),
+        ):
+            if flag:
+                letters.append(letter)
+        return "".join(letters)
 
 
 @dataclass(slots=True)

@@ -428,6 +428,10 @@ class PeerAgent(pykka.ThreadingActor):
                     upload_rate=session.upload_rate.rate(now),
                     peer_choking=session.peer_choking,
                     peer_interested=session.peer_interested,
+                    am_choking=session.am_choking,
+                    am_interested=session.am_interested,
+                    snubbed=False,
+                    pieces=len(session.peer_have),
                 )
             )
         return rows

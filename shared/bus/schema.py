@@ -196,6 +196,29 @@ class PeerStats:
     upload_rate: Rate
     peer_choking: bool
     peer_interested: bool
+    am_choking: bool
+    am_interested: bool
+    snubbed: bool
+    """No block for 60 s while the peer unchoked us."""
+    pieces: PieceCount
+    """How many pieces the peer has (its progress)."""
+
+
+@bus_record
+class PeerStatus:
+    """One connection of a torrent, as ``status`` shows it."""
+
+    address: PeerAddress
+    client: Name
+    flags: Annotated[str, Size(0, 16)]
+    """Letters, as other clients show them: ``D``/``d`` we download (unchoked/choked but
+    interested), ``U``/``u`` we upload (unchoked/choked but interested), ``S`` snubbed,
+    ``I`` incoming, ``F`` fast extension, ``E`` extension protocol."""
+    download_rate: Rate
+    upload_rate: Rate
+    downloaded: int
+    uploaded: int
+    progress: Annotated[float, Range(0.0, 1.0)]
 
 
 @bus_record
@@ -233,6 +256,7 @@ class TorrentStatus:
     save_path: Text
     error: Text | None
     trackers: Annotated[tuple[TrackerStatus, ...], Size(0, 256)]
+    peer_list: Annotated[tuple[PeerStatus, ...], Size(0, 1024)]
 
 
 # --- lifecycle (1-9): every connection ---------------------------------------------------------
@@ -424,6 +448,23 @@ class BroadcastHave(Message):
     piece: PieceNo
 
 
+@bus_message(tag=37)
+class SetChoke(Message):
+    """Choke or unchoke one connection (the coordinator's choker decides, BEP 3)."""
+
+    info_hash: InfoHash
+    peer: PeerKey
+    choked: bool
+
+
+@bus_message(tag=38)
+class BanPeers(Message):
+    """Refuse connections from these hosts for this torrent (they sent corrupt data)."""
+
+    info_hash: InfoHash
+    hosts: Annotated[tuple[Name, ...], Size(1, 1024)]
+
+
 @bus_message(tag=40)
 class PeerConnected(Message):
     """A handshake completed (dialled or incoming)."""
@@ -508,6 +549,22 @@ class PieceDownloaded(Message):
     info_hash: InfoHash
     piece: PieceNo
     peer: PeerKey
+
+
+@bus_message(tag=49)
+class PeerInterest(Message):
+    """The peer became interested or not interested in our pieces (the choker's input)."""
+
+    info_hash: InfoHash
+    peer: PeerKey
+    interested: bool
+
+
+@bus_message(tag=50)
+class ListeningOn(Message):
+    """The peer agent accepts incoming peer connections at ``address`` (announced to trackers)."""
+
+    address: PeerAddress
 
 
 # --- peer agent <-> storage agent, data endpoint (60-79) ----------------------------------------
@@ -692,7 +749,9 @@ Lifecycle = Hello | Welcome | Rejected | Heartbeat | Goodbye | Shutdown
 ToTrackerAgent = TrackTorrent | UpdateTransfer | TorrentCompleted | UntrackTorrent
 FromTrackerAgent = PeersDiscovered | TrackerStateChanged
 ToPeerAgent = (
-    AttachTorrent
+    SetChoke
+    | BanPeers
+    | AttachTorrent
     | DetachTorrent
     | ConnectPeer
     | DisconnectPeer
@@ -701,7 +760,9 @@ ToPeerAgent = (
     | BroadcastHave
 )
 FromPeerAgent = (
-    PeerConnected
+    PeerInterest
+    | ListeningOn
+    | PeerConnected
     | PeerBitfield
     | PeerHave
     | PeerDisconnected

@@ -259,7 +259,7 @@ def pack(value: Any) -> bytes:
 
 
 HAVE = [42, IH.raw, "pa1/1", 7]
-STATUS_ROW = [IH.raw, "n", "seeding", 1.0, 1, 1, 1, 0.0, 0.0, 0, 0, 1, 1, "/d", None]
+STATUS_ROW = [IH.raw, "n", "seeding", 1.0, 1, 1, 1, 0.0, 0.0, 0, 0, 1, 1, "/d", None, [], []]
 
 MALFORMED: list[tuple[str, bytes, str, str]] = [
     ("empty", b"", "truncated", "header ends in the middle of a value"),
@@ -342,11 +342,11 @@ MALFORMED: list[tuple[str, bytes, str, str]] = [
         "record arity",
         pack([104, [STATUS_ROW[:-1]]]),
         "wrong_field_count",
-        "StatusReport.torrents[0]: expected 15 fields, got 14",
+        "StatusReport.torrents[0]: expected 17 fields, got 16",
     ),
     (
         "nan rate",
-        pack([47, [[IH.raw, "p", 0, 0, float("nan"), 0.0, False, False]]]),
+        pack([47, [[IH.raw, "p", 0, 0, float("nan"), 0.0, False, False, True, False, False, 0]]]),
         "bad_value",
         "TransferStats.peers[0].download_rate: nan is not a finite number",
     ),
@@ -435,14 +435,16 @@ def test_a_data_frame_at_the_limit_is_accepted() -> None:
         ),
         (AssignPieces(IH, "", (1,)), None, "bad_length", "AssignPieces.peer: "),
         (
-            TransferStats((PeerStats(IH, "p", 0, 0, -1.0, 0.0, False, False),)),
+            TransferStats(
+                (PeerStats(IH, "p", 0, 0, -1.0, 0.0, False, False, True, False, False, 0),)
+            ),
             None,
             "out_of_range",
             "TransferStats.peers[0].download_rate: -1.0 is out of range",
         ),
         (
             StatusReport(
-                (TorrentStatus(IH, "n", "up", 1.0, 1, 1, 1, 0, 0, 0, 0, 1, 1, "/", None, ()),)  # type: ignore[arg-type]
+                (TorrentStatus(IH, "n", "up", 1.0, 1, 1, 1, 0, 0, 0, 0, 1, 1, "/", None, (), ()),)  # type: ignore[arg-type]
             ),
             None,
             "wrong_type",
@@ -461,7 +463,9 @@ def test_encoding_refuses_what_decoding_would(
 
 
 def test_ints_become_floats_and_enums_their_values_on_encoding() -> None:
-    row = TorrentStatus(IH, "n", TorrentState.SEEDING, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, "/d", None, ())
+    row = TorrentStatus(
+        IH, "n", TorrentState.SEEDING, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, "/d", None, (), ()
+    )
     decoded = decode_message(encode_message(StatusReport((row,))))
     assert isinstance(decoded, StatusReport)
     assert decoded.torrents[0].progress == 1.0 and type(decoded.torrents[0].progress) is float
