@@ -23,6 +23,7 @@ from shared.bus import (
     AddTorrent,
     AssignPieces,
     AttachTorrent,
+    BanPeers,
     BroadcastHave,
     CancelPieces,
     CloseTorrent,
@@ -33,6 +34,7 @@ from shared.bus import (
     GetStatus,
     Goodbye,
     Hello,
+    ListeningOn,
     Message,
     OpenTorrent,
     PeerBitfield,
@@ -40,6 +42,7 @@ from shared.bus import (
     PeerConnectFailed,
     PeerDisconnected,
     PeerHave,
+    PeerInterest,
     PeersDiscovered,
     PeerStatus,
     PieceDownloaded,
@@ -48,6 +51,7 @@ from shared.bus import (
     PieceVerified,
     RemoveTorrent,
     ServiceKind,
+    SetChoke,
     StatusReport,
     StorageFailed,
     TorrentAdded,
@@ -70,13 +74,17 @@ from shared.bus import (
 from shared.config import CoordinatorConfig
 from shared.errors import MetainfoError
 from shared.metainfo import parse_metainfo
-from shared.types import InfoHash, PeerId
+from shared.types import InfoHash, PeerAddress, PeerId
 
 from .agents import Agent, AgentRegistry
+from .choking import Candidate, Choker
 from .picking import PiecePicker
 from .torrent import PeerRecord, Torrent
 
-__all__ = ["MAX_HASH_FAILURES", "Coordinator"]
+__all__ = ["LISTEN_PORT_WAIT", "MAX_HASH_FAILURES", "Coordinator"]
+
+LISTEN_PORT_WAIT = 3.0
+"""Seconds a new torrent waits for a peer agent's listen port before announcing anyway."""
 
 MAX_HASH_FAILURES = 3
 """Pieces a connection may send us corrupt before it is dropped and its address banned."""
@@ -112,6 +120,8 @@ class Coordinator:
         self.agents = AgentRegistry()
         self.torrents: dict[InfoHash, Torrent] = {}
         self.outbox: list[Outgoing] = []
+        self.listen_address: PeerAddress | None = None
+        """Where the first peer agent accepts connections (``ListeningOn``)."""
         self._now = 0.0
         """The latest time we were given (status reports times relative to it)."""
 
@@ -161,7 +171,7 @@ class Coordinator:
                 "already_added", f"{metainfo.info.name} is already added ({metainfo.info_hash})"
             )
         save_path = request.download_dir or self.config.download_dir
-        torrent = Torrent(metainfo, save_path, added_at=now)
+        torrent = Torrent(metainfo, save_path, added_at=now, choker=Choker(self.rng, now))
         self.torrents[metainfo.info_hash] = torrent
         storage = self.agents.first(ServiceKind.STORAGE_AGENT)
         if storage is not None:
@@ -278,6 +288,9 @@ class Coordinator:
         if isinstance(message, Goodbye):
             self.agent_left(sender)
             return
+        if isinstance(message, ListeningOn):
+            self._on_listening(sender, message)
+            return
         info_hash = getattr(message, "info_hash", None)
         torrent = self.torrents.get(info_hash) if isinstance(info_hash, InfoHash) else None
         match message:
@@ -323,6 +336,8 @@ class Coordinator:
                 self._on_bitfield(torrent, key, raw)
             case PeerHave(peer=key, piece=piece):
                 self._on_have(torrent, key, piece)
+            case PeerInterest(peer=key, interested=interested):
+                self._on_interest(torrent, key, interested)
             case WorkWanted(peer=key, count=count):
                 record = torrent.peers.get(key)
                 if record is not None:
@@ -341,11 +356,16 @@ class Coordinator:
                     self._connect_more(torrent)
 
     def tick(self, now: float) -> None:
-        """Once a second: keep trackers informed and the connection count up."""
+        """Once a second: choking rounds, tracker totals, and the connection count."""
         self._now = max(self._now, now)
         for torrent in self.torrents.values():
             if torrent.picker is None or torrent.state is TorrentState.ERROR:
                 continue
+            if torrent.choker.due(now):
+                self._rechoke(torrent, now)
+            if not torrent.tracked and now - torrent.added_at >= LISTEN_PORT_WAIT:
+                for agent in self.agents.of_kind(ServiceKind.TRACKER_AGENT):
+                    self._track(torrent, agent)
             self._connect_more(torrent)
             update = UpdateTransfer(
                 torrent.metainfo.info_hash, torrent.uploaded, torrent.downloaded, torrent.left
@@ -396,6 +416,9 @@ class Coordinator:
         )
 
     def _track(self, torrent: Torrent, agent: Agent) -> None:
+        if self.listen_address is None and self._now - torrent.added_at < LISTEN_PORT_WAIT:
+            return  # announce our real port: wait briefly for a peer agent's ListeningOn
+        torrent.tracked = True
         metainfo = torrent.metainfo
         self._send(
             agent.identity,
@@ -403,7 +426,7 @@ class Coordinator:
                 info_hash=metainfo.info_hash,
                 tiers=tuple(TrackerTier(tier) for tier in metainfo.trackers if tier),
                 peer_id=self.peer_id,
-                listen_port=self.listen_port,
+                listen_port=self.listen_address.port if self.listen_address else self.listen_port,
                 private=metainfo.info.private,
                 uploaded=torrent.uploaded,
                 downloaded=torrent.downloaded,
@@ -437,6 +460,11 @@ class Coordinator:
             record.hash_failures += 1
             if record.hash_failures >= MAX_HASH_FAILURES:
                 torrent.banned_hosts.add(record.address.host)
+                for agent in self.agents.of_kind(ServiceKind.PEER_AGENT):
+                    self._send(
+                        agent.identity,
+                        BanPeers(torrent.metainfo.info_hash, (record.address.host,)),
+                    )
                 self._send(
                     record.agent,
                     DisconnectPeer(torrent.metainfo.info_hash, key, "sent_corrupt_data"),
@@ -445,6 +473,47 @@ class Coordinator:
         self._offer_work(torrent)
 
     # -- peers --
+
+    def _on_listening(self, sender: bytes, message: ListeningOn) -> None:
+        if self.listen_address is None:
+            self.listen_address = message.address
+            for torrent in self.torrents.values():
+                if torrent.picker is not None and not torrent.tracked:
+                    for agent in self.agents.of_kind(ServiceKind.TRACKER_AGENT):
+                        self._track(torrent, agent)
+
+    def _on_interest(self, torrent: Torrent, key: str, interested: bool) -> None:
+        record = torrent.peers.get(key)
+        if record is None:
+            return
+        record.peer_interested = interested
+        if interested and key not in torrent.choker.unchoked and torrent.choker.grant(key):
+            self._send(record.agent, SetChoke(torrent.metainfo.info_hash, key, False))
+            record.am_choking = False
+
+    def _rechoke(self, torrent: Torrent, now: float) -> None:
+        before = torrent.choker.unchoked
+        after = torrent.choker.rechoke(
+            (
+                Candidate(
+                    key=peer.key,
+                    interested=peer.peer_interested,
+                    download_rate=peer.download_rate,
+                    upload_rate=peer.upload_rate,
+                    connected_at=peer.connected_at,
+                    snubbed=peer.snubbed,
+                )
+                for peer in torrent.peers.values()
+            ),
+            seeding=torrent.complete,
+            now=now,
+        )
+        for key in before ^ after:
+            record = torrent.peers.get(str(key))
+            if record is not None:
+                choked = key not in after
+                record.am_choking = choked
+                self._send(record.agent, SetChoke(torrent.metainfo.info_hash, record.key, choked))
 
     def _connect_more(self, torrent: Torrent) -> None:
         if torrent.picker is None or torrent.complete or torrent.state is TorrentState.ERROR:
@@ -494,6 +563,10 @@ class Coordinator:
         torrent.picker.peer_left(record.bits)
         record.bits = bits
         torrent.picker.peer_joined(bits)
+        if bits.complete and torrent.complete:
+            self._send(record.agent, DisconnectPeer(torrent.metainfo.info_hash, key, "both_seeds"))
+            self._forget_peer(torrent, key)
+            return
         if torrent.picker.interesting(bits):
             self._assign(torrent, record, self.config.pieces_per_peer)
 
@@ -542,6 +615,7 @@ class Coordinator:
         if record is None:
             return
         self._agent_load(record.agent, -1)
+        torrent.choker.forget(key)
         torrent.downloaded_closed += record.downloaded
         torrent.uploaded_closed += record.uploaded
         if torrent.picker is not None:

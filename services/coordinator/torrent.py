@@ -15,6 +15,7 @@ from shared.bus import TorrentState, TrackerStateChanged
 from shared.metainfo import Metainfo
 from shared.types import PeerAddress
 
+from .choking import Choker
 from .picking import PiecePicker
 
 __all__ = ["PeerRecord", "Torrent"]
@@ -73,6 +74,7 @@ class Torrent:
     metainfo: Metainfo
     save_path: str
     added_at: float
+    choker: Choker
     state: TorrentState = TorrentState.CHECKING
     error: str | None = None
     picker: PiecePicker | None = None
@@ -89,6 +91,8 @@ class Torrent:
     """Bytes downloaded by connections that have closed."""
     uploaded_closed: int = 0
     completed_at: float | None = None
+    tracked: bool = False
+    """The tracker agent was told about this torrent (``TrackTorrent``)."""
 
     @property
     def info_hash_hex(self) -> str:

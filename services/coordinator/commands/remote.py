@@ -160,6 +160,19 @@ def _as_json(torrent: TorrentStatus) -> dict[str, Any]:
             }
             for tracker in torrent.trackers
         ],
+        "peer_list": [
+            {
+                "address": str(peer.address),
+                "client": peer.client,
+                "flags": peer.flags,
+                "download_rate": peer.download_rate,
+                "upload_rate": peer.upload_rate,
+                "downloaded": peer.downloaded,
+                "uploaded": peer.uploaded,
+                "progress": peer.progress,
+            }
+            for peer in torrent.peer_list
+        ],
     }
 
 
@@ -176,6 +189,12 @@ def _as_text(torrent: TorrentStatus) -> str:
         f"  peers      {torrent.peers} ({torrent.seeds} seeds)",
         f"  saved in   {torrent.save_path}",
     ]
+    for peer in torrent.peer_list:
+        lines.append(
+            f"  peer       {peer.address!s:<22} {peer.flags:<7} {peer.progress * 100:5.1f}%  "
+            f"down {human_size(peer.download_rate)}/s up {human_size(peer.upload_rate)}/s  "
+            f"{peer.client}"
+        )
     for tracker in torrent.trackers:
         counts = ""
         if tracker.seeders is not None or tracker.leechers is not None:

@@ -15,24 +15,29 @@ from shared.bus import (
     AddTorrent,
     AssignPieces,
     AttachTorrent,
+    BanPeers,
     BroadcastHave,
     CancelPieces,
     ConnectPeer,
     ControlFailed,
     DisconnectPeer,
     GetStatus,
+    ListeningOn,
     Message,
     OpenTorrent,
     PeerBitfield,
     PeerConnected,
     PeerConnectFailed,
     PeerDisconnected,
+    PeerInterest,
     PeersDiscovered,
     PeerSource,
+    PeerStats,
     PieceDownloaded,
     PieceRejected,
     PieceVerified,
     ServiceKind,
+    SetChoke,
     StorageFailed,
     TorrentAdded,
     TorrentCompleted,
@@ -41,6 +46,7 @@ from shared.bus import (
     TrackerState,
     TrackerStateChanged,
     TrackTorrent,
+    TransferStats,
     WorkWanted,
     make_hello,
 )
@@ -97,6 +103,7 @@ def core() -> Coordinator:
         (TRACKER, ServiceKind.TRACKER_AGENT),
     ]:
         join(core, identity, kind)
+    core.handle(PA1, ListeningOn(PeerAddress("127.0.0.1", 6999)), 0.0)
     return core
 
 
@@ -135,6 +142,7 @@ def test_adding_opens_the_files_then_attaches_and_tracks(core: Coordinator) -> N
     assert attached[0][1].storage_endpoint == "ipc:///tmp/data.sock"
     [(to, track)] = [(to, m) for to, m in out if isinstance(m, TrackTorrent)]
     assert to == TRACKER and track.left == PIECE * (NUM_PIECES - 1)
+    assert track.listen_port == 6999  # the peer agent's real port
     assert track.tiers[0].urls == ("http://127.0.0.1:6969/announce",)
     assert core.status().torrents[0].state is TorrentState.DOWNLOADING
 
@@ -322,3 +330,82 @@ def test_status_lists_trackers_with_time_to_next_announce(core: Coordinator) -> 
     )
     assert (tracker.seeders, tracker.leechers, tracker.completed) == (4, 2, 9)
     assert tracker.next_announce_in == 1770.0
+
+
+def test_without_a_listen_port_the_announce_waits_briefly() -> None:
+    core = new_core()
+    join(core, STORAGE, ServiceKind.STORAGE_AGENT)
+    join(core, TRACKER, ServiceKind.TRACKER_AGENT)
+    metainfo, info_hash = make_torrent()
+    core.add_torrent(AddTorrent(metainfo, ""), now=0.0)
+    core.handle(STORAGE, TorrentOpened(info_hash, Bitfield(NUM_PIECES).to_bytes()), 0.0)
+    assert sent(core, TrackTorrent) == []
+    core.tick(1.0)
+    assert sent(core, TrackTorrent) == []
+    core.tick(3.5)
+    [(_, track)] = sent(core, TrackTorrent)
+    assert track.listen_port == 6881  # the configured default
+    core.tick(4.5)
+    assert sent(core, TrackTorrent) == []  # once
+
+
+def test_an_interested_peer_is_unchoked_while_slots_are_free(core: Coordinator) -> None:
+    info_hash = opened(core)
+    for n in range(7):
+        connect(core, info_hash, PA1, f"pa1/{n}", 10 + n, Bitfield(NUM_PIECES))
+    core.take_outbox()
+    for n in range(7):
+        core.handle(PA1, PeerInterest(info_hash, f"pa1/{n}", True), 0.0)
+    unchoked = [m.peer for _, m in sent(core, SetChoke) if not m.choked]
+    assert unchoked == [f"pa1/{n}" for n in range(5)]  # 4 regular slots + 1 optimistic
+
+
+def test_rechoke_rewards_the_peers_that_give_us_most(core: Coordinator) -> None:
+    info_hash = opened(core)
+    for n in range(6):
+        connect(core, info_hash, PA1, f"pa1/{n}", 10 + n, Bitfield.full(NUM_PIECES))
+    for n in range(6):
+        core.handle(PA1, PeerInterest(info_hash, f"pa1/{n}", True), 0.0)
+    rates = {f"pa1/{n}": 1000.0 * n for n in range(6)}
+    stats = tuple(
+        PeerStats(info_hash, key, 0, 0, rate, 0.0, False, True, True, True, False, NUM_PIECES)
+        for key, rate in rates.items()
+    )
+    core.handle(PA1, TransferStats(stats), 5.0)
+    core.take_outbox()
+    core.tick(20.0)
+    unchoked = core.torrents[info_hash].choker.unchoked
+    assert {"pa1/5", "pa1/4", "pa1/3", "pa1/2"} <= unchoked and len(unchoked) == 5
+    choked = {m.peer for _, m in sent(core, SetChoke) if m.choked}
+    assert choked <= {"pa1/0", "pa1/1"}
+
+
+def test_a_seed_meeting_a_seed_hangs_up(core: Coordinator) -> None:
+    metainfo, info_hash = make_torrent()
+    core.add_torrent(AddTorrent(metainfo, ""), now=0.0)
+    core.handle(STORAGE, TorrentOpened(info_hash, Bitfield.full(NUM_PIECES).to_bytes()), 0.0)
+    core.take_outbox()
+    connect(core, info_hash, PA1, "pa1/1", 2, Bitfield.full(NUM_PIECES))
+    assert sent(core, DisconnectPeer) == [(PA1, DisconnectPeer(info_hash, "pa1/1", "both_seeds"))]
+    assert core.status().torrents[0].state is TorrentState.SEEDING
+
+
+def test_a_banned_host_is_announced_to_every_peer_agent(core: Coordinator) -> None:
+    info_hash = opened(core)
+    connect(core, info_hash, PA1, "pa1/1", 2, Bitfield.full(NUM_PIECES))
+    for piece in range(MAX_HASH_FAILURES):
+        core.handle(STORAGE, PieceRejected(info_hash, piece, ("pa1/1",)), 0.0)
+    bans = sent(core, BanPeers)
+    assert sorted(to for to, _ in bans) == [PA1, PA2]
+    assert bans[0][1].hosts == ("127.0.0.2",)
+
+
+def test_status_lists_peers_with_flags(core: Coordinator) -> None:
+    info_hash = opened(core)
+    connect(core, info_hash, PA1, "pa1/1", 2, Bitfield(NUM_PIECES, [0, 1, 2]))
+    stat = PeerStats(info_hash, "pa1/1", 100, 50, 10.0, 5.0, False, True, False, True, False, 3)
+    core.handle(PA1, TransferStats((stat,)), 1.0)
+    [row] = core.status().torrents[0].peer_list
+    assert row.address == addr(2) and row.client == "libtorrent 2.0"
+    assert row.flags == "DUFE" and row.progress == 0.5
+    assert (row.downloaded, row.uploaded) == (100, 50)
