@@ -36,8 +36,19 @@ class DownloadJob:
     name: str
     total_length: int
     download_dir: str
-    seed_time: float
+    seed_time: float | None
+    """Seconds to seed after the download; None: not limited by time."""
+    seed_ratio: float | None
+    """Seed until uploaded / size reaches this; None: not limited by ratio."""
     stall_timeout: float
+
+    def done_seeding(self, seeded_for: float, uploaded: int) -> bool:
+        """Whether seeding is over (with neither limit, there is no seeding at all)."""
+        if self.seed_time is None and self.seed_ratio is None:
+            return True
+        if self.seed_time is not None and seeded_for >= self.seed_time:
+            return True
+        return self.seed_ratio is not None and uploaded >= self.seed_ratio * self.total_length
 
 
 class DownloadWatcher(pykka.ThreadingActor):
@@ -85,7 +96,7 @@ class DownloadWatcher(pykka.ThreadingActor):
             return 1, f"torviz: error: {added.message}"
         started = last_progress = last_plain_line = time.monotonic()
         last_verified = -1
-        seed_until: float | None = None
+        seeding_since: float | None = None
         with Progress(job.total_length, job.name, stream=self.err, min_interval=0.25) as progress:
             while True:
                 gevent.sleep(POLL_INTERVAL)
@@ -107,12 +118,13 @@ class DownloadWatcher(pykka.ThreadingActor):
                 if status.pieces_verified != last_verified:
                     last_verified, last_progress = status.pieces_verified, now
                 if status.pieces_verified == status.num_pieces:
-                    if seed_until is None:
+                    if seeding_since is None:
                         progress.close()
                         print(_done_line(status, now - started), file=self.out, flush=True)
-                        seed_until = now + job.seed_time
-                    if now >= seed_until:
-                        return 0, _seed_line(status) if job.seed_time else None
+                        seeding_since = now
+                    if job.done_seeding(now - seeding_since, status.uploaded):
+                        seeded = job.seed_time is not None or job.seed_ratio is not None
+                        return 0, _seed_line(status) if seeded else None
                 elif status.peers == 0 and now - last_progress >= job.stall_timeout:
                     why = self.coordinator.diagnosis(added.info_hash).get(timeout=ASK_TIMEOUT)
                     return 1, (

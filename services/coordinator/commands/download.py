@@ -29,7 +29,14 @@ def register(subparsers: Any) -> None:
     parser.add_argument("torrent", metavar="TORRENT", help="a .torrent file")
     parser.add_argument("-o", "--output", metavar="DIR", default=".", help="download directory")
     parser.add_argument(
-        "--seed-time", type=float, default=0.0, metavar="SECONDS", help="seed this long after"
+        "--seed-time", type=float, metavar="SECONDS", help="after downloading, seed this long"
+    )
+    parser.add_argument(
+        "--seed-ratio",
+        type=float,
+        metavar="RATIO",
+        help="after downloading, seed until uploaded/size reaches RATIO (with --seed-time: "
+        "whichever comes first)",
     )
     parser.add_argument(
         "--stall-timeout",
@@ -58,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
         name=metainfo.info.name,
         total_length=metainfo.info.total_length,
         download_dir=str(output),
-        seed_time=max(0.0, args.seed_time),
+        seed_time=None if args.seed_time is None else max(0.0, args.seed_time),
+        seed_ratio=None if args.seed_ratio is None else max(0.0, args.seed_ratio),
         stall_timeout=max(1.0, args.stall_timeout),
     )
     state_dir = Path(tempfile.mkdtemp(prefix="torviz-"))
