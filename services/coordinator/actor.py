@@ -128,6 +128,8 @@ class CoordinatorActor(pykka.ThreadingActor):
                 accepts={ServiceKind.CLI},
                 heartbeat_interval=0.0,
             ),
+            max_peers=256,
+            evict_oldest=True,
         )
         self.control.bind(self.endpoints.control)
         self.control.start()

@@ -138,6 +138,9 @@ class BusSocket:
             welcomed. The ``Hello`` of a welcomed peer is still passed to the handler.
         max_pending: queued outgoing messages before ``send`` starts dropping.
         max_peers: ROUTER with ``hello_policy``: most peers welcomed at once.
+        evict_oldest: ROUTER with ``hello_policy``: when ``max_peers`` are welcomed, forget the
+            longest-welcomed one instead of refusing the newcomer. For the control endpoint,
+            where every CLI command is a new, short-lived peer that never says goodbye.
         hwm: ZeroMQ's send and receive high-water marks (messages queued per peer) when set;
             a data endpoint lowers them so that queued pieces stay a few megabytes, not the
             gigabyte of ZeroMQ's default 1000 messages of 1 MiB.
@@ -154,6 +157,7 @@ class BusSocket:
         hello_policy: HelloPolicy | None = None,
         max_pending: int = 10_000,
         max_peers: int = 1024,
+        evict_oldest: bool = False,
         hwm: int | None = None,
         context: zmq.Context[Any] | None = None,
     ) -> None:
@@ -171,6 +175,7 @@ class BusSocket:
         self._handler = handler
         self._policy = hello_policy
         self._max_peers = max_peers
+        self._evict_oldest = evict_oldest
         self._max_pending = max_pending
         self._queue: gevent.queue.Queue[Any] = gevent.queue.Queue()  # bounded in _enqueue
         self._greenlets: list[gevent.Greenlet[Any, Any]] = []
@@ -338,7 +343,12 @@ class BusSocket:
         if isinstance(message, Hello):
             answer: Welcome | Rejected = check_hello(message, self._policy)
             if sender not in self.welcomed and len(self.welcomed) >= self._max_peers:
-                answer = Rejected("too_many_peers", f"{self.name} serves {self._max_peers} peers")
+                if self._evict_oldest:
+                    del self.welcomed[next(iter(self.welcomed))]  # dicts keep insertion order
+                else:
+                    answer = Rejected(
+                        "too_many_peers", f"{self.name} serves {self._max_peers} peers"
+                    )
             self._enqueue([sender, *encode_frames(answer)], answer)
             if isinstance(answer, Rejected):
                 log.warning("%s: rejected %s: %s", self.name, message.agent_id, answer.message)

@@ -302,3 +302,31 @@ def test_control_client_talks_to_a_daemon_and_asks_it_to_stop(
         assert control.request(ShutdownRequested()) == ShutdownAccepted()
     assert service.wait(timeout=10) == 0, service.stderr()
     assert service.markers() == ["on_stop echo"]
+
+
+@pytest.mark.parametrize("evict_oldest", [False, True])
+def test_a_full_hello_gate_refuses_or_evicts_the_oldest(
+    green_context: Any, short_dir: Path, sockets: list[BusSocket], evict_oldest: bool
+) -> None:
+    server = BusSocket.router(
+        lambda incoming: None,
+        name="control",
+        hello_policy=POLICY,
+        max_peers=2,
+        evict_oldest=evict_oldest,
+        context=green_context,
+    )
+    sockets.append(server)
+    endpoint = server.bind(f"ipc://{short_dir}/control")
+    server.start()
+    answers = []
+    for name in ("c1", "c2", "c3"):
+        bus, inbox = client(green_context, endpoint, sockets, name)
+        bus.send(make_hello(ServiceKind.PEER_AGENT, name, "here", os.getpid()))
+        answers.append(next_incoming(inbox).message)
+    if evict_oldest:
+        assert all(isinstance(answer, Welcome) for answer in answers)
+        assert set(server.welcomed) == {b"c2", b"c3"}
+    else:
+        assert isinstance(answers[2], Rejected) and answers[2].reason == "too_many_peers"
+        assert set(server.welcomed) == {b"c1", b"c2"}
