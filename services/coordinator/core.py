@@ -227,7 +227,7 @@ class Coordinator:
         for agent in self.agents.of_kind(ServiceKind.PEER_AGENT):
             self._send(agent.identity, DetachTorrent(info_hash))
         for agent in self.agents.of_kind(ServiceKind.STORAGE_AGENT):
-            self._send(agent.identity, CloseTorrent(info_hash))
+            self._send(agent.identity, CloseTorrent(info_hash, delete_files=False))
 
     def _status_of(self, torrent: Torrent) -> TorrentStatus:
         total = torrent.total_length
@@ -278,6 +278,7 @@ class Coordinator:
                 )
                 for peer in list(torrent.peers.values())[:1024]
             ),
+            check_progress=None,
         )
 
     # -- bus events --

@@ -257,6 +257,8 @@ class TorrentStatus:
     error: Text | None
     trackers: Annotated[tuple[TrackerStatus, ...], Size(0, 256)]
     peer_list: Annotated[tuple[PeerStatus, ...], Size(0, 1024)]
+    check_progress: Annotated[float, Range(0.0, 1.0)] | None
+    """While the files are being checked: the fraction hashed so far."""
 
 
 # --- lifecycle (1-9): every connection ---------------------------------------------------------
@@ -623,7 +625,19 @@ class OpenTorrent(Message):
 
 @bus_message(tag=81)
 class CloseTorrent(Message):
-    """Flush resume state and close the files; answered by ``TorrentClosed``."""
+    """Flush resume state and close the files; answered by ``TorrentClosed``.
+
+    With ``delete_files`` the torrent's files (and its resume state) are deleted as well;
+    without it they are never touched.
+    """
+
+    info_hash: InfoHash
+    delete_files: bool
+
+
+@bus_message(tag=82)
+class RecheckTorrent(Message):
+    """Hash every piece on disk again, trusting nothing; answered by ``TorrentOpened``."""
 
     info_hash: InfoHash
 
@@ -661,6 +675,15 @@ class StorageFailed(Message):
     file: Text
     errno_name: Name
     message: Text
+
+
+@bus_message(tag=95)
+class CheckProgress(Message):
+    """A check of the files on disk (at open or recheck) has hashed ``checked`` of ``total``."""
+
+    info_hash: InfoHash
+    checked: PieceCount
+    total: PieceCount
 
 
 @bus_message(tag=94)
@@ -741,6 +764,48 @@ class TorrentRemoved(Message):
     info_hash: InfoHash
 
 
+@bus_message(tag=110)
+class PauseTorrent(Message):
+    """Stop transferring a torrent (trackers get ``stopped``); answered by ``TorrentPaused``."""
+
+    info_hash: InfoHash
+
+
+@bus_message(tag=111)
+class TorrentPaused(Message):
+    """Reply to ``PauseTorrent``."""
+
+    info_hash: InfoHash
+
+
+@bus_message(tag=112)
+class ResumeTorrent(Message):
+    """Resume a paused torrent, or retry one in error; answered by ``TorrentResumed``."""
+
+    info_hash: InfoHash
+
+
+@bus_message(tag=113)
+class TorrentResumed(Message):
+    """Reply to ``ResumeTorrent``."""
+
+    info_hash: InfoHash
+
+
+@bus_message(tag=114)
+class VerifyTorrent(Message):
+    """Recheck every piece of a torrent on disk; answered by ``VerifyStarted``."""
+
+    info_hash: InfoHash
+
+
+@bus_message(tag=115)
+class VerifyStarted(Message):
+    """Reply to ``VerifyTorrent``; ``status`` shows the check's progress."""
+
+    info_hash: InfoHash
+
+
 RECORDS: tuple[type, ...] = tuple(_records)
 """Nested records (not messages), in declaration order."""
 
@@ -774,7 +839,27 @@ FromPeerAgent = (
 )
 DataRequest = StorePiece | ReadBlock
 DataReply = BlockRead | ReadFailed
-ToStorageAgent = OpenTorrent | CloseTorrent
-FromStorageAgent = TorrentOpened | PieceVerified | PieceRejected | StorageFailed | TorrentClosed
-ControlRequest = AddTorrent | ListTorrents | GetStatus | ShutdownRequested | RemoveTorrent
-ControlReply = TorrentAdded | StatusReport | ShutdownAccepted | ControlFailed | TorrentRemoved
+ToStorageAgent = OpenTorrent | CloseTorrent | RecheckTorrent
+FromStorageAgent = (
+    TorrentOpened | PieceVerified | PieceRejected | StorageFailed | TorrentClosed | CheckProgress
+)
+ControlRequest = (
+    AddTorrent
+    | ListTorrents
+    | GetStatus
+    | ShutdownRequested
+    | RemoveTorrent
+    | PauseTorrent
+    | ResumeTorrent
+    | VerifyTorrent
+)
+ControlReply = (
+    TorrentAdded
+    | StatusReport
+    | ShutdownAccepted
+    | ControlFailed
+    | TorrentRemoved
+    | TorrentPaused
+    | TorrentResumed
+    | VerifyStarted
+)

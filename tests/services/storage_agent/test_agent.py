@@ -247,7 +247,7 @@ def test_every_piece_verified_written_served_and_found_again(
     coordinator.send(OpenTorrent(info_hash, torrent.raw_info, str(tmp_path / "elsewhere")))
     assert "already open" in coordinator.expect(StorageFailed).message
 
-    coordinator.send(CloseTorrent(info_hash))
+    coordinator.send(CloseTorrent(info_hash, delete_files=False))
     assert coordinator.expect(TorrentClosed).info_hash == info_hash
     reply, _ = client.read(10, info_hash, 0, 0, 100)
     assert isinstance(reply, ReadFailed) and reply.reason == "unknown_torrent"
@@ -265,10 +265,10 @@ def test_open_and_close_requests_are_answered_in_order(
     info_hash = torrent.info_hash
     # The second and third requests arrive while the first is still opening: they wait.
     coordinator.send(OpenTorrent(info_hash, torrent.raw_info, save))
-    coordinator.send(CloseTorrent(info_hash))
+    coordinator.send(CloseTorrent(info_hash, delete_files=False))
     coordinator.send(OpenTorrent(info_hash, torrent.raw_info, save))
-    coordinator.send(CloseTorrent(info_hash))
-    coordinator.send(CloseTorrent(info_hash))  # closing a closed torrent is not an error
+    coordinator.send(CloseTorrent(info_hash, delete_files=False))
+    coordinator.send(CloseTorrent(info_hash, delete_files=False))  # closing a closed torrent is not an error
     answers = [type(coordinator.recv()).__name__ for _ in range(5)]
     assert answers == [
         "TorrentOpened",

@@ -142,8 +142,8 @@ def test_phases_of_a_torrent() -> None:
 def test_control_requests_wait_behind_a_busy_torrent_in_a_bounded_queue() -> None:
     torrent = Torrent(IH, "/a")
     for _ in range(MAX_WAITING):
-        assert torrent.queue(CloseTorrent(IH))
-    assert not torrent.queue(CloseTorrent(IH))
+        assert torrent.queue(CloseTorrent(IH, delete_files=False))
+    assert not torrent.queue(CloseTorrent(IH, delete_files=False))
     waiting = torrent.take_waiting()
     assert len(waiting) == MAX_WAITING and not torrent.waiting
 

@@ -259,7 +259,7 @@ def pack(value: Any) -> bytes:
 
 
 HAVE = [42, IH.raw, "pa1/1", 7]
-STATUS_ROW = [IH.raw, "n", "seeding", 1.0, 1, 1, 1, 0.0, 0.0, 0, 0, 1, 1, "/d", None, [], []]
+STATUS_ROW = [IH.raw, "n", "seeding", 1.0, 1, 1, 1, 0.0, 0.0, 0, 0, 1, 1, "/d", None, [], [], None]
 
 MALFORMED: list[tuple[str, bytes, str, str]] = [
     ("empty", b"", "truncated", "header ends in the middle of a value"),
@@ -342,7 +342,7 @@ MALFORMED: list[tuple[str, bytes, str, str]] = [
         "record arity",
         pack([104, [STATUS_ROW[:-1]]]),
         "wrong_field_count",
-        "StatusReport.torrents[0]: expected 17 fields, got 16",
+        "StatusReport.torrents[0]: expected 18 fields, got 17",
     ),
     (
         "nan rate",
@@ -444,7 +444,11 @@ def test_a_data_frame_at_the_limit_is_accepted() -> None:
         ),
         (
             StatusReport(
-                (TorrentStatus(IH, "n", "up", 1.0, 1, 1, 1, 0, 0, 0, 0, 1, 1, "/", None, (), ()),)  # type: ignore[arg-type]
+                (
+                    TorrentStatus(
+                        IH, "n", "up", 1.0, 1, 1, 1, 0, 0, 0, 0, 1, 1, "/", None, (), (), None
+                    ),
+                )  # type: ignore[arg-type]
             ),
             None,
             "wrong_type",
@@ -464,7 +468,7 @@ def test_encoding_refuses_what_decoding_would(
 
 def test_ints_become_floats_and_enums_their_values_on_encoding() -> None:
     row = TorrentStatus(
-        IH, "n", TorrentState.SEEDING, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, "/d", None, (), ()
+        IH, "n", TorrentState.SEEDING, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, "/d", None, (), (), None
     )
     decoded = decode_message(encode_message(StatusReport((row,))))
     assert isinstance(decoded, StatusReport)
