@@ -1,75 +1,63 @@
 """The coordinator's decisions, without sockets: bus events in, addressed commands out.
 
 ``Coordinator`` is a plain class. The actor feeds it every message from the agents (``handle``),
-every control request (``control``) and the time (``tick``), then sends what accumulated in
-``outbox`` as ``(agent identity, message)`` pairs. Tests drive it directly with fake agents.
+every control request, and the time (``tick``), then sends what accumulated in ``outbox`` as
+``(agent identity, message)`` pairs. Tests drive it directly with fake agents.
 
-Decisions made here:
-- which storage agent opens a torrent, which peer agents serve it, which peer agent dials which
-  address (the least loaded one);
-- which pieces each connection fetches (``PiecePicker``), in batches of
-  ``pieces_per_peer``, so a connection never waits for the coordinator between pieces;
-- what happens to a piece that failed its hash (picked again, from other peers where
-  possible; a peer that keeps sending bad data is disconnected and its address banned).
+This module owns the session and each torrent's lifecycle; the rules of a running swarm
+(dialling, piece assignment, choking, bans) are in ``swarm.py``. A torrent moves through:
+
+    CHECKING --TorrentOpened--> DOWNLOADING --all pieces--> SEEDING
+    any --pause--> PAUSED --resume--> CHECKING        (files closed while paused)
+    any --StorageFailed--> ERROR --resume--> CHECKING (the storage agent reopens the files)
+    DOWNLOADING/SEEDING --verify--> CHECKING          (every piece hashed again)
+
+While a torrent is open (``picker`` set) it is attached to every peer agent and tracked by the
+tracker agent; stopping it (pause, error, verify, removal) detaches and untracks it.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable
+from typing import Protocol
 
 from shared.bitfield import Bitfield, BitfieldError
 from shared.bus import (
     AddTorrent,
-    AssignPieces,
     AttachTorrent,
-    BanPeers,
-    BroadcastHave,
-    CancelPieces,
+    CheckProgress,
     CloseTorrent,
-    ConnectPeer,
     ControlFailed,
     DetachTorrent,
-    DisconnectPeer,
     GetStatus,
     Goodbye,
     Hello,
     ListeningOn,
     Message,
     OpenTorrent,
-    PeerBitfield,
-    PeerConnected,
-    PeerConnectFailed,
-    PeerDisconnected,
-    PeerHave,
-    PeerInterest,
     PeersDiscovered,
-    PeerStatus,
-    PieceDownloaded,
     PieceRejected,
-    PiecesReleased,
     PieceVerified,
+    RecheckTorrent,
     RemoveTorrent,
     ServiceKind,
-    SetChoke,
     StatusReport,
     StorageFailed,
     TorrentAdded,
     TorrentClosed,
-    TorrentCompleted,
     TorrentOpened,
+    TorrentPaused,
     TorrentRemoved,
+    TorrentResumed,
     TorrentState,
-    TorrentStatus,
     TrackerState,
     TrackerStateChanged,
-    TrackerStatus,
     TrackerTier,
     TrackTorrent,
     TransferStats,
     UntrackTorrent,
     UpdateTransfer,
-    WorkWanted,
+    VerifyStarted,
 )
 from shared.config import CoordinatorConfig
 from shared.errors import MetainfoError
@@ -77,19 +65,40 @@ from shared.metainfo import parse_metainfo
 from shared.types import InfoHash, PeerAddress, PeerId
 
 from .agents import Agent, AgentRegistry
-from .choking import Candidate, Choker
+from .choking import Choker
 from .picking import PiecePicker
-from .torrent import PeerRecord, Torrent
+from .status import torrent_status
+from .swarm import MAX_HASH_FAILURES, PeerEvent, SwarmRules
+from .torrent import Torrent
 
-__all__ = ["LISTEN_PORT_WAIT", "MAX_HASH_FAILURES", "Coordinator"]
+__all__ = ["LISTEN_PORT_WAIT", "MAX_HASH_FAILURES", "Coordinator", "SessionListener"]
 
 LISTEN_PORT_WAIT = 3.0
 """Seconds a new torrent waits for a peer agent's listen port before announcing anyway."""
 
-MAX_HASH_FAILURES = 3
-"""Pieces a connection may send us corrupt before it is dropped and its address banned."""
-
 Outgoing = tuple[bytes, Message]
+_OPEN_STATES = (TorrentState.DOWNLOADING, TorrentState.SEEDING)
+
+
+class SessionListener(Protocol):
+    """Told of every change worth keeping across a restart (the daemon's session store)."""
+
+    def torrent_added(self, torrent: Torrent, *, paused: bool) -> None: ...
+    def torrent_paused(self, info_hash: InfoHash, paused: bool) -> None: ...
+    def torrent_removed(self, info_hash: InfoHash) -> None: ...
+
+
+class _Forgetful:
+    """The one-shot download keeps nothing."""
+
+    def torrent_added(self, torrent: Torrent, *, paused: bool) -> None:
+        pass
+
+    def torrent_paused(self, info_hash: InfoHash, paused: bool) -> None:
+        pass
+
+    def torrent_removed(self, info_hash: InfoHash) -> None:
+        pass
 
 
 class Coordinator:
@@ -97,10 +106,11 @@ class Coordinator:
 
     Args:
         peer_id: our peer id for this run.
-        listen_port: the port announced to trackers.
+        listen_port: the port announced to trackers until a peer agent reports its own.
         storage_endpoint: where peer agents send pieces (the storage agent's data endpoint).
         config: the coordinator's section of the configuration.
-        rng: randomness for the piece picker.
+        rng: randomness for the piece picker and the choker.
+        session: told of changes to persist.
     """
 
     def __init__(
@@ -111,15 +121,18 @@ class Coordinator:
         storage_endpoint: str,
         config: CoordinatorConfig,
         rng: random.Random,
+        session: SessionListener | None = None,
     ) -> None:
         self.peer_id = peer_id
         self.listen_port = listen_port
         self.storage_endpoint = storage_endpoint
         self.config = config
         self.rng = rng
+        self.session: SessionListener = session or _Forgetful()
         self.agents = AgentRegistry()
         self.torrents: dict[InfoHash, Torrent] = {}
         self.outbox: list[Outgoing] = []
+        self.swarm = SwarmRules(self.agents, config, self._send)
         self.listen_address: PeerAddress | None = None
         """Where the first peer agent accepts connections (``ListeningOn``)."""
         self._now = 0.0
@@ -135,33 +148,27 @@ class Coordinator:
         """A welcomed agent: give it the torrents it should know about."""
         agent = self.agents.join(identity, hello)
         for torrent in self.torrents.values():
-            self._introduce(torrent, agent)
+            match agent.kind:
+                case ServiceKind.STORAGE_AGENT if torrent.state is TorrentState.CHECKING:
+                    self._open(torrent, agent)
+                case ServiceKind.PEER_AGENT if torrent.picker is not None:
+                    self._attach(torrent, agent)
+                case ServiceKind.TRACKER_AGENT if torrent.picker is not None:
+                    self._track(torrent, agent)
 
     def agent_left(self, identity: bytes) -> Agent | None:
         """An agent is gone (goodbye, exit, silence): forget what it was doing."""
         agent = self.agents.leave(identity)
-        if agent is None:
-            return None
-        for torrent in self.torrents.values():
-            for key in [k for k, peer in torrent.peers.items() if peer.agent == identity]:
-                self._forget_peer(torrent, key)
-            for address in [a for a, who in torrent.connecting.items() if who == identity]:
-                del torrent.connecting[address]
-            self._offer_work(torrent)
+        if agent is not None:
+            for torrent in self.torrents.values():
+                self.swarm.forget_agent(torrent, identity)
         return agent
-
-    def _introduce(self, torrent: Torrent, agent: Agent) -> None:
-        match agent.kind:
-            case ServiceKind.STORAGE_AGENT if torrent.picker is None:
-                self._open(torrent, agent)
-            case ServiceKind.PEER_AGENT if torrent.picker is not None:
-                self._attach(torrent, agent)
-            case ServiceKind.TRACKER_AGENT if torrent.picker is not None:
-                self._track(torrent, agent)
 
     # -- control --
 
-    def add_torrent(self, request: AddTorrent, now: float) -> TorrentAdded | ControlFailed:
+    def add_torrent(
+        self, request: AddTorrent, now: float, *, paused: bool = False, persist: bool = True
+    ) -> TorrentAdded | ControlFailed:
         try:
             metainfo = parse_metainfo(request.metainfo)
         except MetainfoError as exc:
@@ -171,29 +178,88 @@ class Coordinator:
                 "already_added", f"{metainfo.info.name} is already added ({metainfo.info_hash})"
             )
         save_path = request.download_dir or self.config.download_dir
-        torrent = Torrent(metainfo, save_path, added_at=now, choker=Choker(self.rng, now))
+        torrent = Torrent(
+            metainfo, request.metainfo, save_path, added_at=now, choker=Choker(self.rng, now)
+        )
         self.torrents[metainfo.info_hash] = torrent
-        storage = self.agents.first(ServiceKind.STORAGE_AGENT)
-        if storage is not None:
-            self._open(torrent, storage)
+        if persist:
+            self.session.torrent_added(torrent, paused=paused)
+        if paused:
+            torrent.state = TorrentState.PAUSED
+        else:
+            self._start(torrent)
         return TorrentAdded(metainfo.info_hash, metainfo.info.name)
+
+    def restore(
+        self, metainfo: bytes, save_path: str, *, paused: bool, totals: tuple[int, int], now: float
+    ) -> TorrentAdded | ControlFailed:
+        """Bring back a torrent of an earlier run; ``totals`` is ``(uploaded, downloaded)``."""
+        reply = self.add_torrent(AddTorrent(metainfo, save_path), now, paused=paused, persist=False)
+        if isinstance(reply, TorrentAdded):
+            torrent = self.torrents[reply.info_hash]
+            torrent.uploaded_closed, torrent.downloaded_closed = totals
+        return reply
+
+    def pause(self, info_hash: InfoHash) -> TorrentPaused | ControlFailed:
+        torrent = self.torrents.get(info_hash)
+        if torrent is None:
+            return _unknown(info_hash)
+        if torrent.state is not TorrentState.PAUSED:
+            self._stop(torrent, close_storage=True)
+            torrent.state = TorrentState.PAUSED
+            torrent.check_progress = None
+            self.session.torrent_paused(info_hash, True)
+        return TorrentPaused(info_hash)
+
+    def resume(self, info_hash: InfoHash) -> TorrentResumed | ControlFailed:
+        """Start a paused torrent again, or retry one in error (its files are reopened)."""
+        torrent = self.torrents.get(info_hash)
+        if torrent is None:
+            return _unknown(info_hash)
+        if torrent.state in (TorrentState.PAUSED, TorrentState.ERROR):
+            torrent.error = None
+            self._start(torrent)
+            self.session.torrent_paused(info_hash, False)
+        return TorrentResumed(info_hash)
+
+    def verify(self, info_hash: InfoHash) -> VerifyStarted | ControlFailed:
+        """Hash every piece on disk again; the torrent is checking meanwhile."""
+        torrent = self.torrents.get(info_hash)
+        if torrent is None:
+            return _unknown(info_hash)
+        if torrent.state is TorrentState.PAUSED:
+            return ControlFailed("paused", f"{torrent.name} is paused: resume it to verify it")
+        storage = self.agents.first(ServiceKind.STORAGE_AGENT)
+        if storage is None:
+            return ControlFailed("no_storage_agent", "the storage agent is not running")
+        self._stop(torrent, close_storage=False)
+        torrent.state, torrent.error, torrent.check_progress = TorrentState.CHECKING, None, 0.0
+        self._send(storage.identity, RecheckTorrent(info_hash))
+        return VerifyStarted(info_hash)
+
+    def remove_torrent(self, request: RemoveTorrent) -> TorrentRemoved | ControlFailed:
+        torrent = self.torrents.pop(request.info_hash, None)
+        if torrent is None:
+            return _unknown(request.info_hash)
+        self._stop(torrent, close_storage=False)
+        for agent in self.agents.of_kind(ServiceKind.STORAGE_AGENT):
+            self._send(agent.identity, CloseTorrent(request.info_hash, request.delete_files))
+        self.session.torrent_removed(request.info_hash)
+        return TorrentRemoved(request.info_hash)
 
     def status(self, request: GetStatus | None = None) -> StatusReport:
         prefix = request.prefix.lower() if request is not None else ""
         return StatusReport(
             tuple(
-                self._status_of(torrent)
+                torrent_status(torrent, self._now)
                 for torrent in self.torrents.values()
                 if torrent.info_hash_hex.startswith(prefix)
             )
         )
 
-    def remove_torrent(self, request: RemoveTorrent) -> TorrentRemoved | ControlFailed:
-        torrent = self.torrents.pop(request.info_hash, None)
-        if torrent is None:
-            return ControlFailed("unknown_torrent", f"no torrent {request.info_hash}")
-        self._stop_torrent(torrent)
-        return TorrentRemoved(request.info_hash)
+    def totals(self) -> dict[InfoHash, tuple[int, int]]:
+        """``(uploaded, downloaded)`` of every torrent, for the session store."""
+        return {key: (t.uploaded, t.downloaded) for key, t in self.torrents.items()}
 
     def diagnosis(self, info_hash: InfoHash) -> str:
         """One line on why a torrent finds no peers (for the one-shot download's error)."""
@@ -216,70 +282,10 @@ class Coordinator:
         return "the trackers know no other peer for this torrent"
 
     def stop_all(self) -> None:
-        """Shutdown: tell every agent to let go of every torrent (trackers get ``stopped``)."""
+        """Shutdown: every agent lets go of every torrent (trackers get ``stopped``)."""
         for torrent in self.torrents.values():
-            self._stop_torrent(torrent)
-
-    def _stop_torrent(self, torrent: Torrent) -> None:
-        info_hash = torrent.metainfo.info_hash
-        for agent in self.agents.of_kind(ServiceKind.TRACKER_AGENT):
-            self._send(agent.identity, UntrackTorrent(info_hash))
-        for agent in self.agents.of_kind(ServiceKind.PEER_AGENT):
-            self._send(agent.identity, DetachTorrent(info_hash))
-        for agent in self.agents.of_kind(ServiceKind.STORAGE_AGENT):
-            self._send(agent.identity, CloseTorrent(info_hash, delete_files=False))
-
-    def _status_of(self, torrent: Torrent) -> TorrentStatus:
-        total = torrent.total_length
-        trackers = tuple(
-            TrackerStatus(
-                url=report.url,
-                tier=report.tier,
-                state=report.state,
-                error=report.error,
-                seeders=report.seeders,
-                leechers=report.leechers,
-                completed=report.completed,
-                next_announce_in=None
-                if report.next_announce_in is None
-                else max(0.0, report.next_announce_in - (self._now - received)),
-            )
-            for report, received in sorted(
-                torrent.trackers.values(), key=lambda item: (item[0].tier, item[0].url)
-            )
-        )
-        return TorrentStatus(
-            info_hash=torrent.metainfo.info_hash,
-            name=torrent.name,
-            state=torrent.state,
-            progress=min(1.0, torrent.verified_bytes / total) if total else 1.0,
-            total_length=total,
-            downloaded=torrent.downloaded,
-            uploaded=torrent.uploaded,
-            download_rate=torrent.download_rate,
-            upload_rate=torrent.upload_rate,
-            peers=len(torrent.peers),
-            seeds=torrent.seeds,
-            pieces_verified=torrent.pieces_verified,
-            num_pieces=torrent.num_pieces,
-            save_path=torrent.save_path,
-            error=torrent.error,
-            trackers=trackers,
-            peer_list=tuple(
-                PeerStatus(
-                    address=peer.address,
-                    client=peer.client,
-                    flags=peer.flags,
-                    download_rate=peer.download_rate,
-                    upload_rate=peer.upload_rate,
-                    downloaded=peer.downloaded,
-                    uploaded=peer.uploaded,
-                    progress=len(peer.bits) / torrent.num_pieces,
-                )
-                for peer in list(torrent.peers.values())[:1024]
-            ),
-            check_progress=None,
-        )
+            if torrent.state is not TorrentState.PAUSED:
+                self._stop(torrent, close_storage=True)
 
     # -- bus events --
 
@@ -290,91 +296,86 @@ class Coordinator:
             self.agent_left(sender)
             return
         if isinstance(message, ListeningOn):
-            self._on_listening(sender, message)
+            self._on_listening(message.address)
+            return
+        if isinstance(message, TransferStats):
+            self._on_stats(sender, message)
             return
         info_hash = getattr(message, "info_hash", None)
         torrent = self.torrents.get(info_hash) if isinstance(info_hash, InfoHash) else None
+        if torrent is None:
+            return  # a torrent removed meanwhile, or a confused agent: nothing to do
         match message:
-            case TransferStats(peers=stats):
-                for stat in stats:
-                    owner = self.torrents.get(stat.info_hash)
-                    record = owner.peers.get(stat.peer) if owner is not None else None
-                    if record is not None and record.agent == sender:
-                        record.downloaded, record.uploaded = stat.downloaded, stat.uploaded
-                        record.download_rate = stat.download_rate
-                        record.upload_rate = stat.upload_rate
-                        record.peer_choking = stat.peer_choking
-                        record.peer_interested = stat.peer_interested
-                        record.am_choking = stat.am_choking
-                        record.am_interested = stat.am_interested
-                        record.snubbed = stat.snubbed
-            case _ if torrent is None:
-                pass  # a torrent removed meanwhile, or a confused agent: nothing to do
             case TorrentOpened(have=have):
                 self._on_opened(torrent, have)
+            case CheckProgress(checked=checked, total=total):
+                if torrent.state is TorrentState.CHECKING and total:
+                    torrent.check_progress = min(1.0, checked / total)
             case PieceVerified(piece=piece):
-                self._on_verified(torrent, piece, now)
+                self.swarm.piece_verified(torrent, piece, now)
             case PieceRejected(piece=piece, contributors=contributors):
-                self._on_rejected(torrent, piece, contributors)
+                self.swarm.piece_rejected(torrent, piece, contributors)
             case StorageFailed(message=text):
-                torrent.state = TorrentState.ERROR
-                torrent.error = text
+                self._stop(torrent, close_storage=False)
+                torrent.state, torrent.error = TorrentState.ERROR, text
             case TorrentClosed():
                 pass
             case PeersDiscovered(peers=peers):
                 torrent.add_candidates(peers)
-                self._connect_more(torrent)
+                self.swarm.connect_more(torrent)
             case TrackerStateChanged(url=url):
                 torrent.trackers[url] = (message, now)
-            case PeerConnected():
-                self._on_connected(torrent, sender, message)
-            case PeerConnectFailed(address=address):
-                if torrent.connecting.pop(address, None) is not None:
-                    self._agent_load(sender, -1)
-                torrent.tried.add(address)
-                self._connect_more(torrent)
-            case PeerBitfield(peer=key, bitfield=raw):
-                self._on_bitfield(torrent, key, raw)
-            case PeerHave(peer=key, piece=piece):
-                self._on_have(torrent, key, piece)
-            case PeerInterest(peer=key, interested=interested):
-                self._on_interest(torrent, key, interested)
-            case WorkWanted(peer=key, count=count):
-                record = torrent.peers.get(key)
-                if record is not None:
-                    self._assign(torrent, record, count)
-            case PiecesReleased(peer=key, pieces=pieces):
-                if torrent.picker is not None and key in torrent.peers:
-                    for piece in pieces:
-                        torrent.picker.release(key, piece)
-                    self._offer_work(torrent)
-            case PieceDownloaded(peer=key, piece=piece):
-                self._on_downloaded(torrent, key, piece)
-            case PeerDisconnected(peer=key):
-                if key in torrent.peers:
-                    self._forget_peer(torrent, key)
-                    self._offer_work(torrent)
-                    self._connect_more(torrent)
+            case _ if isinstance(message, PeerEvent) and torrent.picker is not None:
+                self.swarm.handle(torrent, sender, message, now)
 
     def tick(self, now: float) -> None:
         """Once a second: choking rounds, tracker totals, and the connection count."""
         self._now = max(self._now, now)
         for torrent in self.torrents.values():
-            if torrent.picker is None or torrent.state is TorrentState.ERROR:
+            if torrent.picker is None or torrent.state not in _OPEN_STATES:
                 continue
             if torrent.choker.due(now):
-                self._rechoke(torrent, now)
+                self.swarm.rechoke(torrent, now)
             if not torrent.tracked and now - torrent.added_at >= LISTEN_PORT_WAIT:
                 for agent in self.agents.of_kind(ServiceKind.TRACKER_AGENT):
                     self._track(torrent, agent)
-            self._connect_more(torrent)
+            self.swarm.connect_more(torrent)
             update = UpdateTransfer(
                 torrent.metainfo.info_hash, torrent.uploaded, torrent.downloaded, torrent.left
             )
             for agent in self.agents.of_kind(ServiceKind.TRACKER_AGENT):
                 self._send(agent.identity, update)
 
+    def _on_stats(self, sender: bytes, message: TransferStats) -> None:
+        for stat in message.peers:
+            owner = self.torrents.get(stat.info_hash)
+            record = owner.peers.get(stat.peer) if owner is not None else None
+            if record is not None and record.agent == sender:
+                record.downloaded, record.uploaded = stat.downloaded, stat.uploaded
+                record.download_rate, record.upload_rate = stat.download_rate, stat.upload_rate
+                record.peer_choking = stat.peer_choking
+                record.peer_interested = stat.peer_interested
+                record.am_choking = stat.am_choking
+                record.am_interested = stat.am_interested
+                record.snubbed = stat.snubbed
+
+    def _on_listening(self, address: PeerAddress) -> None:
+        if self.listen_address is not None:
+            return
+        self.listen_address = address
+        for torrent in self.torrents.values():
+            if torrent.picker is not None and not torrent.tracked:
+                for agent in self.agents.of_kind(ServiceKind.TRACKER_AGENT):
+                    self._track(torrent, agent)
+
     # -- torrent lifecycle --
+
+    def _start(self, torrent: Torrent) -> None:
+        """Open the files (the storage agent checks what is there); the rest follows."""
+        torrent.state, torrent.check_progress = TorrentState.CHECKING, None
+        storage = self.agents.first(ServiceKind.STORAGE_AGENT)
+        if storage is not None:
+            self._open(torrent, storage)
 
     def _open(self, torrent: Torrent, storage: Agent) -> None:
         info_hash = torrent.metainfo.info_hash
@@ -383,21 +384,41 @@ class Coordinator:
         )
 
     def _on_opened(self, torrent: Torrent, have_bytes: bytes) -> None:
-        if torrent.picker is not None:
-            return
+        if torrent.state is not TorrentState.CHECKING:
+            return  # paused or failed while the files were being checked
         try:
             have = Bitfield.from_bytes(have_bytes, torrent.num_pieces)
         except BitfieldError as exc:
             torrent.state, torrent.error = TorrentState.ERROR, f"storage agent: {exc}"
             return
         torrent.picker = PiecePicker(torrent.num_pieces, have, self.rng)
+        torrent.check_progress = None
         geometry = torrent.metainfo.info.geometry
         torrent.verified_bytes = sum(geometry.piece_size(piece) for piece in have)
         torrent.state = TorrentState.SEEDING if torrent.complete else TorrentState.DOWNLOADING
+        if not torrent.complete:
+            torrent.completed_at = None
         for agent in self.agents.of_kind(ServiceKind.PEER_AGENT):
             self._attach(torrent, agent)
         for agent in self.agents.of_kind(ServiceKind.TRACKER_AGENT):
             self._track(torrent, agent)
+
+    def _stop(self, torrent: Torrent, *, close_storage: bool) -> None:
+        """Let go of a torrent: trackers get ``stopped``, connections close, files close."""
+        info_hash = torrent.metainfo.info_hash
+        if torrent.tracked:
+            for agent in self.agents.of_kind(ServiceKind.TRACKER_AGENT):
+                self._send(agent.identity, UntrackTorrent(info_hash))
+            torrent.tracked = False
+        if torrent.picker is not None:
+            for agent in self.agents.of_kind(ServiceKind.PEER_AGENT):
+                self._send(agent.identity, DetachTorrent(info_hash))
+            torrent.verified_pieces = len(torrent.picker)
+        self.swarm.forget_all(torrent)
+        torrent.picker = None
+        if close_storage:
+            for agent in self.agents.of_kind(ServiceKind.STORAGE_AGENT):
+                self._send(agent.identity, CloseTorrent(info_hash, delete_files=False))
 
     def _attach(self, torrent: Torrent, agent: Agent) -> None:
         assert torrent.picker is not None
@@ -435,198 +456,9 @@ class Coordinator:
             ),
         )
 
-    def _on_verified(self, torrent: Torrent, piece: int, now: float) -> None:
-        picker = torrent.picker
-        if picker is None or piece >= torrent.num_pieces or piece in picker.have:
-            return
-        for owner in picker.owners(piece):
-            self._cancel(torrent, str(owner), piece)
-        picker.piece_verified(piece)
-        torrent.verified_bytes += torrent.metainfo.info.geometry.piece_size(piece)
-        for agent in self.agents.of_kind(ServiceKind.PEER_AGENT):
-            self._send(agent.identity, BroadcastHave(torrent.metainfo.info_hash, piece))
-        if picker.complete and torrent.completed_at is None:
-            torrent.completed_at = now
-            torrent.state = TorrentState.SEEDING
-            for agent in self.agents.of_kind(ServiceKind.TRACKER_AGENT):
-                self._send(agent.identity, TorrentCompleted(torrent.metainfo.info_hash))
-
-    def _on_rejected(self, torrent: Torrent, piece: int, contributors: Iterable[str]) -> None:
-        if torrent.picker is None or piece >= torrent.num_pieces:
-            return
-        suspects = [key for key in contributors if key in torrent.peers]
-        torrent.picker.piece_failed(piece, suspects)
-        for key in suspects:
-            record = torrent.peers[key]
-            record.hash_failures += 1
-            if record.hash_failures >= MAX_HASH_FAILURES:
-                torrent.banned_hosts.add(record.address.host)
-                for agent in self.agents.of_kind(ServiceKind.PEER_AGENT):
-                    self._send(
-                        agent.identity,
-                        BanPeers(torrent.metainfo.info_hash, (record.address.host,)),
-                    )
-                self._send(
-                    record.agent,
-                    DisconnectPeer(torrent.metainfo.info_hash, key, "sent_corrupt_data"),
-                )
-                self._forget_peer(torrent, key)
-        self._offer_work(torrent)
-
-    # -- peers --
-
-    def _on_listening(self, sender: bytes, message: ListeningOn) -> None:
-        if self.listen_address is None:
-            self.listen_address = message.address
-            for torrent in self.torrents.values():
-                if torrent.picker is not None and not torrent.tracked:
-                    for agent in self.agents.of_kind(ServiceKind.TRACKER_AGENT):
-                        self._track(torrent, agent)
-
-    def _on_interest(self, torrent: Torrent, key: str, interested: bool) -> None:
-        record = torrent.peers.get(key)
-        if record is None:
-            return
-        record.peer_interested = interested
-        if interested and key not in torrent.choker.unchoked and torrent.choker.grant(key):
-            self._send(record.agent, SetChoke(torrent.metainfo.info_hash, key, False))
-            record.am_choking = False
-
-    def _rechoke(self, torrent: Torrent, now: float) -> None:
-        before = torrent.choker.unchoked
-        after = torrent.choker.rechoke(
-            (
-                Candidate(
-                    key=peer.key,
-                    interested=peer.peer_interested,
-                    download_rate=peer.download_rate,
-                    upload_rate=peer.upload_rate,
-                    connected_at=peer.connected_at,
-                    snubbed=peer.snubbed,
-                )
-                for peer in torrent.peers.values()
-            ),
-            seeding=torrent.complete,
-            now=now,
-        )
-        for key in before ^ after:
-            record = torrent.peers.get(str(key))
-            if record is not None:
-                choked = key not in after
-                record.am_choking = choked
-                self._send(record.agent, SetChoke(torrent.metainfo.info_hash, record.key, choked))
-
-    def _connect_more(self, torrent: Torrent) -> None:
-        if torrent.picker is None or torrent.complete or torrent.state is TorrentState.ERROR:
-            return
-        limit = self.config.max_peers_per_torrent
-        while torrent.candidates and len(torrent.peers) + len(torrent.connecting) < limit:
-            agent = self.agents.least_loaded_peer_agent()
-            if agent is None:
-                return
-            address, _ = torrent.candidates.popitem(last=False)
-            if torrent.connected_to(address) or address.host in torrent.banned_hosts:
-                continue
-            torrent.connecting[address] = agent.identity
-            agent.connections += 1
-            self._send(agent.identity, ConnectPeer(torrent.metainfo.info_hash, address))
-
-    def _on_connected(self, torrent: Torrent, sender: bytes, message: PeerConnected) -> None:
-        torrent.connecting.pop(message.address, None)
-        torrent.tried.add(message.address)
-        if message.address.host in torrent.banned_hosts or torrent.picker is None:
-            self._send(sender, DisconnectPeer(torrent.metainfo.info_hash, message.peer, "banned"))
-            return
-        torrent.peers[message.peer] = PeerRecord(
-            key=message.peer,
-            agent=sender,
-            address=message.address,
-            client=message.client,
-            bits=Bitfield(torrent.num_pieces),
-            incoming=message.incoming,
-            fast_extension=message.fast_extension,
-            extension_protocol=message.extension_protocol,
-            connected_at=self._now,
-        )
-
-    def _on_bitfield(self, torrent: Torrent, key: str, raw: bytes) -> None:
-        record = torrent.peers.get(key)
-        if record is None or torrent.picker is None:
-            return
-        try:
-            bits = Bitfield.from_bytes(raw, torrent.num_pieces)
-        except BitfieldError:
-            self._send(
-                record.agent, DisconnectPeer(torrent.metainfo.info_hash, key, "bad_bitfield")
-            )
-            self._forget_peer(torrent, key)
-            return
-        torrent.picker.peer_left(record.bits)
-        record.bits = bits
-        torrent.picker.peer_joined(bits)
-        if bits.complete and torrent.complete:
-            self._send(record.agent, DisconnectPeer(torrent.metainfo.info_hash, key, "both_seeds"))
-            self._forget_peer(torrent, key)
-            return
-        if torrent.picker.interesting(bits):
-            self._assign(torrent, record, self.config.pieces_per_peer)
-
-    def _on_have(self, torrent: Torrent, key: str, piece: int) -> None:
-        record = torrent.peers.get(key)
-        if record is None or torrent.picker is None or not 0 <= piece < torrent.num_pieces:
-            return
-        if piece not in record.bits:
-            record.bits.add(piece)
-            torrent.picker.peer_has(piece)
-            if record.starved and piece not in torrent.picker.have:
-                self._assign(torrent, record, self.config.pieces_per_peer)
-
-    def _on_downloaded(self, torrent: Torrent, key: str, piece: int) -> None:
-        picker = torrent.picker
-        if picker is None or not 0 <= piece < torrent.num_pieces or piece in picker.have:
-            return
-        for other in picker.piece_downloaded(piece):
-            if other != key:
-                self._cancel(torrent, str(other), piece)
-
-    def _assign(self, torrent: Torrent, record: PeerRecord, count: int) -> None:
-        if torrent.picker is None:
-            return
-        pieces = torrent.picker.pick(record.key, record.bits, count)
-        record.starved = not pieces
-        self._send(
-            record.agent, AssignPieces(torrent.metainfo.info_hash, record.key, tuple(pieces))
-        )
-
-    def _offer_work(self, torrent: Torrent) -> None:
-        """Pieces came free: give them to connections that had nothing to do."""
-        if torrent.picker is None:
-            return
-        for record in list(torrent.peers.values()):
-            if record.starved and torrent.picker.interesting(record.bits):
-                self._assign(torrent, record, self.config.pieces_per_peer)
-
-    def _cancel(self, torrent: Torrent, key: str, piece: int) -> None:
-        record = torrent.peers.get(key)
-        if record is not None:
-            self._send(record.agent, CancelPieces(torrent.metainfo.info_hash, key, (piece,)))
-
-    def _forget_peer(self, torrent: Torrent, key: str) -> None:
-        record = torrent.peers.pop(key, None)
-        if record is None:
-            return
-        self._agent_load(record.agent, -1)
-        torrent.choker.forget(key)
-        torrent.downloaded_closed += record.downloaded
-        torrent.uploaded_closed += record.uploaded
-        if torrent.picker is not None:
-            torrent.picker.release_peer(key)
-            torrent.picker.peer_left(record.bits)
-
-    def _agent_load(self, identity: bytes, delta: int) -> None:
-        agent = self.agents.get(identity)
-        if agent is not None:
-            agent.connections = max(0, agent.connections + delta)
-
     def _send(self, identity: bytes, message: Message) -> None:
         self.outbox.append((identity, message))
+
+
+def _unknown(info_hash: InfoHash) -> ControlFailed:
+    return ControlFailed("unknown_torrent", f"no torrent {info_hash}")

@@ -72,13 +72,20 @@ class PeerRecord:
 @dataclass(slots=True)
 class Torrent:
     metainfo: Metainfo
+    metainfo_bytes: bytes
+    """The .torrent exactly as added (persisted as is, never re-encoded)."""
     save_path: str
     added_at: float
     choker: Choker
     state: TorrentState = TorrentState.CHECKING
     error: str | None = None
     picker: PiecePicker | None = None
-    """Created when the storage agent has opened the files and reported what is there."""
+    """Exists while the torrent is open: from the storage agent's ``TorrentOpened`` until it
+    stops (pause, error, recheck). ``None`` means nothing may be fetched or served."""
+    check_progress: float | None = None
+    """While the storage agent hashes existing files: the fraction done."""
+    verified_pieces: int = 0
+    """Pieces verified, kept while the torrent is stopped (the picker is gone then)."""
     peers: dict[str, PeerRecord] = field(default_factory=dict)
     candidates: OrderedDict[PeerAddress, None] = field(default_factory=OrderedDict)
     connecting: dict[PeerAddress, bytes] = field(default_factory=dict)
@@ -88,7 +95,7 @@ class Torrent:
     """The latest report of each tracker URL, and when it arrived."""
     verified_bytes: int = 0
     downloaded_closed: int = 0
-    """Bytes downloaded by connections that have closed."""
+    """Bytes downloaded by connections that have closed, and in earlier runs."""
     uploaded_closed: int = 0
     completed_at: float | None = None
     tracked: bool = False
@@ -112,7 +119,7 @@ class Torrent:
 
     @property
     def pieces_verified(self) -> int:
-        return len(self.picker) if self.picker is not None else 0
+        return len(self.picker) if self.picker is not None else self.verified_pieces
 
     @property
     def complete(self) -> bool:

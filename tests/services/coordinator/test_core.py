@@ -18,6 +18,8 @@ from shared.bus import (
     BanPeers,
     BroadcastHave,
     CancelPieces,
+    CheckProgress,
+    CloseTorrent,
     ConnectPeer,
     ControlFailed,
     DisconnectPeer,
@@ -36,17 +38,23 @@ from shared.bus import (
     PieceDownloaded,
     PieceRejected,
     PieceVerified,
+    RecheckTorrent,
+    RemoveTorrent,
     ServiceKind,
     SetChoke,
     StorageFailed,
     TorrentAdded,
     TorrentCompleted,
     TorrentOpened,
+    TorrentPaused,
+    TorrentRemoved,
+    TorrentResumed,
     TorrentState,
     TrackerState,
     TrackerStateChanged,
     TrackTorrent,
     TransferStats,
+    VerifyStarted,
     WorkWanted,
     make_hello,
 )
@@ -54,6 +62,16 @@ from shared.config import CoordinatorConfig
 from shared.types import InfoHash, PeerAddress, PeerId
 
 M = TypeVar("M", bound=Message)
+
+
+class _AnyBytes(bytes):
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, bytes)
+
+    __hash__ = bytes.__hash__
+
+
+ANY_INFO = _AnyBytes()
 PIECE = 32768
 NUM_PIECES = 6
 STORAGE, PA1, PA2, TRACKER = b"storage", b"pa1", b"pa2", b"tracker"
@@ -93,9 +111,9 @@ def addr(n: int) -> PeerAddress:
     return PeerAddress(f"127.0.0.{n}", 6881)
 
 
-@pytest.fixture
-def core() -> Coordinator:
-    core = new_core(pieces_per_peer=2)
+def full_core(**config: Any) -> Coordinator:
+    """A coordinator with a storage agent, two peer agents and a tracker agent."""
+    core = new_core(**{"pieces_per_peer": 2, **config})
     for identity, kind in [
         (STORAGE, ServiceKind.STORAGE_AGENT),
         (PA1, ServiceKind.PEER_AGENT),
@@ -105,6 +123,11 @@ def core() -> Coordinator:
         join(core, identity, kind)
     core.handle(PA1, ListeningOn(PeerAddress("127.0.0.1", 6999)), 0.0)
     return core
+
+
+@pytest.fixture
+def core() -> Coordinator:
+    return full_core()
 
 
 def opened(core: Coordinator) -> InfoHash:
@@ -182,8 +205,8 @@ def test_discovered_peers_are_spread_over_peer_agents(core: Coordinator) -> None
     assert sent(core, ConnectPeer) == []  # a failed address is not dialled again at once
 
 
-def test_connection_limit(core: Coordinator) -> None:
-    core.config = CoordinatorConfig(max_peers_per_torrent=2)
+def test_connection_limit() -> None:
+    core = full_core(max_peers_per_torrent=2)
     info_hash = opened(core)
     peers = tuple(addr(n) for n in range(2, 8))
     core.handle(TRACKER, PeersDiscovered(info_hash, peers, PeerSource.TRACKER), 0.0)
@@ -253,8 +276,8 @@ def test_endgame_cancels_the_slower_copy(core: Coordinator) -> None:
     assert sent(core, CancelPieces) == [(PA1, CancelPieces(info_hash, "pa1/1", (5,)))]
 
 
-def test_a_closed_connection_frees_its_pieces_for_a_starved_one(core: Coordinator) -> None:
-    core.config = CoordinatorConfig(pieces_per_peer=NUM_PIECES)
+def test_a_closed_connection_frees_its_pieces_for_a_starved_one() -> None:
+    core = full_core(pieces_per_peer=NUM_PIECES)
     info_hash = opened(core)
     connect(core, info_hash, PA1, "pa1/1", 2, Bitfield.full(NUM_PIECES))
     connect(core, info_hash, PA2, "pa2/1", 3, Bitfield.full(NUM_PIECES))
@@ -409,3 +432,116 @@ def test_status_lists_peers_with_flags(core: Coordinator) -> None:
     assert row.address == addr(2) and row.client == "libtorrent 2.0"
     assert row.flags == "DUFE" and row.progress == 0.5
     assert (row.downloaded, row.uploaded) == (100, 50)
+
+
+class Recorder:
+    """A session listener that remembers what it was told."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, InfoHash, bool]] = []
+
+    def torrent_added(self, torrent: Any, *, paused: bool) -> None:
+        self.events.append(("added", torrent.metainfo.info_hash, paused))
+
+    def torrent_paused(self, info_hash: InfoHash, paused: bool) -> None:
+        self.events.append(("paused", info_hash, paused))
+
+    def torrent_removed(self, info_hash: InfoHash) -> None:
+        self.events.append(("removed", info_hash, False))
+
+
+def kinds(out: list[tuple[bytes, Message]]) -> list[tuple[bytes, str]]:
+    return [(to, type(m).__name__) for to, m in out]
+
+
+def test_pause_lets_go_of_everything_and_resume_reopens(core: Coordinator) -> None:
+    recorder = Recorder()
+    core.session = recorder
+    info_hash = opened(core)
+    core.tick(5.0)  # tracked by now
+    connect(core, info_hash, PA1, "pa1/1", 2, Bitfield.full(NUM_PIECES))
+    core.take_outbox()
+    assert core.pause(info_hash) == TorrentPaused(info_hash)
+    out = kinds(core.take_outbox())
+    assert (TRACKER, "UntrackTorrent") in out
+    assert (PA1, "DetachTorrent") in out and (PA2, "DetachTorrent") in out
+    assert (STORAGE, "CloseTorrent") in out
+    status = core.status().torrents[0]
+    assert status.state is TorrentState.PAUSED and status.peers == 0
+    core.tick(20.0)
+    core.handle(TRACKER, PeersDiscovered(info_hash, (addr(7),), PeerSource.TRACKER), 20.0)
+    assert core.take_outbox() == []  # a paused torrent dials nobody and announces nothing
+    assert core.resume(info_hash) == TorrentResumed(info_hash)
+    assert kinds(core.take_outbox()) == [(STORAGE, "OpenTorrent")]
+    core.handle(STORAGE, TorrentOpened(info_hash, Bitfield(NUM_PIECES, [0]).to_bytes()), 21.0)
+    out = kinds(core.take_outbox())
+    assert (PA1, "AttachTorrent") in out and (TRACKER, "TrackTorrent") in out
+    assert core.status().torrents[0].state is TorrentState.DOWNLOADING
+    assert recorder.events == [
+        ("added", info_hash, False),
+        ("paused", info_hash, True),
+        ("paused", info_hash, False),
+    ]
+
+
+def test_a_disk_error_stops_the_torrent_until_resumed(core: Coordinator) -> None:
+    info_hash = opened(core)
+    core.tick(5.0)
+    core.take_outbox()
+    message = "disk full writing 'file.bin' (ENOSPC): free some space, then resume the torrent"
+    core.handle(STORAGE, StorageFailed(info_hash, "file.bin", "ENOSPC", message), 6.0)
+    out = kinds(core.take_outbox())
+    assert (TRACKER, "UntrackTorrent") in out and (PA1, "DetachTorrent") in out
+    assert (STORAGE, "CloseTorrent") not in out
+    status = core.status().torrents[0]
+    assert status.state is TorrentState.ERROR and status.error == message
+    core.resume(info_hash)
+    assert kinds(core.take_outbox()) == [(STORAGE, "OpenTorrent")]
+    assert core.status().torrents[0].error is None
+
+
+def test_verify_rechecks_with_progress(core: Coordinator) -> None:
+    info_hash = opened(core)
+    core.take_outbox()
+    assert core.verify(info_hash) == VerifyStarted(info_hash)
+    assert (STORAGE, RecheckTorrent(info_hash)) in core.take_outbox()
+    core.handle(STORAGE, CheckProgress(info_hash, 3, NUM_PIECES), 1.0)
+    status = core.status().torrents[0]
+    assert status.state is TorrentState.CHECKING and status.check_progress == 0.5
+    core.handle(STORAGE, TorrentOpened(info_hash, Bitfield.full(NUM_PIECES).to_bytes()), 2.0)
+    status = core.status().torrents[0]
+    assert status.state is TorrentState.SEEDING and status.check_progress is None
+    assert status.pieces_verified == NUM_PIECES
+
+
+def test_remove_with_or_without_data(core: Coordinator) -> None:
+    recorder = Recorder()
+    core.session = recorder
+    info_hash = opened(core)
+    core.take_outbox()
+    assert core.remove_torrent(RemoveTorrent(info_hash, True)) == TorrentRemoved(info_hash)
+    assert (STORAGE, CloseTorrent(info_hash, True)) in core.take_outbox()
+    assert core.status().torrents == ()
+    assert recorder.events == [("added", info_hash, False), ("removed", info_hash, False)]
+    again = core.remove_torrent(RemoveTorrent(info_hash, False))
+    assert isinstance(again, ControlFailed) and again.reason == "unknown_torrent"
+
+
+def test_restored_torrents_keep_their_state_and_totals(core: Coordinator) -> None:
+    metainfo, info_hash = make_torrent()
+    core.restore(metainfo, "/old", paused=True, totals=(7, 9), now=0.0)
+    assert core.take_outbox() == []  # paused: nothing opened
+    status = core.status().torrents[0]
+    assert status.state is TorrentState.PAUSED and (status.uploaded, status.downloaded) == (7, 9)
+    assert status.save_path == "/old"
+    core.resume(info_hash)
+    assert [m for _, m in core.take_outbox()] == [OpenTorrent(info_hash, ANY_INFO, "/old")]
+
+
+def test_adding_is_recorded_for_the_next_run(core: Coordinator) -> None:
+    recorder = Recorder()
+    core.session = recorder
+    metainfo, info_hash = make_torrent()
+    core.add_torrent(AddTorrent(metainfo, ""), now=0.0)
+    assert recorder.events == [("added", info_hash, False)]
+    assert core.torrents[info_hash].metainfo_bytes == metainfo

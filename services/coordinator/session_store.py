@@ -1,0 +1,125 @@
+"""The daemon's session on disk: which torrents it has, where they go, whether they are paused.
+
+One SQLite database (stdlib ``sqlite3``, WAL mode) in the state directory. Each torrent keeps
+its exact .torrent bytes (so nothing is re-encoded), its download directory, its paused flag and
+its transfer totals. Which pieces are verified is *not* here: the storage agent owns that, next
+to the data, and reports it when the torrent is opened again.
+
+Writes are small and happen when something changes (add, remove, pause, resume) plus the
+totals every few seconds; each is one transaction, so a crash leaves either the old or the new
+row, never half of one. A database that cannot be read is moved aside and a fresh one started:
+the daemon comes up with no torrents and says so, rather than not at all.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from shared.types import InfoHash
+
+__all__ = ["SavedTorrent", "SessionStore"]
+
+log = logging.getLogger(__name__)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS torrents (
+    info_hash BLOB PRIMARY KEY,
+    metainfo BLOB NOT NULL,
+    save_path TEXT NOT NULL,
+    paused INTEGER NOT NULL DEFAULT 0,
+    added_at REAL NOT NULL,
+    uploaded INTEGER NOT NULL DEFAULT 0,
+    downloaded INTEGER NOT NULL DEFAULT 0
+)
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class SavedTorrent:
+    info_hash: InfoHash
+    metainfo: bytes
+    save_path: str
+    paused: bool
+    uploaded: int
+    downloaded: int
+
+
+class SessionStore:
+    """Args:
+    path: the database file (created if missing).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = self._open(path)
+        except sqlite3.DatabaseError as exc:
+            aside = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
+            log.error("session database %s is unreadable (%s): moved to %s", path, exc, aside)
+            path.rename(aside)
+            self._db = self._open(path)
+
+    @staticmethod
+    def _open(path: Path) -> sqlite3.Connection:
+        db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute(_SCHEMA)
+            db.execute("SELECT count(*) FROM torrents").fetchone()
+        except sqlite3.DatabaseError:
+            db.close()
+            raise
+        return db
+
+    def load(self) -> list[SavedTorrent]:
+        """Every saved torrent, oldest first; rows that make no sense are skipped."""
+        rows = self._db.execute(
+            "SELECT info_hash, metainfo, save_path, paused, uploaded, downloaded "
+            "FROM torrents ORDER BY added_at"
+        ).fetchall()
+        saved = []
+        for info_hash, metainfo, save_path, paused, uploaded, downloaded in rows:
+            try:
+                key = InfoHash(bytes(info_hash))
+            except (TypeError, ValueError):
+                log.warning("skipping a session row with a bad info hash")
+                continue
+            saved.append(
+                SavedTorrent(
+                    key, bytes(metainfo), str(save_path), bool(paused), uploaded, downloaded
+                )
+            )
+        return saved
+
+    def add(self, info_hash: InfoHash, metainfo: bytes, save_path: str, *, paused: bool) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO torrents (info_hash, metainfo, save_path, paused, added_at) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (info_hash.raw, metainfo, save_path, int(paused), time.time()),
+        )
+
+    def set_paused(self, info_hash: InfoHash, paused: bool) -> None:
+        self._db.execute(
+            "UPDATE torrents SET paused = ? WHERE info_hash = ?", (int(paused), info_hash.raw)
+        )
+
+    def set_totals(self, totals: dict[InfoHash, tuple[int, int]]) -> None:
+        """Save ``(uploaded, downloaded)`` for several torrents in one transaction."""
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.executemany(
+                "UPDATE torrents SET uploaded = ?, downloaded = ? WHERE info_hash = ?",
+                [(up, down, key.raw) for key, (up, down) in totals.items()],
+            )
+
+    def remove(self, info_hash: InfoHash) -> None:
+        self._db.execute("DELETE FROM torrents WHERE info_hash = ?", (info_hash.raw,))
+
+    def close(self) -> None:
+        self._db.close()

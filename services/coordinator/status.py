@@ -1,0 +1,67 @@
+"""A torrent's state as the user sees it: the ``TorrentStatus`` record of ``status``."""
+
+from __future__ import annotations
+
+from shared.bus import PeerStatus, TorrentStatus, TrackerStatus
+
+from .torrent import Torrent
+
+__all__ = ["MAX_PEER_ROWS", "torrent_status"]
+
+MAX_PEER_ROWS = 1024
+"""Connections listed per torrent (the schema's bound)."""
+
+
+def torrent_status(torrent: Torrent, now: float) -> TorrentStatus:
+    """The status of ``torrent`` at ``now`` (tracker deadlines are relative to it)."""
+    total = torrent.total_length
+    trackers = tuple(
+        TrackerStatus(
+            url=report.url,
+            tier=report.tier,
+            state=report.state,
+            error=report.error,
+            seeders=report.seeders,
+            leechers=report.leechers,
+            completed=report.completed,
+            next_announce_in=None
+            if report.next_announce_in is None
+            else max(0.0, report.next_announce_in - (now - received)),
+        )
+        for report, received in sorted(
+            torrent.trackers.values(), key=lambda item: (item[0].tier, item[0].url)
+        )
+    )
+    peers = tuple(
+        PeerStatus(
+            address=peer.address,
+            client=peer.client,
+            flags=peer.flags,
+            download_rate=peer.download_rate,
+            upload_rate=peer.upload_rate,
+            downloaded=peer.downloaded,
+            uploaded=peer.uploaded,
+            progress=len(peer.bits) / torrent.num_pieces,
+        )
+        for peer in list(torrent.peers.values())[:MAX_PEER_ROWS]
+    )
+    return TorrentStatus(
+        info_hash=torrent.metainfo.info_hash,
+        name=torrent.name,
+        state=torrent.state,
+        progress=min(1.0, torrent.verified_bytes / total) if total else 1.0,
+        total_length=total,
+        downloaded=torrent.downloaded,
+        uploaded=torrent.uploaded,
+        download_rate=torrent.download_rate,
+        upload_rate=torrent.upload_rate,
+        peers=len(torrent.peers),
+        seeds=torrent.seeds,
+        pieces_verified=torrent.pieces_verified,
+        num_pieces=torrent.num_pieces,
+        save_path=torrent.save_path,
+        error=torrent.error,
+        trackers=trackers,
+        peer_list=peers,
+        check_progress=torrent.check_progress,
+    )

@@ -1,0 +1,318 @@
+"""The rules of one torrent's swarm: whom to dial, which pieces each connection fetches, whom
+to upload to, and what to do with a peer that sends corrupt data.
+
+``SwarmRules`` is the part of the coordinator that reacts to the peer agents' events for a
+torrent that is open (its ``picker`` exists). It holds no state of its own beyond references:
+the torrent's state is in ``Torrent``, the agents in ``AgentRegistry``, and every command goes
+out through ``send``. Pure: no sockets, and the time is passed in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from shared.bitfield import Bitfield, BitfieldError
+from shared.bus import (
+    AssignPieces,
+    BanPeers,
+    BroadcastHave,
+    CancelPieces,
+    ConnectPeer,
+    DisconnectPeer,
+    Message,
+    PeerBitfield,
+    PeerConnected,
+    PeerConnectFailed,
+    PeerDisconnected,
+    PeerHave,
+    PeerInterest,
+    PieceDownloaded,
+    PiecesReleased,
+    ServiceKind,
+    SetChoke,
+    TorrentCompleted,
+    TorrentState,
+    WorkWanted,
+)
+from shared.config import CoordinatorConfig
+
+from .agents import AgentRegistry
+from .choking import Candidate
+from .torrent import PeerRecord, Torrent
+
+__all__ = ["MAX_HASH_FAILURES", "PeerEvent", "SwarmRules"]
+
+MAX_HASH_FAILURES = 3
+"""Pieces a connection may send us corrupt before it is dropped and its address banned."""
+
+PeerEvent = (
+    PeerConnected
+    | PeerConnectFailed
+    | PeerBitfield
+    | PeerHave
+    | PeerInterest
+    | WorkWanted
+    | PiecesReleased
+    | PieceDownloaded
+    | PeerDisconnected
+)
+
+
+class SwarmRules:
+    def __init__(
+        self,
+        agents: AgentRegistry,
+        config: CoordinatorConfig,
+        send: Callable[[bytes, Message], None],
+    ) -> None:
+        self.agents = agents
+        self.config = config
+        self._send = send
+
+    def handle(self, torrent: Torrent, sender: bytes, event: PeerEvent, now: float) -> None:
+        """One event about one of the torrent's connections, from the peer agent ``sender``."""
+        match event:
+            case PeerConnected():
+                self._on_connected(torrent, sender, event, now)
+            case PeerConnectFailed(address=address):
+                if torrent.connecting.pop(address, None) is not None:
+                    self._agent_load(sender, -1)
+                torrent.tried.add(address)
+                self.connect_more(torrent)
+            case PeerBitfield(peer=key, bitfield=raw):
+                self._on_bitfield(torrent, key, raw)
+            case PeerHave(peer=key, piece=piece):
+                self._on_have(torrent, key, piece)
+            case PeerInterest(peer=key, interested=interested):
+                self._on_interest(torrent, key, interested)
+            case WorkWanted(peer=key, count=count):
+                record = torrent.peers.get(key)
+                if record is not None:
+                    self._assign(torrent, record, count)
+            case PiecesReleased(peer=key, pieces=pieces):
+                if torrent.picker is not None and key in torrent.peers:
+                    for piece in pieces:
+                        torrent.picker.release(key, piece)
+                    self.offer_work(torrent)
+            case PieceDownloaded(peer=key, piece=piece):
+                self._on_downloaded(torrent, key, piece)
+            case PeerDisconnected(peer=key):
+                if key in torrent.peers:
+                    self.forget_peer(torrent, key)
+                    self.offer_work(torrent)
+                    self.connect_more(torrent)
+
+    # -- pieces --
+
+    def piece_verified(self, torrent: Torrent, piece: int, now: float) -> None:
+        picker = torrent.picker
+        if picker is None or piece >= torrent.num_pieces or piece in picker.have:
+            return
+        for owner in picker.owners(piece):
+            self._cancel(torrent, str(owner), piece)
+        picker.piece_verified(piece)
+        torrent.verified_bytes += torrent.metainfo.info.geometry.piece_size(piece)
+        for agent in self.agents.of_kind(ServiceKind.PEER_AGENT):
+            self._send(agent.identity, BroadcastHave(torrent.metainfo.info_hash, piece))
+        if picker.complete and torrent.completed_at is None:
+            torrent.completed_at = now
+            torrent.state = TorrentState.SEEDING
+            for agent in self.agents.of_kind(ServiceKind.TRACKER_AGENT):
+                self._send(agent.identity, TorrentCompleted(torrent.metainfo.info_hash))
+
+    def piece_rejected(self, torrent: Torrent, piece: int, contributors: Iterable[str]) -> None:
+        """A piece failed its hash: fetch it again elsewhere, and ban repeat offenders."""
+        if torrent.picker is None or piece >= torrent.num_pieces:
+            return
+        suspects = [key for key in contributors if key in torrent.peers]
+        torrent.picker.piece_failed(piece, suspects)
+        for key in suspects:
+            record = torrent.peers[key]
+            record.hash_failures += 1
+            if record.hash_failures >= MAX_HASH_FAILURES:
+                self._ban(torrent, record)
+        self.offer_work(torrent)
+
+    def _ban(self, torrent: Torrent, record: PeerRecord) -> None:
+        info_hash = torrent.metainfo.info_hash
+        torrent.banned_hosts.add(record.address.host)
+        for agent in self.agents.of_kind(ServiceKind.PEER_AGENT):
+            self._send(agent.identity, BanPeers(info_hash, (record.address.host,)))
+        self._send(record.agent, DisconnectPeer(info_hash, record.key, "sent_corrupt_data"))
+        self.forget_peer(torrent, record.key)
+
+    def _on_downloaded(self, torrent: Torrent, key: str, piece: int) -> None:
+        picker = torrent.picker
+        if picker is None or not 0 <= piece < torrent.num_pieces or piece in picker.have:
+            return
+        for other in picker.piece_downloaded(piece):
+            if other != key:
+                self._cancel(torrent, str(other), piece)
+
+    def _assign(self, torrent: Torrent, record: PeerRecord, count: int) -> None:
+        if torrent.picker is None:
+            return
+        pieces = torrent.picker.pick(record.key, record.bits, count)
+        record.starved = not pieces
+        info_hash = torrent.metainfo.info_hash
+        self._send(record.agent, AssignPieces(info_hash, record.key, tuple(pieces)))
+
+    def offer_work(self, torrent: Torrent) -> None:
+        """Pieces came free: give them to connections that had nothing to do."""
+        if torrent.picker is None:
+            return
+        for record in list(torrent.peers.values()):
+            if record.starved and torrent.picker.interesting(record.bits):
+                self._assign(torrent, record, self.config.pieces_per_peer)
+
+    def _cancel(self, torrent: Torrent, key: str, piece: int) -> None:
+        record = torrent.peers.get(key)
+        if record is not None:
+            self._send(record.agent, CancelPieces(torrent.metainfo.info_hash, key, (piece,)))
+
+    # -- choking --
+
+    def _on_interest(self, torrent: Torrent, key: str, interested: bool) -> None:
+        record = torrent.peers.get(key)
+        if record is None:
+            return
+        record.peer_interested = interested
+        if interested and key not in torrent.choker.unchoked and torrent.choker.grant(key):
+            self._send(record.agent, SetChoke(torrent.metainfo.info_hash, key, False))
+            record.am_choking = False
+
+    def rechoke(self, torrent: Torrent, now: float) -> None:
+        """A choking round: unchoke the winners, choke the others."""
+        before = torrent.choker.unchoked
+        after = torrent.choker.rechoke(
+            (
+                Candidate(
+                    key=peer.key,
+                    interested=peer.peer_interested,
+                    download_rate=peer.download_rate,
+                    upload_rate=peer.upload_rate,
+                    connected_at=peer.connected_at,
+                    snubbed=peer.snubbed,
+                )
+                for peer in torrent.peers.values()
+            ),
+            seeding=torrent.complete,
+            now=now,
+        )
+        for key in before ^ after:
+            record = torrent.peers.get(str(key))
+            if record is not None:
+                choked = key not in after
+                record.am_choking = choked
+                self._send(record.agent, SetChoke(torrent.metainfo.info_hash, record.key, choked))
+
+    # -- connections --
+
+    def connect_more(self, torrent: Torrent) -> None:
+        """Dial known addresses until the torrent has its share of connections."""
+        if (
+            torrent.picker is None
+            or torrent.complete
+            or torrent.state is not TorrentState.DOWNLOADING
+        ):
+            return
+        limit = self.config.max_peers_per_torrent
+        while torrent.candidates and len(torrent.peers) + len(torrent.connecting) < limit:
+            agent = self.agents.least_loaded_peer_agent()
+            if agent is None:
+                return
+            address, _ = torrent.candidates.popitem(last=False)
+            if torrent.connected_to(address) or address.host in torrent.banned_hosts:
+                continue
+            torrent.connecting[address] = agent.identity
+            agent.connections += 1
+            self._send(agent.identity, ConnectPeer(torrent.metainfo.info_hash, address))
+
+    def _on_connected(
+        self, torrent: Torrent, sender: bytes, message: PeerConnected, now: float
+    ) -> None:
+        if torrent.connecting.pop(message.address, None) is None:
+            self._agent_load(sender, +1)  # an incoming connection
+        torrent.tried.add(message.address)
+        if message.address.host in torrent.banned_hosts or torrent.picker is None:
+            self._send(sender, DisconnectPeer(torrent.metainfo.info_hash, message.peer, "banned"))
+            self._agent_load(sender, -1)
+            return
+        torrent.peers[message.peer] = PeerRecord(
+            key=message.peer,
+            agent=sender,
+            address=message.address,
+            client=message.client,
+            bits=Bitfield(torrent.num_pieces),
+            incoming=message.incoming,
+            fast_extension=message.fast_extension,
+            extension_protocol=message.extension_protocol,
+            connected_at=now,
+        )
+
+    def _on_bitfield(self, torrent: Torrent, key: str, raw: bytes) -> None:
+        record = torrent.peers.get(key)
+        if record is None or torrent.picker is None:
+            return
+        info_hash = torrent.metainfo.info_hash
+        try:
+            bits = Bitfield.from_bytes(raw, torrent.num_pieces)
+        except BitfieldError:
+            self._send(record.agent, DisconnectPeer(info_hash, key, "bad_bitfield"))
+            self.forget_peer(torrent, key)
+            return
+        torrent.picker.peer_left(record.bits)
+        record.bits = bits
+        torrent.picker.peer_joined(bits)
+        if bits.complete and torrent.complete:
+            self._send(record.agent, DisconnectPeer(info_hash, key, "both_seeds"))
+            self.forget_peer(torrent, key)
+            return
+        if torrent.picker.interesting(bits):
+            self._assign(torrent, record, self.config.pieces_per_peer)
+
+    def _on_have(self, torrent: Torrent, key: str, piece: int) -> None:
+        record = torrent.peers.get(key)
+        if record is None or torrent.picker is None or not 0 <= piece < torrent.num_pieces:
+            return
+        if piece not in record.bits:
+            record.bits.add(piece)
+            torrent.picker.peer_has(piece)
+            if record.starved and piece not in torrent.picker.have:
+                self._assign(torrent, record, self.config.pieces_per_peer)
+
+    def forget_peer(self, torrent: Torrent, key: str) -> None:
+        """A connection is gone: its pieces go back to the pool, its counters to the torrent."""
+        record = torrent.peers.pop(key, None)
+        if record is None:
+            return
+        self._agent_load(record.agent, -1)
+        torrent.choker.forget(key)
+        torrent.downloaded_closed += record.downloaded
+        torrent.uploaded_closed += record.uploaded
+        if torrent.picker is not None:
+            torrent.picker.release_peer(key)
+            torrent.picker.peer_left(record.bits)
+
+    def forget_all(self, torrent: Torrent) -> None:
+        """The torrent stops (pause, error, recheck, removal): drop every connection record."""
+        for key in list(torrent.peers):
+            self.forget_peer(torrent, key)
+        for identity in torrent.connecting.values():
+            self._agent_load(identity, -1)
+        torrent.connecting.clear()
+        torrent.candidates.clear()
+        torrent.tried.clear()
+
+    def forget_agent(self, torrent: Torrent, identity: bytes) -> None:
+        """A peer agent is gone, with its connections."""
+        for key in [k for k, peer in torrent.peers.items() if peer.agent == identity]:
+            self.forget_peer(torrent, key)
+        for address in [a for a, who in torrent.connecting.items() if who == identity]:
+            del torrent.connecting[address]
+        self.offer_work(torrent)
+
+    def _agent_load(self, identity: bytes, delta: int) -> None:
+        agent = self.agents.get(identity)
+        if agent is not None:
+            agent.connections = max(0, agent.connections + delta)
