@@ -28,13 +28,16 @@ from shared.bus import (
     HelloPolicy,
     ListTorrents,
     Message,
+    PauseTorrent,
     RemoveTorrent,
+    ResumeTorrent,
     ServiceKind,
     Shutdown,
     ShutdownAccepted,
     ShutdownRequested,
     StatusReport,
     TorrentAdded,
+    VerifyTorrent,
 )
 from shared.runtime import BusSocket, Incoming
 from shared.types import InfoHash
@@ -42,6 +45,7 @@ from shared.types import InfoHash
 from .core import Coordinator
 from .launcher import AgentProcess, Launcher
 from .locations import Endpoints
+from .session_store import SessionStore
 
 __all__ = ["CoordinatorActor"]
 
@@ -49,6 +53,8 @@ log = logging.getLogger(__name__)
 
 HEARTBEAT_INTERVAL = 5.0
 TICK_INTERVAL = 1.0
+SAVE_TOTALS_EVERY = 10
+"""Ticks between two saves of the transfer totals."""
 MAX_RESTARTS = 3
 """Restarts of a crashed embedded agent before the daemon gives up on it."""
 
@@ -85,6 +91,7 @@ class CoordinatorActor(pykka.ThreadingActor):
         server_id: str,
         request_stop: Callable[[int, str], None],
         launcher: Launcher | None = None,
+        session: SessionStore | None = None,
     ) -> None:
         super().__init__()
         self.core = core
@@ -92,6 +99,8 @@ class CoordinatorActor(pykka.ThreadingActor):
         self.server_id = server_id
         self.request_stop = request_stop
         self.launcher = launcher
+        self.session = session
+        self._ticks = 0
         self.failure: str | None = None
         """Set when the session cannot go on (an agent keeps crashing)."""
         self._restarts: dict[ServiceKind, int] = {}
@@ -145,6 +154,8 @@ class CoordinatorActor(pykka.ThreadingActor):
         for agent in list(self.core.agents):
             self.core.outbox.append((agent.identity, Shutdown("coordinator_stopping")))
         self._flush()
+        if self.session is not None:
+            self.session.set_totals(self.core.totals())
         for sock in (self.control, self.bus):
             if sock is not None:
                 sock.close(linger=2.0)
@@ -167,6 +178,9 @@ class CoordinatorActor(pykka.ThreadingActor):
                 self.core.tick(now)
                 if self.launcher is not None:
                     self.launcher.check(self._agent_exited)
+                self._ticks += 1
+                if self.session is not None and self._ticks % SAVE_TOTALS_EVERY == 0:
+                    self.session.set_totals(self.core.totals())
         self._flush()
         return None
 
@@ -194,6 +208,12 @@ class CoordinatorActor(pykka.ThreadingActor):
                 reply = self.core.status(message)
             case RemoveTorrent():
                 reply = self.core.remove_torrent(message)
+            case PauseTorrent(info_hash=info_hash):
+                reply = self.core.pause(info_hash)
+            case ResumeTorrent(info_hash=info_hash):
+                reply = self.core.resume(info_hash)
+            case VerifyTorrent(info_hash=info_hash):
+                reply = self.core.verify(info_hash)
             case ShutdownRequested():
                 reply = ShutdownAccepted()
                 self.request_stop(0, "shutdown requested")

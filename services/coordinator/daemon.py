@@ -14,6 +14,7 @@ import logging
 import os
 import random
 import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from typing import Any
 
 import pykka
 
+from shared.bus import ControlFailed
 from shared.config import Config
 from shared.peer_id import generate_peer_id
 from shared.runtime import ActorFactory, ServiceRunner, setup_logging
@@ -29,6 +31,7 @@ from .actor import CoordinatorActor
 from .core import Coordinator
 from .launcher import Launcher
 from .locations import DaemonLock, resolve_endpoints
+from .session_store import SessionStore, StoreListener
 
 __all__ = ["DaemonOptions", "run_daemon"]
 
@@ -49,6 +52,8 @@ class DaemonOptions:
     control: str | None = None
     """Overrides the control endpoint of the config."""
     log_level: str = "INFO"
+    persistent: bool = True
+    """Keep the session (torrents, paused flags, totals) and resume state across runs."""
 
 
 def run_daemon(options: DaemonOptions, watcher: StartWatcher | None = None) -> int:
@@ -69,16 +74,21 @@ def run_daemon(options: DaemonOptions, watcher: StartWatcher | None = None) -> i
         launcher = Launcher(
             bus=endpoints.bus,
             data=endpoints.data,
+            state_dir=str(options.state_dir) if options.persistent else None,
             config_file=options.config_file,
             log_level=options.log_level,
         )
+    store = SessionStore(options.state_dir / "session.sqlite") if options.persistent else None
     core = Coordinator(
         peer_id=generate_peer_id(),
         listen_port=config.peer_agent.listen_ports[0],
         storage_endpoint=endpoints.data,
         config=dataclasses.replace(config.coordinator, download_dir=options.download_dir),
         rng=random.Random(),
+        session=StoreListener(store) if store is not None else None,
     )
+    if store is not None:
+        _restore(core, store)
     runner = ServiceRunner("coordinator", stop_timeout=10.0)
     started: list[pykka.ActorRef[Any]] = []
 
@@ -89,6 +99,7 @@ def run_daemon(options: DaemonOptions, watcher: StartWatcher | None = None) -> i
             server_id=f"coordinator-{socket.gethostname()}-{os.getpid()}",
             request_stop=runner.request_stop,
             launcher=launcher,
+            session=store,
         )
         started.append(ref)
         if launcher is not None:
@@ -103,4 +114,23 @@ def run_daemon(options: DaemonOptions, watcher: StartWatcher | None = None) -> i
     finally:
         if launcher is not None:
             launcher.stop()
+        if store is not None:
+            store.close()
         lock.release()
+
+
+def _restore(core: Coordinator, store: SessionStore) -> None:
+    """Bring back the torrents of the last run, each in the state it was left in."""
+    now = time.monotonic()
+    for saved in store.load():
+        reply = core.restore(
+            saved.metainfo,
+            saved.save_path,
+            paused=saved.paused,
+            totals=(saved.uploaded, saved.downloaded),
+            now=now,
+        )
+        if isinstance(reply, ControlFailed):
+            log.error("cannot restore torrent %s: %s", saved.info_hash, reply.message)
+        else:
+            log.info("restored %s (%s)", reply.name, "paused" if saved.paused else "active")

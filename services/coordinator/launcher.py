@@ -38,14 +38,22 @@ class Launcher:
         bus: the coordinator's bus endpoint.
         data: the storage agent's data endpoint.
         config_file: passed on to every agent, when the daemon was given one.
+        state_dir: where the storage agent keeps its resume state (none: it keeps none).
         log_level: passed on to every agent.
     """
 
     def __init__(
-        self, *, bus: str, data: str, config_file: str | None, log_level: str = "INFO"
+        self,
+        *,
+        bus: str,
+        data: str,
+        config_file: str | None,
+        state_dir: str | None = None,
+        log_level: str = "INFO",
     ) -> None:
         self.bus = bus
         self.data = data
+        self.state_dir = state_dir
         self.config_file = config_file
         self.log_level = log_level
         self.agents: list[AgentProcess] = []
@@ -74,6 +82,8 @@ class Launcher:
             argv += ["--config", self.config_file]
         if kind is ServiceKind.STORAGE_AGENT:
             argv += ["--data", self.data]
+            if self.state_dir:
+                argv += ["--state-dir", self.state_dir]
         process = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
         agent = AgentProcess(kind, agent_id, process)
         self.agents.append(agent)

@@ -21,7 +21,9 @@ from pathlib import Path
 
 from shared.types import InfoHash
 
-__all__ = ["SavedTorrent", "SessionStore"]
+from .torrent import Torrent
+
+__all__ = ["SavedTorrent", "SessionStore", "StoreListener"]
 
 log = logging.getLogger(__name__)
 
@@ -123,3 +125,21 @@ class SessionStore:
 
     def close(self) -> None:
         self._db.close()
+
+
+class StoreListener:
+    """Keeps the coordinator's session changes in a ``SessionStore``."""
+
+    def __init__(self, store: SessionStore) -> None:
+        self.store = store
+
+    def torrent_added(self, torrent: Torrent, *, paused: bool) -> None:
+        self.store.add(
+            torrent.metainfo.info_hash, torrent.metainfo_bytes, torrent.save_path, paused=paused
+        )
+
+    def torrent_paused(self, info_hash: InfoHash, paused: bool) -> None:
+        self.store.set_paused(info_hash, paused)
+
+    def torrent_removed(self, info_hash: InfoHash) -> None:
+        self.store.remove(info_hash)

@@ -77,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
             state_dir=state_dir,
             download_dir=str(output),
             log_level=args.log_level,
+            persistent=False,
         )
         return run_daemon(
             options,

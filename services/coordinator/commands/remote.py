@@ -1,4 +1,5 @@
-"""Commands that talk to a running daemon over its control socket: add, list, status, shutdown.
+"""Commands that talk to a running daemon over its control socket: add, list, status, pause,
+resume, verify, remove, shutdown.
 
 They find a daemon started with default settings without any flag (through ``daemon.json`` in
 the default state directory) and take ``--control ADDR`` or ``--state-dir DIR`` to reach another
@@ -20,11 +21,19 @@ from shared.bus import (
     GetStatus,
     ListTorrents,
     Message,
+    PauseTorrent,
+    RemoveTorrent,
+    ResumeTorrent,
     ShutdownAccepted,
     ShutdownRequested,
     StatusReport,
     TorrentAdded,
+    TorrentPaused,
+    TorrentRemoved,
+    TorrentResumed,
     TorrentStatus,
+    VerifyStarted,
+    VerifyTorrent,
 )
 from shared.errors import BusError, TorvizError
 
@@ -47,6 +56,22 @@ def register(subparsers: Any) -> None:
     status.add_argument("id", metavar="ID", nargs="?", help="info hash or an unambiguous prefix")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     status.set_defaults(handler=run_status)
+
+    for name, text in (
+        ("pause", "stop transferring a torrent (trackers are told; files are closed)"),
+        ("resume", "start a paused torrent again, or retry one in error"),
+        ("verify", "hash every piece on disk again (progress in status)"),
+    ):
+        command = _parser(subparsers, name, text)
+        command.add_argument("id", metavar="ID", help="info hash or an unambiguous prefix")
+        command.set_defaults(handler=run_torrent_command, command_name=name)
+
+    remove = _parser(subparsers, "remove", "remove a torrent from the daemon")
+    remove.add_argument("id", metavar="ID", help="info hash or an unambiguous prefix")
+    remove.add_argument(
+        "--delete-data", action="store_true", help="also delete its downloaded files"
+    )
+    remove.set_defaults(handler=run_remove)
 
     shutdown = _parser(subparsers, "shutdown", "stop the running daemon and its agents")
     shutdown.set_defaults(handler=run_shutdown)
@@ -101,18 +126,45 @@ def run_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_status(args: argparse.Namespace) -> int:
-    prefix = (args.id or "").lower()
+def _matching(args: argparse.Namespace, text: str | None) -> tuple[TorrentStatus, ...]:
+    """The torrents whose info hash starts with ``text`` (all when ``text`` is empty); an ID
+    that matches nothing, or several torrents, is an error."""
+    prefix = (text or "").lower()
     if prefix and (len(prefix) > 40 or any(c not in string.hexdigits for c in prefix)):
-        raise TorvizError("bad_id", f"{args.id!r} is not an info hash or a prefix of one (hex)")
+        raise TorvizError("bad_id", f"{text!r} is not an info hash or a prefix of one (hex)")
     report: StatusReport = _expect(_request(args, GetStatus(prefix)), StatusReport)
     torrents = report.torrents
     if prefix and not torrents:
-        raise TorvizError("unknown_torrent", f"no torrent matches {args.id}")
+        raise TorvizError("unknown_torrent", f"no torrent matches {text}")
     if prefix and len(torrents) > 1:
         raise TorvizError(
-            "ambiguous_id", f"{args.id} matches {len(torrents)} torrents: give more digits"
+            "ambiguous_id", f"{text} matches {len(torrents)} torrents: give more digits"
         )
+    return torrents
+
+
+def run_torrent_command(args: argparse.Namespace) -> int:
+    [torrent] = _matching(args, args.id)
+    request, reply_type, done = {
+        "pause": (PauseTorrent, TorrentPaused, "paused"),
+        "resume": (ResumeTorrent, TorrentResumed, "resumed"),
+        "verify": (VerifyTorrent, VerifyStarted, "verifying"),
+    }[args.command_name]
+    _expect(_request(args, request(torrent.info_hash)), reply_type)
+    print(f"{done} {torrent.name} ({torrent.info_hash.hex})")
+    return 0
+
+
+def run_remove(args: argparse.Namespace) -> int:
+    [torrent] = _matching(args, args.id)
+    _expect(_request(args, RemoveTorrent(torrent.info_hash, args.delete_data)), TorrentRemoved)
+    what = "removed, its files deleted" if args.delete_data else "removed (files kept)"
+    print(f"{what}: {torrent.name} ({torrent.info_hash.hex})")
+    return 0
+
+
+def run_status(args: argparse.Namespace) -> int:
+    torrents = _matching(args, args.id)
     if args.json:
         json.dump([_as_json(t) for t in torrents], sys.stdout, indent=2)
         print()
@@ -147,6 +199,7 @@ def _as_json(torrent: TorrentStatus) -> dict[str, Any]:
         "num_pieces": torrent.num_pieces,
         "save_path": torrent.save_path,
         "error": torrent.error,
+        "check_progress": torrent.check_progress,
         "trackers": [
             {
                 "url": tracker.url,
@@ -181,7 +234,13 @@ def _as_text(torrent: TorrentStatus) -> str:
     lines = [
         f"{torrent.name}",
         f"  info hash  {torrent.info_hash.hex}",
-        f"  state      {torrent.state.value}" + (f": {torrent.error}" if torrent.error else ""),
+        f"  state      {torrent.state.value}"
+        + (f": {torrent.error}" if torrent.error else "")
+        + (
+            f" ({torrent.check_progress * 100:.0f}% checked)"
+            if torrent.check_progress is not None
+            else ""
+        ),
         f"  progress   {torrent.progress * 100:.1f}% ({torrent.pieces_verified}/"
         f"{torrent.num_pieces} pieces of {human_size(torrent.total_length)})",
         f"  transfer   down {down} at {human_size(torrent.download_rate)}/s,"
