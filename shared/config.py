@@ -53,11 +53,40 @@ class CoordinatorConfig:
 @dataclass(frozen=True, slots=True)
 class TrackerAgentConfig:
     announce_timeout: float = 15.0
-    """Seconds to wait for one HTTP or UDP tracker reply."""
+    """Seconds an announce may go unanswered before its tracker counts as failed and the next
+    tracker (BEP 12) is tried. An HTTP request is abandoned then; a UDP exchange keeps
+    retransmitting on its own schedule (below) and a late answer still counts."""
     numwant: int = 200
     """Peers asked for in each announce."""
     dht: bool = True
     """Find peers through the DHT as well as trackers."""
+    announce_to_all_tiers: bool = False
+    """Announce to one tracker of every tier instead of stopping at the first tier that
+    answers (BEP 12 falls through the tiers in order)."""
+    udp_retransmit_base: float = 15.0
+    """Seconds before a UDP tracker request is first sent again; doubled after every
+    retransmission (BEP 15: 15 * 2^n s)."""
+    udp_max_retransmits: int = 8
+    """Retransmissions of one UDP tracker request before it fails (BEP 15: n up to 8, so about
+    two hours of silence in all with the default base)."""
+    scrape_interval: float = 300.0
+    """Seconds at least between two scrapes of one tracker for one torrent; a scrape follows a
+    successful announce once this has passed. 0 scrapes after every announce."""
+
+    def __post_init__(self) -> None:
+        checks = (
+            ("announce_timeout", self.announce_timeout > 0, "a positive number of seconds"),
+            ("numwant", 0 <= self.numwant < 2**31, "between 0 and 2147483647"),
+            ("udp_retransmit_base", self.udp_retransmit_base > 0, "a positive number of seconds"),
+            ("udp_max_retransmits", 0 <= self.udp_max_retransmits <= 16, "between 0 and 16"),
+            ("scrape_interval", self.scrape_interval >= 0, "0 or more seconds"),
+        )
+        for name, ok, expected in checks:
+            if not ok:
+                value = getattr(self, name)
+                raise ConfigError(
+                    "bad_value", f"tracker_agent.{name} must be {expected}, not {value}"
+                )
 
 
 @dataclass(frozen=True, slots=True)

@@ -150,4 +150,4 @@ def _done_line(status: TorrentStatus, elapsed: float) -> str:
 
 
 def _seed_line(status: TorrentStatus) -> str:
-    return f"seeded {status.name}: uploaded {human_size(status.uploaded)}"
+    return f"seeded {status.name}: uploaded {human_size(status.uploaded)} ({status.uploaded} bytes)"

@@ -9,6 +9,7 @@ out through ``send``. Pure: no sockets, and the time is passed in.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable
 
 from shared.bitfield import Bitfield, BitfieldError
@@ -41,6 +42,8 @@ from .choking import Candidate
 from .torrent import PeerRecord, Torrent
 
 __all__ = ["MAX_HASH_FAILURES", "PeerEvent", "SwarmRules"]
+
+log = logging.getLogger(__name__)
 
 MAX_HASH_FAILURES = 3
 """Pieces a connection may send us corrupt before it is dropped and its address banned."""
@@ -135,6 +138,13 @@ class SwarmRules:
 
     def _ban(self, torrent: Torrent, record: PeerRecord) -> None:
         info_hash = torrent.metainfo.info_hash
+        log.warning(
+            "%s: banning %s (%s): it sent %d corrupt pieces",
+            torrent.name,
+            record.address.host,
+            record.client,
+            record.hash_failures,
+        )
         torrent.banned_hosts.add(record.address.host)
         for agent in self.agents.of_kind(ServiceKind.PEER_AGENT):
             self._send(agent.identity, BanPeers(info_hash, (record.address.host,)))

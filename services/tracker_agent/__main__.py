@@ -5,7 +5,8 @@ and every socket must be cooperative), then the common agent command line is par
 one actor, ``TrackerAgent``, runs until ``Shutdown``, a signal, or the parent's death.
 
 Agent-specific option: ``--announce-to-all-tiers`` announces to one tracker of every tier
-instead of falling through the tiers (BEP 12).
+instead of falling through the tiers (BEP 12); the config key ``[tracker_agent]
+announce_to_all_tiers = true`` does the same (either one turns it on).
 """
 
 from gevent import monkey

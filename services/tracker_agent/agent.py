@@ -8,9 +8,14 @@
 # first, and its inbox never waits on the network.
 #
 # Rules:
-# - Every announce runs in its own greenlet under a ``gevent.Timeout`` of ``announce_timeout``
-#   seconds and ends by telling the actor its outcome: one dead tracker never delays another
-#   tracker or torrent. Only the actor touches the core.
+# - Every announce and scrape runs in its own greenlet under a ``gevent.Timeout`` and ends by
+#   telling the actor its outcome: one dead tracker never delays another tracker or torrent.
+#   Only the actor touches the core. The bounds: an HTTP announce and any scrape,
+#   ``announce_timeout``; a ``stopped`` announce, STOP_TIMEOUT; a UDP announce, its whole
+#   BEP 15 retransmit schedule (the core stops waiting for it after ``announce_timeout`` and
+#   falls through to the next tracker, see ``core.py``).
+# - Replies are parsed on a thread of the gevent hub's pool when they are big (over
+#   INLINE_PARSE_BYTES), so a 1 MiB reply never freezes the other greenlets.
 # - ``UntrackTorrent`` kills the torrent's announces in flight (so a late ``started`` cannot
 #   overtake the ``stopped``), sends ``stopped`` with at most STOP_TIMEOUT seconds to answer,
 #   and forgets the torrent at once.
@@ -31,7 +36,7 @@ import socket
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import gevent
 import gevent.pool
@@ -57,16 +62,30 @@ from shared.runtime.agent import AgentOptions
 from shared.tracker import AnnounceEvent, AnnounceFailure, AnnounceResponse
 from shared.types import InfoHash
 
-from .core import AnnounceJob, AnnounceOutcome, TrackerAgentCore, url_scheme
-from .http_client import announce_http, format_seconds
+from .core import (
+    AnnounceJob,
+    AnnounceOutcome,
+    Job,
+    ScrapeJob,
+    ScrapeOutcome,
+    TrackerAgentCore,
+    url_scheme,
+)
+from .http_client import announce_http, format_seconds, scrape_http
 from .udp_client import UdpTrackerClient
+from .udp_exchange import RetransmitPolicy
 
-__all__ = ["STOP_TIMEOUT", "TrackerAgent", "run_announce"]
+__all__ = ["INLINE_PARSE_BYTES", "STOP_TIMEOUT", "TrackerAgent", "run_announce", "run_scrape"]
 
 log = logging.getLogger(__name__)
 
 STOP_TIMEOUT = 2.5
 """Seconds a ``stopped`` announce (or all of them, at shutdown) may take."""
+
+INLINE_PARSE_BYTES = 64 * 1024
+"""Reply bodies up to this size are parsed in the announcing greenlet; bigger ones on a thread."""
+
+_UDP_SLACK = 60.0  # seconds added to the BEP 15 schedule for the hard bound of a UDP announce
 
 _MIN_HEARTBEAT = 0.1  # seconds; a smaller interval from the coordinator is raised to this
 _BUS_LINGER = 0.5  # seconds for the last messages (Goodbye) to leave at stop
@@ -85,33 +104,89 @@ class _Finished:
     outcome: AnnounceOutcome
 
 
+@dataclass(frozen=True, slots=True)
+class _Scraped:
+    """A scrape greenlet ended."""
+
+    job: ScrapeJob
+    outcome: ScrapeOutcome
+
+
+_T = TypeVar("_T")
+
+
+def _offload(parse: Callable[[bytes], _T], body: bytes, /) -> _T:
+    """Parse a big reply on a hub thread: this greenlet waits, the others run."""
+    if len(body) <= INLINE_PARSE_BYTES:
+        return parse(body)
+    result: _T = gevent.get_hub().threadpool.apply(parse, (body,))
+    return result
+
+
+def _bounded(
+    what: str, url: str, timeout: float | None, call: Callable[[], _T]
+) -> _T | TrackerError:
+    """Run ``call`` within ``timeout`` seconds (None: unbounded here); errors become values."""
+    timer = gevent.Timeout(timeout) if timeout is not None else None
+    if timer is not None:
+        timer.start()
+    try:
+        return call()
+    except gevent.Timeout as exc:
+        if exc is not timer or timeout is None:
+            raise
+        return TrackerError("timed_out", f"timed out after {format_seconds(timeout)} s")
+    except TrackerError as exc:
+        return exc
+    except Exception as exc:  # a bug must cost one announce, not the agent
+        log.exception("%s to %s failed unexpectedly", what, url)
+        return TrackerError("internal_error", f"internal error: {type(exc).__name__}")
+    finally:
+        if timer is not None:
+            timer.close()
+
+
 def run_announce(
     job: AnnounceJob, timeout: float, udp: UdpTrackerClient
 ) -> AnnounceResponse | AnnounceFailure | TrackerError:
-    """Send one announce, within ``timeout`` seconds whatever the tracker does.
+    """Send one announce and return how it ended, whatever the tracker does.
+
+    An HTTP announce, and any ``stopped`` announce, is cut after ``timeout`` seconds. Any other
+    UDP announce runs its full BEP 15 retransmit schedule (the caller stops waiting for it
+    earlier, see ``core.py``), bounded here by that schedule plus a minute.
 
     Must run in a greenlet of a gevent-patched process (the timeout is a ``gevent.Timeout``).
 
     Returns:
         The tracker's answer or refusal, or the ``TrackerError`` that ended it.
     """
-    timer = gevent.Timeout(timeout)
-    timer.start()
-    try:
-        if url_scheme(job.url) == "udp":
-            return udp.announce(job.url, job.request, timeout=timeout)
-        return announce_http(job.url, job.request, timeout=timeout)
-    except gevent.Timeout as exc:
-        if exc is not timer:
-            raise
-        return TrackerError("timed_out", f"timed out after {format_seconds(timeout)} s")
-    except TrackerError as exc:
-        return exc
-    except Exception as exc:  # a bug must cost one announce, not the agent
-        log.exception("announce to %s failed unexpectedly", job.url)
-        return TrackerError("internal_error", f"internal error: {type(exc).__name__}")
-    finally:
-        timer.close()
+    url, request = job.url, job.request
+    if url_scheme(url) == "udp":
+        if job.event is AnnounceEvent.STOPPED:
+            return _bounded(
+                "announce", url, timeout, lambda: udp.announce(url, request, timeout=timeout)
+            )
+        bound = udp.policy.exchange_bound + _UDP_SLACK
+        return _bounded("announce", url, bound, lambda: udp.announce(url, request))
+    return _bounded(
+        "announce",
+        url,
+        timeout,
+        lambda: announce_http(url, request, timeout=timeout, offload=_offload),
+    )
+
+
+def run_scrape(job: ScrapeJob, timeout: float, udp: UdpTrackerClient) -> ScrapeOutcome:
+    """Scrape one torrent's counts, within ``timeout`` seconds; errors are returned."""
+    url, info_hash = job.url, job.info_hash
+    if url_scheme(url) == "udp":
+        return _bounded("scrape", url, timeout, lambda: udp.scrape(url, info_hash, timeout=timeout))
+    return _bounded(
+        "scrape",
+        url,
+        timeout,
+        lambda: scrape_http(url, info_hash, timeout=timeout, offload=_offload),
+    )
 
 
 class TrackerAgent(pykka.ThreadingActor):
@@ -120,8 +195,9 @@ class TrackerAgent(pykka.ThreadingActor):
     Args:
         options: the agent's command line and config (``[tracker_agent]`` is used).
         runner: stopped on ``Shutdown`` or ``Rejected``.
-        announce_to_all_tiers: see ``AnnounceSchedule``.
-        udp: the UDP tracker client (default: BEP 15 timing).
+        announce_to_all_tiers: see ``AnnounceSchedule``; also set by the config key of that
+            name.
+        udp: the UDP tracker client (default: the config's retransmit schedule).
         clock: monotonic seconds.
         rng: shuffles tiers and draws announce keys (default: seeded from the OS).
     """
@@ -141,15 +217,19 @@ class TrackerAgent(pykka.ThreadingActor):
         self._config = options.config.tracker_agent
         self._runner = runner
         self._clock = clock
-        self._udp = udp or UdpTrackerClient()
+        config = self._config
+        policy = RetransmitPolicy(config.udp_retransmit_base, config.udp_max_retransmits)
+        self._udp = udp or UdpTrackerClient(policy=policy)
         self._core = TrackerAgentCore(
-            numwant=self._config.numwant,
+            numwant=config.numwant,
             rng=rng or random.Random(),
-            announce_to_all_tiers=announce_to_all_tiers,
+            announce_to_all_tiers=announce_to_all_tiers or config.announce_to_all_tiers,
+            patience=config.announce_timeout,
+            scrape_interval=config.scrape_interval,
         )
-        self._stop_bound = min(self._config.announce_timeout, STOP_TIMEOUT)
+        self._stop_bound = min(config.announce_timeout, STOP_TIMEOUT)
         self._bus: BusSocket | None = None
-        self._running: dict[int, tuple[AnnounceJob, gevent.Greenlet[Any, Any]]] = {}
+        self._running: dict[int, tuple[Job, gevent.Greenlet[Any, Any]]] = {}
         self._stops = gevent.pool.Group()
         self._timer: gevent.Greenlet[Any, Any] | None = None
         self._timer_at: float | None = None
@@ -195,6 +275,9 @@ class TrackerAgent(pykka.ThreadingActor):
                 self._on_bus(bus_message)
             case _Finished(job, outcome):
                 self._on_finished(job, outcome)
+            case _Scraped(job, outcome):
+                self._forget_running(job)
+                self._send(self._core.finish_scrape(job, outcome, self._clock()))
             case _Tick():
                 self._timer, self._timer_at = None, None
             case _:
@@ -242,9 +325,7 @@ class TrackerAgent(pykka.ThreadingActor):
             else:
                 tagged.info("%s: stopped announce failed: %s", job.url, _text(outcome))
             return
-        running = self._running.get(job.attempt)
-        if running is not None and running[0] is job:
-            del self._running[job.attempt]
+        self._forget_running(job)
         if isinstance(outcome, AnnounceResponse):
             tagged.info(
                 "%s: %s announce answered: %d peers, interval %d s",
@@ -256,6 +337,11 @@ class TrackerAgent(pykka.ThreadingActor):
         else:
             tagged.warning("%s: %s announce failed: %s", job.url, job.event.value, _text(outcome))
         self._send(self._core.finish(job, outcome, self._clock()))
+
+    def _forget_running(self, job: Job) -> None:
+        running = self._running.get(job.attempt)
+        if running is not None and running[0] is job:
+            del self._running[job.attempt]
 
     def _shutdown(self, reason: str) -> None:
         if self._closing:
@@ -285,7 +371,10 @@ class TrackerAgent(pykka.ThreadingActor):
         self._send(reports)
         timeout = self._config.announce_timeout
         for job in jobs:
-            greenlet = gevent.spawn(self._run, job, timeout)
+            if isinstance(job, ScrapeJob):
+                greenlet = gevent.spawn(self._run_scrape, job, timeout)
+            else:
+                greenlet = gevent.spawn(self._run, job, timeout)
             self._running[job.attempt] = (job, greenlet)
         self._arm(self._core.next_deadline(now), now)
 
@@ -293,6 +382,11 @@ class TrackerAgent(pykka.ThreadingActor):
         outcome = run_announce(job, timeout, self._udp)
         with contextlib.suppress(pykka.ActorDeadError):  # stopped meanwhile: nobody cares
             self.actor_ref.tell(_Finished(job, outcome))
+
+    def _run_scrape(self, job: ScrapeJob, timeout: float) -> None:
+        outcome = run_scrape(job, timeout, self._udp)
+        with contextlib.suppress(pykka.ActorDeadError):
+            self.actor_ref.tell(_Scraped(job, outcome))
 
     def _send_stops(self, jobs: Iterable[AnnounceJob]) -> None:
         for job in jobs:

@@ -2,17 +2,30 @@
 #
 # Strategy: ``TrackerAgentCore`` keeps one ``AnnounceSchedule`` and the transfer totals per
 # torrent. Commands from the coordinator go in (``track``, ``update``, ``complete``,
-# ``untrack``); ``due(now)`` hands out ``AnnounceJob``s (a URL and a ready ``AnnounceRequest``)
-# plus the ``TrackerStateChanged(announcing)`` messages to send; the actor runs each job in its
-# own greenlet and gives the outcome back to ``finish``, which returns ``PeersDiscovered`` and
-# ``TrackerStateChanged`` messages. The clock is passed in, so all of this is tested without
-# sockets or sleeping.
+# ``untrack``); ``due(now)`` hands out jobs, ``AnnounceJob``s (a URL and a ready
+# ``AnnounceRequest``) and ``ScrapeJob``s, plus the ``TrackerStateChanged`` messages to send;
+# the actor runs each job in its own greenlet and gives the outcome back to ``finish`` or
+# ``finish_scrape``, which return ``PeersDiscovered`` and ``TrackerStateChanged`` messages.
+# The clock is passed in, so all of this is tested without sockets or sleeping.
 #
 # Rules:
 # - Only ``http``, ``https`` and ``udp`` URLs are announced to; any other URL is reported
 #   ``disabled`` once, with the reason, and left out of the schedule.
 # - A job's outcome counts only if it is the latest announce to that URL of a torrent still
 #   tracked; anything else (an announce that outlived ``UntrackTorrent``) is ignored.
+# - Patience (``announce_timeout``): an HTTP request is cut at that time by its client, so its
+#   failure arrives then. A UDP exchange is not (BEP 15 retransmits it for up to two hours):
+#   when it has gone unanswered that long, the core reports its tracker ``failed`` ("no reply
+#   within N s, still retrying") and the tiers fall through (``AnnounceSchedule.overdue``);
+#   its answer, if it ever comes, still counts.
+# - Each report carries the tracker's latest error text until it answers again. A tracker's
+#   ``warning message`` is shown the same way: the state stays ``working`` and ``error`` reads
+#   "tracker warning: ..." (so ``status`` shows it next to a working tracker); it is also
+#   logged. Counts come from the latest announce (seeders, leechers) and scrape (seeders,
+#   leechers, completed).
+# - Scrapes (when ``scrape_interval`` is set): after a successful announce, a tracker that has a
+#   scrape endpoint (UDP, or HTTP with a BEP 48 scrape URL) is scraped, at most once per
+#   ``scrape_interval`` seconds per torrent. A failed scrape changes no state; it is logged.
 # - Peers of one reply are deduplicated and sent in messages of at most PEERS_PER_MESSAGE (the
 #   schema's bound); error texts are one line of at most MAX_ERROR_CHARS characters.
 # - Private torrents are announced to their trackers only; this agent has no other source yet.
@@ -21,6 +34,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import random
 from dataclasses import dataclass, field
 
@@ -34,7 +48,15 @@ from shared.bus import (
     UpdateTransfer,
 )
 from shared.errors import TrackerError
-from shared.tracker import AnnounceEvent, AnnounceFailure, AnnounceRequest, AnnounceResponse
+from shared.runtime import with_context
+from shared.tracker import (
+    AnnounceEvent,
+    AnnounceFailure,
+    AnnounceRequest,
+    AnnounceResponse,
+    ScrapeStats,
+    scrape_url,
+)
 from shared.types import InfoHash, PeerAddress, PeerId
 
 from .schedule import AnnounceSchedule, RetryPolicy
@@ -45,6 +67,9 @@ __all__ = [
     "SUPPORTED_SCHEMES",
     "AnnounceJob",
     "AnnounceOutcome",
+    "Job",
+    "ScrapeJob",
+    "ScrapeOutcome",
     "TrackerAgentCore",
     "url_scheme",
 ]
@@ -64,6 +89,9 @@ _U32_MAX = 2**32 - 1
 AnnounceOutcome = AnnounceResponse | AnnounceFailure | TrackerError
 """How an announce ended: answered, refused by the tracker, or failed on the way."""
 
+ScrapeOutcome = ScrapeStats | TrackerError
+"""How a scrape ended: the torrent's counts, or why there are none."""
+
 
 @dataclass(frozen=True, slots=True)
 class AnnounceJob:
@@ -81,6 +109,19 @@ class AnnounceJob:
         return self.request.event
 
 
+@dataclass(frozen=True, slots=True)
+class ScrapeJob:
+    """One scrape to send: the counts of ``info_hash`` from the tracker announced to at ``url``."""
+
+    info_hash: InfoHash
+    url: str
+    attempt: int
+
+
+Job = AnnounceJob | ScrapeJob
+"""What ``TrackerAgentCore.due`` hands out."""
+
+
 @dataclass(slots=True)
 class _Torrent:
     info_hash: InfoHash
@@ -94,8 +135,23 @@ class _Torrent:
     schedule: AnnounceSchedule
     tier_of: dict[str, int]
     tracker_ids: dict[str, bytes] = field(default_factory=dict)
-    counts: dict[str, tuple[int | None, int | None]] = field(default_factory=dict)
+    counts: dict[str, _Counts] = field(default_factory=dict)
+    notes: dict[str, str] = field(default_factory=dict)
+    """The latest error (or warning) text of each tracker, until it answers cleanly."""
     attempts: dict[str, int] = field(default_factory=dict)
+    patience: dict[str, float] = field(default_factory=dict)
+    """UDP announces in flight: when each stops being waited for (``overdue``)."""
+    scrape_after: dict[str, float] = field(default_factory=dict)
+    scrapes_wanted: set[str] = field(default_factory=set)
+    scraping: dict[str, int] = field(default_factory=dict)
+    """Scrapes in flight: URL -> attempt."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Counts:
+    seeders: int | None = None
+    leechers: int | None = None
+    completed: int | None = None
 
 
 def url_scheme(url: str) -> str:
@@ -124,6 +180,10 @@ class TrackerAgentCore:
         retry: back-off after failures.
         announce_to_all_tiers: announce to one tracker of every tier, not just the first
             tier that answers.
+        patience: seconds a UDP announce is waited for before its tracker counts as failed
+            (``announce_timeout``); None: wait for its outcome.
+        scrape_interval: seconds at least between scrapes of one tracker for one torrent;
+            None: never scrape.
     """
 
     def __init__(
@@ -133,11 +193,15 @@ class TrackerAgentCore:
         rng: random.Random,
         retry: RetryPolicy | None = None,
         announce_to_all_tiers: bool = False,
+        patience: float | None = None,
+        scrape_interval: float | None = None,
     ) -> None:
         self.numwant = numwant
         self._rng = rng
         self._retry = retry or RetryPolicy()
         self._all_tiers = announce_to_all_tiers
+        self._patience = patience
+        self._scrape_interval = scrape_interval
         self._torrents: dict[InfoHash, _Torrent] = {}
         self._attempts = itertools.count(1)
 
@@ -236,20 +300,36 @@ class TrackerAgentCore:
     # --- the clock ----------------------------------------------------------------------------
 
     def next_deadline(self, now: float) -> float | None:
-        """When ``due`` next has work: ``now`` if at once, None if only waiting on announces."""
-        deadlines = [t.schedule.next_deadline(now) for t in self._torrents.values()]
-        return min((d for d in deadlines if d is not None), default=None)
+        """When ``due`` next has work: ``now`` if at once, None if only waiting on jobs."""
+        deadlines: list[float] = []
+        for torrent in self._torrents.values():
+            deadline = torrent.schedule.next_deadline(now)
+            if deadline is not None:
+                deadlines.append(deadline)
+            deadlines.extend(max(now, d) for d in torrent.patience.values())
+            if torrent.scrapes_wanted:
+                deadlines.append(now)
+        return min(deadlines, default=None)
 
-    def due(self, now: float) -> tuple[list[AnnounceJob], list[Message]]:
-        """The announces to start now, and their ``announcing`` reports."""
-        jobs: list[AnnounceJob] = []
+    def due(self, now: float) -> tuple[list[Job], list[Message]]:
+        """The jobs to start now, and the reports to send (``announcing``, and ``failed`` for
+        UDP announces past their patience)."""
+        jobs: list[Job] = []
         reports: list[Message] = []
         for torrent in self._torrents.values():
+            reports.extend(self._overdue(torrent, now))
             for due in torrent.schedule.due(now):
                 job = self._job(torrent, due.url, due.event)
                 torrent.attempts[due.url] = job.attempt
+                if self._patience is not None and url_scheme(due.url) == "udp":
+                    torrent.patience[due.url] = now + self._patience
                 jobs.append(job)
                 reports.append(self._state(torrent, due.url, now))
+            for url in sorted(torrent.scrapes_wanted):
+                scrape = ScrapeJob(torrent.info_hash, url, next(self._attempts))
+                torrent.scraping[url] = scrape.attempt
+                jobs.append(scrape)
+            torrent.scrapes_wanted.clear()
         return jobs, reports
 
     def finish(self, job: AnnounceJob, outcome: AnnounceOutcome, now: float) -> list[Message]:
@@ -261,27 +341,60 @@ class TrackerAgentCore:
         if torrent is None or torrent.attempts.get(job.url) != job.attempt:
             return []
         del torrent.attempts[job.url]
+        torrent.patience.pop(job.url, None)
         schedule = torrent.schedule
+        url = job.url
         match outcome:
             case AnnounceResponse():
                 schedule.succeeded(
-                    job.url, now, interval=outcome.interval, min_interval=outcome.min_interval
+                    url, now, interval=outcome.interval, min_interval=outcome.min_interval
                 )
                 if outcome.tracker_id is not None:
-                    torrent.tracker_ids[job.url] = outcome.tracker_id
-                torrent.counts[job.url] = (_count(outcome.complete), _count(outcome.incomplete))
+                    torrent.tracker_ids[url] = outcome.tracker_id
+                old = torrent.counts.get(url, _Counts())
+                torrent.counts[url] = _Counts(
+                    _count(outcome.complete), _count(outcome.incomplete), old.completed
+                )
                 if outcome.warning:
-                    log.warning("%s: tracker warning: %s", job.url, outcome.warning)
-                messages: list[Message] = [self._state(torrent, job.url, now)]
+                    log.warning("%s: tracker warning: %s", url, outcome.warning)
+                    torrent.notes[url] = f"tracker warning: {outcome.warning}"
+                else:
+                    torrent.notes.pop(url, None)
+                self._want_scrape(torrent, url, now)
+                messages: list[Message] = [self._state(torrent, url, now)]
                 messages.extend(self._peer_batches(job.info_hash, outcome.addresses))
                 return messages
             case AnnounceFailure():
                 retry_after = None if outcome.retry_in is None else outcome.retry_in * 60.0
-                schedule.failed(job.url, now, retry_after=retry_after, disable=outcome.never_retry)
-                return [self._state(torrent, job.url, now, outcome.message)]
+                schedule.failed(url, now, retry_after=retry_after, disable=outcome.never_retry)
+                torrent.notes[url] = outcome.message
+                return [self._state(torrent, url, now)]
             case TrackerError():
-                schedule.failed(job.url, now)
-                return [self._state(torrent, job.url, now, str(outcome))]
+                schedule.failed(url, now)
+                torrent.notes[url] = str(outcome)
+                return [self._state(torrent, url, now)]
+
+    def finish_scrape(self, job: ScrapeJob, outcome: ScrapeOutcome, now: float) -> list[Message]:
+        """Take the outcome of a scrape; returns the report carrying the new counts, if any."""
+        torrent = self._torrents.get(job.info_hash)
+        if torrent is None or torrent.scraping.get(job.url) != job.attempt:
+            return []
+        del torrent.scraping[job.url]
+        interval = self._scrape_interval or 0.0
+        match outcome:
+            case ScrapeStats(complete=seeders, downloaded=completed, incomplete=leechers):
+                torrent.scrape_after[job.url] = now + interval
+                torrent.counts[job.url] = _Counts(
+                    _count(seeders), _count(leechers), _count(completed)
+                )
+                return [self._state(torrent, job.url, now)]
+            case TrackerError(reason="no_scrape"):
+                torrent.scrape_after[job.url] = math.inf
+            case TrackerError():
+                # Scraping is optional for a tracker: wait the full interval, at least a minute.
+                torrent.scrape_after[job.url] = now + max(interval, 60.0)
+        with_context(log, info_hash=job.info_hash).info("%s: scrape failed: %s", job.url, outcome)
+        return []
 
     # --- helpers ------------------------------------------------------------------------------
 
@@ -312,20 +425,42 @@ class TrackerAgentCore:
             torrent.info_hash, url, torrent.tier_of[url], request, next(self._attempts)
         )
 
-    def _state(
-        self, torrent: _Torrent, url: str, now: float, error: str | None = None
-    ) -> TrackerStateChanged:
+    def _overdue(self, torrent: _Torrent, now: float) -> list[Message]:
+        """UDP announces past their patience: their trackers are reported failed."""
+        late = [url for url, deadline in torrent.patience.items() if deadline <= now]
+        reports: list[Message] = []
+        for url in late:
+            del torrent.patience[url]
+            if torrent.schedule.overdue(url, now):
+                text = f"no reply within {self._patience:g} s, still retrying"
+                torrent.notes[url] = text
+                with_context(log, info_hash=torrent.info_hash).warning("%s: %s", url, text)
+                reports.append(self._state(torrent, url, now))
+        return reports
+
+    def _want_scrape(self, torrent: _Torrent, url: str, now: float) -> None:
+        if self._scrape_interval is None or url in torrent.scraping:
+            return
+        if now < torrent.scrape_after.get(url, -math.inf):
+            return
+        if url_scheme(url) == "udp" or scrape_url(url) is not None:
+            torrent.scrapes_wanted.add(url)
+        else:
+            torrent.scrape_after[url] = math.inf  # BEP 48: no scrape URL, never will be
+
+    def _state(self, torrent: _Torrent, url: str, now: float) -> TrackerStateChanged:
         view = torrent.schedule.view(url, now)
-        seeders, leechers = torrent.counts.get(url, (None, None))
+        counts = torrent.counts.get(url, _Counts())
+        note = torrent.notes.get(url)
         return TrackerStateChanged(
             info_hash=torrent.info_hash,
             url=url,
             tier=view.tier,
             state=view.state,
-            error=None if error is None else _line(error),
-            seeders=seeders,
-            leechers=leechers,
-            completed=None,
+            error=None if note is None else _line(note),
+            seeders=counts.seeders,
+            leechers=counts.leechers,
+            completed=counts.completed,
             next_announce_in=view.next_announce_in,
         )
 

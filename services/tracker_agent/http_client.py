@@ -1,10 +1,12 @@
-# HTTP(S) tracker announces: one bounded GET, its errors as one readable line.
+# HTTP(S) tracker announces and scrapes: one bounded GET, its errors as one readable line.
 #
 # Strategy: ``http.client`` on plain sockets. Under the agent's ``gevent.monkey.patch_all()``
 # sockets, DNS and ``ssl`` are cooperative, so a GET blocks only its own greenlet; in a plain
 # process (tests) the same code simply blocks. ``http_get`` follows redirects itself, so every
-# hop is bounded the same way; ``announce_http`` builds the URL with the shared codec and
-# parses the reply with it.
+# hop is bounded the same way; ``announce_http`` and ``scrape_http`` build the URL with the
+# shared codec and parse the reply with it. Parsing a big reply is pure CPU (up to ~0.15 s for
+# 1 MiB of dictionary peers), so the caller may pass ``offload`` to run the parser elsewhere
+# (the agent uses a thread of the gevent hub's pool, so other greenlets keep running).
 #
 # Rules:
 # - One overall deadline for the whole exchange, redirects included: every socket operation
@@ -30,6 +32,7 @@ import urllib.parse
 from collections.abc import Callable
 from functools import cache
 from importlib import metadata
+from typing import Protocol, TypeVar
 
 from shared.errors import TrackerError
 from shared.tracker import (
@@ -37,9 +40,14 @@ from shared.tracker import (
     AnnounceFailure,
     AnnounceRequest,
     AnnounceResponse,
+    ScrapeStats,
     build_announce_url,
+    build_scrape_url,
     parse_announce_response,
+    parse_scrape_response,
+    scrape_url,
 )
+from shared.types import InfoHash
 
 __all__ = [
     "MAX_REDIRECTS",
@@ -48,6 +56,8 @@ __all__ = [
     "describe_network_error",
     "format_seconds",
     "http_get",
+    "inline",
+    "scrape_http",
     "user_agent",
 ]
 
@@ -59,6 +69,19 @@ _MAX_REASON = 80  # characters of an HTTP reason phrase kept in an error
 _MAX_URL_SHOWN = 120
 
 Clock = Callable[[], float]
+
+_T = TypeVar("_T")
+
+
+class Offload(Protocol):
+    """Runs ``parse(body)`` somewhere and returns its result (or raises its error)."""
+
+    def __call__(self, parse: Callable[[bytes], _T], body: bytes, /) -> _T: ...
+
+
+def inline(parse: Callable[[bytes], _T], body: bytes, /) -> _T:
+    """The default ``Offload``: parse right here."""
+    return parse(body)
 
 
 @cache
@@ -241,6 +264,13 @@ def _read_body(
             sock.settimeout(remaining())
         chunk = response.read1(min(_CHUNK, max_body + 1 - len(body)))
         if not chunk:
+            missing = response.length  # what Content-Length promised and never came
+            if missing:
+                declared = len(body) + missing
+                raise TrackerError(
+                    "bad_http",
+                    f"the tracker's reply was cut short ({len(body)} of {declared} bytes)",
+                )
             return bytes(body)
         body += chunk
     raise too_large
@@ -253,6 +283,7 @@ def announce_http(
     timeout: float,
     ssl_context: ssl.SSLContext | None = None,
     clock: Clock = time.monotonic,
+    offload: Offload = inline,
 ) -> AnnounceResponse | AnnounceFailure:
     """Announce ``request`` to the HTTP(S) tracker at ``url``.
 
@@ -267,4 +298,35 @@ def announce_http(
     body = http_get(
         build_announce_url(url, request), timeout=timeout, ssl_context=ssl_context, clock=clock
     )
-    return parse_announce_response(body)
+    return offload(parse_announce_response, body)
+
+
+def scrape_http(
+    announce_url: str,
+    info_hash: InfoHash,
+    *,
+    timeout: float,
+    ssl_context: ssl.SSLContext | None = None,
+    clock: Clock = time.monotonic,
+    offload: Offload = inline,
+) -> ScrapeStats:
+    """Scrape one torrent's counts from the HTTP(S) tracker announced to at ``announce_url``.
+
+    Raises:
+        TrackerError: ``no_scrape`` (the URL has no BEP 48 scrape counterpart),
+            ``not_listed`` (the reply does not mention the torrent), the reasons of
+            ``http_get``, and those of ``parse_scrape_response`` (``tracker_failure`` ...).
+    """
+    endpoint = scrape_url(announce_url)
+    if endpoint is None:
+        raise TrackerError("no_scrape", "the tracker has no scrape URL (BEP 48)")
+    body = http_get(
+        build_scrape_url(endpoint, [info_hash]),
+        timeout=timeout,
+        ssl_context=ssl_context,
+        clock=clock,
+    )
+    stats = offload(parse_scrape_response, body).get(info_hash)
+    if stats is None:
+        raise TrackerError("not_listed", "the tracker's scrape reply does not list the torrent")
+    return stats

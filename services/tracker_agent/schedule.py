@@ -13,6 +13,15 @@
 # With ``announce_to_all_tiers`` each tier runs its own rounds, side by side (libtorrent's
 # ``announce_to_all_tiers``): one working tracker per tier.
 #
+# A round does not wait forever for a slow tracker: when the caller reports an announce
+# ``overdue`` (no answer within its patience, ``announce_timeout``), the tracker shows failed
+# and the round falls through as if it had failed, while the announce itself stays in flight
+# (a UDP exchange retransmits for up to two hours under BEP 15). Such a *lingering* announce
+# still ends with ``succeeded`` or ``failed``: an answer, however late, makes its tracker
+# working and ends the round like any answer (the announce the round was waiting on then
+# lingers in turn); a failure puts it in back-off. A tracker is never announced to twice at
+# once, so a lingering tracker is skipped by later rounds until its announce ends.
+#
 # Back-off after the n-th failure in a row: ``first_delay * factor ** (n - 1)`` capped at
 # ``max_delay`` (15, 30, 60, 120 ... 3600 s by default), never less than the tracker's BEP 31
 # ``retry in``. libtorrent (``announce_infohash::failed``) grows its delay quadratically
@@ -24,8 +33,9 @@
 # Rules:
 # - Nothing here reads a clock, sleeps or does I/O: every method takes ``now`` (seconds, any
 #   monotonic origin) and ``next_deadline(now)`` says when ``due`` has work again.
-# - At most one announce per round (so per torrent, or per tier with ``announce_to_all_tiers``)
-#   is in flight; the caller reports its end with ``succeeded`` or ``failed``.
+# - A round waits on at most one announce (so per torrent, or per tier with
+#   ``announce_to_all_tiers``); the caller reports each announce's end with ``succeeded`` or
+#   ``failed``, and may report it ``overdue`` before that.
 # - Events per tracker: ``started`` until a tracker has accepted one; ``completed`` once, after
 #   ``complete()``, to a tracker that has us registered (a tracker that learnt of us with
 #   ``left=0`` already knows); ``stopped`` from ``stop()`` to every tracker that may have us
@@ -124,6 +134,8 @@ class _Tracker:
     flight: AnnounceEvent | None = None
     flight_after_completion: bool = False
     """The announce in flight was sent after ``complete()`` (so it reported ``left=0``)."""
+    overdue: bool = False
+    """The announce in flight went unanswered past its patience; the round moved on."""
 
     @property
     def usable(self) -> bool:
@@ -140,6 +152,7 @@ class _Round:
     cursor: int | None = None
     """Position in ``order()`` while a round runs."""
     flight: _Tracker | None = None
+    """The announce the round waits on (other trackers of the round may linger in flight)."""
     current: _Tracker | None = None
     """The tracker that answered the last round, until it fails."""
 
@@ -268,11 +281,13 @@ class AnnounceSchedule:
         ):
             tracker.completed_sent = True
         tracker.flight = None
+        tracker.overdue = False
         tracker.state = TrackerState.WORKING
         tracker.failures = 0
         tracker.retry_at = _LONG_AGO
         floor = max(0.0, min_interval or 0.0)
         tracker.min_due = now + floor
+        # Any answer ends the round; an announce the round was waiting on lingers from now on.
         r.flight = None
         r.cursor = None
         r.current = tracker
@@ -302,7 +317,9 @@ class AnnounceSchedule:
         tracker, r = self._flight(url)
         if tracker is None or r is None:
             return False
+        waited_on = r.flight is tracker
         tracker.flight = None
+        tracker.overdue = False
         tracker.failures += 1
         delay = self._retry.delay(tracker.failures)
         if retry_after is not None:
@@ -311,10 +328,31 @@ class AnnounceSchedule:
         tracker.state = TrackerState.DISABLED if disable else TrackerState.FAILED
         if r.current is tracker:
             r.current = None
-        r.flight = None
-        if r.cursor is not None:
-            r.cursor += 1
-            self._advance(r, now)  # end the round now if nobody is left, so deadlines are exact
+        if waited_on:
+            self._fall_through(r, now)
+        else:
+            self._wake(r)
+        return True
+
+    def overdue(self, url: str, now: float) -> bool:
+        """The announce in flight to ``url`` is still unanswered after its patience.
+
+        The tracker shows failed and, if the round was waiting on it, the round falls through
+        to the next tracker; the announce stays in flight and still ends with ``succeeded``
+        or ``failed``.
+
+        Returns:
+            False when no announce to ``url`` was in flight, or it was already overdue.
+        """
+        tracker, r = self._flight(url)
+        if tracker is None or r is None or tracker.overdue:
+            return False
+        tracker.overdue = True
+        tracker.state = TrackerState.FAILED
+        if r.current is tracker:
+            r.current = None
+        if r.flight is tracker:
+            self._fall_through(r, now)
         return True
 
     def complete(self, now: float) -> None:
@@ -343,6 +381,7 @@ class AnnounceSchedule:
         found = []
         for r in self._rounds:
             for tracker in r.order():
+                # A lingering ``started`` may still reach the tracker: withdraw it too.
                 in_flight_start = tracker.flight is AnnounceEvent.STARTED
                 if tracker.started_sent or in_flight_start:
                     found.append(DueAnnounce(tracker.url, tracker.tier, AnnounceEvent.STOPPED))
@@ -353,6 +392,23 @@ class AnnounceSchedule:
         return found
 
     # --- internals ----------------------------------------------------------------------------
+
+    def _fall_through(self, r: _Round, now: float) -> None:
+        """The announce ``r`` waited on failed or is overdue: go on with the next tracker."""
+        r.flight = None
+        if r.cursor is not None:
+            r.cursor += 1
+            self._advance(r, now)  # end the round now if nobody is left, so deadlines are exact
+
+    def _wake(self, r: _Round) -> None:
+        """A lingering announce ended: an idle round with nothing planned plans its next start."""
+        if r.cursor is None and r.flight is None and r.next_start is None:
+            r.next_start = self._first_ready(r)
+
+    def _first_ready(self, r: _Round) -> float | None:
+        """When the first tracker of ``r`` that can be announced to is ready (None: nobody)."""
+        ready = [self._ready_at(t) for t in r.order() if t.usable and t.flight is None]
+        return min(ready) if ready else None
 
     def _advance(self, r: _Round, now: float) -> _Tracker | None:
         """Start or continue ``r``'s round at ``now``; the tracker to announce to, if any."""
@@ -366,18 +422,20 @@ class AnnounceSchedule:
         order = r.order()
         while r.cursor < len(order):
             tracker = order[r.cursor]
-            if tracker.usable and self._ready_at(tracker) <= now:
+            idle = tracker.flight is None  # a lingering announce is not doubled
+            if idle and tracker.usable and self._ready_at(tracker) <= now:
                 return tracker
             r.cursor += 1
-        # Nobody in this round could answer: start again when the first back-off expires.
+        # Nobody in this round could answer: start again when the first back-off expires (or,
+        # if every tracker lingers, when one of their announces ends: see ``_wake``).
         r.cursor = None
-        ready = [self._ready_at(t) for t in order if t.usable]
-        r.next_start = min(ready) if ready else None
+        r.next_start = self._first_ready(r)
         return None
 
     def _launch(self, r: _Round, tracker: _Tracker) -> DueAnnounce:
         event = self._event_for(tracker)
         tracker.flight = event
+        tracker.overdue = False
         tracker.flight_after_completion = self._completed
         tracker.state = TrackerState.ANNOUNCING
         r.flight = tracker
@@ -403,10 +461,9 @@ class AnnounceSchedule:
         tracker = self._trackers.get(url)
         if tracker is None or self._stopped:
             return None, None
-        r = self._round_of[url]
-        if r.flight is not tracker:
+        if tracker.flight is None:
             return None, None
-        return tracker, r
+        return tracker, self._round_of[url]
 
     def _next_announce_in(self, tracker: _Tracker, now: float) -> float | None:
         if self._stopped or not tracker.usable or tracker.flight is not None:

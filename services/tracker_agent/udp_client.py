@@ -1,24 +1,22 @@
-# UDP tracker announces (BEP 15, BEP 41 URL data): connect, announce, retransmit.
+# UDP tracker announces and scrapes (BEP 15, BEP 41 URL data): the socket side of an exchange.
 #
 # Strategy: one UDP socket per exchange, ``connect()``ed to the tracker's address, so the
-# kernel drops datagrams from anyone else and no demultiplexer is needed; each announce runs in
-# its own greenlet (the agent's) and owns its socket from open to close. The shared codec
-# (``shared.tracker.udp``) builds and checks every packet; this module adds the timing:
+# kernel drops datagrams from anyone else and no demultiplexer is needed; each exchange runs in
+# its own greenlet (the agent's) and owns its socket from open to close. What to send when,
+# and what a reply means, is decided by the pure ``UdpExchange`` (``udp_exchange.py``); this
+# module only moves its datagrams and sleeps until its deadline:
 #
-# - A connection id is kept per tracker address for CONNECTION_ID_LIFETIME (60) seconds and
-#   reused by later announces (of any torrent); after that, or when the tracker refuses the
-#   cached id, a fresh connect is made.
-# - A request is sent again when no reply came within ``retransmit_base * 2 ** n`` seconds,
-#   n = 0 .. ``max_retransmits`` (BEP 15: 15 * 2^n, n up to 8). Every exchange also has an
-#   overall ``timeout`` (the agent's ``announce_timeout``) which wins when shorter: BEP 15's
-#   full schedule would keep one announce alive for more than two hours. The announce
-#   schedule's back-off (15, 30, 60 ... s) then plays the part of later retransmits.
-# - A reply with another transaction id is ignored (a late answer to an earlier try) and the
-#   wait goes on; any other malformed reply fails the exchange, naming the cause. An error
-#   packet is the tracker refusing us: it becomes an ``AnnounceFailure``, as over HTTP.
+# - Connection ids are cached per tracker address (any torrent) for CONNECTION_ID_LIFETIME (60)
+#   seconds and handed to later exchanges; an id the tracker refuses is dropped.
+# - Retransmission follows BEP 15 (``RetransmitPolicy``: 15 * 2^n s, n up to 8). An announce
+#   runs the whole schedule unless given a ``timeout``; it is the agent that stops *waiting*
+#   for it after ``announce_timeout`` (see ``agent.py``). ``stopped`` announces and scrapes
+#   are given a timeout, so they never linger.
+# - An error packet is the tracker refusing us: an announce returns an ``AnnounceFailure``, as
+#   over HTTP; a scrape raises ``TrackerError`` (``tracker_error``).
 # - IPv4 and IPv6: the reply's peer format (6 or 18 bytes) follows the socket's family.
-# - Errors are ``TrackerError`` with one short line ("connection refused", "timed out after
-#   15 s", ...). An ICMP port-unreachable shows up on the connected socket as ECONNREFUSED.
+# - Errors are ``TrackerError`` with one short line ("connection refused", "no reply after 9
+#   tries", ...). An ICMP port-unreachable shows up on the connected socket as ECONNREFUSED.
 
 from __future__ import annotations
 
@@ -33,19 +31,23 @@ from typing import TypeVar
 
 from shared.errors import TrackerError
 from shared.tracker import (
-    CONNECTION_ID_LIFETIME,
     AnnounceFailure,
     AnnounceRequest,
     AnnounceResponse,
-    ConnectRequest,
+    ScrapeStats,
     UdpAnnounceRequest,
+    UdpAnnounceResponse,
+    UdpScrapeRequest,
+    UdpScrapeResponse,
     UdpTrackerError,
     decode_announce_response,
-    decode_connect_response,
+    decode_scrape_response,
     encode_request,
 )
+from shared.types import InfoHash
 
-from .http_client import describe_network_error, format_seconds
+from .http_client import describe_network_error
+from .udp_exchange import Connection, RetransmitPolicy, UdpExchange
 
 __all__ = ["MAX_CACHED_CONNECTIONS", "UdpTracker", "UdpTrackerClient", "parse_udp_url"]
 
@@ -92,11 +94,10 @@ def _random_u32() -> int:
 
 
 class UdpTrackerClient:
-    """Announces to UDP trackers; one instance serves every greenlet of the agent.
+    """Announces to and scrapes UDP trackers; one instance serves every greenlet of the agent.
 
     Args:
-        retransmit_base: seconds to wait for the first reply (BEP 15: 15); doubled per try.
-        max_retransmits: tries after the first (BEP 15: 8).
+        policy: the retransmit schedule (default: BEP 15's 15 * 2^n s, n up to 8).
         clock: monotonic seconds (connection-id ages, deadlines).
         random_u32: draws transaction ids.
     """
@@ -104,154 +105,157 @@ class UdpTrackerClient:
     def __init__(
         self,
         *,
-        retransmit_base: float = 15.0,
-        max_retransmits: int = 8,
+        policy: RetransmitPolicy | None = None,
         clock: Clock = time.monotonic,
         random_u32: Callable[[], int] = _random_u32,
     ) -> None:
-        if retransmit_base <= 0 or max_retransmits < 0:
-            raise ValueError("retransmit_base must be positive and max_retransmits >= 0")
-        self.retransmit_base = retransmit_base
-        self.max_retransmits = max_retransmits
+        self.policy = policy or RetransmitPolicy()
         self._clock = clock
         self._random_u32 = random_u32
-        self._connections: dict[Address, tuple[int, float]] = {}
+        self._connections: dict[Address, Connection] = {}
         self.connects = 0
         """Connect requests that got an answer (for tests and logs)."""
 
     def announce(
-        self, url: str, request: AnnounceRequest, *, timeout: float
+        self, url: str, request: AnnounceRequest, *, timeout: float | None = None
     ) -> AnnounceResponse | AnnounceFailure:
-        """Announce ``request`` to the UDP tracker at ``url`` within ``timeout`` seconds.
+        """Announce ``request`` to the UDP tracker at ``url``.
+
+        Args:
+            url: ``udp://host:port[/path?query]``.
+            request: what to announce.
+            timeout: seconds after which to give up; None: when the retransmit schedule ends.
 
         Returns:
             The tracker's answer, or its refusal (an error packet).
 
         Raises:
             TrackerError: ``bad_url``, ``timed_out``, ``connection_refused``, ``dns_error``,
-                ``network_error``, or a codec reason for a malformed reply (``truncated``,
-                ``wrong_action``, ``bad_compact_length`` ...).
+                ``network_error``, ``wrong_transaction`` (too many stray replies), or a codec
+                reason for a malformed reply (``truncated``, ``wrong_action``,
+                ``bad_compact_length`` ...).
         """
         tracker = parse_udp_url(url)
-        deadline = self._clock() + timeout
+
+        def encode(connection_id: int, tid: int) -> bytes:
+            return encode_request(
+                UdpAnnounceRequest.from_request(
+                    request, connection_id=connection_id, transaction_id=tid,
+                    url_data=tracker.url_data,
+                )
+            )  # fmt: skip
+
         try:
-            infos = socket.getaddrinfo(tracker.host, tracker.port, type=socket.SOCK_DGRAM)
-        except OSError as exc:
-            raise describe_network_error(exc, timeout, tracker.host) from None
-        if not infos:
-            raise TrackerError("dns_error", f"cannot resolve {tracker.host}: no address")
-        family, kind, proto, _, raw_address = infos[0]
-        address: Address = (str(raw_address[0]), int(raw_address[1]), *raw_address[2:])
-        with socket.socket(family, kind, proto) as sock:
-            try:
-                sock.connect(address)
-                return self._announce(sock, address, tracker, request, deadline, timeout)
-            except OSError as exc:
-                raise describe_network_error(exc, timeout, tracker.host) from None
+            reply = self._exchange(
+                tracker,
+                timeout,
+                encode,
+                lambda ipv6: partial(_decode_announce, ipv6=ipv6),
+            )
+        except UdpTrackerError as refusal:
+            return refusal.to_failure()
+        return reply.to_response()
+
+    def scrape(self, url: str, info_hash: InfoHash, *, timeout: float) -> ScrapeStats:
+        """Scrape one torrent's counts from the UDP tracker at ``url``.
+
+        Raises:
+            TrackerError: as ``announce``, and ``tracker_error`` for an error packet.
+        """
+        tracker = parse_udp_url(url)
+
+        def encode(connection_id: int, tid: int) -> bytes:
+            return encode_request(UdpScrapeRequest(connection_id, tid, (info_hash,)))
+
+        reply = self._exchange(
+            tracker,
+            timeout,
+            encode,
+            lambda ipv6: partial(_decode_scrape, count=1),
+        )
+        return reply.stats[0]
 
     def forget(self) -> None:
         """Drop every cached connection id."""
         self._connections.clear()
 
-    def _announce(
-        self,
-        sock: socket.socket,
-        address: Address,
-        tracker: UdpTracker,
-        request: AnnounceRequest,
-        deadline: float,
-        timeout: float,
-    ) -> AnnounceResponse | AnnounceFailure:
-        ipv6 = sock.family == socket.AF_INET6
-        for fresh_try in (False, True):
-            cached = None if fresh_try else self._cached(address)
-            try:
-                connection_id = cached
-                if connection_id is None:
-                    connection_id = self._connect(sock, address, deadline, timeout)
-                tid = self._random_u32()
-                packet = encode_request(
-                    UdpAnnounceRequest.from_request(
-                        request,
-                        connection_id=connection_id,
-                        transaction_id=tid,
-                        url_data=tracker.url_data,
-                    )
-                )
-                reply = self._exchange(
-                    sock,
-                    packet,
-                    partial(decode_announce_response, transaction_id=tid, ipv6=ipv6),
-                    deadline,
-                    timeout,
-                )
-                return reply.to_response()
-            except UdpTrackerError as exc:
-                self._connections.pop(address, None)
-                if cached is None:  # the id was fresh: the refusal is about the announce
-                    return exc.to_failure()
-                # A cached id the tracker no longer accepts: connect again, once.
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    def _cached(self, address: Address) -> int | None:
-        entry = self._connections.get(address)
-        if entry is None:
-            return None
-        connection_id, obtained = entry
-        if self._clock() - obtained >= CONNECTION_ID_LIFETIME:
-            del self._connections[address]
-            return None
-        return connection_id
-
-    def _connect(
-        self, sock: socket.socket, address: Address, deadline: float, timeout: float
-    ) -> int:
-        tid = self._random_u32()
-        reply = self._exchange(
-            sock,
-            encode_request(ConnectRequest(tid)),
-            partial(decode_connect_response, transaction_id=tid),
-            deadline,
-            timeout,
-        )
-        self.connects += 1
-        if len(self._connections) >= MAX_CACHED_CONNECTIONS:
-            oldest = min(self._connections, key=lambda a: self._connections[a][1])
-            del self._connections[oldest]
-        self._connections[address] = (reply.connection_id, self._clock())
-        return reply.connection_id
-
     def _exchange(
         self,
-        sock: socket.socket,
-        packet: bytes,
-        decode: Callable[[bytes], _R],
-        deadline: float,
-        timeout: float,
+        tracker: UdpTracker,
+        timeout: float | None,
+        encode: Callable[[int, int], bytes],
+        decoder: Callable[[bool], Callable[[bytes, int], _R]],
     ) -> _R:
-        """Send ``packet`` until ``decode`` accepts a reply, retransmitting on BEP 15's clock."""
-        tries = 0
-        for attempt in range(self.max_retransmits + 1):
-            now = self._clock()
-            if now >= deadline:
-                break
-            tries += 1
-            sock.send(packet)
-            wait_until = min(deadline, now + self.retransmit_base * 2**attempt)
-            while (left := wait_until - self._clock()) > 0:
-                sock.settimeout(left)
-                try:
-                    data = sock.recv(_RECV_SIZE)
-                except TimeoutError:
-                    break
-                try:
-                    return decode(data)
-                except UdpTrackerError:
-                    raise
-                except TrackerError as exc:
-                    if exc.reason != "wrong_transaction":
-                        raise
-                    # A late reply to an earlier try, or not for us: keep waiting.
-        if self._clock() >= deadline:
-            raise TrackerError("timed_out", f"timed out after {format_seconds(timeout)} s")
-        raise TrackerError("timed_out", f"no reply after {tries} tries")
+        """Resolve, open a connected socket and run one ``UdpExchange`` to its end."""
+        described = timeout if timeout is not None else self.policy.exchange_bound
+        try:
+            infos = socket.getaddrinfo(tracker.host, tracker.port, type=socket.SOCK_DGRAM)
+        except OSError as exc:
+            raise describe_network_error(exc, described, tracker.host) from None
+        if not infos:
+            raise TrackerError("dns_error", f"cannot resolve {tracker.host}: no address")
+        family, kind, proto, _, raw_address = infos[0]
+        address: Address = (str(raw_address[0]), int(raw_address[1]), *raw_address[2:])
+        exchange = UdpExchange(
+            encode,
+            decoder(family == socket.AF_INET6),
+            now=self._clock(),
+            new_tid=self._random_u32,
+            policy=self.policy,
+            cached=self._connections.get(address),
+            timeout=timeout,
+        )
+        with socket.socket(family, kind, proto) as sock:
+            try:
+                sock.connect(address)
+                self._drive(sock, address, exchange)
+            except OSError as exc:
+                raise describe_network_error(exc, described, tracker.host) from None
+        outcome = exchange.outcome
+        if isinstance(outcome, TrackerError):
+            raise outcome
+        assert outcome is not None
+        return outcome
+
+    def _drive(self, sock: socket.socket, address: Address, exchange: UdpExchange[_R]) -> None:
+        """Send what the exchange hands out and feed it replies until it is done."""
+        packet: bytes | None = exchange.start(self._clock())
+        while True:
+            if packet is not None:
+                sock.send(packet)
+            self._remember(address, exchange)
+            if exchange.done:
+                return
+            left = exchange.deadline - self._clock()
+            if left <= 0:
+                packet = exchange.on_timer(self._clock())
+                continue
+            sock.settimeout(left)
+            try:
+                data = sock.recv(_RECV_SIZE)
+            except TimeoutError:
+                packet = exchange.on_timer(self._clock())
+                continue
+            packet = exchange.on_datagram(data, self._clock())
+
+    def _remember(self, address: Address, exchange: UdpExchange[_R]) -> None:
+        if exchange.forget_cached:
+            exchange.forget_cached = False
+            self._connections.pop(address, None)
+        learned = exchange.learned
+        if learned is None:
+            return
+        exchange.learned = None  # taken: counted and cached once
+        self.connects += 1
+        if address not in self._connections and len(self._connections) >= MAX_CACHED_CONNECTIONS:
+            oldest = min(self._connections, key=lambda a: self._connections[a].obtained)
+            del self._connections[oldest]
+        self._connections[address] = learned
+
+
+def _decode_announce(data: bytes, tid: int, *, ipv6: bool) -> UdpAnnounceResponse:
+    return decode_announce_response(data, tid, ipv6=ipv6)
+
+
+def _decode_scrape(data: bytes, tid: int, *, count: int) -> UdpScrapeResponse:
+    return decode_scrape_response(data, tid, count)

@@ -3,7 +3,10 @@
 - ``SilentTcpServer``: accepts TCP connections and never answers (a hung tracker).
 - ``HttpServer``: an HTTP(S) server whose replies a test scripts per path.
 - ``FakeUdpTracker``: a BEP 15 tracker built on the shared codec, with knobs to drop requests,
-  answer with a wrong transaction id first, refuse, or answer from an IPv6 socket.
+  answer with a wrong transaction id first, refuse, or answer from an IPv6 socket; it answers
+  scrapes too, and ``answer`` replaces its replies with a script (the hostile ones below).
+- Hostile behaviours: ``HOSTILE_HTTP`` (path -> reply) and ``HOSTILE_UDP`` (name -> script),
+  each with the one-line error the agent must report for it.
 
 Every server is a context manager; leaving it closes its sockets and joins its threads.
 """
@@ -20,18 +23,26 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Self
 
+from shared.bencode import encode
 from shared.tracker import (
     ConnectRequest,
     ConnectResponse,
+    ScrapeStats,
     UdpAnnounceRequest,
     UdpAnnounceResponse,
     UdpErrorResponse,
+    UdpRequest,
+    UdpScrapeRequest,
+    UdpScrapeResponse,
     decode_request,
     encode_response,
 )
 from shared.types import PeerAddress
 
 _JOIN_S = 2.0
+
+FAKE_STATS = ScrapeStats(complete=7, downloaded=5, incomplete=3)
+"""What ``FakeUdpTracker`` answers to every scrape by default."""
 
 
 class _Closing:
@@ -184,6 +195,8 @@ class FakeUdpTracker(_Closing):
         wrong_tid_first: answer each request once with a wrong transaction id before the
             right answer.
         refuse_announces: answer announces with this error text.
+        stats: the counts every scrape returns.
+        answer: a script replacing the replies: (tracker, request) -> datagrams to send.
         reject_connection_ids: answer announces carrying these ids with an error.
     """
 
@@ -195,14 +208,18 @@ class FakeUdpTracker(_Closing):
         drop_first: int = 0,
         wrong_tid_first: bool = False,
         refuse_announces: str | None = None,
+        stats: ScrapeStats = FAKE_STATS,
+        answer: Callable[[FakeUdpTracker, UdpRequest], list[bytes]] | None = None,
     ) -> None:
         self.peers = peers
         self.ipv6 = ":" in host
         self.drop_first = drop_first
         self.wrong_tid_first = wrong_tid_first
         self.refuse_announces = refuse_announces
+        self.stats = stats
+        self.script = answer
         self.reject_connection_ids: set[int] = set()
-        self.received: list[ConnectRequest | UdpAnnounceRequest] = []
+        self.received: list[UdpRequest] = []
         self._next_id = 0x1000
         family = socket.AF_INET6 if self.ipv6 else socket.AF_INET
         self._sock = socket.socket(family, socket.SOCK_DGRAM)
@@ -222,6 +239,10 @@ class FakeUdpTracker(_Closing):
     def announces(self) -> list[UdpAnnounceRequest]:
         return [r for r in self.received if isinstance(r, UdpAnnounceRequest)]
 
+    @property
+    def scrapes(self) -> list[UdpScrapeRequest]:
+        return [r for r in self.received if isinstance(r, UdpScrapeRequest)]
+
     def _serve(self) -> None:
         while not self._stop.is_set():
             try:
@@ -231,20 +252,27 @@ class FakeUdpTracker(_Closing):
             except OSError:
                 return
             request = decode_request(data)
-            assert isinstance(request, ConnectRequest | UdpAnnounceRequest)
             self.received.append(request)
             if self.drop_first > 0:
                 self.drop_first -= 1
                 continue
             tid = request.transaction_id
+            if self.script is not None:
+                for datagram in self.script(self, request):
+                    self._sock.sendto(datagram, sender)
+                continue
             if self.wrong_tid_first:
-                self._sock.sendto(self._answer(request, tid ^ 0xFFFF), sender)
-            self._sock.sendto(self._answer(request, tid), sender)
+                self._sock.sendto(self.answer(request, tid ^ 0xFFFF), sender)
+            self._sock.sendto(self.answer(request, tid), sender)
 
-    def _answer(self, request: ConnectRequest | UdpAnnounceRequest, tid: int) -> bytes:
+    def answer(self, request: UdpRequest, tid: int) -> bytes:
+        """What an honest tracker answers to ``request``, with transaction id ``tid``."""
         if isinstance(request, ConnectRequest):
             self._next_id += 1
             return encode_response(ConnectResponse(tid, self._next_id))
+        if isinstance(request, UdpScrapeRequest):
+            stats = tuple(self.stats for _ in request.info_hashes)
+            return encode_response(UdpScrapeResponse(tid, stats))
         if request.connection_id in self.reject_connection_ids:
             return encode_response(UdpErrorResponse(tid, "Connection ID missmatch."))
         if self.refuse_announces is not None:
@@ -258,3 +286,68 @@ class FakeUdpTracker(_Closing):
         self._stop.set()
         self._thread.join(_JOIN_S)
         self._sock.close()
+
+
+# --- hostile trackers -------------------------------------------------------------------------
+
+MILLION_PEERS = b"\x0a\x00\x00\x01\x1a\xe1" * 1_000_000
+"""A compact peer list of a million entries (6 MB)."""
+
+
+HOSTILE_HTTP: dict[str, tuple[Reply, str]] = {
+    "/garbage": (Reply(body=b"<html>Service Unavailable</html>"),
+                 "tracker reply is not valid bencode"),
+    "/truncated": (Reply(body=b"d8:intervali1800e5:peers", content_length=False,
+                         headers={"Content-Length": "4000"}),
+                   "the tracker's reply was cut short (24 of 4000 bytes)"),
+    "/cut-bencode": (Reply(body=b"d8:intervali1800e5:peers12:\x7f\x00"),
+                     "tracker reply is not valid bencode (truncated)"),
+    "/million": (Reply(body=encode({b"interval": 1800, b"peers": MILLION_PEERS}),
+                       content_length=False),
+                 "response too large (over 1048576 bytes)"),
+    "/loop": (Reply(302, headers={"Location": "/loop2"}), "redirect loop at http://"),
+    "/loop2": (Reply(302, headers={"Location": "/loop"}), "redirect loop at http://"),
+    "/code": (Reply(body=encode({b"failure reason": b"bad hash", b"failure code": 150})),
+              "tracker refused the announce: invalid info_hash (code 150): bad hash"),
+}  # fmt: skip
+"""Hostile HTTP replies by path, with the error each must produce (``/loop2`` is internal)."""
+
+
+def _connect_then(
+    then: Callable[[FakeUdpTracker, UdpRequest], list[bytes]],
+) -> Callable[[FakeUdpTracker, UdpRequest], list[bytes]]:
+    def script(tracker: FakeUdpTracker, request: UdpRequest) -> list[bytes]:
+        if isinstance(request, ConnectRequest):
+            return [tracker.answer(request, request.transaction_id)]
+        return then(tracker, request)
+
+    return script
+
+
+def _honest_prefix(size: int) -> Callable[[FakeUdpTracker, UdpRequest], list[bytes]]:
+    return lambda t, r: [t.answer(r, r.transaction_id)[:size]]
+
+
+def _bad_peer_length(tracker: FakeUdpTracker, request: UdpRequest) -> list[bytes]:
+    return [tracker.answer(request, request.transaction_id)[:20] + b"\x01" * 7]
+
+
+def _wrong_tids(tracker: FakeUdpTracker, request: UdpRequest) -> list[bytes]:
+    return [tracker.answer(request, request.transaction_id ^ n) for n in range(1, 13)]
+
+
+def _error_action(tracker: FakeUdpTracker, request: UdpRequest) -> list[bytes]:
+    return [encode_response(UdpErrorResponse(request.transaction_id, "torrent banned"))]
+
+
+HOSTILE_UDP: dict[str, tuple[Callable[[FakeUdpTracker, UdpRequest], list[bytes]], str]] = {
+    "garbage": (lambda t, r: [b"\xff\x00\x17"], "connect response is 3 bytes, needs at least 8"),
+    "wrong-tids": (_wrong_tids, "the tracker sent 9 replies with a wrong transaction id"),
+    "silent": (lambda t, r: [], "no reply within"),
+    "error": (_error_action, "tracker refused the announce: torrent banned"),
+    "truncated": (_connect_then(_honest_prefix(12)),
+                  "announce response is 12 bytes, needs at least 20"),
+    "bad-peers": (_connect_then(_bad_peer_length),
+                  "compact IPv4 peer list is 7 bytes, not a multiple of 6"),
+}  # fmt: skip
+"""Hostile UDP scripts by name, with the error each must produce."""

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from services.tracker_agent.http_client import announce_http, http_get, user_agent
+from services.tracker_agent.http_client import announce_http, http_get, scrape_http, user_agent
 from shared.bencode import encode
 from shared.errors import TrackerError
 from shared.tracker import (
@@ -24,10 +24,11 @@ from shared.tracker import (
     AnnounceFailure,
     AnnounceRequest,
     AnnounceResponse,
+    ScrapeStats,
     encode_compact_v4,
 )
 from shared.types import InfoHash, PeerAddress, PeerId
-from tests.services.tracker_agent.fakes import HttpServer, Reply, SilentTcpServer
+from tests.services.tracker_agent.fakes import HOSTILE_HTTP, HttpServer, Reply, SilentTcpServer
 from tests.support import free_port
 
 PEERS = (PeerAddress("127.0.0.2", 6881), PeerAddress("127.0.0.3", 6882))
@@ -214,3 +215,53 @@ def test_https_checks_the_certificate(tls_files):
         trusting = ssl.create_default_context(cafile=str(cert))
         result = announce_http(url, REQUEST, timeout=2.0, ssl_context=trusting)
         assert isinstance(result, AnnounceResponse) and result.addresses == PEERS
+
+
+STATS = ScrapeStats(complete=4, downloaded=9, incomplete=2)
+
+
+def test_scrape_uses_the_bep48_url_and_reads_the_counts():
+    info_hash = REQUEST.info_hash
+    body = encode({b"files": {info_hash.raw: {b"complete": 4, b"downloaded": 9, b"incomplete": 2}}})
+    with HttpServer({"/x/scrape.php": Reply(body=body)}) as server:
+        assert scrape_http(server.url("/x/announce.php?k=1"), info_hash, timeout=2.0) == STATS
+        ((path, _),) = server.requests
+        assert path == "/x/scrape.php?k=1&info_hash=" + "%AA" * 20
+        with pytest.raises(TrackerError) as caught:
+            scrape_http(server.url("/x/announce.php"), InfoHash(b"\x01" * 20), timeout=2.0)
+        assert caught.value.reason == "not_listed"
+
+
+def test_no_scrape_url_means_no_request():
+    with pytest.raises(TrackerError) as caught:
+        scrape_http("http://127.0.0.1:9/tracker", REQUEST.info_hash, timeout=2.0)
+    assert (caught.value.reason, str(caught.value)) == (
+        "no_scrape",
+        "the tracker has no scrape URL (BEP 48)",
+    )
+
+
+def test_a_parser_can_be_offloaded():
+    calls = []
+
+    def offload(parse, body):
+        calls.append(len(body))
+        return parse(body)
+
+    with HttpServer({"/announce": Reply(body=OK_BODY)}) as server:
+        result = announce_http(server.url("/announce"), REQUEST, timeout=2.0, offload=offload)
+    assert isinstance(result, AnnounceResponse) and calls == [len(OK_BODY)]
+
+
+@pytest.mark.parametrize("path", sorted(set(HOSTILE_HTTP) - {"/loop2"}))
+def test_hostile_replies_give_one_named_line(path):
+    routes = {p: reply for p, (reply, _) in HOSTILE_HTTP.items()}
+    with HttpServer(routes) as server:
+        started = time.monotonic()
+        try:
+            result = announce_http(server.url(path), REQUEST, timeout=5.0)
+        except TrackerError as exc:
+            result = exc
+        text = result.message if isinstance(result, AnnounceFailure) else str(result)
+        assert text.startswith(HOSTILE_HTTP[path][1]) and "\n" not in text
+        assert time.monotonic() - started < 3.0

@@ -1,7 +1,8 @@
 """The UDP tracker client (BEP 15) against a scripted tracker on loopback.
 
-Retransmission runs on a 50 ms base instead of BEP 15's 15 s so the tests are fast; the
-connection-id lifetime is checked with a fake clock.
+The retransmit schedule itself is tested with a fake clock in ``test_udp_exchange.py``; here
+the real sockets run it on a 50 ms base instead of BEP 15's 15 s, so the tests are fast. The
+connection-id lifetime is checked with a clock the test moves forward.
 """
 
 from __future__ import annotations
@@ -12,10 +13,11 @@ import time
 import pytest
 
 from services.tracker_agent.udp_client import UdpTracker, UdpTrackerClient, parse_udp_url
+from services.tracker_agent.udp_exchange import RetransmitPolicy
 from shared.errors import TrackerError
 from shared.tracker import AnnounceEvent, AnnounceFailure, AnnounceRequest, AnnounceResponse
 from shared.types import InfoHash, PeerAddress, PeerId
-from tests.services.tracker_agent.fakes import FakeUdpTracker
+from tests.services.tracker_agent.fakes import FAKE_STATS, HOSTILE_UDP, FakeUdpTracker
 from tests.support import free_port
 
 PEERS = (PeerAddress("127.0.0.2", 6881), PeerAddress("127.0.0.3", 6882))
@@ -40,10 +42,8 @@ class FakeClock:
         return time.monotonic() + self.offset
 
 
-def client(**kwargs) -> UdpTrackerClient:
-    kwargs.setdefault("retransmit_base", 0.05)
-    kwargs.setdefault("max_retransmits", 3)
-    return UdpTrackerClient(**kwargs)
+def client(base: float = 0.05, retransmits: int = 3, **kwargs) -> UdpTrackerClient:
+    return UdpTrackerClient(policy=RetransmitPolicy(base, retransmits), **kwargs)
 
 
 def test_connect_then_announce():
@@ -104,19 +104,17 @@ def test_retransmits_stop_after_max_n():
     with FakeUdpTracker(PEERS, drop_first=100) as tracker:
         started = time.monotonic()
         with pytest.raises(TrackerError) as caught:
-            client(max_retransmits=2).announce(tracker.url, REQUEST, timeout=5.0)
+            client(retransmits=2).announce(tracker.url, REQUEST)
         assert (caught.value.reason, str(caught.value)) == ("timed_out", "no reply after 3 tries")
         assert tracker.connects == 3
         assert 0.34 <= time.monotonic() - started < 1.5  # 50 + 100 + 200 ms
 
 
-def test_overall_timeout_wins_over_the_retransmit_schedule():
+def test_a_timeout_cuts_the_retransmit_schedule_short():
     with FakeUdpTracker(PEERS, drop_first=100) as tracker:
         started = time.monotonic()
         with pytest.raises(TrackerError) as caught:
-            client(retransmit_base=15.0, max_retransmits=8).announce(
-                tracker.url, REQUEST, timeout=0.3
-            )
+            client(15.0, 8).announce(tracker.url, REQUEST, timeout=0.3)
         assert (caught.value.reason, str(caught.value)) == ("timed_out", "timed out after 0.3 s")
         assert time.monotonic() - started < 1.0
         assert tracker.connects == 1
@@ -178,8 +176,39 @@ def test_bad_udp_urls(url):
     assert caught.value.reason == "bad_url"
 
 
-def test_client_arguments_are_checked():
-    with pytest.raises(ValueError):
-        UdpTrackerClient(retransmit_base=0)
-    with pytest.raises(ValueError):
-        UdpTrackerClient(max_retransmits=-1)
+def test_the_default_schedule_is_bep_15():
+    assert UdpTrackerClient().policy == RetransmitPolicy(15.0, 8)
+
+
+def test_scrape_reuses_the_connection_id():
+    udp = client()
+    with FakeUdpTracker(PEERS) as tracker:
+        udp.announce(tracker.url, REQUEST, timeout=2.0)
+        assert udp.scrape(tracker.url, REQUEST.info_hash, timeout=2.0) == FAKE_STATS
+        assert tracker.connects == 1
+        (scrape,) = tracker.scrapes
+        assert (scrape.connection_id, scrape.info_hashes) == (0x1001, (REQUEST.info_hash,))
+
+
+def test_scrape_refused_is_an_error():
+    with FakeUdpTracker(PEERS, answer=HOSTILE_UDP["error"][0]) as tracker:
+        with pytest.raises(TrackerError) as caught:
+            client().scrape(tracker.url, REQUEST.info_hash, timeout=2.0)
+        assert (caught.value.reason, str(caught.value)) == (
+            "tracker_error",
+            "tracker error: torrent banned",
+        )
+
+
+@pytest.mark.parametrize("name", sorted(set(HOSTILE_UDP) - {"silent"}))
+def test_hostile_replies_end_with_their_cause_at_once(name):
+    script, expected = HOSTILE_UDP[name]
+    with FakeUdpTracker(PEERS, answer=script) as tracker:
+        started = time.monotonic()
+        try:
+            result = client(15.0, 8).announce(tracker.url, REQUEST)
+        except TrackerError as exc:
+            result = exc
+        text = result.message if isinstance(result, AnnounceFailure) else str(result)
+        assert text.startswith(expected)
+        assert time.monotonic() - started < 2.0  # no retransmit wait: 15 s would show
