@@ -1,4 +1,5 @@
-"""A seeder written for the tests that lies: it serves chosen pieces with corrupted bytes.
+"""A seeder written for the tests that misbehaves: it serves chosen pieces with corrupted bytes,
+or answers every request only after a delay (a slow peer).
 
 It speaks just enough of BEP 3 (handshake, bitfield, unchoke on interest, piece for request),
 using the product's own codec, and announces itself to a tracker so the client under test
@@ -44,6 +45,7 @@ class BadSeeder:
         data_dir: the directory holding the torrent's (correct) data.
         host: a loopback address to listen on.
         corrupt: which pieces to corrupt (default: all of them).
+        delay: seconds to wait before answering each request.
     """
 
     def __init__(
@@ -52,7 +54,9 @@ class BadSeeder:
         data_dir: Path,
         host: str,
         corrupt: Callable[[int], bool] = lambda piece: True,
+        delay: float = 0.0,
     ) -> None:
+        self.delay = delay
         self.metainfo = parse_metainfo(Path(torrent).read_bytes())
         self.storage = FileStorage(self.metainfo.info, str(data_dir))
         self.corrupt = corrupt
@@ -158,6 +162,8 @@ class BadSeeder:
             case wire.Interested():
                 conn.sendall(codec.encode(wire.Unchoke()))
             case wire.Request(piece=piece, offset=offset, length=length):
+                if self.delay and self._stopping.wait(self.delay):
+                    return
                 block = bytearray(self.storage.read(piece, offset, length))
                 if self.corrupt(piece):
                     for i in range(0, len(block), 997):

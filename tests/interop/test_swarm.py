@@ -1,0 +1,162 @@
+"""torviz as a swarm citizen: it seeds to libtorrent, trades with other leechers, and finishes
+despite slow peers. Real processes on loopback: opentracker, libtorrent, torviz's services."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.interop.test_download import (
+    COORDINATOR,
+    DOWNLOAD_TIMEOUT,
+    _assert_identical,
+    _download,
+    _seeded,
+)
+from tests.support.bad_seeder import BadSeeder
+from tests.support.content import make_content, make_torrent, multi_file_layout, single_file_layout
+from tests.support.swarm import Swarm
+
+pytestmark = pytest.mark.interop
+
+# Each torviz process listens on its own loopback address, as separate hosts would.
+CONFIG = """
+[peer_agent]
+listen_host = "{host}"
+
+[tracker_agent]
+dht = false
+announce_timeout = 5.0
+"""
+
+
+def config_for(tmp_path: Path, host: str) -> Path:
+    path = tmp_path / f"torviz-{host}.toml"
+    path.write_text(CONFIG.format(host=host))
+    return path
+
+
+def uploaded_bytes(stdout: str) -> int:
+    match = re.search(r"uploaded .* \((\d+) bytes\)", stdout)
+    assert match, stdout
+    return int(match.group(1))
+
+
+def start_download(torrent: Path, out: Path, config: Path, *extra: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [*COORDINATOR, "download", str(torrent), "-o", str(out), "--config", str(config), *extra],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def finish(process: subprocess.Popen[str]) -> tuple[str, str]:
+    try:
+        out, err = process.communicate(timeout=DOWNLOAD_TIMEOUT)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0, err
+    return out, err
+
+
+def test_a_libtorrent_leecher_downloads_from_a_torviz_seeder(swarm: Swarm, tmp_path: Path) -> None:
+    spec = make_content(tmp_path / "seed", multi_file_layout(3 * 1024 * 1024 + 4321), seed=11)
+    probe = make_torrent(spec, 64 * 1024, [], tmp_path / "probe.torrent")
+    tracker = swarm.tracker([probe.info_hash])
+    torrent = make_torrent(spec, 64 * 1024, [tracker.http_announce_url], tmp_path / "t.torrent")
+    host = swarm.next_address()
+    # The data is already there: torviz checks it, finds it complete, and seeds for a while.
+    seeder = start_download(
+        torrent.path, spec.root, config_for(tmp_path, host), "--seed-time", "25"
+    )
+    try:
+        leecher = swarm.leecher(torrent.path, tmp_path / "lt", wait=False)
+        leecher.wait_finished(DOWNLOAD_TIMEOUT)
+    finally:
+        seeder.terminate()
+        seeder.wait(timeout=30)
+    _assert_identical(spec, tmp_path / "lt")
+
+
+def test_torviz_leechers_trade_pieces_in_a_mixed_swarm(swarm: Swarm, tmp_path: Path) -> None:
+    spec = make_content(tmp_path / "seed", single_file_layout(8 * 1024 * 1024), seed=12)
+    probe = make_torrent(spec, 64 * 1024, [], tmp_path / "probe.torrent")
+    tracker = swarm.tracker([probe.info_hash])
+    torrent = make_torrent(spec, 64 * 1024, [tracker.http_announce_url], tmp_path / "t.torrent")
+    # A slow seeder, so the leechers have every reason to trade among themselves.
+    swarm.seeder(torrent.path, spec.root, seed_mode=True, settings={"upload_rate_limit": 1_500_000})
+    torviz = [
+        start_download(
+            torrent.path,
+            tmp_path / f"tv{n}",
+            config_for(tmp_path, swarm.next_address()),
+            "--seed-time",
+            "10",
+        )
+        for n in range(2)
+    ]
+    lt_leecher = swarm.leecher(torrent.path, tmp_path / "lt", wait=False)
+    results = [finish(process) for process in torviz]
+    lt_leecher.wait_finished(DOWNLOAD_TIMEOUT)
+    for n in range(2):
+        _assert_identical(spec, tmp_path / f"tv{n}")
+    _assert_identical(spec, tmp_path / "lt")
+    uploads = [uploaded_bytes(out) for out, _ in results]
+    assert all(upload > 0 for upload in uploads), uploads
+
+
+def test_a_torviz_swarm_of_one_seeder_and_three_leechers(swarm: Swarm, tmp_path: Path) -> None:
+    spec = make_content(tmp_path / "seed", single_file_layout(6 * 1024 * 1024), seed=13)
+    probe = make_torrent(spec, 32 * 1024, [], tmp_path / "probe.torrent")
+    tracker = swarm.tracker([probe.info_hash])
+    torrent = make_torrent(spec, 32 * 1024, [tracker.http_announce_url], tmp_path / "t.torrent")
+    seeder = start_download(
+        torrent.path, spec.root, config_for(tmp_path, swarm.next_address()), "--seed-time", "60"
+    )
+    leechers = [
+        start_download(
+            torrent.path,
+            tmp_path / f"leech{n}",
+            config_for(tmp_path, swarm.next_address()),
+            "--seed-time",
+            "8",
+        )
+        for n in range(3)
+    ]
+    try:
+        results = [finish(process) for process in leechers]
+    finally:
+        seeder.terminate()
+        seeder.wait(timeout=30)
+    for n in range(3):
+        _assert_identical(spec, tmp_path / f"leech{n}")
+    uploads = [uploaded_bytes(out) for out, _ in results]
+    assert sum(1 for upload in uploads if upload > 0) >= 2, uploads
+
+
+def test_endgame_does_not_wait_for_a_slow_peer(swarm: Swarm, tmp_path: Path) -> None:
+    spec = make_content(tmp_path / "seed", single_file_layout(2 * 1024 * 1024), seed=14)
+    torrent, tracker = _seeded(swarm, tmp_path, spec, 64 * 1024, seeders=1)
+    # A peer that takes 20 s per block: without endgame, its pieces would hold up the end.
+    with BadSeeder(
+        torrent.path, spec.root, swarm.next_address(), corrupt=lambda piece: False, delay=20.0
+    ) as slow:
+        slow.announce(tracker.http_announce_url)
+        started = time.monotonic()
+        result = _download(
+            torrent.path, tmp_path / "out", config_for(tmp_path, "127.0.0.1"), "--log-level", "INFO"
+        )
+        elapsed = time.monotonic() - started
+    assert result.returncode == 0, result.stderr
+    _assert_identical(spec, tmp_path / "out")
+    assert slow.blocks_served + slow.connections > 0, "the slow peer was never used"
+    # Not a speed target: without endgame the slow peer's pieces come back only when its
+    # requests time out (30 s); with it the fast seeder fetches them again at once.
+    assert elapsed < 25.0, f"the download waited for the slow peer ({elapsed:.1f} s)"
