@@ -6,10 +6,8 @@ torviz's four services talking over ZeroMQ. The content is compared byte for byt
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,12 +24,12 @@ from tests.support.content import (
     multi_file_layout,
     single_file_layout,
 )
+from tests.support.daemon import COORDINATOR, TorvizDaemon, descendants
 from tests.support.opentracker import OpenTracker
 from tests.support.swarm import Swarm
 
 pytestmark = pytest.mark.interop
 
-COORDINATOR = [sys.executable, "-m", "services.coordinator"]
 DOWNLOAD_TIMEOUT = 120.0
 
 # Everything on loopback; short timeouts so a failure shows quickly.
@@ -113,11 +111,7 @@ def test_corrupt_pieces_are_fetched_again_from_honest_peers(
 ) -> None:
     spec = make_content(tmp_path / "seed", single_file_layout(4 * 1024 * 1024), seed=3)
     torrent, _ = _seeded(swarm, tmp_path, spec, 128 * 1024, seeders=1)
-    tracker_url = next(
-        t.http_announce_url
-        for t in swarm._owned
-        if hasattr(t, "http_announce_url")
-    )
+    tracker_url = next(t.http_announce_url for t in swarm._owned if hasattr(t, "http_announce_url"))
     with BadSeeder(torrent.path, spec.root, swarm.next_address()) as liar:
         liar.announce(tracker_url)
         result = _download(torrent.path, tmp_path / "out", config_file, "--log-level", "INFO")
@@ -139,79 +133,24 @@ def test_no_peers_gives_one_clear_line(tmp_path: Path, config_file: Path) -> Non
     assert "Traceback" not in result.stderr
 
 
-def _children(pid: int) -> set[int]:
-    """Every descendant of ``pid``, from /proc."""
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
-    found: set[int] = set()
-    frontier = {pid}
-    while frontier:
-        frontier = {child for child, parent in parents.items() if parent in frontier} - found
-        found |= frontier
-    return found
-
-
 @pytest.fixture
-def daemon(tmp_path: Path, config_file: Path) -> Iterator[tuple[subprocess.Popen[str], list[str]]]:
-    state = tmp_path / "state"
-    flags = ["--state-dir", str(state)]
-    process = subprocess.Popen(
-        [
-            *COORDINATOR,
-            "start",
-            *flags,
-            "--config",
-            str(config_file),
-            "--download-dir",
-            str(tmp_path / "dl"),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=open(tmp_path / "daemon.log", "w"),  # noqa: SIM115
-        text=True,
-    )
+def daemon(tmp_path: Path, config_file: Path) -> Iterator[TorvizDaemon]:
+    daemon = TorvizDaemon(tmp_path / "state", config_file, tmp_path / "dl", tmp_path / "daemon.log")
     try:
-        deadline = time.monotonic() + 20
-        while not (state / "daemon.json").exists():
-            assert process.poll() is None, (tmp_path / "daemon.log").read_text()
-            assert time.monotonic() < deadline, "the daemon did not start"
-            time.sleep(0.1)
-        yield process, flags
+        yield daemon.start()
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(timeout=10)
+        daemon.stop()
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*COORDINATOR, *args], capture_output=True, text=True, timeout=30, check=False
-    )
-
-
-def test_daemon_add_status_shutdown(
-    swarm: Swarm, tmp_path: Path, daemon: tuple[subprocess.Popen[str], list[str]]
-) -> None:
-    process, flags = daemon
+def test_daemon_add_status_shutdown(swarm: Swarm, tmp_path: Path, daemon: TorvizDaemon) -> None:
     spec = make_content(tmp_path / "seed", multi_file_layout(2 * 1024 * 1024), seed=5)
     torrent, _ = _seeded(swarm, tmp_path, spec, 32 * 1024, seeders=1)
-    added = _cli("add", str(torrent.path), *flags)
+    added = daemon.cli("add", str(torrent.path))
     assert added.returncode == 0, added.stderr
     assert torrent.info_hash.hex in added.stdout
-    deadline = time.monotonic() + DOWNLOAD_TIMEOUT
-    while True:
-        status = _cli("status", torrent.info_hash.hex[:8], "--json", *flags)
-        assert status.returncode == 0, status.stderr
-        [entry] = json.loads(status.stdout)
-        if entry["progress"] == 1.0:
-            break
-        assert time.monotonic() < deadline, entry
-        time.sleep(0.5)
+    entry = daemon.wait_status(
+        torrent.info_hash.hex[:8], lambda e: e["progress"] == 1.0, DOWNLOAD_TIMEOUT
+    )
     for key in (
         "info_hash",
         "name",
@@ -229,12 +168,11 @@ def test_daemon_add_status_shutdown(
     assert entry["pieces_verified"] == entry["num_pieces"] == torrent.num_pieces
     assert entry["state"] == "seeding"
     _assert_identical(spec, tmp_path / "dl")
-    listing = _cli("list", *flags)
+    listing = daemon.cli("list")
     assert torrent.info_hash.hex[:12] in listing.stdout
-    children = _children(process.pid)
+    children = descendants(daemon.pid)
     assert len(children) >= 3
-    assert _cli("shutdown", *flags).returncode == 0
-    assert process.wait(timeout=30) == 0
+    assert daemon.shutdown() == 0
     deadline = time.monotonic() + 10
     while any(os.path.exists(f"/proc/{pid}") for pid in children) and time.monotonic() < deadline:
         time.sleep(0.1)

@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from tests.interop.test_download import (
-    COORDINATOR,
     DOWNLOAD_TIMEOUT,
     _assert_identical,
     _download,
@@ -19,6 +18,7 @@ from tests.interop.test_download import (
 )
 from tests.support.bad_seeder import BadSeeder
 from tests.support.content import make_content, make_torrent, multi_file_layout, single_file_layout
+from tests.support.daemon import COORDINATOR
 from tests.support.swarm import Swarm
 
 pytestmark = pytest.mark.interop
