@@ -157,11 +157,25 @@ class Coordinator:
                     self._track(torrent, agent)
 
     def agent_left(self, identity: bytes) -> Agent | None:
-        """An agent is gone (goodbye, exit, silence): forget what it was doing."""
+        """An agent is gone (goodbye, exit, silence): forget what it was doing.
+
+        Connections of a lost peer agent are dialled again from another (or its replacement);
+        torrents of a lost storage agent wait in CHECKING until a storage agent opens them again
+        (its resume state makes that quick).
+        """
         agent = self.agents.leave(identity)
-        if agent is not None:
-            for torrent in self.torrents.values():
+        if agent is None:
+            return None
+        for torrent in self.torrents.values():
+            if agent.kind is ServiceKind.PEER_AGENT:
                 self.swarm.forget_agent(torrent, identity)
+                self.swarm.connect_more(torrent)
+            elif agent.kind is ServiceKind.STORAGE_AGENT and torrent.state in (
+                *_OPEN_STATES,
+                TorrentState.CHECKING,
+            ):
+                self._stop(torrent, close_storage=False)
+                self._start(torrent)
         return agent
 
     # -- control --

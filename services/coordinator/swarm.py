@@ -315,11 +315,15 @@ class SwarmRules:
         torrent.tried.clear()
 
     def forget_agent(self, torrent: Torrent, identity: bytes) -> None:
-        """A peer agent is gone, with its connections."""
+        """A peer agent is gone, with its connections: their addresses may be dialled again."""
+        lost = [peer.address for peer in torrent.peers.values() if peer.agent == identity]
         for key in [k for k, peer in torrent.peers.items() if peer.agent == identity]:
             self.forget_peer(torrent, key)
         for address in [a for a, who in torrent.connecting.items() if who == identity]:
             del torrent.connecting[address]
+            lost.append(address)
+        torrent.tried.difference_update(lost)
+        torrent.add_candidates(tuple(lost))
         self.offer_work(torrent)
 
     def _agent_load(self, identity: bytes, delta: int) -> None:

@@ -294,10 +294,23 @@ def test_a_lost_peer_agent_takes_its_connections_with_it(core: Coordinator) -> N
     info_hash = opened(core)
     connect(core, info_hash, PA1, "pa1/1", 2, Bitfield.full(NUM_PIECES))
     assert core.status().torrents[0].peers == 1
+    core.take_outbox()
     core.agent_left(PA1)
     assert core.status().torrents[0].peers == 0
-    core.handle(TRACKER, PeersDiscovered(info_hash, (addr(9),), PeerSource.TRACKER), 0.0)
-    assert [to for to, _ in sent(core, ConnectPeer)] == [PA2]
+    # Its peer is dialled again, from the peer agent that is left.
+    assert sent(core, ConnectPeer) == [(PA2, ConnectPeer(info_hash, addr(2)))]
+
+
+def test_a_lost_storage_agent_has_its_torrents_reopened_by_the_next(core: Coordinator) -> None:
+    opened(core)
+    core.tick(5.0)
+    core.take_outbox()
+    core.agent_left(STORAGE)
+    assert core.status().torrents[0].state is TorrentState.CHECKING
+    out = kinds(core.take_outbox())
+    assert (PA1, "DetachTorrent") in out and (TRACKER, "UntrackTorrent") in out
+    join(core, b"storage2", ServiceKind.STORAGE_AGENT)
+    assert kinds(core.take_outbox()) == [(b"storage2", "OpenTorrent")]
 
 
 def test_storage_failure_puts_the_torrent_in_error(core: Coordinator) -> None:
