@@ -235,10 +235,9 @@ def test_crashes_over_several_rounds_refetch_only_what_was_in_flight(
     progress = 0.0
     for victim in rounds:
         progress = min(0.9, progress + rng.uniform(0.05, 0.15))
-        target = progress
         entry = daemon.wait_status(
             torrent.info_hash.hex,
-            lambda e: float(e["progress"]) >= target or e["progress"] == 1.0,
+            lambda e, target=progress: float(e["progress"]) >= target or e["progress"] == 1.0,
             DOWNLOAD_TIMEOUT,
         )
         if entry["progress"] == 1.0:
