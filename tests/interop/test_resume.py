@@ -6,6 +6,7 @@ The daemon runs as a real process with its agents; libtorrent seeds through open
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import random
 import signal
@@ -213,6 +214,10 @@ def test_a_full_disk_stops_the_torrent_and_resume_continues(
     _assert_identical(spec, small_disk)
 
 
+def _reached(target: float, entry: dict[str, object]) -> bool:
+    return float(entry["progress"]) >= target or entry["progress"] == 1.0  # type: ignore[arg-type]
+
+
 def _kill_everything(daemon: TorvizDaemon) -> None:
     """SIGKILL the coordinator and every agent at once (a power cut, minus the disk)."""
     victims = [daemon.pid, *descendants(daemon.pid)]
@@ -236,9 +241,7 @@ def test_crashes_over_several_rounds_refetch_only_what_was_in_flight(
     for victim in rounds:
         progress = min(0.9, progress + rng.uniform(0.05, 0.15))
         entry = daemon.wait_status(
-            torrent.info_hash.hex,
-            lambda e, target=progress: float(e["progress"]) >= target or e["progress"] == 1.0,
-            DOWNLOAD_TIMEOUT,
+            torrent.info_hash.hex, functools.partial(_reached, progress), DOWNLOAD_TIMEOUT
         )
         if entry["progress"] == 1.0:
             break
