@@ -101,6 +101,13 @@ class PeerAgentConfig:
     """Seconds before an unanswered block request is sent again elsewhere."""
     keepalive_interval: float = 110.0
     """Seconds of silence before we send a keep-alive (peers drop us after 120 s)."""
+    max_connections_per_torrent: int = 100
+    """Connections one peer agent holds for one torrent, incoming and outgoing."""
+    max_peer_requests: int = 500
+    """Block requests queued for one peer (our ``reqq``); more are rejected (fast extension)
+    or end the connection."""
+    piece_cache_bytes: int = 64 * 1024 * 1024
+    """Memory for whole pieces read from disk to upload, shared by the agent's connections."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +118,10 @@ class StorageAgentConfig:
     """Threads hashing pieces in parallel."""
     preallocate: bool = False
     """Reserve the full size of each file when it is created instead of a sparse file."""
+    flush_interval: float = 5.0
+    """Seconds between two flushes of written pieces to disk and to the resume record (when
+    the agent keeps resume state): at most this much verified work is missing from the record
+    after a crash, and it is found again by checking the files that changed."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -123,17 +123,14 @@ def _offload(parse: Callable[[bytes], _T], body: bytes, /) -> _T:
     return result
 
 
-def _bounded(
-    what: str, url: str, timeout: float | None, call: Callable[[], _T]
-) -> _T | TrackerError:
-    """Run ``call`` within ``timeout`` seconds (None: unbounded here); errors become values."""
-    timer = gevent.Timeout(timeout) if timeout is not None else None
-    if timer is not None:
-        timer.start()
+def _bounded(what: str, url: str, timeout: float, call: Callable[[], _T]) -> _T | TrackerError:
+    """Run ``call`` within ``timeout`` seconds; its errors (and a bug) become values."""
+    timer = gevent.Timeout(timeout)
+    timer.start()
     try:
         return call()
     except gevent.Timeout as exc:
-        if exc is not timer or timeout is None:
+        if exc is not timer:
             raise
         return TrackerError("timed_out", f"timed out after {format_seconds(timeout)} s")
     except TrackerError as exc:
@@ -142,8 +139,7 @@ def _bounded(
         log.exception("%s to %s failed unexpectedly", what, url)
         return TrackerError("internal_error", f"internal error: {type(exc).__name__}")
     finally:
-        if timer is not None:
-            timer.close()
+        timer.close()
 
 
 def run_announce(

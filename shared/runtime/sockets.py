@@ -37,6 +37,7 @@ from typing import Any
 
 import gevent
 import gevent.queue
+import pykka
 import zmq
 import zmq.green
 
@@ -332,6 +333,11 @@ class BusSocket:
         self.stats.received += 1
         try:
             self._handler(Incoming(message, data, sender))
+        except pykka.ActorDeadError:
+            # The owning actor is stopping; a message that arrives meanwhile has no one to read
+            # it, which is no error (a late Goodbye at shutdown, say).
+            self.stats.handler_errors += 1
+            log.debug("%s: %s arrived after its actor stopped", self.name, type(message).__name__)
         except Exception:
             self.stats.handler_errors += 1
             log.exception("%s: handler failed on %s", self.name, type(message).__name__)

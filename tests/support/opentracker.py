@@ -94,7 +94,10 @@ def _announce(host: str, port: int, info_hash: InfoHash, event: str) -> bytes:
             "event": event,
             "compact": 1,
             "numwant": 0,
-        }
+        },
+        # quote, not quote_plus: a 0x20 byte of the hash must travel as %20, since opentracker
+        # reads "+" as 0x2B and would then be asked about a different info hash.
+        quote_via=urllib.parse.quote,
     )
     connection = http.client.HTTPConnection(host, port, timeout=_PROBE_TIMEOUT_S)
     try:

@@ -2,7 +2,8 @@
 
 Two other peers announce to opentracker straight from the test (from their own 127.0.0.x
 addresses), so the agent must find them; a third announce from the test shows whether
-opentracker still lists the agent.
+opentracker still lists the agent. Scrapes run after every announce here
+(``scrape_interval = 0``), so their counts show in the agent's reports.
 """
 
 from __future__ import annotations
@@ -12,7 +13,15 @@ import time
 
 import pytest
 
-from shared.bus import Shutdown, TorrentCompleted, TrackerState, UntrackTorrent, UpdateTransfer
+from shared.bus import (
+    Message,
+    Shutdown,
+    TorrentCompleted,
+    TrackerState,
+    TrackerStateChanged,
+    UntrackTorrent,
+    UpdateTransfer,
+)
 from tests.services.tracker_agent.conftest import StartAgent
 from tests.services.tracker_agent.fakes import SilentTcpServer
 from tests.services.tracker_agent.harness import (
@@ -29,13 +38,28 @@ from tests.support import Swarm
 
 pytestmark = pytest.mark.interop
 
+SCRAPING = "announce_timeout = 1.0\nscrape_interval = 0"
 
-def test_http_announce_reports_peers_and_states_then_untrack_is_stopped(
+
+def scraped(url: str, seeders: int, leechers: int, completed: int):
+    """A predicate: a report of ``url`` carrying these scrape counts."""
+
+    def match(m: Message) -> bool:
+        return (
+            isinstance(m, TrackerStateChanged)
+            and m.url == url
+            and (m.seeders, m.leechers, m.completed) == (seeders, leechers, completed)
+        )
+
+    return match
+
+
+def test_http_announce_and_scrape_report_peers_and_states_then_untrack_is_stopped(
     swarm: Swarm, coordinator: Coordinator, start_agent: StartAgent
 ):
     info_hash, tracker, others = swarm_with_two_peers(swarm)
     url = tracker.http_announce_url
-    start_agent()
+    start_agent(SCRAPING)
     coordinator.send(track(info_hash, (url,)))
     announcing = coordinator.state(url, TrackerState.ANNOUNCING)
     assert (announcing.info_hash, announcing.tier, announcing.error) == (info_hash, 0, None)
@@ -43,6 +67,8 @@ def test_http_announce_reports_peers_and_states_then_untrack_is_stopped(
     assert (working.seeders, working.leechers, working.error) == (1, 2, None)
     assert working.next_announce_in is not None and working.next_announce_in > 60
     coordinator.wait_for(lambda m: others <= coordinator.peers(info_hash), WAIT)
+    # The scrape after the announce: 1 seeder, 2 leechers (us included), nobody completed yet.
+    coordinator.wait_for(scraped(url, 1, 2, 0), WAIT)
     assert ME in listed(tracker, info_hash)
 
     coordinator.send(UpdateTransfer(info_hash, uploaded=0, downloaded=1000, left=0))
@@ -54,22 +80,28 @@ def test_http_announce_reports_peers_and_states_then_untrack_is_stopped(
     time.sleep(0.3)  # a second completed would show within this
     stats = scrape(tracker.host, tracker.port, info_hash)
     assert (stats.downloaded, stats.complete) == (1, 2)  # we are a seeder now, counted once
+    coordinator.wait_for(scraped(url, 2, 2, 1), WAIT)  # the agent's own scrape agrees
 
     coordinator.send(UntrackTorrent(info_hash))
     wait_until_forgotten(tracker, info_hash)
 
 
-def test_udp_announce_reports_peers_then_untrack_is_stopped(
+def test_udp_announce_and_scrape_report_peers_then_untrack_is_stopped(
     swarm: Swarm, coordinator: Coordinator, start_agent: StartAgent
 ):
     info_hash, tracker, others = swarm_with_two_peers(swarm)
     url = tracker.udp_announce_url
-    start_agent()
+    start_agent(SCRAPING)
     coordinator.send(track(info_hash, (url,)))
     working = coordinator.state(url, TrackerState.WORKING)
     assert (working.seeders, working.leechers) == (1, 2)
     coordinator.wait_for(lambda m: others <= coordinator.peers(info_hash), WAIT)
+    coordinator.wait_for(scraped(url, 1, 2, 0), WAIT)  # a UDP scrape (action 2)
     assert ME in listed(tracker, info_hash)
+    # BEP 15 event 1 (completed), counted once; the scrape that follows shows it.
+    coordinator.send(UpdateTransfer(info_hash, uploaded=0, downloaded=1000, left=0))
+    coordinator.send(TorrentCompleted(info_hash))
+    coordinator.wait_for(scraped(url, 2, 2, 1), WAIT)
     coordinator.send(UntrackTorrent(info_hash))
     wait_until_forgotten(tracker, info_hash)
 

@@ -13,6 +13,7 @@ import pytest
 from services.tracker_agent.core import (
     PEERS_PER_MESSAGE,
     AnnounceJob,
+    ScrapeJob,
     TrackerAgentCore,
 )
 from shared.bus import (
@@ -28,7 +29,13 @@ from shared.bus import (
     encode_frames,
 )
 from shared.errors import BusError, TrackerError
-from shared.tracker import AnnounceEvent, AnnounceFailure, AnnounceResponse, TrackerPeer
+from shared.tracker import (
+    AnnounceEvent,
+    AnnounceFailure,
+    AnnounceResponse,
+    ScrapeStats,
+    TrackerPeer,
+)
 from shared.types import InfoHash, PeerAddress, PeerId
 
 IH = InfoHash(bytes(range(20)))
@@ -71,7 +78,19 @@ def start(core: TrackerAgentCore, *tiers: tuple[str, ...], now: float = 0.0) -> 
     assert core.track(track(*tiers), now) == []
     jobs, reports = core.due(now)
     roundtrip(reports)
-    return jobs
+    return [job for job in jobs if isinstance(job, AnnounceJob)]
+
+
+def due_one(core: TrackerAgentCore, now: float) -> AnnounceJob:
+    (job,), _ = core.due(now)
+    assert isinstance(job, AnnounceJob)
+    return job
+
+
+def scrape_due(core: TrackerAgentCore, now: float) -> ScrapeJob:
+    (job,), _ = core.due(now)
+    assert isinstance(job, ScrapeJob)
+    return job
 
 
 def test_first_announce_carries_started_totals_numwant_and_key(core):
@@ -252,3 +271,114 @@ def test_untrack_all_stops_every_torrent(core):
     stops = core.untrack_all()
     assert sorted(s.info_hash for s in stops) == sorted([IH, other])
     assert core.info_hashes == ()
+
+
+def test_warning_keeps_the_tracker_working_and_shows_in_error(core):
+    (job,) = start(core, (URL_A,))
+    (state,) = roundtrip(core.finish(job, response([], warning="passkey expires soon"), 1.0))
+    assert isinstance(state, TrackerStateChanged)
+    assert (state.state, state.error) == (
+        TrackerState.WORKING,
+        "tracker warning: passkey expires soon",
+    )
+    (again,), (announcing,) = core.due(1801.0)
+    assert isinstance(announcing, TrackerStateChanged)
+    assert announcing.error == "tracker warning: passkey expires soon"  # until it answers again
+    (clean,) = core.finish(again, response([]), 1802.0)
+    assert isinstance(clean, TrackerStateChanged) and clean.error is None
+
+
+def test_a_failure_code_names_its_cause(core):
+    (job,) = start(core, (URL_A,))
+    refusal = AnnounceFailure(reason="bad hash", code=150)
+    (state,) = core.finish(job, refusal, 1.0)
+    assert isinstance(state, TrackerStateChanged)
+    assert state.error == "tracker refused the announce: invalid info_hash (code 150): bad hash"
+
+
+def test_the_last_error_stays_while_announcing_again(core):
+    (job,) = start(core, (URL_A,))
+    core.finish(job, TrackerError("connection_refused", "connection refused"), 1.0)
+    (_retry,), (announcing,) = core.due(16.0)
+    assert isinstance(announcing, TrackerStateChanged)
+    assert (announcing.state, announcing.error) == (TrackerState.ANNOUNCING, "connection refused")
+
+
+def patient(**kwargs) -> TrackerAgentCore:
+    return TrackerAgentCore(numwant=50, rng=random.Random(5), patience=15.0, **kwargs)
+
+
+def test_a_udp_announce_past_its_patience_fails_and_the_next_tier_is_tried():
+    core = patient()
+    (job,) = start(core, (URL_B,), ("http://127.0.0.1:3/announce",))
+    assert job.url == URL_B
+    assert core.next_deadline(1.0) == 15.0  # the patience of the UDP announce
+    jobs, reports = core.due(15.0)
+    assert [j.url for j in jobs] == ["http://127.0.0.1:3/announce"]
+    failed, announcing = roundtrip(reports)
+    assert isinstance(failed, TrackerStateChanged)
+    assert (failed.url, failed.state, failed.error, failed.next_announce_in) == (
+        URL_B,
+        TrackerState.FAILED,
+        "no reply within 15 s, still retrying",
+        None,
+    )
+    assert isinstance(announcing, TrackerStateChanged) and announcing.tier == 1
+    # The lingering UDP announce answers late: it counts.
+    late = roundtrip(core.finish(job, response([PeerAddress("127.0.0.2", 7)]), 40.0))
+    assert isinstance(late[0], TrackerStateChanged)
+    assert (late[0].state, late[0].error) == (TrackerState.WORKING, None)
+    assert isinstance(late[1], PeersDiscovered)
+
+
+def test_http_announces_have_no_patience_of_their_own():
+    core = patient()
+    start(core, ("http://127.0.0.1:3/announce",))
+    assert core.next_deadline(100.0) is None  # the HTTP client's timeout ends it
+
+
+def test_a_scrape_follows_a_successful_announce_at_most_every_interval():
+    core = patient(scrape_interval=300.0)
+    (job,) = start(core, (URL_B,))
+    core.finish(job, response([], complete=1, incomplete=2), 1.0)
+    assert core.next_deadline(1.0) == 1.0
+    scrape = scrape_due(core, 1.0)
+    assert (scrape.info_hash, scrape.url) == (IH, URL_B)
+    (state,) = roundtrip(core.finish_scrape(scrape, ScrapeStats(5, 9, 4), 2.0))
+    assert isinstance(state, TrackerStateChanged)
+    assert (state.state, state.seeders, state.leechers, state.completed) == (
+        TrackerState.WORKING, 5, 4, 9
+    )  # fmt: skip
+    assert core.finish_scrape(scrape, ScrapeStats(5, 9, 4), 2.0) == []  # stale
+    # The next announce keeps the scraped completed count and is not scraped again so soon.
+    core.complete(IH, 100.0)
+    done = due_one(core, 100.0)
+    (after,) = core.finish(done, response([], complete=6, incomplete=3), 101.0)
+    assert isinstance(after, TrackerStateChanged)
+    assert (after.seeders, after.leechers, after.completed) == (6, 3, 9)
+    assert core.due(101.0) == ([], [])
+    regular = due_one(core, 1901.0)
+    core.finish(regular, response([]), 1902.0)
+    scrape_due(core, 1902.0)
+
+
+def test_failed_scrapes_change_no_state_and_wait():
+    core = patient(scrape_interval=0.0)
+    (job,) = start(core, ("http://127.0.0.1:3/announce",))
+    core.finish(job, response([]), 1.0)
+    scrape = scrape_due(core, 1.0)
+    assert core.finish_scrape(scrape, TrackerError("http_status", "HTTP 404 Not Found"), 2.0) == []
+    regular = due_one(core, 1801.0)
+    core.finish(regular, response([]), 1802.0)
+    again = scrape_due(core, 1802.0)  # a minute at least has passed
+    core.finish_scrape(again, TrackerError("no_scrape", "none"), 1803.0)
+    third = due_one(core, 3603.0)
+    core.finish(third, response([]), 3604.0)
+    assert core.due(3604.0) == ([], [])  # never again
+
+
+def test_trackers_without_a_scrape_url_are_not_scraped():
+    core = patient(scrape_interval=0.0)
+    (job,) = start(core, ("http://127.0.0.1:3/tracker",))
+    core.finish(job, response([]), 1.0)
+    assert core.due(1.0) == ([], [])

@@ -11,7 +11,7 @@ import socket
 import ssl
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -255,9 +255,12 @@ def test_a_parser_can_be_offloaded():
 
 @pytest.mark.parametrize("path", sorted(set(HOSTILE_HTTP) - {"/loop2"}))
 def test_hostile_replies_give_one_named_line(path):
-    routes = {p: reply for p, (reply, _) in HOSTILE_HTTP.items()}
+    routes: dict[str, Reply | Callable[[], Reply]] = {
+        p: reply for p, (reply, _) in HOSTILE_HTTP.items()
+    }
     with HttpServer(routes) as server:
         started = time.monotonic()
+        result: AnnounceResponse | AnnounceFailure | TrackerError
         try:
             result = announce_http(server.url(path), REQUEST, timeout=5.0)
         except TrackerError as exc:

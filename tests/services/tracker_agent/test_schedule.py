@@ -11,7 +11,7 @@ from collections.abc import MutableSequence
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.tracker_agent.schedule import AnnounceSchedule, DueAnnounce, RetryPolicy
@@ -316,3 +316,103 @@ def test_never_more_than_one_announce_in_flight_per_round(outcomes, trackers):
             s.succeeded(due[0].url, now, interval=60)
         else:
             s.failed(due[0].url, now)
+
+
+def test_an_overdue_announce_falls_through_and_lingers_until_it_ends():
+    s = make([["http://a"], ["http://b"]])
+    assert urls(s.due(0.0)) == ["http://a"]
+    assert s.overdue("http://a", 15.0)
+    assert not s.overdue("http://a", 16.0)  # reported once
+    view = s.view("http://a", 15.0)
+    assert (view.state, view.next_announce_in) == (TrackerState.FAILED, None)
+    assert s.next_deadline(15.0) == 15.0
+    assert s.due(15.0) == [DueAnnounce("http://b", 1, STARTED)]
+    # The lingering announce answers after all: it ends the round, b now lingers in turn.
+    assert s.succeeded("http://a", 20.0, interval=1800)
+    assert s.view("http://a", 20.0).state is TrackerState.WORKING
+    assert s.view("http://a", 20.0).next_announce_in == 1800
+    assert s.due(20.0) == [] and s.next_deadline(20.0) == 1820.0
+    assert s.failed("http://b", 25.0)
+    assert s.view("http://b", 25.0).state is TrackerState.FAILED
+    assert s.next_deadline(25.0) == 1820.0  # a answered: no reason to hurry
+    assert urls(s.due(1820.0)) == ["http://a"]
+
+
+def test_a_lingering_tracker_is_never_announced_to_twice():
+    s = make([["http://a"]])
+    s.due(0.0)
+    assert s.overdue("http://a", 15.0)
+    assert s.next_deadline(15.0) is None  # nobody else to try: wait for the outcome
+    assert s.due(100.0) == []
+    assert s.failed("http://a", 200.0)  # e.g. BEP 15 retransmits exhausted
+    assert s.view("http://a", 200.0).failures == 1
+    assert s.next_deadline(200.0) == 215.0
+    assert urls(s.due(215.0)) == ["http://a"]
+
+
+def test_a_new_round_skips_a_lingering_tracker():
+    s = make([["http://a"], ["http://b"]])
+    s.due(0.0)
+    s.overdue("http://a", 15.0)
+    s.due(15.0)
+    s.failed("http://b", 16.0)
+    assert s.next_deadline(16.0) == 31.0  # b's back-off; a still lingers
+    assert s.due(31.0) == [DueAnnounce("http://b", 1, STARTED)]
+
+
+def test_overdue_while_not_waited_on_only_changes_the_state():
+    s = make([["http://a"], ["http://b"]])
+    s.due(0.0)
+    s.overdue("http://a", 15.0)
+    s.due(15.0)
+    s.succeeded("http://a", 16.0, interval=1800)  # b lingers, its patience runs on
+    assert s.overdue("http://b", 30.0)
+    assert s.view("http://b", 30.0).state is TrackerState.FAILED
+    assert s.next_deadline(30.0) == 1816.0
+
+
+def test_a_lingering_started_is_withdrawn_at_stop():
+    s = make([["http://a"], ["http://b"]])
+    s.due(0.0)
+    s.overdue("http://a", 15.0)
+    s.due(15.0)
+    assert sorted(urls(s.stop())) == ["http://a", "http://b"]
+    assert not s.succeeded("http://a", 16.0, interval=60)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["ok", "fail", "overdue", "wait"]), st.integers(0, 3)),
+        min_size=1,
+        max_size=60,
+    ),
+    st.integers(min_value=1, max_value=4),
+    st.booleans(),
+)
+def test_no_tracker_is_announced_to_twice_and_nothing_stalls(steps, trackers, all_tiers):
+    tiers = [[f"http://t{i}"] for i in range(trackers)]
+    s = make(tiers, rng=random.Random(1), announce_to_all_tiers=all_tiers)
+    now = 0.0
+    flying: list[str] = []
+    for action, pick in steps:
+        for due in s.due(now):
+            assert due.url not in flying
+            flying.append(due.url)
+        deadline = s.next_deadline(now)
+        assert deadline is None or deadline >= now
+        if not flying:
+            assert deadline is not None  # something is always planned
+        if action == "wait" or not flying:
+            now = deadline if deadline is not None else now + 1.0
+            continue
+        url = flying[pick % len(flying)]
+        now += 1.0
+        if action == "overdue":
+            s.overdue(url, now)
+            continue
+        flying.remove(url)
+        if action == "ok":
+            assert s.succeeded(url, now, interval=60)
+        else:
+            assert s.failed(url, now)

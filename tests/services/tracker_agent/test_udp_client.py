@@ -205,6 +205,7 @@ def test_hostile_replies_end_with_their_cause_at_once(name):
     script, expected = HOSTILE_UDP[name]
     with FakeUdpTracker(PEERS, answer=script) as tracker:
         started = time.monotonic()
+        result: AnnounceResponse | AnnounceFailure | TrackerError
         try:
             result = client(15.0, 8).announce(tracker.url, REQUEST)
         except TrackerError as exc:

@@ -1,0 +1,121 @@
+"""End to end through the daemon: a hostile tracker and opentracker, seen in ``status --json``.
+
+``torviz-coordinator start`` runs the coordinator and its three agents; the CLI adds a torrent
+whose first tier is a hostile HTTP tracker (it refuses with the classic failure code 150) and
+whose second tier is opentracker over UDP. ``status --json`` must show the hostile tracker
+``failed`` with its cause named, and opentracker ``working`` with its scrape counts; then
+``shutdown`` ends every process.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.services.tracker_agent.fakes import HOSTILE_HTTP, HttpServer, Reply
+from tests.services.tracker_agent.harness import fresh_info_hash
+from tests.support.content import make_content, make_torrent, single_file_layout
+from tests.support.swarm import Swarm
+
+pytestmark = pytest.mark.interop
+
+COORDINATOR = [sys.executable, "-m", "services.coordinator"]
+CONFIG = """
+[peer_agent]
+listen_host = "127.0.0.1"
+
+[tracker_agent]
+dht = false
+announce_timeout = 5.0
+"""
+STATUS_TIMEOUT = 30.0
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*COORDINATOR, *args], capture_output=True, text=True, timeout=30, check=False
+    )
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], list[str], Path]]:
+    """The daemon, started with a config file; killed at teardown if still running."""
+    config = tmp_path / "torviz.toml"
+    config.write_text(CONFIG)
+    state = tmp_path / "state"
+    flags = ["--state-dir", str(state)]
+    log_path = tmp_path / "daemon.log"
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [*COORDINATOR, "start", *flags, "--config", str(config),
+             "--download-dir", str(tmp_path / "dl")],
+            stdout=subprocess.DEVNULL, stderr=log, text=True,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 20
+        while not (state / "daemon.json").exists():
+            assert process.poll() is None, log_path.read_text()
+            assert time.monotonic() < deadline, "the daemon did not start"
+            time.sleep(0.1)
+        yield process, flags, log_path
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
+
+
+def _trackers(info_hash: str, flags: list[str]) -> dict[str, dict[str, Any]]:
+    status = _cli("status", info_hash[:8], "--json", *flags)
+    assert status.returncode == 0, status.stderr
+    [entry] = json.loads(status.stdout)
+    return {tracker["url"]: tracker for tracker in entry["trackers"]}
+
+
+def test_status_shows_the_hostile_tracker_failed_and_opentracker_working(
+    swarm: Swarm,
+    tmp_path: Path,
+    daemon: tuple[subprocess.Popen[str], list[str], Path],
+) -> None:
+    process, flags, log_path = daemon
+    spec = make_content(tmp_path / "seed", single_file_layout(200_000), seed=21)
+    probe = make_torrent(spec, 16 * 1024, [], tmp_path / "probe.torrent")
+    # The fixture probes the last whitelisted hash; a fresh one keeps it independent of ours.
+    tracker = swarm.tracker([probe.info_hash, fresh_info_hash()])
+    good = tracker.udp_announce_url
+    refusal, error = HOSTILE_HTTP["/code"]
+    with HttpServer({"/announce": Reply(body=refusal.body)}) as hostile:
+        bad = hostile.url("/announce")
+        torrent = make_torrent(spec, 16 * 1024, [bad, good], tmp_path / "t.torrent")
+        added = _cli("add", str(torrent.path), *flags)
+        assert added.returncode == 0, added.stderr
+        info_hash = torrent.info_hash.hex
+        deadline = time.monotonic() + STATUS_TIMEOUT
+        while True:
+            trackers = _trackers(info_hash, flags)
+            shown_bad, shown_good = trackers.get(bad), trackers.get(good)
+            if (
+                shown_bad is not None
+                and shown_bad["state"] == "failed"
+                and shown_good is not None
+                and shown_good["state"] == "working"
+                and shown_good["completed"] is not None
+            ):
+                break
+            assert time.monotonic() < deadline, (trackers, log_path.read_text()[-3000:])
+            time.sleep(0.3)
+        assert shown_bad["last_error"] == error
+        assert shown_bad["tier"] == 0 and shown_good["tier"] == 1
+        assert shown_good["last_error"] is None
+        # We are the only peer: a leecher, nobody finished yet (the scrape's counts).
+        assert (shown_good["seeders"], shown_good["leechers"], shown_good["completed"]) == (0, 1, 0)
+        assert shown_good["next_announce"] > 60
+        assert _cli("shutdown", *flags).returncode == 0
+        assert process.wait(timeout=30) == 0
+    assert "Traceback" not in log_path.read_text()
