@@ -17,7 +17,8 @@ from shared.errors import ConfigError  # noqa: E402
 from shared.runtime.agent import AgentOptions, parse_agent_args, run_agent  # noqa: E402
 from shared.runtime.service import ActorFactory, ServiceRunner  # noqa: E402
 
-from .agent import AgentSettings, StorageAgent  # noqa: E402
+from .agent import StorageAgent  # noqa: E402
+from .settings import AgentSettings  # noqa: E402
 
 __all__ = ["main", "settings_from"]
 
@@ -30,13 +31,19 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="ENDPOINT",
         help="endpoint to bind for peer agents (overrides [storage_agent] data)",
     )
+    parser.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        help="keep resume state in DIR/resume.sqlite (default: none; every open checks the files)",
+    )
 
 
 def settings_from(options: AgentOptions) -> AgentSettings:
     """The agent's settings from its command line and its config section.
 
     Raises:
-        ConfigError: no data endpoint anywhere, or an unusable ``hash_threads``.
+        ConfigError: no data endpoint anywhere, or an unusable ``hash_threads`` or
+            ``flush_interval``.
     """
     section = options.config.storage_agent
     data = options.extra.data or section.data
@@ -50,12 +57,20 @@ def settings_from(options: AgentOptions) -> AgentSettings:
             "bad_value",
             f"storage_agent.hash_threads must be at least 1, not {section.hash_threads}",
         )
+    if not section.flush_interval > 0:
+        raise ConfigError(
+            "bad_value",
+            f"storage_agent.flush_interval must be a positive number of seconds, "
+            f"not {section.flush_interval}",
+        )
     return AgentSettings(
         agent_id=options.agent_id,
         bus=options.bus,
         data=data,
         preallocate=section.preallocate,
         hash_threads=section.hash_threads,
+        state_dir=options.extra.state_dir,
+        flush_interval=section.flush_interval,
     )
 
 

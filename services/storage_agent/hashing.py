@@ -18,8 +18,12 @@ Rules:
 - Missing data (a missing, short or misplaced file) makes a piece missing. A disk failure
   (``io_error``, ``permission_denied`` ...) stops the recheck with its ``StorageError``: a
   recheck that silently skipped unreadable pieces would tell the user nothing about the disk.
-- A recheck that ends early (an error, or its greenlet killed) first waits for the pieces still
-  in flight, so no worker touches the store after ``recheck`` has returned or raised.
+- A recheck that ends early (an error, a cancellation, or its greenlet killed) first waits for
+  the pieces still in flight, so no worker touches the store after ``recheck`` has returned or
+  raised.
+- A recheck may cover only some pieces (fast resume hashes the pieces of changed files); its
+  result is built once at the end, never piece by piece (adding one bit to a big-integer set
+  copies it: quadratic for a torrent of a million pieces).
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import contextlib
 import hashlib
 import os
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Executor
 from typing import Any, Protocol, TypeVar, cast
 
@@ -40,6 +44,7 @@ from .store import MISSING_DATA_REASONS, Buffer, Storage
 
 __all__ = [
     "INLINE_HASH_BELOW",
+    "CheckCancelledError",
     "PieceVerifier",
     "ProgressCallback",
     "SpawnPool",
@@ -55,6 +60,10 @@ microseconds) costs more than hashing them."""
 
 ProgressCallback = Callable[[int, int], None]
 """Called as ``progress(pieces_done, pieces_total)`` after each piece, in order."""
+
+
+class CheckCancelledError(Exception):
+    """A recheck stopped early because its caller asked it to."""
 
 
 class _AsyncResult(Protocol):
@@ -169,60 +178,73 @@ class PieceVerifier:
         storage: Storage,
         info: InfoDict,
         progress: ProgressCallback | None = None,
+        *,
+        pieces: Iterable[int] | None = None,
+        count: int | None = None,
+        cancelled: Callable[[], bool] | None = None,
     ) -> Bitfield:
-        """Hash every piece on disk and return the set of pieces whose data is correct.
+        """Hash pieces on disk and return the set of those whose data is correct.
 
         Pieces are read and hashed on the workers, ``max_in_flight`` at a time; results are
-        collected in piece order, so ``progress`` sees 1, 2, ... ``num_pieces``.
+        collected in order, so ``progress`` sees 1, 2, ... up to the number of pieces checked.
 
         Args:
             storage: the store to read from (its reads must be safe from several threads).
             info: the torrent whose piece hashes are checked.
             progress: called as ``progress(done, total)`` in the caller after each piece.
+            pieces: the pieces to check, in increasing order; every piece when omitted.
+            count: how many ``pieces`` there are (the ``total`` given to ``progress``).
+            cancelled: asked before each piece is submitted; True stops the recheck.
 
         Returns:
-            A ``Bitfield`` of the pieces whose bytes match their hash.
+            A ``Bitfield`` (of every piece of the torrent) of the checked pieces that match.
 
         Raises:
             StorageError: a read failed for a reason other than missing data.
+            CheckCancelledError: ``cancelled`` returned True.
         """
-        total = info.num_pieces
-        if storage.info.num_pieces != total:
+        size = info.num_pieces
+        if storage.info.num_pieces != size:
             raise ValueError("the store belongs to a torrent with a different piece count")
-        have = Bitfield(total)
+        if pieces is None:
+            pieces, count = range(size), size
+        total = count if count is not None else size
+        good = bytearray((size + 7) // 8)  # bit i of byte i // 8 is piece i: one int at the end
         pending: deque[tuple[int, Callable[[], bool]]] = deque()
         buffers: list[bytearray] = []
         done = 0
         try:
-            for piece in range(total):
+            for piece in pieces:
+                if cancelled is not None and cancelled():
+                    raise CheckCancelledError(f"check stopped after {done} of {total} pieces")
                 if len(pending) >= self._max_in_flight:
-                    done = self._collect(pending, have, done, total, progress)
+                    done = self._collect(pending, good, done, total, progress)
                 expected = info.piece_hash(piece)
                 check = _checker(storage, piece, expected, buffers)
                 pending.append((piece, self._pool.submit(check)))
             while pending:
-                done = self._collect(pending, have, done, total, progress)
+                done = self._collect(pending, good, done, total, progress)
         finally:
             # Only reached with pieces pending when something raised: let the workers finish.
             # The first error is already propagating; later ones add nothing.
             for _, wait in pending:
                 with contextlib.suppress(Exception):
                     wait()
-        return have
+        return Bitfield.from_int(int.from_bytes(good, "little"), size)
 
     @staticmethod
     def _collect(
         pending: deque[tuple[int, Callable[[], bool]]],
-        have: Bitfield,
+        good: bytearray,
         done: int,
         total: int,
         progress: ProgressCallback | None,
     ) -> int:
         piece, wait = pending[0]
-        good = wait()
+        matched = wait()
         pending.popleft()
-        if good:
-            have.add(piece)
+        if matched:
+            good[piece >> 3] |= 1 << (piece & 7)
         done += 1
         if progress is not None:
             progress(done, total)

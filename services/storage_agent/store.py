@@ -4,8 +4,8 @@ Strategy: a ``Storage`` takes whole pieces in and hands byte ranges out. The tor
 ``TorrentGeometry`` maps a piece range to file spans; the store only moves bytes across those
 spans. ``FileStorage`` keeps one descriptor per file in a bounded LRU and uses positional I/O
 (``os.pwrite``/``os.pread``), so the same store is safe to use from several worker threads at
-once (the recheck does). ``MemoryStorage`` keeps the same behaviour in ``bytearray``s for tests
-of other services.
+once (the recheck does). ``memory.MemoryStorage`` keeps the same behaviour in ``bytearray``s for
+tests.
 
 Rules:
 - Every ``os`` call here blocks. Under gevent the service calls the store from the hub's
@@ -27,7 +27,9 @@ Rules:
 - Reads never invent data: a missing file or a file shorter than the range is a
   ``StorageError`` (``file_missing`` / ``file_short``), except padding files.
 - Durability: ``flush`` fdatasyncs every file written since the last flush and the directories
-  in which files were created. A piece may be recorded as verified only after a flush returned.
+  in which files were created; ``sync_files`` does the same for data found on disk (written by
+  an earlier run). A piece may be recorded as verified only after one of them returned.
+- ``file_states`` gives each file's size and mtime: the resume record compares them later.
 """
 
 from __future__ import annotations
@@ -41,20 +43,23 @@ import stat
 import sys
 import threading
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from shared.metainfo import InfoDict
 from shared.paths import resolve_inside
 
 from .errors import StorageError, storage_error_from_os
+from .removal import remove_torrent_files
 
 __all__ = [
     "DEFAULT_MAX_OPEN_FILES",
     "MISSING_DATA_REASONS",
     "Buffer",
+    "FileState",
     "FileStorage",
-    "MemoryStorage",
     "Storage",
+    "native_lock",
 ]
 
 log = logging.getLogger(__name__)
@@ -72,7 +77,15 @@ MISSING_DATA_REASONS = frozenset(
 _fdatasync = getattr(os, "fdatasync", os.fsync)
 
 
-def _native_lock() -> _thread.LockType:
+@dataclass(frozen=True, slots=True)
+class FileState:
+    """A file as found on disk: its size in bytes and its modification time in nanoseconds."""
+
+    size: int
+    mtime_ns: int
+
+
+def native_lock() -> _thread.LockType:
     """A real OS lock even when gevent has patched ``threading``.
 
     The store is used from native worker threads; a gevent lock taken there would need a hub in
@@ -102,6 +115,11 @@ class Storage(abc.ABC):
     @property
     def info(self) -> InfoDict:
         return self._info
+
+    @property
+    def download_dir(self) -> str:
+        """The real path of the download directory; empty for a store that is not on disk."""
+        return ""
 
     def write_piece(self, piece: int, data: Buffer) -> None:
         """Write one whole piece across the files it spans.
@@ -197,6 +215,16 @@ class Storage(abc.ABC):
         """Remove the torrent's files (and the folders that become empty)."""
 
     @abc.abstractmethod
+    def file_states(self) -> tuple[FileState | None, ...]:
+        """Each file's size and modification time; None for a file that is not there (or is a
+        padding file, or not a regular file). Raises ``StorageError`` for a disk failure."""
+
+    @abc.abstractmethod
+    def sync_files(self, indices: Iterable[int]) -> None:
+        """Make the data of the given files durable, whoever wrote it; missing files are skipped.
+        Raises ``StorageError`` if a sync fails."""
+
+    @abc.abstractmethod
     def _write_span(self, file_index: int, file_offset: int, data: memoryview) -> None: ...
 
     @abc.abstractmethod
@@ -263,7 +291,7 @@ class FileStorage(Storage):
         self._root = os.path.realpath(download_dir)
         # Validation only: the walk in _parent_dir does the opening, component by component.
         self._paths = tuple(resolve_inside(self._root, entry.path) for entry in info.files)
-        self._lock = _native_lock()
+        self._lock = native_lock()
         self._handles: OrderedDict[int, _Handle] = OrderedDict()
         self._dirty: set[int] = set()
         self._new_entries_in: set[str] = set()
@@ -367,10 +395,8 @@ class FileStorage(Storage):
             self._release_all()
 
     def delete_files(self) -> None:
-        """Close everything, remove the torrent's files, then its folders that are now empty.
-
-        Files that do not exist are skipped; symlinked folders are never followed out of the
-        download directory, and folders still holding other files are left alone.
+        """Close everything, remove the torrent's files, then its folders that are now empty
+        (see ``removal``: nothing but the torrent's own regular files is ever removed).
 
         Raises:
             StorageError: a file could not be removed (permission, read-only file system ...).
@@ -379,26 +405,47 @@ class FileStorage(Storage):
         with self._lock:
             self._dirty.clear()
             self._new_entries_in.clear()
-        folders: set[tuple[str, ...]] = set()
+        remove_torrent_files(
+            self._root, [(entry.path, entry.padding) for entry in self._info.files]
+        )
+
+    def file_states(self) -> tuple[FileState | None, ...]:
+        """Each file's size and mtime (``lstat``); None when missing or not a regular file.
+        Raises ``StorageError`` when a file cannot be examined (permission, I/O error)."""
+        states: list[FileState | None] = []
         for index, entry in enumerate(self._info.files):
-            folders.update(entry.path[:depth] for depth in range(1, len(entry.path)))
             if entry.padding:
+                states.append(None)
                 continue
             try:
-                parent = self._parent_dir(index, create=False)
-                os.unlink(os.path.join(parent, entry.path[-1]))
-            except FileNotFoundError:
+                found = os.lstat(self._paths[index])
+            except (FileNotFoundError, NotADirectoryError):
+                states.append(None)
                 continue
             except OSError as exc:
-                raise storage_error_from_os(exc, "deleting", self._names[index]) from exc
-        for folder in sorted(folders, key=len, reverse=True):
-            path = os.path.join(self._root, *folder)
-            if not self._inside(os.path.realpath(os.path.dirname(path))):
+                raise storage_error_from_os(exc, "examining", self._names[index]) from exc
+            regular = stat.S_ISREG(found.st_mode)
+            states.append(FileState(found.st_size, found.st_mtime_ns) if regular else None)
+        return tuple(states)
+
+    def sync_files(self, indices: Iterable[int]) -> None:
+        """fdatasync the given files: they may hold data an earlier run of the agent wrote and
+        the system has not put on disk yet. Raises ``StorageError`` if one cannot be synced."""
+        for index in sorted(set(indices)):
+            if self._info.files[index].padding:
                 continue
             try:
-                os.rmdir(path)
-            except OSError:
-                continue  # not empty, not there, or a symlink: none of these is ours to remove
+                handle = self._acquire(index, writable=False)
+            except StorageError as exc:
+                if exc.reason in MISSING_DATA_REASONS:
+                    continue
+                raise
+            try:
+                _fdatasync(handle.fd)
+            except OSError as exc:
+                raise storage_error_from_os(exc, "flushing", self._names[index]) from exc
+            finally:
+                self._release(handle)
 
     # -- descriptors ----------------------------------------------------------------------------
 
@@ -547,53 +594,3 @@ def _close_all(fds: list[int]) -> None:
             os.close(fd)
         except OSError as exc:  # the data was flushed or dropped already; nothing to retry
             log.warning("closing a file descriptor failed: %s", exc)
-
-
-class MemoryStorage(Storage):
-    """The same behaviour in memory, for tests of the services that use a store.
-
-    A file "exists" from its first write (zero-length files from the start); reading a file that
-    does not exist raises ``file_missing`` just as ``FileStorage`` does.
-    """
-
-    def __init__(self, info: InfoDict) -> None:
-        super().__init__(info)
-        self._lock = _native_lock()
-        self._files: dict[int, bytearray] = {}
-        self._create_empty_files()
-
-    def file_data(self, file_index: int) -> bytes | None:
-        """The content of a file, or None if it was never written."""
-        with self._lock:
-            data = self._files.get(file_index)
-            return None if data is None else bytes(data)
-
-    def _write_span(self, file_index: int, file_offset: int, data: memoryview) -> None:
-        with self._lock:
-            buffer = self._files.get(file_index)
-            if buffer is None:
-                buffer = self._files[file_index] = bytearray(self._info.files[file_index].length)
-            buffer[file_offset : file_offset + data.nbytes] = data
-
-    def _read_span_into(self, file_index: int, file_offset: int, view: memoryview) -> None:
-        with self._lock:
-            buffer = self._files.get(file_index)
-            if buffer is None:
-                raise self._missing(file_index, "reading")
-            view[:] = memoryview(buffer)[file_offset : file_offset + view.nbytes]
-
-    def flush(self) -> None:
-        """Nothing to make durable."""
-
-    def close(self) -> None:
-        """Nothing to release; the content stays."""
-
-    def delete_files(self) -> None:
-        """Forget every file's content."""
-        with self._lock:
-            self._files.clear()
-
-    def _create_empty_files(self) -> None:
-        for index, entry in enumerate(self._info.files):
-            if entry.length == 0 and not entry.padding:
-                self._files[index] = bytearray()

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 
 from shared.bus import StorageFailed
 from shared.errors import MetainfoError, TorvizError
@@ -29,7 +28,6 @@ from .store import Buffer, FileStorage, Storage
 
 __all__ = [
     "close_storage",
-    "has_existing_data",
     "is_expected_failure",
     "open_storage",
     "read_block",
@@ -71,23 +69,6 @@ def open_storage(
     # canonical bencode.
     info = parse_info_dict(raw_info, strict=False)
     return FileStorage(info, save_path, preallocate=preallocate)
-
-
-def has_existing_data(storage: FileStorage) -> bool:
-    """Whether any of the torrent's files already exists with some bytes in it.
-
-    A torrent opened into an empty directory skips the recheck; anything else (a finished
-    download, a partial one, a file of the same name) is rechecked so existing data counts.
-    """
-    for index, entry in enumerate(storage.info.files):
-        if entry.padding or entry.length == 0:
-            continue
-        try:
-            if os.stat(storage.file_path(index)).st_size > 0:
-                return True
-        except OSError:
-            continue  # missing (or unreachable: the recheck reports a real disk failure)
-    return False
 
 
 def verify_and_write(storage: Storage, piece: int, data: Buffer, expected: bytes) -> bool:

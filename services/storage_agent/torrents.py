@@ -5,18 +5,25 @@ Strategy: a ``Torrent`` is the agent's record of one torrent, keyed by info hash
 
     (new) --open--> OPENING --ok--> OPEN --write error--> FAILED
                        |  failed: forgotten            |  OpenTorrent: OPENING again
+    OPEN or FAILED --recheck--> CHECKING --done--> OPEN   (--disk error--> FAILED)
     OPEN or FAILED --close--> CLOSING --done--> (forgotten)
 
-OPENING and CLOSING are *busy*: a job is running on the files, and further ``OpenTorrent`` /
-``CloseTorrent`` for the torrent wait in ``waiting`` (bounded) until it ends. ``TorrentTable``
-holds the torrents and answers, without I/O, whether a ``StorePiece`` or ``ReadBlock`` may go
-ahead; the actor does the rest.
+OPENING, CHECKING and CLOSING are *busy*: a job is running on the files, and further control
+requests for the torrent wait in ``waiting`` (bounded) until it ends; a ``CloseTorrent`` that
+arrives while the files are being hashed cancels the hashing first (``cancel``).
+``TorrentTable`` holds the torrents and answers, without I/O, whether a ``StorePiece`` or
+``ReadBlock`` may go ahead; the actor does the rest.
 
 Rules:
 - Pure: no sockets, no threads, no clock. The actor owns the table and is its only user.
 - A piece counts only once verified (``verified``); only verified pieces are ever read out.
 - ``StorePiece`` is accepted only while OPEN. After a write error (FAILED) pieces are refused
   until the torrent is reopened; reads of verified pieces still work (their bytes are intact).
+  During a recheck (CHECKING) pieces and reads are refused: the recheck trusts nothing, and its
+  ``TorrentOpened`` is the one answer that counts.
+- Resume bookkeeping: ``unsaved`` says pieces were verified since the last record, ``flushing``
+  that a flush is running; a torrent whose check was cancelled (``check_incomplete``) never has
+  its verified set recorded, since that set was not checked.
 - A ``StorePiece`` for a piece already verified is ignored (``already_verified``): its bytes on
   disk were verified once and are never rewritten, so a late duplicate from an endgame race
   costs neither a hash nor a write. A duplicate of a piece still in flight is let through: if
@@ -31,7 +38,14 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from shared.bitfield import Bitfield
-from shared.bus import MAX_BLOCK_LENGTH, CloseTorrent, OpenTorrent, ReadBlock, StorePiece
+from shared.bus import (
+    MAX_BLOCK_LENGTH,
+    CloseTorrent,
+    OpenTorrent,
+    ReadBlock,
+    RecheckTorrent,
+    StorePiece,
+)
 from shared.metainfo import InfoDict
 from shared.types import InfoHash
 
@@ -40,6 +54,7 @@ from .store import Storage
 __all__ = [
     "MAX_TORRENTS",
     "MAX_WAITING",
+    "Cancel",
     "Phase",
     "Refusal",
     "Torrent",
@@ -52,7 +67,7 @@ MAX_TORRENTS = 10_000
 MAX_WAITING = 16
 """Open/close requests queued behind a busy torrent; more means a confused coordinator."""
 
-ControlRequest = OpenTorrent | CloseTorrent
+ControlRequest = OpenTorrent | CloseTorrent | RecheckTorrent
 
 
 class Phase(StrEnum):
@@ -61,7 +76,18 @@ class Phase(StrEnum):
     OPENING = "opening"
     OPEN = "open"
     FAILED = "failed"
+    CHECKING = "checking"
     CLOSING = "closing"
+
+
+@dataclass(slots=True)
+class Cancel:
+    """Set by the actor, read by a running check between two pieces (both on the event loop)."""
+
+    requested: bool = False
+
+    def __call__(self) -> bool:
+        return self.requested
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,14 +114,28 @@ class Torrent:
     verified: Bitfield = field(default_factory=lambda: Bitfield(0))
     failure: str | None = None
     waiting: deque[ControlRequest] = field(default_factory=deque)
+    cancel: Cancel = field(default_factory=Cancel)
+    check_incomplete: bool = False
+    unsaved: bool = False
+    flushing: bool = False
+    delete_files: bool = False
+    """Set in CLOSING: the close deletes the files and the record."""
+    close_started: bool = False
+    """Set in CLOSING once the close job runs (the torrent's pieces in flight are done)."""
 
     @property
     def busy(self) -> bool:
-        """A job owns the files (opening or closing): control requests must wait."""
-        return self.phase in (Phase.OPENING, Phase.CLOSING)
+        """A job owns the files (opening, checking or closing): control requests must wait."""
+        return self.phase in (Phase.OPENING, Phase.CHECKING, Phase.CLOSING)
 
-    def opened(self, info: InfoDict, storage: Storage, have: Bitfield) -> None:
-        """The files are open and ``have`` holds the pieces found correct on disk."""
+    def opened(
+        self, info: InfoDict, storage: Storage, have: Bitfield, *, complete: bool = True
+    ) -> None:
+        """The files are open and ``have`` holds the pieces found correct on disk.
+
+        ``complete`` is False when the check was cancelled: ``have`` then lacks pieces that
+        were not checked, and must never be recorded.
+        """
         if have.size != info.num_pieces:
             raise ValueError(f"a bitfield of {have.size} bits for {info.num_pieces} pieces")
         self.phase = Phase.OPEN
@@ -103,6 +143,8 @@ class Torrent:
         self.storage = storage
         self.verified = have
         self.failure = None
+        self.check_incomplete = not complete
+        self.unsaved = False
 
     def reopening(self, save_path: str) -> Storage | None:
         """Start opening again (from FAILED); returns the old store, which the job must close."""
@@ -110,11 +152,20 @@ class Torrent:
         self.phase = Phase.OPENING
         self.save_path = save_path
         self.failure = None
+        self.cancel = Cancel()
         return old
 
-    def closing(self) -> Storage | None:
+    def checking(self) -> Storage | None:
+        """Start a recheck (from OPEN or FAILED); returns the store the job must check."""
+        self.phase = Phase.CHECKING
+        self.cancel = Cancel()
+        self.check_incomplete = True  # until the recheck ends well
+        return self.storage
+
+    def closing(self, *, delete_files: bool = False) -> Storage | None:
         """Start closing (from OPEN or FAILED); returns the store the job must close."""
         self.phase = Phase.CLOSING
+        self.delete_files = delete_files
         return self.storage
 
     def failed(self, message: str) -> bool:
@@ -125,12 +176,24 @@ class Torrent:
         self.failure = message
         return True
 
+    def check_failed(self, message: str) -> None:
+        """A recheck met a disk failure: the torrent stops (FAILED) until it is reopened."""
+        self.phase = Phase.FAILED
+        self.failure = message
+
     def piece_verified(self, piece: int) -> bool:
         """Record a verified piece; returns False if it was already recorded."""
         if self.info is None or piece in self.verified:
             return False
         self.verified.add(piece)
+        self.unsaved = True
         return True
+
+    def checked(self, have: Bitfield) -> None:
+        """A recheck ended well: ``have`` replaces every earlier verdict (back to OPEN)."""
+        if self.info is None or self.storage is None:
+            raise ValueError("only an open torrent is rechecked")
+        self.opened(self.info, self.storage, have)
 
     def queue(self, request: ControlRequest) -> bool:
         """Keep a control request until the running job ends; False when the queue is full."""
@@ -189,7 +252,7 @@ class TorrentTable:
 
         Returns:
             The torrent (OPEN, with ``info`` and ``storage``) or why the piece is dropped:
-            ``unknown_torrent``, ``torrent_not_open``, ``torrent_failed``,
+            ``unknown_torrent``, ``torrent_not_open``, ``torrent_failed``, ``torrent_checking``,
             ``piece_out_of_range``, ``bad_piece_length`` or ``already_verified``.
         """
         torrent = self._torrents.get(message.info_hash)
@@ -199,6 +262,8 @@ class TorrentTable:
             return Refusal(
                 "torrent_failed", f"piece for a stopped torrent ({torrent.failure}): reopen it"
             )
+        if torrent.phase is Phase.CHECKING:
+            return Refusal("torrent_checking", "piece while the torrent is being rechecked")
         if torrent.phase is not Phase.OPEN or torrent.info is None:
             return Refusal("torrent_not_open", f"piece while the torrent is {torrent.phase}")
         geometry = torrent.info.geometry

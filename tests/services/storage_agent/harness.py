@@ -25,9 +25,12 @@ from shared.bencode import encode
 from shared.bus import (
     Hello,
     Message,
+    OpenTorrent,
+    PieceVerified,
     ReadBlock,
     ServiceKind,
     StorePiece,
+    TorrentOpened,
     Welcome,
     decode_frames,
     encode_frames,
@@ -59,6 +62,7 @@ class FakeCoordinator:
     def __init__(self, context: zmq.Context[Any], endpoint: str) -> None:
         self.sock: zmq.Socket[Any] = context.socket(zmq.ROUTER)
         self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a restarted agent reuses its identity
         self.sock.bind(endpoint)
         self.endpoint = self.sock.getsockopt_string(zmq.LAST_ENDPOINT)
         self.identity = b""
@@ -239,3 +243,43 @@ def torrent_from_files(name: str, files: Sequence[tuple[str, bytes]], piece_leng
         }
     )
     return Torrent(raw_info, parse_info_dict(raw_info), content)
+
+
+def open_torrent(coordinator: FakeCoordinator, torrent: Torrent, save: Path) -> TorrentOpened:
+    """Send ``OpenTorrent`` and wait for its ``TorrentOpened``."""
+    coordinator.send(OpenTorrent(torrent.info_hash, torrent.raw_info, str(save)))
+    opened = coordinator.expect(TorrentOpened)
+    assert opened.info_hash == torrent.info_hash
+    return opened
+
+
+def store_all(
+    coordinator: FakeCoordinator, torrent: Torrent, clients: list[PeerClient], pieces: list[int]
+) -> set[int]:
+    """Send ``pieces`` round-robin from ``clients``; returns the pieces reported verified."""
+    for turn, piece in enumerate(pieces):
+        client = clients[turn % len(clients)]
+        client.store(torrent.info_hash, piece, torrent.piece(piece), [f"{client.name}/1"])
+    verified = set()
+    for _ in pieces:
+        event = coordinator.expect(PieceVerified)
+        assert event.info_hash == torrent.info_hash
+        verified.add(event.piece)
+    return verified
+
+
+def disk_bytes(torrent: Torrent, save: Path) -> bytes:
+    """The torrent's byte stream as it is on disk; a missing file reads as zeros."""
+    parts = []
+    for index, entry in enumerate(torrent.info.files):
+        path = torrent.file_path(save, index)
+        data = path.read_bytes() if path.exists() else b""
+        parts.append(data.ljust(entry.length, b"\0")[: entry.length])
+    return b"".join(parts)
+
+
+def full_bitfield(pieces: int) -> bytes:
+    """The wire bitfield of a complete torrent of ``pieces`` pieces."""
+    bits = (1 << pieces) - 1
+    length = (pieces + 7) // 8
+    return (bits << (length * 8 - pieces)).to_bytes(length, "big")

@@ -39,7 +39,6 @@ from shared.bus import (
     Shutdown,
     StorageFailed,
     TorrentClosed,
-    TorrentOpened,
     Welcome,
     make_hello,
 )
@@ -53,7 +52,11 @@ from .harness import (
     FakeCoordinator,
     PeerClient,
     Torrent,
+    disk_bytes,
+    full_bitfield,
+    open_torrent,
     recv_message,
+    store_all,
     torrent_from_files,
 )
 
@@ -88,43 +91,6 @@ def small_torrent(name: str = "small", seed: int = 1) -> Torrent:
         ],
         4096,
     )
-
-
-def open_torrent(coordinator: FakeCoordinator, torrent: Torrent, save: Path) -> TorrentOpened:
-    coordinator.send(OpenTorrent(torrent.info_hash, torrent.raw_info, str(save)))
-    opened = coordinator.expect(TorrentOpened)
-    assert opened.info_hash == torrent.info_hash
-    return opened
-
-
-def store_all(
-    coordinator: FakeCoordinator, torrent: Torrent, clients: list[PeerClient], pieces: list[int]
-) -> set[int]:
-    for turn, piece in enumerate(pieces):
-        client = clients[turn % len(clients)]
-        client.store(torrent.info_hash, piece, torrent.piece(piece), [f"{client.name}/1"])
-    verified = set()
-    for _ in pieces:
-        event = coordinator.expect(PieceVerified)
-        assert event.info_hash == torrent.info_hash
-        verified.add(event.piece)
-    return verified
-
-
-def disk_bytes(torrent: Torrent, save: Path) -> bytes:
-    """The torrent's byte stream as it is on disk; a missing file reads as zeros."""
-    parts = []
-    for index, entry in enumerate(torrent.info.files):
-        path = torrent.file_path(save, index)
-        data = path.read_bytes() if path.exists() else b""
-        parts.append(data.ljust(entry.length, b"\0")[: entry.length])
-    return b"".join(parts)
-
-
-def full_bitfield(pieces: int) -> bytes:
-    bits = (1 << pieces) - 1
-    length = (pieces + 7) // 8
-    return (bits << (length * 8 - pieces)).to_bytes(length, "big")
 
 
 # --- handshakes ---------------------------------------------------------------------------------
@@ -268,7 +234,9 @@ def test_open_and_close_requests_are_answered_in_order(
     coordinator.send(CloseTorrent(info_hash, delete_files=False))
     coordinator.send(OpenTorrent(info_hash, torrent.raw_info, save))
     coordinator.send(CloseTorrent(info_hash, delete_files=False))
-    coordinator.send(CloseTorrent(info_hash, delete_files=False))  # closing a closed torrent is not an error
+    coordinator.send(
+        CloseTorrent(info_hash, delete_files=False)
+    )  # closing a closed torrent is not an error
     answers = [type(coordinator.recv()).__name__ for _ in range(5)]
     assert answers == [
         "TorrentOpened",

@@ -15,8 +15,14 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from services.storage_agent.errors import StorageError
-from services.storage_agent.hashing import PieceVerifier, TaskPool, sha1_matches
-from services.storage_agent.store import FileStorage, MemoryStorage
+from services.storage_agent.hashing import (
+    CheckCancelledError,
+    PieceVerifier,
+    TaskPool,
+    sha1_matches,
+)
+from services.storage_agent.memory import MemoryStorage
+from services.storage_agent.store import FileStorage
 from shared.bitfield import Bitfield
 
 from .conftest import NAME, Layout, StoreFactory, build, multi_file_layout
@@ -129,6 +135,31 @@ def test_recheck_keeps_in_flight_pieces_bounded(executor):
     verifier = PieceVerifier(executor, max_in_flight=3)
     assert verifier.recheck(store, layout.info, progress).complete
     assert 0 < peak <= 3 - 1  # the next piece is submitted only after one is collected
+
+
+def test_recheck_of_some_pieces_reports_their_own_progress(executor):
+    layout = multi_file_layout()
+    store = MemoryStorage(layout.info)
+    write_some(store, layout, range(layout.info.num_pieces))
+    seen: list[tuple[int, int]] = []
+    have = PieceVerifier(executor).recheck(
+        store, layout.info, lambda d, t: seen.append((d, t)), pieces=iter([2, 3, 9]), count=3
+    )
+    assert have == Bitfield(13, [2, 3, 9])  # only what was checked, in a bitfield of 13
+    assert seen == [(1, 3), (2, 3), (3, 3)]
+
+
+def test_a_cancelled_recheck_stops_and_leaves_no_worker_running(executor):
+    layout = build([(NAME, 64 * 1024)], 1024, single=True)
+    store = MemoryStorage(layout.info)
+    write_some(store, layout, range(64))
+    done: list[int] = []
+    verifier = PieceVerifier(executor, max_in_flight=2)
+    with pytest.raises(CheckCancelledError):
+        verifier.recheck(
+            store, layout.info, lambda d, t: done.append(d), cancelled=lambda: bool(done)
+        )
+    assert done == [1]  # stopped at once; the pieces in flight were waited for, not reported
 
 
 def test_recheck_treats_misplaced_entries_as_missing(tmp_path, executor):

@@ -9,7 +9,9 @@ import threading
 import pytest
 
 from services.storage_agent.errors import StorageError
-from services.storage_agent.store import FileStorage, MemoryStorage
+from services.storage_agent.memory import MemoryStorage
+from services.storage_agent.removal import remove_torrent_files
+from services.storage_agent.store import FileStorage
 
 from .conftest import LAYOUTS, NAME, Layout, StoreFactory, multi_file_layout, stored_file
 
@@ -129,7 +131,53 @@ def test_delete_files_removes_everything(make_store: StoreFactory):
         assert os.listdir(store.download_dir) == []
 
 
+def test_file_states_follow_what_was_written(make_store: StoreFactory):
+    layout = multi_file_layout()
+    store = make_store(layout.info)
+    before = store.file_states()
+    assert [state is not None for state in before] == [
+        entry.length == 0 and not entry.padding for entry in layout.info.files
+    ]  # only the empty files exist; the padding file never does
+    store.write_piece(9, layout.piece(9))  # e.bin
+    after = store.file_states()
+    assert after[6] is not None and after[6].size == 5000
+    assert after[:6] == before[:6]
+    store.sync_files(range(len(layout.info.files)))  # missing files are skipped
+
+
 # -- files on disk ------------------------------------------------------------------------------
+
+
+def test_deleting_leaves_everything_that_is_not_the_torrents_alone(tmp_path):
+    layout = multi_file_layout()
+    store = file_store(tmp_path, layout)
+    for piece in range(layout.info.num_pieces):
+        store.write_piece(piece, layout.piece(piece))
+    root = tmp_path / "downloads"
+    (root / NAME / "sub" / "mine.txt").write_text("the user's")  # keeps sub/ (not sub/deeper/)
+    (root / "other.txt").write_text("another download")
+    (root / NAME / ".pad").mkdir()
+    (root / NAME / ".pad" / "2292").write_text("not a padding file torviz wrote")
+    os.symlink(root / "other.txt", root / NAME / "z" / "link")  # keeps z/
+    store.delete_files()
+    assert on_disk(tmp_path) == {
+        f"{NAME}/sub/mine.txt",
+        "other.txt",
+        f"{NAME}/.pad/2292",
+        f"{NAME}/z/link",
+    }
+    assert not (root / NAME / "sub" / "deeper").exists()
+    assert not (root / NAME / "d").exists()
+    assert (root / NAME / "z" / "link").is_symlink()
+
+
+def test_removing_by_paths_refuses_a_tampered_path(tmp_path):
+    (tmp_path / "victim").write_text("keep")
+    with pytest.raises(StorageError) as caught:
+        remove_torrent_files(str(tmp_path / "downloads"), [(("..", "victim"), False)])
+    assert caught.value.reason == "bad_path"
+    assert (tmp_path / "victim").read_text() == "keep"
+    assert remove_torrent_files(str(tmp_path), [(("absent", "file"), False)]) == 0
 
 
 def file_store(tmp_path, layout: Layout, **options) -> FileStorage:

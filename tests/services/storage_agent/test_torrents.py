@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from services.storage_agent.errors import StorageError, storage_error_from_os
-from services.storage_agent.store import MemoryStorage
+from services.storage_agent.memory import MemoryStorage
 from services.storage_agent.tasks import open_storage, storage_failed, verify_and_write
 from services.storage_agent.torrents import (
     MAX_WAITING,
@@ -75,6 +75,7 @@ def test_check_piece(info_hash: InfoHash, piece: int, length: int, expected: str
         (Phase.OPENING, "torrent_not_open"),
         (Phase.CLOSING, "torrent_not_open"),
         (Phase.FAILED, "torrent_failed"),
+        (Phase.CHECKING, "torrent_checking"),
         (Phase.OPEN, "accepted"),
     ],
 )
@@ -108,6 +109,12 @@ def test_check_read(
     assert reason(verdict) == expected
 
 
+def test_nothing_is_read_during_a_recheck() -> None:
+    table, torrent = opened_table(LAYOUT, verified=(3,))
+    torrent.checking()
+    assert reason(table.check_read(ReadBlock(1, IH, 3, 0, 16))) == "torrent_not_open"
+
+
 def test_verified_pieces_stay_readable_after_a_write_failure() -> None:
     table, torrent = opened_table(LAYOUT, verified=(3,))
     assert torrent.failed("disk full")
@@ -133,7 +140,15 @@ def test_phases_of_a_torrent() -> None:
     assert torrent.reopening("/b") is store
     assert (torrent.phase, torrent.save_path, torrent.storage) == (Phase.OPENING, "/b", None)
     torrent.opened(LAYOUT.info, store, Bitfield(LAYOUT.info.num_pieces))
-    assert torrent.closing() is store and torrent.busy
+    assert torrent.checking() is store and torrent.busy and torrent.check_incomplete
+    torrent.checked(Bitfield(LAYOUT.info.num_pieces, [1, 2]))
+    assert torrent.phase is Phase.OPEN and not torrent.check_incomplete
+    assert list(torrent.verified) == [1, 2] and not torrent.unsaved
+    assert torrent.piece_verified(3) and torrent.unsaved  # to be recorded at the next flush
+    torrent.checking()
+    torrent.check_failed("disk gone")
+    assert (torrent.phase, torrent.failure) == (Phase.FAILED, "disk gone")
+    assert torrent.closing(delete_files=True) is store and torrent.busy and torrent.delete_files
     with pytest.raises(ValueError, match="already known"):
         table.add(IH, "/a")
     assert table.remove(IH) is torrent and table.get(IH) is None and len(table) == 0
