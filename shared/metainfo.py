@@ -427,7 +427,7 @@ def _declared_encoding(value: Value | None) -> str | None:
         return None
     try:
         return codecs.lookup(value.decode("ascii")).name
-    except (UnicodeError, LookupError):
+    except (UnicodeError, LookupError, ValueError):  # ValueError: a NUL inside the name
         return None
 
 

@@ -516,3 +516,11 @@ def test_wrong_types_anywhere_raise_only_metainfo_error(
         assert exc.reason
     else:
         assert m.info.total_length == sum(f.length for f in m.info.files)
+
+
+def test_an_encoding_name_with_a_nul_byte_is_ignored() -> None:
+    # Found by hypothesis: codecs.lookup raises ValueError (not LookupError) on "ut\x00f8".
+    pieces = hashlib.sha1(b"x").digest()
+    info = {b"name": b"a", b"length": 1, b"piece length": 16384, b"pieces": pieces}
+    metainfo = parse_metainfo(encode({b"info": info, b"encoding": b"ut\x00f8"}))
+    assert metainfo.info.name == "a"
