@@ -26,8 +26,8 @@ from tests.support.swarm import Swarm
 
 pytestmark = pytest.mark.interop
 
-SLOW_SEEDER = {"upload_rate_limit": 2_000_000}
-"""Slow enough that a test can act in the middle of a download."""
+SLOW = 2_000_000
+"""Bytes per second: slow enough that a test can act in the middle of a download."""
 
 
 @pytest.fixture
@@ -72,7 +72,7 @@ def test_a_killed_service_loses_no_verified_piece(
 ) -> None:
     spec = make_content(tmp_path / "seed", single_file_layout(12 * 1024 * 1024), seed=23)
     torrent, _ = _seeded(swarm, tmp_path, spec, 64 * 1024, seeders=0)
-    swarm.seeder(torrent.path, spec.root, seed_mode=True, settings=SLOW_SEEDER)
+    swarm.seeder(torrent.path, spec.root, seed_mode=True, upload_limit=SLOW)
     assert daemon.cli("add", str(torrent.path)).returncode == 0
     before = daemon.wait_status(
         torrent.info_hash.hex,
@@ -138,7 +138,7 @@ def test_pause_tells_the_tracker_and_resume_continues(
 ) -> None:
     spec = make_content(tmp_path / "seed", single_file_layout(8 * 1024 * 1024), seed=26)
     torrent, tracker = _seeded(swarm, tmp_path, spec, 64 * 1024, seeders=0)
-    swarm.seeder(torrent.path, spec.root, seed_mode=True, settings=SLOW_SEEDER)
+    swarm.seeder(torrent.path, spec.root, seed_mode=True, upload_limit=SLOW)
     assert daemon.cli("add", str(torrent.path)).returncode == 0
     daemon.wait_status(torrent.info_hash.hex, lambda e: float(e["progress"]) > 0.1, 60)
     assert _scrape_incomplete(tracker.http_scrape_url, torrent.info_hash) == 1
@@ -233,7 +233,7 @@ def test_crashes_over_several_rounds_refetch_only_what_was_in_flight(
     piece = 64 * 1024
     spec = make_content(tmp_path / "seed", multi_file_layout(16 * 1024 * 1024), seed=29)
     torrent, _ = _seeded(swarm, tmp_path, spec, piece, seeders=0)
-    swarm.seeder(torrent.path, spec.root, seed_mode=True, settings=SLOW_SEEDER)
+    swarm.seeder(torrent.path, spec.root, seed_mode=True, upload_limit=SLOW)
     assert daemon.cli("add", str(torrent.path)).returncode == 0
     rng = random.Random(7)
     rounds = ["storage_agent", "coordinator", "everything", "storage_agent", "coordinator"]

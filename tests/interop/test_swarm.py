@@ -91,7 +91,7 @@ def test_torviz_leechers_trade_pieces_in_a_mixed_swarm(swarm: Swarm, tmp_path: P
     tracker = swarm.tracker([probe.info_hash])
     torrent = make_torrent(spec, 64 * 1024, [tracker.http_announce_url], tmp_path / "t.torrent")
     # A slow seeder, so the leechers have every reason to trade among themselves.
-    swarm.seeder(torrent.path, spec.root, seed_mode=True, settings={"upload_rate_limit": 1_500_000})
+    swarm.seeder(torrent.path, spec.root, seed_mode=True, upload_limit=1_500_000)
     torviz = [
         start_download(
             torrent.path,

@@ -110,6 +110,8 @@ class LtPeerConfig:
         wait_announce: hold "ready" until the first tracker answer; None means seeders only.
         watch_stdin: exit when stdin reaches EOF (off only for runs by hand).
         settings: extra libtorrent settings, applied last (e.g. max_allowed_in_request_queue).
+        upload_limit: bytes per second this torrent uploads, 0 for no limit. A per-torrent
+            limit, because libtorrent exempts loopback peers from the session's rate limits.
     """
 
     role: Literal["seeder", "leecher"]
@@ -123,8 +125,11 @@ class LtPeerConfig:
     wait_announce: bool | None = None
     watch_stdin: bool = True
     settings: Mapping[str, bool | int | str] = field(default_factory=dict)
+    upload_limit: int = 0
 
     def __post_init__(self) -> None:
+        if self.upload_limit < 0:
+            raise PeerConfigError("upload_limit must be at least 0")
         if self.role not in ("seeder", "leecher"):
             raise PeerConfigError(f"role must be seeder or leecher, not {self.role!r}")
         if not 0 <= self.listen_port < 65536:
@@ -192,6 +197,7 @@ class LtPeerConfig:
             wait_announce=wait_announce,
             watch_stdin=get("watch_stdin", (bool,), True),
             settings=dict(get("settings", (dict,), {})),
+            upload_limit=get("upload_limit", (int,), 0),
         )
 
 
@@ -335,6 +341,8 @@ class _Peer:
             flags |= lt.torrent_flags.seed_mode
         params.flags = flags
         self.handle = self.session.add_torrent(params)
+        if config.upload_limit:
+            self.handle.set_upload_limit(config.upload_limit)
         self.started = time.monotonic()
 
     def fail(self, reason: str, message: str, code: int) -> None:

@@ -495,6 +495,7 @@ class Swarm:
         seed_mode: bool = False,
         connect_peers: Iterable[PeerAddress | str] = (),
         settings: Mapping[str, bool | int | str] | None = None,
+        upload_limit: int = 0,
         wait: bool = True,
         timeout: float = 30.0,
     ) -> LtPeer:
@@ -511,6 +512,7 @@ class Swarm:
             seed_mode=seed_mode,
             connect_peers=tuple(str(p) for p in connect_peers),
             settings=dict(settings or {}),
+            upload_limit=upload_limit,
         )
         return self.peer(config, wait=wait, timeout=timeout)
 
