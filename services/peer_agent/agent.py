@@ -1,12 +1,21 @@
-"""The peer agent actor: the coordinator bus, the storage links, the torrents, and routing.
+"""The peer agent actor: the coordinator bus, the storage links, the listener, and routing.
 
-Strategy: one ``PeerAgent`` actor owns a DEALER to the coordinator's bus and one DEALER per
-distinct storage data endpoint (torrents usually share one), each opened with ``Hello``. Its
-inbox receives every bus message (``handler=self.actor_ref.tell``) and the endings its
-connections report. ``ConnectPeer`` starts one ``PeerConnection`` actor per peer with a fresh
-``PeerSession``; commands for a peer key (``AssignPieces``, ``CancelPieces``,
-``DisconnectPeer``) are told to that actor, ``BroadcastHave`` to every actor of the torrent.
-The bookkeeping (limits, keys, have-state) lives in the pure ``Registry``.
+Strategy: one ``PeerAgent`` actor owns a DEALER to the coordinator's bus, one DEALER per
+distinct storage data endpoint (torrents usually share one), each opened with ``Hello``, and
+the listening socket for incoming peers (``[peer_agent] listen_host`` and the first free port
+of ``listen_ports``, announced once bound with ``ListeningOn``). Its inbox receives every bus
+message (``handler=self.actor_ref.tell``), the accepted sockets the listener routed by their
+handshake header, the piece reads its connections ask for, and the endings they report.
+``ConnectPeer`` and an accepted socket of an attached torrent each start one ``PeerConnection``
+actor with a fresh ``PeerSession``; commands for a peer key (``AssignPieces``,
+``CancelPieces``, ``SetChoke``, ``DisconnectPeer``) are told to that actor, ``BroadcastHave``
+to every actor of the torrent, ``BanPeers`` closes the connections of the banned hosts. The
+bookkeeping (limits, keys, bans, peer ids, have-state) lives in the pure ``Registry``.
+
+Uploads: the agent owns one ``PieceCache`` for all its connections. A connection asks for a
+whole piece (``_ReadPiece`` with a gevent ``AsyncResult``); a hit answers at once, a miss sends
+``ReadBlock`` chunks on the torrent's storage link, and the ``BlockRead``/``ReadFailed``
+replies that come back to this inbox complete the load and every connection waiting for it.
 
 Connections do not go through this actor for their own traffic: they send events to the
 coordinator and pieces to the storage agent straight through the shared ``BusSocket``s, whose
@@ -17,7 +26,16 @@ Every second a stats greenlet reports a ``PeerStats`` per connected peer. It rea
 session's counters directly: under gevent nothing preempts, so the read is consistent, and it
 costs far less than asking hundreds of actors.
 
+Claims: a connection whose handshake completes calls ``_claim`` directly (not through the
+inbox): under gevent nothing preempts, and the check that no other connection of the torrent
+reached the same peer id must be atomic with the ``PeerConnected`` it precedes.
+
 Rules:
+- The agent never unchokes a peer on its own: every connection starts choked, and only
+  ``SetChoke`` from the coordinator's choker changes that. ``PeerInterest`` reports each
+  change of a peer's interest in us, its input.
+- Incoming connections obey the same limits and bans as dialled ones; an unknown info hash,
+  a banned host or a full agent closes the socket before we answer the handshake.
 - A command for an unknown or ended peer key is ignored: the connection may have just closed,
   and its ``PeerDisconnected`` is on the way.
 - ``Shutdown``, a stop signal or the parent's death close every connection within
@@ -34,11 +52,12 @@ import os
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import metadata
 from typing import Any
 
 import gevent
+import gevent.event
 import pykka
 import zmq
 
@@ -46,7 +65,8 @@ from shared import bus
 from shared.config import PeerAgentConfig
 from shared.runtime.service import EXIT_FAILURE, EXIT_OK
 from shared.runtime.sockets import BusSocket, Incoming
-from shared.types import InfoHash
+from shared.types import InfoHash, PeerAddress, PeerId
+from shared.wire.handshake import HandshakeHeader
 
 from .connection import (
     CONNECT_TIMEOUT,
@@ -56,10 +76,20 @@ from .connection import (
     Disconnect,
     PeerConnection,
     Revoke,
+    SetChoked,
 )
+from .listener import Listener, bind_listener
+from .piece_cache import Outcome, PieceCache, Read, ReadError
 from .pipeline import QueueDepthPolicy
 from .session import PeerSession, SessionConfig
-from .torrents import DEFAULT_MAX_CONNECTIONS, AttachError, ConnectRefusedError, Registry, Torrent
+from .torrents import (
+    DEFAULT_MAX_CONNECTIONS,
+    AttachError,
+    Connection,
+    ConnectRefusedError,
+    Registry,
+)
+from .uplink import STORAGE_BACKLOG, AgentUplink, Ended, ReadPiece, peer_stats
 
 __all__ = [
     "SHUTDOWN_TIMEOUT",
@@ -78,10 +108,6 @@ SHUTDOWN_TIMEOUT = 2.0
 """Seconds the connections get to close and report when the agent stops."""
 STORAGE_HWM = 16
 """ZeroMQ's high-water mark on a storage link, in pieces: what ZeroMQ may hold for it."""
-STORAGE_BACKLOG = 16
-"""Pieces queued behind a full ZeroMQ queue on one storage link before readers pause. With
-``STORAGE_HWM`` this bounds the pieces waiting for a slow storage agent to a few dozen per
-link, instead of ZeroMQ's default of a thousand (a gigabyte of 1 MiB pieces)."""
 _MAX_BATCH = 4096  # rows in one TransferStats
 
 
@@ -107,39 +133,24 @@ class _FromStorage:
 
 
 @dataclass(frozen=True, slots=True)
-class _Ended:
-    key: str
+class _Accepted:
+    """An incoming peer whose handshake header the listener read."""
+
+    sock: socket.socket
+    address: PeerAddress
+    header: HandshakeHeader
+    preread: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class _ExpireReads:
+    pass
 
 
 @dataclass(frozen=True, slots=True)
 class _Handle:
     ref: pykka.ActorRef[PeerConnection]
     session: PeerSession
-
-
-class _Uplink:
-    """A connection's way out: the shared bus and storage sockets, and its agent's inbox."""
-
-    __slots__ = ("_agent", "_bus", "_storage")
-
-    def __init__(self, agent: pykka.ActorRef[Any], bus_socket: BusSocket, storage: BusSocket):
-        self._agent = agent
-        self._bus = bus_socket
-        self._storage = storage
-
-    def to_coordinator(self, message: bus.Message) -> None:
-        self._bus.send(message)
-
-    def store_piece(self, message: bus.StorePiece, data: bytearray) -> None:
-        self._storage.send(message, memoryview(data))  # a view, not a copy
-
-    def storage_busy(self) -> bool:
-        return self._storage.pending >= STORAGE_BACKLOG
-
-    def ended(self, key: str) -> None:
-        # When the agent is gone there is nothing left to forget the key in.
-        with contextlib.suppress(pykka.ActorDeadError):
-            self._agent.tell(_Ended(key))
 
 
 def _unzeroed_bytearray() -> Callable[[int], bytearray]:
@@ -187,14 +198,26 @@ class PeerAgent(pykka.ThreadingActor):
         self.settings = settings
         self._request_stop = request_stop
         self._clock = clock
-        self._registry: Registry[_Handle] = Registry(settings.agent_id, settings.max_connections)
+        config = settings.config
+        self._registry: Registry[_Handle] = Registry(
+            settings.agent_id, settings.max_connections, max(1, config.max_connections_per_torrent)
+        )
+        allocate = _unzeroed_bytearray()
         self._session_config = SessionConfig(
             client_name=_client_name(),
-            pipeline=QueueDepthPolicy(maximum=settings.config.max_request_queue),
-            request_timeout=settings.config.request_timeout,
-            keepalive_interval=settings.config.keepalive_interval,
-            allocate=_unzeroed_bytearray(),
+            our_reqq=max(1, config.max_peer_requests),
+            pipeline=QueueDepthPolicy(maximum=config.max_request_queue),
+            request_timeout=config.request_timeout,
+            keepalive_interval=config.keepalive_interval,
+            allocate=allocate,
         )
+        self._cache: PieceCache[gevent.event.AsyncResult] = PieceCache(
+            max(1, config.piece_cache_bytes), allocate=allocate
+        )
+        host = config.listen_host
+        self._bind_host = None if host in ("", "0.0.0.0", "::") else host
+        self._listener: Listener | None = None
+        self._listen_address: PeerAddress | None = None
         self._bus: BusSocket | None = None
         self._storage: dict[str, BusSocket] = {}
         self._greenlets: list[gevent.Greenlet[Any, Any]] = []
@@ -211,15 +234,22 @@ class PeerAgent(pykka.ThreadingActor):
         self._bus.send(self._hello())
         self._greenlets.append(gevent.spawn(self._stats_loop))
         log.info("peer agent %s connecting to %s", settings.agent_id, settings.bus_endpoint)
+        self._listen()
 
     def on_receive(self, message: Any) -> None:
         match message:
             case Incoming(received):
                 self._on_bus(received)
-            case _FromStorage(endpoint, Incoming(received)):
-                self._on_storage(endpoint, received)
-            case _Ended(key):
+            case _FromStorage(endpoint, Incoming(received, data)):
+                self._on_storage(endpoint, received, data)
+            case ReadPiece(info_hash, piece, result):
+                self._read_piece(info_hash, piece, result)
+            case _Accepted():
+                self._accept(message)
+            case Ended(key):
                 self._registry.release(key)
+            case _ExpireReads():
+                self._resolve(self._cache.expire(self._clock()))
             case _:
                 log.warning("unexpected message %r", message)
 
@@ -235,6 +265,7 @@ class PeerAgent(pykka.ThreadingActor):
             return
         self._closed = True
         gevent.killall(self._greenlets, block=True, timeout=1.0)
+        self._stop_listening()
         self._close_connections("agent_stopping", "the peer agent is stopping")
         if self._bus is not None:
             self._bus.send(bus.Goodbye("stopping"))
@@ -256,6 +287,12 @@ class PeerAgent(pykka.ThreadingActor):
                 self._route(info_hash, peer, Assign(pieces))
             case bus.CancelPieces(info_hash, peer, pieces):
                 self._route(info_hash, peer, Revoke(pieces))
+            case bus.SetChoke(info_hash, peer, choked):
+                self._route(info_hash, peer, SetChoked(choked))
+            case bus.BanPeers(info_hash, hosts):
+                for connection in self._registry.ban(info_hash, hosts):
+                    if connection.handle is not None:
+                        self._tell(connection.handle, Disconnect("banned", "the host was banned"))
             case bus.BroadcastHave(info_hash, piece):
                 for connection in self._registry.piece_verified(info_hash, piece):
                     if connection.handle is not None:
@@ -273,6 +310,7 @@ class PeerAgent(pykka.ThreadingActor):
                             connection.handle,
                             Disconnect("torrent_detached", "the torrent was detached"),
                         )
+                self._resolve(self._cache.forget(info_hash, self._clock()))
                 log.info("detached %s", info_hash)
             case bus.Welcome(server_id=server_id, heartbeat_interval=interval):
                 log.info("welcomed by %s", server_id)
@@ -284,6 +322,7 @@ class PeerAgent(pykka.ThreadingActor):
                 self._request_stop(EXIT_FAILURE, f"rejected: {reason}")
             case bus.Shutdown(reason):
                 log.info("shutdown requested: %s", reason)
+                self._stop_listening()
                 self._close_connections("shutdown", "the peer agent is shutting down")
                 self._request_stop(EXIT_OK, f"shutdown: {reason}")
             case bus.Heartbeat():
@@ -310,36 +349,112 @@ class PeerAgent(pykka.ThreadingActor):
             len(torrent.have),
         )
 
-    def _connect(self, info_hash: InfoHash, address: Any) -> None:
+    def _connect(self, info_hash: InfoHash, address: PeerAddress) -> None:
         assert self._bus is not None
+        if address == self._listen_address:
+            self._bus.send(
+                bus.PeerConnectFailed(
+                    info_hash, address, "connected_to_self", "that is our own listen address"
+                )
+            )
+            return
         try:
             connection = self._registry.reserve(info_hash, address)
         except ConnectRefusedError as exc:
             self._bus.send(bus.PeerConnectFailed(info_hash, address, exc.reason, exc.message))
             return
-        torrent = self._registry.torrent(info_hash)
-        assert torrent is not None
-        session = self._new_session(torrent)
-        uplink = _Uplink(self.actor_ref, self._bus, self._storage[torrent.storage_endpoint])
-        ref = PeerConnection.start(
-            key=connection.key,
-            address=address,
-            session=session,
-            uplink=uplink,
-            connect_timeout=self.settings.connect_timeout,
-            clock=self._clock,
-        )
-        self._registry.bind(connection.key, _Handle(ref, session))
+        self._start_connection(connection)
 
-    def _new_session(self, torrent: Torrent) -> PeerSession:
-        return PeerSession(
+    def _accept(self, accepted: _Accepted) -> None:
+        """An incoming peer asked for a torrent: admit it like a dialled one, or close it."""
+        info_hash = accepted.header.info_hash
+        try:
+            connection = self._registry.reserve(info_hash, accepted.address, incoming=True)
+        except ConnectRefusedError as exc:
+            log.info("incoming from %s refused: %s (%s)", accepted.address, exc.reason, exc)
+            accepted.sock.close()
+            return
+        self._start_connection(connection, accepted.sock, accepted.preread)
+
+    def _start_connection(
+        self,
+        connection: Connection[_Handle],
+        sock: socket.socket | None = None,
+        preread: bytes = b"",
+    ) -> None:
+        assert self._bus is not None
+        torrent = self._registry.torrent(connection.info_hash)
+        assert torrent is not None
+        session = PeerSession(
             info_hash=torrent.info_hash,
             peer_id=torrent.peer_id,
             geometry=torrent.geometry,
             have=torrent.have,
             now=self._clock(),
             config=self._session_config,
+            address=connection.address,
         )
+        storage = self._storage[torrent.storage_endpoint]
+        uplink = AgentUplink(self.actor_ref, self._bus, storage, self._claim)
+        ref = PeerConnection.start(
+            key=connection.key,
+            address=connection.address,
+            session=session,
+            uplink=uplink,
+            sock=sock,
+            preread=preread,
+            connect_timeout=self.settings.connect_timeout,
+            bind_host=self._bind_host,
+            clock=self._clock,
+        )
+        self._registry.bind(connection.key, _Handle(ref, session))
+
+    def _claim(self, key: str, peer_id: PeerId) -> None:
+        """Called by a connection whose handshake completed (see the module docstring).
+
+        Raises:
+            ConnectRefusedError: ``duplicate_peer`` (or ``unknown_torrent``): close it.
+        """
+        replaced = self._registry.claim(key, peer_id)
+        if replaced is None:
+            return
+        connection = self._registry.get(replaced)
+        if connection is not None and connection.handle is not None:
+            log.info("%s replaces %s: both reach the same peer", key, replaced)
+            self._tell(connection.handle, Disconnect("duplicate_peer", "a crossed dial won"))
+
+    # -- incoming peers ---------------------------------------------------------------------------
+
+    def _listen(self) -> None:
+        """Bind the listener and announce it; without one the agent still dials out."""
+        assert self._bus is not None
+        config = self.settings.config
+        try:
+            sock = bind_listener(config.listen_host, config.listen_ports)
+        except (OSError, ValueError) as exc:
+            log.error(
+                "cannot listen for peers on %s ports %s: %s",
+                config.listen_host,
+                config.listen_ports,
+                exc,
+            )
+            return
+        agent = self.actor_ref
+
+        def on_header(
+            sock: socket.socket, address: PeerAddress, header: HandshakeHeader, preread: bytes
+        ) -> None:
+            try:
+                agent.tell(_Accepted(sock, address, header, preread))
+            except pykka.ActorDeadError:
+                sock.close()
+
+        self._listener = Listener(sock, on_header)
+        self._listener.start()
+        address = self._listen_address = self._listener.address
+        self._session_config = replace(self._session_config, listen_port=address.port)
+        self._bus.send(bus.ListeningOn(address))
+        log.info("listening for peers on %s", address)
 
     def _route(self, info_hash: InfoHash, key: str, command: Command) -> None:
         connection = self._registry.lookup(info_hash, key)
@@ -368,6 +483,11 @@ class PeerAgent(pykka.ThreadingActor):
                 log.warning("connections still open after %ss", SHUTDOWN_TIMEOUT)
                 return
 
+    def _stop_listening(self) -> None:
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+
     # -- storage ----------------------------------------------------------------------------------
 
     def _storage_link(self, endpoint: str) -> BusSocket:
@@ -392,8 +512,12 @@ class PeerAgent(pykka.ThreadingActor):
         self._storage[endpoint] = link
         return link
 
-    def _on_storage(self, endpoint: str, message: bus.Message) -> None:
+    def _on_storage(self, endpoint: str, message: bus.Message, data: memoryview | None) -> None:
         match message:
+            case bus.BlockRead():
+                self._resolve(self._cache.on_block_read(message, data, self._clock()))
+            case bus.ReadFailed():
+                self._resolve(self._cache.on_read_failed(message, self._clock()))
             case bus.Welcome(server_id=server_id):
                 log.info("storage %s at %s welcomed us", server_id, endpoint)
             case bus.Rejected(reason, text):
@@ -401,11 +525,40 @@ class PeerAgent(pykka.ThreadingActor):
             case _:
                 log.debug("ignored %s from storage %s", type(message).__name__, endpoint)
 
+    # -- uploads ----------------------------------------------------------------------------------
+
+    def _read_piece(
+        self, info_hash: InfoHash, piece: int, result: gevent.event.AsyncResult
+    ) -> None:
+        torrent = self._registry.torrent(info_hash)
+        if torrent is None or not 0 <= piece < torrent.geometry.num_pieces:
+            result.set(ReadError("unknown_torrent", f"no piece {piece} of {info_hash} here"))
+            return
+        size = torrent.geometry.piece_size(piece)
+        endpoint = torrent.storage_endpoint
+        data, reads = self._cache.get(info_hash, piece, size, endpoint, result, self._clock())
+        if data is not None:
+            result.set(data)
+        self._send_reads(reads)
+
+    def _resolve(self, outcome: Outcome[gevent.event.AsyncResult]) -> None:
+        for waiter, value in outcome.resolved:
+            waiter.set(value)
+        self._send_reads(outcome.reads)
+
+    def _send_reads(self, reads: list[Read]) -> None:
+        for read in reads:
+            link = self._storage.get(read.endpoint)
+            if link is not None:
+                link.send(read.message)
+
     # -- periodic ---------------------------------------------------------------------------------
 
     def _stats_loop(self) -> None:
         while True:
             gevent.sleep(STATS_INTERVAL)
+            with contextlib.suppress(pykka.ActorDeadError):
+                self.actor_ref.tell(_ExpireReads())
             rows = self._stats(self._clock())
             for start in range(0, len(rows), _MAX_BATCH):
                 if self._bus is not None:
@@ -417,23 +570,7 @@ class PeerAgent(pykka.ThreadingActor):
             handle = connection.handle
             if handle is None or not handle.session.active:
                 continue
-            session = handle.session
-            rows.append(
-                bus.PeerStats(
-                    info_hash=connection.info_hash,
-                    peer=connection.key,
-                    downloaded=session.download_rate.total,
-                    uploaded=session.upload_rate.total,
-                    download_rate=session.download_rate.rate(now),
-                    upload_rate=session.upload_rate.rate(now),
-                    peer_choking=session.peer_choking,
-                    peer_interested=session.peer_interested,
-                    am_choking=session.am_choking,
-                    am_interested=session.am_interested,
-                    snubbed=False,
-                    pieces=len(session.peer_have),
-                )
-            )
+            rows.append(peer_stats(connection.info_hash, connection.key, handle.session, now))
         return rows
 
     def _heartbeat_loop(self, interval: float) -> None:

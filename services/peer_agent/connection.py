@@ -1,4 +1,4 @@
-"""One peer connection as a pykka actor: a TCP socket, three greenlets and a ``PeerSession``.
+"""One peer connection as a pykka actor: a TCP socket, three or four greenlets and a session.
 
 Strategy (this is the download hot path):
 - The reader greenlet dials (or takes a socket a listener accepted), then loops on
@@ -10,30 +10,36 @@ Strategy (this is the download hot path):
   data frame (zero-copy; the buffer is never touched again), everything else to the
   coordinator.
 - The writer greenlet sleeps on an event; whoever changed the session wakes it, and it sends
-  whatever the session has queued in one ``sendall``.
+  whatever the session has queued: small frames joined in one ``sendall``, anything holding
+  served blocks as a gathered ``sendmsg`` of the headers and the piece memoryviews (no copy).
 - The timer greenlet sleeps until the session's next deadline (at most a second) and ticks it.
+- The uploader greenlet, started when the peer first queues requests with us, gets the piece
+  of the oldest one from the agent's piece cache (``Uplink.read_piece``, whole, waited for
+  with a bound; the next pieces are read ahead) and lets the session send a run of its blocks:
+  ``UPLOAD_BUDGET`` bytes at a time, while fewer than ``UPLOAD_BACKLOG`` wait for the socket,
+  so a slow peer holds little memory and a fast one cannot starve the others.
 - The actor's inbox carries the agent's commands (``Assign``, ``Revoke``, ``Acquired``,
-  ``Disconnect``); each calls the session and wakes the writer.
-Under gevent nothing preempts: every session call runs to completion, so the three greenlets and
-the inbox never interleave inside the session and no lock is needed.
+  ``SetChoked``, ``Disconnect``); each calls the session and wakes the writer.
+Under gevent nothing preempts: every session call runs to completion, so the greenlets and the
+inbox never interleave inside the session and no lock is needed.
 
 Fairness: a busy gevent socket never blocks in ``recv``, so the reader would starve every other
 connection (and the writer of its own requests). It yields with ``gevent.sleep(0)`` after a chunk
 that completed a piece or queued output, and at least every ``YIELD_BYTES`` bytes.
 
-Back-pressure: before each ``recv`` the reader checks the storage link; while too many pieces
-wait to be handed to ZeroMQ it stops reading, and TCP flow control slows the peer. Memory stays
-bounded by the link's limit plus the pieces in flight.
+Back-pressure: while too many pieces wait for the storage link the reader stops reading, and
+TCP flow control slows the peer: memory stays bounded by the link's limit and the pieces in flight.
+
+Handshake: ``PeerConnected`` is sent once ``Uplink.claim`` made sure no other connection of the
+torrent reached the same peer id. An incoming connection comes with the accepted socket and the
+48 bytes the listener read to route it (``sock``, ``preread``), read exactly as from a dial.
 
 Ending: the first of a session ``Closed``, a socket error or EOF, a ``Disconnect`` command or
 an actor stop names the reason. The actor stops itself; ``on_stop`` (or ``on_failure``) kills the
-greenlets, closes the socket and reports exactly once: ``PeerConnectFailed`` when no handshake
-completed, ``PeerDisconnected`` after one, then ``Uplink.ended`` so the agent forgets the key.
-Remote misbehaviour is a reason code, never a crashed actor.
-
-Incoming connections (later): pass the accepted socket and the handshake bytes the listener
-already read (it routes on the 48-byte header's info hash) as ``sock`` and ``preread``; the
-session reads the peer's handshake from them exactly as from a dialled peer.
+greenlets, sends what the session still queued if the socket takes it at once (our handshake,
+the rejects before a drop), closes the socket and reports once: ``PeerDisconnected`` after
+``PeerConnected``, else ``PeerConnectFailed`` for a dial (an incoming one is only logged), then
+``Uplink.ended``. Remote misbehaviour is a reason code, never a crashed actor.
 """
 
 from __future__ import annotations
@@ -45,17 +51,19 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import gevent
 import gevent.event
 import pykka
 
 from shared import bus
+from shared.errors import TorvizError
 from shared.peer_id import identify_client
 from shared.runtime.logging import with_context
 from shared.types import PeerAddress
 
+from .piece_cache import ReadError
 from .session import (
     Closed,
     Event,
@@ -63,16 +71,20 @@ from .session import (
     PeerBitfield,
     PeerHave,
     PeerInfo,
+    PeerInterestChanged,
     PeerSession,
     PieceCompleted,
     PiecesReleased,
     WorkWanted,
 )
+from .uplink import Uplink, peer_stats
 
 __all__ = [
     "CONNECT_TIMEOUT",
     "RECV_BUFFER",
     "RECV_BUFFER_MAX",
+    "UPLOAD_BACKLOG",
+    "UPLOAD_BUDGET",
     "YIELD_BYTES",
     "Acquired",
     "Assign",
@@ -80,6 +92,7 @@ __all__ = [
     "Disconnect",
     "PeerConnection",
     "Revoke",
+    "SetChoked",
     "Uplink",
 ]
 
@@ -95,28 +108,24 @@ YIELD_BYTES = 1024 * 1024
 """Bytes read back to back before the reader yields to other greenlets regardless."""
 CONNECT_TIMEOUT = 10.0
 """Seconds a dial may take before ``PeerConnectFailed("connect_timeout")``."""
+UPLOAD_BUDGET = 256 * 1024
+"""Block bytes the uploader serves before it lets other greenlets run."""
+UPLOAD_BACKLOG = 1024 * 1024
+"""Served block bytes waiting for the socket before the uploader pauses (per connection)."""
+READ_WAIT = 45.0
+"""Seconds the uploader waits for a piece from the cache before it gives the requests up."""
+_JOIN_BELOW = 64 * 1024  # output smaller than this is joined into one buffer: one cheap send
+_FLUSH_ITEMS = 4096  # what a closing connection tries to send at most, without waiting
+_FLUSH_BYTES = 64 * 1024
+_IOV_MAX = 1024  # buffers per sendmsg (the Linux limit)
+_READ_AHEAD = 2  # pieces the uploader has the cache load before they are asked for
+_HELD_PIECES = 2  # pieces the uploader keeps at hand between rounds
 _TIMER_MAX_SLEEP = 1.0  # deadlines move (new requests, data received): re-check at least this often
 _TIMER_MIN_SLEEP = 0.01
 _STORAGE_POLL = 0.001  # seconds between checks while the storage link is backed up ...
 _STORAGE_POLL_MAX = 0.05  # ... doubling up to this
 _MAX_BATCH = 4096  # pieces in one bus message (the schema's PieceList bound)
 _STOP_GREENLETS_TIMEOUT = 1.0
-
-
-class Uplink(Protocol):
-    """What a connection needs from its agent; calls return at once (they only queue)."""
-
-    def to_coordinator(self, message: bus.Message) -> None:
-        """Send an event to the coordinator."""
-
-    def store_piece(self, message: bus.StorePiece, data: bytearray) -> None:
-        """Send a finished piece to the storage agent; ``data`` is handed over for good."""
-
-    def storage_busy(self) -> bool:
-        """Whether the storage link has so many pieces queued that reading should pause."""
-
-    def ended(self, key: str) -> None:
-        """The connection is gone and has reported; the agent may forget ``key``."""
 
 
 # -- commands from the agent (the actor's inbox) -------------------------------------------------
@@ -140,12 +149,19 @@ class Acquired:
 
 
 @dataclass(frozen=True, slots=True)
+class SetChoked:
+    """The coordinator's choker decided about this peer."""
+
+    choked: bool
+
+
+@dataclass(frozen=True, slots=True)
 class Disconnect:
     reason: str
     message: str
 
 
-Command = Assign | Revoke | Acquired | Disconnect
+Command = Assign | Revoke | Acquired | SetChoked | Disconnect
 
 
 def _socket_error(exc: OSError, address: PeerAddress, *, dialling: bool) -> tuple[str, str]:
@@ -178,6 +194,7 @@ class PeerConnection(pykka.ThreadingActor):
         sock: an accepted socket (incoming); ``None`` dials ``address``.
         preread: bytes the listener already read from ``sock`` (the handshake header).
         connect_timeout: seconds a dial may take.
+        bind_host: the local address to dial from (same family as ``address``), if any.
         clock: monotonic seconds, the session's ``now``.
     """
 
@@ -191,6 +208,7 @@ class PeerConnection(pykka.ThreadingActor):
         sock: socket.socket | None = None,
         preread: bytes = b"",
         connect_timeout: float = CONNECT_TIMEOUT,
+        bind_host: str | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__()
@@ -203,11 +221,17 @@ class PeerConnection(pykka.ThreadingActor):
         self._sock = sock
         self._preread = preread
         self._connect_timeout = connect_timeout
+        self._bind_host = bind_host
         self._clock = clock
         self._wake = gevent.event.Event()
+        self._upload_wake = gevent.event.Event()
+        self._drained = gevent.event.Event()  # the writer finished a send
+        self._sending = 0  # bytes the writer is sending right now (a gathered send)
+        self._writing = False  # the writer is inside a send: a flush would interleave
+        self._uploader: gevent.Greenlet[Any, Any] | None = None
         self._greenlets: list[gevent.Greenlet[Any, Any]] = []
         self._outcome: tuple[str, str] | None = None
-        self._handshake_done = False
+        self._announced = False  # PeerConnected was sent
         self._reported = False
         self._reads = 0  # recv_into calls and bytes, logged at the end: how well reads batch
         self._bytes_read = 0
@@ -229,6 +253,8 @@ class PeerConnection(pykka.ThreadingActor):
                 session.revoke(pieces, self._clock())
             case Acquired(piece):
                 session.piece_acquired(piece)
+            case SetChoked(choked):
+                session.set_choke(choked)
             case Disconnect(reason, text):
                 self._end(reason, text)
                 return
@@ -275,6 +301,10 @@ class PeerConnection(pykka.ThreadingActor):
                 # resolver (gevent's would start a thread pool for nothing).
                 family = socket.AF_INET6 if self.address.is_ipv6 else socket.AF_INET
                 sock = self._sock = socket.socket(family, socket.SOCK_STREAM)
+                if self._bind_host is not None and (":" in self._bind_host) == (
+                    family == socket.AF_INET6
+                ):
+                    sock.bind((self._bind_host, 0))
                 sock.settimeout(self._connect_timeout)
                 sock.connect((self.address.host, self.address.port))
             sock.settimeout(None)
@@ -307,6 +337,8 @@ class PeerConnection(pykka.ThreadingActor):
             receive(view[:received], clock())
             events = take_events()
             completed = self._dispatch(events) if events else False
+            if session.wants_upload:
+                self._upload_needed()
             unyielded += received
             if session.has_output:
                 wake()
@@ -329,6 +361,7 @@ class PeerConnection(pykka.ThreadingActor):
     def _write_loop(self, sock: socket.socket) -> None:
         session = self._session
         wake = self._wake
+        drained = self._drained
         try:
             while self._outcome is None:
                 wake.wait()
@@ -336,9 +369,82 @@ class PeerConnection(pykka.ThreadingActor):
                 out = session.take_output(self._clock())
                 if not out:
                     continue
-                sock.sendall(out[0] if len(out) == 1 else b"".join(out))
+                self._writing = True
+                if len(out) == 1:
+                    sock.sendall(out[0])
+                elif (total := sum(map(len, out))) < _JOIN_BELOW:
+                    sock.sendall(b"".join(out))
+                else:
+                    self._sending = total
+                    _send_gathered(sock, out)
+                    self._sending = 0
+                    drained.set()
+                self._writing = False
         except OSError as exc:
             self._end(*_socket_error(exc, self.address, dialling=False))
+
+    def _upload_needed(self) -> None:
+        """The peer has requests queued: start the uploader (once) and wake it."""
+        if self._uploader is None and self._outcome is None:
+            self._uploader = gevent.spawn(self._upload_loop)
+            self._greenlets.append(self._uploader)
+        self._upload_wake.set()
+
+    def _upload_loop(self) -> None:
+        session = self._session
+        held: dict[int, bytearray] = {}  # the pieces served last (peers interleave a few)
+        try:
+            while self._outcome is None:
+                piece = session.next_upload()
+                if piece is None:
+                    held.clear()  # nothing queued: let the cache evict them
+                    self._upload_wake.clear()
+                    self._upload_wake.wait()
+                    continue
+                data = held.get(piece)
+                if data is None:
+                    # Read ahead: the cache starts loading the next pieces asked for while
+                    # this one is read and served.
+                    for ahead in session.upcoming_uploads(1 + _READ_AHEAD)[1:]:
+                        if ahead not in held:
+                            self._uplink.read_piece(self._info_hash, ahead)
+                    data = self._read_piece(piece)
+                    if data is None:
+                        session.upload_failed(piece)
+                        self._after_session_call()
+                        continue
+                    held[piece] = data
+                    if len(held) > _HELD_PIECES:
+                        del held[next(iter(held))]
+                while (
+                    session.queued_upload_bytes + self._sending >= UPLOAD_BACKLOG
+                    and self._outcome is None
+                ):
+                    self._drained.clear()
+                    self._wake.set()
+                    self._drained.wait()
+                session.serve(piece, data, self._clock(), UPLOAD_BUDGET)
+                self._after_session_call()
+                gevent.sleep(0)
+        except Exception as exc:  # a bug here must still close and report the connection
+            self._log.exception("uploader failed")
+            self._end("internal_error", f"uploader failed: {exc!r}")
+
+    def _read_piece(self, piece: int) -> bytearray | None:
+        """The whole piece from the agent's cache, or None (logged) if it cannot be had."""
+        result = self._uplink.read_piece(self._info_hash, piece)
+        try:
+            outcome = result.get(timeout=READ_WAIT)
+        except gevent.Timeout:
+            self._log.warning("piece %d not read within %s s", piece, READ_WAIT)
+            return None
+        if isinstance(outcome, ReadError):
+            self._log.info(
+                "cannot upload piece %d: %s (%s)", piece, outcome.reason, outcome.message
+            )
+            return None
+        data: bytearray = outcome
+        return data
 
     def _timer_loop(self) -> None:
         session = self._session
@@ -359,6 +465,8 @@ class PeerConnection(pykka.ThreadingActor):
             self._dispatch(events)
         if self._session.has_output:
             self._wake.set()
+        if self._session.wants_upload and self._outcome is None:
+            self._upload_needed()
 
     def _dispatch(self, events: list[Event]) -> bool:
         """Forward session events; returns whether a piece was completed."""
@@ -386,7 +494,12 @@ class PeerConnection(pykka.ThreadingActor):
                         batch = pieces[start : start + _MAX_BATCH]
                         uplink.to_coordinator(bus.PiecesReleased(info_hash, key, batch))
                 case HandshakeDone(peer_id, reserved):
-                    self._handshake_done = True
+                    try:
+                        uplink.claim(key, peer_id)
+                    except TorvizError as exc:
+                        self._end(exc.reason, exc.message)
+                        break
+                    self._announced = True
                     client = str(identify_client(peer_id))[:256]
                     self._log.info("connected to %s (%s)", self.address, client)
                     uplink.to_coordinator(
@@ -401,6 +514,8 @@ class PeerConnection(pykka.ThreadingActor):
                             extension_protocol=reserved.extension_protocol,
                         )
                     )
+                case PeerInterestChanged(interested):
+                    uplink.to_coordinator(bus.PeerInterest(info_hash, key, interested))
                 case PeerInfo(extension):
                     self._log.debug("peer runs %r, reqq %s", extension.v, extension.reqq)
                 case Closed(reason, message):
@@ -416,8 +531,21 @@ class PeerConnection(pykka.ThreadingActor):
         self._outcome = (reason, message)
         self._session.close(reason, message)
         self._wake.set()  # the writer sees the outcome and returns
+        self._upload_wake.set()
+        self._drained.set()
         with contextlib.suppress(pykka.ActorDeadError):  # already stopping: on_stop reports
             self.stop()
+
+    def _flush(self, sock: socket.socket) -> None:
+        """Send what the session still has queued (our handshake, the rejects that preceded a
+        drop) if the socket takes it at once; never blocks, never raises."""
+        out = self._session.take_output(self._clock())
+        if not out or self._writing:  # a send cut short: more bytes would garble the stream
+            return
+        data = b"".join(bytes(chunk) for chunk in out[:_FLUSH_ITEMS])[:_FLUSH_BYTES]
+        with contextlib.suppress(OSError):
+            sock.setblocking(False)
+            sock.send(data)
 
     def _close(self) -> None:
         """Stop the greenlets, close the socket and report once."""
@@ -425,6 +553,7 @@ class PeerConnection(pykka.ThreadingActor):
         others = [g for g in self._greenlets if g is not current]
         gevent.killall(others, block=True, timeout=_STOP_GREENLETS_TIMEOUT)
         if self._sock is not None:
+            self._flush(self._sock)
             self._sock.close()
         if self._reported:
             return
@@ -437,14 +566,35 @@ class PeerConnection(pykka.ThreadingActor):
             self._reads,
             self._bytes_read / max(1, self._reads),
         )
-        if self._handshake_done:
+        if self._announced:
             self._log.info("disconnected: %s (%s)", reason, message)
+            row = peer_stats(self._info_hash, self.key, self._session, self._clock())
+            self._uplink.to_coordinator(bus.TransferStats((row,)))
             self._uplink.to_coordinator(
                 bus.PeerDisconnected(self._info_hash, self.key, reason[:256], message[:4096])
             )
+        elif self.incoming:
+            self._log.info("incoming from %s dropped: %s (%s)", self.address, reason, message)
         else:
             self._log.info("connect to %s failed: %s (%s)", self.address, reason, message)
             self._uplink.to_coordinator(
                 bus.PeerConnectFailed(self._info_hash, self.address, reason[:256], message[:4096])
             )
         self._uplink.ended(self.key)
+
+
+def _send_gathered(sock: socket.socket, buffers: list[bytes | bytearray | memoryview]) -> None:
+    """Send ``buffers`` in order with as few ``sendmsg`` calls as the socket takes, never
+    joining them (served blocks are views of cached pieces)."""
+    views = [memoryview(buffer) for buffer in buffers]
+    index = 0
+    while index < len(views):
+        sent = sock.sendmsg(views[index : index + _IOV_MAX])
+        while sent:
+            view = views[index]
+            if sent >= view.nbytes:
+                sent -= view.nbytes
+                index += 1
+            else:
+                views[index] = view[sent:]
+                sent = 0

@@ -1,32 +1,38 @@
 """One peer connection's protocol state, without I/O, with the clock passed in.
 
-The connection actor feeds received bytes to ``receive``, coordinator commands to ``assign`` and
-``revoke``, and the time to ``tick``; after each call it sends what ``take_output`` returns and
-forwards what ``take_events`` returns. Nothing here blocks or reads a clock, so two sessions can
-be joined in memory and tested with a fake clock.
+The connection actor feeds received bytes to ``receive``, coordinator commands to ``assign``,
+``revoke`` and ``set_choke``, and the time to ``tick``; after each call it sends what
+``take_output`` returns and forwards what ``take_events`` returns. Nothing here blocks or reads
+a clock, so two sessions can be joined in memory and tested with a fake clock.
 
-Download path, which must be fast: the coordinator assigns whole pieces; the session requests
-their blocks itself, keeping as many requests outstanding as ``QueueDepthPolicy`` says. The
-decoder streams each block's payload straight into the piece's buffer (``_block_sink``), so a
-block is copied once, from the receive buffer into the piece. A finished piece leaves as
-``PieceCompleted`` with its buffer, which the agent sends to the storage agent as its own frame
-and never touches again. Per-block work is minimal: requests go out in batches, the depth is
-recomputed every ``_DEPTH_REFRESH`` s, and the rate meter is fed once per ``receive``.
+Strategy: the session runs the handshake, dispatches the peer's messages and owns the timers;
+the two directions of transfer live in their own classes, which append to the same output and
+event lists: ``Downloads`` (``download.py``, the hot path: assigned pieces and our pipelined
+requests, each block written straight into its piece) and ``Uploads`` (``upload.py``: the
+peer's requests, checked and queued, and the blocks we serve). A piece block received is
+handled without going through ``match``.
+
+Seeding: the session never unchokes on its own; ``set_choke`` carries the coordinator's choker
+decision. The connection reads the piece at ``next_upload`` (whole, from the agent's piece
+cache) and hands it to ``serve``, which queues each requested block as a piece header plus a
+memoryview of the piece: the block is never copied on its way to the socket. A peer speaking
+the fast extension that has fewer than ``allowed_fast_count`` pieces is granted its BEP 6
+allowed-fast set (the pieces of it we have), served even while we choke it.
 
 Rules:
 - A peer that breaks the protocol (bad frame, piece index out of range, malformed bitfield,
-  fast-extension messages it did not negotiate) ends the session with ``Closed(reason)``; the
-  session never raises for remote misbehaviour.
-- Data we did not ask for, or that arrives after a cancel, is counted and dropped.
-- Requests from the peer are refused while we choke it (with ``reject`` when it speaks the fast
-  extension); serving blocks belongs to the seeding path.
+  fast-extension messages it did not negotiate, requests ``Uploads`` refuses to tolerate) ends
+  the session with ``Closed(reason)``; the session never raises for remote misbehaviour.
+- Fast-extension messages go only to a peer that negotiated the extension.
+- A peer that sends nothing for ``idle_timeout`` seconds, or with which neither side has been
+  interested for ``uninterested_timeout`` seconds (noticed at the next tick), is disconnected.
+  Keep-alives go out after ``keepalive_interval`` seconds without sending.
 """
 
 from __future__ import annotations
 
 import enum
-import struct
-from collections import deque
+import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -34,7 +40,7 @@ from shared.bitfield import Bitfield, BitfieldError
 from shared.errors import TorvizError, WireError
 from shared.geometry import TorrentGeometry
 from shared.rate import RateMeter
-from shared.types import InfoHash, PeerId
+from shared.types import InfoHash, PeerAddress, PeerId
 from shared.wire import codec
 from shared.wire import messages as wire
 from shared.wire.extension import (
@@ -44,7 +50,21 @@ from shared.wire.extension import (
 )
 from shared.wire.handshake import Handshake, HandshakeReader, Reserved, encode_handshake
 
+from .download import Downloads
+from .events import (
+    Closed,
+    Event,
+    HandshakeDone,
+    PeerBitfield,
+    PeerHave,
+    PeerInfo,
+    PeerInterestChanged,
+    PieceCompleted,
+    PiecesReleased,
+    WorkWanted,
+)
 from .pipeline import QueueDepthPolicy
+from .upload import Uploads
 
 __all__ = [
     "Closed",
@@ -53,6 +73,7 @@ __all__ = [
     "PeerBitfield",
     "PeerHave",
     "PeerInfo",
+    "PeerInterestChanged",
     "PeerSession",
     "PieceCompleted",
     "PiecesReleased",
@@ -67,101 +88,32 @@ class SessionConfig:
     """Our ``v`` in the extension handshake."""
     listen_port: int = 0
     """Our ``p`` in the extension handshake; 0 leaves it out."""
-    our_reqq: int = 2000
-    """How many requests we accept from a peer (our ``reqq``)."""
+    our_reqq: int = 500
+    """How many requests we queue for a peer (our ``reqq``)."""
     pipeline: QueueDepthPolicy = field(default_factory=QueueDepthPolicy)
     handshake_timeout: float = 20.0
     keepalive_interval: float = 110.0
     idle_timeout: float = 180.0
     request_timeout: float = 30.0
+    snub_timeout: float = 60.0
+    """Seconds without a block, while the peer unchokes us and we wait, before it is snubbed."""
+    uninterested_timeout: float = 600.0
+    """Seconds in which neither side is interested before the connection is closed."""
     max_rejects_per_piece: int = 3
+    allowed_fast_count: int = 10
+    """Pieces in the allowed-fast set we grant a peer with fewer pieces than that (BEP 6 k)."""
+    max_bad_requests: int = 250
+    """Requests we cannot serve (malformed, beyond our reqq, pieces we lack) tolerated from a
+    peer with the fast extension before it is disconnected."""
     allocate: Callable[[int], bytearray] = bytearray
     """Makes piece buffers. Blocks overwrite every byte before a buffer leaves (an unfinished
     one is dropped), so an allocator that skips zeroing is safe."""
 
 
-# -- events the session reports ---------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class HandshakeDone:
-    peer_id: PeerId
-    reserved: Reserved
-
-
-@dataclass(frozen=True, slots=True)
-class PeerInfo:
-    """The peer's extension handshake arrived (client name, listen port, queue limit)."""
-
-    extension: ExtensionHandshake
-
-
-@dataclass(frozen=True, slots=True)
-class PeerBitfield:
-    """The peer's whole have-state (bitfield, have-all or have-none)."""
-
-    bits: Bitfield
-
-
-@dataclass(frozen=True, slots=True)
-class PeerHave:
-    piece: int
-
-
-@dataclass(frozen=True, slots=True)
-class PieceCompleted:
-    """Every block of ``piece`` arrived; ``data`` is the whole piece, handed over for good."""
-
-    piece: int
-    data: bytearray
-
-
-@dataclass(frozen=True, slots=True)
-class WorkWanted:
-    """The pipeline would run dry: the session can take ``count`` more pieces."""
-
-    count: int
-
-
-@dataclass(frozen=True, slots=True)
-class PiecesReleased:
-    """The session gave these assigned pieces up (timeouts, repeated rejects)."""
-
-    pieces: tuple[int, ...]
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class Closed:
-    """The session ended; ``reason`` is a snake_case code, ``message`` one readable line."""
-
-    reason: str
-    message: str = field(default="", compare=False)
-
-
-Event = (
-    HandshakeDone
-    | PeerInfo
-    | PeerBitfield
-    | PeerHave
-    | PieceCompleted
-    | WorkWanted
-    | PiecesReleased
-    | Closed
-)
-
-
-# Requests are most of what we send: the codec's own frame gives the length and id, and only
-# the three fields are packed per block (a third of ``codec.encode``'s cost).
-_REQUEST_PREFIX = codec.encode(wire.Request(0, 0, 0))[:5]
-_PACK_U32X3 = struct.Struct(">III").pack
-
-_DEPTH_REFRESH = 0.1  # seconds a computed pipeline depth stays valid
-_REFILL_BATCH = 64  # blocks (1 MiB): the most the pipeline drains before it is topped up
-
 _CLOSE_MESSAGES = {
     "handshake_timeout": "the peer did not complete the handshake in time",
     "idle_timeout": "the peer sent nothing for too long",
+    "uninterested": "neither side was interested for too long",
 }
 
 
@@ -171,20 +123,18 @@ class Phase(enum.Enum):
     CLOSED = "closed"
 
 
-class _Download:
-    """An assigned piece: its buffer and which of its blocks are still to request."""
-
-    __slots__ = ("buffer", "rejects", "to_request", "unreceived")
-
-    def __init__(self, buffer: bytearray, blocks: tuple[tuple[int, int], ...]) -> None:
-        self.buffer = buffer
-        self.to_request: deque[tuple[int, int]] = deque(blocks)
-        self.unreceived = len(blocks)
-        self.rejects = 0
-
-
 class PeerSession:
-    """The protocol state of one connection to one peer for one torrent."""
+    """The protocol state of one connection to one peer for one torrent.
+
+    Args:
+        info_hash, peer_id: the torrent and our peer id for it.
+        geometry: the torrent's geometry.
+        have: the pieces we have (copied).
+        now: the clock at creation.
+        config: limits and timers.
+        address: the peer's address as we see it (``yourip``, the allowed-fast set); None
+            leaves both out.
+    """
 
     def __init__(
         self,
@@ -195,44 +145,45 @@ class PeerSession:
         have: Bitfield,
         now: float,
         config: SessionConfig = SessionConfig(),
+        address: PeerAddress | None = None,
     ) -> None:
         self.info_hash = info_hash
         self.geometry = geometry
         self.config = config
+        self.address = address
         self._our_id = peer_id
         self._our_have = have.copy()
         self.phase = Phase.HANDSHAKE
         self._handshake = HandshakeReader()
-        self._decoder = codec.MessageDecoder(block_sink=self._block_sink)
+        # Both lists stay the same objects for good: ``Downloads`` and ``Uploads`` append too.
         self._out: list[bytes | bytearray | memoryview] = []
         self._events: list[Event] = []
         self._started = now
         self._last_received = now
         self._last_sent = now
-        # Protocol flags, BEP 3 names.
+        self._uninterested_since: float | None = None
+        # Protocol flags, BEP 3 names (the downloading ones live in ``Downloads``).
         self.am_choking = True
-        self.am_interested = False
-        self.peer_choking = True
         self.peer_interested = False
         self.peer_id: PeerId | None = None
         self.peer_fast = False
         self.peer_extensions = False
-        self.peer_reqq: int | None = None
         self.peer_have = Bitfield(geometry.num_pieces)
-        self.allowed_fast: set[int] = set()
-        # Download state.
-        self._downloads: dict[int, _Download] = {}
-        self._outstanding: dict[tuple[int, int], tuple[int, float]] = {}
-        self._work_requested = False
-        self._starved = False  # the coordinator had nothing for us; wait for news before asking
-        # Every piece but the last has the same blocks: list them once, not per assignment.
-        self._full_blocks = self._blocks_of(0)
-        self._received = 0  # block bytes of the current ``receive``, metered once at its end
-        self._depth_value = 0
-        self._depth_until = float("-inf")
-        self.download_rate = RateMeter(now)
+        self._downloads = Downloads(
+            geometry,
+            self._out,
+            self._events,
+            now,
+            pipeline=config.pipeline,
+            request_timeout=config.request_timeout,
+            snub_timeout=config.snub_timeout,
+            max_rejects=config.max_rejects_per_piece,
+            allocate=config.allocate,
+        )
+        self._decoder = codec.MessageDecoder(block_sink=self._downloads.block_sink)
+        self._uploads: Uploads | None = None  # the seeding side, from the handshake on
         self.upload_rate = RateMeter(now)
-        self.wasted_bytes = 0
+        self.download_rate = self._downloads.rate
         self._out.append(
             encode_handshake(
                 Handshake(info_hash, peer_id, Reserved.build(extension_protocol=True, fast=True))
@@ -246,6 +197,7 @@ class PeerSession:
         if self.phase is Phase.CLOSED or not data:
             return
         self._last_received = now
+        downloads = self._downloads
         try:
             if self.phase is Phase.HANDSHAKE:
                 for item in self._handshake.feed(data):
@@ -254,9 +206,10 @@ class PeerSession:
                 if not self.active:
                     return
                 data = self._handshake.take_surplus()
+            on_block = downloads.on_block
             for message in self._decoder.feed(data):
                 if type(message) is wire.Piece:  # the hot path skips the match below
-                    self._on_block(message.piece, message.offset, message.data)
+                    on_block(message.piece, message.offset, message.data)
                 else:
                     self._on_message(message, now)
                     if not self.active:
@@ -265,42 +218,89 @@ class PeerSession:
             self.close(exc.reason, exc.message)
             return
         finally:
-            if self._received:
-                self.download_rate.add(self._received, now)
-                self._received = 0
-        self._fill_pipeline(now)
+            downloads.received(now)
+        downloads.fill(now)
 
     def assign(self, pieces: list[int] | tuple[int, ...], now: float) -> None:
         """The coordinator handed us these pieces to fetch from this peer (none: nothing yet)."""
-        self._work_requested = False
-        self._starved = not pieces
-        for piece in pieces:
-            if piece not in self._downloads and 0 <= piece < self.geometry.num_pieces:
-                self._downloads[piece] = self._new_download(piece)
-        self._update_interest()
-        self._fill_pipeline(now)
+        if self.phase is Phase.ACTIVE:
+            self._downloads.assign(pieces, now)
 
     def revoke(self, pieces: list[int] | tuple[int, ...], now: float) -> None:
         """Stop fetching these pieces (another connection completed them first)."""
-        for piece in pieces:
-            if self._downloads.pop(piece, None) is None:
-                continue
-            for key in [key for key in self._outstanding if key[0] == piece]:
-                length, _ = self._outstanding.pop(key)
-                self._send(wire.Cancel(piece, key[1], length))
-        self._update_interest()
-        self._fill_pipeline(now)
+        if self.phase is Phase.ACTIVE:
+            self._downloads.revoke(pieces, now)
 
     def piece_acquired(self, piece: int) -> None:
         """We verified ``piece`` (from any peer): tell this one."""
         if not 0 <= piece < self.geometry.num_pieces or piece in self._our_have:
             return
         self._our_have.add(piece)
-        if self.phase is Phase.ACTIVE:
+        if self.phase is Phase.ACTIVE and self._uploads is not None:
             self._send(wire.Have(piece))
+            self._uploads.piece_acquired(piece)
+
+    def set_choke(self, choked: bool) -> None:
+        """The coordinator's choker decided: choke or unchoke the peer.
+
+        Choking drops the peer's queued requests, except those of allowed-fast pieces; a peer
+        with the fast extension gets a reject for each dropped one (BEP 6).
+        """
+        if self.phase is Phase.CLOSED or choked == self.am_choking:
+            return
+        self.am_choking = choked
+        uploads = self._uploads
+        if uploads is not None:  # else the handshake sends the state
+            if choked:
+                uploads.choke()
+            else:
+                uploads.unchoke()
+
+    def next_upload(self) -> int | None:
+        """The piece whose bytes ``serve`` needs next, if the peer waits for any."""
+        if self.phase is not Phase.ACTIVE or self._uploads is None:
+            return None
+        return self._uploads.head()
+
+    def upcoming_uploads(self, count: int) -> list[int]:
+        """The first ``count`` distinct pieces of the peer's queued requests, oldest first."""
+        if self.phase is not Phase.ACTIVE or self._uploads is None:
+            return []
+        return self._uploads.pieces_ahead(count)
+
+    def serve(
+        self, piece: int, data: bytes | bytearray | memoryview, now: float, budget: int
+    ) -> int:
+        """Send the oldest queued requests of ``piece``, taken from ``data`` (the whole piece).
+
+        Each block goes out as a piece header and a memoryview of ``data``: ``data`` must not
+        change afterwards. Serves at least one request when the oldest is of ``piece``, then
+        more while they are of ``piece`` and fit in ``budget`` bytes.
+
+        Returns:
+            The block bytes queued for the peer.
+
+        Raises:
+            ValueError: ``data`` is not the size of ``piece`` (a bug in the caller).
+        """
+        uploads = self._uploads
+        if self.phase is not Phase.ACTIVE or uploads is None:
+            return 0
+        view = memoryview(data).cast("B")
+        if view.nbytes != self.geometry.piece_size(piece):
+            raise ValueError(f"piece {piece} is {self.geometry.piece_size(piece)} bytes")
+        sent = uploads.serve(piece, view, budget)
+        if sent:
+            self.upload_rate.add(sent, now)
+        return sent
+
+    def upload_failed(self, piece: int) -> None:
+        """``piece`` could not be read: drop its queued requests (rejected for a fast peer)."""
+        if self.phase is Phase.ACTIVE and self._uploads is not None:
+            self._uploads.drop_piece(piece)
 
     def tick(self, now: float) -> None:
-        """Let timers fire: handshake and idle timeouts, keep-alives, request timeouts."""
+        """Let timers fire: handshake and idle timeouts, keep-alives, request timeouts, snubs."""
         if self.phase is Phase.CLOSED:
             return
         if self.phase is Phase.HANDSHAKE:
@@ -310,12 +310,16 @@ class PeerSession:
         if now - self._last_received >= self.config.idle_timeout:
             self.close("idle_timeout")
             return
+        if self._downloads.am_interested or self.peer_interested:
+            self._uninterested_since = None
+        elif self._uninterested_since is None:
+            self._uninterested_since = now
+        elif now - self._uninterested_since >= self.config.uninterested_timeout:
+            self.close("uninterested")
+            return
         if now - self._last_sent >= self.config.keepalive_interval:
             self._send(wire.KeepAlive())
-        if self._outstanding:
-            _, sent_at = next(iter(self._outstanding.values()))
-            if now - sent_at >= self.config.request_timeout:
-                self._release(list(self._downloads), "request_timeout")
+        self._downloads.tick(now)
 
     def next_deadline(self) -> float:
         """When ``tick`` next has something to do."""
@@ -325,9 +329,11 @@ class PeerSession:
             self._last_received + self.config.idle_timeout,
             self._last_sent + self.config.keepalive_interval,
         )
-        if self._outstanding:
-            _, sent_at = next(iter(self._outstanding.values()))
-            deadline = min(deadline, sent_at + self.config.request_timeout)
+        downloading = self._downloads.deadline()
+        if downloading is not None:
+            deadline = min(deadline, downloading)
+        if self._uninterested_since is not None:
+            deadline = min(deadline, self._uninterested_since + self.config.uninterested_timeout)
         return deadline
 
     def close(self, reason: str, message: str = "") -> None:
@@ -336,17 +342,23 @@ class PeerSession:
             return
         self.phase = Phase.CLOSED
         self._downloads.clear()
-        self._outstanding.clear()
+        if self._uploads is not None:
+            self._uploads.clear()
         self._events.append(Closed(reason, message or _CLOSE_MESSAGES.get(reason, reason)))
 
     # -- outputs --------------------------------------------------------------------------------
 
     def take_output(self, now: float) -> list[bytes | bytearray | memoryview]:
         """Bytes to send to the peer, in order; the caller sends them at ``now``."""
-        out, self._out = self._out, []
-        if out:
-            self._last_sent = now
-        return out
+        out = self._out
+        if not out:
+            return []
+        taken = out.copy()
+        out.clear()
+        self._last_sent = now
+        if self._uploads is not None:
+            self._uploads.queued_bytes = 0
+        return taken
 
     @property
     def has_output(self) -> bool:
@@ -354,21 +366,74 @@ class PeerSession:
         return bool(self._out)
 
     def take_events(self) -> list[Event]:
-        events, self._events = self._events, []
-        return events
+        events = self._events
+        if not events:
+            return []
+        taken = events.copy()
+        events.clear()
+        return taken
 
     @property
     def active(self) -> bool:
         """Handshakes exchanged and not closed."""
         return self.phase is Phase.ACTIVE
 
+    # -- state, for the connection, the stats and tests -------------------------------------------
+
+    @property
+    def peer_choking(self) -> bool:
+        return self._downloads.peer_choking
+
+    @property
+    def am_interested(self) -> bool:
+        return self._downloads.am_interested
+
+    @property
+    def snubbed(self) -> bool:
+        """The peer unchokes us but sent no block for ``snub_timeout`` seconds of waiting."""
+        return self._downloads.snubbed
+
+    @property
+    def peer_reqq(self) -> int | None:
+        return self._downloads.peer_reqq
+
+    @property
+    def allowed_fast(self) -> frozenset[int]:
+        """Pieces the peer lets us fetch while it chokes us."""
+        return frozenset(self._downloads.allowed_fast)
+
+    @property
+    def wasted_bytes(self) -> int:
+        return self._downloads.wasted_bytes
+
     @property
     def assigned(self) -> tuple[int, ...]:
-        return tuple(self._downloads)
+        return self._downloads.assigned
 
     @property
     def outstanding_requests(self) -> int:
-        return len(self._outstanding)
+        return self._downloads.outstanding
+
+    @property
+    def wants_upload(self) -> bool:
+        """Whether the peer has requests queued with us."""
+        uploads = self._uploads
+        return uploads is not None and len(uploads) > 0
+
+    @property
+    def queued_requests(self) -> int:
+        """Requests of the peer waiting to be served."""
+        return len(self._uploads) if self._uploads is not None else 0
+
+    @property
+    def queued_upload_bytes(self) -> int:
+        """Block bytes ``serve`` queued that ``take_output`` has not handed out yet."""
+        return self._uploads.queued_bytes if self._uploads is not None else 0
+
+    @property
+    def granted_fast(self) -> frozenset[int]:
+        """The allowed-fast pieces we told the peer about."""
+        return frozenset(self._uploads.granted) if self._uploads is not None else frozenset()
 
     # -- handling the peer ------------------------------------------------------------------------
 
@@ -380,18 +445,33 @@ class PeerSession:
         self.peer_id = handshake.peer_id
         self.peer_fast = handshake.reserved.fast
         self.peer_extensions = handshake.reserved.extension_protocol
+        self._uploads = Uploads(
+            self.geometry,
+            self._our_have,
+            self._out,
+            fast=self.peer_fast,
+            choking=self.am_choking,
+            limit=self.config.our_reqq,
+            max_bad=self.config.max_bad_requests,
+        )
         self.phase = Phase.ACTIVE
         self._events.append(HandshakeDone(handshake.peer_id, handshake.reserved))
         if self.peer_extensions:
             self._send_extension_handshake()
         self._send_have_state()
+        if not self.am_choking:
+            self._send(wire.Unchoke())
 
     def _send_extension_handshake(self) -> None:
+        yourip = None
+        if self.address is not None:
+            yourip = ipaddress.ip_address(self.address.host).packed
         ext = ExtensionHandshake(
             m={},
             v=self.config.client_name,
             p=self.config.listen_port or None,
             reqq=self.config.our_reqq,
+            yourip=yourip,
         )
         self._send(wire.Extended(0, encode_extension_handshake(ext)))
 
@@ -405,197 +485,79 @@ class PeerSession:
             self._send(wire.Bitfield(have.to_bytes()))
 
     def _on_message(self, message: wire.Message, now: float) -> None:
+        downloads = self._downloads
+        uploads = self._uploads
+        assert uploads is not None  # messages are decoded only after the handshake
         match message:
             case wire.Piece(piece=piece, offset=offset, data=data):
-                self._on_block(piece, offset, data)
+                downloads.on_block(piece, offset, data)
+            case wire.Request(piece=piece, offset=offset, length=length):
+                uploads.request(piece, offset, length)
             case wire.Have(piece=piece):
-                self._check_piece(piece)
+                if not 0 <= piece < self.geometry.num_pieces:
+                    raise WireError("bad_piece_index", f"piece {piece} does not exist")
                 if piece not in self.peer_have:
                     self.peer_have.add(piece)
-                    self._starved = False
+                    downloads.peer_pieces = len(self.peer_have)
+                    downloads.news()
                     self._events.append(PeerHave(piece))
             case wire.Bitfield(bits=bits):
                 try:
                     self.peer_have = Bitfield.from_bytes(bits, self.geometry.num_pieces)
                 except BitfieldError as exc:
                     raise WireError(exc.reason, str(exc)) from None
-                self._starved = False
-                self._events.append(PeerBitfield(self.peer_have.copy()))
+                self._on_have_state()
             case wire.HaveAll():
                 self._require_fast("have_all")
                 self.peer_have = Bitfield.full(self.geometry.num_pieces)
-                self._starved = False
-                self._events.append(PeerBitfield(self.peer_have.copy()))
+                self._on_have_state()
             case wire.HaveNone():
                 self._require_fast("have_none")
                 self.peer_have = Bitfield(self.geometry.num_pieces)
-                self._events.append(PeerBitfield(self.peer_have.copy()))
+                self._on_have_state()
             case wire.Choke():
-                self.peer_choking = True
-                if not self.peer_fast:
-                    # BEP 3: a choke silently drops every request; ask again after unchoke.
-                    self._requeue_all()
+                downloads.on_choke(self.peer_fast)
             case wire.Unchoke():
-                self.peer_choking = False
-            case wire.Interested():
-                self.peer_interested = True
-            case wire.NotInterested():
-                self.peer_interested = False
-            case wire.Request(piece=piece, offset=offset, length=length):
-                self._on_request(piece, offset, length)
-            case wire.Cancel():
-                pass  # nothing is queued for upload while we choke everyone
+                downloads.on_unchoke(now)
+            case wire.Interested() | wire.NotInterested():
+                interested = type(message) is wire.Interested
+                if interested != self.peer_interested:
+                    self.peer_interested = interested
+                    self._events.append(PeerInterestChanged(interested))
+            case wire.Cancel(piece=piece, offset=offset, length=length):
+                uploads.cancel(piece, offset, length)
             case wire.RejectRequest(piece=piece, offset=offset, length=length):
                 self._require_fast("reject")
-                self._on_reject(piece, offset, length)
+                downloads.on_reject(piece, offset, length)
             case wire.AllowedFast(piece=piece):
                 self._require_fast("allowed_fast")
                 if 0 <= piece < self.geometry.num_pieces:
-                    self.allowed_fast.add(piece)
+                    downloads.allowed_fast.add(piece)
             case wire.SuggestPiece():
-                self._require_fast("suggest")
+                self._require_fast("suggest")  # a hint we do not use
             case wire.Extended(ext_id=0, payload=payload):
-                self._on_extension_handshake(payload)
+                ext = decode_extension_handshake(payload)
+                if ext.reqq is not None and ext.reqq > 0:
+                    downloads.set_reqq(ext.reqq)
+                self._events.append(PeerInfo(ext))
             case wire.Extended() | wire.Port() | wire.KeepAlive():
                 pass
 
-    def _on_block(self, piece: int, offset: int, data: bytes | memoryview) -> None:
-        key = (piece, offset)
-        expected = self._outstanding.get(key)
-        download = self._downloads.get(piece)
-        size = len(data)
-        if expected is None or download is None or expected[0] != size:
-            self.wasted_bytes += size
-            return
-        del self._outstanding[key]
-        if type(data) is not memoryview or data.obj is not download.buffer:
-            download.buffer[offset : offset + size] = data
-        self._received += size
-        download.unreceived -= 1
-        if download.unreceived == 0:
-            del self._downloads[piece]
-            self._events.append(PieceCompleted(piece, download.buffer))
-
-    def _blocks_of(self, piece: int) -> tuple[tuple[int, int], ...]:
-        return tuple((block.offset, block.length) for block in self.geometry.blocks(piece))
-
-    def _new_download(self, piece: int) -> _Download:
-        size = self.geometry.piece_size(piece)
-        blocks = self._full_blocks if size == self.geometry.piece_length else self._blocks_of(piece)
-        return _Download(self.config.allocate(size), blocks)
-
-    def _block_sink(self, piece: int, offset: int, length: int) -> memoryview | None:
-        """Where the decoder should write a block's payload: straight into its piece."""
-        expected = self._outstanding.get((piece, offset))
-        download = self._downloads.get(piece)
-        if expected is None or download is None or expected[0] != length:
-            return None
-        return memoryview(download.buffer)[offset : offset + length]
-
-    def _on_request(self, piece: int, offset: int, length: int) -> None:
-        if not self.geometry.is_valid_request(piece, offset, length):
-            raise WireError("bad_request", f"request outside the torrent: {piece}/{offset}")
-        if self.peer_fast:
-            self._send(wire.RejectRequest(piece, offset, length))
-
-    def _on_reject(self, piece: int, offset: int, length: int) -> None:
-        if self._outstanding.pop((piece, offset), None) is None:
-            return
-        download = self._downloads.get(piece)
-        if download is None:
-            return
-        download.to_request.appendleft((offset, length))
-        if not self.peer_choking:
-            download.rejects += 1
-            if download.rejects > self.config.max_rejects_per_piece:
-                self._release([piece], "rejected")
-
-    def _on_extension_handshake(self, payload: bytes) -> None:
-        ext = decode_extension_handshake(payload)
-        if ext.reqq is not None and ext.reqq > 0:
-            self.peer_reqq = ext.reqq
-            self._depth_until = float("-inf")  # the ceiling changed: recompute now
-        self._events.append(PeerInfo(ext))
+    def _on_have_state(self) -> None:
+        count = len(self.peer_have)
+        self._downloads.peer_pieces = count
+        if count:
+            self._downloads.news()
+        self._events.append(PeerBitfield(self.peer_have.copy()))
+        uploads = self._uploads
+        fast_count = self.config.allowed_fast_count
+        # BEP 6: the allowed-fast set lets a peer with (almost) nothing get started.
+        if uploads is not None and self.address is not None and count < fast_count:
+            uploads.offer_allowed_fast(self.address.host, self.info_hash, fast_count)
 
     def _require_fast(self, what: str) -> None:
         if not self.peer_fast:
             raise WireError("fast_not_negotiated", f"peer sent {what} without the fast extension")
-
-    def _check_piece(self, piece: int) -> None:
-        if not 0 <= piece < self.geometry.num_pieces:
-            raise WireError("bad_piece_index", f"piece {piece} does not exist")
-
-    # -- requesting -------------------------------------------------------------------------------
-
-    def _fill_pipeline(self, now: float) -> None:
-        if self.phase is not Phase.ACTIVE:
-            return
-        if not self.peer_choking or self.allowed_fast:
-            depth = self._depth(now)
-            # Top up in batches: one send per batch, not per chunk received, while the pipeline
-            # never holds fewer than depth - batch requests.
-            if len(self._outstanding) > depth - max(1, min(depth // 4, _REFILL_BATCH)):
-                self._want_more_work(now)
-                return
-            requests = []
-            for piece, download in self._downloads.items():
-                if self.peer_choking and piece not in self.allowed_fast:
-                    continue
-                while download.to_request and len(self._outstanding) < depth:
-                    offset, length = download.to_request.popleft()
-                    self._outstanding[(piece, offset)] = (length, now)
-                    requests.append(_REQUEST_PREFIX + _PACK_U32X3(piece, offset, length))
-                if len(self._outstanding) >= depth:
-                    break
-            if requests:
-                self._out.append(b"".join(requests))
-        self._want_more_work(now)
-
-    def _depth(self, now: float) -> int:
-        """The pipeline depth to aim for; a rate over seconds needs no re-summing per chunk."""
-        if now >= self._depth_until:
-            rate = self.download_rate.rate(now)
-            self._depth_value = self.config.pipeline.depth(rate, self.peer_reqq)
-            self._depth_until = now + _DEPTH_REFRESH
-        return self._depth_value
-
-    def _want_more_work(self, now: float) -> None:
-        """Ask for more pieces before the pipeline runs dry, once per answer."""
-        if self._work_requested or self._starved or not len(self.peer_have):
-            return
-        depth = self._depth(now)
-        queued_bytes = sum(len(d.to_request) for d in self._downloads.values()) * (
-            self.geometry.block_size
-        )
-        wanted_bytes = 2 * depth * self.geometry.block_size
-        if queued_bytes < wanted_bytes:
-            count = max(1, -(-(wanted_bytes - queued_bytes) // self.geometry.piece_length))
-            self._work_requested = True
-            self._events.append(WorkWanted(count))
-
-    def _requeue_all(self) -> None:
-        for (piece, offset), (length, _) in reversed(list(self._outstanding.items())):
-            download = self._downloads.get(piece)
-            if download is not None:
-                download.to_request.appendleft((offset, length))
-        self._outstanding.clear()
-
-    def _release(self, pieces: list[int], reason: str) -> None:
-        for piece in pieces:
-            self._downloads.pop(piece, None)
-            for key in [key for key in self._outstanding if key[0] == piece]:
-                length, _ = self._outstanding.pop(key)
-                self._send(wire.Cancel(piece, key[1], length))
-        if pieces:
-            self._events.append(PiecesReleased(tuple(pieces), reason))
-        self._work_requested = False
-        self._update_interest()
-
-    def _update_interest(self) -> None:
-        interested = bool(self._downloads)
-        if interested != self.am_interested:
-            self.am_interested = interested
-            self._send(wire.Interested() if interested else wire.NotInterested())
 
     def _send(self, message: wire.Message) -> None:
         self._out.append(codec.encode(message))

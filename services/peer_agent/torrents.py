@@ -9,16 +9,21 @@ socket.
 Rules:
 - Peer keys are ``"<agent id>/<n>"`` with ``n`` counting up from 1 and never reused, so a late
   command for a closed connection can never reach a newer one.
-- One connection per (torrent, address); at most ``max_connections`` at once in the agent.
+- At most ``max_connections`` connections at once in the agent and ``max_per_torrent`` per
+  torrent, incoming and outgoing alike; none from or to a host banned for the torrent.
   Refusals raise ``ConnectRefusedError`` whose ``reason`` goes into ``PeerConnectFailed``.
+- One connection per peer and torrent: per address when it is admitted, per peer id once its
+  handshake is in (``claim``). When we dialled a peer that dialled us too, both ends keep the
+  same connection: the one opened by the side with the smaller peer id.
 - A torrent's connections outlive ``detach`` until each reports its end, so ``release`` works
   for keys of a torrent that is already gone.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -30,16 +35,23 @@ from shared.types import InfoHash, PeerAddress, PeerId
 
 __all__ = [
     "DEFAULT_MAX_CONNECTIONS",
+    "DEFAULT_MAX_PER_TORRENT",
+    "MAX_BANNED_HOSTS",
     "AttachError",
     "ConnectRefusedError",
     "Connection",
     "Registry",
     "Torrent",
+    "normalize_host",
 ]
 
 DEFAULT_MAX_CONNECTIONS = 200
-"""Connections one agent holds at once: each costs a socket, three greenlets and a 256 KiB
-receive buffer, and a second agent process is the way to more."""
+"""Connections one agent holds at once: each costs a socket, three or four greenlets and a
+receive buffer of up to 1 MiB, and a second agent process is the way to more."""
+DEFAULT_MAX_PER_TORRENT = 100
+"""Connections one agent holds for one torrent."""
+MAX_BANNED_HOSTS = 10_000
+"""Hosts remembered as banned per torrent; the oldest ban is forgotten past that."""
 
 H = TypeVar("H")
 
@@ -65,6 +77,10 @@ class Torrent:
     storage_endpoint: str
     addresses: dict[PeerAddress, str] = field(default_factory=dict)
     """Address -> peer key of every connection of this torrent."""
+    peer_ids: dict[PeerId, str] = field(default_factory=dict)
+    """Peer id -> peer key of every connection of this torrent past its handshake."""
+    banned: dict[str, None] = field(default_factory=dict)
+    """Hosts refused for this torrent (normalised; an ordered set, oldest first)."""
 
 
 @dataclass(slots=True)
@@ -74,7 +90,21 @@ class Connection(Generic[H]):
     key: str
     info_hash: InfoHash
     address: PeerAddress
+    incoming: bool = False
+    peer_id: PeerId | None = None
     handle: H | None = None
+
+
+def normalize_host(host: str) -> str | None:
+    """An IP address in the one form ``PeerAddress`` uses (IPv4-mapped IPv6 as IPv4), or None
+    if ``host`` is not an IP address."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return address.compressed
 
 
 class Registry(Generic[H]):
@@ -83,13 +113,20 @@ class Registry(Generic[H]):
     Args:
         agent_id: the agent's id, the prefix of every peer key.
         max_connections: connections held at once before ``reserve`` refuses.
+        max_per_torrent: connections held for one torrent before ``reserve`` refuses.
     """
 
-    def __init__(self, agent_id: str, max_connections: int = DEFAULT_MAX_CONNECTIONS) -> None:
-        if max_connections < 1:
+    def __init__(
+        self,
+        agent_id: str,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        max_per_torrent: int = DEFAULT_MAX_PER_TORRENT,
+    ) -> None:
+        if max_connections < 1 or max_per_torrent < 1:
             raise ValueError("an agent holds at least one connection")
         self.agent_id = agent_id
         self.max_connections = max_connections
+        self.max_per_torrent = max_per_torrent
         self._torrents: dict[InfoHash, Torrent] = {}
         self._connections: dict[str, Connection[H]] = {}
         self._serial = itertools.count(1)
@@ -127,6 +164,8 @@ class Registry(Generic[H]):
             private=message.private,
             storage_endpoint=message.storage_endpoint,
             addresses=old.addresses if old is not None else {},
+            peer_ids=old.peer_ids if old is not None else {},
+            banned=old.banned if old is not None else {},
         )
         self._torrents[message.info_hash] = torrent
         return torrent
@@ -152,20 +191,43 @@ class Registry(Generic[H]):
         torrent.have.add(piece)
         return [self._connections[key] for key in torrent.addresses.values()]
 
+    def ban(self, info_hash: InfoHash, hosts: Iterable[str]) -> list[Connection[H]]:
+        """Refuse these hosts for a torrent from now on; returns its live connections with them,
+        which the caller closes. Strings that are not IP addresses are ignored."""
+        torrent = self._torrents.get(info_hash)
+        if torrent is None:
+            return []
+        for host in hosts:
+            normal = normalize_host(host)
+            if normal is not None:
+                torrent.banned.pop(normal, None)
+                torrent.banned[normal] = None
+        while len(torrent.banned) > MAX_BANNED_HOSTS:
+            del torrent.banned[next(iter(torrent.banned))]
+        return [
+            self._connections[key]
+            for address, key in torrent.addresses.items()
+            if normalize_host(address.host) in torrent.banned
+        ]
+
     # -- connections ------------------------------------------------------------------------------
 
-    def reserve(self, info_hash: InfoHash, address: PeerAddress) -> Connection[H]:
-        """Admit a new connection and name it.
+    def reserve(
+        self, info_hash: InfoHash, address: PeerAddress, *, incoming: bool = False
+    ) -> Connection[H]:
+        """Admit a new connection (dialled, or accepted with ``incoming``) and name it.
 
         Raises:
-            ConnectRefusedError: ``unknown_torrent``, ``already_connected`` or
-                ``too_many_connections``.
+            ConnectRefusedError: ``unknown_torrent``, ``banned``, ``already_connected``,
+                ``too_many_connections`` or ``too_many_for_torrent``.
         """
         torrent = self._torrents.get(info_hash)
         if torrent is None:
             raise ConnectRefusedError(
                 "unknown_torrent", f"torrent {info_hash} is not attached here"
             )
+        if normalize_host(address.host) in torrent.banned:
+            raise ConnectRefusedError("banned", f"{address.host} is banned for this torrent")
         if address in torrent.addresses:
             raise ConnectRefusedError(
                 "already_connected",
@@ -176,8 +238,13 @@ class Registry(Generic[H]):
                 "too_many_connections",
                 f"this agent already holds {self.max_connections} connections",
             )
+        if len(torrent.addresses) >= self.max_per_torrent:
+            raise ConnectRefusedError(
+                "too_many_for_torrent",
+                f"this agent already holds {self.max_per_torrent} connections for the torrent",
+            )
         key = f"{self.agent_id}/{next(self._serial)}"
-        connection: Connection[H] = Connection(key, info_hash, address)
+        connection: Connection[H] = Connection(key, info_hash, address, incoming)
         self._connections[key] = connection
         torrent.addresses[address] = key
         return connection
@@ -186,15 +253,56 @@ class Registry(Generic[H]):
         """Attach the handle the caller reaches the connection through."""
         self._connections[key].handle = handle
 
+    def claim(self, key: str, peer_id: PeerId) -> str | None:
+        """A connection's handshake named the peer: make sure it is the only one to that peer.
+
+        Returns:
+            None, or the key of an older connection to the same peer that this one replaces
+            (the caller closes it): a crossed dial, where this one is the one both ends keep.
+
+        Raises:
+            ConnectRefusedError: ``duplicate_peer`` when this connection is the one to drop.
+        """
+        connection = self._connections[key]
+        torrent = self._torrents.get(connection.info_hash)
+        if torrent is None:
+            raise ConnectRefusedError("unknown_torrent", "the torrent was detached")
+        other_key = torrent.peer_ids.get(peer_id)
+        replaced = None
+        if other_key is not None and other_key != key:
+            other = self._connections[other_key]
+            if other.incoming == connection.incoming or not self._keeps(connection, peer_id):
+                raise ConnectRefusedError(
+                    "duplicate_peer", f"already connected to this peer ({other_key})"
+                )
+            replaced = other_key
+        connection.peer_id = peer_id
+        torrent.peer_ids[peer_id] = key
+        return replaced
+
+    def _keeps(self, connection: Connection[H], peer_id: PeerId) -> bool:
+        """Of two connections to one peer in opposite directions, whether ``connection`` is
+        the one to keep: the one opened by the side with the smaller peer id."""
+        torrent = self._torrents[connection.info_hash]
+        ours_is_smaller = torrent.peer_id.raw < peer_id.raw
+        return ours_is_smaller != connection.incoming
+
     def release(self, key: str) -> Connection[H] | None:
         """Forget a connection that ended; None if it was already forgotten."""
         connection = self._connections.pop(key, None)
         if connection is None:
             return None
         torrent = self._torrents.get(connection.info_hash)
-        if torrent is not None and torrent.addresses.get(connection.address) == key:
-            del torrent.addresses[connection.address]
+        if torrent is not None:
+            if torrent.addresses.get(connection.address) == key:
+                del torrent.addresses[connection.address]
+            if connection.peer_id is not None and torrent.peer_ids.get(connection.peer_id) == key:
+                del torrent.peer_ids[connection.peer_id]
         return connection
+
+    def get(self, key: str) -> Connection[H] | None:
+        """The live connection ``key``, if any."""
+        return self._connections.get(key)
 
     def lookup(self, info_hash: InfoHash, key: str) -> Connection[H] | None:
         """The connection ``key`` if it is live and belongs to ``info_hash``."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -9,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from shared.bus import AttachTorrent
-from shared.types import InfoHash, PeerId
+from shared.bus import AttachTorrent, ConnectPeer, PeerConnectFailed
+from shared.types import InfoHash, PeerAddress, PeerId
 from tests.support.swarm import next_loopback_address
 
 from .harness import AgentProcess, Behaviour, Counterparts, FakePeer
@@ -41,8 +42,8 @@ def start_agent(
     """Start the agent (connected to ``counterparts``) and wait for its Hello."""
     started: list[AgentProcess] = []
 
-    def start(*extra: str) -> AgentProcess:
-        agent = AgentProcess(counterparts.bus_endpoint, short_dir, extra=extra)
+    def start(*extra: str, **settings: object) -> AgentProcess:
+        agent = AgentProcess(counterparts.bus_endpoint, short_dir, extra=extra, settings=settings)
         started.append(agent)
         counterparts.connect_agent()
         return agent
@@ -92,3 +93,19 @@ def attach_message(
         private=False,
         storage_endpoint=counterparts.data_endpoint,
     )
+
+
+def attached(counterparts: Counterparts, message: AttachTorrent) -> None:
+    """Send ``AttachTorrent`` and wait until the agent has handled it.
+
+    There is no reply to an attach, so a ``ConnectPeer`` to a port nobody listens on follows
+    it: the agent handles bus messages in order, and its ``PeerConnectFailed`` names why it
+    failed (``connection_refused``, not ``unknown_torrent``) once the torrent is attached.
+    """
+    counterparts.send(message)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = PeerAddress("127.0.0.1", probe.getsockname()[1])
+    counterparts.send(ConnectPeer(message.info_hash, closed))
+    failed = counterparts.expect(PeerConnectFailed, lambda m: m.address == closed)
+    assert failed.reason == "connection_refused", failed

@@ -18,13 +18,15 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
+import json
 import os
 import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -47,13 +49,19 @@ from shared.types import InfoHash, PeerId
 from shared.wire import codec
 from shared.wire import messages as wire
 from shared.wire.handshake import Handshake, HandshakeReader, Reserved, encode_handshake
+from tests.support.swarm import next_loopback_address
 
 REPO = Path(__file__).resolve().parents[3]
 M = TypeVar("M", bound=Message)
 
 
 class AgentProcess:
-    """``python -m services.peer_agent`` as a child process; ``stop`` always reaps it."""
+    """``python -m services.peer_agent`` as a child process; ``stop`` always reaps it.
+
+    Unless ``extra`` names its own ``--config``, the agent gets a config file whose
+    ``[peer_agent]`` section is ``settings`` plus a ``listen_host`` of its own on loopback
+    (``listen_host``), so that its listener never takes a port of another test's peers.
+    """
 
     def __init__(
         self,
@@ -63,8 +71,16 @@ class AgentProcess:
         agent_id: str = "pa1",
         extra: tuple[str, ...] = (),
         log_level: str = "DEBUG",
+        settings: Mapping[str, object] | None = None,
     ):
         self.agent_id = agent_id
+        self.listen_host = str((settings or {}).get("listen_host", next_loopback_address()))
+        if "--config" not in extra:
+            config = workdir / f"{agent_id}.toml"
+            config.write_text(
+                _peer_agent_toml({"listen_host": self.listen_host, **(settings or {})})
+            )
+            extra = ("--config", str(config), *extra)
         self.stderr_path = workdir / f"{agent_id}.stderr"
         with self.stderr_path.open("wb") as stderr:
             self.proc = subprocess.Popen(
@@ -104,6 +120,19 @@ class AgentProcess:
                 self.proc.wait(timeout=5)
 
 
+def _peer_agent_toml(settings: Mapping[str, object]) -> str:
+    """A ``[peer_agent]`` section (strings, numbers and lists of numbers)."""
+    lines = ["[peer_agent]"]
+    for key, value in settings.items():
+        if isinstance(value, tuple | list):
+            lines.append(f"{key} = [{', '.join(str(item) for item in value)}]")
+        elif isinstance(value, str):
+            lines.append(f"{key} = {json.dumps(value)}")
+        else:
+            lines.append(f"{key} = {value}")
+    return "\n".join(lines) + "\n"
+
+
 @dataclass
 class StoredPiece:
     info_hash: InfoHash
@@ -127,6 +156,8 @@ class Counterparts:
     bus_endpoint: str = ""
     data_endpoint: str = ""
     agent: bytes | None = None
+    storage: bytes | None = None
+    """The routing id of a real storage agent on the bus, once it said hello."""
     inbox: list[Message] = field(default_factory=list)
     pieces: list[StoredPiece] = field(default_factory=list)
     stored_bytes: int = 0
@@ -150,7 +181,10 @@ class Counterparts:
         self.poller.register(self.bus, zmq.POLLIN)
         self.poller.register(self.data, zmq.POLLIN)
         self._coordinator = HelloPolicy(
-            ServiceKind.COORDINATOR, "fake-coordinator", {ServiceKind.PEER_AGENT}, 1.0
+            ServiceKind.COORDINATOR,
+            "fake-coordinator",
+            {ServiceKind.PEER_AGENT, ServiceKind.STORAGE_AGENT},
+            1.0,
         )
         self._storage = HelloPolicy(
             ServiceKind.STORAGE_AGENT, "fake-storage", {ServiceKind.PEER_AGENT}, 1.0
@@ -166,6 +200,11 @@ class Counterparts:
         """Send a command to the agent (after its Hello)."""
         assert self.agent is not None, "the agent has not said hello"
         self.bus.send_multipart([self.agent, *encode_frames(message)])
+
+    def send_storage(self, message: Message) -> None:
+        """Send a command to the real storage agent (after its Hello)."""
+        assert self.storage is not None, "the storage agent has not said hello"
+        self.bus.send_multipart([self.storage, *encode_frames(message)])
 
     # -- receiving ------------------------------------------------------------------------------
 
@@ -190,7 +229,10 @@ class Counterparts:
         sender, *rest = frames
         message, _ = decode_frames(rest)
         if isinstance(message, Hello):
-            self.agent = sender
+            if message.service == ServiceKind.STORAGE_AGENT:
+                self.storage = sender
+            else:
+                self.agent = sender
             policy = self._coordinator
             if self.reject_agents:
                 policy = HelloPolicy(ServiceKind.COORDINATOR, "picky", {ServiceKind.CLI}, 1.0)
@@ -254,21 +296,31 @@ class Counterparts:
 
     def connect_agent(self, timeout: float = 10.0) -> None:
         """Wait for the agent's Hello (it is welcomed by ``pump``)."""
-        self.expect(Hello, timeout=timeout)
+        self.expect(Hello, lambda m: m.service == ServiceKind.PEER_AGENT, timeout=timeout)
 
 
 # --- fake peers ---------------------------------------------------------------------------------
 
 FAKE_PEER_ID = PeerId(b"-LT2110-" + b"f" * 12)
 FAST_AND_EXTENSIONS = Reserved.build(fast=True, extension_protocol=True)
+_fake_serial = itertools.count(1)
+
+
+def fake_peer_id() -> PeerId:
+    """A fresh peer id of the kind libtorrent 2.1.1 sends (the agent refuses a second
+    connection to the same peer id)."""
+    return PeerId(b"-LT2110-" + f"{next(_fake_serial):012d}".encode())
 
 
 class PeerLink:
     """The fake peer's side of one accepted connection (blocking socket, with a deadline)."""
 
-    def __init__(self, conn: socket.socket, stop: threading.Event) -> None:
+    def __init__(
+        self, conn: socket.socket, stop: threading.Event, peer_id: PeerId = FAKE_PEER_ID
+    ) -> None:
         self.conn = conn
         self.stop = stop
+        self.peer_id = peer_id
         self.decoder = codec.MessageDecoder(max_frame=1 + 8 + 128 * 1024)
         self.received: list[wire.Message] = []
         self.log: list[wire.Message] = []
@@ -322,6 +374,7 @@ class FakePeer:
 
     def __init__(self, host: str, behaviour: Behaviour) -> None:
         self.behaviour = behaviour
+        self.peer_id = fake_peer_id()
         self.stop_event = threading.Event()
         self.links: list[PeerLink] = []
         self.errors: list[BaseException] = []
@@ -339,7 +392,7 @@ class FakePeer:
                 continue
             except OSError:
                 return
-            link = PeerLink(conn, self.stop_event)
+            link = PeerLink(conn, self.stop_event, self.peer_id)
             self.links.append(link)
             thread = threading.Thread(target=self._serve, args=(link,), daemon=True)
             self._threads.append(thread)
@@ -371,7 +424,7 @@ class FakePeer:
 
 def greet(link: PeerLink, info_hash: InfoHash, reserved: Reserved = FAST_AND_EXTENSIONS) -> None:
     link.read_handshake()
-    link.send(encode_handshake(Handshake(info_hash, FAKE_PEER_ID, reserved)))
+    link.send(encode_handshake(Handshake(info_hash, link.peer_id, reserved)))
 
 
 def serving(info_hash: InfoHash, content: bytes, piece_length: int) -> Behaviour:
@@ -391,11 +444,17 @@ def serving(info_hash: InfoHash, content: bytes, piece_length: int) -> Behaviour
     return behaviour
 
 
-def then_send(info_hash: InfoHash, payload: bytes, *, wait_for_eof: bool = True) -> Behaviour:
+def then_send(
+    info_hash: InfoHash,
+    payload: bytes,
+    *,
+    wait_for_eof: bool = True,
+    reserved: Reserved = FAST_AND_EXTENSIONS,
+) -> Behaviour:
     """Complete the handshake, send ``payload`` (hostile bytes), then read until dropped."""
 
     def behaviour(link: PeerLink) -> None:
-        greet(link, info_hash)
+        greet(link, info_hash, reserved)
         link.send(payload)
         if wait_for_eof:
             for _ in link.messages():

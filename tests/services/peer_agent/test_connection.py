@@ -76,7 +76,7 @@ def test_downloads_every_piece_from_a_seeder(counterparts, agent, fake_peer) -> 
     connected = connect(counterparts, seeder)
     assert connected.client == "libtorrent 2.1.1"
     assert connected.fast_extension and connected.extension_protocol and not connected.incoming
-    assert connected.peer_id == FAKE_PEER_ID
+    assert connected.peer_id == seeder.peer_id
     assert connected.peer.startswith(f"{agent.agent_id}/")
     bitfield = counterparts.expect(PeerBitfield)
     assert bitfield.bitfield == b"\xff" * (NUM_PIECES // 8) + b"\x80"
@@ -115,12 +115,9 @@ HOSTILE = [
     ),
     ("have out of range", codec.encode(wire.Have(NUM_PIECES)), "bad_piece_index"),
     ("choke with a payload", struct.pack(">IB", 2, 0) + b"\x00", "bad_length"),
-    (
-        "request outside the torrent",
-        codec.encode(wire.Request(NUM_PIECES, 0, 16384)),
-        "bad_request",
-    ),
 ]
+# Without the fast extension a request cannot be rejected: one outside the torrent ends it.
+PLAIN_REQUEST_OUTSIDE = codec.encode(wire.Request(NUM_PIECES, 0, 16384))
 
 
 def test_hostile_peers_are_dropped_with_the_codec_reason_while_others_keep_working(
@@ -130,9 +127,12 @@ def test_hostile_peers_are_dropped_with_the_codec_reason_while_others_keep_worki
     good = connect(counterparts, seeder)
     want = counterparts.expect(WorkWanted, lambda m: m.peer == good.peer)
     hostile = {name: fake_peer(then_send(INFO_HASH, payload)) for name, payload, _ in HOSTILE}
+    hostile["plain request outside"] = fake_peer(
+        then_send(INFO_HASH, PLAIN_REQUEST_OUTSIDE, reserved=Reserved())
+    )
     keys = {name: connect(counterparts, peer).peer for name, peer in hostile.items()}
     feed_work(counterparts, INFO_HASH, good.peer, NUM_PIECES, 20.0, first_want=want.count)
-    for name, _, reason in HOSTILE:
+    for name, _, reason in [*HOSTILE, ("plain request outside", b"", "bad_request")]:
         gone = counterparts.expect(PeerDisconnected, lambda m, k=keys[name]: m.peer == k)
         assert gone.reason == reason, name
         assert gone.message, name

@@ -223,6 +223,10 @@ def test_timers() -> None:
     assert PiecesReleased((0,), "request_timeout") in session.take_events()
     remote.now = 30.0
     assert {type(m) for m in remote.read()} == {wire.Cancel, wire.NotInterested}
+    assert session.next_deadline() == 60.0  # no block for 60 s while unchoked: a snub
+    assert not session.snubbed
+    session.tick(60.0)
+    assert session.snubbed
     assert session.next_deadline() == 130.0
     session.tick(130.0)
     remote.now = 130.0
@@ -262,7 +266,6 @@ def test_have_messages_for_verified_pieces() -> None:
         ([wire.Have(99)], "bad_piece_index"),
         ([wire.Bitfield(b"\xff")], "bitfield_spare_bits"),
         ([wire.Bitfield(b"\xf0\x00")], "bad_bitfield_length"),
-        ([wire.Request(9, 0, 16384)], "bad_request"),
         ([b"\xff\xff\xff\xff\x07"], "frame_too_large"),
     ],
 )

@@ -141,3 +141,79 @@ def test_attach_again_keeps_connections() -> None:
         reg.reserve(IH, A)
     torrent = reg.torrent(IH)
     assert torrent is not None and torrent.have.complete
+
+
+def test_the_per_torrent_limit_counts_incoming_and_outgoing() -> None:
+    reg: Registry[str] = Registry("pa1", 200, max_per_torrent=2)
+    reg.attach(ATTACH)
+    reg.attach(replace(ATTACH, info_hash=OTHER))
+    reg.reserve(IH, A)
+    reg.reserve(IH, PeerAddress("127.0.0.9", 40000), incoming=True)
+    with pytest.raises(ConnectRefusedError) as caught:
+        reg.reserve(IH, C, incoming=True)
+    assert caught.value.reason == "too_many_for_torrent"
+    reg.reserve(OTHER, C)  # another torrent has its own allowance
+
+
+def test_banned_hosts_are_refused_and_named_for_closing() -> None:
+    reg = registry()
+    outgoing = reg.reserve(IH, A)
+    incoming = reg.reserve(IH, PeerAddress("127.0.0.2", 50000), incoming=True)
+    reg.reserve(IH, B)
+    reg.reserve(OTHER, A)
+    closing = reg.ban(IH, ["127.0.0.2", "not an address", "::ffff:127.0.0.7"])
+    assert sorted(c.key for c in closing) == sorted([outgoing.key, incoming.key])
+    for address, incoming_ in ((A, False), (PeerAddress("127.0.0.7", 1), True)):
+        with pytest.raises(ConnectRefusedError) as caught:
+            reg.reserve(IH, address, incoming=incoming_)
+        assert caught.value.reason == "banned"
+    assert reg.ban(InfoHash(b"\x00" * 20), ["127.0.0.2"]) == []
+    reg.reserve(OTHER, PeerAddress("127.0.0.2", 1))  # banned for IH only
+
+
+def test_bans_are_bounded_oldest_forgotten_first() -> None:
+    reg = registry()
+    hosts = [f"10.{i // 65536 % 256}.{i // 256 % 256}.{i % 256}" for i in range(10_001)]
+    reg.ban(IH, hosts[:5000])
+    reg.ban(IH, hosts[5000:])
+    torrent = reg.torrent(IH)
+    assert torrent is not None and len(torrent.banned) == 10_000
+    assert hosts[0] not in torrent.banned and hosts[-1] in torrent.banned
+
+
+PEER = PeerId(b"-LT2110-" + b"p" * 12)
+
+
+def test_a_second_connection_to_the_same_peer_id_is_refused() -> None:
+    reg = registry()
+    first = reg.reserve(IH, A)
+    second = reg.reserve(IH, B)
+    assert reg.claim(first.key, PEER) is None
+    with pytest.raises(ConnectRefusedError) as caught:
+        reg.claim(second.key, PEER)
+    assert caught.value.reason == "duplicate_peer"
+    other = reg.reserve(OTHER, B)
+    assert reg.claim(other.key, PEER) is None  # another torrent: fine
+    reg.release(first.key)
+    third = reg.reserve(IH, C)
+    assert reg.claim(third.key, PEER) is None  # the first one is gone
+
+
+@pytest.mark.parametrize("ours_smaller", [True, False])
+def test_a_crossed_dial_keeps_the_connection_opened_by_the_smaller_peer_id(
+    ours_smaller: bool,
+) -> None:
+    reg = registry()
+    ours = PeerId(b"\x00" * 20) if ours_smaller else PeerId(b"\xff" * 20)
+    reg.attach(replace(ATTACH, peer_id=ours))
+    dialled = reg.reserve(IH, A)
+    accepted = reg.reserve(IH, PeerAddress(A.host, 50000), incoming=True)
+    assert reg.claim(dialled.key, PEER) is None
+    if ours_smaller:  # we opened the one to keep: the incoming one goes
+        with pytest.raises(ConnectRefusedError):
+            reg.claim(accepted.key, PEER)
+    else:  # the peer opened the one to keep: it replaces ours
+        assert reg.claim(accepted.key, PEER) == dialled.key
+        reg.release(dialled.key)
+        torrent = reg.torrent(IH)
+        assert torrent is not None and torrent.peer_ids[PEER] == accepted.key

@@ -1,0 +1,104 @@
+"""What a peer session reports to its connection: one frozen dataclass per event, a closed union.
+
+The connection turns most of them into bus messages (``PieceCompleted`` into ``StorePiece`` and
+``PieceDownloaded``, ``PeerInterestChanged`` into ``PeerInterest``, ...); ``Closed`` is always
+the last event of a session.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from shared.bitfield import Bitfield
+from shared.types import PeerId
+from shared.wire.extension import ExtensionHandshake
+from shared.wire.handshake import Reserved
+
+__all__ = [
+    "Closed",
+    "Event",
+    "HandshakeDone",
+    "PeerBitfield",
+    "PeerHave",
+    "PeerInfo",
+    "PeerInterestChanged",
+    "PieceCompleted",
+    "PiecesReleased",
+    "WorkWanted",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class HandshakeDone:
+    peer_id: PeerId
+    reserved: Reserved
+
+
+@dataclass(frozen=True, slots=True)
+class PeerInfo:
+    """The peer's extension handshake arrived (client name, listen port, queue limit)."""
+
+    extension: ExtensionHandshake
+
+
+@dataclass(frozen=True, slots=True)
+class PeerBitfield:
+    """The peer's whole have-state (bitfield, have-all or have-none)."""
+
+    bits: Bitfield
+
+
+@dataclass(frozen=True, slots=True)
+class PeerHave:
+    piece: int
+
+
+@dataclass(frozen=True, slots=True)
+class PeerInterestChanged:
+    """The peer became interested in our pieces, or stopped being (the choker's input)."""
+
+    interested: bool
+
+
+@dataclass(frozen=True, slots=True)
+class PieceCompleted:
+    """Every block of ``piece`` arrived; ``data`` is the whole piece, handed over for good."""
+
+    piece: int
+    data: bytearray
+
+
+@dataclass(frozen=True, slots=True)
+class WorkWanted:
+    """The pipeline would run dry: the session can take ``count`` more pieces."""
+
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class PiecesReleased:
+    """The session gave these assigned pieces up (timeouts, repeated rejects)."""
+
+    pieces: tuple[int, ...]
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Closed:
+    """The session ended; ``reason`` is a snake_case code, ``message`` one readable line."""
+
+    reason: str
+    message: str = field(default="", compare=False)
+
+
+Event = (
+    HandshakeDone
+    | PeerInfo
+    | PeerBitfield
+    | PeerHave
+    | PeerInterestChanged
+    | PieceCompleted
+    | WorkWanted
+    | PiecesReleased
+    | Closed
+)
