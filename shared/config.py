@@ -72,6 +72,10 @@ class TrackerAgentConfig:
     scrape_interval: float = 300.0
     """Seconds at least between two scrapes of one tracker for one torrent; a scrape follows a
     successful announce once this has passed. 0 scrapes after every announce."""
+    bind_address: str = ""
+    """Local address announces and scrapes are sent from; empty: the system's choice.
+    Trackers record the address they see, so on a host with several addresses set it to the
+    address peers should dial (the peer agent's ``listen_host``)."""
 
     def __post_init__(self) -> None:
         checks = (

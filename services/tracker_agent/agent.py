@@ -143,7 +143,7 @@ def _bounded(what: str, url: str, timeout: float, call: Callable[[], _T]) -> _T 
 
 
 def run_announce(
-    job: AnnounceJob, timeout: float, udp: UdpTrackerClient
+    job: AnnounceJob, timeout: float, udp: UdpTrackerClient, source: str | None = None
 ) -> AnnounceResponse | AnnounceFailure | TrackerError:
     """Send one announce and return how it ended, whatever the tracker does.
 
@@ -168,11 +168,15 @@ def run_announce(
         "announce",
         url,
         timeout,
-        lambda: announce_http(url, request, timeout=timeout, offload=_offload),
+        lambda: announce_http(
+            url, request, timeout=timeout, offload=_offload, source_address=source
+        ),
     )
 
 
-def run_scrape(job: ScrapeJob, timeout: float, udp: UdpTrackerClient) -> ScrapeOutcome:
+def run_scrape(
+    job: ScrapeJob, timeout: float, udp: UdpTrackerClient, source: str | None = None
+) -> ScrapeOutcome:
     """Scrape one torrent's counts, within ``timeout`` seconds; errors are returned."""
     url, info_hash = job.url, job.info_hash
     if url_scheme(url) == "udp":
@@ -181,7 +185,9 @@ def run_scrape(job: ScrapeJob, timeout: float, udp: UdpTrackerClient) -> ScrapeO
         "scrape",
         url,
         timeout,
-        lambda: scrape_http(url, info_hash, timeout=timeout, offload=_offload),
+        lambda: scrape_http(
+            url, info_hash, timeout=timeout, offload=_offload, source_address=source
+        ),
     )
 
 
@@ -215,7 +221,8 @@ class TrackerAgent(pykka.ThreadingActor):
         self._clock = clock
         config = self._config
         policy = RetransmitPolicy(config.udp_retransmit_base, config.udp_max_retransmits)
-        self._udp = udp or UdpTrackerClient(policy=policy)
+        self._source = config.bind_address or None
+        self._udp = udp or UdpTrackerClient(policy=policy, source_address=self._source)
         self._core = TrackerAgentCore(
             numwant=config.numwant,
             rng=rng or random.Random(),
@@ -375,12 +382,12 @@ class TrackerAgent(pykka.ThreadingActor):
         self._arm(self._core.next_deadline(now), now)
 
     def _run(self, job: AnnounceJob, timeout: float) -> None:
-        outcome = run_announce(job, timeout, self._udp)
+        outcome = run_announce(job, timeout, self._udp, self._source)
         with contextlib.suppress(pykka.ActorDeadError):  # stopped meanwhile: nobody cares
             self.actor_ref.tell(_Finished(job, outcome))
 
     def _run_scrape(self, job: ScrapeJob, timeout: float) -> None:
-        outcome = run_scrape(job, timeout, self._udp)
+        outcome = run_scrape(job, timeout, self._udp, self._source)
         with contextlib.suppress(pykka.ActorDeadError):
             self.actor_ref.tell(_Scraped(job, outcome))
 

@@ -157,6 +157,7 @@ def http_get(
     max_redirects: int = MAX_REDIRECTS,
     ssl_context: ssl.SSLContext | None = None,
     clock: Clock = time.monotonic,
+    source_address: str | None = None,
 ) -> bytes:
     """GET ``url`` and return the body of its 200 reply.
 
@@ -167,6 +168,7 @@ def http_get(
         max_redirects: redirects followed before giving up.
         ssl_context: for https (default: the system's trust store, host names checked).
         clock: monotonic seconds, for the deadline.
+        source_address: the local address to connect from (default: the system's choice).
 
     Raises:
         TrackerError: reasons ``bad_url``, ``timed_out``, ``connection_refused``,
@@ -177,7 +179,7 @@ def http_get(
     deadline = clock() + timeout
     seen = {url}
     for _ in range(max_redirects + 1):
-        location = _get_once(url, deadline, timeout, max_body, ssl_context, clock)
+        location = _get_once(url, deadline, timeout, max_body, ssl_context, clock, source_address)
         if isinstance(location, bytes):
             return location
         url = location
@@ -194,6 +196,7 @@ def _get_once(
     max_body: int,
     ssl_context: ssl.SSLContext | None,
     clock: Clock,
+    source_address: str | None = None,
 ) -> bytes | str:
     """One request: the body of a 200 reply, or the absolute URL a redirect points to."""
     scheme, host, port, target = _split(url)
@@ -205,11 +208,16 @@ def _get_once(
         return left
 
     connection: http.client.HTTPConnection
+    source = (source_address, 0) if source_address else None
     if scheme == "https":
         context = ssl_context or ssl.create_default_context()
-        connection = http.client.HTTPSConnection(host, port, timeout=remaining(), context=context)
+        connection = http.client.HTTPSConnection(
+            host, port, timeout=remaining(), context=context, source_address=source
+        )
     else:
-        connection = http.client.HTTPConnection(host, port, timeout=remaining())
+        connection = http.client.HTTPConnection(
+            host, port, timeout=remaining(), source_address=source
+        )
     try:
         connection.putrequest("GET", target, skip_accept_encoding=True)
         connection.putheader("User-Agent", user_agent())
@@ -284,6 +292,7 @@ def announce_http(
     ssl_context: ssl.SSLContext | None = None,
     clock: Clock = time.monotonic,
     offload: Offload = inline,
+    source_address: str | None = None,
 ) -> AnnounceResponse | AnnounceFailure:
     """Announce ``request`` to the HTTP(S) tracker at ``url``.
 
@@ -296,7 +305,11 @@ def announce_http(
             ``bad_compact_length``).
     """
     body = http_get(
-        build_announce_url(url, request), timeout=timeout, ssl_context=ssl_context, clock=clock
+        build_announce_url(url, request),
+        timeout=timeout,
+        ssl_context=ssl_context,
+        clock=clock,
+        source_address=source_address,
     )
     return offload(parse_announce_response, body)
 
@@ -309,6 +322,7 @@ def scrape_http(
     ssl_context: ssl.SSLContext | None = None,
     clock: Clock = time.monotonic,
     offload: Offload = inline,
+    source_address: str | None = None,
 ) -> ScrapeStats:
     """Scrape one torrent's counts from the HTTP(S) tracker announced to at ``announce_url``.
 
@@ -325,6 +339,7 @@ def scrape_http(
         timeout=timeout,
         ssl_context=ssl_context,
         clock=clock,
+        source_address=source_address,
     )
     stats = offload(parse_scrape_response, body).get(info_hash)
     if stats is None:

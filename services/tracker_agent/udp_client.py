@@ -100,6 +100,8 @@ class UdpTrackerClient:
         policy: the retransmit schedule (default: BEP 15's 15 * 2^n s, n up to 8).
         clock: monotonic seconds (connection-id ages, deadlines).
         random_u32: draws transaction ids.
+        source_address: the local address to send from (default: the system's choice); used
+            for trackers of the same address family.
     """
 
     def __init__(
@@ -108,8 +110,10 @@ class UdpTrackerClient:
         policy: RetransmitPolicy | None = None,
         clock: Clock = time.monotonic,
         random_u32: Callable[[], int] = _random_u32,
+        source_address: str | None = None,
     ) -> None:
         self.policy = policy or RetransmitPolicy()
+        self._source = source_address
         self._clock = clock
         self._random_u32 = random_u32
         self._connections: dict[Address, Connection] = {}
@@ -207,6 +211,8 @@ class UdpTrackerClient:
         )
         with socket.socket(family, kind, proto) as sock:
             try:
+                if self._source and (":" in self._source) == (family == socket.AF_INET6):
+                    sock.bind((self._source, 0))
                 sock.connect(address)
                 self._drive(sock, address, exchange)
             except OSError as exc:

@@ -40,6 +40,7 @@ listen_host = "127.0.0.1"
 [tracker_agent]
 dht = false
 announce_timeout = 5.0
+bind_address = "127.0.0.1"
 """
 
 

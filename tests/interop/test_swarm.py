@@ -31,6 +31,7 @@ listen_host = "{host}"
 [tracker_agent]
 dht = false
 announce_timeout = 5.0
+bind_address = "{host}"
 """
 
 
