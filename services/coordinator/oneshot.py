@@ -9,6 +9,7 @@ keeps crashing, or no peer and no progress for ``stall_timeout`` seconds.
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from dataclasses import dataclass
@@ -24,6 +25,8 @@ from .actor import CoordinatorActor
 from .progress import Progress, format_duration, human_size
 
 __all__ = ["DownloadJob", "DownloadWatcher"]
+
+log = logging.getLogger(__name__)
 
 ASK_TIMEOUT = 10.0
 POLL_INTERVAL = 0.25
@@ -83,6 +86,10 @@ class DownloadWatcher(pykka.ThreadingActor):
             code, message = 1, "torviz: error: the coordinator stopped answering"
         except gevent.GreenletExit:
             return
+        except Exception as exc:
+            # Whatever went wrong, the process must end with one line, not hang.
+            log.exception("the download watcher failed")
+            code, message = 1, f"torviz: error: internal error ({type(exc).__name__}): {exc}"
         if message:
             print(message, file=self.out if code == 0 else self.err, flush=True)
         self.runner.request_stop(code, "download finished" if code == 0 else "download failed")

@@ -446,9 +446,26 @@ def test_a_data_frame_at_the_limit_is_accepted() -> None:
             StatusReport(
                 (
                     TorrentStatus(
-                        IH, "n", "up", 1.0, 1, 1, 1, 0, 0, 0, 0, 1, 1, "/", None, (), (), None
+                        IH,
+                        "n",
+                        "up",
+                        1.0,
+                        1,
+                        1,
+                        1,
+                        0,
+                        0,
+                        0,
+                        0,
+                        1,
+                        1,
+                        "/",
+                        None,
+                        (),
+                        (),
+                        None,  # type: ignore[arg-type]
                     ),
-                )  # type: ignore[arg-type]
+                )
             ),
             None,
             "wrong_type",
