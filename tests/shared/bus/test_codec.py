@@ -259,6 +259,10 @@ def pack(value: Any) -> bytes:
 
 
 HAVE = [42, IH.raw, "pa1/1", 7]
+# A status row whose state is a plain string, not a TorrentState.
+BAD_STATE_ROW = TorrentStatus(
+    *(IH, "n", "up", 1.0, 1, 1, 1, 0, 0, 0, 0, 1, 1, "/", None, (), (), None)  # type: ignore[arg-type]
+)
 STATUS_ROW = [IH.raw, "n", "seeding", 1.0, 1, 1, 1, 0.0, 0.0, 0, 0, 1, 1, "/d", None, [], [], None]
 
 MALFORMED: list[tuple[str, bytes, str, str]] = [
@@ -443,30 +447,7 @@ def test_a_data_frame_at_the_limit_is_accepted() -> None:
             "TransferStats.peers[0].download_rate: -1.0 is out of range",
         ),
         (
-            StatusReport(
-                (
-                    TorrentStatus(
-                        IH,
-                        "n",
-                        "up",
-                        1.0,
-                        1,
-                        1,
-                        1,
-                        0,
-                        0,
-                        0,
-                        0,
-                        1,
-                        1,
-                        "/",
-                        None,
-                        (),
-                        (),
-                        None,  # type: ignore[arg-type]
-                    ),
-                )
-            ),
+            StatusReport((BAD_STATE_ROW,)),
             None,
             "wrong_type",
             "StatusReport.torrents[0].state: expected TorrentState, got str",
