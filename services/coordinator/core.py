@@ -353,6 +353,7 @@ class Coordinator:
             if not torrent.tracked and now - torrent.added_at >= LISTEN_PORT_WAIT:
                 for agent in self.agents.of_kind(ServiceKind.TRACKER_AGENT):
                     self._track(torrent, agent)
+            torrent.due_retries(now)
             self.swarm.connect_more(torrent)
             update = UpdateTransfer(
                 torrent.metainfo.info_hash, torrent.uploaded, torrent.downloaded, torrent.left

@@ -43,10 +43,17 @@ from .torrent import PeerRecord, Torrent
 
 __all__ = ["MAX_HASH_FAILURES", "PeerEvent", "SwarmRules"]
 
+_ACTIVE = (TorrentState.DOWNLOADING, TorrentState.SEEDING)
+
 log = logging.getLogger(__name__)
 
 MAX_HASH_FAILURES = 3
 """Pieces a connection may send us corrupt before it is dropped and its address banned."""
+
+_FINAL_REASONS = frozenset(
+    {"banned", "sent_corrupt_data", "both_seeds", "connected_to_self", "duplicate_peer"}
+)
+"""Why a connection ended that make dialling the address again pointless."""
 
 PeerEvent = (
     PeerConnected
@@ -77,10 +84,12 @@ class SwarmRules:
         match event:
             case PeerConnected():
                 self._on_connected(torrent, sender, event, now)
-            case PeerConnectFailed(address=address):
+            case PeerConnectFailed(address=address, reason=reason):
                 if torrent.connecting.pop(address, None) is not None:
                     self._agent_load(sender, -1)
                 torrent.tried.add(address)
+                if reason not in _FINAL_REASONS:
+                    torrent.retry_later(address, now)
                 self.connect_more(torrent)
             case PeerBitfield(peer=key, bitfield=raw):
                 self._on_bitfield(torrent, key, raw)
@@ -99,8 +108,11 @@ class SwarmRules:
                     self.offer_work(torrent)
             case PieceDownloaded(peer=key, piece=piece):
                 self._on_downloaded(torrent, key, piece)
-            case PeerDisconnected(peer=key):
-                if key in torrent.peers:
+            case PeerDisconnected(peer=key, reason=reason):
+                record = torrent.peers.get(key)
+                if record is not None:
+                    if not record.incoming and reason not in _FINAL_REASONS:
+                        torrent.retry_later(record.address, now)
                     self.forget_peer(torrent, key)
                     self.offer_work(torrent)
                     self.connect_more(torrent)
@@ -219,12 +231,11 @@ class SwarmRules:
     # -- connections --
 
     def connect_more(self, torrent: Torrent) -> None:
-        """Dial known addresses until the torrent has its share of connections."""
-        if (
-            torrent.picker is None
-            or torrent.complete
-            or torrent.state is not TorrentState.DOWNLOADING
-        ):
+        """Dial known addresses until the torrent has its share of connections.
+
+        A seeding torrent dials too: a leecher that announced before us never heard of us.
+        """
+        if torrent.picker is None or torrent.state not in _ACTIVE:
             return
         limit = self.config.max_peers_per_torrent
         while torrent.candidates and len(torrent.peers) + len(torrent.connecting) < limit:
@@ -305,14 +316,18 @@ class SwarmRules:
             torrent.picker.peer_left(record.bits)
 
     def forget_all(self, torrent: Torrent) -> None:
-        """The torrent stops (pause, error, recheck, removal): drop every connection record."""
+        """The torrent stops (pause, error, recheck, lost storage): drop every connection
+        record, but keep the addresses we dialled, to dial them again when it starts."""
+        known = [peer.address for peer in torrent.peers.values() if not peer.incoming]
+        known += list(torrent.connecting)
         for key in list(torrent.peers):
             self.forget_peer(torrent, key)
         for identity in torrent.connecting.values():
             self._agent_load(identity, -1)
         torrent.connecting.clear()
-        torrent.candidates.clear()
         torrent.tried.clear()
+        torrent.retries.clear()
+        torrent.add_candidates(tuple(known))
 
     def forget_agent(self, torrent: Torrent, identity: bytes) -> None:
         """A peer agent is gone, with its connections: their addresses may be dialled again."""

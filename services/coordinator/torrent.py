@@ -22,6 +22,10 @@ __all__ = ["PeerRecord", "Torrent"]
 
 MAX_CANDIDATES = 2000
 """Peer addresses remembered per torrent beyond those connected (a tracker cannot flood us)."""
+RETRY_DELAY = 10.0
+"""Seconds before an address whose connection ended is dialled again (doubled each time)."""
+MAX_RETRIES = 6
+"""Times in a row an address is dialled again before it waits for the next tracker reply."""
 
 
 @dataclass(slots=True)
@@ -90,6 +94,8 @@ class Torrent:
     candidates: OrderedDict[PeerAddress, None] = field(default_factory=OrderedDict)
     connecting: dict[PeerAddress, bytes] = field(default_factory=dict)
     tried: set[PeerAddress] = field(default_factory=set)
+    retries: dict[PeerAddress, tuple[float, int]] = field(default_factory=dict)
+    """Addresses to dial again: when, and how many times they have failed in a row."""
     banned_hosts: set[str] = field(default_factory=set)
     trackers: dict[str, tuple[TrackerStateChanged, float]] = field(default_factory=dict)
     """The latest report of each tracker URL, and when it arrived."""
@@ -161,6 +167,20 @@ class Torrent:
             ):
                 continue
             self.candidates[address] = None
+
+    def retry_later(self, address: PeerAddress, now: float) -> None:
+        """Dial ``address`` again after a back-off (10 s, 20 s, 40 s ... up to MAX_RETRIES)."""
+        _, failures = self.retries.get(address, (0.0, 0))
+        if failures < MAX_RETRIES and address.host not in self.banned_hosts:
+            self.retries[address] = (now + RETRY_DELAY * 2**failures, failures + 1)
+
+    def due_retries(self, now: float) -> None:
+        """Move addresses whose back-off has passed back among the candidates."""
+        for address, (when, _) in list(self.retries.items()):
+            if when <= now and not self.connected_to(address):
+                self.tried.discard(address)
+                self.candidates[address] = None
+                self.candidates.move_to_end(address, last=False)
 
     def connected_to(self, address: PeerAddress) -> bool:
         return any(peer.address == address for peer in self.peers.values())

@@ -558,3 +558,37 @@ def test_adding_is_recorded_for_the_next_run(core: Coordinator) -> None:
     core.add_torrent(AddTorrent(metainfo, ""), now=0.0)
     assert recorder.events == [("added", info_hash, False)]
     assert core.torrents[info_hash].metainfo_bytes == metainfo
+
+
+def test_a_dropped_connection_is_dialled_again_after_a_back_off(core: Coordinator) -> None:
+    info_hash = opened(core)
+    core.handle(TRACKER, PeersDiscovered(info_hash, (addr(5),), PeerSource.TRACKER), 0.0)
+    [(agent, _)] = sent(core, ConnectPeer)
+    core.handle(agent, PeerConnectFailed(info_hash, addr(5), "connection_refused", "x"), 1.0)
+    core.tick(5.0)
+    assert sent(core, ConnectPeer) == []
+    core.tick(11.5)  # 10 s after the failure
+    assert [m.address for _, m in sent(core, ConnectPeer)] == [addr(5)]
+    core.handle(agent, PeerConnectFailed(info_hash, addr(5), "connection_refused", "x"), 12.0)
+    core.tick(25.0)
+    assert sent(core, ConnectPeer) == []  # now 20 s
+    core.tick(32.5)
+    assert [m.address for _, m in sent(core, ConnectPeer)] == [addr(5)]
+
+
+def test_no_retry_for_a_peer_that_is_ourselves(core: Coordinator) -> None:
+    info_hash = opened(core)
+    core.handle(TRACKER, PeersDiscovered(info_hash, (addr(5),), PeerSource.TRACKER), 0.0)
+    [(agent, _)] = sent(core, ConnectPeer)
+    core.handle(agent, PeerConnectFailed(info_hash, addr(5), "connected_to_self", "x"), 1.0)
+    core.tick(100.0)
+    assert sent(core, ConnectPeer) == []
+
+
+def test_a_seed_dials_leechers_it_hears_of(core: Coordinator) -> None:
+    metainfo, info_hash = make_torrent()
+    core.add_torrent(AddTorrent(metainfo, ""), now=0.0)
+    core.handle(STORAGE, TorrentOpened(info_hash, Bitfield.full(NUM_PIECES).to_bytes()), 0.0)
+    core.take_outbox()
+    core.handle(TRACKER, PeersDiscovered(info_hash, (addr(5),), PeerSource.TRACKER), 1.0)
+    assert [m.address for _, m in sent(core, ConnectPeer)] == [addr(5)]
