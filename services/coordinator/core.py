@@ -76,6 +76,10 @@ __all__ = ["LISTEN_PORT_WAIT", "MAX_HASH_FAILURES", "Coordinator", "SessionListe
 LISTEN_PORT_WAIT = 3.0
 """Seconds a new torrent waits for a peer agent's listen port before announcing anyway."""
 
+PENDING_TIMEOUT = 60.0
+"""Seconds a downloaded piece may wait for its hash check's answer before it is fetched again
+(its delivery was lost: the storage agent died with it in its queue)."""
+
 Outgoing = tuple[bytes, Message]
 _OPEN_STATES = (TorrentState.DOWNLOADING, TorrentState.SEEDING)
 
@@ -132,7 +136,7 @@ class Coordinator:
         self.agents = AgentRegistry()
         self.torrents: dict[InfoHash, Torrent] = {}
         self.outbox: list[Outgoing] = []
-        self.swarm = SwarmRules(self.agents, config, self._send)
+        self.swarm = SwarmRules(self.agents, config, self._send, lambda: self._now)
         self.listen_address: PeerAddress | None = None
         """Where the first peer agent accepts connections (``ListeningOn``)."""
         self._now = 0.0
@@ -354,6 +358,8 @@ class Coordinator:
                 for agent in self.agents.of_kind(ServiceKind.TRACKER_AGENT):
                     self._track(torrent, agent)
             torrent.due_retries(now)
+            if torrent.picker.expire_pending(now, PENDING_TIMEOUT):
+                self.swarm.offer_work(torrent)
             self.swarm.connect_more(torrent)
             update = UpdateTransfer(
                 torrent.metainfo.info_hash, torrent.uploaded, torrent.downloaded, torrent.left

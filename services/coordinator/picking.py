@@ -66,6 +66,7 @@ class PiecePicker:
         self._levels: list[int] = [self._all]
         self._owners: dict[int, set[Hashable]] = {}
         self._suspect: dict[Hashable, int] = {}  # per connection: pieces it sent us corrupt
+        self._pending_since: dict[int, float] = {}  # downloaded pieces waiting for their check
 
     # -- availability -----------------------------------------------------------------------------
 
@@ -228,7 +229,7 @@ class PiecePicker:
         self._suspect.pop(peer, None)
         return pieces
 
-    def piece_downloaded(self, piece: int) -> frozenset[Hashable]:
+    def piece_downloaded(self, piece: int, now: float = 0.0) -> frozenset[Hashable]:
         """All blocks of ``piece`` arrived; it waits for its hash check.
 
         Returns:
@@ -237,11 +238,13 @@ class PiecePicker:
         owners = frozenset(self._owners.pop(piece, ()))
         mask = 1 << piece
         self._pending |= mask
+        self._pending_since.setdefault(piece, now)
         self._wanted &= ~mask
         self._partial &= ~mask
         return owners
 
     def piece_verified(self, piece: int) -> None:
+        self._pending_since.pop(piece, None)
         mask = 1 << piece
         self._have |= mask
         self._pending &= ~mask
@@ -251,12 +254,21 @@ class PiecePicker:
 
     def piece_failed(self, piece: int, contributors: Iterable[Hashable] = ()) -> None:
         """The hash check failed: fetch the piece again, from other connections if possible."""
+        self._pending_since.pop(piece, None)
         mask = 1 << piece
         for peer in contributors:
             self._suspect[peer] = self._suspect.get(peer, 0) | mask
         self._pending &= ~mask
         if not self._have & mask and piece not in self._owners:
             self._wanted |= mask
+
+    def expire_pending(self, now: float, timeout: float) -> list[int]:
+        """Pieces whose hash check has not reported back for ``timeout`` seconds: they were
+        lost on the way (a storage agent died with them) and are fetched again."""
+        lost = [piece for piece, since in self._pending_since.items() if now - since >= timeout]
+        for piece in lost:
+            self.piece_failed(piece)
+        return lost
 
     # -- views ------------------------------------------------------------------------------
 

@@ -74,10 +74,12 @@ class SwarmRules:
         agents: AgentRegistry,
         config: CoordinatorConfig,
         send: Callable[[bytes, Message], None],
+        clock: Callable[[], float],
     ) -> None:
         self.agents = agents
         self.config = config
         self._send = send
+        self._now = clock
 
     def handle(self, torrent: Torrent, sender: bytes, event: PeerEvent, now: float) -> None:
         """One event about one of the torrent's connections, from the peer agent ``sender``."""
@@ -167,7 +169,7 @@ class SwarmRules:
         picker = torrent.picker
         if picker is None or not 0 <= piece < torrent.num_pieces or piece in picker.have:
             return
-        for other in picker.piece_downloaded(piece):
+        for other in picker.piece_downloaded(piece, self._now()):
             if other != key:
                 self._cancel(torrent, str(other), piece)
 

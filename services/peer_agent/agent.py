@@ -520,6 +520,12 @@ class PeerAgent(pykka.ThreadingActor):
                 self._resolve(self._cache.on_read_failed(message, self._clock()))
             case bus.Welcome(server_id=server_id):
                 log.info("storage %s at %s welcomed us", server_id, endpoint)
+            case bus.Rejected(reason="hello_first"):
+                # The storage agent restarted and does not know us: introduce ourselves again.
+                link = self._storage.get(endpoint)
+                if link is not None:
+                    log.info("storage at %s restarted: saying hello again", endpoint)
+                    link.send(self._hello())
             case bus.Rejected(reason, text):
                 log.error("storage at %s rejected this agent (%s): %s", endpoint, reason, text)
             case _:

@@ -365,6 +365,11 @@ class BusSocket:
             return True
         if sender not in self.welcomed:
             self.stats.unwelcomed += 1
+            if not isinstance(message, Goodbye | Rejected | Welcome):
+                # A peer that was welcomed by a previous incarnation of this endpoint (it
+                # restarted) learns that it must introduce itself again.
+                answer = Rejected("hello_first", f"{self.name}: say Hello first")
+                self._enqueue([sender, *encode_frames(answer)], answer)
             return False
         if isinstance(message, Goodbye):
             del self.welcomed[sender]

@@ -160,3 +160,14 @@ def test_a_rejected_piece_returns_to_its_only_source() -> None:
     p.piece_downloaded(first)
     p.piece_failed(first, contributors=["only"])
     assert first in p.pick("only", bits("11"), 2)
+
+
+def test_a_piece_whose_check_never_answers_is_fetched_again() -> None:
+    p = picker("00", "11")
+    taken = p.pick("a", bits("11"), 2)
+    for piece in taken:
+        p.piece_downloaded(piece, now=10.0)
+    p.piece_verified(taken[0])
+    assert p.expire_pending(now=69.0, timeout=60.0) == []
+    assert p.expire_pending(now=70.0, timeout=60.0) == [taken[1]]
+    assert p.pick("b", bits("11"), 2) == [taken[1]]

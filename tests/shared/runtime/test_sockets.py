@@ -172,6 +172,8 @@ def test_malformed_input_is_dropped_and_counted_while_good_messages_flow(
         raw.send_multipart(good(seq))
     raw.send_multipart(store)
 
+    first = decode_frames(raw_recv(raw))[0]
+    assert isinstance(first, Rejected) and first.reason == "hello_first"  # the early Heartbeat
     assert isinstance(decode_frames(raw_recv(raw))[0], Welcome)
     got = [next_incoming(inbox).message for _ in range(len(bad) + 2)]
     assert got == [hello, *(Heartbeat(seq) for seq in range(1, len(bad) + 1)), STORE]
