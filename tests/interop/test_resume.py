@@ -272,10 +272,14 @@ def test_damaged_files_are_found_on_restart_and_only_they_are_fetched(
 ) -> None:
     piece = 64 * 1024
     spec = make_content(tmp_path / "seed", multi_file_layout(4 * 1024 * 1024), seed=30)
-    torrent, _ = _seeded(swarm, tmp_path, spec, piece, seeders=1)
+    torrent, _ = _seeded(swarm, tmp_path, spec, piece, seeders=0)
+    fast = swarm.seeder(torrent.path, spec.root, seed_mode=True)
     assert daemon.cli("add", str(torrent.path)).returncode == 0
     done = daemon.wait_status(torrent.info_hash.hex, _complete, DOWNLOAD_TIMEOUT)
     assert daemon.shutdown() == 0
+    fast.stop()
+    # Slow now, so the state right after the check is seen before the refetch completes.
+    swarm.seeder(torrent.path, spec.root, seed_mode=True, upload_limit=SLOW // 10)
     files = sorted(
         (p for p in (tmp_path / "dl").rglob("*") if p.is_file() and p.stat().st_size), key=str
     )
