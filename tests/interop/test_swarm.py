@@ -18,7 +18,7 @@ from tests.interop.test_download import (
 )
 from tests.support.bad_seeder import BadSeeder
 from tests.support.content import make_content, make_torrent, multi_file_layout, single_file_layout
-from tests.support.daemon import COORDINATOR
+from tests.support.daemon import COORDINATOR, TorvizDaemon
 from tests.support.swarm import Swarm
 
 pytestmark = pytest.mark.interop
@@ -161,3 +161,28 @@ def test_endgame_does_not_wait_for_a_slow_peer(swarm: Swarm, tmp_path: Path) -> 
     # Not a speed target: without endgame the slow peer's pieces come back only when its
     # requests time out (30 s); with it the fast seeder fetches them again at once.
     assert elapsed < 25.0, f"the download waited for the slow peer ({elapsed:.1f} s)"
+
+
+def test_a_libtorrent_leecher_downloads_from_the_torviz_daemon(
+    swarm: Swarm, tmp_path: Path
+) -> None:
+    spec = make_content(tmp_path / "seed", multi_file_layout(3 * 1024 * 1024 + 99), seed=15)
+    probe = make_torrent(spec, 32 * 1024, [], tmp_path / "probe.torrent")
+    tracker = swarm.tracker([probe.info_hash])
+    torrent = make_torrent(spec, 32 * 1024, [tracker.http_announce_url], tmp_path / "t.torrent")
+    host = swarm.next_address()
+    daemon = TorvizDaemon(
+        tmp_path / "state", config_for(tmp_path, host), tmp_path / "dl", tmp_path / "daemon.log"
+    )
+    try:
+        daemon.start()
+        added = daemon.cli("add", str(torrent.path), "--dir", str(spec.root))
+        assert added.returncode == 0, added.stderr
+        daemon.wait_status(torrent.info_hash.hex, lambda e: e["state"] == "seeding", 60)
+        leecher = swarm.leecher(torrent.path, tmp_path / "lt", wait=False)
+        leecher.wait_finished(DOWNLOAD_TIMEOUT)
+        _assert_identical(spec, tmp_path / "lt")
+        entry = daemon.wait_status(torrent.info_hash.hex, lambda e: e["uploaded"] > 0, 30)
+        assert entry["uploaded"] >= spec.total_size
+    finally:
+        daemon.stop()
