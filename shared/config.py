@@ -59,7 +59,8 @@ class TrackerAgentConfig:
     numwant: int = 200
     """Peers asked for in each announce."""
     dht: bool = True
-    """Find peers through the DHT as well as trackers."""
+    """Find peers through the DHT as well as trackers. Reserved: the DHT is not built yet, so
+    today only trackers are asked."""
     announce_to_all_tiers: bool = False
     """Announce to one tracker of every tier instead of stopping at the first tier that
     answers (BEP 12 falls through the tiers in order)."""
