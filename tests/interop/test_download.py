@@ -179,3 +179,58 @@ def test_daemon_add_status_shutdown(swarm: Swarm, tmp_path: Path, daemon: Torviz
         time.sleep(0.1)
     assert [pid for pid in children if os.path.exists(f"/proc/{pid}")] == []
     assert not (tmp_path / "state" / "daemon.json").exists()
+
+
+def test_cli_finds_a_daemon_started_with_default_settings(
+    tmp_path: Path, config_file: Path
+) -> None:
+    # Only the platform directories are redirected (as a user's would be); no flag is passed.
+    env = {
+        **os.environ,
+        "XDG_STATE_HOME": str(tmp_path / "state-home"),
+        "XDG_CONFIG_HOME": str(tmp_path / "config-home"),
+    }
+    (tmp_path / "config-home" / "torviz").mkdir(parents=True)
+    (tmp_path / "config-home" / "torviz" / "config.toml").write_text(config_file.read_text())
+    daemon = subprocess.Popen(
+        [*COORDINATOR, "start", "--download-dir", str(tmp_path / "dl")],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            listing = subprocess.run(
+                [*COORDINATOR, "list"],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=False,
+            )
+            if listing.returncode == 0 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert listing.returncode == 0, listing.stderr
+        assert listing.stdout.strip() == "no torrents"
+        assert (tmp_path / "state-home" / "torviz" / "daemon.json").exists()
+        stop = subprocess.run(
+            [*COORDINATOR, "shutdown"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert stop.returncode == 0, stop.stderr
+        assert daemon.wait(timeout=30) == 0
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.wait(timeout=10)
+    gone = subprocess.run(
+        [*COORDINATOR, "list"], env=env, capture_output=True, text=True, timeout=30, check=False
+    )
+    assert gone.returncode == 1
+    assert gone.stderr.strip().startswith("torviz: error: no torviz daemon at ipc://")
