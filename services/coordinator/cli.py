@@ -44,8 +44,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"torviz: error: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     except OSError as exc:
-        where = f" ({exc.filename})" if exc.filename else ""
-        print(f"torviz: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"torviz: error: {where}{exc.strerror or exc}", file=sys.stderr)
         return EXIT_FAILURE
     except KeyboardInterrupt:
         print("torviz: interrupted", file=sys.stderr)
