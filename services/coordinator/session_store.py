@@ -7,8 +7,11 @@ to the data, and reports it when the torrent is opened again.
 
 Writes are small and happen when something changes (add, remove, pause, resume) plus the
 totals every few seconds; each is one transaction, so a crash leaves either the old or the new
-row, never half of one. A database that cannot be read is moved aside and a fresh one started:
-the daemon comes up with no torrents and says so, rather than not at all.
+row, never half of one. They run in order on one thread of their own (gevent's thread pool), so
+the coordinator's actor never waits for the disk; ``close`` waits for them.
+
+A database that cannot be read is moved aside and a fresh one started: the daemon comes up
+with no torrents and says so, rather than not at all.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+import gevent.threadpool
 
 from shared.types import InfoHash
 
@@ -57,6 +62,7 @@ class SessionStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._writer = gevent.threadpool.ThreadPool(1)
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self._db = self._open(path)
@@ -100,31 +106,44 @@ class SessionStore:
         return saved
 
     def add(self, info_hash: InfoHash, metainfo: bytes, save_path: str, *, paused: bool) -> None:
-        self._db.execute(
+        self._write(
             "INSERT OR REPLACE INTO torrents (info_hash, metainfo, save_path, paused, added_at) "
             "VALUES (?, ?, ?, ?, ?)",
-            (info_hash.raw, metainfo, save_path, int(paused), time.time()),
+            [(info_hash.raw, metainfo, save_path, int(paused), time.time())],
         )
 
     def set_paused(self, info_hash: InfoHash, paused: bool) -> None:
-        self._db.execute(
-            "UPDATE torrents SET paused = ? WHERE info_hash = ?", (int(paused), info_hash.raw)
+        self._write(
+            "UPDATE torrents SET paused = ? WHERE info_hash = ?", [(int(paused), info_hash.raw)]
         )
 
     def set_totals(self, totals: dict[InfoHash, tuple[int, int]]) -> None:
         """Save ``(uploaded, downloaded)`` for several torrents in one transaction."""
-        with self._db:
-            self._db.execute("BEGIN")
-            self._db.executemany(
-                "UPDATE torrents SET uploaded = ?, downloaded = ? WHERE info_hash = ?",
-                [(up, down, key.raw) for key, (up, down) in totals.items()],
-            )
+        self._write(
+            "UPDATE torrents SET uploaded = ?, downloaded = ? WHERE info_hash = ?",
+            [(up, down, key.raw) for key, (up, down) in totals.items()],
+        )
 
     def remove(self, info_hash: InfoHash) -> None:
-        self._db.execute("DELETE FROM torrents WHERE info_hash = ?", (info_hash.raw,))
+        self._write("DELETE FROM torrents WHERE info_hash = ?", [(info_hash.raw,)])
 
     def close(self) -> None:
+        """Wait for the queued writes, then close the database."""
+        self._writer.join()
+        self._writer.kill()
         self._db.close()
+
+    def _write(self, sql: str, rows: list[tuple[object, ...]]) -> None:
+        self._writer.spawn(self._run, sql, rows)
+
+    def _run(self, sql: str, rows: list[tuple[object, ...]]) -> None:
+        """On the writer thread: one transaction; a failure is logged, never raised."""
+        try:
+            with self._db:
+                self._db.execute("BEGIN")
+                self._db.executemany(sql, rows)
+        except sqlite3.Error as exc:
+            log.error("cannot save the session in %s: %s", self.path, exc)
 
 
 class StoreListener:
