@@ -139,9 +139,7 @@ def run_once(
         parts = Counterparts(short, keep_data=False)
         parts.on_message = Picker(parts, torrent)
         config = short / "agent.toml"
-        config.write_text(
-            f"[peer_agent]\nlisten_host = \"127.0.0.1\"\nmax_request_queue = {queue}\n"
-        )
+        config.write_text(f'[peer_agent]\nlisten_host = "127.0.0.1"\nmax_request_queue = {queue}\n')
         agent = AgentProcess(
             parts.bus_endpoint,
             short,
