@@ -58,12 +58,11 @@ from bench.leechers import COORDINATOR, RunResult, run_libtorrent
 from bench.proctree import cpu_seconds, descendants, read_stat, role_of
 from bench.profiling import start_pyspy
 from bench.profiling import summarise as summarise_profile
-from bench.sources import REPO, compile_tree, freeze_worktree, machine, source_state
+from bench.sources import REPO, start_report
 from bench.workload import MIB, cached_content, clear, read_through
 from tests.support.content import ContentSpec, TorrentFile, make_torrent
 from tests.support.swarm import LtPeer, Swarm
 
-RESULTS = REPO / "bench" / "results"
 VARIANT = "seed-1m"
 SEED_TIME = 300  # seconds the torviz seeder would seed: far longer than any run
 READY_TIMEOUT = 120.0  # spawn to "every piece verified" (the check of the complete data)
@@ -372,25 +371,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--output", type=Path, help="results JSON (default bench/results/...)")
     args = parser.parse_args(argv)
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    args.env = {}
-    source: Path | None = None
-    if not args.live:
-        source = freeze_worktree(args.cache, stamp)
-        compile_tree(source)
-        args.env = {"PYTHONPATH": str(source)}
-        print(f"measuring the working tree as copied to {source}", flush=True)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    output = args.output or RESULTS / f"seeding-{stamp}.json"
+    report, output = start_report(args, "seeding")
     spec = cached_content(args.cache, "single", args.size_mib * MIB)
     read_through(spec)
-    report: dict[str, Any] = {
-        "date": stamp,
-        "machine": machine(),
-        "source": {**source_state(None), "run_from": str(source or REPO)},
-        "args": {k: str(v) for k, v in vars(args).items()},
-        "runs": [],
-    }
     runs: list[SeedRun] = []
     with tempfile.TemporaryDirectory(prefix="seed-", dir=args.cache) as tmp:
         work = Path(tmp)

@@ -26,6 +26,7 @@ from typing import Any
 
 __all__ = [
     "REPO",
+    "RESULTS",
     "compile_tree",
     "freeze_worktree",
     "git",
@@ -33,9 +34,11 @@ __all__ = [
     "machine",
     "snapshot",
     "source_state",
+    "start_report",
 ]
 
 REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "bench" / "results"
 
 
 def git(*argv: str) -> str:
@@ -186,3 +189,34 @@ def import_costs(env: dict[str, str], repeats: int = 3) -> dict[str, Any]:
             "top": [[name, round(sec, 3)] for name, sec in ranked[:8]],
         }
     return costs
+
+
+def start_report(args: Any, kind: str) -> tuple[dict[str, Any], Path]:
+    """Begin one run of a benchmark script: the code to measure, and its results record.
+
+    Unless ``args.live``, the working tree is copied and byte-compiled under ``args.cache`` and
+    ``args.env`` set to run that copy (others may edit the tree meanwhile); with it, ``args.env``
+    is empty.
+
+    Returns:
+        The report's header (date, machine, source, arguments, an empty ``runs`` list) and the
+        path of its JSON file (``args.output`` or ``bench/results/<kind>-<time>.json``).
+    """
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    args.env = {}
+    source: Path | None = None
+    if not args.live:
+        source = freeze_worktree(args.cache, stamp)
+        compile_tree(source)
+        args.env = {"PYTHONPATH": str(source)}
+        print(f"measuring the working tree as copied to {source}", flush=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    output: Path = args.output or RESULTS / f"{kind}-{stamp}.json"
+    report: dict[str, Any] = {
+        "date": stamp,
+        "machine": machine(),
+        "source": {**source_state(None), "run_from": str(source or REPO)},
+        "args": {k: str(v) for k, v in vars(args).items()},
+        "runs": [],
+    }
+    return report, output

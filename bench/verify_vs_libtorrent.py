@@ -55,12 +55,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.leechers import COORDINATOR
 from bench.proctree import cpu_seconds, descendants, role_of
-from bench.sources import REPO, compile_tree, freeze_worktree, machine, source_state
+from bench.sources import REPO, start_report
 from bench.workload import MIB, cached_content, read_through
 from tests.support.content import ContentSpec, TorrentFile, make_torrent
 from tests.support.swarm import next_loopback_address
 
-RESULTS = REPO / "bench" / "results"
 LT_RECHECK = Path(__file__).resolve().with_name("lt_recheck.py")
 START_TIMEOUT = 30.0
 CLI_TIMEOUT = 30.0
@@ -471,26 +470,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--live", action="store_true", help="run the working tree itself")
     parser.add_argument("--output", type=Path, help="results JSON (default bench/results/...)")
     args = parser.parse_args(argv)
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    args.env = {}
-    source: Path | None = None
-    if not args.live:
-        source = freeze_worktree(args.cache, stamp)
-        compile_tree(source)
-        args.env = {"PYTHONPATH": str(source)}
-        print(f"measuring the working tree as copied to {source}", flush=True)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    output = args.output or RESULTS / f"verify-{stamp}.json"
+    report, output = start_report(args, "verify")
+    report["notes"] = []
     spec = cached_content(args.cache, "single", args.size_mib * MIB)
     read_through(spec)
-    report: dict[str, Any] = {
-        "date": stamp,
-        "machine": machine(),
-        "source": {**source_state(None), "run_from": str(source or REPO)},
-        "args": {k: str(v) for k, v in vars(args).items()},
-        "runs": [],
-        "notes": [],
-    }
     with tempfile.TemporaryDirectory(prefix="verify-", dir=args.cache) as tmp:
         work = Path(tmp)
         torrent = make_torrent(spec, MIB, [], work / "verify-1m.torrent")
