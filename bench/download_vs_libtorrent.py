@@ -50,7 +50,6 @@ import contextlib
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -68,9 +67,11 @@ from bench.profiling import ProfileSummary, start_pyspy, summarise, timeline
 from bench.sources import (
     REPO,
     compile_tree,
+    fmt,
     freeze_worktree,
     import_costs,
     machine,
+    median,
     snapshot,
     source_state,
 )
@@ -299,10 +300,6 @@ def describe(r: RunResult, size: int) -> str:
     return text
 
 
-def _median(values: list[float]) -> float | None:
-    return statistics.median(values) if values else None
-
-
 def summarise_variant(variant: Variant, size: int, results: list[RunResult]) -> dict[str, Any]:
     """Medians over the successful runs of each client (a failed run counts only as failed)."""
 
@@ -310,8 +307,8 @@ def summarise_variant(variant: Variant, size: int, results: list[RunResult]) -> 
         return [r for r in results if r.tool == tool and r.ok]
 
     tv, lt = ok("torviz"), ok("libtorrent")
-    tv_wall = _median([r.wall_s for r in tv])
-    lt_wall = _median([r.wall_s for r in lt])
+    tv_wall = median([r.wall_s for r in tv])
+    lt_wall = median([r.wall_s for r in lt])
     roles = sorted({role for r in tv for role in r.cpu_by_role})
     return {
         "variant": variant.key,
@@ -320,38 +317,34 @@ def summarise_variant(variant: Variant, size: int, results: list[RunResult]) -> 
         "torviz_runs": len(tv),
         "libtorrent_runs": len(lt),
         "failed_runs": len([r for r in results if not r.ok]),
-        "median_loadavg": _median([r.loadavg for r in results]),
+        "median_loadavg": median([r.loadavg for r in results]),
         "torviz_wall_s": tv_wall,
         "libtorrent_wall_s": lt_wall,
         "ratio": tv_wall / lt_wall if tv_wall and lt_wall else None,
         "torviz_mb_s": size / tv_wall / 1e6 if tv_wall else None,
         "libtorrent_mb_s": size / lt_wall / 1e6 if lt_wall else None,
-        "torviz_cpu_s": _median([r.cpu_s for r in tv if r.cpu_s is not None]),
-        "torviz_peak_rss": _median([float(r.peak_rss) for r in tv if r.peak_rss]),
-        "libtorrent_cpu_s": _median([r.cpu_s for r in lt if r.cpu_s is not None]),
-        "libtorrent_peak_rss": _median([float(r.peak_rss) for r in lt if r.peak_rss]),
-        "seeder_cpu_s_serving_torviz": _median([r.seeder_cpu_s for r in tv if r.seeder_cpu_s]),
-        "seeder_cpu_s_serving_libtorrent": _median([r.seeder_cpu_s for r in lt if r.seeder_cpu_s]),
-        "torviz_first_bytes_s": _median([r.first_bytes_s for r in tv if r.first_bytes_s]),
-        "libtorrent_first_bytes_s": _median([r.first_bytes_s for r in lt if r.first_bytes_s]),
-        "torviz_exit_after_all_bytes_s": _median(
+        "torviz_cpu_s": median([r.cpu_s for r in tv if r.cpu_s is not None]),
+        "torviz_peak_rss": median([float(r.peak_rss) for r in tv if r.peak_rss]),
+        "libtorrent_cpu_s": median([r.cpu_s for r in lt if r.cpu_s is not None]),
+        "libtorrent_peak_rss": median([float(r.peak_rss) for r in lt if r.peak_rss]),
+        "seeder_cpu_s_serving_torviz": median([r.seeder_cpu_s for r in tv if r.seeder_cpu_s]),
+        "seeder_cpu_s_serving_libtorrent": median([r.seeder_cpu_s for r in lt if r.seeder_cpu_s]),
+        "torviz_first_bytes_s": median([r.first_bytes_s for r in tv if r.first_bytes_s]),
+        "libtorrent_first_bytes_s": median([r.first_bytes_s for r in lt if r.first_bytes_s]),
+        "torviz_exit_after_all_bytes_s": median(
             [r.wall_s - r.all_bytes_s for r in tv if r.all_bytes_s is not None]
         ),
         "torviz_cpu_by_role": {
-            role: _median([r.cpu_by_role.get(role, 0.0) for r in tv]) for role in roles
+            role: median([r.cpu_by_role.get(role, 0.0) for r in tv]) for role in roles
         },
         "torviz_detail_by_role": {
             role: {
-                key: _median([float(r.detail_by_role.get(role, {}).get(key, 0.0)) for r in tv])
+                key: median([float(r.detail_by_role.get(role, {}).get(key, 0.0)) for r in tv])
                 for key in ("user_s", "sys_s", "minor_faults")
             }
             for role in roles
         },
     }
-
-
-def _fmt(value: float | None, spec: str, unit: str = "") -> str:
-    return "n/a" if value is None else f"{value:{spec}}{unit}"
 
 
 def markdown_table(summaries: list[dict[str, Any]]) -> str:
@@ -365,13 +358,13 @@ def markdown_table(summaries: list[dict[str, Any]]) -> str:
         rss = s["torviz_peak_rss"]
         lines.append(
             f"| {s['label']} ({s['bytes'] / MIB:.0f} MiB) "
-            f"| {_fmt(s['torviz_wall_s'], '.2f', ' s')} "
-            f"| {_fmt(s['libtorrent_wall_s'], '.2f', ' s')} "
-            f"| {_fmt(s['ratio'], '.1f', 'x')} "
-            f"| {_fmt(s['torviz_mb_s'], '.0f')} | {_fmt(s['libtorrent_mb_s'], '.0f')} "
-            f"| {_fmt(s['torviz_cpu_s'], '.2f', ' s')} "
-            f"| {_fmt(rss / MIB if rss else None, '.0f', ' MiB')} "
-            f"| {_fmt(s['libtorrent_cpu_s'], '.2f', ' s')} "
+            f"| {fmt(s['torviz_wall_s'], '.2f', ' s')} "
+            f"| {fmt(s['libtorrent_wall_s'], '.2f', ' s')} "
+            f"| {fmt(s['ratio'], '.1f', 'x')} "
+            f"| {fmt(s['torviz_mb_s'], '.0f')} | {fmt(s['libtorrent_mb_s'], '.0f')} "
+            f"| {fmt(s['torviz_cpu_s'], '.2f', ' s')} "
+            f"| {fmt(rss / MIB if rss else None, '.0f', ' MiB')} "
+            f"| {fmt(s['libtorrent_cpu_s'], '.2f', ' s')} "
             f"| {s['torviz_runs']}, {s['libtorrent_runs']}, {s['failed_runs']} |"
         )
     return "\n".join(lines)

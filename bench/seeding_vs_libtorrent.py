@@ -42,7 +42,6 @@ import contextlib
 import json
 import os
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -58,7 +57,7 @@ from bench.leechers import COORDINATOR, RunResult, run_libtorrent
 from bench.proctree import cpu_seconds, descendants, read_stat, role_of
 from bench.profiling import start_pyspy
 from bench.profiling import summarise as summarise_profile
-from bench.sources import REPO, start_report
+from bench.sources import REPO, fmt, median, start_report
 from bench.workload import MIB, cached_content, clear, read_through
 from tests.support.content import ContentSpec, TorrentFile, make_torrent
 from tests.support.swarm import LtPeer, Swarm
@@ -286,26 +285,22 @@ def describe(r: SeedRun, size: int) -> str:
     return text
 
 
-def _median(values: list[float]) -> float | None:
-    return statistics.median(values) if values else None
-
-
 def summarise(size: int, runs: list[SeedRun]) -> dict[str, Any]:
     """Medians over the successful runs of each seeder."""
     tv = [r for r in runs if r.tool == "torviz" and r.ok]
     lt = [r for r in runs if r.tool == "libtorrent" and r.ok]
-    tv_wall, lt_wall = _median([r.wall_s for r in tv]), _median([r.wall_s for r in lt])
+    tv_wall, lt_wall = median([r.wall_s for r in tv]), median([r.wall_s for r in lt])
     roles = sorted({role for r in tv for role in r.seeder_cpu_by_role})
 
     def cpu(rs: list[SeedRun]) -> float | None:
-        return _median([r.seeder_cpu_s for r in rs if r.seeder_cpu_s is not None])
+        return median([r.seeder_cpu_s for r in rs if r.seeder_cpu_s is not None])
 
     return {
         "bytes": size,
         "torviz_runs": len(tv),
         "libtorrent_runs": len(lt),
         "failed_runs": len([r for r in runs if not r.ok]),
-        "median_loadavg": _median([r.loadavg for r in runs]),
+        "median_loadavg": median([r.loadavg for r in runs]),
         "torviz_wall_s": tv_wall,
         "libtorrent_wall_s": lt_wall,
         "ratio": tv_wall / lt_wall if tv_wall and lt_wall else None,
@@ -314,23 +309,19 @@ def summarise(size: int, runs: list[SeedRun]) -> dict[str, Any]:
         "torviz_seeder_cpu_s": cpu(tv),
         "libtorrent_seeder_cpu_s": cpu(lt),
         "torviz_seeder_cpu_by_role": {
-            role: _median([r.seeder_cpu_by_role.get(role, 0.0) for r in tv]) for role in roles
+            role: median([r.seeder_cpu_by_role.get(role, 0.0) for r in tv]) for role in roles
         },
         "torviz_seeder_user_by_role": {
-            role: _median([r.seeder_user_by_role.get(role, 0.0) for r in tv]) for role in roles
+            role: median([r.seeder_user_by_role.get(role, 0.0) for r in tv]) for role in roles
         },
         "torviz_seeder_sys_by_role": {
-            role: _median([r.seeder_sys_by_role.get(role, 0.0) for r in tv]) for role in roles
+            role: median([r.seeder_sys_by_role.get(role, 0.0) for r in tv]) for role in roles
         },
-        "leecher_cpu_s_from_torviz": _median([r.leecher_cpu_s for r in tv if r.leecher_cpu_s]),
-        "leecher_cpu_s_from_libtorrent": _median([r.leecher_cpu_s for r in lt if r.leecher_cpu_s]),
-        "torviz_ready_s": _median([r.seeder_ready_s for r in tv if r.seeder_ready_s]),
-        "torviz_ready_cpu_s": _median([r.seeder_ready_cpu_s for r in tv if r.seeder_ready_cpu_s]),
+        "leecher_cpu_s_from_torviz": median([r.leecher_cpu_s for r in tv if r.leecher_cpu_s]),
+        "leecher_cpu_s_from_libtorrent": median([r.leecher_cpu_s for r in lt if r.leecher_cpu_s]),
+        "torviz_ready_s": median([r.seeder_ready_s for r in tv if r.seeder_ready_s]),
+        "torviz_ready_cpu_s": median([r.seeder_ready_cpu_s for r in tv if r.seeder_ready_cpu_s]),
     }
-
-
-def _fmt(value: float | None, spec: str, unit: str = "") -> str:
-    return "n/a" if value is None else f"{value:{spec}}{unit}"
 
 
 def markdown_table(s: dict[str, Any]) -> str:
@@ -342,14 +333,14 @@ def markdown_table(s: dict[str, Any]) -> str:
             "| leecher CPU (torviz, lt) | runs (torviz, lt, failed) |",
             "|---|---|---|---|---|---|---|---|---|---|",
             f"| {s['bytes'] / MIB:.0f} MiB, 1 MiB pieces "
-            f"| {_fmt(s['torviz_wall_s'], '.2f', ' s')} "
-            f"| {_fmt(s['libtorrent_wall_s'], '.2f', ' s')} "
-            f"| {_fmt(s['ratio'], '.2f', 'x')} "
-            f"| {_fmt(s['torviz_mb_s'], '.0f')} | {_fmt(s['libtorrent_mb_s'], '.0f')} "
-            f"| {_fmt(s['torviz_seeder_cpu_s'], '.2f', ' s')} "
-            f"| {_fmt(s['libtorrent_seeder_cpu_s'], '.2f', ' s')} "
-            f"| {_fmt(s['leecher_cpu_s_from_torviz'], '.2f', ' s')}, "
-            f"{_fmt(s['leecher_cpu_s_from_libtorrent'], '.2f', ' s')} "
+            f"| {fmt(s['torviz_wall_s'], '.2f', ' s')} "
+            f"| {fmt(s['libtorrent_wall_s'], '.2f', ' s')} "
+            f"| {fmt(s['ratio'], '.2f', 'x')} "
+            f"| {fmt(s['torviz_mb_s'], '.0f')} | {fmt(s['libtorrent_mb_s'], '.0f')} "
+            f"| {fmt(s['torviz_seeder_cpu_s'], '.2f', ' s')} "
+            f"| {fmt(s['libtorrent_seeder_cpu_s'], '.2f', ' s')} "
+            f"| {fmt(s['leecher_cpu_s_from_torviz'], '.2f', ' s')}, "
+            f"{fmt(s['leecher_cpu_s_from_libtorrent'], '.2f', ' s')} "
             f"| {s['torviz_runs']}, {s['libtorrent_runs']}, {s['failed_runs']} |",
         ]
     )

@@ -18,6 +18,7 @@ import contextlib
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -28,10 +29,12 @@ __all__ = [
     "REPO",
     "RESULTS",
     "compile_tree",
+    "fmt",
     "freeze_worktree",
     "git",
     "import_costs",
     "machine",
+    "median",
     "snapshot",
     "source_state",
     "start_report",
@@ -220,3 +223,13 @@ def start_report(args: Any, kind: str) -> tuple[dict[str, Any], Path]:
         "runs": [],
     }
     return report, output
+
+
+def median(values: list[float]) -> float | None:
+    """The median, or None when no run produced the value."""
+    return statistics.median(values) if values else None
+
+
+def fmt(value: float | None, spec: str, unit: str = "") -> str:
+    """A table cell: ``value`` formatted with ``spec`` and ``unit``, or ``n/a``."""
+    return "n/a" if value is None else f"{value:{spec}}{unit}"

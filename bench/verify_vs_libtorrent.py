@@ -55,7 +55,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.leechers import COORDINATOR
 from bench.proctree import cpu_seconds, descendants, role_of
-from bench.sources import REPO, start_report
+from bench.sources import REPO, fmt, median, start_report
 from bench.workload import MIB, cached_content, read_through
 from tests.support.content import ContentSpec, TorrentFile, make_torrent
 from tests.support.swarm import next_loopback_address
@@ -368,42 +368,34 @@ def describe(r: VerifyRun, size: int) -> str:
     return text
 
 
-def _median(values: list[float]) -> float | None:
-    return statistics.median(values) if values else None
-
-
 def summarise(size: int, runs: list[VerifyRun]) -> dict[str, Any]:
     """Medians over the successful runs of each client."""
     tv = [r for r in runs if r.tool == "torviz" and r.ok]
     lt = [r for r in runs if r.tool == "libtorrent" and r.ok]
-    tv_wall, lt_wall = _median([r.wall_s for r in tv]), _median([r.wall_s for r in lt])
+    tv_wall, lt_wall = median([r.wall_s for r in tv]), median([r.wall_s for r in lt])
     roles = sorted({role for r in tv for role in r.cpu_by_role})
     return {
         "bytes": size,
         "torviz_runs": len(tv),
         "libtorrent_runs": len(lt),
         "failed_runs": len([r for r in runs if not r.ok]),
-        "median_loadavg": _median([r.loadavg for r in runs]),
+        "median_loadavg": median([r.loadavg for r in runs]),
         "torviz_s": tv_wall,
         "libtorrent_s": lt_wall,
         "ratio": tv_wall / lt_wall if tv_wall and lt_wall else None,
         "torviz_gb_s": size / tv_wall / 1e9 if tv_wall else None,
         "libtorrent_gb_s": size / lt_wall / 1e9 if lt_wall else None,
-        "torviz_cpu_s": _median([r.cpu_s for r in tv if r.cpu_s is not None]),
-        "libtorrent_cpu_s": _median([r.cpu_s for r in lt if r.cpu_s is not None]),
+        "torviz_cpu_s": median([r.cpu_s for r in tv if r.cpu_s is not None]),
+        "libtorrent_cpu_s": median([r.cpu_s for r in lt if r.cpu_s is not None]),
         "torviz_cpu_by_role": {
-            role: _median([r.cpu_by_role.get(role, 0.0) for r in tv]) for role in roles
+            role: median([r.cpu_by_role.get(role, 0.0) for r in tv]) for role in roles
         },
-        "torviz_acknowledged_s": _median([r.acknowledged_s for r in tv if r.acknowledged_s]),
-        "torviz_storage_busy_s": _median([r.busy_s for r in tv if r.busy_s]),
-        "torviz_storage_busy_from_s": _median([r.busy_from_s for r in tv if r.busy_from_s]),
-        "torviz_poll_interval_s": _median([r.poll_interval_s for r in tv if r.poll_interval_s]),
-        "libtorrent_initial_check_s": _median([r.initial_check_s for r in lt if r.initial_check_s]),
+        "torviz_acknowledged_s": median([r.acknowledged_s for r in tv if r.acknowledged_s]),
+        "torviz_storage_busy_s": median([r.busy_s for r in tv if r.busy_s]),
+        "torviz_storage_busy_from_s": median([r.busy_from_s for r in tv if r.busy_from_s]),
+        "torviz_poll_interval_s": median([r.poll_interval_s for r in tv if r.poll_interval_s]),
+        "libtorrent_initial_check_s": median([r.initial_check_s for r in lt if r.initial_check_s]),
     }
-
-
-def _fmt(value: float | None, spec: str, unit: str = "") -> str:
-    return "n/a" if value is None else f"{value:{spec}}{unit}"
 
 
 def markdown_table(s: dict[str, Any]) -> str:
@@ -418,13 +410,13 @@ def markdown_table(s: dict[str, Any]) -> str:
             "| torviz poll interval | runs (torviz, lt, failed) |",
             "|---|---|---|---|---|---|---|---|---|---|---|",
             f"| {s['bytes'] / MIB:.0f} MiB, 1 MiB pieces, page cache "
-            f"| {_fmt(s['torviz_s'], '.2f', ' s')} | {_fmt(s['libtorrent_s'], '.2f', ' s')} "
-            f"| {_fmt(s['ratio'], '.2f', 'x')} "
-            f"| {_fmt(s['torviz_gb_s'], '.2f')} | {_fmt(s['libtorrent_gb_s'], '.2f')} "
-            f"| {_fmt(busy, '.2f', ' s')} ({_fmt(busy_rate, '.2f')}) "
-            f"| {_fmt(s['torviz_cpu_s'], '.2f', ' s')} "
-            f"| {_fmt(s['libtorrent_cpu_s'], '.2f', ' s')} "
-            f"| {_fmt(s['torviz_poll_interval_s'], '.2f', ' s')} "
+            f"| {fmt(s['torviz_s'], '.2f', ' s')} | {fmt(s['libtorrent_s'], '.2f', ' s')} "
+            f"| {fmt(s['ratio'], '.2f', 'x')} "
+            f"| {fmt(s['torviz_gb_s'], '.2f')} | {fmt(s['libtorrent_gb_s'], '.2f')} "
+            f"| {fmt(busy, '.2f', ' s')} ({fmt(busy_rate, '.2f')}) "
+            f"| {fmt(s['torviz_cpu_s'], '.2f', ' s')} "
+            f"| {fmt(s['libtorrent_cpu_s'], '.2f', ' s')} "
+            f"| {fmt(s['torviz_poll_interval_s'], '.2f', ' s')} "
             f"| {s['torviz_runs']}, {s['libtorrent_runs']}, {s['failed_runs']} |",
         ]
     )
