@@ -28,6 +28,7 @@ __all__ = [
     "Config",
     "CoordinatorConfig",
     "PeerAgentConfig",
+    "SecurityConfig",
     "StorageAgentConfig",
     "TrackerAgentConfig",
     "parse_config",
@@ -48,6 +49,13 @@ class CoordinatorConfig:
     """Pieces handed to one connection at a time, so it never waits for the coordinator."""
     embedded_agents: bool = True
     """Start the three agents as local child processes."""
+    heartbeat_interval: float = 5.0
+    """Seconds between heartbeats on the bus, in both directions (told to agents in
+    ``Welcome``)."""
+    heartbeat_misses: int = 3
+    """Heartbeat intervals of silence after which an agent counts as dead (its peers and pieces
+    go to other agents) and an agent counts its coordinator as lost (it drops its work and says
+    hello again until a coordinator answers)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +121,10 @@ class PeerAgentConfig:
     or end the connection."""
     piece_cache_bytes: int = 64 * 1024 * 1024
     """Memory for whole pieces read from disk to upload, shared by the agent's connections."""
+    advertise_host: str = ""
+    """The address other peers reach this agent at, announced to the coordinator; empty:
+    ``listen_host`` when it names one address, else the local address this host uses to reach
+    the coordinator."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,11 +142,25 @@ class StorageAgentConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class SecurityConfig:
+    keys_dir: str = ""
+    """Folder of CURVE keys made by ``torviz-coordinator keys init`` (or the part of it copied
+    to this host). Empty: no keys, and every bus, data and control endpoint must be local
+    (ipc, or tcp on a loopback address). With keys, every tcp socket is encrypted and
+    authenticated with CURVE, and a bound socket admits only the public keys in
+    ``<keys_dir>/authorized``."""
+    key_name: str = ""
+    """Which key pair in ``keys_dir`` this process uses (``<key_name>.key_secret``); empty: the
+    agent id, and ``coordinator`` for the coordinator."""
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     coordinator: CoordinatorConfig = field(default_factory=CoordinatorConfig)
     tracker_agent: TrackerAgentConfig = field(default_factory=TrackerAgentConfig)
     peer_agent: PeerAgentConfig = field(default_factory=PeerAgentConfig)
     storage_agent: StorageAgentConfig = field(default_factory=StorageAgentConfig)
+    security: SecurityConfig = field(default_factory=SecurityConfig)
 
 
 def parse_config(text: str) -> Config:

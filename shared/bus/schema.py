@@ -47,7 +47,7 @@ MAX_BLOCK_LENGTH = 128 * 1024
 _MAX_BATCH = 4096  # peers, pieces or stats rows in one message; senders split larger batches
 _MAX_TORRENTS = 10_000
 
-RETIRED_TAGS: frozenset[int] = frozenset()
+RETIRED_TAGS: frozenset[int] = frozenset({50})  # 50: ListeningOn, now part of AgentInfo
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,6 +261,27 @@ class TorrentStatus:
     """While the files are being checked: the fraction hashed so far."""
 
 
+@bus_record
+class AgentStatus:
+    """One agent connected to the coordinator, in a ``StatusReport``."""
+
+    agent_id: Name
+    role: ServiceKind
+    host: Name
+    pid: U32
+    connections: U32
+    """Peer agents: peer connections open or being opened."""
+    capacity: U32
+    """From ``AgentInfo``: connections a peer agent holds at most, pieces a storage agent
+    verifies at once."""
+    download_rate: Rate
+    upload_rate: Rate
+    last_heartbeat: Seconds
+    """Seconds since anything was last heard from the agent."""
+    address: Text
+    """A peer agent's address for incoming peers, a storage agent's data endpoint, or empty."""
+
+
 # --- lifecycle (1-9): every connection ---------------------------------------------------------
 
 
@@ -314,6 +335,24 @@ class Shutdown(Message):
     """Coordinator to agent: stop cleanly."""
 
     reason: Name
+
+
+@bus_message(tag=7)
+class AgentInfo(Message):
+    """Agent to coordinator, right after every ``Welcome``: what the agent offers.
+
+    ``Hello`` never changes layout (it carries the version check), so what an agent announces
+    about itself travels here.
+    """
+
+    capacity: U32
+    """Peer agent: most connections held at once; storage agent: pieces verified at once."""
+    listen_address: PeerAddress | None
+    """Peer agent: where peers reach it for incoming connections (``None``: not listening)."""
+    data_endpoint: Text
+    """Storage agent: the data endpoint peer agents send pieces to; empty for other agents."""
+    curve_public_key: Annotated[str, Size(0, 40)]
+    """Storage agent: the Z85 CURVE public key of its data endpoint; empty when it uses none."""
 
 
 # --- coordinator <-> tracker agent (10-29) -----------------------------------------------------
@@ -398,6 +437,8 @@ class AttachTorrent(Message):
     private: bool
     storage_endpoint: Text
     """Where the agent sends this torrent's pieces (``StorePiece``) and reads blocks."""
+    storage_public_key: Annotated[str, Size(0, 40)]
+    """The storage endpoint's Z85 CURVE public key; empty when it uses no CURVE."""
 
 
 @bus_message(tag=31)
@@ -562,13 +603,6 @@ class PeerInterest(Message):
     interested: bool
 
 
-@bus_message(tag=50)
-class ListeningOn(Message):
-    """The peer agent accepts incoming peer connections at ``address`` (announced to trackers)."""
-
-    address: PeerAddress
-
-
 # --- peer agent <-> storage agent, data endpoint (60-79) ----------------------------------------
 
 
@@ -609,6 +643,21 @@ class ReadFailed(Message):
     request_id: int
     reason: Name
     message: Text
+
+
+@bus_message(tag=64)
+class PieceStored(Message):
+    """Storage to the peer agent that sent a ``StorePiece``: the piece is dealt with.
+
+    ``reason`` is empty when the piece was hashed (and written if it matched: the coordinator
+    hears ``PieceVerified`` or ``PieceRejected``) or was already verified; otherwise it names
+    why it was refused (``torrent_checking``, ``unknown_torrent``, ``agent_stopping``, ...) and
+    the sender may send it again later. Until this arrives the sender keeps the piece.
+    """
+
+    info_hash: InfoHash
+    piece: PieceNo
+    reason: Name
 
 
 # --- coordinator <-> storage agent (80-99) ------------------------------------------------------
@@ -729,6 +778,7 @@ class StatusReport(Message):
     """Reply to ``ListTorrents`` and ``GetStatus``."""
 
     torrents: Annotated[tuple[TorrentStatus, ...], Size(0, _MAX_TORRENTS)]
+    agents: Annotated[tuple[AgentStatus, ...], Size(0, 4096)]
 
 
 @bus_message(tag=105)
@@ -810,7 +860,7 @@ RECORDS: tuple[type, ...] = tuple(_records)
 """Nested records (not messages), in declaration order."""
 
 # Closed unions per direction, for exhaustive ``match`` in each service.
-Lifecycle = Hello | Welcome | Rejected | Heartbeat | Goodbye | Shutdown
+Lifecycle = Hello | Welcome | Rejected | Heartbeat | Goodbye | Shutdown | AgentInfo
 ToTrackerAgent = TrackTorrent | UpdateTransfer | TorrentCompleted | UntrackTorrent
 FromTrackerAgent = PeersDiscovered | TrackerStateChanged
 ToPeerAgent = (
@@ -826,7 +876,6 @@ ToPeerAgent = (
 )
 FromPeerAgent = (
     PeerInterest
-    | ListeningOn
     | PeerConnected
     | PeerBitfield
     | PeerHave
@@ -838,7 +887,7 @@ FromPeerAgent = (
     | PieceDownloaded
 )
 DataRequest = StorePiece | ReadBlock
-DataReply = BlockRead | ReadFailed
+DataReply = BlockRead | ReadFailed | PieceStored
 ToStorageAgent = OpenTorrent | CloseTorrent | RecheckTorrent
 FromStorageAgent = (
     TorrentOpened | PieceVerified | PieceRejected | StorageFailed | TorrentClosed | CheckProgress

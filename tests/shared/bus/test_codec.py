@@ -338,13 +338,13 @@ MALFORMED: list[tuple[str, bytes, str, str]] = [
     ),
     (
         "record field",
-        pack([104, [STATUS_ROW, [*STATUS_ROW[:3], 1.5, *STATUS_ROW[4:]]]]),
+        pack([104, [STATUS_ROW, [*STATUS_ROW[:3], 1.5, *STATUS_ROW[4:]]], []]),
         "out_of_range",
         "StatusReport.torrents[1].progress: 1.5 is out of range 0.0..1.0",
     ),
     (
         "record arity",
-        pack([104, [STATUS_ROW[:-1]]]),
+        pack([104, [STATUS_ROW[:-1]], []]),
         "wrong_field_count",
         "StatusReport.torrents[0]: expected 18 fields, got 17",
     ),
@@ -447,7 +447,7 @@ def test_a_data_frame_at_the_limit_is_accepted() -> None:
             "TransferStats.peers[0].download_rate: -1.0 is out of range",
         ),
         (
-            StatusReport((BAD_STATE_ROW,)),
+            StatusReport((BAD_STATE_ROW,), ()),
             None,
             "wrong_type",
             "StatusReport.torrents[0].state: expected TorrentState, got str",
@@ -468,7 +468,7 @@ def test_ints_become_floats_and_enums_their_values_on_encoding() -> None:
     row = TorrentStatus(
         IH, "n", TorrentState.SEEDING, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, "/d", None, (), (), None
     )
-    decoded = decode_message(encode_message(StatusReport((row,))))
+    decoded = decode_message(encode_message(StatusReport((row,), ())))
     assert isinstance(decoded, StatusReport)
     assert decoded.torrents[0].progress == 1.0 and type(decoded.torrents[0].progress) is float
     assert decoded.torrents[0].state is TorrentState.SEEDING

@@ -88,7 +88,7 @@ class Echo(Marked):
             case Incoming(StorePiece(info_hash, piece, _), data, sender) if data is not None:
                 self.bus.send(BlockRead(piece, info_hash, piece, 0), data, to=sender)
             case Incoming(ListTorrents(), _, sender):
-                self.bus.send(StatusReport(()), to=sender)
+                self.bus.send(StatusReport((), ()), to=sender)
             case Incoming(ShutdownRequested(), _, sender):
                 self.bus.send(ShutdownAccepted(), to=sender)
                 self.runner.request_stop(reason="shutdown requested")

@@ -298,7 +298,7 @@ def test_control_client_talks_to_a_daemon_and_asks_it_to_stop(
 ) -> None:
     service: ServiceProcess = start_service("echo", f"ipc://{short_dir}/control")
     endpoint = service.ready()
-    assert control_request(endpoint, ListTorrents(), timeout=WAIT) == StatusReport(())
+    assert control_request(endpoint, ListTorrents(), timeout=WAIT) == StatusReport((), ())
     with ControlClient(endpoint, timeout=WAIT) as control:
         assert control.hello().server_id == "echo"
         assert control.request(ShutdownRequested()) == ShutdownAccepted()
