@@ -18,11 +18,21 @@ handlers, and calls ``close()`` in ``on_stop``::
         self.bus.start()
         self.bus.send(make_hello(ServiceKind.PEER_AGENT, "pa1", host, pid))
 
+CURVE (set in the constructor, so before ``bind``/``connect``): given a ``CurveServer`` (from
+``shared.runtime.curve.server_security``) a socket is a CURVE server in ZAP domain ``torviz``;
+the ZAP handler of its context (``shared.runtime.zap``) is started first if it is not running,
+and decides which client keys are admitted. Given a ``CurveClient`` it is a CURVE client whose
+handshakes a ``curve.HandshakeWatch`` follows (a monitor greenlet, closed with the socket): a
+failure (a refused key, a wrong server key, a server without CURVE) is counted in
+``stats.auth_failures`` and logged at error at most once per 30 s, and since libzmq gives up on
+a refused connection, the watch connects again, backing off from 1 s to 30 s.
+
 Rules:
 - Input is hostile: malformed messages are logged (the first few, then every 1000th), counted
   in ``stats`` and dropped; a handler that raises is counted too. Nothing here crashes on input.
 - A bound endpoint may require the handshake (``hello_policy``): the socket answers ``Hello``
-  itself and drops any other message from a peer it has not welcomed.
+  itself and drops any other message from a peer it has not welcomed (``forget`` un-welcomes
+  one).
 - ``ControlClient`` is the short-lived request/reply helper for the CLI: plain blocking zmq in a
   plain process, zmq.green when gevent has patched threading.
 """
@@ -57,6 +67,9 @@ from shared.bus import (
     raise_if_rejected,
 )
 from shared.errors import BusError
+
+from .curve import CurveClient, CurveServer, HandshakeWatch
+from .zap import ZAP_DOMAIN, zap_handler
 
 __all__ = [
     "BusSocket",
@@ -100,6 +113,8 @@ class SocketStats:
     handler_errors: int = 0
     send_dropped: int = 0
     send_errors: int = 0
+    auth_failures: int = 0
+    """CURVE client: handshakes that failed (key refused, wrong server key, no CURVE)."""
 
 
 class DaemonUnreachableError(BusError):
@@ -146,6 +161,11 @@ class BusSocket:
             a data endpoint lowers them so that queued pieces stay a few megabytes, not the
             gigabyte of ZeroMQ's default 1000 messages of 1 MiB.
         context: a zmq.green context (default: the process-wide instance).
+        curve: CURVE server or client settings (``None``: plain ZeroMQ, for ipc and inproc
+            and for tcp without keys).
+
+    Raises:
+        ConfigError: a key file in the ``CurveServer``'s authorized folder is invalid.
     """
 
     def __init__(
@@ -161,6 +181,7 @@ class BusSocket:
         evict_oldest: bool = False,
         hwm: int | None = None,
         context: zmq.Context[Any] | None = None,
+        curve: CurveServer | CurveClient | None = None,
     ) -> None:
         if socket_type not in (zmq.DEALER, zmq.ROUTER):
             raise ValueError("a bus socket is a DEALER or a ROUTER")
@@ -181,7 +202,10 @@ class BusSocket:
         self._queue: gevent.queue.Queue[Any] = gevent.queue.Queue()  # bounded in _enqueue
         self._greenlets: list[gevent.Greenlet[Any, Any]] = []
         self._closed = False
+        self._watch: HandshakeWatch | None = None
         ctx = context if context is not None else zmq.green.Context.instance()
+        if isinstance(curve, CurveServer):  # before any socket exists: trust() may raise
+            zap_handler(ctx).trust(curve.keys, curve.authorized_dir)
         self._socket: zmq.Socket[Any] = ctx.socket(socket_type)
         self._socket.setsockopt(zmq.MAXMSGSIZE, MAX_DATA_BYTES)  # bigger frames: disconnect
         self._socket.setsockopt(zmq.LINGER, 0)
@@ -192,6 +216,26 @@ class BusSocket:
             self._socket.setsockopt(zmq.ROUTING_ID, identity.encode())
         if self._router:
             self._socket.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a restarted agent takes over
+        if curve is not None:
+            self._apply_curve(curve)
+
+    def _apply_curve(self, curve: CurveServer | CurveClient) -> None:
+        sock = self._socket
+        sock.setsockopt(zmq.CURVE_PUBLICKEY, curve.keys.public)
+        sock.setsockopt(zmq.CURVE_SECRETKEY, curve.keys.secret)
+        if isinstance(curve, CurveServer):
+            sock.setsockopt(zmq.CURVE_SERVER, 1)
+            sock.setsockopt(zmq.ZAP_DOMAIN, ZAP_DOMAIN.encode())
+            try:  # without a ZAP handler, refuse every client rather than admit them all
+                sock.setsockopt(zmq.ZAP_ENFORCE_DOMAIN, 1)
+            except zmq.ZMQError as exc:  # a libzmq without the option: the handler runs anyway
+                log.debug("%s: ZMQ_ZAP_ENFORCE_DOMAIN unavailable: %s", self.name, exc)
+            return
+        sock.setsockopt(zmq.CURVE_SERVERKEY, curve.server_public)
+        self._watch = HandshakeWatch(sock, self.name, curve.keys.name, self._count_auth_failure)
+
+    def _count_auth_failure(self) -> None:
+        self.stats.auth_failures += 1
 
     @classmethod
     def dealer(cls, handler: Handler, *, name: str, **kwargs: Any) -> BusSocket:
@@ -214,14 +258,34 @@ class BusSocket:
         return self._socket.getsockopt_string(zmq.LAST_ENDPOINT)
 
     def connect(self, endpoint: str) -> None:
-        """Connect; ZeroMQ reconnects by itself and queues messages meanwhile."""
+        """Connect; ZeroMQ reconnects by itself and queues messages meanwhile.
+
+        A CURVE client whose handshake is refused (its key unknown to the server, or the server
+        speaks no CURVE) connects again after 1 s, then after twice as long each time up to
+        30 s: a key added to the server's authorized folder is admitted without a restart.
+        """
         self._socket.connect(endpoint)
+        if self._watch is not None:
+            self._watch.connected(endpoint)
 
     def start(self) -> None:
         """Spawn the sender and receiver greenlets (call once, from the hub's thread)."""
         if self._greenlets or self._closed:
             raise RuntimeError(f"{self.name}: socket already started or closed")
         self._greenlets = [gevent.spawn(self._send_loop), gevent.spawn(self._receive_loop)]
+        if self._watch is not None:
+            self._watch.start()
+
+    def forget(self, identity: bytes) -> None:
+        """Drop a welcomed peer: its next message other than ``Hello`` is answered
+        ``Rejected("hello_first")`` (e.g. an agent declared dead after missed heartbeats).
+
+        Raises:
+            ValueError: the socket has no ``hello_policy``.
+        """
+        if self._policy is None:
+            raise ValueError(f"{self.name}: only a ROUTER with a hello policy welcomes peers")
+        self.welcomed.pop(identity, None)
 
     def send(
         self, message: Message, data: bytes | memoryview | None = None, *, to: bytes | None = None
@@ -267,6 +331,8 @@ class BusSocket:
         while not self._queue.empty():  # what the sender never reached is lost: count it
             if self._queue.get_nowait() is not _STOP:
                 self.stats.send_dropped += 1
+        if self._watch is not None:
+            self._watch.close()
         self._socket.close(linger=int(linger * 1000))
 
     def _enqueue(self, frames: Frames, message: Message) -> bool:

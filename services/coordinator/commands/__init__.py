@@ -8,6 +8,6 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from . import create, download, info, remote, start
+from . import create, download, info, keys, remote, start
 
-COMMANDS: list[ModuleType] = [start, download, remote, info, create]
+COMMANDS: list[ModuleType] = [start, download, remote, info, create, keys]

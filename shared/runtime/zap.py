@@ -1,0 +1,391 @@
+"""Our ZAP handler (ZeroMQ RFC 27): which CURVE clients a bound socket admits.
+
+Strategy: libzmq asks, during each handshake on a socket that uses ZAP, a handler bound at
+``inproc://zeromq.zap.01`` of the socket's context, and waits for the answer. ``ZapHandler``
+binds a zmq.green ROUTER there and answers in one greenlet. Deciding is pure: ``answer_zap``
+takes the request frames and the known keys and returns the reply frames with the decision;
+the greenlet only receives (bounded), reloads keys, logs and sends.
+
+Who is admitted:
+- CURVE: a client whose public key is in an authorized folder (``CurveServer.authorized_dir``)
+  or is one of this process's own public keys; its ZAP user id is the key's name. An unknown
+  key triggers a reload of the authorized folders (at most once per ``reload_interval``), so a
+  key file added there is admitted without a restart.
+- NULL: libzmq asks about NULL clients only when the bound socket set a ZAP domain (ZeroMQ
+  4.3: an empty ``ZMQ_ZAP_DOMAIN`` means no ZAP for NULL). torviz sets a domain only on CURVE
+  servers, so plain ipc/inproc sockets on the same context are never asked about. A NULL
+  request is admitted only with an empty domain, refused otherwise.
+- PLAIN and any other mechanism: refused.
+
+Rules:
+- One handler per context (RFC 27): ``zap_handler(context)`` returns the running one or starts
+  it; starting a second ``ZapHandler`` on a context refuses with a ``RuntimeError``.
+- The handler must outlive every CURVE server of its context: while nothing is bound at the
+  ZAP endpoint libzmq would admit any CURVE client, unless the server set
+  ``ZMQ_ZAP_ENFORCE_DOMAIN`` (``BusSocket`` does, so a missing handler fails closed).
+- Requests are hostile input: at most ``MAX_ZAP_FRAMES`` frames of ``MAX_ZAP_FRAME`` bytes;
+  a malformed request is answered ``500`` (or dropped when it has no envelope to answer to)
+  and counted; nothing here raises out of the greenlet. Reply strings stay within 255 bytes.
+- Every refusal is logged at warning with the client's address and key; an admission at info,
+  once per key and address.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+import weakref
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gevent
+import zmq
+import zmq.green
+from zmq.utils import z85
+
+from shared.errors import ConfigError
+
+from .curve import KeyPair, load_authorized_dir
+
+__all__ = [
+    "MAX_ZAP_FRAME",
+    "MAX_ZAP_FRAMES",
+    "ZAP_DOMAIN",
+    "ZAP_ENDPOINT",
+    "ZapDecision",
+    "ZapHandler",
+    "ZapStats",
+    "answer_zap",
+    "running_zap_handler",
+    "zap_handler",
+]
+
+log = logging.getLogger(__name__)
+
+ZAP_ENDPOINT = "inproc://zeromq.zap.01"
+ZAP_DOMAIN = "torviz"
+"""The ZAP domain torviz's CURVE servers set."""
+MAX_ZAP_FRAMES = 16
+"""Frames read per request: up to 4 routing ids, the delimiter, 6 fields, credentials."""
+MAX_ZAP_FRAME = 512
+"""Largest frame accepted, in bytes (RFC 27 strings are at most 255 characters)."""
+
+_VERSION = b"1.0"
+_MAX_ROUTING_IDS = 4
+_MAX_TEXT = 255  # RFC 27: every string field
+_MAX_LOGGED_ADMISSIONS = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class ZapDecision:
+    """The answer to one ZAP request.
+
+    ``reply`` is ``None`` when the request had no envelope to answer to. ``reason`` is a
+    snake_case code: ``known_key``, ``null_no_domain`` (admitted); ``unknown_key``,
+    ``null_with_domain``, ``mechanism_refused`` (refused, 400); ``malformed`` (500).
+    """
+
+    reply: list[bytes] | None
+    status: bytes
+    reason: str
+    detail: str
+    user_id: str = ""
+    mechanism: str = ""
+    address: str = ""
+    domain: str = ""
+    client_key: bytes = b""
+    """The client's public key, Z85, for CURVE requests."""
+
+    @property
+    def admitted(self) -> bool:
+        return self.status == b"200"
+
+
+@dataclass(slots=True)
+class ZapStats:
+    """Counters of one handler, for logs and tests."""
+
+    admitted: int = 0
+    refused: int = 0
+    malformed: int = 0
+    reloads: int = 0
+
+
+def _text(frame: bytes) -> str:
+    return frame.decode("ascii", "replace")
+
+
+def answer_zap(frames: Sequence[bytes], known: Mapping[bytes, str]) -> ZapDecision:
+    """Decide one ZAP request, as received on a ROUTER (routing ids, delimiter, fields).
+
+    Args:
+        frames: the request's frames.
+        known: admitted CURVE public keys (Z85) -> the user id to give them.
+
+    Returns:
+        The decision, with the reply frames to send back on the same ROUTER.
+    """
+    try:
+        delimiter = list(frames[: _MAX_ROUTING_IDS + 1]).index(b"")
+    except ValueError:
+        return ZapDecision(None, b"500", "malformed", "no address envelope to answer to")
+    envelope = list(frames[: delimiter + 1])
+    body = frames[delimiter + 1 :]
+    request_id = body[1] if len(body) > 1 and len(body[1]) <= MAX_ZAP_FRAME else b""
+
+    def reply(status: bytes, reason: str, detail: str, **fields: Any) -> ZapDecision:
+        user_id: str = fields.get("user_id", "")
+        text = detail.encode("ascii", "replace")[:_MAX_TEXT]
+        frames_out = [*envelope, _VERSION, request_id, status, text]
+        frames_out += [user_id.encode("ascii", "replace")[:_MAX_TEXT], b""]
+        return ZapDecision(frames_out, status, reason, detail, **fields)
+
+    if len(frames) > MAX_ZAP_FRAMES:
+        return reply(b"500", "malformed", f"more than {MAX_ZAP_FRAMES} frames")
+    if len(body) < 6:
+        return reply(b"500", "malformed", f"{len(body)} request fields, expected at least 6")
+    if any(len(frame) > MAX_ZAP_FRAME for frame in frames):
+        return reply(b"500", "malformed", f"a frame is longer than {MAX_ZAP_FRAME} bytes")
+    version, _, domain_frame, address_frame, _, mechanism_frame, *credentials = body
+    if version != _VERSION:
+        return reply(b"500", "malformed", f"unsupported ZAP version {_text(version)!r}")
+    about = {
+        "mechanism": _text(mechanism_frame),
+        "address": _text(address_frame),
+        "domain": _text(domain_frame),
+    }
+    mechanism = about["mechanism"]
+    if mechanism == "CURVE":
+        if len(credentials) != 1 or len(credentials[0]) != 32:
+            return reply(b"500", "malformed", "CURVE credentials are one 32-byte key", **about)
+        key = z85.encode(credentials[0])
+        name = known.get(key)
+        if name is None:
+            return reply(b"400", "unknown_key", "unknown CURVE key", client_key=key, **about)
+        return reply(b"200", "known_key", "OK", user_id=name, client_key=key, **about)
+    if mechanism == "NULL":
+        if credentials:
+            return reply(b"500", "malformed", "NULL takes no credentials", **about)
+        if about["domain"]:
+            detail = f"NULL clients are refused in ZAP domain {about['domain']!r}"
+            return reply(b"400", "null_with_domain", detail, **about)
+        return reply(b"200", "null_no_domain", "OK", **about)
+    return reply(b"400", "mechanism_refused", f"mechanism {mechanism!r} is refused", **about)
+
+
+def _recv_bounded(sock: zmq.Socket[Any]) -> list[bytes]:
+    """One request; frames past ``MAX_ZAP_FRAMES + 1`` are drained and dropped."""
+    frames: list[bytes] = [sock.recv()]
+    while sock.getsockopt(zmq.RCVMORE):
+        frame = sock.recv()  # parts of a multipart arrive together: never waits
+        if len(frames) <= MAX_ZAP_FRAMES:
+            frames.append(frame)  # one past the limit, so answer_zap sees "too many"
+    return frames
+
+
+_HANDLERS: weakref.WeakKeyDictionary[zmq.Context[Any], ZapHandler] = weakref.WeakKeyDictionary()
+
+
+def running_zap_handler(context: zmq.Context[Any]) -> ZapHandler | None:
+    """The handler answering on ``context``, if one runs (for stats, or to stop it)."""
+    handler = _HANDLERS.get(context)
+    return handler if handler is not None and handler.running else None
+
+
+def zap_handler(context: zmq.Context[Any] | None = None) -> ZapHandler:
+    """The running ZAP handler of ``context`` (default: zmq.green's instance), started if none.
+
+    Call it from the hub's thread before a CURVE server binds.
+    """
+    ctx = context if context is not None else zmq.green.Context.instance()
+    handler = running_zap_handler(ctx)
+    if handler is None:
+        handler = ZapHandler(ctx)
+        handler.start()
+    return handler
+
+
+class ZapHandler:
+    """The ZAP handler of one zmq.green context (see the module rules).
+
+    Args:
+        context: a zmq.green context (default: the process-wide instance).
+        reload_interval: least seconds between two reloads of the authorized folders.
+        clock: monotonic seconds (for tests).
+    """
+
+    def __init__(
+        self,
+        context: zmq.Context[Any] | None = None,
+        *,
+        reload_interval: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.context = context if context is not None else zmq.green.Context.instance()
+        self.stats = ZapStats()
+        self.reload_interval = reload_interval
+        self._clock = clock
+        self._own: dict[bytes, str] = {}
+        self._dirs: list[Path] = []
+        self._authorized: dict[bytes, str] = {}
+        self._last_reload = float("-inf")
+        self._logged: set[tuple[bytes, str]] = set()
+        self._socket: zmq.Socket[Any] | None = None
+        self._greenlet: gevent.Greenlet[Any, Any] | None = None
+
+    @property
+    def running(self) -> bool:
+        """Whether it is bound and answering."""
+        return self._greenlet is not None and not self._greenlet.dead
+
+    def trust(self, own: KeyPair, authorized_dir: Path | None) -> None:
+        """Admit ``own``'s public key, and the keys in ``authorized_dir`` (loaded now).
+
+        Raises:
+            ConfigError: a key file in ``authorized_dir`` is invalid.
+        """
+        self._own[own.public] = own.name
+        if authorized_dir is not None and authorized_dir not in self._dirs:
+            self._authorized.update(load_authorized_dir(authorized_dir))
+            self._dirs.append(authorized_dir)
+
+    def known(self) -> dict[bytes, str]:
+        """Every admitted public key (Z85) -> its name."""
+        return {**self._authorized, **self._own}
+
+    def start(self) -> None:
+        """Bind the ZAP endpoint and start answering.
+
+        Raises:
+            RuntimeError: a handler already answers on this context (use ``zap_handler``),
+                or another ZAP handler (not torviz's) is bound there.
+        """
+        current = _HANDLERS.get(self.context)
+        if current is not None and current.running:
+            raise RuntimeError(
+                "a ZAP handler already runs on this zmq context: use zap_handler(context)"
+            )
+        sock: zmq.Socket[Any] = self.context.socket(zmq.ROUTER)
+        sock.setsockopt(zmq.LINGER, 0)
+        try:
+            sock.bind(ZAP_ENDPOINT)
+        except zmq.ZMQError as exc:
+            sock.close()
+            raise RuntimeError(f"cannot bind the ZAP handler at {ZAP_ENDPOINT}: {exc}") from None
+        self._socket = sock
+        self._greenlet = gevent.spawn(self._serve)
+        _HANDLERS[self.context] = self
+
+    def stop(self) -> None:
+        """Stop answering and unbind; only once no CURVE server of the context is left."""
+        if self._greenlet is not None:
+            self._greenlet.kill(block=True, timeout=1.0)
+        if self._socket is not None:
+            with contextlib.suppress(zmq.ZMQError):  # now: closing frees the name only later
+                self._socket.unbind(ZAP_ENDPOINT)
+            self._socket.close(linger=0)
+        if _HANDLERS.get(self.context) is self:
+            del _HANDLERS[self.context]
+
+    def _serve(self) -> None:
+        assert self._socket is not None
+        try:
+            self._answer_all(self._socket)
+        finally:
+            if _HANDLERS.get(self.context) is self:
+                del _HANDLERS[self.context]
+
+    def _answer_all(self, sock: zmq.Socket[Any]) -> None:
+        while True:
+            try:
+                frames = _recv_bounded(sock)
+            except zmq.ZMQError as exc:
+                log.info("ZAP handler stops: %s", exc)
+                return
+            try:
+                decision = self.decide(frames)
+            except Exception:  # a bug here must not leave a handshake waiting forever
+                log.exception("ZAP handler failed on a request")
+                decision = answer_zap(frames, {})
+            if decision.reply is None:
+                continue
+            try:
+                sock.send_multipart(decision.reply)
+            except zmq.ZMQError as exc:
+                log.warning("ZAP handler could not reply: %s", exc)
+                if exc.errno in (zmq.ETERM, zmq.ENOTSOCK):
+                    return
+
+    def decide(self, frames: Sequence[bytes]) -> ZapDecision:
+        """Answer one request: reload on an unknown key, count and log the decision."""
+        decision = answer_zap(frames, self.known())
+        if decision.reason == "unknown_key" and self._reload():
+            decision = answer_zap(frames, self.known())
+        self._record(decision)
+        return decision
+
+    def _reload(self) -> bool:
+        """Reload the authorized folders if allowed now; returns whether it did."""
+        now = self._clock()
+        if not self._dirs or now - self._last_reload < self.reload_interval:
+            return False
+        self._last_reload = now
+        self.stats.reloads += 1
+        fresh: dict[bytes, str] = {}
+        for folder in self._dirs:
+            try:
+                fresh.update(load_authorized_dir(folder))
+            except ConfigError as exc:
+                log.warning("keeping the previous authorized keys: %s", exc)
+                return False
+        self._authorized = fresh  # a removed key file is no longer admitted, either
+        return True
+
+    def _record(self, decision: ZapDecision) -> None:
+        if decision.admitted:
+            self.stats.admitted += 1
+            seen = (decision.client_key, decision.address)
+            if seen not in self._logged:
+                if len(self._logged) >= _MAX_LOGGED_ADMISSIONS:
+                    self._logged.clear()
+                self._logged.add(seen)
+                log.info(
+                    "admitted %s %s from %s",
+                    decision.mechanism,
+                    f"key {decision.user_id} ({_key_text(decision.client_key)})"
+                    if decision.client_key
+                    else "client",
+                    decision.address or "a local socket",
+                )
+            return
+        if decision.reason == "malformed":
+            self.stats.malformed += 1
+            log.warning("ZAP handler answered a malformed request: %s", decision.detail)
+            return
+        self.stats.refused += 1
+        origin = decision.address or "a local socket"
+        if decision.reason == "unknown_key":
+            log.warning(
+                "refused an unknown CURVE key %s from %s: %s",
+                _key_text(decision.client_key),
+                origin,
+                _where_to_add(self._dirs),
+            )
+        else:
+            log.warning(
+                "refused a %s client from %s: %s", decision.mechanism, origin, decision.detail
+            )
+
+
+def _key_text(key: bytes) -> str:
+    return key.decode("ascii", "replace")
+
+
+def _where_to_add(folders: Iterable[Path]) -> str:
+    shown = " or ".join(str(folder) for folder in folders)
+    if not shown:
+        return "this process admits no other key (it has no authorized folder)"
+    return f"add its .key to {shown} to admit it"
