@@ -7,6 +7,9 @@ one actor, ``TrackerAgent``, runs until ``Shutdown``, a signal, or the parent's 
 Agent-specific option: ``--announce-to-all-tiers`` announces to one tracker of every tier
 instead of falling through the tiers (BEP 12); the config key ``[tracker_agent]
 announce_to_all_tiers = true`` does the same (either one turns it on).
+
+With ``[security] keys_dir`` (or ``--keys``) a tcp link to the coordinator is encrypted with
+CURVE; a missing or broken key file prints one line and exits with status 2.
 """
 
 from gevent import monkey
@@ -17,7 +20,9 @@ import argparse  # noqa: E402
 import sys  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
 
+from shared.errors import ConfigError  # noqa: E402
 from shared.runtime.agent import parse_agent_args, run_agent  # noqa: E402
+from shared.runtime.curve import client_security  # noqa: E402
 from shared.runtime.service import ActorFactory, ServiceRunner  # noqa: E402
 
 from .agent import TrackerAgent  # noqa: E402
@@ -37,9 +42,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Run the tracker agent; exits with the runner's exit code."""
     options = parse_agent_args(SERVICE, argv, _add_arguments)
     all_tiers = bool(options.extra.announce_to_all_tiers)
+    try:
+        curve = client_security(options.bus, options.config.security, options.agent_id)
+    except ConfigError as exc:
+        print(f"torviz-tracker-agent: error: {exc}", file=sys.stderr)
+        sys.exit(2)
 
     def factories(runner: ServiceRunner) -> list[ActorFactory]:
-        return [lambda: TrackerAgent.start(options, runner, announce_to_all_tiers=all_tiers)]
+        return [
+            lambda: TrackerAgent.start(
+                options, runner, announce_to_all_tiers=all_tiers, curve=curve
+            )
+        ]
 
     sys.exit(run_agent(options, factories))
 

@@ -21,44 +21,41 @@
 #   and forgets the torrent at once.
 # - ``Shutdown``: ``stopped`` for every torrent in parallel, waited for at most STOP_TIMEOUT
 #   seconds in all, then the runner is asked to stop. A SIGTERM/SIGINT (no ``Shutdown``) does
-#   the same, best effort, in ``on_stop``. ``Rejected`` at hello stops the process with exit
-#   code 1.
-# - Heartbeats go to the coordinator every ``Welcome.heartbeat_interval`` seconds.
+#   the same, best effort, in ``on_stop``.
+# - The bus is a ``CoordinatorLink`` (hello, heartbeats, re-registration). On ``Registered``
+#   and on ``CoordinatorLost`` every torrent is forgotten without announcing ``stopped``: the
+#   coordinator holds no state for us any more and tracks its torrents again at once, so the
+#   trackers see one continuous presence. ``LinkRefused`` (a version mismatch) stops the
+#   process with exit code 1.
 
 from __future__ import annotations
 
 import contextlib
-import itertools
 import logging
-import os
 import random
-import socket
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import gevent
 import gevent.pool
 import pykka
 
 from shared.bus import (
-    Goodbye,
-    Heartbeat,
+    AgentInfo,
     Message,
-    Rejected,
     ServiceKind,
     Shutdown,
     TorrentCompleted,
     TrackTorrent,
     UntrackTorrent,
     UpdateTransfer,
-    Welcome,
-    make_hello,
 )
 from shared.errors import TrackerError
-from shared.runtime import EXIT_FAILURE, BusSocket, Incoming, ServiceRunner, with_context
+from shared.runtime import EXIT_FAILURE, Incoming, ServiceRunner, with_context
 from shared.runtime.agent import AgentOptions
+from shared.runtime.link import CoordinatorLink, CoordinatorLost, LinkRefused, Registered
 from shared.tracker import AnnounceEvent, AnnounceFailure, AnnounceResponse
 from shared.types import InfoHash
 
@@ -75,6 +72,9 @@ from .http_client import announce_http, format_seconds, scrape_http
 from .udp_client import UdpTrackerClient
 from .udp_exchange import RetransmitPolicy
 
+if TYPE_CHECKING:
+    from shared.runtime.curve import CurveClient
+
 __all__ = ["INLINE_PARSE_BYTES", "STOP_TIMEOUT", "TrackerAgent", "run_announce", "run_scrape"]
 
 log = logging.getLogger(__name__)
@@ -87,7 +87,6 @@ INLINE_PARSE_BYTES = 64 * 1024
 
 _UDP_SLACK = 60.0  # seconds added to the BEP 15 schedule for the hard bound of a UDP announce
 
-_MIN_HEARTBEAT = 0.1  # seconds; a smaller interval from the coordinator is raised to this
 _BUS_LINGER = 0.5  # seconds for the last messages (Goodbye) to leave at stop
 
 
@@ -196,12 +195,13 @@ class TrackerAgent(pykka.ThreadingActor):
 
     Args:
         options: the agent's command line and config (``[tracker_agent]`` is used).
-        runner: stopped on ``Shutdown`` or ``Rejected``.
+        runner: stopped on ``Shutdown`` or when the coordinator refuses us.
         announce_to_all_tiers: see ``AnnounceSchedule``; also set by the config key of that
             name.
         udp: the UDP tracker client (default: the config's retransmit schedule).
         clock: monotonic seconds.
         rng: shuffles tiers and draws announce keys (default: seeded from the OS).
+        curve: CURVE keys for the bus when it is encrypted (see ``shared.runtime.curve``).
     """
 
     def __init__(
@@ -213,6 +213,7 @@ class TrackerAgent(pykka.ThreadingActor):
         udp: UdpTrackerClient | None = None,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
+        curve: CurveClient | None = None,
     ) -> None:
         super().__init__()
         self._options = options
@@ -231,29 +232,31 @@ class TrackerAgent(pykka.ThreadingActor):
             scrape_interval=config.scrape_interval,
         )
         self._stop_bound = min(config.announce_timeout, STOP_TIMEOUT)
-        self._bus: BusSocket | None = None
+        self._curve = curve
+        self._link: CoordinatorLink | None = None
         self._running: dict[int, tuple[Job, gevent.Greenlet[Any, Any]]] = {}
         self._stops = gevent.pool.Group()
         self._timer: gevent.Greenlet[Any, Any] | None = None
         self._timer_at: float | None = None
-        self._heartbeat: gevent.Greenlet[Any, Any] | None = None
         self._closing = False
 
     # --- lifecycle ----------------------------------------------------------------------------
 
     def on_start(self) -> None:
-        agent_id = self._options.agent_id
-        self._bus = BusSocket.dealer(self.actor_ref.tell, name="tracker-agent", identity=agent_id)
-        self._bus.connect(self._options.bus)
-        self._bus.start()
-        hello = make_hello(ServiceKind.TRACKER_AGENT, agent_id, socket.gethostname(), os.getpid())
-        self._bus.send(hello)
-        log.info("tracker agent %s connecting to %s", agent_id, self._options.bus)
+        self._link = CoordinatorLink(
+            self.actor_ref.tell,
+            service=ServiceKind.TRACKER_AGENT,
+            agent_id=self._options.agent_id,
+            endpoint=self._options.bus,
+            info=_agent_info,
+            curve=self._curve,
+            misses=self._options.config.coordinator.heartbeat_misses,
+            clock=self._clock,
+        )
+        self._link.start()
 
     def on_stop(self) -> None:
         self._cancel_timer()
-        if self._heartbeat is not None:
-            self._heartbeat.kill(block=False)
         if not self._closing:  # stopped by a signal, not by Shutdown: still say goodbye
             self._closing = True
             self._kill_announces(None)
@@ -261,9 +264,8 @@ class TrackerAgent(pykka.ThreadingActor):
             self._stops.join(timeout=self._stop_bound)
         self._stops.kill(block=True, timeout=1.0)
         self._kill_announces(None)
-        if self._bus is not None:
-            self._bus.send(Goodbye("stopping"))
-            self._bus.close(linger=_BUS_LINGER)
+        if self._link is not None:
+            self._link.close("stopping", linger=_BUS_LINGER)
 
     def on_failure(
         self, exception_type: Any, exception_value: Any, traceback: Any
@@ -276,6 +278,11 @@ class TrackerAgent(pykka.ThreadingActor):
         match message:
             case Incoming(message=bus_message):
                 self._on_bus(bus_message)
+            case Registered() | CoordinatorLost():
+                self._forget_all(message)
+            case LinkRefused(reason):
+                self._closing = True  # nothing to announce to a coordinator that refused us
+                self._runner.request_stop(EXIT_FAILURE, f"refused by the coordinator: {reason}")
             case _Finished(job, outcome):
                 self._on_finished(job, outcome)
             case _Scraped(job, outcome):
@@ -309,16 +316,21 @@ class TrackerAgent(pykka.ThreadingActor):
                 self._send_stops(self._core.untrack(info_hash))
             case Shutdown(reason):
                 self._shutdown(reason)
-            case Welcome(server_id=server, heartbeat_interval=interval):
-                log.info("welcomed by %s", server)
-                self._start_heartbeat(interval)
-            case Rejected(reason, text):
-                log.error("the coordinator rejected us (%s): %s", reason, text)
-                self._runner.request_stop(EXIT_FAILURE, f"rejected: {reason}")
-            case Heartbeat():
-                pass
             case _:
                 log.debug("ignored %s", type(message).__name__)
+
+    def _forget_all(self, event: Registered | CoordinatorLost) -> None:
+        """A new registration, or the coordinator gone: forget every torrent, quietly.
+
+        No ``stopped`` announce: the coordinator tracks its torrents again as soon as it knows
+        us, and a ``stopped`` followed by a ``started`` would only make trackers drop and
+        re-add us.
+        """
+        self._kill_announces(None)
+        forgotten = self._core.forget_all()
+        if forgotten:
+            why = "registered again" if isinstance(event, Registered) else "coordinator lost"
+            log.info("%s: forgot %d torrents (no stopped announce)", why, forgotten)
 
     def _on_finished(self, job: AnnounceJob, outcome: AnnounceOutcome) -> None:
         tagged = with_context(log, info_hash=job.info_hash)
@@ -427,23 +439,15 @@ class TrackerAgent(pykka.ThreadingActor):
     # --- the bus ------------------------------------------------------------------------------
 
     def _send(self, messages: Iterable[Message]) -> None:
-        if self._bus is None:
+        if self._link is None:
             return
         for message in messages:
-            self._bus.send(message)
+            self._link.send(message)
 
-    def _start_heartbeat(self, interval: float) -> None:
-        if self._heartbeat is not None or interval <= 0 or self._bus is None:
-            return
-        bus = self._bus
-        period = max(interval, _MIN_HEARTBEAT)
 
-        def beat() -> None:
-            for seq in itertools.count(1):
-                gevent.sleep(period)
-                bus.send(Heartbeat(seq))
-
-        self._heartbeat = gevent.spawn(beat)
+def _agent_info() -> AgentInfo:
+    """What a tracker agent offers: nothing the coordinator places work by."""
+    return AgentInfo(capacity=0, listen_address=None, data_endpoint="", curve_public_key="")
 
 
 def _text(outcome: AnnounceOutcome) -> str:

@@ -297,6 +297,16 @@ class TrackerAgentCore:
             jobs.extend(self.untrack(info_hash))
         return jobs
 
+    def forget_all(self) -> int:
+        """Forget every torrent without any ``stopped`` announce; returns how many there were.
+
+        For a new registration with the coordinator, which tracks its torrents again at once:
+        the outcomes of announces still in flight are stale from now on (``finish`` drops them).
+        """
+        count = len(self._torrents)
+        self._torrents.clear()
+        return count
+
     # --- the clock ----------------------------------------------------------------------------
 
     def next_deadline(self, now: float) -> float | None:

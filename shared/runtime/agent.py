@@ -2,8 +2,13 @@
 
 An agent is started as::
 
-    torviz-<kind> --bus ENDPOINT [--config FILE] [--agent-id ID] [--parent-pid PID]
-                  [--log-level LEVEL] [agent-specific options]
+    torviz-<kind> --coordinator ENDPOINT [--config FILE] [--agent-id ID] [--keys DIR]
+                  [--key-name NAME] [--parent-pid PID] [--log-level LEVEL]
+                  [agent-specific options]
+
+``--bus`` is an older spelling of ``--coordinator``, still accepted (and hidden in the help).
+``--keys`` and ``--key-name`` override ``[security] keys_dir`` and ``key_name`` of the config
+file, so one config can serve every host while each agent names its own key pair.
 
 ``run_agent`` sets up logging, starts the service runner with the agent's actors, and, when
 ``--parent-pid`` is given (the embedded mode, where the coordinator starts its agents as child
@@ -16,6 +21,7 @@ The caller must have run ``gevent.monkey.patch_all()`` before importing this mod
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import socket
 import sys
@@ -39,10 +45,11 @@ class AgentOptions:
     service: str
     """The service name: ``tracker_agent``, ``peer_agent`` or ``storage_agent``."""
     bus: str
-    """The coordinator's bus endpoint."""
+    """The coordinator's bus endpoint (``--coordinator``, or its older name ``--bus``)."""
     agent_id: str
     """Unique among agents of this kind; also the DEALER routing id."""
     config: Config
+    """The loaded config, ``[security]`` overridden by ``--keys`` and ``--key-name``."""
     parent_pid: int | None
     log_level: str
     extra: argparse.Namespace
@@ -59,14 +66,31 @@ def parse_agent_args(
     A bad option or config file prints one line and exits with status 2.
     """
     parser = argparse.ArgumentParser(prog=f"torviz-{service.replace('_', '-')}")
-    parser.add_argument("--bus", required=True, help="the coordinator's bus endpoint")
+    parser.add_argument(
+        "--coordinator", metavar="ENDPOINT", help="the coordinator's bus endpoint (required)"
+    )
+    parser.add_argument("--bus", help=argparse.SUPPRESS)  # the older name of --coordinator
     parser.add_argument("--config", help="TOML configuration file")
     parser.add_argument("--agent-id", help="unique name of this agent (default: kind-host-pid)")
+    parser.add_argument(
+        "--keys", metavar="DIR", help="folder of CURVE keys (overrides [security] keys_dir)"
+    )
+    parser.add_argument(
+        "--key-name",
+        metavar="NAME",
+        help="this agent's key pair in the keys folder (overrides [security] key_name; "
+        "default: the agent id)",
+    )
     parser.add_argument("--parent-pid", type=int, help="exit when this process is gone")
     parser.add_argument("--log-level", default="INFO")
     if add_arguments is not None:
         add_arguments(parser)
     args = parser.parse_args(argv)
+    if args.coordinator and args.bus and args.coordinator != args.bus:
+        parser.error("--bus is another name for --coordinator: give one endpoint")
+    endpoint = args.coordinator or args.bus
+    if not endpoint:
+        parser.error("the following arguments are required: --coordinator")
     config = Config()
     if args.config:
         try:
@@ -74,18 +98,40 @@ def parse_agent_args(
                 config = parse_config(handle.read())
         except (OSError, ConfigError) as exc:
             parser.exit(2, f"torviz: error: config {args.config}: {exc}\n")
+    config = _override_security(config, args.keys, args.key_name)
+    if config.coordinator.heartbeat_misses < 1:  # the link cannot count to zero
+        parser.exit(
+            2,
+            "torviz: error: coordinator.heartbeat_misses must be at least 1, "
+            f"not {config.coordinator.heartbeat_misses}\n",
+        )
     agent_id = args.agent_id or f"{service}-{socket.gethostname()}-{os.getpid()}"
-    known = {"bus", "config", "agent_id", "parent_pid", "log_level"}
+    known = {
+        *("coordinator", "bus", "config", "agent_id"),
+        *("keys", "key_name", "parent_pid", "log_level"),
+    }
     extra = argparse.Namespace(**{k: v for k, v in vars(args).items() if k not in known})
     return AgentOptions(
         service=service,
-        bus=args.bus,
+        bus=endpoint,
         agent_id=agent_id,
         config=config,
         parent_pid=args.parent_pid,
         log_level=args.log_level,
         extra=extra,
     )
+
+
+def _override_security(config: Config, keys: str | None, key_name: str | None) -> Config:
+    """The config with ``--keys`` / ``--key-name`` in ``[security]`` (the config is frozen)."""
+    changes: dict[str, str] = {}
+    if keys is not None:
+        changes["keys_dir"] = keys
+    if key_name is not None:
+        changes["key_name"] = key_name
+    if not changes:
+        return config
+    return dataclasses.replace(config, security=dataclasses.replace(config.security, **changes))
 
 
 def watch_parent(

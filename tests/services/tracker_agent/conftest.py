@@ -1,9 +1,9 @@
 """Fixtures running the real tracker agent as a subprocess, with the test as its coordinator.
 
 ``coordinator`` binds a plain (blocking) pyzmq ROUTER on loopback; ``start_agent`` runs
-``python -m services.tracker_agent`` against it with a config file, answers its ``Hello`` and
-returns a ``RunningAgent``. Every wait is bounded; every process is killed at teardown.
-Helpers live in ``harness.py``.
+``python -m services.tracker_agent`` against it with a config file (``extra``: more TOML
+sections), answers its ``Hello`` (unless ``welcome=False``) and returns a ``RunningAgent``.
+Every wait is bounded; every process is killed at teardown. Helpers live in ``harness.py``.
 """
 
 from __future__ import annotations
@@ -29,12 +29,14 @@ def coordinator() -> Iterator[Coordinator]:
     context: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
     router = context.socket(zmq.ROUTER)
     router.setsockopt(zmq.LINGER, 0)
+    router.setsockopt(zmq.ROUTER_HANDOVER, 1)  # as the coordinator's: a new socket takes over
     router.bind("tcp://127.0.0.1:*")
     endpoint = router.getsockopt_string(zmq.LAST_ENDPOINT)
+    coordinator = Coordinator(router, endpoint)
     try:
-        yield Coordinator(router, endpoint)
+        yield coordinator
     finally:
-        router.close(linger=0)
+        coordinator.socket.close(linger=0)  # the one bound now (a test may replace it)
 
 
 @pytest.fixture
@@ -42,14 +44,17 @@ def start_agent(tmp_path: Path, coordinator: Coordinator) -> Iterator[StartAgent
     """Start the agent (config: the ``[tracker_agent]`` TOML body) and welcome it."""
     started: list[RunningAgent] = []
 
-    def start(config: str = "announce_timeout = 1.0", *args: str, welcome: bool = True):
+    def start(
+        config: str = "announce_timeout = 1.0", *args: str, welcome: bool = True, extra: str = ""
+    ):
         config_path = tmp_path / f"agent-{len(started)}.toml"
-        config_path.write_text(f"[tracker_agent]\n{config}\n")
+        config_path.write_text(f"{extra}\n[tracker_agent]\n{config}\n")
         log_path = tmp_path / f"agent-{len(started)}.log"
         with log_path.open("wb") as log:
             process = subprocess.Popen(
-                [sys.executable, "-m", "services.tracker_agent", "--bus", coordinator.endpoint,
-                 "--config", str(config_path), "--agent-id", AGENT_ID, "--log-level", "DEBUG",
+                [sys.executable, "-m", "services.tracker_agent",
+                 "--coordinator", coordinator.endpoint, "--config", str(config_path),
+                 "--agent-id", AGENT_ID, "--log-level", "DEBUG",
                  "--parent-pid", str(os.getpid()), *args],
                 cwd=REPO, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             )  # fmt: skip

@@ -1,7 +1,8 @@
 """What the tracker agent tests share: the test's coordinator, the agent process, other peers.
 
 - ``Coordinator``: a plain (blocking) pyzmq ROUTER playing the coordinator: sends commands,
-  collects the agent's events, waits for one with a bound.
+  collects the agent's events, waits for one with a bound; ``replace`` plays a coordinator
+  restarted on the same endpoint, ``answer_as_new`` how a new coordinator meets the agent.
 - ``RunningAgent``: the agent subprocess and its log.
 - ``raw_announce`` / ``scrape`` / ``listed``: talk to opentracker as other peers would, from
   their own 127.0.0.x addresses; ``swarm_with_two_peers`` sets up a whitelisted torrent with a
@@ -24,14 +25,17 @@ from typing import Any
 import zmq
 
 from shared.bus import (
+    Hello,
     HelloPolicy,
     Message,
     PeersDiscovered,
+    Rejected,
     ServiceKind,
     TrackerState,
     TrackerStateChanged,
     TrackerTier,
     TrackTorrent,
+    check_hello,
     decode_frames,
     encode_frames,
 )
@@ -51,7 +55,7 @@ POLICY = HelloPolicy(
     service=ServiceKind.COORDINATOR,
     server_id="test-coordinator",
     accepts=frozenset({ServiceKind.TRACKER_AGENT}),
-    heartbeat_interval=0.5,
+    heartbeat_interval=30.0,  # the test reads when it wants: no loss of the coordinator
 )
 
 
@@ -108,6 +112,31 @@ class Coordinator:
 
     def index(self, message: Message) -> int:
         return next(i for i, m in enumerate(self.received) if m is message)
+
+    def replace(self) -> None:
+        """A new coordinator on the same endpoint: it knows nothing of the agent."""
+        self.socket.close(linger=0)
+        time.sleep(0.05)
+        self.socket = self.socket.context.socket(zmq.ROUTER)
+        self.socket.setsockopt(zmq.LINGER, 0)
+        self.socket.setsockopt(zmq.ROUTER_HANDOVER, 1)
+        self.socket.bind(self.endpoint)
+        self.identity = None
+        self.received.clear()
+
+    def answer_as_new(self, policy: HelloPolicy, timeout: float) -> Hello:
+        """Play a coordinator that has not welcomed the agent: ``Rejected("hello_first")`` to
+        anything but ``Hello``, ``Welcome`` to the ``Hello``; returns the ``Hello``."""
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            message = self.recv(left)
+            if isinstance(message, Hello):
+                self.send(check_hello(message, policy))
+                return message
+            if message is not None:
+                self.send(Rejected("hello_first", "test-coordinator: say Hello first"))
+        seen = [type(m).__name__ for m in self.received]
+        raise AssertionError(f"no Hello within {timeout} s; received {seen}")
 
 
 @dataclass

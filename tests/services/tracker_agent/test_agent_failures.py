@@ -64,4 +64,5 @@ def test_rejected_at_hello_exits_with_status_1(coordinator: Coordinator, start_a
     agent = start_agent(welcome=False)
     coordinator.send(Rejected("version_mismatch", "speaks another version"))
     assert agent.wait_exit(8.0) == 1
-    assert "rejected us (version_mismatch): speaks another version" in agent.log()
+    assert "refused this agent (version_mismatch): speaks another version" in agent.log()
+    assert "Traceback" not in agent.log()

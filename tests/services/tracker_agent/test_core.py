@@ -273,6 +273,17 @@ def test_untrack_all_stops_every_torrent(core):
     assert core.info_hashes == ()
 
 
+def test_forget_all_drops_every_torrent_without_stopped_and_its_late_outcomes(core):
+    (job,) = start(core, (URL_A,))
+    core.track(track((URL_B,)), 0.0)  # already tracked: only the totals change
+    assert core.forget_all() == 1
+    assert core.info_hashes == () and core.untrack_all() == []  # nothing left to stop
+    assert core.finish(job, response([PeerAddress("127.0.0.2", 1)]), 1.0) == []
+    assert core.next_deadline(1.0) is None and core.due(1.0) == ([], [])
+    (again,) = start(core, (URL_A,), now=2.0)  # tracked again: a fresh started announce
+    assert again.event is AnnounceEvent.STARTED and again.attempt != job.attempt
+
+
 def test_warning_keeps_the_tracker_working_and_shows_in_error(core):
     (job,) = start(core, (URL_A,))
     (state,) = roundtrip(core.finish(job, response([], warning="passkey expires soon"), 1.0))

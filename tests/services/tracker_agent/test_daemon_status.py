@@ -74,7 +74,7 @@ def daemon(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], list[str], P
 def _trackers(info_hash: str, flags: list[str]) -> dict[str, dict[str, Any]]:
     status = _cli("status", info_hash[:8], "--json", *flags)
     assert status.returncode == 0, status.stderr
-    [entry] = json.loads(status.stdout)
+    [entry] = json.loads(status.stdout)["torrents"]
     return {tracker["url"]: tracker for tracker in entry["trackers"]}
 
 
