@@ -40,6 +40,7 @@ from shared.bus import (
     VerifyTorrent,
 )
 from shared.runtime import BusSocket, Incoming
+from shared.runtime.curve import CurveServer
 from shared.types import InfoHash
 
 from .core import Coordinator
@@ -51,7 +52,6 @@ __all__ = ["CoordinatorActor"]
 
 log = logging.getLogger(__name__)
 
-HEARTBEAT_INTERVAL = 5.0
 TICK_INTERVAL = 1.0
 SAVE_TOTALS_EVERY = 10
 """Ticks between two saves of the transfer totals."""
@@ -81,6 +81,8 @@ class CoordinatorActor(pykka.ThreadingActor):
     server_id: this coordinator's name in ``Welcome``.
     request_stop: asks the service runner to stop the process (``ShutdownRequested``).
     launcher: the embedded agents, if this daemon started its own.
+    session: where the session is kept, if it is kept.
+    curve: the bus's CURVE server keys, when the bus is not local.
     """
 
     def __init__(
@@ -92,6 +94,7 @@ class CoordinatorActor(pykka.ThreadingActor):
         request_stop: Callable[[int, str], None],
         launcher: Launcher | None = None,
         session: SessionStore | None = None,
+        curve: CurveServer | None = None,
     ) -> None:
         super().__init__()
         self.core = core
@@ -100,6 +103,7 @@ class CoordinatorActor(pykka.ThreadingActor):
         self.request_stop = request_stop
         self.launcher = launcher
         self.session = session
+        self.curve = curve
         self._ticks = 0
         self.failure: str | None = None
         """Set when the session cannot go on (an agent keeps crashing)."""
@@ -123,8 +127,9 @@ class CoordinatorActor(pykka.ThreadingActor):
                     ServiceKind.PEER_AGENT,
                     ServiceKind.STORAGE_AGENT,
                 },
-                heartbeat_interval=HEARTBEAT_INTERVAL,
+                heartbeat_interval=self.core.config.heartbeat_interval,
             ),
+            curve=self.curve,
         )
         self.bus.bind(self.endpoints.bus)
         self.bus.start()
@@ -176,6 +181,9 @@ class CoordinatorActor(pykka.ThreadingActor):
                 self._on_control(incoming, now)
             case _Tick():
                 self.core.tick(now)
+                assert self.bus is not None
+                for identity in self.core.take_dropped():
+                    self.bus.forget(identity)
                 if self.launcher is not None:
                     self.launcher.check(self._agent_exited)
                 self._ticks += 1
@@ -189,7 +197,7 @@ class CoordinatorActor(pykka.ThreadingActor):
         if sender is None:
             return
         if isinstance(incoming.message, Hello):
-            self.core.agent_joined(sender, incoming.message)
+            self.core.agent_joined(sender, incoming.message, now)
             return
         self.core.handle(sender, incoming.message, now)
 
@@ -226,6 +234,8 @@ class CoordinatorActor(pykka.ThreadingActor):
 
     def _agent_exited(self, agent: AgentProcess, code: int) -> None:
         self.core.agent_left(agent.agent_id.encode())
+        if self.bus is not None:
+            self.bus.forget(agent.agent_id.encode())
         restarts = self._restarts.get(agent.kind, 0)
         if restarts >= MAX_RESTARTS or self.launcher is None:
             self.failure = f"the {agent.kind.value.replace('_', ' ')} keeps exiting (code {code})"

@@ -18,12 +18,15 @@ tracker agent; stopping it (pause, error, verify, removal) detaches and untracks
 
 from __future__ import annotations
 
+import logging
 import random
 from typing import Protocol
 
 from shared.bitfield import Bitfield, BitfieldError
 from shared.bus import (
     AddTorrent,
+    AgentInfo,
+    AgentStatus,
     AttachTorrent,
     CheckProgress,
     CloseTorrent,
@@ -31,8 +34,8 @@ from shared.bus import (
     DetachTorrent,
     GetStatus,
     Goodbye,
+    Heartbeat,
     Hello,
-    ListeningOn,
     Message,
     OpenTorrent,
     PeersDiscovered,
@@ -72,6 +75,8 @@ from .swarm import MAX_HASH_FAILURES, PeerEvent, SwarmRules
 from .torrent import Torrent
 
 __all__ = ["LISTEN_PORT_WAIT", "MAX_HASH_FAILURES", "Coordinator", "SessionListener"]
+
+log = logging.getLogger(__name__)
 
 LISTEN_PORT_WAIT = 3.0
 """Seconds a new torrent waits for a peer agent's listen port before announcing anyway."""
@@ -138,7 +143,14 @@ class Coordinator:
         self.outbox: list[Outgoing] = []
         self.swarm = SwarmRules(self.agents, config, self._send, lambda: self._now)
         self.listen_address: PeerAddress | None = None
-        """Where the first peer agent accepts connections (``ListeningOn``)."""
+        """Where the first peer agent accepts connections (its ``AgentInfo``)."""
+        self.dropped: list[bytes] = []
+        """Agents forgotten for their silence, for the actor to forget on the bus socket too
+        (so their next message is answered ``Rejected("hello_first")``)."""
+        self._storage_route = (storage_endpoint, "")
+        """The data endpoint and its CURVE key that attached torrents were given."""
+        self._heartbeat_seq = 0
+        self._next_heartbeat = 0.0
         self._now = 0.0
         """The latest time we were given (status reports times relative to it)."""
 
@@ -148,12 +160,24 @@ class Coordinator:
 
     # -- agents --
 
-    def agent_joined(self, identity: bytes, hello: Hello) -> None:
-        """A welcomed agent: give it the torrents it should know about."""
-        agent = self.agents.join(identity, hello)
+    def agent_joined(self, identity: bytes, hello: Hello, now: float = 0.0) -> None:
+        """A welcomed agent: give it the torrents it should know about.
+
+        An agent says ``Hello`` again after it lost us (we restarted, or it was cut off long
+        enough to count as dead); it dropped its work then, so whatever it held is forgotten
+        here too before it starts afresh.
+        """
+        self._now = max(self._now, now)
+        if self.agents.get(identity) is not None:
+            log.info("%s said hello again: starting it afresh", hello.agent_id)
+            self.agent_left(identity)
+        agent = self.agents.join(identity, hello, self._now)
         for torrent in self.torrents.values():
             match agent.kind:
-                case ServiceKind.STORAGE_AGENT if torrent.state is TorrentState.CHECKING:
+                case ServiceKind.STORAGE_AGENT if torrent.state in (
+                    TorrentState.CHECKING,
+                    *_OPEN_STATES,
+                ):
                     self._open(torrent, agent)
                 case ServiceKind.PEER_AGENT if torrent.picker is not None:
                     self._attach(torrent, agent)
@@ -163,23 +187,21 @@ class Coordinator:
     def agent_left(self, identity: bytes) -> Agent | None:
         """An agent is gone (goodbye, exit, silence): forget what it was doing.
 
-        Connections of a lost peer agent are dialled again from another (or its replacement);
-        torrents of a lost storage agent wait in CHECKING until a storage agent opens them again
-        (its resume state makes that quick).
+        The pieces a lost peer agent's connections were fetching go back to the picker, and its
+        peers are dialled again from the other peer agents (or its replacement). A lost storage
+        agent stops nothing: peer agents keep the pieces it has not acknowledged and send them
+        again when it is back, and its replacement is asked to open every torrent (its resume
+        state makes that quick; ``TorrentOpened`` then reconciles what it has).
         """
         agent = self.agents.leave(identity)
         if agent is None:
             return None
-        for torrent in self.torrents.values():
-            if agent.kind is ServiceKind.PEER_AGENT:
+        if agent.kind is ServiceKind.PEER_AGENT:
+            for torrent in self.torrents.values():
                 self.swarm.forget_agent(torrent, identity)
                 self.swarm.connect_more(torrent)
-            elif agent.kind is ServiceKind.STORAGE_AGENT and torrent.state in (
-                *_OPEN_STATES,
-                TorrentState.CHECKING,
-            ):
-                self._stop(torrent, close_storage=False)
-                self._start(torrent)
+            if self.listen_address == agent.listen_address:
+                self.listen_address = self._any_listen_address()
         return agent
 
     # -- control --
@@ -272,7 +294,28 @@ class Coordinator:
                 torrent_status(torrent, self._now)
                 for torrent in self.torrents.values()
                 if torrent.info_hash_hex.startswith(prefix)
-            )
+            ),
+            tuple(self._agent_status(agent) for agent in self.agents),
+        )
+
+    def _agent_status(self, agent: Agent) -> AgentStatus:
+        if agent.listen_address is not None:
+            address = f"{agent.listen_address.host}:{agent.listen_address.port}"
+            if ":" in agent.listen_address.host:
+                address = f"[{agent.listen_address.host}]:{agent.listen_address.port}"
+        else:
+            address = agent.data_endpoint
+        return AgentStatus(
+            agent_id=agent.agent_id,
+            role=agent.kind,
+            host=agent.host,
+            pid=agent.pid,
+            connections=agent.connections,
+            capacity=agent.capacity,
+            download_rate=agent.download_rate,
+            upload_rate=agent.upload_rate,
+            last_heartbeat=max(0.0, self._now - agent.last_heard),
+            address=address,
         )
 
     def totals(self) -> dict[InfoHash, tuple[int, int]]:
@@ -310,11 +353,13 @@ class Coordinator:
     def handle(self, sender: bytes, message: Message, now: float) -> None:
         """One event from an agent."""
         self._now = max(self._now, now)
+        if self.agents.heard(sender, now) is None:
+            return  # forgotten meanwhile (silence): the bus socket makes it say hello again
         if isinstance(message, Goodbye):
             self.agent_left(sender)
             return
-        if isinstance(message, ListeningOn):
-            self._on_listening(message.address)
+        if isinstance(message, AgentInfo):
+            self._on_agent_info(sender, message)
             return
         if isinstance(message, TransferStats):
             self._on_stats(sender, message)
@@ -347,8 +392,10 @@ class Coordinator:
                 self.swarm.handle(torrent, sender, message, now)
 
     def tick(self, now: float) -> None:
-        """Once a second: choking rounds, tracker totals, and the connection count."""
+        """Once a second: heartbeats, silent agents, choking rounds, tracker totals, and the
+        connection count."""
         self._now = max(self._now, now)
+        self._check_agents(now)
         for torrent in self.torrents.values():
             if torrent.picker is None or torrent.state not in _OPEN_STATES:
                 continue
@@ -367,7 +414,77 @@ class Coordinator:
             for agent in self.agents.of_kind(ServiceKind.TRACKER_AGENT):
                 self._send(agent.identity, update)
 
+    def _check_agents(self, now: float) -> None:
+        """Send heartbeats when due, and count agents silent for too long as dead."""
+        interval = self.config.heartbeat_interval
+        if interval <= 0:
+            return
+        limit = interval * max(1, self.config.heartbeat_misses)
+        for agent in self.agents.silent(now, limit):
+            log.warning(
+                "%s %s on %s was silent for %.0f s: counted as dead, its work goes elsewhere",
+                agent.kind.value.replace("_", " "),
+                agent.agent_id,
+                agent.host,
+                now - agent.last_heard,
+            )
+            self.agent_left(agent.identity)
+            self.dropped.append(agent.identity)
+        if now >= self._next_heartbeat:
+            self._next_heartbeat = now + interval
+            self._heartbeat_seq += 1
+            for agent in self.agents:
+                self._send(agent.identity, Heartbeat(self._heartbeat_seq))
+
+    def take_dropped(self) -> list[bytes]:
+        dropped, self.dropped = self.dropped, []
+        return dropped
+
+    def _on_agent_info(self, sender: bytes, info: AgentInfo) -> None:
+        agent = self.agents.get(sender)
+        if agent is None:
+            return
+        agent.offered(info)
+        log.info(
+            "%s %s on %s offers capacity %d%s",
+            agent.kind.value.replace("_", " "),
+            agent.agent_id,
+            agent.host,
+            info.capacity,
+            f", peers at {info.listen_address}" if info.listen_address else "",
+        )
+        if agent.kind is ServiceKind.PEER_AGENT and info.listen_address is not None:
+            self._on_listening(info.listen_address)
+        elif agent.kind is ServiceKind.STORAGE_AGENT and info.data_endpoint:
+            self._on_storage_route((info.data_endpoint, info.curve_public_key))
+
+    def _on_storage_route(self, route: tuple[str, str]) -> None:
+        """A storage agent tells where peer agents reach it; when that changed, the attached
+        torrents are attached again with the new endpoint."""
+        if route == self._storage_route:
+            return
+        self._storage_route = route
+        for torrent in self.torrents.values():
+            if torrent.picker is None:
+                continue
+            for agent in self.agents.of_kind(ServiceKind.PEER_AGENT):
+                self._send(agent.identity, DetachTorrent(torrent.metainfo.info_hash))
+            self.swarm.forget_all(torrent)
+            for agent in self.agents.of_kind(ServiceKind.PEER_AGENT):
+                self._attach(torrent, agent)
+            self.swarm.connect_more(torrent)
+
+    def _any_listen_address(self) -> PeerAddress | None:
+        for agent in self.agents.of_kind(ServiceKind.PEER_AGENT):
+            if agent.listen_address is not None:
+                return agent.listen_address
+        return None
+
     def _on_stats(self, sender: bytes, message: TransferStats) -> None:
+        agent = self.agents.get(sender)
+        if agent is not None:
+            agent.download_rate = sum(stat.download_rate for stat in message.peers)
+            agent.upload_rate = sum(stat.upload_rate for stat in message.peers)
         for stat in message.peers:
             owner = self.torrents.get(stat.info_hash)
             record = owner.peers.get(stat.peer) if owner is not None else None
@@ -405,13 +522,27 @@ class Coordinator:
         )
 
     def _on_opened(self, torrent: Torrent, have_bytes: bytes) -> None:
-        if torrent.state is not TorrentState.CHECKING:
+        if torrent.state not in (TorrentState.CHECKING, *_OPEN_STATES):
             return  # paused or failed while the files were being checked
         try:
             have = Bitfield.from_bytes(have_bytes, torrent.num_pieces)
         except BitfieldError as exc:
+            self._stop(torrent, close_storage=False)
             torrent.state, torrent.error = TorrentState.ERROR, f"storage agent: {exc}"
             return
+        if torrent.picker is not None:
+            if all(piece in have for piece in torrent.picker.have):
+                # A storage agent came back (or restarted) with every piece we counted: the
+                # swarm goes on; pieces it verified that we never heard of count now.
+                for piece in have:
+                    if piece not in torrent.picker.have:
+                        self.swarm.piece_verified(torrent, piece, self._now)
+                return
+            # It lost pieces we counted (its disk changed under it): start the torrent again
+            # from what it has.
+            log.warning("%s: the storage agent lost verified pieces; starting again", torrent.name)
+            self._stop(torrent, close_storage=False)
+            torrent.state = TorrentState.CHECKING
         torrent.picker = PiecePicker(torrent.num_pieces, have, self.rng)
         torrent.check_progress = None
         geometry = torrent.metainfo.info.geometry
@@ -454,13 +585,14 @@ class Coordinator:
                 peer_id=self.peer_id,
                 have=torrent.picker.have.to_bytes(),
                 private=info.private,
-                storage_endpoint=self.storage_endpoint,
+                storage_endpoint=self._storage_route[0],
+                storage_public_key=self._storage_route[1],
             ),
         )
 
     def _track(self, torrent: Torrent, agent: Agent) -> None:
         if self.listen_address is None and self._now - torrent.added_at < LISTEN_PORT_WAIT:
-            return  # announce our real port: wait briefly for a peer agent's ListeningOn
+            return  # announce our real port: wait briefly for a peer agent's AgentInfo
         torrent.tracked = True
         metainfo = torrent.metainfo
         self._send(

@@ -26,6 +26,7 @@ from shared.bus import ControlFailed
 from shared.config import Config
 from shared.peer_id import generate_peer_id
 from shared.runtime import ActorFactory, ServiceRunner, setup_logging
+from shared.runtime.curve import server_security
 
 from .actor import CoordinatorActor
 from .core import Coordinator
@@ -67,6 +68,11 @@ def run_daemon(options: DaemonOptions, watcher: StartWatcher | None = None) -> i
     setup_logging("coordinator", options.log_level)
     config = options.config
     endpoints = resolve_endpoints(config, options.state_dir, options.control)
+    security = config.security
+    key_name = security.key_name or "coordinator"
+    curve = server_security(endpoints.bus, security, key_name)
+    if config.coordinator.embedded_agents:
+        server_security(endpoints.data, security, key_name)  # the same check, before starting
     lock = DaemonLock(options.state_dir)
     lock.acquire(endpoints.control)
     launcher: Launcher | None = None
@@ -77,6 +83,7 @@ def run_daemon(options: DaemonOptions, watcher: StartWatcher | None = None) -> i
             state_dir=str(options.state_dir) if options.persistent else None,
             config_file=options.config_file,
             log_level=options.log_level,
+            keys=(security.keys_dir, key_name) if security.keys_dir else None,
         )
     store = SessionStore(options.state_dir / "session.sqlite") if options.persistent else None
     core = Coordinator(
@@ -100,6 +107,7 @@ def run_daemon(options: DaemonOptions, watcher: StartWatcher | None = None) -> i
             request_stop=runner.request_stop,
             launcher=launcher,
             session=store,
+            curve=curve,
         )
         started.append(ref)
         if launcher is not None:

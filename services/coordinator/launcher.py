@@ -40,6 +40,8 @@ class Launcher:
         config_file: passed on to every agent, when the daemon was given one.
         state_dir: where the storage agent keeps its resume state (none: it keeps none).
         log_level: passed on to every agent.
+        keys: ``(keys_dir, key_name)`` when the coordinator uses CURVE keys: the embedded
+            agents use the coordinator's own key pair, which its sockets always admit.
     """
 
     def __init__(
@@ -50,8 +52,10 @@ class Launcher:
         config_file: str | None,
         state_dir: str | None = None,
         log_level: str = "INFO",
+        keys: tuple[str, str] | None = None,
     ) -> None:
         self.bus = bus
+        self.keys = keys
         self.data = data
         self.state_dir = state_dir
         self.config_file = config_file
@@ -69,7 +73,7 @@ class Launcher:
             sys.executable,
             "-m",
             f"services.{kind.value}",
-            "--bus",
+            "--coordinator",
             self.bus,
             "--agent-id",
             agent_id,
@@ -80,6 +84,8 @@ class Launcher:
         ]
         if self.config_file:
             argv += ["--config", self.config_file]
+        if self.keys is not None:
+            argv += ["--keys", self.keys[0], "--key-name", self.keys[1]]
         if kind is ServiceKind.STORAGE_AGENT:
             argv += ["--data", self.data]
             if self.state_dir:

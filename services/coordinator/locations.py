@@ -19,6 +19,7 @@ from typing import IO
 import platformdirs
 
 from shared.config import Config
+from shared.endpoints import is_local
 from shared.errors import ConfigError, TorvizError
 
 __all__ = [
@@ -85,11 +86,18 @@ def resolve_endpoints(config: Config, state_dir: Path, control: str | None = Non
             )
         return f"ipc://{path}"
 
-    return Endpoints(
+    endpoints = Endpoints(
         bus=config.coordinator.bus or ipc("bus"),
         control=control or config.coordinator.control or ipc("control"),
         data=config.storage_agent.data or ipc("data"),
     )
+    if not is_local(endpoints.control):
+        raise ConfigError(
+            "control_not_local",
+            f"the control endpoint {endpoints.control} is not local: bind it to ipc or a "
+            "loopback address (tcp://127.0.0.1:PORT) and reach a remote daemon over ssh",
+        )
+    return endpoints
 
 
 class DaemonLock:

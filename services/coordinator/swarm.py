@@ -241,12 +241,14 @@ class SwarmRules:
             return
         limit = self.config.max_peers_per_torrent
         while torrent.candidates and len(torrent.peers) + len(torrent.connecting) < limit:
-            agent = self.agents.least_loaded_peer_agent()
+            agent = self.agents.peer_agent_for_next_peer()
             if agent is None:
                 return
             address, _ = torrent.candidates.popitem(last=False)
             if torrent.connected_to(address) or address.host in torrent.banned_hosts:
                 continue
+            if address in self.agents.listen_addresses():
+                continue  # one of our own peer agents, handed back by a tracker
             torrent.connecting[address] = agent.identity
             agent.connections += 1
             self._send(agent.identity, ConnectPeer(torrent.metainfo.info_hash, address))

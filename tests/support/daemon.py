@@ -107,7 +107,7 @@ class TorvizDaemon:
     def status(self, torrent_id: str) -> dict[str, Any]:
         result = self.cli("status", torrent_id, "--json")
         assert result.returncode == 0, result.stderr
-        [entry] = json.loads(result.stdout)
+        [entry] = json.loads(result.stdout)["torrents"]
         assert isinstance(entry, dict)
         return entry
 

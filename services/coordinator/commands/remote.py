@@ -17,6 +17,7 @@ from typing import Any
 
 from shared.bus import (
     AddTorrent,
+    AgentStatus,
     ControlFailed,
     GetStatus,
     ListTorrents,
@@ -129,6 +130,11 @@ def run_list(args: argparse.Namespace) -> int:
 def _matching(args: argparse.Namespace, text: str | None) -> tuple[TorrentStatus, ...]:
     """The torrents whose info hash starts with ``text`` (all when ``text`` is empty); an ID
     that matches nothing, or several torrents, is an error."""
+    return _report(args, text).torrents
+
+
+def _report(args: argparse.Namespace, text: str | None) -> StatusReport:
+    """The status of the torrents ``_matching`` names, and of the agents."""
     prefix = (text or "").lower()
     if prefix and (len(prefix) > 40 or any(c not in string.hexdigits for c in prefix)):
         raise TorvizError("bad_id", f"{text!r} is not an info hash or a prefix of one (hex)")
@@ -140,7 +146,7 @@ def _matching(args: argparse.Namespace, text: str | None) -> tuple[TorrentStatus
         raise TorvizError(
             "ambiguous_id", f"{text} matches {len(torrents)} torrents: give more digits"
         )
-    return torrents
+    return report
 
 
 def run_torrent_command(args: argparse.Namespace) -> int:
@@ -164,16 +170,44 @@ def run_remove(args: argparse.Namespace) -> int:
 
 
 def run_status(args: argparse.Namespace) -> int:
-    torrents = _matching(args, args.id)
+    report = _report(args, args.id)
     if args.json:
-        json.dump([_as_json(t) for t in torrents], sys.stdout, indent=2)
+        document = {
+            "torrents": [_as_json(t) for t in report.torrents],
+            "agents": [_agent_json(agent) for agent in report.agents],
+        }
+        json.dump(document, sys.stdout, indent=2)
         print()
         return 0
-    for torrent in torrents:
+    for torrent in report.torrents:
         print(_as_text(torrent))
-    if not torrents:
+    if not report.torrents:
         print("no torrents")
+    if report.agents:
+        print("agents")
+    for agent in report.agents:
+        print(
+            f"  {agent.role.value:<13} {agent.agent_id:<24} {agent.host:<16} "
+            f"{agent.connections:>4} conns  down {human_size(agent.download_rate)}/s "
+            f"up {human_size(agent.upload_rate)}/s  heard {agent.last_heartbeat:.0f}s ago"
+            + (f"  {agent.address}" if agent.address else "")
+        )
     return 0
+
+
+def _agent_json(agent: AgentStatus) -> dict[str, Any]:
+    return {
+        "id": agent.agent_id,
+        "role": agent.role.value,
+        "host": agent.host,
+        "pid": agent.pid,
+        "connections": agent.connections,
+        "capacity": agent.capacity,
+        "download_rate": agent.download_rate,
+        "upload_rate": agent.upload_rate,
+        "last_heartbeat": agent.last_heartbeat,
+        "address": agent.address,
+    }
 
 
 def run_shutdown(args: argparse.Namespace) -> int:

@@ -13,6 +13,7 @@ from shared.bencode import encode
 from shared.bitfield import Bitfield
 from shared.bus import (
     AddTorrent,
+    AgentInfo,
     AssignPieces,
     AttachTorrent,
     BanPeers,
@@ -24,7 +25,6 @@ from shared.bus import (
     ControlFailed,
     DisconnectPeer,
     GetStatus,
-    ListeningOn,
     Message,
     OpenTorrent,
     PeerBitfield,
@@ -98,11 +98,15 @@ def sent(core: Coordinator, kind: type[M]) -> list[tuple[bytes, M]]:
 
 
 def new_core(**config: Any) -> Coordinator:
+    """A coordinator; heartbeats are off unless asked for (the fake agents here never send
+    one, and would count as dead after 15 s of test time)."""
     return Coordinator(
         peer_id=PeerId(b"-TV0100-" + b"x" * 12),
         listen_port=6881,
         storage_endpoint="ipc:///tmp/data.sock",
-        config=CoordinatorConfig(download_dir="/downloads", **config),
+        config=CoordinatorConfig(
+            download_dir="/downloads", **{"heartbeat_interval": 0.0, **config}
+        ),
         rng=random.Random(3),
     )
 
@@ -121,7 +125,7 @@ def full_core(**config: Any) -> Coordinator:
         (TRACKER, ServiceKind.TRACKER_AGENT),
     ]:
         join(core, identity, kind)
-    core.handle(PA1, ListeningOn(PeerAddress("127.0.0.1", 6999)), 0.0)
+    core.handle(PA1, AgentInfo(200, PeerAddress("127.0.0.1", 6999), "", ""), 0.0)
     return core
 
 
@@ -301,16 +305,35 @@ def test_a_lost_peer_agent_takes_its_connections_with_it(core: Coordinator) -> N
     assert sent(core, ConnectPeer) == [(PA2, ConnectPeer(info_hash, addr(2)))]
 
 
-def test_a_lost_storage_agent_has_its_torrents_reopened_by_the_next(core: Coordinator) -> None:
-    opened(core)
+def test_a_lost_storage_agent_stops_nothing_and_the_next_reopens(core: Coordinator) -> None:
+    info_hash = opened(core)
     core.tick(5.0)
+    core.handle(STORAGE, PieceVerified(info_hash, 0), 5.0)
     core.take_outbox()
     core.agent_left(STORAGE)
-    assert core.status().torrents[0].state is TorrentState.CHECKING
-    out = kinds(core.take_outbox())
-    assert (PA1, "DetachTorrent") in out and (TRACKER, "UntrackTorrent") in out
+    assert core.status().torrents[0].state is TorrentState.DOWNLOADING
+    assert kinds(core.take_outbox()) == []  # no detach, no untrack: the swarm goes on
     join(core, b"storage2", ServiceKind.STORAGE_AGENT)
     assert kinds(core.take_outbox()) == [(b"storage2", "OpenTorrent")]
+    # It has piece 0 and verified piece 3 before its predecessor died: both count.
+    have = Bitfield(NUM_PIECES)
+    have.add(0)
+    have.add(3)
+    core.handle(b"storage2", TorrentOpened(info_hash, have.to_bytes()), 6.0)
+    status = core.status().torrents[0]
+    assert status.state is TorrentState.DOWNLOADING and status.pieces_verified == 2
+    assert [m.piece for _, m in sent(core, BroadcastHave)] == [3, 3]
+
+
+def test_a_storage_agent_that_lost_pieces_starts_the_torrent_again(core: Coordinator) -> None:
+    info_hash = opened(core)
+    core.handle(STORAGE, PieceVerified(info_hash, 0), 1.0)
+    core.take_outbox()
+    core.handle(STORAGE, TorrentOpened(info_hash, Bitfield(NUM_PIECES).to_bytes()), 2.0)
+    out = kinds(core.take_outbox())
+    assert (PA1, "DetachTorrent") in out and (PA1, "AttachTorrent") in out
+    status = core.status().torrents[0]
+    assert status.state is TorrentState.DOWNLOADING and status.pieces_verified == 0
 
 
 def test_storage_failure_puts_the_torrent_in_error(core: Coordinator) -> None:
