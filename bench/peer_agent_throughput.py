@@ -159,6 +159,7 @@ def run_once(
                     have=bytes((torrent.num_pieces + 7) // 8),
                     private=False,
                     storage_endpoint=parts.data_endpoint,
+                    storage_public_key="",
                 )
             )
             if perf is not None:

@@ -2,8 +2,10 @@
 #
 # gevent patches the standard library before anything else is imported, so pykka's actors and
 # every socket are green. Then the common agent command line is parsed (plus
-# ``--max-connections``) and the runner starts the one ``PeerAgent`` actor; it starts a
-# ``PeerConnection`` actor per peer itself.
+# ``--max-connections``), the CURVE keys and ``advertise_host`` are checked (a missing key or a
+# name that does not resolve prints one line and exits 2, before any actor starts), and the
+# runner starts the one ``PeerAgent`` actor; it starts a ``PeerConnection`` actor per peer
+# itself.
 
 from gevent import monkey
 
@@ -14,10 +16,14 @@ import ctypes  # noqa: E402
 import ctypes.util  # noqa: E402
 import sys  # noqa: E402
 
+from shared.errors import ConfigError  # noqa: E402
 from shared.runtime.agent import AgentOptions, parse_agent_args, run_agent  # noqa: E402
+from shared.runtime.curve import client_security, load_keypair  # noqa: E402
 from shared.runtime.service import ActorFactory, ServiceRunner  # noqa: E402
 
-from .agent import AgentSettings, PeerAgent  # noqa: E402
+from .address import resolve_advertise_host  # noqa: E402
+from .agent import PeerAgent  # noqa: E402
+from .settings import AgentSettings  # noqa: E402
 from .torrents import DEFAULT_MAX_CONNECTIONS  # noqa: E402
 
 __all__ = ["main"]
@@ -56,21 +62,45 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _factories(options: AgentOptions, runner: ServiceRunner) -> list[ActorFactory]:
-    settings = AgentSettings(
+def _settings(options: AgentOptions) -> AgentSettings:
+    """The agent's settings from its options, keys loaded and checked.
+
+    Raises:
+        ConfigError: a key file is missing or invalid, or ``advertise_host`` is unusable.
+    """
+    config = options.config
+    security = config.security
+    advertise = config.peer_agent.advertise_host
+    return AgentSettings(
         agent_id=options.agent_id,
         bus_endpoint=options.bus,
-        config=options.config.peer_agent,
+        config=config.peer_agent,
         max_connections=max(1, options.extra.max_connections),
+        heartbeat_misses=max(1, config.coordinator.heartbeat_misses),
+        advertise_host=resolve_advertise_host(advertise) if advertise else "",
+        curve=client_security(options.bus, security, options.agent_id),
+        keys=(
+            load_keypair(security.keys_dir, security.key_name or options.agent_id)
+            if security.keys_dir
+            else None
+        ),
     )
-    return [lambda: PeerAgent.start(settings, runner.request_stop)]
 
 
 def main() -> None:
     """Run the peer agent until ``Shutdown``, a signal, or the parent's death."""
     options = parse_agent_args("peer_agent", add_arguments=_add_arguments)
+    try:
+        settings = _settings(options)
+    except ConfigError as exc:
+        print(f"torviz-peer-agent: error: {exc}", file=sys.stderr)
+        sys.exit(2)
     _tune_allocator()
-    sys.exit(run_agent(options, lambda runner: _factories(options, runner)))
+
+    def factories(runner: ServiceRunner) -> list[ActorFactory]:
+        return [lambda: PeerAgent.start(settings, runner.request_stop)]
+
+    sys.exit(run_agent(options, factories))
 
 
 if __name__ == "__main__":

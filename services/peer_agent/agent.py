@@ -1,59 +1,61 @@
-"""The peer agent actor: the coordinator bus, the storage links, the listener, and routing.
+"""The peer agent actor: the coordinator link, the storage links, the listener, and routing.
 
-Strategy: one ``PeerAgent`` actor owns a DEALER to the coordinator's bus, one DEALER per
-distinct storage data endpoint (torrents usually share one), each opened with ``Hello``, and
-the listening socket for incoming peers (``[peer_agent] listen_host`` and the first free port
-of ``listen_ports``, announced once bound with ``ListeningOn``). Its inbox receives every bus
-message (``handler=self.actor_ref.tell``), the accepted sockets the listener routed by their
-handshake header, the piece reads its connections ask for, and the endings they report.
+Strategy: one ``PeerAgent`` actor owns the ``CoordinatorLink`` (hello, heartbeats, loss and
+re-registration on its own; encrypted when ``AgentSettings.curve`` is set), the
+``StorageLinks`` (one DEALER per distinct storage data endpoint), and the listening socket for
+incoming peers (``[peer_agent] listen_host`` and the first free port of ``listen_ports``). The
+listener is bound before the link starts, so the ``AgentInfo`` sent after every ``Welcome``
+carries its address (``address.py``) and the agent's capacity (``max_connections``). The inbox
+gets every coordinator message and link event, the accepted sockets the listener routed by
+their handshake header, the piece reads connections ask for, and the endings they report.
 ``ConnectPeer`` and an accepted socket of an attached torrent each start one ``PeerConnection``
-actor with a fresh ``PeerSession``; commands for a peer key (``AssignPieces``,
-``CancelPieces``, ``SetChoke``, ``DisconnectPeer``) are told to that actor, ``BroadcastHave``
-to every actor of the torrent, ``BanPeers`` closes the connections of the banned hosts. The
-bookkeeping (limits, keys, bans, peer ids, have-state) lives in the pure ``Registry``.
+actor with a fresh ``PeerSession``; commands for a peer key are told to that actor,
+``BroadcastHave`` to every actor of the torrent, ``BanPeers`` closes the banned hosts'
+connections. The bookkeeping (limits, keys, bans, peer ids, have-state) is the pure ``Registry``.
 
-Uploads: the agent owns one ``PieceCache`` for all its connections. A connection asks for a
-whole piece (``_ReadPiece`` with a gevent ``AsyncResult``); a hit answers at once, a miss sends
-``ReadBlock`` chunks on the torrent's storage link, and the ``BlockRead``/``ReadFailed``
-replies that come back to this inbox complete the load and every connection waiting for it.
+Registrations: every ``Registered`` (a coordinator welcomed us and holds no state for us) and
+every ``CoordinatorLost`` detaches every torrent and closes its connections (their
+``PeerDisconnected`` go to a coordinator that ignores keys it does not know); the coordinator
+attaches again what it wants. Storage links and the pieces they keep stay. ``LinkRefused`` (a
+version mismatch, say) stops the agent with exit code 1.
 
-Connections do not go through this actor for their own traffic: they send events to the
-coordinator and pieces to the storage agent straight through the shared ``BusSocket``s, whose
-``send`` only queues (one sender greenlet owns each socket), so a piece never waits in this
-inbox and the events of one connection stay in order.
+Storage deliveries: each storage link keeps every piece sent until the storage agent answers
+``PieceStored``, in a window of ``deliveries.WINDOW`` pieces; while it is full the link's
+connections stop reading. A passing refusal is sent again a second later (at most
+``deliveries.MAX_ATTEMPTS`` sends), any other refusal drops the piece, and
+``Rejected("hello_first")`` (the storage agent restarted) makes the link say ``Hello`` and send
+every unanswered piece again, in order (``storage_link.py``, ``deliveries.py``). A timer
+greenlet has the inbox tick the links when a retry, probe or timeout is due.
 
-Every second a stats greenlet reports a ``PeerStats`` per connected peer. It reads each
-session's counters directly: under gevent nothing preempts, so the read is consistent, and it
-costs far less than asking hundreds of actors.
+Uploads: one ``PieceCache`` serves all connections. A connection asks for a whole piece
+(``ReadPiece`` with an ``AsyncResult``); a miss sends ``ReadBlock`` chunks on the torrent's
+storage link, and the replies that come back to this inbox complete the load.
 
-Claims: a connection whose handshake completes calls ``_claim`` directly (not through the
-inbox): under gevent nothing preempts, and the check that no other connection of the torrent
-reached the same peer id must be atomic with the ``PeerConnected`` it precedes.
+Connections do not go through this actor for their own traffic: events go straight through the
+coordinator link and pieces through the storage link (both only queue), so a piece never waits
+in this inbox and the events of one connection stay in order. The stats greenlet reads each
+session's counters directly every second (nothing preempts under gevent), and a connection
+whose handshake completes calls ``_claim`` directly, so that the duplicate check is atomic with
+the ``PeerConnected`` it precedes.
 
 Rules:
-- The agent never unchokes a peer on its own: every connection starts choked, and only
-  ``SetChoke`` from the coordinator's choker changes that. ``PeerInterest`` reports each
-  change of a peer's interest in us, its input.
+- The agent never unchokes a peer on its own: only ``SetChoke`` from the coordinator's choker
+  does. ``PeerInterest`` reports each change of a peer's interest in us, its input.
 - Incoming connections obey the same limits and bans as dialled ones; an unknown info hash,
   a banned host or a full agent closes the socket before we answer the handshake.
-- A command for an unknown or ended peer key is ignored: the connection may have just closed,
-  and its ``PeerDisconnected`` is on the way.
+- A command for an unknown or ended peer key is ignored: its ``PeerDisconnected`` is on the way.
 - ``Shutdown``, a stop signal or the parent's death close every connection within
   ``SHUTDOWN_TIMEOUT`` seconds (each reports ``PeerDisconnected``), then the sockets.
-- ``Rejected`` at hello stops the agent with exit code 1.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
-import os
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
-from importlib import metadata
+from dataclasses import dataclass, replace
 from typing import Any
 
 import gevent
@@ -62,14 +64,15 @@ import pykka
 import zmq
 
 from shared import bus
-from shared.config import PeerAgentConfig
+from shared.errors import ConfigError
+from shared.runtime.link import CoordinatorLink, CoordinatorLost, LinkRefused, Registered
 from shared.runtime.service import EXIT_FAILURE, EXIT_OK
-from shared.runtime.sockets import BusSocket, Incoming
+from shared.runtime.sockets import Incoming
 from shared.types import InfoHash, PeerAddress, PeerId
 from shared.wire.handshake import HandshakeHeader
 
+from .address import Advertiser
 from .connection import (
-    CONNECT_TIMEOUT,
     Acquired,
     Assign,
     Command,
@@ -80,22 +83,20 @@ from .connection import (
 )
 from .listener import Listener, bind_listener
 from .piece_cache import Outcome, PieceCache, Read, ReadError
-from .pipeline import QueueDepthPolicy
-from .session import PeerSession, SessionConfig
+from .session import PeerSession
+from .settings import AgentSettings, session_config
+from .storage_link import StorageLinks
 from .torrents import (
-    DEFAULT_MAX_CONNECTIONS,
     AttachError,
     Connection,
     ConnectRefusedError,
     Registry,
 )
-from .uplink import STORAGE_BACKLOG, AgentUplink, Ended, ReadPiece, peer_stats
+from .uplink import AgentUplink, Ended, ReadPiece, peer_stats
 
 __all__ = [
     "SHUTDOWN_TIMEOUT",
     "STATS_INTERVAL",
-    "STORAGE_BACKLOG",
-    "STORAGE_HWM",
     "AgentSettings",
     "PeerAgent",
 ]
@@ -106,24 +107,9 @@ STATS_INTERVAL = 1.0
 """Seconds between two ``TransferStats``."""
 SHUTDOWN_TIMEOUT = 2.0
 """Seconds the connections get to close and report when the agent stops."""
-STORAGE_HWM = 16
-"""ZeroMQ's high-water mark on a storage link, in pieces: what ZeroMQ may hold for it."""
 _MAX_BATCH = 4096  # rows in one TransferStats
-
-
-@dataclass(frozen=True, slots=True)
-class AgentSettings:
-    """What one peer agent process runs with."""
-
-    agent_id: str
-    """Unique among peer agents: the bus routing id and the prefix of every peer key."""
-    bus_endpoint: str
-    """The coordinator's bus."""
-    config: PeerAgentConfig = field(default_factory=PeerAgentConfig)
-    max_connections: int = DEFAULT_MAX_CONNECTIONS
-    connect_timeout: float = CONNECT_TIMEOUT
-    host: str = field(default_factory=socket.gethostname)
-    pid: int = field(default_factory=os.getpid)
+_STORAGE_TICK_MAX = 0.25  # seconds between two looks at the storage links' deadlines ...
+_STORAGE_TICK_MIN = 0.02  # ... and at least
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,42 +134,21 @@ class _ExpireReads:
 
 
 @dataclass(frozen=True, slots=True)
+class _TickStorage:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
 class _Handle:
     ref: pykka.ActorRef[PeerConnection]
     session: PeerSession
-
-
-def _unzeroed_bytearray() -> Callable[[int], bytearray]:
-    """An allocator of piece buffers that skips zeroing them (CPython's
-    ``PyByteArray_FromStringAndSize(NULL, n)``): the session overwrites every byte with
-    received blocks before a buffer leaves, and zeroing costs a full pass over each piece.
-    Falls back to ``bytearray`` where that API is not there."""
-    try:
-        make = ctypes.pythonapi.PyByteArray_FromStringAndSize
-    except AttributeError:
-        return bytearray
-    make.restype = ctypes.py_object
-    make.argtypes = (ctypes.c_void_p, ctypes.c_ssize_t)
-
-    def allocate(size: int) -> bytearray:
-        buffer: bytearray = make(None, size)
-        return buffer
-
-    return allocate
-
-
-def _client_name() -> str:
-    try:
-        return f"torviz {metadata.version('torviz')}"
-    except metadata.PackageNotFoundError:
-        return "torviz"
 
 
 class PeerAgent(pykka.ThreadingActor):
     """The actor behind ``torviz-peer-agent``.
 
     Args:
-        settings: identity, endpoints, limits.
+        settings: identity, endpoints, limits, keys.
         request_stop: the service runner's ``request_stop(exit_code, reason)``.
         clock: monotonic seconds.
     """
@@ -202,39 +167,52 @@ class PeerAgent(pykka.ThreadingActor):
         self._registry: Registry[_Handle] = Registry(
             settings.agent_id, settings.max_connections, max(1, config.max_connections_per_torrent)
         )
-        allocate = _unzeroed_bytearray()
-        self._session_config = SessionConfig(
-            client_name=_client_name(),
-            our_reqq=max(1, config.max_peer_requests),
-            pipeline=QueueDepthPolicy(maximum=config.max_request_queue),
-            request_timeout=config.request_timeout,
-            keepalive_interval=config.keepalive_interval,
-            allocate=allocate,
-        )
+        self._session_config = session_config(config)
         self._cache: PieceCache[gevent.event.AsyncResult] = PieceCache(
-            max(1, config.piece_cache_bytes), allocate=allocate
+            max(1, config.piece_cache_bytes), allocate=self._session_config.allocate
         )
         host = config.listen_host
         self._bind_host = None if host in ("", "0.0.0.0", "::") else host
+        self._advertiser = Advertiser(settings.advertise_host, host, settings.bus_endpoint)
         self._listener: Listener | None = None
-        self._listen_address: PeerAddress | None = None
-        self._bus: BusSocket | None = None
-        self._storage: dict[str, BusSocket] = {}
+        self._own_addresses: set[PeerAddress] = set()
+        """The listener's bound and announced addresses: a ConnectPeer to one dials us."""
+        self._link: CoordinatorLink | None = None
+        self._storage = StorageLinks(
+            self._from_storage,
+            agent_id=settings.agent_id,
+            hello=self._hello,
+            keys=settings.keys,
+            clock=clock,
+        )
         self._greenlets: list[gevent.Greenlet[Any, Any]] = []
-        self._heartbeat: gevent.Greenlet[Any, Any] | None = None
         self._closed = False
 
     # -- actor life -------------------------------------------------------------------------------
 
     def on_start(self) -> None:
         settings = self.settings
-        self._bus = BusSocket.dealer(self.actor_ref.tell, name="bus", identity=settings.agent_id)
-        self._bus.connect(settings.bus_endpoint)
-        self._bus.start()
-        self._bus.send(self._hello())
+        self._listen()  # first: the AgentInfo of the first Welcome names the listener
+        self._link = CoordinatorLink(
+            self.actor_ref.tell,
+            service=bus.ServiceKind.PEER_AGENT,
+            agent_id=settings.agent_id,
+            endpoint=settings.bus_endpoint,
+            info=self._agent_info,
+            curve=settings.curve,
+            misses=settings.heartbeat_misses,
+            host=settings.host,
+            pid=settings.pid,
+            clock=self._clock,
+        )
+        try:
+            self._link.start()
+        except zmq.ZMQError as exc:  # a wrong endpoint is the user's to fix: one line, exit 1
+            log.error("cannot use the coordinator endpoint %s: %s", settings.bus_endpoint, exc)
+            self._request_stop(EXIT_FAILURE, "unusable coordinator endpoint")
+            return
         self._greenlets.append(gevent.spawn(self._stats_loop))
-        log.info("peer agent %s connecting to %s", settings.agent_id, settings.bus_endpoint)
-        self._listen()
+        self._greenlets.append(gevent.spawn(self._storage_loop))
 
     def on_receive(self, message: Any) -> None:
         match message:
@@ -250,6 +228,15 @@ class PeerAgent(pykka.ThreadingActor):
                 self._registry.release(key)
             case _ExpireReads():
                 self._resolve(self._cache.expire(self._clock()))
+            case _TickStorage():
+                self._storage.tick(self._clock())
+            case Registered(server_id=server_id):
+                # A coordinator that just welcomed us holds no state for us: start afresh.
+                self._detach_all(f"registered with {server_id}")
+            case CoordinatorLost(reason):
+                self._detach_all(f"coordinator lost ({reason})")
+            case LinkRefused(reason, _):
+                self._request_stop(EXIT_FAILURE, f"rejected: {reason}")
             case _:
                 log.warning("unexpected message %r", message)
 
@@ -267,17 +254,27 @@ class PeerAgent(pykka.ThreadingActor):
         gevent.killall(self._greenlets, block=True, timeout=1.0)
         self._stop_listening()
         self._close_connections("agent_stopping", "the peer agent is stopping")
-        if self._bus is not None:
-            self._bus.send(bus.Goodbye("stopping"))
-        for link in self._storage.values():
-            link.send(bus.Goodbye("stopping"))
-            link.close()
-        if self._bus is not None:
-            self._bus.close()
+        self._storage.close()
+        if self._link is not None:
+            self._link.close()
 
     def _hello(self) -> bus.Hello:
         s = self.settings
         return bus.make_hello(bus.ServiceKind.PEER_AGENT, s.agent_id, s.host, s.pid)
+
+    def _agent_info(self) -> bus.AgentInfo:
+        """What this agent offers, sent after every ``Welcome`` (called by the link)."""
+        address = None
+        if self._listener is not None:
+            address = self._advertiser.address(self._listener.address.port)
+            if address is not None:
+                self._own_addresses.add(address)
+        return bus.AgentInfo(
+            capacity=min(self.settings.max_connections, 2**32 - 1),
+            listen_address=address,
+            data_endpoint="",
+            curve_public_key="",
+        )
 
     # -- the coordinator --------------------------------------------------------------------------
 
@@ -304,29 +301,13 @@ class PeerAgent(pykka.ThreadingActor):
             case bus.AttachTorrent():
                 self._attach(message)
             case bus.DetachTorrent(info_hash):
-                for connection in self._registry.detach(info_hash):
-                    if connection.handle is not None:
-                        self._tell(
-                            connection.handle,
-                            Disconnect("torrent_detached", "the torrent was detached"),
-                        )
-                self._resolve(self._cache.forget(info_hash, self._clock()))
+                self._detach(info_hash)
                 log.info("detached %s", info_hash)
-            case bus.Welcome(server_id=server_id, heartbeat_interval=interval):
-                log.info("welcomed by %s", server_id)
-                if self._heartbeat is None and interval > 0:
-                    self._heartbeat = gevent.spawn(self._heartbeat_loop, interval)
-                    self._greenlets.append(self._heartbeat)
-            case bus.Rejected(reason, text):
-                log.error("the coordinator rejected this agent (%s): %s", reason, text)
-                self._request_stop(EXIT_FAILURE, f"rejected: {reason}")
             case bus.Shutdown(reason):
                 log.info("shutdown requested: %s", reason)
                 self._stop_listening()
                 self._close_connections("shutdown", "the peer agent is shutting down")
                 self._request_stop(EXIT_OK, f"shutdown: {reason}")
-            case bus.Heartbeat():
-                pass
             case _:
                 log.debug("ignored %s from the bus", type(message).__name__)
 
@@ -337,8 +318,8 @@ class PeerAgent(pykka.ThreadingActor):
             log.error("cannot attach %s: %s", message.info_hash, exc)
             return
         try:
-            self._storage_link(torrent.storage_endpoint)
-        except zmq.ZMQError as exc:
+            self._storage.open(torrent.storage_endpoint, message.storage_public_key)
+        except (zmq.ZMQError, ConfigError) as exc:
             log.error("storage endpoint %r unusable: %s", torrent.storage_endpoint, exc)
             self._registry.detach(torrent.info_hash)
             return
@@ -349,10 +330,25 @@ class PeerAgent(pykka.ThreadingActor):
             len(torrent.have),
         )
 
+    def _detach(self, info_hash: InfoHash) -> None:
+        for connection in self._registry.detach(info_hash):
+            if connection.handle is not None:
+                self._tell(
+                    connection.handle, Disconnect("torrent_detached", "the torrent was detached")
+                )
+        self._resolve(self._cache.forget(info_hash, self._clock()))
+
+    def _detach_all(self, why: str) -> None:
+        """Forget every torrent and close its connections (a new coordinator session)."""
+        torrents = self._registry.torrents()
+        for torrent in torrents:
+            self._detach(torrent.info_hash)
+        if torrents:
+            log.info("%s: detached %d torrents", why, len(torrents))
+
     def _connect(self, info_hash: InfoHash, address: PeerAddress) -> None:
-        assert self._bus is not None
-        if address == self._listen_address:
-            self._bus.send(
+        if address in self._own_addresses:
+            self._to_coordinator(
                 bus.PeerConnectFailed(
                     info_hash, address, "connected_to_self", "that is our own listen address"
                 )
@@ -361,9 +357,13 @@ class PeerAgent(pykka.ThreadingActor):
         try:
             connection = self._registry.reserve(info_hash, address)
         except ConnectRefusedError as exc:
-            self._bus.send(bus.PeerConnectFailed(info_hash, address, exc.reason, exc.message))
+            self._to_coordinator(bus.PeerConnectFailed(info_hash, address, exc.reason, exc.message))
             return
         self._start_connection(connection)
+
+    def _to_coordinator(self, message: bus.Message) -> None:
+        if self._link is not None:
+            self._link.send(message)
 
     def _accept(self, accepted: _Accepted) -> None:
         """An incoming peer asked for a torrent: admit it like a dialled one, or close it."""
@@ -382,7 +382,7 @@ class PeerAgent(pykka.ThreadingActor):
         sock: socket.socket | None = None,
         preread: bytes = b"",
     ) -> None:
-        assert self._bus is not None
+        assert self._link is not None
         torrent = self._registry.torrent(connection.info_hash)
         assert torrent is not None
         session = PeerSession(
@@ -394,8 +394,9 @@ class PeerAgent(pykka.ThreadingActor):
             config=self._session_config,
             address=connection.address,
         )
-        storage = self._storage[torrent.storage_endpoint]
-        uplink = AgentUplink(self.actor_ref, self._bus, storage, self._claim)
+        storage = self._storage.get(torrent.storage_endpoint)
+        assert storage is not None  # opened by the attach
+        uplink = AgentUplink(self.actor_ref, self._link, storage, self._claim)
         ref = PeerConnection.start(
             key=connection.key,
             address=connection.address,
@@ -426,8 +427,7 @@ class PeerAgent(pykka.ThreadingActor):
     # -- incoming peers ---------------------------------------------------------------------------
 
     def _listen(self) -> None:
-        """Bind the listener and announce it; without one the agent still dials out."""
-        assert self._bus is not None
+        """Bind the listener; without one the agent still dials out (and announces no address)."""
         config = self.settings.config
         try:
             sock = bind_listener(config.listen_host, config.listen_ports)
@@ -451,9 +451,9 @@ class PeerAgent(pykka.ThreadingActor):
 
         self._listener = Listener(sock, on_header)
         self._listener.start()
-        address = self._listen_address = self._listener.address
+        address = self._listener.address
+        self._own_addresses.add(address)
         self._session_config = replace(self._session_config, listen_port=address.port)
-        self._bus.send(bus.ListeningOn(address))
         log.info("listening for peers on %s", address)
 
     def _route(self, info_hash: InfoHash, key: str, command: Command) -> None:
@@ -490,27 +490,10 @@ class PeerAgent(pykka.ThreadingActor):
 
     # -- storage ----------------------------------------------------------------------------------
 
-    def _storage_link(self, endpoint: str) -> BusSocket:
-        link = self._storage.get(endpoint)
-        if link is not None:
-            return link
-        agent = self.actor_ref
-
-        def handler(incoming: Incoming) -> None:
-            agent.tell(_FromStorage(endpoint, incoming))
-
-        link = BusSocket.dealer(
-            handler, name=f"data {endpoint}", identity=self.settings.agent_id, hwm=STORAGE_HWM
-        )
-        try:
-            link.connect(endpoint)
-        except zmq.ZMQError:
-            link.close(linger=0)
-            raise
-        link.start()
-        link.send(self._hello())
-        self._storage[endpoint] = link
-        return link
+    def _from_storage(self, endpoint: str, incoming: Incoming) -> None:
+        """A storage link's handler, in its receiver greenlet: on to the inbox."""
+        with contextlib.suppress(pykka.ActorDeadError):  # stopping: nobody listens
+            self.actor_ref.tell(_FromStorage(endpoint, incoming))
 
     def _on_storage(self, endpoint: str, message: bus.Message, data: memoryview | None) -> None:
         match message:
@@ -518,18 +501,10 @@ class PeerAgent(pykka.ThreadingActor):
                 self._resolve(self._cache.on_block_read(message, data, self._clock()))
             case bus.ReadFailed():
                 self._resolve(self._cache.on_read_failed(message, self._clock()))
-            case bus.Welcome(server_id=server_id):
-                log.info("storage %s at %s welcomed us", server_id, endpoint)
-            case bus.Rejected(reason="hello_first"):
-                # The storage agent restarted and does not know us: introduce ourselves again.
+            case _:
                 link = self._storage.get(endpoint)
                 if link is not None:
-                    log.info("storage at %s restarted: saying hello again", endpoint)
-                    link.send(self._hello())
-            case bus.Rejected(reason, text):
-                log.error("storage at %s rejected this agent (%s): %s", endpoint, reason, text)
-            case _:
-                log.debug("ignored %s from storage %s", type(message).__name__, endpoint)
+                    link.received(message)
 
     # -- uploads ----------------------------------------------------------------------------------
 
@@ -567,8 +542,7 @@ class PeerAgent(pykka.ThreadingActor):
                 self.actor_ref.tell(_ExpireReads())
             rows = self._stats(self._clock())
             for start in range(0, len(rows), _MAX_BATCH):
-                if self._bus is not None:
-                    self._bus.send(bus.TransferStats(tuple(rows[start : start + _MAX_BATCH])))
+                self._to_coordinator(bus.TransferStats(tuple(rows[start : start + _MAX_BATCH])))
 
     def _stats(self, now: float) -> list[bus.PeerStats]:
         rows = []
@@ -579,10 +553,21 @@ class PeerAgent(pykka.ThreadingActor):
             rows.append(peer_stats(connection.info_hash, connection.key, handle.session, now))
         return rows
 
-    def _heartbeat_loop(self, interval: float) -> None:
-        seq = 0
+    def _storage_loop(self) -> None:
+        """Tick the storage links (retries, probes, timeouts) in the inbox when one is due.
+
+        Answers may bring a deadline closer (a retry a second from now) without waking this
+        loop: it looks again at least every ``_STORAGE_TICK_MAX`` seconds.
+        """
         while True:
-            gevent.sleep(interval)
-            seq += 1
-            if self._bus is not None:
-                self._bus.send(bus.Heartbeat(seq))
+            deadline = self._storage.next_deadline()
+            delay = _STORAGE_TICK_MAX
+            if deadline is not None:
+                delay = min(max(deadline - self._clock(), _STORAGE_TICK_MIN), delay)
+            gevent.sleep(delay)
+            deadline = self._storage.next_deadline()
+            if deadline is not None and deadline <= self._clock():
+                try:
+                    self.actor_ref.tell(_TickStorage())
+                except pykka.ActorDeadError:
+                    return

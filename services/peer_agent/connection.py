@@ -27,8 +27,9 @@ Fairness: a busy gevent socket never blocks in ``recv``, so the reader would sta
 connection (and the writer of its own requests). It yields with ``gevent.sleep(0)`` after a chunk
 that completed a piece or queued output, and at least every ``YIELD_BYTES`` bytes.
 
-Back-pressure: while too many pieces wait for the storage link the reader stops reading, and
-TCP flow control slows the peer: memory stays bounded by the link's limit and the pieces in flight.
+Back-pressure: while the storage link's window of unanswered pieces (or its socket's queue) is
+full the reader stops reading, and TCP flow control slows the peer: memory stays bounded by the
+link's window and the pieces in flight.
 
 Handshake: ``PeerConnected`` is sent once ``Uplink.claim`` made sure no other connection of the
 torrent reached the same peer id. An incoming connection comes with the accepted socket and the

@@ -1,12 +1,19 @@
 """A connection's ways out of its actor: the ``Uplink`` it is given, and its stats row.
 
 Strategy: a ``PeerConnection`` never talks to the agent's sockets or state by name; it gets an
-``Uplink``. The agent's ``AgentUplink`` sends events to the coordinator and pieces to the
-storage agent straight through the shared ``BusSocket``s (whose ``send`` only queues, one
-sender greenlet per socket), asks the agent's inbox for pieces to upload (``ReadPiece``) and
-reports the connection's end (``Ended``). ``claim`` is a direct call into the agent (see
-``agent.py``). ``peer_stats`` is the ``PeerStats`` row of one connection, sent every second by
-the agent and once more by the connection as it closes, so no transfer goes uncounted.
+``Uplink``. The agent's ``AgentUplink`` sends events to the coordinator through the agent's
+``CoordinatorLink`` and pieces to the storage agent through the torrent's ``StorageLink``
+(both only queue: one sender greenlet per socket), asks the agent's inbox for pieces to upload
+(``ReadPiece``) and reports the connection's end (``Ended``). ``claim`` is a direct call into
+the agent (see ``agent.py``). ``peer_stats`` is the ``PeerStats`` row of one connection, sent
+every second by the agent and once more by the connection as it closes, so no transfer goes
+uncounted.
+
+Storage deliveries: ``store_piece`` hands the piece to the storage link, which keeps it (the
+very buffer, never written again) until the storage agent answers ``PieceStored``, sends it
+again after a passing refusal or a storage restart, and drops it after too many refusals (see
+``deliveries.py``). ``storage_busy`` is true while the link's window of unanswered pieces or
+its socket's queue is full: the connection stops reading from its peer until it is not.
 """
 
 from __future__ import annotations
@@ -20,25 +27,20 @@ import gevent.event
 import pykka
 
 from shared import bus
-from shared.runtime.sockets import BusSocket
+from shared.runtime.link import CoordinatorLink
 from shared.types import InfoHash, PeerId
 
 from .piece_cache import ReadError
 from .session import PeerSession
+from .storage_link import StorageLink
 
 __all__ = [
-    "STORAGE_BACKLOG",
     "AgentUplink",
     "Ended",
     "ReadPiece",
     "Uplink",
     "peer_stats",
 ]
-
-STORAGE_BACKLOG = 16
-"""Pieces queued behind a full ZeroMQ queue on one storage link before readers pause. With the
-agent's ``STORAGE_HWM`` this bounds the pieces waiting for a slow storage agent to a few dozen
-per link, instead of ZeroMQ's default of a thousand (a gigabyte of 1 MiB pieces)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,10 +67,11 @@ class Uplink(Protocol):
         """Send an event to the coordinator."""
 
     def store_piece(self, message: bus.StorePiece, data: bytearray) -> None:
-        """Send a finished piece to the storage agent; ``data`` is handed over for good."""
+        """Send a finished piece to the storage agent; ``data`` is handed over for good (it
+        is kept, and only read, until the storage agent has dealt with the piece)."""
 
     def storage_busy(self) -> bool:
-        """Whether the storage link has so many pieces queued that reading should pause."""
+        """Whether so many pieces wait for the storage agent that reading should pause."""
 
     def ended(self, key: str) -> None:
         """The connection is gone and has reported; the agent may forget ``key``."""
@@ -82,30 +85,31 @@ class Uplink(Protocol):
 
 
 class AgentUplink:
-    """A connection's way out: the shared bus and storage sockets, and its agent's inbox."""
+    """A connection's way out: the agent's coordinator and storage links, and its inbox."""
 
-    __slots__ = ("_agent", "_bus", "_claim", "_storage")
+    __slots__ = ("_agent", "_claim", "_coordinator", "_storage")
 
     def __init__(
         self,
         agent: pykka.ActorRef[Any],
-        bus_socket: BusSocket,
-        storage: BusSocket,
+        coordinator: CoordinatorLink,
+        storage: StorageLink,
         claim: Callable[[str, PeerId], None],
     ):
         self._agent = agent
-        self._bus = bus_socket
+        self._coordinator = coordinator
         self._storage = storage
         self._claim = claim
 
     def to_coordinator(self, message: bus.Message) -> None:
-        self._bus.send(message)
+        # Dropped while no coordinator has us registered: it would not know the peer key.
+        self._coordinator.send(message)
 
     def store_piece(self, message: bus.StorePiece, data: bytearray) -> None:
-        self._storage.send(message, memoryview(data))  # a view, not a copy
+        self._storage.store(message, data)
 
     def storage_busy(self) -> bool:
-        return self._storage.pending >= STORAGE_BACKLOG
+        return self._storage.busy()
 
     def ended(self, key: str) -> None:
         # When the agent is gone there is nothing left to forget the key in.

@@ -2,7 +2,12 @@
 
 gevent patches the process first, before pykka or zmq are imported (see
 ``shared.runtime.service``); then the command line and config are read and one actor runs until
-``Shutdown``, a signal, or the parent process going away.
+``Shutdown``, a signal, the coordinator refusing it, or the parent process going away.
+
+Keys: with ``[security] keys_dir`` (or ``--keys``) the link to the coordinator and the data
+endpoint use CURVE when they are tcp; without keys the data endpoint must be local (ipc or
+loopback). A missing key, or a non-local data endpoint without keys, prints one line and exits
+with status 2.
 """
 
 from gevent import monkey
@@ -15,6 +20,7 @@ from collections.abc import Sequence  # noqa: E402
 
 from shared.errors import ConfigError  # noqa: E402
 from shared.runtime.agent import AgentOptions, parse_agent_args, run_agent  # noqa: E402
+from shared.runtime.curve import client_security, server_security  # noqa: E402
 from shared.runtime.service import ActorFactory, ServiceRunner  # noqa: E402
 
 from .agent import StorageAgent  # noqa: E402
@@ -42,8 +48,9 @@ def settings_from(options: AgentOptions) -> AgentSettings:
     """The agent's settings from its command line and its config section.
 
     Raises:
-        ConfigError: no data endpoint anywhere, or an unusable ``hash_threads`` or
-            ``flush_interval``.
+        ConfigError: no data endpoint anywhere, an unusable ``hash_threads`` or
+            ``flush_interval``, a malformed endpoint, a key file that is missing or broken, or
+            a non-local data endpoint without keys (``needs_keys``).
     """
     section = options.config.storage_agent
     data = options.extra.data or section.data
@@ -63,10 +70,14 @@ def settings_from(options: AgentOptions) -> AgentSettings:
             f"storage_agent.flush_interval must be a positive number of seconds, "
             f"not {section.flush_interval}",
         )
+    security = options.config.security
     return AgentSettings(
         agent_id=options.agent_id,
         bus=options.bus,
         data=data,
+        bus_curve=client_security(options.bus, security, options.agent_id),
+        data_curve=server_security(data, security, options.agent_id),
+        heartbeat_misses=options.config.coordinator.heartbeat_misses,
         preallocate=section.preallocate,
         hash_threads=section.hash_threads,
         state_dir=options.extra.state_dir,

@@ -15,6 +15,10 @@ thread and reports back with ``tell``:
   then tells the coordinator ``PieceVerified`` (so a ``ReadBlock`` that follows it is served).
   It enters the resume record at the next flush (every ``flush_interval`` seconds), after its
   file was fdatasynced.
+- every ``StorePiece`` is answered ``PieceStored`` to its sender once dealt with: reason ""
+  after its job (matched or not) or when already verified, ``write_failed`` after a write
+  error, the refusal's reason otherwise (the sender keeps the piece until then, and may send
+  it again after a passing refusal such as ``torrent_checking``).
 
 Backpressure: the data socket's receiver greenlet takes a slot before it hands a ``StorePiece``
 to the actor, and the slot is freed when the piece is hashed and written (or dropped). When all
@@ -29,6 +33,12 @@ Rules:
 - Malformed or impossible requests on the data endpoint (unknown torrent, bad length, piece out
   of range) come from a buggy or hostile sender: dropped and logged (first few, then every
   1000th), never answered with a crash.
+- The bus is a ``CoordinatorLink`` (hello, heartbeats, re-registration). A new registration,
+  or the coordinator lost, changes nothing here: open torrents stay open, pieces in flight are
+  finished, and events sent while unregistered are dropped, because the coordinator asks again
+  (``OpenTorrent`` of a torrent already open is answered ``TorrentOpened(have)`` at once).
+  ``AgentInfo`` tells it the data endpoint (a wildcard host replaced by the address this host
+  uses to reach the coordinator), its CURVE public key and the pieces verified at once.
 - On ``Shutdown``, a signal, or the parent gone, ``on_stop`` lets pieces in flight finish,
   flushes and closes every torrent and writes its final resume record, all within
   ``stop_timeout`` seconds. A SIGKILL loses only what was in flight: the pieces verified since
@@ -42,6 +52,7 @@ import logging
 import os
 import socket
 import time
+from contextlib import closing
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,6 +64,7 @@ import pykka
 import zmq
 
 from shared.bus import (
+    AgentInfo,
     CheckProgress,
     CloseTorrent,
     Goodbye,
@@ -62,17 +74,18 @@ from shared.bus import (
     Message,
     OpenTorrent,
     PieceRejected,
+    PieceStored,
     PieceVerified,
     ReadBlock,
     ReadFailed,
     RecheckTorrent,
-    Rejected,
     ServiceKind,
     Shutdown,
     StorePiece,
-    Welcome,
-    make_hello,
 )
+from shared.endpoints import parse_endpoint
+from shared.errors import ConfigError
+from shared.runtime.link import CoordinatorLink, CoordinatorLost, LinkRefused, Registered
 from shared.runtime.logging import ContextAdapter, with_context
 from shared.runtime.service import EXIT_FAILURE, EXIT_OK, ServiceRunner
 from shared.runtime.sockets import BusSocket, Incoming
@@ -87,7 +100,7 @@ from .settings import AgentSettings
 from .store import Storage
 from .torrents import Phase, Refusal, TorrentTable
 
-__all__ = ["StorageAgent"]
+__all__ = ["StorageAgent", "advertised_endpoint"]
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +122,7 @@ class StorageAgent(pykka.ThreadingActor):
 
     Args:
         settings: endpoints, limits and the resume state folder.
-        runner: stopped on ``Shutdown`` (exit 0) or a rejected ``Hello`` (exit 1).
+        runner: stopped on ``Shutdown`` (exit 0) or when the coordinator refuses us (exit 1).
     """
 
     def __init__(self, settings: AgentSettings, runner: ServiceRunner) -> None:
@@ -130,14 +143,15 @@ class StorageAgent(pykka.ThreadingActor):
             self._send,
             self._tell,
         )
-        self._bus: BusSocket | None = None
+        self._link: CoordinatorLink | None = None
         self._data: BusSocket | None = None
-        self._heartbeat: gevent.Greenlet[Any, Any] | None = None
         self._flusher: gevent.Greenlet[Any, Any] | None = None
         self._stopping = False
         self._refused = 0
         self.data_endpoint = ""
         """The bound data endpoint, once started."""
+        self.advertised_endpoint = ""
+        """The data endpoint as peer agents reach it (told in ``AgentInfo``)."""
 
     # -- lifetime -------------------------------------------------------------------------------
 
@@ -150,14 +164,26 @@ class StorageAgent(pykka.ThreadingActor):
             heartbeat_interval=settings.data_heartbeat,
         )
         self._data = BusSocket.router(
-            self._admit_data, name="storage-data", hello_policy=policy, hwm=settings.data_hwm
+            self._admit_data,
+            name="storage-data",
+            hello_policy=policy,
+            hwm=settings.data_hwm,
+            curve=settings.data_curve,
         )
-        self._bus = BusSocket.dealer(
-            self.actor_ref.tell, name="storage-bus", identity=settings.agent_id
+        self._link = CoordinatorLink(
+            self.actor_ref.tell,
+            service=ServiceKind.STORAGE_AGENT,
+            agent_id=settings.agent_id,
+            endpoint=settings.bus,
+            info=self._agent_info,
+            curve=settings.bus_curve,
+            misses=settings.heartbeat_misses,
         )
         try:
             self.data_endpoint = self._data.bind(settings.data)
-            self._bus.connect(settings.bus)
+            # Before the link starts: the AgentInfo sent on its Welcome names it.
+            self.advertised_endpoint = advertised_endpoint(self.data_endpoint, settings.bus)
+            self._link.start()
         except zmq.ZMQError as exc:  # a wrong endpoint is the user's to fix: one line, exit 1
             log.error("cannot use endpoint %s or %s: %s", settings.data, settings.bus, exc)
             self._runner.request_stop(EXIT_FAILURE, "unusable endpoint")
@@ -165,11 +191,6 @@ class StorageAgent(pykka.ThreadingActor):
         if settings.state_dir is not None:
             self._open_records(settings.state_dir)
         self._data.start()
-        self._bus.start()
-        hello = make_hello(
-            ServiceKind.STORAGE_AGENT, settings.agent_id, socket.gethostname(), os.getpid()
-        )
-        self._bus.send(hello)
         log.info(
             "storage agent %s: data endpoint %s, coordinator %s, %d hash threads, %s",
             settings.agent_id,
@@ -190,9 +211,8 @@ class StorageAgent(pykka.ThreadingActor):
     def on_stop(self) -> None:
         self._stopping = True
         deadline = time.monotonic() + self._settings.stop_timeout
-        for greenlet in (self._heartbeat, self._flusher):
-            if greenlet is not None:
-                greenlet.kill(block=False)
+        if self._flusher is not None:
+            self._flusher.kill(block=False)
         if self._data is not None:
             self._data.close(linger=0)  # no new pieces; replies still queued are dropped
         for group in self._control.torrent_jobs.values():
@@ -201,9 +221,8 @@ class StorageAgent(pykka.ThreadingActor):
         self._control.stop(deadline)
         with gevent.Timeout(max(0.1, deadline - time.monotonic()), False):
             self._control.records.close()
-        if self._bus is not None:
-            self._bus.send(Goodbye("stopping"))
-            self._bus.close(linger=0.5)
+        if self._link is not None:
+            self._link.close("stopping", linger=0.5)
         self._piece_pool.kill()
         if self._db_pool is not None:
             self._db_pool.kill()
@@ -241,6 +260,8 @@ class StorageAgent(pykka.ThreadingActor):
                 self._on_bus(message)
             case Incoming():
                 self._on_data(message)
+            case Registered() | CoordinatorLost() | LinkRefused():
+                self._on_link(message)
             case PieceDone():
                 self._piece_done(message)
             case CheckProgress():
@@ -258,27 +279,43 @@ class StorageAgent(pykka.ThreadingActor):
             case OpenTorrent() | CloseTorrent() | RecheckTorrent() as request:
                 if not self._stopping:
                     self._control.request(request)
-            case Welcome(heartbeat_interval=interval, server_id=server):
-                log.info("welcomed by coordinator %s", server)
-                self._start_heartbeat(interval)
-            case Rejected(message=text):
-                log.error("the coordinator refused this agent: %s", text)
-                self._runner.request_stop(EXIT_FAILURE, "rejected by the coordinator")
             case Shutdown(reason=reason):
                 log.info("shutdown requested by the coordinator (%s)", reason)
                 self._stopping = True
                 self._runner.request_stop(EXIT_OK, f"shutdown: {reason}")
-            case Heartbeat():
-                pass
             case other:
                 log.warning("unexpected %s from the coordinator dropped", type(other).__name__)
+
+    def _on_link(self, event: Registered | CoordinatorLost | LinkRefused) -> None:
+        """The coordinator link's events: open torrents stay open whatever happens."""
+        match event:
+            case Registered():
+                if len(self._torrents):
+                    log.info(
+                        "registered: %d torrents stay open for the coordinator to reopen",
+                        len(self._torrents),
+                    )
+            case CoordinatorLost():
+                log.info("coordinator lost: torrents stay open, events wait for it to come back")
+            case LinkRefused(reason=reason):
+                self._runner.request_stop(EXIT_FAILURE, f"refused by the coordinator: {reason}")
+
+    def _agent_info(self) -> AgentInfo:
+        """What this agent offers, told after every ``Welcome``."""
+        curve = self._settings.data_curve
+        return AgentInfo(
+            capacity=self._settings.piece_slots,
+            listen_address=None,
+            data_endpoint=self.advertised_endpoint,
+            curve_public_key=curve.keys.public.decode("ascii") if curve is not None else "",
+        )
 
     def _on_data(self, incoming: Incoming) -> None:
         assert incoming.sender is not None
         match incoming.message:
             case StorePiece() as request:
                 assert incoming.data is not None  # the codec guarantees the data frame
-                self._store_piece(request, incoming.data)
+                self._store_piece(request, incoming.data, incoming.sender)
             case ReadBlock() as request:
                 self._read_block(request, incoming.sender)
             case Hello() | Heartbeat() | Goodbye():
@@ -290,8 +327,8 @@ class StorageAgent(pykka.ThreadingActor):
                 )
 
     def _send(self, message: Message) -> None:
-        assert self._bus is not None
-        self._bus.send(message)
+        assert self._link is not None
+        self._link.send(message)
 
     def _tell(self, message: object) -> None:
         """Report a job's result; after the actor stopped, closes what nobody else will."""
@@ -301,19 +338,6 @@ class StorageAgent(pykka.ThreadingActor):
             if isinstance(message, Opened):
                 on_hub(close_quietly, message.storage)
 
-    def _start_heartbeat(self, interval: float) -> None:
-        if self._heartbeat is not None:
-            self._heartbeat.kill(block=False)
-        if interval > 0:
-            self._heartbeat = gevent.spawn(self._beat, max(interval, 0.05))
-
-    def _beat(self, interval: float) -> None:
-        seq = 0
-        while True:
-            gevent.sleep(interval)
-            seq += 1
-            self._send(Heartbeat(seq))
-
     def _flush_timer(self, interval: float) -> None:
         while True:
             gevent.sleep(interval)
@@ -321,8 +345,12 @@ class StorageAgent(pykka.ThreadingActor):
 
     # -- pieces ---------------------------------------------------------------------------------
 
-    def _store_piece(self, request: StorePiece, data: memoryview) -> None:
-        """Admit a piece and start hashing it; its slot is freed when the job ends."""
+    def _store_piece(self, request: StorePiece, data: memoryview, sender: bytes) -> None:
+        """Admit a piece and start hashing it; its slot is freed when the job ends.
+
+        The sender hears ``PieceStored`` once the piece is dealt with: at once when it is
+        refused (``already_verified`` counts as dealt with: reason ""), else after its job.
+        """
         spawned = False
         try:
             verdict = (
@@ -333,11 +361,13 @@ class StorageAgent(pykka.ThreadingActor):
             if isinstance(verdict, Refusal):
                 quiet = verdict.reason in _QUIET_REFUSALS
                 self._refuse(request.info_hash, verdict, quiet=quiet)
+                reason = "" if verdict.reason == "already_verified" else verdict.reason
+                self._reply(PieceStored(request.info_hash, request.piece, reason), sender)
                 return
             assert verdict.info is not None and verdict.storage is not None
             expected = verdict.info.piece_hash(request.piece)
             self._control.jobs_of(request.info_hash).spawn(
-                self._run_piece, verdict.storage, request, data, expected
+                self._run_piece, verdict.storage, request, data, expected, sender
             )
             spawned = True
         finally:
@@ -345,15 +375,28 @@ class StorageAgent(pykka.ThreadingActor):
                 self._piece_slots.release()
 
     def _run_piece(
-        self, storage: Storage, request: StorePiece, data: memoryview, expected: bytes
+        self,
+        storage: Storage,
+        request: StorePiece,
+        data: memoryview,
+        expected: bytes,
+        sender: bytes,
     ) -> None:
         try:
-            done = jobs.piece_job(self._piece_tasks, storage, request, data, expected)
+            done = jobs.piece_job(
+                self._piece_tasks, storage, request, data, expected, sender=sender
+            )
         finally:
             self._piece_slots.release()
         self._tell(done)
 
     def _piece_done(self, done: PieceDone) -> None:
+        self._piece_verdict(done)
+        if done.sender is not None:  # after the coordinator heard the verdict
+            reason = "" if done.error is None else "write_failed"
+            self._reply(PieceStored(done.info_hash, done.piece, reason), done.sender)
+
+    def _piece_verdict(self, done: PieceDone) -> None:
         torrent = self._torrents.get(done.info_hash)
         tlog = _torrent_log(done.info_hash)
         if done.error is not None:
@@ -432,3 +475,37 @@ class StorageAgent(pykka.ThreadingActor):
                 self._refused,
                 refusal.message,
             )
+
+
+def advertised_endpoint(bound: str, coordinator: str) -> str:
+    """The data endpoint as peer agents on other hosts reach it.
+
+    A tcp endpoint bound on a wildcard (``0.0.0.0``, ``::``) names no address a peer agent can
+    dial: the address this host uses to reach the coordinator takes its place (no packet is
+    sent: a UDP socket only picks its route). Anything else is returned as it is.
+
+    Args:
+        bound: the endpoint as bound (``LAST_ENDPOINT``: the port is resolved).
+        coordinator: the coordinator's bus endpoint.
+    """
+    try:
+        parts = parse_endpoint(bound)
+        if parts.scheme != "tcp" or parts.host not in ("0.0.0.0", "::", "*"):
+            return bound
+        target = parse_endpoint(coordinator)
+        if target.scheme != "tcp":
+            raise OSError("the coordinator is on this host: no route names an address")
+        family = socket.AF_INET6 if parts.host == "::" else socket.AF_INET
+        with closing(socket.socket(family, socket.SOCK_DGRAM)) as probe:
+            probe.connect((target.host, 9))
+            address = str(probe.getsockname()[0])
+    except (OSError, ConfigError) as exc:
+        log.warning(
+            "data endpoint %s: cannot tell which address peer agents reach (%s); bind a "
+            "specific address instead of a wildcard",
+            bound,
+            exc,
+        )
+        return bound
+    host = f"[{address}]" if ":" in address else address
+    return f"tcp://{host}:{parts.port}"

@@ -111,6 +111,8 @@ class PieceDone:
     contributors: tuple[str, ...]
     matched: bool
     error: Exception | None
+    sender: bytes | None = None
+    """The data-endpoint identity of the peer agent that sent it: it hears ``PieceStored``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -406,8 +408,11 @@ def piece_job(
     request: StorePiece,
     data: memoryview,
     expected: bytes,
+    *,
+    sender: bytes | None = None,
 ) -> PieceDone:
-    """Hash a received piece and write it if it matches, on one of ``pool``'s workers."""
+    """Hash a received piece and write it if it matches, on one of ``pool``'s workers;
+    ``sender`` is handed back in the result."""
     error: Exception | None = None
     matched = False
     try:
@@ -416,7 +421,7 @@ def piece_job(
         )
     except Exception as exc:
         error = exc
-    return PieceDone(request.info_hash, request.piece, request.contributors, matched, error)
+    return PieceDone(request.info_hash, request.piece, request.contributors, matched, error, sender)
 
 
 def read_job(storage: Storage, request: ReadBlock) -> BlockReply:

@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from shared.runtime.curve import CurveClient, CurveServer
 
 __all__ = ["AgentSettings"]
 
@@ -22,7 +26,16 @@ class AgentSettings:
     bus: str
     """The coordinator's bus endpoint."""
     data: str
-    """Endpoint to bind for peer agents (``tcp://127.0.0.1:*`` picks a port)."""
+    """Endpoint to bind for peer agents (``tcp://127.0.0.1:*`` picks a port). A wildcard
+    host (``tcp://0.0.0.0:7701``) is announced with the address this host uses to reach the
+    coordinator."""
+    bus_curve: CurveClient | None = None
+    """CURVE keys of the link to the coordinator; None: plain (ipc, or no keys folder)."""
+    data_curve: CurveServer | None = None
+    """CURVE keys of the data endpoint (it admits ``<keys_dir>/authorized``); None: plain."""
+    heartbeat_misses: int = 3
+    """Heartbeat intervals of silence after which the coordinator counts as lost
+    (``[coordinator] heartbeat_misses``)."""
     preallocate: bool = False
     """Reserve each file's full size when it is created."""
     hash_threads: int = 2
@@ -47,6 +60,8 @@ class AgentSettings:
     def __post_init__(self) -> None:
         if self.hash_threads < 1 or self.reads_in_flight < 1 or self.data_hwm < 1:
             raise ValueError("hash_threads, reads_in_flight and data_hwm are at least 1")
+        if self.heartbeat_misses < 1:
+            raise ValueError(f"heartbeat_misses must be at least 1, not {self.heartbeat_misses}")
         if self.pieces_in_flight < 0:
             raise ValueError("pieces_in_flight is never negative")
         if not (math.isfinite(self.flush_interval) and self.flush_interval > 0):
@@ -54,4 +69,5 @@ class AgentSettings:
 
     @property
     def piece_slots(self) -> int:
+        """Pieces hashed or written at once (the capacity told to the coordinator)."""
         return self.pieces_in_flight or max(4, 2 * self.hash_threads)

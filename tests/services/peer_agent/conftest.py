@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.bus import AttachTorrent, ConnectPeer, PeerConnectFailed
+from shared.bus import AgentInfo, AttachTorrent, ConnectPeer, PeerConnectFailed
 from shared.types import InfoHash, PeerAddress, PeerId
 from tests.support.swarm import next_loopback_address
 
@@ -92,6 +92,7 @@ def attach_message(
         have=have if have is not None else bytes((num_pieces + 7) // 8),
         private=False,
         storage_endpoint=counterparts.data_endpoint,
+        storage_public_key="",
     )
 
 
@@ -109,3 +110,10 @@ def attached(counterparts: Counterparts, message: AttachTorrent) -> None:
     counterparts.send(ConnectPeer(message.info_hash, closed))
     failed = counterparts.expect(PeerConnectFailed, lambda m: m.address == closed)
     assert failed.reason == "connection_refused", failed
+
+
+def listen_address(counterparts: Counterparts) -> PeerAddress:
+    """The address the peer agent announced in its ``AgentInfo`` (it listens there)."""
+    info = counterparts.expect(AgentInfo, lambda m: not m.data_endpoint)  # not the storage's
+    assert info.listen_address is not None, info
+    return info.listen_address

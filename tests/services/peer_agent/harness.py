@@ -6,6 +6,12 @@ patched: ``Counterparts`` binds the coordinator's bus and the storage data endpo
 ROUTERs and pumps both from one poller (each wait is bounded); ``FakePeer`` is a TCP server
 thread on its own loopback address that either serves a torrent or misbehaves on purpose.
 
+The fake storage agent behaves as the real one does on its data endpoint: it answers ``Hello``,
+answers anything else from a peer it has not welcomed with ``Rejected("hello_first")``, and
+acknowledges each ``StorePiece`` with ``PieceStored(..., "")`` unless the test withholds the
+answers (``ack_pieces``) to answer them itself (``answer_piece``). ``restart_storage`` closes
+its ROUTER and binds a new one on the same endpoint, as a restarted storage agent would.
+
 Rules:
 - Every wait has a timeout and fails with what was received so far.
 - Every process and thread started here is stopped by its owner's ``close`` (the fixtures in
@@ -35,11 +41,15 @@ import zmq
 
 from shared.bus import (
     AssignPieces,
+    Heartbeat,
     Hello,
     HelloPolicy,
     Message,
+    PieceStored,
+    Rejected,
     ServiceKind,
     StorePiece,
+    Welcome,
     WorkWanted,
     check_hello,
     decode_frames,
@@ -88,7 +98,7 @@ class AgentProcess:
                     sys.executable,
                     "-m",
                     "services.peer_agent",
-                    "--bus",
+                    "--coordinator",
                     bus,
                     "--agent-id",
                     agent_id,
@@ -140,6 +150,8 @@ class StoredPiece:
     contributors: tuple[str, ...]
     data: bytes | None
     length: int
+    sender: bytes = b""
+    """The routing id of the peer agent that sent it (``answer_piece`` replies there)."""
 
 
 @dataclass
@@ -165,31 +177,50 @@ class Counterparts:
     """Called with each coordinator message as it arrives (the benchmark answers from it)."""
     reject_agents: bool = False
     """Answer the agent's Hello with ``Rejected`` (as a coordinator of another kind would)."""
+    heartbeat_interval: float = 30.0
+    """Told in ``Welcome``; the agent counts us lost after three intervals of silence, so the
+    default outlasts any test that does not pump for a while."""
+    ack_pieces: bool = True
+    """Answer each ``StorePiece`` with ``PieceStored(..., "")`` at once."""
+    storage_data: list[Message] = field(default_factory=list)
+    """Every message the fake storage agent received (``StorePiece`` included), in order."""
 
     def __post_init__(self) -> None:
         self.context = zmq.Context()
         self.bus = self.context.socket(zmq.ROUTER)
-        self.data = self.context.socket(zmq.ROUTER)
-        for sock in (self.bus, self.data):
-            sock.setsockopt(zmq.LINGER, 0)
-            sock.setsockopt(zmq.RCVHWM, 0)
+        self.bus.setsockopt(zmq.LINGER, 0)
+        self.bus.setsockopt(zmq.RCVHWM, 0)
+        self.bus.setsockopt(zmq.ROUTER_HANDOVER, 1)
         self.bus_endpoint = f"ipc://{self.directory}/bus"
         self.data_endpoint = f"ipc://{self.directory}/data"
         self.bus.bind(self.bus_endpoint)
-        self.data.bind(self.data_endpoint)
         self.poller = zmq.Poller()
         self.poller.register(self.bus, zmq.POLLIN)
-        self.poller.register(self.data, zmq.POLLIN)
-        self._coordinator = HelloPolicy(
-            ServiceKind.COORDINATOR,
-            "fake-coordinator",
-            {ServiceKind.PEER_AGENT, ServiceKind.STORAGE_AGENT},
-            1.0,
-        )
+        self._bind_storage()
         self._storage = HelloPolicy(
             ServiceKind.STORAGE_AGENT, "fake-storage", {ServiceKind.PEER_AGENT}, 1.0
         )
         self.storage_hellos = 0
+        self.welcomes = 0
+        """``Welcome``s sent to the peer agent (each is a registration)."""
+        self.silent = False
+        """Drop everything from the peer agent and answer nothing (a coordinator gone quiet)."""
+        self._beat_at = 0.0
+
+    def _bind_storage(self) -> None:
+        self.data = self.context.socket(zmq.ROUTER)
+        self.data.setsockopt(zmq.LINGER, 0)
+        self.data.setsockopt(zmq.RCVHWM, 0)
+        self.data.bind(self.data_endpoint)
+        self.poller.register(self.data, zmq.POLLIN)
+        self.storage_welcomed: set[bytes] = set()
+
+    def restart_storage(self) -> None:
+        """Close the storage ROUTER and bind a new one on the same endpoint (a restart): what
+        the old one held is lost, and the new one knows no peer agent."""
+        self.poller.unregister(self.data)
+        self.data.close(linger=0)
+        self._bind_storage()
 
     def close(self) -> None:
         self.context.destroy(linger=0)
@@ -201,6 +232,17 @@ class Counterparts:
         assert self.agent is not None, "the agent has not said hello"
         self.bus.send_multipart([self.agent, *encode_frames(message)])
 
+    def answer_piece(self, stored: StoredPiece, reason: str = "") -> None:
+        """Send the ``PieceStored`` of a piece the fake storage agent received."""
+        answer = PieceStored(stored.info_hash, stored.piece, reason)
+        self.data.send_multipart([stored.sender, *encode_frames(answer)])
+
+    def heartbeat(self) -> None:
+        """Send the agents a ``Heartbeat`` (anything we send keeps us alive in their eyes)."""
+        for identity in (self.agent, self.storage):
+            if identity is not None:
+                self.bus.send_multipart([identity, *encode_frames(Heartbeat(0))])
+
     def send_storage(self, message: Message) -> None:
         """Send a command to the real storage agent (after its Hello)."""
         assert self.storage is not None, "the storage agent has not said hello"
@@ -209,7 +251,16 @@ class Counterparts:
     # -- receiving ------------------------------------------------------------------------------
 
     def pump(self, timeout: float) -> None:
-        """Handle whatever arrives within ``timeout`` seconds (returns after the first batch)."""
+        """Handle whatever arrives within ``timeout`` seconds (returns after the first batch).
+
+        Also sends the agent a ``Heartbeat`` every half ``heartbeat_interval`` (unless silent),
+        so that it never counts us lost while the test pumps.
+        """
+        now = time.monotonic()
+        if self.agent is not None and not self.silent and now >= self._beat_at:
+            self._beat_at = now + self.heartbeat_interval / 2
+            self.heartbeat()
+        timeout = min(timeout, self.heartbeat_interval / 2)
         ready = dict(self.poller.poll(int(timeout * 1000)))
         for _ in range(10_000):
             handled = False
@@ -228,15 +279,25 @@ class Counterparts:
             return False
         sender, *rest = frames
         message, _ = decode_frames(rest)
+        if self.silent and sender != self.storage:
+            return True
         if isinstance(message, Hello):
             if message.service == ServiceKind.STORAGE_AGENT:
                 self.storage = sender
             else:
                 self.agent = sender
-            policy = self._coordinator
+            policy = HelloPolicy(
+                ServiceKind.COORDINATOR,
+                "fake-coordinator",
+                {ServiceKind.PEER_AGENT, ServiceKind.STORAGE_AGENT},
+                self.heartbeat_interval,
+            )
             if self.reject_agents:
                 policy = HelloPolicy(ServiceKind.COORDINATOR, "picky", {ServiceKind.CLI}, 1.0)
-            self.bus.send_multipart([sender, *encode_frames(check_hello(message, policy))])
+            answer = check_hello(message, policy)
+            if isinstance(answer, Welcome) and sender == self.agent:
+                self.welcomes += 1
+            self.bus.send_multipart([sender, *encode_frames(answer)])
         self.inbox.append(message)
         if self.on_message is not None:
             self.on_message(message)
@@ -248,20 +309,27 @@ class Counterparts:
         except zmq.Again:
             return False
         sender, *rest = frames
+        identity = sender.bytes
         message, data = decode_frames([frame.buffer for frame in rest])
+        self.storage_data.append(message)
         if isinstance(message, Hello):
             self.storage_hellos += 1
             answer = check_hello(message, self._storage)
-            self.data.send_multipart([sender.bytes, *encode_frames(answer)])
+            self.storage_welcomed.add(identity)
+            self.data.send_multipart([identity, *encode_frames(answer)])
+        elif identity not in self.storage_welcomed:
+            hello_first = Rejected("hello_first", "fake storage: say Hello first")
+            self.data.send_multipart([identity, *encode_frames(hello_first)])
         elif isinstance(message, StorePiece):
             assert data is not None
             self.stored_bytes += data.nbytes
             kept = bytes(data) if self.keep_data else None
-            self.pieces.append(
-                StoredPiece(
-                    message.info_hash, message.piece, message.contributors, kept, data.nbytes
-                )
+            stored = StoredPiece(
+                message.info_hash, message.piece, message.contributors, kept, data.nbytes, identity
             )
+            self.pieces.append(stored)
+            if self.ack_pieces:
+                self.answer_piece(stored)
         return True
 
     def expect(

@@ -14,7 +14,6 @@ import pytest
 from shared.bus import (
     BanPeers,
     ConnectPeer,
-    ListeningOn,
     PeerConnected,
     PeerConnectFailed,
     PeerDisconnected,
@@ -26,7 +25,7 @@ from shared.types import InfoHash, PeerAddress, PeerId
 from shared.wire import messages as wire
 from tests.support.swarm import next_loopback_address
 
-from .conftest import OUR_PEER_ID, attach_message, attached
+from .conftest import OUR_PEER_ID, attach_message, attached, listen_address
 from .harness import Counterparts, recording
 from .seeding import RawPeer
 
@@ -39,7 +38,7 @@ INFO_HASH = InfoHash(hashlib.sha1(b"incoming").digest())
 def listening(counterparts: Counterparts, start_agent) -> PeerAddress:
     """An agent with the test torrent attached; returns where it listens."""
     start_agent()
-    address = counterparts.expect(ListeningOn).address
+    address = listen_address(counterparts)
     attached(counterparts, attach_message(counterparts, INFO_HASH, PIECE, SIZE))
     return address
 
@@ -159,7 +158,7 @@ def test_one_connection_per_peer_id_and_the_per_torrent_limit(
     counterparts: Counterparts, start_agent
 ) -> None:
     start_agent(max_connections_per_torrent=2)
-    address = counterparts.expect(ListeningOn).address
+    address = listen_address(counterparts)
     attached(counterparts, attach_message(counterparts, INFO_HASH, PIECE, SIZE))
     first = dial(counterparts, address)
     counterparts.expect(PeerConnected)

@@ -17,7 +17,6 @@ import pytest
 from shared.bitfield import Bitfield
 from shared.bus import (
     Hello,
-    ListeningOn,
     Message,
     OpenTorrent,
     PeerConnected,
@@ -32,7 +31,7 @@ from shared.wire import messages as wire
 from tests.support import Swarm, compare_content, make_content, multi_file_layout
 from tests.support.swarm import next_loopback_address
 
-from .conftest import attach_message, attached
+from .conftest import attach_message, attached, listen_address
 from .harness import Counterparts
 from .seeding import DiskTorrent, RawPeer, StorageProcess, disk_torrent, wait_finished
 
@@ -75,7 +74,7 @@ def seed(
     opened = parts.expect(TorrentOpened, timeout=30.0)
     assert opened.have == Bitfield.full(torrent.num_pieces).to_bytes()
     start_agent(**settings)
-    address = parts.expect(ListeningOn).address
+    address = listen_address(parts)
     message = replace(
         attach_message(parts, torrent.info_hash, PIECE, torrent.total_length),
         have=(have or Bitfield.full(torrent.num_pieces)).to_bytes(),

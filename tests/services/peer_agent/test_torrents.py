@@ -27,6 +27,7 @@ ATTACH = AttachTorrent(
     have=Bitfield(10, [0, 9]).to_bytes(),
     private=False,
     storage_endpoint="ipc:///tmp/data",
+    storage_public_key="",
 )
 
 

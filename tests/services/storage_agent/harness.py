@@ -2,8 +2,10 @@
 
 The pytest process is not gevent-patched: the fake coordinator (a ROUTER on the bus endpoint)
 and the fake peer agents (DEALERs on the data endpoint) are plain blocking pyzmq sockets, and
-every receive is polled with a timeout. ``AgentProcess`` runs ``python -m
-services.storage_agent`` and is always killed by the fixture that started it.
+every receive is polled with a timeout. ``FakeCoordinator.welcome`` also takes the
+``AgentInfo`` that follows every ``Welcome``; ``replace`` plays a restarted coordinator.
+``AgentProcess`` runs ``python -m services.storage_agent`` and is always killed by the fixture
+that started it.
 """
 
 from __future__ import annotations
@@ -23,11 +25,14 @@ import zmq
 
 from shared.bencode import encode
 from shared.bus import (
+    AgentInfo,
     Hello,
     Message,
     OpenTorrent,
+    PieceStored,
     PieceVerified,
     ReadBlock,
+    Rejected,
     ServiceKind,
     StorePiece,
     TorrentOpened,
@@ -60,23 +65,49 @@ class FakeCoordinator:
     """The bus ROUTER: welcomes the agent and exchanges messages with it."""
 
     def __init__(self, context: zmq.Context[Any], endpoint: str) -> None:
-        self.sock: zmq.Socket[Any] = context.socket(zmq.ROUTER)
-        self.sock.setsockopt(zmq.LINGER, 0)
-        self.sock.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a restarted agent reuses its identity
-        self.sock.bind(endpoint)
+        self.context = context
+        self.sock = self._bind(endpoint)
         self.endpoint = self.sock.getsockopt_string(zmq.LAST_ENDPOINT)
         self.identity = b""
         self.backlog: list[Message] = []
+        self.info: AgentInfo | None = None
+        """The ``AgentInfo`` that followed the last ``Welcome``."""
 
-    def welcome(self, timeout: float = WAIT) -> Hello:
-        """Wait for an agent's Hello (skipping what an earlier agent said) and answer Welcome."""
+    def _bind(self, endpoint: str) -> zmq.Socket[Any]:
+        sock: zmq.Socket[Any] = self.context.socket(zmq.ROUTER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a restarted agent reuses its identity
+        sock.bind(endpoint)
+        return sock
+
+    def replace(self) -> None:
+        """A restarted coordinator on the same endpoint: what the old one queued is gone."""
+        self.sock.close(linger=0)
+        time.sleep(0.05)
+        self.sock = self._bind(self.endpoint)
+        self.backlog.clear()
+
+    def welcome(
+        self, timeout: float = WAIT, heartbeat_interval: float = 30.0, *, hello_first: bool = False
+    ) -> Hello:
+        """Wait for an agent's Hello (skipping what an earlier agent said), answer Welcome and
+        wait for the ``AgentInfo`` that follows it (kept in ``info``).
+
+        ``hello_first``: answer anything before the Hello with ``Rejected("hello_first")``, as a
+        coordinator does that has not welcomed the agent (it restarted).
+        """
         deadline = time.monotonic() + timeout
         while True:
             routing, hello, _ = recv_message(self.sock, max(0.0, deadline - time.monotonic()))
             if isinstance(hello, Hello):
                 break
+            if hello_first:
+                self.identity = routing[0]
+                self.send(Rejected("hello_first", "coord-test: say Hello first"))
         self.identity = routing[0]
-        self.send(Welcome(hello.protocol_version, "coordinator", "coord-test", 30.0))
+        welcome = Welcome(hello.protocol_version, "coordinator", "coord-test", heartbeat_interval)
+        self.send(welcome)
+        self.info = self.expect(AgentInfo, max(0.0, deadline - time.monotonic()))
         return hello
 
     def send(self, message: Message) -> None:
@@ -143,8 +174,10 @@ class PeerClient:
         self, request_id: int, info_hash: InfoHash, piece: int, offset: int, length: int
     ) -> tuple[Message, bytes | None]:
         self.send(ReadBlock(request_id, info_hash, piece, offset, length))
-        _, message, data = recv_message(self.sock)
-        return message, None if data is None else bytes(data)
+        while True:  # answers to earlier pieces (PieceStored) may come first
+            _, message, data = recv_message(self.sock)
+            if not isinstance(message, PieceStored):
+                return message, None if data is None else bytes(data)
 
     def recv(self, timeout: float = WAIT) -> Message:
         return recv_message(self.sock, timeout)[1]
@@ -170,7 +203,7 @@ class AgentProcess:
         """Start an agent; ``file_size_limit`` (RLIMIT_FSIZE, bytes) makes bigger files fail
         with EFBIG, as a full disk fails with ENOSPC. It is set right after the start, long
         before the agent writes anything (it writes only when a test sends pieces)."""
-        argv = [sys.executable, "-m", "services.storage_agent", "--bus", bus]
+        argv = [sys.executable, "-m", "services.storage_agent", "--coordinator", bus]
         if data is not None:
             argv += ["--data", data]
         argv += ["--agent-id", "sa-test", "--log-level", "DEBUG", *extra]

@@ -28,8 +28,6 @@ from shared.bus import (
     BlockRead,
     CloseTorrent,
     Goodbye,
-    Heartbeat,
-    Hello,
     OpenTorrent,
     PieceRejected,
     PieceVerified,
@@ -158,16 +156,6 @@ def test_an_unusable_data_endpoint_exits_1_with_one_line(start_agent: Any, short
     agent: AgentProcess = start_agent(data=f"ipc://{short_dir}/no/such/folder/data")
     assert agent.wait(STOP_BOUND) == 1
     assert "cannot use endpoint" in agent.log() and "Traceback" not in agent.log()
-
-
-def test_heartbeats_follow_the_welcome(start_agent: Any, coordinator: FakeCoordinator) -> None:
-    start_agent()
-    routing, hello, _ = recv_message(coordinator.sock)
-    assert isinstance(hello, Hello)
-    coordinator.identity = routing[0]
-    coordinator.send(Welcome(BUS_PROTOCOL_VERSION, "coordinator", "coord-test", 0.1))
-    beats = [coordinator.recv(2.0), coordinator.recv(2.0)]
-    assert beats == [Heartbeat(1), Heartbeat(2)]
 
 
 # --- the piece path -----------------------------------------------------------------------------
