@@ -5,8 +5,10 @@ in this actor's inbox, so the ``Coordinator`` state is only ever touched by one 
 each message the actor sends what the core put in its outbox.
 
 Stopping (on a signal, a ``ShutdownRequested``, or the end of a one-shot download): every torrent
-is let go (trackers get ``stopped``), every agent is sent ``Shutdown``, and the sockets linger
-briefly so those messages leave before the process does.
+is let go (trackers get ``stopped``), the embedded agents this process started are sent
+``Shutdown``, and the sockets linger briefly so those messages leave before the process does.
+Agents started on their own (other hosts, systemd units) are not told to stop: they wait for a
+coordinator to come back and register with it again.
 """
 
 from __future__ import annotations
@@ -156,8 +158,10 @@ class CoordinatorActor(pykka.ThreadingActor):
         if self._ticker is not None:
             self._ticker.kill(block=False)
         self.core.stop_all()
-        for agent in list(self.core.agents):
-            self.core.outbox.append((agent.identity, Shutdown("coordinator_stopping")))
+        embedded = {child.agent_id for child in self.launcher.agents} if self.launcher else set()
+        for agent in self.core.agents:
+            if agent.agent_id in embedded:
+                self.core.outbox.append((agent.identity, Shutdown("coordinator_stopping")))
         self._flush()
         if self.session is not None:
             self.session.set_totals(self.core.totals())

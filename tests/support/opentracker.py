@@ -18,6 +18,9 @@
 #   its whitelist only when adding a peer.
 # - A whitelist change is written to a new file, renamed over the old one, then SIGHUP makes
 #   opentracker re-read it; the change is confirmed by probing.
+# - With `netns` (a simulated host, tests/support/hosts.py) opentracker runs under
+#   `ip netns exec`, and the port choice, probes and listener count run on a thread moved into
+#   that namespace: the test process's own namespace cannot reach the host's address.
 
 from __future__ import annotations
 
@@ -34,10 +37,10 @@ import tempfile
 import threading
 import time
 import urllib.parse
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import FrameType, TracebackType
-from typing import Literal, Self
+from typing import Any, Literal, Self, TypeVar
 
 from shared.types import InfoHash, PeerAddress
 from tests.support.swarm import (
@@ -59,6 +62,8 @@ _PROBE_HASH = InfoHash(b"\x00" * 19 + b"\x01")
 _MAX_REPLY = 64 * 1024
 _PROBE_TIMEOUT_S = 0.5
 _POLL_S = 0.05
+
+_T = TypeVar("_T")
 
 
 def _to_info_hash(value: InfoHashLike) -> InfoHash:
@@ -128,14 +133,17 @@ def listener_count(host: str, port: int, proto: Literal["tcp", "udp"] = "tcp") -
 
     Read from /proc/net: opentracker sets SO_REUSEPORT, so a second process can bind a port that
     is already taken and nothing fails. Returns None for IPv6 or where /proc/net is not available.
+    The calling thread's network namespace is read (/proc/net is the main thread's).
     """
     if ":" in host:
         return None
-    path = Path("/proc/net") / proto
     try:
-        lines = path.read_text().splitlines()[1:]
+        lines = (Path("/proc/thread-self/net") / proto).read_text().splitlines()[1:]
     except OSError:
-        return None
+        try:
+            lines = (Path("/proc/net") / proto).read_text().splitlines()[1:]
+        except OSError:
+            return None
     packed = socket.inet_aton(host)
     want = f"{int.from_bytes(packed, 'little'):08X}:{port:04X}"
     count = 0
@@ -162,12 +170,14 @@ class OpenTracker:
         process: ManagedProcess,
         opentracker_pid: int,
         info_hashes: Iterable[InfoHash],
+        netns: str | None = None,
     ) -> None:
         self.host = host
         self.port = port
         self.root_dir = root_dir
         self.process = process
         self.opentracker_pid = opentracker_pid
+        self.netns = netns
         self._hashes = list(info_hashes)
         self._lock = threading.Lock()
 
@@ -203,8 +213,11 @@ class OpenTracker:
         Raises:
             OSError, http.client.HTTPException: the tracker did not answer.
         """
-        body = announce_probe(self.host, self.port, _to_info_hash(info_hash))
+        body = self._probe(_to_info_hash(info_hash))
         return b"failure reason" not in body
+
+    def _probe(self, info_hash: InfoHash) -> bytes:
+        return _in_netns(self.netns, announce_probe, self.host, self.port, info_hash)
 
     def add_info_hash(self, info_hash: InfoHashLike, timeout: float = 5.0) -> None:
         """Whitelist one more hash and wait until opentracker accepts it (SIGHUP reload)."""
@@ -251,7 +264,7 @@ class OpenTracker:
                     f"stderr: {self.process.stderr_tail()}",
                 )
             with contextlib.suppress(OSError, http.client.HTTPException):
-                body = announce_probe(self.host, self.port, probe or _PROBE_HASH)
+                body = self._probe(probe or _PROBE_HASH)
                 if probe is None or b"failure reason" not in body:
                     return
             if time.monotonic() >= deadline:
@@ -289,6 +302,15 @@ class OpenTracker:
         self.stop()
 
 
+def _in_netns(netns: str | None, fn: Callable[..., _T], *args: Any) -> _T:
+    """`fn(*args)` here, or on a thread inside network namespace `netns`."""
+    if netns is None:
+        return fn(*args)
+    from tests.support.hosts import call_in_netns
+
+    return call_in_netns(netns, fn, *args)
+
+
 def start_opentracker(
     tmp_dir: Path,
     info_hashes: Iterable[InfoHashLike] = (),
@@ -296,15 +318,17 @@ def start_opentracker(
     *,
     ready_timeout: float = 5.0,
     attempts: int = 3,
+    netns: str | None = None,
 ) -> OpenTracker:
     """Start opentracker on a free port of `host` with `info_hashes` whitelisted.
 
     Args:
         tmp_dir: a directory owned by the test; the tracker's root directory is made inside.
         info_hashes: hashes to whitelist (InfoHash, 40 hex digits or 20 raw bytes).
-        host: an IPv4 loopback address.
+        host: an IPv4 loopback address, or with `netns` an address of that namespace.
         ready_timeout: seconds to wait for each start attempt to answer.
         attempts: start attempts, each on a new port, before giving up.
+        netns: run opentracker in this network namespace (`ip netns exec`).
 
     Returns:
         The running tracker; the caller stops it (or uses it as a context manager).
@@ -318,7 +342,7 @@ def start_opentracker(
     _write_whitelist(root, hashes)
     failures: list[str] = []
     for _ in range(attempts):
-        port = free_port(host)
+        port = _in_netns(netns, free_port, host)
         config = root / "opentracker.conf"
         config.write_text(
             f"listen.tcp_udp {host}:{port}\n"
@@ -331,6 +355,8 @@ def start_opentracker(
         # importable whatever the current directory of the test run.
         pythonpath = os.pathsep.join(filter(None, [str(_REPO_ROOT), os.environ.get("PYTHONPATH")]))
         supervisor = [sys.executable, "-m", "tests.support.opentracker", "--supervise", "--"]
+        if netns is not None:
+            supervisor = ["ip", "netns", "exec", netns, *supervisor]
         process = ManagedProcess(
             f"opentracker@{host}:{port}",
             [*supervisor, str(OPENTRACKER_BINARY), "-f", str(config)],
@@ -348,9 +374,10 @@ def start_opentracker(
                 process=process,
                 opentracker_pid=int(started["pid"]),
                 info_hashes=hashes,
+                netns=netns,
             )
             tracker.wait_ready(ready_timeout)
-            listeners = listener_count(host, port)
+            listeners = _in_netns(netns, listener_count, host, port)
             if listeners not in (None, 1):
                 raise SwarmError("port_taken", f"{listeners} listeners share {host}:{port}")
             return tracker

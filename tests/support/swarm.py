@@ -350,12 +350,17 @@ class LtPeer:
     own it, so it is stopped even when the test fails.
     """
 
-    def __init__(self, config: LtPeerConfig, *, log_path: Path | None = None) -> None:
+    def __init__(
+        self, config: LtPeerConfig, *, log_path: Path | None = None, netns: str | None = None
+    ) -> None:
         self.config = config
         self.name = f"lt-{config.role}@{config.listen_host}"
+        # In a network namespace (a simulated host, tests/support/hosts.py) `ip netns exec`
+        # execs in place: the pid held is still the peer's own.
+        wrapper = ["ip", "netns", "exec", netns] if netns else []
         self.process = ManagedProcess(
             self.name,
-            [sys.executable, str(LT_PEER_SCRIPT), "--config", config.to_json()],
+            [*wrapper, sys.executable, str(LT_PEER_SCRIPT), "--config", config.to_json()],
             log_path=log_path,
         )
         self._address: PeerAddress | None = None
@@ -469,19 +474,37 @@ class Swarm:
         return next_loopback_address()
 
     def tracker(
-        self, info_hashes: Iterable[InfoHashLike] = (), *, host: str = "127.0.0.1"
+        self,
+        info_hashes: Iterable[InfoHashLike] = (),
+        *,
+        host: str = "127.0.0.1",
+        netns: str | None = None,
     ) -> OpenTracker:
-        """Start an opentracker on `host` whitelisting `info_hashes`; ready when returned."""
+        """Start an opentracker on `host` whitelisting `info_hashes`; ready when returned.
+
+        With `netns`, it runs in that network namespace, where `host` is one of its addresses.
+        """
         from tests.support.opentracker import start_opentracker
 
-        tracker = start_opentracker(self.tmp_dir, info_hashes, host=host)
+        tracker = start_opentracker(self.tmp_dir, info_hashes, host=host, netns=netns)
         self._owned.append(tracker)
         return tracker
 
-    def peer(self, config: LtPeerConfig, *, wait: bool = True, timeout: float = 30.0) -> LtPeer:
-        """Start a peer from a full config; waits for ready unless `wait` is False."""
+    def peer(
+        self,
+        config: LtPeerConfig,
+        *,
+        wait: bool = True,
+        timeout: float = 30.0,
+        netns: str | None = None,
+    ) -> LtPeer:
+        """Start a peer from a full config; waits for ready unless `wait` is False.
+
+        With `netns`, it runs in that network namespace (`config.listen_host` must be one of
+        its addresses).
+        """
         log_path = self.log_dir / f"{next(self._serial):02d}-{config.role}-{config.listen_host}.log"
-        peer = LtPeer(config, log_path=log_path)
+        peer = LtPeer(config, log_path=log_path, netns=netns)
         self._owned.append(peer)
         if wait:
             peer.wait_ready(timeout)

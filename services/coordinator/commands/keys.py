@@ -42,7 +42,7 @@ __all__ = ["EXIT_ERROR", "KeysReport", "default_keys_dir", "init_keys", "registe
 
 EXIT_ERROR = 2
 _AGENTS = "agents"
-_AGENT_KEYS_DIR = "/etc/torviz/keys"  # suggested place on an agent's host
+_AGENT_KEYS_DIR = "/etc/torviz/keys/agents"  # on every host, as in deploy/systemd
 
 
 def default_keys_dir() -> Path:
@@ -290,10 +290,10 @@ def _instructions(report: KeysReport) -> str:
         bundle = folder / _AGENTS / name
         lines += [
             f"agent {name}: copy {bundle}/ to its host, e.g.",
-            f"  rsync -a {bundle}/ HOST:{_AGENT_KEYS_DIR}/",
+            f"  rsync -a {bundle}/ HOST:{_AGENT_KEYS_DIR}/{name}/",
             "  and run there:",
             f"  torviz-<kind>-agent --coordinator tcp://COORDINATOR:PORT --agent-id {name} "
-            f"--keys {_AGENT_KEYS_DIR}",
+            f"--keys {_AGENT_KEYS_DIR}/{name}",
         ]
     if report.new_agents:
         lines.append(

@@ -61,10 +61,10 @@ def test_init_makes_private_keys_and_says_what_to_do(
     assert f"coordinator key pair made: {folder}/coordinator.key (public)" in out
     assert f'[security]\n  keys_dir = "{folder}"' in out
     for name in ("pa1", "st1"):
-        assert f"rsync -a {folder}/agents/{name}/ HOST:/etc/torviz/keys/" in out
+        assert f"rsync -a {folder}/agents/{name}/ HOST:/etc/torviz/keys/agents/{name}/" in out
         assert (
             f"torviz-<kind>-agent --coordinator tcp://COORDINATOR:PORT --agent-id {name} "
-            "--keys /etc/torviz/keys" in out
+            f"--keys /etc/torviz/keys/agents/{name}" in out
         )
     assert len(out.splitlines()) < 20
 
