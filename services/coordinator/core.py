@@ -26,7 +26,6 @@ from shared.bitfield import Bitfield, BitfieldError
 from shared.bus import (
     AddTorrent,
     AgentInfo,
-    AgentStatus,
     AttachTorrent,
     CheckProgress,
     CloseTorrent,
@@ -70,7 +69,7 @@ from shared.types import InfoHash, PeerAddress, PeerId
 from .agents import Agent, AgentRegistry
 from .choking import Choker
 from .picking import PiecePicker
-from .status import torrent_status
+from .status import agent_status, torrent_status
 from .swarm import MAX_HASH_FAILURES, PeerEvent, SwarmRules
 from .torrent import Torrent
 
@@ -172,6 +171,14 @@ class Coordinator:
             log.info("%s said hello again: starting it afresh", hello.agent_id)
             self.agent_left(identity)
         agent = self.agents.join(identity, hello, self._now)
+        if agent.kind is ServiceKind.STORAGE_AGENT and self._storage_agent() is not agent:
+            log.warning(
+                "a second storage agent, %s on %s, stays idle: one storage agent serves a "
+                "session (stop the other one)",
+                agent.agent_id,
+                agent.host,
+            )
+            return
         for torrent in self.torrents.values():
             match agent.kind:
                 case ServiceKind.STORAGE_AGENT if torrent.state in (
@@ -295,27 +302,7 @@ class Coordinator:
                 for torrent in self.torrents.values()
                 if torrent.info_hash_hex.startswith(prefix)
             ),
-            tuple(self._agent_status(agent) for agent in self.agents),
-        )
-
-    def _agent_status(self, agent: Agent) -> AgentStatus:
-        if agent.listen_address is not None:
-            address = f"{agent.listen_address.host}:{agent.listen_address.port}"
-            if ":" in agent.listen_address.host:
-                address = f"[{agent.listen_address.host}]:{agent.listen_address.port}"
-        else:
-            address = agent.data_endpoint
-        return AgentStatus(
-            agent_id=agent.agent_id,
-            role=agent.kind,
-            host=agent.host,
-            pid=agent.pid,
-            connections=agent.connections,
-            capacity=agent.capacity,
-            download_rate=agent.download_rate,
-            upload_rate=agent.upload_rate,
-            last_heartbeat=max(0.0, self._now - agent.last_heard),
-            address=address,
+            tuple(agent_status(agent, self._now) for agent in self.agents),
         )
 
     def totals(self) -> dict[InfoHash, tuple[int, int]]:
@@ -396,6 +383,7 @@ class Coordinator:
         connection count."""
         self._now = max(self._now, now)
         self._check_agents(now)
+        self._measure_agents()
         for torrent in self.torrents.values():
             if torrent.picker is None or torrent.state not in _OPEN_STATES:
                 continue
@@ -436,6 +424,20 @@ class Coordinator:
             for agent in self.agents:
                 self._send(agent.identity, Heartbeat(self._heartbeat_seq))
 
+    def _measure_agents(self) -> None:
+        """Each peer agent's rates: the sum over its open connections (placement's input)."""
+        rates: dict[bytes, tuple[float, float]] = {}
+        for torrent in self.torrents.values():
+            for record in torrent.peers.values():
+                down, up = rates.get(record.agent, (0.0, 0.0))
+                rates[record.agent] = (down + record.download_rate, up + record.upload_rate)
+        for agent in self.agents.of_kind(ServiceKind.PEER_AGENT):
+            agent.download_rate, agent.upload_rate = rates.get(agent.identity, (0.0, 0.0))
+
+    def _storage_agent(self) -> Agent | None:
+        """The storage agent serving the session: the first one that joined."""
+        return self.agents.first(ServiceKind.STORAGE_AGENT)
+
     def take_dropped(self) -> list[bytes]:
         dropped, self.dropped = self.dropped, []
         return dropped
@@ -455,7 +457,7 @@ class Coordinator:
         )
         if agent.kind is ServiceKind.PEER_AGENT and info.listen_address is not None:
             self._on_listening(info.listen_address)
-        elif agent.kind is ServiceKind.STORAGE_AGENT and info.data_endpoint:
+        elif agent is self._storage_agent() and info.data_endpoint:
             self._on_storage_route((info.data_endpoint, info.curve_public_key))
 
     def _on_storage_route(self, route: tuple[str, str]) -> None:
@@ -481,10 +483,6 @@ class Coordinator:
         return None
 
     def _on_stats(self, sender: bytes, message: TransferStats) -> None:
-        agent = self.agents.get(sender)
-        if agent is not None:
-            agent.download_rate = sum(stat.download_rate for stat in message.peers)
-            agent.upload_rate = sum(stat.upload_rate for stat in message.peers)
         for stat in message.peers:
             owner = self.torrents.get(stat.info_hash)
             record = owner.peers.get(stat.peer) if owner is not None else None

@@ -1,12 +1,13 @@
-"""A torrent's state as the user sees it: the ``TorrentStatus`` record of ``status``."""
+"""Torrents and agents as the user sees them: the records of ``status``."""
 
 from __future__ import annotations
 
-from shared.bus import PeerStatus, TorrentStatus, TrackerStatus
+from shared.bus import AgentStatus, PeerStatus, TorrentStatus, TrackerStatus
 
+from .agents import Agent
 from .torrent import Torrent
 
-__all__ = ["MAX_PEER_ROWS", "torrent_status"]
+__all__ = ["MAX_PEER_ROWS", "agent_status", "torrent_status"]
 
 MAX_PEER_ROWS = 1024
 """Connections listed per torrent (the schema's bound)."""
@@ -64,4 +65,24 @@ def torrent_status(torrent: Torrent, now: float) -> TorrentStatus:
         trackers=trackers,
         peer_list=peers,
         check_progress=torrent.check_progress,
+    )
+
+
+def agent_status(agent: Agent, now: float) -> AgentStatus:
+    """One connected agent at ``now``: its load, rates, address and when it was last heard."""
+    address = agent.data_endpoint
+    if agent.listen_address is not None:
+        host, port = agent.listen_address.host, agent.listen_address.port
+        address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return AgentStatus(
+        agent_id=agent.agent_id,
+        role=agent.kind,
+        host=agent.host,
+        pid=agent.pid,
+        connections=agent.connections,
+        capacity=agent.capacity,
+        download_rate=agent.download_rate,
+        upload_rate=agent.upload_rate,
+        last_heartbeat=max(0.0, now - agent.last_heard),
+        address=address,
     )

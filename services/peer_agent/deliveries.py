@@ -102,6 +102,9 @@ class Delivery:
     """Sends so far (resends after a storage restart are not counted: they repeat a send that
     was lost, not one that was refused)."""
     sent_at: float
+    """When it was last sent, not counting resends after a storage restart: the answer timeout
+    runs from here, so a piece that keeps meeting restarts (a storage agent crashing on it)
+    is still given up in the end."""
     retry_at: float | None = None
     """When it is to be sent again after a refusal; None while it is in flight."""
 
@@ -229,7 +232,6 @@ class Deliveries:
         kept = list(self._kept.values())
         for delivery in kept:
             delivery.retry_at = None
-            delivery.sent_at = now
         return kept
 
     def welcomed(self) -> None:

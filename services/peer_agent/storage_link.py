@@ -240,6 +240,7 @@ class StorageLinks:
         self._keys = keys
         self._clock = clock
         self._links: dict[str, StorageLink] = {}
+        self._public_keys: dict[str, str] = {}
 
     def open(self, endpoint: str, public_key: str = "") -> StorageLink:
         """The link to ``endpoint``, opened (and started) on first use.
@@ -254,8 +255,12 @@ class StorageLinks:
                 and this agent has no key pair (``needs_keys``).
         """
         link = self._links.get(endpoint)
-        if link is not None:
+        if link is not None and self._public_keys.get(endpoint) == public_key:
             return link
+        if link is not None:  # the storage agent there has a new key: connect again
+            log.warning("storage at %s has a new key: connecting again", endpoint)
+            link.close()
+            del self._links[endpoint]
 
         def handler(incoming: Incoming) -> None:
             self._handler(endpoint, incoming)
@@ -270,6 +275,7 @@ class StorageLinks:
         )
         link.start()
         self._links[endpoint] = link
+        self._public_keys[endpoint] = public_key
         return link
 
     def get(self, endpoint: str) -> StorageLink | None:
@@ -291,7 +297,15 @@ class StorageLinks:
         self._links.clear()
 
     def _curve(self, endpoint: str, public_key: str) -> CurveClient | None:
-        if not public_key or parse_endpoint(endpoint).scheme != "tcp":
+        if parse_endpoint(endpoint).scheme != "tcp":
+            return None
+        if not public_key:
+            if self._keys is not None:  # with keys, no tcp link goes in the clear
+                raise ConfigError(
+                    "needs_keys",
+                    f"the storage agent at {endpoint} uses no CURVE key but this agent has "
+                    "keys: give the storage agent keys too ([security] keys_dir)",
+                )
             return None
         server_public = check_public_key(public_key.encode(), f"the public key of {endpoint}")
         if self._keys is None:

@@ -38,7 +38,8 @@ Rules:
   finished, and events sent while unregistered are dropped, because the coordinator asks again
   (``OpenTorrent`` of a torrent already open is answered ``TorrentOpened(have)`` at once).
   ``AgentInfo`` tells it the data endpoint (a wildcard host replaced by the address this host
-  uses to reach the coordinator), its CURVE public key and the pieces verified at once.
+  uses to reach the coordinator), its CURVE public key, and as its capacity how many pieces
+  it verifies at once.
 - On ``Shutdown``, a signal, or the parent gone, ``on_stop`` lets pieces in flight finish,
   flushes and closes every torrent and writes its final resume record, all within
   ``stop_timeout`` seconds. A SIGKILL loses only what was in flight: the pieces verified since

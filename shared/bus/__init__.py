@@ -24,6 +24,7 @@ from .hello import (
     SERVICE_KINDS,
     HelloPolicy,
     check_hello,
+    check_identity,
     make_hello,
     raise_if_rejected,
 )
@@ -232,6 +233,7 @@ __all__ = [
     "bus_message",
     "bus_record",
     "check_hello",
+    "check_identity",
     "decode_frames",
     "decode_message",
     "encode_frames",

@@ -21,7 +21,14 @@ from shared.errors import BusError
 from .codec import SCHEMA_DIGEST
 from .schema import BUS_PROTOCOL_VERSION, Hello, Rejected, ServiceKind, Welcome
 
-__all__ = ["SERVICE_KINDS", "HelloPolicy", "check_hello", "make_hello", "raise_if_rejected"]
+__all__ = [
+    "SERVICE_KINDS",
+    "HelloPolicy",
+    "check_hello",
+    "check_identity",
+    "make_hello",
+    "raise_if_rejected",
+]
 
 SERVICE_KINDS = frozenset(kind.value for kind in ServiceKind)
 
@@ -100,6 +107,41 @@ def check_hello(hello: Hello, policy: HelloPolicy) -> Welcome | Rejected:
         service=policy.service.value,
         server_id=policy.server_id,
         heartbeat_interval=policy.heartbeat_interval,
+    )
+
+
+def check_identity(
+    hello: Hello, routing_id: bytes, key_name: str, own_key_name: str
+) -> Rejected | None:
+    """On an endpoint with CURVE keys: may the caller's key speak for the agent it names?
+
+    A key pair belongs to one agent (its name is the agent id) or to a group of agents that
+    share it (a scaled service: their ids start with ``<key name>-``). The routing identity, by
+    which the endpoint addresses the caller and which a new connection can take over, must be
+    the agent id. The endpoint's own key (embedded agents use their coordinator's) may be any
+    agent. Without this, any admitted key could take over another agent's identity.
+
+    Args:
+        hello: the caller's ``Hello``.
+        routing_id: the caller's ZeroMQ routing identity.
+        key_name: the name the ZAP handler gave the caller's key.
+        own_key_name: the name of the endpoint's own key pair.
+
+    Returns:
+        ``None`` when it may, else the ``Rejected`` (``identity_not_allowed``) to answer.
+    """
+    agent_id = hello.agent_id
+    if routing_id != agent_id.encode():
+        return Rejected(
+            "identity_not_allowed",
+            f"{hello.service} {agent_id!r} connected with another routing identity",
+        )
+    if key_name in (own_key_name, agent_id) or agent_id.startswith(f"{key_name}-"):
+        return None
+    return Rejected(
+        "identity_not_allowed",
+        f"{hello.service} {agent_id!r} uses the key of {key_name!r}: an agent's id must be its "
+        f"key's name or start with '{key_name}-' (run it with --agent-id {key_name})",
     )
 
 

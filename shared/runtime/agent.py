@@ -71,7 +71,10 @@ def parse_agent_args(
     )
     parser.add_argument("--bus", help=argparse.SUPPRESS)  # the older name of --coordinator
     parser.add_argument("--config", help="TOML configuration file")
-    parser.add_argument("--agent-id", help="unique name of this agent (default: kind-host-pid)")
+    parser.add_argument(
+        "--agent-id",
+        help="unique name of this agent (default: KIND-HOST-PID; KEY_NAME-HOST-PID with a key)",
+    )
     parser.add_argument(
         "--keys", metavar="DIR", help="folder of CURVE keys (overrides [security] keys_dir)"
     )
@@ -105,7 +108,10 @@ def parse_agent_args(
             "torviz: error: coordinator.heartbeat_misses must be at least 1, "
             f"not {config.coordinator.heartbeat_misses}\n",
         )
-    agent_id = args.agent_id or f"{service}-{socket.gethostname()}-{os.getpid()}"
+    # A key shared by several agents (a scaled service) names them: the coordinator admits a
+    # key's agents only under ids that start with its name (shared.bus.check_identity).
+    prefix = config.security.key_name or service
+    agent_id = args.agent_id or f"{prefix}-{socket.gethostname()}-{os.getpid()}"
     known = {
         *("coordinator", "bus", "config", "agent_id"),
         *("keys", "key_name", "parent_pid", "log_level"),

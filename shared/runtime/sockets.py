@@ -25,7 +25,10 @@ and decides which client keys are admitted. Given a ``CurveClient`` it is a CURV
 handshakes a ``curve.HandshakeWatch`` follows (a monitor greenlet, closed with the socket): a
 failure (a refused key, a wrong server key, a server without CURVE) is counted in
 ``stats.auth_failures`` and logged at error at most once per 30 s, and since libzmq gives up on
-a refused connection, the watch connects again, backing off from 1 s to 30 s.
+a refused connection, the watch connects again, backing off from 1 s to 30 s. A CURVE server
+with a hello policy also checks that the caller's key may speak for the agent it names
+(``shared.bus.check_identity``): the ZAP handler names each admitted key, and ZeroMQ hands that
+name over with every message (``User-Id``).
 
 Rules:
 - Input is hostile: malformed messages are logged (the first few, then every 1000th), counted
@@ -61,6 +64,7 @@ from shared.bus import (
     ServiceKind,
     Welcome,
     check_hello,
+    check_identity,
     decode_frames,
     encode_frames,
     make_hello,
@@ -203,6 +207,9 @@ class BusSocket:
         self._greenlets: list[gevent.Greenlet[Any, Any]] = []
         self._closed = False
         self._watch: HandshakeWatch | None = None
+        self._own_key_name = curve.keys.name if isinstance(curve, CurveServer) else None
+        self._key_names: dict[bytes, str] = {}
+        """CURVE server: the key name each welcomed peer was admitted with."""
         ctx = context if context is not None else zmq.green.Context.instance()
         if isinstance(curve, CurveServer):  # before any socket exists: trust() may raise
             zap_handler(ctx).trust(curve.keys, curve.authorized_dir)
@@ -394,7 +401,11 @@ class BusSocket:
         except BusError as exc:
             self._drop(sender, exc.reason, exc.message)
             return False
-        if sender is not None and self._policy is not None and not self._admit(sender, message):
+        if (
+            sender is not None
+            and self._policy is not None
+            and not self._admit(sender, message, self._key_name(frames[0]))
+        ):
             return False
         self.stats.received += 1
         try:
@@ -409,11 +420,30 @@ class BusSocket:
             log.exception("%s: handler failed on %s", self.name, type(message).__name__)
         return data is not None
 
-    def _admit(self, sender: bytes, message: Message) -> bool:
+    def _key_name(self, frame: zmq.Frame) -> str | None:
+        """The ZAP user id (our key name) of a CURVE client's message; None without CURVE."""
+        if self._own_key_name is None:
+            return None
+        try:
+            return str(frame.get("User-Id"))
+        except zmq.ZMQError:
+            return ""
+
+    def _admit(self, sender: bytes, message: Message, key_name: str | None) -> bool:
         """The handshake gate of a bound endpoint; answers ``Hello`` itself."""
         assert self._policy is not None
         if isinstance(message, Hello):
             answer: Welcome | Rejected = check_hello(message, self._policy)
+            if isinstance(answer, Welcome) and key_name is not None:
+                assert self._own_key_name is not None
+                taken = self._key_names.get(sender)
+                refusal = check_identity(message, sender, key_name, self._own_key_name)
+                if refusal is None and taken is not None and taken != key_name:
+                    refusal = Rejected(
+                        "identity_not_allowed",
+                        f"{message.agent_id!r} is already here with the key of {taken!r}",
+                    )
+                answer = refusal or answer
             if sender not in self.welcomed and len(self.welcomed) >= self._max_peers:
                 if self._evict_oldest:
                     del self.welcomed[next(iter(self.welcomed))]  # dicts keep insertion order
@@ -428,6 +458,8 @@ class BusSocket:
                 return False
             log.info("%s: welcomed %s %s", self.name, message.service, message.agent_id)
             self.welcomed[sender] = message
+            if key_name is not None:
+                self._key_names[sender] = key_name
             return True
         if sender not in self.welcomed:
             self.stats.unwelcomed += 1
@@ -439,6 +471,7 @@ class BusSocket:
             return False
         if isinstance(message, Goodbye):
             del self.welcomed[sender]
+            self._key_names.pop(sender, None)
         return True
 
     def _drop(self, sender: bytes | None, reason: str, detail: str) -> None:

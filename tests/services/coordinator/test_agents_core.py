@@ -10,6 +10,7 @@ from shared.bus import (
     ConnectPeer,
     DetachTorrent,
     Heartbeat,
+    PeerDisconnected,
     PeersDiscovered,
     PeerSource,
     PeerStats,
@@ -93,7 +94,13 @@ def test_storage_agent_info_routes_the_pieces() -> None:
     [(_, attach)] = sent(core, AttachTorrent)
     assert attach.storage_endpoint == "tcp://10.0.0.1:7701"
     assert attach.storage_public_key == "k" * 40
-    # A replacement storage agent elsewhere: every peer agent is attached again.
+    # A second storage agent is left idle while the first serves.
+    join(core, b"storage2", ServiceKind.STORAGE_AGENT)
+    core.handle(b"storage2", AgentInfo(32, None, "tcp://10.0.0.7:7701", ""), 1.0)
+    assert core.take_outbox() == []
+    # A replacement elsewhere: every peer agent is attached again.
+    core.agent_left(STORAGE)
+    core.agent_left(b"storage2")
     join(core, b"storage2", ServiceKind.STORAGE_AGENT)
     core.take_outbox()
     core.handle(b"storage2", AgentInfo(32, None, "tcp://10.0.0.9:7701", ""), 1.0)
@@ -129,9 +136,16 @@ def test_throughput_steers_placement() -> None:
     connect(core, info_hash, PA2, "pa2/1", 3, Bitfield.full(NUM_PIECES))
     row = PeerStats(info_hash, "pa1/1", 10**9, 0, 9e7, 0.0, False, True, True, True, False, 6)
     core.handle(PA1, TransferStats((row,)), 1.0)
+    core.tick(1.0)
     core.take_outbox()
     core.handle(TRACKER, PeersDiscovered(info_hash, (addr(9),), PeerSource.TRACKER), 1.0)
     assert [to for to, _ in sent(core, ConnectPeer)] == [PA2]
+    # Once its busy connection is gone, the agent counts as idle again.
+    core.handle(PA1, PeerDisconnected(info_hash, "pa1/1", "closed", "closed"), 2.0)
+    core.tick(2.0)
+    assert [(a.agent_id, a.download_rate) for a in core.status().agents if a.agent_id == "pa1"] == [
+        ("pa1", 0.0)
+    ]
 
 
 def test_status_lists_the_agents() -> None:

@@ -130,7 +130,7 @@ def test_a_restart_sends_everything_again_in_order_once() -> None:
     resend = deliveries.restarted(5.0)
     assert resend is not None
     assert [d.message.piece for d in resend] == [3, 1, 2]
-    assert all(d.retry_at is None and d.sent_at == 5.0 for d in resend)
+    assert all(d.retry_at is None for d in resend)
     assert all(d.attempts == 1 for d in resend)  # a lost send is no refusal
     # Every message sent before the new Hello is answered hello_first: echoes, ignored.
     assert deliveries.restarted(5.1) is None
@@ -200,3 +200,15 @@ def test_every_piece_sent_is_kept_until_settled(ops: list[tuple[str, int]]) -> N
             deliveries.restarted(now)
         assert sorted(pieces(deliveries)) == sorted(model)
         assert deliveries.full == (len(model) >= WINDOW)
+
+
+def test_a_piece_that_keeps_meeting_restarts_is_given_up_in_the_end() -> None:
+    deliveries = Deliveries(answer_timeout=120.0, rejoin_interval=2.0)
+    send(deliveries, 4)  # sent at 0.0
+    for now in (30.0, 60.0, 90.0):  # the storage agent crashes on it, again and again
+        resend = deliveries.restarted(now)
+        assert resend is not None and [d.message.piece for d in resend] == [4]
+        deliveries.welcomed()
+    assert deliveries.expired(119.0) == []
+    assert [d.message.piece for d in deliveries.expired(120.0)] == [4]
+    assert len(deliveries) == 0

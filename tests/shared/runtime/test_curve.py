@@ -419,6 +419,30 @@ def test_a_curve_client_to_a_plain_server_fails_clearly(
         server.close(linger=0)
 
 
+@pytest.mark.parametrize(
+    ("identity", "agent_id", "admitted"),
+    [
+        ("a1", "a1", True),  # the key's own agent
+        ("a1-7", "a1-7", True),  # one of a group sharing the key (a scaled service)
+        ("storage", "storage", False),  # another agent's name: refused
+        ("a10", "a10", False),  # a longer name is not the key's group
+        ("a1", "a1-7", False),  # the routing identity must be the agent id
+    ],
+)
+def test_a_key_speaks_only_for_its_own_agents(
+    pair: Pair, identity: str, agent_id: str, admitted: bool
+) -> None:
+    client, replies = pair.client(pair.curve_client("a1"), name=identity)
+    client.send(make_hello(ServiceKind.PEER_AGENT, agent_id, "h", 1))
+    answer = replies.get(timeout=WAIT).message
+    if admitted:
+        assert isinstance(answer, Welcome)
+        assert pair.inbox.get(timeout=WAIT).sender == identity.encode()
+    else:
+        assert getattr(answer, "reason", None) == "identity_not_allowed"
+        assert pair.inbox.empty() and pair.server.welcomed == {}
+
+
 def test_forget_makes_a_welcomed_peer_say_hello_again(pair: Pair) -> None:
     client, replies = pair.client(pair.curve_client("a1"))
     client.send(make_hello(ServiceKind.PEER_AGENT, "a1", "h", 1))
