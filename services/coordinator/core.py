@@ -209,6 +209,14 @@ class Coordinator:
                 self.swarm.connect_more(torrent)
             if self.listen_address == agent.listen_address:
                 self.listen_address = self._any_listen_address()
+        successor = self._storage_agent()
+        if agent.kind is ServiceKind.STORAGE_AGENT and successor is not None:
+            log.info("storage agent %s takes over from %s", successor.agent_id, agent.agent_id)
+            for torrent in self.torrents.values():
+                if torrent.state in (TorrentState.CHECKING, *_OPEN_STATES):
+                    self._open(torrent, successor)
+            if successor.data_endpoint:
+                self._on_storage_route((successor.data_endpoint, successor.curve_public_key))
         return agent
 
     # -- control --

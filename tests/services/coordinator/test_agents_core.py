@@ -10,6 +10,7 @@ from shared.bus import (
     ConnectPeer,
     DetachTorrent,
     Heartbeat,
+    OpenTorrent,
     PeerDisconnected,
     PeersDiscovered,
     PeerSource,
@@ -98,18 +99,16 @@ def test_storage_agent_info_routes_the_pieces() -> None:
     join(core, b"storage2", ServiceKind.STORAGE_AGENT)
     core.handle(b"storage2", AgentInfo(32, None, "tcp://10.0.0.7:7701", ""), 1.0)
     assert core.take_outbox() == []
-    # A replacement elsewhere: every peer agent is attached again.
+    # The first one goes: the idle one takes over, and every peer agent is attached again with
+    # its endpoint.
     core.agent_left(STORAGE)
-    core.agent_left(b"storage2")
-    join(core, b"storage2", ServiceKind.STORAGE_AGENT)
-    core.take_outbox()
-    core.handle(b"storage2", AgentInfo(32, None, "tcp://10.0.0.9:7701", ""), 1.0)
     out = core.take_outbox()
+    assert [to for to, m in out if isinstance(m, OpenTorrent)] == [b"storage2"]
     detached = [to for to, m in out if isinstance(m, DetachTorrent)]
     attached = [(to, m) for to, m in out if isinstance(m, AttachTorrent)]
     assert sorted(detached) == [PA1, PA2]
     assert sorted(to for to, _ in attached) == [PA1, PA2]
-    assert {m.storage_endpoint for _, m in attached} == {"tcp://10.0.0.9:7701"}
+    assert {m.storage_endpoint for _, m in attached} == {"tcp://10.0.0.7:7701"}
     assert {m.storage_public_key for _, m in attached} == {""}
 
 
