@@ -57,6 +57,19 @@ class CoordinatorConfig:
     go to other agents) and an agent counts its coordinator as lost (it drops its work and says
     hello again until a coordinator answers)."""
 
+    def __post_init__(self) -> None:
+        if not self.heartbeat_interval >= 0:
+            raise ConfigError(
+                "bad_value",
+                "coordinator.heartbeat_interval must be 0 (no heartbeats) or more seconds, "
+                f"not {self.heartbeat_interval}",
+            )
+        if self.heartbeat_misses < 1:  # nobody can count to zero missed heartbeats
+            raise ConfigError(
+                "bad_value",
+                f"coordinator.heartbeat_misses must be at least 1, not {self.heartbeat_misses}",
+            )
+
 
 @dataclass(frozen=True, slots=True)
 class TrackerAgentConfig:

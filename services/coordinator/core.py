@@ -133,7 +133,6 @@ class Coordinator:
     ) -> None:
         self.peer_id = peer_id
         self.listen_port = listen_port
-        self.storage_endpoint = storage_endpoint
         self.config = config
         self.rng = rng
         self.session: SessionListener = session or _Forgetful()
@@ -415,7 +414,7 @@ class Coordinator:
         interval = self.config.heartbeat_interval
         if interval <= 0:
             return
-        limit = interval * max(1, self.config.heartbeat_misses)
+        limit = interval * self.config.heartbeat_misses
         for agent in self.agents.silent(now, limit):
             log.warning(
                 "%s %s on %s was silent for %.0f s: counted as dead, its work goes elsewhere",

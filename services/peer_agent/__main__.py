@@ -76,7 +76,7 @@ def _settings(options: AgentOptions) -> AgentSettings:
         bus_endpoint=options.bus,
         config=config.peer_agent,
         max_connections=max(1, options.extra.max_connections),
-        heartbeat_misses=max(1, config.coordinator.heartbeat_misses),
+        heartbeat_misses=config.coordinator.heartbeat_misses,
         advertise_host=resolve_advertise_host(advertise) if advertise else "",
         curve=client_security(options.bus, security, options.agent_id),
         keys=(

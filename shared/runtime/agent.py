@@ -102,12 +102,6 @@ def parse_agent_args(
         except (OSError, ConfigError) as exc:
             parser.exit(2, f"torviz: error: config {args.config}: {exc}\n")
     config = _override_security(config, args.keys, args.key_name)
-    if config.coordinator.heartbeat_misses < 1:  # the link cannot count to zero
-        parser.exit(
-            2,
-            "torviz: error: coordinator.heartbeat_misses must be at least 1, "
-            f"not {config.coordinator.heartbeat_misses}\n",
-        )
     # A key shared by several agents (a scaled service) names them: the coordinator admits a
     # key's agents only under ids that start with its name (shared.bus.check_identity).
     prefix = config.security.key_name or service

@@ -41,6 +41,8 @@ def test_values_are_typed_and_sections_independent() -> None:
         ("[coordinator]\nmax_peers_per_torrent = true\n", "bad_type", "max_peers_per_torrent"),
         ("[peer_agent]\nlisten_ports = [1]\n", "bad_type", "peer_agent.listen_ports"),
         ("[peer_agent]\nlisten_ports = 6881\n", "bad_type", "peer_agent.listen_ports"),
+        ("[coordinator]\nheartbeat_misses = 0\n", "bad_value", "coordinator.heartbeat_misses"),
+        ("[coordinator]\nheartbeat_interval = -1\n", "bad_value", "heartbeat_interval"),
         ("coordinator = 3\n", "bad_section", "[coordinator]"),
         ("[coordinator\n", "bad_toml", "TOML"),
     ],

@@ -71,5 +71,5 @@ def test_heartbeat_misses_below_one_is_one_line_and_exit_2(tmp_path: Path, capsy
         parse_agent_args("peer_agent", ["--coordinator", ENDPOINT, "--config", str(config)])
     assert exited.value.code == 2
     assert capsys.readouterr().err == (
-        "torviz: error: coordinator.heartbeat_misses must be at least 1, not 0\n"
+        f"torviz: error: config {config}: coordinator.heartbeat_misses must be at least 1, not 0\n"
     )
