@@ -37,6 +37,7 @@ from shared.bus import (
     Hello,
     Message,
     OpenTorrent,
+    PeerDisconnected,
     PeersDiscovered,
     PieceRejected,
     PieceVerified,
@@ -384,6 +385,8 @@ class Coordinator:
                 torrent.trackers[url] = (message, now)
             case _ if isinstance(message, PeerEvent) and torrent.picker is not None:
                 self.swarm.handle(torrent, sender, message, now)
+            case PeerDisconnected(peer=key):
+                torrent.closing.pop(key, None)  # a stopped torrent's connection, now closed
 
     def tick(self, now: float) -> None:
         """Once a second: heartbeats, silent agents, choking rounds, tracker totals, and the
@@ -492,8 +495,15 @@ class Coordinator:
     def _on_stats(self, sender: bytes, message: TransferStats) -> None:
         for stat in message.peers:
             owner = self.torrents.get(stat.info_hash)
-            record = owner.peers.get(stat.peer) if owner is not None else None
-            if record is not None and record.agent == sender:
+            if owner is None:
+                continue
+            record = owner.peers.get(stat.peer)
+            if record is None:
+                closing = owner.closing.get(stat.peer)
+                if closing is not None and closing.agent == sender:
+                    owner.count_final(closing, stat.downloaded, stat.uploaded)
+                continue
+            if record.agent == sender:
                 record.downloaded, record.uploaded = stat.downloaded, stat.uploaded
                 record.download_rate, record.upload_rate = stat.download_rate, stat.upload_rate
                 record.peer_choking = stat.peer_choking

@@ -39,6 +39,7 @@ from shared.config import CoordinatorConfig
 
 from .agents import AgentRegistry
 from .choking import Candidate
+from .redial import FINAL_REASONS
 from .torrent import PeerRecord, Torrent
 
 __all__ = ["MAX_HASH_FAILURES", "PeerEvent", "SwarmRules"]
@@ -49,11 +50,6 @@ log = logging.getLogger(__name__)
 
 MAX_HASH_FAILURES = 3
 """Pieces a connection may send us corrupt before it is dropped and its address banned."""
-
-_FINAL_REASONS = frozenset(
-    {"banned", "sent_corrupt_data", "both_seeds", "connected_to_self", "duplicate_peer"}
-)
-"""Why a connection ended that make dialling the address again pointless."""
 
 PeerEvent = (
     PeerConnected
@@ -90,8 +86,7 @@ class SwarmRules:
                 if torrent.connecting.pop(address, None) is not None:
                     self._agent_load(sender, -1)
                 torrent.tried.add(address)
-                if reason not in _FINAL_REASONS:
-                    torrent.retry_later(address, now)
+                torrent.redial.ended(address, now, reason, productive=False)
                 self.connect_more(torrent)
             case PeerBitfield(peer=key, bitfield=raw):
                 self._on_bitfield(torrent, key, raw)
@@ -111,10 +106,12 @@ class SwarmRules:
             case PieceDownloaded(peer=key, piece=piece):
                 self._on_downloaded(torrent, key, piece)
             case PeerDisconnected(peer=key, reason=reason):
+                torrent.closing.pop(key, None)  # closed at our request: its totals are in
                 record = torrent.peers.get(key)
                 if record is not None:
-                    if not record.incoming and reason not in _FINAL_REASONS:
-                        torrent.retry_later(record.address, now)
+                    if not record.incoming:
+                        productive = bool(record.downloaded or record.uploaded)
+                        torrent.redial.ended(record.address, now, reason, productive=productive)
                     self.forget_peer(torrent, key)
                     self.offer_work(torrent)
                     self.connect_more(torrent)
@@ -162,8 +159,7 @@ class SwarmRules:
         torrent.banned_hosts.add(record.address.host)
         for agent in self.agents.of_kind(ServiceKind.PEER_AGENT):
             self._send(agent.identity, BanPeers(info_hash, (record.address.host,)))
-        self._send(record.agent, DisconnectPeer(info_hash, record.key, "sent_corrupt_data"))
-        self.forget_peer(torrent, record.key)
+        self.disconnect(torrent, record, "sent_corrupt_data")
 
     def _on_downloaded(self, torrent: Torrent, key: str, piece: int) -> None:
         picker = torrent.picker
@@ -259,11 +255,7 @@ class SwarmRules:
         if torrent.connecting.pop(message.address, None) is None:
             self._agent_load(sender, +1)  # an incoming connection
         torrent.tried.add(message.address)
-        if message.address.host in torrent.banned_hosts or torrent.picker is None:
-            self._send(sender, DisconnectPeer(torrent.metainfo.info_hash, message.peer, "banned"))
-            self._agent_load(sender, -1)
-            return
-        torrent.peers[message.peer] = PeerRecord(
+        record = PeerRecord(
             key=message.peer,
             agent=sender,
             address=message.address,
@@ -274,24 +266,26 @@ class SwarmRules:
             extension_protocol=message.extension_protocol,
             connected_at=now,
         )
+        if message.address.host in torrent.banned_hosts or torrent.picker is None:
+            torrent.peers[message.peer] = record  # for disconnect() to count it off
+            self.disconnect(torrent, record, "banned")
+            return
+        torrent.peers[message.peer] = record
 
     def _on_bitfield(self, torrent: Torrent, key: str, raw: bytes) -> None:
         record = torrent.peers.get(key)
         if record is None or torrent.picker is None:
             return
-        info_hash = torrent.metainfo.info_hash
         try:
             bits = Bitfield.from_bytes(raw, torrent.num_pieces)
         except BitfieldError:
-            self._send(record.agent, DisconnectPeer(info_hash, key, "bad_bitfield"))
-            self.forget_peer(torrent, key)
+            self.disconnect(torrent, record, "bad_bitfield")
             return
         torrent.picker.peer_left(record.bits)
         record.bits = bits
         torrent.picker.peer_joined(bits)
         if bits.complete and torrent.complete:
-            self._send(record.agent, DisconnectPeer(info_hash, key, "both_seeds"))
-            self.forget_peer(torrent, key)
+            self.disconnect(torrent, record, "both_seeds")
             return
         if torrent.picker.interesting(bits):
             self._assign(torrent, record, self.config.pieces_per_peer)
@@ -306,11 +300,28 @@ class SwarmRules:
             if record.starved and piece not in torrent.picker.have:
                 self._assign(torrent, record, self.config.pieces_per_peer)
 
-    def forget_peer(self, torrent: Torrent, key: str) -> None:
-        """A connection is gone: its pieces go back to the pool, its counters to the torrent."""
+    def disconnect(self, torrent: Torrent, record: PeerRecord, reason: str) -> None:
+        """Close a connection ourselves: the peer agent is told, the address given up when the
+        reason is final, and the record kept aside until the connection's final
+        ``TransferStats`` and ``PeerDisconnected`` arrive, so no byte it moved goes uncounted."""
+        info_hash = torrent.metainfo.info_hash
+        self._send(record.agent, DisconnectPeer(info_hash, record.key, reason))
+        if reason in FINAL_REASONS:
+            torrent.redial.give_up(record.address)
+        self.forget_peer(torrent, record.key, closing=True)
+
+    def forget_peer(self, torrent: Torrent, key: str, *, closing: bool = False) -> None:
+        """A connection is gone: its pieces go back to the pool, its counters to the torrent.
+
+        Args:
+            closing: the peer agent still holds the connection and will send its final
+                counters; keep the record to count them (``Torrent.closing``).
+        """
         record = torrent.peers.pop(key, None)
         if record is None:
             return
+        if closing:
+            torrent.remember_closing(record)
         self._agent_load(record.agent, -1)
         torrent.choker.forget(key)
         torrent.downloaded_closed += record.downloaded
@@ -325,12 +336,12 @@ class SwarmRules:
         known = [peer.address for peer in torrent.peers.values() if not peer.incoming]
         known += list(torrent.connecting)
         for key in list(torrent.peers):
-            self.forget_peer(torrent, key)
+            self.forget_peer(torrent, key, closing=True)  # detached: final counters follow
         for identity in torrent.connecting.values():
             self._agent_load(identity, -1)
         torrent.connecting.clear()
         torrent.tried.clear()
-        torrent.retries.clear()
+        torrent.redial.clear()
         torrent.add_candidates(tuple(known))
 
     def forget_agent(self, torrent: Torrent, identity: bytes) -> None:
@@ -338,6 +349,8 @@ class SwarmRules:
         lost = [peer.address for peer in torrent.peers.values() if peer.agent == identity]
         for key in [k for k, peer in torrent.peers.items() if peer.agent == identity]:
             self.forget_peer(torrent, key)
+        for key in [k for k, peer in torrent.closing.items() if peer.agent == identity]:
+            del torrent.closing[key]
         for address in [a for a, who in torrent.connecting.items() if who == identity]:
             del torrent.connecting[address]
             lost.append(address)

@@ -17,15 +17,15 @@ from shared.types import PeerAddress
 
 from .choking import Choker
 from .picking import PiecePicker
+from .redial import RedialSchedule
 
 __all__ = ["PeerRecord", "Torrent"]
 
 MAX_CANDIDATES = 2000
 """Peer addresses remembered per torrent beyond those connected (a tracker cannot flood us)."""
-RETRY_DELAY = 10.0
-"""Seconds before an address whose connection ended is dialled again (doubled each time)."""
-MAX_RETRIES = 6
-"""Times in a row an address is dialled again before it waits for the next tracker reply."""
+MAX_CLOSING = 4096
+"""Connections we asked to close whose final counters have not arrived yet (a peer agent that
+never answers cannot make this grow without bound)."""
 
 
 @dataclass(slots=True)
@@ -94,11 +94,14 @@ class Torrent:
     candidates: OrderedDict[PeerAddress, None] = field(default_factory=OrderedDict)
     connecting: dict[PeerAddress, bytes] = field(default_factory=dict)
     tried: set[PeerAddress] = field(default_factory=set)
-    retries: dict[PeerAddress, tuple[float, int]] = field(default_factory=dict)
-    """Addresses to dial again: when, and how many times they have failed in a row."""
+    redial: RedialSchedule = field(default_factory=RedialSchedule)
+    """Addresses to dial again after a back-off, and those given up."""
     banned_hosts: set[str] = field(default_factory=set)
     trackers: dict[str, tuple[TrackerStateChanged, float]] = field(default_factory=dict)
     """The latest report of each tracker URL, and when it arrived."""
+    closing: OrderedDict[str, PeerRecord] = field(default_factory=OrderedDict)
+    """Connections we asked a peer agent to close (or detached): their final ``TransferStats``
+    still count, until their ``PeerDisconnected`` arrives."""
     verified_bytes: int = 0
     downloaded_closed: int = 0
     """Bytes downloaded by connections that have closed, and in earlier runs."""
@@ -163,24 +166,35 @@ class Torrent:
                 or address in self.connecting
                 or address in self.tried
                 or address.host in self.banned_hosts
+                or self.redial.given_up(address)
                 or len(self.candidates) >= MAX_CANDIDATES
             ):
                 continue
             self.candidates[address] = None
 
-    def retry_later(self, address: PeerAddress, now: float) -> None:
-        """Dial ``address`` again after a back-off (10 s, 20 s, 40 s ... up to MAX_RETRIES)."""
-        _, failures = self.retries.get(address, (0.0, 0))
-        if failures < MAX_RETRIES and address.host not in self.banned_hosts:
-            self.retries[address] = (now + RETRY_DELAY * 2**failures, failures + 1)
-
     def due_retries(self, now: float) -> None:
-        """Move addresses whose back-off has passed back among the candidates."""
-        for address, (when, _) in list(self.retries.items()):
-            if when <= now and not self.connected_to(address):
-                self.tried.discard(address)
-                self.candidates[address] = None
-                self.candidates.move_to_end(address, last=False)
+        """Move addresses whose back-off has passed to the front of the candidates."""
+        for address in self.redial.due(now):
+            if self.connected_to(address) or address in self.connecting:
+                continue
+            if address.host in self.banned_hosts:
+                continue
+            self.tried.discard(address)
+            self.candidates[address] = None
+            self.candidates.move_to_end(address, last=False)
+
+    def remember_closing(self, record: PeerRecord) -> None:
+        """Keep a record whose connection we asked to close, to count its final counters."""
+        self.closing[record.key] = record
+        while len(self.closing) > MAX_CLOSING:
+            self.closing.popitem(last=False)
+
+    def count_final(self, record: PeerRecord, downloaded: int, uploaded: int) -> None:
+        """Counters of a closing connection: what they grew by goes to the closed totals."""
+        self.downloaded_closed += max(0, downloaded - record.downloaded)
+        self.uploaded_closed += max(0, uploaded - record.uploaded)
+        record.downloaded = max(record.downloaded, downloaded)
+        record.uploaded = max(record.uploaded, uploaded)
 
     def connected_to(self, address: PeerAddress) -> bool:
         return any(peer.address == address for peer in self.peers.values())
