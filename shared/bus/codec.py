@@ -13,6 +13,17 @@ Rules:
   bounded before unpacking, ``unpackb`` runs with explicit limits, and each field is checked for
   type and bounds. Failures raise ``BusError`` whose ``reason`` is one of ``REASONS`` and whose
   message names the class and field (``"PeerHave.piece: 3000000 is out of range 0..2097151"``).
+- Nothing is allocated on the sender's word. msgpack builds a list of the claimed length as
+  soon as it reads an array header, so 5 kB of nested ``array16`` headers used to cost 76 MiB.
+  The unpack limits are therefore derived from the schema (the longest array any message can
+  hold, the deepest nesting, the longest str in UTF-8 bytes) and from the header itself (an
+  array of n items needs at least n more bytes); ``_UNPACK_LIMITS``, which the snapshot shows,
+  stays the ceiling above them. A header that could hold an ``array16``/``array32`` header
+  (one of the bytes 0xdc/0xdd, and over ``_SCAN_ABOVE`` bytes) is first walked without
+  building anything, refusing a claim past the limits (``limit_exceeded``), past the bytes
+  left (``truncated``) or nesting deeper than any message (``too_deep``); only then does
+  msgpack build it. Below that size the worst case is a few hundred KiB, so the hot small
+  messages skip the walk.
 - Encoding checks the same rules, so a bug on our side fails where it happens, not on the far
   end of the bus.
 - ``bool`` is not an ``int`` and an ``int`` is not a ``float`` on the wire; an enum value must
@@ -76,7 +87,7 @@ REASONS = frozenset(
         "malformed_msgpack",  # bytes that are not msgpack
         "bad_utf8",  # a msgpack str that is not UTF-8
         "trailing_bytes",  # bytes after the header's one msgpack object
-        "too_deep",  # nesting beyond msgpack's stack
+        "too_deep",  # nesting deeper than any message of the schema, or than msgpack's stack
         "limit_exceeded",  # a bin/str/array over the unpack limits, or any map or ext
         "not_a_message",  # the header is not an array starting with an int tag
         "unknown_tag",
@@ -450,6 +461,43 @@ def _compile_record(cls: type) -> RecordField:
 _PLANS: dict[type, RecordField] = {cls: _compile_record(cls) for cls in MESSAGES.values()}
 
 
+def _depth(field: Field) -> int:
+    """How many msgpack arrays deep a value of ``field`` nests (a scalar is 0)."""
+    if isinstance(field, OptionalField):
+        return _depth(field.inner)
+    if isinstance(field, TupleField):
+        return 1 + _depth(field.inner)
+    if isinstance(field, RecordField):
+        return 1 + max((_depth(f) for _, f in field.fields), default=0)
+    if isinstance(field, PeerAddressField):
+        return 1
+    return 0
+
+
+def _longest_array(field: Field) -> int:
+    """The most items any array inside a value of ``field`` may hold."""
+    counts = [0]
+    for inner in _walk(field):
+        if isinstance(inner, TupleField):
+            counts.append(inner.hi)
+        elif isinstance(inner, RecordField):
+            counts.append(len(inner.fields) + 1)  # + 1: a message's array starts with its tag
+        elif isinstance(inner, PeerAddressField):
+            counts.append(2)
+    return max(counts)
+
+
+def _longest_str(field: Field) -> int:
+    """The most UTF-8 bytes any str inside a value of ``field`` may take (4 per character)."""
+    counts = [0]
+    for inner in _walk(field):
+        if isinstance(inner, StrField):
+            counts.append(4 * inner.hi)
+        elif isinstance(inner, PeerAddressField):
+            counts.append(4 * 64)
+    return max(counts)
+
+
 def message_fields(cls: type[Message]) -> tuple[tuple[str, Field], ...]:
     """The compiled ``(name, Field)`` pairs of a message class, in wire order."""
     return _PLANS[cls].fields
@@ -490,10 +538,24 @@ def decode_message(header: Buffer) -> Message:
     Raises:
         BusError: with a ``reason`` from ``REASONS``.
     """
-    if len(header) > MAX_HEADER_BYTES:
-        raise BusError("header_too_large", f"header of {len(header)} bytes is over the limit")
+    size = len(header)
+    if size > MAX_HEADER_BYTES:
+        raise BusError("header_too_large", f"header of {size} bytes is over the limit")
+    array_limit = min(_MAX_ARRAY_LEN, size)  # n items take at least n bytes
+    raw = header if isinstance(header, bytes) else bytes(header)
+    if size > _SCAN_ABOVE and (b"\xdc" in raw or b"\xdd" in raw):
+        _check_shape(raw)
     try:
-        wire = msgpack.unpackb(header, raw=False, use_list=True, **_UNPACK_LIMITS)
+        wire = msgpack.unpackb(
+            header,
+            raw=False,
+            use_list=True,
+            max_bin_len=_UNPACK_LIMITS["max_bin_len"],
+            max_str_len=_MAX_STR_LEN,
+            max_array_len=array_limit,
+            max_map_len=_UNPACK_LIMITS["max_map_len"],
+            max_ext_len=_UNPACK_LIMITS["max_ext_len"],
+        )
     except msgpack.ExtraData:
         raise BusError("trailing_bytes", "bytes follow the header's msgpack object") from None
     except msgpack.StackError:
@@ -504,6 +566,11 @@ def decode_message(header: Buffer) -> Message:
         raise BusError("bad_utf8", "a msgpack str in the header is not UTF-8") from None
     except ValueError as exc:
         text = str(exc)
+        if "exceeds max_array_len" in text:
+            try:
+                _check_shape(raw)  # names the cause: too many items, or too few bytes for them
+            except BusError as refused:
+                raise refused from None
         if "exceeds max_" in text:
             raise BusError("limit_exceeded", f"header breaks an unpack limit: {text}") from None
         if "incomplete" in text:
@@ -521,6 +588,99 @@ def decode_message(header: Buffer) -> Message:
             raise BusError(exc.reason, f"{cls.__name__}: {exc.detail}") from None
         raise _bus_error(cls.__name__, exc) from None
     return message
+
+
+# Bytes that follow the first byte of each msgpack type with a fixed-size body (nil, bools,
+# numbers, fixext); the types with a length or a count are handled in ``_check_shape``.
+_FIXED_BODY: dict[int, int] = {
+    0xC0: 0, 0xC2: 0, 0xC3: 0, 0xCA: 4, 0xCB: 8, 0xCC: 1, 0xCD: 2, 0xCE: 4, 0xCF: 8,
+    0xD0: 1, 0xD1: 2, 0xD2: 4, 0xD3: 8, 0xD4: 2, 0xD5: 3, 0xD6: 5, 0xD7: 9, 0xD8: 17,
+}  # fmt: skip
+# First byte -> (bytes of the length that follows, bytes between the length and the body).
+_SIZED_BODY: dict[int, tuple[int, int]] = {
+    0xC4: (1, 0), 0xC5: (2, 0), 0xC6: (4, 0),  # bin
+    0xC7: (1, 1), 0xC8: (2, 1), 0xC9: (4, 1),  # ext: a type byte before the body
+    0xD9: (1, 0), 0xDA: (2, 0), 0xDB: (4, 0),  # str
+}  # fmt: skip
+
+
+def _check_shape(data: bytes) -> None:
+    """Walk the header's msgpack structure without building it; refuse hostile claims.
+
+    Only array and map claims and the nesting are judged here. Anything else that is wrong
+    (a reserved byte, truncation inside a scalar, a map or ext at all) stops the walk quietly:
+    ``unpackb`` then names it, having allocated nothing this walk did not already allow.
+
+    Raises:
+        BusError: ``limit_exceeded`` (an array longer than any of the schema, a map over
+            ``max_map_len``), ``truncated`` (more items claimed than bytes left) or
+            ``too_deep`` (nested deeper than any message of the schema).
+    """
+    end = len(data)
+    pos = 0
+    left = [1]  # items still to read in each open container; the outermost holds the header
+    while left:
+        if not left[-1]:
+            left.pop()
+            continue
+        left[-1] -= 1
+        if pos >= end:
+            return
+        first = data[pos]
+        pos += 1
+        if first < 0x80 or first >= 0xE0:  # positive and negative fixint
+            continue
+        if first >= 0xA0:
+            if first < 0xC0:  # fixstr
+                pos += first & 0x1F
+                continue
+            fixed = _FIXED_BODY.get(first)
+            if fixed is not None:
+                pos += fixed
+                continue
+            sized = _SIZED_BODY.get(first)
+            if sized is not None:
+                width, extra = sized
+                pos += width + extra + int.from_bytes(data[pos : pos + width], "big")
+                continue
+            if first in (0xDC, 0xDE):
+                width = 2
+            elif first in (0xDD, 0xDF):
+                width = 4
+            else:
+                return  # 0xc1, never used: msgpack names it
+            if pos + width > end:
+                return
+            count = int.from_bytes(data[pos : pos + width], "big")
+            pos += width
+            is_map = first >= 0xDE
+        else:
+            count = first & 0x0F
+            is_map = first < 0x90
+        if is_map:
+            if count > _UNPACK_LIMITS["max_map_len"]:
+                raise BusError(
+                    "limit_exceeded",
+                    f"header breaks an unpack limit: {count} exceeds "
+                    f"max_map_len({_UNPACK_LIMITS['max_map_len']})",
+                )
+            count *= 2
+        elif count > _MAX_ARRAY_LEN:
+            raise BusError(
+                "limit_exceeded",
+                f"header breaks an unpack limit: {count} exceeds max_array_len({_MAX_ARRAY_LEN})",
+            )
+        if count > end - pos:
+            raise BusError(
+                "truncated",
+                f"header ends in the middle of a value: {count} items claimed, "
+                f"{end - pos} bytes left",
+            )
+        if len(left) > _MAX_DEPTH:
+            raise BusError(
+                "too_deep", f"header nests deeper than any message ({_MAX_DEPTH} arrays)"
+            )
+        left.append(count)
 
 
 def encode_frames(message: Message, data: Buffer | None = None) -> list[bytes | memoryview]:
@@ -609,6 +769,19 @@ def _walk(field: Field) -> list[Field]:
         return [field, *(g for _, f in field.fields for g in _walk(f))]
     return [field]
 
+
+# The unpack limits the schema implies (see the module comment); every one stays under its
+# ceiling in ``_UNPACK_LIMITS``.
+_MAX_DEPTH = max(_depth(plan) for plan in _PLANS.values())
+_MAX_ARRAY_LEN = min(
+    _UNPACK_LIMITS["max_array_len"], max(_longest_array(plan) for plan in _PLANS.values())
+)
+_MAX_STR_LEN = min(
+    _UNPACK_LIMITS["max_str_len"], max(_longest_str(plan) for plan in _PLANS.values())
+)
+# Up to this many header bytes, unpacking straight away costs at most ~(n / 3) nested array16
+# headers of n items each: 256 bytes -> 85 * 256 pointers, under 200 KiB.
+_SCAN_ABOVE = 256
 
 SCHEMA_DIGEST = hashlib.sha256(render_schema().encode()).hexdigest()[:16]
 """Carried in ``Hello``: two builds with equal version but different schemas refuse each other."""

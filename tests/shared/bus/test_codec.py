@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tracemalloc
 from typing import Any
 
 import msgpack  # type: ignore[import-untyped]
@@ -472,3 +473,62 @@ def test_ints_become_floats_and_enums_their_values_on_encoding() -> None:
     assert isinstance(decoded, StatusReport)
     assert decoded.torrents[0].progress == 1.0 and type(decoded.torrents[0].progress) is float
     assert decoded.torrents[0].state is TorrentState.SEEDING
+
+
+# --- claims the sender cannot back: nothing is allocated on their word ----------------------
+
+# About 5 kB of msgpack array headers, nested: each one claims items that would only follow in
+# bytes the header does not have. msgpack builds a list of the claimed length on reading an
+# array header, so before the shape check the first of these allocated 76 MiB.
+NESTED_CLAIMS: list[tuple[str, bytes, str]] = [
+    ("array16 of 65535, nested", b"\xdc\xff\xff" * 1700, "limit_exceeded"),
+    ("array16 of 5000, nested", b"\xdc\x13\x88" * 1700, "too_deep"),
+    ("array16 of 16, nested", b"\xdc\x00\x10" * 1700, "too_deep"),
+    ("array32 of 5000, nested", b"\xdd\x00\x00\x13\x88" * 1000, "truncated"),
+    ("a message, then nesting", b"\x92\x04" + b"\xdc\x00\x10" * 1700, "too_deep"),
+    ("a map16 inside", b"\x92\x04" + b"\xde\x10\x00" * 1700, "limit_exceeded"),
+    ("fixarrays, nested", b"\x91" * 5000, "too_deep"),
+]
+
+
+@pytest.mark.parametrize(
+    ("header", "reason"), [c[1:] for c in NESTED_CLAIMS], ids=[c[0] for c in NESTED_CLAIMS]
+)
+def test_nested_array_claims_allocate_nothing(header: bytes, reason: str) -> None:
+    tracemalloc.start()
+    try:
+        with pytest.raises(BusError) as caught:
+            decode_message(header)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 2**20, f"{peak} bytes allocated for a {len(header)}-byte header"
+    assert caught.value.reason == reason
+    assert "\n" not in str(caught.value)
+
+
+def test_claims_are_judged_on_memoryviews_too() -> None:
+    with pytest.raises(BusError) as caught:
+        decode_frames([memoryview(b"\xdc\x00\x10" * 1700)])
+    assert caught.value.reason == "too_deep"
+    assert "deeper than any message" in str(caught.value)
+
+
+def test_a_claim_past_the_bytes_left_is_truncated_and_named() -> None:
+    header = pack([34, IH.raw, "pa1/1", list(range(300, 4396))])
+    for end in (300, len(header) // 2, len(header) - 1):
+        with pytest.raises(BusError) as caught:
+            decode_message(header[:end])
+        assert caught.value.reason == "truncated", end
+
+
+def test_the_largest_and_deepest_messages_still_decode() -> None:
+    peer = [["10.0.0.1", 6881], "c", "DU", 1.0, 2.0, 3, 4, 0.5]
+    tracker = ["http://127.0.0.1/a", 0, "working", None, 1, 2, 3, 1.5]
+    row = [*STATUS_ROW[:15], [tracker] * 256, [peer] * 1024, 0.25]
+    report = decode_message(pack([104, [STATUS_ROW] * 9_999 + [row], []]))
+    assert isinstance(report, StatusReport)
+    assert len(report.torrents) == 10_000
+    assert report.torrents[-1].peer_list[-1].address == PeerAddress("10.0.0.1", 6881)
+    pieces = decode_message(pack([34, IH.raw, "pa1/1", list(range(300, 4396))]))
+    assert isinstance(pieces, AssignPieces) and len(pieces.pieces) == 4096
