@@ -1,10 +1,13 @@
 """The BEP 10 extension handshake: the bencoded dictionary in ``Extended(ext_id=0, ...)``.
 
-Strategy: decode with the strict bencode decoder under ``NETWORK_LIMITS`` (the frame itself is
-already bounded by ``MessageDecoder``), then read each known key defensively. BEP 10 lets a peer
-omit any key, so a known key whose value has the wrong type or range is dropped as if absent
-rather than killing the connection; only a payload that is not a bencoded dictionary is an
-error (``WireError("bad_extension_handshake")``). Keys torviz does not know are kept in
+Strategy: decode with the lenient bencode decoder under ``NETWORK_LIMITS`` (the frame itself is
+already bounded by ``MessageDecoder``), then read each known key defensively. Lenient, because
+real clients send dictionaries with unsorted keys and libtorrent, aria2, qBittorrent and
+Transmission all keep such a peer; ending the connection over key order would only lose peers.
+It stays bounded and unambiguous: the limits, duplicate keys, malformed integers and bytes after
+the dictionary are still refused. BEP 10 lets a peer omit any key, so a known key whose value has
+the wrong type or range is dropped as if absent rather than killing the connection; only a
+payload that is not a bencoded dictionary is an error (``WireError("bad_extension_handshake")``). Keys torviz does not know are kept in
 ``extra`` as decoded bencode values and written back by ``encode_extension_handshake``, so a
 handshake survives a round trip.
 
@@ -22,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from shared.bencode import NETWORK_LIMITS, Value, decode, encode
+from shared.bencode import NETWORK_LIMITS, Value, decode_prefix, encode
 from shared.errors import BencodeError, WireError
 from shared.wire.messages import Extended
 
@@ -107,12 +110,16 @@ def _extension_map(value: Value | None) -> dict[str, int]:
 def decode_extension_handshake(payload: bytes) -> ExtensionHandshake:
     """Decode the payload of ``Extended(0, payload)``.
 
+    Dictionary keys may come in any order (see the module comment).
+
     Raises:
-        WireError: ``bad_extension_handshake`` if the payload is not a canonical bencoded
-            dictionary within ``NETWORK_LIMITS``.
+        WireError: ``bad_extension_handshake`` if the payload is not one bencoded dictionary
+            within ``NETWORK_LIMITS`` (duplicate keys and trailing bytes included).
     """
     try:
-        value = decode(payload, strict=True, limits=NETWORK_LIMITS)
+        value, end = decode_prefix(payload, strict=False, limits=NETWORK_LIMITS)
+        if end != len(payload):
+            raise BencodeError("trailing_data", "bytes after the end of the value", end)
     except BencodeError as exc:
         raise WireError(
             "bad_extension_handshake", f"extension handshake is not valid bencode: {exc}"

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shared import bencode
-from shared.errors import WireError
+from shared.errors import BencodeError, WireError
 from shared.wire import (
     Extended,
     ExtensionHandshake,
@@ -104,12 +104,44 @@ def test_v_that_is_not_utf8_is_replaced_not_refused() -> None:
     assert decode_extension_handshake(b"d1:v3:\xb5T1e").v == "\ufffdT1"
 
 
+# Keys out of order at the top and inside ``m``, as some clients write them; libtorrent, aria2,
+# qBittorrent and Transmission keep such a peer.
+UNSORTED = (
+    b"d1:v17:Transmission 2.941:pi51413e1:md6:ut_pexi1e11:ut_metadatai3ee"
+    b"13:metadata_sizei31235e4:reqqi512e12:complete_agoi-1ee"
+)
+
+
+def test_unsorted_keys_are_accepted() -> None:
+    with pytest.raises(BencodeError) as strict:
+        bencode.decode(UNSORTED, strict=True)
+    assert strict.value.reason == "unsorted_keys"  # the vector really is out of order
+    handshake = decode_extension_handshake(UNSORTED)
+    assert handshake == ExtensionHandshake(
+        m={"ut_pex": 1, "ut_metadata": 3},
+        v="Transmission 2.94",
+        p=51413,
+        reqq=512,
+        metadata_size=31235,
+        extra={b"complete_ago": -1},
+    )
+    assert handshake.extension_id("ut_metadata") == 3
+    # What we would send back is canonical again.
+    assert encode_extension_handshake(handshake) == (
+        b"d12:complete_agoi-1e1:md11:ut_metadatai3e6:ut_pexi1ee13:metadata_sizei31235e"
+        b"1:pi51413e4:reqqi512e1:v17:Transmission 2.94e"
+    )
+
+
 MALFORMED = [
     ("empty", b""),
     ("integer", b"i1e"),
     ("list", b"le"),
     ("truncated", b"d1:md11:ut_metadatai1e"),
-    ("unsorted keys", b"d1:vi1e1:mdee"),
+    ("duplicate keys", b"d1:pi1e1:pi2ee"),
+    ("duplicate keys in m", b"d1:md1:ai1e1:ai2eee"),
+    ("non-bytes key", b"di1ei2ee"),
+    ("over the depth limit", b"d1:x" + b"l" * 16 + b"e" * 16 + b"e"),
     ("trailing bytes", b"d1:mdeexx"),
     ("leading zero", b"d1:pi06881ee"),
 ]
