@@ -7,9 +7,9 @@ Transmission all keep such a peer; ending the connection over key order would on
 It stays bounded and unambiguous: the limits, duplicate keys, malformed integers and bytes after
 the dictionary are still refused. BEP 10 lets a peer omit any key, so a known key whose value has
 the wrong type or range is dropped as if absent rather than killing the connection; only a
-payload that is not a bencoded dictionary is an error (``WireError("bad_extension_handshake")``). Keys torviz does not know are kept in
-``extra`` as decoded bencode values and written back by ``encode_extension_handshake``, so a
-handshake survives a round trip.
+payload that is not a bencoded dictionary is an error (``WireError("bad_extension_handshake")``).
+Keys torviz does not know are kept in ``extra`` as decoded bencode values and written back by
+``encode_extension_handshake``, so a handshake survives a round trip.
 
 Rules:
 - ``m`` maps extension names to the message ids the *sender* wants to receive them under;
