@@ -1,0 +1,217 @@
+"""Seed inputs for the fuzz targets, gathered from the project's own test vectors.
+
+Strategy: a fuzzer that starts from real bytes (libtorrent's captured wire traffic, opentracker's
+replies, the broken-torrent table, the magnet tables, one instance of every bus message) reaches
+the deep branches of a parser in seconds instead of hours. Each function here returns raw
+protocol bytes; the targets (``targets.py``) add their own few header bytes on top.
+
+Rules:
+- Only files already in ``tests/vectors/`` and values already in the test tables are used: a
+  new vector added for a unit test becomes a seed without touching this module.
+- Everything is built in memory and deterministic (sorted file lists), so a seed corpus is the
+  same on every machine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from enum import Enum
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from shared.bencode import encode
+from shared.bus import MESSAGES, encode_message, message_fields
+from shared.bus.codec import (
+    BoolField,
+    BytesField,
+    EnumField,
+    Field,
+    FloatField,
+    Id20Field,
+    IntField,
+    OptionalField,
+    PeerAddressField,
+    RecordField,
+    StrField,
+    TupleField,
+)
+from shared.types import PeerAddress
+from shared.wire import Extended, MessageDecoder
+
+__all__ = [
+    "REPO",
+    "VECTORS",
+    "bencode_values",
+    "bus_headers",
+    "extension_payloads",
+    "handshakes",
+    "info_dicts",
+    "magnets",
+    "peer_ids",
+    "torrents",
+    "tracker_http_replies",
+    "tracker_udp_packets",
+    "wire_streams",
+]
+
+REPO = Path(__file__).resolve().parents[2]
+VECTORS = REPO / "tests" / "vectors"
+
+
+def _files(folder: Path, pattern: str) -> list[bytes]:
+    return [path.read_bytes() for path in sorted(folder.glob(pattern))]
+
+
+@cache
+def torrents() -> tuple[bytes, ...]:
+    """Every .torrent in ``tests/vectors/torrents/`` (good and broken)."""
+    return tuple(_files(VECTORS / "torrents", "**/*.torrent"))
+
+
+@cache
+def info_dicts() -> tuple[bytes, ...]:
+    """The raw ``info`` dictionaries of the torrents that have one (what ut_metadata carries)."""
+    from shared.bencode import decode_with_spans
+    from shared.errors import BencodeError
+
+    found: list[bytes] = []
+    for data in torrents():
+        try:
+            _, spans = decode_with_spans(data, strict=False)
+        except BencodeError:
+            continue
+        if b"info" in spans:
+            start, end = spans[b"info"]
+            found.append(data[start:end])
+    return tuple(found)
+
+
+@cache
+def wire_streams() -> tuple[bytes, ...]:
+    """The message streams captured from libtorrent (handshakes left out: they are not frames)."""
+    return tuple(
+        data
+        for path in sorted((VECTORS / "wire").glob("*.bin"))
+        if "handshake" not in path.name or "extension" in path.name
+        for data in [path.read_bytes()]
+    )
+
+
+@cache
+def handshakes() -> tuple[bytes, ...]:
+    """libtorrent's handshakes, and one followed by the first frames of its stream."""
+    found = _files(VECTORS / "wire", "lt_handshake*.bin")
+    stream = (VECTORS / "wire" / "lt_stream_fast.bin").read_bytes()
+    return (*found, found[0][:68] + stream[:64])
+
+
+@cache
+def extension_payloads() -> tuple[bytes, ...]:
+    """BEP 10 extension handshake payloads: libtorrent's and the one torviz sent it."""
+    payloads: list[bytes] = [b"d1:md11:ut_metadatai3ee1:v12:torviz 0.1.0e"]
+    for data in wire_streams():
+        try:
+            messages = MessageDecoder().feed(data)
+        except Exception:  # a vector that is not a clean stream is simply not a source here
+            continue
+        payloads.extend(m.payload for m in messages if isinstance(m, Extended) and m.ext_id == 0)
+    return tuple(dict.fromkeys(payloads))
+
+
+@cache
+def tracker_http_replies() -> tuple[bytes, ...]:
+    """opentracker's HTTP announce, failure and scrape replies."""
+    return tuple(_files(VECTORS / "tracker", "http_*.bin"))
+
+
+@cache
+def tracker_udp_packets() -> tuple[bytes, ...]:
+    """opentracker's UDP requests and replies (BEP 15)."""
+    return tuple(_files(VECTORS / "tracker", "udp_*.bin"))
+
+
+@cache
+def bencode_values() -> tuple[bytes, ...]:
+    """Bencoded values: small hand-written ones, every HTTP tracker reply and extension payload,
+    and the torrents (whose nesting bomb the targets' length cap trims)."""
+    small = [b"i0e", b"i-42e", b"0:", b"4:spam", b"le", b"de", b"l4:spami3ee", b"d1:ai1e1:b0:e"]
+    small.append(encode({b"m": {b"ut_metadata": 1}, b"p": 6881, b"v": b"x", b"list": [[], {}]}))
+    return (*small, *tracker_http_replies(), *extension_payloads(), *torrents())
+
+
+@cache
+def magnets() -> tuple[bytes, ...]:
+    """The magnet links of the unit-test tables, good and bad, as UTF-8 bytes."""
+    from tests.shared.test_magnet import BAD, GOOD
+
+    links = [str(param.values[0]) for param in GOOD] + [uri for uri, _ in BAD]
+    # The longest BAD entry exists to hit ``too_long``; a fuzzer does not need 64 KiB of it.
+    return tuple(
+        link.encode("utf-8", errors="surrogateescape") for link in links if len(link) < 4096
+    )
+
+
+@cache
+def peer_ids() -> tuple[bytes, ...]:
+    """Peer ids of each convention ``identify_client`` knows, and the ones in the vectors."""
+    tail = b"0123456789ab"
+    ids = [
+        b"-LT2110-" + tail,
+        b"-TR300Z-" + tail,
+        b"-TR4050-" + tail,
+        b"-AZ5770-" + tail,
+        b"-BC0150-" + tail,
+        b"-WW0109-" + tail,
+        b"-UT355W-" + tail,
+        b"exbc\x01\x02LORD" + tail[:10],
+        b"M7-4-0--" + tail,
+        b"A2-1-36-0-" + tail[:10],
+        b"S58B-----" + tail[:11],
+    ]
+    ids.extend(data[48:68] for data in handshakes() if len(data) >= 68)
+    return tuple(ids)
+
+
+def _example(field: Field, variant: int) -> Any:
+    """A value the field accepts: variant 0 the smallest, 1 the largest, 2 in between."""
+    match field:
+        case IntField(lo=lo, hi=hi):
+            return (lo, hi, (lo + hi) // 2)[variant]
+        case FloatField(lo=lo, hi=hi):
+            low = max(lo, -1e9)
+            high = min(hi, 1e9)
+            return (low, high, (low + high) / 2)[variant]
+        case BoolField():
+            return variant == 1
+        case StrField(lo=lo, hi=hi):
+            return "é" * (lo, min(hi, lo + 8), min(hi, lo + 1))[variant]
+        case BytesField(lo=lo, hi=hi):
+            return b"\x01" * (lo, min(hi, lo + 8), min(hi, lo + 1))[variant]
+        case Id20Field(cls=cls):
+            return cls(bytes([variant + 1]) * 20)
+        case PeerAddressField():
+            return (PeerAddress("127.0.0.1", 6881), PeerAddress("::1", 65535))[variant % 2]
+        case EnumField(enum=enum):
+            members: list[Enum] = list(enum)
+            return members[(0, -1, len(members) // 2)[variant]]
+        case OptionalField(inner=inner):
+            return None if variant == 0 else _example(inner, variant)
+        case TupleField(inner=inner, lo=lo, hi=hi):
+            count = (lo, min(hi, lo + 2), min(hi, lo + 1))[variant]
+            return tuple(_example(inner, variant) for _ in range(count))
+        case RecordField(cls=cls, fields=fields):
+            return cls(*(_example(f, variant) for _, f in fields))
+    raise AssertionError(f"no example for {field!r}")
+
+
+def _bus_messages() -> Iterator[Any]:
+    for cls in MESSAGES.values():
+        for variant in (0, 1, 2):
+            yield cls(*(_example(f, variant) for _, f in message_fields(cls)))
+
+
+@cache
+def bus_headers() -> tuple[bytes, ...]:
+    """Three encoded instances of every bus message: smallest, largest, in between."""
+    return tuple(dict.fromkeys(encode_message(m) for m in _bus_messages()))
