@@ -30,6 +30,7 @@ from shared.bus import (
     CheckProgress,
     CloseTorrent,
     ControlFailed,
+    CorruptBlocksTraced,
     DetachTorrent,
     GetStatus,
     Goodbye,
@@ -253,6 +254,7 @@ class Coordinator:
         if isinstance(reply, TorrentAdded):
             torrent = self.torrents[reply.info_hash]
             torrent.uploaded_closed, torrent.downloaded_closed = totals
+            torrent.downloaded_floor = torrent.downloaded_closed
         return reply
 
     def pause(self, info_hash: InfoHash) -> TorrentPaused | ControlFailed:
@@ -373,6 +375,8 @@ class Coordinator:
                 self.swarm.piece_verified(torrent, piece, now)
             case PieceRejected(piece=piece, contributors=contributors):
                 self.swarm.piece_rejected(torrent, piece, contributors)
+            case CorruptBlocksTraced(piece=piece, liars=liars):
+                self.swarm.blocks_traced(torrent, piece, liars)
             case StorageFailed(message=text):
                 self._stop(torrent, close_storage=False)
                 torrent.state, torrent.error = TorrentState.ERROR, text

@@ -16,6 +16,9 @@ big-integer operations in C instead of a Python loop over every piece:
 - In endgame (nothing is left in ``_wanted``) a piece can be handed to a second connection so a
   slow peer cannot stall the last pieces; the first copy to arrive wins and the others are
   cancelled by the caller.
+- A piece that failed its hash with blocks from several connections (``single_source``) is
+  handed to one connection at a time, never doubled in endgame, so the copy that verifies comes
+  from one sender and the storage agent's smart ban can judge the failed blocks against it.
 
 Pure: the caller passes the random generator; there is no clock here.
 """
@@ -62,6 +65,7 @@ class PiecePicker:
         self._have = have.to_int()
         self._pending = 0
         self._partial = 0
+        self._single = 0  # pieces to fetch from one connection only (smart ban)
         self._wanted = self._all & ~self._have
         self._levels: list[int] = [self._all]
         self._owners: dict[int, set[Hashable]] = {}
@@ -186,6 +190,7 @@ class PiecePicker:
             and len(owners) < self._config.endgame_copies
             and offered >> piece & 1
             and not self._pending >> piece & 1
+            and not self._single >> piece & 1
             and piece not in out
         ]
         shared.sort()
@@ -250,12 +255,22 @@ class PiecePicker:
         self._pending &= ~mask
         self._wanted &= ~mask
         self._partial &= ~mask
+        self._single &= ~mask
         self._owners.pop(piece, None)
 
-    def piece_failed(self, piece: int, contributors: Iterable[Hashable] = ()) -> None:
-        """The hash check failed: fetch the piece again, from other connections if possible."""
+    def piece_failed(
+        self, piece: int, contributors: Iterable[Hashable] = (), *, single_source: bool = False
+    ) -> None:
+        """The hash check failed: fetch the piece again, from other connections if possible.
+
+        Args:
+            contributors: connections to avoid for this piece.
+            single_source: fetch the next copy from one connection only (no endgame copy).
+        """
         self._pending_since.pop(piece, None)
         mask = 1 << piece
+        if single_source:
+            self._single |= mask
         for peer in contributors:
             self._suspect[peer] = self._suspect.get(peer, 0) | mask
         self._pending &= ~mask

@@ -33,6 +33,7 @@ from shared.bus import (
     SetChoke,
     TorrentCompleted,
     TorrentState,
+    UpdateTransfer,
     WorkWanted,
 )
 from shared.config import CoordinatorConfig
@@ -125,27 +126,51 @@ class SwarmRules:
         for owner in picker.owners(piece):
             self._cancel(torrent, str(owner), piece)
         picker.piece_verified(piece)
-        torrent.verified_bytes += torrent.metainfo.info.geometry.piece_size(piece)
+        size = torrent.metainfo.info.geometry.piece_size(piece)
+        torrent.verified_bytes += size
+        torrent.downloaded_floor += size
+        info_hash = torrent.metainfo.info_hash
         for agent in self.agents.of_kind(ServiceKind.PEER_AGENT):
-            self._send(agent.identity, BroadcastHave(torrent.metainfo.info_hash, piece))
+            self._send(agent.identity, BroadcastHave(info_hash, piece))
         if picker.complete and torrent.completed_at is None:
             torrent.completed_at = now
             torrent.state = TorrentState.SEEDING
+            # The totals first, so the ``completed`` announce carries what was downloaded.
+            totals = UpdateTransfer(info_hash, torrent.uploaded, torrent.downloaded, torrent.left)
             for agent in self.agents.of_kind(ServiceKind.TRACKER_AGENT):
-                self._send(agent.identity, TorrentCompleted(torrent.metainfo.info_hash))
+                self._send(agent.identity, totals)
+                self._send(agent.identity, TorrentCompleted(info_hash))
 
     def piece_rejected(self, torrent: Torrent, piece: int, contributors: Iterable[str]) -> None:
-        """A piece failed its hash: fetch it again elsewhere, and ban repeat offenders."""
+        """A piece failed its hash: fetch it again elsewhere, and blame its sender.
+
+        A piece with blocks from several connections proves nobody guilty yet: it is fetched
+        again from one connection, and the storage agent's ``CorruptBlocksTraced`` names the
+        liars once that copy verifies (``blocks_traced``).
+        """
         if torrent.picker is None or piece >= torrent.num_pieces:
             return
-        suspects = [key for key in contributors if key in torrent.peers]
-        torrent.picker.piece_failed(piece, suspects)
-        for key in suspects:
+        senders = list(dict.fromkeys(contributors))
+        if len(senders) > 1:
+            torrent.picker.piece_failed(piece, single_source=True)
+        else:
+            torrent.picker.piece_failed(piece, [key for key in senders if key in torrent.peers])
+            self.blame(torrent, senders)
+        self.offer_work(torrent)
+
+    def blocks_traced(self, torrent: Torrent, piece: int, liars: Iterable[str]) -> None:
+        """The smart ban found who sent the bad blocks of a piece: only they are blamed."""
+        if torrent.picker is None or piece >= torrent.num_pieces:
+            return
+        self.blame(torrent, liars)
+
+    def blame(self, torrent: Torrent, culprits: Iterable[str]) -> None:
+        """Each culprit sent a corrupt piece: ban a repeat offender."""
+        for key in [key for key in dict.fromkeys(culprits) if key in torrent.peers]:
             record = torrent.peers[key]
             record.hash_failures += 1
             if record.hash_failures >= MAX_HASH_FAILURES:
                 self._ban(torrent, record)
-        self.offer_work(torrent)
 
     def _ban(self, torrent: Torrent, record: PeerRecord) -> None:
         info_hash = torrent.metainfo.info_hash

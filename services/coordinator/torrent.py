@@ -106,6 +106,10 @@ class Torrent:
     downloaded_closed: int = 0
     """Bytes downloaded by connections that have closed, and in earlier runs."""
     uploaded_closed: int = 0
+    downloaded_floor: int = 0
+    """At least this much was downloaded: the earlier runs' total plus every piece verified
+    since. Counters reach the coordinator once a second, so a fast download can finish before
+    they tell; ``downloaded`` never reports less than this."""
     completed_at: float | None = None
     tracked: bool = False
     """The tracker agent was told about this torrent (``TrackTorrent``)."""
@@ -140,7 +144,8 @@ class Torrent:
 
     @property
     def downloaded(self) -> int:
-        return self.downloaded_closed + sum(peer.downloaded for peer in self.peers.values())
+        counted = self.downloaded_closed + sum(peer.downloaded for peer in self.peers.values())
+        return max(counted, self.downloaded_floor)
 
     @property
     def uploaded(self) -> int:

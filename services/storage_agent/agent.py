@@ -19,6 +19,9 @@ thread and reports back with ``tell``:
   after its job (matched or not) or when already verified, ``write_failed`` after a write
   error, the refusal's reason otherwise (the sender keeps the piece until then, and may send
   it again after a passing refusal such as ``torrent_checking``).
+- a piece that fails its hash with blocks from several connections names no culprit yet:
+  its block digests wait in the ``BlockLedger`` until a copy verifies, and then
+  ``CorruptBlocksTraced`` names the senders of the bad blocks (``smart_ban``).
 
 Backpressure: the data socket's receiver greenlet takes a slot before it hands a ``StorePiece``
 to the actor, and the slot is freed when the piece is hashed and written (or dropped). When all
@@ -65,9 +68,11 @@ import pykka
 import zmq
 
 from shared.bus import (
+    BLOCK_LENGTH,
     AgentInfo,
     CheckProgress,
     CloseTorrent,
+    CorruptBlocksTraced,
     Goodbye,
     Heartbeat,
     Hello,
@@ -98,6 +103,7 @@ from .hashing import PieceVerifier, TaskPool
 from .jobs import Opened, PieceDone, Records, close_quietly, on_hub
 from .resume import DATABASE_NAME, ResumeStore
 from .settings import AgentSettings
+from .smart_ban import BlockLedger, senders_of_blocks
 from .store import Storage
 from .torrents import Phase, Refusal, TorrentTable
 
@@ -131,6 +137,7 @@ class StorageAgent(pykka.ThreadingActor):
         self._settings = settings
         self._runner = runner
         self._torrents = TorrentTable()
+        self._ledger = BlockLedger()
         self._piece_slots = gevent.lock.BoundedSemaphore(settings.piece_slots)
         self._read_slots = gevent.lock.BoundedSemaphore(settings.reads_in_flight)
         self._piece_pool = gevent.threadpool.ThreadPool(settings.hash_threads)
@@ -366,9 +373,20 @@ class StorageAgent(pykka.ThreadingActor):
                 self._reply(PieceStored(request.info_hash, request.piece, reason), sender)
                 return
             assert verdict.info is not None and verdict.storage is not None
+            blocks = -(-data.nbytes // BLOCK_LENGTH)
+            senders = senders_of_blocks(request.contributors, request.block_senders, blocks)
+            if senders is None:
+                refusal = Refusal(
+                    "bad_block_senders",
+                    f"piece {request.piece}: block senders do not fit its {blocks} blocks",
+                )
+                self._refuse(request.info_hash, refusal)
+                self._reply(PieceStored(request.info_hash, request.piece, refusal.reason), sender)
+                return
             expected = verdict.info.piece_hash(request.piece)
+            trace = self._ledger.wants(request.info_hash, request.piece)
             self._control.jobs_of(request.info_hash).spawn(
-                self._run_piece, verdict.storage, request, data, expected, sender
+                self._run_piece, verdict.storage, request, data, expected, sender, senders, trace
             )
             spawned = True
         finally:
@@ -382,10 +400,19 @@ class StorageAgent(pykka.ThreadingActor):
         data: memoryview,
         expected: bytes,
         sender: bytes,
+        senders: tuple[str, ...],
+        trace: bool,
     ) -> None:
         try:
             done = jobs.piece_job(
-                self._piece_tasks, storage, request, data, expected, sender=sender
+                self._piece_tasks,
+                storage,
+                request,
+                data,
+                expected,
+                sender=sender,
+                block_senders=senders,
+                trace=trace,
             )
         finally:
             self._piece_slots.release()
@@ -421,6 +448,8 @@ class StorageAgent(pykka.ThreadingActor):
                 done.piece,
                 ", ".join(done.contributors) or "unknown peers",
             )
+            if done.digests is not None:  # several senders: the next good copy judges them
+                self._ledger.failed(done.info_hash, done.piece, done.digests, done.block_senders)
             self._send(PieceRejected(done.info_hash, done.piece, done.contributors))
         elif (
             torrent is not None
@@ -428,6 +457,21 @@ class StorageAgent(pykka.ThreadingActor):
             and torrent.phase is not Phase.CHECKING  # recorded; the recheck's answer will count
         ):
             self._send(PieceVerified(done.info_hash, done.piece))
+            if done.digests is not None:
+                self._trace(done.info_hash, done.piece, done.digests)
+
+    def _trace(self, info_hash: InfoHash, piece: int, digests: tuple[bytes, ...]) -> None:
+        """A good copy of a piece that failed with several senders: name who lied."""
+        verdict = self._ledger.verified(info_hash, piece, digests)
+        if not verdict.liars and not verdict.cleared:
+            return
+        _torrent_log(info_hash).warning(
+            "piece %d traced: bad blocks from %s; %s sent only good blocks",
+            piece,
+            ", ".join(verdict.liars) or "nobody",
+            ", ".join(verdict.cleared) or "nobody",
+        )
+        self._send(CorruptBlocksTraced(info_hash, piece, verdict.liars, verdict.cleared))
 
     # -- blocks ---------------------------------------------------------------------------------
 

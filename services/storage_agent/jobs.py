@@ -40,7 +40,15 @@ from typing import Any, TypeVar
 import gevent
 
 from shared.bitfield import Bitfield
-from shared.bus import BlockRead, CheckProgress, OpenTorrent, ReadBlock, ReadFailed, StorePiece
+from shared.bus import (
+    BLOCK_LENGTH,
+    BlockRead,
+    CheckProgress,
+    OpenTorrent,
+    ReadBlock,
+    ReadFailed,
+    StorePiece,
+)
 from shared.runtime.logging import with_context
 from shared.types import InfoHash
 
@@ -48,6 +56,7 @@ from . import tasks
 from .fastresume import make_record, plan_open, union
 from .hashing import CheckCancelledError, PieceVerifier, ProgressCallback, TaskPool
 from .removal import remove_torrent_files
+from .smart_ban import block_digests
 from .resume import ResumeRecord, ResumeStore
 from .store import FileStorage, Storage
 
@@ -113,6 +122,11 @@ class PieceDone:
     error: Exception | None
     sender: bytes | None = None
     """The data-endpoint identity of the peer agent that sent it: it hears ``PieceStored``."""
+    block_senders: tuple[str, ...] = ()
+    """The peer key that sent each 16 KiB block."""
+    digests: tuple[bytes, ...] | None = None
+    """The SHA-1 of each block, when the smart ban needs them (a failed piece from several
+    senders, or a verified copy of a piece that failed so)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -410,18 +424,38 @@ def piece_job(
     expected: bytes,
     *,
     sender: bytes | None = None,
+    block_senders: tuple[str, ...] = (),
+    trace: bool = False,
 ) -> PieceDone:
     """Hash a received piece and write it if it matches, on one of ``pool``'s workers;
-    ``sender`` is handed back in the result."""
+    ``sender`` and ``block_senders`` are handed back in the result.
+
+    Args:
+        block_senders: who sent each block; a failed piece from more than one sender is also
+            hashed block by block (the smart ban).
+        trace: hash a matching piece block by block too (an earlier copy failed so).
+    """
     error: Exception | None = None
     matched = False
+    digests: tuple[bytes, ...] | None = None
     try:
         matched = pool.run(
             functools.partial(tasks.verify_and_write, storage, request.piece, data, expected)
         )
+        if trace if matched else len(set(block_senders)) > 1:
+            digests = pool.run(functools.partial(block_digests, data, BLOCK_LENGTH))
     except Exception as exc:
         error = exc
-    return PieceDone(request.info_hash, request.piece, request.contributors, matched, error, sender)
+    return PieceDone(
+        request.info_hash,
+        request.piece,
+        request.contributors,
+        matched,
+        error,
+        sender,
+        block_senders,
+        digests,
+    )
 
 
 def read_job(storage: Storage, request: ReadBlock) -> BlockReply:

@@ -29,6 +29,7 @@ from .hello import (
     raise_if_rejected,
 )
 from .schema import (
+    BLOCK_LENGTH,
     BUS_PROTOCOL_VERSION,
     MAX_BITFIELD_BYTES,
     MAX_BLOCK_LENGTH,
@@ -51,6 +52,7 @@ from .schema import (
     CheckProgress,
     CloseTorrent,
     ConnectPeer,
+    CorruptBlocksTraced,
     ControlFailed,
     ControlReply,
     ControlRequest,
@@ -130,6 +132,7 @@ from .schema import (
 )
 
 __all__ = [
+    "BLOCK_LENGTH",
     "BUS_PROTOCOL_VERSION",
     "MAX_BITFIELD_BYTES",
     "MAX_BLOCK_LENGTH",
@@ -155,6 +158,7 @@ __all__ = [
     "CheckProgress",
     "CloseTorrent",
     "ConnectPeer",
+    "CorruptBlocksTraced",
     "ControlFailed",
     "ControlReply",
     "ControlRequest",

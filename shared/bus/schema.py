@@ -35,7 +35,7 @@ from shared.types import InfoHash, PeerAddress, PeerId
 
 # The exported names are listed once, in ``shared.bus.__all__``.
 
-BUS_PROTOCOL_VERSION = 1
+BUS_PROTOCOL_VERSION = 2
 
 # Limits shared by the codec and the schema. MAX_PIECES matches libtorrent's default max_pieces.
 MAX_PIECES = 2**21
@@ -44,6 +44,7 @@ MAX_METAINFO_BYTES = 10 * 1024 * 1024
 MAX_HEADER_BYTES = 12 * 1024 * 1024
 MAX_DATA_BYTES = 64 * 1024 * 1024
 MAX_BLOCK_LENGTH = 128 * 1024
+BLOCK_LENGTH = 16 * 1024  # the block size every client requests; blame is traced per block
 _MAX_BATCH = 4096  # peers, pieces or stats rows in one message; senders split larger batches
 _MAX_TORRENTS = 10_000
 
@@ -77,6 +78,9 @@ Port = Annotated[int, Range(0, 65535)]
 Bitfield = Annotated[bytes, Size(0, MAX_BITFIELD_BYTES)]
 PieceList = Annotated[tuple[PieceNo, ...], Size(0, _MAX_BATCH)]  # empty: "nothing for you now"
 PeerKeys = Annotated[tuple[PeerKey, ...], Size(0, 1024)]
+BlockSenders = Annotated[
+    tuple[Annotated[int, Range(0, 1023)], ...], Size(0, MAX_DATA_BYTES // BLOCK_LENGTH)
+]  # per 16 KiB block of a piece, an index into the message's ``contributors``
 Rate = Annotated[float, Range(0.0, 1e15)]  # bytes per second
 Seconds = Annotated[float, Range(0.0, 1e9)]
 
@@ -613,6 +617,9 @@ class StorePiece(Message):
     info_hash: InfoHash
     piece: PieceNo
     contributors: PeerKeys
+    block_senders: BlockSenders = ()
+    """Who sent each 16 KiB block, as an index into ``contributors``; empty when one
+    connection sent every block (``contributors[0]``)."""
 
 
 @bus_message(tag=61)
@@ -733,6 +740,19 @@ class CheckProgress(Message):
     info_hash: InfoHash
     checked: PieceCount
     total: PieceCount
+
+
+@bus_message(tag=96)
+class CorruptBlocksTraced(Message):
+    """A piece that failed its SHA-1 with blocks from several peers was fetched again and
+    verified; its blocks compared with the failed copy's name who sent bad data (libtorrent's
+    smart ban). ``liars`` sent at least one block that differs from the verified piece;
+    ``cleared`` sent only blocks that match it."""
+
+    info_hash: InfoHash
+    piece: PieceNo
+    liars: PeerKeys
+    cleared: PeerKeys
 
 
 @bus_message(tag=94)
@@ -890,7 +910,13 @@ DataRequest = StorePiece | ReadBlock
 DataReply = BlockRead | ReadFailed | PieceStored
 ToStorageAgent = OpenTorrent | CloseTorrent | RecheckTorrent
 FromStorageAgent = (
-    TorrentOpened | PieceVerified | PieceRejected | StorageFailed | TorrentClosed | CheckProgress
+    TorrentOpened
+    | PieceVerified
+    | PieceRejected
+    | CorruptBlocksTraced
+    | StorageFailed
+    | TorrentClosed
+    | CheckProgress
 )
 ControlRequest = (
     AddTorrent

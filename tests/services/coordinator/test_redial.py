@@ -18,8 +18,10 @@ from shared.bus import (
     PeerSource,
     PeerStats,
     PieceVerified,
+    TorrentCompleted,
     TorrentOpened,
     TransferStats,
+    UpdateTransfer,
 )
 from shared.types import InfoHash, PeerAddress, PeerId
 
@@ -170,3 +172,17 @@ def test_uploads_of_a_paused_torrent_still_count() -> None:
     core.handle(PA1, stats(info_hash, "pa1/1", 0, 4096), 1.0)
     core.handle(PA1, PeerDisconnected(info_hash, "pa1/1", "torrent_detached", "x"), 1.0)
     assert core.status().torrents[0].uploaded == 4096
+
+
+def test_the_completed_announce_carries_what_was_downloaded() -> None:
+    """Counters arrive once a second; a download that finishes sooner still reports its bytes."""
+    core = full_core()
+    info_hash = opened(core)
+    connect(core, info_hash, PA1, "pa1/1", 2, Bitfield.full(NUM_PIECES))
+    core.take_outbox()
+    finish(core, info_hash, 0.5)
+    to_tracker = [m for to, m in core.take_outbox() if to == TRACKER]
+    update, completed = to_tracker
+    assert isinstance(update, UpdateTransfer) and isinstance(completed, TorrentCompleted)
+    assert (update.downloaded, update.left) == (PIECE * NUM_PIECES, 0)
+    assert core.status().torrents[0].downloaded == PIECE * NUM_PIECES

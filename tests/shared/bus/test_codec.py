@@ -174,7 +174,7 @@ def test_data_frame_travels_beside_the_header_untouched() -> None:
     message = StorePiece(info_hash=IH, piece=3, contributors=("pa1/1",))
     data = bytes(range(256)) * 4
     frames = encode_frames(message, data)
-    assert frames[0] == _hex("94 3c c4 14" + "11" * 20 + "03 91 a5 7061312f31")
+    assert frames[0] == _hex("95 3c c4 14" + "11" * 20 + "03 91 a5 7061312f31 90")
     assert isinstance(frames[1], memoryview) and frames[1].obj is data  # no copy
     decoded, view = decode_frames([bytes(f) for f in frames])
     assert decoded == message
@@ -364,7 +364,7 @@ MALFORMED: list[tuple[str, bytes, str, str]] = [
     ("no peer key", pack([34, IH.raw, "", [1]]), "bad_length", "AssignPieces.peer: "),
     (
         "contributor type",
-        pack([60, IH.raw, 3, [1]]),
+        pack([60, IH.raw, 3, [1], []]),
         "wrong_type",
         "StorePiece.contributors[0]: expected str, got int",
     ),
