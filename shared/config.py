@@ -129,15 +129,41 @@ class PeerAgentConfig:
     """Seconds of silence before we send a keep-alive (peers drop us after 120 s)."""
     max_connections_per_torrent: int = 100
     """Connections one peer agent holds for one torrent, incoming and outgoing."""
+    max_connections_per_host: int = 4
+    """Connections of one torrent with one IP address; a peer dialling us from an address that
+    holds this many already is refused, so one host cannot fill the torrent's slots."""
+    outgoing_share: float = 0.2
+    """Share of ``max_connections_per_torrent`` (rounded down) that incoming peers cannot take:
+    kept for the peers the coordinator has us dial. From 0 to below 1."""
+    replace_idle_after: float = 60.0
+    """Seconds in which neither side was interested and no payload moved either way after
+    which a connection may give its slot to a new incoming peer when the slots are full (the
+    one idle longest goes, ending with ``replaced``)."""
+    max_pending_per_host: int = 8
+    """Accepted sockets from one IP address waiting for their handshake at once, of the 64 the
+    listener keeps; more from that address are closed at once."""
     max_peer_requests: int = 500
-    """Block requests queued for one peer (our ``reqq``); more are rejected (fast extension)
-    or end the connection."""
+    """Block requests queued for one peer (our ``reqq``). More are rejected (fast extension) or
+    ignored; only a peer that was told the limit in the extension handshake and keeps sending
+    far past it is disconnected."""
     piece_cache_bytes: int = 64 * 1024 * 1024
     """Memory for whole pieces read from disk to upload, shared by the agent's connections."""
     advertise_host: str = ""
     """The address other peers reach this agent at, announced to the coordinator; empty:
     ``listen_host`` when it names one address, else the local address this host uses to reach
     the coordinator."""
+
+    def __post_init__(self) -> None:
+        checks = (
+            ("max_connections_per_host", self.max_connections_per_host >= 1, "at least 1"),
+            ("outgoing_share", 0 <= self.outgoing_share < 1, "from 0 to below 1"),
+            ("replace_idle_after", self.replace_idle_after >= 0, "0 or more seconds"),
+            ("max_pending_per_host", self.max_pending_per_host >= 1, "at least 1"),
+        )
+        for name, ok, expected in checks:
+            if not ok:
+                value = getattr(self, name)
+                raise ConfigError("bad_value", f"peer_agent.{name} must be {expected}, not {value}")
 
 
 @dataclass(frozen=True, slots=True)

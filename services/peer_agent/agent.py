@@ -41,8 +41,10 @@ the ``PeerConnected`` it precedes.
 Rules:
 - The agent never unchokes a peer on its own: only ``SetChoke`` from the coordinator's choker
   does. ``PeerInterest`` reports each change of a peer's interest in us, its input.
-- Incoming connections obey the same limits and bans as dialled ones; an unknown info hash,
-  a banned host or a full agent closes the socket before we answer the handshake.
+- Incoming connections obey the same limits and bans as dialled ones, and more
+  (``slots.py``): a few per host, and only part of a torrent's slots. An unknown info hash, a
+  banned host, a host at its cap or a full agent with no idle connection to replace closes the
+  socket before we answer the handshake; a replaced connection ends with ``replaced``.
 - A command for an unknown or ended peer key is ignored: its ``PeerDisconnected`` is on the way.
 - ``Shutdown``, a stop signal or the parent's death close every connection within
   ``SHUTDOWN_TIMEOUT`` seconds (each reports ``PeerDisconnected``), then the sockets.
@@ -165,7 +167,12 @@ class PeerAgent(pykka.ThreadingActor):
         self._clock = clock
         config = settings.config
         self._registry: Registry[_Handle] = Registry(
-            settings.agent_id, settings.max_connections, max(1, config.max_connections_per_torrent)
+            settings.agent_id,
+            settings.max_connections,
+            max(1, config.max_connections_per_torrent),
+            max_per_host=config.max_connections_per_host,
+            outgoing_share=config.outgoing_share,
+            replace_after=config.replace_idle_after,
         )
         self._session_config = session_config(config)
         self._cache: PieceCache[gevent.event.AsyncResult] = PieceCache(
@@ -355,7 +362,7 @@ class PeerAgent(pykka.ThreadingActor):
             )
             return
         try:
-            connection = self._registry.reserve(info_hash, address)
+            connection = self._registry.reserve(info_hash, address, now=self._clock())
         except ConnectRefusedError as exc:
             self._to_coordinator(bus.PeerConnectFailed(info_hash, address, exc.reason, exc.message))
             return
@@ -366,15 +373,36 @@ class PeerAgent(pykka.ThreadingActor):
             self._link.send(message)
 
     def _accept(self, accepted: _Accepted) -> None:
-        """An incoming peer asked for a torrent: admit it like a dialled one, or close it."""
+        """An incoming peer asked for a torrent: admit it like a dialled one (perhaps in the
+        slot of an idle connection, which is closed), or close it."""
         info_hash = accepted.header.info_hash
+        now = self._clock()
+        torrent = self._registry.torrent(info_hash)
+        if torrent is not None:  # the policy judges idleness on what the sessions show now
+            for key in list(torrent.addresses.values()):
+                connection = self._registry.get(key)
+                if connection is not None:
+                    self._observe(connection, now)
         try:
-            connection = self._registry.reserve(info_hash, accepted.address, incoming=True)
+            admitted = self._registry.admit(info_hash, accepted.address, now)
         except ConnectRefusedError as exc:
-            log.info("incoming from %s refused: %s (%s)", accepted.address, exc.reason, exc)
+            level = logging.DEBUG if exc.reason == "too_many_from_host" else logging.INFO
+            log.log(level, "incoming from %s refused: %s (%s)", accepted.address, exc.reason, exc)
             accepted.sock.close()
             return
-        self._start_connection(connection, accepted.sock, accepted.preread)
+        replaced = admitted.replaced
+        if replaced is not None and replaced.handle is not None:
+            log.info(
+                "incoming from %s takes the slot of idle %s (%s)",
+                accepted.address,
+                replaced.key,
+                replaced.address,
+            )
+            self._tell(
+                replaced.handle,
+                Disconnect("replaced", "an incoming peer took the slot of this idle connection"),
+            )
+        self._start_connection(admitted.connection, accepted.sock, accepted.preread)
 
     def _start_connection(
         self,
@@ -449,7 +477,7 @@ class PeerAgent(pykka.ThreadingActor):
             except pykka.ActorDeadError:
                 sock.close()
 
-        self._listener = Listener(sock, on_header)
+        self._listener = Listener(sock, on_header, max_pending_per_host=config.max_pending_per_host)
         self._listener.start()
         address = self._listener.address
         self._own_addresses.add(address)
@@ -547,11 +575,25 @@ class PeerAgent(pykka.ThreadingActor):
     def _stats(self, now: float) -> list[bus.PeerStats]:
         rows = []
         for connection in self._registry.connections():
+            self._observe(connection, now)
             handle = connection.handle
             if handle is None or not handle.session.active:
                 continue
             rows.append(peer_stats(connection.info_hash, connection.key, handle.session, now))
         return rows
+
+    def _observe(self, connection: Connection[_Handle], now: float) -> None:
+        """Tell the registry whether a connection is useful now (its slot is kept)."""
+        handle = connection.handle
+        if handle is None:
+            return
+        session = handle.session
+        self._registry.observe(
+            connection.key,
+            now,
+            interested=session.am_interested or session.peer_interested,
+            payload=session.upload_rate.total + session.download_rate.total,
+        )
 
     def _storage_loop(self) -> None:
         """Tick the storage links (retries, probes, timeouts) in the inbox when one is due.

@@ -5,14 +5,20 @@ runs one accept greenlet; every accepted socket gets a short-lived greenlet that
 the first 48 bytes of the peer's handshake (``pstrlen``, protocol, reserved bits, info hash),
 which is all the agent needs to pick the torrent, and hands the socket, the peer's address and
 those bytes to ``on_header``. From then on the socket belongs to whoever ``on_header`` gave it
-to (the agent starts a ``PeerConnection`` with it, or closes it).
+to (the agent starts a ``PeerConnection`` with it, or closes it). Which sockets may wait for
+their header, and how long, is the pure ``Backlog`` (``backlog.py``); a sweeper greenlet drops
+the ones past their deadline.
 
 Rules:
 - Input is hostile: a header that is not BitTorrent (wrong length byte or protocol string),
-  a peer that closes, or one that sends nothing for ``header_timeout`` seconds is closed at
-  once, without a word.
-- At most ``max_pending`` accepted sockets wait for their header at a time; more are closed at
-  once, so a flood of idle connections costs a bounded number of sockets and greenlets.
+  a peer that closes, or one that has not sent its header by its deadline is closed at once,
+  without a word.
+- At most ``max_pending`` accepted sockets wait for their header at a time, at most
+  ``max_pending_per_host`` from one address (more from it are closed at once); a new socket
+  finding the queue full takes the place of the one waiting longest. The deadline shrinks from
+  ``header_timeout`` to ``pressured_timeout`` while the queue is half full. So idle or
+  trickling sockets cost a bounded number of sockets and greenlets, and cannot keep an honest
+  peer (which sends its header at once) out.
 - Nothing here reads or writes shared state: routing, limits and bans are the agent's business.
 """
 
@@ -22,6 +28,7 @@ import contextlib
 import errno
 import logging
 import socket
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -31,11 +38,20 @@ from shared.errors import WireError
 from shared.types import PeerAddress
 from shared.wire.handshake import HANDSHAKE_HEADER_LENGTH, HandshakeHeader, decode_handshake_header
 
+from .backlog import (
+    HEADER_TIMEOUT,
+    MAX_PENDING,
+    MAX_PENDING_PER_HOST,
+    PRESSURED_HEADER_TIMEOUT,
+    Backlog,
+)
 from .torrents import normalize_host
 
 __all__ = [
     "HEADER_TIMEOUT",
     "MAX_PENDING",
+    "MAX_PENDING_PER_HOST",
+    "PRESSURED_HEADER_TIMEOUT",
     "HeaderHandler",
     "Listener",
     "bind_listener",
@@ -43,12 +59,10 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-HEADER_TIMEOUT = 10.0
-"""Seconds an accepted peer has to send the first 48 bytes of its handshake."""
-MAX_PENDING = 64
-"""Accepted sockets waiting for their handshake header at once."""
 _BACKLOG = 128
 _ACCEPT_RETRY = 0.1  # seconds to wait after accept fails for lack of file descriptors
+_SWEEP_MAX = 0.25  # seconds between two looks for expired sockets at most (pressure moves them)
+_SWEEP_MIN = 0.01
 
 HeaderHandler = Callable[[socket.socket, PeerAddress, HandshakeHeader, bytes], None]
 """``on_header(sock, address, header, preread)``: takes over the socket."""
@@ -90,7 +104,10 @@ class Listener:
         sock: a listening socket (``bind_listener``); closed by ``close``.
         on_header: called with each accepted socket whose header is well formed.
         header_timeout: seconds a peer has to send the header.
+        pressured_timeout: the same while half of ``max_pending`` sockets wait.
         max_pending: accepted sockets waiting for their header at once.
+        max_pending_per_host: of which from one IP address.
+        clock: monotonic seconds.
     """
 
     def __init__(
@@ -99,29 +116,41 @@ class Listener:
         on_header: HeaderHandler,
         *,
         header_timeout: float = HEADER_TIMEOUT,
+        pressured_timeout: float = PRESSURED_HEADER_TIMEOUT,
         max_pending: int = MAX_PENDING,
+        max_pending_per_host: int = MAX_PENDING_PER_HOST,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._sock = sock
         self._on_header = on_header
-        self._header_timeout = header_timeout
-        self._max_pending = max_pending
-        self._pending: set[gevent.Greenlet[Any, Any]] = set()
-        self._accepter: gevent.Greenlet[Any, Any] | None = None
+        self._clock = clock
+        self._backlog: Backlog[gevent.Greenlet[Any, Any]] = Backlog(
+            max_pending=max_pending,
+            max_per_host=max_pending_per_host,
+            timeout=header_timeout,
+            pressured_timeout=min(pressured_timeout, header_timeout),
+        )
+        self._readers: set[gevent.Greenlet[Any, Any]] = set()
+        self._greenlets: list[gevent.Greenlet[Any, Any]] = []
         self.refused = 0
-        """Accepted sockets closed before routing (bad header, timeout, too many pending)."""
+        """Accepted sockets closed before routing (bad header, late, too many waiting)."""
 
     @property
     def address(self) -> PeerAddress:
         host, port = self._sock.getsockname()[:2]
         return PeerAddress(host, port)
 
+    @property
+    def pending(self) -> int:
+        """Accepted sockets waiting for their header now."""
+        return len(self._backlog)
+
     def start(self) -> None:
-        self._accepter = gevent.spawn(self._accept_loop)
+        self._greenlets = [gevent.spawn(self._accept_loop), gevent.spawn(self._sweep_loop)]
 
     def close(self) -> None:
         """Stop accepting, drop the sockets still waiting for a header, close the listener."""
-        greenlets = [*self._pending, *([self._accepter] if self._accepter else [])]
-        gevent.killall(greenlets, block=True, timeout=1.0)
+        gevent.killall([*self._greenlets, *self._readers], block=True, timeout=1.0)
         self._sock.close()
 
     def _accept_loop(self) -> None:
@@ -137,52 +166,80 @@ class Listener:
                     continue
                 log.error("listener stops: %s", exc)
                 return
-            if len(self._pending) >= self._max_pending:
-                self.refused += 1
-                conn.close()
-                continue
-            reader = gevent.spawn(self._read_header, conn, peer)
-            self._pending.add(reader)
-            reader.link(self._pending.discard)
+            self._admit(conn, peer)
 
-    def _read_header(self, conn: socket.socket, peer: tuple[Any, ...]) -> None:
+    def _admit(self, conn: socket.socket, peer: tuple[Any, ...]) -> None:
+        """Let an accepted socket wait for its header, or close it."""
+        host = normalize_host(str(peer[0]))
+        if host is None:
+            self._refuse(conn)
+            return
+        reader: gevent.Greenlet[Any, Any] = gevent.Greenlet(
+            self._read_header, conn, PeerAddress(host, int(peer[1]))
+        )
+        decision = self._backlog.admit(reader, host, self._clock())
+        if not decision.admitted:
+            log.debug("incoming connection from %s refused: %s", host, decision.reason)
+            self._refuse(conn)
+            return
+        if decision.drop is not None:
+            decision.drop.kill(block=False)  # its reader closes its socket
+        self._readers.add(reader)
+        reader.link(self._reader_done)
+        reader.start()
+
+    def _refuse(self, conn: socket.socket) -> None:
+        self.refused += 1
+        with contextlib.suppress(OSError):
+            conn.close()
+
+    def _reader_done(self, reader: gevent.Greenlet[Any, Any]) -> None:
+        self._readers.discard(reader)
+        self._backlog.done(reader)
+
+    def _sweep_loop(self) -> None:
+        """Drop the sockets past their deadline."""
+        while True:
+            deadline = self._backlog.next_deadline()
+            delay = _SWEEP_MAX
+            if deadline is not None:
+                delay = min(max(deadline - self._clock(), _SWEEP_MIN), _SWEEP_MAX)
+            gevent.sleep(delay)
+            for reader in self._backlog.expired(self._clock()):
+                reader.kill(block=False)
+
+    def _read_header(self, conn: socket.socket, address: PeerAddress) -> None:
         handed_over = False
         try:
-            host = normalize_host(str(peer[0]))
-            if host is None:
-                return
-            address = PeerAddress(host, int(peer[1]))
             preread = self._receive_header(conn)
             if preread is None:
                 return
             header = decode_handshake_header(preread)
+            self._backlog.done(gevent.getcurrent())  # routed: no deadline may drop it now
             handed_over = True
             self._on_header(conn, address, header, preread)
         except (OSError, WireError, ValueError) as exc:
-            log.debug("incoming connection from %s dropped: %s", peer, exc)
+            log.debug("incoming connection from %s dropped: %s", address, exc)
         finally:
             if not handed_over:
-                self.refused += 1
-                with contextlib.suppress(OSError):
-                    conn.close()
+                self._refuse(conn)
 
-    def _receive_header(self, conn: socket.socket) -> bytes | None:
-        """The first 48 bytes, or None if the peer closed or stayed silent too long.
+    @staticmethod
+    def _receive_header(conn: socket.socket) -> bytes | None:
+        """The first 48 bytes, or None if the peer closed (the sweeper bounds the wait).
 
         Raises:
             WireError: ``bad_pstrlen`` or ``bad_protocol`` as soon as the bytes show it.
         """
         data = bytearray()
-        with gevent.Timeout(self._header_timeout, False):
-            while len(data) < HANDSHAKE_HEADER_LENGTH:
-                chunk = conn.recv(HANDSHAKE_HEADER_LENGTH - len(data))
-                if not chunk:
-                    return None
-                data += chunk
-                try:
-                    decode_handshake_header(data)
-                except WireError as exc:
-                    if exc.reason != "truncated":  # the prefix is checked before the length
-                        raise
-            return bytes(data)
-        return None
+        while len(data) < HANDSHAKE_HEADER_LENGTH:
+            chunk = conn.recv(HANDSHAKE_HEADER_LENGTH - len(data))
+            if not chunk:
+                return None
+            data += chunk
+            try:
+                decode_handshake_header(data)
+            except WireError as exc:
+                if exc.reason != "truncated":  # the prefix is checked before the length
+                    raise
+        return bytes(data)

@@ -23,6 +23,7 @@ Rules:
 - A peer that breaks the protocol (bad frame, piece index out of range, malformed bitfield,
   fast-extension messages it did not negotiate, requests ``Uploads`` refuses to tolerate) ends
   the session with ``Closed(reason)``; the session never raises for remote misbehaviour.
+  Requests past our reqq from a peer that could not know it are refused, never a reason to end.
 - Fast-extension messages go only to a peer that negotiated the extension.
 - A peer that sends nothing for ``idle_timeout`` seconds, or with which neither side has been
   interested for ``uninterested_timeout`` seconds (noticed at the next tick), is disconnected.
@@ -103,8 +104,9 @@ class SessionConfig:
     allowed_fast_count: int = 10
     """Pieces in the allowed-fast set we grant a peer with fewer pieces than that (BEP 6 k)."""
     max_bad_requests: int = 250
-    """Requests we cannot serve (malformed, beyond our reqq, pieces we lack) tolerated from a
-    peer with the fast extension before it is disconnected."""
+    """Requests we cannot serve (malformed, pieces we lack) tolerated from a peer with the
+    fast extension before it is disconnected; also requests beyond our reqq tolerated from a
+    peer that was told it (see ``upload.py``)."""
     allocate: Callable[[int], bytearray] = bytearray
     """Makes piece buffers. Blocks overwrite every byte before a buffer leaves (an unfinished
     one is dropped), so an allocator that skips zeroing is safe."""
@@ -358,6 +360,7 @@ class PeerSession:
         self._last_sent = now
         if self._uploads is not None:
             self._uploads.queued_bytes = 0
+            self._uploads.pending_rejects = 0
         return taken
 
     @property
@@ -539,6 +542,8 @@ class PeerSession:
                 ext = decode_extension_handshake(payload)
                 if ext.reqq is not None and ext.reqq > 0:
                     downloads.set_reqq(ext.reqq)
+                # It speaks BEP 10, so it got ours, which names our reqq.
+                uploads.knows_limit = self.peer_extensions
                 self._events.append(PeerInfo(ext))
             case wire.Extended() | wire.Port() | wire.KeepAlive():
                 pass

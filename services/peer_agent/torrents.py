@@ -3,15 +3,20 @@
 Strategy: the agent actor keeps one ``Registry``. ``attach`` turns an ``AttachTorrent`` into a
 ``Torrent`` (geometry, our peer id, our have-state, the storage endpoint), ``reserve`` admits a
 new connection and names it, ``bind`` attaches whatever the actor uses to reach it (a handle),
-``release`` forgets it when it ends. Keeping this pure lets the limits be tested without a
-socket.
+``release`` forgets it when it ends. ``admit`` is ``reserve`` for an incoming peer that may take
+the slot of an idle connection; ``observe`` records when each connection was last useful.
+Who gets a slot is the pure policy of ``slots.py``. Keeping this pure lets the limits be tested
+without a socket.
 
 Rules:
 - Peer keys are ``"<agent id>/<n>"`` with ``n`` counting up from 1 and never reused, so a late
   command for a closed connection can never reach a newer one.
 - At most ``max_connections`` connections at once in the agent and ``max_per_torrent`` per
-  torrent, incoming and outgoing alike; none from or to a host banned for the torrent.
+  torrent, incoming and outgoing alike; of these, incoming ones at most ``max_incoming`` and
+  ``max_per_host`` from one host (``slots.py``); none from or to a host banned for the torrent.
   Refusals raise ``ConnectRefusedError`` whose ``reason`` goes into ``PeerConnectFailed``.
+- A connection ``admit`` replaces is forgotten at once (its slot is the newcomer's); the caller
+  closes it, and its later ``release`` finds nothing.
 - One connection per peer and torrent: per address when it is admitted, per peer id once its
   handshake is in (``claim``). When we dialled a peer that dialled us too, both ends keep the
   same connection: the one opened by the side with the smaller peer id.
@@ -33,10 +38,21 @@ from shared.errors import TorvizError
 from shared.geometry import TorrentGeometry
 from shared.types import InfoHash, PeerAddress, PeerId
 
+from .slots import (
+    DEFAULT_MAX_PER_HOST,
+    DEFAULT_OUTGOING_SHARE,
+    DEFAULT_REPLACE_AFTER,
+    Occupant,
+    Refuse,
+    SlotLimits,
+    decide,
+)
+
 __all__ = [
     "DEFAULT_MAX_CONNECTIONS",
     "DEFAULT_MAX_PER_TORRENT",
     "MAX_BANNED_HOSTS",
+    "Admitted",
     "AttachError",
     "ConnectRefusedError",
     "Connection",
@@ -93,6 +109,21 @@ class Connection(Generic[H]):
     incoming: bool = False
     peer_id: PeerId | None = None
     handle: H | None = None
+    host: str = ""
+    """``address.host`` normalised: what the per-host cap and bans compare."""
+    useful_at: float = 0.0
+    """The last time either side was interested or payload moved (at first: its opening)."""
+    payload: int = 0
+    """Payload bytes moved either way, as last observed."""
+
+
+@dataclass(frozen=True, slots=True)
+class Admitted(Generic[H]):
+    """What ``admit`` decided: the new connection, and the one it replaces (closed by the
+    caller), if any."""
+
+    connection: Connection[H]
+    replaced: Connection[H] | None = None
 
 
 def normalize_host(host: str) -> str | None:
@@ -114,6 +145,13 @@ class Registry(Generic[H]):
         agent_id: the agent's id, the prefix of every peer key.
         max_connections: connections held at once before ``reserve`` refuses.
         max_per_torrent: connections held for one torrent before ``reserve`` refuses.
+        max_per_host: connections of one torrent with one host before an incoming one from
+            it is refused.
+        outgoing_share: share of ``max_per_torrent`` incoming connections cannot take.
+        replace_after: seconds a connection must have been idle before ``admit`` replaces it.
+
+    Raises:
+        ValueError: a limit below one, a share outside [0, 1), a negative delay.
     """
 
     def __init__(
@@ -121,9 +159,14 @@ class Registry(Generic[H]):
         agent_id: str,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         max_per_torrent: int = DEFAULT_MAX_PER_TORRENT,
+        *,
+        max_per_host: int = DEFAULT_MAX_PER_HOST,
+        outgoing_share: float = DEFAULT_OUTGOING_SHARE,
+        replace_after: float = DEFAULT_REPLACE_AFTER,
     ) -> None:
-        if max_connections < 1 or max_per_torrent < 1:
-            raise ValueError("an agent holds at least one connection")
+        self.limits = SlotLimits(
+            max_connections, max_per_torrent, max_per_host, outgoing_share, replace_after
+        )
         self.agent_id = agent_id
         self.max_connections = max_connections
         self.max_per_torrent = max_per_torrent
@@ -213,41 +256,88 @@ class Registry(Generic[H]):
     # -- connections ------------------------------------------------------------------------------
 
     def reserve(
-        self, info_hash: InfoHash, address: PeerAddress, *, incoming: bool = False
+        self,
+        info_hash: InfoHash,
+        address: PeerAddress,
+        *,
+        incoming: bool = False,
+        now: float = 0.0,
     ) -> Connection[H]:
-        """Admit a new connection (dialled, or accepted with ``incoming``) and name it.
+        """Admit a new connection (dialled, or accepted with ``incoming``) and name it, without
+        replacing any other.
 
         Raises:
             ConnectRefusedError: ``unknown_torrent``, ``banned``, ``already_connected``,
-                ``too_many_connections`` or ``too_many_for_torrent``.
+                ``too_many_from_host``, ``too_many_connections``, ``too_many_for_torrent`` or
+                ``too_many_incoming``.
         """
+        return self._admit(info_hash, address, incoming=incoming, now=now, replace=False)[0]
+
+    def admit(self, info_hash: InfoHash, address: PeerAddress, now: float) -> Admitted[H]:
+        """Admit a peer that dialled us, in the slot of an idle connection if the slots are
+        full (``slots.py``); the replaced connection is forgotten here, and the caller closes it.
+
+        Raises:
+            ConnectRefusedError: as ``reserve``.
+        """
+        connection, replaced = self._admit(info_hash, address, incoming=True, now=now, replace=True)
+        return Admitted(connection, replaced)
+
+    def observe(self, key: str, now: float, *, interested: bool, payload: int) -> None:
+        """What the agent sees of a live connection now: whether either side is interested,
+        and the payload bytes moved either way so far. Either makes it useful at ``now``."""
+        connection = self._connections.get(key)
+        if connection is None:
+            return
+        if interested or payload != connection.payload:
+            connection.useful_at = now
+            connection.payload = payload
+
+    def _admit(
+        self,
+        info_hash: InfoHash,
+        address: PeerAddress,
+        *,
+        incoming: bool,
+        now: float,
+        replace: bool,
+    ) -> tuple[Connection[H], Connection[H] | None]:
         torrent = self._torrents.get(info_hash)
         if torrent is None:
             raise ConnectRefusedError(
                 "unknown_torrent", f"torrent {info_hash} is not attached here"
             )
-        if normalize_host(address.host) in torrent.banned:
+        host = normalize_host(address.host) or address.host
+        if host in torrent.banned:
             raise ConnectRefusedError("banned", f"{address.host} is banned for this torrent")
         if address in torrent.addresses:
             raise ConnectRefusedError(
                 "already_connected",
                 f"already connected to {address} for this torrent ({torrent.addresses[address]})",
             )
-        if len(self._connections) >= self.max_connections:
-            raise ConnectRefusedError(
-                "too_many_connections",
-                f"this agent already holds {self.max_connections} connections",
-            )
-        if len(torrent.addresses) >= self.max_per_torrent:
-            raise ConnectRefusedError(
-                "too_many_for_torrent",
-                f"this agent already holds {self.max_per_torrent} connections for the torrent",
-            )
+        occupants = [
+            Occupant(c.key, c.host, c.incoming, c.useful_at)
+            for c in (self._connections[key] for key in torrent.addresses.values())
+        ]
+        verdict = decide(
+            self.limits,
+            occupants,
+            len(self._connections),
+            host,
+            incoming=incoming,
+            now=now,
+            may_replace=replace,
+        )
+        if isinstance(verdict, Refuse):
+            raise ConnectRefusedError(verdict.reason, verdict.message)
+        replaced = None if verdict.replace is None else self.release(verdict.replace)
         key = f"{self.agent_id}/{next(self._serial)}"
-        connection: Connection[H] = Connection(key, info_hash, address, incoming)
+        connection: Connection[H] = Connection(
+            key, info_hash, address, incoming, host=host, useful_at=now
+        )
         self._connections[key] = connection
         torrent.addresses[address] = key
-        return connection
+        return connection, replaced
 
     def bind(self, key: str, handle: H) -> None:
         """Attach the handle the caller reaches the connection through."""

@@ -13,11 +13,20 @@ Rules:
   we will not serve is refused: the session rejects it when the peer speaks the fast extension
   and ignores it otherwise.
 - Without the fast extension a peer cannot be told "no", so a malformed request (outside the
-  torrent, empty or longer than 16 KiB) or one beyond our advertised ``reqq`` ends the
-  connection (``bad_request``, ``request_flood``). With it, such requests are rejected and
-  counted; past ``max_bad`` of them the connection ends (``too_many_bad_requests``).
+  torrent, empty or longer than 16 KiB) ends the connection (``bad_request``). With it, such
+  requests and those of pieces we lack are rejected and counted; past ``max_bad`` of them the
+  connection ends (``too_many_bad_requests``).
+- A request beyond the ``limit`` queued is refused (rejected for a fast peer, silently
+  ignored otherwise, as libtorrent does): the peer asks again when it times out. It ends the
+  connection only when the peer knew our limit (``knows_limit``: it sent its extension
+  handshake, so it got ours with ``reqq``) and sent more than ``max_bad`` such requests
+  (``request_flood``). A peer that cannot know the limit (no BEP 10, ctorrent with 16 MiB
+  pieces asking for a whole piece at once) is served, never dropped for it.
 - A request that arrives while we choke the peer is refused but not counted: it may have
   crossed our CHOKE on the wire.
+- Rejects of the peer's requests wait in the output at most ``MAX_PENDING_REJECTS`` at a time
+  (until the caller takes the output); past that a request is refused silently, so a peer that
+  sends requests and never reads costs bounded memory.
 - Choking drops every queued request except those of allowed-fast pieces (BEP 6: they may
   be served while choked); the caller rejects the dropped ones for a fast peer.
 - The queue never holds more than ``limit`` requests (our ``reqq``), so its memory is bounded
@@ -37,10 +46,18 @@ from shared.types import InfoHash
 from shared.wire import codec
 from shared.wire import messages as wire
 
-__all__ = ["MAX_REQUEST_LENGTH", "BlockRequest", "Uploads", "allowed_fast_set"]
+__all__ = [
+    "MAX_PENDING_REJECTS",
+    "MAX_REQUEST_LENGTH",
+    "BlockRequest",
+    "Uploads",
+    "allowed_fast_set",
+]
 
 MAX_REQUEST_LENGTH = 16 * 1024
 """The longest block we serve (BEP 3 clients request 16 KiB; libtorrent refuses more too)."""
+MAX_PENDING_REJECTS = 2048
+"""Rejects of requests waiting in the output at once (17 bytes each: 34 KiB at most per peer)."""
 
 BlockRequest = tuple[int, int, int]
 """(piece, offset, length) exactly as the peer sent it."""
@@ -97,7 +114,8 @@ class Uploads:
         fast: whether the peer speaks the fast extension.
         choking: whether we choke the peer now.
         limit: requests queued at most (our ``reqq``).
-        max_bad: malformed or excess requests tolerated from a fast peer.
+        max_bad: malformed requests tolerated from a fast peer, and requests past ``limit``
+            from a peer that knew it.
     """
 
     __slots__ = (
@@ -109,9 +127,12 @@ class Uploads:
         "_queue",
         "bad",
         "choking",
+        "excess",
         "granted",
+        "knows_limit",
         "limit",
         "max_bad",
+        "pending_rejects",
         "queued_bytes",
     )
 
@@ -141,9 +162,16 @@ class Uploads:
         self.granted: set[int] = set()
         """Allowed-fast pieces we told the peer about: served even while choking."""
         self.bad = 0
-        """Requests refused as malformed, for a piece we lack, or beyond ``limit``."""
+        """Requests refused as malformed or for a piece we lack."""
+        self.excess = 0
+        """Requests refused because ``limit`` were queued."""
+        self.knows_limit = False
+        """Whether the peer got our ``reqq`` (it speaks BEP 10: it sent its extension
+        handshake, and we sent ours); set by the session."""
         self.queued_bytes = 0
         """Block bytes ``serve`` appended to ``out`` since the caller last reset it."""
+        self.pending_rejects = 0
+        """Rejects of requests appended to ``out`` since the caller last reset it."""
 
     def __len__(self) -> int:
         return len(self._queue)
@@ -154,10 +182,16 @@ class Uploads:
         """A request arrived: queue it, or refuse it (rejected when the peer speaks fast).
 
         Raises:
-            WireError: ``bad_request`` or ``request_flood`` from a peer without the fast
-                extension, ``too_many_bad_requests`` from one with it.
+            WireError: ``bad_request`` from a peer without the fast extension,
+                ``too_many_bad_requests`` from one with it, ``request_flood`` from one that
+                knew our limit.
         """
-        if not self._accept(piece, offset, length) and self._fast:
+        if (
+            not self._accept(piece, offset, length)
+            and self._fast
+            and self.pending_rejects < MAX_PENDING_REJECTS
+        ):
+            self.pending_rejects += 1
             self._out.append(codec.encode(wire.RejectRequest(piece, offset, length)))
 
     def cancel(self, piece: int, offset: int, length: int) -> None:
@@ -255,9 +289,8 @@ class Uploads:
         if key in self._queue:
             return True
         if len(self._queue) >= self.limit:
-            return self._refuse_bad(
-                "request_flood", f"the peer queued more than our limit of {self.limit} requests"
-            )
+            self._count_excess()
+            return False
         self._queue[key] = None
         return True
 
@@ -277,6 +310,15 @@ class Uploads:
             raise WireError(reason, message)
         self._count_bad()
         return False
+
+    def _count_excess(self) -> None:
+        self.excess += 1
+        if self.knows_limit and self.excess > self.max_bad:
+            raise WireError(
+                "request_flood",
+                f"the peer sent more than {self.max_bad} requests past our limit of "
+                f"{self.limit}, which it was told",
+            )
 
     def _count_bad(self) -> None:
         self.bad += 1

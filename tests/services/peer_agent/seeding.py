@@ -135,6 +135,7 @@ class RawPeer:
         source: the local address to dial from (a 127.0.0.x of its own).
         fast: whether the handshake offers the fast extension.
         peer_id: the peer id the handshake carries.
+        extensions: whether the handshake offers the extension protocol (BEP 10).
     """
 
     def __init__(
@@ -146,6 +147,7 @@ class RawPeer:
         source: str,
         fast: bool = True,
         peer_id: PeerId | None = None,
+        extensions: bool = True,
     ) -> None:
         self.parts = parts
         self.peer_id = peer_id or PeerId(b"-XX0001-" + source.encode().ljust(12, b"-")[:12])
@@ -158,7 +160,7 @@ class RawPeer:
         self.handshake: Handshake | None = None
         self.received: list[wire.Message] = []
         self.closed = False
-        reserved = Reserved.build(fast=fast, extension_protocol=True)
+        reserved = Reserved.build(fast=fast, extension_protocol=extensions)
         self.sock.sendall(encode_handshake(Handshake(info_hash, self.peer_id, reserved)))
 
     @property

@@ -8,6 +8,7 @@ libtorrent in its own process (``swarm`` fixture) and raw peers that break the r
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -121,10 +122,12 @@ def test_hostile_peers_get_rejects_or_are_dropped_while_a_good_leecher_completes
     address = seed(counterparts, start_agent, storage, torrent, max_peer_requests=REQQ)
     leecher = swarm.leecher(torrent.path, tmp_path / "leech", connect_peers=[address])
 
-    def raw(fast: bool = True) -> RawPeer:
+    def raw(fast: bool = True, *, told: bool = False) -> RawPeer:
         peer = RawPeer(
             counterparts, address, torrent.info_hash, source=next_loopback_address(), fast=fast
         )
+        if told:  # its extension handshake: it speaks BEP 10, so it got ours with our reqq
+            peer.send(wire.Extended(0, b"de"))
         peer.send(wire.Interested())
         peer.wait_for("unchoke", lambda: wire.Unchoke() in peer.received)
         return peer
@@ -143,25 +146,35 @@ def test_hostile_peers_get_rejects_or_are_dropped_while_a_good_leecher_completes
     rejects = confused.of(wire.RejectRequest)
     assert rejects == [wire.RejectRequest(r.piece, r.offset, r.length) for r in nonsense]
     assert confused.of(wire.Piece) == [wire.Piece(2, BLOCK, torrent.piece(2)[BLOCK : 2 * BLOCK])]
-    # A fast peer flooding far past our reqq: rejects, then dropped.
-    flooder = raw()
-    flooder.send(*(wire.Request(p, o, 1024) for p in range(8) for o in range(0, PIECE, 1024)))
+    flood = [wire.Request(p, o, 1024) for p in range(8) for o in range(0, PIECE, 1024)]
+    # A fast peer told our reqq that floods far past it: rejects, then dropped.
+    flooder = raw(told=True)
+    flooder.send(*flood)
     flooder.wait_closed()
     assert len(flooder.of(wire.RejectRequest)) >= 100
-    # Peers without the fast extension cannot be told no: dropped.
+    # One that was never told: what does not fit is rejected, the rest served; it stays.
+    untold = raw()
+    untold.send(*flood)
+    untold.wait_for("every request answered", lambda: len(untold.received) >= 3 + len(flood))
+    assert len(untold.of(wire.Piece)) >= REQQ
+    assert len(untold.of(wire.Piece)) + len(untold.of(wire.RejectRequest)) == len(flood)
+    # Peers without the fast extension cannot be told no: a flood is served as far as our
+    # reqq goes and the rest ignored (ctorrent); a malformed request drops them.
     plain_flooder = raw(fast=False)
     plain_flooder.send(*(wire.Request(3, o, 1024) for o in range(0, (REQQ + 8) * 1024, 1024)))
-    plain_flooder.wait_closed()
+    plain_flooder.wait_for("blocks", lambda: len(plain_flooder.of(wire.Piece)) >= REQQ)
     plain_confused = raw(fast=False)
     plain_confused.send(wire.Request(1, 0, 2 * BLOCK))
     plain_confused.wait_closed()
-    reasons = {"too_many_bad_requests", "request_flood", "bad_request"}
+    reasons = {"request_flood", "bad_request"}
     while reasons:  # the good leecher may come and go meanwhile: match on the reasons
         gone = counterparts.expect(PeerDisconnected, lambda m: m.reason in reasons)
         reasons.remove(gone.reason)
     wait_finished(counterparts, leecher)
     assert compare_content(torrent.content.root, tmp_path / "leech", torrent.content) == []
-    assert not confused.closed
+    plain_flooder.send(wire.Request(3, 0, 1024))  # still connected, and served again
+    plain_flooder.wait_for("more blocks", lambda: len(plain_flooder.of(wire.Piece)) > REQQ)
+    assert not (confused.closed or untold.closed or plain_flooder.closed)
 
 
 def test_a_piece_we_lack_is_rejected_and_the_others_are_read_from_storage(
@@ -186,3 +199,44 @@ def test_a_piece_we_lack_is_rejected_and_the_others_are_read_from_storage(
     served = sum(r.length for r in wanted)
     stats = counterparts.expect(TransferStats, lambda m: any(r.uploaded == served for r in m.peers))
     assert stats.peers[0].upload_rate > 0
+
+
+def test_a_ctorrent_style_flood_of_2000_requests_is_served_not_dropped(
+    counterparts: Counterparts, start_agent, storage, torrent: DiskTorrent
+) -> None:
+    """No fast extension, no BEP 10 (so it never saw our reqq of 500), and 2,000 requests at
+    once, as ctorrent sends for a 16 MiB piece: what does not fit is ignored, and what it asks
+    again (on its timeout) is served; the connection stays."""
+    address = seed(counterparts, start_agent, storage, torrent)
+    peer = RawPeer(
+        counterparts,
+        address,
+        torrent.info_hash,
+        source=next_loopback_address(),
+        fast=False,
+        extensions=False,
+    )
+    peer.send(wire.Interested())
+    peer.wait_for("unchoke", lambda: wire.Unchoke() in peer.received)
+    wanted = [
+        wire.Request(p, o, 1024) for p in range(torrent.num_pieces) for o in range(0, PIECE, 1024)
+    ][:2000]
+    assert len(wanted) == 2000
+    missing = wanted
+    for _ in range(8):  # each round serves up to our reqq: four rounds at least
+        goal = len(peer.of(wire.Piece)) + min(500, len(missing))
+        peer.send(*missing)
+        peer.wait_for("blocks", lambda goal=goal: len(peer.of(wire.Piece)) >= goal)
+        quiet = time.monotonic() + 0.3  # let whatever else was served arrive
+        peer.wait_for("the rest", lambda quiet=quiet: time.monotonic() > quiet)
+        served = {(m.piece, m.offset) for m in peer.of(wire.Piece)}
+        missing = [r for r in wanted if (r.piece, r.offset) not in served]
+        if not missing:
+            break
+    assert not missing and not peer.closed
+    blocks = {(m.piece, m.offset): m.data for m in peer.of(wire.Piece)}
+    assert all(
+        blocks[r.piece, r.offset] == torrent.piece(r.piece)[r.offset : r.offset + 1024]
+        for r in wanted
+    )
+    assert not counterparts.take_all(PeerDisconnected)

@@ -18,7 +18,7 @@ from services.peer_agent.session import (
     SessionConfig,
     WorkWanted,
 )
-from services.peer_agent.upload import allowed_fast_set
+from services.peer_agent.upload import MAX_PENDING_REJECTS, allowed_fast_set
 from shared.bitfield import Bitfield
 from shared.geometry import TorrentGeometry
 from shared.types import InfoHash, PeerAddress, PeerId
@@ -254,7 +254,7 @@ def test_unservable_requests_from_a_plain_peer_end_it_or_are_ignored() -> None:
     assert of(lacking.target.take_events(), Closed) == [Closed("bad_request")]
 
 
-def test_our_reqq_is_enforced() -> None:
+def test_our_reqq_is_enforced_by_rejecting_or_ignoring_the_excess() -> None:
     fast = Scripted(seeder(our_reqq=4))
     unchoked(fast)
     fast.send(*(wire.Request(1, offset, 1024) for offset in range(0, 6 * 1024, 1024)))
@@ -266,7 +266,68 @@ def test_our_reqq_is_enforced() -> None:
     plain = Scripted(seeder(our_reqq=4), fast=False)
     unchoked(plain)
     plain.send(*(wire.Request(1, offset, 1024) for offset in range(0, 5 * 1024, 1024)))
-    assert of(plain.target.take_events(), Closed) == [Closed("request_flood")]
+    assert plain.read() == []  # cannot be told no: the fifth is ignored, as libtorrent does
+    assert plain.target.active and plain.target.queued_requests == 4
+    assert of(plain.target.take_events(), Closed) == []
+
+
+BIG_PIECE = 16 * 1024 * 1024  # ctorrent asks for a whole piece at once: 1,024 blocks
+BIG = TorrentGeometry(BIG_PIECE, 2 * BIG_PIECE, (2 * BIG_PIECE,))
+
+
+@pytest.mark.parametrize("fast", [False, True])
+def test_a_peer_that_cannot_know_our_reqq_is_served_through_a_flood(fast: bool) -> None:
+    """ctorrent: no BEP 10 (it never saw our reqq) asks for 2,000 blocks of 16 MiB pieces."""
+    target = session(SEEDER_ID, Bitfield.full(2), geometry=BIG, allowed_fast_count=0)
+    ctorrent = Scripted(target, fast=fast, extensions=False)
+    unchoked(ctorrent)
+    wanted = [wire.Request(p, o, BLOCK) for p in (0, 1) for o in range(0, BIG_PIECE, BLOCK)]
+    wanted = wanted[:2000]
+    ctorrent.send(*wanted)
+    assert target.active and target.queued_requests == 500  # SessionConfig's our_reqq
+    refused = wanted[500:]
+    expected = [wire.RejectRequest(r.piece, r.offset, r.length) for r in refused] if fast else []
+    assert ctorrent.read() == expected  # rejected (fast) or ignored, never a reason to end
+    pieces = {p: bytes([p + 1]) * BIG_PIECE for p in (0, 1)}
+    got: list[wire.Message] = []
+    for _ in range(10):  # it asks again for what it did not get, as a peer does on a timeout
+        while (piece := target.next_upload()) is not None:
+            target.serve(piece, pieces[piece], 1.0, budget=1 << 24)
+        got += ctorrent.read()
+        served = {(m.piece, m.offset) for m in of(got, wire.Piece)}
+        missing = [r for r in wanted if (r.piece, r.offset) not in served]
+        if not missing:
+            break
+        ctorrent.send(*missing)
+    assert not missing and target.active
+    assert of(target.take_events(), Closed) == []
+    assert len(of(got, wire.Piece)) == 2000
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_a_peer_told_our_reqq_that_floods_far_past_it_is_dropped(fast: bool) -> None:
+    scripted = Scripted(seeder(our_reqq=4, max_bad_requests=10), fast=fast)
+    unchoked(scripted)
+    scripted.send(wire.Extended(0, b"de"))  # its extension handshake: it got ours, with reqq
+    excess = [wire.Request(1, offset, 1024) for offset in range(4 * 1024, 14 * 1024, 1024)]
+    scripted.send(*(wire.Request(1, o, 1024) for o in range(0, 4 * 1024, 1024)), *excess)
+    assert len(of(scripted.read(), wire.RejectRequest)) == (10 if fast else 0)
+    assert scripted.target.active  # up to max_bad_requests past the limit are tolerated
+    scripted.send(wire.Request(1, 14 * 1024, 1024))
+    assert of(scripted.target.take_events(), Closed) == [Closed("request_flood")]
+
+
+def test_rejects_waiting_for_a_peer_that_never_reads_are_bounded() -> None:
+    scripted = Scripted(seeder(our_reqq=1))
+    unchoked(scripted)
+    scripted.send(wire.Request(1, 0, 1024))  # queued: the limit is reached
+    excess = codec.encode(wire.Request(1, 1024, 1024))
+    for _ in range(10):
+        scripted.send(excess * 500)  # never read: the output is not taken meanwhile
+    assert len(of(scripted.read(), wire.RejectRequest)) == MAX_PENDING_REJECTS
+    assert scripted.target.active
+    scripted.send(excess)  # once the output is taken, rejects go out again
+    assert scripted.read() == [wire.RejectRequest(1, 1024, 1024)]
 
 
 def test_a_fast_peer_that_keeps_asking_for_what_we_refuse_is_dropped() -> None:
