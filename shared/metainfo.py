@@ -12,14 +12,19 @@
 #   ``not_a_dict``, ``info_missing``, ``info_not_a_dict``, ``<field>_missing``,
 #   ``<field>_wrong_type`` for name, piece_length, pieces, length, files, file_entry, path,
 #   attr, private; ``piece_length_out_of_range``, ``pieces_not_multiple_of_20``,
-#   ``piece_count_mismatch``, ``too_many_pieces``, ``both_length_and_files``,
+#   ``piece_count_mismatch``, ``too_many_pieces``, ``both_length_and_files`` (a ``length``
+#   of 0 beside ``files`` is ignored, as libtorrent does),
 #   ``no_length_or_files``, ``negative_length``, ``no_files``, ``too_many_files``,
 #   ``torrent_too_large``, ``empty_torrent``, ``duplicate_path``, ``v2_only``, and the path
-#   reasons of ``shared.paths`` (``path_traversal``, ``absolute_path``...), which also apply to
-#   ``name``: it must be one safe component.
+#   reasons of ``shared.paths`` (``path_traversal``, ``absolute_path``,
+#   ``path_component_too_long``, ``path_too_deep``...), which also apply to ``name``: it must be
+#   one safe component of at most 255 bytes.
 # - Bounds: piece length 1 KiB..256 MiB (libtorrent accepts any positive value, but below 1 KiB
 #   or above 256 MiB is not a torrent anyone made on purpose; odd, non power-of-two sizes are
-#   fine), at most 2**21 pieces (libtorrent's default), at most 2**18 files, at most 2**50 bytes.
+#   fine), at most 2**21 pieces (libtorrent's default), at most 2**18 files, at most 2**50 bytes,
+#   at most ``max_path_depth`` (64) components in a file's path, checked before the path is
+#   decoded, so a 2,000-deep path is refused in microseconds. The duplicate-path check walks a
+#   tree of folders, so its cost grows with the total number of components, never their square.
 # - Text: ``name.utf-8`` / ``path.utf-8`` win when present and valid UTF-8. Otherwise the plain
 #   field is decoded as UTF-8, then with the codec the file declares in ``encoding`` (old
 #   torrents: GBK, Shift_JIS...), and failing both as UTF-8 with U+FFFD replacements, so a name is
@@ -41,7 +46,7 @@ from dataclasses import dataclass, field
 from shared.bencode import DEFAULT_LIMITS, BencodeLimits, Value, decode_prefix, decode_with_spans
 from shared.errors import BencodeError, MetainfoError
 from shared.geometry import TorrentGeometry
-from shared.paths import safe_relative_path
+from shared.paths import DEFAULT_MAX_PATH_DEPTH, safe_relative_path
 from shared.types import InfoHash
 
 __all__ = [
@@ -64,6 +69,7 @@ MAX_FILES = 2**18
 MAX_TOTAL_LENGTH = 2**50
 
 _BITCOMET_PADDING = "_____padding_file_"
+_FILE = object()  # a file's leaf in ``_check_unique``'s tree of folders
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,12 +173,18 @@ class Metainfo:
     created_by: str | None
 
 
-def parse_metainfo(data: bytes, *, limits: BencodeLimits = DEFAULT_LIMITS) -> Metainfo:
+def parse_metainfo(
+    data: bytes,
+    *,
+    limits: BencodeLimits = DEFAULT_LIMITS,
+    max_path_depth: int = DEFAULT_MAX_PATH_DEPTH,
+) -> Metainfo:
     """Parse and validate a .torrent file read from disk.
 
     Args:
         data: the whole file.
         limits: bencode bounds (size, depth, string length, entries).
+        max_path_depth: the most components a file's ``path`` may have (at least 1).
 
     Returns:
         The metainfo, its info-hash taken over the info dict's raw bytes.
@@ -194,7 +206,7 @@ def parse_metainfo(data: bytes, *, limits: BencodeLimits = DEFAULT_LIMITS) -> Me
     start, end = spans[b"info"]
     raw_info = data[start:end]
     encoding = _declared_encoding(top.get(b"encoding"))
-    info = _parse_info(info_value, encoding)
+    info = _parse_info(info_value, encoding, max_path_depth)
     return Metainfo(
         info_hash=InfoHash(hashlib.sha1(raw_info).digest()),
         info=info,
@@ -208,13 +220,16 @@ def parse_metainfo(data: bytes, *, limits: BencodeLimits = DEFAULT_LIMITS) -> Me
     )
 
 
-def parse_info_dict(raw_info: bytes, *, strict: bool = True) -> InfoDict:
+def parse_info_dict(
+    raw_info: bytes, *, strict: bool = True, max_path_depth: int = DEFAULT_MAX_PATH_DEPTH
+) -> InfoDict:
     """Parse an info dict on its own (e.g. assembled from ut_metadata pieces).
 
     Args:
         raw_info: the bencoded info dict, nothing before or after it.
         strict: require canonical bencode. Pass False only after checking the bytes against
             the info-hash: a genuine torrent may have unsorted keys in its info dict.
+        max_path_depth: as ``parse_metainfo``.
 
     Returns:
         The validated info dict. Without the file's top-level ``encoding`` field, names that
@@ -228,14 +243,23 @@ def parse_info_dict(raw_info: bytes, *, strict: bool = True) -> InfoDict:
         if end != len(raw_info):
             raise BencodeError("trailing_data", "bytes after the info dict", end)
     except BencodeError as exc:
+        if exc.reason == "unsorted_keys":
+            # Only strict parsing gets here; a .torrent from disk may have them in any order.
+            raise MetainfoError(
+                "bad_bencode",
+                f"the info dictionary's keys are not in sorted order (byte {exc.offset}), "
+                "so its bytes are not canonical bencode",
+            ) from exc
         raise MetainfoError("bad_bencode", f"not a valid info dict: {exc}") from exc
     if not isinstance(value, dict):
         raise MetainfoError("info_not_a_dict", "the info dict is not a dictionary")
-    return _parse_info(value, None)
+    return _parse_info(value, None, max_path_depth)
 
 
-def _parse_info(info: dict[bytes, Value], encoding: str | None) -> InfoDict:
+def _parse_info(info: dict[bytes, Value], encoding: str | None, max_path_depth: int) -> InfoDict:
     """Validate a decoded info dict; see the module comment for the rules."""
+    if max_path_depth < 1:
+        raise ValueError(f"max_path_depth must be at least 1, got {max_path_depth}")
     name = _text_field(info, b"name", "name", encoding)
     safe_relative_path(name, None)
 
@@ -264,8 +288,10 @@ def _parse_info(info: dict[bytes, Value], encoding: str | None) -> InfoDict:
     if not isinstance(private_value, int):
         raise MetainfoError("private_wrong_type", "'private' is not an integer")
 
-    has_length = b"length" in info
     has_files = b"files" in info
+    # Some old tools wrote ``length: 0`` beside ``files``; libtorrent loads such a torrent and so
+    # do we. Any other length there makes the layout ambiguous.
+    has_length = b"length" in info and not (has_files and _is_zero(info[b"length"]))
     if has_length and has_files:
         raise MetainfoError("both_length_and_files", "the info dict has both 'length' and 'files'")
     if has_length:
@@ -274,7 +300,7 @@ def _parse_info(info: dict[bytes, Value], encoding: str | None) -> InfoDict:
             FileEntry((name,), length, 0, False, _attr(info.get(b"attr"))),
         )
     elif has_files:
-        files = _files(info[b"files"], name, encoding)
+        files = _files(info[b"files"], name, encoding, max_path_depth)
     else:
         raise MetainfoError("no_length_or_files", "the info dict has neither 'length' nor 'files'")
 
@@ -302,7 +328,7 @@ def _parse_info(info: dict[bytes, Value], encoding: str | None) -> InfoDict:
     )
 
 
-def _files(value: Value, name: str, encoding: str | None) -> tuple[FileEntry, ...]:
+def _files(value: Value, name: str, encoding: str | None, max_depth: int) -> tuple[FileEntry, ...]:
     if not isinstance(value, list):
         raise MetainfoError("files_wrong_type", "'files' is not a list")
     if not value:
@@ -315,9 +341,9 @@ def _files(value: Value, name: str, encoding: str | None) -> tuple[FileEntry, ..
         if not isinstance(entry, dict):
             raise MetainfoError("file_entry_wrong_type", "an entry of 'files' is not a dict")
         length = _length(_required(entry, b"length", "length"))
-        components = _path(entry, encoding)
+        components = _path(entry, encoding, max_depth)
         attr = _attr(entry.get(b"attr"))
-        path = safe_relative_path(name, components)
+        path = safe_relative_path(name, components, max_depth=max_depth)
         padding = "p" in attr or path[-1].startswith(_BITCOMET_PADDING)
         entries.append(FileEntry(path, length, offset, padding, attr))
         offset += length
@@ -330,29 +356,42 @@ def _files(value: Value, name: str, encoding: str | None) -> tuple[FileEntry, ..
 
 
 def _check_unique(paths: Iterable[tuple[str, ...]]) -> None:
-    """Refuse two files at one path, or a file where another needs a directory."""
-    files: set[tuple[str, ...]] = set()
-    directories: set[tuple[str, ...]] = set()
+    """Refuse two files at one path, or a file where another needs a directory.
+
+    The paths are laid into a tree of folders (a dict per folder, ``_FILE`` for a file), so each
+    path costs one step per component.
+    """
+    root: dict[str, object] = {}
     for path in paths:
-        if path in files:
+        folder = root
+        for depth, component in enumerate(path[:-1]):
+            node = folder.setdefault(component, {})
+            if not isinstance(node, dict):
+                prefix = "/".join(path[: depth + 1])
+                raise MetainfoError("duplicate_path", f"'{prefix}' is both a file and a directory")
+            folder = node
+        existing = folder.get(path[-1])
+        if existing is _FILE:
             raise MetainfoError("duplicate_path", f"'{'/'.join(path)}' appears twice")
-        if path in directories:
+        if existing is not None:
             raise MetainfoError(
                 "duplicate_path", f"'{'/'.join(path)}' is both a file and a directory"
             )
-        files.add(path)
-        for depth in range(1, len(path)):
-            prefix = path[:depth]
-            if prefix in files:
-                raise MetainfoError(
-                    "duplicate_path", f"'{'/'.join(prefix)}' is both a file and a directory"
-                )
-            directories.add(prefix)
+        folder[path[-1]] = _FILE
 
 
-def _path(entry: dict[bytes, Value], encoding: str | None) -> list[str]:
-    """A file's path components, preferring a valid ``path.utf-8``."""
+def _path(entry: dict[bytes, Value], encoding: str | None, max_depth: int) -> list[str]:
+    """A file's path components, preferring a valid ``path.utf-8``.
+
+    A list longer than ``max_depth`` is refused before anything in it is decoded.
+    """
     alternative = entry.get(b"path.utf-8")
+    for candidate in (alternative, entry.get(b"path")):
+        if isinstance(candidate, list) and len(candidate) > max_depth:
+            raise MetainfoError(
+                "path_too_deep",
+                f"a file's path has {len(candidate)} components, the limit is {max_depth}",
+            )
     if isinstance(alternative, list) and all(isinstance(c, bytes) for c in alternative):
         try:
             return [c.decode("utf-8") for c in alternative if isinstance(c, bytes)]
@@ -367,6 +406,10 @@ def _path(entry: dict[bytes, Value], encoding: str | None) -> list[str]:
             raise MetainfoError("path_wrong_type", "a file's path component is not a string")
         components.append(_text(component, encoding))
     return components
+
+
+def _is_zero(value: Value) -> bool:
+    return isinstance(value, int) and value == 0
 
 
 def _length(value: Value) -> int:

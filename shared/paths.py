@@ -14,6 +14,13 @@
 # - ``absolute_path``: a component starting with ``/`` or ``\`` or carrying a Windows drive
 #   (``C:``, ``C:x``, ``\\server\share``).
 # - ``separator_in_component``: ``/`` or ``\`` inside a component.
+# - ``path_component_too_long``: a component over 255 bytes in UTF-8 (``MAX_COMPONENT_BYTES``:
+#   NAME_MAX on Linux and the BSDs, and the limit of ext4, XFS, btrfs, APFS and NTFS alike);
+#   no file system could create it.
+# - ``path_too_deep``: a file path of more than ``max_depth`` components (64 by default,
+#   ``DEFAULT_MAX_PATH_DEPTH``). Refused before any component is looked at, so a 2,000-deep path
+#   costs nothing: every later step (duplicate check, storage's directory walk) grows with the
+#   depth, and no real torrent nests 64 folders deep.
 # - ``path_escapes_download_dir``: a joined path that does not stay strictly inside the directory.
 # Windows reserved names (``CON``, ``NUL``...) are allowed: torviz writes on POSIX systems.
 
@@ -26,10 +33,18 @@ from collections.abc import Sequence
 from shared.errors import MetainfoError
 
 __all__ = [
+    "DEFAULT_MAX_PATH_DEPTH",
+    "MAX_COMPONENT_BYTES",
     "check_component",
     "resolve_inside",
     "safe_relative_path",
 ]
+
+MAX_COMPONENT_BYTES = 255
+"""Bytes (UTF-8) in one file or folder name."""
+
+DEFAULT_MAX_PATH_DEPTH = 64
+"""Components in one file's path inside a multi-file torrent (the torrent name not counted)."""
 
 
 def check_component(component: str) -> str:
@@ -55,16 +70,26 @@ def check_component(component: str) -> str:
         raise MetainfoError(
             "separator_in_component", f"path component {component!r} contains a separator"
         )
+    size = len(component.encode("utf-8", errors="surrogatepass"))
+    if size > MAX_COMPONENT_BYTES:
+        raise MetainfoError(
+            "path_component_too_long",
+            f"path component '{component[:40]}...' is {size} bytes, "
+            f"the limit is {MAX_COMPONENT_BYTES}",
+        )
     return component
 
 
-def safe_relative_path(name: str, components: Sequence[str] | None) -> tuple[str, ...]:
+def safe_relative_path(
+    name: str, components: Sequence[str] | None, *, max_depth: int = DEFAULT_MAX_PATH_DEPTH
+) -> tuple[str, ...]:
     """The path of a file relative to the download directory.
 
     Args:
         name: the torrent's ``name``; it must itself be one safe component.
         components: the file's ``path`` list in a multi-file torrent, or None for a
             single-file torrent (whose file is ``name``).
+        max_depth: the most components ``components`` may have.
 
     Returns:
         ``(name,)`` for a single-file torrent, ``(name, *components)`` otherwise.
@@ -77,6 +102,11 @@ def safe_relative_path(name: str, components: Sequence[str] | None) -> tuple[str
         return (name,)
     if not components:
         raise MetainfoError("empty_path", "a file of the torrent has an empty path")
+    if len(components) > max_depth:
+        raise MetainfoError(
+            "path_too_deep",
+            f"a file's path has {len(components)} components, the limit is {max_depth}",
+        )
     for component in components:
         check_component(component)
     return (name, *components)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import time
 from pathlib import Path
 from types import ModuleType
 
@@ -129,6 +130,12 @@ BROKEN: dict[str, tuple[str, str | None]] = {
     "file_is_directory": ("duplicate_path", None),
     "directory_is_file": ("duplicate_path", None),
     "utf8_field_traversal": ("path_traversal", None),
+    "path_too_deep": ("path_too_deep", None),
+    "path_utf8_too_deep": ("path_too_deep", None),
+    "path_component_too_long": ("path_component_too_long", None),
+    "path_component_too_long_utf8": ("path_component_too_long", None),
+    "name_too_long": ("path_component_too_long", None),
+    "nonzero_length_and_files": ("both_length_and_files", None),
 }
 
 
@@ -361,6 +368,132 @@ def test_parse_info_dict_strictness() -> None:
     assert isinstance(info.value.__cause__, BencodeError)
     assert info.value.__cause__.reason == "unsorted_keys"
     assert parse_info_dict(raw, strict=False) == good("unsorted_info").info
+
+
+def test_unsorted_info_keys_load_from_disk_and_a_strict_refusal_says_why() -> None:
+    # A .torrent from disk loads whatever the order of its info keys (libtorrent agrees; see
+    # tests/interop). Where canonical bytes are required, the refusal names the key order and
+    # never claims that the info dictionary is missing.
+    data = load("good", "unsorted_info")
+    assert parse_metainfo(data).info.name == "file.bin"
+    with pytest.raises(MetainfoError) as info:
+        parse_info_dict(info_bytes(data))
+    message = str(info.value)
+    assert "keys are not in sorted order (byte 23)" in message
+    assert "no 'info'" not in message and "\n" not in message
+    with pytest.raises(MetainfoError) as missing:
+        parse_metainfo(load("broken", "no_info"))
+    assert (missing.value.reason, str(missing.value)) == (
+        "info_missing",
+        "the torrent has no 'info' dictionary",
+    )
+
+
+# --- limits on paths ------------------------------------------------------------------------
+
+
+def deep_torrent(depth: int) -> bytes:
+    """A multi-file torrent whose one file sits ``depth`` components deep (file name included)."""
+    path = [b"d"] * (depth - 1) + [b"f.bin"]
+    info = {
+        b"files": [{b"length": 1000, b"path": path}],
+        b"name": b"deep",
+        b"piece length": 16384,
+        b"pieces": bytes(20),
+    }
+    return encode({b"info": info})
+
+
+def test_a_2000_deep_path_is_refused_at_once() -> None:
+    data = deep_torrent(2000)
+    started = time.perf_counter()
+    with pytest.raises(MetainfoError) as info:
+        parse_metainfo(data)
+    elapsed = time.perf_counter() - started
+    assert info.value.reason == "path_too_deep"
+    assert str(info.value) == "a file's path has 2000 components, the limit is 64"
+    assert elapsed < 1.0  # microseconds in fact; storage used to spend 90 s on such a path
+    raw = parse_metainfo(deep_torrent(5), max_path_depth=5).raw_info
+    with pytest.raises(MetainfoError) as again:
+        parse_info_dict(raw, max_path_depth=4)
+    assert again.value.reason == "path_too_deep"
+
+
+def test_path_depth_limit_and_its_option() -> None:
+    assert len(parse_metainfo(deep_torrent(64)).info.files[0].path) == 65  # name + 64
+    with pytest.raises(MetainfoError) as info:
+        parse_metainfo(deep_torrent(65))
+    assert info.value.reason == "path_too_deep"
+    deep = parse_metainfo(deep_torrent(2000), max_path_depth=2000)
+    assert deep.info.files[0].path[-2:] == ("d", "f.bin")
+    assert parse_info_dict(deep.raw_info, max_path_depth=2000) == deep.info
+    with pytest.raises(ValueError):
+        parse_metainfo(deep_torrent(1), max_path_depth=0)
+
+
+@pytest.mark.parametrize(
+    ("component", "accepted"),
+    [
+        (b"x" * 255, True),
+        (b"x" * 256, False),
+        ("\u00e9".encode() * 127 + b"x", True),  # 255 bytes
+        ("\u00e9".encode() * 128, False),  # 128 characters, 256 bytes
+        ("\U0001f600".encode() * 64, False),  # 64 characters, 256 bytes
+    ],
+    ids=["255 ascii", "256 ascii", "255 utf-8", "256 utf-8", "256 emoji"],
+)
+def test_component_and_name_length(component: bytes, accepted: bool) -> None:
+    as_path = encode(
+        {
+            b"info": {
+                b"files": [{b"length": 1000, b"path": [component]}],
+                b"name": b"album",
+                b"piece length": 16384,
+                b"pieces": bytes(20),
+            }
+        }
+    )
+    as_name = encode(
+        {
+            b"info": {
+                b"length": 1000,
+                b"name": component,
+                b"piece length": 16384,
+                b"pieces": bytes(20),
+            }
+        }
+    )
+    for data in (as_path, as_name):
+        if accepted:
+            assert parse_metainfo(data).info.files[0].path[-1] == component.decode()
+        else:
+            with pytest.raises(MetainfoError) as info:
+                parse_metainfo(data)
+            assert info.value.reason == "path_component_too_long"
+            assert "256 bytes, the limit is 255" in str(info.value)
+
+
+def test_duplicates_among_many_deep_files() -> None:
+    # The shape that made the old prefix sets quadratic in the depth: many files 64 deep.
+    files = [{b"length": 1, b"path": [b"d%d" % (i % 7)] * 63 + [b"f%d" % i]} for i in range(1000)]
+    info = {b"files": files, b"name": b"n", b"piece length": 16384, b"pieces": bytes(20)}
+    parsed = parse_metainfo(encode({b"info": info}))
+    assert len(parsed.info.files) == 1000
+    files.append({b"length": 1, b"path": [b"d3"] * 63})  # a file where a folder is
+    with pytest.raises(MetainfoError) as info_error:
+        parse_metainfo(encode({b"info": info}))
+    assert info_error.value.reason == "duplicate_path"
+    assert str(info_error.value) == f"'n/{'/'.join(['d3'] * 63)}' is both a file and a directory"
+
+
+def test_zero_length_beside_files_is_ignored() -> None:
+    m = good("files_with_zero_length")
+    assert m.info.multi_file
+    assert [(f.path, f.length) for f in m.info.files] == [
+        (("album", "a.txt"), 3000),
+        (("album", "sub", "b.txt"), 2000),
+    ]
+    assert m.info.total_length == 5000
 
 
 @pytest.mark.parametrize("strict", [True, False])

@@ -31,6 +31,8 @@ BAD_COMPONENTS = [
     ("a\\b", "separator_in_component"),
     ("a/", "separator_in_component"),
     ("./a", "separator_in_component"),
+    ("x" * 256, "path_component_too_long"),
+    ("\u00e9" * 128, "path_component_too_long"),
 ]
 
 GOOD_COMPONENTS = [
@@ -45,7 +47,8 @@ GOOD_COMPONENTS = [
     "\u65e5\u672c\u8a9e",
     "ab:c",
     "CON",
-    "x" * 300,
+    "x" * 255,
+    "\u00e9" * 127 + "x",
 ]
 
 
@@ -72,6 +75,17 @@ def test_single_file_path_is_the_name() -> None:
 
 def test_multi_file_path_starts_with_the_name() -> None:
     assert safe_relative_path("album", ["cd1", "01.flac"]) == ("album", "cd1", "01.flac")
+
+
+def test_path_depth_is_bounded_before_components_are_checked() -> None:
+    components = ["d"] * 63 + ["f"]
+    assert safe_relative_path("n", components) == ("n", *components)
+    for bad_tail in (["f"], [".."], [""]):
+        with pytest.raises(MetainfoError) as info:
+            safe_relative_path("n", components + bad_tail)
+        assert info.value.reason == "path_too_deep"
+        assert str(info.value) == "a file's path has 65 components, the limit is 64"
+    assert len(safe_relative_path("n", [*components, "g"], max_depth=65)) == 66
 
 
 def test_empty_path_list() -> None:

@@ -192,6 +192,10 @@ GOOD: dict[str, Callable[[], bytes]] = {
             ]
         )
     ),
+    # Old tools wrote ``length: 0`` beside ``files``; libtorrent ignores it, and so do we.
+    "files_with_zero_length": lambda: torrent(
+        multi([f(3000, b"a.txt"), f(2000, b"sub", b"b.txt")], length=0)
+    ),
     "odd_piece_length": lambda: torrent(
         {
             b"length": 2_500_000,
@@ -279,6 +283,16 @@ BROKEN: dict[str, Callable[[], bytes]] = {
     "file_is_directory": lambda: torrent(multi([f(1000, b"a"), f(2000, b"a", b"b")])),
     "directory_is_file": lambda: torrent(multi([f(1000, b"a", b"b", b"c"), f(2000, b"a", b"b")])),
     "utf8_field_traversal": lambda: torrent(multi([f(1000, b"ok", **{"path.utf-8": [b".."]})])),
+    # Over the limits: a 2,000-deep path (in ``path`` or ``path.utf-8``), a name or a path
+    # component of 256 bytes (in ASCII, or as 128 two-byte UTF-8 characters).
+    "path_too_deep": lambda: with_path(*[b"d"] * 1999, b"f.bin"),
+    "path_utf8_too_deep": lambda: torrent(
+        multi([f(1000, b"ok", **{"path.utf-8": [b"d"] * 1999 + [b"f.bin"]})])
+    ),
+    "path_component_too_long": lambda: with_path(b"x" * 256),
+    "path_component_too_long_utf8": lambda: with_path("\u00e9".encode() * 128),
+    "name_too_long": lambda: with_info(name=b"n" * 252 + b".bin"),
+    "nonzero_length_and_files": lambda: torrent(multi([f(3000, b"a.txt")], length=3000)),
 }
 
 
