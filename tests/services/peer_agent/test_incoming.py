@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import socket
+import time
 
 import pytest
 
@@ -171,3 +172,58 @@ def test_one_connection_per_peer_id_and_the_per_torrent_limit(
     third.wait_closed()
     assert third.handshake is None
     assert not first.closed and not second.closed
+
+
+def test_one_host_gets_a_few_connections_and_the_rest_of_its_dials_are_closed(
+    counterparts: Counterparts, start_agent
+) -> None:
+    start_agent(max_connections_per_host=2)
+    address = listen_address(counterparts)
+    attached(counterparts, attach_message(counterparts, INFO_HASH, PIECE, SIZE))
+    crowd = next_loopback_address()
+
+    def from_crowd(n: int) -> RawPeer:
+        return dial(counterparts, address, source=crowd, peer_id=PeerId(b"-XX0001-%012d" % n))
+
+    admitted = [from_crowd(n) for n in range(2)]
+    for peer in admitted:
+        peer.wait_for("our handshake", lambda peer=peer: peer.handshake is not None)
+    counterparts.expect(PeerConnected)
+    counterparts.expect(PeerConnected)
+    refused = [from_crowd(n) for n in range(2, 5)]
+    for peer in refused:
+        peer.wait_closed()
+        assert peer.handshake is None  # closed before we answered
+    other = dial(counterparts, address)  # another host is not held back
+    other.wait_for("our handshake", lambda: other.handshake is not None)
+    assert counterparts.expect(PeerConnected).address.host == other.local_host
+    assert not any(peer.closed for peer in admitted)
+
+
+def test_a_full_torrent_gives_the_slot_of_an_idle_peer_to_a_newcomer(
+    counterparts: Counterparts, start_agent
+) -> None:
+    start_agent(max_connections_per_torrent=2, outgoing_share=0.0, replace_idle_after=1.0)
+    address = listen_address(counterparts)
+    attached(counterparts, attach_message(counterparts, INFO_HASH, PIECE, SIZE))
+    busy = dial(counterparts, address)
+    busy.send(wire.HaveNone(), wire.Interested())  # interested in us: useful
+    busy_key = counterparts.expect(PeerConnected).peer
+    idle = dial(counterparts, address)
+    idle.send(wire.HaveNone())  # then nothing but keep-alives
+    idle_key = counterparts.expect(PeerConnected).peer
+    early = dial(counterparts, address)  # nobody has been idle long enough yet
+    early.wait_closed()
+    assert early.handshake is None
+    idle_from = time.monotonic()
+    while time.monotonic() < idle_from + 1.5:  # idle long enough, and seen so by the agent
+        counterparts.pump(0.1)
+    idle.send(wire.KeepAlive())  # keep-alives do not make a peer useful
+    newcomer = dial(counterparts, address)
+    newcomer.wait_for("our handshake", lambda: newcomer.handshake is not None)
+    gone = counterparts.expect(PeerDisconnected)
+    assert (gone.peer, gone.reason) == (idle_key, "replaced")
+    assert counterparts.expect(PeerConnected).address.host == newcomer.local_host
+    idle.wait_closed()
+    assert not busy.closed
+    assert busy_key != idle_key

@@ -187,9 +187,11 @@ def test_a_socket_waits_its_header_timeout_but_less_under_pressure(start_listene
     first.sendall(HEADER[:10])  # trickling does not reset the deadline
     others = [dial("127.0.0.101"), dial("127.0.0.102")]  # three of four: under pressure
     started = time.monotonic()
-    assert closed_by_peer(first, 2.0)  # waiting for over 1 s already: dropped at once
-    assert all(closed_by_peer(c, 2.0) for c in others)  # dropped when 0.5 s old
-    assert time.monotonic() - started < 1.5
+    # Dropped half a second after they came (the first at once): far sooner than 30 s. The
+    # bound is generous, for a loaded machine.
+    assert closed_by_peer(first, 10.0)
+    assert all(closed_by_peer(c, 10.0) for c in others)
+    assert time.monotonic() - started < 10.0
     wait_until(lambda: listener.pending == 0)
     # A peer that closes or sends garbage is dropped without a word, the listener goes on.
     third = dial("127.0.0.103")

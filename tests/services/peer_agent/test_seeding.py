@@ -201,6 +201,10 @@ def test_a_piece_we_lack_is_rejected_and_the_others_are_read_from_storage(
     assert stats.peers[0].upload_rate > 0
 
 
+def blocks_of(peer: RawPeer) -> list[wire.Piece]:
+    return [m for m in peer.received if isinstance(m, wire.Piece)]
+
+
 def test_a_ctorrent_style_flood_of_2000_requests_is_served_not_dropped(
     counterparts: Counterparts, start_agent, storage, torrent: DiskTorrent
 ) -> None:
@@ -229,12 +233,12 @@ def test_a_ctorrent_style_flood_of_2000_requests_is_served_not_dropped(
         peer.wait_for("blocks", lambda goal=goal: len(peer.of(wire.Piece)) >= goal)
         quiet = time.monotonic() + 0.3  # let whatever else was served arrive
         peer.wait_for("the rest", lambda quiet=quiet: time.monotonic() > quiet)
-        served = {(m.piece, m.offset) for m in peer.of(wire.Piece)}
+        served = {(m.piece, m.offset) for m in blocks_of(peer)}
         missing = [r for r in wanted if (r.piece, r.offset) not in served]
         if not missing:
             break
     assert not missing and not peer.closed
-    blocks = {(m.piece, m.offset): m.data for m in peer.of(wire.Piece)}
+    blocks = {(m.piece, m.offset): m.data for m in blocks_of(peer)}
     assert all(
         blocks[r.piece, r.offset] == torrent.piece(r.piece)[r.offset : r.offset + 1024]
         for r in wanted
