@@ -3,7 +3,9 @@
 Strategy: deletion works from the torrent's relative paths and its download directory alone, so
 it serves both an open torrent (``FileStorage.delete_files``) and a closed one whose paths come
 from its resume record. Each path is walked one folder at a time from the real download
-directory, as the store opens files, so a symlinked folder leading elsewhere is never entered.
+directory, as the store opens files, so a symlinked folder leading elsewhere is never entered;
+each folder is walked once however many files it holds, so the work grows with the number of
+folders and files, never with the square of a path's depth.
 
 Rules:
 - Only regular files at the torrent's own paths are removed; a symlink, a folder or anything
@@ -26,7 +28,7 @@ from shared.paths import check_component
 
 from .errors import StorageError, storage_error_from_os
 
-__all__ = ["TorrentPath", "remove_torrent_files"]
+__all__ = ["TorrentPath", "real_child", "remove_torrent_files"]
 
 log = logging.getLogger(__name__)
 
@@ -50,16 +52,23 @@ def remove_torrent_files(root: str, files: Sequence[TorrentPath]) -> int:
     """
     root = os.path.realpath(root)
     removed = 0
-    folders: set[tuple[str, ...]] = set()
+    # Every folder is walked once, whatever number of files it holds: (real parent, name) ->
+    # its real path (None: missing, not a folder, or a link leading outside), and its depth.
+    folders: dict[tuple[str, str], tuple[str | None, int]] = {}
     for components, padding in files:
         _check(components)
-        folders.update(components[:depth] for depth in range(1, len(components)))
-        if padding:
+        parent: str | None = root
+        for depth, component in enumerate(components[:-1]):
+            assert parent is not None
+            key = (parent, component)
+            if key not in folders:
+                folders[key] = (_step(root, parent, component), depth)
+            parent = folders[key][0]
+            if parent is None:
+                break
+        if padding or parent is None:
             continue
         name = "/".join(components)
-        parent = _walk(root, components[:-1])
-        if parent is None:
-            continue
         path = os.path.join(parent, components[-1])
         try:
             if not stat.S_ISREG(os.lstat(path).st_mode):
@@ -71,12 +80,12 @@ def remove_torrent_files(root: str, files: Sequence[TorrentPath]) -> int:
             continue
         except OSError as exc:
             raise storage_error_from_os(exc, "deleting", name) from exc
-    for folder in sorted(folders, key=len, reverse=True):
-        parent = _walk(root, folder[:-1])
-        if parent is None:
+    deepest_first = sorted(folders.items(), key=lambda item: item[1][1], reverse=True)
+    for (parent, component), (real, _) in deepest_first:
+        if real is None:
             continue
         try:
-            os.rmdir(os.path.join(parent, folder[-1]))
+            os.rmdir(os.path.join(parent, component))
         except OSError:
             continue  # not empty, not there, or a link: none of these is ours to remove
     return removed
@@ -92,13 +101,27 @@ def _check(components: tuple[str, ...]) -> None:
         raise StorageError("bad_path", f"refusing to delete {components!r}: {exc}") from exc
 
 
-def _walk(root: str, components: tuple[str, ...]) -> str | None:
-    """The real path of the folder ``components`` under ``root``, or None when it is missing or
-    leads outside ``root`` (through a link)."""
-    current = root
-    for component in components:
-        real = os.path.realpath(os.path.join(current, component))
-        if os.path.commonpath([real, root]) != root or not os.path.isdir(real):
-            return None
-        current = real
-    return current
+def real_child(folder: str, component: str) -> tuple[str, bool]:
+    """The real path of ``folder/component``, and whether a link had to be resolved for it.
+
+    ``folder`` must be a real path and ``component`` a plain name (``shared.paths``), so the
+    joined path is real already unless it is a link itself: only then is it resolved. One
+    ``lstat`` a step keeps a walk linear in its depth; ``os.path.realpath`` at every step
+    resolved every folder above again, which made a 2,000-deep path cost the agent 90 s.
+    """
+    path = os.path.join(folder, component)
+    try:
+        if not stat.S_ISLNK(os.lstat(path).st_mode):
+            return path, False
+    except OSError:
+        return path, False  # missing or unreachable: opening it names the cause
+    return os.path.realpath(path), True
+
+
+def _step(root: str, folder: str, component: str) -> str | None:
+    """The real path of the folder ``component`` in the real folder ``folder``, or None when it
+    is missing, not a folder, or a link leading outside ``root``."""
+    real, linked = real_child(folder, component)
+    if (linked and os.path.commonpath([real, root]) != root) or not os.path.isdir(real):
+        return None
+    return real

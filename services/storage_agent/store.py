@@ -50,7 +50,7 @@ from shared.metainfo import InfoDict
 from shared.paths import resolve_inside
 
 from .errors import StorageError, storage_error_from_os
-from .removal import remove_torrent_files
+from .removal import real_child, remove_torrent_files
 
 __all__ = [
     "DEFAULT_MAX_OPEN_FILES",
@@ -550,6 +550,9 @@ class FileStorage(Storage):
     def _parent_dir(self, index: int, *, create: bool) -> str:
         """The real path of file ``index``'s folder, walked one component at a time.
 
+        Each step costs a ``mkdir`` (writing) and an ``lstat``; only a link is resolved and
+        checked, so the walk is linear in the depth (see ``real_child``).
+
         Raises:
             StorageError: ``path_escapes_download_dir`` when a component resolves outside the
                 download directory (nothing is created past it).
@@ -566,8 +569,8 @@ class FileStorage(Storage):
                         self._new_entries_in.add(current)
                 except FileExistsError:
                     pass
-            real = os.path.realpath(candidate)
-            if not self._inside(real):
+            real, linked = real_child(current, component)
+            if linked and not self._inside(real):
                 folder = "/".join(components[: depth + 1])
                 raise StorageError(
                     "path_escapes_download_dir",

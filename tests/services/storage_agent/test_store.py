@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 import threading
@@ -12,6 +13,8 @@ from services.storage_agent.errors import StorageError
 from services.storage_agent.memory import MemoryStorage
 from services.storage_agent.removal import remove_torrent_files
 from services.storage_agent.store import FileStorage
+from shared.bencode import encode
+from shared.metainfo import parse_info_dict
 
 from .conftest import LAYOUTS, NAME, Layout, StoreFactory, multi_file_layout, stored_file
 
@@ -169,6 +172,106 @@ def test_deleting_leaves_everything_that_is_not_the_torrents_alone(tmp_path):
     assert not (root / NAME / "sub" / "deeper").exists()
     assert not (root / NAME / "d").exists()
     assert (root / NAME / "z" / "link").is_symlink()
+
+
+def deep_layout(depth: int) -> Layout:
+    """One file of 3,000 bytes ``depth`` folders down. Deeper than the parser allows by default:
+    the store must stay linear whatever limit the parser was given."""
+    content = random.Random(5).randbytes(3000)
+    hashes = b"".join(hashlib.sha1(content[i : i + 1024]).digest() for i in range(0, 3000, 1024))
+    info = {
+        b"files": [{b"length": 3000, b"path": [b"d"] * depth + [b"f.bin"]}],
+        b"name": NAME.encode(),
+        b"piece length": 1024,
+        b"pieces": hashes,
+    }
+    return Layout(parse_info_dict(encode(info), max_path_depth=depth + 1), content)
+
+
+@pytest.fixture
+def lstat_calls(monkeypatch):
+    """Every ``os.lstat`` made while the test runs (``os.path.realpath`` makes one per folder
+    of the path it resolves, which is how a walk that re-resolves every step shows)."""
+    calls: list[object] = []
+    real_lstat = os.lstat
+
+    def counting(path, *args, **kwargs):
+        calls.append(path)
+        return real_lstat(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "lstat", counting)
+    return calls
+
+
+@pytest.fixture
+def deep_cleanup(tmp_path):
+    """Removes deep trees the test made: pytest's own recursive clean-up would overflow."""
+    layouts: list[Layout] = []
+    yield layouts
+    for layout in layouts:
+        files = [(entry.path, entry.padding) for entry in layout.info.files]
+        remove_torrent_files(str(tmp_path / "downloads"), files)
+
+
+def test_a_deep_folder_is_walked_once_per_folder(tmp_path, lstat_calls, deep_cleanup):
+    depth = 1000
+    layout = deep_layout(depth)
+    deep_cleanup.append(layout)
+    store = file_store(tmp_path, layout)
+    try:
+        before = len(lstat_calls)
+        for piece in range(layout.info.num_pieces):
+            store.write_piece(piece, layout.piece(piece))
+        writing = len(lstat_calls) - before
+    finally:
+        store.close()
+    again = file_store(tmp_path, layout)
+    try:
+        before = len(lstat_calls)
+        assert again.read_piece(2) == layout.piece(2)
+        reading = len(lstat_calls) - before
+    finally:
+        again.close()
+    assert (tmp_path / "downloads" / NAME / ("d/" * depth + "f.bin")).read_bytes() == layout.content
+    # One lstat per folder (and a few for the download directory); re-resolving the whole path
+    # at every step made this about depth * depth / 2 = 500,000.
+    assert writing <= depth + 20
+    assert reading <= depth + 20
+
+
+def test_deleting_a_deep_torrent_walks_each_folder_once(tmp_path, lstat_calls, deep_cleanup):
+    depth = 150
+    layout = deep_layout(depth)
+    deep_cleanup.append(layout)
+    store = file_store(tmp_path, layout)
+    for piece in range(layout.info.num_pieces):
+        store.write_piece(piece, layout.piece(piece))
+    before = len(lstat_calls)
+    store.delete_files()
+    deleting = len(lstat_calls) - before
+    assert not (tmp_path / "downloads" / NAME).exists()
+    assert (tmp_path / "downloads").is_dir()
+    assert deleting <= depth + 20  # was cubic: every folder's parent walked from the top
+
+
+def test_a_link_deep_down_leading_outside_is_still_refused(tmp_path):
+    depth = 100
+    layout = deep_layout(depth)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    parent = tmp_path / "downloads" / NAME / ("d/" * 60)
+    parent.mkdir(parents=True)
+    (parent / "d").symlink_to(outside, target_is_directory=True)
+    store = file_store(tmp_path, layout)
+    try:
+        with pytest.raises(StorageError) as caught:
+            store.write_piece(0, layout.piece(0))
+        assert caught.value.reason == "path_escapes_download_dir"
+        assert list(outside.iterdir()) == []
+        store.delete_files()  # leaves the link and what it leads to alone
+        assert (parent / "d").is_symlink()
+    finally:
+        store.close()
 
 
 def test_removing_by_paths_refuses_a_tampered_path(tmp_path):
