@@ -386,13 +386,14 @@ class PeerAgent(pykka.ThreadingActor):
         try:
             admitted = self._registry.admit(info_hash, accepted.address, now)
         except ConnectRefusedError as exc:
-            level = logging.DEBUG if exc.reason == "too_many_from_host" else logging.INFO
+            # Full slots are routine under a flood of peers: not worth a line each by default.
+            level = logging.DEBUG if exc.reason.startswith("too_many") else logging.INFO
             log.log(level, "incoming from %s refused: %s (%s)", accepted.address, exc.reason, exc)
             accepted.sock.close()
             return
         replaced = admitted.replaced
         if replaced is not None and replaced.handle is not None:
-            log.info(
+            log.debug(  # the replaced connection logs its end
                 "incoming from %s takes the slot of idle %s (%s)",
                 accepted.address,
                 replaced.key,
