@@ -121,7 +121,9 @@ class DownloadWatcher(pykka.ThreadingActor):
                 progress.update(int(status.progress * status.total_length))
                 if not progress.enabled and now - last_plain_line >= PLAIN_LINE_INTERVAL:
                     last_plain_line = now
-                    print(_plain_line(status), file=self.err, flush=True)
+                    # Not a terminal: progress is a line on stdout now and then; stderr
+                    # keeps only the one line that says why a download could not go on.
+                    print(_plain_line(status), file=self.out, flush=True)
                 if status.pieces_verified != last_verified:
                     last_verified, last_progress = status.pieces_verified, now
                 if status.pieces_verified == status.num_pieces:

@@ -4,7 +4,7 @@ An agent is started as::
 
     torviz-<kind> --coordinator ENDPOINT [--config FILE] [--agent-id ID] [--keys DIR]
                   [--key-name NAME] [--parent-pid PID] [--log-level LEVEL]
-                  [agent-specific options]
+                  [--log-file FILE] [agent-specific options]
 
 ``--bus`` is an older spelling of ``--coordinator``, still accepted (and hidden in the help).
 ``--keys`` and ``--key-name`` override ``[security] keys_dir`` and ``key_name`` of the config
@@ -34,10 +34,23 @@ import gevent
 from shared.config import Config, parse_config
 from shared.errors import ConfigError
 
-from .logging import setup_logging
+from .logging import LOG_LEVELS, setup_logging
 from .service import ActorFactory, ServiceRunner
 
 __all__ = ["AgentOptions", "parse_agent_args", "run_agent", "watch_parent"]
+
+_DESCRIPTIONS = {
+    "tracker_agent": "The torviz tracker agent: finds peers for the coordinator's torrents "
+    "through HTTP and UDP trackers.",
+    "peer_agent": "A torviz peer agent: holds peer connections for the coordinator (the peer "
+    "wire protocol), fetching the pieces it is assigned and serving the blocks peers ask for.",
+    "storage_agent": "The torviz storage agent: the one service that touches downloaded files; "
+    "it verifies every piece, writes and reads them, and keeps the resume state.",
+}
+_EPILOG = (
+    "Usually started by `torviz-coordinator start`; run it by hand to serve a coordinator on "
+    "another host (deploy/README.md)."
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +65,8 @@ class AgentOptions:
     """The loaded config, ``[security]`` overridden by ``--keys`` and ``--key-name``."""
     parent_pid: int | None
     log_level: str
+    log_file: str | None
+    """Append log lines to this file instead of stderr."""
     extra: argparse.Namespace
     """Values of the agent-specific options."""
 
@@ -65,7 +80,11 @@ def parse_agent_args(
 
     A bad option or config file prints one line and exits with status 2.
     """
-    parser = argparse.ArgumentParser(prog=f"torviz-{service.replace('_', '-')}")
+    parser = argparse.ArgumentParser(
+        prog=f"torviz-{service.replace('_', '-')}",
+        description=_DESCRIPTIONS.get(service),
+        epilog=_EPILOG,
+    )
     parser.add_argument(
         "--coordinator", metavar="ENDPOINT", help="the coordinator's bus endpoint (required)"
     )
@@ -85,7 +104,15 @@ def parse_agent_args(
         "default: the agent id)",
     )
     parser.add_argument("--parent-pid", type=int, help="exit when this process is gone")
-    parser.add_argument("--log-level", default="INFO")
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        metavar="LEVEL",
+        help=f"the least severe log lines to write: {LOG_LEVELS} (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--log-file", metavar="FILE", help="append log lines to FILE instead of stderr"
+    )
     if add_arguments is not None:
         add_arguments(parser)
     args = parser.parse_args(argv)
@@ -108,7 +135,7 @@ def parse_agent_args(
     agent_id = args.agent_id or f"{prefix}-{socket.gethostname()}-{os.getpid()}"
     known = {
         *("coordinator", "bus", "config", "agent_id"),
-        *("keys", "key_name", "parent_pid", "log_level"),
+        *("keys", "key_name", "parent_pid", "log_level", "log_file"),
     }
     extra = argparse.Namespace(**{k: v for k, v in vars(args).items() if k not in known})
     return AgentOptions(
@@ -118,6 +145,7 @@ def parse_agent_args(
         config=config,
         parent_pid=args.parent_pid,
         log_level=args.log_level,
+        log_file=args.log_file,
         extra=extra,
     )
 
@@ -157,7 +185,13 @@ def run_agent(
         factories: given the runner (so actors can call ``request_stop`` on ``Shutdown``),
             returns the actor factories in start order.
     """
-    setup_logging(options.service, options.log_level, agent_id=options.agent_id)
+    try:
+        setup_logging(
+            options.service, options.log_level, agent_id=options.agent_id, path=options.log_file
+        )
+    except ConfigError as exc:
+        print(f"torviz: error: {exc}", file=sys.stderr)
+        return 2
     runner = ServiceRunner(options.service)
     watchdog = None
     if options.parent_pid is not None:

@@ -17,6 +17,9 @@ Rules:
 - Timestamps are UTC with milliseconds, so lines from several hosts sort together.
 - ``setup_logging`` may be called again (tests, reconfiguration); it replaces its own handler
   and leaves handlers installed by others alone.
+- Lines go to stderr, or appended to a file (``path``), which several processes may share:
+  each line is one ``write`` on a file opened for appending. The level ``OFF`` keeps every
+  line back (``download`` keeps stderr for its one-line outcome unless asked for logs).
 """
 
 from __future__ import annotations
@@ -30,7 +33,11 @@ from typing import Any, TextIO
 from shared.errors import ConfigError
 from shared.types import InfoHash, PeerAddress
 
-__all__ = ["ContextAdapter", "setup_logging", "short_hash", "with_context"]
+__all__ = ["LOG_LEVELS", "ContextAdapter", "setup_logging", "short_hash", "with_context"]
+
+LOG_LEVELS = "DEBUG, INFO, WARNING, ERROR or OFF"
+"""The level names ``setup_logging`` takes, for help texts."""
+_OFF = logging.CRITICAL + 10
 
 _HANDLER_NAME = "torviz"
 _SHORT_HASH = 8  # hex digits of an info hash in log lines
@@ -62,24 +69,35 @@ def setup_logging(
     *,
     agent_id: str | None = None,
     stream: TextIO | None = None,
+    path: str | None = None,
 ) -> logging.Handler:
-    """Send every record of this process to ``stream`` as one line each.
+    """Send every record of this process to ``stream`` (or the file ``path``) as one line each.
 
     Args:
         service: the service kind, e.g. ``"peer_agent"``.
-        level: a level name (``"DEBUG"``, ``"info"``...) or number.
+        level: a level name (``"DEBUG"``, ``"info"``, ``"OFF"``...) or number.
         agent_id: this process's id, shown next to the service (several peer agents may run).
         stream: where lines go (default: ``sys.stderr`` at the time of the call).
+        path: a file to append lines to instead of ``stream``.
 
     Returns:
         The installed handler.
 
     Raises:
-        ConfigError: ``level`` is not a logging level.
+        ConfigError: ``level`` is not a logging level, or ``path`` cannot be opened.
     """
     number = _level_number(level)
     label = f"{service}[{agent_id}]" if agent_id else service
-    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
+    handler: logging.Handler
+    if path is not None:
+        try:
+            handler = logging.FileHandler(path, mode="a", encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(
+                "bad_log_file", f"cannot open the log file {path}: {exc.strerror or exc}"
+            ) from None
+    else:
+        handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
     handler.set_name(_HANDLER_NAME)
     handler.setFormatter(_LineFormatter(label))
     root = logging.getLogger()
@@ -93,9 +111,11 @@ def setup_logging(
 def _level_number(level: str | int) -> int:
     if isinstance(level, int):
         return level
+    if level.upper() == "OFF":
+        return _OFF
     number = logging.getLevelNamesMapping().get(level.upper())
     if number is None:
-        raise ConfigError("bad_log_level", f"unknown log level {level!r} (try INFO or DEBUG)")
+        raise ConfigError("bad_log_level", f"unknown log level {level!r} (try {LOG_LEVELS})")
     return number
 
 

@@ -97,9 +97,18 @@ def read_torrent_file(path: str, limit: int = MAX_TORRENT_FILE) -> bytes:
     """Read a .torrent file of at most ``limit`` bytes.
 
     Raises:
-        MetainfoError: ``not_a_regular_file`` or ``file_too_large``.
+        MagnetError: ``path`` is a malformed magnet link (what is wrong with it).
+        MetainfoError: ``not_a_regular_file`` or ``file_too_large``; ``magnet_not_supported``
+            for a well-formed magnet link (downloading one needs the metadata exchange).
         OSError: the file cannot be opened or read.
     """
+    if path[:7].lower() == "magnet:":
+        magnet = parse_magnet(path)  # a bad link says what is wrong with it
+        raise MetainfoError(
+            "magnet_not_supported",
+            f"magnet links cannot be downloaded yet ({magnet.info_hash.hex}): use the "
+            ".torrent file; `torviz-coordinator info MAGNET` shows what the link describes",
+        )
     with open(path, "rb") as handle:
         st = os.fstat(handle.fileno())
         if not stat.S_ISREG(st.st_mode):
