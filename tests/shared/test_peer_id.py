@@ -5,6 +5,8 @@ from __future__ import annotations
 import itertools
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from shared.peer_id import ClientInfo, generate_peer_id, identify_client
 from shared.types import PeerId
@@ -47,6 +49,69 @@ CLIENTS: list[tuple[bytes, str, str]] = [
     (b"-TV0100-", "torviz", "0.1.0"),
     (b"-TV1A00-", "torviz", "1.10.0"),
     (b"-KT5100-", "KTorrent", "5.1.0"),
+    # Azureus style, beyond the big clients (ids as these clients send them).
+    (b"-CD0303-", "Enhanced CTorrent", "3.3"),
+    (b"-CD0302-", "Enhanced CTorrent", "3.2"),
+    (b"-CT1304-", "CTorrent", "1.3.4"),
+    (b"-AG2053-", "Ares", "2.0.5.3"),
+    (b"-AR1670-", "Arctic Torrent", "1.6.7"),
+    (b"-AT2520-", "Artemis", "2.5.2"),
+    (b"-AX0150-", "BitPump", "1.50"),
+    (b"-BB1234-", "BitBuddy", "1.234"),
+    (b"-BR0332-", "BitRocket", "0.3 (32)"),
+    (b"-BF0000-", "Bitflu", ""),
+    (b"-ES0100-", "Electric Sheep", "0.1.0"),
+    (b"-GR6300-", "GetRight", "6.3.0"),
+    (b"-HL0290-", "Halite", "0.2.9"),
+    (b"-KT11R1-", "KTorrent", "1.1 RC 1"),
+    (b"-KT22D3-", "KTorrent", "2.2 Dev 3"),
+    (b"-KG2450-", "KGet", "2.4.5"),
+    (b"-LP0302-", "Lphant", "3.02"),
+    (b"-LW0001-", "LimeWire", ""),
+    (b"-MG1Cr0-", "MediaGet", "1.12"),
+    (b"-NE1090-", "BT Next Evolution", "1.0.9"),
+    (b"-OS1000-", "OneSwarm", "1.0.0"),
+    (b"-PC251Q-", "CacheLogic", "2.5.1.26"),
+    (b"-SP3600-", "BitSpirit", "3.6.0"),
+    (b"-ST0117-", "SymTorrent", "0.1.1.7"),
+    (b"-SZ2132-", "Shareaza", "2.1.3.2"),
+    (b"-TT210w-", "TuoTu", "2.1.0.58"),
+    (b"-UE3440-", "µTorrent Embedded", "3.4.4"),
+    (b"-UM1510-", "µTorrent Mac", "1.5.1"),
+    (b"-VG2644-", "Vagaa", "2.6.4.4"),
+    (b"-WD0007-", "WebTorrent Desktop", "0.7"),
+    (b"-WY0300-", "FireTorrent", "0.3.0"),
+    (b"-XX0025-", "Xtorrent", "0.0 (25)"),
+    (b"-ZT0100-", "ZipTorrent", "0.1.0"),
+    (b"-bk1000-", "BitKitten", "1.0.0"),
+    (b"-7T1230-", "aTorrent", "1.2.3"),
+    # Conventions of their own.
+    (b"-ML2.7.2-kgjjfkd", "MLDonkey", "2.7.2"),
+    (b"-FG0180u\xf8", "FlashGet", "1.80"),
+    (b"-G3Anonymous", "G3 Torrent", ""),
+    (b"-BOWA0C-", "Bits on Wheels", "1.0.6"),
+    (b"-aria2-", "aria2", ""),
+    (b"XBT054d-", "XBT Client", "0.5.4"),
+    (b"DNA0100000", "BitTorrent DNA", "1.0.0"),
+    (b"TIX0137-", "Tixati", "1.37"),
+    (b"OP7685f2c1", "Opera", "7685"),
+    (b"Mbrst1-1-32", "Burst!", "1.1.3"),
+    (b"QVOD0054", "QVOD", "0.0.5.4"),
+    (b"S3-1-0-0--", "Amazon S3", "1.0.0"),
+    (b"Pando-6B511B", "Pando", ""),
+    (b"AZ2500BT", "BitTyrant", ""),
+    (b"Azureus\x00\x00\x00", "Azureus", "1"),
+    (b"-----Azureus", "Azureus", "2.0.3.2"),
+    (b"\x00\x03BS", "BitSpirit", "3"),
+    (b"\x00\x00BS", "BitSpirit", "1"),
+    (b"FUTB\x00\x4b", "BitComet (Solidox Mod)", "0.75"),
+    (b"LIMEGUID", "LimeWire", ""),
+    (b"btpd/012", "BitTorrent Protocol Daemon", ""),
+    (b"Q1-10-0-", "Queen Bee", "1.10.0"),
+    (b"A310--001v5Gysr4NxNK", "ABC", "3.1.0"),
+    (b"R100--003hR6s07XWcov", "Tribler", "1.0.0"),
+    (b"R37---003uApHy851-Pq", "Tribler", "3.7"),
+    (b"T03I--008gY6iB6Aq27C", "BitTornado", "0.3.18"),
     # Known code, version characters outside the convention: name kept, version empty.
     (b"-qB45!0-", "qBittorrent", ""),
     (b"-BCxx50-", "BitComet", ""),
@@ -73,6 +138,25 @@ def test_unknown_keeps_a_printable_prefix() -> None:
     assert str(info) == "unknown"
     assert identify_client(pad(b"-ZZ1234-")).prefix == "-ZZ1234-"
     assert str(identify_client(pad(b"-qB4530-"))) == "qBittorrent 4.5.3"
+
+
+KNOWN_PREFIXES = [prefix for prefix, name, _ in CLIENTS if name != "unknown"]
+
+
+@given(
+    st.one_of(
+        st.binary(max_size=24),
+        st.tuples(st.sampled_from(KNOWN_PREFIXES), st.binary(max_size=20)).map(
+            lambda pair: (pair[0][: len(pair[0]) // 2] + pair[1])[:20]
+        ),
+        st.tuples(st.sampled_from(KNOWN_PREFIXES), st.binary(max_size=20)).map(
+            lambda pair: bytes(b if i % 3 else 0x7E for i, b in enumerate(pair[0])) + pair[1]
+        ),
+    )
+)
+def test_any_bytes_name_a_client_or_unknown_and_never_raise(peer_id: bytes) -> None:
+    info = identify_client(peer_id)
+    assert info.name and "\n" not in str(info)
 
 
 def test_short_or_empty_input_is_tolerated() -> None:
