@@ -542,9 +542,10 @@ def decode_message(header: Buffer) -> Message:
     if size > MAX_HEADER_BYTES:
         raise BusError("header_too_large", f"header of {size} bytes is over the limit")
     array_limit = min(_MAX_ARRAY_LEN, size)  # n items take at least n bytes
-    raw = header if isinstance(header, bytes) else bytes(header)
-    if size > _SCAN_ABOVE and (b"\xdc" in raw or b"\xdd" in raw):
-        _check_shape(raw)
+    if size > _SCAN_ABOVE:
+        raw = header if isinstance(header, bytes) else bytes(header)
+        if b"\xdc" in raw or b"\xdd" in raw:
+            _check_shape(raw)
     try:
         wire = msgpack.unpackb(
             header,
@@ -568,7 +569,7 @@ def decode_message(header: Buffer) -> Message:
         text = str(exc)
         if "exceeds max_array_len" in text:
             try:
-                _check_shape(raw)  # names the cause: too many items, or too few bytes for them
+                _check_shape(bytes(header))  # names it: too many items, or too few bytes
             except BusError as refused:
                 raise refused from None
         if "exceeds max_" in text:
