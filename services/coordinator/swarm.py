@@ -49,6 +49,9 @@ _ACTIVE = (TorrentState.DOWNLOADING, TorrentState.SEEDING)
 
 log = logging.getLogger(__name__)
 
+DIAL_SHARE = 0.2
+"""Share of ``max_peers_per_torrent`` kept for our own dials, whatever incoming peers hold."""
+
 MAX_HASH_FAILURES = 3
 """Pieces a connection may send us corrupt before it is dropped and its address banned."""
 
@@ -101,8 +104,8 @@ class SwarmRules:
                     self._assign(torrent, record, count)
             case PiecesReleased(peer=key, pieces=pieces):
                 if torrent.picker is not None and key in torrent.peers:
-                    for piece in pieces:
-                        torrent.picker.release(key, piece)
+                    for piece in pieces:  # its agent keeps the blocks that arrived
+                        torrent.picker.release(key, piece, partial=True)
                     self.offer_work(torrent)
             case PieceDownloaded(peer=key, piece=piece):
                 self._on_downloaded(torrent, key, piece)
@@ -159,10 +162,24 @@ class SwarmRules:
         self.offer_work(torrent)
 
     def blocks_traced(self, torrent: Torrent, piece: int, liars: Iterable[str]) -> None:
-        """The smart ban found who sent the bad blocks of a piece: only they are blamed."""
+        """The smart ban proved who sent bad blocks of a piece (they differ from the verified
+        copy): their hosts are banned at once, connected or not; nobody else is blamed."""
         if torrent.picker is None or piece >= torrent.num_pieces:
             return
-        self.blame(torrent, liars)
+        for key in dict.fromkeys(liars):
+            address = torrent.address_of(key)
+            if address is None or address.host in torrent.banned_hosts:
+                continue
+            log.warning(
+                "%s: banning %s: it sent bad blocks of piece %d (smart ban)",
+                torrent.name,
+                address.host,
+                piece,
+            )
+            self._ban_host(torrent, address.host)
+            record = torrent.peers.get(key)
+            if record is not None:
+                self.disconnect(torrent, record, "sent_corrupt_data")
 
     def blame(self, torrent: Torrent, culprits: Iterable[str]) -> None:
         """Each culprit sent a corrupt piece: ban a repeat offender."""
@@ -173,7 +190,6 @@ class SwarmRules:
                 self._ban(torrent, record)
 
     def _ban(self, torrent: Torrent, record: PeerRecord) -> None:
-        info_hash = torrent.metainfo.info_hash
         log.warning(
             "%s: banning %s (%s): it sent %d corrupt pieces",
             torrent.name,
@@ -181,10 +197,15 @@ class SwarmRules:
             record.client,
             record.hash_failures,
         )
-        torrent.banned_hosts.add(record.address.host)
-        for agent in self.agents.of_kind(ServiceKind.PEER_AGENT):
-            self._send(agent.identity, BanPeers(info_hash, (record.address.host,)))
+        self._ban_host(torrent, record.address.host)
         self.disconnect(torrent, record, "sent_corrupt_data")
+
+    def _ban_host(self, torrent: Torrent, host: str) -> None:
+        """Refuse ``host`` for this torrent: every peer agent drops and refuses it."""
+        torrent.banned_hosts.add(host)
+        info_hash = torrent.metainfo.info_hash
+        for agent in self.agents.of_kind(ServiceKind.PEER_AGENT):
+            self._send(agent.identity, BanPeers(info_hash, (host,)))
 
     def _on_downloaded(self, torrent: Torrent, key: str, piece: int) -> None:
         picker = torrent.picker
@@ -257,11 +278,18 @@ class SwarmRules:
         """Dial known addresses until the torrent has its share of connections.
 
         A seeding torrent dials too: a leecher that announced before us never heard of us.
+        Our dials keep a fifth of the slots of their own (``DIAL_SHARE``): peers that dialled
+        us, however many, never stop us from reaching the peers we chose.
         """
         if torrent.picker is None or torrent.state not in _ACTIVE:
             return
         limit = self.config.max_peers_per_torrent
-        while torrent.candidates and len(torrent.peers) + len(torrent.connecting) < limit:
+        reserved = max(1, int(limit * DIAL_SHARE))
+        dialled = sum(1 for peer in torrent.peers.values() if not peer.incoming)
+        while torrent.candidates:
+            ours = dialled + len(torrent.connecting)
+            if ours >= limit or (len(torrent.peers) - dialled + ours >= limit and ours >= reserved):
+                return
             agent = self.agents.peer_agent_for_next_peer()
             if agent is None:
                 return
@@ -335,16 +363,20 @@ class SwarmRules:
             torrent.redial.give_up(record.address)
         self.forget_peer(torrent, record.key, closing=True)
 
-    def forget_peer(self, torrent: Torrent, key: str, *, closing: bool = False) -> None:
+    def forget_peer(
+        self, torrent: Torrent, key: str, *, closing: bool = False, agent_alive: bool = True
+    ) -> None:
         """A connection is gone: its pieces go back to the pool, its counters to the torrent.
 
         Args:
             closing: the peer agent still holds the connection and will send its final
                 counters; keep the record to count them (``Torrent.closing``).
+            agent_alive: False when the connection's peer agent is gone with its blocks.
         """
         record = torrent.peers.pop(key, None)
         if record is None:
             return
+        torrent.remember_departed(record)
         if closing:
             torrent.remember_closing(record)
         self._agent_load(record.agent, -1)
@@ -352,7 +384,8 @@ class SwarmRules:
         torrent.downloaded_closed += record.downloaded
         torrent.uploaded_closed += record.uploaded
         if torrent.picker is not None:
-            torrent.picker.release_peer(key)
+            # A closed connection's agent keeps the blocks it had; a lost agent keeps nothing.
+            torrent.picker.release_peer(key, partial=agent_alive)
             torrent.picker.peer_left(record.bits)
 
     def forget_all(self, torrent: Torrent) -> None:
@@ -373,7 +406,7 @@ class SwarmRules:
         """A peer agent is gone, with its connections: their addresses may be dialled again."""
         lost = [peer.address for peer in torrent.peers.values() if peer.agent == identity]
         for key in [k for k, peer in torrent.peers.items() if peer.agent == identity]:
-            self.forget_peer(torrent, key)
+            self.forget_peer(torrent, key, agent_alive=False)
         for key in [k for k, peer in torrent.closing.items() if peer.agent == identity]:
             del torrent.closing[key]
         for address in [a for a, who in torrent.connecting.items() if who == identity]:

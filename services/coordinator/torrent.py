@@ -99,6 +99,9 @@ class Torrent:
     banned_hosts: set[str] = field(default_factory=set)
     trackers: dict[str, tuple[TrackerStateChanged, float]] = field(default_factory=dict)
     """The latest report of each tracker URL, and when it arrived."""
+    departed: OrderedDict[str, PeerAddress] = field(default_factory=OrderedDict)
+    """Addresses of recently closed connections by peer key: the smart ban may prove one of
+    them a liar after it left."""
     closing: OrderedDict[str, PeerRecord] = field(default_factory=OrderedDict)
     """Connections we asked a peer agent to close (or detached): their final ``TransferStats``
     still count, until their ``PeerDisconnected`` arrives."""
@@ -187,6 +190,17 @@ class Torrent:
             self.tried.discard(address)
             self.candidates[address] = None
             self.candidates.move_to_end(address, last=False)
+
+    def remember_departed(self, record: PeerRecord) -> None:
+        """Keep a closed connection's address for a while (bounded like ``closing``)."""
+        self.departed[record.key] = record.address
+        while len(self.departed) > MAX_CLOSING:
+            self.departed.popitem(last=False)
+
+    def address_of(self, key: str) -> PeerAddress | None:
+        """The address of a connection, open or recently closed."""
+        record = self.peers.get(key)
+        return record.address if record is not None else self.departed.get(key)
 
     def remember_closing(self, record: PeerRecord) -> None:
         """Keep a record whose connection we asked to close, to count its final counters."""

@@ -422,6 +422,8 @@ class PeerAgent(pykka.ThreadingActor):
             now=self._clock(),
             config=self._session_config,
             address=connection.address,
+            partials=torrent.partials,
+            sender=connection.key,
         )
         storage = self._storage.get(torrent.storage_endpoint)
         assert storage is not None  # opened by the attach

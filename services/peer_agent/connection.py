@@ -62,7 +62,7 @@ from shared import bus
 from shared.errors import TorvizError
 from shared.peer_id import identify_client
 from shared.runtime.logging import with_context
-from shared.types import PeerAddress
+from shared.types import InfoHash, PeerAddress
 
 from .piece_cache import ReadError
 from .session import (
@@ -479,8 +479,12 @@ class PeerConnection(pykka.ThreadingActor):
             if self._outcome is not None:
                 break
             match event:
-                case PieceCompleted(piece, data):
-                    uplink.store_piece(bus.StorePiece(info_hash, piece, (key,)), data)
+                case PieceCompleted(piece, data, senders):
+                    if senders is None:  # every block from this peer: the usual case
+                        store = bus.StorePiece(info_hash, piece, (key,))
+                    else:
+                        store = _store_mixed(info_hash, piece, senders)
+                    uplink.store_piece(store, data)
                     uplink.to_coordinator(bus.PieceDownloaded(info_hash, piece, key))
                     completed = True
                 case WorkWanted(count):
@@ -582,6 +586,14 @@ class PeerConnection(pykka.ThreadingActor):
                 bus.PeerConnectFailed(self._info_hash, self.address, reason[:256], message[:4096])
             )
         self._uplink.ended(self.key)
+
+
+def _store_mixed(info_hash: InfoHash, piece: int, senders: tuple[str, ...]) -> bus.StorePiece:
+    """``StorePiece`` of a piece built from several connections' blocks: each block's sender
+    as an index into the distinct contributors (the storage agent's smart ban reads them)."""
+    index: dict[str, int] = {}
+    block_senders = tuple(index.setdefault(sender, len(index)) for sender in senders)
+    return bus.StorePiece(info_hash, piece, tuple(index), block_senders)
 
 
 def _send_gathered(sock: socket.socket, buffers: list[bytes | bytearray | memoryview]) -> None:

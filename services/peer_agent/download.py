@@ -18,6 +18,10 @@ Rules:
 - The peer is snubbing us once it unchokes us and sends no block for ``snub_timeout`` seconds
   while we wait for one; request timeouts (which give the pieces back) do not restart that
   wait, a choke or a revoke that leaves nothing outstanding ends it, the next block clears it.
+- A piece given back (or held when the connection closes) with blocks already received goes to
+  the torrent's ``PartialPieces`` with the sender of each block; an assigned piece found there
+  is continued from those blocks. Its ``PieceCompleted`` then names every block's sender. A
+  revoked piece (another connection finished it) is simply dropped.
 
 The session owns this object and calls it only while the connection is active; it keeps the
 peer's state (``peer_choking``, ``allowed_fast``, ``peer_reqq``, ``peer_pieces``) current.
@@ -35,6 +39,7 @@ from shared.wire import codec
 from shared.wire import messages as wire
 
 from .events import Event, PieceCompleted, PiecesReleased, WorkWanted
+from .partials import PartialPiece, PartialPieces
 from .pipeline import QueueDepthPolicy
 
 __all__ = ["Downloads"]
@@ -49,15 +54,25 @@ _REFILL_BATCH = 64  # blocks (1 MiB): the most the pipeline drains before it is 
 
 
 class _Download:
-    """An assigned piece: its buffer and which of its blocks are still to request."""
+    """An assigned piece: its buffer and which of its blocks are still to request.
 
-    __slots__ = ("buffer", "rejects", "to_request", "unreceived")
+    ``senders`` is None while every block comes from this connection (the usual case, which
+    costs nothing per block); a piece continued from a partial one lists each block's sender.
+    """
 
-    def __init__(self, buffer: bytearray, blocks: tuple[tuple[int, int], ...]) -> None:
+    __slots__ = ("buffer", "rejects", "senders", "to_request", "unreceived")
+
+    def __init__(
+        self,
+        buffer: bytearray,
+        blocks: tuple[tuple[int, int], ...] | list[tuple[int, int]],
+        senders: list[str | None] | None = None,
+    ) -> None:
         self.buffer = buffer
         self.to_request: deque[tuple[int, int]] = deque(blocks)
         self.unreceived = len(blocks)
         self.rejects = 0
+        self.senders = senders
 
 
 class Downloads:
@@ -73,6 +88,9 @@ class Downloads:
         snub_timeout: seconds without a block, while unchoked and waiting, until snubbed.
         max_rejects: rejects of one piece's blocks tolerated while unchoked.
         allocate: makes piece buffers (every byte is overwritten before a buffer leaves).
+        partials: the torrent's half-fetched pieces, shared with the agent's other connections
+            (None: a piece given back is dropped).
+        sender: this connection's peer key, recorded as the sender of its blocks.
     """
 
     __slots__ = (
@@ -86,9 +104,11 @@ class Downloads:
         "_max_rejects",
         "_out",
         "_outstanding",
+        "_partials",
         "_pipeline",
         "_received",
         "_request_timeout",
+        "_sender",
         "_snub_timeout",
         "_stalled_since",
         "_starved",
@@ -115,8 +135,12 @@ class Downloads:
         snub_timeout: float,
         max_rejects: int,
         allocate: Callable[[int], bytearray],
+        partials: PartialPieces | None = None,
+        sender: str = "",
     ) -> None:
         self._geometry = geometry
+        self._partials = partials
+        self._sender = sender
         self._out = out
         self._events = events
         self._pipeline = pipeline
@@ -198,9 +222,17 @@ class Downloads:
             download.buffer[offset : offset + size] = data
         self._received += size
         download.unreceived -= 1
+        senders = download.senders
+        if senders is not None:
+            senders[offset // self._geometry.block_size] = self._sender
         if download.unreceived == 0:
             del self._downloads[piece]
-            self._events.append(PieceCompleted(piece, download.buffer))
+            if senders is None:
+                self._events.append(PieceCompleted(piece, download.buffer))
+            else:
+                self._events.append(
+                    PieceCompleted(piece, download.buffer, tuple(s or "" for s in senders))
+                )
 
     def block_sink(self, piece: int, offset: int, length: int) -> memoryview | None:
         """Where the decoder should write a block's payload: straight into its piece."""
@@ -268,6 +300,9 @@ class Downloads:
         return deadline
 
     def clear(self) -> None:
+        """The connection ends: keep what arrived of its pieces for the others."""
+        for piece in list(self._downloads):
+            self._keep_partial(piece)
         self._downloads.clear()
         self._outstanding.clear()
 
@@ -331,7 +366,40 @@ class Downloads:
         size = self._geometry.piece_size(piece)
         full = size == self._geometry.piece_length
         blocks = self._full_blocks if full else self._blocks_of(piece)
-        return _Download(self._allocate(size), blocks)
+        partial = self._partials.take(piece) if self._partials is not None else None
+        if partial is None or len(partial.senders) != len(blocks):
+            return _Download(self._allocate(size), blocks)
+        missing = [
+            block for block, sender in zip(blocks, partial.senders, strict=True) if sender is None
+        ]
+        return _Download(partial.buffer, missing, partial.senders)
+
+    def _keep_partial(self, piece: int) -> None:
+        """Deposit what arrived of ``piece`` (still in ``_downloads``) in the shared store."""
+        download = self._downloads.get(piece)
+        if self._partials is None or download is None:
+            return
+        blocks = (
+            self._full_blocks
+            if len(download.buffer) == self._geometry.piece_length
+            else (self._blocks_of(piece))
+        )
+        if download.unreceived >= len(blocks):
+            return  # nothing arrived
+        block_size = self._geometry.block_size
+        senders = download.senders
+        if senders is None:
+            missing = {offset for offset, _ in download.to_request}
+            missing.update(offset for (p, offset) in self._outstanding if p == piece)
+            senders = [None if offset in missing else self._sender for offset, _ in blocks]
+        else:
+            senders = list(senders)
+            for offset, _ in download.to_request:
+                senders[offset // block_size] = None
+            for p, offset in self._outstanding:
+                if p == piece:
+                    senders[offset // block_size] = None
+        self._partials.deposit(piece, PartialPiece(download.buffer, senders))
 
     def _requeue_all(self) -> None:
         for (piece, offset), (length, _) in reversed(list(self._outstanding.items())):
@@ -342,6 +410,7 @@ class Downloads:
 
     def _release(self, pieces: list[int], reason: str) -> None:
         for piece in pieces:
+            self._keep_partial(piece)
             self._downloads.pop(piece, None)
             for key in [key for key in self._outstanding if key[0] == piece]:
                 length, _ = self._outstanding.pop(key)

@@ -62,10 +62,15 @@ class PeerInterestChanged:
 
 @dataclass(frozen=True, slots=True)
 class PieceCompleted:
-    """Every block of ``piece`` arrived; ``data`` is the whole piece, handed over for good."""
+    """Every block of ``piece`` arrived; ``data`` is the whole piece, handed over for good.
+
+    ``senders`` names the peer key that sent each block when the piece was continued from
+    another connection's blocks; None when this connection sent them all.
+    """
 
     piece: int
     data: bytearray
+    senders: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -64,6 +64,7 @@ from .events import (
     PiecesReleased,
     WorkWanted,
 )
+from .partials import PartialPieces
 from .pipeline import QueueDepthPolicy
 from .upload import Uploads
 
@@ -136,6 +137,8 @@ class PeerSession:
         config: limits and timers.
         address: the peer's address as we see it (``yourip``, the allowed-fast set); None
             leaves both out.
+        partials: the torrent's half-fetched pieces, shared by the agent's connections.
+        sender: this connection's peer key (recorded as the sender of its blocks).
     """
 
     def __init__(
@@ -148,6 +151,8 @@ class PeerSession:
         now: float,
         config: SessionConfig = SessionConfig(),
         address: PeerAddress | None = None,
+        partials: PartialPieces | None = None,
+        sender: str = "",
     ) -> None:
         self.info_hash = info_hash
         self.geometry = geometry
@@ -181,6 +186,8 @@ class PeerSession:
             snub_timeout=config.snub_timeout,
             max_rejects=config.max_rejects_per_piece,
             allocate=config.allocate,
+            partials=partials,
+            sender=sender,
         )
         self._decoder = codec.MessageDecoder(block_sink=self._downloads.block_sink)
         self._uploads: Uploads | None = None  # the seeding side, from the handshake on

@@ -38,6 +38,7 @@ from shared.errors import TorvizError
 from shared.geometry import TorrentGeometry
 from shared.types import InfoHash, PeerAddress, PeerId
 
+from .partials import PartialPieces
 from .slots import (
     DEFAULT_MAX_PER_HOST,
     DEFAULT_OUTGOING_SHARE,
@@ -97,6 +98,8 @@ class Torrent:
     """Peer id -> peer key of every connection of this torrent past its handshake."""
     banned: dict[str, None] = field(default_factory=dict)
     """Hosts refused for this torrent (normalised; an ordered set, oldest first)."""
+    partials: PartialPieces = field(default_factory=PartialPieces)
+    """Half-fetched pieces its connections gave back, for the next one to finish."""
 
 
 @dataclass(slots=True)
@@ -232,6 +235,7 @@ class Registry(Generic[H]):
         if torrent is None or not 0 <= piece < torrent.geometry.num_pieces:
             return []
         torrent.have.add(piece)
+        torrent.partials.discard(piece)
         return [self._connections[key] for key in torrent.addresses.values()]
 
     def ban(self, info_hash: InfoHash, hosts: Iterable[str]) -> list[Connection[H]]:

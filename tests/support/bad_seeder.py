@@ -1,5 +1,6 @@
 """A seeder written for the tests that misbehaves: it serves chosen pieces with corrupted bytes,
-or answers every request only after a delay (a slow peer).
+answers every request only after a delay (a slow peer), or hangs up after a few blocks (so the
+client finishes its half-fetched pieces from other peers).
 
 It speaks just enough of BEP 3 (handshake, bitfield, unchoke on interest, piece for request),
 using the product's own codec, and announces itself to a tracker so the client under test
@@ -46,6 +47,7 @@ class BadSeeder:
         host: a loopback address to listen on.
         corrupt: which pieces to corrupt (default: all of them).
         delay: seconds to wait before answering each request.
+        hang_up_after: close each connection after serving this many blocks on it.
     """
 
     def __init__(
@@ -55,8 +57,10 @@ class BadSeeder:
         host: str,
         corrupt: Callable[[int], bool] = lambda piece: True,
         delay: float = 0.0,
+        hang_up_after: int | None = None,
     ) -> None:
         self.delay = delay
+        self.hang_up_after = hang_up_after
         self.metainfo = parse_metainfo(Path(torrent).read_bytes())
         self.storage = FileStorage(self.metainfo.info, str(data_dir))
         self.corrupt = corrupt
@@ -146,24 +150,28 @@ class BadSeeder:
                 + codec.encode(wire.Bitfield(Bitfield.full(info.num_pieces).to_bytes()))
             )
             decoder = codec.MessageDecoder()
+            served = 0
             while not self._stopping.is_set():
                 chunk = conn.recv(65536)
                 if not chunk:
                     return
                 for message in decoder.feed(chunk):
-                    self._answer(conn, message)
+                    served += self._answer(conn, message)
+                    if self.hang_up_after is not None and served >= self.hang_up_after:
+                        return
         except (OSError, ValueError):
             return
         finally:
             conn.close()
 
-    def _answer(self, conn: socket.socket, message: wire.Message) -> None:
+    def _answer(self, conn: socket.socket, message: wire.Message) -> int:
+        """Answer one message; returns the number of blocks served (0 or 1)."""
         match message:
             case wire.Interested():
                 conn.sendall(codec.encode(wire.Unchoke()))
             case wire.Request(piece=piece, offset=offset, length=length):
                 if self.delay and self._stopping.wait(self.delay):
-                    return
+                    return 0
                 block = bytearray(self.storage.read(piece, offset, length))
                 if self.corrupt(piece):
                     for i in range(0, len(block), 997):
@@ -171,5 +179,7 @@ class BadSeeder:
                     self.corrupt_blocks_served += 1
                 self.blocks_served += 1
                 conn.sendall(codec.encode_piece_header(piece, offset, length) + bytes(block))
+                return 1
             case _:
                 pass
+        return 0

@@ -186,3 +186,16 @@ def test_the_completed_announce_carries_what_was_downloaded() -> None:
     assert isinstance(update, UpdateTransfer) and isinstance(completed, TorrentCompleted)
     assert (update.downloaded, update.left) == (PIECE * NUM_PIECES, 0)
     assert core.status().torrents[0].downloaded == PIECE * NUM_PIECES
+
+
+def test_incoming_peers_never_take_the_slots_kept_for_our_dials() -> None:
+    core = full_core(max_peers_per_torrent=10)
+    info_hash = opened(core)
+    for n in range(10):  # ten peers dial us: the torrent is full
+        incoming = PeerConnected(
+            info_hash, f"pa1/in{n}", addr(100 + n), PeerId(bytes([n]) * 20), "x", True, True, True
+        )
+        core.handle(PA1, incoming, 0.0)
+    found = tuple(addr(n) for n in range(2, 8))
+    core.handle(TRACKER, PeersDiscovered(info_hash, found, PeerSource.TRACKER), 1.0)
+    assert [m.address for _, m in sent(core, ConnectPeer)] == [addr(2), addr(3)]  # a fifth

@@ -18,6 +18,7 @@ from shared.bus import (
     CorruptBlocksTraced,
     DisconnectPeer,
     Message,
+    PeerDisconnected,
     PieceRejected,
     PieceStored,
     PieceVerified,
@@ -25,7 +26,7 @@ from shared.bus import (
     TorrentOpened,
 )
 from shared.types import InfoHash
-from tests.services.coordinator.test_core import PA1, PA2, STORAGE, full_core
+from tests.services.coordinator.test_core import PA1, PA2, STORAGE, full_core, make_torrent
 from tests.services.coordinator.test_core import connect as connect_peer
 
 from .harness import AgentProcess, FakeCoordinator, PeerClient, open_torrent, torrent_from_files
@@ -108,8 +109,9 @@ def _bans(core: Coordinator) -> list[Message]:
 def test_an_honest_peer_sharing_failed_pieces_with_a_liar_is_not_banned(
     agent: AgentProcess, coordinator: FakeCoordinator, peer: Any, tmp_path: Path
 ) -> None:
-    """Three pieces fail with blocks from both; the storage agent's verdicts, fed to the
-    coordinator, ban the liar and leave the honest peer connected."""
+    """Three pieces fail with blocks from both; the storage agent's first verdict, fed to the
+    coordinator, bans the liar (proven: its block differs from the verified one) and leaves the
+    honest peer connected, with no corrupt piece counted against it."""
     torrent = torrent_from_files("shared", [("a.bin", random.Random(7).randbytes(400_000))], 65536)
     info_hash = torrent.info_hash
     open_torrent(coordinator, torrent, tmp_path / "downloads")
@@ -138,6 +140,24 @@ def test_an_honest_peer_sharing_failed_pieces_with_a_liar_is_not_banned(
         BanPeers(info_hash, ("127.0.0.3",)),
         DisconnectPeer(info_hash, "pa1/liar", "sent_corrupt_data"),
     ]
-    peers = set(core.torrents[info_hash].peers)
+    peers = core.torrents[info_hash].peers
     assert "pa1/honest" in peers and "pa1/liar" not in peers
+    assert peers["pa1/honest"].hash_failures == 0
     assert core.torrents[info_hash].banned_hosts == {"127.0.0.3"}
+
+
+def test_a_liar_proven_after_it_left_is_banned_by_address() -> None:
+    core = full_core()
+    metainfo, info_hash = make_torrent()
+    core.add_torrent(AddTorrent(metainfo, ""), now=0.0)
+    core.handle(STORAGE, TorrentOpened(info_hash, Bitfield(6).to_bytes()), 0.0)
+    connect_peer(core, info_hash, PA1, "pa1/liar", 3, Bitfield.full(6))
+    connect_peer(core, info_hash, PA1, "pa1/honest", 2, Bitfield.full(6))
+    core.handle(STORAGE, PieceRejected(info_hash, 0, ("pa1/liar", "pa1/honest")), 1.0)
+    core.handle(PA1, PeerDisconnected(info_hash, "pa1/liar", "peer_closed", "x"), 1.0)
+    core.take_outbox()
+    core.handle(STORAGE, PieceVerified(info_hash, 0), 2.0)
+    core.handle(STORAGE, CorruptBlocksTraced(info_hash, 0, ("pa1/liar",), ("pa1/honest",)), 2.0)
+    assert _bans(core) == [BanPeers(info_hash, ("127.0.0.3",))] * 2  # both peer agents
+    assert core.torrents[info_hash].banned_hosts == {"127.0.0.3"}
+    assert "pa1/honest" in core.torrents[info_hash].peers
