@@ -184,10 +184,11 @@ class StorageAgentConfig:
 class SecurityConfig:
     keys_dir: str = ""
     """Folder of CURVE keys made by ``torviz-coordinator keys init`` (or the part of it copied
-    to this host). Empty: no keys, and every bus, data and control endpoint must be local
-    (ipc, or tcp on a loopback address). With keys, every tcp socket is encrypted and
-    authenticated with CURVE, and a bound socket admits only the public keys in
-    ``<keys_dir>/authorized``."""
+    to this host). Empty: no keys, and every bus, data and control endpoint must be ipc (a tcp
+    endpoint, loopback included, is refused: any local user can reach a tcp port). With keys,
+    every tcp socket is encrypted and authenticated with CURVE: a bus or data endpoint admits
+    the public keys in ``<keys_dir>/authorized`` and its own, a tcp control endpoint only the
+    coordinator's own pair."""
     key_name: str = ""
     """Which key pair in ``keys_dir`` this process uses (``<key_name>.key_secret``); empty: the
     agent id, and ``coordinator`` for the coordinator."""

@@ -1,11 +1,17 @@
 """ZeroMQ endpoint strings: which transport, and whether traffic can leave this host.
 
 Strategy: one small parser (``parse_endpoint``) splits ``scheme://address`` into typed parts;
-``is_local`` and ``is_tcp`` answer from those parts. Security decisions hang on the answer
-(a non-local endpoint needs CURVE keys), so every doubt resolves to "not local".
+``is_local`` and ``is_tcp`` answer from those parts. Security decisions hang on the answers,
+so every doubt resolves to "not local" and to "refused":
+
+- Every tcp endpoint, loopback included, needs CURVE keys (``is_tcp``): any local user can
+  connect to a port on 127.0.0.1, so only a key tells who is calling.
+- ``is_local`` only says whether traffic stays on this host: the control endpoint must.
 
 Rules:
-- ``ipc://`` and ``inproc://`` are local: they never leave the machine.
+- ``ipc://`` and ``inproc://`` are local: they never leave the machine. An ipc path is a file
+  whose folder and mode say who may connect; an abstract ipc name (``ipc://@NAME``) has no
+  owner or mode, so every local user could connect: it is refused (``abstract_ipc``).
 - ``tcp://`` is local only when its host is an IPv4 loopback address (127.0.0.0/8), ``::1``
   (bracketed ``[::1]`` or bare) or ``localhost``. A wildcard (``*``, ``0.0.0.0``, ``::``),
   an interface name, any other address or host name is not local: a name may resolve
@@ -61,8 +67,8 @@ def parse_endpoint(endpoint: str) -> Endpoint:
 
     Raises:
         ConfigError: ``endpoint_too_long``, ``bad_endpoint`` (no ``scheme://`` or empty
-            address), ``unsupported_transport``, ``bad_tcp_endpoint`` (no host or port,
-            a port out of range, a source address).
+            address), ``unsupported_transport``, ``abstract_ipc``, ``bad_tcp_endpoint`` (no
+            host or port, a port out of range, a source address).
     """
     if len(endpoint) > MAX_ENDPOINT:
         raise _bad("endpoint_too_long", endpoint, f"longer than {MAX_ENDPOINT} characters")
@@ -74,6 +80,12 @@ def parse_endpoint(endpoint: str) -> Endpoint:
         raise _bad("unsupported_transport", endpoint, "torviz uses tcp://, ipc:// or inproc://")
     if not address:
         raise _bad("bad_endpoint", endpoint, "the address after :// is empty")
+    if scheme == "ipc" and address.startswith("@"):
+        raise _bad(
+            "abstract_ipc",
+            endpoint,
+            "an abstract socket (@NAME) is open to every local user: give a file path",
+        )
     if scheme != "tcp":
         return Endpoint(scheme, path=address)
     return _parse_tcp(endpoint, address)
@@ -109,7 +121,8 @@ def _loopback_host(host: str) -> bool:
 
 
 def is_local(endpoint: str) -> bool:
-    """Whether traffic on ``endpoint`` stays on this host (see the module rules).
+    """Whether traffic on ``endpoint`` stays on this host (see the module rules); a local tcp
+    endpoint still needs keys (``is_tcp``).
 
     Raises:
         ConfigError: the endpoint is malformed (see ``parse_endpoint``).
@@ -119,7 +132,7 @@ def is_local(endpoint: str) -> bool:
 
 
 def is_tcp(endpoint: str) -> bool:
-    """Whether ``endpoint`` is a tcp endpoint (loopback included): those use CURVE with keys.
+    """Whether ``endpoint`` is a tcp endpoint (loopback included): those need CURVE keys.
 
     Raises:
         ConfigError: the endpoint is malformed (see ``parse_endpoint``).

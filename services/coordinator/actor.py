@@ -84,7 +84,9 @@ class CoordinatorActor(pykka.ThreadingActor):
     request_stop: asks the service runner to stop the process (``ShutdownRequested``).
     launcher: the embedded agents, if this daemon started its own.
     session: where the session is kept, if it is kept.
-    curve: the bus's CURVE server keys, when the bus is not local.
+    curve: the bus's CURVE server keys, when the bus is tcp.
+    control_curve: the control socket's CURVE server keys (only the coordinator's own key is
+        admitted), when the control endpoint is tcp.
     """
 
     def __init__(
@@ -97,6 +99,7 @@ class CoordinatorActor(pykka.ThreadingActor):
         launcher: Launcher | None = None,
         session: SessionStore | None = None,
         curve: CurveServer | None = None,
+        control_curve: CurveServer | None = None,
     ) -> None:
         super().__init__()
         self.core = core
@@ -106,6 +109,7 @@ class CoordinatorActor(pykka.ThreadingActor):
         self.launcher = launcher
         self.session = session
         self.curve = curve
+        self.control_curve = control_curve
         self._ticks = 0
         self.failure: str | None = None
         """Set when the session cannot go on (an agent keeps crashing)."""
@@ -146,6 +150,7 @@ class CoordinatorActor(pykka.ThreadingActor):
             ),
             max_peers=256,
             evict_oldest=True,
+            curve=self.control_curve,
         )
         self.control.bind(self.endpoints.control)
         self.control.start()

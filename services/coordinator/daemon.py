@@ -1,6 +1,9 @@
 """The coordinator's composition root, shared by ``start`` (the daemon) and ``download``.
 
-The caller has already run ``gevent.monkey.patch_all()``. ``run_daemon`` takes the state
+The caller has already run ``gevent.monkey.patch_all()``. ``run_daemon`` first settles who may
+reach the daemon: the state directory (where the default ipc sockets go) is made private
+(0700), and an endpoint that cannot be bound safely is one line and no start (a tcp endpoint
+without keys, an ipc socket in a folder others may enter). Then it takes the state
 directory's lock, starts the coordinator actor (which binds the bus and control sockets), then the
 embedded agents as child processes, and any extra actors the caller wants (the one-shot download
 adds a watcher). On a signal or a stop request it stops the actors in reverse order (the
@@ -26,7 +29,8 @@ from shared.bus import ControlFailed
 from shared.config import Config
 from shared.peer_id import generate_peer_id
 from shared.runtime import ActorFactory, ServiceRunner, setup_logging
-from shared.runtime.curve import server_security
+from shared.runtime.curve import control_security, server_security
+from shared.runtime.ipc import make_private_dir
 
 from .actor import CoordinatorActor
 from .core import Coordinator
@@ -68,13 +72,15 @@ def run_daemon(options: DaemonOptions, watcher: StartWatcher | None = None) -> i
     setup_logging("coordinator", options.log_level)
     config = options.config
     endpoints = resolve_endpoints(config, options.state_dir, options.control)
+    make_private_dir(options.state_dir)
     security = config.security
     key_name = security.key_name or "coordinator"
     curve = server_security(endpoints.bus, security, key_name)
+    control_curve = control_security(endpoints.control, security)
     if config.coordinator.embedded_agents:
         server_security(endpoints.data, security, key_name)  # the same check, before starting
     lock = DaemonLock(options.state_dir)
-    lock.acquire(endpoints.control)
+    lock.acquire(endpoints.control, (security.keys_dir, key_name) if security.keys_dir else None)
     launcher: Launcher | None = None
     if config.coordinator.embedded_agents:
         launcher = Launcher(
@@ -108,6 +114,7 @@ def run_daemon(options: DaemonOptions, watcher: StartWatcher | None = None) -> i
             launcher=launcher,
             session=store,
             curve=curve,
+            control_curve=control_curve,
         )
         started.append(ref)
         if launcher is not None:

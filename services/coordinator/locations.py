@@ -1,10 +1,12 @@
 """Where a daemon keeps its state, and how the CLI finds a running daemon.
 
 A daemon owns one state directory (default: the platform's user state dir, e.g.
-``~/.local/state/torviz``). Its endpoints default to ZeroMQ ipc sockets inside it, and while it
-runs it writes ``daemon.json`` there (its pid and control endpoint) and holds ``daemon.lock``,
-so a second daemon on the same state directory refuses to start. The CLI reads ``daemon.json``
-of the default state directory unless given ``--control`` or ``--state-dir``.
+``~/.local/state/torviz``), which it makes private (0700) at start. Its endpoints default to
+ZeroMQ ipc sockets inside it (``bus.sock``, ``control.sock``, ``data.sock``, each 0600), and
+while it runs it writes ``daemon.json`` there (its pid, its control endpoint and, with keys,
+its keys folder and key name) and holds ``daemon.lock``, so a second daemon on the same state
+directory refuses to start. The CLI reads ``daemon.json`` of the default state directory unless
+given ``--control`` or ``--state-dir``; another user cannot read it, and is told so.
 """
 
 from __future__ import annotations
@@ -23,12 +25,14 @@ from shared.endpoints import is_local
 from shared.errors import ConfigError, TorvizError
 
 __all__ = [
+    "DaemonAddress",
     "DaemonLock",
     "Endpoints",
     "default_config_file",
     "default_download_dir",
     "default_state_dir",
     "find_control_endpoint",
+    "find_daemon",
     "load_config_file",
     "resolve_endpoints",
 ]
@@ -107,8 +111,13 @@ class DaemonLock:
         self.state_dir = state_dir
         self._handle: IO[str] | None = None
 
-    def acquire(self, control: str) -> None:
+    def acquire(self, control: str, keys: tuple[str, str] | None = None) -> None:
         """Take the lock and publish ``daemon.json``.
+
+        Args:
+            control: the control endpoint.
+            keys: ``(keys_dir, key_name)`` when the daemon uses CURVE keys: the CLI of the
+                daemon's user finds them there for a tcp control endpoint.
 
         Raises:
             TorvizError: another daemon runs on this state directory.
@@ -125,7 +134,10 @@ class DaemonLock:
                 "(stop it with `torviz-coordinator shutdown`, or use another --state-dir)",
             ) from None
         self._handle = handle
-        info = {"pid": os.getpid(), "control": control}
+        info: dict[str, object] = {"pid": os.getpid(), "control": control}
+        if keys is not None:
+            info["keys_dir"] = str(Path(keys[0]).expanduser().absolute())
+            info["key_name"] = keys[1]
         tmp = self.state_dir / f".{_DAEMON_FILE}.tmp"
         tmp.write_text(json.dumps(info), encoding="utf-8")
         tmp.replace(self.state_dir / _DAEMON_FILE)
@@ -138,20 +150,42 @@ class DaemonLock:
         self._handle = None
 
 
-def find_control_endpoint(control: str | None, state_dir: str | None) -> str:
-    """The control endpoint the CLI should talk to.
+@dataclass(frozen=True, slots=True)
+class DaemonAddress:
+    """How the CLI reaches a daemon: its control endpoint and, if ``daemon.json`` names them,
+    the daemon's keys folder and key name (empty otherwise)."""
 
-    ``--control`` wins; otherwise the ``daemon.json`` of ``--state-dir`` (or the default state
-    directory); otherwise the default ipc socket there, which gives a clear "no daemon" error.
+    control: str
+    keys_dir: str = ""
+    key_name: str = ""
+
+
+def _text(info: dict[str, object], key: str) -> str:
+    value = info.get(key)
+    return value if isinstance(value, str) else ""
+
+
+def find_daemon(control: str | None, state_dir: str | None) -> DaemonAddress:
+    """The daemon the CLI should talk to.
+
+    ``--control`` wins (no keys known: the CLI's own flags and config give them); otherwise the
+    ``daemon.json`` of ``--state-dir`` (or the default state directory); otherwise the default
+    ipc socket there, which gives a clear "no daemon" or "permission denied" error.
     """
     if control:
-        return control
+        return DaemonAddress(control)
     directory = Path(state_dir) if state_dir else default_state_dir()
     try:
         info = json.loads((directory / _DAEMON_FILE).read_text(encoding="utf-8"))
-        endpoint = info.get("control") if isinstance(info, dict) else None
-        if isinstance(endpoint, str) and endpoint:
-            return endpoint
     except (OSError, ValueError):
-        pass
-    return f"ipc://{directory / 'control.sock'}"
+        info = None
+    if isinstance(info, dict) and _text(info, "control"):
+        return DaemonAddress(
+            _text(info, "control"), _text(info, "keys_dir"), _text(info, "key_name")
+        )
+    return DaemonAddress(f"ipc://{directory / 'control.sock'}")
+
+
+def find_control_endpoint(control: str | None, state_dir: str | None) -> str:
+    """The control endpoint the CLI should talk to (see ``find_daemon``)."""
+    return find_daemon(control, state_dir).control

@@ -299,14 +299,12 @@ class StorageLinks:
     def _curve(self, endpoint: str, public_key: str) -> CurveClient | None:
         if parse_endpoint(endpoint).scheme != "tcp":
             return None
-        if not public_key:
-            if self._keys is not None:  # with keys, no tcp link goes in the clear
-                raise ConfigError(
-                    "needs_keys",
-                    f"the storage agent at {endpoint} uses no CURVE key but this agent has "
-                    "keys: give the storage agent keys too ([security] keys_dir)",
-                )
-            return None
+        if not public_key:  # no tcp link goes in the clear: anyone may listen on a port
+            raise ConfigError(
+                "needs_keys",
+                f"the storage agent at {endpoint} uses no CURVE key: a tcp data endpoint "
+                "takes keys on both sides ([security] keys_dir), or use ipc",
+            )
         server_public = check_public_key(public_key.encode(), f"the public key of {endpoint}")
         if self._keys is None:
             raise ConfigError(

@@ -5,9 +5,10 @@ gevent patches the process first, before pykka or zmq are imported (see
 ``Shutdown``, a signal, the coordinator refusing it, or the parent process going away.
 
 Keys: with ``[security] keys_dir`` (or ``--keys``) the link to the coordinator and the data
-endpoint use CURVE when they are tcp; without keys the data endpoint must be local (ipc or
-loopback). A missing key, or a non-local data endpoint without keys, prints one line and exits
-with status 2.
+endpoint use CURVE when they are tcp; without keys both must be ipc (a tcp port, loopback
+included, is open to every local user), and an ipc data socket is bound 0600 in a folder only
+this user may enter. A missing key, a tcp endpoint without keys, or an ipc data endpoint in a
+folder others may enter, prints one line and exits with status 2.
 """
 
 from gevent import monkey
@@ -49,8 +50,9 @@ def settings_from(options: AgentOptions) -> AgentSettings:
 
     Raises:
         ConfigError: no data endpoint anywhere, an unusable ``hash_threads`` or
-            ``flush_interval``, a malformed endpoint, a key file that is missing or broken, or
-            a non-local data endpoint without keys (``needs_keys``).
+            ``flush_interval``, a malformed endpoint, a key file that is missing or broken, a
+            tcp endpoint without keys (``needs_keys``), or an ipc data endpoint in a folder
+            others may enter (``ipc_folder_not_private``).
     """
     section = options.config.storage_agent
     data = options.extra.data or section.data

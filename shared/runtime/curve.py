@@ -4,13 +4,20 @@ Strategy: keys live in pyzmq's certificate files (``zmq.auth.create_certificates
 ``zmq.auth.load_certificate`` reads them): ``NAME.key`` holds a public key, ``NAME.key_secret``
 the pair. A keys folder (``[security] keys_dir``) holds this process's pair, the coordinator's
 public key (``coordinator.key``) and the public keys it admits (``authorized/*.key``; the file
-name without ``.key`` is the peer's name). ``server_security`` and ``client_security`` turn an
-endpoint and the ``[security]`` section into a ``CurveServer``/``CurveClient`` for
-``BusSocket`` (or ``None``: no CURVE) so that every process applies the same rules:
+name without ``.key`` is the peer's name). ``server_security``, ``control_security`` and
+``client_security`` turn an endpoint and the ``[security]`` section into a
+``CurveServer``/``CurveClient`` for ``BusSocket`` (or ``None``: no CURVE) so that every process
+applies the same rules:
 
-- ipc and inproc never use CURVE; with a keys folder every tcp socket does, loopback included.
-- Without a keys folder a process refuses to bind a non-local endpoint (``needs_keys``);
-  connecting without keys is plain.
+- ipc and inproc never use CURVE: an ipc socket is a file in a folder only its owner can enter
+  (``shared.runtime.ipc``; binding into a folder others may enter is refused).
+- Every tcp socket uses CURVE, loopback included: any local user can reach a loopback port.
+  Without a keys folder a process refuses to bind a tcp endpoint and to connect to one
+  (``needs_keys``).
+- Bus and data endpoints (ZAP domain ``torviz``) admit the keys in ``authorized/`` and the
+  process's own; the control endpoint (ZAP domain ``torviz-control``) admits only the
+  coordinator's own key, so controlling the daemon over tcp takes its secret key, as
+  controlling it over ipc takes being its user.
 
 Rules:
 - Key files are hostile input: only regular files of at most ``MAX_KEY_FILE`` bytes are read,
@@ -46,14 +53,18 @@ from zmq.utils import z85
 from zmq.utils.monitor import recv_monitor_message
 
 from shared.config import SecurityConfig
-from shared.endpoints import is_local, parse_endpoint
+from shared.endpoints import parse_endpoint
 from shared.errors import ConfigError
+
+from .ipc import check_ipc_folder
 
 __all__ = [
     "AUTHORIZED_DIR",
+    "CONTROL_ZAP_DOMAIN",
     "COORDINATOR_KEY",
     "MAX_AUTHORIZED",
     "MAX_KEY_FILE",
+    "ZAP_DOMAIN",
     "CurveClient",
     "CurveServer",
     "HandshakeWatch",
@@ -62,6 +73,7 @@ __all__ = [
     "check_key_name",
     "check_public_key",
     "client_security",
+    "control_security",
     "load_authorized_dir",
     "load_keypair",
     "load_public_key",
@@ -78,10 +90,18 @@ MAX_KEY_FILE = 64 * 1024
 """Largest key file read, in bytes (pyzmq writes about 400)."""
 MAX_AUTHORIZED = 4096
 """Most ``*.key`` files loaded from an authorized folder."""
+ZAP_DOMAIN = "torviz"
+"""The ZAP domain of bus and data endpoints."""
+CONTROL_ZAP_DOMAIN = "torviz-control"
+"""The ZAP domain of the control endpoint, which admits only its own key."""
 
 _KEY_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _Z85_KEY = re.compile(rb"[0-9a-zA-Z.\-:+=^!/*?&<>()\[\]{}@%$#]{40}")
 _INIT_HINT = "run `torviz-coordinator keys init` and set [security] keys_dir"
+_TCP_HINT = (
+    "any local user can reach a tcp port, loopback included, so tcp takes keys: "
+    f"{_INIT_HINT} (or --keys DIR), or use an ipc:// endpoint"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,13 +115,15 @@ class KeyPair:
 
 @dataclass(frozen=True, slots=True)
 class CurveServer:
-    """A bound socket's CURVE settings: its pair, and where the admitted public keys are.
+    """A bound socket's CURVE settings: its pair, where the admitted public keys are, and the
+    ZAP domain it asks in (the ZAP handler keeps the admitted keys per domain).
 
     ``authorized_dir`` ``None``: only this process's own public key is admitted.
     """
 
     keys: KeyPair
     authorized_dir: Path | None
+    domain: str = ZAP_DOMAIN
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,10 +300,23 @@ def authorized_keys(keys_dir: Path | str) -> dict[bytes, str]:
     return load_authorized_dir(_keys_folder(keys_dir) / AUTHORIZED_DIR)
 
 
+def _bind_check(endpoint: str, security: SecurityConfig) -> bool:
+    """Whether binding ``endpoint`` takes CURVE; refuses what may not be bound at all."""
+    check_ipc_folder(endpoint)  # parses the endpoint first: a malformed one raises here
+    if parse_endpoint(endpoint).scheme != "tcp":
+        return False
+    if not security.keys_dir:
+        raise ConfigError(
+            "needs_keys", f"refusing to bind {endpoint} without CURVE keys: {_TCP_HINT}"
+        )
+    return True
+
+
 def server_security(
     endpoint: str, security: SecurityConfig, default_name: str
 ) -> CurveServer | None:
-    """The CURVE settings of a socket that binds ``endpoint``, or ``None`` for none.
+    """The CURVE settings of a socket that binds ``endpoint`` (a bus or data endpoint), or
+    ``None`` for none (ipc, inproc).
 
     Args:
         endpoint: what the socket binds.
@@ -289,21 +324,29 @@ def server_security(
         default_name: the process's key name by default (agent id, or ``coordinator``).
 
     Raises:
-        ConfigError: ``needs_keys`` (a non-local endpoint and no keys folder), a malformed
-            endpoint, or any key file error (the pair, or a file in ``authorized/``: reported
-            at start rather than at the first connection).
+        ConfigError: ``needs_keys`` (a tcp endpoint, loopback included, and no keys folder),
+            ``ipc_folder_not_private`` (see ``shared.runtime.ipc.check_ipc_folder``), a
+            malformed endpoint, or any key file error (the pair, or a file in
+            ``authorized/``: reported at start rather than at the first connection).
     """
-    if parse_endpoint(endpoint).scheme != "tcp":
+    if not _bind_check(endpoint, security):
         return None
-    if not security.keys_dir:
-        if is_local(endpoint):
-            return None
-        raise ConfigError(
-            "needs_keys", f"refusing to bind {endpoint} without CURVE keys: {_INIT_HINT}"
-        )
     keys = load_keypair(security.keys_dir, security.key_name or default_name)
     authorized_keys(security.keys_dir)
     return CurveServer(keys, _keys_folder(security.keys_dir) / AUTHORIZED_DIR)
+
+
+def control_security(endpoint: str, security: SecurityConfig) -> CurveServer | None:
+    """The CURVE settings of the coordinator's control socket: like ``server_security``, but
+    in the control ZAP domain, where only the coordinator's own key is admitted.
+
+    Raises:
+        ConfigError: as ``server_security``.
+    """
+    if not _bind_check(endpoint, security):
+        return None
+    keys = load_keypair(security.keys_dir, security.key_name or COORDINATOR_KEY)
+    return CurveServer(keys, None, CONTROL_ZAP_DOMAIN)
 
 
 def client_security(
@@ -312,7 +355,9 @@ def client_security(
     default_name: str,
     server_public: bytes | None = None,
 ) -> CurveClient | None:
-    """The CURVE settings of a socket that connects to ``endpoint``, or ``None`` for none.
+    """The CURVE settings of a socket that connects to ``endpoint``, or ``None`` for none
+    (ipc, inproc). The CLI connects to the control endpoint with ``default_name``
+    ``coordinator``: the daemon's own pair, the one key that endpoint admits.
 
     Args:
         endpoint: what the socket connects to.
@@ -322,11 +367,16 @@ def client_security(
             ``AttachTorrent``); ``None``: the coordinator's, ``<keys_dir>/coordinator.key``.
 
     Raises:
-        ConfigError: a malformed endpoint, a key file error, or ``invalid_key`` when
-            ``server_public`` is not a CURVE key (an empty one included).
+        ConfigError: ``needs_keys`` (a tcp endpoint, loopback included, and no keys folder:
+            whoever listens there could be anyone), a malformed endpoint, a key file error, or
+            ``invalid_key`` when ``server_public`` is not a CURVE key (an empty one included).
     """
-    if parse_endpoint(endpoint).scheme != "tcp" or not security.keys_dir:
+    if parse_endpoint(endpoint).scheme != "tcp":
         return None
+    if not security.keys_dir:
+        raise ConfigError(
+            "needs_keys", f"refusing to connect to {endpoint} without CURVE keys: {_TCP_HINT}"
+        )
     keys = load_keypair(security.keys_dir, security.key_name or default_name)
     if server_public is None:
         server_public = load_public_key(security.keys_dir, COORDINATOR_KEY)

@@ -19,31 +19,41 @@ handlers, and calls ``close()`` in ``on_stop``::
         self.bus.send(make_hello(ServiceKind.PEER_AGENT, "pa1", host, pid))
 
 CURVE (set in the constructor, so before ``bind``/``connect``): given a ``CurveServer`` (from
-``shared.runtime.curve.server_security``) a socket is a CURVE server in ZAP domain ``torviz``;
-the ZAP handler of its context (``shared.runtime.zap``) is started first if it is not running,
-and decides which client keys are admitted. Given a ``CurveClient`` it is a CURVE client whose
-handshakes a ``curve.HandshakeWatch`` follows (a monitor greenlet, closed with the socket): a
-failure (a refused key, a wrong server key, a server without CURVE) is counted in
-``stats.auth_failures`` and logged at error at most once per 30 s, and since libzmq gives up on
-a refused connection, the watch connects again, backing off from 1 s to 30 s. A CURVE server
-with a hello policy also checks that the caller's key may speak for the agent it names
-(``shared.bus.check_identity``): the ZAP handler names each admitted key, and ZeroMQ hands that
-name over with every message (``User-Id``).
+``shared.runtime.curve.server_security`` or ``control_security``) a socket is a CURVE server in
+the server's ZAP domain; the ZAP handler of its context (``shared.runtime.zap``) is started
+first if it is not running, and decides which client keys are admitted. Given a ``CurveClient``
+it is a CURVE client whose handshakes a ``curve.HandshakeWatch`` follows (a monitor greenlet,
+closed with the socket): a failure (a refused key, a wrong server key, a server without CURVE)
+is counted in ``stats.auth_failures`` and logged at error at most once per 30 s, and since
+libzmq gives up on a refused connection, the watch connects again, backing off from 1 s to
+30 s. A CURVE server with a hello policy also checks that the caller's key may speak for the agent
+it names (``shared.bus.check_identity``): the ZAP handler names each admitted key, and ZeroMQ
+hands that name over with every message (``User-Id``).
 
 Rules:
+- Who may connect is settled before the first byte: ``bind`` refuses a tcp endpoint without a
+  ``CurveServer`` (``needs_keys``: any local user can reach a loopback port), and binds an ipc
+  socket 0600 in a folder only this user may enter (``shared.runtime.ipc``).
 - Input is hostile: malformed messages are logged (the first few, then every 1000th), counted
   in ``stats`` and dropped; a handler that raises is counted too. Nothing here crashes on input.
 - A bound endpoint may require the handshake (``hello_policy``): the socket answers ``Hello``
   itself and drops any other message from a peer it has not welcomed (``forget`` un-welcomes
   one).
 - ``ControlClient`` is the short-lived request/reply helper for the CLI: plain blocking zmq in a
-  plain process, zmq.green when gevent has patched threading.
+  plain process, zmq.green when gevent has patched threading. A refusal is reported at once as
+  ``PermissionDeniedError``, never as a timeout: an ipc socket is probed with a plain connect
+  first (another user's socket or folder: ``EACCES``), and a CURVE handshake is followed on a
+  socket monitor (the daemon's ZAP handler refused the key, or the daemon's key is another).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import secrets
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -53,6 +63,7 @@ import gevent.queue
 import pykka
 import zmq
 import zmq.green
+from zmq.utils.monitor import recv_monitor_message
 
 from shared.bus import (
     MAX_DATA_BYTES,
@@ -70,16 +81,19 @@ from shared.bus import (
     make_hello,
     raise_if_rejected,
 )
-from shared.errors import BusError
+from shared.endpoints import is_tcp
+from shared.errors import BusError, ConfigError
 
 from .curve import CurveClient, CurveServer, HandshakeWatch
-from .zap import ZAP_DOMAIN, zap_handler
+from .ipc import IpcState, bind_private, ipc_path, owner_of, probe_ipc
+from .zap import zap_handler
 
 __all__ = [
     "BusSocket",
     "ControlClient",
     "DaemonUnreachableError",
     "Incoming",
+    "PermissionDeniedError",
     "SocketStats",
     "control_request",
 ]
@@ -130,6 +144,23 @@ class DaemonUnreachableError(BusError):
             f"no torviz daemon at {endpoint}: start one with `torviz-coordinator start`",
         )
         self.endpoint = endpoint
+
+
+class PermissionDeniedError(BusError):
+    """The daemon is there, but this process may not talk to it (another user's socket, or a
+    key the daemon does not admit)."""
+
+    def __init__(self, endpoint: str, why: str) -> None:
+        super().__init__("permission_denied", f"permission denied: {why}")
+        self.endpoint = endpoint
+
+
+def _needs_keys(endpoint: str, what: str) -> ConfigError:
+    return ConfigError(
+        "needs_keys",
+        f"refusing to {what} {endpoint} without CURVE keys: any local user can reach a tcp "
+        "port, loopback included (use ipc://, or keys from `torviz-coordinator keys init`)",
+    )
 
 
 def _recv_bounded(sock: zmq.Socket[Any]) -> list[zmq.Frame] | None:
@@ -207,12 +238,13 @@ class BusSocket:
         self._greenlets: list[gevent.Greenlet[Any, Any]] = []
         self._closed = False
         self._watch: HandshakeWatch | None = None
+        self._curve_server = isinstance(curve, CurveServer)
         self._own_key_name = curve.keys.name if isinstance(curve, CurveServer) else None
         self._key_names: dict[bytes, str] = {}
         """CURVE server: the key name each welcomed peer was admitted with."""
         ctx = context if context is not None else zmq.green.Context.instance()
         if isinstance(curve, CurveServer):  # before any socket exists: trust() may raise
-            zap_handler(ctx).trust(curve.keys, curve.authorized_dir)
+            zap_handler(ctx).trust(curve.keys, curve.authorized_dir, curve.domain)
         self._socket: zmq.Socket[Any] = ctx.socket(socket_type)
         self._socket.setsockopt(zmq.MAXMSGSIZE, MAX_DATA_BYTES)  # bigger frames: disconnect
         self._socket.setsockopt(zmq.LINGER, 0)
@@ -232,7 +264,7 @@ class BusSocket:
         sock.setsockopt(zmq.CURVE_SECRETKEY, curve.keys.secret)
         if isinstance(curve, CurveServer):
             sock.setsockopt(zmq.CURVE_SERVER, 1)
-            sock.setsockopt(zmq.ZAP_DOMAIN, ZAP_DOMAIN.encode())
+            sock.setsockopt(zmq.ZAP_DOMAIN, curve.domain.encode())
             try:  # without a ZAP handler, refuse every client rather than admit them all
                 sock.setsockopt(zmq.ZAP_ENFORCE_DOMAIN, 1)
             except zmq.ZMQError as exc:  # a libzmq without the option: the handler runs anyway
@@ -260,8 +292,16 @@ class BusSocket:
         return int(self._queue.qsize())
 
     def bind(self, endpoint: str) -> str:
-        """Bind and return the actual endpoint (``tcp://127.0.0.1:*`` picks a free port)."""
-        self._socket.bind(endpoint)
+        """Bind and return the actual endpoint (``tcp://127.0.0.1:*`` picks a free port).
+
+        Raises:
+            ConfigError: ``needs_keys`` (tcp, and this socket is no CURVE server), an ipc
+                folder others may enter (``ipc_folder_not_private``), a malformed endpoint.
+            zmq.ZMQError: the endpoint cannot be bound.
+        """
+        if is_tcp(endpoint) and not self._curve_server:
+            raise _needs_keys(endpoint, "bind")
+        bind_private(self._socket, endpoint)
         return self._socket.getsockopt_string(zmq.LAST_ENDPOINT)
 
     def connect(self, endpoint: str) -> None:
@@ -503,32 +543,73 @@ class ControlClient:
     """Request/reply over a DEALER to the coordinator's control endpoint, one request at a time.
 
     Args:
-        endpoint: e.g. ``"ipc:///run/user/1000/torviz/control"``.
+        endpoint: e.g. ``"ipc:///home/me/.local/state/torviz/control.sock"``.
         timeout: seconds to wait for each reply.
         green: use zmq.green (default: when gevent has patched threading).
+        curve: the CURVE client settings; required for a tcp endpoint (from
+            ``shared.runtime.curve.client_security``).
+        identity: the routing identity, which is also the agent id ``hello`` gives (a CURVE
+            endpoint admits only a caller whose identity is the agent id it names); default
+            ``cli-<pid>-<random>``, so that concurrent commands never take over each other.
 
     After a ``DaemonUnreachableError`` the client must be closed: a late reply would be taken as the
     answer to the next request.
+
+    Raises:
+        DaemonUnreachableError: an ipc socket that is missing or that nobody listens on.
+        PermissionDeniedError: an ipc socket this user may not connect to.
+        ConfigError: ``needs_keys`` (a tcp endpoint without ``curve``), a malformed endpoint.
     """
 
-    def __init__(self, endpoint: str, *, timeout: float = 5.0, green: bool | None = None) -> None:
+    _HANDSHAKE_EVENTS = (
+        zmq.EVENT_HANDSHAKE_FAILED_AUTH
+        | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+        | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+        | zmq.EVENT_HANDSHAKE_SUCCEEDED
+    )
+
+    def __init__(
+        self,
+        endpoint: str,
+        *,
+        timeout: float = 5.0,
+        green: bool | None = None,
+        curve: CurveClient | None = None,
+        identity: str | None = None,
+    ) -> None:
         self.endpoint = endpoint
         self.timeout = timeout
+        self.identity = identity or f"cli-{os.getpid()}-{secrets.token_hex(4)}"
+        self._curve = curve
+        path = ipc_path(endpoint)
+        if path is not None:
+            _probe(endpoint, path)
+        elif is_tcp(endpoint) and curve is None:
+            raise _needs_keys(endpoint, "connect to")
         module: Any = zmq.green if (green if green is not None else _green_default()) else zmq
         self._poller_class = module.Poller
         self._socket: zmq.Socket[Any] = module.Context.instance().socket(zmq.DEALER)
         self._socket.setsockopt(zmq.LINGER, 0)
         self._socket.setsockopt(zmq.MAXMSGSIZE, MAX_DATA_BYTES)
+        self._socket.setsockopt(zmq.ROUTING_ID, self.identity.encode())
+        self._monitor: zmq.Socket[Any] | None = None
+        if curve is not None:
+            self._socket.setsockopt(zmq.CURVE_PUBLICKEY, curve.keys.public)
+            self._socket.setsockopt(zmq.CURVE_SECRETKEY, curve.keys.secret)
+            self._socket.setsockopt(zmq.CURVE_SERVERKEY, curve.server_public)
+            self._monitor = self._socket.get_monitor_socket(self._HANDSHAKE_EVENTS)
         self._socket.connect(endpoint)
 
-    def hello(self, agent_id: str = "cli", host: str = "", pid: int = 0) -> Welcome:
-        """Introduce this client; returns the ``Welcome``.
+    def hello(self, agent_id: str | None = None, host: str = "", pid: int = 0) -> Welcome:
+        """Introduce this client (as ``agent_id``, default its identity); returns the
+        ``Welcome``.
 
         Raises:
             BusError: the daemon rejected us (``reason`` from ``Rejected``) or answered oddly.
             DaemonUnreachableError: no answer within the timeout.
+            PermissionDeniedError: the daemon refused this client's key.
         """
-        answer = self.request(make_hello(ServiceKind.CLI, agent_id, host, pid))
+        answer = self.request(make_hello(ServiceKind.CLI, agent_id or self.identity, host, pid))
         if not isinstance(answer, Welcome | Rejected):
             raise BusError("unexpected_reply", f"{type(answer).__name__} in answer to Hello")
         return raise_if_rejected(answer)
@@ -538,12 +619,23 @@ class ControlClient:
 
         Raises:
             DaemonUnreachableError: no answer within the timeout.
+            PermissionDeniedError: the daemon refused this client's key.
             BusError: the reply is malformed.
         """
         self._socket.send_multipart(encode_frames(message), copy=False)
         poller = self._poller_class()
         poller.register(self._socket, zmq.POLLIN)
-        if not poller.poll(int(self.timeout * 1000)):
+        if self._monitor is not None:
+            poller.register(self._monitor, zmq.POLLIN)
+        deadline = time.monotonic() + self.timeout
+        while True:
+            left = deadline - time.monotonic()
+            ready = dict(poller.poll(max(1, int(left * 1000)))) if left > 0 else {}
+            if self._socket in ready:
+                break
+            if self._monitor is not None and self._monitor in ready:
+                self._handshake_event(self._monitor)
+                continue
             raise DaemonUnreachableError(self.endpoint)
         frames = _recv_bounded(self._socket)
         if frames is None:
@@ -551,8 +643,33 @@ class ControlClient:
         reply, _ = decode_frames([frame.buffer for frame in frames])
         return reply
 
+    def _handshake_event(self, monitor: zmq.Socket[Any]) -> None:
+        """Raise on a failed CURVE handshake: the daemon answers a refused key with nothing."""
+        try:
+            event = int(recv_monitor_message(monitor)["event"])
+        except (RuntimeError, ValueError, KeyError):
+            return  # a malformed event: libzmq's, and no verdict
+        assert self._curve is not None
+        if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+            raise PermissionDeniedError(
+                self.endpoint,
+                f"the daemon at {self.endpoint} does not admit the key "
+                f"{self._curve.keys.name!r}: its control endpoint admits only the daemon's own "
+                "key; run the command as the daemon's user, with its keys folder",
+            )
+        if event != zmq.EVENT_HANDSHAKE_SUCCEEDED:
+            raise PermissionDeniedError(
+                self.endpoint,
+                f"the CURVE handshake with {self.endpoint} failed: the daemon's public key is "
+                "not the coordinator.key in the keys folder given, or it uses no keys",
+            )
+
     def close(self) -> None:
         """Close the socket at once (unsent requests are dropped)."""
+        if self._monitor is not None:
+            with contextlib.suppress(zmq.ZMQError):  # the socket is going away anyway
+                self._socket.disable_monitor()
+            self._monitor.close(linger=0)
         self._socket.close(linger=0)
 
     def __enter__(self) -> ControlClient:
@@ -562,13 +679,37 @@ class ControlClient:
         self.close()
 
 
-def control_request(endpoint: str, message: Message, *, timeout: float = 5.0) -> Message:
+def _probe(endpoint: str, path: str) -> None:
+    """Fail at once, with the reason, when the ipc socket at ``path`` cannot be used."""
+    state = probe_ipc(path)
+    if state in (IpcState.MISSING, IpcState.NOT_LISTENING):
+        raise DaemonUnreachableError(endpoint)
+    if state is IpcState.DENIED:
+        owner = owner_of(path)
+        who = f"user {owner}" if owner else "another user"
+        run_as = owner if owner else "the daemon's user"
+        raise PermissionDeniedError(
+            endpoint, f"{path} belongs to {who}: run the command as {run_as}"
+        )
+
+
+def control_request(
+    endpoint: str, message: Message, *, timeout: float = 5.0, curve: CurveClient | None = None
+) -> Message:
     """Say hello to the daemon at ``endpoint``, send one request, return its reply.
+
+    Args:
+        endpoint: the control endpoint.
+        message: the request.
+        timeout: seconds to wait for each reply.
+        curve: CURVE client settings, required for a tcp endpoint.
 
     Raises:
         DaemonUnreachableError: nothing answered within ``timeout`` seconds.
+        PermissionDeniedError: the daemon is another user's, or refused our key.
+        ConfigError: a tcp endpoint without ``curve``.
         BusError: the daemon rejected us or replied with a malformed message.
     """
-    with ControlClient(endpoint, timeout=timeout) as client:
+    with ControlClient(endpoint, timeout=timeout, curve=curve) as client:
         client.hello()
         return client.request(message)

@@ -7,8 +7,11 @@ takes the request frames and the known keys and returns the reply frames with th
 the greenlet only receives (bounded), reloads keys, logs and sends.
 
 Who is admitted:
-- CURVE: a client whose public key is in an authorized folder (``CurveServer.authorized_dir``)
-  or is one of this process's own public keys; its ZAP user id is the key's name. An unknown
+- CURVE: a client whose public key the request's ZAP domain admits: a key in an authorized
+  folder trusted for that domain (``CurveServer.authorized_dir``), or one of this process's own
+  public keys trusted for it; its ZAP user id is the key's name. Bus and data endpoints ask in
+  ``torviz``; the control endpoint asks in ``torviz-control``, where only the coordinator's own
+  key is trusted, so an agent's key opens the bus and never the control endpoint. An unknown
   key triggers a reload of the authorized folders (at most once per ``reload_interval``), so a
   key file added there is admitted without a restart.
 - NULL: libzmq asks about NULL clients only when the bound socket set a ZAP domain (ZeroMQ
@@ -48,9 +51,10 @@ from zmq.utils import z85
 
 from shared.errors import ConfigError
 
-from .curve import KeyPair, load_authorized_dir
+from .curve import CONTROL_ZAP_DOMAIN, ZAP_DOMAIN, KeyPair, load_authorized_dir
 
 __all__ = [
+    "CONTROL_ZAP_DOMAIN",
     "MAX_ZAP_FRAME",
     "MAX_ZAP_FRAMES",
     "ZAP_DOMAIN",
@@ -66,8 +70,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 ZAP_ENDPOINT = "inproc://zeromq.zap.01"
-ZAP_DOMAIN = "torviz"
-"""The ZAP domain torviz's CURVE servers set."""
 MAX_ZAP_FRAMES = 16
 """Frames read per request: up to 4 routing ids, the delimiter, 6 fields, credentials."""
 MAX_ZAP_FRAME = 512
@@ -118,12 +120,17 @@ def _text(frame: bytes) -> str:
     return frame.decode("ascii", "replace")
 
 
-def answer_zap(frames: Sequence[bytes], known: Mapping[bytes, str]) -> ZapDecision:
+KnownKeys = Mapping[bytes, str] | Callable[[str], Mapping[bytes, str]]
+"""Admitted CURVE public keys (Z85) -> user id; or a function of the ZAP domain giving them."""
+
+
+def answer_zap(frames: Sequence[bytes], known: KnownKeys) -> ZapDecision:
     """Decide one ZAP request, as received on a ROUTER (routing ids, delimiter, fields).
 
     Args:
         frames: the request's frames.
-        known: admitted CURVE public keys (Z85) -> the user id to give them.
+        known: admitted CURVE public keys (Z85) -> the user id to give them, the same for
+            every domain, or a function from the request's ZAP domain to those keys.
 
     Returns:
         The decision, with the reply frames to send back on the same ROUTER.
@@ -162,7 +169,8 @@ def answer_zap(frames: Sequence[bytes], known: Mapping[bytes, str]) -> ZapDecisi
         if len(credentials) != 1 or len(credentials[0]) != 32:
             return reply(b"500", "malformed", "CURVE credentials are one 32-byte key", **about)
         key = z85.encode(credentials[0])
-        name = known.get(key)
+        admitted = known(about["domain"]) if callable(known) else known
+        name = admitted.get(key)
         if name is None:
             return reply(b"400", "unknown_key", "unknown CURVE key", client_key=key, **about)
         return reply(b"200", "known_key", "OK", user_id=name, client_key=key, **about)
@@ -228,9 +236,12 @@ class ZapHandler:
         self.stats = ZapStats()
         self.reload_interval = reload_interval
         self._clock = clock
-        self._own: dict[bytes, str] = {}
-        self._dirs: list[Path] = []
-        self._authorized: dict[bytes, str] = {}
+        self._own: dict[str, dict[bytes, str]] = {}
+        """ZAP domain -> this process's own keys trusted there."""
+        self._dirs: dict[str, list[Path]] = {}
+        """ZAP domain -> the authorized folders trusted there."""
+        self._loaded: dict[Path, dict[bytes, str]] = {}
+        """Authorized folder -> its keys, as last loaded."""
         self._last_reload = float("-inf")
         self._logged: set[tuple[bytes, str]] = set()
         self._socket: zmq.Socket[Any] | None = None
@@ -241,20 +252,27 @@ class ZapHandler:
         """Whether it is bound and answering."""
         return self._greenlet is not None and not self._greenlet.dead
 
-    def trust(self, own: KeyPair, authorized_dir: Path | None) -> None:
-        """Admit ``own``'s public key, and the keys in ``authorized_dir`` (loaded now).
+    def trust(self, own: KeyPair, authorized_dir: Path | None, domain: str = ZAP_DOMAIN) -> None:
+        """Admit in ``domain`` ``own``'s public key, and the keys in ``authorized_dir``
+        (loaded now).
 
         Raises:
-            ConfigError: a key file in ``authorized_dir`` is invalid.
+            ConfigError: a key file in ``authorized_dir`` is invalid (nothing is trusted then).
         """
-        self._own[own.public] = own.name
-        if authorized_dir is not None and authorized_dir not in self._dirs:
-            self._authorized.update(load_authorized_dir(authorized_dir))
-            self._dirs.append(authorized_dir)
+        if authorized_dir is not None and authorized_dir not in self._loaded:
+            self._loaded[authorized_dir] = load_authorized_dir(authorized_dir)
+        self._own.setdefault(domain, {})[own.public] = own.name
+        folders = self._dirs.setdefault(domain, [])
+        if authorized_dir is not None and authorized_dir not in folders:
+            folders.append(authorized_dir)
 
-    def known(self) -> dict[bytes, str]:
-        """Every admitted public key (Z85) -> its name."""
-        return {**self._authorized, **self._own}
+    def known(self, domain: str = ZAP_DOMAIN) -> dict[bytes, str]:
+        """Every public key (Z85) admitted in ``domain`` -> its name."""
+        admitted: dict[bytes, str] = {}
+        for folder in self._dirs.get(domain, ()):
+            admitted.update(self._loaded.get(folder, {}))
+        admitted.update(self._own.get(domain, {}))
+        return admitted
 
     def start(self) -> None:
         """Bind the ZAP endpoint and start answering.
@@ -321,27 +339,27 @@ class ZapHandler:
 
     def decide(self, frames: Sequence[bytes]) -> ZapDecision:
         """Answer one request: reload on an unknown key, count and log the decision."""
-        decision = answer_zap(frames, self.known())
+        decision = answer_zap(frames, self.known)
         if decision.reason == "unknown_key" and self._reload():
-            decision = answer_zap(frames, self.known())
+            decision = answer_zap(frames, self.known)
         self._record(decision)
         return decision
 
     def _reload(self) -> bool:
         """Reload the authorized folders if allowed now; returns whether it did."""
         now = self._clock()
-        if not self._dirs or now - self._last_reload < self.reload_interval:
+        if not self._loaded or now - self._last_reload < self.reload_interval:
             return False
         self._last_reload = now
         self.stats.reloads += 1
-        fresh: dict[bytes, str] = {}
-        for folder in self._dirs:
+        fresh: dict[Path, dict[bytes, str]] = {}
+        for folder in self._loaded:
             try:
-                fresh.update(load_authorized_dir(folder))
+                fresh[folder] = load_authorized_dir(folder)
             except ConfigError as exc:
                 log.warning("keeping the previous authorized keys: %s", exc)
                 return False
-        self._authorized = fresh  # a removed key file is no longer admitted, either
+        self._loaded = fresh  # a removed key file is no longer admitted, either
         return True
 
     def _record(self, decision: ZapDecision) -> None:
@@ -372,7 +390,7 @@ class ZapHandler:
                 "refused an unknown CURVE key %s from %s: %s",
                 _key_text(decision.client_key),
                 origin,
-                _where_to_add(self._dirs),
+                _where_to_add(self._dirs.get(decision.domain, ())),
             )
         else:
             log.warning(

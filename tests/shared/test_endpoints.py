@@ -1,4 +1,5 @@
-"""Which endpoints are local, and which strings are refused (a table each)."""
+"""Which endpoints are local and which are tcp (those need keys), and which strings are
+refused (a table each)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ from shared.errors import ConfigError
     ("endpoint", "local", "tcp"),
     [
         ("ipc:///run/user/1000/torviz/bus.sock", True, False),
-        ("ipc://@abstract-name", True, False),
         ("inproc://zeromq.zap.01", True, False),
         ("tcp://127.0.0.1:7700", True, True),
         ("tcp://127.0.0.1:*", True, True),
@@ -60,6 +60,7 @@ def test_parts() -> None:
         ("://127.0.0.1:7700", "bad_endpoint"),
         ("tcp://", "bad_endpoint"),
         ("ipc://", "bad_endpoint"),
+        ("ipc://@abstract-name", "abstract_ipc"),  # no owner, no mode: open to every user
         ("udp://127.0.0.1:7700", "unsupported_transport"),
         ("pgm://eth0;239.192.1.1:5555", "unsupported_transport"),
         ("ws://127.0.0.1:80", "unsupported_transport"),

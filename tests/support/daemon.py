@@ -70,7 +70,9 @@ class TorvizDaemon:
     def flags(self) -> list[str]:
         return ["--state-dir", str(self.state_dir)]
 
-    def start(self) -> TorvizDaemon:
+    def start(self, *extra: str, umask: int = -1) -> TorvizDaemon:
+        """Start it (``extra``: more ``start`` arguments; ``umask``: the daemon's, -1 ours)
+        and wait until ``daemon.json`` is there."""
         self._log_handle = open(self.log, "ab")  # noqa: SIM115
         self.process = subprocess.Popen(
             [
@@ -81,10 +83,12 @@ class TorvizDaemon:
                 str(self.config),
                 "--download-dir",
                 str(self.download_dir),
+                *extra,
             ],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=self._log_handle,
+            umask=umask,
         )
         deadline = time.monotonic() + _START_TIMEOUT
         while not (self.state_dir / "daemon.json").exists():

@@ -283,6 +283,8 @@ def _instructions(report: KeysReport) -> str:
         "put in the coordinator's config:",
         "  [security]",
         f"  keys_dir = {json.dumps(str(folder))}",
+        "a tcp control endpoint then admits only this pair: the CLI of the daemon's user "
+        "finds it (or give --keys)",
     ]
     for name in report.kept_agents:
         lines.append(f"agent {name}: key kept; {folder / _AGENTS / name}/ refreshed")

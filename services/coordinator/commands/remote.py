@@ -4,6 +4,12 @@ resume, verify, remove, shutdown.
 They find a daemon started with default settings without any flag (through ``daemon.json`` in
 the default state directory) and take ``--control ADDR`` or ``--state-dir DIR`` to reach another
 one. ``ID`` is an info hash in hex or an unambiguous prefix of one.
+
+Who may: an ipc control socket only its owner can reach (0600, in a private folder); a tcp one
+only a client holding the daemon's own key pair (CURVE, checked by the daemon's ZAP handler).
+The keys come from ``--keys DIR`` and ``--key-name NAME``, else from the ``daemon.json`` of the
+daemon found, else from ``[security]`` of the default config file; the server's public key is
+``DIR/coordinator.key``. A refusal is one line, "permission denied: ...", exit 1.
 """
 
 from __future__ import annotations
@@ -36,6 +42,8 @@ from shared.bus import (
     VerifyStarted,
     VerifyTorrent,
 )
+from shared.config import SecurityConfig
+from shared.endpoints import is_tcp
 from shared.errors import BusError, TorvizError
 
 from ..progress import human_size
@@ -82,18 +90,42 @@ def _parser(subparsers: Any, name: str, text: str) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = subparsers.add_parser(name, help=text, description=text)
     parser.add_argument("--control", metavar="ADDR", help="the daemon's control endpoint")
     parser.add_argument("--state-dir", metavar="DIR", help="the daemon's state directory")
+    parser.add_argument(
+        "--keys",
+        metavar="DIR",
+        help="the daemon's CURVE keys folder, for a tcp control endpoint "
+        "(default: the daemon's, or [security] keys_dir)",
+    )
+    parser.add_argument(
+        "--key-name",
+        metavar="NAME",
+        help="the key pair to use in the keys folder (default: coordinator, the daemon's own)",
+    )
     return parser
 
 
+def _security(args: argparse.Namespace, keys_dir: str, key_name: str) -> SecurityConfig:
+    """The CLI's ``[security]``: flags, then what ``daemon.json`` names, then the config file."""
+    if not args.keys and not keys_dir:
+        from ..locations import load_config_file
+
+        configured = load_config_file(None).security
+        keys_dir, key_name = configured.keys_dir, configured.key_name
+    return SecurityConfig(keys_dir=args.keys or keys_dir, key_name=args.key_name or key_name)
+
+
 def _request(args: argparse.Namespace, message: Message) -> Message:
-    from shared.runtime import DaemonUnreachableError, control_request
+    from shared.runtime import control_request
+    from shared.runtime.curve import COORDINATOR_KEY, client_security
 
-    from ..locations import find_control_endpoint
+    from ..locations import find_daemon
 
-    endpoint = find_control_endpoint(args.control, args.state_dir)
-    if endpoint.startswith("ipc://") and not os.path.exists(endpoint.removeprefix("ipc://")):
-        raise DaemonUnreachableError(endpoint)  # nobody bound it: no need to wait for a reply
-    reply = control_request(endpoint, message, timeout=REQUEST_TIMEOUT)
+    daemon = find_daemon(args.control, args.state_dir)
+    curve = None
+    if is_tcp(daemon.control):  # ipc needs no keys: never read a config that is not needed
+        security = _security(args, daemon.keys_dir, daemon.key_name)
+        curve = client_security(daemon.control, security, COORDINATOR_KEY)
+    reply = control_request(daemon.control, message, timeout=REQUEST_TIMEOUT, curve=curve)
     if isinstance(reply, ControlFailed):
         raise TorvizError(reply.reason, reply.message)
     return reply

@@ -1,4 +1,8 @@
-"""``torviz-coordinator start``: the daemon, with its three agents as local child processes."""
+"""``torviz-coordinator start``: the daemon, with its three agents as local child processes.
+
+A tcp endpoint (control, bus or data), loopback included, is refused at start without
+``[security] keys_dir``: one line, exit 1 (see ``shared.runtime.curve``).
+"""
 
 from __future__ import annotations
 
@@ -18,7 +22,10 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--download-dir", metavar="DIR", help="where new torrents are saved")
     parser.add_argument("--state-dir", metavar="DIR", help="state, sockets and the daemon lock")
     parser.add_argument(
-        "--control", metavar="ADDR", help="control endpoint, e.g. tcp://127.0.0.1:7700"
+        "--control",
+        metavar="ADDR",
+        help="control endpoint (default: ipc in the state directory); tcp, e.g. "
+        "tcp://127.0.0.1:7700, needs [security] keys_dir and admits only the daemon's own key",
     )
     parser.add_argument("--log-level", default="INFO", metavar="LEVEL")
     parser.set_defaults(handler=run)

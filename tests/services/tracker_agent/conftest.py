@@ -1,6 +1,6 @@
 """Fixtures running the real tracker agent as a subprocess, with the test as its coordinator.
 
-``coordinator`` binds a plain (blocking) pyzmq ROUTER on loopback; ``start_agent`` runs
+``coordinator`` binds a plain (blocking) pyzmq ROUTER on ipc; ``start_agent`` runs
 ``python -m services.tracker_agent`` against it with a config file (``extra``: more TOML
 sections), answers its ``Hello`` (unless ``welcome=False``) and returns a ``RunningAgent``.
 Every wait is bounded; every process is killed at teardown. Helpers live in ``harness.py``.
@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -30,13 +31,15 @@ def coordinator() -> Iterator[Coordinator]:
     router = context.socket(zmq.ROUTER)
     router.setsockopt(zmq.LINGER, 0)
     router.setsockopt(zmq.ROUTER_HANDOVER, 1)  # as the coordinator's: a new socket takes over
-    router.bind("tcp://127.0.0.1:*")
-    endpoint = router.getsockopt_string(zmq.LAST_ENDPOINT)
-    coordinator = Coordinator(router, endpoint)
-    try:
-        yield coordinator
-    finally:
-        coordinator.socket.close(linger=0)  # the one bound now (a test may replace it)
+    # ipc in a private folder: agents refuse tcp without keys (any local user could listen)
+    with tempfile.TemporaryDirectory(prefix="tvz-ta-", dir="/tmp") as folder:
+        router.bind(f"ipc://{folder}/bus")
+        endpoint = router.getsockopt_string(zmq.LAST_ENDPOINT)
+        coordinator = Coordinator(router, endpoint)
+        try:
+            yield coordinator
+        finally:
+            coordinator.socket.close(linger=0)  # the one bound now (a test may replace it)
 
 
 @pytest.fixture

@@ -117,7 +117,7 @@ def test_missing_keys_for_a_tcp_coordinator_exit_2_with_one_line(
     coordinator: Coordinator, tmp_path: Path
 ):
     finished = subprocess.run(
-        [sys.executable, "-m", "services.tracker_agent", "--coordinator", coordinator.endpoint,
+        [sys.executable, "-m", "services.tracker_agent", "--coordinator", "tcp://127.0.0.1:9",
          "--agent-id", AGENT_ID, "--keys", str(tmp_path / "no-keys")],
         cwd=REPO, capture_output=True, text=True, timeout=20, check=False,
     )  # fmt: skip

@@ -24,13 +24,16 @@ from shared.config import SecurityConfig
 from shared.errors import ConfigError
 from shared.runtime import BusSocket, Incoming
 from shared.runtime.curve import (
+    CONTROL_ZAP_DOMAIN,
     MAX_KEY_FILE,
+    ZAP_DOMAIN,
     CurveClient,
     CurveServer,
     KeyPair,
     authorized_keys,
     check_public_key,
     client_security,
+    control_security,
     load_keypair,
     load_public_key,
     server_security,
@@ -215,31 +218,75 @@ def test_check_public_key() -> None:
 # --- which sockets use CURVE -----------------------------------------------------------
 
 
+def test_without_keys_ipc_and_inproc_are_plain(tmp_path: Path) -> None:
+    for endpoint in (f"ipc://{tmp_path}/x.sock", "inproc://bus"):
+        assert server_security(endpoint, security(), "coordinator") is None
+        assert control_security(endpoint, security()) is None
+        assert client_security(endpoint, security(), "a1") is None
+
+
+TCP_HINT = (
+    "any local user can reach a tcp port, loopback included, so tcp takes keys: run "
+    "`torviz-coordinator keys init` and set [security] keys_dir (or --keys DIR), or use an "
+    "ipc:// endpoint"
+)
+
+
 @pytest.mark.parametrize(
     "endpoint",
-    ["ipc:///tmp/x.sock", "inproc://bus", "tcp://127.0.0.1:7700", "tcp://[::1]:7700"],
+    [
+        "tcp://127.0.0.1:7700",  # loopback: any local user can connect to it
+        "tcp://[::1]:7700",
+        "tcp://localhost:7700",
+        "tcp://0.0.0.0:7700",
+        "tcp://*:7700",
+        "tcp://10.213.7.3:7700",
+        "tcp://h:1",
+    ],
 )
-def test_no_keys_and_a_local_endpoint_is_plain(endpoint: str) -> None:
-    assert server_security(endpoint, security(), "coordinator") is None
-    assert client_security(endpoint, security(), "a1") is None
-
-
-@pytest.mark.parametrize(
-    "endpoint", ["tcp://0.0.0.0:7700", "tcp://*:7700", "tcp://10.213.7.3:7700", "tcp://h:1"]
-)
-def test_binding_a_non_local_endpoint_without_keys_is_refused(endpoint: str) -> None:
-    with pytest.raises(ConfigError) as caught:
-        server_security(endpoint, security(), "coordinator")
+def test_every_tcp_endpoint_without_keys_is_refused_both_ways(endpoint: str) -> None:
+    for bind in (
+        lambda: server_security(endpoint, security(), "coordinator"),
+        lambda: control_security(endpoint, security()),
+    ):
+        with pytest.raises(ConfigError) as caught:
+            bind()
+        assert caught.value.reason == "needs_keys"
+        assert str(caught.value) == f"refusing to bind {endpoint} without CURVE keys: {TCP_HINT}"
+    with pytest.raises(ConfigError) as caught:  # whoever listens there could be anyone
+        client_security(endpoint, security(), "a1")
     assert caught.value.reason == "needs_keys"
-    assert str(caught.value) == (
-        f"refusing to bind {endpoint} without CURVE keys: run `torviz-coordinator keys init` "
-        "and set [security] keys_dir"
+    assert str(caught.value) == f"refusing to connect to {endpoint} without CURVE keys: {TCP_HINT}"
+
+
+def test_binding_ipc_in_a_folder_others_may_enter_is_refused(tmp_path: Path) -> None:
+    open_folder = tmp_path / "open"
+    open_folder.mkdir(mode=0o755)
+    open_folder.chmod(0o755)
+    endpoint = f"ipc://{open_folder}/bus.sock"
+    for bind in (
+        lambda: server_security(endpoint, security(), "coordinator"),
+        lambda: control_security(endpoint, security()),
+    ):
+        with pytest.raises(ConfigError) as caught:
+            bind()
+        assert caught.value.reason == "ipc_folder_not_private"
+        assert f"its folder {open_folder} (owner " in str(caught.value)
+        assert "mode 0755) lets other users in" in str(caught.value)
+    open_folder.chmod(0o700)
+    assert server_security(endpoint, security(), "coordinator") is None
+
+
+def test_the_control_endpoint_admits_only_the_coordinators_own_key(keys: Path) -> None:
+    server = control_security("tcp://127.0.0.1:7700", security(keys))
+    assert server == CurveServer(load_keypair(keys, "coordinator"), None, CONTROL_ZAP_DOMAIN)
+    assert server_security("tcp://127.0.0.1:7700", security(keys), "coordinator") == (
+        CurveServer(load_keypair(keys, "coordinator"), keys / "authorized", ZAP_DOMAIN)
     )
-    assert client_security(endpoint, security(), "a1") is None  # connecting stays plain
 
 
-def test_with_keys_every_tcp_socket_uses_curve_and_ipc_never(keys: Path) -> None:
-    for endpoint in ("ipc:///tmp/x.sock", "inproc://bus"):
+def test_with_keys_every_tcp_socket_uses_curve_and_ipc_never(keys: Path, tmp_path: Path) -> None:
+    for endpoint in (f"ipc://{tmp_path}/x.sock", "inproc://bus"):
         assert server_security(endpoint, security(keys), "coordinator") is None
         assert client_security(endpoint, security(keys), "a1") is None
     for endpoint in ("tcp://127.0.0.1:7700", "tcp://0.0.0.0:7700"):
@@ -396,8 +443,8 @@ def test_a_curve_client_to_a_plain_server_fails_clearly(
 ) -> None:
     caplog.set_level(logging.ERROR, logger="shared.runtime.curve")
     server_ctx, client_ctx = contexts
-    inbox: gevent.queue.Queue[Incoming] = gevent.queue.Queue()
-    server = BusSocket.router(inbox.put, name="plain", context=server_ctx)
+    server = server_ctx.socket(zmq.ROUTER)  # raw: a BusSocket never binds plain tcp
+    server.setsockopt(zmq.LINGER, 0)
     client = BusSocket.dealer(
         lambda incoming: None,
         name="a1",
@@ -405,14 +452,12 @@ def test_a_curve_client_to_a_plain_server_fails_clearly(
         curve=CurveClient(load_keypair(keys, "a1"), load_public_key(keys, "coordinator")),
     )
     try:
-        endpoint = server.bind("tcp://127.0.0.1:*")
-        server.start()
-        client.connect(endpoint)
+        server.bind("tcp://127.0.0.1:*")
+        client.connect(server.getsockopt_string(zmq.LAST_ENDPOINT))
         client.start()
         client.send(make_hello(ServiceKind.PEER_AGENT, "a1", "h", 1))
         assert wait_for(lambda: client.stats.auth_failures >= 1)
-        with pytest.raises(gevent.queue.Empty):
-            inbox.get(timeout=0.3)
+        assert not server.poll(300)
         assert any("the server uses no keys" in r.getMessage() for r in caplog.records)
     finally:
         client.close(linger=0)

@@ -23,6 +23,7 @@ from shared.bus import Hello, HelloPolicy, ServiceKind, Welcome, make_hello
 from shared.runtime import BusSocket, Incoming
 from shared.runtime.curve import CurveClient, CurveServer, load_keypair, load_public_key
 from shared.runtime.zap import (
+    CONTROL_ZAP_DOMAIN,
     MAX_ZAP_FRAME,
     MAX_ZAP_FRAMES,
     ZAP_DOMAIN,
@@ -190,6 +191,30 @@ def client_ctx() -> Iterator[Any]:
         yield context
     finally:
         context.destroy(linger=0)
+
+
+def test_each_zap_domain_admits_only_the_keys_trusted_for_it(keys: Path) -> None:
+    handler = ZapHandler(zmq.green.Context.instance(), clock=Clock())  # never started
+    coordinator = load_keypair(keys, "coordinator")
+    handler.trust(coordinator, keys / "authorized")  # the bus: its folder and its own key
+    handler.trust(coordinator, None, CONTROL_ZAP_DOMAIN)  # control: its own key only
+    a1 = z85.decode(load_public_key(keys, "a1"))
+    own = z85.decode(coordinator.public)
+    assert handler.decide(curve_request(a1, ZAP_DOMAIN.encode())).admitted
+    assert handler.decide(curve_request(own, ZAP_DOMAIN.encode())).admitted
+    refused = handler.decide(curve_request(a1, CONTROL_ZAP_DOMAIN.encode()))
+    assert (refused.status, refused.reason) == (b"400", "unknown_key")
+    admitted = handler.decide(curve_request(own, CONTROL_ZAP_DOMAIN.encode()))
+    assert admitted.admitted and admitted.user_id == "coordinator"
+    assert not handler.decide(curve_request(a1, b"")).admitted  # no domain: nothing trusted
+    assert handler.known(CONTROL_ZAP_DOMAIN) == {coordinator.public: "coordinator"}
+
+
+def test_answer_zap_takes_the_keys_of_the_requests_domain() -> None:
+    by_domain = {"torviz": KNOWN, "torviz-control": {}}
+    assert answer_zap(curve_request(), lambda domain: by_domain.get(domain, {})).admitted
+    control = curve_request(domain=b"torviz-control")
+    assert not answer_zap(control, lambda domain: by_domain.get(domain, {})).admitted
 
 
 class Clock:
