@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ConfigError
+from .paths import MAX_PATH_DEPTH_CEILING
 
 __all__ = [
     "Config",
@@ -47,6 +48,9 @@ class CoordinatorConfig:
     """Connections per torrent, across all peer agents."""
     pieces_per_peer: int = 8
     """Pieces handed to one connection at a time, so it never waits for the coordinator."""
+    max_path_depth: int = 64
+    """Components a file's path in a torrent may have; a deeper torrent is refused when it is
+    added (at most 1024, the most the storage agent accepts)."""
     embedded_agents: bool = True
     """Start the three agents as local child processes."""
     heartbeat_interval: float = 5.0
@@ -68,6 +72,12 @@ class CoordinatorConfig:
             raise ConfigError(
                 "bad_value",
                 f"coordinator.heartbeat_misses must be at least 1, not {self.heartbeat_misses}",
+            )
+        if not 1 <= self.max_path_depth <= MAX_PATH_DEPTH_CEILING:
+            raise ConfigError(
+                "bad_value",
+                f"coordinator.max_path_depth must be between 1 and {MAX_PATH_DEPTH_CEILING}, "
+                f"not {self.max_path_depth}",
             )
 
 

@@ -35,6 +35,7 @@ from shared.errors import MetainfoError
 __all__ = [
     "DEFAULT_MAX_PATH_DEPTH",
     "MAX_COMPONENT_BYTES",
+    "MAX_PATH_DEPTH_CEILING",
     "check_component",
     "resolve_inside",
     "safe_relative_path",
@@ -45,6 +46,9 @@ MAX_COMPONENT_BYTES = 255
 
 DEFAULT_MAX_PATH_DEPTH = 64
 """Components in one file's path inside a multi-file torrent (the torrent name not counted)."""
+MAX_PATH_DEPTH_CEILING = 1024
+"""The deepest path any setting may allow (``[coordinator] max_path_depth``); the storage agent
+opens torrents up to this depth, since the coordinator applied the user's limit already."""
 
 
 def check_component(component: str) -> str:

@@ -226,7 +226,7 @@ class Coordinator:
         self, request: AddTorrent, now: float, *, paused: bool = False, persist: bool = True
     ) -> TorrentAdded | ControlFailed:
         try:
-            metainfo = parse_metainfo(request.metainfo)
+            metainfo = parse_metainfo(request.metainfo, max_path_depth=self.config.max_path_depth)
         except MetainfoError as exc:
             return ControlFailed(exc.reason, f"not a usable torrent: {exc}")
         if metainfo.info_hash in self.torrents:

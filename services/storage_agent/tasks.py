@@ -20,6 +20,7 @@ import logging
 from shared.bus import StorageFailed
 from shared.errors import MetainfoError, TorvizError
 from shared.metainfo import parse_info_dict
+from shared.paths import MAX_PATH_DEPTH_CEILING
 from shared.types import InfoHash
 
 from .errors import StorageError
@@ -66,8 +67,9 @@ def open_storage(
             "the coordinator sent the wrong torrent data",
         )
     # Lenient: the bytes are proven genuine by the hash, and real torrents are not always
-    # canonical bencode.
-    info = parse_info_dict(raw_info, strict=False)
+    # canonical bencode. The coordinator applied the user's path depth limit; here only the
+    # ceiling any setting may reach (walking a deep path costs one lstat per folder).
+    info = parse_info_dict(raw_info, strict=False, max_path_depth=MAX_PATH_DEPTH_CEILING)
     return FileStorage(info, save_path, preallocate=preallocate)
 
 
