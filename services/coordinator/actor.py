@@ -247,7 +247,10 @@ class CoordinatorActor(pykka.ThreadingActor):
             self.bus.forget(agent.agent_id.encode())
         restarts = self._restarts.get(agent.kind, 0)
         if restarts >= MAX_RESTARTS or self.launcher is None:
-            self.failure = f"the {agent.kind.value.replace('_', ' ')} keeps exiting (code {code})"
+            self.failure = (
+                f"the {agent.kind.value.replace('_', ' ')} keeps exiting (code {code}); "
+                "its log says why (--log-file FILE keeps it)"
+            )
             log.error("%s: giving up", self.failure)
             return
         self._restarts[agent.kind] = restarts + 1

@@ -57,6 +57,8 @@ class DaemonOptions:
     control: str | None = None
     """Overrides the control endpoint of the config."""
     log_level: str = "INFO"
+    log_file: str | None = None
+    """Where every process appends its log lines; None: stderr."""
     persistent: bool = True
     """Keep the session (torrents, paused flags, totals) and resume state across runs."""
 
@@ -69,7 +71,7 @@ def run_daemon(options: DaemonOptions, watcher: StartWatcher | None = None) -> i
         watcher: starts one more actor once the coordinator runs, given the coordinator's proxy
             and the runner (the one-shot download's progress watcher).
     """
-    setup_logging("coordinator", options.log_level)
+    setup_logging("coordinator", options.log_level, path=options.log_file)
     config = options.config
     endpoints = resolve_endpoints(config, options.state_dir, options.control)
     make_private_dir(options.state_dir)
@@ -89,6 +91,7 @@ def run_daemon(options: DaemonOptions, watcher: StartWatcher | None = None) -> i
             state_dir=str(options.state_dir) if options.persistent else None,
             config_file=options.config_file,
             log_level=options.log_level,
+            log_file=options.log_file,
             keys=(security.keys_dir, key_name) if security.keys_dir else None,
         )
     store = SessionStore(options.state_dir / "session.sqlite") if options.persistent else None

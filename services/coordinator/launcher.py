@@ -40,6 +40,7 @@ class Launcher:
         config_file: passed on to every agent, when the daemon was given one.
         state_dir: where the storage agent keeps its resume state (none: it keeps none).
         log_level: passed on to every agent.
+        log_file: passed on to every agent (None: they log to stderr).
         keys: ``(keys_dir, key_name)`` when the coordinator uses CURVE keys: the embedded
             agents use the coordinator's own key pair, which its sockets always admit.
     """
@@ -52,6 +53,7 @@ class Launcher:
         config_file: str | None,
         state_dir: str | None = None,
         log_level: str = "INFO",
+        log_file: str | None = None,
         keys: tuple[str, str] | None = None,
     ) -> None:
         self.bus = bus
@@ -60,6 +62,7 @@ class Launcher:
         self.state_dir = state_dir
         self.config_file = config_file
         self.log_level = log_level
+        self.log_file = log_file
         self.agents: list[AgentProcess] = []
 
     def start_all(self) -> None:
@@ -82,6 +85,8 @@ class Launcher:
             "--log-level",
             self.log_level,
         ]
+        if self.log_file:
+            argv += ["--log-file", self.log_file]
         if self.config_file:
             argv += ["--config", self.config_file]
         if self.keys is not None:

@@ -2,6 +2,10 @@
 
 The same four services as the daemon run as separate local processes (the coordinator in this
 one), with a private state directory, so a download never disturbs a running daemon.
+
+stderr belongs to the outcome: the progress line, and one line saying what to do when the
+download cannot go on. The services' log lines go nowhere unless asked for: ``--log-level``
+shows them on stderr, ``--log-file`` appends them (at INFO unless a level is given) to a file.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.metainfo import parse_metainfo
+from shared.runtime.logging import LOG_LEVELS
 
 from .info import read_torrent_file
 
@@ -46,7 +51,15 @@ def register(subparsers: Any) -> None:
         help="give up after this long without peers or progress (default %(default)s)",
     )
     parser.add_argument("--config", metavar="FILE", help="TOML configuration file")
-    parser.add_argument("--log-level", default="WARNING", metavar="LEVEL")
+    parser.add_argument(
+        "--log-level",
+        metavar="LEVEL",
+        help=f"show the services' log lines from this level on: {LOG_LEVELS} (default: none "
+        "on stderr; INFO with --log-file)",
+    )
+    parser.add_argument(
+        "--log-file", metavar="FILE", help="append every service's log lines to FILE"
+    )
     parser.set_defaults(handler=run)
 
 
@@ -56,10 +69,10 @@ def run(args: argparse.Namespace) -> int:
     from ..oneshot import DownloadJob, DownloadWatcher
 
     data = read_torrent_file(args.torrent)
-    metainfo = parse_metainfo(data)
+    config = load_config_file(args.config)
+    metainfo = parse_metainfo(data, max_path_depth=config.coordinator.max_path_depth)
     output = Path(args.output).resolve()
     output.mkdir(parents=True, exist_ok=True)
-    config = load_config_file(args.config)
     job = DownloadJob(
         metainfo=data,
         name=metainfo.info.name,
@@ -76,7 +89,8 @@ def run(args: argparse.Namespace) -> int:
             config_file=args.config,
             state_dir=state_dir,
             download_dir=str(output),
-            log_level=args.log_level,
+            log_level=args.log_level or ("INFO" if args.log_file else "OFF"),
+            log_file=str(Path(args.log_file).resolve()) if args.log_file else None,
             persistent=False,
         )
         return run_daemon(
