@@ -56,8 +56,8 @@ from . import tasks
 from .fastresume import make_record, plan_open, union
 from .hashing import CheckCancelledError, PieceVerifier, ProgressCallback, TaskPool
 from .removal import remove_torrent_files
-from .smart_ban import block_digests
 from .resume import ResumeRecord, ResumeStore
+from .smart_ban import block_digests
 from .store import FileStorage, Storage
 
 __all__ = [
