@@ -3,7 +3,6 @@ what to do, and the services' log lines go to the log only when asked for."""
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import pytest
 from tests.interop.test_download import TEST_CONFIG, _download, _seeded
 from tests.support.content import make_content, single_file_layout
 from tests.support.swarm import Swarm
+from tests.support.tmpfs import small_tmpfs
 
 pytestmark = pytest.mark.interop
 
@@ -25,21 +25,9 @@ def config_file(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def full_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 1 MiB tmpfs: a real disk that fills up (mounting needs root, which CI has)."""
-    mount = tmp_path / "small"
-    mount.mkdir()
-    result = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {result.stderr.strip()}")
-    try:
+    """A 1 MiB tmpfs: a real disk that fills up."""
+    with small_tmpfs(tmp_path / "small", "1m") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def _lines(text: str) -> list[str]:

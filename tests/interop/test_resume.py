@@ -23,6 +23,7 @@ from tests.interop.test_download import DOWNLOAD_TIMEOUT, TEST_CONFIG, _assert_i
 from tests.support.content import make_content, multi_file_layout, single_file_layout
 from tests.support.daemon import TorvizDaemon, descendants
 from tests.support.swarm import Swarm
+from tests.support.tmpfs import small_tmpfs
 
 pytestmark = pytest.mark.interop
 
@@ -177,21 +178,9 @@ def test_remove_keeps_the_files_unless_asked(
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 3 MiB tmpfs: a real disk that fills up. Needs permission to mount (CI runs as root)."""
-    mount = tmp_path / "small"
-    mount.mkdir()
-    result = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {result.stderr.strip()}")
-    try:
+    """A 3 MiB tmpfs: a real disk that fills up."""
+    with small_tmpfs(tmp_path / "small", "3m") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def test_a_full_disk_stops_the_torrent_and_resume_continues(
