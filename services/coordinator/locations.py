@@ -158,6 +158,21 @@ class DaemonAddress:
     control: str
     keys_dir: str = ""
     key_name: str = ""
+    pid: int = 0
+    """The daemon's process id from ``daemon.json`` (0: unknown)."""
+
+    @property
+    def running(self) -> bool:
+        """Whether ``daemon.json`` names a process that still runs (it may still be starting)."""
+        if self.pid <= 0:
+            return False
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True  # another user's process: it runs
+        return True
 
 
 def _text(info: dict[str, object], key: str) -> str:
@@ -180,8 +195,12 @@ def find_daemon(control: str | None, state_dir: str | None) -> DaemonAddress:
     except (OSError, ValueError):
         info = None
     if isinstance(info, dict) and _text(info, "control"):
+        pid = info.get("pid")
         return DaemonAddress(
-            _text(info, "control"), _text(info, "keys_dir"), _text(info, "key_name")
+            _text(info, "control"),
+            _text(info, "keys_dir"),
+            _text(info, "key_name"),
+            pid if isinstance(pid, int) and not isinstance(pid, bool) else 0,
         )
     return DaemonAddress(f"ipc://{directory / 'control.sock'}")
 

@@ -135,6 +135,9 @@ class SocketStats:
     """CURVE client: handshakes that failed (key refused, wrong server key, no CURVE)."""
 
 
+_STARTING_POLL = 0.1  # seconds between two probes of a starting daemon's socket
+
+
 class DaemonUnreachableError(BusError):
     """No daemon answered a control request in time."""
 
@@ -576,6 +579,7 @@ class ControlClient:
         green: bool | None = None,
         curve: CurveClient | None = None,
         identity: str | None = None,
+        starting: float = 0.0,
     ) -> None:
         self.endpoint = endpoint
         self.timeout = timeout
@@ -583,7 +587,7 @@ class ControlClient:
         self._curve = curve
         path = ipc_path(endpoint)
         if path is not None:
-            _probe(endpoint, path)
+            _probe(endpoint, path, starting)
         elif is_tcp(endpoint) and curve is None:
             raise _needs_keys(endpoint, "connect to")
         module: Any = zmq.green if (green if green is not None else _green_default()) else zmq
@@ -679,9 +683,18 @@ class ControlClient:
         self.close()
 
 
-def _probe(endpoint: str, path: str) -> None:
-    """Fail at once, with the reason, when the ipc socket at ``path`` cannot be used."""
+def _probe(endpoint: str, path: str, starting: float = 0.0) -> None:
+    """Fail at once, with the reason, when the ipc socket at ``path`` cannot be used.
+
+    Args:
+        starting: seconds to wait for a socket that is missing or not listening yet, because
+            the daemon is known to be starting (its process runs but has not bound yet).
+    """
+    deadline = time.monotonic() + starting
     state = probe_ipc(path)
+    while state in (IpcState.MISSING, IpcState.NOT_LISTENING) and time.monotonic() < deadline:
+        time.sleep(_STARTING_POLL)
+        state = probe_ipc(path)
     if state in (IpcState.MISSING, IpcState.NOT_LISTENING):
         raise DaemonUnreachableError(endpoint)
     if state is IpcState.DENIED:
@@ -694,7 +707,12 @@ def _probe(endpoint: str, path: str) -> None:
 
 
 def control_request(
-    endpoint: str, message: Message, *, timeout: float = 5.0, curve: CurveClient | None = None
+    endpoint: str,
+    message: Message,
+    *,
+    timeout: float = 5.0,
+    curve: CurveClient | None = None,
+    starting: float = 0.0,
 ) -> Message:
     """Say hello to the daemon at ``endpoint``, send one request, return its reply.
 
@@ -703,6 +721,8 @@ def control_request(
         message: the request.
         timeout: seconds to wait for each reply.
         curve: CURVE client settings, required for a tcp endpoint.
+        starting: seconds to wait for an ipc socket that is not there yet (the daemon's
+            process runs, so it is starting); 0 fails at once.
 
     Raises:
         DaemonUnreachableError: nothing answered within ``timeout`` seconds.
@@ -710,6 +730,6 @@ def control_request(
         ConfigError: a tcp endpoint without ``curve``.
         BusError: the daemon rejected us or replied with a malformed message.
     """
-    with ControlClient(endpoint, timeout=timeout, curve=curve) as client:
+    with ControlClient(endpoint, timeout=timeout, curve=curve, starting=starting) as client:
         client.hello()
         return client.request(message)

@@ -72,7 +72,7 @@ class TorvizDaemon:
 
     def start(self, *extra: str, umask: int = -1) -> TorvizDaemon:
         """Start it (``extra``: more ``start`` arguments; ``umask``: the daemon's, -1 ours)
-        and wait until ``daemon.json`` is there."""
+        and wait until its ``daemon.json`` is there."""
         self._log_handle = open(self.log, "ab")  # noqa: SIM115
         self.process = subprocess.Popen(
             [
@@ -91,13 +91,22 @@ class TorvizDaemon:
             umask=umask,
         )
         deadline = time.monotonic() + _START_TIMEOUT
-        while not (self.state_dir / "daemon.json").exists():
+        while not self._published():
             if self.process.poll() is not None:
                 raise AssertionError(f"the daemon exited: {self.log.read_text()[-2000:]}")
             if time.monotonic() > deadline:
                 raise AssertionError("the daemon did not start")
             time.sleep(0.1)
         return self
+
+    def _published(self) -> bool:
+        """Whether ``daemon.json`` names this process (a killed predecessor leaves its own)."""
+        assert self.process is not None
+        try:
+            info = json.loads((self.state_dir / "daemon.json").read_text())
+        except (OSError, ValueError):
+            return False
+        return isinstance(info, dict) and info.get("pid") == self.process.pid
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(

@@ -125,7 +125,11 @@ def _request(args: argparse.Namespace, message: Message) -> Message:
     if is_tcp(daemon.control):  # ipc needs no keys: never read a config that is not needed
         security = _security(args, daemon.keys_dir, daemon.key_name)
         curve = client_security(daemon.control, security, COORDINATOR_KEY)
-    reply = control_request(daemon.control, message, timeout=REQUEST_TIMEOUT, curve=curve)
+    # A daemon whose process runs but whose socket is not there yet is starting: wait for it.
+    starting = REQUEST_TIMEOUT if daemon.running else 0.0
+    reply = control_request(
+        daemon.control, message, timeout=REQUEST_TIMEOUT, curve=curve, starting=starting
+    )
     if isinstance(reply, ControlFailed):
         raise TorvizError(reply.reason, reply.message)
     return reply
