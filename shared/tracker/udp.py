@@ -21,6 +21,8 @@
 #   caller says which with ``ipv6``. Peers with port 0 or unusable addresses are dropped and
 #   counted in ``dropped_peers``, as over HTTP.
 # - A packet larger than MAX_PACKET_SIZE is refused (``too_large``) before anything else.
+# - A scrape request carries 1..MAX_SCRAPE_HASHES info-hashes in both directions: the decoder
+#   refuses more (``too_many_hashes``), as the encoder does.
 
 from __future__ import annotations
 
@@ -356,7 +358,8 @@ def decode_request(data: bytes) -> UdpRequest:
     Raises:
         TrackerError: ``too_large``, ``truncated``, ``bad_protocol_id`` (connect request without
             the magic constant), ``wrong_action``, ``bad_event`` (event number not 0-3),
-            ``bad_length`` (a scrape request with a partial info-hash).
+            ``bad_length`` (a scrape request with a partial info-hash), ``too_many_hashes`` (a
+            scrape request of more than MAX_SCRAPE_HASHES, which ``encode_request`` refuses too).
     """
     _check_size(data)
     if len(data) < _HEADER.size:
@@ -377,6 +380,12 @@ def decode_request(data: bytes) -> UdpRequest:
         if body % 20:
             raise TrackerError(
                 "bad_length", f"scrape request carries {body} bytes of info-hashes, not 20 each"
+            )
+        count = body // 20
+        if count > MAX_SCRAPE_HASHES:
+            raise TrackerError(
+                "too_many_hashes",
+                f"scrape request carries {count} info-hashes; the limit is {MAX_SCRAPE_HASHES}",
             )
         hashes = tuple(
             InfoHash(data[start : start + 20]) for start in range(_HEADER.size, len(data), 20)

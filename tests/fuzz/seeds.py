@@ -20,7 +20,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from shared.bencode import encode
+from shared.bencode import encode as bencode
 from shared.bus import MESSAGES, encode_message, message_fields
 from shared.bus.codec import (
     BoolField,
@@ -37,7 +37,28 @@ from shared.bus.codec import (
     TupleField,
 )
 from shared.types import PeerAddress
-from shared.wire import Extended, MessageDecoder
+from shared.wire import (
+    AllowedFast,
+    Bitfield,
+    Cancel,
+    Choke,
+    Extended,
+    Have,
+    HaveAll,
+    HaveNone,
+    Interested,
+    KeepAlive,
+    Message,
+    MessageDecoder,
+    NotInterested,
+    Piece,
+    Port,
+    RejectRequest,
+    Request,
+    SuggestPiece,
+    Unchoke,
+    encode,
+)
 
 __all__ = [
     "REPO",
@@ -89,13 +110,36 @@ def info_dicts() -> tuple[bytes, ...]:
 
 @cache
 def wire_streams() -> tuple[bytes, ...]:
-    """The message streams captured from libtorrent (handshakes left out: they are not frames)."""
-    return tuple(
+    """The message streams captured from libtorrent (handshakes left out: they are not frames),
+    and one frame of every message type, which libtorrent's side of a download never sends
+    all of (no requests, cancels, rejects or ports): the fuzzer starts with each id's layout."""
+    captured = [
         data
         for path in sorted((VECTORS / "wire").glob("*.bin"))
         if "handshake" not in path.name or "extension" in path.name
         for data in [path.read_bytes()]
-    )
+    ]
+    every: list[Message] = [
+        KeepAlive(),
+        Choke(),
+        Unchoke(),
+        Interested(),
+        NotInterested(),
+        Have(3),
+        Bitfield(b"\xf0"),
+        Request(1, 16384, 16384),
+        Piece(1, 16384, b"\xab" * 20),
+        Cancel(1, 16384, 16384),
+        Port(6881),
+        HaveAll(),
+        HaveNone(),
+        SuggestPiece(2),
+        RejectRequest(1, 0, 16384),
+        AllowedFast(4),
+        Extended(3, b"d8:msg_typei0e5:piecei0ee"),
+    ]
+    unknown = b"\x00\x00\x00\x03\x63\x01\x02"  # id 99, what libtorrent drops a peer for
+    return (*captured, *(encode(m) for m in every), b"".join(map(encode, every)) + unknown)
 
 
 @cache
@@ -136,7 +180,7 @@ def bencode_values() -> tuple[bytes, ...]:
     """Bencoded values: small hand-written ones, every HTTP tracker reply and extension payload,
     and the torrents (whose nesting bomb the targets' length cap trims)."""
     small = [b"i0e", b"i-42e", b"0:", b"4:spam", b"le", b"de", b"l4:spami3ee", b"d1:ai1e1:b0:e"]
-    small.append(encode({b"m": {b"ut_metadata": 1}, b"p": 6881, b"v": b"x", b"list": [[], {}]}))
+    small.append(bencode({b"m": {b"ut_metadata": 1}, b"p": 6881, b"v": b"x", b"list": [[], {}]}))
     return (*small, *tracker_http_replies(), *extension_payloads(), *torrents())
 
 

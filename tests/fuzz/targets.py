@@ -33,7 +33,14 @@ from dataclasses import dataclass
 from functools import partial
 from typing import TypeVar
 
-from shared.bencode import DEFAULT_LIMITS, NETWORK_LIMITS, decode, decode_prefix, decode_with_spans
+from shared.bencode import (
+    DEFAULT_LIMITS,
+    NETWORK_LIMITS,
+    BencodeLimits,
+    decode,
+    decode_prefix,
+    decode_with_spans,
+)
 from shared.bencode import encode as bencode
 from shared.bitfield import Bitfield, BitfieldError
 from shared.bus import REASONS, decode_frames, decode_message, encode_message
@@ -166,16 +173,34 @@ _BENCODE_REASONS = frozenset(
 )
 
 
+_LIMIT_REASONS = frozenset({"too_large", "too_deep", "string_too_long", "too_many_items"})
+_TINY_LIMITS = BencodeLimits(
+    max_size=NETWORK_LIMITS.max_size, max_depth=3, max_string_length=40, max_items=16
+)
+
+
 @fuzz_target(seeds.bencode_values)
 def fuzz_bencode_strict(data: bytes) -> None:
-    """Network bencode: what is accepted is canonical, so it re-encodes to the same bytes."""
+    """Network bencode: what is accepted is canonical, so it re-encodes to the same bytes.
+    Tighter limits only ever refuse, with a limit reason: they never change a value, and any
+    other error is the one the looser limits report, at the same offset."""
     try:
         value = decode(data, strict=True, limits=NETWORK_LIMITS)
     except BencodeError as exc:
         assert exc.reason in _BENCODE_REASONS, exc.reason
         assert 0 <= exc.offset <= max(len(data), NETWORK_LIMITS.max_size), exc.offset
+        error: BencodeError | None = exc
     else:
         assert bencode(value) == data
+        error = None
+    try:
+        tiny = decode(data, strict=True, limits=_TINY_LIMITS)
+    except BencodeError as exc:
+        if exc.reason not in _LIMIT_REASONS:
+            assert error is not None, f"only the tight limits refused: {exc.reason}"
+            assert (error.reason, error.offset) == (exc.reason, exc.offset), (error, exc)
+    else:
+        assert error is None and tiny == value, "tight limits changed the outcome"
     try:
         value, end = decode_prefix(data, strict=True, limits=NETWORK_LIMITS)
     except BencodeError as exc:
@@ -452,6 +477,7 @@ _UDP_REASONS = frozenset(
         "wrong_action",
         "bad_event",
         "bad_length",
+        "too_many_hashes",
         "wrong_transaction",
         "tracker_error",
         "bad_compact_length",

@@ -320,6 +320,12 @@ MALFORMED_REQUESTS = [
     ("announce event 4", ANNOUNCE_BYTES[:80] + h("00000004") + ANNOUNCE_BYTES[84:], "bad_event"),
     ("scrape without hashes", h("0123456789abcdef 00000002 00000001"), "truncated"),
     ("scrape with partial hash", h("0123456789abcdef 00000002 00000001") + bytes(19), "bad_length"),
+    # Found by tests/fuzz (tracker_udp): decoded, then refused by encode_request.
+    (
+        "scrape of 75 hashes",
+        h("0123456789abcdef 00000002 00000001") + bytes(20 * 75),
+        "too_many_hashes",
+    ),
     ("too large", h("0123456789abcdef 00000002 00000001") + bytes(20 * 3300), "too_large"),
 ]
 
