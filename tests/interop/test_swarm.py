@@ -110,7 +110,10 @@ def test_torviz_leechers_trade_pieces_in_a_mixed_swarm(swarm: Swarm, tmp_path: P
         _assert_identical(spec, tmp_path / f"tv{n}")
     _assert_identical(spec, tmp_path / "lt")
     uploads = [uploaded_bytes(out) for out, _ in results]
-    assert all(upload > 0 for upload in uploads), uploads
+    # Torviz uploads in the swarm; which of the two does depends on timing: a leecher that
+    # joins last may find every piece it has already held by the others (about one run in
+    # four here), so requiring both was a coin toss.
+    assert any(upload > 0 for upload in uploads), uploads
 
 
 def test_a_torviz_swarm_of_one_seeder_and_three_leechers(swarm: Swarm, tmp_path: Path) -> None:
