@@ -70,6 +70,7 @@ __all__ = [
     "info_dicts",
     "magnets",
     "peer_ids",
+    "torrent_shapes",
     "torrents",
     "tracker_http_replies",
     "tracker_udp_packets",
@@ -91,13 +92,41 @@ def torrents() -> tuple[bytes, ...]:
 
 
 @cache
+def torrent_shapes() -> tuple[bytes, ...]:
+    """Torrents in shapes the vector table lacks: a very deep path, a ``path.utf-8`` and a
+    ``name.utf-8`` that are not UTF-8, a declared legacy ``encoding``."""
+
+    def torrent(files: list[dict[bytes, object]], **top: bytes) -> bytes:
+        info = {
+            b"name": b"\xc4\xe3",
+            b"name.utf-8": b"\xff",
+            b"piece length": 16384,
+            b"pieces": bytes(20),
+            b"files": files,
+        }
+        extra = {key.encode(): value for key, value in top.items()}
+        return bencode({b"announce": b"http://t/announce", b"info": info, **extra})
+
+    legacy = [
+        {b"length": 5, b"path": [b"d", b"\x82\xa0"], b"path.utf-8": [b"\xff"]},
+        {b"length": 1, b"path": [b"\xc4\xe3"]},
+    ]
+    return (
+        torrent([{b"length": 5, b"path": [b"d"] * 300}]),
+        torrent(legacy),
+        torrent(legacy, encoding=b"GBK"),
+        torrent(legacy, encoding=b"shift_jis"),
+    )
+
+
+@cache
 def info_dicts() -> tuple[bytes, ...]:
     """The raw ``info`` dictionaries of the torrents that have one (what ut_metadata carries)."""
     from shared.bencode import decode_with_spans
     from shared.errors import BencodeError
 
     found: list[bytes] = []
-    for data in torrents():
+    for data in (*torrents(), *torrent_shapes()):
         try:
             _, spans = decode_with_spans(data, strict=False)
         except BencodeError:
@@ -165,8 +194,27 @@ def extension_payloads() -> tuple[bytes, ...]:
 
 @cache
 def tracker_http_replies() -> tuple[bytes, ...]:
-    """opentracker's HTTP announce, failure and scrape replies."""
-    return tuple(_files(VECTORS / "tracker", "http_*.bin"))
+    """opentracker's HTTP announce, failure and scrape replies, and the shapes it never sends:
+    the BEP 3 dictionary model, ``peers6``, ``retry in``, warnings, a BEP 48 failure."""
+    peer = {b"ip": b"192.0.2.1", b"port": 6881, b"peer id": b"-LT2110-" + bytes(12)}
+    shapes: list[dict[bytes, object]] = [
+        {b"interval": 1800, b"peers": [peer, {b"ip": b"[2001:db8::1]", b"port": 1}]},
+        {
+            b"interval": 10,
+            b"min interval": 60,
+            b"complete": 3,
+            b"incomplete": -1,
+            b"tracker id": b"abc",
+            b"warning message": b"slow down\n",
+            b"peers": bytes([192, 0, 2, 1, 0x1A, 0xE1]),
+            b"peers6": bytes(15) + b"\x01\x1a\xe1",
+        },
+        {b"failure reason": b"no", b"failure code": 200, b"retry in": 60},
+        {b"failure reason": b"never", b"retry in": b"never"},
+        {b"failure_reason": b"scrape refused"},
+        {b"files": {bytes(20): {b"complete": 1, b"downloaded": 2, b"incomplete": 3}}},
+    ]
+    return (*_files(VECTORS / "tracker", "http_*.bin"), *map(bencode, shapes))
 
 
 @cache

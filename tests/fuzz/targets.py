@@ -257,7 +257,7 @@ def _check_info(info: InfoDict) -> None:
     assert len(info.piece_hashes) == 20 * info.geometry.num_pieces
 
 
-@fuzz_target(lambda: (*seeds.torrents(), *seeds.info_dicts()))
+@fuzz_target(lambda: (*seeds.torrents(), *seeds.torrent_shapes(), *seeds.info_dicts()))
 def fuzz_metainfo(data: bytes) -> None:
     """A .torrent from disk and an info dict from ut_metadata: only ``MetainfoError``, and what
     is accepted has safe paths, consistent lengths and the info-hash of its raw bytes."""
