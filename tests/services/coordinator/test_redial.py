@@ -1,5 +1,6 @@
-"""Dialling an address again after its connection ended, and counting what a closed connection
-moved: the redial policy alone, then the coordinator driven by fake agents over simulated time."""
+"""How the coordinator's connections end and begin: redials after an ending (the policy alone,
+then the coordinator driven by fake agents over simulated time), the counters of a connection
+it closes, the totals of the completed announce, and the share of slots kept for its dials."""
 
 from __future__ import annotations
 
