@@ -422,6 +422,7 @@ class Coordinator:
         if interval <= 0:
             return
         limit = interval * self.config.heartbeat_misses
+        self._silence_rates(now, interval)
         for agent in self.agents.silent(now, limit):
             log.warning(
                 "%s %s on %s was silent for %.0f s: counted as dead, its work goes elsewhere",
@@ -437,6 +438,18 @@ class Coordinator:
             self._heartbeat_seq += 1
             for agent in self.agents:
                 self._send(agent.identity, Heartbeat(self._heartbeat_seq))
+
+    def _silence_rates(self, now: float, interval: float) -> None:
+        """A peer agent that missed a heartbeat may be dead: its connections' rates stop
+        counting at once (its next ``TransferStats`` brings them back); its connections go
+        when it is declared dead."""
+        silent = {agent.identity for agent in self.agents.silent(now, interval)}
+        if not silent:
+            return
+        for torrent in self.torrents.values():
+            for record in torrent.peers.values():
+                if record.agent in silent:
+                    record.download_rate = record.upload_rate = 0.0
 
     def _measure_agents(self) -> None:
         """Each peer agent's rates: the sum over its open connections (placement's input)."""

@@ -174,3 +174,22 @@ def test_our_own_peer_agents_are_never_dialled() -> None:
     peers = (PeerAddress("127.0.0.1", 6999), ours, addr(5))  # PA1's, PA2's, a real peer
     core.handle(TRACKER, PeersDiscovered(info_hash, peers, PeerSource.TRACKER), 0.0)
     assert [m.address for _, m in sent(core, ConnectPeer)] == [addr(5)]
+
+
+def test_a_silent_peer_agents_rates_leave_the_status_within_one_heartbeat() -> None:
+    """Numbers of an agent that may be dead stop counting after one missed heartbeat; its
+    connections go when it is declared dead, and a late stats row brings the rates back."""
+    core = full_core(heartbeat_interval=5.0, heartbeat_misses=3)
+    info_hash = opened(core)
+    connect(core, info_hash, PA1, "pa1/1", 2, Bitfield.full(NUM_PIECES))
+    row = PeerStats(info_hash, "pa1/1", 10, 0, 2_400_000.0, 0.0, False, True, False, True, False, 6)
+    core.handle(PA1, TransferStats((row,)), 0.5)
+    assert core.status().torrents[0].download_rate == 2_400_000.0
+    for second in range(1, 8):  # everyone else keeps talking; PA1 is silent
+        for other in (PA2, STORAGE, TRACKER):
+            core.handle(other, TransferStats(()), float(second))
+        core.tick(float(second))
+    assert core.status().torrents[0].download_rate == 0.0  # stale after one heartbeat
+    assert core.status().torrents[0].peers == 1  # not yet dead
+    core.handle(PA1, TransferStats((row,)), 7.5)
+    assert core.status().torrents[0].download_rate == 2_400_000.0
