@@ -36,12 +36,23 @@ import gevent.event
 import gevent.monkey
 import pykka
 
-__all__ = ["EXIT_FAILURE", "EXIT_INTERRUPTED", "EXIT_OK", "ActorFactory", "ServiceRunner"]
+__all__ = [
+    "EXIT_CONFIG",
+    "EXIT_FAILURE",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "ActorFactory",
+    "ServiceRunner",
+]
 
 log = logging.getLogger(__name__)
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
+"""Something failed that a restart may mend (a lost peer, a coordinator that refused us)."""
+EXIT_CONFIG = 2
+"""The command line or the configuration is wrong: a restart cannot mend it (the systemd units
+stop restarting on it: ``RestartPreventExitStatus=2``)."""
 EXIT_INTERRUPTED = 130
 
 ActorFactory = Callable[[], "pykka.ActorRef[Any]"]

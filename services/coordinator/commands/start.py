@@ -1,14 +1,19 @@
 """``torviz-coordinator start``: the daemon, with its three agents as local child processes.
 
-A tcp endpoint (control, bus or data), loopback included, is refused at start without
-``[security] keys_dir``: one line, exit 1 (see ``shared.runtime.curve``).
+A configuration the daemon cannot run with (a bad config file, a tcp endpoint without
+``[security] keys_dir``, loopback included, a control endpoint that is not local) is one line
+and exit status 2, as for the agents: a restart cannot mend it, and the systemd units stop
+restarting on it. Other failures exit 1.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
+
+from shared.errors import ConfigError
 
 
 def register(subparsers: Any) -> None:
@@ -32,6 +37,16 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from shared.runtime.service import EXIT_CONFIG  # gevent: only once the command is known
+
+    try:
+        return _run(args)
+    except ConfigError as exc:
+        print(f"torviz: error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+
+
+def _run(args: argparse.Namespace) -> int:
     from ..daemon import DaemonOptions, run_daemon
     from ..locations import default_download_dir, default_state_dir, load_config_file
 
