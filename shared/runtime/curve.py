@@ -69,6 +69,7 @@ __all__ = [
     "CurveServer",
     "HandshakeWatch",
     "KeyPair",
+    "ServerHandshakeWatch",
     "authorized_keys",
     "check_key_name",
     "check_public_key",
@@ -383,6 +384,84 @@ def client_security(
     else:
         check_public_key(server_public, f"the server key for {endpoint}")
     return CurveClient(keys, server_public)
+
+
+class ServerHandshakeWatch:
+    """The failed CURVE handshakes on one bound socket, followed through a zmq monitor.
+
+    A client that holds another server public key (an agent bundle made by another
+    ``keys init``) fails before the ZAP handler ever hears of it, so only this watch can tell
+    the server's operator. libzmq does not name the client's address here. The first failure
+    is logged at warning, then at most one line every ``LOG_EVERY`` seconds counting the
+    failures since; each failure calls ``on_failure``.
+
+    Args:
+        sock: a zmq.green socket with CURVE server options set.
+        name: the socket's name in logs.
+        on_failure: called once per failed handshake (a counter).
+        clock: monotonic seconds (for tests).
+    """
+
+    LOG_EVERY = 60.0
+    EVENTS = zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+
+    def __init__(
+        self,
+        sock: zmq.Socket[Any],
+        name: str,
+        on_failure: Callable[[], None],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._sock = sock
+        self._name = name
+        self._on_failure = on_failure
+        self._clock = clock
+        self._monitor: zmq.Socket[Any] = sock.get_monitor_socket(self.EVENTS)
+        self._greenlet: gevent.Greenlet[Any, Any] | None = None
+        self._last_log = float("-inf")
+        self._unlogged = 0
+
+    def start(self) -> None:
+        """Spawn the greenlet that reads the monitor."""
+        self._greenlet = gevent.spawn(self._watch)
+
+    def close(self) -> None:
+        """Stop watching; call before the socket is closed."""
+        if self._greenlet is not None and self._greenlet is not gevent.getcurrent():
+            self._greenlet.kill(block=True, timeout=1.0)
+        with contextlib.suppress(zmq.ZMQError):  # the socket is going away anyway
+            self._sock.disable_monitor()
+        self._monitor.close(linger=0)
+
+    def _watch(self) -> None:
+        while True:
+            try:
+                event = recv_monitor_message(self._monitor)
+            except zmq.ZMQError:
+                return  # closed with the socket
+            except (RuntimeError, ValueError):
+                continue  # a malformed event: libzmq's, but no reason to stop watching
+            endpoint = event.get("endpoint", b"")
+            where = endpoint.decode("utf-8", "replace") if isinstance(endpoint, bytes) else "?"
+            self.handshake_failed(where)
+
+    def handshake_failed(self, endpoint: str) -> None:
+        """A client failed the CURVE handshake on ``endpoint``."""
+        self._on_failure()
+        now = self._clock()
+        if now - self._last_log < self.LOG_EVERY:
+            self._unlogged += 1
+            return
+        since = f" ({self._unlogged} more since the last line)" if self._unlogged else ""
+        self._last_log, self._unlogged = now, 0
+        log.warning(
+            "%s: a client failed the CURVE handshake on %s: it does not hold this server's "
+            "public key (an agent bundle from another `keys init`?); give it this host's "
+            "coordinator.key or a fresh bundle%s",
+            self._name,
+            endpoint,
+            since,
+        )
 
 
 class HandshakeWatch:

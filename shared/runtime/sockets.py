@@ -84,7 +84,7 @@ from shared.bus import (
 from shared.endpoints import is_tcp
 from shared.errors import BusError, ConfigError
 
-from .curve import CurveClient, CurveServer, HandshakeWatch
+from .curve import CurveClient, CurveServer, HandshakeWatch, ServerHandshakeWatch
 from .ipc import IpcState, bind_private, ipc_path, owner_of, probe_ipc
 from .zap import zap_handler
 
@@ -241,6 +241,7 @@ class BusSocket:
         self._greenlets: list[gevent.Greenlet[Any, Any]] = []
         self._closed = False
         self._watch: HandshakeWatch | None = None
+        self._server_watch: ServerHandshakeWatch | None = None
         self._curve_server = isinstance(curve, CurveServer)
         self._own_key_name = curve.keys.name if isinstance(curve, CurveServer) else None
         self._key_names: dict[bytes, str] = {}
@@ -272,6 +273,7 @@ class BusSocket:
                 sock.setsockopt(zmq.ZAP_ENFORCE_DOMAIN, 1)
             except zmq.ZMQError as exc:  # a libzmq without the option: the handler runs anyway
                 log.debug("%s: ZMQ_ZAP_ENFORCE_DOMAIN unavailable: %s", self.name, exc)
+            self._server_watch = ServerHandshakeWatch(sock, self.name, self._count_auth_failure)
             return
         sock.setsockopt(zmq.CURVE_SERVERKEY, curve.server_public)
         self._watch = HandshakeWatch(sock, self.name, curve.keys.name, self._count_auth_failure)
@@ -325,6 +327,8 @@ class BusSocket:
         self._greenlets = [gevent.spawn(self._send_loop), gevent.spawn(self._receive_loop)]
         if self._watch is not None:
             self._watch.start()
+        if self._server_watch is not None:
+            self._server_watch.start()
 
     def forget(self, identity: bytes) -> None:
         """Drop a welcomed peer: its next message other than ``Hello`` is answered
@@ -383,6 +387,8 @@ class BusSocket:
                 self.stats.send_dropped += 1
         if self._watch is not None:
             self._watch.close()
+        if self._server_watch is not None:
+            self._server_watch.close()
         self._socket.close(linger=int(linger * 1000))
 
     def _enqueue(self, frames: Frames, message: Message) -> bool:

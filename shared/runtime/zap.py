@@ -29,8 +29,9 @@ Rules:
 - Requests are hostile input: at most ``MAX_ZAP_FRAMES`` frames of ``MAX_ZAP_FRAME`` bytes;
   a malformed request is answered ``500`` (or dropped when it has no envelope to answer to)
   and counted; nothing here raises out of the greenlet. Reply strings stay within 255 bytes.
-- Every refusal is logged at warning with the client's address and key; an admission at info,
-  once per key and address.
+- A refusal is logged at warning with the client's address and key: the first of each key and
+  address, then at most one line a ``REFUSAL_LOG_INTERVAL`` saying how many more came (a
+  refused client retries for ever); an admission at info, once per key and address.
 """
 
 from __future__ import annotations
@@ -57,8 +58,10 @@ __all__ = [
     "CONTROL_ZAP_DOMAIN",
     "MAX_ZAP_FRAME",
     "MAX_ZAP_FRAMES",
+    "REFUSAL_LOG_INTERVAL",
     "ZAP_DOMAIN",
     "ZAP_ENDPOINT",
+    "RefusalThrottle",
     "ZapDecision",
     "ZapHandler",
     "ZapStats",
@@ -79,6 +82,34 @@ _VERSION = b"1.0"
 _MAX_ROUTING_IDS = 4
 _MAX_TEXT = 255  # RFC 27: every string field
 _MAX_LOGGED_ADMISSIONS = 10_000
+REFUSAL_LOG_INTERVAL = 60.0
+"""Least seconds between two log lines about the refusals of one key from one address."""
+
+
+class RefusalThrottle:
+    """Which refusals to log: the first of each key and address, then one line an interval
+    counting those left out. Pure (the time is passed in) and bounded (``max_entries`` keys and
+    addresses remembered, the oldest forgotten first).
+    """
+
+    def __init__(self, interval: float = REFUSAL_LOG_INTERVAL, max_entries: int = 1024) -> None:
+        self.interval = interval
+        self.max_entries = max_entries
+        self._seen: dict[tuple[str, bytes, str], tuple[float, int]] = {}
+        """(domain, key, address) -> when it was last logged, refusals left out since."""
+
+    def log_now(self, domain: str, key: bytes, address: str, now: float) -> int | None:
+        """A refusal happened: None to stay quiet, else how many were left out before it."""
+        what = (domain, key, address)
+        last = self._seen.get(what)
+        if last is not None and now - last[0] < self.interval:
+            self._seen[what] = (last[0], last[1] + 1)
+            return None
+        self._seen.pop(what, None)
+        self._seen[what] = (now, 0)
+        while len(self._seen) > self.max_entries:
+            del self._seen[next(iter(self._seen))]
+        return 0 if last is None else last[1]
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,6 +275,7 @@ class ZapHandler:
         """Authorized folder -> its keys, as last loaded."""
         self._last_reload = float("-inf")
         self._logged: set[tuple[bytes, str]] = set()
+        self._refusals = RefusalThrottle()
         self._socket: zmq.Socket[Any] | None = None
         self._greenlet: gevent.Greenlet[Any, Any] | None = None
 
@@ -385,16 +417,27 @@ class ZapHandler:
             return
         self.stats.refused += 1
         origin = decision.address or "a local socket"
+        left_out = self._refusals.log_now(
+            decision.domain, decision.client_key, origin, self._clock()
+        )
+        if left_out is None:
+            return
+        again = f" ({left_out} more refusals since the last line)" if left_out else ""
         if decision.reason == "unknown_key":
             log.warning(
-                "refused an unknown CURVE key %s from %s: %s",
+                "refused an unknown CURVE key %s from %s: %s%s",
                 _key_text(decision.client_key),
                 origin,
                 _where_to_add(self._dirs.get(decision.domain, ())),
+                again,
             )
         else:
             log.warning(
-                "refused a %s client from %s: %s", decision.mechanism, origin, decision.detail
+                "refused a %s client from %s: %s%s",
+                decision.mechanism,
+                origin,
+                decision.detail,
+                again,
             )
 
 

@@ -438,6 +438,26 @@ def test_a_wrong_server_key_is_counted_and_logged_once(
     assert "wrong coordinator key, or the server uses no keys" in lines[0]
 
 
+def test_a_bundle_from_another_keys_init_is_logged_by_the_server_too(
+    pair: Pair, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The ZAP handler never hears of a client holding another server key: the server's own
+    watch tells its operator, once, however often the client retries."""
+    caplog.set_level(logging.WARNING, logger="shared.runtime.curve")
+    wrong = load_public_key(pair.keys, "x9")
+    client, _ = pair.client(pair.curve_client("a1", server_public=wrong))
+    client.send(make_hello(ServiceKind.PEER_AGENT, "a1", "h", 1))
+    assert wait_for(lambda: pair.server.stats.auth_failures >= 3)
+    lines = [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno == logging.WARNING and r.getMessage().startswith("server:")
+    ]
+    assert len(lines) == 1, lines
+    assert "failed the CURVE handshake on tcp://127.0.0.1:" in lines[0]
+    assert "another `keys init`" in lines[0]
+
+
 def test_a_curve_client_to_a_plain_server_fails_clearly(
     contexts: tuple[Any, Any], keys: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -26,8 +26,10 @@ from shared.runtime.zap import (
     CONTROL_ZAP_DOMAIN,
     MAX_ZAP_FRAME,
     MAX_ZAP_FRAMES,
+    REFUSAL_LOG_INTERVAL,
     ZAP_DOMAIN,
     ZAP_ENDPOINT,
+    RefusalThrottle,
     ZapHandler,
     answer_zap,
     running_zap_handler,
@@ -245,10 +247,10 @@ def test_reload_is_bounded_and_picks_up_new_keys(
     assert handler.stats.reloads == 2
     assert (handler.stats.admitted, handler.stats.refused) == (1, 2)
     refusals = [r for r in caplog.records if r.levelno == logging.WARNING]
-    assert [r.getMessage() for r in refusals] == [
+    assert [r.getMessage() for r in refusals] == [  # the second: within the minute, counted
         f"refused an unknown CURVE key {load_public_key(keys, 'x9').decode()} from 10.213.7.3: "
         f"add its .key to {keys / 'authorized'} to admit it"
-    ] * 2
+    ]
     handler.decide(curve_request(x9))  # admissions: logged once per key and address
     admissions = [r for r in caplog.records if r.levelno == logging.INFO]
     assert len(admissions) == 1 and "x9" in admissions[0].getMessage()
@@ -467,3 +469,33 @@ def test_without_its_handler_a_curve_server_fails_closed(
         if client is not None:
             client.close(linger=0)
         server.close(linger=0)
+
+
+def test_a_key_refused_a_hundred_times_is_logged_a_bounded_number_of_times(
+    keys: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A refused agent retries for ever: one line at first, then one a minute with the count."""
+    caplog.set_level(logging.WARNING, logger="shared.runtime.zap")
+    clock = Clock()
+    handler = ZapHandler(zmq.green.Context.instance(), clock=clock)  # never started
+    handler.trust(load_keypair(keys, "coordinator"), keys / "authorized")
+    x9 = z85.decode(load_public_key(keys, "x9"))
+    for _ in range(100):  # 100 hellos in 15 s
+        clock.now += 0.15
+        assert not handler.decide(curve_request(x9)).admitted
+    lines = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert len(lines) == 1 and handler.stats.refused == 100
+    clock.now += REFUSAL_LOG_INTERVAL
+    handler.decide(curve_request(x9))
+    handler.decide(curve_request(bytes(32)))  # another key is its own line at once
+    lines = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert len(lines) == 3 and "(99 more refusals since the last line)" in lines[1]
+
+
+def test_the_refusal_throttle_forgets_the_oldest_beyond_its_bound() -> None:
+    throttle = RefusalThrottle(interval=60.0, max_entries=2)
+    assert throttle.log_now("d", b"a", "1.1.1.1", 0.0) == 0
+    assert throttle.log_now("d", b"a", "1.1.1.1", 1.0) is None
+    assert throttle.log_now("d", b"b", "1.1.1.1", 2.0) == 0
+    assert throttle.log_now("d", b"c", "1.1.1.1", 3.0) == 0  # "a" forgotten
+    assert throttle.log_now("d", b"a", "1.1.1.1", 4.0) == 0
