@@ -142,7 +142,10 @@ def test_a_torviz_swarm_of_one_seeder_and_three_leechers(swarm: Swarm, tmp_path:
     for n in range(3):
         _assert_identical(spec, tmp_path / f"leech{n}")
     uploads = [uploaded_bytes(out) for out, _ in results]
-    assert sum(1 for upload in uploads if upload > 0) >= 2, uploads
+    # The leechers carry a good part of the load between them. How it spreads is timing: a
+    # leecher that starts a second late on this 1-second swarm may find every piece it holds
+    # already held by the others, so no single leecher is required to upload.
+    assert sum(uploads) >= spec.total_size // 2, uploads
 
 
 def test_endgame_does_not_wait_for_a_slow_peer(swarm: Swarm, tmp_path: Path) -> None:
