@@ -226,15 +226,11 @@ class PiecePicker:
                 if partial:
                     self._partial |= mask
 
-    def release_peer(self, peer: Hashable, *, partial: bool = False) -> list[int]:
-        """Release every piece ``peer`` was fetching and forget it; returns the pieces.
-
-        Args:
-            partial: the peer agent kept the blocks it had (see ``release``).
-        """
+    def release_peer(self, peer: Hashable) -> list[int]:
+        """Release every piece ``peer`` was fetching and forget it; returns the pieces."""
         pieces = [piece for piece, owners in self._owners.items() if peer in owners]
         for piece in pieces:
-            self.release(peer, piece, partial=partial)
+            self.release(peer, piece)
         self._suspect.pop(peer, None)
         return pieces
 

@@ -104,8 +104,8 @@ class SwarmRules:
                     self._assign(torrent, record, count)
             case PiecesReleased(peer=key, pieces=pieces):
                 if torrent.picker is not None and key in torrent.peers:
-                    for piece in pieces:  # its agent keeps the blocks that arrived
-                        torrent.picker.release(key, piece, partial=True)
+                    for piece in pieces:
+                        torrent.picker.release(key, piece)
                     self.offer_work(torrent)
             case PieceDownloaded(peer=key, piece=piece):
                 self._on_downloaded(torrent, key, piece)
@@ -363,15 +363,12 @@ class SwarmRules:
             torrent.redial.give_up(record.address)
         self.forget_peer(torrent, record.key, closing=True)
 
-    def forget_peer(
-        self, torrent: Torrent, key: str, *, closing: bool = False, agent_alive: bool = True
-    ) -> None:
+    def forget_peer(self, torrent: Torrent, key: str, *, closing: bool = False) -> None:
         """A connection is gone: its pieces go back to the pool, its counters to the torrent.
 
         Args:
             closing: the peer agent still holds the connection and will send its final
                 counters; keep the record to count them (``Torrent.closing``).
-            agent_alive: False when the connection's peer agent is gone with its blocks.
         """
         record = torrent.peers.pop(key, None)
         if record is None:
@@ -384,8 +381,7 @@ class SwarmRules:
         torrent.downloaded_closed += record.downloaded
         torrent.uploaded_closed += record.uploaded
         if torrent.picker is not None:
-            # A closed connection's agent keeps the blocks it had; a lost agent keeps nothing.
-            torrent.picker.release_peer(key, partial=agent_alive)
+            torrent.picker.release_peer(key)
             torrent.picker.peer_left(record.bits)
 
     def forget_all(self, torrent: Torrent) -> None:
@@ -406,7 +402,7 @@ class SwarmRules:
         """A peer agent is gone, with its connections: their addresses may be dialled again."""
         lost = [peer.address for peer in torrent.peers.values() if peer.agent == identity]
         for key in [k for k, peer in torrent.peers.items() if peer.agent == identity]:
-            self.forget_peer(torrent, key, agent_alive=False)
+            self.forget_peer(torrent, key)
         for key in [k for k, peer in torrent.closing.items() if peer.agent == identity]:
             del torrent.closing[key]
         for address in [a for a, who in torrent.connecting.items() if who == identity]:
