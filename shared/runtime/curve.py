@@ -386,6 +386,21 @@ def client_security(
     return CurveClient(keys, server_public)
 
 
+def _follow_monitor(monitor: zmq.Socket[Any], on_event: Callable[[int, str], None]) -> None:
+    """Hand each event of a zmq socket monitor to ``on_event(event, endpoint)`` until the
+    monitor closes."""
+    while True:
+        try:
+            event = recv_monitor_message(monitor)
+        except zmq.ZMQError:
+            return  # closed with the socket
+        except (RuntimeError, ValueError):
+            continue  # a malformed event: libzmq's, but no reason to stop watching
+        endpoint = event.get("endpoint", b"")
+        where = endpoint.decode("utf-8", "replace") if isinstance(endpoint, bytes) else "?"
+        on_event(int(event["event"]), where)
+
+
 class ServerHandshakeWatch:
     """The failed CURVE handshakes on one bound socket, followed through a zmq monitor.
 
@@ -423,7 +438,9 @@ class ServerHandshakeWatch:
 
     def start(self) -> None:
         """Spawn the greenlet that reads the monitor."""
-        self._greenlet = gevent.spawn(self._watch)
+        self._greenlet = gevent.spawn(
+            _follow_monitor, self._monitor, lambda _, where: self.handshake_failed(where)
+        )
 
     def close(self) -> None:
         """Stop watching; call before the socket is closed."""
@@ -432,18 +449,6 @@ class ServerHandshakeWatch:
         with contextlib.suppress(zmq.ZMQError):  # the socket is going away anyway
             self._sock.disable_monitor()
         self._monitor.close(linger=0)
-
-    def _watch(self) -> None:
-        while True:
-            try:
-                event = recv_monitor_message(self._monitor)
-            except zmq.ZMQError:
-                return  # closed with the socket
-            except (RuntimeError, ValueError):
-                continue  # a malformed event: libzmq's, but no reason to stop watching
-            endpoint = event.get("endpoint", b"")
-            where = endpoint.decode("utf-8", "replace") if isinstance(endpoint, bytes) else "?"
-            self.handshake_failed(where)
 
     def handshake_failed(self, endpoint: str) -> None:
         """A client failed the CURVE handshake on ``endpoint``."""
@@ -511,7 +516,7 @@ class HandshakeWatch:
 
     def start(self) -> None:
         """Spawn the greenlet that reads the monitor."""
-        self._greenlet = gevent.spawn(self._watch)
+        self._greenlet = gevent.spawn(_follow_monitor, self._monitor, self.handshake_event)
 
     def close(self) -> None:
         """Stop watching and retrying; call before the socket is closed."""
@@ -522,18 +527,6 @@ class HandshakeWatch:
         with contextlib.suppress(zmq.ZMQError):  # the socket is going away anyway
             self._sock.disable_monitor()
         self._monitor.close(linger=0)
-
-    def _watch(self) -> None:
-        while True:
-            try:
-                event = recv_monitor_message(self._monitor)
-            except zmq.ZMQError:
-                return  # closed with the socket
-            except (RuntimeError, ValueError):
-                continue  # a malformed event: libzmq's, but no reason to stop watching
-            endpoint = event.get("endpoint", b"")
-            where = endpoint.decode("utf-8", "replace") if isinstance(endpoint, bytes) else "?"
-            self.handshake_event(int(event["event"]), where)
 
     def handshake_event(self, event: int, endpoint: str) -> None:
         """React to one monitor event (``zmq.EVENT_HANDSHAKE_*``) about ``endpoint``."""
