@@ -22,16 +22,23 @@ from typing import Any
 import pytest
 import zmq.green
 
+from shared.runtime.zap import running_zap_handler
+
 SCRIPT = Path(__file__).with_name("bus_service_script.py")
 REPO = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture
 def green_context() -> Iterator[zmq.Context[Any]]:
+    """A fresh zmq.green context; its ZAP handler, if a CURVE server started one, is stopped
+    before the context is destroyed."""
     context: zmq.Context[Any] = zmq.green.Context()
     try:
         yield context
     finally:
+        handler = running_zap_handler(context)
+        if handler is not None:
+            handler.stop()
         context.destroy(linger=0)
 
 

@@ -41,7 +41,6 @@ from shared.runtime.ipc import (
     probe_ipc,
 )
 from shared.runtime.sockets import PermissionDeniedError
-from shared.runtime.zap import running_zap_handler
 from tests.support.users import OtherUser, other_user
 
 WAIT = 5.0
@@ -71,18 +70,6 @@ def wide_umask() -> Iterator[None]:
         yield
     finally:
         os.umask(previous)
-
-
-@pytest.fixture
-def green_context() -> Iterator[Any]:
-    context: Any = zmq.green.Context()
-    try:
-        yield context
-    finally:
-        handler = running_zap_handler(context)
-        if handler is not None:
-            handler.stop()
-        context.destroy(linger=0)
 
 
 @pytest.fixture
