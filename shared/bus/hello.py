@@ -22,15 +22,20 @@ from .codec import SCHEMA_DIGEST
 from .schema import BUS_PROTOCOL_VERSION, Hello, Rejected, ServiceKind, Welcome
 
 __all__ = [
+    "MAX_ROUTING_IDENTITY",
     "SERVICE_KINDS",
     "HelloPolicy",
     "check_hello",
     "check_identity",
+    "is_routing_identity",
     "make_hello",
     "raise_if_rejected",
+    "routing_identity",
 ]
 
 SERVICE_KINDS = frozenset(kind.value for kind in ServiceKind)
+MAX_ROUTING_IDENTITY = 255
+"""Bytes: ZeroMQ refuses a longer routing identity."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +115,49 @@ def check_hello(hello: Hello, policy: HelloPolicy) -> Welcome | Rejected:
     )
 
 
+def routing_identity(agent_id: str, incarnation: str) -> str:
+    """The routing identity of one process of an agent: ``"<agent id>/<incarnation>"``.
+
+    Each agent process picks its incarnation once at start, so two processes started with the
+    same agent id (a unit copied to a second host) never take over each other's connections
+    (every bound endpoint sets ``ROUTER_HANDOVER``, so that a reconnect of the same process takes
+    over its own identity); the coordinator then tells a restart from a second live process.
+
+    Args:
+        agent_id: the agent's id.
+        incarnation: a short random token of this process (no ``/``).
+
+    Returns:
+        The identity; at most 255 bytes, ZeroMQ's limit.
+
+    Raises:
+        ValueError: the incarnation is empty or holds a ``/``, or the identity is too long.
+    """
+    if not incarnation or "/" in incarnation:
+        raise ValueError(f"an incarnation is a non-empty token without '/', not {incarnation!r}")
+    identity = f"{agent_id}/{incarnation}"
+    if len(identity.encode()) > MAX_ROUTING_IDENTITY:
+        raise ValueError(
+            f"agent id {agent_id[:40]!r}... is too long: a routing identity holds at most "
+            f"{MAX_ROUTING_IDENTITY} bytes"
+        )
+    return identity
+
+
+def is_routing_identity(routing_id: bytes, agent_id: str) -> bool:
+    """Whether ``routing_id`` is the agent id itself or ``routing_identity(agent_id, x)``.
+
+    The part after ``<agent id>/`` holds no further ``/``, so agent ``a`` cannot take the
+    identity of a process of agent ``a/b``.
+    """
+    own = agent_id.encode()
+    if routing_id == own:
+        return True
+    prefix = own + b"/"
+    rest = routing_id[len(prefix) :]
+    return routing_id.startswith(prefix) and bool(rest) and b"/" not in rest
+
+
 def check_identity(
     hello: Hello, routing_id: bytes, key_name: str, own_key_name: str
 ) -> Rejected | None:
@@ -118,7 +166,7 @@ def check_identity(
     A key pair belongs to one agent (its name is the agent id) or to a group of agents that
     share it (a scaled service: their ids start with ``<key name>-``). The routing identity, by
     which the endpoint addresses the caller and which a new connection can take over, must be
-    the agent id. The endpoint's own key (embedded agents use their coordinator's) may be any
+    the agent id or ``routing_identity(agent id, incarnation)``. The endpoint's own key (embedded agents use their coordinator's) may be any
     agent. Without this, any admitted key could take over another agent's identity.
 
     Args:
@@ -131,7 +179,7 @@ def check_identity(
         ``None`` when it may, else the ``Rejected`` (``identity_not_allowed``) to answer.
     """
     agent_id = hello.agent_id
-    if routing_id != agent_id.encode():
+    if not is_routing_identity(routing_id, agent_id):
         return Rejected(
             "identity_not_allowed",
             f"{hello.service} {agent_id!r} connected with another routing identity",
