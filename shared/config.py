@@ -108,6 +108,12 @@ class TrackerAgentConfig:
     """Local address announces and scrapes are sent from; empty: the system's choice.
     Trackers record the address they see, so on a host with several addresses set it to the
     address peers should dial (the peer agent's ``listen_host``)."""
+    advertise_host: str = ""
+    """The address trackers see this agent's announces come from, told to the coordinator,
+    which pairs each tracker agent with the peer agent listening at that address (the one
+    whose port it announces). Empty: ``bind_address`` when it names one address, else the
+    local address this host uses to reach the coordinator (the peer agent's rule). Set it
+    when announces leave through NAT or another address than the one peers dial."""
 
     def __post_init__(self) -> None:
         checks = (

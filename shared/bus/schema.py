@@ -35,7 +35,7 @@ from shared.types import InfoHash, PeerAddress, PeerId
 
 # The exported names are listed once, in ``shared.bus.__all__``.
 
-BUS_PROTOCOL_VERSION = 2
+BUS_PROTOCOL_VERSION = 3
 
 # Limits shared by the codec and the schema. MAX_PIECES matches libtorrent's default max_pieces.
 MAX_PIECES = 2**21
@@ -241,6 +241,27 @@ class TrackerStatus:
 
 
 @bus_record
+class AnnounceStatus:
+    """One tracker agent announcing a torrent, as ``status`` shows it."""
+
+    tracker_agent: Name
+    """The announcing tracker agent's id."""
+    host: Name
+    """Where trackers see the announce come from (its ``AgentInfo.announce_host``); empty when
+    that agent could not tell."""
+    port: Port
+    """The port announced."""
+    peer_agent: Name
+    """The peer agent listening at ``host:port``, or empty when none does (peers the trackers
+    send there find nobody: ``TorrentStatus.reachable`` is false)."""
+    totals: bool
+    """This announce reports the torrent's uploaded and downloaded bytes; the others report 0,
+    so that no tracker counts our traffic twice."""
+    trackers: Annotated[tuple[TrackerStatus, ...], Size(0, 256)]
+    """The latest result of each tracker URL for this announce."""
+
+
+@bus_record
 class TorrentStatus:
     """One torrent in a ``StatusReport``."""
 
@@ -263,6 +284,12 @@ class TorrentStatus:
     peer_list: Annotated[tuple[PeerStatus, ...], Size(0, 1024)]
     check_progress: Annotated[float, Range(0.0, 1.0)] | None
     """While the files are being checked: the fraction hashed so far."""
+    announces: Annotated[tuple[AnnounceStatus, ...], Size(0, 64)] = ()
+    """Who announces the torrent to its trackers, and from which address and port."""
+    reachable: bool = True
+    """Every announce names a peer agent listening at its address. False when no tracker agent
+    runs on a peer agent's host: peers from the trackers then dial an address nobody listens
+    at."""
 
 
 @bus_record
@@ -283,7 +310,10 @@ class AgentStatus:
     last_heartbeat: Seconds
     """Seconds since anything was last heard from the agent."""
     address: Text
-    """A peer agent's address for incoming peers, a storage agent's data endpoint, or empty."""
+    """A peer agent's address for incoming peers, a storage agent's data endpoint, a tracker
+    agent's announce address, or empty."""
+    incoming: U32 = 0
+    """Peer agents: of ``connections``, those the peers opened (they dialled our address)."""
 
 
 # --- lifecycle (1-9): every connection ---------------------------------------------------------
@@ -357,6 +387,10 @@ class AgentInfo(Message):
     """Storage agent: the data endpoint peer agents send pieces to; empty for other agents."""
     curve_public_key: Annotated[str, Size(0, 40)]
     """Storage agent: the Z85 CURVE public key of its data endpoint; empty when it uses none."""
+    announce_host: Name = ""
+    """Tracker agent: the IP address trackers see its announces come from (they record that,
+    not ``ip=``); empty when it cannot tell. The coordinator has it announce the port of the
+    peer agent listening at this address."""
 
 
 # --- coordinator <-> tracker agent (10-29) -----------------------------------------------------

@@ -264,7 +264,10 @@ HAVE = [42, IH.raw, "pa1/1", 7]
 BAD_STATE_ROW = TorrentStatus(
     *(IH, "n", "up", 1.0, 1, 1, 1, 0, 0, 0, 0, 1, 1, "/", None, (), (), None)  # type: ignore[arg-type]
 )
-STATUS_ROW = [IH.raw, "n", "seeding", 1.0, 1, 1, 1, 0.0, 0.0, 0, 0, 1, 1, "/d", None, [], [], None]
+STATUS_ROW = [
+    *(IH.raw, "n", "seeding", 1.0, 1, 1, 1, 0.0, 0.0, 0, 0, 1, 1, "/d", None, [], [], None),
+    *([], True),
+]
 
 MALFORMED: list[tuple[str, bytes, str, str]] = [
     ("empty", b"", "truncated", "header ends in the middle of a value"),
@@ -347,7 +350,7 @@ MALFORMED: list[tuple[str, bytes, str, str]] = [
         "record arity",
         pack([104, [STATUS_ROW[:-1]], []]),
         "wrong_field_count",
-        "StatusReport.torrents[0]: expected 18 fields, got 17",
+        "StatusReport.torrents[0]: expected 20 fields, got 19",
     ),
     (
         "nan rate",
@@ -525,10 +528,12 @@ def test_a_claim_past_the_bytes_left_is_truncated_and_named() -> None:
 def test_the_largest_and_deepest_messages_still_decode() -> None:
     peer = [["10.0.0.1", 6881], "c", "DU", 1.0, 2.0, 3, 4, 0.5]
     tracker = ["http://127.0.0.1/a", 0, "working", None, 1, 2, 3, 1.5]
-    row = [*STATUS_ROW[:15], [tracker] * 256, [peer] * 1024, 0.25]
+    announce = ["tracker-1", "10.0.0.2", 6881, "peer-1", True, [tracker] * 256]
+    row = [*STATUS_ROW[:15], [tracker] * 256, [peer] * 1024, 0.25, [announce] * 64, False]
     report = decode_message(pack([104, [STATUS_ROW] * 9_999 + [row], []]))
     assert isinstance(report, StatusReport)
     assert len(report.torrents) == 10_000
     assert report.torrents[-1].peer_list[-1].address == PeerAddress("10.0.0.1", 6881)
+    assert report.torrents[-1].announces[-1].trackers[-1].url == "http://127.0.0.1/a"
     pieces = decode_message(pack([34, IH.raw, "pa1/1", list(range(300, 4396))]))
     assert isinstance(pieces, AssignPieces) and len(pieces.pieces) == 4096
