@@ -9,7 +9,8 @@ instead of falling through the tiers (BEP 12); the config key ``[tracker_agent]
 announce_to_all_tiers = true`` does the same (either one turns it on).
 
 With ``[security] keys_dir`` (or ``--keys``) a tcp link to the coordinator is encrypted with
-CURVE; a missing or broken key file prints one line and exits with status 2.
+CURVE; a missing or broken key file, or an ``[tracker_agent] advertise_host`` that is a
+wildcard or does not resolve, prints one line and exits with status 2.
 """
 
 from gevent import monkey
@@ -21,11 +22,12 @@ import sys  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
 
 from shared.errors import ConfigError  # noqa: E402
+from shared.runtime.address import resolve_host  # noqa: E402
 from shared.runtime.agent import parse_agent_args, run_agent  # noqa: E402
 from shared.runtime.curve import client_security  # noqa: E402
 from shared.runtime.service import ActorFactory, ServiceRunner  # noqa: E402
 
-from .agent import TrackerAgent  # noqa: E402
+from .agent import ADVERTISE_KEY, TrackerAgent  # noqa: E402
 
 SERVICE = "tracker_agent"
 
@@ -44,6 +46,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     all_tiers = bool(options.extra.announce_to_all_tiers)
     try:
         curve = client_security(options.bus, options.config.security, options.agent_id)
+        advertise = options.config.tracker_agent.advertise_host
+        advertise_host = resolve_host(advertise, ADVERTISE_KEY) if advertise else ""
     except ConfigError as exc:
         print(f"torviz-tracker-agent: error: {exc}", file=sys.stderr)
         sys.exit(2)
@@ -51,7 +55,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     def factories(runner: ServiceRunner) -> list[ActorFactory]:
         return [
             lambda: TrackerAgent.start(
-                options, runner, announce_to_all_tiers=all_tiers, curve=curve
+                options,
+                runner,
+                announce_to_all_tiers=all_tiers,
+                curve=curve,
+                advertise_host=advertise_host,
             )
         ]
 

@@ -27,6 +27,10 @@
 #   coordinator holds no state for us any more and tracks its torrents again at once, so the
 #   trackers see one continuous presence. ``LinkRefused`` (a version mismatch) stops the
 #   process with exit code 1.
+# - Every ``AgentInfo`` carries ``announce_host``, the address trackers see our announces come
+#   from (``shared.runtime.address``: ``advertise_host``, else a concrete ``bind_address``,
+#   else this host's route to the coordinator); the coordinator has us announce the port of
+#   the peer agent listening at that address.
 
 from __future__ import annotations
 
@@ -54,6 +58,7 @@ from shared.bus import (
 )
 from shared.errors import TrackerError
 from shared.runtime import EXIT_FAILURE, Incoming, ServiceRunner, with_context
+from shared.runtime.address import HostAdvertiser
 from shared.runtime.agent import AgentOptions
 from shared.runtime.link import CoordinatorLink, CoordinatorLost, LinkRefused, Registered
 from shared.tracker import AnnounceEvent, AnnounceFailure, AnnounceResponse
@@ -75,9 +80,18 @@ from .udp_exchange import RetransmitPolicy
 if TYPE_CHECKING:
     from shared.runtime.curve import CurveClient
 
-__all__ = ["INLINE_PARSE_BYTES", "STOP_TIMEOUT", "TrackerAgent", "run_announce", "run_scrape"]
+__all__ = [
+    "ADVERTISE_KEY",
+    "INLINE_PARSE_BYTES",
+    "STOP_TIMEOUT",
+    "TrackerAgent",
+    "run_announce",
+    "run_scrape",
+]
 
 log = logging.getLogger(__name__)
+
+ADVERTISE_KEY = "[tracker_agent] advertise_host"
 
 STOP_TIMEOUT = 2.5
 """Seconds a ``stopped`` announce (or all of them, at shutdown) may take."""
@@ -202,6 +216,8 @@ class TrackerAgent(pykka.ThreadingActor):
         clock: monotonic seconds.
         rng: shuffles tiers and draws announce keys (default: seeded from the OS).
         curve: CURVE keys for the bus when it is encrypted (see ``shared.runtime.curve``).
+        advertise_host: the resolved ``[tracker_agent] advertise_host`` ("" when not set; the
+            entry point resolves it, see ``ADVERTISE_KEY``).
     """
 
     def __init__(
@@ -214,6 +230,7 @@ class TrackerAgent(pykka.ThreadingActor):
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
         curve: CurveClient | None = None,
+        advertise_host: str = "",
     ) -> None:
         super().__init__()
         self._options = options
@@ -223,6 +240,9 @@ class TrackerAgent(pykka.ThreadingActor):
         config = self._config
         policy = RetransmitPolicy(config.udp_retransmit_base, config.udp_max_retransmits)
         self._source = config.bind_address or None
+        self._advertiser = HostAdvertiser(
+            advertise_host, config.bind_address, options.bus, ADVERTISE_KEY
+        )
         self._udp = udp or UdpTrackerClient(policy=policy, source_address=self._source)
         self._core = TrackerAgentCore(
             numwant=config.numwant,
@@ -248,7 +268,7 @@ class TrackerAgent(pykka.ThreadingActor):
             service=ServiceKind.TRACKER_AGENT,
             agent_id=self._options.agent_id,
             endpoint=self._options.bus,
-            info=_agent_info,
+            info=self._agent_info,
             curve=self._curve,
             misses=self._options.config.coordinator.heartbeat_misses,
             clock=self._clock,
@@ -438,16 +458,21 @@ class TrackerAgent(pykka.ThreadingActor):
 
     # --- the bus ------------------------------------------------------------------------------
 
+    def _agent_info(self) -> AgentInfo:
+        """What a tracker agent offers: the address its announces come from."""
+        return AgentInfo(
+            capacity=0,
+            listen_address=None,
+            data_endpoint="",
+            curve_public_key="",
+            announce_host=self._advertiser.host() or "",
+        )
+
     def _send(self, messages: Iterable[Message]) -> None:
         if self._link is None:
             return
         for message in messages:
             self._link.send(message)
-
-
-def _agent_info() -> AgentInfo:
-    """What a tracker agent offers: nothing the coordinator places work by."""
-    return AgentInfo(capacity=0, listen_address=None, data_endpoint="", curve_public_key="")
 
 
 def _text(outcome: AnnounceOutcome) -> str:

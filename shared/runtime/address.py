@@ -68,6 +68,7 @@ def resolve_host(host: str, key: str) -> str:
     if address is not None:
         return address
     try:
+        host.encode("idna")  # a malformed name fails here, before a lookup on a thread
         infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
     except (OSError, UnicodeError) as exc:
         raise ConfigError("bad_advertise_host", f"{key} {host!r} does not resolve: {exc}") from None

@@ -14,6 +14,8 @@ import time
 import urllib.parse
 from pathlib import Path
 
+import pytest
+
 from shared.bencode import encode
 from shared.bus import (
     AgentInfo,
@@ -37,7 +39,19 @@ from tests.services.tracker_agent.harness import (
     track,
 )
 
-NOTHING_OFFERED = AgentInfo(capacity=0, listen_address=None, data_endpoint="", curve_public_key="")
+def offered(announce_host: str) -> AgentInfo:
+    """A tracker agent's ``AgentInfo``: no capacity, only where its announces come from."""
+    return AgentInfo(
+        capacity=0,
+        listen_address=None,
+        data_endpoint="",
+        curve_public_key="",
+        announce_host=announce_host,
+    )
+
+
+# An ipc coordinator is on this host: announces leave from loopback, as far as it can tell.
+NOTHING_OFFERED = offered("127.0.0.1")
 ANSWER = encode({b"interval": 1800, b"peers": encode_compact_v4([PeerAddress("127.0.0.9", 7009)])})
 
 
@@ -111,6 +125,45 @@ def test_a_restarted_coordinator_registers_the_agent_again_without_stopped_annou
         assert agent.wait_exit(8.0) == 0, agent.log()
         assert events(tracker) == ["started", "started", "stopped"]
     assert "Traceback" not in agent.log()
+
+
+@pytest.mark.parametrize(
+    ("config", "announce_host"),
+    [
+        ('bind_address = "127.0.0.3"', "127.0.0.3"),
+        ('bind_address = "127.0.0.3"\nadvertise_host = "127.0.0.7"', "127.0.0.7"),
+        ('bind_address = "0.0.0.0"', "127.0.0.1"),  # a wildcard: the route to the coordinator
+    ],
+)
+def test_the_announce_address_is_advertise_host_else_a_concrete_bind_address(
+    coordinator: Coordinator, start_agent: StartAgent, config: str, announce_host: str
+):
+    # What trackers will record is where announces leave from: the coordinator pairs this
+    # address with the peer agent listening there.
+    start_agent(config)
+    info = coordinator.wait_for(lambda m: isinstance(m, AgentInfo), 5.0)
+    assert info == offered(announce_host)
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"), [("0.0.0.0", "not '0.0.0.0'"), ("x" * 64 + ".example", "resolve")]
+)
+def test_an_unusable_advertise_host_exits_2_with_one_line(
+    coordinator: Coordinator, tmp_path: Path, value: str, problem: str
+):
+    config = tmp_path / "agent.toml"
+    config.write_text(f'[tracker_agent]\nadvertise_host = "{value}"\n')
+    finished = subprocess.run(
+        [sys.executable, "-m", "services.tracker_agent", "--coordinator", coordinator.endpoint,
+         "--agent-id", AGENT_ID, "--config", str(config)],
+        cwd=REPO, capture_output=True, text=True, timeout=20, check=False,
+    )  # fmt: skip
+    assert finished.returncode == 2
+    assert finished.stderr.startswith(
+        "torviz-tracker-agent: error: [tracker_agent] advertise_host "
+    ), finished.stderr
+    assert problem in finished.stderr
+    assert len(finished.stderr.strip().splitlines()) == 1
 
 
 def test_missing_keys_for_a_tcp_coordinator_exit_2_with_one_line(
