@@ -158,8 +158,32 @@ def is_routing_identity(routing_id: bytes, agent_id: str) -> bool:
     return routing_id.startswith(prefix) and bool(rest) and b"/" not in rest
 
 
+_ROLE_TEXT = {
+    ServiceKind.PEER_AGENT.value: ("a peer agent", "peer"),
+    ServiceKind.STORAGE_AGENT.value: ("the storage agent", "storage"),
+    ServiceKind.TRACKER_AGENT.value: ("the tracker agent", "tracker"),
+}
+
+
+def _refuse_role(hello: Hello, key_name: str, key_role: str) -> Rejected:
+    """The refusal of a key whose role is not the service its ``Hello`` names."""
+    owner = _ROLE_TEXT.get(key_role)
+    whose = f"a {owner[1]} agent's key" if owner else f"a key of no agent ({key_role[:40]!r})"
+    wanted, short = _ROLE_TEXT.get(hello.service, (hello.service[:40], "peer"))
+    make = "`keys init peer:NAME`" if short == "peer" else f"`keys init {short}`"
+    return Rejected(
+        "identity_not_allowed",
+        f"the key {key_name!r} is {whose}: it cannot register as {wanted} (make a {short} key "
+        f"with {make})",
+    )
+
+
 def check_identity(
-    hello: Hello, routing_id: bytes, key_name: str, own_key_name: str
+    hello: Hello,
+    routing_id: bytes,
+    key_name: str,
+    own_key_name: str,
+    key_role: str | None = None,
 ) -> Rejected | None:
     """On an endpoint with CURVE keys: may the caller's key speak for the agent it names?
 
@@ -169,11 +193,17 @@ def check_identity(
     the agent id or ``routing_identity(agent id, incarnation)``. The endpoint's own key (embedded agents use their coordinator's) may be any
     agent. Without this, any admitted key could take over another agent's identity.
 
+    A key also has a role, the one service kind it may register as (``key_role``, from the ZAP
+    handler): a peer agent's key cannot register as the storage agent. The endpoint's own key
+    and the coordinator's (role ``coordinator``) may be any kind.
+
     Args:
         hello: the caller's ``Hello``.
         routing_id: the caller's ZeroMQ routing identity.
         key_name: the name the ZAP handler gave the caller's key.
         own_key_name: the name of the endpoint's own key pair.
+        key_role: the role the ZAP handler gave the caller's key (a ``ServiceKind`` value;
+            ``coordinator``: any); ``None``: roles are not checked.
 
     Returns:
         ``None`` when it may, else the ``Rejected`` (``identity_not_allowed``) to answer.
@@ -184,6 +214,12 @@ def check_identity(
             "identity_not_allowed",
             f"{hello.service} {agent_id!r} connected with another routing identity",
         )
+    if (
+        key_role is not None
+        and key_name != own_key_name
+        and key_role not in (hello.service, ServiceKind.COORDINATOR.value)
+    ):
+        return _refuse_role(hello, key_name, key_role)
     if key_name in (own_key_name, agent_id) or agent_id.startswith(f"{key_name}-"):
         return None
     return Rejected(

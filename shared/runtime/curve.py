@@ -1,7 +1,8 @@
 """CURVE key files, and which sockets use them.
 
-Strategy: keys live in pyzmq's certificate files (``zmq.auth.create_certificates`` writes them,
-``zmq.auth.load_certificate`` reads them): ``NAME.key`` holds a public key, ``NAME.key_secret``
+Strategy: keys live in pyzmq's certificate files (``zmq.auth.create_certificates`` writes them;
+they are read here as ``zmq.auth.load_certificate`` reads them, within bounds, metadata
+included): ``NAME.key`` holds a public key, ``NAME.key_secret``
 the pair. A keys folder (``[security] keys_dir``) holds this process's pair, the coordinator's
 public key (``coordinator.key``) and the public keys it admits (``authorized/*.key``; the file
 name without ``.key`` is the peer's name). ``server_security``, ``control_security`` and
@@ -26,6 +27,16 @@ Rules:
 - Every missing, unreadable or invalid file is a ``ConfigError`` whose one line names the file
   and what to do about it (usually: run ``torviz-coordinator keys init``).
 - Key names are ``[A-Za-z0-9._-]{1,64}`` not starting with a dot: a name becomes a file name.
+- A key has a role, the one service kind it may register as (``check_identity`` in
+  ``shared.bus`` refuses any other): ``role = "peer_agent"`` (or ``storage_agent``,
+  ``tracker_agent``) in its file's ``metadata`` section, as ``keys init`` writes it. A key file
+  without one (made before roles existed) takes the role its name implies (``role_of_name``):
+  ``storage`` or ``storage-*`` a storage agent, ``tracker`` or ``tracker-*`` a tracker agent,
+  anything else a peer agent. The key named ``coordinator`` is the coordinator's, which runs
+  embedded agents of every kind: its role is ``coordinator``, whatever its file says.
+- Metadata is hostile input too: at most ``MAX_METADATA`` entries, names of letters, digits,
+  ``_``, ``.`` and ``-``, values of at most 255 bytes, no name twice; an unknown role is a
+  ``ConfigError`` naming the file.
 
 ``HandshakeWatch`` is the client side at run time: libzmq reports a failed CURVE handshake only
 through a socket monitor, and gives up for good on a connection whose handshake was refused
@@ -48,10 +59,10 @@ from typing import Any
 
 import gevent
 import zmq
-import zmq.auth
 from zmq.utils import z85
 from zmq.utils.monitor import recv_monitor_message
 
+from shared.bus import ServiceKind
 from shared.config import SecurityConfig
 from shared.endpoints import parse_endpoint
 from shared.errors import ConfigError
@@ -59,12 +70,16 @@ from shared.errors import ConfigError
 from .ipc import check_ipc_folder
 
 __all__ = [
+    "AGENT_ROLES",
     "AUTHORIZED_DIR",
     "CONTROL_ZAP_DOMAIN",
     "COORDINATOR_KEY",
     "MAX_AUTHORIZED",
     "MAX_KEY_FILE",
+    "MAX_METADATA",
+    "ROLE_METADATA",
     "ZAP_DOMAIN",
+    "AuthorizedKey",
     "CurveClient",
     "CurveServer",
     "HandshakeWatch",
@@ -78,6 +93,8 @@ __all__ = [
     "load_authorized_dir",
     "load_keypair",
     "load_public_key",
+    "read_key_role",
+    "role_of_name",
     "server_security",
 ]
 
@@ -95,6 +112,14 @@ ZAP_DOMAIN = "torviz"
 """The ZAP domain of bus and data endpoints."""
 CONTROL_ZAP_DOMAIN = "torviz-control"
 """The ZAP domain of the control endpoint, which admits only its own key."""
+AGENT_ROLES = (ServiceKind.PEER_AGENT, ServiceKind.STORAGE_AGENT, ServiceKind.TRACKER_AGENT)
+"""The roles a key file's metadata may give."""
+ROLE_METADATA = "role"
+"""The metadata entry of a key file that holds its role."""
+MAX_METADATA = 32
+"""Most entries read from a key file's ``metadata`` section."""
+_MAX_METADATA_VALUE = 255
+_METADATA_NAME = re.compile(rb"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 _KEY_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _Z85_KEY = re.compile(rb"[0-9a-zA-Z.\-:+=^!/*?&<>()\[\]{}@%$#]{40}")
@@ -112,6 +137,15 @@ class KeyPair:
     name: str
     public: bytes
     secret: bytes = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class AuthorizedKey:
+    """An admitted public key's name (the file's, without ``.key``) and role."""
+
+    name: str
+    role: ServiceKind
+    """The service kind it may register as; ``COORDINATOR``: any (the coordinator's own)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,12 +205,38 @@ def check_public_key(key: bytes, where: str, hint: str = "") -> bytes:
     raise ConfigError("invalid_key", f"{where}: not a CURVE key (40 Z85 characters expected){fix}")
 
 
+def role_of_name(name: str) -> ServiceKind:
+    """The role of a key without role metadata, from its name: ``coordinator`` the
+    coordinator's; ``storage``/``storage-*`` a storage agent; ``tracker``/``tracker-*`` a tracker
+    agent; anything else a peer agent (``peer-agents`` of deploy/compose.yaml included)."""
+    if name == COORDINATOR_KEY:
+        return ServiceKind.COORDINATOR
+    for prefix, role in (
+        ("storage", ServiceKind.STORAGE_AGENT),
+        ("tracker", ServiceKind.TRACKER_AGENT),
+    ):
+        if name == prefix or name.startswith(f"{prefix}-"):
+            return role
+    return ServiceKind.PEER_AGENT
+
+
 def _missing(path: Path, hint: str) -> ConfigError:
     return ConfigError("missing_key", f"CURVE key file {path} is missing: {hint}")
 
 
-def _read_certificate(path: Path, hint: str) -> tuple[bytes, bytes | None]:
-    """The (public, secret or None) keys of one certificate file, checked."""
+@dataclass(frozen=True, slots=True)
+class _Certificate:
+    public: bytes
+    secret: bytes | None
+    metadata: dict[str, str]
+
+
+def _too_big(path: Path, size: int, hint: str) -> ConfigError:
+    return ConfigError("invalid_key", f"{path} is {size} bytes, too big for a key file: {hint}")
+
+
+def _read_certificate(path: Path, hint: str) -> _Certificate:
+    """The keys and metadata of one certificate file, checked."""
     try:
         info = os.stat(path)
     except FileNotFoundError:
@@ -186,21 +246,96 @@ def _read_certificate(path: Path, hint: str) -> tuple[bytes, bytes | None]:
     if not stat.S_ISREG(info.st_mode):
         raise ConfigError("invalid_key", f"{path} is not a regular file: {hint}")
     if info.st_size > MAX_KEY_FILE:
-        raise ConfigError(
-            "invalid_key", f"{path} is {info.st_size} bytes, too big for a key file: {hint}"
-        )
+        raise _too_big(path, info.st_size, hint)
     try:
-        public, secret = zmq.auth.load_certificate(path)
-    except ValueError:
-        raise ConfigError("invalid_key", f"{path} holds no public key: {hint}") from None
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_KEY_FILE + 1)  # it may have grown since the stat
     except OSError as exc:
         raise ConfigError(
             "unreadable_key", f"cannot read {path}: {exc.strerror or exc}: {hint}"
         ) from None
+    if len(data) > MAX_KEY_FILE:
+        raise _too_big(path, len(data), hint)
+    return _parse_certificate(data, path, hint)
+
+
+def _parse_certificate(data: bytes, path: Path, hint: str) -> _Certificate:
+    """Parse pyzmq's (ZPL) certificate format: ``public-key`` and ``secret-key`` lines wherever
+    they stand (as pyzmq reads them), and the indented ``name = value`` lines of the
+    ``metadata`` section, bounded."""
+    keys: dict[bytes, bytes] = {}
+    metadata: dict[str, str] = {}
+    section = b""
+
+    def bad(what: str) -> ConfigError:
+        return ConfigError("invalid_key", f"{path}: {what}: {hint}")
+
+    for raw in data.splitlines():
+        line = raw.strip()
+        if not line or line.startswith(b"#"):
+            continue
+        which = next((k for k in (b"public-key", b"secret-key") if line.startswith(k)), None)
+        if which is not None:
+            _, equals, value = line.partition(b"=")
+            if equals and which not in keys:
+                keys[which] = value.strip(b" \t'\"")
+            continue
+        if raw[:1] not in (b" ", b"\t"):
+            section = line  # an unindented line names a section
+            continue
+        if section != b"metadata":
+            continue
+        name, equals, value = line.partition(b"=")
+        name = name.strip()
+        if not equals or not _METADATA_NAME.fullmatch(name):
+            raise bad("a metadata line is not `name = value`")
+        value = _unquote(value.strip())
+        if len(value) > _MAX_METADATA_VALUE:
+            raise bad(f"metadata {name.decode()!r} is longer than {_MAX_METADATA_VALUE} bytes")
+        text_name = name.decode("ascii")
+        if text_name in metadata:
+            raise bad(f"metadata {text_name!r} is given twice")
+        if len(metadata) >= MAX_METADATA:
+            raise bad(f"more than {MAX_METADATA} metadata entries")
+        metadata[text_name] = value.decode("utf-8", "replace")
+    public = keys.get(b"public-key")
+    if public is None:
+        raise ConfigError("invalid_key", f"{path} holds no public key: {hint}")
     check_public_key(public, str(path), hint)
+    secret = keys.get(b"secret-key")
     if secret is not None:
         check_public_key(secret, str(path), hint)
-    return public, secret
+    return _Certificate(public, secret, metadata)
+
+
+def _unquote(value: bytes) -> bytes:
+    if len(value) >= 2 and value[:1] in (b'"', b"'") and value[-1:] == value[:1]:
+        return value[1:-1]
+    return value
+
+
+def _role(certificate: _Certificate, name: str, path: Path, hint: str) -> ServiceKind:
+    """A key's role: its metadata's, else the one its name implies (``role_of_name``)."""
+    if name == COORDINATOR_KEY:
+        return ServiceKind.COORDINATOR
+    given = certificate.metadata.get(ROLE_METADATA)
+    if given is None:
+        return role_of_name(name)
+    for role in AGENT_ROLES:
+        if given == role.value:
+            return role
+    roles = ", ".join(role.value for role in AGENT_ROLES)
+    raise ConfigError("bad_key_role", f"{path}: role {given[:40]!r} is not one of {roles}: {hint}")
+
+
+def read_key_role(path: Path, name: str) -> ServiceKind:
+    """The role of the key in ``path`` whose name is ``name`` (see the module rules).
+
+    Raises:
+        ConfigError: the file is missing or invalid (see ``load_keypair``), ``bad_key_role``.
+    """
+    hint = "fix or remove it (keys are made by `torviz-coordinator keys init`)"
+    return _role(_read_certificate(path, hint), name, path, hint)
 
 
 def _pair_hint(name: str) -> str:
@@ -232,7 +367,8 @@ def load_keypair(keys_dir: Path | str, name: str) -> KeyPair:
     check_key_name(name)
     path = _keys_folder(keys_dir) / f"{name}.key_secret"
     hint = _pair_hint(name)
-    public, secret = _read_certificate(path, hint)
+    certificate = _read_certificate(path, hint)
+    public, secret = certificate.public, certificate.secret
     if secret is None:
         raise ConfigError("invalid_key", f"{path} holds no secret key: {hint}")
     if zmq.curve_public(secret) != public:
@@ -250,19 +386,19 @@ def load_public_key(keys_dir: Path | str, name: str) -> bytes:
     """
     check_key_name(name)
     path = _keys_folder(keys_dir) / f"{name}.key"
-    public, _ = _read_certificate(path, _pair_hint(name))
-    return public
+    return _read_certificate(path, _pair_hint(name)).public
 
 
-def load_authorized_dir(folder: Path) -> dict[bytes, str]:
-    """Public key (Z85) -> name of every ``NAME.key`` in ``folder``; ``{}`` if it is absent.
+def load_authorized_dir(folder: Path) -> dict[bytes, AuthorizedKey]:
+    """Public key (Z85) -> name and role of every ``NAME.key`` in ``folder``; ``{}`` if it is
+    absent.
 
     Hidden files and other extensions (``.key_secret``) are ignored. Where two files hold the
     same key, the first name in sorted order wins.
 
     Raises:
-        ConfigError: ``too_many_keys``, ``unreadable_key``, ``bad_key_name`` and the errors of
-            each file (see ``load_keypair``).
+        ConfigError: ``too_many_keys``, ``unreadable_key``, ``bad_key_name``,
+            ``bad_key_role`` and the errors of each file (see ``load_keypair``).
     """
     hint = f"fix or remove it (keys are made by `torviz-coordinator keys init`) in {folder}"
     names: list[str] = []
@@ -280,20 +416,21 @@ def load_authorized_dir(folder: Path) -> dict[bytes, str]:
         return {}
     except OSError as exc:
         raise ConfigError("unreadable_key", f"cannot list {folder}: {exc.strerror}") from None
-    keys: dict[bytes, str] = {}
+    keys: dict[bytes, AuthorizedKey] = {}
     for file_name in sorted(names):
         name = file_name.removesuffix(".key")
         try:
             check_key_name(name)
         except ConfigError as exc:
             raise ConfigError(exc.reason, f"{folder / file_name}: {exc.message}") from None
-        public, _ = _read_certificate(folder / file_name, hint)
-        keys.setdefault(public, name)
+        certificate = _read_certificate(folder / file_name, hint)
+        role = _role(certificate, name, folder / file_name, hint)
+        keys.setdefault(certificate.public, AuthorizedKey(name, role))
     return keys
 
 
-def authorized_keys(keys_dir: Path | str) -> dict[bytes, str]:
-    """Public key (Z85) -> name of every key in ``<keys_dir>/authorized``.
+def authorized_keys(keys_dir: Path | str) -> dict[bytes, AuthorizedKey]:
+    """Public key (Z85) -> name and role of every key in ``<keys_dir>/authorized``.
 
     Raises:
         ConfigError: see ``load_authorized_dir``; ``missing_keys_dir``.

@@ -9,7 +9,10 @@ the greenlet only receives (bounded), reloads keys, logs and sends.
 Who is admitted:
 - CURVE: a client whose public key the request's ZAP domain admits: a key in an authorized
   folder trusted for that domain (``CurveServer.authorized_dir``), or one of this process's own
-  public keys trusted for it; its ZAP user id is the key's name. Bus and data endpoints ask in
+  public keys trusted for it; its ZAP user id is the key's name, and the reply's metadata
+  carries the key's role (``ROLE_PROPERTY``): ZeroMQ attaches both to every message of that
+  connection (``frame.get("User-Id")``, ``frame.get("Role")``), and ZAP metadata takes
+  precedence over any property the client sends itself. Bus and data endpoints ask in
   ``torviz``; the control endpoint asks in ``torviz-control``, where only the coordinator's own
   key is trusted, so an agent's key opens the bus and never the control endpoint. An unknown
   key triggers a reload of the authorized folders (at most once per ``reload_interval``), so a
@@ -29,6 +32,9 @@ Rules:
 - Requests are hostile input: at most ``MAX_ZAP_FRAMES`` frames of ``MAX_ZAP_FRAME`` bytes;
   a malformed request is answered ``500`` (or dropped when it has no envelope to answer to)
   and counted; nothing here raises out of the greenlet. Reply strings stay within 255 bytes.
+- An admitted CURVE key always gets its role in the reply (the role is checked against the
+  ``Hello``'s service by ``shared.bus.check_identity``); a property name or value is at most 255
+  bytes.
 - A refusal is logged at warning with the client's address and key: the first of each key and
   address, then at most one line a ``REFUSAL_LOG_INTERVAL`` saying how many more came (a
   refused client retries for ever); an admission at info, once per key and address.
@@ -38,6 +44,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import struct
 import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -52,13 +59,21 @@ from zmq.utils import z85
 
 from shared.errors import ConfigError
 
-from .curve import CONTROL_ZAP_DOMAIN, ZAP_DOMAIN, KeyPair, load_authorized_dir
+from .curve import (
+    CONTROL_ZAP_DOMAIN,
+    ZAP_DOMAIN,
+    AuthorizedKey,
+    KeyPair,
+    load_authorized_dir,
+    role_of_name,
+)
 
 __all__ = [
     "CONTROL_ZAP_DOMAIN",
     "MAX_ZAP_FRAME",
     "MAX_ZAP_FRAMES",
     "REFUSAL_LOG_INTERVAL",
+    "ROLE_PROPERTY",
     "ZAP_DOMAIN",
     "ZAP_ENDPOINT",
     "RefusalThrottle",
@@ -82,6 +97,8 @@ _VERSION = b"1.0"
 _MAX_ROUTING_IDS = 4
 _MAX_TEXT = 255  # RFC 27: every string field
 _MAX_LOGGED_ADMISSIONS = 10_000
+ROLE_PROPERTY = "Role"
+"""The ZAP metadata property (a message property to ZeroMQ) naming an admitted key's role."""
 REFUSAL_LOG_INTERVAL = 60.0
 """Least seconds between two log lines about the refusals of one key from one address."""
 
@@ -126,6 +143,8 @@ class ZapDecision:
     reason: str
     detail: str
     user_id: str = ""
+    role: str = ""
+    """An admitted CURVE key's role (a ``ServiceKind`` value), sent as ``ROLE_PROPERTY``."""
     mechanism: str = ""
     address: str = ""
     domain: str = ""
@@ -151,8 +170,20 @@ def _text(frame: bytes) -> str:
     return frame.decode("ascii", "replace")
 
 
-KnownKeys = Mapping[bytes, str] | Callable[[str], Mapping[bytes, str]]
-"""Admitted CURVE public keys (Z85) -> user id; or a function of the ZAP domain giving them."""
+KnownKeys = Mapping[bytes, AuthorizedKey] | Callable[[str], Mapping[bytes, AuthorizedKey]]
+"""Admitted CURVE public keys (Z85) -> name (the user id) and role; or a function of the ZAP
+domain giving them."""
+
+
+def _metadata(properties: Mapping[str, str]) -> bytes:
+    """ZMTP metadata (RFC 37): a one-byte name length, the name, a four-byte value length, the
+    value; names and values cut at 255 bytes."""
+    out = b""
+    for name, value in properties.items():
+        raw_name = name.encode("ascii")[:_MAX_TEXT]
+        raw_value = value.encode("ascii", "replace")[:_MAX_TEXT]
+        out += bytes([len(raw_name)]) + raw_name + struct.pack(">I", len(raw_value)) + raw_value
+    return out
 
 
 def answer_zap(frames: Sequence[bytes], known: KnownKeys) -> ZapDecision:
@@ -160,8 +191,8 @@ def answer_zap(frames: Sequence[bytes], known: KnownKeys) -> ZapDecision:
 
     Args:
         frames: the request's frames.
-        known: admitted CURVE public keys (Z85) -> the user id to give them, the same for
-            every domain, or a function from the request's ZAP domain to those keys.
+        known: admitted CURVE public keys (Z85) -> the name (user id) and role to give them,
+            the same for every domain, or a function from the request's ZAP domain to those.
 
     Returns:
         The decision, with the reply frames to send back on the same ROUTER.
@@ -176,9 +207,11 @@ def answer_zap(frames: Sequence[bytes], known: KnownKeys) -> ZapDecision:
 
     def reply(status: bytes, reason: str, detail: str, **fields: Any) -> ZapDecision:
         user_id: str = fields.get("user_id", "")
+        role: str = fields.get("role", "")
         text = detail.encode("ascii", "replace")[:_MAX_TEXT]
         frames_out = [*envelope, _VERSION, request_id, status, text]
-        frames_out += [user_id.encode("ascii", "replace")[:_MAX_TEXT], b""]
+        metadata = _metadata({ROLE_PROPERTY: role}) if role else b""
+        frames_out += [user_id.encode("ascii", "replace")[:_MAX_TEXT], metadata]
         return ZapDecision(frames_out, status, reason, detail, **fields)
 
     if len(frames) > MAX_ZAP_FRAMES:
@@ -201,10 +234,18 @@ def answer_zap(frames: Sequence[bytes], known: KnownKeys) -> ZapDecision:
             return reply(b"500", "malformed", "CURVE credentials are one 32-byte key", **about)
         key = z85.encode(credentials[0])
         admitted = known(about["domain"]) if callable(known) else known
-        name = admitted.get(key)
-        if name is None:
+        entry = admitted.get(key)
+        if entry is None:
             return reply(b"400", "unknown_key", "unknown CURVE key", client_key=key, **about)
-        return reply(b"200", "known_key", "OK", user_id=name, client_key=key, **about)
+        return reply(
+            b"200",
+            "known_key",
+            "OK",
+            user_id=entry.name,
+            role=entry.role.value,
+            client_key=key,
+            **about,
+        )
     if mechanism == "NULL":
         if credentials:
             return reply(b"500", "malformed", "NULL takes no credentials", **about)
@@ -267,11 +308,11 @@ class ZapHandler:
         self.stats = ZapStats()
         self.reload_interval = reload_interval
         self._clock = clock
-        self._own: dict[str, dict[bytes, str]] = {}
+        self._own: dict[str, dict[bytes, AuthorizedKey]] = {}
         """ZAP domain -> this process's own keys trusted there."""
         self._dirs: dict[str, list[Path]] = {}
         """ZAP domain -> the authorized folders trusted there."""
-        self._loaded: dict[Path, dict[bytes, str]] = {}
+        self._loaded: dict[Path, dict[bytes, AuthorizedKey]] = {}
         """Authorized folder -> its keys, as last loaded."""
         self._last_reload = float("-inf")
         self._logged: set[tuple[bytes, str]] = set()
@@ -285,7 +326,8 @@ class ZapHandler:
         return self._greenlet is not None and not self._greenlet.dead
 
     def trust(self, own: KeyPair, authorized_dir: Path | None, domain: str = ZAP_DOMAIN) -> None:
-        """Admit in ``domain`` ``own``'s public key, and the keys in ``authorized_dir``
+        """Admit in ``domain`` ``own``'s public key (with the role its name implies: the
+        endpoint lets its own key be any agent anyway), and the keys in ``authorized_dir``
         (loaded now).
 
         Raises:
@@ -293,14 +335,16 @@ class ZapHandler:
         """
         if authorized_dir is not None and authorized_dir not in self._loaded:
             self._loaded[authorized_dir] = load_authorized_dir(authorized_dir)
-        self._own.setdefault(domain, {})[own.public] = own.name
+        self._own.setdefault(domain, {})[own.public] = AuthorizedKey(
+            own.name, role_of_name(own.name)
+        )
         folders = self._dirs.setdefault(domain, [])
         if authorized_dir is not None and authorized_dir not in folders:
             folders.append(authorized_dir)
 
-    def known(self, domain: str = ZAP_DOMAIN) -> dict[bytes, str]:
-        """Every public key (Z85) admitted in ``domain`` -> its name."""
-        admitted: dict[bytes, str] = {}
+    def known(self, domain: str = ZAP_DOMAIN) -> dict[bytes, AuthorizedKey]:
+        """Every public key (Z85) admitted in ``domain`` -> its name and role."""
+        admitted: dict[bytes, AuthorizedKey] = {}
         for folder in self._dirs.get(domain, ()):
             admitted.update(self._loaded.get(folder, {}))
         admitted.update(self._own.get(domain, {}))
@@ -384,7 +428,7 @@ class ZapHandler:
             return False
         self._last_reload = now
         self.stats.reloads += 1
-        fresh: dict[Path, dict[bytes, str]] = {}
+        fresh: dict[Path, dict[bytes, AuthorizedKey]] = {}
         for folder in self._loaded:
             try:
                 fresh[folder] = load_authorized_dir(folder)
@@ -405,7 +449,7 @@ class ZapHandler:
                 log.info(
                     "admitted %s %s from %s",
                     decision.mechanism,
-                    f"key {decision.user_id} ({_key_text(decision.client_key)})"
+                    f"key {decision.user_id} ({decision.role}, {_key_text(decision.client_key)})"
                     if decision.client_key
                     else "client",
                     decision.address or "a local socket",

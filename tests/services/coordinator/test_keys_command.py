@@ -21,6 +21,21 @@ from shared.runtime.curve import (
 )
 
 
+@pytest.fixture(autouse=True)
+def _own_config_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test reads the real user's default config file."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))
+
+
+def write_config(path: Path, bus: str = "tcp://10.0.0.1:7700", data: str = "") -> Path:
+    """A coordinator's config with the given bus and storage data endpoints."""
+    lines = ["[coordinator]", f'bus = "{bus}"', "embedded_agents = false"]
+    if data:
+        lines += ["[storage_agent]", f'data = "{data}"']
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
 def mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
@@ -35,7 +50,10 @@ def test_init_makes_private_keys_and_says_what_to_do(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     folder = tmp_path / "keys"
-    code, out, err = run(capsys, "init", "--dir", str(folder), "pa1", "st1")
+    config = write_config(tmp_path / "config.toml", data="tcp://10.0.0.1:7701")
+    code, out, err = run(
+        capsys, "init", "--dir", str(folder), "--config", str(config), "pa1", "storage:st1"
+    )
     assert (code, err) == (0, "")
     for path in [folder, folder / "authorized", folder / "agents", folder / "agents" / "pa1"]:
         assert mode(path) == 0o700, path
@@ -60,13 +78,29 @@ def test_init_makes_private_keys_and_says_what_to_do(
 
     assert f"coordinator key pair made: {folder}/coordinator.key (public)" in out
     assert f'[security]\n  keys_dir = "{folder}"' in out
-    for name in ("pa1", "st1"):
-        assert f"rsync -a {folder}/agents/{name}/ HOST:/etc/torviz/keys/agents/{name}/" in out
-        assert (
-            f"torviz-<kind>-agent --coordinator tcp://COORDINATOR:PORT --agent-id {name} "
-            f"--keys /etc/torviz/keys/agents/{name}" in out
-        )
-    assert len(out.splitlines()) < 20
+    # Per agent: a line naming it, the command that copies its bundle to its host (tar over
+    # ssh, nothing to install first), the command that starts it there.
+    copy = (
+        "tar -C {folder}/agents -cf - {name} | ssh HOST 'install -d -m 0700 "
+        "/etc/torviz/keys/agents && tar -C /etc/torviz/keys/agents -xf - && chown -R "
+        "torviz:torviz /etc/torviz/keys && touch /etc/torviz/config.toml'"
+    )
+    lines = out.splitlines()
+    at = lines.index("agent pa1 (peer agent, key made):")
+    assert lines[at + 1 : at + 3] == [
+        "  " + copy.format(folder=folder, name="pa1"),
+        "  torviz-peer-agent --coordinator tcp://10.0.0.1:7700 --agent-id pa1 --keys "
+        "/etc/torviz/keys/agents/pa1 --config /etc/torviz/config.toml",
+    ]
+    at = lines.index("agent st1 (storage agent, key made):")
+    assert lines[at + 1 : at + 3] == [
+        "  " + copy.format(folder=folder, name="st1"),
+        "  torviz-storage-agent --coordinator tcp://10.0.0.1:7700 --agent-id st1 --keys "
+        "/etc/torviz/keys/agents/st1 --config /etc/torviz/config.toml --data "
+        "tcp://10.0.0.1:7701 --state-dir /var/lib/torviz/storage",
+    ]
+    assert "rsync" not in out and "<kind>" not in out and "COORDINATOR:PORT" not in out
+    assert len(lines) < 20
 
 
 def test_the_keys_made_work_together(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -76,7 +110,7 @@ def test_the_keys_made_work_together(tmp_path: Path, capsys: pytest.CaptureFixtu
     bundle = folder / "agents" / "pa1"
     agent = load_keypair(bundle, "pa1")
     assert load_public_key(bundle, "coordinator") == coordinator.public
-    assert authorized_keys(folder)[agent.public] == "pa1"
+    assert authorized_keys(folder)[agent.public].name == "pa1"
     keyed = SecurityConfig(keys_dir=str(bundle))
     client = client_security("tcp://10.0.0.1:7701", keyed, "pa1")
     assert client is not None and client.server_public == coordinator.public
@@ -86,7 +120,7 @@ def test_the_keys_made_work_together(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert server is not None and server.keys == coordinator
     # A storage agent admits the peer agents and the coordinator's embedded agents.
     storage_admits = authorized_keys(folder / "agents" / "st1")
-    assert set(storage_admits.values()) == {"coordinator", "pa1", "st1"}
+    assert {entry.name for entry in storage_admits.values()} == {"coordinator", "pa1", "st1"}
 
 
 def test_rerunning_adds_agents_and_keeps_every_existing_key(
@@ -101,9 +135,8 @@ def test_rerunning_adds_agents_and_keeps_every_existing_key(
     assert (folder / "coordinator.key_secret").read_bytes() == coordinator
     assert (folder / "agents" / "pa1" / "pa1.key_secret").read_bytes() == pa1
     assert "coordinator key pair kept" in out
-    assert f"agent pa1: key kept; {folder}/agents/pa1/ refreshed" in out
-    assert "agent pa2: copy" in out
-    assert "agent pa1: copy" not in out
+    assert "agent pa1 (peer agent, key kept, bundle refreshed):" in out
+    assert "agent pa2 (peer agent, key made):" in out
     # The older bundle now knows the new agent.
     assert (folder / "agents" / "pa1" / "authorized" / "pa2.key").exists()
     # A removed agent disappears from every bundle at the next run.
@@ -161,8 +194,16 @@ def test_list(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 0
     lines = out.splitlines()
     assert lines[0] == f"keys folder: {folder}"
-    assert lines[1].split() == ["coordinator", load_public_key(folder, "coordinator").decode()]
-    assert lines[2].split() == ["pa1", load_public_key(folder / "authorized", "pa1").decode()]
+    assert lines[1].split() == [
+        "coordinator",
+        "coordinator",
+        load_public_key(folder, "coordinator").decode(),
+    ]
+    assert lines[2].split() == [
+        "pa1",
+        "peer_agent",
+        load_public_key(folder / "authorized", "pa1").decode(),
+    ]
 
 
 def test_the_default_folder_is_in_the_user_config_dir(

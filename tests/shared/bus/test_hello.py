@@ -14,6 +14,7 @@ from shared.bus import (
     ServiceKind,
     Welcome,
     check_hello,
+    check_identity,
     decode_message,
     encode_message,
     make_hello,
@@ -90,3 +91,69 @@ def test_version_is_checked_before_the_digest() -> None:
     other = dataclasses.replace(HELLO, protocol_version=9, schema_digest="0" * 16)
     answer = check_hello(other, POLICY)
     assert isinstance(answer, Rejected) and answer.reason == "version_mismatch"
+
+
+# --- a key's role -----------------------------------------------------------------------
+
+PEER_AS_STORAGE = (
+    "the key 'peer-1' is a peer agent's key: it cannot register as the storage agent (make a "
+    "storage key with `keys init storage`)"
+)
+
+
+@pytest.mark.parametrize(
+    ("service", "agent_id", "key_name", "key_role", "refusal"),
+    [
+        # A key registers as the kind of its role only.
+        (ServiceKind.STORAGE_AGENT, "peer-1", "peer-1", "peer_agent", PEER_AS_STORAGE),
+        (
+            ServiceKind.TRACKER_AGENT,
+            "peer-1",
+            "peer-1",
+            "peer_agent",
+            "the key 'peer-1' is a peer agent's key: it cannot register as the tracker agent "
+            "(make a tracker key with `keys init tracker`)",
+        ),
+        (
+            ServiceKind.PEER_AGENT,
+            "storage",
+            "storage",
+            "storage_agent",
+            "the key 'storage' is a storage agent's key: it cannot register as a peer agent "
+            "(make a peer key with `keys init peer:NAME`)",
+        ),
+        (ServiceKind.STORAGE_AGENT, "storage", "storage", "storage_agent", None),
+        (ServiceKind.TRACKER_AGENT, "tracker-2", "tracker-2", "tracker_agent", None),
+        (ServiceKind.PEER_AGENT, "peer-agents-h-1", "peer-agents", "peer_agent", None),
+        # The endpoint's own key and the coordinator's may be any agent.
+        (ServiceKind.STORAGE_AGENT, "storage_agent-9-1", "own", "peer_agent", None),
+        (ServiceKind.STORAGE_AGENT, "coordinator-x", "coordinator", "coordinator", None),
+        # No role known (no CURVE): only the name is checked, as before.
+        (ServiceKind.STORAGE_AGENT, "peer-1", "peer-1", None, None),
+        # ZeroMQ gave no role although the key is named: refused, never taken as any role.
+        (
+            ServiceKind.STORAGE_AGENT,
+            "peer-1",
+            "peer-1",
+            "",
+            "the key 'peer-1' is a key of no agent (''): it cannot register as the storage "
+            "agent (make a storage key with `keys init storage`)",
+        ),
+    ],
+)
+def test_a_key_registers_only_as_its_role(
+    service: ServiceKind, agent_id: str, key_name: str, key_role: str | None, refusal: str | None
+) -> None:
+    hello = make_hello(service, agent_id, "host-a", 1)
+    answer = check_identity(hello, agent_id.encode(), key_name, "own", key_role)
+    if refusal is None:
+        assert answer is None
+    else:
+        assert answer == Rejected("identity_not_allowed", refusal)
+
+
+def test_the_role_is_checked_before_the_name() -> None:
+    """A peer key claiming the storage agent's id hears about its role, the reason to fix."""
+    hello = make_hello(ServiceKind.STORAGE_AGENT, "storage", "host-a", 1)
+    answer = check_identity(hello, b"storage", "peer-1", "coordinator", "peer_agent")
+    assert answer is not None and answer.message.startswith("the key 'peer-1' is a peer agent's")

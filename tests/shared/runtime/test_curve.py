@@ -28,6 +28,7 @@ from shared.runtime.curve import (
     MAX_KEY_FILE,
     ZAP_DOMAIN,
     CurveClient,
+    AuthorizedKey,
     CurveServer,
     KeyPair,
     authorized_keys,
@@ -89,7 +90,7 @@ def test_a_key_pair_and_public_keys_load(keys: Path) -> None:
     assert len(pair.public) == 40 and len(pair.secret) == 40
     assert zmq.curve_public(pair.secret) == pair.public
     assert load_public_key(keys, "a1") == pair.public
-    assert authorized_keys(keys) == {pair.public: "a1"}
+    assert authorized_keys(keys) == {pair.public: AuthorizedKey("a1", ServiceKind.PEER_AGENT)}
 
 
 def _write(path: Path, text: str | bytes) -> None:
@@ -187,9 +188,9 @@ def test_the_authorized_folder(keys: Path) -> None:
     shutil.copy(keys / "x9.key_secret", authorized / "x9.key_secret")  # not a .key: ignored
     _write(authorized / ".editor.key", "junk")  # hidden: ignored
     (authorized / "notes.txt").write_text("ignored")
-    assert set(authorized_keys(keys).values()) == {"a1"}
+    assert {entry.name for entry in authorized_keys(keys).values()} == {"a1"}
     shutil.copy(keys / "a1.key", authorized / "z-again.key")  # same key twice: first name wins
-    assert authorized_keys(keys) == {load_public_key(keys, "a1"): "a1"}
+    assert [entry.name for entry in authorized_keys(keys).values()] == ["a1"]
     _write(authorized / "broken.key", 'public-key = "not a key"\n')
     with pytest.raises(ConfigError) as caught:
         authorized_keys(keys)

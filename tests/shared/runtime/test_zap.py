@@ -21,7 +21,13 @@ from zmq.utils import z85
 
 from shared.bus import Hello, HelloPolicy, ServiceKind, Welcome, make_hello
 from shared.runtime import BusSocket, Incoming
-from shared.runtime.curve import CurveClient, CurveServer, load_keypair, load_public_key
+from shared.runtime.curve import (
+    AuthorizedKey,
+    CurveClient,
+    CurveServer,
+    load_keypair,
+    load_public_key,
+)
 from shared.runtime.zap import (
     CONTROL_ZAP_DOMAIN,
     MAX_ZAP_FRAME,
@@ -45,7 +51,8 @@ POLICY = HelloPolicy(
 )
 KEY_RAW = bytes(range(32))
 KEY = z85.encode(KEY_RAW)
-KNOWN = {KEY: "a1"}
+KNOWN = {KEY: AuthorizedKey("a1", ServiceKind.PEER_AGENT)}
+ROLE_METADATA = b"\x04Role\x00\x00\x00\x0apeer_agent"  # ZMTP metadata: Role = peer_agent
 
 
 def request(*fields: bytes, routing: tuple[bytes, ...] = (b"\x00peer",)) -> list[bytes]:
@@ -111,7 +118,7 @@ def test_decision_table(frames: list[bytes], status: bytes, reason: str, user_id
         request_id,
         status,
         user_id.encode(),
-        b"",
+        ROLE_METADATA if reason == "known_key" else b"",  # an admitted key's role
     )
     assert len(text) <= 255
 
@@ -209,7 +216,9 @@ def test_each_zap_domain_admits_only_the_keys_trusted_for_it(keys: Path) -> None
     admitted = handler.decide(curve_request(own, CONTROL_ZAP_DOMAIN.encode()))
     assert admitted.admitted and admitted.user_id == "coordinator"
     assert not handler.decide(curve_request(a1, b"")).admitted  # no domain: nothing trusted
-    assert handler.known(CONTROL_ZAP_DOMAIN) == {coordinator.public: "coordinator"}
+    assert handler.known(CONTROL_ZAP_DOMAIN) == {
+        coordinator.public: AuthorizedKey("coordinator", ServiceKind.COORDINATOR)
+    }
 
 
 def test_answer_zap_takes_the_keys_of_the_requests_domain() -> None:
@@ -315,7 +324,7 @@ def test_the_handler_answers_raw_requests_and_survives_garbage(
     handler.trust(load_keypair(keys, "coordinator"), keys / "authorized")
     a1 = z85.decode(load_public_key(keys, "a1"))
     reply = ask(ctx, [b"", b"1.0", b"7", b"torviz", b"10.213.7.3", b"", b"CURVE", a1])
-    assert reply == [b"", b"1.0", b"7", b"200", b"OK", b"a1", b""]
+    assert reply == [b"", b"1.0", b"7", b"200", b"OK", b"a1", ROLE_METADATA]
     reply = ask(ctx, [b"", b"1.0", b"8", b"torviz", b"10.213.7.3", b"", b"CURVE", bytes(32)])
     assert reply is not None and reply[2:4] == [b"8", b"400"]
     reply = ask(ctx, [b"", b"1.0", b"9"])
