@@ -28,7 +28,9 @@ is counted in ``stats.auth_failures`` and logged at error at most once per 30 s,
 libzmq gives up on a refused connection, the watch connects again, backing off from 1 s to
 30 s. A CURVE server with a hello policy also checks that the caller's key may speak for the agent
 it names (``shared.bus.check_identity``): the ZAP handler names each admitted key, and ZeroMQ
-hands that name over with every message (``User-Id``).
+hands that name over with every message (``User-Id``), and the key's role (``Role``): a
+key registers only as the service kind of its role. A refused ``Hello`` is logged once per
+key and address, then once a minute with a count.
 
 Rules:
 - Who may connect is settled before the first byte: ``bind`` refuses a tcp endpoint without a
@@ -86,7 +88,7 @@ from shared.errors import BusError, ConfigError
 
 from .curve import CurveClient, CurveServer, HandshakeWatch, ServerHandshakeWatch
 from .ipc import IpcState, bind_private, ipc_path, owner_of, probe_ipc
-from .zap import zap_handler
+from .zap import ROLE_PROPERTY, RefusalThrottle, zap_handler
 
 __all__ = [
     "BusSocket",
@@ -245,6 +247,8 @@ class BusSocket:
         self._curve_server = isinstance(curve, CurveServer)
         self._own_key_name = curve.keys.name if isinstance(curve, CurveServer) else None
         self._key_names: dict[bytes, str] = {}
+        self._refusals = RefusalThrottle()
+        """Which refused ``Hello``s to log: once per key (or agent id) and address."""
         """CURVE server: the key name each welcomed peer was admitted with."""
         ctx = context if context is not None else zmq.green.Context.instance()
         if isinstance(curve, CurveServer):  # before any socket exists: trust() may raise
@@ -453,7 +457,7 @@ class BusSocket:
         if (
             sender is not None
             and self._policy is not None
-            and not self._admit(sender, message, self._key_name(frames[0]))
+            and not self._admit(sender, message, *self._caller(frames[0]))
         ):
             return False
         self.stats.received += 1
@@ -469,16 +473,22 @@ class BusSocket:
             log.exception("%s: handler failed on %s", self.name, type(message).__name__)
         return data is not None
 
-    def _key_name(self, frame: zmq.Frame) -> str | None:
-        """The ZAP user id (our key name) of a CURVE client's message; None without CURVE."""
-        if self._own_key_name is None:
-            return None
-        try:
-            return str(frame.get("User-Id"))
-        except zmq.ZMQError:
-            return ""
+    def _caller(self, frame: zmq.Frame) -> tuple[str | None, str | None, str]:
+        """Who sent a message: the ZAP user id (our key name) and role of a CURVE client
+        (``None``, ``None`` without CURVE; ``""`` if ZeroMQ has none), and its address."""
+        key_name = key_role = None
+        if self._own_key_name is not None:
+            key_name, key_role = _property(frame, "User-Id"), _property(frame, ROLE_PROPERTY)
+        return key_name, key_role, _property(frame, "Peer-Address")
 
-    def _admit(self, sender: bytes, message: Message, key_name: str | None) -> bool:
+    def _admit(
+        self,
+        sender: bytes,
+        message: Message,
+        key_name: str | None,
+        key_role: str | None = None,
+        address: str = "",
+    ) -> bool:
         """The handshake gate of a bound endpoint; answers ``Hello`` itself."""
         assert self._policy is not None
         if isinstance(message, Hello):
@@ -486,7 +496,7 @@ class BusSocket:
             if isinstance(answer, Welcome) and key_name is not None:
                 assert self._own_key_name is not None
                 taken = self._key_names.get(sender)
-                refusal = check_identity(message, sender, key_name, self._own_key_name)
+                refusal = check_identity(message, sender, key_name, self._own_key_name, key_role)
                 if refusal is None and taken is not None and taken != key_name:
                     refusal = Rejected(
                         "identity_not_allowed",
@@ -502,7 +512,7 @@ class BusSocket:
                     )
             self._enqueue([sender, *encode_frames(answer)], answer)
             if isinstance(answer, Rejected):
-                log.warning("%s: rejected %s: %s", self.name, message.agent_id, answer.message)
+                self._log_refusal(message, answer, key_name, address)
                 self.welcomed.pop(sender, None)
                 return False
             log.info("%s: welcomed %s %s", self.name, message.service, message.agent_id)
@@ -523,6 +533,22 @@ class BusSocket:
             self._key_names.pop(sender, None)
         return True
 
+    def _log_refusal(
+        self, hello: Hello, answer: Rejected, key_name: str | None, address: str
+    ) -> None:
+        """Log a refused ``Hello`` at warning: the first of each key (or agent id without
+        CURVE) and address, then one line a minute counting the others (a refused agent may
+        be restarted for ever)."""
+        who = (key_name or hello.agent_id).encode("utf-8", "replace")
+        left_out = self._refusals.log_now(self.name, who, address, time.monotonic())
+        if left_out is None:
+            return
+        again = f" ({left_out} more refusals since the last line)" if left_out else ""
+        origin = f" from {address}" if address else ""
+        log.warning(
+            "%s: rejected %s%s: %s%s", self.name, hello.agent_id, origin, answer.message, again
+        )
+
     def _drop(self, sender: bytes | None, reason: str, detail: str) -> None:
         self.stats.malformed += 1
         count = self.stats.malformed
@@ -536,6 +562,15 @@ class BusSocket:
                 count,
                 detail,
             )
+
+
+def _property(frame: zmq.Frame, name: str) -> str:
+    """A ZeroMQ message property (``User-Id``, ``Peer-Address``, ZAP metadata); ``""`` if the
+    message has none."""
+    try:
+        return str(frame.get(name))
+    except zmq.ZMQError:
+        return ""
 
 
 def _loud(count: int) -> bool:
