@@ -9,6 +9,12 @@ is let go (trackers get ``stopped``), the embedded agents this process started a
 ``Shutdown``, and the sockets linger briefly so those messages leave before the process does.
 Agents started on their own (other hosts, systemd units) are not told to stop: they wait for a
 coordinator to come back and register with it again.
+
+An agent's ``Hello`` is answered by the bus socket, which first asks the core
+(``Coordinator.vet_hello``) whether it is a second live process of a registered agent id: that
+one is refused (``duplicate_agent``) before it is ever welcomed, and the live one is left alone.
+Whether the registered process still has a connection is asked of the bus socket
+(``BusSocket.reachable``), so a restart right after a crash is told from a duplicate at once.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from shared.bus import (
     ListTorrents,
     Message,
     PauseTorrent,
+    Rejected,
     RemoveTorrent,
     ResumeTorrent,
     ServiceKind,
@@ -136,6 +143,7 @@ class CoordinatorActor(pykka.ThreadingActor):
                 heartbeat_interval=self.core.config.heartbeat_interval,
             ),
             curve=self.curve,
+            vet_hello=self._vet_hello,
         )
         self.bus.bind(self.endpoints.bus)
         self.bus.start()
@@ -174,6 +182,19 @@ class CoordinatorActor(pykka.ThreadingActor):
             if sock is not None:
                 sock.close(linger=2.0)
 
+    def _vet_hello(self, sender: bytes, hello: Hello) -> Rejected | None:
+        """The bus socket's ``vet_hello`` (in its receiver greenlet; see the module doc)."""
+        bus = self.bus
+        if bus is None:
+            return None
+        return self.core.vet_hello(sender, hello, time.monotonic(), bus.reachable)
+
+    def _forget_dropped(self) -> None:
+        """Un-welcome on the bus the agents the core forgot (silent, or replaced by a restart)."""
+        assert self.bus is not None
+        for identity in self.core.take_dropped():
+            self.bus.forget(identity)
+
     def _tick_loop(self) -> None:
         while True:
             gevent.sleep(TICK_INTERVAL)
@@ -190,9 +211,7 @@ class CoordinatorActor(pykka.ThreadingActor):
                 self._on_control(incoming, now)
             case _Tick():
                 self.core.tick(now)
-                assert self.bus is not None
-                for identity in self.core.take_dropped():
-                    self.bus.forget(identity)
+                self._forget_dropped()
                 if self.launcher is not None:
                     self.launcher.check(self._agent_exited)
                 self._ticks += 1
@@ -207,6 +226,7 @@ class CoordinatorActor(pykka.ThreadingActor):
             return
         if isinstance(incoming.message, Hello):
             self.core.agent_joined(sender, incoming.message, now)
+            self._forget_dropped()  # a restart's previous process, at once
             return
         self.core.handle(sender, incoming.message, now)
 
@@ -242,9 +262,11 @@ class CoordinatorActor(pykka.ThreadingActor):
         self.control.send(reply, to=sender)
 
     def _agent_exited(self, agent: AgentProcess, code: int) -> None:
-        self.core.agent_left(agent.agent_id.encode())
-        if self.bus is not None:
-            self.bus.forget(agent.agent_id.encode())
+        registered = self.core.agents.named(agent.agent_id)
+        if registered is not None:
+            self.core.agent_left(registered.identity)
+            if self.bus is not None:
+                self.bus.forget(registered.identity)
         restarts = self._restarts.get(agent.kind, 0)
         if restarts >= MAX_RESTARTS or self.launcher is None:
             self.failure = (

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Callable
 from typing import Protocol
 
 from shared.bitfield import Bitfield, BitfieldError
@@ -43,6 +44,7 @@ from shared.bus import (
     PieceRejected,
     PieceVerified,
     RecheckTorrent,
+    Rejected,
     RemoveTorrent,
     ServiceKind,
     StatusReport,
@@ -68,7 +70,7 @@ from shared.errors import MetainfoError
 from shared.metainfo import parse_metainfo
 from shared.types import InfoHash, PeerAddress, PeerId
 
-from .agents import Agent, AgentRegistry
+from .agents import Agent, AgentRegistry, HelloVerdict, duplicate_refusal, judge_hello
 from .choking import Choker
 from .picking import PiecePicker
 from .status import agent_status, torrent_status
@@ -85,6 +87,9 @@ LISTEN_PORT_WAIT = 3.0
 PENDING_TIMEOUT = 60.0
 """Seconds a downloaded piece may wait for its hash check's answer before it is fetched again
 (its delivery was lost: the storage agent died with it in its queue)."""
+
+_MAX_DUPLICATES_LOGGED = 1024
+"""Refused second processes remembered (so each is logged once) before the record restarts."""
 
 Outgoing = tuple[bytes, Message]
 _OPEN_STATES = (TorrentState.DOWNLOADING, TorrentState.SEEDING)
@@ -145,8 +150,10 @@ class Coordinator:
         self.listen_address: PeerAddress | None = None
         """Where the first peer agent accepts connections (its ``AgentInfo``)."""
         self.dropped: list[bytes] = []
-        """Agents forgotten for their silence, for the actor to forget on the bus socket too
-        (so their next message is answered ``Rejected("hello_first")``)."""
+        """Agents forgotten for their silence or replaced by a restart, for the actor to forget
+        on the bus socket too (so their next message is answered ``Rejected("hello_first")``)."""
+        self._duplicates_logged: set[tuple[str, str, int]] = set()
+        """(agent id, host, pid) of the second processes whose refusal was logged."""
         self._storage_route = (storage_endpoint, "")
         """The data endpoint and its CURVE key that attached torrents were given."""
         self._heartbeat_seq = 0
@@ -160,17 +167,79 @@ class Coordinator:
 
     # -- agents --
 
+    def vet_hello(
+        self, identity: bytes, hello: Hello, now: float, connected: Callable[[bytes], bool]
+    ) -> Rejected | None:
+        """Before an agent's ``Hello`` is welcomed: refuse a second live process of an agent
+        id (``agents.judge_hello``); a restart or a new agent passes.
+
+        Called by the bus socket's receiver greenlet, between two of the actor's messages; it
+        changes nothing but the record of refusals already logged.
+
+        Args:
+            identity: the newcomer's routing identity.
+            hello: its ``Hello``.
+            now: the time (monotonic seconds).
+            connected: asked only when another process of that agent id is registered:
+                whether that one still has a connection (``BusSocket.reachable``).
+
+        Returns:
+            ``Rejected("duplicate_agent")`` to answer instead of ``Welcome``, or None.
+        """
+        registered = self.agents.named(hello.agent_id)
+        if registered is None or registered.identity == identity:
+            return None
+        verdict = judge_hello(
+            registered,
+            identity,
+            hello,
+            now,
+            quiet_after=self.config.heartbeat_interval,
+            connected=connected(registered.identity),
+        )
+        if verdict is not HelloVerdict.DUPLICATE:
+            return None
+        refusal = duplicate_refusal(registered, now)
+        seen = (hello.agent_id, hello.host, hello.pid)
+        if seen not in self._duplicates_logged:
+            if len(self._duplicates_logged) >= _MAX_DUPLICATES_LOGGED:
+                self._duplicates_logged.clear()
+            self._duplicates_logged.add(seen)
+            log.warning(
+                "refused a second process of %s %s: pid %d on %s says hello while pid %d on %s "
+                "runs it (heard %.1f s ago); an agent id runs in exactly one process",
+                registered.kind.value.replace("_", " "),
+                hello.agent_id,
+                hello.pid,
+                hello.host,
+                registered.pid,
+                registered.host,
+                max(0.0, now - registered.last_heard),
+            )
+        return refusal
+
     def agent_joined(self, identity: bytes, hello: Hello, now: float = 0.0) -> None:
         """A welcomed agent: give it the torrents it should know about.
 
         An agent says ``Hello`` again after it lost us (we restarted, or it was cut off long
         enough to count as dead); it dropped its work then, so whatever it held is forgotten
-        here too before it starts afresh.
+        here too before it starts afresh. A new process of a registered agent (another routing
+        identity; ``vet_hello`` refused it if the old one still lives) is a restart: the old
+        registration is forgotten, and its identity goes to ``dropped`` for the bus socket to
+        forget too.
         """
         self._now = max(self._now, now)
+        previous = self.agents.named(hello.agent_id)
         if self.agents.get(identity) is not None:
             log.info("%s said hello again: starting it afresh", hello.agent_id)
             self.agent_left(identity)
+        elif previous is not None:
+            moved = "" if previous.host == hello.host else f" on {previous.host} -> {hello.host}"
+            log.info(
+                "%s restarted (pid %d -> pid %d%s)", hello.agent_id, previous.pid, hello.pid, moved
+            )
+            self.agent_left(previous.identity)
+            self.dropped.append(previous.identity)
         agent = self.agents.join(identity, hello, self._now)
         if agent.kind is ServiceKind.STORAGE_AGENT and self._storage_agent() is not agent:
             log.warning(

@@ -16,16 +16,19 @@ connections. The bookkeeping (limits, keys, bans, peer ids, have-state) is the p
 Registrations: every ``Registered`` (a coordinator welcomed us and holds no state for us) and
 every ``CoordinatorLost`` detaches every torrent and closes its connections (their
 ``PeerDisconnected`` go to a coordinator that ignores keys it does not know); the coordinator
-attaches again what it wants. Storage links and the pieces they keep stay. ``LinkRefused`` (a
-version mismatch, say) stops the agent with exit code 1.
+attaches again what it wants. Storage links and the pieces they keep stay. ``LinkRefused``
+stops the agent with its exit code: 1 for a version mismatch, say, and 2 when the operator must
+mend it (``duplicate_agent``: this agent id already runs in another process).
 
 Storage deliveries: each storage link keeps every piece sent until the storage agent answers
 ``PieceStored``, in a window of ``deliveries.WINDOW`` pieces; while it is full the link's
 connections stop reading. A passing refusal is sent again a second later (at most
 ``deliveries.MAX_ATTEMPTS`` sends), any other refusal drops the piece, and
 ``Rejected("hello_first")`` (the storage agent restarted) makes the link say ``Hello`` and send
-every unanswered piece again, in order (``storage_link.py``, ``deliveries.py``). A timer
-greenlet has the inbox tick the links when a retry, probe or timeout is due.
+every unanswered piece again, in order; so does a link that heard nothing for
+``deliveries.RECONNECT_AFTER`` seconds, on a new socket (``storage_link.py``,
+``deliveries.py``). A timer greenlet has the inbox tick the links when a retry, probe,
+reconnect or timeout is due.
 
 Uploads: one ``PieceCache`` serves all connections. A connection asks for a whole piece
 (``ReadPiece`` with an ``AsyncResult``); a miss sends ``ReadBlock`` chunks on the torrent's
@@ -243,7 +246,7 @@ class PeerAgent(pykka.ThreadingActor):
             case CoordinatorLost(reason):
                 self._detach_all(f"coordinator lost ({reason})")
             case LinkRefused(reason, _):
-                self._request_stop(EXIT_FAILURE, f"rejected: {reason}")
+                self._request_stop(message.exit_code, f"rejected: {reason}")
             case _:
                 log.warning("unexpected message %r", message)
 

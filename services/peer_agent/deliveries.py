@@ -18,7 +18,14 @@ answer arrives, so that nothing is lost when the storage agent restarts or refus
   gone for good cannot hold a window shut forever. While pieces wait, a silent link is probed
   every ``PROBE_INTERVAL`` seconds (the caller sends a ``Heartbeat``): a restarted storage agent
   answers it with ``hello_first``, which is how the link learns of the restart when no new piece
-  is being sent (its connections stop reading while the window is full).
+  is being sent (its connections stop reading while the window is full); a live storage agent
+  answers it with a ``Heartbeat``.
+- a link that hears nothing at all for ``RECONNECT_AFTER`` seconds while pieces wait (no
+  ``PieceStored``, ``Welcome``, ``Heartbeat`` or ``Rejected``, probes unanswered) may be dead
+  in a way that neither end sees (its connection taken over, a peer that stopped reading): the
+  caller closes its socket, opens a new one to the same endpoint, says ``Hello`` and sends
+  every piece kept here again, in order (``reconnect_due``). This is well within
+  ``ANSWER_TIMEOUT``, so no link stays silently dead until its pieces are given up.
 
 The window: ``full`` is true once ``window`` pieces are kept; the connections using the link
 stop reading from their peers until an answer frees a place. It is a soft bound: a read that
@@ -45,6 +52,7 @@ __all__ = [
     "ANSWER_TIMEOUT",
     "MAX_ATTEMPTS",
     "PROBE_INTERVAL",
+    "RECONNECT_AFTER",
     "REJOIN_INTERVAL",
     "RETRYABLE",
     "RETRY_DELAY",
@@ -65,6 +73,9 @@ ANSWER_TIMEOUT = 120.0
 """Seconds a sent piece may go unanswered before it is dropped."""
 PROBE_INTERVAL = 2.0
 """Seconds of silence from the storage agent, while pieces wait, before the link is probed."""
+RECONNECT_AFTER = 15.0
+"""Seconds without a word from the storage agent, while pieces wait, before the link is opened
+again (several unanswered probes; well under ``ANSWER_TIMEOUT``)."""
 REJOIN_INTERVAL = 2.0
 """Seconds after a ``hello_first`` during which more of them are taken as echoes of the same
 restart (every message sent before our new ``Hello`` gets one), unless welcomed meanwhile."""
@@ -131,6 +142,10 @@ class Deliveries:
         answer_timeout: seconds a sent piece may go unanswered.
         probe_interval: seconds of silence, while pieces wait, before ``probe_due``.
         rejoin_interval: seconds during which further ``hello_first`` answers are echoes.
+        reconnect_after: seconds of silence, while pieces wait, before ``reconnect_due``.
+
+    Raises:
+        ValueError: a window or attempts below 1, or a reconnect before the first probe.
     """
 
     def __init__(
@@ -142,19 +157,24 @@ class Deliveries:
         answer_timeout: float = ANSWER_TIMEOUT,
         probe_interval: float = PROBE_INTERVAL,
         rejoin_interval: float = REJOIN_INTERVAL,
+        reconnect_after: float = RECONNECT_AFTER,
     ) -> None:
         if window < 1 or max_attempts < 1:
             raise ValueError("the window and the attempts are at least 1")
+        if reconnect_after <= probe_interval:
+            raise ValueError("a silent link is probed before it is opened again")
         self.window = window
         self.retry_delay = retry_delay
         self.max_attempts = max_attempts
         self.answer_timeout = answer_timeout
         self.probe_interval = probe_interval
         self.rejoin_interval = rejoin_interval
+        self.reconnect_after = reconnect_after
         self._kept: dict[int, Delivery] = {}  # by serial: insertion order is send order
         self._by_piece: dict[_Key, list[int]] = {}
         self._serial = itertools.count()
-        self._heard = float("-inf")  # last answer (or probe) on the link
+        self._heard = float("-inf")  # last word from the storage agent (or first piece waiting)
+        self._probed = float("-inf")  # last probe sent
         self._rejoined_at: float | None = None
 
     def __len__(self) -> int:
@@ -256,16 +276,39 @@ class Deliveries:
 
         A True answer counts as a probe sent: the next one is due ``probe_interval`` later.
         """
-        if not self._kept or now - self._heard < self.probe_interval:
+        if not self._kept or now - max(self._heard, self._probed) < self.probe_interval:
             return False
-        self._heard = now
+        self._probed = now
         return True
 
+    def reconnect_due(self, now: float) -> list[Delivery] | None:
+        """Whether to open the link again: pieces wait and nothing at all was heard from the
+        storage agent for ``reconnect_after`` seconds (its probes went unanswered).
+
+        Returns:
+            None while the link is not due; else every piece kept, in the order first sent,
+            each now in flight again: the caller opens a new socket, says ``Hello`` and sends
+            them all. The silence is counted afresh from now (resends are not new sends: the
+            answer timeout still runs from each piece's own send).
+        """
+        if not self._kept or now - self._heard < self.reconnect_after:
+            return None
+        self._heard = self._probed = now
+        self._rejoined_at = now  # answers to what the old socket sent are echoes
+        kept = list(self._kept.values())
+        for delivery in kept:
+            delivery.retry_at = None
+        return kept
+
     def next_deadline(self) -> float | None:
-        """When ``due``, ``expired`` or ``probe_due`` may next have something; None if idle."""
+        """When ``due``, ``expired``, ``probe_due`` or ``reconnect_due`` may next have
+        something; None if idle."""
         if not self._kept:
             return None
-        deadline = self._heard + self.probe_interval
+        deadline = min(
+            max(self._heard, self._probed) + self.probe_interval,
+            self._heard + self.reconnect_after,
+        )
         for delivery in self._kept.values():
             if delivery.retry_at is not None:
                 deadline = min(deadline, delivery.retry_at)

@@ -8,7 +8,8 @@ CURVE), plain otherwise. It opens with
 ``Hello`` and carries the agent's ``StorePiece`` (plus the piece's buffer, zero-copy) and
 ``ReadBlock`` messages. Every piece sent is kept in the link's ``Deliveries`` until its
 ``PieceStored`` arrives (see ``deliveries.py`` for the rules: the window, retries after passing
-refusals, the resend of everything after a storage restart, probes and the answer timeout).
+refusals, the resend of everything after a storage restart, probes, the reconnect of a link
+silent for ``RECONNECT_AFTER`` seconds, and the answer timeout).
 The agent actor hands the link what the storage agent says about the link itself (``Welcome``,
 ``Rejected``, ``PieceStored``, ``Heartbeat``: ``received``) and calls ``tick`` a few times a
 second; connections call ``store`` and ``busy`` straight from their greenlets. Under gevent
@@ -19,6 +20,10 @@ Rules:
 - A piece's buffer is sent again as it is (the same ``bytearray``, read, never written).
 - ``busy`` is what stops the connections reading: the window is full, or ZeroMQ does not take
   the queued messages fast enough (``STORAGE_BACKLOG``).
+- The DEALER's routing identity is the agent's process identity (``<agent id>/<incarnation>``,
+  as on the coordinator's bus), so another process with the same agent id never takes over
+  this link. A link opened again (silent too long) keeps it: the storage agent's ROUTER hands
+  the identity over to the new connection.
 """
 
 from __future__ import annotations
@@ -29,9 +34,11 @@ import time
 from collections.abc import Callable
 
 from shared import bus
+from shared.bus.hello import routing_identity
 from shared.endpoints import parse_endpoint
 from shared.errors import ConfigError
 from shared.runtime.curve import CurveClient, KeyPair, check_public_key
+from shared.runtime.link import process_incarnation
 from shared.runtime.sockets import BusSocket, Incoming
 
 from .deliveries import Deliveries, Delivery, Verdict
@@ -54,7 +61,7 @@ class StorageLink:
     Args:
         endpoint: the storage agent's data endpoint.
         handler: gets every message that arrives (in the socket's receiver greenlet).
-        agent_id: the DEALER's routing id.
+        identity: the DEALER's routing identity (``routing_identity(agent id, incarnation)``).
         hello: makes the ``Hello`` that opens the link (and reopens it after a restart).
         curve: CURVE client keys when the storage endpoint has a public key, else None.
         clock: monotonic seconds.
@@ -69,7 +76,7 @@ class StorageLink:
         endpoint: str,
         handler: Callable[[Incoming], object],
         *,
-        agent_id: str,
+        identity: str,
         hello: Callable[[], bus.Hello],
         curve: CurveClient | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -77,17 +84,30 @@ class StorageLink:
     ) -> None:
         self.endpoint = endpoint
         self.deliveries = deliveries if deliveries is not None else Deliveries()
+        self.reconnects = 0
+        """Times the link was opened again after a silence."""
+        self._handler = handler
+        self._identity = identity
+        self._curve = curve
         self._hello = hello
         self._clock = clock
         self._probes = itertools.count(1)
-        self._socket = BusSocket.dealer(
-            handler, name=f"data {endpoint}", identity=agent_id, hwm=STORAGE_HWM, curve=curve
+        self._socket = self._open()
+
+    def _open(self) -> BusSocket:
+        sock = BusSocket.dealer(
+            self._handler,
+            name=f"data {self.endpoint}",
+            identity=self._identity,
+            hwm=STORAGE_HWM,
+            curve=self._curve,
         )
         try:
-            self._socket.connect(endpoint)
+            sock.connect(self.endpoint)
         except Exception:
-            self._socket.close(linger=0)
+            sock.close(linger=0)
             raise
+        return sock
 
     def start(self) -> None:
         """Start the socket's greenlets and say ``Hello``."""
@@ -154,8 +174,12 @@ class StorageLink:
                 deliveries.heard(now)
 
     def tick(self, now: float) -> None:
-        """Send again what is due, drop what went unanswered too long, probe a silent link."""
+        """Open a link silent too long again, send again what is due, drop what went
+        unanswered too long, probe a silent link."""
         deliveries = self.deliveries
+        resend = deliveries.reconnect_due(now)
+        if resend is not None:
+            self._reconnect(resend)
         self._resend(deliveries.due(now))
         for delivery in deliveries.expired(now):
             log.warning(
@@ -171,6 +195,28 @@ class StorageLink:
     def next_deadline(self) -> float | None:
         """When ``tick`` next has something to do; None while nothing waits."""
         return self.deliveries.next_deadline()
+
+    def _reconnect(self, resend: list[Delivery]) -> None:
+        """A new socket to the same endpoint, ``Hello``, then every unanswered piece again."""
+        log.warning(
+            "no answer from the storage agent at %s for %.0f s with %d pieces waiting: "
+            "connecting again and sending them again",
+            self.endpoint,
+            self.deliveries.reconnect_after,
+            len(resend),
+        )
+        self.reconnects += 1
+        old = self._socket
+        try:
+            fresh = self._open()
+        except Exception as exc:  # connected once: it cannot fail now but for a bug
+            log.error("storage %s: cannot connect again: %s", self.endpoint, exc)
+            return
+        old.close(linger=0)  # what it still queued is sent again below
+        self._socket = fresh
+        fresh.start()
+        fresh.send(self._hello())
+        self._resend(resend)
 
     def _resend(self, deliveries: list[Delivery]) -> None:
         for delivery in deliveries:
@@ -219,10 +265,13 @@ class StorageLinks:
     Args:
         handler: gets ``(endpoint, incoming)`` for every message of every link (in the
             links' receiver greenlets: it should only hand it to the actor).
-        agent_id: the links' routing id.
+        agent_id: this agent's id.
         hello: makes the ``Hello`` that opens a link.
         keys: the agent's own key pair, for endpoints that name a CURVE public key.
         clock: monotonic seconds.
+        incarnation: the process's token in the links' routing identity (default:
+            ``process_incarnation()``, as the coordinator link's).
+        deliveries: makes each link's ``Deliveries`` (tests pass shorter limits).
     """
 
     def __init__(
@@ -233,9 +282,12 @@ class StorageLinks:
         hello: Callable[[], bus.Hello],
         keys: KeyPair | None = None,
         clock: Callable[[], float] = time.monotonic,
+        incarnation: str | None = None,
+        deliveries: Callable[[], Deliveries] = Deliveries,
     ) -> None:
         self._handler = handler
-        self._agent_id = agent_id
+        self._identity = routing_identity(agent_id, incarnation or process_incarnation())
+        self._deliveries = deliveries
         self._hello = hello
         self._keys = keys
         self._clock = clock
@@ -268,10 +320,11 @@ class StorageLinks:
         link = StorageLink(
             endpoint,
             handler,
-            agent_id=self._agent_id,
+            identity=self._identity,
             hello=self._hello,
             curve=self._curve(endpoint, public_key),
             clock=self._clock,
+            deliveries=self._deliveries(),
         )
         link.start()
         self._links[endpoint] = link

@@ -33,6 +33,10 @@ whatever the senders do. ``ReadBlock`` has its own, larger slot count.
 Rules:
 - The inbox never blocks: no file or hash work in ``on_receive``. A bug while handling one
   message is logged and the agent goes on; remote input never raises out of a handler.
+- The data endpoint answers a peer agent's ``Heartbeat`` (its probe of a link silent while
+  pieces wait) with a ``Heartbeat``, and keeps one link per peer agent: a ``Hello`` from a new
+  process of an agent (another routing identity, same agent id) forgets the old process's
+  identity, as its ``Goodbye`` would.
 - Malformed or impossible requests on the data endpoint (unknown torrent, bad length, piece out
   of range) come from a buggy or hostile sender: dropped and logged (first few, then every
   1000th), never answered with a crash.
@@ -129,7 +133,8 @@ class StorageAgent(pykka.ThreadingActor):
 
     Args:
         settings: endpoints, limits and the resume state folder.
-        runner: stopped on ``Shutdown`` (exit 0) or when the coordinator refuses us (exit 1).
+        runner: stopped on ``Shutdown`` (exit 0) or when the coordinator refuses us
+            (``LinkRefused.exit_code``: 2 for a duplicate agent id or a key refused, else 1).
     """
 
     def __init__(self, settings: AgentSettings, runner: ServiceRunner) -> None:
@@ -177,6 +182,7 @@ class StorageAgent(pykka.ThreadingActor):
             hello_policy=policy,
             hwm=settings.data_hwm,
             curve=settings.data_curve,
+            vet_hello=self._replace_process,
         )
         self._link = CoordinatorLink(
             self.actor_ref.tell,
@@ -237,6 +243,24 @@ class StorageAgent(pykka.ThreadingActor):
         log.info("storage agent %s stopped", self._settings.agent_id)
 
     # -- the inbox ------------------------------------------------------------------------------
+
+    def _replace_process(self, sender: bytes, hello: Hello) -> None:
+        """A data link's ``Hello`` (in the data socket's receiver greenlet): a peer agent is
+        linked by one process at a time, so the links of its previous processes are forgotten
+        (their identity and key; a restarted agent never returns to them)."""
+        assert self._data is not None
+        for identity, known in list(self._data.welcomed.items()):
+            if identity != sender and known.agent_id == hello.agent_id:
+                log.info(
+                    "peer agent %s links again from pid %d on %s: its link from pid %d on %s "
+                    "is forgotten",
+                    hello.agent_id,
+                    hello.pid,
+                    hello.host,
+                    known.pid,
+                    known.host,
+                )
+                self._data.forget(identity)
 
     def _admit_data(self, incoming: Incoming) -> None:
         """The data socket's handler, in its receiver greenlet: wait for a slot, then hand on.
@@ -306,7 +330,7 @@ class StorageAgent(pykka.ThreadingActor):
             case CoordinatorLost():
                 log.info("coordinator lost: torrents stay open, events wait for it to come back")
             case LinkRefused(reason=reason):
-                self._runner.request_stop(EXIT_FAILURE, f"refused by the coordinator: {reason}")
+                self._runner.request_stop(event.exit_code, f"refused by the coordinator: {reason}")
 
     def _agent_info(self) -> AgentInfo:
         """What this agent offers, told after every ``Welcome``."""
@@ -326,7 +350,9 @@ class StorageAgent(pykka.ThreadingActor):
                 self._store_piece(request, incoming.data, incoming.sender)
             case ReadBlock() as request:
                 self._read_block(request, incoming.sender)
-            case Hello() | Heartbeat() | Goodbye():
+            case Heartbeat(seq=seq):  # a peer agent's probe of a quiet link: we are here
+                self._reply(Heartbeat(seq), incoming.sender)
+            case Hello() | Goodbye():
                 pass
             case other:
                 self._refuse(

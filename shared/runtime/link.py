@@ -15,7 +15,14 @@ Rules:
   link says ``Hello`` again every ``hello_retry`` seconds until a coordinator answers.
   ``Rejected("hello_first")`` (the coordinator restarted, or counted us dead) is
   ``CoordinatorLost("hello_first")`` and a new ``Hello`` (at most one per ``hello_retry``).
-  Any other ``Rejected`` is final: ``LinkRefused``, and the actor stops with exit code 1.
+  Any other ``Rejected`` is final: ``LinkRefused``, logged as one error line with the
+  coordinator's text, and the actor stops with ``LinkRefused.exit_code``: 2 (``EXIT_CONFIG``,
+  which the systemd units do not restart) when only the operator can mend it (``CONFIG_REFUSALS``:
+  this agent id already runs in another process, or this key may not speak for it), else 1.
+- The DEALER's routing identity is ``routing_identity(agent_id, incarnation)``: the
+  incarnation is picked once per process (``process_incarnation``), so a second process
+  started with the same agent id never takes over this one's connection; the coordinator
+  tells a restart from a second live process and refuses the latter (``duplicate_agent``).
 - A ``Hello`` said again after a silence goes out on a new socket: ZeroMQ queues messages for
   a peer that is not there, and a coordinator that comes back must not find a pile of stale
   hellos (each would be answered as a new registration) or heartbeats.
@@ -30,9 +37,11 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import functools
 import logging
 import math
 import os
+import secrets
 import socket
 import time
 from collections.abc import Callable
@@ -53,13 +62,16 @@ from shared.bus import (
     Welcome,
     make_hello,
 )
+from shared.bus.hello import routing_identity
 
+from .service import EXIT_CONFIG, EXIT_FAILURE
 from .sockets import BusSocket, Incoming
 
 if TYPE_CHECKING:
     from .curve import CurveClient
 
 __all__ = [
+    "CONFIG_REFUSALS",
     "MIN_HEARTBEAT",
     "WARN_AFTER",
     "WARN_EVERY",
@@ -74,6 +86,7 @@ __all__ = [
     "SayHello",
     "SendHeartbeat",
     "WarnUnanswered",
+    "process_incarnation",
 ]
 
 log = logging.getLogger(__name__)
@@ -86,7 +99,16 @@ MIN_HEARTBEAT = 0.05
 """Seconds; a smaller heartbeat interval from the coordinator is raised to this (0 stays 0:
 no heartbeats and no loss detection)."""
 
+CONFIG_REFUSALS = frozenset({"duplicate_agent", "identity_not_allowed"})
+"""Refusals only the operator can mend (another ``--agent-id``, the right key): exit 2."""
+
 _MIN_WAIT = 0.01  # seconds the ticker sleeps at least, so a deadline in the past cannot spin
+
+
+@functools.cache
+def process_incarnation() -> str:
+    """This process's incarnation: 8 random hex digits, picked once (``routing_identity``)."""
+    return secrets.token_hex(4)
 
 
 # --- what the actor hears ---------------------------------------------------------------------
@@ -114,10 +136,16 @@ class CoordinatorLost:
 
 @dataclass(frozen=True, slots=True)
 class LinkRefused:
-    """The coordinator refused our ``Hello`` for good (e.g. ``version_mismatch``): stop, exit 1."""
+    """The coordinator refused our ``Hello`` for good (e.g. ``version_mismatch``): stop with
+    ``exit_code``."""
 
     reason: str
     message: str
+
+    @property
+    def exit_code(self) -> int:
+        """2 (``EXIT_CONFIG``) for a refusal in ``CONFIG_REFUSALS``, else 1."""
+        return EXIT_CONFIG if self.reason in CONFIG_REFUSALS else EXIT_FAILURE
 
 
 LinkEvent = Registered | CoordinatorLost | LinkRefused
@@ -302,7 +330,7 @@ class CoordinatorLink:
             ``LinkRefused`` and an ``Incoming`` for every other coordinator message
             (``Welcome``, ``Rejected`` and ``Heartbeat`` stay here).
         service: this agent's kind.
-        agent_id: this agent's id (the DEALER's routing id).
+        agent_id: this agent's id.
         endpoint: the coordinator's bus endpoint.
         info: what the agent offers, asked right after each ``Welcome`` (called in the
             socket's receiver greenlet: it must not block).
@@ -313,6 +341,11 @@ class CoordinatorLink:
         host: shown to the coordinator (default: this host's name).
         pid: shown to the coordinator (default: this process's id).
         clock: monotonic seconds.
+        incarnation: this process's token in the DEALER's routing identity (default:
+            ``process_incarnation()``; tests pass their own to play several processes).
+
+    Raises:
+        ValueError: the agent id is too long for a routing identity.
     """
 
     def __init__(
@@ -329,13 +362,15 @@ class CoordinatorLink:
         host: str | None = None,
         pid: int | None = None,
         clock: Callable[[], float] = time.monotonic,
+        incarnation: str | None = None,
     ) -> None:
         self.endpoint = endpoint
+        self.identity = routing_identity(agent_id, incarnation or process_incarnation())
+        """The DEALER's routing identity: ``<agent id>/<incarnation>``."""
         self.dropped = 0
         """Messages the actor sent while unregistered (dropped)."""
         self._tell = tell
         self._service = service
-        self._agent_id = agent_id
         self._info = info
         self._curve = curve
         self._clock = clock
@@ -370,7 +405,7 @@ class CoordinatorLink:
         if self._bus is not None or self._closed:
             raise RuntimeError("the coordinator link is already started or closed")
         self._bus = self._open()
-        log.info("connecting to the coordinator at %s as %s", self.endpoint, self._agent_id)
+        log.info("connecting to the coordinator at %s as %s", self.endpoint, self.identity)
         self._run(self._policy.start(self._clock()))
         self._ticker = gevent.spawn(self._tick_loop)
 
@@ -416,7 +451,7 @@ class CoordinatorLink:
         bus = BusSocket.dealer(
             self._receive,
             name=f"{self._service.value}-bus",
-            identity=self._agent_id,
+            identity=self.identity,
             curve=self._curve,
         )
         try:

@@ -40,7 +40,10 @@ Rules:
   in ``stats`` and dropped; a handler that raises is counted too. Nothing here crashes on input.
 - A bound endpoint may require the handshake (``hello_policy``): the socket answers ``Hello``
   itself and drops any other message from a peer it has not welcomed (``forget`` un-welcomes
-  one).
+  one). Its owner may veto a ``Hello`` that passed (``vet_hello``, called in the receiver
+  greenlet: the coordinator refuses a second live process of an agent, the storage agent
+  forgets the previous process of one), and may ask whether ZeroMQ still holds a connection
+  for an identity (``reachable``: a process that exited has none).
 - ``ControlClient`` is the short-lived request/reply helper for the CLI: plain blocking zmq in a
   plain process, zmq.green when gevent has patched threading. A refusal is reported at once as
   ``PermissionDeniedError``, never as a timeout: an ipc socket is probed with a plain connect
@@ -70,6 +73,7 @@ from zmq.utils.monitor import recv_monitor_message
 from shared.bus import (
     MAX_DATA_BYTES,
     Goodbye,
+    Heartbeat,
     Hello,
     HelloPolicy,
     Message,
@@ -200,6 +204,10 @@ class BusSocket:
         hwm: ZeroMQ's send and receive high-water marks (messages queued per peer) when set;
             a data endpoint lowers them so that queued pieces stay a few megabytes, not the
             gigabyte of ZeroMQ's default 1000 messages of 1 MiB.
+        vet_hello: ROUTER with ``hello_policy``: called with the sender and its ``Hello`` once
+            the policy would welcome it; a ``Rejected`` it returns is the answer instead (the
+            callback logs it: the socket does not). Runs in the receiver greenlet: it must not
+            block, and reads the owner's state between two of the owner's messages.
         context: a zmq.green context (default: the process-wide instance).
         curve: CURVE server or client settings (``None``: plain ZeroMQ, for ipc and inproc
             and for tcp without keys).
@@ -222,11 +230,14 @@ class BusSocket:
         hwm: int | None = None,
         context: zmq.Context[Any] | None = None,
         curve: CurveServer | CurveClient | None = None,
+        vet_hello: Callable[[bytes, Hello], Rejected | None] | None = None,
     ) -> None:
         if socket_type not in (zmq.DEALER, zmq.ROUTER):
             raise ValueError("a bus socket is a DEALER or a ROUTER")
         if hello_policy is not None and socket_type != zmq.ROUTER:
             raise ValueError("only the bound ROUTER side checks Hello")
+        if vet_hello is not None and hello_policy is None:
+            raise ValueError("vet_hello needs a hello_policy")
         if hwm is not None and hwm < 1:
             raise ValueError("a high-water mark is at least 1 (0 would mean no limit)")
         self.name = name
@@ -236,6 +247,7 @@ class BusSocket:
         self._router = socket_type == zmq.ROUTER
         self._handler = handler
         self._policy = hello_policy
+        self._vet_hello = vet_hello
         self._max_peers = max_peers
         self._evict_oldest = evict_oldest
         self._max_pending = max_pending
@@ -344,6 +356,40 @@ class BusSocket:
         if self._policy is None:
             raise ValueError(f"{self.name}: only a ROUTER with a hello policy welcomes peers")
         self.welcomed.pop(identity, None)
+        self._key_names.pop(identity, None)
+
+    def reachable(self, identity: bytes) -> bool:
+        """ROUTER: whether ZeroMQ holds a connection for ``identity`` right now.
+
+        A process that exited (a crash, SIGKILL) has none once its socket's closing reached
+        us; one that is alive has one, unless the network cut it (ZeroMQ reconnects). Asked by
+        sending it a ``Heartbeat`` with ``ROUTER_MANDATORY`` set for that one send, which
+        fails at once for an identity without a connection: a ROUTER's sends never wait, so
+        this cannot interleave with the sender greenlet's messages.
+
+        Raises:
+            ValueError: on a DEALER.
+        """
+        if not self._router:
+            raise ValueError(f"{self.name}: only a ROUTER addresses peers")
+        if self._closed:
+            return False
+        sock = self._socket
+        frames: Frames = [identity, *encode_frames(Heartbeat(0))]
+        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        try:
+            sock.send_multipart(frames, flags=zmq.NOBLOCK)
+        except zmq.Again:
+            return True  # connected, with its queue full
+        except zmq.ZMQError as exc:
+            if exc.errno == zmq.EHOSTUNREACH:
+                return False
+            log.debug("%s: reachability of %r unknown: %s", self.name, identity, exc)
+            return True
+        finally:
+            sock.setsockopt(zmq.ROUTER_MANDATORY, 0)
+        self.stats.sent += 1
+        return True
 
     def send(
         self, message: Message, data: bytes | memoryview | None = None, *, to: bytes | None = None
@@ -503,6 +549,11 @@ class BusSocket:
                         f"{message.agent_id!r} is already here with the key of {taken!r}",
                     )
                 answer = refusal or answer
+            vetoed = False
+            if isinstance(answer, Welcome) and self._vet_hello is not None:
+                veto = self._vet_hello(sender, message)
+                if veto is not None:
+                    answer, vetoed = veto, True
             if sender not in self.welcomed and len(self.welcomed) >= self._max_peers:
                 if self._evict_oldest:
                     del self.welcomed[next(iter(self.welcomed))]  # dicts keep insertion order
@@ -512,7 +563,8 @@ class BusSocket:
                     )
             self._enqueue([sender, *encode_frames(answer)], answer)
             if isinstance(answer, Rejected):
-                self._log_refusal(message, answer, key_name, address)
+                if not vetoed:  # the vetoing owner logs its own refusals
+                    self._log_refusal(message, answer, key_name, address)
                 self.welcomed.pop(sender, None)
                 return False
             log.info("%s: welcomed %s %s", self.name, message.service, message.agent_id)

@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 import os
 import random
+import re
 import select
 import signal
 import subprocess
@@ -101,7 +102,8 @@ def test_hello_on_the_bus_and_on_the_data_endpoint(
     hello = coordinator.welcome()
     assert (hello.service, hello.agent_id) == ("storage_agent", "sa-test")
     assert hello.protocol_version == BUS_PROTOCOL_VERSION
-    assert coordinator.identity == b"sa-test"  # the DEALER's routing id is the agent id
+    # The DEALER's routing id is the agent id and this process's incarnation.
+    assert re.fullmatch(rb"sa-test/[0-9a-f]{8}", coordinator.identity), coordinator.identity
 
     data = f"ipc://{short_dir}/data"
     welcome = PeerClient(zmq_context, data, "pa1").hello()

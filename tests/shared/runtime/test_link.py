@@ -47,6 +47,7 @@ from shared.runtime.link import (
     SayHello,
     SendHeartbeat,
     WarnUnanswered,
+    process_incarnation,
 )
 from shared.types import InfoHash, PeerAddress
 
@@ -319,7 +320,9 @@ def test_welcome_info_heartbeats_loss_and_registration_again(
 ) -> None:
     link, events = make_link()
     assert coordinator.expect(Hello) == HELLO
-    assert coordinator.identity == b"pa-test"
+    # The routing identity is this process's: the agent id and the process's incarnation.
+    own = f"pa-test/{process_incarnation()}"
+    assert coordinator.identity == own.encode() and link.identity == own
     assert not link.registered and link.send(PeerHave(IH, "pa-test/1", 3)) is False
 
     coordinator.send(welcome(0.1))
@@ -407,3 +410,34 @@ def test_a_version_mismatch_is_refused_for_good(
     assert not link.registered
     assert coordinator.count(Hello, within=0.3) == 0  # no more hellos
     assert f"the coordinator refused this agent (version_mismatch): {text}" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("reason", "code"),
+    [
+        ("duplicate_agent", 2),  # another --agent-id: only the operator can mend it
+        ("identity_not_allowed", 2),  # the right key
+        ("version_mismatch", 1),
+        ("service_not_accepted", 1),
+    ],
+)
+def test_a_refusal_only_the_operator_can_mend_exits_2(reason: str, code: int) -> None:
+    assert LinkRefused(reason, "text").exit_code == code
+
+
+def test_two_processes_of_one_agent_id_connect_under_their_own_identities(
+    coordinator: FakeCoordinator, make_link: Any
+) -> None:
+    first, _ = make_link(incarnation="0000aaaa")
+    assert coordinator.expect(Hello) == HELLO
+    assert coordinator.identity == b"pa-test/0000aaaa" == first.identity.encode()
+    second, _ = make_link(incarnation="0000bbbb")
+    assert coordinator.expect(Hello) == HELLO
+    assert coordinator.identity == b"pa-test/0000bbbb"
+    # Neither took over the other's connection: each still gets what is sent to it.
+    for link, identity in ((first, b"pa-test/0000aaaa"), (second, b"pa-test/0000bbbb")):
+        coordinator.sock.send_multipart([identity, *encode_frames(welcome(30.0))])
+        deadline = time.monotonic() + WAIT
+        while not link.registered:
+            assert time.monotonic() < deadline, f"{identity!r} never got its Welcome"
+            gevent.sleep(0.01)
