@@ -507,10 +507,11 @@ def _instructions(report: KeysReport, config: Config, config_path: Path) -> str:
     if not report.agents:
         return "\n".join(lines) + "\n"
     commands, notes = agent_commands(config, report.agents, str(config_path))
+    home = AGENT_KEYS_DIR.rsplit("/", 1)[0]
     lines.append(
-        f"each agent, with the endpoints of {config_path}: copy its bundle from here to its "
-        f"host HOST (not needed on this host if this folder is {AGENT_KEYS_DIR.rsplit('/', 1)[0]}"
-        f"), then start it on HOST (as root or {_AGENT_USER}; its systemd unit runs the same)"
+        "for each agent below: the first command, run here, copies its bundle to its host HOST "
+        f"(skip it on this host when this folder is {home}); the second, run on HOST as root, "
+        f"starts it with the endpoints of {config_path} (its systemd unit runs the same)"
     )
     for agent in report.agents:
         kind = "key made" if agent.new else "key kept, bundle refreshed"
