@@ -53,6 +53,8 @@ class Agent:
     """A storage agent's data endpoint."""
     curve_public_key: str = ""
     """A storage agent's data endpoint key (Z85), empty without CURVE."""
+    announce_host: str = ""
+    """A tracker agent's address as trackers see it; empty until told."""
     download_rate: float = 0.0
     upload_rate: float = 0.0
 
@@ -61,6 +63,7 @@ class Agent:
         self.listen_address = info.listen_address
         self.data_endpoint = info.data_endpoint
         self.curve_public_key = info.curve_public_key
+        self.announce_host = info.announce_host
 
 
 class HelloVerdict(enum.Enum):

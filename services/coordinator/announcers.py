@@ -39,7 +39,14 @@ from dataclasses import dataclass
 
 from shared.types import PeerAddress
 
-__all__ = ["Announce", "PeerAgentView", "TrackerAgentView", "choose_announces"]
+__all__ = [
+    "Announce",
+    "PeerAgentView",
+    "TrackerAgentView",
+    "choose_announces",
+    "host_port",
+    "unreachable_hint",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,3 +143,16 @@ def choose_announces(
             )
         )
     return tuple(announces)
+
+
+def unreachable_hint(host: str, port: int) -> str:
+    """What ``status`` and the log say of an announce that no peer agent listens behind."""
+    return (
+        f"peers from trackers reach {host_port(host or '?', port)} only if a peer agent "
+        "listens there: run a tracker agent on each peer agent's host"
+    )
+
+
+def host_port(host: str, port: int) -> str:
+    """``HOST:PORT``, with an IPv6 host in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -12,8 +12,11 @@ This module owns the session and each torrent's lifecycle; the rules of a runnin
     any --StorageFailed--> ERROR --resume--> CHECKING (the storage agent reopens the files)
     DOWNLOADING/SEEDING --verify--> CHECKING          (every piece hashed again)
 
-While a torrent is open (``picker`` set) it is attached to every peer agent and tracked by the
-tracker agent; stopping it (pause, error, verify, removal) detaches and untracks it.
+While a torrent is open (``picker`` set) it is attached to every peer agent and announced by the
+tracker agents ``announcers.py`` chooses (each announces the port of the peer agent on its own
+host); stopping it (pause, error, verify, removal) detaches and untracks it. Who announces is
+decided again whenever a peer or tracker agent joins, leaves or sends ``AgentInfo``
+(``_reannounce``).
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ from shared.bus import (
     StorageFailed,
     TorrentAdded,
     TorrentClosed,
+    TorrentCompleted,
     TorrentOpened,
     TorrentPaused,
     TorrentRemoved,
@@ -68,9 +72,17 @@ from shared.bus import (
 from shared.config import CoordinatorConfig
 from shared.errors import MetainfoError
 from shared.metainfo import parse_metainfo
-from shared.types import InfoHash, PeerAddress, PeerId
+from shared.types import InfoHash, PeerId
 
 from .agents import Agent, AgentRegistry, HelloVerdict, duplicate_refusal, judge_hello
+from .announcers import (
+    Announce,
+    PeerAgentView,
+    TrackerAgentView,
+    choose_announces,
+    host_port,
+    unreachable_hint,
+)
 from .choking import Choker
 from .picking import PiecePicker
 from .status import agent_status, torrent_status
@@ -82,7 +94,8 @@ __all__ = ["LISTEN_PORT_WAIT", "MAX_HASH_FAILURES", "Coordinator", "SessionListe
 log = logging.getLogger(__name__)
 
 LISTEN_PORT_WAIT = 3.0
-"""Seconds a new torrent waits for a peer agent's listen port before announcing anyway."""
+"""Seconds a new torrent waits for a peer agent's listen port before announcing anyway (the
+configured ``listen_port``)."""
 
 PENDING_TIMEOUT = 60.0
 """Seconds a downloaded piece may wait for its hash check's answer before it is fetched again
@@ -146,9 +159,9 @@ class Coordinator:
         self.agents = AgentRegistry()
         self.torrents: dict[InfoHash, Torrent] = {}
         self.outbox: list[Outgoing] = []
-        self.swarm = SwarmRules(self.agents, config, self._send, lambda: self._now)
-        self.listen_address: PeerAddress | None = None
-        """Where the first peer agent accepts connections (its ``AgentInfo``)."""
+        self.swarm = SwarmRules(
+            self.agents, config, self._send, lambda: self._now, self._announce_completed
+        )
         self.dropped: list[bytes] = []
         """Agents forgotten for their silence or replaced by a restart, for the actor to forget
         on the bus socket too (so their next message is answered ``Rejected("hello_first")``)."""
@@ -259,7 +272,7 @@ class Coordinator:
                 case ServiceKind.PEER_AGENT if torrent.picker is not None:
                     self._attach(torrent, agent)
                 case ServiceKind.TRACKER_AGENT if torrent.picker is not None:
-                    self._track(torrent, agent)
+                    self._reannounce(torrent)
 
     def agent_left(self, identity: bytes) -> Agent | None:
         """An agent is gone (goodbye, exit, silence): forget what it was doing.
@@ -277,8 +290,7 @@ class Coordinator:
             for torrent in self.torrents.values():
                 self.swarm.forget_agent(torrent, identity)
                 self.swarm.connect_more(torrent)
-            if self.listen_address == agent.listen_address:
-                self.listen_address = self._any_listen_address()
+        self._announcers_changed(agent)
         successor = self._storage_agent()
         if agent.kind is ServiceKind.STORAGE_AGENT and successor is not None:
             log.info("storage agent %s takes over from %s", successor.agent_id, agent.agent_id)
@@ -375,13 +387,21 @@ class Coordinator:
 
     def status(self, request: GetStatus | None = None) -> StatusReport:
         prefix = request.prefix.lower() if request is not None else ""
+        incoming: dict[bytes, int] = {}
+        for torrent in self.torrents.values():
+            for record in torrent.peers.values():
+                if record.incoming:
+                    incoming[record.agent] = incoming.get(record.agent, 0) + 1
         return StatusReport(
             tuple(
                 torrent_status(torrent, self._now)
                 for torrent in self.torrents.values()
                 if torrent.info_hash_hex.startswith(prefix)
             ),
-            tuple(agent_status(agent, self._now) for agent in self.agents),
+            tuple(
+                agent_status(agent, self._now, incoming.get(agent.identity, 0))
+                for agent in self.agents
+            ),
         )
 
     def totals(self) -> dict[InfoHash, tuple[int, int]]:
@@ -456,6 +476,8 @@ class Coordinator:
                 self.swarm.connect_more(torrent)
             case TrackerStateChanged(url=url):
                 torrent.trackers[url] = (message, now)
+                if sender in torrent.announces:
+                    torrent.announce_results.setdefault(sender, {})[url] = (message, now)
             case _ if isinstance(message, PeerEvent) and torrent.picker is not None:
                 self.swarm.handle(torrent, sender, message, now)
             case PeerDisconnected(peer=key):
@@ -472,18 +494,14 @@ class Coordinator:
                 continue
             if torrent.choker.due(now):
                 self.swarm.rechoke(torrent, now)
-            if not torrent.tracked and now - torrent.added_at >= LISTEN_PORT_WAIT:
-                for agent in self.agents.of_kind(ServiceKind.TRACKER_AGENT):
-                    self._track(torrent, agent)
+            if not torrent.announces:
+                self._reannounce(torrent)  # LISTEN_PORT_WAIT may be over
             torrent.due_retries(now)
             if torrent.picker.expire_pending(now, PENDING_TIMEOUT):
                 self.swarm.offer_work(torrent)
             self.swarm.connect_more(torrent)
-            update = UpdateTransfer(
-                torrent.metainfo.info_hash, torrent.uploaded, torrent.downloaded, torrent.left
-            )
-            for agent in self.agents.of_kind(ServiceKind.TRACKER_AGENT):
-                self._send(agent.identity, update)
+            for announce in torrent.announces.values():
+                self._send(announce.tracker, self._totals(torrent, announce))
 
     def _check_agents(self, now: float) -> None:
         """Send heartbeats when due, and count agents silent for too long as dead."""
@@ -544,15 +562,16 @@ class Coordinator:
             return
         agent.offered(info)
         log.info(
-            "%s %s on %s offers capacity %d%s",
+            "%s %s on %s offers capacity %d%s%s",
             agent.kind.value.replace("_", " "),
             agent.agent_id,
             agent.host,
             info.capacity,
             f", peers at {info.listen_address}" if info.listen_address else "",
+            f", announces from {info.announce_host}" if info.announce_host else "",
         )
-        if agent.kind is ServiceKind.PEER_AGENT and info.listen_address is not None:
-            self._on_listening(info.listen_address)
+        if agent.kind in (ServiceKind.PEER_AGENT, ServiceKind.TRACKER_AGENT):
+            self._announcers_changed(None)
         elif agent is self._storage_agent() and info.data_endpoint:
             self._on_storage_route((info.data_endpoint, info.curve_public_key))
 
@@ -571,12 +590,6 @@ class Coordinator:
             for agent in self.agents.of_kind(ServiceKind.PEER_AGENT):
                 self._attach(torrent, agent)
             self.swarm.connect_more(torrent)
-
-    def _any_listen_address(self) -> PeerAddress | None:
-        for agent in self.agents.of_kind(ServiceKind.PEER_AGENT):
-            if agent.listen_address is not None:
-                return agent.listen_address
-        return None
 
     def _on_stats(self, sender: bytes, message: TransferStats) -> None:
         for stat in message.peers:
@@ -597,15 +610,6 @@ class Coordinator:
                 record.am_choking = stat.am_choking
                 record.am_interested = stat.am_interested
                 record.snubbed = stat.snubbed
-
-    def _on_listening(self, address: PeerAddress) -> None:
-        if self.listen_address is not None:
-            return
-        self.listen_address = address
-        for torrent in self.torrents.values():
-            if torrent.picker is not None and not torrent.tracked:
-                for agent in self.agents.of_kind(ServiceKind.TRACKER_AGENT):
-                    self._track(torrent, agent)
 
     # -- torrent lifecycle --
 
@@ -653,16 +657,14 @@ class Coordinator:
             torrent.completed_at = None
         for agent in self.agents.of_kind(ServiceKind.PEER_AGENT):
             self._attach(torrent, agent)
-        for agent in self.agents.of_kind(ServiceKind.TRACKER_AGENT):
-            self._track(torrent, agent)
+        self._reannounce(torrent)
 
     def _stop(self, torrent: Torrent, *, close_storage: bool) -> None:
         """Let go of a torrent: trackers get ``stopped``, connections close, files close."""
         info_hash = torrent.metainfo.info_hash
-        if torrent.tracked:
-            for agent in self.agents.of_kind(ServiceKind.TRACKER_AGENT):
-                self._send(agent.identity, UntrackTorrent(info_hash))
-            torrent.tracked = False
+        for identity in torrent.announces:
+            self._send(identity, UntrackTorrent(info_hash))
+        torrent.announces, torrent.announce_results = {}, {}
         if torrent.picker is not None:
             for agent in self.agents.of_kind(ServiceKind.PEER_AGENT):
                 self._send(agent.identity, DetachTorrent(info_hash))
@@ -691,22 +693,110 @@ class Coordinator:
             ),
         )
 
-    def _track(self, torrent: Torrent, agent: Agent) -> None:
-        if self.listen_address is None and self._now - torrent.added_at < LISTEN_PORT_WAIT:
-            return  # announce our real port: wait briefly for a peer agent's AgentInfo
-        torrent.tracked = True
+    # -- announces --
+
+    def _announcers_changed(self, gone: Agent | None) -> None:
+        """A peer or tracker agent joined, left (``gone``) or told its addresses: decide again
+        who announces each open torrent. A tracker agent that left is not told to stop (it
+        forgets its torrents when it registers again)."""
+        if gone is not None:
+            if gone.kind not in (ServiceKind.PEER_AGENT, ServiceKind.TRACKER_AGENT):
+                return
+            for torrent in self.torrents.values():
+                torrent.announces.pop(gone.identity, None)
+                torrent.announce_results.pop(gone.identity, None)
+        for torrent in self.torrents.values():
+            self._reannounce(torrent)
+
+    def _announces_for(self, torrent: Torrent) -> tuple[Announce, ...]:
+        """Who should announce ``torrent`` now (``announcers.py``)."""
+        if torrent.picker is None:
+            return ()
+        peers = [
+            PeerAgentView(agent.identity, agent.agent_id, agent.listen_address)
+            for agent in self.agents.of_kind(ServiceKind.PEER_AGENT)
+            if agent.listen_address is not None
+        ]
+        if not peers:
+            if torrent.announces:
+                # The peer agents are gone, perhaps restarting: keep what we announce rather
+                # than stop and start every tracker twice.
+                return tuple(torrent.announces.values())
+            if self._now - torrent.added_at < LISTEN_PORT_WAIT:
+                return ()  # announce our real port: wait briefly for a peer agent's AgentInfo
+        trackers = [
+            TrackerAgentView(agent.identity, agent.agent_id, agent.announce_host)
+            for agent in self.agents.of_kind(ServiceKind.TRACKER_AGENT)
+        ]
+        return choose_announces(
+            trackers, peers, private=torrent.metainfo.info.private, fallback_port=self.listen_port
+        )
+
+    def _reannounce(self, torrent: Torrent) -> None:
+        """Bring the tracker agents in line with ``_announces_for``: ``UntrackTorrent`` to each
+        one no longer chosen, ``TrackTorrent`` to each one newly chosen; a changed port is an
+        ``UntrackTorrent`` followed by a ``TrackTorrent``."""
+        chosen = {announce.tracker: announce for announce in self._announces_for(torrent)}
+        before = torrent.announces
+        if chosen == before:
+            return
+        for identity, announce in before.items():
+            now_chosen = chosen.get(identity)
+            if now_chosen is None or now_chosen.port != announce.port:
+                self._send(identity, UntrackTorrent(torrent.metainfo.info_hash))
+                torrent.announce_results.pop(identity, None)
+        torrent.announces = chosen
+        for identity, announce in chosen.items():
+            earlier = before.get(identity)
+            if earlier is None or earlier.port != announce.port:
+                self._track(torrent, announce)
+        self._log_announces(torrent, before)
+
+    def _log_announces(self, torrent: Torrent, before: dict[bytes, Announce]) -> None:
+        announces = list(torrent.announces.values())
+        if not announces:
+            if before:
+                log.info("%s: no tracker agent announces it now", torrent.name)
+            return
+        described = ", ".join(
+            f"{a.tracker_id} {host_port(a.host or '?', a.port)}"
+            + (f" for {a.peer_agent}" if a.peer_agent else "")
+            for a in announces
+        )
+        log.info("%s: announced by %s", torrent.name, described)
+        if len(announces) == 1 and not announces[0].reachable and announces[0].host:
+            log.warning(
+                "%s: %s", torrent.name, unreachable_hint(announces[0].host, announces[0].port)
+            )
+
+    def _totals(self, torrent: Torrent, announce: Announce) -> UpdateTransfer:
+        """What ``announce`` reports: the totals, or 0 when another announce reports them."""
+        info_hash, left = torrent.metainfo.info_hash, torrent.left
+        if announce.totals:
+            return UpdateTransfer(info_hash, torrent.uploaded, torrent.downloaded, left)
+        return UpdateTransfer(info_hash, 0, 0, left)
+
+    def _announce_completed(self, torrent: Torrent) -> None:
+        """Every piece verified: each announce gets its totals, then ``completed``, so the
+        ``completed`` announce carries what was downloaded."""
+        for announce in torrent.announces.values():
+            self._send(announce.tracker, self._totals(torrent, announce))
+            self._send(announce.tracker, TorrentCompleted(torrent.metainfo.info_hash))
+
+    def _track(self, torrent: Torrent, announce: Announce) -> None:
         metainfo = torrent.metainfo
+        totals = self._totals(torrent, announce)
         self._send(
-            agent.identity,
+            announce.tracker,
             TrackTorrent(
                 info_hash=metainfo.info_hash,
                 tiers=tuple(TrackerTier(tier) for tier in metainfo.trackers if tier),
                 peer_id=self.peer_id,
-                listen_port=self.listen_address.port if self.listen_address else self.listen_port,
+                listen_port=announce.port,
                 private=metainfo.info.private,
-                uploaded=torrent.uploaded,
-                downloaded=torrent.downloaded,
-                left=torrent.left,
+                uploaded=totals.uploaded,
+                downloaded=totals.downloaded,
+                left=totals.left,
             ),
         )
 

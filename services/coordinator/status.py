@@ -2,21 +2,35 @@
 
 from __future__ import annotations
 
-from shared.bus import AgentStatus, PeerStatus, TorrentStatus, TrackerStatus
+from collections.abc import Mapping
+
+from shared.bus import (
+    AgentStatus,
+    AnnounceStatus,
+    PeerStatus,
+    ServiceKind,
+    TorrentStatus,
+    TrackerStateChanged,
+    TrackerStatus,
+)
 
 from .agents import Agent
 from .torrent import Torrent
 
-__all__ = ["MAX_PEER_ROWS", "agent_status", "torrent_status"]
+__all__ = ["MAX_ANNOUNCE_ROWS", "MAX_PEER_ROWS", "agent_status", "torrent_status"]
 
 MAX_PEER_ROWS = 1024
 """Connections listed per torrent (the schema's bound)."""
+MAX_ANNOUNCE_ROWS = 64
+"""Announces listed per torrent (the schema's bound)."""
+_MAX_TRACKER_ROWS = 256
 
 
-def torrent_status(torrent: Torrent, now: float) -> TorrentStatus:
-    """The status of ``torrent`` at ``now`` (tracker deadlines are relative to it)."""
-    total = torrent.total_length
-    trackers = tuple(
+def _trackers(
+    reports: Mapping[str, tuple[TrackerStateChanged, float]], now: float
+) -> tuple[TrackerStatus, ...]:
+    """Tracker URLs by tier and URL; deadlines relative to ``now``."""
+    return tuple(
         TrackerStatus(
             url=report.url,
             tier=report.tier,
@@ -30,8 +44,24 @@ def torrent_status(torrent: Torrent, now: float) -> TorrentStatus:
             else max(0.0, report.next_announce_in - (now - received)),
         )
         for report, received in sorted(
-            torrent.trackers.values(), key=lambda item: (item[0].tier, item[0].url)
+            reports.values(), key=lambda item: (item[0].tier, item[0].url)
         )
+    )[:_MAX_TRACKER_ROWS]
+
+
+def torrent_status(torrent: Torrent, now: float) -> TorrentStatus:
+    """The status of ``torrent`` at ``now`` (tracker deadlines are relative to it)."""
+    total = torrent.total_length
+    announces = tuple(
+        AnnounceStatus(
+            tracker_agent=announce.tracker_id,
+            host=announce.host,
+            port=announce.port,
+            peer_agent=announce.peer_agent,
+            totals=announce.totals,
+            trackers=_trackers(torrent.announce_results.get(identity, {}), now),
+        )
+        for identity, announce in list(torrent.announces.items())[:MAX_ANNOUNCE_ROWS]
     )
     peers = tuple(
         PeerStatus(
@@ -62,18 +92,26 @@ def torrent_status(torrent: Torrent, now: float) -> TorrentStatus:
         num_pieces=torrent.num_pieces,
         save_path=torrent.save_path,
         error=torrent.error,
-        trackers=trackers,
+        trackers=_trackers(torrent.trackers, now),
         peer_list=peers,
         check_progress=torrent.check_progress,
+        announces=announces,
+        reachable=all(announce.reachable for announce in torrent.announces.values()),
     )
 
 
-def agent_status(agent: Agent, now: float) -> AgentStatus:
-    """One connected agent at ``now``: its load, rates, address and when it was last heard."""
+def agent_status(agent: Agent, now: float, incoming: int = 0) -> AgentStatus:
+    """One connected agent at ``now``: its load, rates, address and when it was last heard.
+
+    Args:
+        incoming: how many of a peer agent's connections the peers opened.
+    """
     address = agent.data_endpoint
     if agent.listen_address is not None:
         host, port = agent.listen_address.host, agent.listen_address.port
         address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    elif agent.kind is ServiceKind.TRACKER_AGENT:
+        address = agent.announce_host
     return AgentStatus(
         agent_id=agent.agent_id,
         role=agent.kind,
@@ -85,4 +123,5 @@ def agent_status(agent: Agent, now: float) -> AgentStatus:
         upload_rate=agent.upload_rate,
         last_heartbeat=max(0.0, now - agent.last_heard),
         address=address,
+        incoming=incoming,
     )

@@ -31,9 +31,7 @@ from shared.bus import (
     PiecesReleased,
     ServiceKind,
     SetChoke,
-    TorrentCompleted,
     TorrentState,
-    UpdateTransfer,
     WorkWanted,
 )
 from shared.config import CoordinatorConfig
@@ -75,11 +73,14 @@ class SwarmRules:
         config: CoordinatorConfig,
         send: Callable[[bytes, Message], None],
         clock: Callable[[], float],
+        completed: Callable[[Torrent], None],
     ) -> None:
         self.agents = agents
         self.config = config
         self._send = send
         self._now = clock
+        self._completed = completed
+        """Tells the announcing tracker agents that the torrent is complete."""
 
     def handle(self, torrent: Torrent, sender: bytes, event: PeerEvent, now: float) -> None:
         """One event about one of the torrent's connections, from the peer agent ``sender``."""
@@ -138,11 +139,7 @@ class SwarmRules:
         if picker.complete and torrent.completed_at is None:
             torrent.completed_at = now
             torrent.state = TorrentState.SEEDING
-            # The totals first, so the ``completed`` announce carries what was downloaded.
-            totals = UpdateTransfer(info_hash, torrent.uploaded, torrent.downloaded, torrent.left)
-            for agent in self.agents.of_kind(ServiceKind.TRACKER_AGENT):
-                self._send(agent.identity, totals)
-                self._send(agent.identity, TorrentCompleted(info_hash))
+            self._completed(torrent)
 
     def piece_rejected(self, torrent: Torrent, piece: int, contributors: Iterable[str]) -> None:
         """A piece failed its hash: fetch it again elsewhere, and blame its sender.

@@ -15,6 +15,7 @@ from shared.bus import TorrentState, TrackerStateChanged
 from shared.metainfo import Metainfo
 from shared.types import PeerAddress
 
+from .announcers import Announce
 from .choking import Choker
 from .picking import PiecePicker
 from .redial import RedialSchedule
@@ -114,8 +115,13 @@ class Torrent:
     since. Counters reach the coordinator once a second, so a fast download can finish before
     they tell; ``downloaded`` never reports less than this."""
     completed_at: float | None = None
-    tracked: bool = False
-    """The tracker agent was told about this torrent (``TrackTorrent``)."""
+    announces: dict[bytes, Announce] = field(default_factory=dict)
+    """The tracker agents told to announce this torrent (``TrackTorrent``), by identity, and
+    what each announces (``announcers.py``); empty while nobody does."""
+    announce_results: dict[bytes, dict[str, tuple[TrackerStateChanged, float]]] = field(
+        default_factory=dict
+    )
+    """Per announcing tracker agent: the latest report of each tracker URL, and when."""
 
     @property
     def info_hash_hex(self) -> str:
