@@ -2,10 +2,10 @@
 
 Strategy: keys live in pyzmq's certificate files (``zmq.auth.create_certificates`` writes them;
 they are read here as ``zmq.auth.load_certificate`` reads them, within bounds, metadata
-included): ``NAME.key`` holds a public key, ``NAME.key_secret``
-the pair. A keys folder (``[security] keys_dir``) holds this process's pair, the coordinator's
-public key (``coordinator.key``) and the public keys it admits (``authorized/*.key``; the file
-name without ``.key`` is the peer's name). ``server_security``, ``control_security`` and
+included): ``NAME.key`` holds a public key, ``NAME.key_secret`` the pair. A keys folder
+(``[security] keys_dir``) holds this process's pair, the coordinator's public key
+(``coordinator.key``) and the public keys it admits (``authorized/*.key``; the file name without
+``.key`` is the peer's name). ``server_security``, ``control_security`` and
 ``client_security`` turn an endpoint and the ``[security]`` section into a
 ``CurveServer``/``CurveClient`` for ``BusSocket`` (or ``None``: no CURVE) so that every process
 applies the same rules:
