@@ -39,6 +39,8 @@ from shared.bus import (
     TorrentRemoved,
     TorrentResumed,
     TorrentStatus,
+    TrackerState,
+    TrackerStatus,
     VerifyStarted,
     VerifyTorrent,
 )
@@ -46,6 +48,7 @@ from shared.config import SecurityConfig
 from shared.endpoints import is_tcp
 from shared.errors import BusError, TorvizError
 
+from ..announcers import host_port, unreachable_hint
 from ..progress import human_size
 from .info import read_torrent_file
 
@@ -224,7 +227,8 @@ def run_status(args: argparse.Namespace) -> int:
     for agent in report.agents:
         print(
             f"  {agent.role.value:<13} {agent.agent_id:<24} {agent.host:<16} "
-            f"{agent.connections:>4} conns  down {human_size(agent.download_rate)}/s "
+            f"{agent.connections:>4} conns ({agent.incoming} in)  "
+            f"down {human_size(agent.download_rate)}/s "
             f"up {human_size(agent.upload_rate)}/s  heard {agent.last_heartbeat:.0f}s ago"
             + (f"  {agent.address}" if agent.address else "")
         )
@@ -243,6 +247,7 @@ def _agent_json(agent: AgentStatus) -> dict[str, Any]:
         "upload_rate": agent.upload_rate,
         "last_heartbeat": agent.last_heartbeat,
         "address": agent.address,
+        "incoming": agent.incoming,
     }
 
 
@@ -270,19 +275,19 @@ def _as_json(torrent: TorrentStatus) -> dict[str, Any]:
         "save_path": torrent.save_path,
         "error": torrent.error,
         "check_progress": torrent.check_progress,
-        "trackers": [
+        "trackers": [_tracker_json(tracker) for tracker in torrent.trackers],
+        "announces": [
             {
-                "url": tracker.url,
-                "tier": tracker.tier,
-                "state": tracker.state.value,
-                "last_error": tracker.error,
-                "next_announce": tracker.next_announce_in,
-                "seeders": tracker.seeders,
-                "leechers": tracker.leechers,
-                "completed": tracker.completed,
+                "tracker_agent": announce.tracker_agent,
+                "address": host_port(announce.host, announce.port) if announce.host else "",
+                "port": announce.port,
+                "peer_agent": announce.peer_agent or None,
+                "reports_totals": announce.totals,
+                "trackers": [_tracker_json(tracker) for tracker in announce.trackers],
             }
-            for tracker in torrent.trackers
+            for announce in torrent.announces
         ],
+        "reachable": torrent.reachable,
         "peer_list": [
             {
                 "address": str(peer.address),
@@ -297,6 +302,39 @@ def _as_json(torrent: TorrentStatus) -> dict[str, Any]:
             for peer in torrent.peer_list
         ],
     }
+
+
+def _tracker_json(tracker: TrackerStatus) -> dict[str, Any]:
+    return {
+        "url": tracker.url,
+        "tier": tracker.tier,
+        "state": tracker.state.value,
+        "last_error": tracker.error,
+        "next_announce": tracker.next_announce_in,
+        "seeders": tracker.seeders,
+        "leechers": tracker.leechers,
+        "completed": tracker.completed,
+    }
+
+
+def _announce_lines(torrent: TorrentStatus) -> list[str]:
+    """One line per announce: the address trackers hand out, who announces it, for which
+    peer agent, how many of its trackers answered; then the fix when nobody listens there."""
+    lines = []
+    for announce in torrent.announces:
+        address = host_port(announce.host or "?", announce.port)
+        behind = f"peer agent {announce.peer_agent}" if announce.peer_agent else "no peer agent"
+        working = sum(1 for t in announce.trackers if t.state is TrackerState.WORKING)
+        answered = f", {working}/{len(announce.trackers)} trackers working"
+        lines.append(
+            f"  announce   {address:<22} by {announce.tracker_agent}, {behind}"
+            + (answered if announce.trackers else "")
+        )
+    if not torrent.reachable:
+        for announce in torrent.announces:
+            if not announce.peer_agent:
+                lines.append(f"  hint       {unreachable_hint(announce.host, announce.port)}")
+    return lines
 
 
 def _as_text(torrent: TorrentStatus) -> str:
@@ -332,4 +370,5 @@ def _as_text(torrent: TorrentStatus) -> str:
         lines.append(
             f"  tracker    [{tracker.tier}] {tracker.url} {tracker.state.value}{problem}{counts}"
         )
+    lines.extend(_announce_lines(torrent))
     return "\n".join(lines)

@@ -4,7 +4,8 @@
 whose first tier is a hostile HTTP tracker (it refuses with the classic failure code 150) and
 whose second tier is opentracker over UDP. ``status --json`` must show the hostile tracker
 ``failed`` with its cause named, and opentracker ``working`` with its scrape counts; then
-``shutdown`` ends every process.
+``shutdown`` ends every process. On one host the tracker agent announces the port of the peer
+agent beside it: ``status`` names that address, and opentracker hands it out.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 import pytest
 
 from tests.services.tracker_agent.fakes import HOSTILE_HTTP, HttpServer, Reply
-from tests.services.tracker_agent.harness import fresh_info_hash
+from tests.services.tracker_agent.harness import fresh_info_hash, listed
 from tests.support.content import make_content, make_torrent, single_file_layout
 from tests.support.swarm import Swarm
 
@@ -118,4 +119,47 @@ def test_status_shows_the_hostile_tracker_failed_and_opentracker_working(
         assert shown_good["next_announce"] > 60
         assert _cli("shutdown", *flags).returncode == 0
         assert process.wait(timeout=30) == 0
+    assert "Traceback" not in log_path.read_text()
+
+
+def test_on_one_host_the_tracker_agent_announces_the_peer_agents_address(
+    swarm: Swarm,
+    tmp_path: Path,
+    daemon: tuple[subprocess.Popen[str], list[str], Path],
+) -> None:
+    process, flags, log_path = daemon
+    spec = make_content(tmp_path / "seed", single_file_layout(100_000), seed=22)
+    probe = make_torrent(spec, 16 * 1024, [], tmp_path / "probe.torrent")
+    tracker = swarm.tracker([probe.info_hash, fresh_info_hash()])
+    torrent = make_torrent(spec, 16 * 1024, [tracker.http_announce_url], tmp_path / "t.torrent")
+    assert _cli("add", str(torrent.path), *flags).returncode == 0
+    deadline = time.monotonic() + STATUS_TIMEOUT
+    while True:
+        status = _cli("status", "--json", *flags)
+        assert status.returncode == 0, status.stderr
+        document = json.loads(status.stdout)
+        [entry] = document["torrents"]
+        states = [t["state"] for a in entry["announces"] for t in a["trackers"]]
+        if states == ["working"]:
+            break
+        assert time.monotonic() < deadline, (entry, log_path.read_text()[-3000:])
+        time.sleep(0.3)
+    [peer_agent] = [a for a in document["agents"] if a["role"] == "peer_agent"]
+    [tracker_agent] = [a for a in document["agents"] if a["role"] == "tracker_agent"]
+    [announce] = entry["announces"]
+    assert announce["address"] == peer_agent["address"]  # 127.0.0.1:PORT, where it listens
+    assert tracker_agent["address"] == "127.0.0.1"  # where its announces come from
+    assert announce["tracker_agent"] == tracker_agent["id"]
+    assert announce["peer_agent"] == peer_agent["id"]
+    assert announce["reports_totals"] is True and entry["reachable"] is True
+    host, port = peer_agent["address"].rsplit(":", 1)
+    assert any((a.host, a.port) == (host, int(port)) for a in listed(tracker, torrent.info_hash))
+    text = _cli("status", *flags)
+    assert text.returncode == 0, text.stderr
+    line = next(line for line in text.stdout.splitlines() if line.startswith("  announce "))
+    assert peer_agent["address"] in line and f"peer agent {peer_agent['id']}" in line, line
+    assert "1/1 trackers working" in line
+    assert "hint" not in text.stdout
+    assert _cli("shutdown", *flags).returncode == 0
+    assert process.wait(timeout=30) == 0
     assert "Traceback" not in log_path.read_text()
