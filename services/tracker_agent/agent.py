@@ -25,8 +25,8 @@
 # - The bus is a ``CoordinatorLink`` (hello, heartbeats, re-registration). On ``Registered``
 #   and on ``CoordinatorLost`` every torrent is forgotten without announcing ``stopped``: the
 #   coordinator holds no state for us any more and tracks its torrents again at once, so the
-#   trackers see one continuous presence. ``LinkRefused`` (a version mismatch) stops the
-#   process with exit code 1.
+#   trackers see one continuous presence. ``LinkRefused`` stops the process with its exit
+#   code: 1 (a version mismatch), 2 for what the operator must mend (a duplicate agent id).
 # - Every ``AgentInfo`` carries ``announce_host``, the address trackers see our announces come
 #   from (``shared.runtime.address``: ``advertise_host``, else a concrete ``bind_address``,
 #   else this host's route to the coordinator); the coordinator has us announce the port of
@@ -57,7 +57,7 @@ from shared.bus import (
     UpdateTransfer,
 )
 from shared.errors import TrackerError
-from shared.runtime import EXIT_FAILURE, Incoming, ServiceRunner, with_context
+from shared.runtime import Incoming, ServiceRunner, with_context
 from shared.runtime.address import HostAdvertiser
 from shared.runtime.agent import AgentOptions
 from shared.runtime.link import CoordinatorLink, CoordinatorLost, LinkRefused, Registered
@@ -300,9 +300,10 @@ class TrackerAgent(pykka.ThreadingActor):
                 self._on_bus(bus_message)
             case Registered() | CoordinatorLost():
                 self._forget_all(message)
-            case LinkRefused(reason):
+            case LinkRefused(reason) as refused:
                 self._closing = True  # nothing to announce to a coordinator that refused us
-                self._runner.request_stop(EXIT_FAILURE, f"refused by the coordinator: {reason}")
+                why = f"refused by the coordinator: {reason}"
+                self._runner.request_stop(refused.exit_code, why)
             case _Finished(job, outcome):
                 self._on_finished(job, outcome)
             case _Scraped(job, outcome):
