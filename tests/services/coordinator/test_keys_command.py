@@ -455,7 +455,7 @@ def test_the_printed_commands_run_as_printed_on_fresh_hosts(tmp_path: Path) -> N
     why = _fresh_host_support(tmp_path)
     if why:
         pytest.skip(why)
-    bus_port, data_port, peer_port = _free_ports(3)
+    bus_port, data_port, peer_port, spare_port = _free_ports(4)
     keys, state = tmp_path / "keys", tmp_path / "state"
     config = tmp_path / "config.toml"
     config.write_text(
@@ -571,6 +571,34 @@ def test_the_printed_commands_run_as_printed_on_fresh_hosts(tmp_path: Path) -> N
         assert mode(bundle) == 0o700 and (bundle / "peer-1" / "peer-1.key_secret").is_file()
         assert (bundle / "peer-1").stat().st_uid != 0
         assert (tmp_path / "hosts" / "storage" / "var-lib" / "up" / "torviz" / "storage").is_dir()
+        # A peer agent's key started as the storage agent: refused with the reason on the
+        # agent's side (exit 2: a restart cannot mend it), logged once on the coordinator's.
+        extra = subprocess.run(
+            [*coordinator, "keys", "init", "--dir", str(keys), "peer-2"],
+            capture_output=True,
+            env=env,
+            timeout=60,
+            check=False,
+        )
+        assert extra.returncode == 0, extra.stderr
+        wrong = [
+            str(_BIN / "torviz-storage-agent"),
+            *("--coordinator", f"tcp://127.0.0.1:{bus_port}", "--agent-id", "peer-2"),
+            *("--keys", str(keys / "agents" / "peer-2"), "--data", f"tcp://127.0.0.1:{spare_port}"),
+        ]
+        refusal = (
+            "the key 'peer-2' is a peer agent's key: it cannot register as the storage agent "
+            "(make a storage key with `keys init storage`)"
+        )
+        for _ in range(2):
+            refused = subprocess.run(
+                wrong, capture_output=True, text=True, env=env, timeout=30, check=False
+            )
+            assert refused.returncode == 2, refused.stderr
+            assert refusal in refused.stderr and "Traceback" not in refused.stderr
+        coordinator_log = (logs / "coordinator.log").read_text()
+        assert coordinator_log.count(f"bus: rejected peer-2 from 127.0.0.1: {refusal}") == 1
+        assert coordinator_log.count("rejected peer-2") == 1
     finally:
         for process in reversed(processes):
             _stop(process)
