@@ -190,8 +190,9 @@ def check_identity(
     A key pair belongs to one agent (its name is the agent id) or to a group of agents that
     share it (a scaled service: their ids start with ``<key name>-``). The routing identity, by
     which the endpoint addresses the caller and which a new connection can take over, must be
-    the agent id or ``routing_identity(agent id, incarnation)``. The endpoint's own key (embedded agents use their coordinator's) may be any
-    agent. Without this, any admitted key could take over another agent's identity.
+    the agent id or ``routing_identity(agent id, incarnation)``. The endpoint's own key
+    (embedded agents use their coordinator's) may be any agent. Without this, any admitted key
+    could take over another agent's identity.
 
     A key also has a role, the one service kind it may register as (``key_role``, from the ZAP
     handler): a peer agent's key cannot register as the storage agent. The endpoint's own key
