@@ -37,7 +37,18 @@ from shared.errors import ConfigError
 from .logging import LOG_LEVELS, setup_logging
 from .service import ActorFactory, ServiceRunner
 
-__all__ = ["AgentOptions", "parse_agent_args", "run_agent", "watch_parent"]
+__all__ = [
+    "MAX_AGENT_ID",
+    "AgentOptions",
+    "agent_id_problem",
+    "parse_agent_args",
+    "run_agent",
+    "watch_parent",
+]
+
+MAX_AGENT_ID = 200
+"""Bytes of an agent id: with ``/`` and its process's incarnation it is the routing identity,
+which ZeroMQ bounds at 255 bytes."""
 
 _DESCRIPTIONS = {
     "tracker_agent": "The torviz tracker agent: finds peers for the coordinator's torrents "
@@ -133,6 +144,9 @@ def parse_agent_args(
     # key's agents only under ids that start with its name (shared.bus.check_identity).
     prefix = config.security.key_name or service
     agent_id = args.agent_id or f"{prefix}-{socket.gethostname()}-{os.getpid()}"
+    problem = agent_id_problem(agent_id)
+    if problem:
+        parser.error(f"--agent-id {agent_id[:40]!r}: {problem}")
     known = {
         *("coordinator", "bus", "config", "agent_id"),
         *("keys", "key_name", "parent_pid", "log_level", "log_file"),
@@ -148,6 +162,22 @@ def parse_agent_args(
         log_file=args.log_file,
         extra=extra,
     )
+
+
+def agent_id_problem(agent_id: str) -> str:
+    """Why ``agent_id`` cannot name an agent, or "" when it can.
+
+    An agent id is at most ``MAX_AGENT_ID`` characters (UTF-8 bytes) and holds no ``/`` nor
+    whitespace: ``<agent id>/<incarnation>`` is the routing identity of each of its processes,
+    and ``<agent id>/<n>`` its peer keys.
+    """
+    if not agent_id:
+        return "an agent id is not empty"
+    if len(agent_id.encode()) > MAX_AGENT_ID:
+        return f"an agent id is at most {MAX_AGENT_ID} bytes"
+    if "/" in agent_id or any(char.isspace() for char in agent_id):
+        return "an agent id holds no '/' and no spaces"
+    return ""
 
 
 def _override_security(config: Config, keys: str | None, key_name: str | None) -> Config:
