@@ -112,8 +112,8 @@ def choose_announces(
     by_tracker = sorted(trackers, key=lambda agent: (agent.agent_id, agent.identity))
     by_peer = sorted(peers, key=lambda agent: (agent.agent_id, agent.identity))
     listening: dict[str, PeerAgentView] = {}
-    for peer in by_peer:
-        listening.setdefault(peer.address.host, peer)
+    for listener in by_peer:
+        listening.setdefault(listener.address.host, listener)
     chosen: list[tuple[TrackerAgentView, PeerAgentView | None]] = []
     hosts_taken: set[str] = set()
     for tracker in by_tracker:

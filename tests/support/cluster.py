@@ -221,6 +221,7 @@ class TorvizCluster:
         keys_dir: Path | None = None,
         key_name: str = "",
         extra: Sequence[str] = (),
+        config: str = "",
     ) -> HostProcess:
         """``torviz-<kind> --coordinator BUS --agent-id ID --keys DIR --config FILE`` on ``host``.
 
@@ -231,9 +232,10 @@ class TorvizCluster:
             keys_dir: its keys folder (default: its bundle in the coordinator's folder).
             key_name: ``[security] key_name`` (default: the agent id).
             extra: more options (``--data`` and ``--state-dir`` are added for storage).
+            config: more TOML for this agent's config only (e.g. its ``[peer_agent]`` ports).
         """
         keys = keys_dir or self.bundle(key_name or agent_id)
-        config = self.config(agent_id, self._security(keys, key_name))
+        config_path = self.config(agent_id, self._security(keys, key_name) + config)
         argv = [
             sys.executable,
             "-m",
@@ -245,7 +247,7 @@ class TorvizCluster:
             "--keys",
             str(keys),
             "--config",
-            str(config),
+            str(config_path),
             *extra,
         ]
         if kind == "storage_agent":

@@ -39,6 +39,7 @@ from tests.services.tracker_agent.harness import (
     track,
 )
 
+
 def offered(announce_host: str) -> AgentInfo:
     """A tracker agent's ``AgentInfo``: no capacity, only where its announces come from."""
     return AgentInfo(

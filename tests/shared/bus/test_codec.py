@@ -264,7 +264,7 @@ HAVE = [42, IH.raw, "pa1/1", 7]
 BAD_STATE_ROW = TorrentStatus(
     *(IH, "n", "up", 1.0, 1, 1, 1, 0, 0, 0, 0, 1, 1, "/", None, (), (), None)  # type: ignore[arg-type]
 )
-STATUS_ROW = [
+STATUS_ROW: list[Any] = [
     *(IH.raw, "n", "seeding", 1.0, 1, 1, 1, 0.0, 0.0, 0, 0, 1, 1, "/d", None, [], [], None),
     *([], True),
 ]
