@@ -112,8 +112,8 @@ class TrackerAgentConfig:
     """The address trackers see this agent's announces come from, told to the coordinator,
     which pairs each tracker agent with the peer agent listening at that address (the one
     whose port it announces). Empty: ``bind_address`` when it names one address, else the
-    local address this host uses to reach the coordinator (the peer agent's rule). Set it
-    when announces leave through NAT or another address than the one peers dial."""
+    local address this host uses to reach the coordinator (the peer agent's rule). Behind NAT,
+    set it (and the peer agent's ``advertise_host``) to the public address."""
 
     def __post_init__(self) -> None:
         checks = (
