@@ -504,11 +504,14 @@ def test_each_tracker_agent_announces_its_hosts_peer_agent(
     torrent = torrent_of(document)
     assert torrent is not None
     announces = {a["tracker_agent"]: a for a in torrent["announces"]}
+    agents = agents_of(document)
     for host in (2, 3):
+        # From its own host, the port of the peer agent there: where trackers send peers.
         announce = announces[f"tracker-{host}"]
-        assert announce["host"] == hosts[host].address, announce
         assert announce["peer_agent"] == f"peer-{host}", announce
-        assert agents_of(document)[f"tracker-{host}"]["address"].startswith(hosts[host].address)
+        assert announce["address"] == agents[f"peer-{host}"]["address"], (announce, agents)
+        assert announce["address"].startswith(f"{hosts[host].address}:"), announce
+        assert agents[f"tracker-{host}"]["address"] == hosts[host].address
     assert torrent["reachable"] is True
 
 
