@@ -1,6 +1,9 @@
 """The systemd units stop restarting on a configuration error: each unit's own ``ExecStart`` is
 run with a broken config, and the exit status must be one its ``RestartPreventExitStatus``
-lists (else ``Restart=on-failure`` would start it again every few seconds, forever)."""
+lists (else ``Restart=on-failure`` would start it again every few seconds, forever). The
+templates (``torviz-peer-agent@``, ``torviz-tracker-agent@``) run as instance ``peer-2`` and
+``tracker-2``, as in deploy/README.md; tests/deploy/test_guide.py checks that each unit passes
+what the guide's by-hand command for it passes."""
 
 from __future__ import annotations
 
@@ -38,7 +41,7 @@ def command_of(unit: Path, config: Path, scratch: Path) -> list[str]:
         settings["ExecStart"]
         .replace("${STATE_DIRECTORY}", str(scratch / "state"))
         .replace("${TORVIZ_COORDINATOR}", "tcp://127.0.0.1:7798")
-        .replace("%i", "peer-1")
+        .replace("%i", unit.stem.removeprefix("torviz-").split("-")[0] + "-2")  # peer-2, ...
         .replace("/etc/torviz/config.toml", str(config))
     )
     argv = shlex.split(text)
