@@ -122,7 +122,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "name implies (storage or storage-*: storage agent; tracker or tracker-*: tracker "
         "agent; anything else: peer agent).",
     )
-    init.add_argument("--dir", metavar="DIR", help=f"keys folder (default: {default_keys_dir()})")
+    init.add_argument(
+        "--dir",
+        metavar="DIR",
+        help=f"keys folder (default: the config's [security] keys_dir, else {default_keys_dir()})",
+    )
     init.add_argument(
         "--config",
         metavar="FILE",
@@ -171,15 +175,21 @@ def run_init(args: argparse.Namespace) -> int:
     """``keys init``: make the keys and print what to do with them."""
     from ..locations import default_config_file, load_config_file
 
-    folder = Path(args.dir).expanduser().absolute() if args.dir else default_keys_dir()
     config_path = Path(args.config) if args.config else default_config_file()
     try:
         config = load_config_file(args.config)
+        folder = _keys_folder(args.dir, config)
         report = init_keys(folder, args.names)
     except (TorvizError, OSError) as exc:
         return _fail(exc)
     print(_instructions(report, config, config_path), end="")
     return 0
+
+
+def _keys_folder(given: str | None, config: Config) -> Path:
+    """``--dir``, else the config's ``[security] keys_dir``, else the default folder."""
+    chosen = given or config.security.keys_dir
+    return Path(chosen).expanduser().absolute() if chosen else default_keys_dir()
 
 
 def run_list(args: argparse.Namespace) -> int:

@@ -232,6 +232,20 @@ def test_the_default_folder_is_in_the_user_config_dir(
     assert (tmp_path / "config" / "torviz" / "keys" / "authorized" / "pa1.key").exists()
 
 
+def test_without_dir_the_configs_keys_dir_is_used(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    config = write_config(tmp_path / "config.toml")
+    folder = tmp_path / "etc-keys"
+    with config.open("a") as out:
+        out.write(f'[security]\nkeys_dir = "{folder}"\n')
+    code, _, err = run(capsys, "init", "--config", str(config), "pa1")
+    assert (code, err) == (0, "")
+    assert (folder / "authorized" / "pa1.key").exists()
+    assert not (tmp_path / "config" / "torviz" / "keys").exists()
+
+
 # --- roles ----------------------------------------------------------------------------------
 
 
