@@ -17,6 +17,7 @@ __all__ = [
     "PeerAddress",
     "PeerId",
     "PieceIndex",
+    "normalize_host",
 ]
 
 PieceIndex = NewType("PieceIndex", int)
@@ -94,6 +95,18 @@ class PeerAddress:
 
     def __str__(self) -> str:
         return f"[{self.host}]:{self.port}" if self.is_ipv6 else f"{self.host}:{self.port}"
+
+
+def normalize_host(host: str) -> str | None:
+    """An IP address in the one form ``PeerAddress`` uses (IPv4-mapped IPv6 as IPv4), or None
+    if ``host`` is not an IP address."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return address.compressed
 
 
 @dataclass(frozen=True, slots=True, order=True)

@@ -35,7 +35,7 @@ from typing import Any
 import gevent
 
 from shared.errors import WireError
-from shared.types import PeerAddress
+from shared.types import PeerAddress, normalize_host
 from shared.wire.handshake import HANDSHAKE_HEADER_LENGTH, HandshakeHeader, decode_handshake_header
 
 from .backlog import (
@@ -45,7 +45,6 @@ from .backlog import (
     PRESSURED_HEADER_TIMEOUT,
     Backlog,
 )
-from .torrents import normalize_host
 
 __all__ = [
     "HEADER_TIMEOUT",

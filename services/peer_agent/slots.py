@@ -82,7 +82,7 @@ class Occupant:
 
     key: str
     host: str
-    """The peer's IP address, normalised (``torrents.normalize_host``)."""
+    """The peer's IP address, normalised (``shared.types.normalize_host``)."""
     incoming: bool
     useful_at: float
     """The last time either side was interested or payload moved (its opening at first)."""

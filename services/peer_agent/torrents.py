@@ -26,7 +26,6 @@ Rules:
 
 from __future__ import annotations
 
-import ipaddress
 import itertools
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -36,7 +35,7 @@ from shared.bitfield import Bitfield, BitfieldError
 from shared.bus import AttachTorrent
 from shared.errors import TorvizError
 from shared.geometry import TorrentGeometry
-from shared.types import InfoHash, PeerAddress, PeerId
+from shared.types import InfoHash, PeerAddress, PeerId, normalize_host
 
 from .partials import PartialPieces
 from .slots import (
@@ -127,18 +126,6 @@ class Admitted(Generic[H]):
 
     connection: Connection[H]
     replaced: Connection[H] | None = None
-
-
-def normalize_host(host: str) -> str | None:
-    """An IP address in the one form ``PeerAddress`` uses (IPv4-mapped IPv6 as IPv4), or None
-    if ``host`` is not an IP address."""
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return str(address.ipv4_mapped)
-    return address.compressed
 
 
 class Registry(Generic[H]):

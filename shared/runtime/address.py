@@ -22,32 +22,20 @@ Rules:
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import logging
 import socket
 
 from shared.endpoints import parse_endpoint
 from shared.errors import ConfigError
+from shared.types import normalize_host
 
-__all__ = ["WILDCARDS", "HostAdvertiser", "coordinator_host", "normalize_host", "resolve_host"]
+__all__ = ["WILDCARDS", "HostAdvertiser", "coordinator_host", "resolve_host"]
 
 log = logging.getLogger(__name__)
 
 WILDCARDS = frozenset({"", "0.0.0.0", "::", "*"})
 """Bind addresses that mean every local address."""
 _DISCARD_PORT = 9  # any port will do: connecting a UDP socket sends nothing
-
-
-def normalize_host(host: str) -> str | None:
-    """An IP address in the one form ``PeerAddress`` uses (IPv4-mapped IPv6 as IPv4), or None
-    if ``host`` is not an IP address."""
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return str(address.ipv4_mapped)
-    return address.compressed
 
 
 def resolve_host(host: str, key: str) -> str:
