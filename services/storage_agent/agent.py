@@ -58,9 +58,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import socket
 import time
-from contextlib import closing
 from dataclasses import dataclass
 from typing import Any
 
@@ -95,6 +93,7 @@ from shared.bus import (
 )
 from shared.endpoints import parse_endpoint
 from shared.errors import ConfigError
+from shared.runtime.address import WILDCARDS, HostAdvertiser, coordinator_host
 from shared.runtime.link import CoordinatorLink, CoordinatorLost, LinkRefused, Registered
 from shared.runtime.logging import ContextAdapter, with_context
 from shared.runtime.service import EXIT_FAILURE, EXIT_OK, ServiceRunner
@@ -552,8 +551,9 @@ def advertised_endpoint(bound: str, coordinator: str) -> str:
     """The data endpoint as peer agents on other hosts reach it.
 
     A tcp endpoint bound on a wildcard (``0.0.0.0``, ``::``) names no address a peer agent can
-    dial: the address this host uses to reach the coordinator takes its place (no packet is
-    sent: a UDP socket only picks its route). Anything else is returned as it is.
+    dial: the address this host uses to reach the coordinator takes its place (the probe of
+    ``shared.runtime.address``, which sends no packet). Anything else, and a wildcard when the
+    coordinator is on this host (ipc) or out of reach, is returned as it is.
 
     Args:
         bound: the endpoint as bound (``LAST_ENDPOINT``: the port is resolved).
@@ -561,22 +561,15 @@ def advertised_endpoint(bound: str, coordinator: str) -> str:
     """
     try:
         parts = parse_endpoint(bound)
-        if parts.scheme != "tcp" or parts.host not in ("0.0.0.0", "::", "*"):
-            return bound
-        target = parse_endpoint(coordinator)
-        if target.scheme != "tcp":
-            raise OSError("the coordinator is on this host: no route names an address")
-        family = socket.AF_INET6 if parts.host == "::" else socket.AF_INET
-        with closing(socket.socket(family, socket.SOCK_DGRAM)) as probe:
-            probe.connect((target.host, 9))
-            address = str(probe.getsockname()[0])
-    except (OSError, ConfigError) as exc:
-        log.warning(
-            "data endpoint %s: cannot tell which address peer agents reach (%s); bind a "
-            "specific address instead of a wildcard",
-            bound,
-            exc,
-        )
+    except ConfigError:
+        return bound
+    if parts.scheme != "tcp" or parts.host not in WILDCARDS:
+        return bound
+    key = "[storage_agent] data (bind a specific address instead of a wildcard)"
+    address = None
+    if coordinator_host(coordinator) is not None:
+        address = HostAdvertiser("", parts.host, coordinator, key).host()
+    if address is None:  # HostAdvertiser said why, once
         return bound
     host = f"[{address}]" if ":" in address else address
     return f"tcp://{host}:{parts.port}"
