@@ -1,28 +1,29 @@
-# Bencode (BEP 3): a bounded, offset-reporting decoder and a canonical encoder.
-#
-# Strategy: one iterative scanner walks the bytes once, checks every token against the grammar,
-# enforces the limits before anything is allocated, and builds the values as it goes (no
-# recursion, so 100k-deep nesting ends in ``too_deep``, never ``RecursionError``). bencode.py
-# (``bencodepy``) accepts ``i+3e``, ``i 3e``, ``i1_000e``, ``1_0:`` and unsorted or duplicate keys
-# (see STACK_NOTES.md); building on top of it would mean scanning twice, so it serves as the
-# reference oracle in the tests instead. Measured (CPython 3.11): a 2 MB metainfo with 100k
-# pieces decodes in ~0.1 ms, 10k files in ~40 ms, and ~160k small KRPC dicts per second (bencode.py:
-# ~120k), so one pass in Python is fast enough.
-#
-# Rules:
-# - Strict mode (anything from the network) accepts only the canonical form: integers without
-#   ``+``, spaces, underscores or leading zeros, no ``-0``, at most 32 digits (longer is a CPU
-#   attack on ``int()``), dict keys sorted as raw bytes and unique, no bytes after the value.
-# - Lenient mode (a .torrent from disk) additionally accepts unsorted dict keys and ignores
-#   trailing bytes after the top-level value (some old tools append a newline). It still rejects
-#   duplicate keys (which value "wins" differs between clients, so the file is ambiguous),
-#   malformed integers and lengths, non-bytes keys, truncation and anything over the limits.
-# - Every error is a ``BencodeError`` with a reason code and the offset of the offending byte.
-#   Truncation is reported at ``len(data)``: the byte that was needed and missing.
-# - Dict keys are ``bytes``; strings are ``bytes``; nothing is decoded as text here.
-# - Raw slices: ``decode_with_spans`` also returns, for a top-level dict, the exact
-#   ``(start, end)`` byte range of each value, so the info-hash is taken over the original bytes
-#   (re-encoding a non-canonical file would change it).
+"""Bencode (BEP 3): a bounded, offset-reporting decoder and a canonical encoder.
+
+Strategy: one iterative scanner walks the bytes once, checks every token against the grammar,
+enforces the limits before anything is allocated, and builds the values as it goes (no
+recursion, so 100k-deep nesting ends in ``too_deep``, never ``RecursionError``). bencode.py
+(``bencodepy``) accepts ``i+3e``, ``i 3e``, ``i1_000e``, ``1_0:`` and unsorted or duplicate keys
+(see STACK_NOTES.md); building on top of it would mean scanning twice, so it serves as the
+reference oracle in the tests instead. Measured (CPython 3.11): a 2 MB metainfo with 100k
+pieces decodes in ~0.1 ms, 10k files in ~40 ms, and ~160k small KRPC dicts per second (bencode.py:
+~120k), so one pass in Python is fast enough.
+
+Rules:
+- Strict mode (anything from the network) accepts only the canonical form: integers without
+  ``+``, spaces, underscores or leading zeros, no ``-0``, at most 32 digits (longer is a CPU
+  attack on ``int()``), dict keys sorted as raw bytes and unique, no bytes after the value.
+- Lenient mode (a .torrent from disk) additionally accepts unsorted dict keys and ignores
+  trailing bytes after the top-level value (some old tools append a newline). It still rejects
+  duplicate keys (which value "wins" differs between clients, so the file is ambiguous),
+  malformed integers and lengths, non-bytes keys, truncation and anything over the limits.
+- Every error is a ``BencodeError`` with a reason code and the offset of the offending byte.
+  Truncation is reported at ``len(data)``: the byte that was needed and missing.
+- Dict keys are ``bytes``; strings are ``bytes``; nothing is decoded as text here.
+- Raw slices: ``decode_with_spans`` also returns, for a top-level dict, the exact
+  ``(start, end)`` byte range of each value, so the info-hash is taken over the original bytes
+  (re-encoding a non-canonical file would change it).
+"""
 
 from __future__ import annotations
 

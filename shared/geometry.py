@@ -1,20 +1,21 @@
-# Piece, block and file arithmetic of one torrent: the only place torviz computes an offset.
-#
-# Strategy: a torrent's files are laid end to end into one byte stream, cut into pieces of
-# ``piece_length`` bytes (the last one may be shorter), and pieces into blocks of ``block_size``
-# bytes (the last block of a piece may be shorter). ``TorrentGeometry`` is built once per
-# torrent, checks its invariants in ``__post_init__``, precomputes file start offsets, and
-# answers every question about pieces, blocks and file spans from them; file lookups bisect, so
-# a torrent with 100k files costs O(log n) per span.
-#
-# Rules:
-# - Piece length need not be a power of two nor a multiple of 16 KiB (real torrents exist with
-#   odd sizes); it only has to be positive. A total length of 0 is refused: such a torrent has no
-#   pieces and nothing to download.
-# - Zero-length files occupy no bytes: they never appear in a span and their piece range is empty.
-# - Padding files (BEP 47) are ordinary files here; skipping their bytes is storage's business.
-# - Bad arguments raise ``ValueError`` (construction) or ``IndexError`` (an index or range
-#   outside the torrent); ``is_valid_request`` is the non-raising check for remote input.
+"""Piece, block and file arithmetic of one torrent: the only place torviz computes an offset.
+
+Strategy: a torrent's files are laid end to end into one byte stream, cut into pieces of
+``piece_length`` bytes (the last one may be shorter), and pieces into blocks of ``block_size``
+bytes (the last block of a piece may be shorter). ``TorrentGeometry`` is built once per
+torrent, checks its invariants in ``__post_init__``, precomputes file start offsets, and
+answers every question about pieces, blocks and file spans from them; file lookups bisect, so
+a torrent with 100k files costs O(log n) per span.
+
+Rules:
+- Piece length need not be a power of two nor a multiple of 16 KiB (real torrents exist with
+  odd sizes); it only has to be positive. A total length of 0 is refused: such a torrent has no
+  pieces and nothing to download.
+- Zero-length files occupy no bytes: they never appear in a span and their piece range is empty.
+- Padding files (BEP 47) are ordinary files here; skipping their bytes is storage's business.
+- Bad arguments raise ``ValueError`` (construction) or ``IndexError`` (an index or range
+  outside the torrent); ``is_valid_request`` is the non-raising check for remote input.
+"""
 
 from __future__ import annotations
 

@@ -1,40 +1,41 @@
-# Metainfo (.torrent, BEP 3) parsing into typed, validated, frozen values.
-#
-# Strategy: decode the file leniently (it comes from disk and may be non-canonical), take the
-# info-hash over the exact bytes of the ``info`` value as they appear in the file (never a
-# re-encoding), then validate the info dict field by field and refuse anything unsafe or
-# inconsistent with a named ``MetainfoError`` reason. Everything outside ``info`` (trackers, web
-# seeds, comment...) is advisory: a malformed entry there is dropped, never fatal, because it
-# cannot corrupt data and real files carry all sorts of junk in it.
-#
-# Rules:
-# - Reason codes are stable snake_case: ``bad_bencode`` (the BencodeError is the ``__cause__``),
-#   ``not_a_dict``, ``info_missing``, ``info_not_a_dict``, ``<field>_missing``,
-#   ``<field>_wrong_type`` for name, piece_length, pieces, length, files, file_entry, path,
-#   attr, private; ``piece_length_out_of_range``, ``pieces_not_multiple_of_20``,
-#   ``piece_count_mismatch``, ``too_many_pieces``, ``both_length_and_files`` (a ``length``
-#   of 0 beside ``files`` is ignored, as libtorrent does),
-#   ``no_length_or_files``, ``negative_length``, ``no_files``, ``too_many_files``,
-#   ``torrent_too_large``, ``empty_torrent``, ``duplicate_path``, ``v2_only``, and the path
-#   reasons of ``shared.paths`` (``path_traversal``, ``absolute_path``,
-#   ``path_component_too_long``, ``path_too_deep``...), which also apply to ``name``: it must be
-#   one safe component of at most 255 bytes.
-# - Bounds: piece length 1 KiB..256 MiB (libtorrent accepts any positive value, but below 1 KiB
-#   or above 256 MiB is not a torrent anyone made on purpose; odd, non power-of-two sizes are
-#   fine), at most 2**21 pieces (libtorrent's default), at most 2**18 files, at most 2**50 bytes,
-#   at most ``max_path_depth`` (64) components in a file's path, checked before the path is
-#   decoded, so a 2,000-deep path is refused in microseconds. The duplicate-path check walks a
-#   tree of folders, so its cost grows with the total number of components, never their square.
-# - Text: ``name.utf-8`` / ``path.utf-8`` win when present and valid UTF-8. Otherwise the plain
-#   field is decoded as UTF-8, then with the codec the file declares in ``encoding`` (old
-#   torrents: GBK, Shift_JIS...), and failing both as UTF-8 with U+FFFD replacements, so a name is
-#   always valid text (the bus cannot carry lone surrogates). If two files then collide, the
-#   torrent is refused with ``duplicate_path``.
-# - Padding files (BEP 47 ``attr`` containing ``p``, or BitComet's ``_____padding_file_`` names)
-#   keep their bytes in the layout, are still path-checked, and are left out of the duplicate
-#   check: many share the path ``.pad/<size>`` and none is ever written.
-# - A multi-file torrent (``files``) stays multi-file with a single entry: its file lives under
-#   the ``name`` directory.
+"""Metainfo (.torrent, BEP 3) parsing into typed, validated, frozen values.
+
+Strategy: decode the file leniently (it comes from disk and may be non-canonical), take the
+info-hash over the exact bytes of the ``info`` value as they appear in the file (never a
+re-encoding), then validate the info dict field by field and refuse anything unsafe or
+inconsistent with a named ``MetainfoError`` reason. Everything outside ``info`` (trackers, web
+seeds, comment...) is advisory: a malformed entry there is dropped, never fatal, because it
+cannot corrupt data and real files carry all sorts of junk in it.
+
+Rules:
+- Reason codes are stable snake_case: ``bad_bencode`` (the BencodeError is the ``__cause__``),
+  ``not_a_dict``, ``info_missing``, ``info_not_a_dict``, ``<field>_missing``,
+  ``<field>_wrong_type`` for name, piece_length, pieces, length, files, file_entry, path,
+  attr, private; ``piece_length_out_of_range``, ``pieces_not_multiple_of_20``,
+  ``piece_count_mismatch``, ``too_many_pieces``, ``both_length_and_files`` (a ``length``
+  of 0 beside ``files`` is ignored, as libtorrent does),
+  ``no_length_or_files``, ``negative_length``, ``no_files``, ``too_many_files``,
+  ``torrent_too_large``, ``empty_torrent``, ``duplicate_path``, ``v2_only``, and the path
+  reasons of ``shared.paths`` (``path_traversal``, ``absolute_path``,
+  ``path_component_too_long``, ``path_too_deep``...), which also apply to ``name``: it must be
+  one safe component of at most 255 bytes.
+- Bounds: piece length 1 KiB..256 MiB (libtorrent accepts any positive value, but below 1 KiB
+  or above 256 MiB is not a torrent anyone made on purpose; odd, non power-of-two sizes are
+  fine), at most 2**21 pieces (libtorrent's default), at most 2**18 files, at most 2**50 bytes,
+  at most ``max_path_depth`` (64) components in a file's path, checked before the path is
+  decoded, so a 2,000-deep path is refused in microseconds. The duplicate-path check walks a
+  tree of folders, so its cost grows with the total number of components, never their square.
+- Text: ``name.utf-8`` / ``path.utf-8`` win when present and valid UTF-8. Otherwise the plain
+  field is decoded as UTF-8, then with the codec the file declares in ``encoding`` (old
+  torrents: GBK, Shift_JIS...), and failing both as UTF-8 with U+FFFD replacements, so a name is
+  always valid text (the bus cannot carry lone surrogates). If two files then collide, the
+  torrent is refused with ``duplicate_path``.
+- Padding files (BEP 47 ``attr`` containing ``p``, or BitComet's ``_____padding_file_`` names)
+  keep their bytes in the layout, are still path-checked, and are left out of the duplicate
+  check: many share the path ``.pad/<size>`` and none is ever written.
+- A multi-file torrent (``files``) stays multi-file with a single entry: its file lives under
+  the ``name`` directory.
+"""
 
 from __future__ import annotations
 

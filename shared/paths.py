@@ -1,28 +1,29 @@
-# Making the file paths of a torrent safe to create under a download directory.
-#
-# Strategy: a path from a .torrent is hostile input. Each component is checked on its own with
-# string logic only (posixpath and ntpath rules, so a torrent made on either system is judged the
-# same way on this one); nothing touches the filesystem. A bad component is refused with a named
-# reason rather than repaired, because a repaired path could collide with another file of the
-# torrent or surprise the user. ``resolve_inside`` is a second, independent guard at the moment
-# a path is joined to the download directory. Symlinks on disk are storage's concern.
-#
-# Rules (the reason codes are stable):
-# - ``nul_in_path``: a NUL byte anywhere.
-# - ``empty_path_component``: an empty component; ``empty_path``: a file with no components.
-# - ``dot_component``: ``.``; ``path_traversal``: ``..``, alone or between separators.
-# - ``absolute_path``: a component starting with ``/`` or ``\`` or carrying a Windows drive
-#   (``C:``, ``C:x``, ``\\server\share``).
-# - ``separator_in_component``: ``/`` or ``\`` inside a component.
-# - ``path_component_too_long``: a component over 255 bytes in UTF-8 (``MAX_COMPONENT_BYTES``:
-#   NAME_MAX on Linux and the BSDs, and the limit of ext4, XFS, btrfs, APFS and NTFS alike);
-#   no file system could create it.
-# - ``path_too_deep``: a file path of more than ``max_depth`` components (64 by default,
-#   ``DEFAULT_MAX_PATH_DEPTH``). Refused before any component is looked at, so a 2,000-deep path
-#   costs nothing: every later step (duplicate check, storage's directory walk) grows with the
-#   depth, and no real torrent nests 64 folders deep.
-# - ``path_escapes_download_dir``: a joined path that does not stay strictly inside the directory.
-# Windows reserved names (``CON``, ``NUL``...) are allowed: torviz writes on POSIX systems.
+r"""Making the file paths of a torrent safe to create under a download directory.
+
+Strategy: a path from a .torrent is hostile input. Each component is checked on its own with
+string logic only (posixpath and ntpath rules, so a torrent made on either system is judged the
+same way on this one); nothing touches the filesystem. A bad component is refused with a named
+reason rather than repaired, because a repaired path could collide with another file of the
+torrent or surprise the user. ``resolve_inside`` is a second, independent guard at the moment
+a path is joined to the download directory. Symlinks on disk are storage's concern.
+
+Rules (the reason codes are stable):
+- ``nul_in_path``: a NUL byte anywhere.
+- ``empty_path_component``: an empty component; ``empty_path``: a file with no components.
+- ``dot_component``: ``.``; ``path_traversal``: ``..``, alone or between separators.
+- ``absolute_path``: a component starting with ``/`` or ``\`` or carrying a Windows drive
+  (``C:``, ``C:x``, ``\\server\share``).
+- ``separator_in_component``: ``/`` or ``\`` inside a component.
+- ``path_component_too_long``: a component over 255 bytes in UTF-8 (``MAX_COMPONENT_BYTES``:
+  NAME_MAX on Linux and the BSDs, and the limit of ext4, XFS, btrfs, APFS and NTFS alike);
+  no file system could create it.
+- ``path_too_deep``: a file path of more than ``max_depth`` components (64 by default,
+  ``DEFAULT_MAX_PATH_DEPTH``). Refused before any component is looked at, so a 2,000-deep path
+  costs nothing: every later step (duplicate check, storage's directory walk) grows with the
+  depth, and no real torrent nests 64 folders deep.
+- ``path_escapes_download_dir``: a joined path that does not stay strictly inside the directory.
+Windows reserved names (``CON``, ``NUL``...) are allowed: torviz writes on POSIX systems.
+"""
 
 from __future__ import annotations
 

@@ -1,11 +1,12 @@
-# Entry point of ``torviz-peer-agent``, the composition root of the peer agent.
-#
-# gevent patches the standard library before anything else is imported, so pykka's actors and
-# every socket are green. Then the common agent command line is parsed (plus
-# ``--max-connections``), the CURVE keys and ``advertise_host`` are checked (a missing key or a
-# name that does not resolve prints one line and exits 2, before any actor starts), and the
-# runner starts the one ``PeerAgent`` actor; it starts a ``PeerConnection`` actor per peer
-# itself.
+"""Entry point of ``torviz-peer-agent``, the composition root of the peer agent.
+
+gevent patches the standard library before anything else is imported, so pykka's actors and
+every socket are green. Then the common agent command line is parsed (plus
+``--max-connections``), the CURVE keys and ``advertise_host`` are checked (a missing key or a
+name that does not resolve prints one line and exits 2, before any actor starts), and the
+runner starts the one ``PeerAgent`` actor; it starts a ``PeerConnection`` actor per peer
+itself.
+"""
 
 from gevent import monkey
 

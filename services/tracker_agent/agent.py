@@ -1,36 +1,37 @@
-# The tracker agent's actor: the bus socket, one greenlet per announce, and the announce timer.
-#
-# Strategy: ``TrackerAgent`` is a pykka actor (a greenlet under gevent) holding a
-# ``TrackerAgentCore``, which decides everything. After each message the actor "pumps": it
-# asks the core for the announces due now, spawns one greenlet per announce, sends the
-# core's reports to the coordinator, and re-arms a single timer greenlet for the core's next
-# deadline. So the actor sleeps until the next deadline or the next message, whichever comes
-# first, and its inbox never waits on the network.
-#
-# Rules:
-# - Every announce and scrape runs in its own greenlet under a ``gevent.Timeout`` and ends by
-#   telling the actor its outcome: one dead tracker never delays another tracker or torrent.
-#   Only the actor touches the core. The bounds: an HTTP announce and any scrape,
-#   ``announce_timeout``; a ``stopped`` announce, STOP_TIMEOUT; a UDP announce, its whole
-#   BEP 15 retransmit schedule (the core stops waiting for it after ``announce_timeout`` and
-#   falls through to the next tracker, see ``core.py``).
-# - Replies are parsed on a thread of the gevent hub's pool when they are big (over
-#   INLINE_PARSE_BYTES), so a 1 MiB reply never freezes the other greenlets.
-# - ``UntrackTorrent`` kills the torrent's announces in flight (so a late ``started`` cannot
-#   overtake the ``stopped``), sends ``stopped`` with at most STOP_TIMEOUT seconds to answer,
-#   and forgets the torrent at once.
-# - ``Shutdown``: ``stopped`` for every torrent in parallel, waited for at most STOP_TIMEOUT
-#   seconds in all, then the runner is asked to stop. A SIGTERM/SIGINT (no ``Shutdown``) does
-#   the same, best effort, in ``on_stop``.
-# - The bus is a ``CoordinatorLink`` (hello, heartbeats, re-registration). On ``Registered``
-#   and on ``CoordinatorLost`` every torrent is forgotten without announcing ``stopped``: the
-#   coordinator holds no state for us any more and tracks its torrents again at once, so the
-#   trackers see one continuous presence. ``LinkRefused`` stops the process with its exit
-#   code: 1 (a version mismatch), 2 for what the operator must mend (a duplicate agent id).
-# - Every ``AgentInfo`` carries ``announce_host``, the address trackers see our announces come
-#   from (``shared.runtime.address``: ``advertise_host``, else a concrete ``bind_address``,
-#   else this host's route to the coordinator); the coordinator has us announce the port of
-#   the peer agent listening at that address.
+"""The tracker agent's actor: the bus socket, one greenlet per announce, and the announce timer.
+
+Strategy: ``TrackerAgent`` is a pykka actor (a greenlet under gevent) holding a
+``TrackerAgentCore``, which decides everything. After each message the actor "pumps": it
+asks the core for the announces due now, spawns one greenlet per announce, sends the
+core's reports to the coordinator, and re-arms a single timer greenlet for the core's next
+deadline. So the actor sleeps until the next deadline or the next message, whichever comes
+first, and its inbox never waits on the network.
+
+Rules:
+- Every announce and scrape runs in its own greenlet under a ``gevent.Timeout`` and ends by
+  telling the actor its outcome: one dead tracker never delays another tracker or torrent.
+  Only the actor touches the core. The bounds: an HTTP announce and any scrape,
+  ``announce_timeout``; a ``stopped`` announce, STOP_TIMEOUT; a UDP announce, its whole
+  BEP 15 retransmit schedule (the core stops waiting for it after ``announce_timeout`` and
+  falls through to the next tracker, see ``core.py``).
+- Replies are parsed on a thread of the gevent hub's pool when they are big (over
+  INLINE_PARSE_BYTES), so a 1 MiB reply never freezes the other greenlets.
+- ``UntrackTorrent`` kills the torrent's announces in flight (so a late ``started`` cannot
+  overtake the ``stopped``), sends ``stopped`` with at most STOP_TIMEOUT seconds to answer,
+  and forgets the torrent at once.
+- ``Shutdown``: ``stopped`` for every torrent in parallel, waited for at most STOP_TIMEOUT
+  seconds in all, then the runner is asked to stop. A SIGTERM/SIGINT (no ``Shutdown``) does
+  the same, best effort, in ``on_stop``.
+- The bus is a ``CoordinatorLink`` (hello, heartbeats, re-registration). On ``Registered``
+  and on ``CoordinatorLost`` every torrent is forgotten without announcing ``stopped``: the
+  coordinator holds no state for us any more and tracks its torrents again at once, so the
+  trackers see one continuous presence. ``LinkRefused`` stops the process with its exit
+  code: 1 (a version mismatch), 2 for what the operator must mend (a duplicate agent id).
+- Every ``AgentInfo`` carries ``announce_host``, the address trackers see our announces come
+  from (``shared.runtime.address``: ``advertise_host``, else a concrete ``bind_address``,
+  else this host's route to the coordinator); the coordinator has us announce the port of
+  the peer agent listening at that address.
+"""
 
 from __future__ import annotations
 

@@ -1,34 +1,35 @@
-# The tracker agent's logic without I/O: what to announce where, and what to tell the coordinator.
-#
-# Strategy: ``TrackerAgentCore`` keeps one ``AnnounceSchedule`` and the transfer totals per
-# torrent. Commands from the coordinator go in (``track``, ``update``, ``complete``,
-# ``untrack``); ``due(now)`` hands out jobs, ``AnnounceJob``s (a URL and a ready
-# ``AnnounceRequest``) and ``ScrapeJob``s, plus the ``TrackerStateChanged`` messages to send;
-# the actor runs each job in its own greenlet and gives the outcome back to ``finish`` or
-# ``finish_scrape``, which return ``PeersDiscovered`` and ``TrackerStateChanged`` messages.
-# The clock is passed in, so all of this is tested without sockets or sleeping.
-#
-# Rules:
-# - Only ``http``, ``https`` and ``udp`` URLs are announced to; any other URL is reported
-#   ``disabled`` once, with the reason, and left out of the schedule.
-# - A job's outcome counts only if it is the latest announce to that URL of a torrent still
-#   tracked; anything else (an announce that outlived ``UntrackTorrent``) is ignored.
-# - Patience (``announce_timeout``): an HTTP request is cut at that time by its client, so its
-#   failure arrives then. A UDP exchange is not (BEP 15 retransmits it for up to two hours):
-#   when it has gone unanswered that long, the core reports its tracker ``failed`` ("no reply
-#   within N s, still retrying") and the tiers fall through (``AnnounceSchedule.overdue``);
-#   its answer, if it ever comes, still counts.
-# - Each report carries the tracker's latest error text until it answers again. A tracker's
-#   ``warning message`` is shown the same way: the state stays ``working`` and ``error`` reads
-#   "tracker warning: ..." (so ``status`` shows it next to a working tracker); it is also
-#   logged. Counts come from the latest announce (seeders, leechers) and scrape (seeders,
-#   leechers, completed).
-# - Scrapes (when ``scrape_interval`` is set): after a successful announce, a tracker that has a
-#   scrape endpoint (UDP, or HTTP with a BEP 48 scrape URL) is scraped, at most once per
-#   ``scrape_interval`` seconds per torrent. A failed scrape changes no state; it is logged.
-# - Peers of one reply are deduplicated and sent in messages of at most PEERS_PER_MESSAGE (the
-#   schema's bound); error texts are one line of at most MAX_ERROR_CHARS characters.
-# - Private torrents are announced to their trackers only; this agent has no other source yet.
+"""The tracker agent's logic without I/O: what to announce where, and what to tell the coordinator.
+
+Strategy: ``TrackerAgentCore`` keeps one ``AnnounceSchedule`` and the transfer totals per
+torrent. Commands from the coordinator go in (``track``, ``update``, ``complete``,
+``untrack``); ``due(now)`` hands out jobs, ``AnnounceJob``s (a URL and a ready
+``AnnounceRequest``) and ``ScrapeJob``s, plus the ``TrackerStateChanged`` messages to send;
+the actor runs each job in its own greenlet and gives the outcome back to ``finish`` or
+``finish_scrape``, which return ``PeersDiscovered`` and ``TrackerStateChanged`` messages.
+The clock is passed in, so all of this is tested without sockets or sleeping.
+
+Rules:
+- Only ``http``, ``https`` and ``udp`` URLs are announced to; any other URL is reported
+  ``disabled`` once, with the reason, and left out of the schedule.
+- A job's outcome counts only if it is the latest announce to that URL of a torrent still
+  tracked; anything else (an announce that outlived ``UntrackTorrent``) is ignored.
+- Patience (``announce_timeout``): an HTTP request is cut at that time by its client, so its
+  failure arrives then. A UDP exchange is not (BEP 15 retransmits it for up to two hours):
+  when it has gone unanswered that long, the core reports its tracker ``failed`` ("no reply
+  within N s, still retrying") and the tiers fall through (``AnnounceSchedule.overdue``);
+  its answer, if it ever comes, still counts.
+- Each report carries the tracker's latest error text until it answers again. A tracker's
+  ``warning message`` is shown the same way: the state stays ``working`` and ``error`` reads
+  "tracker warning: ..." (so ``status`` shows it next to a working tracker); it is also
+  logged. Counts come from the latest announce (seeders, leechers) and scrape (seeders,
+  leechers, completed).
+- Scrapes (when ``scrape_interval`` is set): after a successful announce, a tracker that has a
+  scrape endpoint (UDP, or HTTP with a BEP 48 scrape URL) is scraped, at most once per
+  ``scrape_interval`` seconds per torrent. A failed scrape changes no state; it is logged.
+- Peers of one reply are deduplicated and sent in messages of at most PEERS_PER_MESSAGE (the
+  schema's bound); error texts are one line of at most MAX_ERROR_CHARS characters.
+- Private torrents are announced to their trackers only; this agent has no other source yet.
+"""
 
 from __future__ import annotations
 

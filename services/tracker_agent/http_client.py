@@ -1,26 +1,27 @@
-# HTTP(S) tracker announces and scrapes: one bounded GET, its errors as one readable line.
-#
-# Strategy: ``http.client`` on plain sockets. Under the agent's ``gevent.monkey.patch_all()``
-# sockets, DNS and ``ssl`` are cooperative, so a GET blocks only its own greenlet; in a plain
-# process (tests) the same code simply blocks. ``http_get`` follows redirects itself, so every
-# hop is bounded the same way; ``announce_http`` and ``scrape_http`` build the URL with the
-# shared codec and parse the reply with it. Parsing a big reply is pure CPU (up to ~0.15 s for
-# 1 MiB of dictionary peers), so the caller may pass ``offload`` to run the parser elsewhere
-# (the agent uses a thread of the gevent hub's pool, so other greenlets keep running).
-#
-# Rules:
-# - One overall deadline for the whole exchange, redirects included: every socket operation
-#   gets the time that is left, and the body is read in chunks with the deadline checked
-#   between them. (A server dripping header bytes can still stretch one header read to the
-#   socket timeout; the agent's own timer around each announce is the hard bound.)
-# - The body is bounded: a ``Content-Length`` above ``max_body`` is refused before reading,
-#   and at most ``max_body + 1`` bytes are ever read otherwise.
-# - Redirects (301, 302, 303, 307, 308) to http or https only, at most ``max_redirects``, and
-#   a URL seen twice is a loop. Only status 200 is a reply (libtorrent does the same).
-# - No compression is asked for; the request says ``User-Agent: torviz/<version>``.
-# - Every failure is a ``TrackerError`` whose ``reason`` names the cause and whose message is
-#   one short line: "connection refused", "timed out after 15 s", "HTTP 404 Not Found",
-#   "too many redirects (more than 5)", "response too large (over 1048576 bytes)" ...
+"""HTTP(S) tracker announces and scrapes: one bounded GET, its errors as one readable line.
+
+Strategy: ``http.client`` on plain sockets. Under the agent's ``gevent.monkey.patch_all()``
+sockets, DNS and ``ssl`` are cooperative, so a GET blocks only its own greenlet; in a plain
+process (tests) the same code simply blocks. ``http_get`` follows redirects itself, so every
+hop is bounded the same way; ``announce_http`` and ``scrape_http`` build the URL with the
+shared codec and parse the reply with it. Parsing a big reply is pure CPU (up to ~0.15 s for
+1 MiB of dictionary peers), so the caller may pass ``offload`` to run the parser elsewhere
+(the agent uses a thread of the gevent hub's pool, so other greenlets keep running).
+
+Rules:
+- One overall deadline for the whole exchange, redirects included: every socket operation
+  gets the time that is left, and the body is read in chunks with the deadline checked
+  between them. (A server dripping header bytes can still stretch one header read to the
+  socket timeout; the agent's own timer around each announce is the hard bound.)
+- The body is bounded: a ``Content-Length`` above ``max_body`` is refused before reading,
+  and at most ``max_body + 1`` bytes are ever read otherwise.
+- Redirects (301, 302, 303, 307, 308) to http or https only, at most ``max_redirects``, and
+  a URL seen twice is a loop. Only status 200 is a reply (libtorrent does the same).
+- No compression is asked for; the request says ``User-Agent: torviz/<version>``.
+- Every failure is a ``TrackerError`` whose ``reason`` names the cause and whose message is
+  one short line: "connection refused", "timed out after 15 s", "HTTP 404 Not Found",
+  "too many redirects (more than 5)", "response too large (over 1048576 bytes)" ...
+"""
 
 from __future__ import annotations
 

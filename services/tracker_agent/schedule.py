@@ -1,49 +1,50 @@
-# When to announce to which tracker of one torrent: a pure schedule with the clock passed in.
-#
-# Strategy: BEP 12 tiers. The tracker URLs of a torrent form a list of tiers; each tier is
-# shuffled once (with the injected RNG) when the schedule is made. Announcing happens in
-# *rounds*: a round walks the trackers in order (first tier first, each tier front to back) and
-# announces to one tracker at a time; the first tracker that answers ends the round, moves to
-# the front of its tier, and sets the start of the next round (its ``interval``). A tracker that
-# fails is put in back-off and the round falls through to the next tracker, then to the next
-# tier. A round in which nobody answered ends; the next one starts when the first tracker's
-# back-off expires. Every round starts again at the top, so a better tier is retried (once its
-# back-off has expired) before a worse one is used again, as BEP 12 asks.
-#
-# With ``announce_to_all_tiers`` each tier runs its own rounds, side by side (libtorrent's
-# ``announce_to_all_tiers``): one working tracker per tier.
-#
-# A round does not wait forever for a slow tracker: when the caller reports an announce
-# ``overdue`` (no answer within its patience, ``announce_timeout``), the tracker shows failed
-# and the round falls through as if it had failed, while the announce itself stays in flight
-# (a UDP exchange retransmits for up to two hours under BEP 15). Such a *lingering* announce
-# still ends with ``succeeded`` or ``failed``: an answer, however late, makes its tracker
-# working and ends the round like any answer (the announce the round was waiting on then
-# lingers in turn); a failure puts it in back-off. A tracker is never announced to twice at
-# once, so a lingering tracker is skipped by later rounds until its announce ends.
-#
-# Back-off after the n-th failure in a row: ``first_delay * factor ** (n - 1)`` capped at
-# ``max_delay`` (15, 30, 60, 120 ... 3600 s by default), never less than the tracker's BEP 31
-# ``retry in``. libtorrent (``announce_infohash::failed``) grows its delay quadratically
-# instead: ``5 + n * n * 5 * tracker_backoff / 100`` s, i.e. 17, 55, 117, 205, 317 ... with the
-# default ``tracker_backoff`` of 250, capped at 60 minutes and never below the tracker's
-# ``retry in``. The doubling here mirrors BEP 15's UDP retransmission (15 * 2^n s), so HTTP and
-# UDP trackers are retried alike, with libtorrent's one-hour cap.
-#
-# Rules:
-# - Nothing here reads a clock, sleeps or does I/O: every method takes ``now`` (seconds, any
-#   monotonic origin) and ``next_deadline(now)`` says when ``due`` has work again.
-# - A round waits on at most one announce (so per torrent, or per tier with
-#   ``announce_to_all_tiers``); the caller reports each announce's end with ``succeeded`` or
-#   ``failed``, and may report it ``overdue`` before that.
-# - Events per tracker: ``started`` until a tracker has accepted one; ``completed`` once, after
-#   ``complete()``, to a tracker that has us registered (a tracker that learnt of us with
-#   ``left=0`` already knows); ``stopped`` from ``stop()`` to every tracker that may have us
-#   registered. Nothing is due after ``stop()``.
-# - A tracker's ``min interval`` is honoured for every regular announce; ``completed`` goes
-#   out at once, as libtorrent does: the limit is about eventless announces (failure code 500
-#   is "eventless request too soon"), and opentracker's ~16 minutes would hold the event back
-#   long after the download finished.
+"""When to announce to which tracker of one torrent: a pure schedule with the clock passed in.
+
+Strategy: BEP 12 tiers. The tracker URLs of a torrent form a list of tiers; each tier is
+shuffled once (with the injected RNG) when the schedule is made. Announcing happens in
+*rounds*: a round walks the trackers in order (first tier first, each tier front to back) and
+announces to one tracker at a time; the first tracker that answers ends the round, moves to
+the front of its tier, and sets the start of the next round (its ``interval``). A tracker that
+fails is put in back-off and the round falls through to the next tracker, then to the next
+tier. A round in which nobody answered ends; the next one starts when the first tracker's
+back-off expires. Every round starts again at the top, so a better tier is retried (once its
+back-off has expired) before a worse one is used again, as BEP 12 asks.
+
+With ``announce_to_all_tiers`` each tier runs its own rounds, side by side (libtorrent's
+``announce_to_all_tiers``): one working tracker per tier.
+
+A round does not wait forever for a slow tracker: when the caller reports an announce
+``overdue`` (no answer within its patience, ``announce_timeout``), the tracker shows failed
+and the round falls through as if it had failed, while the announce itself stays in flight
+(a UDP exchange retransmits for up to two hours under BEP 15). Such a *lingering* announce
+still ends with ``succeeded`` or ``failed``: an answer, however late, makes its tracker
+working and ends the round like any answer (the announce the round was waiting on then
+lingers in turn); a failure puts it in back-off. A tracker is never announced to twice at
+once, so a lingering tracker is skipped by later rounds until its announce ends.
+
+Back-off after the n-th failure in a row: ``first_delay * factor ** (n - 1)`` capped at
+``max_delay`` (15, 30, 60, 120 ... 3600 s by default), never less than the tracker's BEP 31
+``retry in``. libtorrent (``announce_infohash::failed``) grows its delay quadratically
+instead: ``5 + n * n * 5 * tracker_backoff / 100`` s, i.e. 17, 55, 117, 205, 317 ... with the
+default ``tracker_backoff`` of 250, capped at 60 minutes and never below the tracker's
+``retry in``. The doubling here mirrors BEP 15's UDP retransmission (15 * 2^n s), so HTTP and
+UDP trackers are retried alike, with libtorrent's one-hour cap.
+
+Rules:
+- Nothing here reads a clock, sleeps or does I/O: every method takes ``now`` (seconds, any
+  monotonic origin) and ``next_deadline(now)`` says when ``due`` has work again.
+- A round waits on at most one announce (so per torrent, or per tier with
+  ``announce_to_all_tiers``); the caller reports each announce's end with ``succeeded`` or
+  ``failed``, and may report it ``overdue`` before that.
+- Events per tracker: ``started`` until a tracker has accepted one; ``completed`` once, after
+  ``complete()``, to a tracker that has us registered (a tracker that learnt of us with
+  ``left=0`` already knows); ``stopped`` from ``stop()`` to every tracker that may have us
+  registered. Nothing is due after ``stop()``.
+- A tracker's ``min interval`` is honoured for every regular announce; ``completed`` goes
+  out at once, as libtorrent does: the limit is about eventless announces (failure code 500
+  is "eventless request too soon"), and opentracker's ~16 minutes would hold the event back
+  long after the download finished.
+"""
 
 from __future__ import annotations
 

@@ -1,22 +1,23 @@
-# UDP tracker announces and scrapes (BEP 15, BEP 41 URL data): the socket side of an exchange.
-#
-# Strategy: one UDP socket per exchange, ``connect()``ed to the tracker's address, so the
-# kernel drops datagrams from anyone else and no demultiplexer is needed; each exchange runs in
-# its own greenlet (the agent's) and owns its socket from open to close. What to send when,
-# and what a reply means, is decided by the pure ``UdpExchange`` (``udp_exchange.py``); this
-# module only moves its datagrams and sleeps until its deadline:
-#
-# - Connection ids are cached per tracker address (any torrent) for CONNECTION_ID_LIFETIME (60)
-#   seconds and handed to later exchanges; an id the tracker refuses is dropped.
-# - Retransmission follows BEP 15 (``RetransmitPolicy``: 15 * 2^n s, n up to 8). An announce
-#   runs the whole schedule unless given a ``timeout``; it is the agent that stops *waiting*
-#   for it after ``announce_timeout`` (see ``agent.py``). ``stopped`` announces and scrapes
-#   are given a timeout, so they never linger.
-# - An error packet is the tracker refusing us: an announce returns an ``AnnounceFailure``, as
-#   over HTTP; a scrape raises ``TrackerError`` (``tracker_error``).
-# - IPv4 and IPv6: the reply's peer format (6 or 18 bytes) follows the socket's family.
-# - Errors are ``TrackerError`` with one short line ("connection refused", "no reply after 9
-#   tries", ...). An ICMP port-unreachable shows up on the connected socket as ECONNREFUSED.
+"""UDP tracker announces and scrapes (BEP 15, BEP 41 URL data): the socket side of an exchange.
+
+Strategy: one UDP socket per exchange, ``connect()``ed to the tracker's address, so the
+kernel drops datagrams from anyone else and no demultiplexer is needed; each exchange runs in
+its own greenlet (the agent's) and owns its socket from open to close. What to send when,
+and what a reply means, is decided by the pure ``UdpExchange`` (``udp_exchange.py``); this
+module only moves its datagrams and sleeps until its deadline:
+
+- Connection ids are cached per tracker address (any torrent) for CONNECTION_ID_LIFETIME (60)
+  seconds and handed to later exchanges; an id the tracker refuses is dropped.
+- Retransmission follows BEP 15 (``RetransmitPolicy``: 15 * 2^n s, n up to 8). An announce
+  runs the whole schedule unless given a ``timeout``; it is the agent that stops *waiting*
+  for it after ``announce_timeout`` (see ``agent.py``). ``stopped`` announces and scrapes
+  are given a timeout, so they never linger.
+- An error packet is the tracker refusing us: an announce returns an ``AnnounceFailure``, as
+  over HTTP; a scrape raises ``TrackerError`` (``tracker_error``).
+- IPv4 and IPv6: the reply's peer format (6 or 18 bytes) follows the socket's family.
+- Errors are ``TrackerError`` with one short line ("connection refused", "no reply after 9
+  tries", ...). An ICMP port-unreachable shows up on the connected socket as ECONNREFUSED.
+"""
 
 from __future__ import annotations
 

@@ -1,32 +1,33 @@
-# One request to a UDP tracker (BEP 15) as a pure state machine: connect, request, retransmit.
-#
-# Strategy: ``UdpExchange`` holds everything one announce or scrape needs between sending the
-# first datagram and knowing the outcome, and nothing else: no socket, no clock. The caller
-# (``udp_client``) sends the bytes it hands out, feeds back every datagram it receives with
-# ``on_datagram(data, now)``, and calls ``on_timer(now)`` once ``deadline`` has passed. So the
-# whole retransmit schedule is tested with a fake clock, without sleeping.
-#
-# Rules (BEP 15):
-# - Without a usable connection id the exchange first connects (protocol id 0x41727101980). An
-#   id is usable for ``lifetime`` (60) seconds after its connect reply; the caller caches it
-#   (``learned``) and hands it to later exchanges, which then skip the connect.
-# - Retransmission: a request unanswered for ``base * 2 ** n`` seconds is sent again, n = 0, 1 ...
-#   up to ``max_retransmits`` (15 * 2^n, n up to 8); after the last wait the exchange fails.
-#   n counts per request: the connect has its own, the announce or scrape starts again at 0
-#   once connected. A retransmission repeats the same bytes and transaction id, so a late
-#   answer to an earlier copy is still accepted.
-# - A request whose connection id expired while it was being retransmitted reconnects first
-#   (BEP 15: "rerequest a connection ID when it has expired"); that connect continues the
-#   request's n rather than resetting it, so the exchange stays bounded however slow the
-#   tracker is: at most 2 * (max_retransmits + 1) datagrams.
-# - Replies are checked by the shared codec. A reply with another transaction id is ignored (a
-#   stray, or a late answer to an earlier request), up to MAX_STRAY_REPLIES; more is a tracker
-#   talking nonsense and fails the exchange. Any other malformed reply fails it at once,
-#   naming the cause. An error packet is the tracker refusing us (``UdpTrackerError``), except
-#   when it answers a request that used a cached connection id: the id is then dropped
-#   (``forget_cached``) and the exchange connects afresh, once.
-# - ``timeout`` (optional) cuts the whole exchange short: used for ``stopped`` announces and
-#   scrapes, which must not linger.
+"""One request to a UDP tracker (BEP 15) as a pure state machine: connect, request, retransmit.
+
+Strategy: ``UdpExchange`` holds everything one announce or scrape needs between sending the
+first datagram and knowing the outcome, and nothing else: no socket, no clock. The caller
+(``udp_client``) sends the bytes it hands out, feeds back every datagram it receives with
+``on_datagram(data, now)``, and calls ``on_timer(now)`` once ``deadline`` has passed. So the
+whole retransmit schedule is tested with a fake clock, without sleeping.
+
+Rules (BEP 15):
+- Without a usable connection id the exchange first connects (protocol id 0x41727101980). An
+  id is usable for ``lifetime`` (60) seconds after its connect reply; the caller caches it
+  (``learned``) and hands it to later exchanges, which then skip the connect.
+- Retransmission: a request unanswered for ``base * 2 ** n`` seconds is sent again, n = 0, 1 ...
+  up to ``max_retransmits`` (15 * 2^n, n up to 8); after the last wait the exchange fails.
+  n counts per request: the connect has its own, the announce or scrape starts again at 0
+  once connected. A retransmission repeats the same bytes and transaction id, so a late
+  answer to an earlier copy is still accepted.
+- A request whose connection id expired while it was being retransmitted reconnects first
+  (BEP 15: "rerequest a connection ID when it has expired"); that connect continues the
+  request's n rather than resetting it, so the exchange stays bounded however slow the
+  tracker is: at most 2 * (max_retransmits + 1) datagrams.
+- Replies are checked by the shared codec. A reply with another transaction id is ignored (a
+  stray, or a late answer to an earlier request), up to MAX_STRAY_REPLIES; more is a tracker
+  talking nonsense and fails the exchange. Any other malformed reply fails it at once,
+  naming the cause. An error packet is the tracker refusing us (``UdpTrackerError``), except
+  when it answers a request that used a cached connection id: the id is then dropped
+  (``forget_cached``) and the exchange connects afresh, once.
+- ``timeout`` (optional) cuts the whole exchange short: used for ``stopped`` announces and
+  scrapes, which must not linger.
+"""
 
 from __future__ import annotations
 

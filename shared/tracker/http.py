@@ -1,26 +1,27 @@
-# HTTP tracker announces (BEP 3, BEP 7, BEP 23, failure codes, BEP 31 ``retry in``).
-#
-# Strategy: two pure functions. ``build_announce_url`` turns an ``AnnounceRequest`` into the GET
-# URL; ``parse_announce_response`` turns the reply body into an ``AnnounceResponse`` or an
-# ``AnnounceFailure``. Fetching the URL (and capping the body at MAX_RESPONSE_SIZE while reading
-# it) is the tracker agent's business.
-#
-# Rules:
-# - Binary values (info_hash, peer_id, trackerid) are percent-encoded byte by byte: the RFC 3986
-#   unreserved characters ``A-Z a-z 0-9 - . _ ~`` stay as they are, every other byte becomes
-#   ``%XX`` with upper-case hex (what Transmission does; libtorrent also leaves ``!*()`` alone,
-#   which trackers decode to the same bytes). The base URL is kept as given, query included; its
-#   fragment is dropped (never sent over HTTP).
-# - Parameter order follows libtorrent: info_hash, peer_id, port, uploaded, downloaded, left,
-#   key (8 upper-case hex digits, zero padded, as libtorrent's ``%08X``), [event], [numwant],
-#   compact, [no_peer_id], [ip], [trackerid].
-# - Replies are decoded leniently with TRACKER_LIMITS: real trackers emit unsorted keys and a
-#   trailing newline, and refusing them would lose the swarm. Leniency stops there: duplicate
-#   keys, malformed integers, truncation and anything over the limits are refused.
-# - Field types are checked: a known field of the wrong type is ``bad_field``; unknown keys are
-#   ignored. A missing ``interval`` means DEFAULT_ANNOUNCE_INTERVAL; a missing ``peers`` means no
-#   peers (both common among real trackers). Intervals are clamped, peers filtered and bounded,
-#   see ``model.py`` and ``peers.py``.
+"""HTTP tracker announces (BEP 3, BEP 7, BEP 23, failure codes, BEP 31 ``retry in``).
+
+Strategy: two pure functions. ``build_announce_url`` turns an ``AnnounceRequest`` into the GET
+URL; ``parse_announce_response`` turns the reply body into an ``AnnounceResponse`` or an
+``AnnounceFailure``. Fetching the URL (and capping the body at MAX_RESPONSE_SIZE while reading
+it) is the tracker agent's business.
+
+Rules:
+- Binary values (info_hash, peer_id, trackerid) are percent-encoded byte by byte: the RFC 3986
+  unreserved characters ``A-Z a-z 0-9 - . _ ~`` stay as they are, every other byte becomes
+  ``%XX`` with upper-case hex (what Transmission does; libtorrent also leaves ``!*()`` alone,
+  which trackers decode to the same bytes). The base URL is kept as given, query included; its
+  fragment is dropped (never sent over HTTP).
+- Parameter order follows libtorrent: info_hash, peer_id, port, uploaded, downloaded, left,
+  key (8 upper-case hex digits, zero padded, as libtorrent's ``%08X``), [event], [numwant],
+  compact, [no_peer_id], [ip], [trackerid].
+- Replies are decoded leniently with TRACKER_LIMITS: real trackers emit unsorted keys and a
+  trailing newline, and refusing them would lose the swarm. Leniency stops there: duplicate
+  keys, malformed integers, truncation and anything over the limits are refused.
+- Field types are checked: a known field of the wrong type is ``bad_field``; unknown keys are
+  ignored. A missing ``interval`` means DEFAULT_ANNOUNCE_INTERVAL; a missing ``peers`` means no
+  peers (both common among real trackers). Intervals are clamped, peers filtered and bounded,
+  see ``model.py`` and ``peers.py``.
+"""
 
 from __future__ import annotations
 

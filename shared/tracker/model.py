@@ -1,18 +1,19 @@
-# What an announce says and what a tracker answers, independent of HTTP or UDP.
-#
-# Strategy: the HTTP codec (``http.py``) and the UDP codec (``udp.py``) both take an
-# ``AnnounceRequest`` and both produce an ``AnnounceResponse`` or an ``AnnounceFailure``, so the
-# tracker agent handles one result type whatever the URL scheme. Event names (HTTP) and event
-# numbers (UDP) live here, next to the enum, and nowhere else.
-#
-# Rules:
-# - An ``AnnounceRequest`` is our own data: a field out of range is a bug on our side and
-#   raises ``ValueError`` at construction.
-# - An ``AnnounceResponse`` holds values already made safe: intervals clamped to
-#   [MIN_ANNOUNCE_INTERVAL, MAX_ANNOUNCE_INTERVAL] (a tracker asking for 0 s would make us hammer
-#   it, one asking for 10 years would make us forget it), peers filtered and bounded.
-# - Text from a tracker (failure reason, warning) is decoded leniently and cut to
-#   MAX_TRACKER_TEXT characters, with control characters replaced: it ends up on a user's screen.
+"""What an announce says and what a tracker answers, independent of HTTP or UDP.
+
+Strategy: the HTTP codec (``http.py``) and the UDP codec (``udp.py``) both take an
+``AnnounceRequest`` and both produce an ``AnnounceResponse`` or an ``AnnounceFailure``, so the
+tracker agent handles one result type whatever the URL scheme. Event names (HTTP) and event
+numbers (UDP) live here, next to the enum, and nowhere else.
+
+Rules:
+- An ``AnnounceRequest`` is our own data: a field out of range is a bug on our side and
+  raises ``ValueError`` at construction.
+- An ``AnnounceResponse`` holds values already made safe: intervals clamped to
+  [MIN_ANNOUNCE_INTERVAL, MAX_ANNOUNCE_INTERVAL] (a tracker asking for 0 s would make us hammer
+  it, one asking for 10 years would make us forget it), peers filtered and bounded.
+- Text from a tracker (failure reason, warning) is decoded leniently and cut to
+  MAX_TRACKER_TEXT characters, with control characters replaced: it ends up on a user's screen.
+"""
 
 from __future__ import annotations
 

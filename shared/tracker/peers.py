@@ -1,19 +1,20 @@
-# Peer lists in tracker replies: compact IPv4 (BEP 23), compact IPv6 (BEP 7, BEP 15) and the
-# original dictionary model (BEP 3).
-#
-# Strategy: the compact forms are fixed-stride byte strings, so the length is checked first and
-# only the entries within the caller's budget are ever sliced; a string claiming a million peers
-# costs one division. The dictionary model arrives already bencode-decoded (and bounded by the
-# decoder's limits); entries past the budget are counted, not inspected.
-#
-# Rules:
-# - A compact string whose length is not a multiple of its stride is refused
-#   (``bad_compact_length``): the entry boundaries are lost, so no entry can be trusted.
-# - Individual unusable entries are dropped and counted, never an error: port 0, an unspecified,
-#   multicast or IPv4 broadcast address, a host name instead of an IP literal (we do not resolve
-#   names from trackers), a malformed dictionary. The good entries of a reply stay usable.
-# - A dictionary peer's ``peer id`` is kept only when it is exactly 20 bytes; a bad id does not
-#   drop the peer (the id is advisory).
+"""Peer lists in tracker replies: compact IPv4 (BEP 23), compact IPv6 (BEP 7, BEP 15) and the
+original dictionary model (BEP 3).
+
+Strategy: the compact forms are fixed-stride byte strings, so the length is checked first and
+only the entries within the caller's budget are ever sliced; a string claiming a million peers
+costs one division. The dictionary model arrives already bencode-decoded (and bounded by the
+decoder's limits); entries past the budget are counted, not inspected.
+
+Rules:
+- A compact string whose length is not a multiple of its stride is refused
+  (``bad_compact_length``): the entry boundaries are lost, so no entry can be trusted.
+- Individual unusable entries are dropped and counted, never an error: port 0, an unspecified,
+  multicast or IPv4 broadcast address, a host name instead of an IP literal (we do not resolve
+  names from trackers), a malformed dictionary. The good entries of a reply stay usable.
+- A dictionary peer's ``peer id`` is kept only when it is exactly 20 bytes; a bad id does not
+  drop the peer (the id is advisory).
+"""
 
 from __future__ import annotations
 

@@ -1,19 +1,20 @@
-# HTTP scrape (BEP 48): where the scrape endpoint is, how to ask it, what it answers.
-#
-# Strategy: string surgery on the announce URL rather than a parse/unparse round trip, so the
-# rest of the URL (passkeys, odd escapes, an empty query) is kept byte for byte. UDP trackers
-# scrape over the announce socket instead (``udp.py``).
-#
-# Rules:
-# - The scrape URL exists only for http(s) URLs whose last path component starts with
-#   ``announce``: that prefix becomes ``scrape`` and the rest is kept
-#   (``/x/announce.php?k=1`` -> ``/x/scrape.php?k=1``). Anything else has no scrape URL. Only the
-#   path counts (BEP 48), so a ``/`` inside the query does not matter.
-# - Replies are decoded like announce replies (lenient keys, TRACKER_LIMITS). ``failure reason``
-#   (BEP 3) or ``failure_reason`` (BEP 48) raises ``tracker_failure``. Entries whose key is not
-#   20 bytes or whose value is not a dictionary of integers are skipped; a missing or negative
-#   count reads as 0; at most MAX_SCRAPE_ENTRIES entries are read (a full scrape of a big
-#   tracker would otherwise be unbounded work).
+"""HTTP scrape (BEP 48): where the scrape endpoint is, how to ask it, what it answers.
+
+Strategy: string surgery on the announce URL rather than a parse/unparse round trip, so the
+rest of the URL (passkeys, odd escapes, an empty query) is kept byte for byte. UDP trackers
+scrape over the announce socket instead (``udp.py``).
+
+Rules:
+- The scrape URL exists only for http(s) URLs whose last path component starts with
+  ``announce``: that prefix becomes ``scrape`` and the rest is kept
+  (``/x/announce.php?k=1`` -> ``/x/scrape.php?k=1``). Anything else has no scrape URL. Only the
+  path counts (BEP 48), so a ``/`` inside the query does not matter.
+- Replies are decoded like announce replies (lenient keys, TRACKER_LIMITS). ``failure reason``
+  (BEP 3) or ``failure_reason`` (BEP 48) raises ``tracker_failure``. Entries whose key is not
+  20 bytes or whose value is not a dictionary of integers are skipped; a missing or negative
+  count reads as 0; at most MAX_SCRAPE_ENTRIES entries are read (a full scrape of a big
+  tracker would otherwise be unbounded work).
+"""
 
 from __future__ import annotations
 

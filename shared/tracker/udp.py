@@ -1,28 +1,29 @@
-# The UDP tracker protocol (BEP 15, with BEP 41 URL data) as a sans-IO codec.
-#
-# Strategy: one frozen dataclass per packet, both directions, so a test (or a fake tracker) can
-# build and read every packet. The client side decodes a reply against what it sent: the
-# transaction id it chose and, for scrapes, how many hashes it asked about. Retransmission and
-# the connection-id lifetime are policy for the tracker agent; only the constants live here.
-#
-# Rules:
-# - All integers are big-endian. Counts and ids are unsigned (``connection_id`` 64-bit, the rest
-#   32-bit) except ``num_want``, which is signed (-1: the tracker's default).
-# - Reply checks, in BEP 15 order: at least 8 bytes (``truncated``), our transaction id
-#   (``wrong_transaction``), an error packet (``tracker_error``, with the tracker's text), the
-#   action we expect (``wrong_action``), then the full length (``truncated``).
-# - Trailing bytes: BEP 15 says packets may grow, so bytes after a fixed-size packet (connect
-#   request and response, announce request) or after the last expected scrape entry are
-#   ignored; after an announce request they are parsed as BEP 41 options (URL data kept, other
-#   options skipped, a malformed tail ignored). The peer list of an announce response has no
-#   length field: its size is the rest of the packet, so a rest that is not a multiple of 6
-#   (IPv4) or 18 (IPv6) is refused as ``bad_compact_length`` rather than guessed at.
-# - The peer format (6 or 18 bytes) follows the address family of the tracker's socket: the
-#   caller says which with ``ipv6``. Peers with port 0 or unusable addresses are dropped and
-#   counted in ``dropped_peers``, as over HTTP.
-# - A packet larger than MAX_PACKET_SIZE is refused (``too_large``) before anything else.
-# - A scrape request carries 1..MAX_SCRAPE_HASHES info-hashes in both directions: the decoder
-#   refuses more (``too_many_hashes``), as the encoder does.
+"""The UDP tracker protocol (BEP 15, with BEP 41 URL data) as a sans-IO codec.
+
+Strategy: one frozen dataclass per packet, both directions, so a test (or a fake tracker) can
+build and read every packet. The client side decodes a reply against what it sent: the
+transaction id it chose and, for scrapes, how many hashes it asked about. Retransmission and
+the connection-id lifetime are policy for the tracker agent; only the constants live here.
+
+Rules:
+- All integers are big-endian. Counts and ids are unsigned (``connection_id`` 64-bit, the rest
+  32-bit) except ``num_want``, which is signed (-1: the tracker's default).
+- Reply checks, in BEP 15 order: at least 8 bytes (``truncated``), our transaction id
+  (``wrong_transaction``), an error packet (``tracker_error``, with the tracker's text), the
+  action we expect (``wrong_action``), then the full length (``truncated``).
+- Trailing bytes: BEP 15 says packets may grow, so bytes after a fixed-size packet (connect
+  request and response, announce request) or after the last expected scrape entry are
+  ignored; after an announce request they are parsed as BEP 41 options (URL data kept, other
+  options skipped, a malformed tail ignored). The peer list of an announce response has no
+  length field: its size is the rest of the packet, so a rest that is not a multiple of 6
+  (IPv4) or 18 (IPv6) is refused as ``bad_compact_length`` rather than guessed at.
+- The peer format (6 or 18 bytes) follows the address family of the tracker's socket: the
+  caller says which with ``ipv6``. Peers with port 0 or unusable addresses are dropped and
+  counted in ``dropped_peers``, as over HTTP.
+- A packet larger than MAX_PACKET_SIZE is refused (``too_large``) before anything else.
+- A scrape request carries 1..MAX_SCRAPE_HASHES info-hashes in both directions: the decoder
+  refuses more (``too_many_hashes``), as the encoder does.
+"""
 
 from __future__ import annotations
 

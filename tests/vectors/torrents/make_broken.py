@@ -1,12 +1,13 @@
-# Writes the generated .torrent vectors: good/*.torrent and broken/*.torrent.
-#
-# Usage: python tests/vectors/torrents/make_broken.py [output_dir]
-#
-# The bytes are built with a tiny encoder of its own that keeps dict insertion order, so a
-# vector can carry unsorted or duplicate keys, and so the vectors do not depend on the code they
-# test. Everything is deterministic: the test suite regenerates the files into a temporary
-# directory and checks they are identical to the committed ones. Files whose name starts with
-# ``captured_`` were made by libtorrent or mktorrent and are not generated here.
+"""Writes the generated .torrent vectors: good/*.torrent and broken/*.torrent.
+
+Usage: python tests/vectors/torrents/make_broken.py [output_dir]
+
+The bytes are built with a tiny encoder of its own that keeps dict insertion order, so a
+vector can carry unsorted or duplicate keys, and so the vectors do not depend on the code they
+test. Everything is deterministic: the test suite regenerates the files into a temporary
+directory and checks they are identical to the committed ones. Files whose name starts with
+``captured_`` were made by libtorrent or mktorrent and are not generated here.
+"""
 
 from __future__ import annotations
 
