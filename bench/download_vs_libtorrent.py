@@ -19,7 +19,7 @@ for mapping their data). Each round times, in alternating order,
   their time is included; checked against per-process /proc samples); peak RSS summed over the
   four processes, sampled every 50 ms, with CPU (user, system), page faults and exit time per
   process;
-- libtorrent: a fresh leecher process (``tests/support/lt_peer.py``) on its own 127.0.0.x, wall
+- libtorrent: a fresh leecher process (``testing/lt_peer.py``) on its own 127.0.0.x, wall
   time from spawning it until it reports every piece verified and flushed, its CPU seconds read
   from /proc at that moment.
 
@@ -76,8 +76,8 @@ from bench.sources import (
     source_state,
 )
 from bench.workload import KIB, MIB, cached_content, clear, read_through
-from tests.support.content import ContentSpec, TorrentFile, make_torrent
-from tests.support.swarm import Swarm
+from testing.content import ContentSpec, TorrentFile, make_torrent
+from testing.swarm import Swarm
 
 RESULTS = REPO / "bench" / "results"
 CONFIG = '[peer_agent]\nlisten_host = "127.0.0.1"\n\n[tracker_agent]\ndht = false\n'

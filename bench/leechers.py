@@ -4,7 +4,7 @@ Strategy: each run starts a fresh process and measures it from outside. torviz: 
 ``torviz-coordinator download`` command, wall time from spawn to exit 0, CPU from
 ``getrusage(RUSAGE_CHILDREN)`` deltas (the coordinator waits for its three agents, so their time
 is included) checked against per-process /proc samples (`bench.proctree.TreeSampler`), peak RSS
-summed over the tree. libtorrent: a `tests.support.swarm.LtPeer` leecher, wall time from spawn to
+summed over the tree. libtorrent: a `testing.swarm.LtPeer` leecher, wall time from spawn to
 its ``finished`` event (every piece verified and flushed), CPU read from /proc at that moment.
 
 Rules:
@@ -29,8 +29,8 @@ from pathlib import Path
 from bench.proctree import TreeSampler, cpu_seconds
 from bench.sources import REPO
 from bench.workload import bytes_on_disk
-from tests.support.content import ContentSpec, TorrentFile, compare_content
-from tests.support.swarm import LtPeer, Swarm, SwarmError
+from testing.content import ContentSpec, TorrentFile, compare_content
+from testing.swarm import LtPeer, Swarm, SwarmError
 
 __all__ = ["COORDINATOR", "RunResult", "run_libtorrent", "run_torviz"]
 

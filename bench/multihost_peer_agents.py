@@ -6,7 +6,7 @@ Usage (as root, from the repository root)::
         [--seeders-per-host 2] [--runs 3] [--settle 2] [--subnet 10.213.27]
         [--cache /tmp/torviz-bench] [--live] [--output FILE]
 
-The hosts are network namespaces (tests/support/hosts.py, deploy/netns-hosts.sh) joined by one
+The hosts are network namespaces (testing/hosts.py, deploy/netns-hosts.sh) joined by one
 bridge:
 
 - host 1: ``torviz-coordinator start`` (``embedded_agents = false``, bus on tcp://HOST1 with
@@ -51,10 +51,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.proctree import cpu_seconds
 from bench.sources import fmt, median, start_report
 from bench.workload import MIB, bytes_on_disk, cached_content, clear, read_through
-from tests.support.cluster import TorvizCluster
-from tests.support.content import ContentSpec, TorrentFile, compare_content, make_torrent
-from tests.support.hosts import NamespaceHosts, namespace_hosts
-from tests.support.swarm import LtPeer
+from testing.cluster import TorvizCluster
+from testing.content import ContentSpec, TorrentFile, compare_content, make_torrent
+from testing.hosts import NamespaceHosts, namespace_hosts
+from testing.swarm import LtPeer
 
 VARIANTS = {"1 agent": (2,), "2 agents": (2, 3)}
 """Variant -> the hosts that run a peer agent."""

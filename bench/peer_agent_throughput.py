@@ -6,7 +6,7 @@ Usage::
         [--seeders 1] [--runs 3] [--max-request-queue 500]
         [--profile out.txt | --perf perf.data] [--agent-log agent.log]
 
-What runs: the real peer agent process; one or more libtorrent seeders (``tests/support``, seed
+What runs: the real peer agent process; one or more libtorrent seeders (``testing/``, seed
 mode, each on its own 127.0.0.x address); a fake coordinator that answers every ``WorkWanted``
 with the next pieces in order; a fake storage agent that only counts the bytes of each
 ``StorePiece`` data frame (so the figure is the agent's, not a disk's). Content is made once and
@@ -42,14 +42,14 @@ sys.path.insert(0, str(REPO))
 from shared.bus import AssignPieces, AttachTorrent, ConnectPeer, Message, PeerConnected  # noqa: E402
 from shared.bus import WorkWanted as BusWorkWanted  # noqa: E402
 from shared.types import InfoHash, PeerId  # noqa: E402
-from tests.services.peer_agent.harness import AgentProcess, Counterparts  # noqa: E402
-from tests.support.content import (  # noqa: E402
+from testing.content import (  # noqa: E402
     TorrentFile,
     make_content,
     make_torrent,
     single_file_layout,
 )
-from tests.support.swarm import Swarm  # noqa: E402
+from testing.peer_agent import AgentProcess, Counterparts  # noqa: E402
+from testing.swarm import Swarm  # noqa: E402
 
 MIB = 1024 * 1024
 

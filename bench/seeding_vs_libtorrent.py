@@ -14,7 +14,7 @@ round times, in alternating order, one transfer from
   whose ``DATA`` already holds the complete content (in the page cache) and whose config puts its
   peer agent and its announces on its own 127.0.0.x. It checks the data, prints its "downloaded
   ... every piece verified" line and seeds; only then is the leecher started;
-- libtorrent: a fresh seeder in seed mode (``tests/support/lt_peer.py``) on its own 127.0.0.x,
+- libtorrent: a fresh seeder in seed mode (``testing/lt_peer.py``) on its own 127.0.0.x,
   started and ready (announced) before the leecher.
 
 The leecher is the same in both: a fresh libtorrent process (`bench.leechers.run_libtorrent`) on
@@ -59,8 +59,8 @@ from bench.profiling import start_pyspy
 from bench.profiling import summarise as summarise_profile
 from bench.sources import REPO, fmt, median, start_report
 from bench.workload import MIB, cached_content, clear, read_through
-from tests.support.content import ContentSpec, TorrentFile, make_torrent
-from tests.support.swarm import LtPeer, Swarm
+from testing.content import ContentSpec, TorrentFile, make_torrent
+from testing.swarm import LtPeer, Swarm
 
 VARIANT = "seed-1m"
 SEED_TIME = 300  # seconds the torviz seeder would seed: far longer than any run

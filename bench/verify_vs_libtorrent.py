@@ -57,8 +57,8 @@ from bench.leechers import COORDINATOR
 from bench.proctree import cpu_seconds, descendants, role_of
 from bench.sources import REPO, fmt, median, start_report
 from bench.workload import MIB, cached_content, read_through
-from tests.support.content import ContentSpec, TorrentFile, make_torrent
-from tests.support.swarm import next_loopback_address
+from testing.content import ContentSpec, TorrentFile, make_torrent
+from testing.swarm import next_loopback_address
 
 LT_RECHECK = Path(__file__).resolve().with_name("lt_recheck.py")
 START_TIMEOUT = 30.0

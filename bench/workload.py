@@ -1,6 +1,6 @@
 """The data a benchmark downloads, and keeping runs comparable between downloads.
 
-Strategy: content is deterministic random bytes (`tests.support.content.make_content`, one fixed
+Strategy: content is deterministic random bytes (`testing.content.make_content`, one fixed
 seed), written once under a cache directory and reused while its manifest (layout and seed)
 matches, so reruns skip generating a gigabyte. Layouts: one file, twenty files whose boundaries
 never meet a piece boundary, or one 16 KiB piece (to time start-up and shutdown alone).
@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
-from tests.support.content import (
+from testing.content import (
     ContentSpec,
     FileSpec,
     Layout,

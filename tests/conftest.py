@@ -1,4 +1,4 @@
-"""Fixture wiring for the whole test tree; the fixtures themselves live in tests/support/."""
+"""Fixture wiring for the whole test tree; the fixtures live in testing/ and tests/support/."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.swarm import Swarm, kill_leftovers, missing_interop_tools
+from testing.swarm import Swarm, kill_leftovers, missing_interop_tools
 
 
 @pytest.fixture(scope="session")

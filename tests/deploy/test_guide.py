@@ -33,8 +33,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.aria2 import Aria2Seeder, missing_aria2, start_aria2_seeder, wait_announced
-from tests.support.content import (
+from testing.content import (
     ContentSpec,
     TorrentFile,
     compare_content,
@@ -42,6 +41,8 @@ from tests.support.content import (
     make_torrent,
     multi_file_layout,
 )
+from testing.hosts import HostProcess, NamespaceHosts
+from tests.support.aria2 import Aria2Seeder, missing_aria2, start_aria2_seeder, wait_announced
 from tests.support.guide import (
     GUIDE,
     SERVICES,
@@ -54,7 +55,7 @@ from tests.support.guide import (
     options_of,
     read_blocks,
 )
-from tests.support.hosts import HostProcess, NamespaceHosts, hosts_or_skip
+from tests.support.netns import hosts_or_skip
 
 REPO = Path(__file__).resolve().parents[2]
 UNITS = REPO / "deploy" / "systemd"

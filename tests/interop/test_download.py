@@ -14,8 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.bad_seeder import BadSeeder
-from tests.support.content import (
+from testing.content import (
     ContentSpec,
     TorrentFile,
     compare_content,
@@ -24,9 +23,10 @@ from tests.support.content import (
     multi_file_layout,
     single_file_layout,
 )
+from testing.opentracker import OpenTracker
+from testing.swarm import Swarm
+from tests.support.bad_seeder import BadSeeder
 from tests.support.daemon import COORDINATOR, TorvizDaemon, descendants
-from tests.support.opentracker import OpenTracker
-from tests.support.swarm import Swarm
 
 pytestmark = pytest.mark.interop
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from testing.content import make_content, single_file_layout
+from testing.swarm import Swarm
 from tests.interop.test_download import TEST_CONFIG, _download, _seeded
-from tests.support.content import make_content, single_file_layout
-from tests.support.swarm import Swarm
 from tests.support.tmpfs import small_tmpfs
 
 pytestmark = pytest.mark.interop

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from testing.content import make_content, multi_file_layout
+from testing.swarm import Swarm
 from tests.interop.test_download import TEST_CONFIG, _assert_identical, _download, _seeded
-from tests.support.content import make_content, multi_file_layout
-from tests.support.swarm import Swarm
 
 pytestmark = pytest.mark.interop
 

@@ -20,7 +20,7 @@ import bencodepy
 import pytest
 
 from shared.types import InfoHash
-from tests.support import (
+from testing import (
     ContentSpec,
     LtPeer,
     LtPeerConfig,

@@ -22,11 +22,11 @@ import pytest
 
 from shared.types import InfoHash, PeerAddress, PeerId
 from shared.wire.handshake import HANDSHAKE_LENGTH, Handshake, Reserved, encode_handshake
+from testing.content import make_content, make_torrent, multi_file_layout
+from testing.swarm import Swarm, free_port, next_loopback_address
 from tests.interop.test_download import _assert_identical
-from tests.support.content import make_content, make_torrent, multi_file_layout
 from tests.support.daemon import COORDINATOR
 from tests.support.hostile_peers import SlotSquatters
-from tests.support.swarm import Swarm, free_port, next_loopback_address
 
 pytestmark = pytest.mark.interop
 

@@ -1,6 +1,6 @@
 """One client, many hosts: torviz's agents on simulated machines, joined over CURVE.
 
-Four network namespaces (tests/support/hosts.py, made by deploy/netns-hosts.sh) stand for four
+Four network namespaces (testing/hosts.py, made by deploy/netns-hosts.sh) stand for four
 machines on one /24:
 
 - host 1: ``torviz-coordinator start`` (``embedded_agents = false``, bus on tcp://HOST1:PORT with
@@ -35,8 +35,8 @@ from typing import Any
 
 import pytest
 
-from tests.support.cluster import TorvizCluster
-from tests.support.content import (
+from testing.cluster import TorvizCluster
+from testing.content import (
     ContentSpec,
     TorrentFile,
     compare_content,
@@ -44,8 +44,9 @@ from tests.support.content import (
     make_torrent,
     multi_file_layout,
 )
-from tests.support.hosts import HostProcess, NamespaceHosts, hosts_or_skip
-from tests.support.swarm import LtPeer
+from testing.hosts import HostProcess, NamespaceHosts
+from testing.swarm import LtPeer
+from tests.support.netns import hosts_or_skip
 
 pytestmark = pytest.mark.interop
 

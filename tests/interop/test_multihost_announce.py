@@ -1,7 +1,7 @@
 """Every peer agent reachable by the swarm: a tracker agent beside each peer agent announces
 that agent's address and port, and peers learned from the tracker dial in to both hosts.
 
-Four network namespaces (tests/support/hosts.py) stand for four machines on one /24:
+Four network namespaces (testing/hosts.py) stand for four machines on one /24:
 
 - host 1: ``torviz-coordinator start`` (``embedded_agents = false``, CURVE bus) and the
   storage agent;
@@ -35,9 +35,8 @@ from typing import Any
 import pytest
 
 from shared.types import PeerAddress
-from tests.services.tracker_agent.harness import listed
-from tests.support.cluster import TorvizCluster
-from tests.support.content import (
+from testing.cluster import TorvizCluster
+from testing.content import (
     ContentSpec,
     TorrentFile,
     compare_content,
@@ -45,9 +44,11 @@ from tests.support.content import (
     make_torrent,
     multi_file_layout,
 )
-from tests.support.hosts import NamespaceHosts, hosts_or_skip
-from tests.support.lt_peer import LtPeerConfig
-from tests.support.opentracker import OpenTracker
+from testing.hosts import NamespaceHosts
+from testing.lt_peer import LtPeerConfig
+from testing.opentracker import OpenTracker
+from tests.services.tracker_agent.harness import listed
+from tests.support.netns import hosts_or_skip
 
 pytestmark = pytest.mark.interop
 

@@ -24,10 +24,10 @@ from pathlib import Path
 
 import pytest
 
+from testing.content import ContentSpec, TorrentFile, make_content, multi_file_layout
+from testing.swarm import Swarm
 from tests.interop.test_download import _assert_identical, _seeded
-from tests.support.content import ContentSpec, TorrentFile, make_content, multi_file_layout
 from tests.support.daemon import TorvizDaemon
-from tests.support.swarm import Swarm
 
 pytestmark = pytest.mark.interop
 

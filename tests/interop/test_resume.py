@@ -20,10 +20,10 @@ import pytest
 
 from shared.metainfo import parse_metainfo
 from shared.tracker import parse_scrape_response
+from testing.content import TorrentFile, make_content, multi_file_layout, single_file_layout
+from testing.swarm import Swarm
 from tests.interop.test_download import DOWNLOAD_TIMEOUT, TEST_CONFIG, _assert_identical, _seeded
-from tests.support.content import TorrentFile, make_content, multi_file_layout, single_file_layout
 from tests.support.daemon import TorvizDaemon, descendants
-from tests.support.swarm import Swarm
 from tests.support.tmpfs import small_tmpfs
 
 pytestmark = pytest.mark.interop

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from testing.content import make_content, single_file_layout
+from testing.swarm import Swarm
 from tests.interop.test_download import TEST_CONFIG, _assert_identical, _download, _seeded
 from tests.support.bad_seeder import BadSeeder
-from tests.support.content import make_content, single_file_layout
-from tests.support.swarm import Swarm
 
 pytestmark = pytest.mark.interop
 

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from testing.content import make_content, make_torrent, multi_file_layout, single_file_layout
+from testing.swarm import Swarm
 from tests.interop.test_download import (
     DOWNLOAD_TIMEOUT,
     _assert_identical,
@@ -17,9 +19,7 @@ from tests.interop.test_download import (
     _seeded,
 )
 from tests.support.bad_seeder import BadSeeder
-from tests.support.content import make_content, make_torrent, multi_file_layout, single_file_layout
 from tests.support.daemon import COORDINATOR, TorvizDaemon
-from tests.support.swarm import Swarm
 
 pytestmark = pytest.mark.interop
 

@@ -6,7 +6,7 @@
 # (`--seed-ratio=0.0`), with DHT, local peer discovery and peer exchange off, so that the
 # tracker is its only source of peers. `--interface` binds every socket of it to one address:
 # it listens there and opentracker records that address for its announces. aria2c runs under
-# the supervisor of tests/support/opentracker.py (`--supervise`), like opentracker itself.
+# the supervisor of testing/opentracker.py (`--supervise`), like opentracker itself.
 # Ready means its log (`--log`, level info) shows the data verified, the port listened on and
 # an announce sent with `event=started`; a test that needs to know opentracker took the
 # announce asks opentracker (`announced_seeders`, a scrape).
@@ -34,7 +34,7 @@ from typing import Self
 
 from shared.bencode import decode
 from shared.types import InfoHash, PeerAddress
-from tests.support.swarm import ManagedProcess, SwarmError, free_port, process_exists
+from testing.swarm import ManagedProcess, SwarmError, free_port, process_exists
 
 __all__ = [
     "ARIA2C",
@@ -217,7 +217,7 @@ def start_aria2_seeder(
             that namespace's addresses.
         log_dir: its log (``aria2-HOST.log``) and console output go here.
         upload_limit: bytes per second, 0 for no limit.
-        netns: run it in this network namespace (``ip netns exec``; tests/support/hosts.py).
+        netns: run it in this network namespace (``ip netns exec``; testing/hosts.py).
         timeout: seconds to wait for it to be ready.
 
     Raises:
@@ -226,7 +226,7 @@ def start_aria2_seeder(
     if netns is None:
         port = free_port(listen_host, udp=False)
     else:
-        from tests.support.hosts import call_in_netns
+        from testing.hosts import call_in_netns
 
         port = call_in_netns(netns, free_port, listen_host)
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -239,7 +239,7 @@ def start_aria2_seeder(
         upload_limit=upload_limit,
     )
     config.log_path.unlink(missing_ok=True)
-    supervisor = [sys.executable, "-m", "tests.support.opentracker", "--supervise", "--"]
+    supervisor = [sys.executable, "-m", "testing.opentracker", "--supervise", "--"]
     if netns is not None:
         supervisor = ["ip", "netns", "exec", netns, *supervisor]
     pythonpath = os.pathsep.join(filter(None, [str(_REPO_ROOT), os.environ.get("PYTHONPATH")]))
@@ -290,7 +290,7 @@ def announced_seeders(
     """
     if netns is None:
         return _scrape(host, port, info_hash)
-    from tests.support.hosts import call_in_netns
+    from testing.hosts import call_in_netns
 
     return call_in_netns(netns, _scrape, host, port, info_hash)
 

@@ -12,9 +12,10 @@ import pytest
 
 from shared.bus import AgentInfo, AttachTorrent, ConnectPeer, PeerConnectFailed
 from shared.types import InfoHash, PeerAddress, PeerId
-from tests.support.swarm import next_loopback_address
+from testing.peer_agent import AgentProcess, Counterparts
+from testing.swarm import next_loopback_address
 
-from .harness import AgentProcess, Behaviour, Counterparts, FakePeer
+from .fake_peers import Behaviour, FakePeer
 
 OUR_PEER_ID = PeerId(b"-TV0100-" + b"t" * 12)
 

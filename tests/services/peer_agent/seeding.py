@@ -25,10 +25,9 @@ from shared.types import InfoHash, PeerAddress, PeerId
 from shared.wire import codec
 from shared.wire import messages as wire
 from shared.wire.handshake import Handshake, HandshakeReader, Reserved, encode_handshake
-from tests.support.content import ContentSpec
-from tests.support.swarm import LtPeer
-
-from .harness import REPO, Counterparts
+from testing.content import ContentSpec
+from testing.peer_agent import REPO, Counterparts
+from testing.swarm import LtPeer
 
 
 @dataclass(frozen=True)

@@ -41,10 +41,11 @@ from shared.bus import (
 )
 from shared.metainfo import parse_metainfo
 from shared.types import InfoHash, PeerAddress
-from tests.support import Swarm, make_content, make_torrent, single_file_layout
+from testing import Swarm, make_content, make_torrent, single_file_layout
+from testing.peer_agent import AgentProcess, Counterparts
 
 from .conftest import attach_message, attached
-from .harness import AgentProcess, Counterparts, feed_work, recording
+from .fake_peers import feed_work, recording
 
 PIECE = 64 * 1024
 SIZE = 3 * 1024 * 1024 + 12_345  # 49 pieces, the last one short

@@ -33,11 +33,11 @@ from shared.types import InfoHash, PeerAddress
 from shared.wire import codec
 from shared.wire import messages as wire
 from shared.wire.handshake import Handshake, Reserved, encode_handshake
+from testing.peer_agent import Counterparts
 
 from .conftest import attach_message
-from .harness import (
+from .fake_peers import (
     FAKE_PEER_ID,
-    Counterparts,
     FakePeer,
     feed_work,
     piece_hashes,

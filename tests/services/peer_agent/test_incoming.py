@@ -24,10 +24,11 @@ from shared.bus import (
 )
 from shared.types import InfoHash, PeerAddress, PeerId
 from shared.wire import messages as wire
-from tests.support.swarm import next_loopback_address
+from testing.peer_agent import Counterparts
+from testing.swarm import next_loopback_address
 
 from .conftest import OUR_PEER_ID, attach_message, attached, listen_address
-from .harness import Counterparts, recording
+from .fake_peers import recording
 from .seeding import RawPeer
 
 PIECE = 64 * 1024

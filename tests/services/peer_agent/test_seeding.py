@@ -29,11 +29,11 @@ from shared.bus import (
 )
 from shared.types import PeerAddress
 from shared.wire import messages as wire
-from tests.support import Swarm, compare_content, make_content, multi_file_layout
-from tests.support.swarm import next_loopback_address
+from testing import Swarm, compare_content, make_content, multi_file_layout
+from testing.peer_agent import Counterparts
+from testing.swarm import next_loopback_address
 
 from .conftest import attach_message, attached, listen_address
-from .harness import Counterparts
 from .seeding import DiskTorrent, RawPeer, StorageProcess, disk_torrent, wait_finished
 
 PIECE = 64 * 1024

@@ -20,9 +20,10 @@ from shared.bus import (
     WorkWanted,
 )
 from shared.types import InfoHash, PeerAddress
+from testing.peer_agent import Counterparts, StoredPiece
 
 from .conftest import attach_message, attached
-from .harness import Counterparts, StoredPiece, piece_hashes, serving
+from .fake_peers import piece_hashes, serving
 
 PIECE = 32 * 1024
 NUM_PIECES = 200

@@ -43,7 +43,7 @@ from shared.bus import (
 )
 from shared.metainfo import parse_metainfo
 from shared.types import InfoHash
-from tests.support.content import make_content, make_torrent, multi_file_layout
+from testing.content import make_content, make_torrent, multi_file_layout
 
 from .harness import (
     REPO,

@@ -47,7 +47,7 @@ from shared.tracker import (
     parse_scrape_response,
 )
 from shared.types import InfoHash, PeerAddress, PeerId
-from tests.support import OpenTracker, Swarm, next_loopback_address
+from testing import OpenTracker, Swarm, next_loopback_address
 
 REPO = Path(__file__).resolve().parents[3]
 AGENT_ID = "ta-test"

@@ -22,6 +22,7 @@ from shared.bus import (
     UntrackTorrent,
     UpdateTransfer,
 )
+from testing import Swarm
 from tests.services.tracker_agent.conftest import StartAgent
 from tests.services.tracker_agent.fakes import SilentTcpServer
 from tests.services.tracker_agent.harness import (
@@ -34,7 +35,6 @@ from tests.services.tracker_agent.harness import (
     track,
     wait_until_forgotten,
 )
-from tests.support import Swarm
 
 pytestmark = pytest.mark.interop
 

@@ -21,6 +21,7 @@ from shared.bencode import encode
 from shared.bus import Message, PeersDiscovered, Shutdown, TrackerState, TrackerStateChanged
 from shared.tracker import encode_compact_v4, encode_compact_v6
 from shared.types import InfoHash, PeerAddress
+from testing import Swarm
 from tests.services.tracker_agent.conftest import StartAgent
 from tests.services.tracker_agent.fakes import (
     HOSTILE_HTTP,
@@ -37,7 +38,6 @@ from tests.services.tracker_agent.harness import (
     memory_kib,
     track,
 )
-from tests.support import Swarm
 
 PATIENCE = 3.0
 HOSTILE_CONFIG = f"""

@@ -20,10 +20,10 @@ from typing import Any
 
 import pytest
 
+from testing.content import make_content, make_torrent, single_file_layout
+from testing.swarm import Swarm
 from tests.services.tracker_agent.fakes import HOSTILE_HTTP, HttpServer, Reply
 from tests.services.tracker_agent.harness import fresh_info_hash, listed
-from tests.support.content import make_content, make_torrent, single_file_layout
-from tests.support.swarm import Swarm
 
 pytestmark = pytest.mark.interop
 

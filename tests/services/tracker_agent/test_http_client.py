@@ -28,8 +28,8 @@ from shared.tracker import (
     encode_compact_v4,
 )
 from shared.types import InfoHash, PeerAddress, PeerId
+from testing import free_port
 from tests.services.tracker_agent.fakes import HOSTILE_HTTP, HttpServer, Reply, SilentTcpServer
-from tests.support import free_port
 
 PEERS = (PeerAddress("127.0.0.2", 6881), PeerAddress("127.0.0.3", 6882))
 OK_BODY = encode(

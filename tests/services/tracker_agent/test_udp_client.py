@@ -17,8 +17,8 @@ from services.tracker_agent.udp_exchange import RetransmitPolicy
 from shared.errors import TrackerError
 from shared.tracker import AnnounceEvent, AnnounceFailure, AnnounceRequest, AnnounceResponse
 from shared.types import InfoHash, PeerAddress, PeerId
+from testing import free_port
 from tests.services.tracker_agent.fakes import FAKE_STATS, HOSTILE_UDP, FakeUdpTracker
-from tests.support import free_port
 
 PEERS = (PeerAddress("127.0.0.2", 6881), PeerAddress("127.0.0.3", 6882))
 REQUEST = AnnounceRequest(

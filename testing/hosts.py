@@ -7,14 +7,14 @@
 # the program's own). The test process reaches a host's addresses through `call_in_netns`, which
 # runs a function on a short-lived thread moved into the namespace with setns(2): a thread's
 # sockets belong to its namespace, and the rest of the process is untouched. libtorrent peers
-# and opentracker reuse tests/support (`Swarm`, with its `netns` option).
+# and opentracker reuse testing/swarm.py (`Swarm`, with its `netns` option).
 # Rules:
 # - `NamespaceHosts.close` removes everything, even after a failure: every process is asked to
 #   stop at once, reaped (killed after a bound), then the swarm is closed, any process still
 #   found in our namespaces is killed by pid, and `down` removes the namespaces.
 # - Every wait is bounded and fails naming what was awaited, with the tail of the logs.
-# - Needs root and iproute2: `HostsError` says which is missing; `hosts_or_skip` turns that into
-#   a pytest skip, or into a failure under CI=true (CI runs as root and installs iproute2).
+# - Needs root and iproute2: `HostsError` says which is missing (tests turn that into a skip:
+#   tests/support/netns.py).
 
 from __future__ import annotations
 
@@ -33,9 +33,9 @@ from pathlib import Path
 from typing import IO, Any, TypeVar
 
 from shared.errors import TorvizError
-from tests.support.lt_peer import LtPeerConfig
-from tests.support.opentracker import InfoHashLike, OpenTracker
-from tests.support.swarm import LtPeer, Swarm
+from testing.lt_peer import LtPeerConfig
+from testing.opentracker import InfoHashLike, OpenTracker
+from testing.swarm import LtPeer, Swarm
 
 __all__ = [
     "NETNS_SCRIPT",
@@ -44,11 +44,10 @@ __all__ = [
     "HostsError",
     "NamespaceHosts",
     "call_in_netns",
-    "hosts_or_skip",
     "namespace_hosts",
 ]
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 NETNS_SCRIPT = REPO / "deploy" / "netns-hosts.sh"
 
 _CLONE_NEWNET = 0x40000000
@@ -445,28 +444,3 @@ def namespace_hosts(
         yield made
     finally:
         made.close()
-
-
-@contextlib.contextmanager
-def hosts_or_skip(
-    work_dir: Path, count: int, subnet: str, prefix: str | None = None
-) -> Iterator[NamespaceHosts]:
-    """``namespace_hosts`` for pytest: skip where namespaces cannot be made here.
-
-    Skips when ``ip`` is missing or we are not root, and when the kernel refuses namespaces;
-    under CI=true (which runs as root with iproute2) every one of these is a failure instead.
-    """
-    import pytest
-
-    in_ci = os.environ.get("CI", "").lower() in ("true", "1")
-    try:
-        context = namespace_hosts(work_dir, count, subnet, prefix)
-        made = context.__enter__()
-    except HostsError as exc:
-        if in_ci and exc.reason != "not_root":
-            pytest.fail(f"cannot build simulated hosts: {exc} (CI=true: this is a failure)")
-        pytest.skip(f"cannot build simulated hosts: {exc}")
-    try:
-        yield made
-    finally:
-        context.__exit__(None, None, None)

@@ -3,8 +3,8 @@
 # Strategy: every reference program runs as its own process, started from the test process
 # and spoken to only through its stdout (one JSON object per line, read by a thread here: the
 # test process is not gevent-patched) and signals. `ManagedProcess` is that plumbing; `LtPeer`
-# drives `tests/support/lt_peer.py` (which also defines the config and status schema both sides
-# share); `Swarm` owns everything one test starts and tears it down. `tests/support/opentracker.py`
+# drives `testing/lt_peer.py` (which also defines the config and status schema both sides
+# share); `Swarm` owns everything one test starts and tears it down. `testing/opentracker.py`
 # builds its tracker on the same plumbing.
 # Rules:
 # - Loopback only. Each peer gets its own 127.0.0.x address from a per-session counter, so a
@@ -36,10 +36,10 @@ from typing import IO, TYPE_CHECKING, Any, Self
 
 from shared.errors import TorvizError
 from shared.types import PeerAddress
-from tests.support.lt_peer import LtPeerConfig, PeerConfigError, PeerStatus
+from testing.lt_peer import LtPeerConfig, PeerConfigError, PeerStatus
 
 if TYPE_CHECKING:
-    from tests.support.opentracker import InfoHashLike, OpenTracker
+    from testing.opentracker import InfoHashLike, OpenTracker
 
 __all__ = [
     "LT_PEER_SCRIPT",
@@ -344,7 +344,7 @@ class ManagedProcess:
 
 
 class LtPeer:
-    """A libtorrent seeder or leecher in its own process (see `tests/support/lt_peer.py`).
+    """A libtorrent seeder or leecher in its own process (see `testing/lt_peer.py`).
 
     Starting it does not wait; call `wait_ready`. Use as a context manager, or let a `Swarm`
     own it, so it is stopped even when the test fails.
@@ -355,7 +355,7 @@ class LtPeer:
     ) -> None:
         self.config = config
         self.name = f"lt-{config.role}@{config.listen_host}"
-        # In a network namespace (a simulated host, tests/support/hosts.py) `ip netns exec`
+        # In a network namespace (a simulated host, testing/hosts.py) `ip netns exec`
         # execs in place: the pid held is still the peer's own.
         wrapper = ["ip", "netns", "exec", netns] if netns else []
         self.process = ManagedProcess(
@@ -484,7 +484,7 @@ class Swarm:
 
         With `netns`, it runs in that network namespace, where `host` is one of its addresses.
         """
-        from tests.support.opentracker import start_opentracker
+        from testing.opentracker import start_opentracker
 
         tracker = start_opentracker(self.tmp_dir, info_hashes, host=host, netns=netns)
         self._owned.append(tracker)

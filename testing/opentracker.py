@@ -7,7 +7,7 @@
 # resolve inside the chroot). It serves HTTP and UDP on one port, bound to a loopback address.
 # Rules:
 # - opentracker never runs directly under the test process: it runs under
-#   `python -m tests.support.opentracker --supervise -- /usr/bin/opentracker -f CONF`, which
+#   `python -m testing.opentracker --supervise -- /usr/bin/opentracker -f CONF`, which
 #   terminates it on SIGTERM or when its stdin closes (a test process killed without cleanup),
 #   and forwards SIGHUP. A parent-death signal would not do: the kernel clears it when
 #   opentracker drops to another user.
@@ -18,7 +18,7 @@
 #   its whitelist only when adding a peer.
 # - A whitelist change is written to a new file, renamed over the old one, then SIGHUP makes
 #   opentracker re-read it; the change is confirmed by probing.
-# - With `netns` (a simulated host, tests/support/hosts.py) opentracker runs under
+# - With `netns` (a simulated host, testing/hosts.py) opentracker runs under
 #   `ip netns exec`, and the port choice, probes and listener count run on a thread moved into
 #   that namespace: the test process's own namespace cannot reach the host's address.
 
@@ -43,7 +43,7 @@ from types import FrameType, TracebackType
 from typing import Any, Literal, Self, TypeVar
 
 from shared.types import InfoHash, PeerAddress
-from tests.support.swarm import (
+from testing.swarm import (
     OPENTRACKER_BINARY,
     ManagedProcess,
     SwarmError,
@@ -55,7 +55,7 @@ __all__ = ["InfoHashLike", "OpenTracker", "announce_probe", "listener_count", "s
 
 InfoHashLike = InfoHash | str | bytes
 
-_REPO_ROOT = Path(__file__).resolve().parents[2]
+_REPO_ROOT = Path(__file__).resolve().parents[1]
 _WHITELIST = "whitelist.txt"
 _PROBE_PEER_ID = b"-TZ0000-fixtureprobe"
 _PROBE_HASH = InfoHash(b"\x00" * 19 + b"\x01")
@@ -306,7 +306,7 @@ def _in_netns(netns: str | None, fn: Callable[..., _T], *args: Any) -> _T:
     """`fn(*args)` here, or on a thread inside network namespace `netns`."""
     if netns is None:
         return fn(*args)
-    from tests.support.hosts import call_in_netns
+    from testing.hosts import call_in_netns
 
     return call_in_netns(netns, fn, *args)
 
@@ -351,10 +351,10 @@ def start_opentracker(
             f"access.whitelist {_WHITELIST}\n"
         )
         config.chmod(0o644)
-        # The supervisor runs as `-m tests.support.opentracker`: the repository root must be
+        # The supervisor runs as `-m testing.opentracker`: the repository root must be
         # importable whatever the current directory of the test run.
         pythonpath = os.pathsep.join(filter(None, [str(_REPO_ROOT), os.environ.get("PYTHONPATH")]))
-        supervisor = [sys.executable, "-m", "tests.support.opentracker", "--supervise", "--"]
+        supervisor = [sys.executable, "-m", "testing.opentracker", "--supervise", "--"]
         if netns is not None:
             supervisor = ["ip", "netns", "exec", netns, *supervisor]
         process = ManagedProcess(
@@ -451,7 +451,7 @@ def supervise(command: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of `python -m tests.support.opentracker --supervise -- COMMAND...`."""
+    """Entry point of `python -m testing.opentracker --supervise -- COMMAND...`."""
     parser = argparse.ArgumentParser(description="supervise a reference process for tests")
     parser.add_argument("--supervise", action="store_true", required=True)
     parser.add_argument("command", nargs=argparse.REMAINDER)

@@ -2,8 +2,8 @@
 # schema both sides of that process boundary share.
 #
 # Strategy: the test process never hosts a libtorrent session; it starts this script with
-# `python tests/support/lt_peer.py --config JSON` (JSON of `LtPeerConfig`) and reads one JSON
-# object per line from its stdout (`tests/support/swarm.py` owns the parent side). Events:
+# `python testing/lt_peer.py --config JSON` (JSON of `LtPeerConfig`) and reads one JSON
+# object per line from its stdout (`testing/swarm.py` owns the parent side). Events:
 #   {"event":"ready", "listen":"127.0.0.2:PORT", ...status}   listening, checked, announced
 #   {"event":"status", ...status}                              every `status_interval` seconds
 #   {"event":"finished", ...status}                            all wanted pieces on disk

@@ -1,4 +1,4 @@
-# torviz spread over simulated hosts (tests/support/hosts.py), started as a user would start it
+# torviz spread over simulated hosts (testing/hosts.py), started as a user would start it
 # on several machines.
 #
 # Strategy: `TorvizCluster` runs `torviz-coordinator keys init` on the coordinator's host, writes
@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from tests.support.hosts import HostProcess, HostsError, NamespaceHosts
+from testing.hosts import HostProcess, HostsError, NamespaceHosts
 
 __all__ = ["COORDINATOR", "TorvizCluster", "summary"]
 
