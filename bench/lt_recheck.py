@@ -6,9 +6,10 @@ Usage (one process per timed run; `bench/verify_vs_libtorrent.py` runs it)::
         [--listen-host 127.0.0.2] [--hashing-threads N] [--timeout 300]
 
 Strategy: a libtorrent session with every network feature off (no DHT, LSD, UPnP, NAT-PMP, uTP;
-listening only on one loopback address), the torrent added with ``save_path`` = the complete
-data and its trackers removed, so nothing is announced. Adding it checks the data (libtorrent
-has no resume data for it): that initial check is timed too, untimed by the caller's figures.
+listening only on one loopback address: `testing.lt_peer.loopback_settings`), the torrent added
+with ``save_path`` = the complete data and its trackers removed, so nothing is announced.
+Adding it checks the data (libtorrent has no resume data for it): that initial check is timed
+too, untimed by the caller's figures.
 Then ``handle.force_recheck()`` is timed until libtorrent posts ``torrent_checked_alert`` (the
 alert, not a status poll, ends the clock: no polling granularity), and the status is read to
 confirm every piece is there and the torrent is seeding.
@@ -31,7 +32,11 @@ import time
 from pathlib import Path
 from typing import Any, cast
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 import libtorrent as lt
+
+from testing.lt_peer import loopback_settings
 
 __all__ = ["main", "recheck"]
 
@@ -39,21 +44,8 @@ _POLL_S = 0.05
 
 
 def _session(listen_host: str, hashing_threads: int | None) -> Any:
-    settings: dict[str, Any] = {
-        "enable_dht": False,
-        "enable_lsd": False,
-        "enable_upnp": False,
-        "enable_natpmp": False,
-        "enable_ip_notifier": False,
-        "dht_bootstrap_nodes": "",
-        "enable_outgoing_utp": False,
-        "enable_incoming_utp": False,
-        "listen_interfaces": f"{listen_host}:0",
-        "outgoing_interfaces": listen_host,
-        "alert_mask": int(lt.alert_category.error | lt.alert_category.status),
-    }
-    if hashing_threads is not None:
-        settings["hashing_threads"] = hashing_threads
+    extra = {} if hashing_threads is None else {"hashing_threads": hashing_threads}
+    settings = loopback_settings(listen_host, alerts=("error", "status"), extra=extra)
     # The bindings take a dict where the stubs want a settings_pack.
     return lt.session(cast("lt.settings_pack", settings))
 

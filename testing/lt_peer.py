@@ -1,29 +1,36 @@
-# One libtorrent session acting as a seeder or leecher, run as its own process; and the JSON
-# schema both sides of that process boundary share.
-#
-# Strategy: the test process never hosts a libtorrent session; it starts this script with
-# `python testing/lt_peer.py --config JSON` (JSON of `LtPeerConfig`) and reads one JSON
-# object per line from its stdout (`testing/swarm.py` owns the parent side). Events:
-#   {"event":"ready", "listen":"127.0.0.2:PORT", ...status}   listening, checked, announced
-#   {"event":"status", ...status}                              every `status_interval` seconds
-#   {"event":"finished", ...status}                            all wanted pieces on disk
-#   {"event":"tracker_reply"|"tracker_error", "url":..., ...}  each tracker answer
-#   {"event":"error", "reason":..., "message":...}              fatal; the process exits non-zero
-# where "...status" are the fields of `PeerStatus`.
-# Rules:
-# - Loopback only, nothing that could leave the machine: DHT, LSD, UPnP, NAT-PMP and the IP
-#   notifier are off, no DHT bootstrap nodes, uTP off both ways (see shared/REFERENCE_SWARM.md).
-#   `listen_interfaces` and `outgoing_interfaces` both name this peer's own 127.0.0.x address,
-#   so a tracker sees one distinct IP per peer.
-# - `max_failcount` is high and `min_reconnect_time` 1 s: `high_performance_seed()` would
-#   otherwise blacklist a peer after one refused dial. `max_allowed_in_request_queue` stays at
-#   libtorrent's value (2000 in 2.0.x) unless `settings` overrides it: a seeder silently drops
-#   requests beyond it.
-# - The process exits on SIGTERM/SIGINT or when stdin reaches EOF, so a test process that dies
-#   without cleaning up never leaves a peer running.
-# - Stand-alone: only the standard library and libtorrent (as a script, the `tests` package is
-#   not importable). The parent imports this module for the schema alone, so libtorrent is
-#   optional at import time and required only by `main`.
+"""One libtorrent session acting as a seeder or leecher, run as its own process; the JSON schema
+both sides of that process boundary share; and the libtorrent settings every session of ours
+starts from.
+
+Strategy: the test process never hosts a libtorrent session; it starts this script with
+``python testing/lt_peer.py --config JSON`` (JSON of `LtPeerConfig`) and reads one JSON object
+per line from its stdout (`testing/swarm.py` owns the parent side). Events::
+
+    {"event":"ready", "listen":"127.0.0.2:PORT", ...status}   listening, checked, announced
+    {"event":"status", ...status}                              every `status_interval` seconds
+    {"event":"finished", ...status}                            all wanted pieces on disk
+    {"event":"tracker_reply"|"tracker_error", "url":..., ...}  each tracker answer
+    {"event":"error", "reason":..., "message":...}              fatal; the process exits non-zero
+
+where "...status" are the fields of `PeerStatus`. Every other libtorrent session we run (the
+verify benchmark's `bench/lt_recheck.py`, the wire capture, the torrent-creation interop test)
+starts from `loopback_settings` too, so the loopback rules are written once, here.
+
+Rules:
+- Loopback only, nothing that could leave the machine (`NETWORK_OFF`): DHT, LSD, UPnP, NAT-PMP
+  and the IP notifier are off, no DHT bootstrap nodes, uTP off both ways. `listen_interfaces`
+  and `outgoing_interfaces` both name the session's own 127.0.0.x address, so a tracker sees
+  one distinct IP per peer.
+- `max_failcount` is high and `min_reconnect_time` 1 s (`QUICK_RETRY`):
+  `high_performance_seed()` would otherwise blacklist a peer after one refused dial.
+  `max_allowed_in_request_queue` stays at libtorrent's value (2000 in 2.0.x) unless `settings`
+  overrides it: a seeder silently drops requests beyond it.
+- The process exits on SIGTERM/SIGINT or when stdin reaches EOF, so a test process that dies
+  without cleaning up never leaves a peer running.
+- Stand-alone: only the standard library and libtorrent (run as a script, nothing else of the
+  repository is importable). The parent imports this module for the schema alone, so
+  libtorrent is optional at import time and required only by `main` and `loopback_settings`.
+"""
 
 from __future__ import annotations
 
@@ -48,7 +55,16 @@ except ImportError:  # the parent side needs only the schema; main() reports it 
 else:
     HAVE_LIBTORRENT = True
 
-__all__ = ["LtPeerConfig", "PeerConfigError", "PeerStatus", "build_settings", "main"]
+__all__ = [
+    "NETWORK_OFF",
+    "QUICK_RETRY",
+    "LtPeerConfig",
+    "PeerConfigError",
+    "PeerStatus",
+    "build_settings",
+    "loopback_settings",
+    "main",
+]
 
 _MAX_CONFIG_BYTES = 64 * 1024
 _MAX_CONNECT_PEERS = 256
@@ -56,8 +72,7 @@ _ANNOUNCE_WAIT_S = 10.0
 _FLUSH_WAIT_S = 2.0
 _ALERT_WAIT_MS = 100
 
-# Settings that keep the session on loopback and make it retry peers quickly.
-_LOOPBACK_SETTINGS: dict[str, bool | int | str] = {
+NETWORK_OFF: dict[str, bool | int | str] = {
     "enable_dht": False,
     "enable_lsd": False,
     "enable_upnp": False,
@@ -66,15 +81,24 @@ _LOOPBACK_SETTINGS: dict[str, bool | int | str] = {
     "dht_bootstrap_nodes": "",
     "enable_outgoing_utp": False,
     "enable_incoming_utp": False,
+}
+"""Settings that keep a session from reaching beyond its own loopback address."""
+
+QUICK_RETRY: dict[str, bool | int | str] = {
     "allow_multiple_connections_per_ip": True,
     "max_failcount": 100,
     "min_reconnect_time": 1,
+}
+"""Settings that make a session dial peers again quickly (loopback peers come and go)."""
+
+# What a peer of ours adds: no rate limits, quick tracker stops, and no SSRF checks (trackers
+# on 127.0.0.1 with arbitrary paths are what tests run; the checks would refuse some of them).
+_PEER_SETTINGS: dict[str, bool | int | str] = {
+    **QUICK_RETRY,
     "upload_rate_limit": 0,
     "download_rate_limit": 0,
     "stop_tracker_timeout": 1,
     "listen_system_port_fallback": False,
-    # Trackers on 127.0.0.1 with arbitrary paths are what tests run; SSRF checks would refuse
-    # some of them.
     "ssrf_mitigation": False,
 }
 
@@ -259,20 +283,55 @@ class PeerStatus:
         )
 
 
+def loopback_settings(
+    listen_host: str,
+    listen_port: int = 0,
+    *,
+    alerts: tuple[str, ...] = ("error", "status"),
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The settings pack of a session on `listen_host` alone, network extras off.
+
+    Args:
+        listen_host: the session's own loopback address (listening and dialling out).
+        listen_port: 0 lets libtorrent pick one.
+        alerts: names of `lt.alert_category` members the session posts.
+        extra: more settings, applied last.
+
+    Returns:
+        A dict `lt.session` takes (the bindings accept a dict where the stubs want a
+        settings_pack).
+
+    Raises:
+        RuntimeError: libtorrent is not importable.
+    """
+    if not HAVE_LIBTORRENT:
+        raise RuntimeError("the libtorrent Python bindings are not importable")
+    host = f"[{listen_host}]" if ":" in listen_host else listen_host
+    mask = 0
+    for name in alerts:
+        mask |= int(getattr(lt.alert_category, name))
+    return {
+        **NETWORK_OFF,
+        "listen_interfaces": f"{host}:{listen_port}",
+        "outgoing_interfaces": listen_host,
+        "alert_mask": mask,
+        **(extra or {}),
+    }
+
+
 def build_settings(config: LtPeerConfig) -> dict[str, Any]:
     """The libtorrent settings pack for `config`: role base, loopback rules, then overrides."""
     settings: dict[str, Any] = {}
     if config.role == "seeder":
         settings.update(lt.high_performance_seed())
-    settings.update(_LOOPBACK_SETTINGS)
-    host = f"[{config.listen_host}]" if ":" in config.listen_host else config.listen_host
-    settings["listen_interfaces"] = f"{host}:{config.listen_port}"
-    settings["outgoing_interfaces"] = config.listen_host
-    settings["alert_mask"] = int(
-        lt.alert_category.error
-        | lt.alert_category.status
-        | lt.alert_category.tracker
-        | lt.alert_category.storage
+    settings.update(
+        loopback_settings(
+            config.listen_host,
+            config.listen_port,
+            alerts=("error", "status", "tracker", "storage"),
+            extra=_PEER_SETTINGS,
+        )
     )
     defaults = lt.default_settings()
     unknown = sorted(name for name in config.settings if name not in defaults)

@@ -26,6 +26,7 @@ from shared.create import choose_piece_length
 pytestmark = pytest.mark.interop
 
 CREATE = [sys.executable, "-m", "services.coordinator", "create"]
+REPO = Path(__file__).resolve().parents[2]
 
 # Announces go to a closed loopback port: nothing answers, nothing leaves the machine.
 TRACKER = "http://127.0.0.1:9/announce"
@@ -34,18 +35,10 @@ TRACKER = "http://127.0.0.1:9/announce"
 LIBTORRENT_SCRIPT = r"""
 import json, sys, time
 import libtorrent as lt
+from testing.lt_peer import loopback_settings
 
 jobs = json.loads(sys.argv[1])
-settings = {
-    "enable_dht": False, "enable_lsd": False, "enable_upnp": False, "enable_natpmp": False,
-    "enable_ip_notifier": False, "dht_bootstrap_nodes": "",
-    "enable_outgoing_utp": False, "enable_incoming_utp": False,
-    "listen_interfaces": "127.0.0.3:0", "outgoing_interfaces": "127.0.0.3",
-    "alert_mask": int(
-        lt.alert.category_t.status_notification | lt.alert.category_t.error_notification
-    ),
-}
-session = lt.session(settings)
+session = lt.session(loopback_settings("127.0.0.3", alerts=("status", "error")))
 report = {"torrents": [], "auto_piece_size": {}}
 try:
     for job in jobs["torrents"]:
@@ -177,6 +170,7 @@ def test_libtorrent_loads_and_seeds_what_torviz_creates(shared_data: Path) -> No
         text=True,
         timeout=150,
         check=False,
+        cwd=REPO,  # testing/ (the loopback settings) is importable from there
     )
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)

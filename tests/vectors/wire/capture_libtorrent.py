@@ -31,6 +31,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import cast
 
 HERE = Path(__file__).resolve().parent
 PIECE_LENGTH = 32 * 1024
@@ -66,27 +67,14 @@ def _seed(workdir: Path, host: str, lifetime: float) -> None:
     lt.set_piece_hashes(creator, str(workdir))
     info = lt.torrent_info(lt.bencode(creator.generate()))
 
-    session = lt.session(
-        {
-            "listen_interfaces": f"{host}:0",
-            "outgoing_interfaces": host,
-            "enable_dht": False,
-            "enable_lsd": False,
-            "enable_upnp": False,
-            "enable_natpmp": False,
-            "enable_ip_notifier": False,
-            "dht_bootstrap_nodes": "",
-            "enable_outgoing_utp": False,
-            "enable_incoming_utp": False,
-            "allow_multiple_connections_per_ip": True,
-            "max_failcount": 100,
-            "min_reconnect_time": 1,
-            "alert_mask": lt.alert_category.error
-            | lt.alert_category.peer
-            | lt.alert_category.status
-            | lt.alert_category.connect,
-        }
-    )
+    # Run as a script: the repository root makes testing/ importable (the loopback settings).
+    sys.path.insert(0, str(HERE.parents[2]))
+    from testing.lt_peer import QUICK_RETRY, loopback_settings
+
+    alerts = ("error", "peer", "status", "connect")
+    settings = loopback_settings(host, alerts=alerts, extra=QUICK_RETRY)
+    # The bindings take a dict where the stubs want a settings_pack.
+    session = lt.session(cast("lt.settings_pack", settings))
     params = lt.add_torrent_params()
     params.ti = info
     params.save_path = str(workdir)
