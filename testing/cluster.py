@@ -1,18 +1,20 @@
-# torviz spread over simulated hosts (testing/hosts.py), started as a user would start it
-# on several machines.
-#
-# Strategy: `TorvizCluster` runs `torviz-coordinator keys init` on the coordinator's host, writes
-# one config per process (the shared part: bus, data endpoint, heartbeats; then its
-# `[security]`), starts `torviz-coordinator start` with `embedded_agents = false`, and each agent
-# as `python -m services.<kind> --coordinator BUS --agent-id ID --keys DIR --config FILE` on its
-# host. Agents on the coordinator's host use their key bundles (`agents/NAME/`) in place; an
-# agent elsewhere gets a copy, as deploy/README.md says. The CLI (`status --json`, `add`,
-# `shutdown`) runs on the coordinator's host too, against the daemon's state directory.
-# Rules:
-# - Every process is started through `NamespaceHosts.start`, so `NamespaceHosts.close` stops it
-#   whatever happens; `TorvizCluster.stop` shuts the daemon down first (bounded).
-# - Every wait is bounded and fails naming what was awaited, with the last status and the tail
-#   of the coordinator's log.
+"""torviz spread over simulated hosts (testing/hosts.py), started as a user would start it
+on several machines.
+
+Strategy: `TorvizCluster` runs `torviz-coordinator keys init` on the coordinator's host, writes
+one config per process (the shared part: bus, data endpoint, heartbeats; then its
+`[security]`), starts `torviz-coordinator start` with `embedded_agents = false`, and each agent
+as `python -m services.<kind> --coordinator BUS --agent-id ID --keys DIR --config FILE` on its
+host. Agents on the coordinator's host use their key bundles (`agents/NAME/`) in place; an
+agent elsewhere gets a copy, as deploy/README.md says. The CLI (`status --json`, `add`,
+`shutdown`) runs on the coordinator's host too, against the daemon's state directory.
+
+Rules:
+- Every process is started through `NamespaceHosts.start`, so `NamespaceHosts.close` stops it
+  whatever happens; `TorvizCluster.stop` shuts the daemon down first (bounded).
+- Every wait is bounded and fails naming what was awaited, with the last status and the tail
+  of the coordinator's log.
+"""
 
 from __future__ import annotations
 

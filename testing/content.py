@@ -1,16 +1,18 @@
-# Deterministic torrent content and .torrent files for integration tests.
-#
-# Strategy: a `Layout` names the files of one torrent (path and size); `make_content` fills
-# them with bytes from `random.Random(seed)`, so the same (layout, seed) always gives the same
-# bytes and the same info-hash. `make_torrent` builds a BitTorrent v1 .torrent with
-# libtorrent's own creator (no pad files: v1 only), so tests share the reference
-# implementation's view of file spans and piece hashes.
-# Rules:
-# - The multi-file layout puts every inner file boundary at an odd byte offset, so for any
-#   piece length (a power of two) pieces cross file boundaries; it has nested directories, a
-#   file smaller than one block and empty files (one in the middle, one at the end).
-# - libtorrent is imported only inside `make_torrent`: the package must import without it.
-# - Writing and comparing stream in 1 MiB chunks: no allocation grows with the content size.
+"""Deterministic torrent content and .torrent files for integration tests.
+
+Strategy: a `Layout` names the files of one torrent (path and size); `make_content` fills
+them with bytes from `random.Random(seed)`, so the same (layout, seed) always gives the same
+bytes and the same info-hash. `make_torrent` builds a BitTorrent v1 .torrent with
+libtorrent's own creator (no pad files: v1 only), so tests share the reference
+implementation's view of file spans and piece hashes.
+
+Rules:
+- The multi-file layout puts every inner file boundary at an odd byte offset, so for any
+  piece length (a power of two) pieces cross file boundaries; it has nested directories, a
+  file smaller than one block and empty files (one in the middle, one at the end).
+- libtorrent is imported only inside `make_torrent`: the package must import without it.
+- Writing and comparing stream in 1 MiB chunks: no allocation grows with the content size.
+"""
 
 from __future__ import annotations
 

@@ -1,20 +1,22 @@
-# Simulated hosts for multi-host tests and benchmarks: network namespaces made by
-# deploy/netns-hosts.sh, and the programs running on them (torviz on them: cluster.py).
-#
-# Strategy: `namespace_hosts` runs `deploy/netns-hosts.sh up PREFIX N SUBNET`; host i is the
-# namespace PREFIX-i with address SUBNET.i, and reaches the other hosts and nothing else. A
-# program runs on a host as `ip netns exec PREFIX-i ARGV` (ip execs in place, so the pid held is
-# the program's own). The test process reaches a host's addresses through `call_in_netns`, which
-# runs a function on a short-lived thread moved into the namespace with setns(2): a thread's
-# sockets belong to its namespace, and the rest of the process is untouched. libtorrent peers
-# and opentracker reuse testing/swarm.py (`Swarm`, with its `netns` option).
-# Rules:
-# - `NamespaceHosts.close` removes everything, even after a failure: every process is asked to
-#   stop at once, reaped (killed after a bound), then the swarm is closed, any process still
-#   found in our namespaces is killed by pid, and `down` removes the namespaces.
-# - Every wait is bounded and fails naming what was awaited, with the tail of the logs.
-# - Needs root and iproute2: `HostsError` says which is missing (tests turn that into a skip:
-#   tests/support/netns.py).
+"""Simulated hosts for multi-host tests and benchmarks: network namespaces made by
+deploy/netns-hosts.sh, and the programs running on them (torviz on them: cluster.py).
+
+Strategy: `namespace_hosts` runs `deploy/netns-hosts.sh up PREFIX N SUBNET`; host i is the
+namespace PREFIX-i with address SUBNET.i, and reaches the other hosts and nothing else. A
+program runs on a host as `ip netns exec PREFIX-i ARGV` (ip execs in place, so the pid held is
+the program's own). The test process reaches a host's addresses through `call_in_netns`, which
+runs a function on a short-lived thread moved into the namespace with setns(2): a thread's
+sockets belong to its namespace, and the rest of the process is untouched. libtorrent peers
+and opentracker reuse testing/swarm.py (`Swarm`, with its `netns` option).
+
+Rules:
+- `NamespaceHosts.close` removes everything, even after a failure: every process is asked to
+  stop at once, reaped (killed after a bound), then the swarm is closed, any process still
+  found in our namespaces is killed by pid, and `down` removes the namespaces.
+- Every wait is bounded and fails naming what was awaited, with the tail of the logs.
+- Needs root and iproute2: `HostsError` says which is missing (tests turn that into a skip:
+  tests/support/netns.py).
+"""
 
 from __future__ import annotations
 

@@ -1,26 +1,28 @@
-# opentracker on loopback for integration tests, plus the small supervisor it runs under.
-#
-# Strategy: Debian builds opentracker as a closed tracker. Each instance gets its own root
-# directory holding its config and `whitelist.txt` (40 hex digits per line). As root,
-# opentracker chroots into that directory and drops to `nobody`, so the directory is 0755, the
-# files 0644, and the whitelist is named relative to the root (an absolute path would not
-# resolve inside the chroot). It serves HTTP and UDP on one port, bound to a loopback address.
-# Rules:
-# - opentracker never runs directly under the test process: it runs under
-#   `python -m testing.opentracker --supervise -- /usr/bin/opentracker -f CONF`, which
-#   terminates it on SIGTERM or when its stdin closes (a test process killed without cleanup),
-#   and forwards SIGHUP. A parent-death signal would not do: the kernel clears it when
-#   opentracker drops to another user.
-# - opentracker sets SO_REUSEPORT, so a port another process took is NOT an error for it: after
-#   start-up exactly one listener must own the port, else another port is tried.
-# - Ready means an HTTP announce is answered and, when hashes are whitelisted, accepted. The
-#   probe announces from port 1 and withdraws (`event=stopped`) at once: opentracker checks
-#   its whitelist only when adding a peer.
-# - A whitelist change is written to a new file, renamed over the old one, then SIGHUP makes
-#   opentracker re-read it; the change is confirmed by probing.
-# - With `netns` (a simulated host, testing/hosts.py) opentracker runs under
-#   `ip netns exec`, and the port choice, probes and listener count run on a thread moved into
-#   that namespace: the test process's own namespace cannot reach the host's address.
+"""opentracker on loopback for integration tests, plus the small supervisor it runs under.
+
+Strategy: Debian builds opentracker as a closed tracker. Each instance gets its own root
+directory holding its config and `whitelist.txt` (40 hex digits per line). As root,
+opentracker chroots into that directory and drops to `nobody`, so the directory is 0755, the
+files 0644, and the whitelist is named relative to the root (an absolute path would not
+resolve inside the chroot). It serves HTTP and UDP on one port, bound to a loopback address.
+
+Rules:
+- opentracker never runs directly under the test process: it runs under
+  `python -m testing.opentracker --supervise -- /usr/bin/opentracker -f CONF`, which
+  terminates it on SIGTERM or when its stdin closes (a test process killed without cleanup),
+  and forwards SIGHUP. A parent-death signal would not do: the kernel clears it when
+  opentracker drops to another user.
+- opentracker sets SO_REUSEPORT, so a port another process took is NOT an error for it: after
+  start-up exactly one listener must own the port, else another port is tried.
+- Ready means an HTTP announce is answered and, when hashes are whitelisted, accepted. The
+  probe announces from port 1 and withdraws (`event=stopped`) at once: opentracker checks
+  its whitelist only when adding a peer.
+- A whitelist change is written to a new file, renamed over the old one, then SIGHUP makes
+  opentracker re-read it; the change is confirmed by probing.
+- With `netns` (a simulated host, testing/hosts.py) opentracker runs under
+  `ip netns exec`, and the port choice, probes and listener count run on a thread moved into
+  that namespace: the test process's own namespace cannot reach the host's address.
+"""
 
 from __future__ import annotations
 

@@ -1,19 +1,21 @@
-# Real-peer swarms for integration tests: libtorrent peers and opentracker as child processes.
-#
-# Strategy: every reference program runs as its own process, started from the test process
-# and spoken to only through its stdout (one JSON object per line, read by a thread here: the
-# test process is not gevent-patched) and signals. `ManagedProcess` is that plumbing; `LtPeer`
-# drives `testing/lt_peer.py` (which also defines the config and status schema both sides
-# share); `Swarm` owns everything one test starts and tears it down. `testing/opentracker.py`
-# builds its tracker on the same plumbing.
-# Rules:
-# - Loopback only. Each peer gets its own 127.0.0.x address from a per-session counter, so a
-#   tracker sees distinct IPs (127.0.0.1 stays for trackers and the code under test).
-# - Every process is stopped: by its owner (context manager or `Swarm.close`), else by
-#   `kill_leftovers()` at session end or interpreter exit. Children also exit by themselves
-#   when their stdin closes, which covers a test process killed without any cleanup.
-# - Every wait is bounded and fails with a `SwarmError` whose message names the process, what
-#   was awaited and the tail of its stderr.
+"""Real-peer swarms for integration tests: libtorrent peers and opentracker as child processes.
+
+Strategy: every reference program runs as its own process, started from the test process
+and spoken to only through its stdout (one JSON object per line, read by a thread here: the
+test process is not gevent-patched) and signals. `ManagedProcess` is that plumbing; `LtPeer`
+drives `testing/lt_peer.py` (which also defines the config and status schema both sides
+share); `Swarm` owns everything one test starts and tears it down. `testing/opentracker.py`
+builds its tracker on the same plumbing.
+
+Rules:
+- Loopback only. Each peer gets its own 127.0.0.x address from a per-session counter, so a
+  tracker sees distinct IPs (127.0.0.1 stays for trackers and the code under test).
+- Every process is stopped: by its owner (context manager or `Swarm.close`), else by
+  `kill_leftovers()` at session end or interpreter exit. Children also exit by themselves
+  when their stdin closes, which covers a test process killed without any cleanup.
+- Every wait is bounded and fails with a `SwarmError` whose message names the process, what
+  was awaited and the tail of its stderr.
+"""
 
 from __future__ import annotations
 

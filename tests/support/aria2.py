@@ -1,21 +1,23 @@
-# aria2 (Debian package aria2) as a seeder for interop tests: a BitTorrent client that is not
-# libtorrent, announcing to opentracker and serving a torrent whose data is already on disk.
-#
-# Strategy: `start_aria2_seeder` runs `aria2c` on one .torrent with the data in place
-# (`--check-integrity`: it hashes the data first and seeds only what verified), seeding forever
-# (`--seed-ratio=0.0`), with DHT, local peer discovery and peer exchange off, so that the
-# tracker is its only source of peers. `--interface` binds every socket of it to one address:
-# it listens there and opentracker records that address for its announces. aria2c runs under
-# the supervisor of testing/opentracker.py (`--supervise`), like opentracker itself.
-# Ready means its log (`--log`, level info) shows the data verified, the port listened on and
-# an announce sent with `event=started`; a test that needs to know opentracker took the
-# announce asks opentracker (`announced_seeders`, a scrape).
-# Rules:
-# - No aria2c outlives the test: the supervisor stops it on SIGTERM and when its stdin closes
-#   (the test process died), and `ManagedProcess` is reaped by its owner or by
-#   `kill_leftovers()`; `Aria2Seeder.stop` also kills the aria2c pid if it outlived both.
-# - `--no-conf`: a user's ~/.aria2/aria2.conf never changes what a test runs.
-# - Every wait is bounded and fails naming the seeder, what was awaited and its log's tail.
+"""aria2 (Debian package aria2) as a seeder for interop tests: a BitTorrent client that is not
+libtorrent, announcing to opentracker and serving a torrent whose data is already on disk.
+
+Strategy: `start_aria2_seeder` runs `aria2c` on one .torrent with the data in place
+(`--check-integrity`: it hashes the data first and seeds only what verified), seeding forever
+(`--seed-ratio=0.0`), with DHT, local peer discovery and peer exchange off, so that the
+tracker is its only source of peers. `--interface` binds every socket of it to one address:
+it listens there and opentracker records that address for its announces. aria2c runs under
+the supervisor of testing/opentracker.py (`--supervise`), like opentracker itself.
+Ready means its log (`--log`, level info) shows the data verified, the port listened on and
+an announce sent with `event=started`; a test that needs to know opentracker took the
+announce asks opentracker (`announced_seeders`, a scrape).
+
+Rules:
+- No aria2c outlives the test: the supervisor stops it on SIGTERM and when its stdin closes
+  (the test process died), and `ManagedProcess` is reaped by its owner or by
+  `kill_leftovers()`; `Aria2Seeder.stop` also kills the aria2c pid if it outlived both.
+- `--no-conf`: a user's ~/.aria2/aria2.conf never changes what a test runs.
+- Every wait is bounded and fails naming the seeder, what was awaited and its log's tail.
+"""
 
 from __future__ import annotations
 

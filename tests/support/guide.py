@@ -1,30 +1,31 @@
-# deploy/README.md read as a script: the fenced blocks of its "Running across machines" section,
-# the markers saying where each runs, and the substitution table that puts the guide's fixed
-# paths and addresses on simulated hosts (tests/deploy/test_guide.py follows it).
-#
-# Strategy: the markers live in a fence's info string, after the language, where renderers do
-# not show them (GitHub highlights by the first word only):
-#
-#   ```sh host=1                                    run, line by line, on host 1 (10.0.0.1)
-#   ```sh host=2,3                                  the same lines on host 2, then on host 3
-#   ```toml host=1 file=/etc/torviz/config.toml     the whole content of that file on host 1
-#   ```sh skip-in-test=WHY                          not run by the test; WHY is one word
-#
-# Every block of the section carries `host=` or `skip-in-test=`: a command the guide gains is
-# either followed or visibly left out, never silently skipped. A `sh` line ending in ` &` is a
-# service (it keeps running); any other line must exit 0.
-#
-# The substitution table (`HostMap`), the only changes made to the guide's text:
-#   /opt/torviz/bin/                        -> the test's virtualenv bin/
-#   /etc/torviz, /var/lib/torviz, /srv/torviz -> the same below a folder per host (the
-#                                              simulated hosts share one filesystem)
-#   10.0.0.N                                -> host N's address
-#   ssh root@10.0.0.N 'CMD'                 -> ip netns exec HOST-N bash -c 'CMD' (CMD mapped
-#                                              for host N)
-#   sudo -u torviz CMD                      -> CMD (the test runs as root)
-#   -o torviz, -g torviz, torviz:torviz     -> root (there is no torviz user)
-#   FILE.torrent                            -> the test's torrent
-# Any other /opt/torviz path in a line that runs is an error: it would name the real machine.
+"""deploy/README.md read as a script: the fenced blocks of its "Running across machines" section,
+the markers saying where each runs, and the substitution table that puts the guide's fixed
+paths and addresses on simulated hosts (tests/deploy/test_guide.py follows it).
+
+Strategy: the markers live in a fence's info string, after the language, where renderers do
+not show them (GitHub highlights by the first word only):
+
+  ```sh host=1                                    run, line by line, on host 1 (10.0.0.1)
+  ```sh host=2,3                                  the same lines on host 2, then on host 3
+  ```toml host=1 file=/etc/torviz/config.toml     the whole content of that file on host 1
+  ```sh skip-in-test=WHY                          not run by the test; WHY is one word
+
+Every block of the section carries `host=` or `skip-in-test=`: a command the guide gains is
+either followed or visibly left out, never silently skipped. A `sh` line ending in ` &` is a
+service (it keeps running); any other line must exit 0.
+
+The substitution table (`HostMap`), the only changes made to the guide's text:
+  /opt/torviz/bin/                        -> the test's virtualenv bin/
+  /etc/torviz, /var/lib/torviz, /srv/torviz -> the same below a folder per host (the
+                                             simulated hosts share one filesystem)
+  10.0.0.N                                -> host N's address
+  ssh root@10.0.0.N 'CMD'                 -> ip netns exec HOST-N bash -c 'CMD' (CMD mapped
+                                             for host N)
+  sudo -u torviz CMD                      -> CMD (the test runs as root)
+  -o torviz, -g torviz, torviz:torviz     -> root (there is no torviz user)
+  FILE.torrent                            -> the test's torrent
+Any other /opt/torviz path in a line that runs is an error: it would name the real machine.
+"""
 
 from __future__ import annotations
 
