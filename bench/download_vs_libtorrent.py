@@ -48,7 +48,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -61,6 +60,19 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.comparison import (
+    Measure,
+    alternating,
+    by_tool,
+    markdown_table,
+    median_by_role,
+    median_of,
+    outcome_text,
+    print_table,
+    roles_text,
+    runs_cell,
+    write_report,
+)
 from bench.leechers import RunResult, run_libtorrent, run_torviz
 from bench.proctree import TreeSampler, cpu_seconds
 from bench.profiling import ProfileSummary, start_pyspy, summarise, timeline
@@ -84,6 +96,7 @@ CONFIG = '[peer_agent]\nlisten_host = "127.0.0.1"\n\n[tracker_agent]\ndht = fals
 HEADLINE = "1seed-1m"
 PROFILE_RATE = 100
 TARGET_RATIO = 2.0  # the issue's target: torviz's median at most 2x libtorrent's
+MEASURE = Measure(ratio_spec=".1f")
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,8 +250,7 @@ def bench_variant(
             clear(out, 0.0)
         time.sleep(args.settle)
         for run in range(args.runs):
-            order = ["torviz", "libtorrent"] if run % 2 == 0 else ["libtorrent", "torviz"]
-            for tool in [t for t in order if t in args.tools]:
+            for tool in [t for t in alternating(run) if t in args.tools]:
                 seeder_cpu = sum(cpu_seconds(pid) or 0.0 for pid in seeders)
                 if tool == "torviz":
                     verify = args.verify == "all" or (args.verify == "first" and run == 0)
@@ -291,52 +303,33 @@ def describe(r: RunResult, size: int) -> str:
     if r.all_bytes_s is not None:
         text += f"  all bytes {r.all_bytes_s:.2f} s"
     if r.cpu_by_role:
-        text += "  [" + ", ".join(f"{k} {v:.2f}" for k, v in r.cpu_by_role.items()) + "]"
+        text += roles_text(r.cpu_by_role)
     text += f"  load {r.loadavg:.1f}"
     if r.verified is not None:
         text += "  verified" if r.verified else "  NOT VERIFIED"
-    if not r.ok or r.error:
-        text += f"  FAILED: {r.error}"
-    return text
+    return text + outcome_text(r)
 
 
 def summarise_variant(variant: Variant, size: int, results: list[RunResult]) -> dict[str, Any]:
     """Medians over the successful runs of each client (a failed run counts only as failed)."""
-
-    def ok(tool: str) -> list[RunResult]:
-        return [r for r in results if r.tool == tool and r.ok]
-
-    tv, lt = ok("torviz"), ok("libtorrent")
-    tv_wall = median([r.wall_s for r in tv])
-    lt_wall = median([r.wall_s for r in lt])
+    tv, lt = by_tool(results)
     roles = sorted({role for r in tv for role in r.cpu_by_role})
     return {
         "variant": variant.key,
         "label": variant.label,
-        "bytes": size,
-        "torviz_runs": len(tv),
-        "libtorrent_runs": len(lt),
-        "failed_runs": len([r for r in results if not r.ok]),
-        "median_loadavg": median([r.loadavg for r in results]),
-        "torviz_wall_s": tv_wall,
-        "libtorrent_wall_s": lt_wall,
-        "ratio": tv_wall / lt_wall if tv_wall and lt_wall else None,
-        "torviz_mb_s": size / tv_wall / 1e6 if tv_wall else None,
-        "libtorrent_mb_s": size / lt_wall / 1e6 if lt_wall else None,
-        "torviz_cpu_s": median([r.cpu_s for r in tv if r.cpu_s is not None]),
+        **MEASURE.summarise(size, results),
+        "torviz_cpu_s": median_of(tv, "cpu_s"),
         "torviz_peak_rss": median([float(r.peak_rss) for r in tv if r.peak_rss]),
-        "libtorrent_cpu_s": median([r.cpu_s for r in lt if r.cpu_s is not None]),
+        "libtorrent_cpu_s": median_of(lt, "cpu_s"),
         "libtorrent_peak_rss": median([float(r.peak_rss) for r in lt if r.peak_rss]),
-        "seeder_cpu_s_serving_torviz": median([r.seeder_cpu_s for r in tv if r.seeder_cpu_s]),
-        "seeder_cpu_s_serving_libtorrent": median([r.seeder_cpu_s for r in lt if r.seeder_cpu_s]),
-        "torviz_first_bytes_s": median([r.first_bytes_s for r in tv if r.first_bytes_s]),
-        "libtorrent_first_bytes_s": median([r.first_bytes_s for r in lt if r.first_bytes_s]),
+        "seeder_cpu_s_serving_torviz": median_of(tv, "seeder_cpu_s", nonzero=True),
+        "seeder_cpu_s_serving_libtorrent": median_of(lt, "seeder_cpu_s", nonzero=True),
+        "torviz_first_bytes_s": median_of(tv, "first_bytes_s", nonzero=True),
+        "libtorrent_first_bytes_s": median_of(lt, "first_bytes_s", nonzero=True),
         "torviz_exit_after_all_bytes_s": median(
             [r.wall_s - r.all_bytes_s for r in tv if r.all_bytes_s is not None]
         ),
-        "torviz_cpu_by_role": {
-            role: median([r.cpu_by_role.get(role, 0.0) for r in tv]) for role in roles
-        },
+        "torviz_cpu_by_role": median_by_role(tv, "cpu_by_role"),
         "torviz_detail_by_role": {
             role: {
                 key: median([float(r.detail_by_role.get(role, {}).get(key, 0.0)) for r in tv])
@@ -347,27 +340,36 @@ def summarise_variant(variant: Variant, size: int, results: list[RunResult]) -> 
     }
 
 
-def markdown_table(summaries: list[dict[str, Any]]) -> str:
+COLUMNS = (
+    "variant",
+    "torviz",
+    "libtorrent",
+    "torviz / libtorrent",
+    "torviz MB/s",
+    "libtorrent MB/s",
+    "torviz CPU",
+    "torviz peak RSS (sum)",
+    "libtorrent CPU",
+    "runs (torviz, lt, failed)",
+)
+
+
+def summary_table(summaries: list[dict[str, Any]]) -> str:
     """The figures of every variant as a markdown table (medians; n/a without a successful run)."""
-    lines = [
-        "| variant | torviz | libtorrent | torviz / libtorrent | torviz MB/s | libtorrent MB/s "
-        "| torviz CPU | torviz peak RSS (sum) | libtorrent CPU | runs (torviz, lt, failed) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
+    rows = []
     for s in summaries:
         rss = s["torviz_peak_rss"]
-        lines.append(
-            f"| {s['label']} ({s['bytes'] / MIB:.0f} MiB) "
-            f"| {fmt(s['torviz_wall_s'], '.2f', ' s')} "
-            f"| {fmt(s['libtorrent_wall_s'], '.2f', ' s')} "
-            f"| {fmt(s['ratio'], '.1f', 'x')} "
-            f"| {fmt(s['torviz_mb_s'], '.0f')} | {fmt(s['libtorrent_mb_s'], '.0f')} "
-            f"| {fmt(s['torviz_cpu_s'], '.2f', ' s')} "
-            f"| {fmt(rss / MIB if rss else None, '.0f', ' MiB')} "
-            f"| {fmt(s['libtorrent_cpu_s'], '.2f', ' s')} "
-            f"| {s['torviz_runs']}, {s['libtorrent_runs']}, {s['failed_runs']} |"
+        rows.append(
+            [
+                f"{s['label']} ({s['bytes'] / MIB:.0f} MiB)",
+                *MEASURE.cells(s),
+                fmt(s["torviz_cpu_s"], ".2f", " s"),
+                fmt(rss / MIB if rss else None, ".0f", " MiB"),
+                fmt(s["libtorrent_cpu_s"], ".2f", " s"),
+                runs_cell(s),
+            ]
         )
-    return "\n".join(lines)
+    return markdown_table(COLUMNS, rows)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -474,9 +476,8 @@ def main(argv: list[str] | None = None) -> int:
         if profile is not None:
             report["profile"] = profile
         output.write_text(json.dumps(report, indent=1))
-    table = markdown_table(summaries)
-    print()
-    print(table)
+    table = summary_table(summaries)
+    print_table(table)
     headline = next((s for s in summaries if s["variant"] == HEADLINE), None)
     if headline is not None and headline["ratio"] is not None:
         verdict = "meets" if headline["ratio"] <= TARGET_RATIO else "misses"
@@ -485,11 +486,9 @@ def main(argv: list[str] | None = None) -> int:
             f"{verdict} the target of at most {TARGET_RATIO:.0f}x"
         )
     report["table"] = table
-    report["machine"]["loadavg_at_end"] = os.getloadavg()
     if commit is None and args.live:
         report["source_at_end"] = source_state(None)
-    output.write_text(json.dumps(report, indent=1))
-    print(f"results in {output}")
+    write_report(report, output)
     failed = sum(s["failed_runs"] for s in summaries)
     if failed:
         print(f"{failed} runs failed: see their errors above", file=sys.stderr)

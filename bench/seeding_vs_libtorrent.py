@@ -53,11 +53,24 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.comparison import (
+    Measure,
+    alternating,
+    by_tool,
+    markdown_table,
+    median_by_role,
+    median_of,
+    outcome_text,
+    print_table,
+    roles_text,
+    runs_cell,
+    write_report,
+)
 from bench.leechers import COORDINATOR, RunResult, run_libtorrent
 from bench.proctree import cpu_seconds, descendants, read_stat, role_of
 from bench.profiling import start_pyspy
 from bench.profiling import summarise as summarise_profile
-from bench.sources import REPO, fmt, median, start_report
+from bench.sources import REPO, fmt, start_report
 from bench.workload import MIB, cached_content, clear, read_through
 from testing.content import ContentSpec, TorrentFile, make_torrent
 from testing.swarm import LtPeer, Swarm
@@ -68,6 +81,7 @@ READY_TIMEOUT = 120.0  # spawn to "every piece verified" (the check of the compl
 STOP_TIMEOUT = 20.0
 PROFILE_RATE = 100
 SPY_ROLES = ("peer_agent", "storage_agent")
+MEASURE = Measure()
 
 
 @dataclass(slots=True)
@@ -278,72 +292,54 @@ def describe(r: SeedRun, size: int) -> str:
     if r.seeder_ready_s is not None:
         text += f"  ready after {r.seeder_ready_s:.2f} s"
     if len(r.seeder_cpu_by_role) > 1:
-        text += "  [" + ", ".join(f"{k} {v:.2f}" for k, v in r.seeder_cpu_by_role.items()) + "]"
+        text += roles_text(r.seeder_cpu_by_role)
     text += f"  load {r.loadavg:.1f}"
-    if not r.ok or r.error:
-        text += f"  FAILED: {r.error}" if not r.ok else f"  note: {r.error}"
-    return text
+    return text + outcome_text(r, ok_error="note")
 
 
 def summarise(size: int, runs: list[SeedRun]) -> dict[str, Any]:
     """Medians over the successful runs of each seeder."""
-    tv = [r for r in runs if r.tool == "torviz" and r.ok]
-    lt = [r for r in runs if r.tool == "libtorrent" and r.ok]
-    tv_wall, lt_wall = median([r.wall_s for r in tv]), median([r.wall_s for r in lt])
-    roles = sorted({role for r in tv for role in r.seeder_cpu_by_role})
-
-    def cpu(rs: list[SeedRun]) -> float | None:
-        return median([r.seeder_cpu_s for r in rs if r.seeder_cpu_s is not None])
-
+    tv, lt = by_tool(runs)
     return {
-        "bytes": size,
-        "torviz_runs": len(tv),
-        "libtorrent_runs": len(lt),
-        "failed_runs": len([r for r in runs if not r.ok]),
-        "median_loadavg": median([r.loadavg for r in runs]),
-        "torviz_wall_s": tv_wall,
-        "libtorrent_wall_s": lt_wall,
-        "ratio": tv_wall / lt_wall if tv_wall and lt_wall else None,
-        "torviz_mb_s": size / tv_wall / 1e6 if tv_wall else None,
-        "libtorrent_mb_s": size / lt_wall / 1e6 if lt_wall else None,
-        "torviz_seeder_cpu_s": cpu(tv),
-        "libtorrent_seeder_cpu_s": cpu(lt),
-        "torviz_seeder_cpu_by_role": {
-            role: median([r.seeder_cpu_by_role.get(role, 0.0) for r in tv]) for role in roles
-        },
-        "torviz_seeder_user_by_role": {
-            role: median([r.seeder_user_by_role.get(role, 0.0) for r in tv]) for role in roles
-        },
-        "torviz_seeder_sys_by_role": {
-            role: median([r.seeder_sys_by_role.get(role, 0.0) for r in tv]) for role in roles
-        },
-        "leecher_cpu_s_from_torviz": median([r.leecher_cpu_s for r in tv if r.leecher_cpu_s]),
-        "leecher_cpu_s_from_libtorrent": median([r.leecher_cpu_s for r in lt if r.leecher_cpu_s]),
-        "torviz_ready_s": median([r.seeder_ready_s for r in tv if r.seeder_ready_s]),
-        "torviz_ready_cpu_s": median([r.seeder_ready_cpu_s for r in tv if r.seeder_ready_cpu_s]),
+        **MEASURE.summarise(size, runs),
+        "torviz_seeder_cpu_s": median_of(tv, "seeder_cpu_s"),
+        "libtorrent_seeder_cpu_s": median_of(lt, "seeder_cpu_s"),
+        "torviz_seeder_cpu_by_role": median_by_role(tv, "seeder_cpu_by_role"),
+        "torviz_seeder_user_by_role": median_by_role(tv, "seeder_user_by_role"),
+        "torviz_seeder_sys_by_role": median_by_role(tv, "seeder_sys_by_role"),
+        "leecher_cpu_s_from_torviz": median_of(tv, "leecher_cpu_s", nonzero=True),
+        "leecher_cpu_s_from_libtorrent": median_of(lt, "leecher_cpu_s", nonzero=True),
+        "torviz_ready_s": median_of(tv, "seeder_ready_s", nonzero=True),
+        "torviz_ready_cpu_s": median_of(tv, "seeder_ready_cpu_s", nonzero=True),
     }
 
 
-def markdown_table(s: dict[str, Any]) -> str:
+COLUMNS = (
+    "content",
+    "torviz seeder",
+    "libtorrent seeder",
+    "torviz / libtorrent",
+    "torviz MB/s",
+    "libtorrent MB/s",
+    "torviz seeder CPU (tree)",
+    "libtorrent seeder CPU",
+    "leecher CPU (torviz, lt)",
+    "runs (torviz, lt, failed)",
+)
+
+
+def summary_table(s: dict[str, Any]) -> str:
     """The medians as a markdown table."""
-    return "\n".join(
-        [
-            "| content | torviz seeder | libtorrent seeder | torviz / libtorrent | torviz MB/s "
-            "| libtorrent MB/s | torviz seeder CPU (tree) | libtorrent seeder CPU "
-            "| leecher CPU (torviz, lt) | runs (torviz, lt, failed) |",
-            "|---|---|---|---|---|---|---|---|---|---|",
-            f"| {s['bytes'] / MIB:.0f} MiB, 1 MiB pieces "
-            f"| {fmt(s['torviz_wall_s'], '.2f', ' s')} "
-            f"| {fmt(s['libtorrent_wall_s'], '.2f', ' s')} "
-            f"| {fmt(s['ratio'], '.2f', 'x')} "
-            f"| {fmt(s['torviz_mb_s'], '.0f')} | {fmt(s['libtorrent_mb_s'], '.0f')} "
-            f"| {fmt(s['torviz_seeder_cpu_s'], '.2f', ' s')} "
-            f"| {fmt(s['libtorrent_seeder_cpu_s'], '.2f', ' s')} "
-            f"| {fmt(s['leecher_cpu_s_from_torviz'], '.2f', ' s')}, "
-            f"{fmt(s['leecher_cpu_s_from_libtorrent'], '.2f', ' s')} "
-            f"| {s['torviz_runs']}, {s['libtorrent_runs']}, {s['failed_runs']} |",
-        ]
-    )
+    row = [
+        f"{s['bytes'] / MIB:.0f} MiB, 1 MiB pieces",
+        *MEASURE.cells(s),
+        fmt(s["torviz_seeder_cpu_s"], ".2f", " s"),
+        fmt(s["libtorrent_seeder_cpu_s"], ".2f", " s"),
+        f"{fmt(s['leecher_cpu_s_from_torviz'], '.2f', ' s')}, "
+        f"{fmt(s['leecher_cpu_s_from_libtorrent'], '.2f', ' s')}",
+        runs_cell(s),
+    ]
+    return markdown_table(COLUMNS, [row])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -374,8 +370,7 @@ def main(argv: list[str] | None = None) -> int:
             tracker.add_info_hash(torrent.info_hash)
             time.sleep(args.settle)
             for run in range(args.runs):
-                order = ["torviz", "libtorrent"] if run % 2 == 0 else ["libtorrent", "torviz"]
-                for tool in order:
+                for tool in alternating(run):
                     runner = run_torviz_seeder if tool == "torviz" else run_lt_seeder
                     result = runner(run, swarm, torrent, spec, work, args)
                     clear(work / "out", args.settle)
@@ -387,13 +382,10 @@ def main(argv: list[str] | None = None) -> int:
                 keep = output.with_suffix("")
                 report["profile"] = profile_seeder(swarm, torrent, spec, work, args, keep)
     summary = summarise(spec.total_size, runs)
-    table = markdown_table(summary)
-    print()
-    print(table)
+    table = summary_table(summary)
+    print_table(table)
     report.update(summary=summary, table=table)
-    report["machine"]["loadavg_at_end"] = os.getloadavg()
-    output.write_text(json.dumps(report, indent=1))
-    print(f"results in {output}")
+    write_report(report, output)
     return 1 if summary["failed_runs"] else 0
 
 

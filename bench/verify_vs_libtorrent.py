@@ -53,9 +53,22 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.comparison import (
+    Measure,
+    alternating,
+    by_tool,
+    markdown_table,
+    median_by_role,
+    median_of,
+    outcome_text,
+    print_table,
+    roles_text,
+    runs_cell,
+    write_report,
+)
 from bench.leechers import COORDINATOR
 from bench.proctree import cpu_seconds, descendants, role_of
-from bench.sources import REPO, fmt, median, start_report
+from bench.sources import REPO, fmt, start_report
 from bench.workload import MIB, cached_content, read_through
 from testing.content import ContentSpec, TorrentFile, make_torrent
 from testing.swarm import next_loopback_address
@@ -65,6 +78,7 @@ START_TIMEOUT = 30.0
 CLI_TIMEOUT = 30.0
 BUSY_INTERVAL = 0.02  # storage agent CPU samples, s (CPU times tick every 10 ms)
 BUSY_SHARE = 0.5  # a sample counts as busy when the agent used half a core or more
+MEASURE = Measure(time_key="s", rate_key="gb_s", per_second=1e9, rate_spec=".2f")
 
 
 class BenchError(RuntimeError):
@@ -361,65 +375,56 @@ def describe(r: VerifyRun, size: int) -> str:
     if r.initial_check_s is not None:
         text += f"  initial check {r.initial_check_s:.2f} s"
     if len(r.cpu_by_role) > 1:
-        text += "  [" + ", ".join(f"{k} {v:.2f}" for k, v in r.cpu_by_role.items()) + "]"
+        text += roles_text(r.cpu_by_role)
     text += f"  load {r.loadavg:.1f}"
-    if not r.ok:
-        text += f"  FAILED: {r.error}"
-    return text
+    return text + outcome_text(r)
 
 
 def summarise(size: int, runs: list[VerifyRun]) -> dict[str, Any]:
     """Medians over the successful runs of each client."""
-    tv = [r for r in runs if r.tool == "torviz" and r.ok]
-    lt = [r for r in runs if r.tool == "libtorrent" and r.ok]
-    tv_wall, lt_wall = median([r.wall_s for r in tv]), median([r.wall_s for r in lt])
-    roles = sorted({role for r in tv for role in r.cpu_by_role})
+    tv, lt = by_tool(runs)
     return {
-        "bytes": size,
-        "torviz_runs": len(tv),
-        "libtorrent_runs": len(lt),
-        "failed_runs": len([r for r in runs if not r.ok]),
-        "median_loadavg": median([r.loadavg for r in runs]),
-        "torviz_s": tv_wall,
-        "libtorrent_s": lt_wall,
-        "ratio": tv_wall / lt_wall if tv_wall and lt_wall else None,
-        "torviz_gb_s": size / tv_wall / 1e9 if tv_wall else None,
-        "libtorrent_gb_s": size / lt_wall / 1e9 if lt_wall else None,
-        "torviz_cpu_s": median([r.cpu_s for r in tv if r.cpu_s is not None]),
-        "libtorrent_cpu_s": median([r.cpu_s for r in lt if r.cpu_s is not None]),
-        "torviz_cpu_by_role": {
-            role: median([r.cpu_by_role.get(role, 0.0) for r in tv]) for role in roles
-        },
-        "torviz_acknowledged_s": median([r.acknowledged_s for r in tv if r.acknowledged_s]),
-        "torviz_storage_busy_s": median([r.busy_s for r in tv if r.busy_s]),
-        "torviz_storage_busy_from_s": median([r.busy_from_s for r in tv if r.busy_from_s]),
-        "torviz_poll_interval_s": median([r.poll_interval_s for r in tv if r.poll_interval_s]),
-        "libtorrent_initial_check_s": median([r.initial_check_s for r in lt if r.initial_check_s]),
+        **MEASURE.summarise(size, runs),
+        "torviz_cpu_s": median_of(tv, "cpu_s"),
+        "libtorrent_cpu_s": median_of(lt, "cpu_s"),
+        "torviz_cpu_by_role": median_by_role(tv, "cpu_by_role"),
+        "torviz_acknowledged_s": median_of(tv, "acknowledged_s", nonzero=True),
+        "torviz_storage_busy_s": median_of(tv, "busy_s", nonzero=True),
+        "torviz_storage_busy_from_s": median_of(tv, "busy_from_s", nonzero=True),
+        "torviz_poll_interval_s": median_of(tv, "poll_interval_s", nonzero=True),
+        "libtorrent_initial_check_s": median_of(lt, "initial_check_s", nonzero=True),
     }
 
 
-def markdown_table(s: dict[str, Any]) -> str:
+COLUMNS = (
+    "content",
+    "torviz verify",
+    "libtorrent force_recheck",
+    "torviz / libtorrent",
+    "torviz GB/s",
+    "libtorrent GB/s",
+    "torviz storage agent busy (GB/s)",
+    "torviz CPU (daemon tree)",
+    "libtorrent CPU",
+    "torviz poll interval",
+    "runs (torviz, lt, failed)",
+)
+
+
+def summary_table(s: dict[str, Any]) -> str:
     """The medians as a markdown table."""
     busy = s["torviz_storage_busy_s"]
     busy_rate = s["bytes"] / busy / 1e9 if busy else None
-    return "\n".join(
-        [
-            "| content | torviz verify | libtorrent force_recheck | torviz / libtorrent "
-            "| torviz GB/s | libtorrent GB/s | torviz storage agent busy (GB/s) "
-            "| torviz CPU (daemon tree) | libtorrent CPU "
-            "| torviz poll interval | runs (torviz, lt, failed) |",
-            "|---|---|---|---|---|---|---|---|---|---|---|",
-            f"| {s['bytes'] / MIB:.0f} MiB, 1 MiB pieces, page cache "
-            f"| {fmt(s['torviz_s'], '.2f', ' s')} | {fmt(s['libtorrent_s'], '.2f', ' s')} "
-            f"| {fmt(s['ratio'], '.2f', 'x')} "
-            f"| {fmt(s['torviz_gb_s'], '.2f')} | {fmt(s['libtorrent_gb_s'], '.2f')} "
-            f"| {fmt(busy, '.2f', ' s')} ({fmt(busy_rate, '.2f')}) "
-            f"| {fmt(s['torviz_cpu_s'], '.2f', ' s')} "
-            f"| {fmt(s['libtorrent_cpu_s'], '.2f', ' s')} "
-            f"| {fmt(s['torviz_poll_interval_s'], '.2f', ' s')} "
-            f"| {s['torviz_runs']}, {s['libtorrent_runs']}, {s['failed_runs']} |",
-        ]
-    )
+    row = [
+        f"{s['bytes'] / MIB:.0f} MiB, 1 MiB pieces, page cache",
+        *MEASURE.cells(s),
+        f"{fmt(busy, '.2f', ' s')} ({fmt(busy_rate, '.2f')})",
+        fmt(s["torviz_cpu_s"], ".2f", " s"),
+        fmt(s["libtorrent_cpu_s"], ".2f", " s"),
+        fmt(s["torviz_poll_interval_s"], ".2f", " s"),
+        runs_cell(s),
+    ]
+    return markdown_table(COLUMNS, [row])
 
 
 def bench(
@@ -436,8 +441,7 @@ def bench(
         report["torviz_add_to_seeding_s"] = first
         print(f"  torviz: add to seeding (first check) {first:.2f} s", flush=True)
         for run in range(args.runs):
-            order = ["torviz", "libtorrent"] if run % 2 == 0 else ["libtorrent", "torviz"]
-            for tool in order:
+            for tool in alternating(run):
                 time.sleep(args.settle)
                 if tool == "torviz":
                     result = run_torviz(daemon, torrent_id, run, args)
@@ -474,15 +478,10 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             output.write_text(json.dumps(report, indent=1))
     summary = summarise(spec.total_size, runs)
-    table = markdown_table(summary)
-    print()
-    print(table)
-    for note in report["notes"]:
-        print(f"note: {note}")
+    table = summary_table(summary)
+    print_table(table, [f"note: {note}" for note in report["notes"]])
     report.update(summary=summary, table=table)
-    report["machine"]["loadavg_at_end"] = os.getloadavg()
-    output.write_text(json.dumps(report, indent=1))
-    print(f"results in {output}")
+    write_report(report, output)
     return 1 if summary["failed_runs"] or report["notes"] else 0
 
 
