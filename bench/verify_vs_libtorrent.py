@@ -166,8 +166,12 @@ class Daemon:
         return done
 
     def status(self, torrent_id: str) -> dict[str, Any]:
-        """The torrent's ``status --json`` entry."""
-        [entry] = json.loads(self.cli("status", torrent_id, "--json").stdout)
+        """The torrent's entry in ``status --json`` (``{"torrents": [...], "agents": [...]}``)."""
+        document = json.loads(self.cli("status", torrent_id, "--json").stdout)
+        torrents = document.get("torrents") if isinstance(document, dict) else None
+        if not isinstance(torrents, list) or len(torrents) != 1:
+            raise BenchError(f"status --json gave {document!r}")
+        [entry] = torrents
         if not isinstance(entry, dict):
             raise BenchError(f"status --json gave {entry!r}")
         return entry
