@@ -16,7 +16,8 @@ import signal
 import sqlite3
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -73,74 +74,8 @@ def big() -> Torrent:
     return torrent_from_files("big", [("data.bin", os.urandom(64 * MiB))], 256 * 1024)
 
 
-def start(start_agent: Any, coordinator: FakeCoordinator, state: Path, flush: float = 60.0) -> Any:
-    """An agent with resume state in ``state``, flushing every ``flush`` seconds, welcomed."""
-    config = state.parent / f"flush-{flush}.toml"
-    config.write_text(f"[storage_agent]\nflush_interval = {flush}\n")
-    agent: AgentProcess = start_agent(extra=["--state-dir", str(state), "--config", str(config)])
-    coordinator.welcome()
-    return agent
-
-
-def connect(zmq_context: zmq.Context[Any], short_dir: Path, name: str) -> PeerClient:
-    client = PeerClient(zmq_context, f"ipc://{short_dir}/data", name)
-    assert isinstance(client.hello(), Welcome)
-    return client
-
-
-def until(
-    coordinator: FakeCoordinator, kinds: tuple[type[Message], ...]
-) -> tuple[Message, list[CheckProgress]]:
-    """Receive until a message of one of ``kinds``; returns it and the ``CheckProgress`` seen.
-
-    Other messages (heartbeats, ``PieceVerified`` ...) are kept in the backlog for later.
-    """
-    progress: list[CheckProgress] = []
-    deadline = time.monotonic() + WAIT
-    kept: list[Message] = []
-    try:
-        while True:
-            assert time.monotonic() < deadline, f"no {kinds} within {WAIT}s"
-            message = coordinator.recv(max(0.01, deadline - time.monotonic()))
-            if isinstance(message, kinds):
-                return message, progress
-            if isinstance(message, CheckProgress):
-                progress.append(message)
-            elif type(message).__name__ != "Heartbeat":
-                kept.append(message)
-    finally:
-        coordinator.backlog.extend(kept)
-
-
-def open_watched(
-    coordinator: FakeCoordinator, torrent: Torrent, save: Path
-) -> tuple[set[int], list[CheckProgress], float]:
-    """Open a torrent: the pieces it has, the progress events before, and the seconds it took."""
-    started = time.monotonic()
-    coordinator.send(OpenTorrent(torrent.info_hash, torrent.raw_info, str(save)))
-    opened, progress = until(coordinator, (TorrentOpened,))
-    took = time.monotonic() - started
-    assert isinstance(opened, TorrentOpened) and opened.info_hash == torrent.info_hash
-    return pieces_of(opened.have, torrent), progress, took
-
-
-def close(coordinator: FakeCoordinator, torrent: Torrent, *, delete_files: bool = False) -> None:
-    coordinator.send(CloseTorrent(torrent.info_hash, delete_files=delete_files))
-    closed, _ = until(coordinator, (TorrentClosed, StorageFailed))
-    assert closed == TorrentClosed(torrent.info_hash), closed
-
-
 def pieces_of(have: bytes, torrent: Torrent) -> set[int]:
     return set(Bitfield.from_bytes(have, torrent.num_pieces))
-
-
-def recorded(state: Path, torrent: Torrent) -> set[int] | None:
-    """The pieces the resume database lists for ``torrent`` (None: no record)."""
-    with sqlite3.connect(state / "resume.sqlite", timeout=5.0) as db:
-        row = db.execute(
-            "SELECT have FROM torrents WHERE info_hash = ?", (torrent.info_hash.raw,)
-        ).fetchone()
-    return None if row is None else pieces_of(row[0], torrent)
 
 
 def on_disk(torrent: Torrent, save: Path) -> set[int]:
@@ -155,6 +90,14 @@ def on_disk(torrent: Torrent, save: Path) -> set[int]:
     }
 
 
+def put_on_disk(torrent: Torrent, save: Path) -> None:
+    """Write the torrent's files, complete, under ``save`` (a copy the agent never saw)."""
+    for index, _ in enumerate(torrent.info.files):
+        path = torrent.file_path(save, index)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(torrent.file_content(index))
+
+
 def files_under(root: Path) -> dict[str, tuple[bytes, int]]:
     return {
         str(p.relative_to(root)): (p.read_bytes(), p.stat().st_mtime_ns)
@@ -163,111 +106,192 @@ def files_under(root: Path) -> dict[str, tuple[bytes, int]]:
     }
 
 
-# --- restarts -----------------------------------------------------------------------------------
+@dataclass
+class Resume:
+    """One test's arrangement: agents started with resume state in ``state``, downloading into
+    ``save``, the fake coordinator that welcomes them, and fake peer agents on the data socket."""
+
+    start_agent: Any
+    coordinator: FakeCoordinator
+    zmq_context: zmq.Context[Any]
+    short_dir: Path
+    state: Path
+    save: Path
+
+    def start(self, flush: float = 60.0) -> AgentProcess:
+        """An agent with resume state in ``state``, flushing every ``flush`` seconds, welcomed."""
+        config = self.state.parent / f"flush-{flush}.toml"
+        config.write_text(f"[storage_agent]\nflush_interval = {flush}\n")
+        agent: AgentProcess = self.start_agent(
+            extra=["--state-dir", str(self.state), "--config", str(config)]
+        )
+        self.coordinator.welcome()
+        return agent
+
+    def connect(self, name: str) -> PeerClient:
+        """A fake peer agent ``name`` on the data socket, welcomed."""
+        client = PeerClient(self.zmq_context, f"ipc://{self.short_dir}/data", name)
+        assert isinstance(client.hello(), Welcome)
+        return client
+
+    def until(self, kinds: tuple[type[Message], ...]) -> tuple[Message, list[CheckProgress]]:
+        """Receive until a message of one of ``kinds``; returns it and the ``CheckProgress`` seen.
+
+        Other messages (heartbeats, ``PieceVerified`` ...) are kept in the backlog for later.
+        """
+        progress: list[CheckProgress] = []
+        deadline = time.monotonic() + WAIT
+        kept: list[Message] = []
+        try:
+            while True:
+                assert time.monotonic() < deadline, f"no {kinds} within {WAIT}s"
+                message = self.coordinator.recv(max(0.01, deadline - time.monotonic()))
+                if isinstance(message, kinds):
+                    return message, progress
+                if isinstance(message, CheckProgress):
+                    progress.append(message)
+                elif type(message).__name__ != "Heartbeat":
+                    kept.append(message)
+        finally:
+            self.coordinator.backlog.extend(kept)
+
+    def open(
+        self, torrent: Torrent, save: Path | None = None
+    ) -> tuple[set[int], list[CheckProgress], float]:
+        """Open a torrent (in ``save``, default the test's): the pieces it has, the progress
+        events before, and the seconds it took."""
+        started = time.monotonic()
+        self.coordinator.send(
+            OpenTorrent(torrent.info_hash, torrent.raw_info, str(save or self.save))
+        )
+        opened, progress = self.until((TorrentOpened,))
+        took = time.monotonic() - started
+        assert isinstance(opened, TorrentOpened) and opened.info_hash == torrent.info_hash
+        return pieces_of(opened.have, torrent), progress, took
+
+    def close(self, torrent: Torrent, *, delete_files: bool = False) -> None:
+        self.coordinator.send(CloseTorrent(torrent.info_hash, delete_files=delete_files))
+        closed, _ = self.until((TorrentClosed, StorageFailed))
+        assert closed == TorrentClosed(torrent.info_hash), closed
+
+    def store(self, torrent: Torrent, client: PeerClient, pieces: Sequence[int]) -> None:
+        """Store ``pieces`` from ``client``; every one must be reported verified."""
+        assert store_all(self.coordinator, torrent, [client], list(pieces)) == set(pieces)
+
+    def complete(self, torrent: Torrent) -> PeerClient:
+        """Open ``torrent`` and store every piece of it from a fake peer agent ``pa1``."""
+        self.open(torrent)
+        client = self.connect("pa1")
+        self.store(torrent, client, range(torrent.num_pieces))
+        return client
+
+    def recorded(self, torrent: Torrent) -> set[int] | None:
+        """The pieces the resume database lists for ``torrent`` (None: no record)."""
+        with sqlite3.connect(self.state / "resume.sqlite", timeout=5.0) as db:
+            row = db.execute(
+                "SELECT have FROM torrents WHERE info_hash = ?", (torrent.info_hash.raw,)
+            ).fetchone()
+        return None if row is None else pieces_of(row[0], torrent)
 
 
-@pytest.mark.parametrize("stop", ["Shutdown", "SIGTERM", "CloseTorrent and Shutdown"])
-def test_a_graceful_stop_keeps_the_pieces_and_the_next_open_hashes_nothing(
-    stop: str,
+@pytest.fixture
+def resume(
     start_agent: Any,
     coordinator: FakeCoordinator,
     zmq_context: zmq.Context[Any],
     short_dir: Path,
     tmp_path: Path,
+) -> Resume:
+    return Resume(
+        start_agent, coordinator, zmq_context, short_dir, tmp_path / "state", tmp_path / "downloads"
+    )
+
+
+# --- restarts -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stop", ["Shutdown", "SIGTERM", "CloseTorrent and Shutdown"])
+def test_a_graceful_stop_keeps_the_pieces_and_the_next_open_hashes_nothing(
+    stop: str, resume: Resume
 ) -> None:
-    torrent, state, save = three_files(), tmp_path / "state", tmp_path / "downloads"
-    agent = start(start_agent, coordinator, state)
-    have, progress, _ = open_watched(coordinator, torrent, save)
+    torrent = three_files()
+    agent = resume.start()
+    have, progress, _ = resume.open(torrent)
     assert have == set() and progress == []  # nothing on disk: nothing hashed
     half = list(range(0, torrent.num_pieces, 2))
-    assert store_all(coordinator, torrent, [connect(zmq_context, short_dir, "pa1")], half) == set(
-        half
-    )
+    resume.store(torrent, resume.connect("pa1"), half)
     if stop == "SIGTERM":
         agent.proc.send_signal(signal.SIGTERM)
     else:  # what a stopping coordinator sends: the close must finish, not be cut short
         if stop != "Shutdown":
-            coordinator.send(CloseTorrent(torrent.info_hash, delete_files=False))
-        coordinator.send(Shutdown("restart"))
+            resume.coordinator.send(CloseTorrent(torrent.info_hash, delete_files=False))
+        resume.coordinator.send(Shutdown("restart"))
     assert agent.wait(5.0) == 0
-    assert recorded(state, torrent) == set(half)
+    assert resume.recorded(torrent) == set(half)
 
-    again = start(start_agent, coordinator, state)
-    have, progress, _ = open_watched(coordinator, torrent, save)
+    again = resume.start()
+    have, progress, _ = resume.open(torrent)
     assert have == set(half)
     assert progress == []  # every file matched its record: no piece was read
     assert "resume record, 0 of 3 files changed: nothing to check" in again.log()
     rest = [p for p in range(torrent.num_pieces) if p not in have]
-    client = connect(zmq_context, short_dir, "pa2")
-    assert store_all(coordinator, torrent, [client], rest) == set(rest)
-    assert on_disk(torrent, save) == set(range(torrent.num_pieces))
+    resume.store(torrent, resume.connect("pa2"), rest)
+    assert on_disk(torrent, resume.save) == set(range(torrent.num_pieces))
 
 
-def test_a_complete_copy_is_checked_once_then_reopens_at_once(
-    start_agent: Any, coordinator: FakeCoordinator, tmp_path: Path, big: Torrent
-) -> None:
-    save = tmp_path / "downloads"
-    (save / "big").mkdir(parents=True)
-    (save / "big" / "data.bin").write_bytes(big.content)
-    agent = start(start_agent, coordinator, tmp_path / "state")
-    have, progress, took = open_watched(coordinator, big, save)
+def test_a_complete_copy_is_checked_once_then_reopens_at_once(resume: Resume, big: Torrent) -> None:
+    put_on_disk(big, resume.save)
+    agent = resume.start()
+    have, progress, took = resume.open(big)
     assert have == set(range(256))  # straight to seeding
     assert progress[0] == CheckProgress(big.info_hash, 0, 256)
     assert progress[-1] == CheckProgress(big.info_hash, 256, 256)
     assert [p.checked for p in progress] == sorted(p.checked for p in progress)
     assert len(progress) <= 3 + 4 * took  # a few per second, not one per piece
-    close(coordinator, big)
+    resume.close(big)
 
-    have, progress, took = open_watched(coordinator, big, save)
+    have, progress, took = resume.open(big)
     assert have == set(range(256)) and progress == []
     assert took < 1.0, f"a fast resume of 64 MiB took {took:.2f}s"
     assert agent.log().count("nothing to check") == 1
 
 
 def test_a_close_during_the_check_cancels_it_and_nothing_unchecked_is_recorded(
-    start_agent: Any, coordinator: FakeCoordinator, tmp_path: Path, big: Torrent
+    resume: Resume, big: Torrent
 ) -> None:
-    save, state = tmp_path / "downloads", tmp_path / "state"
-    (save / "big").mkdir(parents=True)
-    (save / "big" / "data.bin").write_bytes(big.content)
-    agent = start(start_agent, coordinator, state)
-    coordinator.send(OpenTorrent(big.info_hash, big.raw_info, str(save)))
-    coordinator.send(CloseTorrent(big.info_hash, delete_files=False))  # while it is checked
-    answer, _ = until(coordinator, (TorrentOpened, TorrentClosed))
+    put_on_disk(big, resume.save)
+    agent = resume.start()
+    resume.coordinator.send(OpenTorrent(big.info_hash, big.raw_info, str(resume.save)))
+    resume.coordinator.send(CloseTorrent(big.info_hash, delete_files=False))  # while checked
+    answer, _ = resume.until((TorrentOpened, TorrentClosed))
     assert answer == TorrentClosed(big.info_hash), "the check was not cancelled"
     assert "opening cancelled by a close" in agent.log()
-    assert recorded(state, big) is None
+    assert resume.recorded(big) is None
 
-    have, progress, _ = open_watched(coordinator, big, save)  # checked in full this time
+    have, progress, _ = resume.open(big)  # checked in full this time
     assert have == set(range(256)) and progress[-1].checked == 256
 
 
-def test_after_sigkill_every_verified_piece_is_found_and_nothing_more(
-    start_agent: Any,
-    coordinator: FakeCoordinator,
-    zmq_context: zmq.Context[Any],
-    short_dir: Path,
-    tmp_path: Path,
-) -> None:
-    torrent, state, save = three_files(), tmp_path / "state", tmp_path / "downloads"
-    agent = start(start_agent, coordinator, state, flush=0.2)
-    open_watched(coordinator, torrent, save)
-    client = connect(zmq_context, short_dir, "pa1")
+def test_after_sigkill_every_verified_piece_is_found_and_nothing_more(resume: Resume) -> None:
+    torrent = three_files()
+    agent = resume.start(flush=0.2)
+    resume.open(torrent)
+    client = resume.connect("pa1")
     first = list(range(10))
-    assert store_all(coordinator, torrent, [client], first) == set(first)
+    resume.store(torrent, client, first)
     deadline = time.monotonic() + WAIT
-    while recorded(state, torrent) != set(first):  # the periodic flush records them
-        assert time.monotonic() < deadline, recorded(state, torrent)
+    while resume.recorded(torrent) != set(first):  # the periodic flush records them
+        assert time.monotonic() < deadline, resume.recorded(torrent)
         time.sleep(0.05)
 
     second = [p for p in range(10, torrent.num_pieces) if p % 3]  # with gaps
-    assert store_all(coordinator, torrent, [client], second) == set(second)
+    resume.store(torrent, client, second)
     agent.proc.kill()  # right after the last PieceVerified, long before the next flush
     agent.proc.wait(timeout=10)
-    assert recorded(state, torrent) == set(first)  # the record lags behind ...
+    assert resume.recorded(torrent) == set(first)  # the record lags behind ...
 
-    start(start_agent, coordinator, state)
-    have, progress, _ = open_watched(coordinator, torrent, save)
+    resume.start()
+    have, progress, _ = resume.open(torrent)
     assert have == set(first) | set(second)  # ... but nothing verified is lost
     assert progress, "the files written since the record are checked again"
 
@@ -275,139 +299,104 @@ def test_after_sigkill_every_verified_piece_is_found_and_nothing_more(
 # --- files changed behind the agent's back ------------------------------------------------------
 
 
-def test_touching_one_file_rechecks_only_the_pieces_touching_it(
-    start_agent: Any,
-    coordinator: FakeCoordinator,
-    zmq_context: zmq.Context[Any],
-    short_dir: Path,
-    tmp_path: Path,
-) -> None:
-    torrent, save = three_files(), tmp_path / "downloads"
-    start(start_agent, coordinator, tmp_path / "state")
-    open_watched(coordinator, torrent, save)
-    every = set(range(torrent.num_pieces))
-    assert store_all(coordinator, torrent, [connect(zmq_context, short_dir, "pa1")], sorted(every))
-    close(coordinator, torrent)
+def test_touching_one_file_rechecks_only_the_pieces_touching_it(resume: Resume) -> None:
+    torrent = three_files()
+    resume.start()
+    resume.complete(torrent)
+    resume.close(torrent)
 
-    b = torrent.file_path(save, 1)
+    b = torrent.file_path(resume.save, 1)
     os.utime(b, ns=(b.stat().st_atime_ns, b.stat().st_mtime_ns + 5 * 10**9))
-    have, progress, _ = open_watched(coordinator, torrent, save)
-    assert have == every
+    have, progress, _ = resume.open(torrent)
+    assert have == set(range(torrent.num_pieces))
     assert {p.total for p in progress} == {len(range(9, 27))}  # b.bin: pieces 9 to 26
     assert progress[-1].checked == 18
 
 
-def test_a_truncated_file_loses_exactly_its_missing_pieces(
-    start_agent: Any,
-    coordinator: FakeCoordinator,
-    zmq_context: zmq.Context[Any],
-    short_dir: Path,
-    tmp_path: Path,
-) -> None:
-    torrent, save = three_files(), tmp_path / "downloads"
-    start(start_agent, coordinator, tmp_path / "state")
-    open_watched(coordinator, torrent, save)
-    every = set(range(torrent.num_pieces))
-    assert store_all(coordinator, torrent, [connect(zmq_context, short_dir, "pa1")], sorted(every))
-    close(coordinator, torrent)
+def test_a_truncated_file_loses_exactly_its_missing_pieces(resume: Resume) -> None:
+    torrent = three_files()
+    resume.start()
+    resume.complete(torrent)
+    resume.close(torrent)
 
-    os.truncate(torrent.file_path(save, 3), 20_000)  # c.bin starts at byte 110,000
-    have, progress, _ = open_watched(coordinator, torrent, save)
-    assert have == on_disk(torrent, save) == every - set(range(31, 40))
+    os.truncate(torrent.file_path(resume.save, 3), 20_000)  # c.bin starts at byte 110,000
+    have, progress, _ = resume.open(torrent)
+    every = set(range(torrent.num_pieces))
+    assert have == on_disk(torrent, resume.save) == every - set(range(31, 40))
     assert {p.total for p in progress} == {14}  # c.bin: pieces 26 to 39
 
 
-def test_a_recheck_finds_a_corrupted_byte_and_updates_the_record(
-    start_agent: Any,
-    coordinator: FakeCoordinator,
-    zmq_context: zmq.Context[Any],
-    short_dir: Path,
-    tmp_path: Path,
-) -> None:
-    torrent, state, save = three_files(), tmp_path / "state", tmp_path / "downloads"
-    start(start_agent, coordinator, state)
-    open_watched(coordinator, torrent, save)
-    client = connect(zmq_context, short_dir, "pa1")
+def test_a_recheck_finds_a_corrupted_byte_and_updates_the_record(resume: Resume) -> None:
+    torrent = three_files()
+    resume.start()
+    client = resume.complete(torrent)
     every = set(range(torrent.num_pieces))
-    assert store_all(coordinator, torrent, [client], sorted(every)) == every
 
-    with torrent.file_path(save, 3).open("r+b") as handle:  # a byte of piece 30 in c.bin
+    with torrent.file_path(resume.save, 3).open("r+b") as handle:  # a byte of piece 30 in c.bin
         handle.seek(30 * 4096 + 100 - 110_000)
         byte = handle.read(1)
         handle.seek(-1, os.SEEK_CUR)
         handle.write(bytes([byte[0] ^ 0xFF]))
-    coordinator.send(RecheckTorrent(torrent.info_hash))
-    answer, progress = until(coordinator, (TorrentOpened, StorageFailed))
+    resume.coordinator.send(RecheckTorrent(torrent.info_hash))
+    answer, progress = resume.until((TorrentOpened, StorageFailed))
     assert isinstance(answer, TorrentOpened)
     assert pieces_of(answer.have, torrent) == every - {30}
     assert progress[0] == CheckProgress(torrent.info_hash, 0, 40)
     assert progress[-1] == CheckProgress(torrent.info_hash, 40, 40)
-    assert recorded(state, torrent) == every - {30}
-    assert not any(isinstance(m, PieceVerified) for m in coordinator.backlog)
+    assert resume.recorded(torrent) == every - {30}
+    assert not any(isinstance(m, PieceVerified) for m in resume.coordinator.backlog)
 
     client.store(torrent.info_hash, 30, torrent.piece(30), ["pa1/2"])  # fetched again
-    assert coordinator.expect(PieceVerified) == PieceVerified(torrent.info_hash, 30)
-    assert on_disk(torrent, save) == every
+    assert resume.coordinator.expect(PieceVerified) == PieceVerified(torrent.info_hash, 30)
+    assert on_disk(torrent, resume.save) == every
 
 
 # --- deleting -----------------------------------------------------------------------------------
 
 
-def test_delete_files_removes_exactly_the_torrents_files_and_its_record(
-    start_agent: Any,
-    coordinator: FakeCoordinator,
-    zmq_context: zmq.Context[Any],
-    short_dir: Path,
-    tmp_path: Path,
-) -> None:
-    state, save = tmp_path / "state", tmp_path / "downloads"
+def test_delete_files_removes_exactly_the_torrents_files_and_its_record(resume: Resume) -> None:
+    save = resume.save
     open_one, closed_one = three_files("open"), three_files("closed", seed=4)
-    start(start_agent, coordinator, state)
-    client = connect(zmq_context, short_dir, "pa1")
+    resume.start()
+    client = resume.connect("pa1")
     for torrent in (open_one, closed_one):
-        open_watched(coordinator, torrent, save)
-        every = list(range(torrent.num_pieces))
-        assert store_all(coordinator, torrent, [client], every) == set(every)
+        resume.open(torrent)
+        resume.store(torrent, client, range(torrent.num_pieces))
     (save / "open" / "notes.txt").write_text("the user's, in the torrent's folder")
     (save / "unrelated.bin").write_bytes(b"another download")
 
     before = files_under(save)
-    close(coordinator, open_one)  # without delete_files: nothing is touched
-    close(coordinator, closed_one)
+    resume.close(open_one)  # without delete_files: nothing is touched
+    resume.close(closed_one)
     assert files_under(save) == before
-    assert recorded(state, open_one) is not None
+    assert resume.recorded(open_one) is not None
 
-    open_watched(coordinator, open_one, save)
-    close(coordinator, open_one, delete_files=True)  # an open torrent
-    close(coordinator, closed_one, delete_files=True)  # a closed one: paths from its record
+    resume.open(open_one)
+    resume.close(open_one, delete_files=True)  # an open torrent
+    resume.close(closed_one, delete_files=True)  # a closed one: paths from its record
     assert sorted(files_under(save)) == ["open/notes.txt", "unrelated.bin"]
     assert sorted(p.name for p in save.iterdir()) == ["open", "unrelated.bin"]
     assert list((save / "open").iterdir()) == [save / "open" / "notes.txt"]  # sub/ is gone
-    assert recorded(state, open_one) is None and recorded(state, closed_one) is None
+    assert resume.recorded(open_one) is None and resume.recorded(closed_one) is None
 
 
 # --- a broken database, a full disk -------------------------------------------------------------
 
 
-def test_a_corrupt_database_is_moved_aside_and_the_files_are_checked(
-    start_agent: Any, coordinator: FakeCoordinator, tmp_path: Path
-) -> None:
-    torrent, state, save = three_files(), tmp_path / "state", tmp_path / "downloads"
+def test_a_corrupt_database_is_moved_aside_and_the_files_are_checked(resume: Resume) -> None:
+    torrent, state = three_files(), resume.state
     state.mkdir()
     (state / "resume.sqlite").write_bytes(b"\x13 not a database \x37" * 500)
-    for index, _ in enumerate(torrent.info.files):
-        path = torrent.file_path(save, index)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(torrent.file_content(index))
-    agent = start(start_agent, coordinator, state)
-    have, progress, _ = open_watched(coordinator, torrent, save)
+    put_on_disk(torrent, resume.save)
+    agent = resume.start()
+    have, progress, _ = resume.open(torrent)
     assert have == set(range(torrent.num_pieces)) and progress
     aside = list(state.glob("resume.sqlite.corrupt-*"))
     assert len(aside) == 1 and aside[0].read_bytes().startswith(b"\x13 not a database")
     lines = [line for line in agent.log().splitlines() if "moved aside" in line]
     assert len(lines) == 1 and "corrupt" in lines[0], agent.log()
     assert "Traceback" not in agent.log()
-    assert recorded(state, torrent) == have  # the fresh database works
+    assert resume.recorded(torrent) == have  # the fresh database works
 
 
 @pytest.fixture
@@ -433,25 +422,20 @@ def small_disk(short_dir: Path) -> Iterator[Path]:
 
 
 def test_a_full_disk_stops_the_torrent_and_a_reopen_continues_after_space_is_freed(
-    small_disk: Path,
-    start_agent: Any,
-    coordinator: FakeCoordinator,
-    zmq_context: zmq.Context[Any],
-    short_dir: Path,
-    tmp_path: Path,
+    small_disk: Path, resume: Resume
 ) -> None:
     filler = small_disk / "filler"
     filler.write_bytes(os.urandom(MiB))  # leaves less than 1 MiB free
     torrent = torrent_from_files("fill", [("big.bin", os.urandom(3 * MiB // 2))], 65536)
     save = small_disk / "downloads"
-    agent = start(start_agent, coordinator, tmp_path / "state")
-    open_watched(coordinator, torrent, save)
-    client = connect(zmq_context, short_dir, "pa1")
+    agent = resume.start()
+    resume.open(torrent, save)
+    client = resume.connect("pa1")
     verified: list[int] = []
     failed = None
     for piece in range(torrent.num_pieces):
         client.store(torrent.info_hash, piece, torrent.piece(piece), ["pa1/1"])
-        answer, _ = until(coordinator, (PieceVerified, StorageFailed))
+        answer, _ = resume.until((PieceVerified, StorageFailed))
         if isinstance(answer, StorageFailed):
             failed = answer
             break
@@ -462,12 +446,12 @@ def test_a_full_disk_stops_the_torrent_and_a_reopen_continues_after_space_is_fre
         "disk full writing 'fill/big.bin' (ENOSPC): free some space, then resume the torrent"
     )
     client.store(torrent.info_hash, len(verified) + 1, torrent.piece(len(verified) + 1), ["x/1"])
-    coordinator.expect_none(StorageFailed, within=0.3)  # stopped: reported once, not per piece
+    resume.coordinator.expect_none(StorageFailed, within=0.3)  # stopped: reported once
     assert "Traceback" not in agent.log()
 
     filler.unlink()
-    have, _, _ = open_watched(coordinator, torrent, save)  # the coordinator's resume
+    have, _, _ = resume.open(torrent, save)  # the coordinator's resume
     assert have == set(verified)
     rest = [p for p in range(torrent.num_pieces) if p not in have]
-    assert store_all(coordinator, torrent, [client], rest) == set(rest)
+    resume.store(torrent, client, rest)
     assert torrent.file_path(save, 0).read_bytes() == torrent.content
