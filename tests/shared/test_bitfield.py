@@ -1,3 +1,5 @@
+"""Bitfield: the wire layout (high bit first), malformed bitfields refused, round trips."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,3 +1,5 @@
+"""Config: the embedded defaults, typed and independent sections, bad values named by setting."""
+
 from __future__ import annotations
 
 import pytest

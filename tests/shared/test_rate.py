@@ -1,3 +1,5 @@
+"""RateMeter: the rate over its window, decay when idle, young transfers not diluted."""
+
 from __future__ import annotations
 
 import pytest

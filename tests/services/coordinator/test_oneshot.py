@@ -1,3 +1,5 @@
+"""One-shot download: seeding ends after ``seed_time`` or at ``seed_ratio``, whichever is first."""
+
 from __future__ import annotations
 
 import pytest
