@@ -22,6 +22,7 @@ from shared.bus import (
     UntrackTorrent,
     UpdateTransfer,
 )
+from shared.types import InfoHash
 from testing import Swarm
 from tests.services.tracker_agent.conftest import StartAgent
 from tests.services.tracker_agent.fakes import SilentTcpServer
@@ -29,6 +30,7 @@ from tests.services.tracker_agent.harness import (
     ME,
     WAIT,
     Coordinator,
+    fresh_info_hash,
     listed,
     scrape,
     swarm_with_two_peers,
@@ -54,6 +56,19 @@ def scraped(url: str, seeders: int, leechers: int, completed: int):
     return match
 
 
+def announce_started(info_hash: InfoHash, url: str):
+    """A predicate: the report that the agent starts an announce of ``info_hash`` to ``url``."""
+
+    def match(m: Message) -> bool:
+        return (
+            isinstance(m, TrackerStateChanged)
+            and (m.info_hash, m.url) == (info_hash, url)
+            and m.state is TrackerState.ANNOUNCING
+        )
+
+    return match
+
+
 def test_http_announce_and_scrape_report_peers_and_states_then_untrack_is_stopped(
     swarm: Swarm, coordinator: Coordinator, start_agent: StartAgent
 ):
@@ -71,19 +86,23 @@ def test_http_announce_and_scrape_report_peers_and_states_then_untrack_is_stoppe
     coordinator.wait_for(scraped(url, 1, 2, 0), WAIT)
     assert ME in listed(tracker, info_hash)
 
+    completing = len(coordinator.received)
     coordinator.send(UpdateTransfer(info_hash, uploaded=0, downloaded=1000, left=0))
     coordinator.send(TorrentCompleted(info_hash))
-    deadline = time.monotonic() + WAIT
-    while scrape(tracker.host, tracker.port, info_hash).downloaded < 1:
-        assert time.monotonic() < deadline, "completed never reached opentracker"
-        time.sleep(0.05)
-    time.sleep(0.3)  # a second completed would show within this
+    coordinator.wait_for(scraped(url, 2, 2, 1), WAIT)  # the agent's scrape after "completed"
     stats = scrape(tracker.host, tracker.port, info_hash)
     assert (stats.downloaded, stats.complete) == (1, 2)  # we are a seeder now, counted once
-    coordinator.wait_for(scraped(url, 2, 2, 1), WAIT)  # the agent's own scrape agrees
 
     coordinator.send(UntrackTorrent(info_hash))
     wait_until_forgotten(tracker, info_hash)
+    # Counted once, and no other announce after it: every announce the agent starts is
+    # reported as announcing first. Tracking another torrent is the barrier: its report comes
+    # after every report the agent made before it took the untrack (one socket, in order).
+    barrier = fresh_info_hash()
+    coordinator.send(track(barrier, (url,)))
+    coordinator.wait_for(announce_started(barrier, url), WAIT)
+    started = [m for m in coordinator.received[completing:] if announce_started(info_hash, url)(m)]
+    assert len(started) == 1, started  # the completed announce alone
 
 
 def test_udp_announce_and_scrape_report_peers_then_untrack_is_stopped(

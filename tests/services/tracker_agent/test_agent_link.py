@@ -114,17 +114,18 @@ def test_a_restarted_coordinator_registers_the_agent_again_without_stopped_annou
         coordinator.replace()
         assert coordinator.answer_as_new(beating, 5.0) == hello
         assert coordinator.wait_for(lambda m: isinstance(m, AgentInfo), 5.0) == NOTHING_OFFERED
-        time.sleep(0.3)
-        assert events(tracker) == ["started"], agent.log()  # forgotten without a stopped announce
-        assert "forgot 1 torrents (no stopped announce)" in agent.log()
 
-        # Tracked again by the new coordinator: a fresh start, then a clean stop.
+        # Tracked again by the new coordinator: a fresh start, then a clean stop. The agent
+        # forgets its torrents on registering, before anything sent after the Welcome reaches
+        # it (this track included), so a stopped announce on forgetting would be sent before
+        # the second started and show in the tracker's list, in the middle or before the end.
         coordinator.send(track(info_hash, (url,)))
         coordinator.state(url, TrackerState.WORKING)
         wait_events(tracker, ["started", "started"])
+        assert "forgot 1 torrents (no stopped announce)" in agent.log()
         coordinator.send(Shutdown("test"))
         assert agent.wait_exit(8.0) == 0, agent.log()
-        assert events(tracker) == ["started", "started", "stopped"]
+        assert events(tracker) == ["started", "started", "stopped"]  # one stopped: the last
     assert "Traceback" not in agent.log()
 
 
