@@ -4,11 +4,11 @@ Decoding strategy: one iterative scanner walks the bytes once, checks every toke
 grammar, enforces the limits before anything is allocated, and builds the values as it goes (no
 recursion, so 100k-deep nesting ends in ``too_deep``, never ``RecursionError``). bencode.py
 (``bencodepy``) accepts ``i+3e``, ``i 3e``, ``i1_000e``, ``1_0:`` and unsorted or duplicate keys
-(see STACK_NOTES.md), cannot tell a canonical input from a non-canonical one, and gives no raw
-bytes of a value (the info dictionary's span); building on top of it would mean scanning twice, so
-its decoder serves as the reference oracle in the tests instead. Measured (CPython 3.11): a 2 MB
-metainfo with 100k pieces decodes in ~0.1 ms, 10k files in ~40 ms, and ~160k small KRPC dicts per
-second (bencode.py: ~120k), so one pass in Python is fast enough.
+(tests/shared/test_bencode.py shows it), cannot tell a canonical input from a non-canonical one, and
+gives no raw bytes of a value (the info dictionary's span); building on top of it would mean
+scanning twice, so its decoder serves as the reference oracle in the tests instead. Measured
+(CPython 3.11): a 2 MB metainfo with 100k pieces decodes in ~0.1 ms, 10k files in ~40 ms, and ~160k
+small KRPC dicts per second (bencode.py: ~120k), so one pass in Python is fast enough.
 
 Encoding strategy: the stack's library, bencode.py (``bencodepy``), does it. It is canonical (dict
 keys sorted as raw bytes, as BEP 3 requires; integers in shortest form) and faster than the
