@@ -30,7 +30,8 @@ from bench.proctree import TreeSampler, cpu_seconds
 from bench.sources import REPO
 from bench.workload import bytes_on_disk
 from testing.content import ContentSpec, TorrentFile, compare_content
-from testing.swarm import LtPeer, Swarm, SwarmError
+from testing.processes import SwarmError
+from testing.swarm import LtPeer, Swarm
 
 __all__ = ["COORDINATOR", "RunResult", "run_libtorrent", "run_torviz"]
 

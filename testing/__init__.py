@@ -1,13 +1,13 @@
 """Reference peers and processes on loopback, shared by tests/ and bench/ (not installed).
 
 Strategy: every reference program (opentracker, libtorrent peers, torviz's own services) runs
-as a child process on its own 127.0.0.x address, driven through pipes and signals. `swarm.py`
-holds the process plumbing and the `Swarm` API, `opentracker.py` the tracker, `lt_peer.py` the
-libtorrent peer script and the libtorrent settings every session of ours uses, `content.py`
-deterministic content and .torrent files, `hosts.py` and `cluster.py` simulated hosts (network
-namespaces) and torviz across them, `peer_agent.py` a peer agent process with a fake
-coordinator and storage. Tests reach these through fixtures (`tests/conftest.py`), benchmarks
-directly.
+as a child process on its own 127.0.0.x address, driven through pipes and signals.
+`processes.py` holds the process plumbing, `swarm.py` the `Swarm` API, `opentracker.py` the
+tracker, `lt_peer.py` the libtorrent peer script and the libtorrent settings every session of
+ours uses, `content.py` deterministic content and .torrent files, `hosts.py` and `cluster.py`
+simulated hosts (network namespaces) and torviz across them, `peer_agent.py` a peer agent
+process with a fake coordinator and storage. Tests reach these through fixtures
+(`tests/conftest.py`), benchmarks directly.
 
 Rules:
 - Nothing here imports pytest or anything under tests/: bench/ uses it without the test tree.
@@ -34,18 +34,15 @@ from testing.opentracker import (
     listener_count,
     start_opentracker,
 )
+from testing.processes import ManagedProcess, SwarmError, kill_leftovers, process_exists
 from testing.swarm import (
     LtPeer,
     LtPeerConfig,
-    ManagedProcess,
     PeerStatus,
     Swarm,
-    SwarmError,
     free_port,
-    kill_leftovers,
     missing_interop_tools,
     next_loopback_address,
-    process_exists,
 )
 
 __all__ = [

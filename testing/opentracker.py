@@ -45,13 +45,8 @@ from types import FrameType, TracebackType
 from typing import Any, Literal, Self, TypeVar
 
 from shared.types import InfoHash, PeerAddress
-from testing.swarm import (
-    OPENTRACKER_BINARY,
-    ManagedProcess,
-    SwarmError,
-    free_port,
-    process_exists,
-)
+from testing.processes import ManagedProcess, SwarmError, process_exists
+from testing.swarm import OPENTRACKER_BINARY, free_port
 
 __all__ = ["InfoHashLike", "OpenTracker", "announce_probe", "listener_count", "start_opentracker"]
 

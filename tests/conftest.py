@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from testing.swarm import Swarm, kill_leftovers, missing_interop_tools
+from testing.processes import kill_leftovers
+from testing.swarm import Swarm, missing_interop_tools
 
 
 @pytest.fixture(scope="session")

@@ -36,7 +36,8 @@ from typing import Self
 
 from shared.bencode import decode
 from shared.types import InfoHash, PeerAddress
-from testing.swarm import ManagedProcess, SwarmError, free_port, process_exists
+from testing.processes import ManagedProcess, SwarmError, process_exists
+from testing.swarm import free_port
 
 __all__ = [
     "ARIA2C",
