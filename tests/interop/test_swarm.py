@@ -6,10 +6,14 @@ from __future__ import annotations
 import re
 import subprocess
 import time
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 import pytest
 
+from shared.bencode import decode
+from shared.types import InfoHash
 from testing.content import make_content, make_torrent, multi_file_layout, single_file_layout
 from testing.swarm import Swarm
 from tests.interop.test_download import (
@@ -22,6 +26,9 @@ from tests.support.bad_seeder import BadSeeder
 from tests.support.daemon import COORDINATOR, TorvizDaemon
 
 pytestmark = pytest.mark.interop
+
+LEECHERS_TIMEOUT = 30.0
+"""Seconds the leechers get to start and announce."""
 
 # Each torviz process listens on its own loopback address, as separate hosts would.
 CONFIG = """
@@ -45,6 +52,28 @@ def uploaded_bytes(stdout: str) -> int:
     match = re.search(r"uploaded .* \((\d+) bytes\)", stdout)
     assert match, stdout
     return int(match.group(1))
+
+
+def _wait_for_leechers(scrape_url: str, info_hash: InfoHash, count: int) -> None:
+    """Until the tracker's scrape lists ``count`` leechers of the torrent (at most 30 s)."""
+    url = f"{scrape_url}?info_hash={urllib.parse.quote(info_hash.raw)}"
+    deadline = time.monotonic() + LEECHERS_TIMEOUT
+    listed = 0
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(url, timeout=5) as reply:
+            scrape = decode(reply.read(65536), strict=False)
+        assert isinstance(scrape, dict)
+        files = scrape.get(b"files", {})
+        assert isinstance(files, dict)
+        counts = files.get(info_hash.raw, {})
+        assert isinstance(counts, dict)
+        listed = int(counts.get(b"incomplete", 0))
+        if listed >= count:
+            return
+        time.sleep(0.2)
+    raise AssertionError(
+        f"the tracker lists {listed} of {count} leechers after {LEECHERS_TIMEOUT} s"
+    )
 
 
 def start_download(torrent: Path, out: Path, config: Path, *extra: str) -> subprocess.Popen[str]:
@@ -121,9 +150,6 @@ def test_a_torviz_swarm_of_one_seeder_and_three_leechers(swarm: Swarm, tmp_path:
     probe = make_torrent(spec, 32 * 1024, [], tmp_path / "probe.torrent")
     tracker = swarm.tracker([probe.info_hash])
     torrent = make_torrent(spec, 32 * 1024, [tracker.http_announce_url], tmp_path / "t.torrent")
-    seeder = start_download(
-        torrent.path, spec.root, config_for(tmp_path, swarm.next_address()), "--seed-time", "60"
-    )
     leechers = [
         start_download(
             torrent.path,
@@ -134,11 +160,20 @@ def test_a_torviz_swarm_of_one_seeder_and_three_leechers(swarm: Swarm, tmp_path:
         )
         for n in range(3)
     ]
+    seeder: subprocess.Popen[str] | None = None
     try:
+        # The seeder comes last, once the tracker lists every leecher: they start trading in
+        # the same second however slowly each client started (a loaded machine took seconds).
+        _wait_for_leechers(tracker.http_scrape_url, torrent.info_hash, len(leechers))
+        seeder = start_download(
+            torrent.path, spec.root, config_for(tmp_path, swarm.next_address()), "--seed-time", "60"
+        )
         results = [finish(process) for process in leechers]
     finally:
-        seeder.terminate()
-        seeder.wait(timeout=30)
+        for process in [*leechers, *([seeder] if seeder else [])]:
+            if process.poll() is None:
+                process.terminate()
+                process.wait(timeout=30)
     for n in range(3):
         _assert_identical(spec, tmp_path / f"leech{n}")
     uploads = [uploaded_bytes(out) for out, _ in results]
