@@ -67,7 +67,9 @@ def _wait_for_leechers(scrape_url: str, info_hash: InfoHash, count: int) -> None
         assert isinstance(files, dict)
         counts = files.get(info_hash.raw, {})
         assert isinstance(counts, dict)
-        listed = int(counts.get(b"incomplete", 0))
+        incomplete = counts.get(b"incomplete", 0)
+        assert isinstance(incomplete, int)
+        listed = incomplete
         if listed >= count:
             return
         time.sleep(0.2)
