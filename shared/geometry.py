@@ -15,6 +15,10 @@ Rules:
 - Padding files (BEP 47) are ordinary files here; skipping their bytes is storage's business.
 - Bad arguments raise ``ValueError`` (construction) or ``IndexError`` (an index or range
   outside the torrent); ``is_valid_request`` is the non-raising check for remote input.
+- A piece number from outside (a peer's HAVE, a bus message) becomes a ``PieceIndex`` once, at
+  the edge where it enters a service: ``piece_index`` checks it (``PieceIndexError`` names the
+  piece and the count), ``has_piece`` is the same test without raising. Code past that edge
+  takes the index as valid. Nothing else compares a piece with ``num_pieces``.
 """
 
 from __future__ import annotations
@@ -22,17 +26,36 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass, field
 from itertools import accumulate
+from typing import TypeGuard
 
-from shared.types import BlockRef
+from shared.types import BlockRef, PieceIndex
 
 __all__ = [
     "DEFAULT_BLOCK_SIZE",
     "FileSpan",
+    "PieceIndexError",
     "TorrentGeometry",
 ]
 
 DEFAULT_BLOCK_SIZE = 16 * 1024
 """The request size every client uses (BEP 3); larger requests are commonly refused."""
+
+
+class PieceIndexError(IndexError):
+    """A piece number outside the torrent (``TorrentGeometry.piece_index``).
+
+    Args:
+        piece: the number given.
+        num_pieces: the pieces the torrent has.
+    """
+
+    def __init__(self, piece: int, num_pieces: int) -> None:
+        super().__init__(
+            f"piece {piece} does not exist (the torrent has {num_pieces} pieces, "
+            f"0..{num_pieces - 1})"
+        )
+        self.piece = piece
+        self.num_pieces = num_pieces
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,9 +133,23 @@ class TorrentGeometry:
         """Start offset of each file inside the torrent's byte stream."""
         return self._file_offsets
 
+    def has_piece(self, piece: int) -> TypeGuard[PieceIndex]:
+        """Whether ``piece`` is a piece of the torrent (``0 <= piece < num_pieces``)."""
+        return 0 <= piece < self.num_pieces
+
+    def piece_index(self, piece: int) -> PieceIndex:
+        """``piece`` as a checked index of this torrent: the one way to make a ``PieceIndex``.
+
+        Raises:
+            PieceIndexError: ``piece`` is negative or not below ``num_pieces``.
+        """
+        if self.has_piece(piece):
+            return piece
+        raise PieceIndexError(piece, self.num_pieces)
+
     def _check_piece(self, piece: int) -> None:
-        if not 0 <= piece < self.num_pieces:
-            raise IndexError(f"piece {piece} outside 0..{self.num_pieces - 1}")
+        if not 0 <= piece < self.num_pieces:  # piece_index, without a call on hot paths
+            raise PieceIndexError(piece, self.num_pieces)
 
     def piece_size(self, piece: int) -> int:
         """Bytes in ``piece``. Raises IndexError for a piece outside the torrent."""
@@ -172,7 +209,7 @@ class TorrentGeometry:
         Returns:
             True if ``0 < length <= max_length`` and the range lies inside an existing piece.
         """
-        if not 0 <= piece < self.num_pieces or offset < 0 or not 0 < length <= max_length:
+        if not self.has_piece(piece) or offset < 0 or not 0 < length <= max_length:
             return False
         return offset + length <= self.piece_size(piece)
 

@@ -21,6 +21,8 @@ __all__ = [
 ]
 
 PieceIndex = NewType("PieceIndex", int)
+"""A piece number checked against one torrent: made by ``TorrentGeometry.piece_index`` (or
+narrowed by ``TorrentGeometry.has_piece``) where the number enters a service, never by hand."""
 
 
 @dataclass(frozen=True, slots=True, order=True)

@@ -41,8 +41,10 @@ from shared.bus import (
     Message,
     PieceStored,
     Rejected,
+    RejectReason,
     ServiceKind,
     StorePiece,
+    StoreRefusal,
     Welcome,
     check_hello,
     decode_frames,
@@ -222,7 +224,7 @@ class Counterparts:
         assert self.agent is not None, "the agent has not said hello"
         self.bus.send_multipart([self.agent, *encode_frames(message)])
 
-    def answer_piece(self, stored: StoredPiece, reason: str = "") -> None:
+    def answer_piece(self, stored: StoredPiece, reason: StoreRefusal = StoreRefusal.NONE) -> None:
         """Send the ``PieceStored`` of a piece the fake storage agent received."""
         answer = PieceStored(stored.info_hash, stored.piece, reason)
         self.data.send_multipart([stored.sender, *encode_frames(answer)])
@@ -308,7 +310,7 @@ class Counterparts:
             self.storage_welcomed.add(identity)
             self.data.send_multipart([identity, *encode_frames(answer)])
         elif identity not in self.storage_welcomed:
-            hello_first = Rejected("hello_first", "fake storage: say Hello first")
+            hello_first = Rejected(RejectReason.HELLO_FIRST, "fake storage: say Hello first")
             self.data.send_multipart([identity, *encode_frames(hello_first)])
         elif isinstance(message, StorePiece):
             assert data is not None

@@ -26,7 +26,7 @@ import enum
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from shared.bus import AgentInfo, Hello, Rejected, ServiceKind
+from shared.bus import AgentInfo, Hello, Rejected, RejectReason, ServiceKind
 from shared.types import PeerAddress
 
 from .placement import Load, choose
@@ -116,7 +116,7 @@ def duplicate_refusal(registered: Agent, now: float) -> Rejected:
     """The answer to a second live process of ``registered``'s agent id."""
     kind = registered.kind.value.replace("_", " ")
     return Rejected(
-        "duplicate_agent",
+        RejectReason.DUPLICATE_AGENT,
         f"{kind} {registered.agent_id!r} already runs on {registered.host} (pid "
         f"{registered.pid}, heard {max(0.0, now - registered.last_heard):.1f} s ago): an agent "
         "id runs in exactly one process; give this one another --agent-id",

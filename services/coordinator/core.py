@@ -71,6 +71,7 @@ from shared.bus import (
 )
 from shared.config import CoordinatorConfig
 from shared.errors import MetainfoError
+from shared.geometry import PieceIndexError
 from shared.metainfo import parse_metainfo
 from shared.types import InfoHash, PeerId
 
@@ -454,6 +455,20 @@ class Coordinator:
         torrent = self.torrents.get(info_hash) if isinstance(info_hash, InfoHash) else None
         if torrent is None:
             return  # a torrent removed meanwhile, or a confused agent: nothing to do
+        try:
+            self._on_torrent_event(torrent, sender, message, now)
+        except PieceIndexError as exc:  # the edge where piece numbers from agents are checked
+            log.warning("%s: %s dropped: %s", torrent.name, type(message).__name__, exc)
+
+    def _on_torrent_event(
+        self, torrent: Torrent, sender: bytes, message: Message, now: float
+    ) -> None:
+        """One event about ``torrent``; a piece number is made a ``PieceIndex`` here.
+
+        Raises:
+            PieceIndexError: the message names a piece the torrent does not have.
+        """
+        geometry = torrent.metainfo.info.geometry
         match message:
             case TorrentOpened(have=have):
                 self._on_opened(torrent, have)
@@ -461,11 +476,11 @@ class Coordinator:
                 if torrent.state is TorrentState.CHECKING and total:
                     torrent.check_progress = min(1.0, checked / total)
             case PieceVerified(piece=piece):
-                self.swarm.piece_verified(torrent, piece, now)
+                self.swarm.piece_verified(torrent, geometry.piece_index(piece), now)
             case PieceRejected(piece=piece, contributors=contributors):
-                self.swarm.piece_rejected(torrent, piece, contributors)
+                self.swarm.piece_rejected(torrent, geometry.piece_index(piece), contributors)
             case CorruptBlocksTraced(piece=piece, liars=liars):
-                self.swarm.blocks_traced(torrent, piece, liars)
+                self.swarm.blocks_traced(torrent, geometry.piece_index(piece), liars)
             case StorageFailed(message=text):
                 self._stop(torrent, close_storage=False)
                 torrent.state, torrent.error = TorrentState.ERROR, text
@@ -639,9 +654,10 @@ class Coordinator:
             if all(piece in have for piece in torrent.picker.have):
                 # A storage agent came back (or restarted) with every piece we counted: the
                 # swarm goes on; pieces it verified that we never heard of count now.
+                geometry = torrent.metainfo.info.geometry
                 for piece in have:
                     if piece not in torrent.picker.have:
-                        self.swarm.piece_verified(torrent, piece, self._now)
+                        self.swarm.piece_verified(torrent, geometry.piece_index(piece), self._now)
                 return
             # It lost pieces we counted (its disk changed under it): start the torrent again
             # from what it has.

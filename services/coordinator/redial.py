@@ -21,19 +21,20 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from shared.bus import DisconnectReason
 from shared.types import PeerAddress
 
 __all__ = ["FINAL_REASONS", "RedialSchedule"]
 
 FINAL_REASONS = frozenset(
     {
-        "banned",
-        "sent_corrupt_data",
-        "both_seeds",
-        "connected_to_self",
-        "duplicate_peer",
-        "bad_bitfield",
-        "wrong_info_hash",
+        DisconnectReason.BANNED,
+        DisconnectReason.SENT_CORRUPT_DATA,
+        DisconnectReason.BOTH_SEEDS,
+        DisconnectReason.CONNECTED_TO_SELF,
+        DisconnectReason.DUPLICATE_PEER,
+        DisconnectReason.BAD_BITFIELD,
+        DisconnectReason.WRONG_INFO_HASH,
     }
 )
 """Why a connection ended that make dialling the address again pointless."""

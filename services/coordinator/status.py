@@ -5,6 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from shared.bus import (
+    MAX_ANNOUNCE_ROWS,
+    MAX_PEER_ROWS,
+    MAX_TRACKER_ROWS,
     AgentStatus,
     AnnounceStatus,
     PeerStatus,
@@ -17,13 +20,7 @@ from shared.bus import (
 from .agents import Agent
 from .torrent import Torrent
 
-__all__ = ["MAX_ANNOUNCE_ROWS", "MAX_PEER_ROWS", "agent_status", "torrent_status"]
-
-MAX_PEER_ROWS = 1024
-"""Connections listed per torrent (the schema's bound)."""
-MAX_ANNOUNCE_ROWS = 64
-"""Announces listed per torrent (the schema's bound)."""
-_MAX_TRACKER_ROWS = 256
+__all__ = ["agent_status", "torrent_status"]
 
 
 def _trackers(
@@ -46,7 +43,7 @@ def _trackers(
         for report, received in sorted(
             reports.values(), key=lambda item: (item[0].tier, item[0].url)
         )
-    )[:_MAX_TRACKER_ROWS]
+    )[:MAX_TRACKER_ROWS]
 
 
 def torrent_status(torrent: Torrent, now: float) -> TorrentStatus:

@@ -20,6 +20,7 @@ from shared.bus import (
     CancelPieces,
     ConnectPeer,
     DisconnectPeer,
+    DisconnectReason,
     Message,
     PeerBitfield,
     PeerConnected,
@@ -35,6 +36,7 @@ from shared.bus import (
     WorkWanted,
 )
 from shared.config import CoordinatorConfig
+from shared.types import PieceIndex
 
 from .agents import AgentRegistry
 from .choking import Candidate
@@ -83,7 +85,12 @@ class SwarmRules:
         """Tells the announcing tracker agents that the torrent is complete."""
 
     def handle(self, torrent: Torrent, sender: bytes, event: PeerEvent, now: float) -> None:
-        """One event about one of the torrent's connections, from the peer agent ``sender``."""
+        """One event about one of the torrent's connections, from the peer agent ``sender``.
+
+        Raises:
+            PieceIndexError: the event names a piece the torrent does not have (the caller
+                drops it).
+        """
         match event:
             case PeerConnected():
                 self._on_connected(torrent, sender, event, now)
@@ -96,7 +103,7 @@ class SwarmRules:
             case PeerBitfield(peer=key, bitfield=raw):
                 self._on_bitfield(torrent, key, raw)
             case PeerHave(peer=key, piece=piece):
-                self._on_have(torrent, key, piece)
+                self._on_have(torrent, key, torrent.metainfo.info.geometry.piece_index(piece))
             case PeerInterest(peer=key, interested=interested):
                 self._on_interest(torrent, key, interested)
             case WorkWanted(peer=key, count=count):
@@ -109,7 +116,7 @@ class SwarmRules:
                         torrent.picker.release(key, piece)
                     self.offer_work(torrent)
             case PieceDownloaded(peer=key, piece=piece):
-                self._on_downloaded(torrent, key, piece)
+                self._on_downloaded(torrent, key, torrent.metainfo.info.geometry.piece_index(piece))
             case PeerDisconnected(peer=key, reason=reason):
                 torrent.closing.pop(key, None)  # closed at our request: its totals are in
                 record = torrent.peers.get(key)
@@ -123,9 +130,9 @@ class SwarmRules:
 
     # -- pieces --
 
-    def piece_verified(self, torrent: Torrent, piece: int, now: float) -> None:
+    def piece_verified(self, torrent: Torrent, piece: PieceIndex, now: float) -> None:
         picker = torrent.picker
-        if picker is None or piece >= torrent.num_pieces or piece in picker.have:
+        if picker is None or piece in picker.have:
             return
         for owner in picker.owners(piece):
             self._cancel(torrent, str(owner), piece)
@@ -141,14 +148,16 @@ class SwarmRules:
             torrent.state = TorrentState.SEEDING
             self._completed(torrent)
 
-    def piece_rejected(self, torrent: Torrent, piece: int, contributors: Iterable[str]) -> None:
+    def piece_rejected(
+        self, torrent: Torrent, piece: PieceIndex, contributors: Iterable[str]
+    ) -> None:
         """A piece failed its hash: fetch it again elsewhere, and blame its sender.
 
         A piece with blocks from several connections proves nobody guilty yet: it is fetched
         again from one connection, and the storage agent's ``CorruptBlocksTraced`` names the
         liars once that copy verifies (``blocks_traced``).
         """
-        if torrent.picker is None or piece >= torrent.num_pieces:
+        if torrent.picker is None:
             return
         senders = list(dict.fromkeys(contributors))
         if len(senders) > 1:
@@ -158,10 +167,10 @@ class SwarmRules:
             self.blame(torrent, senders)
         self.offer_work(torrent)
 
-    def blocks_traced(self, torrent: Torrent, piece: int, liars: Iterable[str]) -> None:
+    def blocks_traced(self, torrent: Torrent, piece: PieceIndex, liars: Iterable[str]) -> None:
         """The smart ban proved who sent bad blocks of a piece (they differ from the verified
         copy): their hosts are banned at once, connected or not; nobody else is blamed."""
-        if torrent.picker is None or piece >= torrent.num_pieces:
+        if torrent.picker is None:
             return
         for key in dict.fromkeys(liars):
             address = torrent.address_of(key)
@@ -176,7 +185,7 @@ class SwarmRules:
             self._ban_host(torrent, address.host)
             record = torrent.peers.get(key)
             if record is not None:
-                self.disconnect(torrent, record, "sent_corrupt_data")
+                self.disconnect(torrent, record, DisconnectReason.SENT_CORRUPT_DATA)
 
     def blame(self, torrent: Torrent, culprits: Iterable[str]) -> None:
         """Each culprit sent a corrupt piece: ban a repeat offender."""
@@ -195,7 +204,7 @@ class SwarmRules:
             record.hash_failures,
         )
         self._ban_host(torrent, record.address.host)
-        self.disconnect(torrent, record, "sent_corrupt_data")
+        self.disconnect(torrent, record, DisconnectReason.SENT_CORRUPT_DATA)
 
     def _ban_host(self, torrent: Torrent, host: str) -> None:
         """Refuse ``host`` for this torrent: every peer agent drops and refuses it."""
@@ -204,9 +213,9 @@ class SwarmRules:
         for agent in self.agents.of_kind(ServiceKind.PEER_AGENT):
             self._send(agent.identity, BanPeers(info_hash, (host,)))
 
-    def _on_downloaded(self, torrent: Torrent, key: str, piece: int) -> None:
+    def _on_downloaded(self, torrent: Torrent, key: str, piece: PieceIndex) -> None:
         picker = torrent.picker
-        if picker is None or not 0 <= piece < torrent.num_pieces or piece in picker.have:
+        if picker is None or piece in picker.have:
             return
         for other in picker.piece_downloaded(piece, self._now()):
             if other != key:
@@ -318,7 +327,7 @@ class SwarmRules:
         )
         if message.address.host in torrent.banned_hosts or torrent.picker is None:
             torrent.peers[message.peer] = record  # for disconnect() to count it off
-            self.disconnect(torrent, record, "banned")
+            self.disconnect(torrent, record, DisconnectReason.BANNED)
             return
         torrent.peers[message.peer] = record
 
@@ -329,20 +338,20 @@ class SwarmRules:
         try:
             bits = Bitfield.from_bytes(raw, torrent.num_pieces)
         except BitfieldError:
-            self.disconnect(torrent, record, "bad_bitfield")
+            self.disconnect(torrent, record, DisconnectReason.BAD_BITFIELD)
             return
         torrent.picker.peer_left(record.bits)
         record.bits = bits
         torrent.picker.peer_joined(bits)
         if bits.complete and torrent.complete:
-            self.disconnect(torrent, record, "both_seeds")
+            self.disconnect(torrent, record, DisconnectReason.BOTH_SEEDS)
             return
         if torrent.picker.interesting(bits):
             self._assign(torrent, record, self.config.pieces_per_peer)
 
-    def _on_have(self, torrent: Torrent, key: str, piece: int) -> None:
+    def _on_have(self, torrent: Torrent, key: str, piece: PieceIndex) -> None:
         record = torrent.peers.get(key)
-        if record is None or torrent.picker is None or not 0 <= piece < torrent.num_pieces:
+        if record is None or torrent.picker is None:
             return
         if piece not in record.bits:
             record.bits.add(piece)
@@ -350,7 +359,7 @@ class SwarmRules:
             if record.starved and piece not in torrent.picker.have:
                 self._assign(torrent, record, self.config.pieces_per_peer)
 
-    def disconnect(self, torrent: Torrent, record: PeerRecord, reason: str) -> None:
+    def disconnect(self, torrent: Torrent, record: PeerRecord, reason: DisconnectReason) -> None:
         """Close a connection ourselves: the peer agent is told, the address given up when the
         reason is final, and the record kept aside until the connection's final
         ``TransferStats`` and ``PeerDisconnected`` arrive, so no byte it moved goes uncounted."""

@@ -69,6 +69,7 @@ import pykka
 import zmq
 
 from shared import bus
+from shared.bus import DisconnectReason
 from shared.errors import ConfigError
 from shared.runtime.link import CoordinatorLink, CoordinatorLost, LinkRefused, Registered
 from shared.runtime.service import EXIT_FAILURE, EXIT_OK
@@ -112,7 +113,6 @@ STATS_INTERVAL = 1.0
 """Seconds between two ``TransferStats``."""
 SHUTDOWN_TIMEOUT = 2.0
 """Seconds the connections get to close and report when the agent stops."""
-_MAX_BATCH = 4096  # rows in one TransferStats
 _STORAGE_TICK_MAX = 0.25  # seconds between two looks at the storage links' deadlines ...
 _STORAGE_TICK_MIN = 0.02  # ... and at least
 
@@ -263,7 +263,7 @@ class PeerAgent(pykka.ThreadingActor):
         self._closed = True
         gevent.killall(self._greenlets, block=True, timeout=1.0)
         self._stop_listening()
-        self._close_connections("agent_stopping", "the peer agent is stopping")
+        self._close_connections(DisconnectReason.AGENT_STOPPING, "the peer agent is stopping")
         self._storage.close()
         if self._link is not None:
             self._link.close()
@@ -299,7 +299,10 @@ class PeerAgent(pykka.ThreadingActor):
             case bus.BanPeers(info_hash, hosts):
                 for connection in self._registry.ban(info_hash, hosts):
                     if connection.handle is not None:
-                        self._tell(connection.handle, Disconnect("banned", "the host was banned"))
+                        self._tell(
+                            connection.handle,
+                            Disconnect(DisconnectReason.BANNED, "the host was banned"),
+                        )
             case bus.BroadcastHave(info_hash, piece):
                 for connection in self._registry.piece_verified(info_hash, piece):
                     if connection.handle is not None:
@@ -316,7 +319,9 @@ class PeerAgent(pykka.ThreadingActor):
             case bus.Shutdown(reason):
                 log.info("shutdown requested: %s", reason)
                 self._stop_listening()
-                self._close_connections("shutdown", "the peer agent is shutting down")
+                self._close_connections(
+                    DisconnectReason.SHUTDOWN, "the peer agent is shutting down"
+                )
                 self._request_stop(EXIT_OK, f"shutdown: {reason}")
             case _:
                 log.debug("ignored %s from the bus", type(message).__name__)
@@ -344,7 +349,8 @@ class PeerAgent(pykka.ThreadingActor):
         for connection in self._registry.detach(info_hash):
             if connection.handle is not None:
                 self._tell(
-                    connection.handle, Disconnect("torrent_detached", "the torrent was detached")
+                    connection.handle,
+                    Disconnect(DisconnectReason.TORRENT_DETACHED, "the torrent was detached"),
                 )
         self._resolve(self._cache.forget(info_hash, self._clock()))
 
@@ -360,14 +366,18 @@ class PeerAgent(pykka.ThreadingActor):
         if address in self._own_addresses:
             self._to_coordinator(
                 bus.PeerConnectFailed(
-                    info_hash, address, "connected_to_self", "that is our own listen address"
+                    info_hash,
+                    address,
+                    DisconnectReason.CONNECTED_TO_SELF,
+                    "that is our own listen address",
                 )
             )
             return
         try:
             connection = self._registry.reserve(info_hash, address, now=self._clock())
         except ConnectRefusedError as exc:
-            self._to_coordinator(bus.PeerConnectFailed(info_hash, address, exc.reason, exc.message))
+            reason = DisconnectReason.parse(exc.reason)
+            self._to_coordinator(bus.PeerConnectFailed(info_hash, address, reason, exc.message))
             return
         self._start_connection(connection)
 
@@ -404,7 +414,10 @@ class PeerAgent(pykka.ThreadingActor):
             )
             self._tell(
                 replaced.handle,
-                Disconnect("replaced", "an incoming peer took the slot of this idle connection"),
+                Disconnect(
+                    DisconnectReason.REPLACED,
+                    "an incoming peer took the slot of this idle connection",
+                ),
             )
         self._start_connection(admitted.connection, accepted.sock, accepted.preread)
 
@@ -456,7 +469,9 @@ class PeerAgent(pykka.ThreadingActor):
         connection = self._registry.get(replaced)
         if connection is not None and connection.handle is not None:
             log.info("%s replaces %s: both reach the same peer", key, replaced)
-            self._tell(connection.handle, Disconnect("duplicate_peer", "a crossed dial won"))
+            self._tell(
+                connection.handle, Disconnect(DisconnectReason.DUPLICATE_PEER, "a crossed dial won")
+            )
 
     # -- incoming peers ---------------------------------------------------------------------------
 
@@ -546,7 +561,7 @@ class PeerAgent(pykka.ThreadingActor):
         self, info_hash: InfoHash, piece: int, result: gevent.event.AsyncResult
     ) -> None:
         torrent = self._registry.torrent(info_hash)
-        if torrent is None or not 0 <= piece < torrent.geometry.num_pieces:
+        if torrent is None or not torrent.geometry.has_piece(piece):
             result.set(ReadError("unknown_torrent", f"no piece {piece} of {info_hash} here"))
             return
         size = torrent.geometry.piece_size(piece)
@@ -575,8 +590,8 @@ class PeerAgent(pykka.ThreadingActor):
             with contextlib.suppress(pykka.ActorDeadError):
                 self.actor_ref.tell(_ExpireReads())
             rows = self._stats(self._clock())
-            for start in range(0, len(rows), _MAX_BATCH):
-                self._to_coordinator(bus.TransferStats(tuple(rows[start : start + _MAX_BATCH])))
+            for batch in bus.batches(rows):
+                self._to_coordinator(bus.TransferStats(batch))
 
     def _stats(self, now: float) -> list[bus.PeerStats]:
         rows = []

@@ -59,6 +59,7 @@ import gevent.event
 import pykka
 
 from shared import bus
+from shared.bus import DisconnectReason
 from shared.errors import TorvizError
 from shared.peer_id import identify_client
 from shared.runtime.logging import with_context
@@ -125,7 +126,6 @@ _TIMER_MAX_SLEEP = 1.0  # deadlines move (new requests, data received): re-check
 _TIMER_MIN_SLEEP = 0.01
 _STORAGE_POLL = 0.001  # seconds between checks while the storage link is backed up ...
 _STORAGE_POLL_MAX = 0.05  # ... doubling up to this
-_MAX_BATCH = 4096  # pieces in one bus message (the schema's PieceList bound)
 _STOP_GREENLETS_TIMEOUT = 1.0
 
 
@@ -167,20 +167,20 @@ Command = Assign | Revoke | Acquired | SetChoked | Disconnect
 
 def _socket_error(exc: OSError, address: PeerAddress, *, dialling: bool) -> tuple[str, str]:
     """A reason code and a readable line for a socket failure."""
+    timeout = DisconnectReason.CONNECT_TIMEOUT if dialling else DisconnectReason.SOCKET_TIMEOUT
     if isinstance(exc, TimeoutError):  # socket.timeout is TimeoutError
-        reason = "connect_timeout" if dialling else "socket_timeout"
-        return reason, f"{address} did not answer in time"
+        return timeout, f"{address} did not answer in time"
     code = exc.errno
     reason = {
-        errno.ECONNREFUSED: "connection_refused",
-        errno.ECONNRESET: "connection_reset",
-        errno.EPIPE: "connection_reset",
-        errno.ECONNABORTED: "connection_reset",
-        errno.EHOSTUNREACH: "unreachable",
-        errno.ENETUNREACH: "unreachable",
-        errno.EADDRNOTAVAIL: "unreachable",
-        errno.ETIMEDOUT: "connect_timeout" if dialling else "socket_timeout",
-    }.get(code or 0, "socket_error")
+        errno.ECONNREFUSED: DisconnectReason.CONNECTION_REFUSED,
+        errno.ECONNRESET: DisconnectReason.CONNECTION_RESET,
+        errno.EPIPE: DisconnectReason.CONNECTION_RESET,
+        errno.ECONNABORTED: DisconnectReason.CONNECTION_RESET,
+        errno.EHOSTUNREACH: DisconnectReason.UNREACHABLE,
+        errno.ENETUNREACH: DisconnectReason.UNREACHABLE,
+        errno.EADDRNOTAVAIL: DisconnectReason.UNREACHABLE,
+        errno.ETIMEDOUT: timeout,
+    }.get(code or 0, DisconnectReason.SOCKET_ERROR)
     return reason, f"{address}: {exc.strerror or exc}"
 
 
@@ -268,7 +268,7 @@ class PeerConnection(pykka.ThreadingActor):
         self._close()
 
     def on_failure(self, exception_type: Any, exception_value: Any, traceback: Any) -> None:
-        self._end("internal_error", f"connection actor failed: {exception_value!r}")
+        self._end(DisconnectReason.INTERNAL_ERROR, f"connection actor failed: {exception_value!r}")
         self._close()
 
     # -- the greenlets ----------------------------------------------------------------------------
@@ -291,7 +291,7 @@ class PeerConnection(pykka.ThreadingActor):
             self._end(*_socket_error(exc, self.address, dialling=False))
         except Exception as exc:  # a bug here must still close and report the connection
             self._log.exception("reader failed")
-            self._end("internal_error", f"reader failed: {exc!r}")
+            self._end(DisconnectReason.INTERNAL_ERROR, f"reader failed: {exc!r}")
 
     def _open(self) -> socket.socket | None:
         """The connected socket, or None after reporting why the dial failed."""
@@ -333,7 +333,7 @@ class PeerConnection(pykka.ThreadingActor):
             self._reads += 1
             self._bytes_read += received
             if not received:
-                self._end("peer_closed", "the peer closed the connection")
+                self._end(DisconnectReason.PEER_CLOSED, "the peer closed the connection")
                 return
             receive(view[:received], clock())
             events = take_events()
@@ -429,7 +429,7 @@ class PeerConnection(pykka.ThreadingActor):
                 gevent.sleep(0)
         except Exception as exc:  # a bug here must still close and report the connection
             self._log.exception("uploader failed")
-            self._end("internal_error", f"uploader failed: {exc!r}")
+            self._end(DisconnectReason.INTERNAL_ERROR, f"uploader failed: {exc!r}")
 
     def _read_piece(self, piece: int) -> bytearray | None:
         """The whole piece from the agent's cache, or None (logged) if it cannot be had."""
@@ -488,15 +488,14 @@ class PeerConnection(pykka.ThreadingActor):
                     uplink.to_coordinator(bus.PieceDownloaded(info_hash, piece, key))
                     completed = True
                 case WorkWanted(count):
-                    uplink.to_coordinator(bus.WorkWanted(info_hash, key, min(count, _MAX_BATCH)))
+                    uplink.to_coordinator(bus.WorkWanted(info_hash, key, min(count, bus.MAX_BATCH)))
                 case PeerHave(piece):
                     uplink.to_coordinator(bus.PeerHave(info_hash, key, piece))
                 case PeerBitfield(bits):
                     uplink.to_coordinator(bus.PeerBitfield(info_hash, key, bits.to_bytes()))
                 case PiecesReleased(pieces, reason):
                     self._log.debug("released %d pieces: %s", len(pieces), reason)
-                    for start in range(0, len(pieces), _MAX_BATCH):
-                        batch = pieces[start : start + _MAX_BATCH]
+                    for batch in bus.batches(pieces):
                         uplink.to_coordinator(bus.PiecesReleased(info_hash, key, batch))
                 case HandshakeDone(peer_id, reserved):
                     try:
@@ -505,7 +504,7 @@ class PeerConnection(pykka.ThreadingActor):
                         self._end(exc.reason, exc.message)
                         break
                     self._announced = True
-                    client = str(identify_client(peer_id))[:256]
+                    client = bus.clip_name(str(identify_client(peer_id)))
                     self._log.info("connected to %s (%s)", self.address, client)
                     uplink.to_coordinator(
                         bus.PeerConnected(
@@ -563,7 +562,10 @@ class PeerConnection(pykka.ThreadingActor):
         if self._reported:
             return
         self._reported = True
-        reason, message = self._outcome or ("stopped", "the peer agent closed the connection")
+        reason, message = self._outcome or (
+            DisconnectReason.STOPPED,
+            "the peer agent closed the connection",
+        )
         self._session.close(reason, message)
         self._log.debug(
             "%d bytes in %d reads (%.0f per read)",
@@ -576,14 +578,24 @@ class PeerConnection(pykka.ThreadingActor):
             row = peer_stats(self._info_hash, self.key, self._session, self._clock())
             self._uplink.to_coordinator(bus.TransferStats((row,)))
             self._uplink.to_coordinator(
-                bus.PeerDisconnected(self._info_hash, self.key, reason[:256], message[:4096])
+                bus.PeerDisconnected(
+                    self._info_hash,
+                    self.key,
+                    DisconnectReason.parse(reason),
+                    bus.clip_text(message),
+                )
             )
         elif self.incoming:
             self._log.info("incoming from %s dropped: %s (%s)", self.address, reason, message)
         else:
             self._log.info("connect to %s failed: %s (%s)", self.address, reason, message)
             self._uplink.to_coordinator(
-                bus.PeerConnectFailed(self._info_hash, self.address, reason[:256], message[:4096])
+                bus.PeerConnectFailed(
+                    self._info_hash,
+                    self.address,
+                    DisconnectReason.parse(reason),
+                    bus.clip_text(message),
+                )
             )
         self._uplink.ended(self.key)
 

@@ -45,7 +45,7 @@ import itertools
 from dataclasses import dataclass
 from enum import StrEnum
 
-from shared.bus import PieceStored, StorePiece
+from shared.bus import PieceStored, StorePiece, StoreRefusal
 from shared.types import InfoHash
 
 __all__ = [
@@ -79,7 +79,14 @@ again (several unanswered probes; well under ``ANSWER_TIMEOUT``)."""
 REJOIN_INTERVAL = 2.0
 """Seconds after a ``hello_first`` during which more of them are taken as echoes of the same
 restart (every message sent before our new ``Hello`` gets one), unless welcomed meanwhile."""
-RETRYABLE = frozenset({"torrent_checking", "torrent_not_open", "unknown_torrent", "agent_stopping"})
+RETRYABLE = frozenset(
+    {
+        StoreRefusal.TORRENT_CHECKING,
+        StoreRefusal.TORRENT_NOT_OPEN,
+        StoreRefusal.UNKNOWN_TORRENT,
+        StoreRefusal.AGENT_STOPPING,
+    }
+)
 """Refusals that pass: a recheck, an open under way (after a storage restart the coordinator
 opens its torrents again), a torrent not open yet, an agent stopping (its successor will take
 the piece)."""
@@ -211,7 +218,7 @@ class Deliveries:
         if serial is None:
             return Settled(Verdict.UNKNOWN, None)
         delivery = self._kept[serial]
-        if not stored.reason:
+        if stored.reason is StoreRefusal.NONE:
             verdict = Verdict.DONE
         elif stored.reason not in RETRYABLE:
             verdict = Verdict.REFUSED

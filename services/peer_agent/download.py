@@ -184,7 +184,7 @@ class Downloads:
         self._work_requested = False
         self._starved = not pieces
         for piece in pieces:
-            if piece not in self._downloads and 0 <= piece < self._geometry.num_pieces:
+            if piece not in self._downloads and self._geometry.has_piece(piece):
                 self._downloads[piece] = self._new_download(piece)
         self._update_interest()
         self.fill(now)

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 
 from shared.bitfield import Bitfield, BitfieldError
 from shared.errors import TorvizError, WireError
-from shared.geometry import TorrentGeometry
+from shared.geometry import PieceIndexError, TorrentGeometry
 from shared.rate import RateMeter
 from shared.types import InfoHash, PeerAddress, PeerId
 from shared.wire import codec
@@ -241,8 +241,9 @@ class PeerSession:
             self._downloads.revoke(pieces, now)
 
     def piece_acquired(self, piece: int) -> None:
-        """We verified ``piece`` (from any peer): tell this one."""
-        if not 0 <= piece < self.geometry.num_pieces or piece in self._our_have:
+        """We verified ``piece`` (from any peer, a piece of the torrent: the agent's registry
+        checked it where ``BroadcastHave`` came in): tell this one."""
+        if piece in self._our_have:
             return
         self._our_have.add(piece)
         if self.phase is Phase.ACTIVE and self._uploads is not None:
@@ -503,9 +504,11 @@ class PeerSession:
                 downloads.on_block(piece, offset, data)
             case wire.Request(piece=piece, offset=offset, length=length):
                 uploads.request(piece, offset, length)
-            case wire.Have(piece=piece):
-                if not 0 <= piece < self.geometry.num_pieces:
-                    raise WireError("bad_piece_index", f"piece {piece} does not exist")
+            case wire.Have(piece=number):
+                try:
+                    piece = self.geometry.piece_index(number)
+                except PieceIndexError as exc:
+                    raise WireError("bad_piece_index", str(exc)) from None
                 if piece not in self.peer_have:
                     self.peer_have.add(piece)
                     downloads.peer_pieces = len(self.peer_have)
@@ -541,7 +544,7 @@ class PeerSession:
                 downloads.on_reject(piece, offset, length)
             case wire.AllowedFast(piece=piece):
                 self._require_fast("allowed_fast")
-                if 0 <= piece < self.geometry.num_pieces:
+                if self.geometry.has_piece(piece):
                     downloads.allowed_fast.add(piece)
             case wire.SuggestPiece():
                 self._require_fast("suggest")  # a hint we do not use

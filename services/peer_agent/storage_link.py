@@ -151,7 +151,7 @@ class StorageLink:
                 deliveries.welcomed()
                 deliveries.heard(now)
                 log.info("storage agent %s at %s welcomed us", server_id, self.endpoint)
-            case bus.Rejected(reason="hello_first"):
+            case bus.Rejected(reason=bus.RejectReason.HELLO_FIRST):
                 resend = deliveries.restarted(now)
                 if resend is None:
                     return  # an echo of the restart being handled

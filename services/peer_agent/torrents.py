@@ -219,7 +219,7 @@ class Registry(Generic[H]):
     def piece_verified(self, info_hash: InfoHash, piece: int) -> list[Connection[H]]:
         """Record that we have ``piece``; returns the torrent's connections to tell."""
         torrent = self._torrents.get(info_hash)
-        if torrent is None or not 0 <= piece < torrent.geometry.num_pieces:
+        if torrent is None or not torrent.geometry.has_piece(piece):
             return []
         torrent.have.add(piece)
         torrent.partials.discard(piece)

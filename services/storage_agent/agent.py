@@ -90,6 +90,7 @@ from shared.bus import (
     ServiceKind,
     Shutdown,
     StorePiece,
+    StoreRefusal,
 )
 from shared.endpoints import parse_endpoint
 from shared.errors import ConfigError
@@ -394,7 +395,11 @@ class StorageAgent(pykka.ThreadingActor):
             if isinstance(verdict, Refusal):
                 quiet = verdict.reason in _QUIET_REFUSALS
                 self._refuse(request.info_hash, verdict, quiet=quiet)
-                reason = "" if verdict.reason == "already_verified" else verdict.reason
+                reason = (
+                    StoreRefusal.NONE
+                    if verdict.reason == "already_verified"
+                    else StoreRefusal.parse(verdict.reason)
+                )
                 self._reply(PieceStored(request.info_hash, request.piece, reason), sender)
                 return
             assert verdict.info is not None and verdict.storage is not None
@@ -402,11 +407,14 @@ class StorageAgent(pykka.ThreadingActor):
             senders = senders_of_blocks(request.contributors, request.block_senders, blocks)
             if senders is None:
                 refusal = Refusal(
-                    "bad_block_senders",
+                    StoreRefusal.BAD_BLOCK_SENDERS,
                     f"piece {request.piece}: block senders do not fit its {blocks} blocks",
                 )
                 self._refuse(request.info_hash, refusal)
-                self._reply(PieceStored(request.info_hash, request.piece, refusal.reason), sender)
+                self._reply(
+                    PieceStored(request.info_hash, request.piece, StoreRefusal.BAD_BLOCK_SENDERS),
+                    sender,
+                )
                 return
             expected = verdict.info.piece_hash(request.piece)
             trace = self._ledger.wants(request.info_hash, request.piece)
@@ -446,7 +454,7 @@ class StorageAgent(pykka.ThreadingActor):
     def _piece_done(self, done: PieceDone) -> None:
         self._piece_verdict(done)
         if done.sender is not None:  # after the coordinator heard the verdict
-            reason = "" if done.error is None else "write_failed"
+            reason = StoreRefusal.NONE if done.error is None else StoreRefusal.WRITE_FAILED
             self._reply(PieceStored(done.info_hash, done.piece, reason), done.sender)
 
     def _piece_verdict(self, done: PieceDone) -> None:

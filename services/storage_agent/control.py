@@ -49,6 +49,7 @@ from shared.bus import (
     StorageFailed,
     TorrentClosed,
     TorrentOpened,
+    clip_text,
 )
 from shared.runtime.logging import ContextAdapter, with_context
 from shared.types import InfoHash
@@ -65,7 +66,6 @@ __all__ = ["Control", "Drained"]
 log = logging.getLogger(__name__)
 
 _JOB_WAIT = 60.0  # seconds a close, recheck or reopen waits for the torrent's pieces in flight
-_MAX_TEXT = 4096
 
 ControlRequest = OpenTorrent | CloseTorrent | RecheckTorrent
 
@@ -166,8 +166,10 @@ class Control:
                         info_hash,
                         "",
                         "",
-                        f"already open in {torrent.save_path!r}: close it before opening it "
-                        f"in {request.save_path!r}"[:_MAX_TEXT],
+                        clip_text(
+                            f"already open in {torrent.save_path!r}: close it before opening "
+                            f"it in {request.save_path!r}"
+                        ),
                     )
                 )
             return

@@ -48,6 +48,8 @@ from shared.bus import (
     ReadBlock,
     ReadFailed,
     StorePiece,
+    clip_name,
+    clip_text,
 )
 from shared.runtime.logging import with_context
 from shared.types import InfoHash
@@ -83,9 +85,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-_MAX_NAME = 256  # bounds of the bus schema's Name and Text fields
-_MAX_TEXT = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -467,7 +466,7 @@ def read_job(storage: Storage, request: ReadBlock) -> BlockReply:
             log.error("reading a block failed", exc_info=exc)
         reason = str(getattr(exc, "reason", "internal_error"))
         return BlockReply(
-            ReadFailed(request.request_id, reason[:_MAX_NAME], str(exc)[:_MAX_TEXT]), None
+            ReadFailed(request.request_id, clip_name(reason), clip_text(str(exc))), None
         )
     reply = BlockRead(request.request_id, request.info_hash, request.piece, request.offset)
     return BlockReply(reply, data)

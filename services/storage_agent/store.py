@@ -46,6 +46,7 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from shared.geometry import PieceIndexError
 from shared.metainfo import InfoDict
 from shared.paths import resolve_inside
 
@@ -231,12 +232,10 @@ class Storage(abc.ABC):
     def _read_span_into(self, file_index: int, file_offset: int, view: memoryview) -> None: ...
 
     def _piece_size(self, piece: int) -> int:
-        if not 0 <= piece < self._geometry.num_pieces:
-            raise StorageError(
-                "invalid_range",
-                f"piece {piece} does not exist (the torrent has {self._geometry.num_pieces})",
-            )
-        return self._geometry.piece_size(piece)
+        try:
+            return self._geometry.piece_size(self._geometry.piece_index(piece))
+        except PieceIndexError as exc:
+            raise StorageError("invalid_range", str(exc)) from None
 
     def _missing(self, file_index: int, action: str) -> StorageError:
         return storage_error_from_os(

@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import logging
 
-from shared.bus import StorageFailed
+from shared.bus import StorageFailed, clip_name, clip_text
 from shared.errors import MetainfoError, TorvizError
 from shared.metainfo import parse_info_dict
 from shared.paths import MAX_PATH_DEPTH_CEILING
@@ -37,8 +37,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-_MAX_TEXT = 4096  # StorageFailed.file and .message are bounded by the bus schema
 
 
 def open_storage(
@@ -123,7 +121,7 @@ def storage_failed(info_hash: InfoHash, error: BaseException) -> StorageFailed:
         message = error.message
     else:
         message = f"internal error in the storage agent: {type(error).__name__}: {error}"
-    return StorageFailed(info_hash, file[:_MAX_TEXT], errno_name[:256], message[:_MAX_TEXT])
+    return StorageFailed(info_hash, clip_text(file), clip_name(errno_name), clip_text(message))
 
 
 def is_expected_failure(error: BaseException) -> bool:

@@ -45,7 +45,9 @@ from shared.bus import (
     ReadBlock,
     RecheckTorrent,
     StorePiece,
+    StoreRefusal,
 )
+from shared.geometry import PieceIndexError
 from shared.metainfo import InfoDict
 from shared.types import InfoHash
 
@@ -257,25 +259,29 @@ class TorrentTable:
         """
         torrent = self._torrents.get(message.info_hash)
         if torrent is None:
-            return Refusal("unknown_torrent", "piece for a torrent that is not open")
+            return Refusal(StoreRefusal.UNKNOWN_TORRENT, "piece for a torrent that is not open")
         if torrent.phase is Phase.FAILED:
             return Refusal(
-                "torrent_failed", f"piece for a stopped torrent ({torrent.failure}): reopen it"
+                StoreRefusal.TORRENT_FAILED,
+                f"piece for a stopped torrent ({torrent.failure}): reopen it",
             )
         if torrent.phase is Phase.CHECKING:
-            return Refusal("torrent_checking", "piece while the torrent is being rechecked")
-        if torrent.phase is not Phase.OPEN or torrent.info is None:
-            return Refusal("torrent_not_open", f"piece while the torrent is {torrent.phase}")
-        geometry = torrent.info.geometry
-        if not 0 <= message.piece < geometry.num_pieces:
             return Refusal(
-                "piece_out_of_range",
-                f"piece {message.piece} does not exist (the torrent has {geometry.num_pieces})",
+                StoreRefusal.TORRENT_CHECKING, "piece while the torrent is being rechecked"
             )
-        size = geometry.piece_size(message.piece)
+        if torrent.phase is not Phase.OPEN or torrent.info is None:
+            return Refusal(
+                StoreRefusal.TORRENT_NOT_OPEN, f"piece while the torrent is {torrent.phase}"
+            )
+        geometry = torrent.info.geometry
+        try:
+            piece = geometry.piece_index(message.piece)
+        except PieceIndexError as exc:
+            return Refusal(StoreRefusal.PIECE_OUT_OF_RANGE, str(exc))
+        size = geometry.piece_size(piece)
         if length != size:
             return Refusal(
-                "bad_piece_length",
+                StoreRefusal.BAD_PIECE_LENGTH,
                 f"piece {message.piece} came with {length} bytes, not {size}",
             )
         if message.piece in torrent.verified:

@@ -40,6 +40,7 @@ import random
 from dataclasses import dataclass, field
 
 from shared.bus import (
+    MAX_BATCH,
     Message,
     PeersDiscovered,
     PeerSource,
@@ -79,7 +80,7 @@ log = logging.getLogger(__name__)
 
 SUPPORTED_SCHEMES = frozenset({"http", "https", "udp"})
 
-PEERS_PER_MESSAGE = 4096
+PEERS_PER_MESSAGE = MAX_BATCH
 """Peers in one ``PeersDiscovered`` (the schema's bound on ``peers``)."""
 
 MAX_ERROR_CHARS = 1024

@@ -26,8 +26,10 @@ Rules:
   messages skip the walk.
 - Encoding checks the same rules, so a bug on our side fails where it happens, not on the far
   end of the bus.
-- ``bool`` is not an ``int`` and an ``int`` is not a ``float`` on the wire; an enum value must
-  be a member; floats must be finite.
+- ``bool`` is not an ``int`` and an ``int`` is not a ``float`` on the wire; floats must be
+  finite. An enum value must be a member, except that a reason code (a ``ReasonCode``) that is
+  no member decodes as its ``UNKNOWN`` (the snapshot shows it: ``else 'unknown'``); encoding
+  takes members only.
 """
 
 from __future__ import annotations
@@ -45,15 +47,13 @@ import msgpack  # type: ignore[import-untyped]
 from shared.errors import BusError
 from shared.types import InfoHash, PeerAddress, PeerId
 
-from .schema import (
-    BUS_PROTOCOL_VERSION,
+from .schema import BUS_PROTOCOL_VERSION, MESSAGES, RECORDS, Message
+from .vocabulary import (
     MAX_DATA_BYTES,
     MAX_HEADER_BYTES,
     MAX_METAINFO_BYTES,
-    MESSAGES,
-    RECORDS,
-    Message,
     Range,
+    ReasonCode,
     Size,
 )
 
@@ -288,6 +288,8 @@ class PeerAddressField(Field):
 @dataclass(frozen=True, slots=True)
 class EnumField(Field):
     enum: type[Enum]
+    fallback: Enum | None = None
+    """What a value that is no member decodes as (a reason code's ``UNKNOWN``); None: refused."""
 
     def encode(self, value: Any) -> Any:
         if type(value) is not self.enum:
@@ -301,6 +303,8 @@ class EnumField(Field):
         try:
             return self.enum(wire)
         except ValueError:
+            if self.fallback is not None:
+                return self.fallback
             raise _FieldError("bad_value", f"{wire!r} is not a {self.enum.__name__}") from None
 
     def describe(self) -> str:
@@ -431,6 +435,10 @@ def _compile(hint: Any, owner: str) -> Field:
         return Id20Field(hint)
     elif hint is PeerAddress:
         return PeerAddressField()
+    elif isinstance(hint, type) and issubclass(hint, ReasonCode):
+        if "UNKNOWN" not in hint.__members__:
+            raise TypeError(f"{owner}: reason code {hint.__name__} has no UNKNOWN member")
+        return EnumField(hint, hint["UNKNOWN"])
     elif isinstance(hint, type) and issubclass(hint, IntEnum | StrEnum):
         return EnumField(hint)
     elif hint in RECORDS:
@@ -750,11 +758,18 @@ def render_schema() -> str:
         lines.append(f"record {record.__name__}")
         lines.extend(f"  {n}: {f.describe()}" for n, f in _compile_record(record).fields)
     enums = sorted(
-        {f.enum for plan in _all_fields() for f in _walk(plan) if isinstance(f, EnumField)},
-        key=lambda e: e.__name__,
+        {
+            (f.enum, f.fallback)
+            for plan in _all_fields()
+            for f in _walk(plan)
+            if isinstance(f, EnumField)
+        },
+        key=lambda pair: pair[0].__name__,
     )
-    for enum in enums:
-        lines.append(f"enum {enum.__name__} " + " ".join(repr(m.value) for m in enum))
+    for enum, fallback in enums:
+        values = " ".join(repr(m.value) for m in enum)
+        rest = "" if fallback is None else f" else {fallback.value!r}"
+        lines.append(f"enum {enum.__name__} {values}{rest}")
     return "\n".join(lines) + "\n"
 
 

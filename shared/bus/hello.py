@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from shared.errors import BusError
 
 from .codec import SCHEMA_DIGEST
-from .schema import BUS_PROTOCOL_VERSION, Hello, Rejected, ServiceKind, Welcome
+from .schema import BUS_PROTOCOL_VERSION, Hello, Rejected, Welcome
+from .vocabulary import RejectReason, ServiceKind
 
 __all__ = [
     "MAX_ROUTING_IDENTITY",
@@ -89,14 +90,14 @@ def check_hello(hello: Hello, policy: HelloPolicy) -> Welcome | Rejected:
     who = f"{hello.service} {hello.agent_id!r} on {hello.host} (pid {hello.pid})"
     if hello.protocol_version != BUS_PROTOCOL_VERSION:
         return Rejected(
-            "version_mismatch",
+            RejectReason.VERSION_MISMATCH,
             f"{who} speaks bus protocol version {hello.protocol_version}, but this "
             f"{policy.service.value} speaks version {BUS_PROTOCOL_VERSION}: run the same torviz "
             "release on every host",
         )
     if hello.schema_digest != SCHEMA_DIGEST:
         return Rejected(
-            "schema_mismatch",
+            RejectReason.SCHEMA_MISMATCH,
             f"{who} has bus schema {hello.schema_digest}, but this {policy.service.value} has "
             f"{SCHEMA_DIGEST} (both say version {BUS_PROTOCOL_VERSION}): run the same torviz "
             "build on every host",
@@ -104,7 +105,7 @@ def check_hello(hello: Hello, policy: HelloPolicy) -> Welcome | Rejected:
     if hello.service not in SERVICE_KINDS or ServiceKind(hello.service) not in policy.accepts:
         accepted = ", ".join(sorted(kind.value for kind in policy.accepts))
         return Rejected(
-            "service_not_accepted",
+            RejectReason.SERVICE_NOT_ACCEPTED,
             f"{who} may not connect to this {policy.service.value} endpoint (accepts: {accepted})",
         )
     return Welcome(
@@ -172,7 +173,7 @@ def _refuse_role(hello: Hello, key_name: str, key_role: str) -> Rejected:
     wanted, short = _ROLE_TEXT.get(hello.service, (hello.service[:40], "peer"))
     make = "`keys init peer:NAME`" if short == "peer" else f"`keys init {short}`"
     return Rejected(
-        "identity_not_allowed",
+        RejectReason.IDENTITY_NOT_ALLOWED,
         f"the key {key_name!r} is {whose}: it cannot register as {wanted} (make a {short} key "
         f"with {make})",
     )
@@ -212,7 +213,7 @@ def check_identity(
     agent_id = hello.agent_id
     if not is_routing_identity(routing_id, agent_id):
         return Rejected(
-            "identity_not_allowed",
+            RejectReason.IDENTITY_NOT_ALLOWED,
             f"{hello.service} {agent_id!r} connected with another routing identity",
         )
     if (
@@ -224,7 +225,7 @@ def check_identity(
     if key_name in (own_key_name, agent_id) or agent_id.startswith(f"{key_name}-"):
         return None
     return Rejected(
-        "identity_not_allowed",
+        RejectReason.IDENTITY_NOT_ALLOWED,
         f"{hello.service} {agent_id!r} uses the key of {key_name!r}: an agent's id must be its "
         f"key's name or start with '{key_name}-' (run it with --agent-id {key_name})",
     )

@@ -2,8 +2,10 @@
 
 Strategy: one frozen dataclass per message, registered with ``@bus_message(tag=N)``. The codec
 (``shared.bus.codec``) derives encoding, decoding and validation from the annotations below, so
-a field's type *is* its wire contract. ``tests/vectors/bus_schema.snapshot`` pins the whole
-rendered schema: any change to it is a deliberate, reviewed diff.
+a field's type *is* its wire contract. The words the messages are made of (bounds such as
+``MAX_BATCH``, field aliases such as ``Name``, the enums and reason codes) live in
+``shared.bus.vocabulary``. ``tests/vectors/bus_schema.snapshot`` pins the whole rendered schema:
+any change to it is a deliberate, reviewed diff.
 
 Rules:
 - Tags are stable and never reused; a retired tag stays listed in ``RETIRED_TAGS``. Tags are
@@ -15,9 +17,13 @@ Rules:
   ``float`` (finite, ``Range`` optional), ``str``/``bytes``/``tuple[X, ...]`` (each needs a
   ``Size`` bound), ``X | None``, ``InfoHash``, ``PeerId``, ``PeerAddress``, enums (``IntEnum``
   or ``StrEnum``) and records registered with ``@bus_record``.
+- A closed set of codes that services share is an enum, never a ``Name``: reason codes are
+  ``ReasonCode`` enums, whose unknown values decode as ``UNKNOWN`` (see the vocabulary).
 - ``Hello``, ``Welcome`` and ``Rejected`` keep their tags and fields forever, so that two
-  different protocol versions can always tell each other that they disagree. Any other change
-  to the snapshot bumps ``BUS_PROTOCOL_VERSION``.
+  different protocol versions can always tell each other that they disagree (``Rejected.reason``
+  is a ``RejectReason``: the same str on the wire, and any version's code decodes). Any other
+  change to the snapshot bumps ``BUS_PROTOCOL_VERSION`` (4: the reason codes became enums, the
+  wire bytes stayed the same).
 - Times are durations in seconds, never absolute clock readings: clocks differ across hosts.
 - A message with ``HAS_DATA`` travels as ``[header, data]``: the data frame carries piece or
   block bytes and is never packed into msgpack.
@@ -27,62 +33,52 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from enum import StrEnum
 from types import MappingProxyType
 from typing import Annotated, ClassVar, TypeVar, dataclass_transform
 
 from shared.types import InfoHash, PeerAddress, PeerId
 
+from .vocabulary import (
+    MAX_AGENTS,
+    MAX_ANNOUNCE_ROWS,
+    MAX_BATCH,
+    MAX_BLOCK_LENGTH,
+    MAX_DATA_BYTES,
+    MAX_HOSTS,
+    MAX_METAINFO_BYTES,
+    MAX_PEER_ROWS,
+    MAX_PIECES,
+    MAX_TORRENTS,
+    MAX_TRACKER_ROWS,
+    U32,
+    Bitfield,
+    BlockSenders,
+    DisconnectReason,
+    Name,
+    PeerKey,
+    PeerKeys,
+    PeerSource,
+    PieceCount,
+    PieceList,
+    PieceNo,
+    Port,
+    Range,
+    Rate,
+    RejectReason,
+    Seconds,
+    ServiceKind,
+    Size,
+    StoreRefusal,
+    Text,
+    TorrentState,
+    TrackerState,
+)
+
 # The exported names are listed once, in ``shared.bus.__all__``.
 
-BUS_PROTOCOL_VERSION = 3
-
-# Limits shared by the codec and the schema. MAX_PIECES matches libtorrent's default max_pieces.
-MAX_PIECES = 2**21
-MAX_BITFIELD_BYTES = MAX_PIECES // 8
-MAX_METAINFO_BYTES = 10 * 1024 * 1024
-MAX_HEADER_BYTES = 12 * 1024 * 1024
-MAX_DATA_BYTES = 64 * 1024 * 1024
-MAX_BLOCK_LENGTH = 128 * 1024
-BLOCK_LENGTH = 16 * 1024  # the block size every client requests; blame is traced per block
-_MAX_BATCH = 4096  # peers, pieces or stats rows in one message; senders split larger batches
-_MAX_TORRENTS = 10_000
+BUS_PROTOCOL_VERSION = 4
 
 RETIRED_TAGS: frozenset[int] = frozenset({50})  # 50: ListeningOn, now part of AgentInfo
-
-
-@dataclass(frozen=True, slots=True)
-class Range:
-    """Inclusive bounds of an ``int`` or ``float`` field: ``Annotated[int, Range(0, 255)]``."""
-
-    lo: int | float
-    hi: int | float
-
-
-@dataclass(frozen=True, slots=True)
-class Size:
-    """Inclusive length bounds of a ``str`` (characters), ``bytes`` or ``tuple`` field."""
-
-    lo: int
-    hi: int
-
-
-# Vocabulary. Every str, bytes and tuple states its bound; the aliases keep the classes short.
-Name = Annotated[str, Size(0, 256)]  # ids and snake_case reason codes
-Text = Annotated[str, Size(0, 4096)]  # one human-readable line, a URL or a path
-PeerKey = Annotated[str, Size(1, 128)]  # a peer agent's unique name for a connection: "pa1/17"
-U32 = Annotated[int, Range(0, 2**32 - 1)]
-PieceNo = Annotated[int, Range(0, MAX_PIECES - 1)]
-PieceCount = Annotated[int, Range(0, MAX_PIECES)]
-Port = Annotated[int, Range(0, 65535)]
-Bitfield = Annotated[bytes, Size(0, MAX_BITFIELD_BYTES)]
-PieceList = Annotated[tuple[PieceNo, ...], Size(0, _MAX_BATCH)]  # empty: "nothing for you now"
-PeerKeys = Annotated[tuple[PeerKey, ...], Size(0, 1024)]
-BlockSenders = Annotated[
-    tuple[Annotated[int, Range(0, 1023)], ...], Size(0, MAX_DATA_BYTES // BLOCK_LENGTH)
-]  # per 16 KiB block of a piece, an index into the message's ``contributors``
-Rate = Annotated[float, Range(0.0, 1e15)]  # bytes per second
-Seconds = Annotated[float, Range(0.0, 1e9)]
 
 
 class Message:
@@ -135,47 +131,6 @@ def bus_record(cls: type[R]) -> type[R]:
     made = dataclass(frozen=True, slots=True)(cls)
     _records.append(made)
     return made
-
-
-class ServiceKind(StrEnum):
-    """Who is on the other end of a bus connection (``Hello.service`` carries the value)."""
-
-    COORDINATOR = "coordinator"
-    TRACKER_AGENT = "tracker_agent"
-    PEER_AGENT = "peer_agent"
-    STORAGE_AGENT = "storage_agent"
-    CLI = "cli"
-
-
-class PeerSource(StrEnum):
-    """Where a peer address came from."""
-
-    TRACKER = "tracker"
-    DHT = "dht"
-    PEX = "pex"
-    INCOMING = "incoming"
-    MANUAL = "manual"
-
-
-class TrackerState(StrEnum):
-    """One tracker URL as the tracker agent sees it."""
-
-    IDLE = "idle"
-    ANNOUNCING = "announcing"
-    WORKING = "working"
-    FAILED = "failed"
-    DISABLED = "disabled"
-
-
-class TorrentState(StrEnum):
-    """A torrent as the coordinator reports it to the user."""
-
-    CHECKING = "checking"
-    DOWNLOADING = "downloading"
-    SEEDING = "seeding"
-    PAUSED = "paused"
-    STOPPED = "stopped"
-    ERROR = "error"
 
 
 # --- records ----------------------------------------------------------------------------------
@@ -257,7 +212,7 @@ class AnnounceStatus:
     totals: bool
     """This announce reports the torrent's uploaded and downloaded bytes; the others report 0,
     so that no tracker counts our traffic twice."""
-    trackers: Annotated[tuple[TrackerStatus, ...], Size(0, 256)]
+    trackers: Annotated[tuple[TrackerStatus, ...], Size(0, MAX_TRACKER_ROWS)]
     """The latest result of each tracker URL for this announce."""
 
 
@@ -280,11 +235,11 @@ class TorrentStatus:
     num_pieces: PieceCount
     save_path: Text
     error: Text | None
-    trackers: Annotated[tuple[TrackerStatus, ...], Size(0, 256)]
-    peer_list: Annotated[tuple[PeerStatus, ...], Size(0, 1024)]
+    trackers: Annotated[tuple[TrackerStatus, ...], Size(0, MAX_TRACKER_ROWS)]
+    peer_list: Annotated[tuple[PeerStatus, ...], Size(0, MAX_PEER_ROWS)]
     check_progress: Annotated[float, Range(0.0, 1.0)] | None
     """While the files are being checked: the fraction hashed so far."""
-    announces: Annotated[tuple[AnnounceStatus, ...], Size(0, 64)] = ()
+    announces: Annotated[tuple[AnnounceStatus, ...], Size(0, MAX_ANNOUNCE_ROWS)] = ()
     """Who announces the torrent to its trackers, and from which address and port."""
     reachable: bool = True
     """Every announce names a peer agent listening at its address. False when no tracker agent
@@ -346,7 +301,7 @@ class Welcome(Message):
 class Rejected(Message):
     """The answer to a refused ``Hello``; the caller stops with ``message``."""
 
-    reason: Name
+    reason: RejectReason
     message: Text
 
 
@@ -439,7 +394,7 @@ class PeersDiscovered(Message):
     """Addresses found for a torrent; the coordinator deduplicates and decides whom to dial."""
 
     info_hash: InfoHash
-    peers: Annotated[tuple[PeerAddress, ...], Size(0, _MAX_BATCH)]
+    peers: Annotated[tuple[PeerAddress, ...], Size(0, MAX_BATCH)]
     source: PeerSource
 
 
@@ -500,7 +455,7 @@ class DisconnectPeer(Message):
 
     info_hash: InfoHash
     peer: PeerKey
-    reason: Name
+    reason: DisconnectReason
 
 
 @bus_message(tag=34)
@@ -543,7 +498,7 @@ class BanPeers(Message):
     """Refuse connections from these hosts for this torrent (they sent corrupt data)."""
 
     info_hash: InfoHash
-    hosts: Annotated[tuple[Name, ...], Size(1, 1024)]
+    hosts: Annotated[tuple[Name, ...], Size(1, MAX_HOSTS)]
 
 
 @bus_message(tag=40)
@@ -584,7 +539,7 @@ class PeerDisconnected(Message):
 
     info_hash: InfoHash
     peer: PeerKey
-    reason: Name
+    reason: DisconnectReason
     message: Text
 
 
@@ -594,7 +549,7 @@ class PeerConnectFailed(Message):
 
     info_hash: InfoHash
     address: PeerAddress
-    reason: Name
+    reason: DisconnectReason
     message: Text
 
 
@@ -604,7 +559,7 @@ class WorkWanted(Message):
 
     info_hash: InfoHash
     peer: PeerKey
-    count: Annotated[int, Range(1, _MAX_BATCH)]
+    count: Annotated[int, Range(1, MAX_BATCH)]
 
 
 @bus_message(tag=46)
@@ -620,7 +575,7 @@ class PiecesReleased(Message):
 class TransferStats(Message):
     """Periodic counters and rates of the sender's connections."""
 
-    peers: Annotated[tuple[PeerStats, ...], Size(0, _MAX_BATCH)]
+    peers: Annotated[tuple[PeerStats, ...], Size(0, MAX_BATCH)]
 
 
 @bus_message(tag=48)
@@ -690,15 +645,16 @@ class ReadFailed(Message):
 class PieceStored(Message):
     """Storage to the peer agent that sent a ``StorePiece``: the piece is dealt with.
 
-    ``reason`` is empty when the piece was hashed (and written if it matched: the coordinator
-    hears ``PieceVerified`` or ``PieceRejected``) or was already verified; otherwise it names
-    why it was refused (``torrent_checking``, ``unknown_torrent``, ``agent_stopping``, ...) and
-    the sender may send it again later. Until this arrives the sender keeps the piece.
+    ``reason`` is ``StoreRefusal.NONE`` (empty) when the piece was hashed (and written if it
+    matched: the coordinator hears ``PieceVerified`` or ``PieceRejected``) or was already
+    verified; otherwise it names why it was refused (``TORRENT_CHECKING``, ``UNKNOWN_TORRENT``,
+    ``AGENT_STOPPING``, ...) and the sender may send it again later. Until this arrives the
+    sender keeps the piece.
     """
 
     info_hash: InfoHash
     piece: PieceNo
-    reason: Name
+    reason: StoreRefusal
 
 
 # --- coordinator <-> storage agent (80-99) ------------------------------------------------------
@@ -831,8 +787,8 @@ class GetStatus(Message):
 class StatusReport(Message):
     """Reply to ``ListTorrents`` and ``GetStatus``."""
 
-    torrents: Annotated[tuple[TorrentStatus, ...], Size(0, _MAX_TORRENTS)]
-    agents: Annotated[tuple[AgentStatus, ...], Size(0, 4096)]
+    torrents: Annotated[tuple[TorrentStatus, ...], Size(0, MAX_TORRENTS)]
+    agents: Annotated[tuple[AgentStatus, ...], Size(0, MAX_AGENTS)]
 
 
 @bus_message(tag=105)

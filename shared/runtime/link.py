@@ -58,6 +58,7 @@ from shared.bus import (
     Heartbeat,
     Message,
     Rejected,
+    RejectReason,
     ServiceKind,
     Welcome,
     make_hello,
@@ -99,7 +100,7 @@ MIN_HEARTBEAT = 0.05
 """Seconds; a smaller heartbeat interval from the coordinator is raised to this (0 stays 0:
 no heartbeats and no loss detection)."""
 
-CONFIG_REFUSALS = frozenset({"duplicate_agent", "identity_not_allowed"})
+CONFIG_REFUSALS = frozenset({RejectReason.DUPLICATE_AGENT, RejectReason.IDENTITY_NOT_ALLOWED})
 """Refusals only the operator can mend (another ``--agent-id``, the right key): exit 2."""
 
 _MIN_WAIT = 0.01  # seconds the ticker sleeps at least, so a deadline in the past cannot spin
@@ -257,10 +258,10 @@ class LinkPolicy:
                 self._beat_at = now + self.interval
                 self._hello_at = -math.inf  # answered: a hello_first may be met at once
                 return [Registered(server_id, self.interval)]
-            case Rejected(reason="hello_first"):
+            case Rejected(reason=RejectReason.HELLO_FIRST):
                 actions: list[LinkAction] = []
                 if self.state is LinkState.REGISTERED:
-                    actions.append(CoordinatorLost("hello_first"))
+                    actions.append(CoordinatorLost(RejectReason.HELLO_FIRST))
                     self._enter_hello(now)
                 if now - self._hello_at >= self.hello_retry:
                     self._hello_at = now

@@ -78,6 +78,7 @@ from shared.bus import (
     HelloPolicy,
     Message,
     Rejected,
+    RejectReason,
     ServiceKind,
     Welcome,
     check_hello,
@@ -545,7 +546,7 @@ class BusSocket:
                 refusal = check_identity(message, sender, key_name, self._own_key_name, key_role)
                 if refusal is None and taken is not None and taken != key_name:
                     refusal = Rejected(
-                        "identity_not_allowed",
+                        RejectReason.IDENTITY_NOT_ALLOWED,
                         f"{message.agent_id!r} is already here with the key of {taken!r}",
                     )
                 answer = refusal or answer
@@ -559,7 +560,7 @@ class BusSocket:
                     del self.welcomed[next(iter(self.welcomed))]  # dicts keep insertion order
                 else:
                     answer = Rejected(
-                        "too_many_peers", f"{self.name} serves {self._max_peers} peers"
+                        RejectReason.TOO_MANY_PEERS, f"{self.name} serves {self._max_peers} peers"
                     )
             self._enqueue([sender, *encode_frames(answer)], answer)
             if isinstance(answer, Rejected):
@@ -577,7 +578,7 @@ class BusSocket:
             if not isinstance(message, Goodbye | Rejected | Welcome):
                 # A peer that was welcomed by a previous incarnation of this endpoint (it
                 # restarted) learns that it must introduce itself again.
-                answer = Rejected("hello_first", f"{self.name}: say Hello first")
+                answer = Rejected(RejectReason.HELLO_FIRST, f"{self.name}: say Hello first")
                 self._enqueue([sender, *encode_frames(answer)], answer)
             return False
         if isinstance(message, Goodbye):

@@ -9,6 +9,7 @@ from shared.bus import (
     AttachTorrent,
     ConnectPeer,
     DetachTorrent,
+    DisconnectReason,
     Heartbeat,
     OpenTorrent,
     PeerDisconnected,
@@ -140,7 +141,9 @@ def test_throughput_steers_placement() -> None:
     core.handle(TRACKER, PeersDiscovered(info_hash, (addr(9),), PeerSource.TRACKER), 1.0)
     assert [to for to, _ in sent(core, ConnectPeer)] == [PA2]
     # Once its busy connection is gone, the agent counts as idle again.
-    core.handle(PA1, PeerDisconnected(info_hash, "pa1/1", "closed", "closed"), 2.0)
+    core.handle(
+        PA1, PeerDisconnected(info_hash, "pa1/1", DisconnectReason.PEER_CLOSED, "closed"), 2.0
+    )
     core.tick(2.0)
     assert [(a.agent_id, a.download_rate) for a in core.status().agents if a.agent_id == "pa1"] == [
         ("pa1", 0.0)

@@ -24,6 +24,7 @@ from shared.bus import (
     ConnectPeer,
     ControlFailed,
     DisconnectPeer,
+    DisconnectReason,
     GetStatus,
     Message,
     OpenTorrent,
@@ -202,7 +203,13 @@ def test_discovered_peers_are_spread_over_peer_agents(core: Coordinator) -> None
     dials = sent(core, ConnectPeer)
     assert sorted(m.address for _, m in dials) == [addr(2), addr(3), addr(4)]
     assert {to for to, _ in dials} == {PA1, PA2}
-    core.handle(PA1, PeerConnectFailed(info_hash, dials[0][1].address, "refused", "refused"), 0.0)
+    core.handle(
+        PA1,
+        PeerConnectFailed(
+            info_hash, dials[0][1].address, DisconnectReason.CONNECTION_REFUSED, "refused"
+        ),
+        0.0,
+    )
     core.handle(
         TRACKER, PeersDiscovered(info_hash, (dials[0][1].address,), PeerSource.TRACKER), 0.0
     )
@@ -256,12 +263,15 @@ def test_corrupt_pieces_go_elsewhere_and_the_liar_is_banned(core: Coordinator) -
     core.handle(PA2, WorkWanted(info_hash, "pa2/1", 8), 0.0)
     assert liar_piece in [p for _, m in sent(core, AssignPieces) for p in m.pieces]
     for piece in assignments["pa1/1"][1:] + [3, 4, 5][: MAX_HASH_FAILURES - 2]:
-        assert DisconnectPeer(info_hash, "pa1/1", "sent_corrupt_data") not in [
+        assert DisconnectPeer(info_hash, "pa1/1", DisconnectReason.SENT_CORRUPT_DATA) not in [
             m for _, m in core.take_outbox()
         ]
         core.handle(PA1, PieceDownloaded(info_hash, piece, "pa1/1"), 0.0)
         core.handle(STORAGE, PieceRejected(info_hash, piece, ("pa1/1",)), 0.0)
-    assert (PA1, DisconnectPeer(info_hash, "pa1/1", "sent_corrupt_data")) in core.take_outbox()
+    assert (
+        PA1,
+        DisconnectPeer(info_hash, "pa1/1", DisconnectReason.SENT_CORRUPT_DATA),
+    ) in core.take_outbox()
     assert core.status().torrents[0].peers == 1
     core.handle(TRACKER, PeersDiscovered(info_hash, (addr(2),), PeerSource.TRACKER), 0.0)
     assert sent(core, ConnectPeer) == []
@@ -288,7 +298,9 @@ def test_a_closed_connection_frees_its_pieces_for_a_starved_one() -> None:
     first, second = sent(core, AssignPieces)
     assert len(first[1].pieces) == NUM_PIECES
     assert len(second[1].pieces) == 1  # endgame: one second copy at a time
-    core.handle(PA1, PeerDisconnected(info_hash, "pa1/1", "closed", "closed"), 0.0)
+    core.handle(
+        PA1, PeerDisconnected(info_hash, "pa1/1", DisconnectReason.PEER_CLOSED, "closed"), 0.0
+    )
     core.handle(PA2, WorkWanted(info_hash, "pa2/1", NUM_PIECES), 0.0)
     [(to, again)] = sent(core, AssignPieces)
     assert to == PA2 and sorted(again.pieces + second[1].pieces) == list(range(NUM_PIECES))
@@ -445,7 +457,9 @@ def test_a_seed_meeting_a_seed_hangs_up(core: Coordinator) -> None:
     core.handle(STORAGE, TorrentOpened(info_hash, Bitfield.full(NUM_PIECES).to_bytes()), 0.0)
     core.take_outbox()
     connect(core, info_hash, PA1, "pa1/1", 2, Bitfield.full(NUM_PIECES))
-    assert sent(core, DisconnectPeer) == [(PA1, DisconnectPeer(info_hash, "pa1/1", "both_seeds"))]
+    assert sent(core, DisconnectPeer) == [
+        (PA1, DisconnectPeer(info_hash, "pa1/1", DisconnectReason.BOTH_SEEDS))
+    ]
     assert core.status().torrents[0].state is TorrentState.SEEDING
 
 
@@ -587,12 +601,16 @@ def test_a_dropped_connection_is_dialled_again_after_a_back_off(core: Coordinato
     info_hash = opened(core)
     core.handle(TRACKER, PeersDiscovered(info_hash, (addr(5),), PeerSource.TRACKER), 0.0)
     [(agent, _)] = sent(core, ConnectPeer)
-    core.handle(agent, PeerConnectFailed(info_hash, addr(5), "connection_refused", "x"), 1.0)
+    core.handle(
+        agent, PeerConnectFailed(info_hash, addr(5), DisconnectReason.CONNECTION_REFUSED, "x"), 1.0
+    )
     core.tick(5.0)
     assert sent(core, ConnectPeer) == []
     core.tick(11.5)  # 10 s after the failure
     assert [m.address for _, m in sent(core, ConnectPeer)] == [addr(5)]
-    core.handle(agent, PeerConnectFailed(info_hash, addr(5), "connection_refused", "x"), 12.0)
+    core.handle(
+        agent, PeerConnectFailed(info_hash, addr(5), DisconnectReason.CONNECTION_REFUSED, "x"), 12.0
+    )
     core.tick(25.0)
     assert sent(core, ConnectPeer) == []  # now 20 s
     core.tick(32.5)
@@ -603,7 +621,9 @@ def test_no_retry_for_a_peer_that_is_ourselves(core: Coordinator) -> None:
     info_hash = opened(core)
     core.handle(TRACKER, PeersDiscovered(info_hash, (addr(5),), PeerSource.TRACKER), 0.0)
     [(agent, _)] = sent(core, ConnectPeer)
-    core.handle(agent, PeerConnectFailed(info_hash, addr(5), "connected_to_self", "x"), 1.0)
+    core.handle(
+        agent, PeerConnectFailed(info_hash, addr(5), DisconnectReason.CONNECTED_TO_SELF, "x"), 1.0
+    )
     core.tick(100.0)
     assert sent(core, ConnectPeer) == []
 

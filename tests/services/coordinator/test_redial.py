@@ -11,6 +11,7 @@ from shared.bus import (
     AddTorrent,
     ConnectPeer,
     DisconnectPeer,
+    DisconnectReason,
     PeerBitfield,
     PeerConnected,
     PeerConnectFailed,
@@ -104,7 +105,9 @@ def test_a_finished_torrent_does_not_keep_redialling_its_seeder() -> None:
     connect(core, info_hash, agent, "pa/1", 5, Bitfield.full(NUM_PIECES))
     core.handle(agent, stats(info_hash, "pa/1", PIECE * NUM_PIECES, 0), 1.0)
     finish(core, info_hash, 1.0)
-    core.handle(agent, PeerDisconnected(info_hash, "pa/1", "peer_closed", "closed"), 2.0)
+    core.handle(
+        agent, PeerDisconnected(info_hash, "pa/1", DisconnectReason.PEER_CLOSED, "closed"), 2.0
+    )
     core.take_outbox()
     dials = 0
     for second in range(3, 63):
@@ -115,8 +118,15 @@ def test_a_finished_torrent_does_not_keep_redialling_its_seeder() -> None:
             key = f"pa/{second}"
             core.handle(to, connected(info_hash, key, second), float(second))
             core.handle(to, bitfield(info_hash, key), float(second))
-            assert (to, DisconnectPeer(info_hash, key, "both_seeds")) in core.take_outbox()
-            core.handle(to, PeerDisconnected(info_hash, key, "both_seeds", "x"), float(second))
+            assert (
+                to,
+                DisconnectPeer(info_hash, key, DisconnectReason.BOTH_SEEDS),
+            ) in core.take_outbox()
+            core.handle(
+                to,
+                PeerDisconnected(info_hash, key, DisconnectReason.BOTH_SEEDS, "x"),
+                float(second),
+            )
     assert dials == 1
 
 
@@ -137,7 +147,9 @@ def test_an_always_failing_address_is_dialled_a_bounded_number_of_times() -> Non
         core.tick(float(second))
         for to, message in sent(core, ConnectPeer):
             dials += 1
-            failed = PeerConnectFailed(info_hash, message.address, "connection_refused", "x")
+            failed = PeerConnectFailed(
+                info_hash, message.address, DisconnectReason.CONNECTION_REFUSED, "x"
+            )
             core.handle(to, failed, float(second))
         if second % 600 == 0:  # the tracker keeps listing it
             found = PeersDiscovered(info_hash, (addr(7),), PeerSource.TRACKER)
@@ -155,10 +167,13 @@ def test_uploads_on_a_connection_we_close_still_count() -> None:
     connect(core, info_hash, PA1, "pa1/1", 2, Bitfield(NUM_PIECES))
     core.handle(PA1, stats(info_hash, "pa1/1", 0, 1000), 1.0)
     core.handle(PA1, bitfield(info_hash, "pa1/1"), 1.5)
-    assert (PA1, DisconnectPeer(info_hash, "pa1/1", "both_seeds")) in core.take_outbox()
+    assert (
+        PA1,
+        DisconnectPeer(info_hash, "pa1/1", DisconnectReason.BOTH_SEEDS),
+    ) in core.take_outbox()
     size = PIECE * NUM_PIECES
     core.handle(PA1, stats(info_hash, "pa1/1", 0, size), 1.6)
-    core.handle(PA1, PeerDisconnected(info_hash, "pa1/1", "both_seeds", "x"), 1.6)
+    core.handle(PA1, PeerDisconnected(info_hash, "pa1/1", DisconnectReason.BOTH_SEEDS, "x"), 1.6)
     core.handle(PA1, stats(info_hash, "pa1/1", 0, 5 * size), 2.0)  # too late: not counted
     assert core.status().torrents[0].uploaded == size
 
@@ -171,7 +186,9 @@ def test_uploads_of_a_paused_torrent_still_count() -> None:
     connect(core, info_hash, PA1, "pa1/1", 2, Bitfield(NUM_PIECES))
     core.pause(info_hash)
     core.handle(PA1, stats(info_hash, "pa1/1", 0, 4096), 1.0)
-    core.handle(PA1, PeerDisconnected(info_hash, "pa1/1", "torrent_detached", "x"), 1.0)
+    core.handle(
+        PA1, PeerDisconnected(info_hash, "pa1/1", DisconnectReason.TORRENT_DETACHED, "x"), 1.0
+    )
     assert core.status().torrents[0].uploaded == 4096
 
 

@@ -24,6 +24,7 @@ from shared.bus import (
     BroadcastHave,
     ConnectPeer,
     DisconnectPeer,
+    DisconnectReason,
     Goodbye,
     Hello,
     PeerBitfield,
@@ -32,6 +33,7 @@ from shared.bus import (
     PeerDisconnected,
     PieceDownloaded,
     Rejected,
+    RejectReason,
     Shutdown,
     TransferStats,
     Welcome,
@@ -93,9 +95,11 @@ def test_downloads_a_torrent_from_a_libtorrent_seeder(
     assert stats.peers[0].peer == connected.peer
 
     counterparts.send(BroadcastHave(torrent.info_hash, 0))
-    counterparts.send(DisconnectPeer(torrent.info_hash, connected.peer, "done"))
+    counterparts.send(
+        DisconnectPeer(torrent.info_hash, connected.peer, DisconnectReason.BOTH_SEEDS)
+    )
     gone = counterparts.expect(PeerDisconnected)
-    assert (gone.peer, gone.reason) == (connected.peer, "done")
+    assert (gone.peer, gone.reason) == (connected.peer, DisconnectReason.BOTH_SEEDS)
 
 
 def test_torrents_share_one_storage_link_per_endpoint(
@@ -188,7 +192,7 @@ def test_a_new_registration_detaches_every_torrent(
     assert counterparts.welcomes == 1
 
     # The coordinator restarted: it answers the agent's next message with hello_first.
-    counterparts.send(Rejected("hello_first", "fake coordinator: say Hello first"))
+    counterparts.send(Rejected(RejectReason.HELLO_FIRST, "fake coordinator: say Hello first"))
     counterparts.expect(Hello, lambda m: m.service == "peer_agent")
     info = peer_agent_info(counterparts)
     assert info.listen_address is not None and counterparts.welcomes == 2

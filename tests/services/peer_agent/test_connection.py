@@ -21,6 +21,7 @@ from shared.bus import (
     ConnectPeer,
     DetachTorrent,
     DisconnectPeer,
+    DisconnectReason,
     PeerBitfield,
     PeerConnected,
     PeerConnectFailed,
@@ -217,11 +218,11 @@ def test_commands_reach_the_connection(counterparts, agent, fake_peer) -> None:
 
     # Commands for keys that do not exist (or no longer) are ignored.
     counterparts.send(AssignPieces(INFO_HASH, f"{agent.agent_id}/999", (1,)))
-    counterparts.send(DisconnectPeer(INFO_HASH, "elsewhere/1", "nope"))
+    counterparts.send(DisconnectPeer(INFO_HASH, "elsewhere/1", DisconnectReason.BANNED))
 
-    counterparts.send(DisconnectPeer(INFO_HASH, key, "too_slow"))
+    counterparts.send(DisconnectPeer(INFO_HASH, key, DisconnectReason.BOTH_SEEDS))
     gone = counterparts.expect(PeerDisconnected, lambda m: m.peer == key)
-    assert gone.reason == "too_slow"
+    assert gone.reason is DisconnectReason.BOTH_SEEDS
     assert silent.wait_served(5.0), "the agent did not close the socket"
 
 

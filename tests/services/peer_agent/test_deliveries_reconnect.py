@@ -13,7 +13,7 @@ from services.peer_agent.deliveries import (
     RECONNECT_AFTER,
     Deliveries,
 )
-from shared.bus import PieceStored, StorePiece
+from shared.bus import PieceStored, StorePiece, StoreRefusal
 from shared.types import InfoHash
 
 IH = InfoHash(hashlib.sha1(b"reconnect").digest())
@@ -38,7 +38,9 @@ def test_a_silent_link_with_pieces_waiting_is_opened_again_with_every_piece() ->
     assert pieces(deliveries.reconnect_due(1000.0)) is None  # nothing waits: never
     send(deliveries, 1, 100.0)
     send(deliveries, 2, 101.0)
-    deliveries.settle(PieceStored(IH, 2, "torrent_checking"), 101.5)  # heard; 2 retries later
+    deliveries.settle(
+        PieceStored(IH, 2, StoreRefusal.TORRENT_CHECKING), 101.5
+    )  # heard; 2 retries later
     assert [d.message.piece for d in deliveries.due(103.0)] == [2]  # sent again: no answer
     # Probes go out and nobody answers them.
     probes = [now for now in range(102, 112) if deliveries.probe_due(float(now))]
@@ -59,7 +61,7 @@ def test_anything_heard_keeps_the_link() -> None:
         assert deliveries.probe_due(now)  # probes alone do not count as heard
     deliveries.heard(9.0)  # the storage agent answered a probe (a Heartbeat)
     assert pieces(deliveries.reconnect_due(18.9)) is None
-    deliveries.settle(PieceStored(IH, 1, ""), 18.0)  # an answer
+    deliveries.settle(PieceStored(IH, 1, StoreRefusal.NONE), 18.0)  # an answer
     assert pieces(deliveries.reconnect_due(27.9)) is None
     assert pieces(deliveries.reconnect_due(28.0)) == [2]
 

@@ -17,6 +17,7 @@ from shared.bus import (
     Hello,
     PeerConnected,
     StorePiece,
+    StoreRefusal,
     WorkWanted,
 )
 from shared.types import InfoHash, PeerAddress
@@ -94,7 +95,7 @@ def test_unanswered_pieces_fill_the_window_and_survive_a_storage_restart(
 
     # A passing refusal: the same piece comes again about a second later, the same bytes.
     first = counterparts.pieces[0]
-    counterparts.answer_piece(first, "torrent_checking")
+    counterparts.answer_piece(first, StoreRefusal.TORRENT_CHECKING)
     refused_at = time.monotonic()
     picker.until(lambda: len(counterparts.pieces) > held, 5.0, "the refused piece again")
     again = counterparts.pieces[held]

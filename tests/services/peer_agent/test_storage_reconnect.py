@@ -33,6 +33,7 @@ from shared.bus import (
     PieceStored,
     ServiceKind,
     StorePiece,
+    StoreRefusal,
     Welcome,
     decode_frames,
     encode_frames,
@@ -79,7 +80,7 @@ class FakeStorage:
                 case Hello():
                     self._send(sender, Welcome(BUS_PROTOCOL_VERSION, "storage_agent", "sa", 1.0))
                 case StorePiece(info_hash=info_hash, piece=piece) if self.answer_pieces:
-                    self._send(sender, PieceStored(info_hash, piece, ""))
+                    self._send(sender, PieceStored(info_hash, piece, StoreRefusal.NONE))
                 case Heartbeat(seq=seq) if self.answer_probes:
                     self._send(sender, Heartbeat(seq))
 
@@ -177,7 +178,12 @@ def test_a_busy_storage_agent_that_answers_probes_keeps_the_link(
     for sender, message in list(storage.heard):
         if isinstance(message, StorePiece):
             storage.sock.send_multipart(
-                [sender, *encode_frames(PieceStored(message.info_hash, message.piece, ""))]
+                [
+                    sender,
+                    *encode_frames(
+                        PieceStored(message.info_hash, message.piece, StoreRefusal.NONE)
+                    ),
+                ]
             )
     actor.run_until(lambda: not actor.link.deliveries, WAIT, "every piece answered")
     assert storage.hellos == 1

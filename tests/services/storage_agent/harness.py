@@ -33,6 +33,7 @@ from shared.bus import (
     PieceVerified,
     ReadBlock,
     Rejected,
+    RejectReason,
     ServiceKind,
     StorePiece,
     TorrentOpened,
@@ -103,7 +104,7 @@ class FakeCoordinator:
                 break
             if hello_first:
                 self.identity = routing[0]
-                self.send(Rejected("hello_first", "coord-test: say Hello first"))
+                self.send(Rejected(RejectReason.HELLO_FIRST, "coord-test: say Hello first"))
         self.identity = routing[0]
         welcome = Welcome(hello.protocol_version, "coordinator", "coord-test", heartbeat_interval)
         self.send(welcome)

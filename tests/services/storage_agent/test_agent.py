@@ -34,6 +34,7 @@ from shared.bus import (
     PieceVerified,
     ReadFailed,
     Rejected,
+    RejectReason,
     ServiceKind,
     Shutdown,
     StorageFailed,
@@ -126,7 +127,9 @@ def test_rejected_by_the_coordinator_exits_1(
     agent: AgentProcess = start_agent()
     routing, _, _ = recv_message(coordinator.sock)
     coordinator.identity = routing[0]
-    coordinator.send(Rejected("version_mismatch", "this coordinator speaks another version"))
+    coordinator.send(
+        Rejected(RejectReason.VERSION_MISMATCH, "this coordinator speaks another version")
+    )
     assert agent.wait(STOP_BOUND) == 1
     assert "this coordinator speaks another version" in agent.log()
 

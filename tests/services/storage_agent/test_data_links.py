@@ -15,7 +15,7 @@ from typing import Any
 
 import zmq
 
-from shared.bus import Heartbeat, Rejected, ServiceKind, Welcome, make_hello
+from shared.bus import Heartbeat, Rejected, RejectReason, ServiceKind, Welcome, make_hello
 
 from .harness import WAIT, AgentProcess, FakeCoordinator, PeerClient
 
@@ -64,7 +64,7 @@ def test_a_duplicate_agent_refusal_exits_2_with_one_error_line(
         "runs in exactly one process; give this one another --agent-id"
     )
     # As the coordinator answers the Hello of a second process (here: said again at once).
-    coordinator.send(Rejected("duplicate_agent", text))
+    coordinator.send(Rejected(RejectReason.DUPLICATE_AGENT, text))
     assert process.wait(WAIT) == 2
     errors = [line for line in process.log().splitlines() if " ERROR " in line]
     assert len(errors) == 1 and text in errors[0], errors

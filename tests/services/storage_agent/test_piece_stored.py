@@ -16,6 +16,7 @@ from shared.bus import (
     Rejected,
     StorageFailed,
     StorePiece,
+    StoreRefusal,
 )
 from shared.types import InfoHash
 
@@ -65,14 +66,16 @@ def test_each_piece_is_answered_to_its_sender(
 
     assert coordinator.expect(PieceVerified) == PieceVerified(info_hash, 0)
     assert coordinator.expect(PieceRejected) == PieceRejected(info_hash, 1, ("pa2/1",))
-    assert answer(first) == PieceStored(info_hash, 0, "")
-    assert answer(second) == PieceStored(info_hash, 1, "")  # hashed: dealt with, even if bad
+    assert answer(first) == PieceStored(info_hash, 0, StoreRefusal.NONE)
+    assert answer(second) == PieceStored(
+        info_hash, 1, StoreRefusal.NONE
+    )  # hashed: dealt with, even if bad
     nothing_more(first)
     nothing_more(second)
 
     # A piece already verified costs nothing and is dealt with: answered "", not recorded again.
     second.store(info_hash, 0, torrent.piece(0), ["pa2/2"])
-    assert answer(second) == PieceStored(info_hash, 0, "")
+    assert answer(second) == PieceStored(info_hash, 0, StoreRefusal.NONE)
     coordinator.expect_none(PieceVerified, within=0.3)
 
 
@@ -83,22 +86,22 @@ def test_refused_pieces_are_answered_with_the_reason(
     info_hash = torrent.info_hash
     client = peer()
     client.store(info_hash, 0, torrent.piece(0), ["pa1/1"])  # not opened yet
-    assert answer(client) == PieceStored(info_hash, 0, "unknown_torrent")
+    assert answer(client) == PieceStored(info_hash, 0, StoreRefusal.UNKNOWN_TORRENT)
 
     open_torrent(coordinator, torrent, tmp_path / "downloads")
     cases = [
-        (0, torrent.piece(0)[:-1], "bad_piece_length"),
-        (torrent.num_pieces, b"\0" * 16, "piece_out_of_range"),
+        (0, torrent.piece(0)[:-1], StoreRefusal.BAD_PIECE_LENGTH),
+        (torrent.num_pieces, b"\0" * 16, StoreRefusal.PIECE_OUT_OF_RANGE),
     ]
     for piece, data, reason in cases:
         client.store(info_hash, piece, data, ["pa1/1"])
         assert answer(client) == PieceStored(info_hash, piece, reason)
     client.store(InfoHash(b"\x02" * 20), 3, b"\0" * 16, ["pa1/1"])
-    assert answer(client) == PieceStored(InfoHash(b"\x02" * 20), 3, "unknown_torrent")
+    assert answer(client) == PieceStored(InfoHash(b"\x02" * 20), 3, StoreRefusal.UNKNOWN_TORRENT)
     coordinator.expect_none(PieceVerified, within=0.3)
 
     client.store(info_hash, 0, torrent.piece(0), ["pa1/2"])  # a refusal leaves the piece free
-    assert answer(client) == PieceStored(info_hash, 0, "")
+    assert answer(client) == PieceStored(info_hash, 0, StoreRefusal.NONE)
     assert coordinator.expect(PieceVerified) == PieceVerified(info_hash, 0)
 
 
@@ -114,7 +117,7 @@ def test_a_failed_write_is_answered_write_failed(
     client.hello()
     client.store(torrent.info_hash, 5, torrent.piece(5), ["pa1/1"])  # bytes 80 KiB to 96 KiB
     assert coordinator.expect(StorageFailed).errno_name == "EFBIG"
-    assert answer(client) == PieceStored(torrent.info_hash, 5, "write_failed")
+    assert answer(client) == PieceStored(torrent.info_hash, 5, StoreRefusal.WRITE_FAILED)
 
 
 def test_a_sender_the_agent_does_not_know_is_told_to_say_hello_first(
@@ -131,4 +134,4 @@ def test_a_sender_the_agent_does_not_know_is_told_to_say_hello_first(
     assert isinstance(message, Rejected) and message.reason == "hello_first"
     stranger.hello()
     stranger.store(torrent.info_hash, 0, torrent.piece(0), ["pa-new/1"])
-    assert answer(stranger) == PieceStored(torrent.info_hash, 0, "unknown_torrent")
+    assert answer(stranger) == PieceStored(torrent.info_hash, 0, StoreRefusal.UNKNOWN_TORRENT)

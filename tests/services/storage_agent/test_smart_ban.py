@@ -17,12 +17,14 @@ from shared.bus import (
     BanPeers,
     CorruptBlocksTraced,
     DisconnectPeer,
+    DisconnectReason,
     Message,
     PeerDisconnected,
     PieceRejected,
     PieceStored,
     PieceVerified,
     StorePiece,
+    StoreRefusal,
     TorrentOpened,
 )
 from shared.types import InfoHash
@@ -85,7 +87,7 @@ def test_the_storage_agent_traces_the_liar_and_clears_the_honest(
     _pieces_from_two(client, info_hash, 2, torrent.piece(2), liar_block=3)
     rejected = coordinator.expect(PieceRejected)
     assert rejected == PieceRejected(info_hash, 2, ("pa1/honest", "pa1/liar"))
-    assert client.recv() == PieceStored(info_hash, 2, "")
+    assert client.recv() == PieceStored(info_hash, 2, StoreRefusal.NONE)
     client.store(info_hash, 2, torrent.piece(2), ["pa1/other"])  # the refetch, one sender
     assert coordinator.expect(PieceVerified) == PieceVerified(info_hash, 2)
     traced = coordinator.expect(CorruptBlocksTraced)
@@ -99,7 +101,7 @@ def test_block_senders_that_do_not_fit_are_refused(
     open_torrent(coordinator, torrent, tmp_path / "downloads")
     client = peer()
     client.send(StorePiece(torrent.info_hash, 0, ("pa1/a",), (0, 0, 0)), torrent.piece(0))
-    assert client.recv() == PieceStored(torrent.info_hash, 0, "bad_block_senders")
+    assert client.recv() == PieceStored(torrent.info_hash, 0, StoreRefusal.BAD_BLOCK_SENDERS)
 
 
 def _bans(core: Coordinator) -> list[Message]:
@@ -129,7 +131,7 @@ def test_an_honest_peer_sharing_failed_pieces_with_a_liar_is_not_banned(
     for piece in range(3):
         _pieces_from_two(client, info_hash, piece, torrent.piece(piece), liar_block=1)
         core.handle(STORAGE, coordinator.expect(PieceRejected), 1.0)
-        assert client.recv() == PieceStored(info_hash, piece, "")
+        assert client.recv() == PieceStored(info_hash, piece, StoreRefusal.NONE)
     assert _bans(core) == []  # nobody is proven guilty by a piece of many senders
     for piece in range(3):
         client.store(info_hash, piece, torrent.piece(piece), ["pa2/other"])
@@ -138,7 +140,7 @@ def test_an_honest_peer_sharing_failed_pieces_with_a_liar_is_not_banned(
     assert _bans(core) == [
         BanPeers(info_hash, ("127.0.0.3",)),
         BanPeers(info_hash, ("127.0.0.3",)),
-        DisconnectPeer(info_hash, "pa1/liar", "sent_corrupt_data"),
+        DisconnectPeer(info_hash, "pa1/liar", DisconnectReason.SENT_CORRUPT_DATA),
     ]
     peers = core.torrents[info_hash].peers
     assert "pa1/honest" in peers and "pa1/liar" not in peers
@@ -154,7 +156,9 @@ def test_a_liar_proven_after_it_left_is_banned_by_address() -> None:
     connect_peer(core, info_hash, PA1, "pa1/liar", 3, Bitfield.full(6))
     connect_peer(core, info_hash, PA1, "pa1/honest", 2, Bitfield.full(6))
     core.handle(STORAGE, PieceRejected(info_hash, 0, ("pa1/liar", "pa1/honest")), 1.0)
-    core.handle(PA1, PeerDisconnected(info_hash, "pa1/liar", "peer_closed", "x"), 1.0)
+    core.handle(
+        PA1, PeerDisconnected(info_hash, "pa1/liar", DisconnectReason.PEER_CLOSED, "x"), 1.0
+    )
     core.take_outbox()
     core.handle(STORAGE, PieceVerified(info_hash, 0), 2.0)
     core.handle(STORAGE, CorruptBlocksTraced(info_hash, 0, ("pa1/liar",), ("pa1/honest",)), 2.0)

@@ -30,6 +30,7 @@ from shared.bus import (
     Message,
     PeersDiscovered,
     Rejected,
+    RejectReason,
     ServiceKind,
     TrackerState,
     TrackerStateChanged,
@@ -134,7 +135,7 @@ class Coordinator:
                 self.send(check_hello(message, policy))
                 return message
             if message is not None:
-                self.send(Rejected("hello_first", "test-coordinator: say Hello first"))
+                self.send(Rejected(RejectReason.HELLO_FIRST, "test-coordinator: say Hello first"))
         seen = [type(m).__name__ for m in self.received]
         raise AssertionError(f"no Hello within {timeout} s; received {seen}")
 

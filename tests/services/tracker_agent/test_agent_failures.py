@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from shared.bus import Rejected, TrackerState
+from shared.bus import Rejected, RejectReason, TrackerState
 from testing import Swarm, free_port
 from tests.services.tracker_agent.conftest import StartAgent
 from tests.services.tracker_agent.fakes import SilentTcpServer
@@ -62,7 +62,7 @@ def test_a_hung_tracker_never_delays_the_others(
 
 def test_rejected_at_hello_exits_with_status_1(coordinator: Coordinator, start_agent: StartAgent):
     agent = start_agent(welcome=False)
-    coordinator.send(Rejected("version_mismatch", "speaks another version"))
+    coordinator.send(Rejected(RejectReason.VERSION_MISMATCH, "speaks another version"))
     assert agent.wait_exit(8.0) == 1
     assert "refused this agent (version_mismatch): speaks another version" in agent.log()
     assert "Traceback" not in agent.log()

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared.bus import Hello, Rejected
+from shared.bus import Hello, Rejected, RejectReason
 from tests.services.tracker_agent.conftest import StartAgent
 from tests.services.tracker_agent.harness import Coordinator
 
@@ -16,9 +16,11 @@ TEXT = (
 )
 
 
-@pytest.mark.parametrize(("reason", "code"), [("duplicate_agent", 2), ("version_mismatch", 1)])
+@pytest.mark.parametrize(
+    ("reason", "code"), [(RejectReason.DUPLICATE_AGENT, 2), (RejectReason.VERSION_MISMATCH, 1)]
+)
 def test_a_refused_tracker_agent_exits_with_the_refusals_status(
-    coordinator: Coordinator, start_agent: StartAgent, reason: str, code: int
+    coordinator: Coordinator, start_agent: StartAgent, reason: RejectReason, code: int
 ) -> None:
     agent = start_agent(welcome=False)
     coordinator.wait_for(lambda m: isinstance(m, Hello), 5.0)

@@ -25,6 +25,7 @@ from shared.bus import (
     PeerHave,
     PeerStats,
     Rejected,
+    RejectReason,
     StatusReport,
     StorePiece,
     TorrentState,
@@ -80,7 +81,7 @@ VECTORS: list[tuple[Message, bytes]] = [
         _hex("93 20 c4 14" + "11" * 20 + "92 a9 3132372e302e302e31 cd 1ae1"),
     ),
     (
-        Rejected(reason="version_mismatch", message="x"),
+        Rejected(reason=RejectReason.VERSION_MISMATCH, message="x"),
         _hex("93 03 b0" + b"version_mismatch".hex() + "a1 78"),
     ),
     (

@@ -11,6 +11,7 @@ from shared.bus import (
     SCHEMA_DIGEST,
     HelloPolicy,
     Rejected,
+    RejectReason,
     ServiceKind,
     Welcome,
     check_hello,
@@ -149,7 +150,7 @@ def test_a_key_registers_only_as_its_role(
     if refusal is None:
         assert answer is None
     else:
-        assert answer == Rejected("identity_not_allowed", refusal)
+        assert answer == Rejected(RejectReason.IDENTITY_NOT_ALLOWED, refusal)
 
 
 def test_the_role_is_checked_before_the_name() -> None:

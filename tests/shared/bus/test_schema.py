@@ -24,7 +24,7 @@ from shared.bus import (
     render_schema,
     schema,
 )
-from shared.bus.schema import Range, Size
+from shared.bus.vocabulary import Range, Size
 
 SNAPSHOT = Path(__file__).resolve().parents[2] / "vectors" / "bus_schema.snapshot"
 UPDATE_ENV = "TORVIZ_UPDATE_SNAPSHOT"
@@ -56,7 +56,7 @@ def test_schema_matches_the_snapshot() -> None:
 
 def test_snapshot_names_the_protocol_version() -> None:
     assert render_schema().splitlines()[0] == f"BUS_PROTOCOL_VERSION {BUS_PROTOCOL_VERSION}"
-    assert BUS_PROTOCOL_VERSION == 3
+    assert BUS_PROTOCOL_VERSION == 4
 
 
 def test_tags_are_unique_and_registered_under_their_class() -> None:

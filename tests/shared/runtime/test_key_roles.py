@@ -23,7 +23,7 @@ import zmq.auth
 import zmq.green
 
 from services.coordinator.commands.keys import init_keys
-from shared.bus import HelloPolicy, Rejected, ServiceKind, Welcome, make_hello
+from shared.bus import HelloPolicy, Rejected, RejectReason, ServiceKind, Welcome, make_hello
 from shared.config import SecurityConfig
 from shared.errors import ConfigError
 from shared.runtime import BusSocket, Incoming
@@ -293,7 +293,7 @@ def test_a_key_cannot_register_as_another_role(
     bus: Endpoint, keys: Path, key: str, service: ServiceKind, message: str
 ) -> None:
     answer = bus.hello(_bundle(keys, key), key, service, key)
-    assert answer == Rejected("identity_not_allowed", message)
+    assert answer == Rejected(RejectReason.IDENTITY_NOT_ALLOWED, message)
     assert bus.server.welcomed == {} and bus.inbox.empty()
 
 
@@ -351,7 +351,7 @@ def test_a_data_endpoint_admits_peer_agents_keys_and_the_coordinators(
         assert isinstance(peer, Welcome)
         tracker = data.hello(_bundle(keys, "tracker"), "tracker", ServiceKind.PEER_AGENT, "tracker")
         assert tracker == Rejected(
-            "identity_not_allowed",
+            RejectReason.IDENTITY_NOT_ALLOWED,
             "the key 'tracker' is a tracker agent's key: it cannot register as a peer agent "
             "(make a peer key with `keys init peer:NAME`)",
         )

@@ -29,6 +29,7 @@ from shared.bus import (
     Message,
     PeerHave,
     Rejected,
+    RejectReason,
     ServiceKind,
     Welcome,
     decode_frames,
@@ -131,35 +132,48 @@ def test_anything_from_the_coordinator_counts_as_alive():
 
 def test_hello_first_loses_the_registration_and_says_hello_at_most_once_per_retry():
     policy = registered_policy(interval=5.0)
-    assert policy.received(Rejected("hello_first", "say Hello first"), 3.0) == [
+    assert policy.received(Rejected(RejectReason.HELLO_FIRST, "say Hello first"), 3.0) == [
         CoordinatorLost("hello_first"),
         SayHello(fresh=False),  # it answered: the connection works, no new socket
     ]
-    assert policy.received(Rejected("hello_first", "again"), 3.5) == []  # 0.5 s after the hello
+    assert (
+        policy.received(Rejected(RejectReason.HELLO_FIRST, "again"), 3.5) == []
+    )  # 0.5 s after the hello
     assert policy.tick(4.9) == []
     assert policy.tick(5.0) == [SayHello(fresh=True)]  # unanswered: the usual retry
-    assert policy.received(Rejected("hello_first", "late"), 7.0) == [SayHello(fresh=False)]
+    assert policy.received(Rejected(RejectReason.HELLO_FIRST, "late"), 7.0) == [
+        SayHello(fresh=False)
+    ]
     assert policy.received(welcome(), 7.2) == [Registered("coord", 5.0)]
 
 
 def test_a_hello_first_just_after_the_welcome_is_met_at_once():
     policy = registered_policy(interval=5.0)  # welcomed 0.5 s after its hello
-    assert policy.received(Rejected("hello_first", "x"), 0.6) == [
+    assert policy.received(Rejected(RejectReason.HELLO_FIRST, "x"), 0.6) == [
         CoordinatorLost("hello_first"),
         SayHello(fresh=False),
     ]
-    assert policy.received(Rejected("hello_first", "y"), 0.7) == []  # the rest of a burst
+    assert (
+        policy.received(Rejected(RejectReason.HELLO_FIRST, "y"), 0.7) == []
+    )  # the rest of a burst
 
 
 def test_a_hello_first_just_after_the_first_hello_waits_for_the_retry():
     policy = LinkPolicy(hello_retry=2.0)
     policy.start(0.0)
-    assert policy.received(Rejected("hello_first", "x"), 0.1) == []
+    assert policy.received(Rejected(RejectReason.HELLO_FIRST, "x"), 0.1) == []
     assert policy.tick(2.0) == [SayHello(fresh=True)]
 
 
-@pytest.mark.parametrize("reason", ["version_mismatch", "schema_mismatch", "service_not_accepted"])
-def test_any_other_rejection_is_final(reason: str):
+@pytest.mark.parametrize(
+    "reason",
+    [
+        RejectReason.VERSION_MISMATCH,
+        RejectReason.SCHEMA_MISMATCH,
+        RejectReason.SERVICE_NOT_ACCEPTED,
+    ],
+)
+def test_any_other_rejection_is_final(reason: RejectReason):
     policy = LinkPolicy()
     policy.start(0.0)
     assert policy.received(Rejected(reason, "run the same release"), 0.1) == [
@@ -387,7 +401,7 @@ def test_hello_first_from_a_coordinator_that_forgot_us_registers_again(
     coordinator.replace()  # restarted: it answers the agent's next message with hello_first
     assert link.send(PeerHave(IH, "pa-test/1", 5))
     assert coordinator.expect(PeerHave) == PeerHave(IH, "pa-test/1", 5)
-    coordinator.send(Rejected("hello_first", "coordinator: say Hello first"))
+    coordinator.send(Rejected(RejectReason.HELLO_FIRST, "coordinator: say Hello first"))
     assert next_event(events) == CoordinatorLost("hello_first")
     assert coordinator.expect(Hello, timeout=0.15) == HELLO  # at once, on the same connection
     coordinator.send(welcome(30.0, "coord-2"))
@@ -405,7 +419,7 @@ def test_a_version_mismatch_is_refused_for_good(
     link, events = make_link(hello_retry=0.05)
     coordinator.expect(Hello)
     text = "peer_agent 'pa-test' speaks bus protocol version 1, but this coordinator speaks 2"
-    coordinator.send(Rejected("version_mismatch", text))
+    coordinator.send(Rejected(RejectReason.VERSION_MISMATCH, text))
     assert next_event(events) == LinkRefused("version_mismatch", text)
     assert not link.registered
     assert coordinator.count(Hello, within=0.3) == 0  # no more hellos

@@ -13,7 +13,7 @@ import gevent
 import gevent.queue
 import pytest
 
-from shared.bus import Hello, HelloPolicy, Rejected, ServiceKind, Welcome, make_hello
+from shared.bus import Hello, HelloPolicy, Rejected, RejectReason, ServiceKind, Welcome, make_hello
 from shared.runtime import BusSocket, Incoming
 
 POLICY = HelloPolicy(
@@ -58,7 +58,11 @@ def test_a_vetoed_hello_is_answered_with_the_owners_refusal_and_not_welcomed(
 
     def vet(sender: bytes, hello: Hello) -> Rejected | None:
         asked.append((sender, hello.agent_id))
-        return Rejected("duplicate_agent", "already here") if sender.endswith(b"/2") else None
+        return (
+            Rejected(RejectReason.DUPLICATE_AGENT, "already here")
+            if sender.endswith(b"/2")
+            else None
+        )
 
     seen: gevent.queue.Queue[Incoming] = gevent.queue.Queue()
     server = BusSocket.router(
@@ -74,7 +78,7 @@ def test_a_vetoed_hello_is_answered_with_the_owners_refusal_and_not_welcomed(
     with caplog.at_level(logging.WARNING, logger="shared.runtime.sockets"):
         second, second_inbox = dealer(green_context, endpoint, "pa1/2", sockets)
         second.send(hello)
-        assert next_message(second_inbox) == Rejected("duplicate_agent", "already here")
+        assert next_message(second_inbox) == Rejected(RejectReason.DUPLICATE_AGENT, "already here")
     assert asked == [(b"pa1/1", "pa1"), (b"pa1/2", "pa1")]
     assert set(server.welcomed) == {b"pa1/1"}
     assert "rejected" not in caplog.text  # the owner logs its refusals, not the socket
