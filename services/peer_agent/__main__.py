@@ -24,8 +24,8 @@ from shared.runtime.service import ActorFactory, ServiceRunner  # noqa: E402
 
 from .address import resolve_advertise_host  # noqa: E402
 from .agent import PeerAgent  # noqa: E402
+from .core.torrents import DEFAULT_MAX_CONNECTIONS  # noqa: E402
 from .settings import AgentSettings  # noqa: E402
-from .torrents import DEFAULT_MAX_CONNECTIONS  # noqa: E402
 
 __all__ = ["main"]
 

@@ -87,17 +87,17 @@ from .connection import (
     Revoke,
     SetChoked,
 )
-from .listener import Listener, bind_listener
-from .piece_cache import Outcome, PieceCache, Read, ReadError
-from .session import PeerSession
-from .settings import AgentSettings, session_config
-from .storage_link import StorageLinks
-from .torrents import (
+from .core.piece_cache import Outcome, PieceCache, Read, ReadError
+from .core.session import PeerSession
+from .core.torrents import (
     AttachError,
     Connection,
     ConnectRefusedError,
     Registry,
 )
+from .listener import Listener, bind_listener
+from .settings import AgentSettings, session_config
+from .storage_link import StorageLinks
 from .uplink import AgentUplink, Ended, ReadPiece, peer_stats
 
 __all__ = [

@@ -65,8 +65,8 @@ from shared.peer_id import identify_client
 from shared.runtime.logging import with_context
 from shared.types import InfoHash, PeerAddress
 
-from .piece_cache import ReadError
-from .session import (
+from .core.piece_cache import ReadError
+from .core.session import (
     Closed,
     Event,
     HandshakeDone,

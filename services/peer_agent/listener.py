@@ -38,7 +38,7 @@ from shared.errors import WireError
 from shared.types import PeerAddress, normalize_host
 from shared.wire.handshake import HANDSHAKE_HEADER_LENGTH, HandshakeHeader, decode_handshake_header
 
-from .backlog import (
+from .core.backlog import (
     HEADER_TIMEOUT,
     MAX_PENDING,
     MAX_PENDING_PER_HOST,

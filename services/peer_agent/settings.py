@@ -19,9 +19,9 @@ from shared.config import PeerAgentConfig
 from shared.runtime.curve import CurveClient, KeyPair
 
 from .connection import CONNECT_TIMEOUT
-from .pipeline import QueueDepthPolicy
-from .session import SessionConfig
-from .torrents import DEFAULT_MAX_CONNECTIONS
+from .core.pipeline import QueueDepthPolicy
+from .core.session import SessionConfig
+from .core.torrents import DEFAULT_MAX_CONNECTIONS
 
 __all__ = ["AgentSettings", "session_config"]
 

@@ -41,7 +41,7 @@ from shared.runtime.curve import CurveClient, KeyPair, check_public_key
 from shared.runtime.link import process_incarnation
 from shared.runtime.sockets import BusSocket, Incoming
 
-from .deliveries import Deliveries, Delivery, Verdict
+from .core.deliveries import Deliveries, Delivery, Verdict
 
 __all__ = ["STORAGE_BACKLOG", "STORAGE_HWM", "StorageLink", "StorageLinks"]
 

@@ -30,8 +30,8 @@ from shared import bus
 from shared.runtime.link import CoordinatorLink
 from shared.types import InfoHash, PeerId
 
-from .piece_cache import ReadError
-from .session import PeerSession
+from .core.piece_cache import ReadError
+from .core.session import PeerSession
 from .storage_link import StorageLink
 
 __all__ = [

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.peer_agent.deliveries import (
+from services.peer_agent.core.deliveries import (
     MAX_ATTEMPTS,
     WINDOW,
     Deliveries,

@@ -7,7 +7,7 @@ import hashlib
 
 import pytest
 
-from services.peer_agent.deliveries import (
+from services.peer_agent.core.deliveries import (
     ANSWER_TIMEOUT,
     PROBE_INTERVAL,
     RECONNECT_AFTER,

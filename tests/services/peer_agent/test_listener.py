@@ -12,7 +12,7 @@ import gevent
 import gevent.socket
 import pytest
 
-from services.peer_agent.backlog import Backlog
+from services.peer_agent.core.backlog import Backlog
 from services.peer_agent.listener import Listener
 from shared.types import InfoHash, PeerAddress, PeerId
 from shared.wire.handshake import Handshake, HandshakeHeader, Reserved, encode_handshake

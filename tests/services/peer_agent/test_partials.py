@@ -3,9 +3,14 @@ the finished piece names each block's sender (what the storage agent's smart ban
 
 from __future__ import annotations
 
-from services.peer_agent.partials import PartialPiece, PartialPieces
-from services.peer_agent.pipeline import QueueDepthPolicy
-from services.peer_agent.session import PeerSession, PieceCompleted, PiecesReleased, SessionConfig
+from services.peer_agent.core.partials import PartialPiece, PartialPieces
+from services.peer_agent.core.pipeline import QueueDepthPolicy
+from services.peer_agent.core.session import (
+    PeerSession,
+    PieceCompleted,
+    PiecesReleased,
+    SessionConfig,
+)
 from shared.bitfield import Bitfield
 from shared.wire import messages as wire
 

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from services.peer_agent.piece_cache import Outcome, PieceCache, Read, ReadError
+from services.peer_agent.core.piece_cache import Outcome, PieceCache, Read, ReadError
 from shared.bus import BlockRead, ReadFailed
 from shared.types import InfoHash
 

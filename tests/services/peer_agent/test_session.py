@@ -8,8 +8,8 @@ from typing import TypeVar
 
 import pytest
 
-from services.peer_agent.pipeline import QueueDepthPolicy
-from services.peer_agent.session import (
+from services.peer_agent.core.pipeline import QueueDepthPolicy
+from services.peer_agent.core.session import (
     Closed,
     HandshakeDone,
     PeerBitfield,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 
-from services.peer_agent.session import Closed, PeerInfo, PeerSession, SessionConfig
+from services.peer_agent.core.session import Closed, PeerInfo, PeerSession, SessionConfig
 from shared.bitfield import Bitfield
 from shared.geometry import TorrentGeometry
 from shared.types import InfoHash, PeerId

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from services.peer_agent.pipeline import QueueDepthPolicy
-from services.peer_agent.session import Closed, PieceCompleted
+from services.peer_agent.core.pipeline import QueueDepthPolicy
+from services.peer_agent.core.session import Closed, PieceCompleted
 from shared.bitfield import Bitfield
 from shared.wire import messages as wire
 

@@ -10,7 +10,7 @@ from typing import TypeVar
 
 import pytest
 
-from services.peer_agent.session import (
+from services.peer_agent.core.session import (
     Closed,
     PeerInterestChanged,
     PeerSession,
@@ -18,7 +18,7 @@ from services.peer_agent.session import (
     SessionConfig,
     WorkWanted,
 )
-from services.peer_agent.upload import MAX_PENDING_REJECTS, allowed_fast_set
+from services.peer_agent.core.upload import MAX_PENDING_REJECTS, allowed_fast_set
 from shared.bitfield import Bitfield
 from shared.geometry import TorrentGeometry
 from shared.types import InfoHash, PeerAddress, PeerId

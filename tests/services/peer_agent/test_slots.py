@@ -11,8 +11,8 @@ from dataclasses import replace
 
 import pytest
 
-from services.peer_agent.slots import Admit, Occupant, Refuse, SlotLimits, decide, least_useful
-from services.peer_agent.torrents import ConnectRefusedError, Registry
+from services.peer_agent.core.slots import Admit, Occupant, Refuse, SlotLimits, decide, least_useful
+from services.peer_agent.core.torrents import ConnectRefusedError, Registry
 from shared.bitfield import Bitfield
 from shared.bus import AttachTorrent
 from shared.types import InfoHash, PeerAddress, PeerId

@@ -10,7 +10,7 @@ import hashlib
 import random
 import time
 
-from services.peer_agent.deliveries import WINDOW
+from services.peer_agent.core.deliveries import WINDOW
 from shared.bus import (
     AssignPieces,
     ConnectPeer,

@@ -23,7 +23,7 @@ import gevent.queue
 import pytest
 import zmq
 
-from services.peer_agent.deliveries import Deliveries
+from services.peer_agent.core.deliveries import Deliveries
 from services.peer_agent.storage_link import StorageLink
 from shared.bus import (
     BUS_PROTOCOL_VERSION,

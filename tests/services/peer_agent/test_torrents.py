@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-from services.peer_agent.torrents import AttachError, ConnectRefusedError, Registry
+from services.peer_agent.core.torrents import AttachError, ConnectRefusedError, Registry
 from shared.bitfield import Bitfield
 from shared.bus import AttachTorrent
 from shared.types import InfoHash, PeerAddress, PeerId

@@ -1,0 +1,11 @@
+"""The peer agent's pure parts: no socket, gevent, zmq, pykka or clock here; ``now`` is passed in.
+
+- ``session``: one peer connection's wire protocol as a state machine (``download``, ``upload``,
+  ``pipeline``, ``partials`` are its parts, ``events`` what it reports).
+- ``translate``: a session's events as the bus messages the connection sends.
+- ``uploader``: which pieces a connection's uploader reads ahead, holds and when it pauses.
+- ``torrents`` and ``slots``: attached torrents, connections, limits, bans; who gets a slot.
+- ``backlog``: accepted sockets waiting for their handshake header.
+- ``piece_cache``: whole pieces read from storage for uploading.
+- ``deliveries``: pieces sent to a storage agent until it answers.
+"""
