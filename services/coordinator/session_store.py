@@ -26,7 +26,7 @@ import gevent.threadpool
 
 from shared.types import InfoHash
 
-from .torrent import Torrent
+from .core.torrent import Torrent
 
 __all__ = ["SavedTorrent", "SessionStore", "StoreListener"]
 

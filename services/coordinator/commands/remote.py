@@ -48,7 +48,7 @@ from shared.config import SecurityConfig
 from shared.endpoints import is_tcp
 from shared.errors import BusError, TorvizError
 
-from ..announcers import host_port, unreachable_hint
+from ..core.announcers import host_port, unreachable_hint
 from ..progress import human_size
 from .info import read_torrent_file
 

@@ -11,7 +11,7 @@ import itertools
 
 import pytest
 
-from services.coordinator.announcers import (
+from services.coordinator.core.announcers import (
     Announce,
     PeerAgentView,
     TrackerAgentView,

@@ -11,7 +11,7 @@ import logging
 
 import pytest
 
-from services.coordinator.agents import Agent, HelloVerdict, duplicate_refusal, judge_hello
+from services.coordinator.core.agents import Agent, HelloVerdict, duplicate_refusal, judge_hello
 from services.coordinator.core import Coordinator
 from shared.bitfield import Bitfield
 from shared.bus import AttachTorrent, Hello, Rejected, ServiceKind, make_hello

@@ -11,7 +11,7 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.coordinator.picking import PickerConfig, PiecePicker
+from services.coordinator.core.picking import PickerConfig, PiecePicker
 from shared.bitfield import Bitfield
 
 

@@ -5,7 +5,7 @@ it closes, the totals of the completed announce, and the share of slots kept for
 from __future__ import annotations
 
 from services.coordinator.core import Coordinator
-from services.coordinator.redial import RedialSchedule
+from services.coordinator.core.redial import RedialSchedule
 from shared.bitfield import Bitfield
 from shared.bus import (
     AddTorrent,

@@ -1,0 +1,19 @@
+"""The coordinator's pure decisions: bus events, control requests and the time in, addressed
+commands out.
+
+Nothing here touches a socket, a greenlet, a process or the clock: every entry point takes
+``now``, and commands leave through the ``Coordinator``'s outbox (``actor.py`` sends them).
+
+- ``coordinator``: the ``Coordinator`` session, the one class the actor drives.
+- ``lifecycle``: a torrent's states and the one table of moves between them.
+- ``agent_bookkeeping``: welcoming, vetting, hearing and forgetting agents.
+- ``agents``, ``placement``: the registry of agents and which peer agent dials next.
+- ``torrent``, ``swarm``, ``redial``, ``picking``, ``choking``: one torrent, its swarm of
+  connections and the policies that run it.
+- ``announcing``, ``announcers``: which tracker agents announce each torrent, with which port.
+- ``status``: the status report.
+"""
+
+from .coordinator import LISTEN_PORT_WAIT, MAX_HASH_FAILURES, Coordinator, SessionListener
+
+__all__ = ["LISTEN_PORT_WAIT", "MAX_HASH_FAILURES", "Coordinator", "SessionListener"]
