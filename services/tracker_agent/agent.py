@@ -13,7 +13,7 @@ Rules:
   Only the actor touches the core. The bounds: an HTTP announce and any scrape,
   ``announce_timeout``; a ``stopped`` announce, STOP_TIMEOUT; a UDP announce, its whole
   BEP 15 retransmit schedule (the core stops waiting for it after ``announce_timeout`` and
-  falls through to the next tracker, see ``core.py``).
+  falls through to the next tracker, see ``core/tracking.py``).
 - Replies are parsed on a thread of the gevent hub's pool when they are big (over
   INLINE_PARSE_BYTES), so a 1 MiB reply never freezes the other greenlets.
 - ``UntrackTorrent`` kills the torrent's announces in flight (so a late ``started`` cannot
@@ -65,7 +65,7 @@ from shared.runtime.link import CoordinatorLink, CoordinatorLost, LinkRefused, R
 from shared.tracker import AnnounceEvent, AnnounceFailure, AnnounceResponse
 from shared.types import InfoHash
 
-from .core import (
+from .core.tracking import (
     AnnounceJob,
     AnnounceOutcome,
     Job,
@@ -74,9 +74,9 @@ from .core import (
     TrackerAgentCore,
     url_scheme,
 )
+from .core.udp_exchange import RetransmitPolicy
 from .http_client import announce_http, format_seconds, scrape_http
 from .udp_client import UdpTrackerClient
-from .udp_exchange import RetransmitPolicy
 
 if TYPE_CHECKING:
     from shared.runtime.curve import CurveClient
@@ -163,7 +163,7 @@ def run_announce(
 
     An HTTP announce, and any ``stopped`` announce, is cut after ``timeout`` seconds. Any other
     UDP announce runs its full BEP 15 retransmit schedule (the caller stops waiting for it
-    earlier, see ``core.py``), bounded here by that schedule plus a minute.
+    earlier, see ``core/tracking.py``), bounded here by that schedule plus a minute.
 
     Must run in a greenlet of a gevent-patched process (the timeout is a ``gevent.Timeout``).
 

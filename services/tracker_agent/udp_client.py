@@ -3,7 +3,7 @@
 Strategy: one UDP socket per exchange, ``connect()``ed to the tracker's address, so the
 kernel drops datagrams from anyone else and no demultiplexer is needed; each exchange runs in
 its own greenlet (the agent's) and owns its socket from open to close. What to send when,
-and what a reply means, is decided by the pure ``UdpExchange`` (``udp_exchange.py``); this
+and what a reply means, is decided by the pure ``UdpExchange`` (``core/udp_exchange.py``); this
 module only moves its datagrams and sleeps until its deadline:
 
 - Connection ids are cached per tracker address (any torrent) for CONNECTION_ID_LIFETIME (60)
@@ -47,8 +47,8 @@ from shared.tracker import (
 )
 from shared.types import InfoHash
 
+from .core.udp_exchange import Connection, RetransmitPolicy, UdpExchange
 from .http_client import describe_network_error
-from .udp_exchange import Connection, RetransmitPolicy, UdpExchange
 
 __all__ = ["MAX_CACHED_CONNECTIONS", "UdpTracker", "UdpTrackerClient", "parse_udp_url"]
 

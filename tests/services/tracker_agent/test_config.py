@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.tracker_agent.udp_exchange import RetransmitPolicy
+from services.tracker_agent.core.udp_exchange import RetransmitPolicy
 from shared.config import TrackerAgentConfig, parse_config
 from shared.errors import ConfigError
 

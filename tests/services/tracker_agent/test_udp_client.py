@@ -1,6 +1,6 @@
 """The UDP tracker client (BEP 15) against a scripted tracker on loopback.
 
-The retransmit schedule itself is tested with a fake clock in ``test_udp_exchange.py``; here
+The retransmit schedule itself is tested with a fake clock in ``core/test_udp_exchange.py``; here
 the real sockets run it on a 50 ms base instead of BEP 15's 15 s, so the tests are fast. The
 connection-id lifetime is checked with a clock the test moves forward.
 """
@@ -12,8 +12,8 @@ import time
 
 import pytest
 
+from services.tracker_agent.core.udp_exchange import RetransmitPolicy
 from services.tracker_agent.udp_client import UdpTracker, UdpTrackerClient, parse_udp_url
-from services.tracker_agent.udp_exchange import RetransmitPolicy
 from shared.errors import TrackerError
 from shared.tracker import AnnounceEvent, AnnounceFailure, AnnounceRequest, AnnounceResponse
 from shared.types import InfoHash, PeerAddress, PeerId

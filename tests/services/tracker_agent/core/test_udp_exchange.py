@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.tracker_agent.udp_exchange import (
+from services.tracker_agent.core.udp_exchange import (
     MAX_STRAY_REPLIES,
     Connection,
     RetransmitPolicy,

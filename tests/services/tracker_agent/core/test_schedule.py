@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.tracker_agent.schedule import AnnounceSchedule, DueAnnounce, RetryPolicy
+from services.tracker_agent.core.schedule import AnnounceSchedule, DueAnnounce, RetryPolicy
 from shared.bus import TrackerState
 from shared.tracker import AnnounceEvent
 

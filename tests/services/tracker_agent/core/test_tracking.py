@@ -10,7 +10,7 @@ import random
 
 import pytest
 
-from services.tracker_agent.core import (
+from services.tracker_agent.core.tracking import (
     PEERS_PER_MESSAGE,
     AnnounceJob,
     ScrapeJob,
