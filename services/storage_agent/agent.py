@@ -101,15 +101,16 @@ from shared.runtime.service import EXIT_FAILURE, EXIT_OK, ServiceRunner
 from shared.runtime.sockets import BusSocket, Incoming
 from shared.types import InfoHash
 
-from . import jobs, tasks
+from . import jobs
 from .control import Control
+from .core.errors import is_expected_failure, storage_failed
+from .core.smart_ban import BlockLedger, senders_of_blocks
+from .core.storage import Storage
+from .core.torrents import Phase, Refusal, TorrentTable
 from .hashing import PieceVerifier, TaskPool
 from .jobs import Opened, PieceDone, Records, close_quietly, on_hub
 from .resume import DATABASE_NAME, ResumeStore
 from .settings import AgentSettings
-from .smart_ban import BlockLedger, senders_of_blocks
-from .store import Storage
-from .torrents import Phase, Refusal, TorrentTable
 
 __all__ = ["StorageAgent", "advertised_endpoint"]
 
@@ -461,13 +462,13 @@ class StorageAgent(pykka.ThreadingActor):
         torrent = self._torrents.get(done.info_hash)
         tlog = _torrent_log(done.info_hash)
         if done.error is not None:
-            event = tasks.storage_failed(done.info_hash, done.error)
+            event = storage_failed(done.info_hash, done.error)
             if torrent is not None and torrent.failed(event.message):
                 tlog.error(
                     "writing piece %d failed, torrent stopped: %s",
                     done.piece,
                     event.message,
-                    exc_info=None if tasks.is_expected_failure(done.error) else done.error,
+                    exc_info=None if is_expected_failure(done.error) else done.error,
                 )
                 self._send(event)
                 self._control.flush(torrent)  # record what was verified before the failure

@@ -54,12 +54,13 @@ from shared.bus import (
 from shared.runtime.logging import ContextAdapter, with_context
 from shared.types import InfoHash
 
-from . import jobs, tasks
+from . import jobs
+from .core.errors import is_expected_failure, storage_failed
+from .core.storage import Storage
+from .core.torrents import Phase, Refusal, Torrent, TorrentTable
 from .hashing import PieceVerifier
 from .jobs import Closed, Flushed, Opened, OpenFailed, ProgressReporter, Rechecked, Records
 from .settings import AgentSettings
-from .store import Storage
-from .torrents import Phase, Refusal, Torrent, TorrentTable
 
 __all__ = ["Control", "Drained"]
 
@@ -289,11 +290,11 @@ class Control:
     def _open_failed(self, done: OpenFailed) -> None:
         torrent = self._torrents.remove(done.info_hash)
         self.torrent_jobs.pop(done.info_hash, None)
-        event = tasks.storage_failed(done.info_hash, done.error)
+        event = storage_failed(done.info_hash, done.error)
         _torrent_log(done.info_hash).error(
             "cannot open: %s",
             event.message,
-            exc_info=None if tasks.is_expected_failure(done.error) else done.error,
+            exc_info=None if is_expected_failure(done.error) else done.error,
         )
         self._send(event)
         if torrent is not None:
@@ -305,12 +306,12 @@ class Control:
             return
         tlog = _torrent_log(done.info_hash)
         if done.error is not None:
-            event = tasks.storage_failed(done.info_hash, done.error)
+            event = storage_failed(done.info_hash, done.error)
             torrent.check_failed(event.message)
             tlog.error(
                 "recheck failed, torrent stopped: %s",
                 event.message,
-                exc_info=None if tasks.is_expected_failure(done.error) else done.error,
+                exc_info=None if is_expected_failure(done.error) else done.error,
             )
             self._send(event)
         elif done.have is None:
@@ -347,7 +348,7 @@ class Control:
         self.torrent_jobs.pop(done.info_hash, None)
         tlog = _torrent_log(done.info_hash)
         if done.error is not None:
-            event = tasks.storage_failed(done.info_hash, done.error)
+            event = storage_failed(done.info_hash, done.error)
             tlog.error("closing failed: %s", event.message)
             self._send(event)
         deleted = torrent is not None and torrent.delete_files
@@ -397,7 +398,7 @@ class Control:
         if done.error is None:
             return
         torrent.unsaved = True
-        event = tasks.storage_failed(done.info_hash, done.error)
+        event = storage_failed(done.info_hash, done.error)
         if torrent.failed(event.message):
             _torrent_log(done.info_hash).error("flush failed, torrent stopped: %s", event.message)
             self._send(event)

@@ -39,8 +39,8 @@ from typing import Any, Protocol, TypeVar, cast
 from shared.bitfield import Bitfield
 from shared.metainfo import InfoDict
 
-from .errors import StorageError
-from .store import MISSING_DATA_REASONS, Buffer, Storage
+from .core.errors import StorageError
+from .core.storage import MISSING_DATA_REASONS, Buffer, Storage
 
 __all__ = [
     "INLINE_HASH_BELOW",

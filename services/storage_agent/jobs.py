@@ -55,12 +55,14 @@ from shared.runtime.logging import with_context
 from shared.types import InfoHash
 
 from . import tasks
-from .fastresume import make_record, plan_open, union
+from .core.errors import is_expected_failure
+from .core.fastresume import ResumeRecord, make_record, plan_open, union
+from .core.smart_ban import block_digests
+from .core.storage import Storage
 from .hashing import CheckCancelledError, PieceVerifier, ProgressCallback, TaskPool
 from .removal import remove_torrent_files
-from .resume import ResumeRecord, ResumeStore
-from .smart_ban import block_digests
-from .store import FileStorage, Storage
+from .resume import ResumeStore
+from .store import FileStorage, open_storage
 
 __all__ = [
     "BlockReply",
@@ -288,7 +290,7 @@ def open_job(
         if old is not None:
             on_hub(close_quietly, old)
         storage = on_hub(
-            tasks.open_storage,
+            open_storage,
             info_hash,
             request.raw_info,
             request.save_path,
@@ -462,7 +464,7 @@ def read_job(storage: Storage, request: ReadBlock) -> BlockReply:
     try:
         data = on_hub(tasks.read_block, storage, request.piece, request.offset, request.length)
     except Exception as exc:
-        if not tasks.is_expected_failure(exc):
+        if not is_expected_failure(exc):
             log.error("reading a block failed", exc_info=exc)
         reason = str(getattr(exc, "reason", "internal_error"))
         return BlockReply(

@@ -11,7 +11,8 @@ from collections.abc import Iterable
 
 from shared.metainfo import InfoDict
 
-from .store import FileState, Storage, native_lock
+from .core.storage import FileState, Storage
+from .store import native_lock
 
 __all__ = ["MemoryStorage"]
 

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from shared.errors import MetainfoError
 from shared.paths import check_component
 
-from .errors import StorageError, storage_error_from_os
+from .core.errors import StorageError, storage_error_from_os
 
 __all__ = ["TorrentPath", "real_child", "remove_torrent_files"]
 

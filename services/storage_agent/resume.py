@@ -33,16 +33,16 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TypeVar
 
 from shared.bitfield import Bitfield, BitfieldError
 from shared.metainfo import MAX_FILES, MAX_PIECES
 from shared.types import InfoHash
 
+from .core.fastresume import FileRecord, ResumeRecord
 from .store import native_lock
 
-__all__ = ["DATABASE_NAME", "FileRecord", "ResumeRecord", "ResumeStore"]
+__all__ = ["DATABASE_NAME", "ResumeStore"]
 
 log = logging.getLogger(__name__)
 
@@ -71,30 +71,6 @@ CREATE TABLE IF NOT EXISTS files (
     PRIMARY KEY (info_hash, file_index)
 ) WITHOUT ROWID;
 """
-
-
-@dataclass(frozen=True, slots=True)
-class FileRecord:
-    """One file of a record: its relative path and how it was on disk at the last flush."""
-
-    path: tuple[str, ...]
-    padding: bool
-    size: int | None
-    """Bytes in the file; None when it did not exist."""
-    mtime_ns: int | None
-    settled: bool
-    """Whether ``mtime_ns`` can be trusted: False when the file was written so recently that a
-    later write could have kept the same timestamp (coarse file system clocks)."""
-
-
-@dataclass(frozen=True, slots=True)
-class ResumeRecord:
-    """What a torrent had at its last flush."""
-
-    info_hash: InfoHash
-    save_path: str
-    have: Bitfield
-    files: tuple[FileRecord, ...]
 
 
 class ResumeStore:

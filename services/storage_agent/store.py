@@ -1,16 +1,16 @@
 """The file store: the only code that reads or writes a torrent's downloaded files.
 
-Strategy: a ``Storage`` takes whole pieces in and hands byte ranges out. The torrent's
-``TorrentGeometry`` maps a piece range to file spans; the store only moves bytes across those
-spans. ``FileStorage`` keeps one descriptor per file in a bounded LRU and uses positional I/O
-(``os.pwrite``/``os.pread``), so the same store is safe to use from several worker threads at
-once (the recheck does). ``memory.MemoryStorage`` keeps the same behaviour in ``bytearray``s for
-tests.
+Strategy: ``FileStorage`` is the ``core.storage.Storage`` interface on disk: the interface
+walks a piece's file spans, this class moves the bytes of each span. It keeps one descriptor
+per file in a bounded LRU and uses positional I/O (``os.pwrite``/``os.pread``), so the same
+store is safe to use from several worker threads at once (the recheck does).
+``open_storage`` makes one from the coordinator's ``OpenTorrent`` (hash checked first).
+``memory.MemoryStorage`` keeps the same behaviour in ``bytearray``s for tests.
 
 Rules:
-- Every ``os`` call here blocks. Under gevent the service calls the store from the hub's
-  threadpool, never from a greenlet; the lock below is a native lock held only around dict
-  updates, never around I/O.
+- Every ``os`` call here blocks. Under gevent the service calls the store from a threadpool,
+  never from a greenlet; the lock below is a native lock held only around dict updates, never
+  around I/O.
 - Paths: every file path is checked by ``shared.paths.resolve_inside``. Opening walks the parent
   directories one by one from the real download directory, creating them only for writes, and
   refuses any parent whose real path leaves the download directory (a symlinked folder pointing
@@ -18,14 +18,11 @@ Rules:
   against hostile torrents and stray links, not against a local user racing the checks.
 - Files are created on their first write, sparse: ``ftruncate`` to the final length (or
   ``posix_fallocate`` with ``preallocate=True``). Zero-length files are created when the store
-  is opened so that they exist when the download ends. BEP 47 padding files never touch disk:
-  writes into them are dropped (the piece hash already covered their zeros), reads give zeros.
+  is opened so that they exist when the download ends. BEP 47 padding files never touch disk.
 - An existing file is never shrunk. A file of the right size is kept as it is (a recheck may
   reuse its data); a shorter one is extended; a longer one keeps its tail, the torrent's bytes
   are its prefix, and a warning is logged. Truncating is the user's explicit decision, as in
   libtorrent, because a longer file may be someone's data in the wrong place.
-- Reads never invent data: a missing file or a file shorter than the range is a
-  ``StorageError`` (``file_missing`` / ``file_short``), except padding files.
 - Durability: ``flush`` fdatasyncs every file written since the last flush and the directories
   in which files were created; ``sync_files`` does the same for data found on disk (written by
   an earlier run). A piece may be recorded as verified only after one of them returned.
@@ -35,8 +32,8 @@ Rules:
 from __future__ import annotations
 
 import _thread
-import abc
 import errno
+import hashlib
 import logging
 import os
 import stat
@@ -46,21 +43,19 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from shared.geometry import PieceIndexError
-from shared.metainfo import InfoDict
-from shared.paths import resolve_inside
+from shared.metainfo import InfoDict, parse_info_dict
+from shared.paths import MAX_PATH_DEPTH_CEILING, resolve_inside
+from shared.types import InfoHash
 
-from .errors import StorageError, storage_error_from_os
+from .core.errors import StorageError, storage_error_from_os
+from .core.storage import MISSING_DATA_REASONS, FileState, Storage
 from .removal import real_child, remove_torrent_files
 
 __all__ = [
     "DEFAULT_MAX_OPEN_FILES",
-    "MISSING_DATA_REASONS",
-    "Buffer",
-    "FileState",
     "FileStorage",
-    "Storage",
     "native_lock",
+    "open_storage",
 ]
 
 log = logging.getLogger(__name__)
@@ -68,22 +63,7 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_OPEN_FILES = 64
 """Descriptors a ``FileStorage`` keeps open; a torrent of 10,000 files must not use 10,000."""
 
-Buffer = bytes | bytearray | memoryview
-
-MISSING_DATA_REASONS = frozenset(
-    {"file_missing", "file_short", "not_a_directory", "not_a_regular_file"}
-)
-"""``StorageError`` reasons that mean "the data is not there" rather than "the disk failed"."""
-
 _fdatasync = getattr(os, "fdatasync", os.fsync)
-
-
-@dataclass(frozen=True, slots=True)
-class FileState:
-    """A file as found on disk: its size in bytes and its modification time in nanoseconds."""
-
-    size: int
-    mtime_ns: int
 
 
 def native_lock() -> _thread.LockType:
@@ -99,150 +79,6 @@ def native_lock() -> _thread.LockType:
         lock: _thread.LockType = allocate()
         return lock
     return threading.Lock()
-
-
-class Storage(abc.ABC):
-    """Piece-level access to a torrent's files; subclasses move the bytes of one file span.
-
-    The public methods validate their arguments against the torrent's geometry once, here, so
-    that every implementation refuses the same ranges with the same errors.
-    """
-
-    def __init__(self, info: InfoDict) -> None:
-        self._info = info
-        self._geometry = info.geometry
-        self._names = tuple("/".join(entry.path) for entry in info.files)
-
-    @property
-    def info(self) -> InfoDict:
-        return self._info
-
-    @property
-    def download_dir(self) -> str:
-        """The real path of the download directory; empty for a store that is not on disk."""
-        return ""
-
-    def write_piece(self, piece: int, data: Buffer) -> None:
-        """Write one whole piece across the files it spans.
-
-        Args:
-            piece: the piece index.
-            data: exactly ``geometry.piece_size(piece)`` bytes, already verified by the caller.
-
-        Raises:
-            StorageError: ``invalid_range`` for a bad index, ``bad_piece_length`` for data of the
-                wrong size, or the mapped cause of a failed file operation.
-        """
-        size = self._piece_size(piece)
-        view = memoryview(data).cast("B")
-        if view.nbytes != size:
-            raise StorageError(
-                "bad_piece_length",
-                f"piece {piece} is {size} bytes but {view.nbytes} bytes were given to write",
-            )
-        for span in self._geometry.spans(piece):
-            if self._info.files[span.file_index].padding:
-                continue
-            start = span.buffer_offset
-            self._write_span(span.file_index, span.file_offset, view[start : start + span.length])
-
-    def read(self, piece: int, offset: int, length: int) -> bytes:
-        """Read ``length`` bytes at ``offset`` inside ``piece`` (a block for a peer).
-
-        Raises:
-            StorageError: ``invalid_range`` if the range is not inside the piece,
-                ``file_missing``/``file_short`` if the data is not on disk, or the mapped cause
-                of a failed file operation.
-        """
-        size = self._piece_size(piece)
-        if offset < 0 or length <= 0 or offset + length > size:
-            raise StorageError(
-                "invalid_range",
-                f"read of {length} bytes at offset {offset} is outside piece {piece} "
-                f"({size} bytes)",
-            )
-        buffer = bytearray(length)
-        self._fill(piece, offset, memoryview(buffer))
-        return bytes(buffer)
-
-    def read_piece(self, piece: int) -> bytes:
-        """Read a whole piece; same errors as ``read``."""
-        return self.read(piece, 0, self._piece_size(piece))
-
-    def read_piece_into(self, piece: int, buffer: bytearray | memoryview) -> memoryview:
-        """Read a whole piece into ``buffer``, for hashing without a fresh allocation per piece.
-
-        A recheck reuses one buffer per worker, so its memory does not grow with the number of
-        pieces in flight.
-
-        Args:
-            piece: the piece index.
-            buffer: writable, at least ``geometry.piece_size(piece)`` bytes.
-
-        Returns:
-            The part of ``buffer`` that holds the piece.
-
-        Raises:
-            ValueError: the buffer is too small.
-            StorageError: as ``read``.
-        """
-        size = self._piece_size(piece)
-        view = memoryview(buffer).cast("B")
-        if view.nbytes < size:
-            raise ValueError(f"a buffer of {view.nbytes} bytes cannot hold piece {piece}")
-        view = view[:size]
-        self._fill(piece, 0, view)
-        return view
-
-    def _fill(self, piece: int, offset: int, view: memoryview) -> None:
-        """Read the range of ``piece`` starting at ``offset`` into all of ``view``."""
-        for span in self._geometry.spans(piece, offset, view.nbytes):
-            part = view[span.buffer_offset : span.buffer_offset + span.length]
-            if self._info.files[span.file_index].padding:
-                part[:] = bytes(span.length)
-            else:
-                self._read_span_into(span.file_index, span.file_offset, part)
-
-    @abc.abstractmethod
-    def flush(self) -> None:
-        """Make every byte written so far durable; raises ``StorageError`` if it cannot."""
-
-    @abc.abstractmethod
-    def close(self) -> None:
-        """Flush, then release every resource; the store reopens files if used again."""
-
-    @abc.abstractmethod
-    def delete_files(self) -> None:
-        """Remove the torrent's files (and the folders that become empty)."""
-
-    @abc.abstractmethod
-    def file_states(self) -> tuple[FileState | None, ...]:
-        """Each file's size and modification time; None for a file that is not there (or is a
-        padding file, or not a regular file). Raises ``StorageError`` for a disk failure."""
-
-    @abc.abstractmethod
-    def sync_files(self, indices: Iterable[int]) -> None:
-        """Make the data of the given files durable, whoever wrote it; missing files are skipped.
-        Raises ``StorageError`` if a sync fails."""
-
-    @abc.abstractmethod
-    def _write_span(self, file_index: int, file_offset: int, data: memoryview) -> None: ...
-
-    @abc.abstractmethod
-    def _read_span_into(self, file_index: int, file_offset: int, view: memoryview) -> None: ...
-
-    def _piece_size(self, piece: int) -> int:
-        try:
-            return self._geometry.piece_size(self._geometry.piece_index(piece))
-        except PieceIndexError as exc:
-            raise StorageError("invalid_range", str(exc)) from None
-
-    def _missing(self, file_index: int, action: str) -> StorageError:
-        return storage_error_from_os(
-            FileNotFoundError(errno.ENOENT, "No such file or directory"),
-            action,
-            self._names[file_index],
-        )
 
 
 @dataclass(slots=True)
@@ -596,3 +432,35 @@ def _close_all(fds: list[int]) -> None:
             os.close(fd)
         except OSError as exc:  # the data was flushed or dropped already; nothing to retry
             log.warning("closing a file descriptor failed: %s", exc)
+
+
+def open_storage(
+    info_hash: InfoHash, raw_info: bytes, save_path: str, *, preallocate: bool
+) -> FileStorage:
+    """Check an info dict against its hash, parse it and open its files under ``save_path``.
+
+    Args:
+        info_hash: what the coordinator says ``raw_info`` hashes to.
+        raw_info: the exact bencoded info dict.
+        save_path: the download directory (created if missing).
+        preallocate: reserve each file's full size when it is created.
+
+    Returns:
+        The store; its folders and zero-length files exist, other files appear on first write.
+
+    Raises:
+        StorageError: ``info_hash_mismatch``, or the directory or an empty file cannot be made.
+        MetainfoError: the info dict is not a usable torrent (bad bencode, unsafe path ...).
+    """
+    actual = hashlib.sha1(raw_info, usedforsecurity=False).digest()
+    if actual != info_hash.raw:
+        raise StorageError(
+            "info_hash_mismatch",
+            f"the info dictionary hashes to {actual.hex()}, not {info_hash.hex}: "
+            "the coordinator sent the wrong torrent data",
+        )
+    # Lenient: the bytes are proven genuine by the hash, and real torrents are not always
+    # canonical bencode. The coordinator applied the user's path depth limit; here only the
+    # ceiling any setting may reach (walking a deep path costs one lstat per folder).
+    info = parse_info_dict(raw_info, strict=False, max_path_depth=MAX_PATH_DEPTH_CEILING)
+    return FileStorage(info, save_path, preallocate=preallocate)

@@ -19,8 +19,9 @@ from typing import Any
 import pytest
 import zmq
 
+from services.storage_agent.core.storage import Storage
 from services.storage_agent.memory import MemoryStorage
-from services.storage_agent.store import FileStorage, Storage
+from services.storage_agent.store import FileStorage
 from shared.bencode import encode
 from shared.bus import Welcome
 from shared.metainfo import InfoDict, parse_info_dict

@@ -8,9 +8,14 @@ from __future__ import annotations
 
 import pytest
 
-from services.storage_agent.fastresume import SETTLE_NS, CheckPlan, make_record, plan_open
-from services.storage_agent.resume import ResumeRecord
-from services.storage_agent.store import FileState
+from services.storage_agent.core.fastresume import (
+    SETTLE_NS,
+    CheckPlan,
+    ResumeRecord,
+    make_record,
+    plan_open,
+)
+from services.storage_agent.core.storage import FileState
 from shared.bitfield import Bitfield
 from shared.types import InfoHash
 

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from services.storage_agent.errors import StorageError
+from services.storage_agent.core.errors import StorageError
 from services.storage_agent.hashing import (
     CheckCancelledError,
     PieceVerifier,
@@ -266,7 +266,7 @@ _RAISING_CHILD = textwrap.dedent(
     monkey.patch_all()
 
     import gevent
-    from services.storage_agent.errors import StorageError
+    from services.storage_agent.core.errors import StorageError
     from services.storage_agent.hashing import TaskPool
 
     def fail():

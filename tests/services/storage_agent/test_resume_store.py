@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from services.storage_agent.resume import DATABASE_NAME, FileRecord, ResumeRecord, ResumeStore
+from services.storage_agent.core.fastresume import FileRecord, ResumeRecord
+from services.storage_agent.resume import DATABASE_NAME, ResumeStore
 from shared.bitfield import Bitfield
 from shared.types import InfoHash
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from services.coordinator.core import Coordinator
-from services.storage_agent.smart_ban import BlockLedger, block_digests, senders_of_blocks
+from services.storage_agent.core.smart_ban import BlockLedger, block_digests, senders_of_blocks
 from shared.bitfield import Bitfield
 from shared.bus import (
     BLOCK_LENGTH,

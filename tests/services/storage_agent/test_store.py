@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from services.storage_agent.errors import StorageError
+from services.storage_agent.core.errors import StorageError
 from services.storage_agent.memory import MemoryStorage
 from services.storage_agent.removal import remove_torrent_files
 from services.storage_agent.store import FileStorage

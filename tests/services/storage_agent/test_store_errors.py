@@ -18,7 +18,7 @@ import textwrap
 
 import pytest
 
-from services.storage_agent.errors import StorageError, storage_error_from_os
+from services.storage_agent.core.errors import StorageError, storage_error_from_os
 from services.storage_agent.store import FileStorage
 
 from .conftest import NAME, build, multi_file_layout
@@ -55,7 +55,7 @@ def test_disk_full_names_the_file_and_what_to_do(tmp_path):
 _EFBIG_CHILD = textwrap.dedent(
     """
     import json, resource, signal, sys
-    from services.storage_agent.errors import StorageError
+    from services.storage_agent.core.errors import StorageError
     from services.storage_agent.store import FileStorage
     from shared.metainfo import parse_info_dict
 

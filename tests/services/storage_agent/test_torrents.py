@@ -8,16 +8,17 @@ from pathlib import Path
 
 import pytest
 
-from services.storage_agent.errors import StorageError, storage_error_from_os
-from services.storage_agent.memory import MemoryStorage
-from services.storage_agent.tasks import open_storage, storage_failed, verify_and_write
-from services.storage_agent.torrents import (
+from services.storage_agent.core.errors import StorageError, storage_error_from_os, storage_failed
+from services.storage_agent.core.torrents import (
     MAX_WAITING,
     Phase,
     Refusal,
     Torrent,
     TorrentTable,
 )
+from services.storage_agent.memory import MemoryStorage
+from services.storage_agent.store import open_storage
+from services.storage_agent.tasks import verify_and_write
 from shared.bitfield import Bitfield
 from shared.bus import CloseTorrent, ReadBlock, StorageFailed, StorePiece
 from shared.errors import MetainfoError

@@ -16,6 +16,9 @@ follow it), so its files are always settled.
 Piece sets are kept as sorted lists of ranges (one per file at most), never as lists of piece
 numbers: a torrent has up to 2**21 pieces, and the sets are built from whole files anyway.
 
+A ``ResumeRecord`` (with a ``FileRecord`` per file) is what the resume database
+(``resume.ResumeStore``) keeps for a torrent; it is defined here, where it is decided upon.
+
 Rules: pure. No I/O, no clock: the caller passes the file states and the time.
 """
 
@@ -30,15 +33,46 @@ from shared.bitfield import Bitfield
 from shared.metainfo import InfoDict
 from shared.types import InfoHash
 
-from .resume import FileRecord, ResumeRecord
-from .store import FileState
+from .storage import FileState
 
-__all__ = ["SETTLE_NS", "CheckPlan", "make_record", "plan_open", "union"]
+__all__ = [
+    "SETTLE_NS",
+    "CheckPlan",
+    "FileRecord",
+    "ResumeRecord",
+    "make_record",
+    "plan_open",
+    "union",
+]
 
 SETTLE_NS = 2_000_000_000
 """A file modified less than this before a (non-final) record is not trusted by its mtime."""
 
 Ranges = tuple[range, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class FileRecord:
+    """One file of a record: its relative path and how it was on disk at the last flush."""
+
+    path: tuple[str, ...]
+    padding: bool
+    size: int | None
+    """Bytes in the file; None when it did not exist."""
+    mtime_ns: int | None
+    settled: bool
+    """Whether ``mtime_ns`` can be trusted: False when the file was written so recently that a
+    later write could have kept the same timestamp (coarse file system clocks)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ResumeRecord:
+    """What a torrent had at its last flush."""
+
+    info_hash: InfoHash
+    save_path: str
+    have: Bitfield
+    files: tuple[FileRecord, ...]
 
 
 @dataclass(frozen=True, slots=True)

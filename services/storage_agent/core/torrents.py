@@ -51,7 +51,7 @@ from shared.geometry import PieceIndexError
 from shared.metainfo import InfoDict
 from shared.types import InfoHash
 
-from .store import Storage
+from .storage import Storage
 
 __all__ = [
     "MAX_TORRENTS",

@@ -5,6 +5,9 @@ becomes a ``StorageError`` naming the torrent-relative file, what the agent was 
 name, and what the user can do about it. The ``reason`` code is what callers match on (the
 service turns it into a "torrent stopped: <message>" event); the text is for the user.
 
+``storage_failed`` turns a ``StorageError`` (or a ``MetainfoError`` for a torrent that cannot be
+used, or a bug) into the one-line ``StorageFailed`` event the coordinator gets.
+
 Rules:
 - The file is always named by its path inside the download directory ("name/dir/file.bin"),
   never by an absolute path: that is the name the user sees in the torrent.
@@ -17,9 +20,11 @@ from __future__ import annotations
 import errno
 from dataclasses import dataclass
 
-from shared.errors import TorvizError
+from shared.bus import StorageFailed, clip_name, clip_text
+from shared.errors import MetainfoError, TorvizError
+from shared.types import InfoHash
 
-__all__ = ["StorageError", "storage_error_from_os"]
+__all__ = ["StorageError", "is_expected_failure", "storage_error_from_os", "storage_failed"]
 
 
 class StorageError(TorvizError):
@@ -150,3 +155,33 @@ def storage_error_from_os(exc: OSError, action: str, path: str) -> StorageError:
         path=path,
         errno_name=name,
     )
+
+
+def storage_failed(info_hash: InfoHash, error: BaseException) -> StorageFailed:
+    """The ``StorageFailed`` event for an error raised while handling a torrent.
+
+    ``StorageError`` and ``MetainfoError`` keep their one-line message; anything else is a bug
+    on our side and is reported as such, without a traceback.
+
+    Args:
+        info_hash: the torrent concerned.
+        error: what was raised.
+
+    Returns:
+        The event, every text clipped to the bus's bounds.
+    """
+    file = ""
+    errno_name = ""
+    if isinstance(error, StorageError):
+        file = error.path or ""
+        errno_name = error.errno_name or ""
+    if isinstance(error, TorvizError):
+        message = error.message
+    else:
+        message = f"internal error in the storage agent: {type(error).__name__}: {error}"
+    return StorageFailed(info_hash, clip_text(file), clip_name(errno_name), clip_text(message))
+
+
+def is_expected_failure(error: BaseException) -> bool:
+    """Whether ``error`` is one torviz raises on purpose (logged as one line, no traceback)."""
+    return isinstance(error, StorageError | MetainfoError)
