@@ -15,13 +15,13 @@ Strategy (this is the download hot path):
 - The timer greenlet sleeps until the session's next deadline (at most a second) and ticks it.
 - The uploader greenlet, started when the peer first queues requests with us, gets the piece
   of the oldest one from the agent's piece cache (``Uplink.read_piece``, whole, waited for
-  with a bound; the next pieces are read ahead) and lets the session send a run of its blocks:
-  ``UPLOAD_BUDGET`` bytes at a time, while fewer than ``UPLOAD_BACKLOG`` wait for the socket,
-  so a slow peer holds little memory and a fast one cannot starve the others.
+  with a bound) and lets the session send a run of its blocks. What it reads ahead, holds and
+  when it pauses for the writer is the pure ``UploaderPolicy`` (``core/uploader.py``).
 - The actor's inbox carries the agent's commands (``Assign``, ``Revoke``, ``Acquired``,
   ``SetChoked``, ``Disconnect``); each calls the session and wakes the writer.
-Under gevent nothing preempts: every session call runs to completion, so the greenlets and the
-inbox never interleave inside the session and no lock is needed.
+Session events become bus messages through the pure ``to_bus`` (``core/translate.py``); this
+actor only sends them. Under gevent nothing preempts: every session call runs to completion, so
+the greenlets and the inbox never interleave inside the session and no lock is needed.
 
 Fairness: a busy gevent socket never blocks in ``recv``, so the reader would starve every other
 connection (and the writer of its own requests). It yields with ``gevent.sleep(0)`` after a chunk
@@ -61,32 +61,20 @@ import pykka
 from shared import bus
 from shared.bus import DisconnectReason
 from shared.errors import TorvizError
-from shared.peer_id import identify_client
 from shared.runtime.logging import with_context
-from shared.types import InfoHash, PeerAddress
+from shared.types import PeerAddress
 
+from .core.events import Closed, Event, HandshakeDone, PeerInfo, PieceCompleted, PiecesGivenBack
 from .core.piece_cache import ReadError
-from .core.session import (
-    Closed,
-    Event,
-    HandshakeDone,
-    PeerBitfield,
-    PeerHave,
-    PeerInfo,
-    PeerInterestChanged,
-    PeerSession,
-    PieceCompleted,
-    PiecesReleased,
-    WorkWanted,
-)
+from .core.session import PeerSession
+from .core.translate import Origin, to_bus
+from .core.uploader import UploaderPolicy
 from .uplink import Uplink, peer_stats
 
 __all__ = [
     "CONNECT_TIMEOUT",
     "RECV_BUFFER",
     "RECV_BUFFER_MAX",
-    "UPLOAD_BACKLOG",
-    "UPLOAD_BUDGET",
     "YIELD_BYTES",
     "Acquired",
     "Assign",
@@ -110,18 +98,12 @@ YIELD_BYTES = 1024 * 1024
 """Bytes read back to back before the reader yields to other greenlets regardless."""
 CONNECT_TIMEOUT = 10.0
 """Seconds a dial may take before ``PeerConnectFailed("connect_timeout")``."""
-UPLOAD_BUDGET = 256 * 1024
-"""Block bytes the uploader serves before it lets other greenlets run."""
-UPLOAD_BACKLOG = 1024 * 1024
-"""Served block bytes waiting for the socket before the uploader pauses (per connection)."""
 READ_WAIT = 45.0
 """Seconds the uploader waits for a piece from the cache before it gives the requests up."""
 _JOIN_BELOW = 64 * 1024  # output smaller than this is joined into one buffer: one cheap send
 _FLUSH_ITEMS = 4096  # what a closing connection tries to send at most, without waiting
 _FLUSH_BYTES = 64 * 1024
 _IOV_MAX = 1024  # buffers per sendmsg (the Linux limit)
-_READ_AHEAD = 2  # pieces the uploader has the cache load before they are asked for
-_HELD_PIECES = 2  # pieces the uploader keeps at hand between rounds
 _TIMER_MAX_SLEEP = 1.0  # deadlines move (new requests, data received): re-check at least this often
 _TIMER_MIN_SLEEP = 0.01
 _STORAGE_POLL = 0.001  # seconds between checks while the storage link is backed up ...
@@ -219,6 +201,7 @@ class PeerConnection(pykka.ThreadingActor):
         self._session = session
         self._info_hash = session.info_hash
         self._uplink = uplink
+        self._origin = Origin(session.info_hash, key, address, incoming=sock is not None)
         self._sock = sock
         self._preread = preread
         self._connect_timeout = connect_timeout
@@ -393,38 +376,33 @@ class PeerConnection(pykka.ThreadingActor):
 
     def _upload_loop(self) -> None:
         session = self._session
-        held: dict[int, bytearray] = {}  # the pieces served last (peers interleave a few)
+        policy = UploaderPolicy()
         try:
             while self._outcome is None:
                 piece = session.next_upload()
                 if piece is None:
-                    held.clear()  # nothing queued: let the cache evict them
+                    policy.idle()
                     self._upload_wake.clear()
                     self._upload_wake.wait()
                     continue
-                data = held.get(piece)
+                data = policy.held(piece)
                 if data is None:
-                    # Read ahead: the cache starts loading the next pieces asked for while
-                    # this one is read and served.
-                    for ahead in session.upcoming_uploads(1 + _READ_AHEAD)[1:]:
-                        if ahead not in held:
-                            self._uplink.read_piece(self._info_hash, ahead)
+                    for ahead in policy.to_read_ahead(session.upcoming_uploads(policy.lookahead)):
+                        self._uplink.read_piece(self._info_hash, ahead)
                     data = self._read_piece(piece)
                     if data is None:
                         session.upload_failed(piece)
                         self._after_session_call()
                         continue
-                    held[piece] = data
-                    if len(held) > _HELD_PIECES:
-                        del held[next(iter(held))]
+                    policy.keep(piece, data)
                 while (
-                    session.queued_upload_bytes + self._sending >= UPLOAD_BACKLOG
+                    policy.must_wait(session.queued_upload_bytes, self._sending)
                     and self._outcome is None
                 ):
                     self._drained.clear()
                     self._wake.set()
                     self._drained.wait()
-                session.serve(piece, data, self._clock(), UPLOAD_BUDGET)
+                session.serve(piece, data, self._clock(), policy.budget)
                 self._after_session_call()
                 gevent.sleep(0)
         except Exception as exc:  # a bug here must still close and report the connection
@@ -470,60 +448,37 @@ class PeerConnection(pykka.ThreadingActor):
             self._upload_needed()
 
     def _dispatch(self, events: list[Event]) -> bool:
-        """Forward session events; returns whether a piece was completed."""
+        """Send what session events become (``to_bus``); returns whether a piece completed."""
         completed = False
         uplink = self._uplink
-        info_hash = self._info_hash
-        key = self.key
+        origin = self._origin
         for event in events:
             if self._outcome is not None:
                 break
+            outgoing = to_bus(event, origin)
             match event:
-                case PieceCompleted(piece, data, senders):
-                    if senders is None:  # every block from this peer: the usual case
-                        store = bus.StorePiece(info_hash, piece, (key,))
-                    else:
-                        store = _store_mixed(info_hash, piece, senders)
-                    uplink.store_piece(store, data)
-                    uplink.to_coordinator(bus.PieceDownloaded(info_hash, piece, key))
+                case PieceCompleted():
                     completed = True
-                case WorkWanted(count):
-                    uplink.to_coordinator(bus.WorkWanted(info_hash, key, min(count, bus.MAX_BATCH)))
-                case PeerHave(piece):
-                    uplink.to_coordinator(bus.PeerHave(info_hash, key, piece))
-                case PeerBitfield(bits):
-                    uplink.to_coordinator(bus.PeerBitfield(info_hash, key, bits.to_bytes()))
-                case PiecesReleased(pieces, reason):
-                    self._log.debug("released %d pieces: %s", len(pieces), reason)
-                    for batch in bus.batches(pieces):
-                        uplink.to_coordinator(bus.PiecesReleased(info_hash, key, batch))
-                case HandshakeDone(peer_id, reserved):
+                case HandshakeDone(peer_id):
                     try:
-                        uplink.claim(key, peer_id)
+                        uplink.claim(self.key, peer_id)
                     except TorvizError as exc:
                         self._end(exc.reason, exc.message)
                         break
                     self._announced = True
-                    client = bus.clip_name(str(identify_client(peer_id)))
-                    self._log.info("connected to %s (%s)", self.address, client)
-                    uplink.to_coordinator(
-                        bus.PeerConnected(
-                            info_hash=info_hash,
-                            peer=key,
-                            address=self.address,
-                            peer_id=peer_id,
-                            client=client,
-                            incoming=self.incoming,
-                            fast_extension=reserved.fast,
-                            extension_protocol=reserved.extension_protocol,
-                        )
-                    )
-                case PeerInterestChanged(interested):
-                    uplink.to_coordinator(bus.PeerInterest(info_hash, key, interested))
+                    connected = outgoing.to_coordinator[0]
+                    assert isinstance(connected, bus.PeerConnected)
+                    self._log.info("connected to %s (%s)", self.address, connected.client)
+                case PiecesGivenBack(pieces, reason):
+                    self._log.debug("released %d pieces: %s", len(pieces), reason)
                 case PeerInfo(extension):
                     self._log.debug("peer runs %r, reqq %s", extension.v, extension.reqq)
                 case Closed(reason, message):
                     self._end(reason, message)
+            if outgoing.to_storage is not None:
+                uplink.store_piece(*outgoing.to_storage)
+            for sent in outgoing.to_coordinator:
+                uplink.to_coordinator(sent)
         return completed
 
     # -- ending -----------------------------------------------------------------------------------
@@ -598,14 +553,6 @@ class PeerConnection(pykka.ThreadingActor):
                 )
             )
         self._uplink.ended(self.key)
-
-
-def _store_mixed(info_hash: InfoHash, piece: int, senders: tuple[str, ...]) -> bus.StorePiece:
-    """``StorePiece`` of a piece built from several connections' blocks: each block's sender
-    as an index into the distinct contributors (the storage agent's smart ban reads them)."""
-    index: dict[str, int] = {}
-    block_senders = tuple(index.setdefault(sender, len(index)) for sender in senders)
-    return bus.StorePiece(info_hash, piece, tuple(index), block_senders)
 
 
 def _send_gathered(sock: socket.socket, buffers: list[bytes | bytearray | memoryview]) -> None:

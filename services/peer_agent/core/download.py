@@ -14,7 +14,7 @@ Rules:
   dropped.
 - A peer without the fast extension drops our requests when it chokes us: they are asked again
   after its unchoke. A fast peer rejects them one by one instead (``on_reject``); a piece
-  rejected too often while unchoked is given back (``PiecesReleased("rejected")``).
+  rejected too often while unchoked is given back (``PiecesGivenBack("rejected")``).
 - The peer is snubbing us once it unchokes us and sends no block for ``snub_timeout`` seconds
   while we wait for one; request timeouts (which give the pieces back) do not restart that
   wait, a choke or a revoke that leaves nothing outstanding ends it, the next block clears it.
@@ -38,7 +38,7 @@ from shared.rate import RateMeter
 from shared.wire import codec
 from shared.wire import messages as wire
 
-from .events import Event, PieceCompleted, PiecesReleased, WorkWanted
+from .events import Event, PieceCompleted, PiecesGivenBack, WorkNeeded
 from .partials import PartialPiece, PartialPieces
 from .pipeline import QueueDepthPolicy
 
@@ -352,7 +352,7 @@ class Downloads:
         if queued_bytes < wanted_bytes:
             count = max(1, -(-(wanted_bytes - queued_bytes) // self._geometry.piece_length))
             self._work_requested = True
-            self._events.append(WorkWanted(count))
+            self._events.append(WorkNeeded(count))
 
     def _snub_deadline(self) -> float | None:
         if self.snubbed or self.peer_choking or self._stalled_since is None:
@@ -416,7 +416,7 @@ class Downloads:
                 length, _ = self._outstanding.pop(key)
                 self._send(wire.Cancel(piece, key[1], length))
         if pieces:
-            self._events.append(PiecesReleased(tuple(pieces), reason))
+            self._events.append(PiecesGivenBack(tuple(pieces), reason))
         self._work_requested = False
         self._update_interest()
 

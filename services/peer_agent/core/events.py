@@ -1,8 +1,12 @@
 """What a peer session reports to its connection: one frozen dataclass per event, a closed union.
 
-The connection turns most of them into bus messages (``PieceCompleted`` into ``StorePiece`` and
-``PieceDownloaded``, ``PeerInterestChanged`` into ``PeerInterest``, ...); ``Closed`` is always
-the last event of a session.
+The connection turns most of them into bus messages (``translate.py``: ``PieceCompleted`` into
+``StorePiece`` and ``PieceDownloaded``, ``HaveReceived`` into ``PeerHave``, ...); ``Closed`` is
+always the last event of a session.
+
+Rule: an event is named for what happened in the session (``HaveReceived``, ``WorkNeeded``,
+``PiecesGivenBack``), never like the bus message it becomes, so a ``match`` on one can never
+be mistaken for the other.
 """
 
 from __future__ import annotations
@@ -15,16 +19,16 @@ from shared.wire.extension import ExtensionHandshake
 from shared.wire.handshake import Reserved
 
 __all__ = [
+    "BitfieldReceived",
     "Closed",
     "Event",
     "HandshakeDone",
-    "PeerBitfield",
-    "PeerHave",
+    "HaveReceived",
     "PeerInfo",
     "PeerInterestChanged",
     "PieceCompleted",
-    "PiecesReleased",
-    "WorkWanted",
+    "PiecesGivenBack",
+    "WorkNeeded",
 ]
 
 
@@ -42,14 +46,14 @@ class PeerInfo:
 
 
 @dataclass(frozen=True, slots=True)
-class PeerBitfield:
+class BitfieldReceived:
     """The peer's whole have-state (bitfield, have-all or have-none)."""
 
     bits: Bitfield
 
 
 @dataclass(frozen=True, slots=True)
-class PeerHave:
+class HaveReceived:
     piece: int
 
 
@@ -74,14 +78,14 @@ class PieceCompleted:
 
 
 @dataclass(frozen=True, slots=True)
-class WorkWanted:
+class WorkNeeded:
     """The pipeline would run dry: the session can take ``count`` more pieces."""
 
     count: int
 
 
 @dataclass(frozen=True, slots=True)
-class PiecesReleased:
+class PiecesGivenBack:
     """The session gave these assigned pieces up (timeouts, repeated rejects)."""
 
     pieces: tuple[int, ...]
@@ -99,11 +103,11 @@ class Closed:
 Event = (
     HandshakeDone
     | PeerInfo
-    | PeerBitfield
-    | PeerHave
+    | BitfieldReceived
+    | HaveReceived
     | PeerInterestChanged
     | PieceCompleted
-    | WorkWanted
-    | PiecesReleased
+    | WorkNeeded
+    | PiecesGivenBack
     | Closed
 )

@@ -53,34 +53,34 @@ from shared.wire.handshake import Handshake, HandshakeReader, Reserved, encode_h
 
 from .download import Downloads
 from .events import (
+    BitfieldReceived,
     Closed,
     Event,
     HandshakeDone,
-    PeerBitfield,
-    PeerHave,
+    HaveReceived,
     PeerInfo,
     PeerInterestChanged,
     PieceCompleted,
-    PiecesReleased,
-    WorkWanted,
+    PiecesGivenBack,
+    WorkNeeded,
 )
 from .partials import PartialPieces
 from .pipeline import QueueDepthPolicy
 from .upload import Uploads
 
 __all__ = [
+    "BitfieldReceived",
     "Closed",
     "Event",
     "HandshakeDone",
-    "PeerBitfield",
-    "PeerHave",
+    "HaveReceived",
     "PeerInfo",
     "PeerInterestChanged",
     "PeerSession",
     "PieceCompleted",
-    "PiecesReleased",
+    "PiecesGivenBack",
     "SessionConfig",
-    "WorkWanted",
+    "WorkNeeded",
 ]
 
 
@@ -513,7 +513,7 @@ class PeerSession:
                     self.peer_have.add(piece)
                     downloads.peer_pieces = len(self.peer_have)
                     downloads.news()
-                    self._events.append(PeerHave(piece))
+                    self._events.append(HaveReceived(piece))
             case wire.Bitfield(bits=bits):
                 try:
                     self.peer_have = Bitfield.from_bytes(bits, self.geometry.num_pieces)
@@ -563,7 +563,7 @@ class PeerSession:
         self._downloads.peer_pieces = count
         if count:
             self._downloads.news()
-        self._events.append(PeerBitfield(self.peer_have.copy()))
+        self._events.append(BitfieldReceived(self.peer_have.copy()))
         uploads = self._uploads
         fast_count = self.config.allowed_fast_count
         # BEP 6: the allowed-fast set lets a peer with (almost) nothing get started.

@@ -14,7 +14,7 @@ from shared.types import PeerAddress
 
 ROOT = Path(__file__).resolve().parents[3]
 SOURCES = [
-    *sorted((ROOT / "services" / "peer_agent").glob("*.py")),
+    *sorted((ROOT / "services" / "peer_agent").rglob("*.py")),  # core/ too
     *sorted((ROOT / "shared" / "wire").glob("*.py")),
     ROOT / "shared" / "bitfield.py",
 ]

@@ -8,7 +8,7 @@ from services.peer_agent.core.pipeline import QueueDepthPolicy
 from services.peer_agent.core.session import (
     PeerSession,
     PieceCompleted,
-    PiecesReleased,
+    PiecesGivenBack,
     SessionConfig,
 )
 from shared.bitfield import Bitfield
@@ -57,7 +57,7 @@ def test_a_released_piece_is_finished_by_the_next_connection() -> None:
     more = requests(remote_a)
     assert [r.offset for r in more] == [32768, 49152]
     first.tick(31.0)  # the rest never comes: the request timeout gives the piece back
-    released = [e for e in first.take_events() if isinstance(e, PiecesReleased)]
+    released = [e for e in first.take_events() if isinstance(e, PiecesGivenBack)]
     assert released and released[0].pieces == (0,)
     assert 0 in store
 

@@ -10,16 +10,16 @@ import pytest
 
 from services.peer_agent.core.pipeline import QueueDepthPolicy
 from services.peer_agent.core.session import (
+    BitfieldReceived,
     Closed,
     HandshakeDone,
-    PeerBitfield,
-    PeerHave,
+    HaveReceived,
     PeerInfo,
     PeerSession,
     PieceCompleted,
-    PiecesReleased,
+    PiecesGivenBack,
     SessionConfig,
-    WorkWanted,
+    WorkNeeded,
 )
 from shared.bitfield import Bitfield
 from shared.geometry import TorrentGeometry
@@ -105,8 +105,8 @@ def test_handshake_then_have_state_and_extension_handshake() -> None:
     events = session.take_events()
     assert events[0] == HandshakeDone(THEIRS, remote.reserved)
     assert isinstance(events[1], PeerInfo) and events[1].extension.v == "libtorrent 2.0.9"
-    assert events[2] == PeerBitfield(Bitfield.full(GEOMETRY.num_pieces))
-    assert isinstance(events[3], WorkWanted)
+    assert events[2] == BitfieldReceived(Bitfield.full(GEOMETRY.num_pieces))
+    assert isinstance(events[3], WorkNeeded)
     assert session.peer_reqq == 2000
 
 
@@ -115,7 +115,7 @@ def test_plain_peer_gets_a_bitfield_and_no_fast_messages() -> None:
     remote = Remote(session, fast=False, extensions=False)
     remote.greet(wire.Bitfield(bytes([0b1010_0000])))
     assert remote.read() == [wire.Bitfield(bytes([0b0100_0000]))]
-    assert PeerBitfield(Bitfield(4, [0, 2])) in session.take_events()
+    assert BitfieldReceived(Bitfield(4, [0, 2])) in session.take_events()
 
 
 @pytest.mark.parametrize("byte_by_byte", [False, True])
@@ -129,7 +129,7 @@ def test_downloads_assigned_pieces_with_pipelined_requests(byte_by_byte: bool) -
     assert remote.read() == [wire.Interested()]  # choked: no request yet
     remote.send(wire.Unchoke())
     requests = [m for m in remote.read() if isinstance(m, wire.Request)]
-    assert len(events_of(session, WorkWanted)) == 1  # asks ahead once all is requested
+    assert len(events_of(session, WorkNeeded)) == 1  # asks ahead once all is requested
     expected = [wire.Request(3, 0, 16384), wire.Request(3, 16384, 3616)] + [
         wire.Request(1, offset, 16384) for offset in range(0, 65536, 16384)
     ]
@@ -185,7 +185,7 @@ def test_rejected_blocks_are_asked_again_then_the_piece_is_released() -> None:
         remote.send(wire.RejectRequest(2, 0, 16384))
         assert wire.Request(2, 0, 16384) in remote.read()
     remote.send(wire.RejectRequest(2, 0, 16384))
-    assert PiecesReleased((2,), "rejected") in session.take_events()
+    assert PiecesGivenBack((2,), "rejected") in session.take_events()
     assert session.assigned == ()
 
 
@@ -202,14 +202,14 @@ def test_work_is_asked_for_once_until_answered_and_not_after_an_empty_answer() -
     session = new_session()
     remote = Remote(session)
     remote.greet(wire.Bitfield(bytes([0x80])))
-    assert len(events_of(session, WorkWanted)) == 1
+    assert len(events_of(session, WorkNeeded)) == 1
     remote.send(wire.KeepAlive())
-    assert events_of(session, WorkWanted) == []
+    assert events_of(session, WorkNeeded) == []
     session.assign([], remote.now)
     remote.send(wire.KeepAlive())
-    assert events_of(session, WorkWanted) == []
+    assert events_of(session, WorkNeeded) == []
     remote.send(wire.Have(1))  # news: something new to fetch
-    assert len(events_of(session, WorkWanted)) == 1
+    assert len(events_of(session, WorkNeeded)) == 1
 
 
 def test_timers() -> None:
@@ -220,7 +220,7 @@ def test_timers() -> None:
     remote.read()
     assert session.next_deadline() == 30.0
     session.tick(30.0)
-    assert PiecesReleased((0,), "request_timeout") in session.take_events()
+    assert PiecesGivenBack((0,), "request_timeout") in session.take_events()
     remote.now = 30.0
     assert {type(m) for m in remote.read()} == {wire.Cancel, wire.NotInterested}
     assert session.next_deadline() == 60.0  # no block for 60 s while unchoked: a snub
@@ -304,4 +304,4 @@ def test_peer_have_event_only_for_new_pieces() -> None:
     session = new_session()
     remote = Remote(session)
     remote.greet(wire.Have(1), wire.Have(1))
-    assert events_of(session, PeerHave) == [PeerHave(1)]
+    assert events_of(session, HaveReceived) == [HaveReceived(1)]

@@ -16,7 +16,7 @@ from services.peer_agent.core.session import (
     PeerSession,
     PieceCompleted,
     SessionConfig,
-    WorkWanted,
+    WorkNeeded,
 )
 from services.peer_agent.core.upload import MAX_PENDING_REJECTS, allowed_fast_set
 from shared.bitfield import Bitfield
@@ -187,7 +187,7 @@ def test_a_torviz_seeder_serves_a_torviz_leecher_once_the_coordinator_unchokes()
                 interest.append(event.interested)
                 upload.set_choke(not event.interested)  # the coordinator's choker
         for event in download.take_events():
-            if isinstance(event, WorkWanted):
+            if isinstance(event, WorkNeeded):
                 pieces, to_assign = to_assign[: event.count], to_assign[event.count :]
                 download.assign(pieces, now)
             elif isinstance(event, PieceCompleted):
