@@ -6,8 +6,8 @@ Services import from here only::
 
 ``schema`` holds every message (one frozen dataclass each, a stable tag), ``vocabulary`` the
 bounds, enums and reason codes they are made of (with ``clip_text`` and ``batches`` for senders),
-``codec`` turns them into ZeroMQ frames and back with every field checked, ``hello`` is the
-version handshake.
+``codec`` turns them into ZeroMQ frames and back with every field checked (by the field codecs
+of ``fields``), ``hello`` is the version handshake.
 """
 
 from __future__ import annotations

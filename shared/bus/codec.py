@@ -1,9 +1,10 @@
 """msgpack codec and frame envelope for bus messages.
 
 Strategy: at import, every registered message and record is compiled once from its annotations
-into a tuple of field codecs (``IntField``, ``TupleField``, ...). A message travels as a
-msgpack array ``[tag, field1, field2, ...]`` in declaration order: positional, so the header
-stays small and decoding is one ``unpackb`` plus one check per field. Records nest as arrays,
+into a tuple of field codecs (``IntField``, ``TupleField``, ... in ``shared.bus.fields``; this
+module re-exports them). A message travels as a msgpack array ``[tag, field1, field2, ...]``
+in declaration order: positional, so the header stays small and decoding is one ``unpackb``
+plus one check per field. Records nest as arrays,
 ``InfoHash``/``PeerId`` as 20-byte bins, ``PeerAddress`` as ``[host, port]``, enums as their
 value. A message with ``HAS_DATA`` is sent as two ZeroMQ frames ``[header, data]``; the data
 frame is handed on as a memoryview, never copied into msgpack.
@@ -38,8 +39,8 @@ import hashlib
 import math
 import types
 from collections.abc import Sequence
-from dataclasses import dataclass, fields, is_dataclass
-from enum import Enum, IntEnum, StrEnum
+from dataclasses import fields, is_dataclass
+from enum import IntEnum, StrEnum
 from typing import Annotated, Any, Union, get_args, get_origin, get_type_hints
 
 import msgpack  # type: ignore[import-untyped]
@@ -47,6 +48,21 @@ import msgpack  # type: ignore[import-untyped]
 from shared.errors import BusError
 from shared.types import InfoHash, PeerAddress, PeerId
 
+from .fields import (
+    BoolField,
+    BytesField,
+    EnumField,
+    Field,
+    FieldError,
+    FloatField,
+    Id20Field,
+    IntField,
+    OptionalField,
+    PeerAddressField,
+    RecordField,
+    StrField,
+    TupleField,
+)
 from .schema import BUS_PROTOCOL_VERSION, MESSAGES, RECORDS, Message
 from .vocabulary import (
     MAX_DATA_BYTES,
@@ -113,288 +129,6 @@ _UNPACK_LIMITS: dict[str, int] = {
 }
 
 Buffer = bytes | bytearray | memoryview
-
-
-class _FieldError(Exception):
-    """A field check failed; ``path`` grows as the error climbs out of nested values."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = reason
-        self.detail = detail
-        self.path: list[str] = []
-
-
-def _type_name(value: object) -> str:
-    return type(value).__name__
-
-
-def _expect(value: object, kind: type, name: str) -> None:
-    # type() rather than isinstance(): bool must not pass as int, nor IntEnum as int.
-    if type(value) is not kind:
-        raise _FieldError("wrong_type", f"expected {name}, got {_type_name(value)}")
-
-
-class Field:
-    """How one annotated type travels: ``encode`` to a msgpack-ready value, ``decode`` back."""
-
-    __slots__ = ()
-
-    def encode(self, value: Any) -> Any:
-        raise NotImplementedError
-
-    def decode(self, wire: Any) -> Any:
-        raise NotImplementedError
-
-    def describe(self) -> str:
-        raise NotImplementedError
-
-
-@dataclass(frozen=True, slots=True)
-class IntField(Field):
-    lo: int
-    hi: int
-
-    def encode(self, value: Any) -> Any:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise _FieldError("wrong_type", f"expected int, got {_type_name(value)}")
-        return self.decode(int(value))
-
-    def decode(self, wire: Any) -> Any:
-        _expect(wire, int, "int")
-        if not self.lo <= wire <= self.hi:
-            raise _FieldError("out_of_range", f"{wire} is out of range {self.lo}..{self.hi}")
-        return wire
-
-    def describe(self) -> str:
-        return f"int[{self.lo}..{self.hi}]"
-
-
-@dataclass(frozen=True, slots=True)
-class FloatField(Field):
-    lo: float
-    hi: float
-
-    def encode(self, value: Any) -> Any:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise _FieldError("wrong_type", f"expected float, got {_type_name(value)}")
-        return self.decode(float(value))
-
-    def decode(self, wire: Any) -> Any:
-        _expect(wire, float, "float")
-        if not math.isfinite(wire):
-            raise _FieldError("bad_value", f"{wire} is not a finite number")
-        if not self.lo <= wire <= self.hi:
-            raise _FieldError("out_of_range", f"{wire} is out of range {self.lo}..{self.hi}")
-        return wire
-
-    def describe(self) -> str:
-        return f"float[{self.lo!r}..{self.hi!r}]"
-
-
-@dataclass(frozen=True, slots=True)
-class BoolField(Field):
-    def encode(self, value: Any) -> Any:
-        return self.decode(value)
-
-    def decode(self, wire: Any) -> Any:
-        _expect(wire, bool, "bool")
-        return wire
-
-    def describe(self) -> str:
-        return "bool"
-
-
-def _check_size(length: int, lo: int, hi: int, what: str) -> None:
-    if not lo <= length <= hi:
-        raise _FieldError("bad_length", f"{what} of length {length} is outside {lo}..{hi}")
-
-
-@dataclass(frozen=True, slots=True)
-class StrField(Field):
-    lo: int
-    hi: int
-
-    def encode(self, value: Any) -> Any:
-        return self.decode(value)
-
-    def decode(self, wire: Any) -> Any:
-        _expect(wire, str, "str")
-        _check_size(len(wire), self.lo, self.hi, "str")
-        return wire
-
-    def describe(self) -> str:
-        return f"str[{self.lo}..{self.hi}]"
-
-
-@dataclass(frozen=True, slots=True)
-class BytesField(Field):
-    lo: int
-    hi: int
-
-    def encode(self, value: Any) -> Any:
-        return self.decode(value)
-
-    def decode(self, wire: Any) -> Any:
-        _expect(wire, bytes, "bytes")
-        _check_size(len(wire), self.lo, self.hi, "bytes")
-        return wire
-
-    def describe(self) -> str:
-        return f"bytes[{self.lo}..{self.hi}]"
-
-
-@dataclass(frozen=True, slots=True)
-class Id20Field(Field):
-    """``InfoHash`` or ``PeerId``: a 20-byte bin on the wire."""
-
-    cls: type[InfoHash] | type[PeerId]
-
-    def encode(self, value: Any) -> Any:
-        _expect(value, self.cls, self.cls.__name__)
-        return value.raw
-
-    def decode(self, wire: Any) -> Any:
-        _expect(wire, bytes, "bytes")
-        _check_size(len(wire), 20, 20, "info hash" if self.cls is InfoHash else "peer id")
-        return self.cls(wire)
-
-    def describe(self) -> str:
-        return f"{self.cls.__name__}(bytes[20])"
-
-
-@dataclass(frozen=True, slots=True)
-class PeerAddressField(Field):
-    def encode(self, value: Any) -> Any:
-        _expect(value, PeerAddress, "PeerAddress")
-        return [value.host, value.port]
-
-    def decode(self, wire: Any) -> Any:
-        _expect(wire, list, "[host, port]")
-        _check_size(len(wire), 2, 2, "address")
-        host, port = wire
-        _expect(host, str, "str host")
-        _check_size(len(host), 2, 64, "host")
-        _expect(port, int, "int port")
-        try:
-            return PeerAddress(host, port)
-        except ValueError as exc:
-            raise _FieldError("bad_value", str(exc)) from None
-
-    def describe(self) -> str:
-        return "PeerAddress([str host, int port])"
-
-
-@dataclass(frozen=True, slots=True)
-class EnumField(Field):
-    enum: type[Enum]
-    fallback: Enum | None = None
-    """What a value that is no member decodes as (a reason code's ``UNKNOWN``); None: refused."""
-
-    def encode(self, value: Any) -> Any:
-        if type(value) is not self.enum:
-            raise _FieldError(
-                "wrong_type", f"expected {self.enum.__name__}, got {_type_name(value)}"
-            )
-        return value.value
-
-    def decode(self, wire: Any) -> Any:
-        _expect(wire, int if issubclass(self.enum, IntEnum) else str, self.enum.__name__)
-        try:
-            return self.enum(wire)
-        except ValueError:
-            if self.fallback is not None:
-                return self.fallback
-            raise _FieldError("bad_value", f"{wire!r} is not a {self.enum.__name__}") from None
-
-    def describe(self) -> str:
-        return self.enum.__name__
-
-
-@dataclass(frozen=True, slots=True)
-class OptionalField(Field):
-    inner: Field
-
-    def encode(self, value: Any) -> Any:
-        return None if value is None else self.inner.encode(value)
-
-    def decode(self, wire: Any) -> Any:
-        return None if wire is None else self.inner.decode(wire)
-
-    def describe(self) -> str:
-        return f"{self.inner.describe()} | None"
-
-
-@dataclass(frozen=True, slots=True)
-class TupleField(Field):
-    inner: Field
-    lo: int
-    hi: int
-
-    def encode(self, value: Any) -> Any:
-        if not isinstance(value, tuple | list):
-            raise _FieldError("wrong_type", f"expected tuple, got {_type_name(value)}")
-        _check_size(len(value), self.lo, self.hi, "tuple")
-        return _each(self.inner.encode, value)
-
-    def decode(self, wire: Any) -> Any:
-        _expect(wire, list, "array")
-        _check_size(len(wire), self.lo, self.hi, "array")
-        return tuple(_each(self.inner.decode, wire))
-
-    def describe(self) -> str:
-        return f"tuple[{self.inner.describe()}, {self.lo}..{self.hi}]"
-
-
-def _each(convert: Any, items: Sequence[Any]) -> list[Any]:
-    out = []
-    for index, item in enumerate(items):
-        try:
-            out.append(convert(item))
-        except _FieldError as exc:
-            exc.path.append(f"[{index}]")
-            raise
-    return out
-
-
-@dataclass(frozen=True, slots=True)
-class RecordField(Field):
-    """A nested frozen dataclass, or (``tag`` set) a whole message: a positional array."""
-
-    cls: type
-    fields: tuple[tuple[str, Field], ...]
-
-    def encode(self, value: Any) -> Any:
-        _expect(value, self.cls, self.cls.__name__)
-        out = []
-        for name, field in self.fields:
-            try:
-                out.append(field.encode(getattr(value, name)))
-            except _FieldError as exc:
-                exc.path.append(f".{name}")
-                raise
-        return out
-
-    def decode(self, wire: Any) -> Any:
-        _expect(wire, list, "array")
-        return self.decode_values(wire)
-
-    def decode_values(self, wire: Sequence[Any]) -> Any:
-        if len(wire) != len(self.fields):
-            raise _FieldError(
-                "wrong_field_count", f"expected {len(self.fields)} fields, got {len(wire)}"
-            )
-        values = []
-        for (name, field), item in zip(self.fields, wire, strict=True):
-            try:
-                values.append(field.decode(item))
-            except _FieldError as exc:
-                exc.path.append(f".{name}")
-                raise
-        return self.cls(*values)
-
-    def describe(self) -> str:
-        return self.cls.__name__
 
 
 # --- compiling annotations --------------------------------------------------------------------
@@ -514,7 +248,7 @@ def message_fields(cls: type[Message]) -> tuple[tuple[str, Field], ...]:
 # --- messages and frames ----------------------------------------------------------------------
 
 
-def _bus_error(cls_name: str, exc: _FieldError) -> BusError:
+def _bus_error(cls_name: str, exc: FieldError) -> BusError:
     where = "".join(reversed(exc.path)).lstrip(".")
     return BusError(exc.reason, f"{cls_name}.{where}: {exc.detail}")
 
@@ -530,7 +264,7 @@ def encode_message(message: Message) -> bytes:
         raise BusError("unknown_tag", f"{type(message).__name__} is not a bus message")
     try:
         values = plan.encode(message)
-    except _FieldError as exc:
+    except FieldError as exc:
         raise _bus_error(type(message).__name__, exc) from None
     header: bytes = msgpack.packb([message.TAG, *values], use_bin_type=True)
     if len(header) > MAX_HEADER_BYTES:
@@ -592,7 +326,7 @@ def decode_message(header: Buffer) -> Message:
         raise BusError("unknown_tag", f"no bus message has tag {wire[0]}")
     try:
         message: Message = _PLANS[cls].decode_values(wire[1:])
-    except _FieldError as exc:
+    except FieldError as exc:
         if not exc.path:  # the message itself: name it without a field
             raise BusError(exc.reason, f"{cls.__name__}: {exc.detail}") from None
         raise _bus_error(cls.__name__, exc) from None
