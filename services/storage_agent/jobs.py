@@ -1,17 +1,18 @@
-"""The storage agent's jobs: greenlets that wait on worker threads and return what happened.
+"""The storage agent's torrent jobs: opening, rechecking, flushing and closing, off the inbox.
 
-Strategy: the actor never blocks, so each piece of blocking work (``tasks``) is driven by a job
-function running in its own greenlet. A job hands the work to a threadpool, waits for it (which
-lets every other greenlet run), and returns a small frozen result: ``Opened``/``OpenFailed``,
-``PieceDone``, ``Flushed``, ``Rechecked``, ``Closed``, or the reply to a block read. The actor
-spawns the job, sends the result to its own inbox, and changes its state only there.
+Strategy: the actor never blocks, so each piece of blocking work on a torrent's files is driven
+by a job function running in its own greenlet. A job hands the work to a threadpool, waits for
+it (which lets every other greenlet run), and returns a small frozen result:
+``Opened``/``OpenFailed``, ``Flushed``, ``Rechecked`` or ``Closed``. ``Control`` spawns the
+job, sends the result to the actor's inbox, and changes its state only there. (A piece's own
+job, hash and write, lives with the rest of the piece path in ``pieces``.)
 
 Resume state (``Records``) is written by the jobs, in this order, so that a record never claims
 a piece whose bytes could still be lost:
 
 - flush (periodic, or after a write error): the actor snapshots the verified pieces, then the
   job fdatasyncs the files, reads their sizes and mtimes, and commits the snapshot.
-- open: the record is read, the files are compared with it (``fastresume``), only the pieces of
+- open: the record is read, the files are compared with it (``core.fastresume``), only the pieces of
   changed files are hashed, the files holding them are synced, and a new record is committed.
 - recheck: the record is deleted first (a crash halfway leaves no record to trust), every piece
   is hashed, the files are synced, and the new record is committed.
@@ -23,9 +24,9 @@ Rules:
   ``cancelled`` flag and ``progress`` callback are the actor's, read and called on the loop).
 - A job never raises for a failure of the work: the failure is part of its result (a bug is
   logged with its traceback by the actor, from the exception kept in the result).
-- Threadpools: opening, closing, flushing and block reads use the hub's pool; hashing and
-  writing pieces use the pool the actor passes in (``hash_threads`` workers), so a burst of
-  pieces never makes a block read wait for a free thread; the database has a thread of its own.
+- Threadpools: opening, closing and flushing use the hub's pool (``on_hub``, as block reads
+  do); the hashing of a check uses the piece pool (``hash_threads`` workers, through the
+  ``PieceVerifier``); the database has a thread of its own (``Records``).
 """
 
 from __future__ import annotations
@@ -41,23 +42,13 @@ import gevent
 
 from shared.bitfield import Bitfield
 from shared.bus import (
-    BLOCK_LENGTH,
-    BlockRead,
     CheckProgress,
     OpenTorrent,
-    ReadBlock,
-    ReadFailed,
-    StorePiece,
-    clip_name,
-    clip_text,
 )
 from shared.runtime.logging import with_context
 from shared.types import InfoHash
 
-from . import tasks
-from .core.errors import is_expected_failure
 from .core.fastresume import ResumeRecord, make_record, plan_open, union
-from .core.smart_ban import block_digests
 from .core.storage import Storage
 from .hashing import CheckCancelledError, PieceVerifier, ProgressCallback, TaskPool
 from .removal import remove_torrent_files
@@ -65,12 +56,10 @@ from .resume import ResumeStore
 from .store import FileStorage, open_storage
 
 __all__ = [
-    "BlockReply",
     "Closed",
     "Flushed",
     "OpenFailed",
     "Opened",
-    "PieceDone",
     "ProgressReporter",
     "Rechecked",
     "Records",
@@ -79,8 +68,6 @@ __all__ = [
     "flush_job",
     "on_hub",
     "open_job",
-    "piece_job",
-    "read_job",
     "recheck_job",
 ]
 
@@ -112,25 +99,6 @@ class OpenFailed:
 
 
 @dataclass(frozen=True, slots=True)
-class PieceDone:
-    """A piece was hashed: ``matched`` and written, not matched (nothing written), or ``error``
-    while writing."""
-
-    info_hash: InfoHash
-    piece: int
-    contributors: tuple[str, ...]
-    matched: bool
-    error: Exception | None
-    sender: bytes | None = None
-    """The data-endpoint identity of the peer agent that sent it: it hears ``PieceStored``."""
-    block_senders: tuple[str, ...] = ()
-    """The peer key that sent each 16 KiB block."""
-    digests: tuple[bytes, ...] | None = None
-    """The SHA-1 of each block, when the smart ban needs them (a failed piece from several
-    senders, or a verified copy of a piece that failed so)."""
-
-
-@dataclass(frozen=True, slots=True)
 class Flushed:
     """A flush ended: the snapshot of verified pieces is durable and recorded, or ``error``."""
 
@@ -153,14 +121,6 @@ class Closed:
 
     info_hash: InfoHash
     error: Exception | None
-
-
-@dataclass(frozen=True, slots=True)
-class BlockReply:
-    """The answer to a ``ReadBlock``: ``BlockRead`` with its bytes, or ``ReadFailed``."""
-
-    message: BlockRead | ReadFailed
-    data: bytes | None
 
 
 class Records:
@@ -409,66 +369,9 @@ def close_job(
                     "record: nothing deleted"
                 )
         elif storage is not None:
-            on_hub(tasks.close_storage, storage)
+            on_hub(storage.close)
             if have is not None and records.enabled:
                 records.save(_record(storage, info_hash, have, final=True))
     except Exception as exc:
         return Closed(info_hash, exc)
     return Closed(info_hash, None)
-
-
-def piece_job(
-    pool: TaskPool,
-    storage: Storage,
-    request: StorePiece,
-    data: memoryview,
-    expected: bytes,
-    *,
-    sender: bytes | None = None,
-    block_senders: tuple[str, ...] = (),
-    trace: bool = False,
-) -> PieceDone:
-    """Hash a received piece and write it if it matches, on one of ``pool``'s workers;
-    ``sender`` and ``block_senders`` are handed back in the result.
-
-    Args:
-        block_senders: who sent each block; a failed piece from more than one sender is also
-            hashed block by block (the smart ban).
-        trace: hash a matching piece block by block too (an earlier copy failed so).
-    """
-    error: Exception | None = None
-    matched = False
-    digests: tuple[bytes, ...] | None = None
-    try:
-        matched = pool.run(
-            functools.partial(tasks.verify_and_write, storage, request.piece, data, expected)
-        )
-        if trace if matched else len(set(block_senders)) > 1:
-            digests = pool.run(functools.partial(block_digests, data, BLOCK_LENGTH))
-    except Exception as exc:
-        error = exc
-    return PieceDone(
-        request.info_hash,
-        request.piece,
-        request.contributors,
-        matched,
-        error,
-        sender,
-        block_senders,
-        digests,
-    )
-
-
-def read_job(storage: Storage, request: ReadBlock) -> BlockReply:
-    """Read the block a peer agent asked for (the caller checked that the piece is verified)."""
-    try:
-        data = on_hub(tasks.read_block, storage, request.piece, request.offset, request.length)
-    except Exception as exc:
-        if not is_expected_failure(exc):
-            log.error("reading a block failed", exc_info=exc)
-        reason = str(getattr(exc, "reason", "internal_error"))
-        return BlockReply(
-            ReadFailed(request.request_id, clip_name(reason), clip_text(str(exc))), None
-        )
-    reply = BlockRead(request.request_id, request.info_hash, request.piece, request.offset)
-    return BlockReply(reply, data)

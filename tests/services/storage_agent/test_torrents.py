@@ -17,8 +17,8 @@ from services.storage_agent.core.torrents import (
     TorrentTable,
 )
 from services.storage_agent.memory import MemoryStorage
+from services.storage_agent.pieces import hash_and_write
 from services.storage_agent.store import open_storage
-from services.storage_agent.tasks import verify_and_write
 from shared.bitfield import Bitfield
 from shared.bus import CloseTorrent, ReadBlock, StorageFailed, StorePiece
 from shared.errors import MetainfoError
@@ -177,9 +177,9 @@ def test_the_table_is_bounded() -> None:
 def test_a_mismatching_piece_is_not_written_and_a_matching_one_is() -> None:
     store = MemoryStorage(LAYOUT.info)
     piece = memoryview(LAYOUT.piece(2))
-    assert not verify_and_write(store, 2, piece, bytes(20))
+    assert hash_and_write(store, 2, piece, bytes(20)) == (False, None)
     assert store.file_data(1) is None and store.file_data(2) is None  # files of piece 2
-    assert verify_and_write(store, 2, piece, LAYOUT.info.piece_hash(2))
+    assert hash_and_write(store, 2, piece, LAYOUT.info.piece_hash(2)) == (True, None)
     assert store.read_piece(2) == LAYOUT.piece(2)
 
 
