@@ -63,7 +63,9 @@ from .fields import (
     StrField,
     TupleField,
 )
-from .schema import BUS_PROTOCOL_VERSION, MESSAGES, RECORDS, Message
+from .schema import BUS_PROTOCOL_VERSION
+from .schema.records import RECORDS
+from .schema.registry import MESSAGES, Message
 from .vocabulary import (
     MAX_DATA_BYTES,
     MAX_HEADER_BYTES,

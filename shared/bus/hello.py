@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from shared.errors import BusError
 
 from .codec import SCHEMA_DIGEST
-from .schema import BUS_PROTOCOL_VERSION, Hello, Rejected, Welcome
+from .schema import BUS_PROTOCOL_VERSION
+from .schema.agents import Hello, Rejected, Welcome
 from .vocabulary import RejectReason, ServiceKind
 
 __all__ = [

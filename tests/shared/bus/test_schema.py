@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib
 import os
+import pkgutil
 import types
 import typing
 from pathlib import Path
@@ -15,9 +17,12 @@ import pytest
 from shared.bus import (
     BUS_PROTOCOL_VERSION,
     MESSAGES,
+    RETIRED_TAGS,
+    Heartbeat,
     Hello,
     Message,
     Rejected,
+    StorePiece,
     Welcome,
     bus_message,
     codec,
@@ -64,13 +69,19 @@ def test_tags_are_unique_and_registered_under_their_class() -> None:
     assert len(tags) == len(set(tags))
     assert all(MESSAGES[cls.TAG] is cls for cls in MESSAGES.values())
     assert all(0 < tag < 128 for tag in tags)  # one msgpack byte each, for now
-    assert not set(tags) & schema.RETIRED_TAGS
+    assert not set(tags) & RETIRED_TAGS
 
 
 def test_every_message_class_in_the_schema_is_registered() -> None:
+    modules = [schema] + [
+        importlib.import_module(f"{schema.__name__}.{info.name}")
+        for info in pkgutil.iter_modules(schema.__path__)
+    ]
+    assert len(modules) >= 5
     declared = {
         value
-        for value in vars(schema).values()
+        for module in modules
+        for value in vars(module).values()
         if isinstance(value, type) and issubclass(value, Message) and value is not Message
     }
     assert declared == set(MESSAGES.values())
@@ -84,7 +95,7 @@ def test_a_taken_or_out_of_range_tag_is_refused_at_import(tag: int) -> None:
         class Clash(Message):
             pass
 
-    assert MESSAGES[1] is Hello and MESSAGES[60] is schema.StorePiece
+    assert MESSAGES[1] is Hello and MESSAGES[60] is StorePiece
 
 
 def test_messages_are_frozen_slotted_dataclasses() -> None:
@@ -92,7 +103,7 @@ def test_messages_are_frozen_slotted_dataclasses() -> None:
         assert dataclasses.is_dataclass(cls)
         assert cls.__dataclass_params__.frozen
         assert "__slots__" in vars(cls)
-    heartbeat = schema.Heartbeat(seq=1)
+    heartbeat = Heartbeat(seq=1)
     with pytest.raises(dataclasses.FrozenInstanceError):
         heartbeat.seq = 2  # type: ignore[misc]
     assert not hasattr(heartbeat, "__dict__")

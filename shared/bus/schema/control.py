@@ -1,0 +1,136 @@
+"""Bus messages of the control channel: CLI <-> coordinator (100-129), one reply per request.
+
+Strategy: each request (``AddTorrent``, ``GetStatus``, ``PauseTorrent`` ...) gets exactly one
+reply naming what happened, or ``ControlFailed``; ``StatusReport`` carries the status records.
+Rules: see ``shared.bus.schema``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from shared.types import InfoHash
+
+from ..vocabulary import (
+    MAX_AGENTS,
+    MAX_METAINFO_BYTES,
+    MAX_TORRENTS,
+    Name,
+    Size,
+    Text,
+)
+from .records import AgentStatus, TorrentStatus
+from .registry import Message, bus_message
+
+# --- control: CLI <-> coordinator (100-129), one reply per request ------------------------------
+
+
+@bus_message(tag=100)
+class AddTorrent(Message):
+    """Add a .torrent (its exact bytes) to download into ``download_dir``."""
+
+    metainfo: Annotated[bytes, Size(1, MAX_METAINFO_BYTES)]
+    download_dir: Text
+
+
+@bus_message(tag=101)
+class TorrentAdded(Message):
+    """Reply to ``AddTorrent``."""
+
+    info_hash: InfoHash
+    name: Text
+
+
+@bus_message(tag=102)
+class ListTorrents(Message):
+    """Ask for the status of every torrent; answered by ``StatusReport``."""
+
+
+@bus_message(tag=103)
+class GetStatus(Message):
+    """Ask for the torrents whose hex info-hash starts with ``prefix``."""
+
+    prefix: Annotated[str, Size(0, 40)]
+
+
+@bus_message(tag=104)
+class StatusReport(Message):
+    """Reply to ``ListTorrents`` and ``GetStatus``."""
+
+    torrents: Annotated[tuple[TorrentStatus, ...], Size(0, MAX_TORRENTS)]
+    agents: Annotated[tuple[AgentStatus, ...], Size(0, MAX_AGENTS)]
+
+
+@bus_message(tag=105)
+class ShutdownRequested(Message):
+    """The user asks the daemon to stop; answered by ``ShutdownAccepted``."""
+
+
+@bus_message(tag=106)
+class ShutdownAccepted(Message):
+    """Reply to ``ShutdownRequested``: the daemon is stopping."""
+
+
+@bus_message(tag=107)
+class ControlFailed(Message):
+    """Reply to any request that failed; ``reason`` is a snake_case code."""
+
+    reason: Name
+    message: Text
+
+
+@bus_message(tag=108)
+class RemoveTorrent(Message):
+    """Stop and forget a torrent, deleting its files if asked."""
+
+    info_hash: InfoHash
+    delete_files: bool
+
+
+@bus_message(tag=109)
+class TorrentRemoved(Message):
+    """Reply to ``RemoveTorrent``."""
+
+    info_hash: InfoHash
+
+
+@bus_message(tag=110)
+class PauseTorrent(Message):
+    """Stop transferring a torrent (trackers get ``stopped``); answered by ``TorrentPaused``."""
+
+    info_hash: InfoHash
+
+
+@bus_message(tag=111)
+class TorrentPaused(Message):
+    """Reply to ``PauseTorrent``."""
+
+    info_hash: InfoHash
+
+
+@bus_message(tag=112)
+class ResumeTorrent(Message):
+    """Resume a paused torrent, or retry one in error; answered by ``TorrentResumed``."""
+
+    info_hash: InfoHash
+
+
+@bus_message(tag=113)
+class TorrentResumed(Message):
+    """Reply to ``ResumeTorrent``."""
+
+    info_hash: InfoHash
+
+
+@bus_message(tag=114)
+class VerifyTorrent(Message):
+    """Recheck every piece of a torrent on disk; answered by ``VerifyStarted``."""
+
+    info_hash: InfoHash
+
+
+@bus_message(tag=115)
+class VerifyStarted(Message):
+    """Reply to ``VerifyTorrent``; ``status`` shows the check's progress."""
+
+    info_hash: InfoHash

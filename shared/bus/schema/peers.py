@@ -1,0 +1,278 @@
+"""Bus messages of the peer agent: coordinator <-> peer agent (30-59), data endpoint (60-79).
+
+Strategy: the coordinator attaches torrents, dials and drops peers, assigns and cancels pieces
+and sets chokes; the peer agent reports peers, their pieces and interest, and its transfer
+counters. On the data endpoint the peer agent stores pieces and reads blocks at the storage
+agent; a message with ``has_data`` carries its bytes in a frame of its own. Rules: see
+``shared.bus.schema``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from shared.types import InfoHash, PeerAddress, PeerId
+
+from ..vocabulary import (
+    MAX_BATCH,
+    MAX_BLOCK_LENGTH,
+    MAX_DATA_BYTES,
+    MAX_HOSTS,
+    MAX_PIECES,
+    Bitfield,
+    BlockSenders,
+    DisconnectReason,
+    Name,
+    PeerKey,
+    PeerKeys,
+    PieceList,
+    PieceNo,
+    Range,
+    Size,
+    StoreRefusal,
+    Text,
+)
+from .records import PeerStats
+from .registry import Message, bus_message
+
+# --- coordinator <-> peer agent (30-59) --------------------------------------------------------
+
+
+@bus_message(tag=30)
+class AttachTorrent(Message):
+    """Let the peer agent serve a torrent: its geometry, our peer id and what we already have."""
+
+    info_hash: InfoHash
+    piece_length: Annotated[int, Range(1, MAX_DATA_BYTES)]
+    total_length: int
+    num_pieces: Annotated[int, Range(1, MAX_PIECES)]
+    peer_id: PeerId
+    have: Bitfield
+    private: bool
+    storage_endpoint: Text
+    """Where the agent sends this torrent's pieces (``StorePiece``) and reads blocks."""
+    storage_public_key: Annotated[str, Size(0, 40)]
+    """The storage endpoint's Z85 CURVE public key; empty when it uses no CURVE."""
+
+
+@bus_message(tag=31)
+class DetachTorrent(Message):
+    """Close every connection of a torrent and forget it."""
+
+    info_hash: InfoHash
+
+
+@bus_message(tag=32)
+class ConnectPeer(Message):
+    """Dial a peer; answered by ``PeerConnected`` or ``PeerConnectFailed``."""
+
+    info_hash: InfoHash
+    address: PeerAddress
+
+
+@bus_message(tag=33)
+class DisconnectPeer(Message):
+    """Close one connection; answered by ``PeerDisconnected``."""
+
+    info_hash: InfoHash
+    peer: PeerKey
+    reason: DisconnectReason
+
+
+@bus_message(tag=34)
+class AssignPieces(Message):
+    """Download these pieces from this peer (the peer has them)."""
+
+    info_hash: InfoHash
+    peer: PeerKey
+    pieces: PieceList
+
+
+@bus_message(tag=35)
+class CancelPieces(Message):
+    """Stop fetching these pieces from this peer (another peer finished them)."""
+
+    info_hash: InfoHash
+    peer: PeerKey
+    pieces: PieceList
+
+
+@bus_message(tag=36)
+class BroadcastHave(Message):
+    """A piece was verified: send HAVE to every peer of the torrent."""
+
+    info_hash: InfoHash
+    piece: PieceNo
+
+
+@bus_message(tag=37)
+class SetChoke(Message):
+    """Choke or unchoke one connection (the coordinator's choker decides, BEP 3)."""
+
+    info_hash: InfoHash
+    peer: PeerKey
+    choked: bool
+
+
+@bus_message(tag=38)
+class BanPeers(Message):
+    """Refuse connections from these hosts for this torrent (they sent corrupt data)."""
+
+    info_hash: InfoHash
+    hosts: Annotated[tuple[Name, ...], Size(1, MAX_HOSTS)]
+
+
+@bus_message(tag=40)
+class PeerConnected(Message):
+    """A handshake completed (dialled or incoming)."""
+
+    info_hash: InfoHash
+    peer: PeerKey
+    address: PeerAddress
+    peer_id: PeerId
+    client: Name
+    incoming: bool
+    fast_extension: bool
+    extension_protocol: bool
+
+
+@bus_message(tag=41)
+class PeerBitfield(Message):
+    """The peer's full bitfield (BITFIELD, or HAVE_ALL/HAVE_NONE expanded)."""
+
+    info_hash: InfoHash
+    peer: PeerKey
+    bitfield: Bitfield
+
+
+@bus_message(tag=42)
+class PeerHave(Message):
+    """The peer announced one more piece."""
+
+    info_hash: InfoHash
+    peer: PeerKey
+    piece: PieceNo
+
+
+@bus_message(tag=43)
+class PeerDisconnected(Message):
+    """A connection closed; its assigned pieces are free again."""
+
+    info_hash: InfoHash
+    peer: PeerKey
+    reason: DisconnectReason
+    message: Text
+
+
+@bus_message(tag=44)
+class PeerConnectFailed(Message):
+    """A ``ConnectPeer`` never reached a handshake."""
+
+    info_hash: InfoHash
+    address: PeerAddress
+    reason: DisconnectReason
+    message: Text
+
+
+@bus_message(tag=45)
+class WorkWanted(Message):
+    """The peer can take ``count`` more pieces (it unchoked us and has spare pipeline)."""
+
+    info_hash: InfoHash
+    peer: PeerKey
+    count: Annotated[int, Range(1, MAX_BATCH)]
+
+
+@bus_message(tag=46)
+class PiecesReleased(Message):
+    """Assigned pieces this peer will not fetch (choked, rejected, or lacks them)."""
+
+    info_hash: InfoHash
+    peer: PeerKey
+    pieces: PieceList
+
+
+@bus_message(tag=47)
+class TransferStats(Message):
+    """Periodic counters and rates of the sender's connections."""
+
+    peers: Annotated[tuple[PeerStats, ...], Size(0, MAX_BATCH)]
+
+
+@bus_message(tag=48)
+class PieceDownloaded(Message):
+    """Notice only: a piece was sent to storage; ``PieceVerified`` is what counts."""
+
+    info_hash: InfoHash
+    piece: PieceNo
+    peer: PeerKey
+
+
+@bus_message(tag=49)
+class PeerInterest(Message):
+    """The peer became interested or not interested in our pieces (the choker's input)."""
+
+    info_hash: InfoHash
+    peer: PeerKey
+    interested: bool
+
+
+# --- peer agent <-> storage agent, data endpoint (60-79) ----------------------------------------
+
+
+@bus_message(tag=60, has_data=True)
+class StorePiece(Message):
+    """A whole downloaded piece (data frame) to verify and write; ``contributors`` are peer keys."""
+
+    info_hash: InfoHash
+    piece: PieceNo
+    contributors: PeerKeys
+    block_senders: BlockSenders = ()
+    """Who sent each 16 KiB block, as an index into ``contributors``; empty when one
+    connection sent every block (``contributors[0]``)."""
+
+
+@bus_message(tag=61)
+class ReadBlock(Message):
+    """Read a block to upload; answered by ``BlockRead`` or ``ReadFailed``."""
+
+    request_id: int
+    info_hash: InfoHash
+    piece: PieceNo
+    offset: Annotated[int, Range(0, MAX_DATA_BYTES - 1)]
+    length: Annotated[int, Range(1, MAX_BLOCK_LENGTH)]
+
+
+@bus_message(tag=62, has_data=True)
+class BlockRead(Message):
+    """The bytes of a ``ReadBlock`` (data frame)."""
+
+    request_id: int
+    info_hash: InfoHash
+    piece: PieceNo
+    offset: Annotated[int, Range(0, MAX_DATA_BYTES - 1)]
+
+
+@bus_message(tag=63)
+class ReadFailed(Message):
+    """A ``ReadBlock`` that cannot be served (unknown torrent, piece not verified, I/O error)."""
+
+    request_id: int
+    reason: Name
+    message: Text
+
+
+@bus_message(tag=64)
+class PieceStored(Message):
+    """Storage to the peer agent that sent a ``StorePiece``: the piece is dealt with.
+
+    ``reason`` is ``StoreRefusal.NONE`` (empty) when the piece was hashed (and written if it
+    matched: the coordinator hears ``PieceVerified`` or ``PieceRejected``) or was already
+    verified; otherwise it names why it was refused (``TORRENT_CHECKING``, ``UNKNOWN_TORRENT``,
+    ``AGENT_STOPPING``, ...) and the sender may send it again later. Until this arrives the
+    sender keeps the piece.
+    """
+
+    info_hash: InfoHash
+    piece: PieceNo
+    reason: StoreRefusal

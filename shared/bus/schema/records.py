@@ -1,0 +1,170 @@
+"""Records: frozen dataclasses nested inside bus messages (tiers, per-peer counters, status rows).
+
+Strategy: a record travels as a positional array inside its message; it has no tag and is never
+sent alone. ``RECORDS`` lists them in declaration order, as the rendered schema shows them.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from shared.types import InfoHash, PeerAddress
+
+from ..vocabulary import (
+    MAX_ANNOUNCE_ROWS,
+    MAX_PEER_ROWS,
+    MAX_TRACKER_ROWS,
+    U32,
+    Name,
+    PeerKey,
+    PieceCount,
+    Port,
+    Range,
+    Rate,
+    Seconds,
+    ServiceKind,
+    Size,
+    Text,
+    TorrentState,
+    TrackerState,
+)
+from .registry import bus_record, registered_records
+
+
+@bus_record
+class TrackerTier:
+    """One announce tier (BEP 12): URLs tried in order."""
+
+    urls: Annotated[tuple[Text, ...], Size(1, 64)]
+
+
+@bus_record
+class PeerStats:
+    """Counters and rates of one peer connection since it opened."""
+
+    info_hash: InfoHash
+    peer: PeerKey
+    downloaded: int
+    uploaded: int
+    download_rate: Rate
+    upload_rate: Rate
+    peer_choking: bool
+    peer_interested: bool
+    am_choking: bool
+    am_interested: bool
+    snubbed: bool
+    """No block for 60 s while the peer unchoked us."""
+    pieces: PieceCount
+    """How many pieces the peer has (its progress)."""
+
+
+@bus_record
+class PeerStatus:
+    """One connection of a torrent, as ``status`` shows it."""
+
+    address: PeerAddress
+    client: Name
+    flags: Annotated[str, Size(0, 16)]
+    """Letters, as other clients show them: ``D``/``d`` we download (unchoked/choked but
+    interested), ``U``/``u`` we upload (unchoked/choked but interested), ``S`` snubbed,
+    ``I`` incoming, ``F`` fast extension, ``E`` extension protocol."""
+    download_rate: Rate
+    upload_rate: Rate
+    downloaded: int
+    uploaded: int
+    progress: Annotated[float, Range(0.0, 1.0)]
+
+
+@bus_record
+class TrackerStatus:
+    """One tracker URL of a torrent, as ``status`` shows it (announce and scrape results)."""
+
+    url: Text
+    tier: Annotated[int, Range(0, 255)]
+    state: TrackerState
+    error: Text | None
+    seeders: U32 | None
+    leechers: U32 | None
+    completed: U32 | None
+    """Downloads the tracker has seen complete (scrape's ``downloaded``)."""
+    next_announce_in: Seconds | None
+
+
+@bus_record
+class AnnounceStatus:
+    """One tracker agent announcing a torrent, as ``status`` shows it."""
+
+    tracker_agent: Name
+    """The announcing tracker agent's id."""
+    host: Name
+    """Where trackers see the announce come from (its ``AgentInfo.announce_host``); empty when
+    that agent could not tell."""
+    port: Port
+    """The port announced."""
+    peer_agent: Name
+    """The peer agent listening at ``host:port``, or empty when none does (peers the trackers
+    send there find nobody: ``TorrentStatus.reachable`` is false)."""
+    totals: bool
+    """This announce reports the torrent's uploaded and downloaded bytes; the others report 0,
+    so that no tracker counts our traffic twice."""
+    trackers: Annotated[tuple[TrackerStatus, ...], Size(0, MAX_TRACKER_ROWS)]
+    """The latest result of each tracker URL for this announce."""
+
+
+@bus_record
+class TorrentStatus:
+    """One torrent in a ``StatusReport``."""
+
+    info_hash: InfoHash
+    name: Text
+    state: TorrentState
+    progress: Annotated[float, Range(0.0, 1.0)]
+    total_length: int
+    downloaded: int
+    uploaded: int
+    download_rate: Rate
+    upload_rate: Rate
+    peers: U32
+    seeds: U32
+    pieces_verified: PieceCount
+    num_pieces: PieceCount
+    save_path: Text
+    error: Text | None
+    trackers: Annotated[tuple[TrackerStatus, ...], Size(0, MAX_TRACKER_ROWS)]
+    peer_list: Annotated[tuple[PeerStatus, ...], Size(0, MAX_PEER_ROWS)]
+    check_progress: Annotated[float, Range(0.0, 1.0)] | None
+    """While the files are being checked: the fraction hashed so far."""
+    announces: Annotated[tuple[AnnounceStatus, ...], Size(0, MAX_ANNOUNCE_ROWS)] = ()
+    """Who announces the torrent to its trackers, and from which address and port."""
+    reachable: bool = True
+    """Every announce names a peer agent listening at its address. False when no tracker agent
+    runs on a peer agent's host: peers from the trackers then dial an address nobody listens
+    at."""
+
+
+@bus_record
+class AgentStatus:
+    """One agent connected to the coordinator, in a ``StatusReport``."""
+
+    agent_id: Name
+    role: ServiceKind
+    host: Name
+    pid: U32
+    connections: U32
+    """Peer agents: peer connections open or being opened."""
+    capacity: U32
+    """From ``AgentInfo``: connections a peer agent holds at most, pieces a storage agent
+    verifies at once."""
+    download_rate: Rate
+    upload_rate: Rate
+    last_heartbeat: Seconds
+    """Seconds since anything was last heard from the agent."""
+    address: Text
+    """A peer agent's address for incoming peers, a storage agent's data endpoint, a tracker
+    agent's announce address, or empty."""
+    incoming: U32 = 0
+    """Peer agents: of ``connections``, those the peers opened (they dialled our address)."""
+
+
+RECORDS: tuple[type, ...] = registered_records()
+"""Nested records (not messages), in declaration order."""
