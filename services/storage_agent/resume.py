@@ -5,7 +5,7 @@ Strategy: one database per storage agent (``<state dir>/resume.sqlite``), one ro
 and mtime as of the last flush). The agent writes a record only after the pieces it lists were
 written *and* fdatasynced, so a record never claims a piece whose bytes could still be lost;
 a crash loses at most the pieces verified since the last record, and the file times tell which
-files to check again (``fastresume``).
+files to check again (``core.fastresume``).
 
 Durability: WAL journal with ``synchronous=NORMAL``. A commit is then atomic and survives the
 agent being killed (it is in the OS's hands once ``COMMIT`` returns); only a power cut can roll

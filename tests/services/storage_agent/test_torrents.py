@@ -171,7 +171,7 @@ def test_the_table_is_bounded() -> None:
     assert isinstance(refused, Refusal) and refused.reason == "too_many_torrents"
 
 
-# --- the tasks run on worker threads ------------------------------------------------------------
+# --- the work run on worker threads -------------------------------------------------------------
 
 
 def test_a_mismatching_piece_is_not_written_and_a_matching_one_is() -> None:
