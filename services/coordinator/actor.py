@@ -170,7 +170,7 @@ class CoordinatorActor(pykka.ThreadingActor):
     def on_stop(self) -> None:
         if self._ticker is not None:
             self._ticker.kill(block=False)
-        self.core.stop_all()
+        self.core.stop_all(time.monotonic())
         embedded = {child.agent_id for child in self.launcher.agents} if self.launcher else set()
         for agent in self.core.agents:
             if agent.agent_id in embedded:
@@ -240,17 +240,17 @@ class CoordinatorActor(pykka.ThreadingActor):
             case AddTorrent():
                 reply = self.core.add_torrent(message, now)
             case ListTorrents():
-                reply = self.core.status()
+                reply = self.core.status(now)
             case GetStatus():
-                reply = self.core.status(message)
+                reply = self.core.status(now, message)
             case RemoveTorrent():
-                reply = self.core.remove_torrent(message)
+                reply = self.core.remove_torrent(message, now)
             case PauseTorrent(info_hash=info_hash):
-                reply = self.core.pause(info_hash)
+                reply = self.core.pause(info_hash, now)
             case ResumeTorrent(info_hash=info_hash):
-                reply = self.core.resume(info_hash)
+                reply = self.core.resume(info_hash, now)
             case VerifyTorrent(info_hash=info_hash):
-                reply = self.core.verify(info_hash)
+                reply = self.core.verify(info_hash, now)
             case ShutdownRequested():
                 reply = ShutdownAccepted()
                 self.request_stop(0, "shutdown requested")
@@ -264,7 +264,7 @@ class CoordinatorActor(pykka.ThreadingActor):
     def _agent_exited(self, agent: AgentProcess, code: int) -> None:
         registered = self.core.agents.named(agent.agent_id)
         if registered is not None:
-            self.core.agent_left(registered.identity)
+            self.core.agent_left(registered.identity, time.monotonic())
             if self.bus is not None:
                 self.bus.forget(registered.identity)
         restarts = self._restarts.get(agent.kind, 0)
@@ -292,7 +292,7 @@ class CoordinatorActor(pykka.ThreadingActor):
         return reply
 
     def status(self) -> StatusReport:
-        return self.core.status()
+        return self.core.status(time.monotonic())
 
     def session_failure(self) -> str | None:
         return self.failure

@@ -71,7 +71,7 @@ def torrent_status(torrent: Torrent, now: float) -> TorrentStatus:
             uploaded=peer.uploaded,
             progress=len(peer.bits) / torrent.num_pieces,
         )
-        for peer in list(torrent.peers.values())[:MAX_PEER_ROWS]
+        for peer in list(torrent.swarm.peers.values())[:MAX_PEER_ROWS]
     )
     return TorrentStatus(
         info_hash=torrent.metainfo.info_hash,
@@ -83,7 +83,7 @@ def torrent_status(torrent: Torrent, now: float) -> TorrentStatus:
         uploaded=torrent.uploaded,
         download_rate=torrent.download_rate,
         upload_rate=torrent.upload_rate,
-        peers=len(torrent.peers),
+        peers=len(torrent.swarm.peers),
         seeds=torrent.seeds,
         pieces_verified=torrent.pieces_verified,
         num_pieces=torrent.num_pieces,

@@ -1,16 +1,31 @@
-"""The rules of one torrent's swarm: whom to dial, which pieces each connection fetches, whom
-to upload to, and what to do with a peer that sends corrupt data.
+"""One torrent's swarm: its connections, the addresses to dial, its bans, its piece picker and
+its choker, and the rules that run them.
 
-``SwarmRules`` is the part of the coordinator that reacts to the peer agents' events for a
-torrent that is open (its ``picker`` exists). It holds no state of its own beyond references:
-the torrent's state is in ``Torrent``, the agents in ``AgentRegistry``, and every command goes
-out through ``send``. Pure: no sockets, and the time is passed in.
+Strategy: a ``Swarm`` belongs to one ``Torrent`` (``torrent.swarm``) and owns every piece of
+state about its peers; it reacts to the peer agents' events for that torrent while it is open
+(``picker`` set) and says what to do through the ``SwarmContext`` every swarm shares (the agent
+registry, the configuration, the outbox). Pure: no sockets, and the time is passed in.
+
+Rules:
+- Dialling: known addresses are dialled until the torrent has its share of connections; our
+  own dials keep a fifth of the slots (``DIAL_SHARE``) whatever incoming peers hold; banned
+  hosts and our own peer agents' addresses are never dialled; a closed dial is retried after a
+  back-off (``redial.py``).
+- Pieces: a connection asking for work gets pieces from the picker; a piece downloaded by one
+  connection is cancelled on the others; a verified piece is announced to every peer agent.
+- Bans: a connection that sent ``MAX_HASH_FAILURES`` corrupt pieces, or a host the smart ban
+  proved a liar, is dropped and its host refused by every peer agent.
+- Counting: a connection we close stays aside (``closing``) until its final counters arrive,
+  so no byte it moved goes uncounted.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from shared.bitfield import Bitfield, BitfieldError
 from shared.bus import (
@@ -28,24 +43,27 @@ from shared.bus import (
     PeerDisconnected,
     PeerHave,
     PeerInterest,
+    PeerStats,
     PieceDownloaded,
     PiecesReleased,
     ServiceKind,
     SetChoke,
-    TorrentState,
     WorkWanted,
 )
 from shared.config import CoordinatorConfig
-from shared.types import PieceIndex
+from shared.types import PeerAddress, PieceIndex
 
 from .agents import AgentRegistry
-from .choking import Candidate
-from .redial import FINAL_REASONS
-from .torrent import PeerRecord, Torrent
+from .choking import Candidate, Choker
+from .lifecycle import OPEN_STATES, Move, advance
+from .peer_record import PeerRecord
+from .picking import PiecePicker
+from .redial import FINAL_REASONS, RedialSchedule
 
-__all__ = ["MAX_HASH_FAILURES", "PeerEvent", "SwarmRules"]
+if TYPE_CHECKING:
+    from .torrent import Torrent
 
-_ACTIVE = (TorrentState.DOWNLOADING, TorrentState.SEEDING)
+__all__ = ["MAX_HASH_FAILURES", "PeerEvent", "Swarm", "SwarmContext"]
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +72,12 @@ DIAL_SHARE = 0.2
 
 MAX_HASH_FAILURES = 3
 """Pieces a connection may send us corrupt before it is dropped and its address banned."""
+
+MAX_CANDIDATES = 2000
+"""Peer addresses remembered per torrent beyond those connected (a tracker cannot flood us)."""
+MAX_CLOSING = 4096
+"""Connections we asked to close whose final counters have not arrived yet (a peer agent that
+never answers cannot make this grow without bound)."""
 
 PeerEvent = (
     PeerConnected
@@ -68,74 +92,120 @@ PeerEvent = (
 )
 
 
-class SwarmRules:
-    def __init__(
-        self,
-        agents: AgentRegistry,
-        config: CoordinatorConfig,
-        send: Callable[[bytes, Message], None],
-        clock: Callable[[], float],
-        completed: Callable[[Torrent], None],
-    ) -> None:
-        self.agents = agents
-        self.config = config
-        self._send = send
-        self._now = clock
-        self._completed = completed
-        """Tells the announcing tracker agents that the torrent is complete."""
+@dataclass(frozen=True, slots=True)
+class SwarmContext:
+    """What every torrent's swarm shares: the agents, the rules' settings, the outbox."""
 
-    def handle(self, torrent: Torrent, sender: bytes, event: PeerEvent, now: float) -> None:
+    agents: AgentRegistry
+    config: CoordinatorConfig
+    send: Callable[[bytes, Message], None]
+    completed: Callable[[Torrent], None]
+    """Tells the announcing tracker agents that the torrent is complete."""
+
+
+class Swarm:
+    """The connections of one torrent and the rules that run them.
+
+    Args:
+        torrent: the torrent this swarm serves (its metainfo, state and byte totals).
+        context: what every swarm shares.
+        choker: the torrent's choker.
+    """
+
+    def __init__(self, torrent: Torrent, context: SwarmContext, choker: Choker) -> None:
+        self.torrent = torrent
+        self.agents = context.agents
+        self.config = context.config
+        self._send = context.send
+        self._completed = context.completed
+        self.choker = choker
+        self.picker: PiecePicker | None = None
+        """Exists while the torrent is open: from the storage agent's ``TorrentOpened`` until
+        it stops (pause, error, recheck). ``None`` means nothing may be fetched or served."""
+        self.peers: dict[str, PeerRecord] = {}
+        self.candidates: OrderedDict[PeerAddress, None] = OrderedDict()
+        self.connecting: dict[PeerAddress, bytes] = {}
+        self.tried: set[PeerAddress] = set()
+        self.redial = RedialSchedule()
+        """Addresses to dial again after a back-off, and those given up."""
+        self.banned_hosts: set[str] = set()
+        self.departed: OrderedDict[str, PeerAddress] = OrderedDict()
+        """Addresses of recently closed connections by peer key: the smart ban may prove one
+        of them a liar after it left."""
+        self.closing: OrderedDict[str, PeerRecord] = OrderedDict()
+        """Connections we asked a peer agent to close (or detached): their final
+        ``TransferStats`` still count, until their ``PeerDisconnected`` arrives."""
+
+    def handle(self, sender: bytes, event: PeerEvent, now: float) -> None:
         """One event about one of the torrent's connections, from the peer agent ``sender``.
 
         Raises:
             PieceIndexError: the event names a piece the torrent does not have (the caller
                 drops it).
         """
+        geometry = self.torrent.metainfo.info.geometry
         match event:
             case PeerConnected():
-                self._on_connected(torrent, sender, event, now)
+                self._on_connected(sender, event, now)
             case PeerConnectFailed(address=address, reason=reason):
-                if torrent.connecting.pop(address, None) is not None:
+                if self.connecting.pop(address, None) is not None:
                     self._agent_load(sender, -1)
-                torrent.tried.add(address)
-                torrent.redial.ended(address, now, reason, productive=False)
-                self.connect_more(torrent)
+                self.tried.add(address)
+                self.redial.ended(address, now, reason, productive=False)
+                self.connect_more()
             case PeerBitfield(peer=key, bitfield=raw):
-                self._on_bitfield(torrent, key, raw)
+                self._on_bitfield(key, raw)
             case PeerHave(peer=key, piece=piece):
-                self._on_have(torrent, key, torrent.metainfo.info.geometry.piece_index(piece))
+                self._on_have(key, geometry.piece_index(piece))
             case PeerInterest(peer=key, interested=interested):
-                self._on_interest(torrent, key, interested)
+                self._on_interest(key, interested)
             case WorkWanted(peer=key, count=count):
-                record = torrent.peers.get(key)
+                record = self.peers.get(key)
                 if record is not None:
-                    self._assign(torrent, record, count)
+                    self._assign(record, count)
             case PiecesReleased(peer=key, pieces=pieces):
-                if torrent.picker is not None and key in torrent.peers:
+                if self.picker is not None and key in self.peers:
                     for piece in pieces:
-                        torrent.picker.release(key, piece)
-                    self.offer_work(torrent)
+                        self.picker.release(key, piece)
+                    self.offer_work()
             case PieceDownloaded(peer=key, piece=piece):
-                self._on_downloaded(torrent, key, torrent.metainfo.info.geometry.piece_index(piece))
+                self._on_downloaded(key, geometry.piece_index(piece), now)
             case PeerDisconnected(peer=key, reason=reason):
-                torrent.closing.pop(key, None)  # closed at our request: its totals are in
-                record = torrent.peers.get(key)
+                self.closing.pop(key, None)  # closed at our request: its totals are in
+                record = self.peers.get(key)
                 if record is not None:
                     if not record.incoming:
                         productive = bool(record.downloaded or record.uploaded)
-                        torrent.redial.ended(record.address, now, reason, productive=productive)
-                    self.forget_peer(torrent, key)
-                    self.offer_work(torrent)
-                    self.connect_more(torrent)
+                        self.redial.ended(record.address, now, reason, productive=productive)
+                    self.forget_peer(key)
+                    self.offer_work()
+                    self.connect_more()
+
+    def peer_stats(self, sender: bytes, stat: PeerStats) -> None:
+        """A connection's counters and rates from its peer agent ``sender``."""
+        record = self.peers.get(stat.peer)
+        if record is None:
+            closing = self.closing.get(stat.peer)
+            if closing is not None and closing.agent == sender:
+                self.count_final(closing, stat.downloaded, stat.uploaded)
+            return
+        if record.agent == sender:
+            record.downloaded, record.uploaded = stat.downloaded, stat.uploaded
+            record.download_rate, record.upload_rate = stat.download_rate, stat.upload_rate
+            record.peer_choking = stat.peer_choking
+            record.peer_interested = stat.peer_interested
+            record.am_choking = stat.am_choking
+            record.am_interested = stat.am_interested
+            record.snubbed = stat.snubbed
 
     # -- pieces --
 
-    def piece_verified(self, torrent: Torrent, piece: PieceIndex, now: float) -> None:
-        picker = torrent.picker
+    def piece_verified(self, piece: PieceIndex, now: float) -> None:
+        picker, torrent = self.picker, self.torrent
         if picker is None or piece in picker.have:
             return
         for owner in picker.owners(piece):
-            self._cancel(torrent, str(owner), piece)
+            self._cancel(str(owner), piece)
         picker.piece_verified(piece)
         size = torrent.metainfo.info.geometry.piece_size(piece)
         torrent.verified_bytes += size
@@ -145,118 +215,116 @@ class SwarmRules:
             self._send(agent.identity, BroadcastHave(info_hash, piece))
         if picker.complete and torrent.completed_at is None:
             torrent.completed_at = now
-            torrent.state = TorrentState.SEEDING
+            advance(torrent, Move.COMPLETED)
             self._completed(torrent)
 
-    def piece_rejected(
-        self, torrent: Torrent, piece: PieceIndex, contributors: Iterable[str]
-    ) -> None:
+    def piece_rejected(self, piece: PieceIndex, contributors: Iterable[str]) -> None:
         """A piece failed its hash: fetch it again elsewhere, and blame its sender.
 
         A piece with blocks from several connections proves nobody guilty yet: it is fetched
         again from one connection, and the storage agent's ``CorruptBlocksTraced`` names the
         liars once that copy verifies (``blocks_traced``).
         """
-        if torrent.picker is None:
+        if self.picker is None:
             return
         senders = list(dict.fromkeys(contributors))
         if len(senders) > 1:
-            torrent.picker.piece_failed(piece, single_source=True)
+            self.picker.piece_failed(piece, single_source=True)
         else:
-            torrent.picker.piece_failed(piece, [key for key in senders if key in torrent.peers])
-            self.blame(torrent, senders)
-        self.offer_work(torrent)
+            self.picker.piece_failed(piece, [key for key in senders if key in self.peers])
+            self.blame(senders)
+        self.offer_work()
 
-    def blocks_traced(self, torrent: Torrent, piece: PieceIndex, liars: Iterable[str]) -> None:
+    def blocks_traced(self, piece: PieceIndex, liars: Iterable[str]) -> None:
         """The smart ban proved who sent bad blocks of a piece (they differ from the verified
         copy): their hosts are banned at once, connected or not; nobody else is blamed."""
-        if torrent.picker is None:
+        if self.picker is None:
             return
         for key in dict.fromkeys(liars):
-            address = torrent.address_of(key)
-            if address is None or address.host in torrent.banned_hosts:
+            address = self.address_of(key)
+            if address is None or address.host in self.banned_hosts:
                 continue
             log.warning(
                 "%s: banning %s: it sent bad blocks of piece %d (smart ban)",
-                torrent.name,
+                self.torrent.name,
                 address.host,
                 piece,
             )
-            self._ban_host(torrent, address.host)
-            record = torrent.peers.get(key)
+            self._ban_host(address.host)
+            record = self.peers.get(key)
             if record is not None:
-                self.disconnect(torrent, record, DisconnectReason.SENT_CORRUPT_DATA)
+                self.disconnect(record, DisconnectReason.SENT_CORRUPT_DATA)
 
-    def blame(self, torrent: Torrent, culprits: Iterable[str]) -> None:
+    def blame(self, culprits: Iterable[str]) -> None:
         """Each culprit sent a corrupt piece: ban a repeat offender."""
-        for key in [key for key in dict.fromkeys(culprits) if key in torrent.peers]:
-            record = torrent.peers[key]
+        for key in [key for key in dict.fromkeys(culprits) if key in self.peers]:
+            record = self.peers[key]
             record.hash_failures += 1
             if record.hash_failures >= MAX_HASH_FAILURES:
-                self._ban(torrent, record)
+                self._ban(record)
 
-    def _ban(self, torrent: Torrent, record: PeerRecord) -> None:
+    def _ban(self, record: PeerRecord) -> None:
         log.warning(
             "%s: banning %s (%s): it sent %d corrupt pieces",
-            torrent.name,
+            self.torrent.name,
             record.address.host,
             record.client,
             record.hash_failures,
         )
-        self._ban_host(torrent, record.address.host)
-        self.disconnect(torrent, record, DisconnectReason.SENT_CORRUPT_DATA)
+        self._ban_host(record.address.host)
+        self.disconnect(record, DisconnectReason.SENT_CORRUPT_DATA)
 
-    def _ban_host(self, torrent: Torrent, host: str) -> None:
+    def _ban_host(self, host: str) -> None:
         """Refuse ``host`` for this torrent: every peer agent drops and refuses it."""
-        torrent.banned_hosts.add(host)
-        info_hash = torrent.metainfo.info_hash
+        self.banned_hosts.add(host)
+        info_hash = self.torrent.metainfo.info_hash
         for agent in self.agents.of_kind(ServiceKind.PEER_AGENT):
             self._send(agent.identity, BanPeers(info_hash, (host,)))
 
-    def _on_downloaded(self, torrent: Torrent, key: str, piece: PieceIndex) -> None:
-        picker = torrent.picker
+    def _on_downloaded(self, key: str, piece: PieceIndex, now: float) -> None:
+        picker = self.picker
         if picker is None or piece in picker.have:
             return
-        for other in picker.piece_downloaded(piece, self._now()):
+        for other in picker.piece_downloaded(piece, now):
             if other != key:
-                self._cancel(torrent, str(other), piece)
+                self._cancel(str(other), piece)
 
-    def _assign(self, torrent: Torrent, record: PeerRecord, count: int) -> None:
-        if torrent.picker is None:
+    def _assign(self, record: PeerRecord, count: int) -> None:
+        if self.picker is None:
             return
-        pieces = torrent.picker.pick(record.key, record.bits, count)
+        pieces = self.picker.pick(record.key, record.bits, count)
         record.starved = not pieces
-        info_hash = torrent.metainfo.info_hash
+        info_hash = self.torrent.metainfo.info_hash
         self._send(record.agent, AssignPieces(info_hash, record.key, tuple(pieces)))
 
-    def offer_work(self, torrent: Torrent) -> None:
+    def offer_work(self) -> None:
         """Pieces came free: give them to connections that had nothing to do."""
-        if torrent.picker is None:
+        if self.picker is None:
             return
-        for record in list(torrent.peers.values()):
-            if record.starved and torrent.picker.interesting(record.bits):
-                self._assign(torrent, record, self.config.pieces_per_peer)
+        for record in list(self.peers.values()):
+            if record.starved and self.picker.interesting(record.bits):
+                self._assign(record, self.config.pieces_per_peer)
 
-    def _cancel(self, torrent: Torrent, key: str, piece: int) -> None:
-        record = torrent.peers.get(key)
+    def _cancel(self, key: str, piece: int) -> None:
+        record = self.peers.get(key)
         if record is not None:
-            self._send(record.agent, CancelPieces(torrent.metainfo.info_hash, key, (piece,)))
+            self._send(record.agent, CancelPieces(self.torrent.metainfo.info_hash, key, (piece,)))
 
     # -- choking --
 
-    def _on_interest(self, torrent: Torrent, key: str, interested: bool) -> None:
-        record = torrent.peers.get(key)
+    def _on_interest(self, key: str, interested: bool) -> None:
+        record = self.peers.get(key)
         if record is None:
             return
         record.peer_interested = interested
-        if interested and key not in torrent.choker.unchoked and torrent.choker.grant(key):
-            self._send(record.agent, SetChoke(torrent.metainfo.info_hash, key, False))
+        if interested and key not in self.choker.unchoked and self.choker.grant(key):
+            self._send(record.agent, SetChoke(self.torrent.metainfo.info_hash, key, False))
             record.am_choking = False
 
-    def rechoke(self, torrent: Torrent, now: float) -> None:
+    def rechoke(self, now: float) -> None:
         """A choking round: unchoke the winners, choke the others."""
-        before = torrent.choker.unchoked
-        after = torrent.choker.rechoke(
+        before = self.choker.unchoked
+        after = self.choker.rechoke(
             (
                 Candidate(
                     key=peer.key,
@@ -266,157 +334,209 @@ class SwarmRules:
                     connected_at=peer.connected_at,
                     snubbed=peer.snubbed,
                 )
-                for peer in torrent.peers.values()
+                for peer in self.peers.values()
             ),
-            seeding=torrent.complete,
+            seeding=self.torrent.complete,
             now=now,
         )
+        info_hash = self.torrent.metainfo.info_hash
         for key in before ^ after:
-            record = torrent.peers.get(str(key))
+            record = self.peers.get(str(key))
             if record is not None:
                 choked = key not in after
                 record.am_choking = choked
-                self._send(record.agent, SetChoke(torrent.metainfo.info_hash, record.key, choked))
+                self._send(record.agent, SetChoke(info_hash, record.key, choked))
 
     # -- connections --
 
-    def connect_more(self, torrent: Torrent) -> None:
+    def connect_more(self) -> None:
         """Dial known addresses until the torrent has its share of connections.
 
         A seeding torrent dials too: a leecher that announced before us never heard of us.
         Our dials keep a fifth of the slots of their own (``DIAL_SHARE``): peers that dialled
         us, however many, never stop us from reaching the peers we chose.
         """
-        if torrent.picker is None or torrent.state not in _ACTIVE:
+        if self.picker is None or self.torrent.state not in OPEN_STATES:
             return
         limit = self.config.max_peers_per_torrent
         reserved = max(1, int(limit * DIAL_SHARE))
-        dialled = sum(1 for peer in torrent.peers.values() if not peer.incoming)
-        while torrent.candidates:
-            ours = dialled + len(torrent.connecting)
-            if ours >= limit or (len(torrent.peers) - dialled + ours >= limit and ours >= reserved):
+        dialled = sum(1 for peer in self.peers.values() if not peer.incoming)
+        while self.candidates:
+            ours = dialled + len(self.connecting)
+            if ours >= limit or (len(self.peers) - dialled + ours >= limit and ours >= reserved):
                 return
             agent = self.agents.peer_agent_for_next_peer()
             if agent is None:
                 return
-            address, _ = torrent.candidates.popitem(last=False)
-            if torrent.connected_to(address) or address.host in torrent.banned_hosts:
+            address, _ = self.candidates.popitem(last=False)
+            if self.connected_to(address) or address.host in self.banned_hosts:
                 continue
             if address in self.agents.listen_addresses():
                 continue  # one of our own peer agents, handed back by a tracker
-            torrent.connecting[address] = agent.identity
+            self.connecting[address] = agent.identity
             agent.connections += 1
-            self._send(agent.identity, ConnectPeer(torrent.metainfo.info_hash, address))
+            self._send(agent.identity, ConnectPeer(self.torrent.metainfo.info_hash, address))
 
-    def _on_connected(
-        self, torrent: Torrent, sender: bytes, message: PeerConnected, now: float
-    ) -> None:
-        if torrent.connecting.pop(message.address, None) is None:
+    def add_candidates(self, addresses: tuple[PeerAddress, ...]) -> None:
+        """Remember addresses to dial; known, banned and over-the-bound ones are skipped."""
+        for address in addresses:
+            if (
+                address in self.candidates
+                or address in self.connecting
+                or address in self.tried
+                or address.host in self.banned_hosts
+                or self.redial.given_up(address)
+                or len(self.candidates) >= MAX_CANDIDATES
+            ):
+                continue
+            self.candidates[address] = None
+
+    def due_retries(self, now: float) -> None:
+        """Move addresses whose back-off has passed to the front of the candidates."""
+        for address in self.redial.due(now):
+            if self.connected_to(address) or address in self.connecting:
+                continue
+            if address.host in self.banned_hosts:
+                continue
+            self.tried.discard(address)
+            self.candidates[address] = None
+            self.candidates.move_to_end(address, last=False)
+
+    def connected_to(self, address: PeerAddress) -> bool:
+        return any(peer.address == address for peer in self.peers.values())
+
+    def address_of(self, key: str) -> PeerAddress | None:
+        """The address of a connection, open or recently closed."""
+        record = self.peers.get(key)
+        return record.address if record is not None else self.departed.get(key)
+
+    def _on_connected(self, sender: bytes, message: PeerConnected, now: float) -> None:
+        if self.connecting.pop(message.address, None) is None:
             self._agent_load(sender, +1)  # an incoming connection
-        torrent.tried.add(message.address)
+        self.tried.add(message.address)
         record = PeerRecord(
             key=message.peer,
             agent=sender,
             address=message.address,
             client=message.client,
-            bits=Bitfield(torrent.num_pieces),
+            bits=Bitfield(self.torrent.num_pieces),
             incoming=message.incoming,
             fast_extension=message.fast_extension,
             extension_protocol=message.extension_protocol,
             connected_at=now,
         )
-        if message.address.host in torrent.banned_hosts or torrent.picker is None:
-            torrent.peers[message.peer] = record  # for disconnect() to count it off
-            self.disconnect(torrent, record, DisconnectReason.BANNED)
+        if message.address.host in self.banned_hosts or self.picker is None:
+            self.peers[message.peer] = record  # for disconnect() to count it off
+            self.disconnect(record, DisconnectReason.BANNED)
             return
-        torrent.peers[message.peer] = record
+        self.peers[message.peer] = record
 
-    def _on_bitfield(self, torrent: Torrent, key: str, raw: bytes) -> None:
-        record = torrent.peers.get(key)
-        if record is None or torrent.picker is None:
+    def _on_bitfield(self, key: str, raw: bytes) -> None:
+        record = self.peers.get(key)
+        if record is None or self.picker is None:
             return
         try:
-            bits = Bitfield.from_bytes(raw, torrent.num_pieces)
+            bits = Bitfield.from_bytes(raw, self.torrent.num_pieces)
         except BitfieldError:
-            self.disconnect(torrent, record, DisconnectReason.BAD_BITFIELD)
+            self.disconnect(record, DisconnectReason.BAD_BITFIELD)
             return
-        torrent.picker.peer_left(record.bits)
+        self.picker.peer_left(record.bits)
         record.bits = bits
-        torrent.picker.peer_joined(bits)
-        if bits.complete and torrent.complete:
-            self.disconnect(torrent, record, DisconnectReason.BOTH_SEEDS)
+        self.picker.peer_joined(bits)
+        if bits.complete and self.torrent.complete:
+            self.disconnect(record, DisconnectReason.BOTH_SEEDS)
             return
-        if torrent.picker.interesting(bits):
-            self._assign(torrent, record, self.config.pieces_per_peer)
+        if self.picker.interesting(bits):
+            self._assign(record, self.config.pieces_per_peer)
 
-    def _on_have(self, torrent: Torrent, key: str, piece: PieceIndex) -> None:
-        record = torrent.peers.get(key)
-        if record is None or torrent.picker is None:
+    def _on_have(self, key: str, piece: PieceIndex) -> None:
+        record = self.peers.get(key)
+        if record is None or self.picker is None:
             return
         if piece not in record.bits:
             record.bits.add(piece)
-            torrent.picker.peer_has(piece)
-            if record.starved and piece not in torrent.picker.have:
-                self._assign(torrent, record, self.config.pieces_per_peer)
+            self.picker.peer_has(piece)
+            if record.starved and piece not in self.picker.have:
+                self._assign(record, self.config.pieces_per_peer)
 
-    def disconnect(self, torrent: Torrent, record: PeerRecord, reason: DisconnectReason) -> None:
+    def disconnect(self, record: PeerRecord, reason: DisconnectReason) -> None:
         """Close a connection ourselves: the peer agent is told, the address given up when the
         reason is final, and the record kept aside until the connection's final
         ``TransferStats`` and ``PeerDisconnected`` arrive, so no byte it moved goes uncounted."""
-        info_hash = torrent.metainfo.info_hash
+        info_hash = self.torrent.metainfo.info_hash
         self._send(record.agent, DisconnectPeer(info_hash, record.key, reason))
         if reason in FINAL_REASONS:
-            torrent.redial.give_up(record.address)
-        self.forget_peer(torrent, record.key, closing=True)
+            self.redial.give_up(record.address)
+        self.forget_peer(record.key, closing=True)
 
-    def forget_peer(self, torrent: Torrent, key: str, *, closing: bool = False) -> None:
+    def forget_peer(self, key: str, *, closing: bool = False) -> None:
         """A connection is gone: its pieces go back to the pool, its counters to the torrent.
 
         Args:
+            key: the connection's peer key.
             closing: the peer agent still holds the connection and will send its final
-                counters; keep the record to count them (``Torrent.closing``).
+                counters; keep the record to count them (``closing``).
         """
-        record = torrent.peers.pop(key, None)
+        record = self.peers.pop(key, None)
         if record is None:
             return
-        torrent.remember_departed(record)
+        self._remember_departed(record)
         if closing:
-            torrent.remember_closing(record)
+            self._remember_closing(record)
         self._agent_load(record.agent, -1)
-        torrent.choker.forget(key)
-        torrent.downloaded_closed += record.downloaded
-        torrent.uploaded_closed += record.uploaded
-        if torrent.picker is not None:
-            torrent.picker.release_peer(key)
-            torrent.picker.peer_left(record.bits)
+        self.choker.forget(key)
+        self.torrent.downloaded_closed += record.downloaded
+        self.torrent.uploaded_closed += record.uploaded
+        if self.picker is not None:
+            self.picker.release_peer(key)
+            self.picker.peer_left(record.bits)
 
-    def forget_all(self, torrent: Torrent) -> None:
+    def forget_all(self) -> None:
         """The torrent stops (pause, error, recheck, lost storage): drop every connection
         record, but keep the addresses we dialled, to dial them again when it starts."""
-        known = [peer.address for peer in torrent.peers.values() if not peer.incoming]
-        known += list(torrent.connecting)
-        for key in list(torrent.peers):
-            self.forget_peer(torrent, key, closing=True)  # detached: final counters follow
-        for identity in torrent.connecting.values():
+        known = [peer.address for peer in self.peers.values() if not peer.incoming]
+        known += list(self.connecting)
+        for key in list(self.peers):
+            self.forget_peer(key, closing=True)  # detached: final counters follow
+        for identity in self.connecting.values():
             self._agent_load(identity, -1)
-        torrent.connecting.clear()
-        torrent.tried.clear()
-        torrent.redial.clear()
-        torrent.add_candidates(tuple(known))
+        self.connecting.clear()
+        self.tried.clear()
+        self.redial.clear()
+        self.add_candidates(tuple(known))
 
-    def forget_agent(self, torrent: Torrent, identity: bytes) -> None:
+    def forget_agent(self, identity: bytes) -> None:
         """A peer agent is gone, with its connections: their addresses may be dialled again."""
-        lost = [peer.address for peer in torrent.peers.values() if peer.agent == identity]
-        for key in [k for k, peer in torrent.peers.items() if peer.agent == identity]:
-            self.forget_peer(torrent, key)
-        for key in [k for k, peer in torrent.closing.items() if peer.agent == identity]:
-            del torrent.closing[key]
-        for address in [a for a, who in torrent.connecting.items() if who == identity]:
-            del torrent.connecting[address]
+        lost = [peer.address for peer in self.peers.values() if peer.agent == identity]
+        for key in [k for k, peer in self.peers.items() if peer.agent == identity]:
+            self.forget_peer(key)
+        for key in [k for k, peer in self.closing.items() if peer.agent == identity]:
+            del self.closing[key]
+        for address in [a for a, who in self.connecting.items() if who == identity]:
+            del self.connecting[address]
             lost.append(address)
-        torrent.tried.difference_update(lost)
-        torrent.add_candidates(tuple(lost))
-        self.offer_work(torrent)
+        self.tried.difference_update(lost)
+        self.add_candidates(tuple(lost))
+        self.offer_work()
+
+    def count_final(self, record: PeerRecord, downloaded: int, uploaded: int) -> None:
+        """Counters of a closing connection: what they grew by goes to the closed totals."""
+        self.torrent.downloaded_closed += max(0, downloaded - record.downloaded)
+        self.torrent.uploaded_closed += max(0, uploaded - record.uploaded)
+        record.downloaded = max(record.downloaded, downloaded)
+        record.uploaded = max(record.uploaded, uploaded)
+
+    def _remember_departed(self, record: PeerRecord) -> None:
+        """Keep a closed connection's address for a while (bounded like ``closing``)."""
+        self.departed[record.key] = record.address
+        while len(self.departed) > MAX_CLOSING:
+            self.departed.popitem(last=False)
+
+    def _remember_closing(self, record: PeerRecord) -> None:
+        """Keep a record whose connection we asked to close, to count its final counters."""
+        self.closing[record.key] = record
+        while len(self.closing) > MAX_CLOSING:
+            self.closing.popitem(last=False)
 
     def _agent_load(self, identity: bytes, delta: int) -> None:
         agent = self.agents.get(identity)

@@ -65,25 +65,25 @@ def test_a_silent_peer_agent_is_dead_and_its_peers_go_elsewhere() -> None:
     core.handle(TRACKER, Heartbeat(2), 15.5)
     core.tick(15.5)
     assert core.take_dropped() == [PA1]
-    assert [a.agent_id for a in core.status().agents] == ["storage", "pa2", "tracker"]
+    assert [a.agent_id for a in core.status(0.0).agents] == ["storage", "pa2", "tracker"]
     # Its peer is dialled again from the agent that is left; its pieces are free again.
     assert sent(core, ConnectPeer) == [(PA2, ConnectPeer(info_hash, addr(2)))]
     # Whatever it says next is ignored until it says hello again.
     core.handle(PA1, Heartbeat(9), 16.0)
-    assert "pa1" not in [a.agent_id for a in core.status().agents]
+    assert "pa1" not in [a.agent_id for a in core.status(0.0).agents]
 
 
 def test_an_agent_that_says_hello_again_starts_afresh() -> None:
     core = full_core()
     info_hash = opened(core)
     connect(core, info_hash, PA1, "pa1/1", 2, Bitfield.full(NUM_PIECES))
-    assert core.status().torrents[0].peers == 1
+    assert core.status(0.0).torrents[0].peers == 1
     core.take_outbox()
     join(core, PA1, ServiceKind.PEER_AGENT)  # it lost us and dropped its connections
-    assert core.status().torrents[0].peers == 0
+    assert core.status(0.0).torrents[0].peers == 0
     out = kinds(core.take_outbox())
     assert (PA1, "AttachTorrent") in out
-    assert [a.agent_id for a in core.status().agents].count("pa1") == 1
+    assert [a.agent_id for a in core.status(0.0).agents].count("pa1") == 1
 
 
 def test_storage_agent_info_routes_the_pieces() -> None:
@@ -102,7 +102,7 @@ def test_storage_agent_info_routes_the_pieces() -> None:
     assert core.take_outbox() == []
     # The first one goes: the idle one takes over, and every peer agent is attached again with
     # its endpoint.
-    core.agent_left(STORAGE)
+    core.agent_left(STORAGE, 1.0)
     out = core.take_outbox()
     assert [to for to, m in out if isinstance(m, OpenTorrent)] == [b"storage2"]
     detached = [to for to, m in out if isinstance(m, DetachTorrent)]
@@ -145,9 +145,8 @@ def test_throughput_steers_placement() -> None:
         PA1, PeerDisconnected(info_hash, "pa1/1", DisconnectReason.PEER_CLOSED, "closed"), 2.0
     )
     core.tick(2.0)
-    assert [(a.agent_id, a.download_rate) for a in core.status().agents if a.agent_id == "pa1"] == [
-        ("pa1", 0.0)
-    ]
+    agents = core.status(2.0).agents
+    assert [(a.agent_id, a.download_rate) for a in agents if a.agent_id == "pa1"] == [("pa1", 0.0)]
 
 
 def test_status_lists_the_agents() -> None:
@@ -158,7 +157,7 @@ def test_status_lists_the_agents() -> None:
     row = PeerStats(info_hash, "pa1/1", 100, 0, 2e6, 1e3, False, True, True, True, False, 6)
     core.handle(PA1, TransferStats((row,)), 4.0)
     core.tick(6.0)
-    agents = {a.agent_id: a for a in core.status().agents}
+    agents = {a.agent_id: a for a in core.status(0.0).agents}
     assert set(agents) == {"storage", "pa1", "pa2", "tracker"}
     pa1 = agents["pa1"]
     assert pa1.role is ServiceKind.PEER_AGENT and pa1.host == "host" and pa1.pid == 1
@@ -187,12 +186,12 @@ def test_a_silent_peer_agents_rates_leave_the_status_within_one_heartbeat() -> N
     connect(core, info_hash, PA1, "pa1/1", 2, Bitfield.full(NUM_PIECES))
     row = PeerStats(info_hash, "pa1/1", 10, 0, 2_400_000.0, 0.0, False, True, False, True, False, 6)
     core.handle(PA1, TransferStats((row,)), 0.5)
-    assert core.status().torrents[0].download_rate == 2_400_000.0
+    assert core.status(0.0).torrents[0].download_rate == 2_400_000.0
     for second in range(1, 8):  # everyone else keeps talking; PA1 is silent
         for other in (PA2, STORAGE, TRACKER):
             core.handle(other, TransferStats(()), float(second))
         core.tick(float(second))
-    assert core.status().torrents[0].download_rate == 0.0  # stale after one heartbeat
-    assert core.status().torrents[0].peers == 1  # not yet dead
+    assert core.status(0.0).torrents[0].download_rate == 0.0  # stale after one heartbeat
+    assert core.status(0.0).torrents[0].peers == 1  # not yet dead
     core.handle(PA1, TransferStats((row,)), 7.5)
-    assert core.status().torrents[0].download_rate == 2_400_000.0
+    assert core.status(0.0).torrents[0].download_rate == 2_400_000.0

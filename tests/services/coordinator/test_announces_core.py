@@ -93,7 +93,7 @@ def cluster(
     """A coordinator with a storage agent, ``trackers`` and ``peers`` (identity -> host), each
     having told its address, and one open torrent; the outbox emptied."""
     core = new_core()
-    core.agent_joined(STORAGE, make_hello(ServiceKind.STORAGE_AGENT, "storage", "h1", 1))
+    core.agent_joined(STORAGE, make_hello(ServiceKind.STORAGE_AGENT, "storage", "h1", 1), 0.0)
     for identity, host in peers.items():
         join_agent(core, identity, host)
         tell_peer(core, identity, host, PORT[identity])
@@ -113,7 +113,7 @@ OLD_LAYOUT = ({T1: 1}, {P2: 2, P3: 3})
 def test_each_tracker_agent_announces_the_peer_agent_on_its_own_host() -> None:
     core, _ = cluster(*NEW_LAYOUT)
     assert sorted(announce_commands(core)) == [(T2, "track", 6882), (T3, "track", 6883)]
-    [status] = core.status().torrents
+    [status] = core.status(0.0).torrents
     assert status.reachable
     shown = [(a.tracker_agent, a.host, a.port, a.peer_agent, a.totals) for a in status.announces]
     assert sorted(shown) == [
@@ -125,7 +125,7 @@ def test_each_tracker_agent_announces_the_peer_agent_on_its_own_host() -> None:
 def test_the_old_layout_announces_once_as_before_and_says_it_is_unreachable() -> None:
     core, _ = cluster(*OLD_LAYOUT)
     assert announce_commands(core) == [(T1, "track", 6882)]  # the first peer agent's port
-    [status] = core.status().torrents
+    [status] = core.status(0.0).torrents
     assert not status.reachable
     [announce] = status.announces
     assert (announce.tracker_agent, announce.host, announce.port) == ("tracker-1", "10.0.0.1", 6882)
@@ -168,7 +168,7 @@ def test_agents_joining_and_leaving_move_the_announces() -> None:
     # tracker-3 leaves too: only tracker-1 is left, and announces as before (unreachable).
     core.handle(T3, Goodbye("stopping"), 6.0)
     assert announce_commands(core) == [(T1, "track", 6882)]
-    assert not core.status().torrents[0].reachable
+    assert not core.status(0.0).torrents[0].reachable
 
 
 def test_a_peer_agent_on_a_new_port_is_announced_again() -> None:
@@ -239,9 +239,9 @@ def test_a_newly_chosen_announce_starts_with_its_share_of_the_totals() -> None:
 def test_pausing_untracks_at_each_announcer_only() -> None:
     core, info_hash = cluster({T1: 1, T2: 2, T3: 3}, {P2: 2, P3: 3})
     assert sorted(announce_commands(core)) == [(T2, "track", 6882), (T3, "track", 6883)]
-    core.pause(info_hash)
+    core.pause(info_hash, 0.0)
     assert sorted(announce_commands(core)) == [(T2, "untrack", None), (T3, "untrack", None)]
-    assert core.status().torrents[0].announces == ()
+    assert core.status(0.0).torrents[0].announces == ()
 
 
 def test_status_shows_each_announce_with_its_trackers_results() -> None:
@@ -252,7 +252,7 @@ def test_status_shows_each_announce_with_its_trackers_results() -> None:
         report = TrackerStateChanged(info_hash, url, 0, state, error, 1, 2, None, 60.0)
         core.handle(identity, report, 10.0)
     core.tick(20.0)
-    [status] = core.status().torrents
+    [status] = core.status(0.0).torrents
     by_agent = {a.tracker_agent: a for a in status.announces}
     [working] = by_agent["tracker-2"].trackers
     [failed] = by_agent["tracker-3"].trackers
@@ -274,7 +274,7 @@ def test_agents_in_status_show_incoming_connections_and_announce_addresses() -> 
             info_hash, key, address, PeerId(bytes([n]) * 20), "lt", incoming, True, True
         )
         core.handle(agent, connected, 1.0)
-    agents = {a.agent_id: a for a in core.status().agents}
+    agents = {a.agent_id: a for a in core.status(0.0).agents}
     assert (agents["peer-2"].connections, agents["peer-2"].incoming) == (2, 1)
     assert (agents["peer-3"].connections, agents["peer-3"].incoming) == (2, 2)
     assert agents["tracker-2"].address == "10.0.0.2"

@@ -91,7 +91,7 @@ def make_torrent(trackers: bool = True) -> tuple[bytes, InfoHash]:
 
 
 def join(core: Coordinator, identity: bytes, kind: ServiceKind) -> None:
-    core.agent_joined(identity, make_hello(kind, identity.decode(), "host", 1))
+    core.agent_joined(identity, make_hello(kind, identity.decode(), "host", 1), 0.0)
 
 
 def sent(core: Coordinator, kind: type[M]) -> list[tuple[bytes, M]]:
@@ -172,7 +172,7 @@ def test_adding_opens_the_files_then_attaches_and_tracks(core: Coordinator) -> N
     assert to == TRACKER and track.left == PIECE * (NUM_PIECES - 1)
     assert track.listen_port == 6999  # the peer agent's real port
     assert track.tiers[0].urls == ("http://127.0.0.1:6969/announce",)
-    assert core.status().torrents[0].state is TorrentState.DOWNLOADING
+    assert core.status(0.0).torrents[0].state is TorrentState.DOWNLOADING
 
 
 def test_agents_that_join_later_learn_about_torrents() -> None:
@@ -245,7 +245,7 @@ def test_full_download(core: Coordinator) -> None:
                 pending.extend(m.pieces)
             if isinstance(m, TorrentCompleted):
                 assert done == set(range(NUM_PIECES))
-    status = core.status().torrents[0]
+    status = core.status(0.0).torrents[0]
     assert status.state is TorrentState.SEEDING and status.progress == 1.0
     assert status.pieces_verified == NUM_PIECES
 
@@ -272,7 +272,7 @@ def test_corrupt_pieces_go_elsewhere_and_the_liar_is_banned(core: Coordinator) -
         PA1,
         DisconnectPeer(info_hash, "pa1/1", DisconnectReason.SENT_CORRUPT_DATA),
     ) in core.take_outbox()
-    assert core.status().torrents[0].peers == 1
+    assert core.status(0.0).torrents[0].peers == 1
     core.handle(TRACKER, PeersDiscovered(info_hash, (addr(2),), PeerSource.TRACKER), 0.0)
     assert sent(core, ConnectPeer) == []
 
@@ -309,10 +309,10 @@ def test_a_closed_connection_frees_its_pieces_for_a_starved_one() -> None:
 def test_a_lost_peer_agent_takes_its_connections_with_it(core: Coordinator) -> None:
     info_hash = opened(core)
     connect(core, info_hash, PA1, "pa1/1", 2, Bitfield.full(NUM_PIECES))
-    assert core.status().torrents[0].peers == 1
+    assert core.status(0.0).torrents[0].peers == 1
     core.take_outbox()
-    core.agent_left(PA1)
-    assert core.status().torrents[0].peers == 0
+    core.agent_left(PA1, 0.0)
+    assert core.status(0.0).torrents[0].peers == 0
     # Its peer is dialled again, from the peer agent that is left.
     assert sent(core, ConnectPeer) == [(PA2, ConnectPeer(info_hash, addr(2)))]
 
@@ -322,8 +322,8 @@ def test_a_lost_storage_agent_stops_nothing_and_the_next_reopens(core: Coordinat
     core.tick(5.0)
     core.handle(STORAGE, PieceVerified(info_hash, 0), 5.0)
     core.take_outbox()
-    core.agent_left(STORAGE)
-    assert core.status().torrents[0].state is TorrentState.DOWNLOADING
+    core.agent_left(STORAGE, 5.0)
+    assert core.status(0.0).torrents[0].state is TorrentState.DOWNLOADING
     assert kinds(core.take_outbox()) == []  # no detach, no untrack: the swarm goes on
     join(core, b"storage2", ServiceKind.STORAGE_AGENT)
     assert kinds(core.take_outbox()) == [(b"storage2", "OpenTorrent")]
@@ -332,7 +332,7 @@ def test_a_lost_storage_agent_stops_nothing_and_the_next_reopens(core: Coordinat
     have.add(0)
     have.add(3)
     core.handle(b"storage2", TorrentOpened(info_hash, have.to_bytes()), 6.0)
-    status = core.status().torrents[0]
+    status = core.status(0.0).torrents[0]
     assert status.state is TorrentState.DOWNLOADING and status.pieces_verified == 2
     assert [m.piece for _, m in sent(core, BroadcastHave)] == [3, 3]
 
@@ -344,7 +344,7 @@ def test_a_storage_agent_that_lost_pieces_starts_the_torrent_again(core: Coordin
     core.handle(STORAGE, TorrentOpened(info_hash, Bitfield(NUM_PIECES).to_bytes()), 2.0)
     out = kinds(core.take_outbox())
     assert (PA1, "DetachTorrent") in out and (PA1, "AttachTorrent") in out
-    status = core.status().torrents[0]
+    status = core.status(0.0).torrents[0]
     assert status.state is TorrentState.DOWNLOADING and status.pieces_verified == 0
 
 
@@ -353,14 +353,14 @@ def test_storage_failure_puts_the_torrent_in_error(core: Coordinator) -> None:
     core.handle(
         STORAGE, StorageFailed(info_hash, "file.bin", "ENOSPC", "disk full writing 'file.bin'"), 0.0
     )
-    status = core.status().torrents[0]
+    status = core.status(0.0).torrents[0]
     assert status.state is TorrentState.ERROR and status.error == "disk full writing 'file.bin'"
 
 
 def test_status_by_prefix(core: Coordinator) -> None:
     info_hash = opened(core)
-    assert len(core.status(GetStatus(info_hash.hex[:6])).torrents) == 1
-    assert core.status(GetStatus("zz")).torrents == ()
+    assert len(core.status(0.0, GetStatus(info_hash.hex[:6])).torrents) == 1
+    assert core.status(0.0, GetStatus("zz")).torrents == ()
 
 
 def test_diagnosis_names_the_tracker_errors(core: Coordinator) -> None:
@@ -393,7 +393,7 @@ def test_status_lists_trackers_with_time_to_next_announce(core: Coordinator) -> 
     )
     core.handle(TRACKER, report, now=100.0)
     core.tick(now=130.0)
-    [tracker] = core.status().torrents[0].trackers
+    [tracker] = core.status(0.0).torrents[0].trackers
     assert (tracker.url, tracker.tier, tracker.state) == (
         "udp://t:1/announce",
         1,
@@ -445,7 +445,7 @@ def test_rechoke_rewards_the_peers_that_give_us_most(core: Coordinator) -> None:
     core.handle(PA1, TransferStats(stats), 5.0)
     core.take_outbox()
     core.tick(20.0)
-    unchoked = core.torrents[info_hash].choker.unchoked
+    unchoked = core.torrents[info_hash].swarm.choker.unchoked
     assert {"pa1/5", "pa1/4", "pa1/3", "pa1/2"} <= unchoked and len(unchoked) == 5
     choked = {m.peer for _, m in sent(core, SetChoke) if m.choked}
     assert choked <= {"pa1/0", "pa1/1"}
@@ -460,7 +460,7 @@ def test_a_seed_meeting_a_seed_hangs_up(core: Coordinator) -> None:
     assert sent(core, DisconnectPeer) == [
         (PA1, DisconnectPeer(info_hash, "pa1/1", DisconnectReason.BOTH_SEEDS))
     ]
-    assert core.status().torrents[0].state is TorrentState.SEEDING
+    assert core.status(0.0).torrents[0].state is TorrentState.SEEDING
 
 
 def test_a_banned_host_is_announced_to_every_peer_agent(core: Coordinator) -> None:
@@ -478,7 +478,7 @@ def test_status_lists_peers_with_flags(core: Coordinator) -> None:
     connect(core, info_hash, PA1, "pa1/1", 2, Bitfield(NUM_PIECES, [0, 1, 2]))
     stat = PeerStats(info_hash, "pa1/1", 100, 50, 10.0, 5.0, False, True, False, True, False, 3)
     core.handle(PA1, TransferStats((stat,)), 1.0)
-    [row] = core.status().torrents[0].peer_list
+    [row] = core.status(0.0).torrents[0].peer_list
     assert row.address == addr(2) and row.client == "libtorrent 2.0"
     assert row.flags == "DUFE" and row.progress == 0.5
     assert (row.downloaded, row.uploaded) == (100, 50)
@@ -511,22 +511,22 @@ def test_pause_lets_go_of_everything_and_resume_reopens(core: Coordinator) -> No
     core.tick(5.0)  # tracked by now
     connect(core, info_hash, PA1, "pa1/1", 2, Bitfield.full(NUM_PIECES))
     core.take_outbox()
-    assert core.pause(info_hash) == TorrentPaused(info_hash)
+    assert core.pause(info_hash, 5.0) == TorrentPaused(info_hash)
     out = kinds(core.take_outbox())
     assert (TRACKER, "UntrackTorrent") in out
     assert (PA1, "DetachTorrent") in out and (PA2, "DetachTorrent") in out
     assert (STORAGE, "CloseTorrent") in out
-    status = core.status().torrents[0]
+    status = core.status(0.0).torrents[0]
     assert status.state is TorrentState.PAUSED and status.peers == 0
     core.tick(20.0)
     core.handle(TRACKER, PeersDiscovered(info_hash, (addr(7),), PeerSource.TRACKER), 20.0)
     assert core.take_outbox() == []  # a paused torrent dials nobody and announces nothing
-    assert core.resume(info_hash) == TorrentResumed(info_hash)
+    assert core.resume(info_hash, 20.0) == TorrentResumed(info_hash)
     assert kinds(core.take_outbox()) == [(STORAGE, "OpenTorrent")]
     core.handle(STORAGE, TorrentOpened(info_hash, Bitfield(NUM_PIECES, [0]).to_bytes()), 21.0)
     out = kinds(core.take_outbox())
     assert (PA1, "AttachTorrent") in out and (TRACKER, "TrackTorrent") in out
-    assert core.status().torrents[0].state is TorrentState.DOWNLOADING
+    assert core.status(0.0).torrents[0].state is TorrentState.DOWNLOADING
     assert recorder.events == [
         ("added", info_hash, False),
         ("paused", info_hash, True),
@@ -543,23 +543,23 @@ def test_a_disk_error_stops_the_torrent_until_resumed(core: Coordinator) -> None
     out = kinds(core.take_outbox())
     assert (TRACKER, "UntrackTorrent") in out and (PA1, "DetachTorrent") in out
     assert (STORAGE, "CloseTorrent") not in out
-    status = core.status().torrents[0]
+    status = core.status(0.0).torrents[0]
     assert status.state is TorrentState.ERROR and status.error == message
-    core.resume(info_hash)
+    core.resume(info_hash, 6.0)
     assert kinds(core.take_outbox()) == [(STORAGE, "OpenTorrent")]
-    assert core.status().torrents[0].error is None
+    assert core.status(6.0).torrents[0].error is None
 
 
 def test_verify_rechecks_with_progress(core: Coordinator) -> None:
     info_hash = opened(core)
     core.take_outbox()
-    assert core.verify(info_hash) == VerifyStarted(info_hash)
+    assert core.verify(info_hash, 0.0) == VerifyStarted(info_hash)
     assert (STORAGE, RecheckTorrent(info_hash)) in core.take_outbox()
     core.handle(STORAGE, CheckProgress(info_hash, 3, NUM_PIECES), 1.0)
-    status = core.status().torrents[0]
+    status = core.status(0.0).torrents[0]
     assert status.state is TorrentState.CHECKING and status.check_progress == 0.5
     core.handle(STORAGE, TorrentOpened(info_hash, Bitfield.full(NUM_PIECES).to_bytes()), 2.0)
-    status = core.status().torrents[0]
+    status = core.status(0.0).torrents[0]
     assert status.state is TorrentState.SEEDING and status.check_progress is None
     assert status.pieces_verified == NUM_PIECES
 
@@ -569,11 +569,11 @@ def test_remove_with_or_without_data(core: Coordinator) -> None:
     core.session = recorder
     info_hash = opened(core)
     core.take_outbox()
-    assert core.remove_torrent(RemoveTorrent(info_hash, True)) == TorrentRemoved(info_hash)
+    assert core.remove_torrent(RemoveTorrent(info_hash, True), 0.0) == TorrentRemoved(info_hash)
     assert (STORAGE, CloseTorrent(info_hash, True)) in core.take_outbox()
-    assert core.status().torrents == ()
+    assert core.status(0.0).torrents == ()
     assert recorder.events == [("added", info_hash, False), ("removed", info_hash, False)]
-    again = core.remove_torrent(RemoveTorrent(info_hash, False))
+    again = core.remove_torrent(RemoveTorrent(info_hash, False), 0.0)
     assert isinstance(again, ControlFailed) and again.reason == "unknown_torrent"
 
 
@@ -581,10 +581,10 @@ def test_restored_torrents_keep_their_state_and_totals(core: Coordinator) -> Non
     metainfo, info_hash = make_torrent()
     core.restore(metainfo, "/old", paused=True, totals=(7, 9), now=0.0)
     assert core.take_outbox() == []  # paused: nothing opened
-    status = core.status().torrents[0]
+    status = core.status(0.0).torrents[0]
     assert status.state is TorrentState.PAUSED and (status.uploaded, status.downloaded) == (7, 9)
     assert status.save_path == "/old"
-    core.resume(info_hash)
+    core.resume(info_hash, 0.0)
     assert [m for _, m in core.take_outbox()] == [OpenTorrent(info_hash, ANY_INFO, "/old")]
 
 

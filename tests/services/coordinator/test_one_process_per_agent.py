@@ -11,8 +11,8 @@ import logging
 
 import pytest
 
-from services.coordinator.core.agents import Agent, HelloVerdict, duplicate_refusal, judge_hello
 from services.coordinator.core import Coordinator
+from services.coordinator.core.agents import Agent, HelloVerdict, duplicate_refusal, judge_hello
 from shared.bitfield import Bitfield
 from shared.bus import AttachTorrent, Hello, Rejected, ServiceKind, make_hello
 
@@ -117,7 +117,7 @@ def test_a_second_live_process_is_refused_once_logged_and_the_live_one_untouched
     assert sum(r.levelno == logging.WARNING for r in caplog.records) == 2
     # The live one keeps its registration and its peer.
     assert core.agents.named("peer-1") is core.agents.get(OLD)
-    assert core.status().torrents[0].peers == 1
+    assert core.status(0.0).torrents[0].peers == 1
     assert core.take_dropped() == []
 
 
@@ -147,8 +147,8 @@ def test_a_restart_forgets_the_old_process_and_attaches_the_new_one(
     assert core.take_dropped() == [OLD]  # for the bus socket to forget
     assert core.agents.get(OLD) is None
     assert core.agents.named("peer-1") is core.agents.get(NEW)
-    assert [a.agent_id for a in core.status().agents].count("peer-1") == 1
-    assert core.status().torrents[0].peers == 0  # the old process's peer is gone
+    assert [a.agent_id for a in core.status(0.0).agents].count("peer-1") == 1
+    assert core.status(0.0).torrents[0].peers == 0  # the old process's peer is gone
     attaches = [to for to, m in core.take_outbox() if isinstance(m, AttachTorrent)]
     assert attaches == [NEW]
 

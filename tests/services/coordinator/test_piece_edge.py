@@ -55,7 +55,7 @@ def test_a_piece_outside_the_torrent_is_dropped_where_it_enters(
         f"(the torrent has {NUM_PIECES} pieces, 0..{NUM_PIECES - 1})"
     ) in caplog.text
     assert core.take_outbox() == []  # nothing cancelled, broadcast, banned or assigned
-    status = core.status().torrents[0]
+    status = core.status(0.0).torrents[0]
     assert (status.pieces_verified, status.peers) == (0, 1)
 
 
@@ -64,4 +64,4 @@ def test_the_last_piece_passes_the_edge(core: Coordinator) -> None:
     core.handle(STORAGE, PieceVerified(info_hash, NUM_PIECES - 1), 1.0)
     have = [m for _, m in core.take_outbox() if isinstance(m, BroadcastHave)]
     assert have and {m.piece for m in have} == {NUM_PIECES - 1}
-    assert core.status().torrents[0].pieces_verified == 1
+    assert core.status(0.0).torrents[0].pieces_verified == 1

@@ -175,7 +175,7 @@ def test_uploads_on_a_connection_we_close_still_count() -> None:
     core.handle(PA1, stats(info_hash, "pa1/1", 0, size), 1.6)
     core.handle(PA1, PeerDisconnected(info_hash, "pa1/1", DisconnectReason.BOTH_SEEDS, "x"), 1.6)
     core.handle(PA1, stats(info_hash, "pa1/1", 0, 5 * size), 2.0)  # too late: not counted
-    assert core.status().torrents[0].uploaded == size
+    assert core.status(0.0).torrents[0].uploaded == size
 
 
 def test_uploads_of_a_paused_torrent_still_count() -> None:
@@ -184,12 +184,12 @@ def test_uploads_of_a_paused_torrent_still_count() -> None:
     core.add_torrent(AddTorrent(metainfo, ""), now=0.0)
     core.handle(STORAGE, TorrentOpened(info_hash, Bitfield.full(NUM_PIECES).to_bytes()), 0.0)
     connect(core, info_hash, PA1, "pa1/1", 2, Bitfield(NUM_PIECES))
-    core.pause(info_hash)
+    core.pause(info_hash, 0.0)
     core.handle(PA1, stats(info_hash, "pa1/1", 0, 4096), 1.0)
     core.handle(
         PA1, PeerDisconnected(info_hash, "pa1/1", DisconnectReason.TORRENT_DETACHED, "x"), 1.0
     )
-    assert core.status().torrents[0].uploaded == 4096
+    assert core.status(0.0).torrents[0].uploaded == 4096
 
 
 def test_the_completed_announce_carries_what_was_downloaded() -> None:
@@ -203,7 +203,7 @@ def test_the_completed_announce_carries_what_was_downloaded() -> None:
     update, completed = to_tracker
     assert isinstance(update, UpdateTransfer) and isinstance(completed, TorrentCompleted)
     assert (update.downloaded, update.left) == (PIECE * NUM_PIECES, 0)
-    assert core.status().torrents[0].downloaded == PIECE * NUM_PIECES
+    assert core.status(0.0).torrents[0].downloaded == PIECE * NUM_PIECES
 
 
 def test_incoming_peers_never_take_the_slots_kept_for_our_dials() -> None:

@@ -142,10 +142,10 @@ def test_an_honest_peer_sharing_failed_pieces_with_a_liar_is_not_banned(
         BanPeers(info_hash, ("127.0.0.3",)),
         DisconnectPeer(info_hash, "pa1/liar", DisconnectReason.SENT_CORRUPT_DATA),
     ]
-    peers = core.torrents[info_hash].peers
+    peers = core.torrents[info_hash].swarm.peers
     assert "pa1/honest" in peers and "pa1/liar" not in peers
     assert peers["pa1/honest"].hash_failures == 0
-    assert core.torrents[info_hash].banned_hosts == {"127.0.0.3"}
+    assert core.torrents[info_hash].swarm.banned_hosts == {"127.0.0.3"}
 
 
 def test_a_liar_proven_after_it_left_is_banned_by_address() -> None:
@@ -163,5 +163,5 @@ def test_a_liar_proven_after_it_left_is_banned_by_address() -> None:
     core.handle(STORAGE, PieceVerified(info_hash, 0), 2.0)
     core.handle(STORAGE, CorruptBlocksTraced(info_hash, 0, ("pa1/liar",), ("pa1/honest",)), 2.0)
     assert _bans(core) == [BanPeers(info_hash, ("127.0.0.3",))] * 2  # both peer agents
-    assert core.torrents[info_hash].banned_hosts == {"127.0.0.3"}
-    assert "pa1/honest" in core.torrents[info_hash].peers
+    assert core.torrents[info_hash].swarm.banned_hosts == {"127.0.0.3"}
+    assert "pa1/honest" in core.torrents[info_hash].swarm.peers

@@ -1,0 +1,60 @@
+"""One open connection of a torrent's swarm, as the coordinator knows it.
+
+A ``PeerRecord`` lives from the peer agent's ``PeerConnected`` until the connection is gone
+(``Swarm.forget_peer``); its counters and rates come from the peer agents' ``TransferStats``,
+its pieces from ``PeerBitfield`` / ``PeerHave``. Pure data, no rules beyond the status flags.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from shared.bitfield import Bitfield
+from shared.types import PeerAddress
+
+__all__ = ["PeerRecord"]
+
+
+@dataclass(slots=True)
+class PeerRecord:
+    """One open connection, on one peer agent."""
+
+    key: str
+    agent: bytes
+    address: PeerAddress
+    client: str
+    bits: Bitfield
+    starved: bool = False
+    """It asked for work and we had none; offer it pieces as they free up."""
+    downloaded: int = 0
+    uploaded: int = 0
+    download_rate: float = 0.0
+    upload_rate: float = 0.0
+    peer_choking: bool = True
+    peer_interested: bool = False
+    am_choking: bool = True
+    am_interested: bool = False
+    snubbed: bool = False
+    incoming: bool = False
+    fast_extension: bool = False
+    extension_protocol: bool = False
+    connected_at: float = 0.0
+    hash_failures: int = 0
+
+    @property
+    def flags(self) -> str:
+        """The letters ``PeerStatus.flags`` documents, in a fixed order."""
+        letters = []
+        if self.am_interested:
+            letters.append("d" if self.peer_choking else "D")
+        if self.peer_interested:
+            letters.append("u" if self.am_choking else "U")
+        for flag, letter in (
+            (self.snubbed, "S"),
+            (self.incoming, "I"),
+            (self.fast_extension, "F"),
+            (self.extension_protocol, "E"),
+        ):
+            if flag:
+                letters.append(letter)
+        return "".join(letters)
