@@ -30,9 +30,9 @@ every unanswered piece again, in order; so does a link that heard nothing for
 ``deliveries.py``). A timer greenlet has the inbox tick the links when a retry, probe,
 reconnect or timeout is due.
 
-Uploads: one ``PieceCache`` serves all connections. A connection asks for a whole piece
-(``ReadPiece`` with an ``AsyncResult``); a miss sends ``ReadBlock`` chunks on the torrent's
-storage link, and the replies that come back to this inbox complete the load.
+Uploads: one piece cache serves all connections (``piece_reads.py``). A connection asks for a
+whole piece (``ReadPiece`` with an ``AsyncResult``); a miss sends ``ReadBlock`` chunks on the
+torrent's storage link, and the replies that come back to this inbox complete the load.
 
 Connections do not go through this actor for their own traffic: events go straight through the
 coordinator link and pieces through the storage link (both only queue), so a piece never waits
@@ -78,16 +78,8 @@ from shared.types import InfoHash, PeerAddress, PeerId
 from shared.wire.handshake import HandshakeHeader
 
 from .address import Advertiser
-from .connection import (
-    Acquired,
-    Assign,
-    Command,
-    Disconnect,
-    PeerConnection,
-    Revoke,
-    SetChoked,
-)
-from .core.piece_cache import Outcome, PieceCache, Read, ReadError
+from .connection import PeerConnection
+from .core.commands import Acquired, Command, Disconnect, command_for
 from .core.session import PeerSession
 from .core.torrents import (
     AttachError,
@@ -96,6 +88,7 @@ from .core.torrents import (
     Registry,
 )
 from .listener import Listener, bind_listener
+from .piece_reads import PieceReads
 from .settings import AgentSettings, session_config
 from .storage_link import StorageLinks
 from .uplink import AgentUplink, Ended, ReadPiece, peer_stats
@@ -178,9 +171,6 @@ class PeerAgent(pykka.ThreadingActor):
             replace_after=config.replace_idle_after,
         )
         self._session_config = session_config(config)
-        self._cache: PieceCache[gevent.event.AsyncResult] = PieceCache(
-            max(1, config.piece_cache_bytes), allocate=self._session_config.allocate
-        )
         host = config.listen_host
         self._bind_host = None if host in ("", "0.0.0.0", "::") else host
         self._advertiser = Advertiser(settings.advertise_host, host, settings.bus_endpoint)
@@ -194,6 +184,9 @@ class PeerAgent(pykka.ThreadingActor):
             hello=self._hello,
             keys=settings.keys,
             clock=clock,
+        )
+        self._reads = PieceReads(
+            config.piece_cache_bytes, self._storage, self._session_config.allocate
         )
         self._greenlets: list[gevent.Greenlet[Any, Any]] = []
         self._closed = False
@@ -231,13 +224,14 @@ class PeerAgent(pykka.ThreadingActor):
             case _FromStorage(endpoint, Incoming(received, data)):
                 self._on_storage(endpoint, received, data)
             case ReadPiece(info_hash, piece, result):
-                self._read_piece(info_hash, piece, result)
+                torrent = self._registry.torrent(info_hash)
+                self._reads.read(torrent, info_hash, piece, result, self._clock())
             case _Accepted():
                 self._accept(message)
             case Ended(key):
                 self._registry.release(key)
             case _ExpireReads():
-                self._resolve(self._cache.expire(self._clock()))
+                self._reads.expire(self._clock())
             case _TickStorage():
                 self._storage.tick(self._clock())
             case Registered(server_id=server_id):
@@ -290,12 +284,8 @@ class PeerAgent(pykka.ThreadingActor):
 
     def _on_bus(self, message: bus.Message) -> None:
         match message:
-            case bus.AssignPieces(info_hash, peer, pieces):
-                self._route(info_hash, peer, Assign(pieces))
-            case bus.CancelPieces(info_hash, peer, pieces):
-                self._route(info_hash, peer, Revoke(pieces))
-            case bus.SetChoke(info_hash, peer, choked):
-                self._route(info_hash, peer, SetChoked(choked))
+            case bus.AssignPieces() | bus.CancelPieces() | bus.SetChoke() | bus.DisconnectPeer():
+                self._route(message.info_hash, message.peer, command_for(message))
             case bus.BanPeers(info_hash, hosts):
                 for connection in self._registry.ban(info_hash, hosts):
                     if connection.handle is not None:
@@ -309,8 +299,6 @@ class PeerAgent(pykka.ThreadingActor):
                         self._tell(connection.handle, Acquired(piece))
             case bus.ConnectPeer(info_hash, address):
                 self._connect(info_hash, address)
-            case bus.DisconnectPeer(info_hash, peer, reason):
-                self._route(info_hash, peer, Disconnect(reason, "the coordinator closed it"))
             case bus.AttachTorrent():
                 self._attach(message)
             case bus.DetachTorrent(info_hash):
@@ -352,7 +340,7 @@ class PeerAgent(pykka.ThreadingActor):
                     connection.handle,
                     Disconnect(DisconnectReason.TORRENT_DETACHED, "the torrent was detached"),
                 )
-        self._resolve(self._cache.forget(info_hash, self._clock()))
+        self._reads.forget(info_hash, self._clock())
 
     def _detach_all(self, why: str) -> None:
         """Forget every torrent and close its connections (a new coordinator session)."""
@@ -545,42 +533,11 @@ class PeerAgent(pykka.ThreadingActor):
             self.actor_ref.tell(_FromStorage(endpoint, incoming))
 
     def _on_storage(self, endpoint: str, message: bus.Message, data: memoryview | None) -> None:
-        match message:
-            case bus.BlockRead():
-                self._resolve(self._cache.on_block_read(message, data, self._clock()))
-            case bus.ReadFailed():
-                self._resolve(self._cache.on_read_failed(message, self._clock()))
-            case _:
-                link = self._storage.get(endpoint)
-                if link is not None:
-                    link.received(message)
-
-    # -- uploads ----------------------------------------------------------------------------------
-
-    def _read_piece(
-        self, info_hash: InfoHash, piece: int, result: gevent.event.AsyncResult
-    ) -> None:
-        torrent = self._registry.torrent(info_hash)
-        if torrent is None or not torrent.geometry.has_piece(piece):
-            result.set(ReadError("unknown_torrent", f"no piece {piece} of {info_hash} here"))
+        if self._reads.on_storage(message, data, self._clock()):
             return
-        size = torrent.geometry.piece_size(piece)
-        endpoint = torrent.storage_endpoint
-        data, reads = self._cache.get(info_hash, piece, size, endpoint, result, self._clock())
-        if data is not None:
-            result.set(data)
-        self._send_reads(reads)
-
-    def _resolve(self, outcome: Outcome[gevent.event.AsyncResult]) -> None:
-        for waiter, value in outcome.resolved:
-            waiter.set(value)
-        self._send_reads(outcome.reads)
-
-    def _send_reads(self, reads: list[Read]) -> None:
-        for read in reads:
-            link = self._storage.get(read.endpoint)
-            if link is not None:
-                link.send(read.message)
+        link = self._storage.get(endpoint)
+        if link is not None:
+            link.received(message)
 
     # -- periodic ---------------------------------------------------------------------------------
 

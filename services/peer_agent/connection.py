@@ -17,8 +17,8 @@ Strategy (this is the download hot path):
   of the oldest one from the agent's piece cache (``Uplink.read_piece``, whole, waited for
   with a bound) and lets the session send a run of its blocks. What it reads ahead, holds and
   when it pauses for the writer is the pure ``UploaderPolicy`` (``core/uploader.py``).
-- The actor's inbox carries the agent's commands (``Assign``, ``Revoke``, ``Acquired``,
-  ``SetChoked``, ``Disconnect``); each calls the session and wakes the writer.
+- The actor's inbox carries the agent's commands (``core/commands.py``: ``Assign``, ``Revoke``,
+  ``Acquired``, ``SetChoked``, ``Disconnect``); each calls the session and wakes the writer.
 Session events become bus messages through the pure ``to_bus`` (``core/translate.py``); this
 actor only sends them. Under gevent nothing preempts: every session call runs to completion, so
 the greenlets and the inbox never interleave inside the session and no lock is needed.
@@ -51,7 +51,6 @@ import logging
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import gevent
@@ -64,6 +63,7 @@ from shared.errors import TorvizError
 from shared.runtime.logging import with_context
 from shared.types import PeerAddress
 
+from .core.commands import Acquired, Assign, Disconnect, Revoke, SetChoked
 from .core.events import Closed, Event, HandshakeDone, PeerInfo, PieceCompleted, PiecesGivenBack
 from .core.piece_cache import ReadError
 from .core.session import PeerSession
@@ -76,13 +76,7 @@ __all__ = [
     "RECV_BUFFER",
     "RECV_BUFFER_MAX",
     "YIELD_BYTES",
-    "Acquired",
-    "Assign",
-    "Command",
-    "Disconnect",
     "PeerConnection",
-    "Revoke",
-    "SetChoked",
     "Uplink",
 ]
 
@@ -109,42 +103,6 @@ _TIMER_MIN_SLEEP = 0.01
 _STORAGE_POLL = 0.001  # seconds between checks while the storage link is backed up ...
 _STORAGE_POLL_MAX = 0.05  # ... doubling up to this
 _STOP_GREENLETS_TIMEOUT = 1.0
-
-
-# -- commands from the agent (the actor's inbox) -------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Assign:
-    pieces: tuple[int, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class Revoke:
-    pieces: tuple[int, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class Acquired:
-    """We verified ``piece``: send HAVE."""
-
-    piece: int
-
-
-@dataclass(frozen=True, slots=True)
-class SetChoked:
-    """The coordinator's choker decided about this peer."""
-
-    choked: bool
-
-
-@dataclass(frozen=True, slots=True)
-class Disconnect:
-    reason: str
-    message: str
-
-
-Command = Assign | Revoke | Acquired | SetChoked | Disconnect
 
 
 def _socket_error(exc: OSError, address: PeerAddress, *, dialling: bool) -> tuple[str, str]:

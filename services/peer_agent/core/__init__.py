@@ -2,6 +2,7 @@
 
 - ``session``: one peer connection's wire protocol as a state machine (``download``, ``upload``,
   ``pipeline``, ``partials`` are its parts, ``events`` what it reports).
+- ``commands``: what the agent tells a connection (from the coordinator's per-peer messages).
 - ``translate``: a session's events as the bus messages the connection sends.
 - ``uploader``: which pieces a connection's uploader reads ahead, holds and when it pauses.
 - ``torrents`` and ``slots``: attached torrents, connections, limits, bans; who gets a slot.

@@ -39,7 +39,7 @@ from shared.bus import (
     encode_frames,
     make_hello,
 )
-from shared.runtime import Incoming
+from shared.runtime.sockets import Incoming
 from shared.types import InfoHash
 
 IH = InfoHash(hashlib.sha1(b"reconnect").digest())

@@ -1,0 +1,20 @@
+"""The coordinator's per-peer messages as the commands the agent tells a connection."""
+
+from __future__ import annotations
+
+import hashlib
+
+from services.peer_agent.core.commands import Assign, Disconnect, Revoke, SetChoked, command_for
+from shared import bus
+from shared.bus import DisconnectReason
+from shared.types import InfoHash
+
+INFO_HASH = InfoHash(hashlib.sha1(b"torrent").digest())
+
+
+def test_each_per_peer_message_becomes_its_command() -> None:
+    assert command_for(bus.AssignPieces(INFO_HASH, "pa1/1", (3, 4))) == Assign((3, 4))
+    assert command_for(bus.CancelPieces(INFO_HASH, "pa1/1", (4,))) == Revoke((4,))
+    assert command_for(bus.SetChoke(INFO_HASH, "pa1/1", False)) == SetChoked(False)
+    ended = command_for(bus.DisconnectPeer(INFO_HASH, "pa1/1", DisconnectReason.BANNED))
+    assert ended == Disconnect(DisconnectReason.BANNED, "the coordinator closed it")
