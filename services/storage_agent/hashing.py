@@ -2,10 +2,10 @@
 
 Strategy: hashlib releases the GIL on buffers over 2 KiB, so hashing in native threads runs in
 parallel with the event loop and with each other (~2 GB/s per core). The verifier takes a pool
-of worker threads from its owner: in the storage agent that is gevent's hub threadpool
-(``spawn(fn) -> AsyncResult``, whose ``get()`` yields to other greenlets while waiting), in
-plain code and tests a ``concurrent.futures`` executor (``submit(fn) -> Future``). ``TaskPool``
-hides the difference, so nothing here imports gevent.
+of worker threads from its owner: in the storage agent that is a gevent threadpool, the piece
+pool of ``hash_threads`` workers (``spawn(fn) -> AsyncResult``, whose ``get()`` yields to
+other greenlets while waiting), in plain code and tests a ``concurrent.futures`` executor
+(``submit(fn) -> Future``). ``TaskPool`` hides the difference, so nothing here imports gevent.
 
 Rules:
 - Results and progress callbacks are delivered in the caller's thread (or greenlet), never in a

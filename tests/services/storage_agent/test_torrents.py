@@ -183,6 +183,17 @@ def test_a_mismatching_piece_is_not_written_and_a_matching_one_is() -> None:
     assert store.read_piece(2) == LAYOUT.piece(2)
 
 
+def test_block_digests_come_only_when_the_smart_ban_asks_for_them() -> None:
+    """A failed piece from several senders, or a good copy that judges one, is hashed per block."""
+    store = MemoryStorage(LAYOUT.info)
+    piece, good = memoryview(LAYOUT.piece(3)), LAYOUT.info.piece_hash(3)
+    digests = (hashlib.sha1(LAYOUT.piece(3)).digest(),)  # pieces of 1 KiB: one block each
+    assert hash_and_write(store, 3, piece, bytes(20), trace=True) == (False, None)
+    assert hash_and_write(store, 3, piece, bytes(20), several=True) == (False, digests)
+    assert hash_and_write(store, 3, piece, good, several=True) == (True, None)
+    assert hash_and_write(store, 3, piece, good, trace=True) == (True, digests)
+
+
 def test_open_storage_checks_the_hash_before_anything_is_made(tmp_path: Path) -> None:
     torrent = torrent_from_files("t", [("a", b"x" * 2000)], 1024)
     with pytest.raises(StorageError) as caught:
