@@ -6,7 +6,7 @@ that other hosts can dial. The host follows the rule every agent shares
 when it names one concrete address, else the local address this host uses to reach the
 coordinator (loopback for an ipc coordinator). The port is always the listener's bound port.
 A tracker agent on the same host finds the same address by the same rule, which is how the
-coordinator pairs them (``services/coordinator/announcers.py``).
+coordinator pairs them (``services/coordinator/core/announcers.py``).
 
 Rules:
 - A wrong ``advertise_host`` is the user's to fix: ``ConfigError`` at start, one line.

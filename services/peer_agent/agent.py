@@ -27,7 +27,7 @@ connections stop reading. A passing refusal is sent again a second later (at mos
 ``Rejected("hello_first")`` (the storage agent restarted) makes the link say ``Hello`` and send
 every unanswered piece again, in order; so does a link that heard nothing for
 ``deliveries.RECONNECT_AFTER`` seconds, on a new socket (``storage_link.py``,
-``deliveries.py``). A timer greenlet has the inbox tick the links when a retry, probe,
+``core/deliveries.py``). A timer greenlet has the inbox tick the links when a retry, probe,
 reconnect or timeout is due.
 
 Uploads: one piece cache serves all connections (``piece_reads.py``). A connection asks for a
@@ -45,7 +45,7 @@ Rules:
 - The agent never unchokes a peer on its own: only ``SetChoke`` from the coordinator's choker
   does. ``PeerInterest`` reports each change of a peer's interest in us, its input.
 - Incoming connections obey the same limits and bans as dialled ones, and more
-  (``slots.py``): a few per host, and only part of a torrent's slots. An unknown info hash, a
+  (``core/slots.py``): a few per host, and only part of a torrent's slots. An unknown info hash, a
   banned host, a host at its cap or a full agent with no idle connection to replace closes the
   socket before we answer the handshake; a replaced connection ends with ``replaced``.
 - A command for an unknown or ended peer key is ignored: its ``PeerDisconnected`` is on the way.

@@ -6,7 +6,7 @@ the first 48 bytes of the peer's handshake (``pstrlen``, protocol, reserved bits
 which is all the agent needs to pick the torrent, and hands the socket, the peer's address and
 those bytes to ``on_header``. From then on the socket belongs to whoever ``on_header`` gave it
 to (the agent starts a ``PeerConnection`` with it, or closes it). Which sockets may wait for
-their header, and how long, is the pure ``Backlog`` (``backlog.py``); a sweeper greenlet drops
+their header, and how long, is the pure ``Backlog`` (``core/backlog.py``); a sweeper greenlet drops
 the ones past their deadline.
 
 Rules:

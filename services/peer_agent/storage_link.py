@@ -7,7 +7,7 @@ when ``AttachTorrent.storage_public_key`` names the endpoint's key (tcp only; ip
 CURVE), plain otherwise. It opens with
 ``Hello`` and carries the agent's ``StorePiece`` (plus the piece's buffer, zero-copy) and
 ``ReadBlock`` messages. Every piece sent is kept in the link's ``Deliveries`` until its
-``PieceStored`` arrives (see ``deliveries.py`` for the rules: the window, retries after passing
+``PieceStored`` arrives (see ``core/deliveries.py`` for the rules: the window, retries after passing
 refusals, the resend of everything after a storage restart, probes, the reconnect of a link
 silent for ``RECONNECT_AFTER`` seconds, and the answer timeout).
 The agent actor hands the link what the storage agent says about the link itself (``Welcome``,

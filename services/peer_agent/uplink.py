@@ -12,7 +12,7 @@ uncounted.
 Storage deliveries: ``store_piece`` hands the piece to the storage link, which keeps it (the
 very buffer, never written again) until the storage agent answers ``PieceStored``, sends it
 again after a passing refusal or a storage restart, and drops it after too many refusals (see
-``deliveries.py``). ``storage_busy`` is true while the link's window of unanswered pieces or
+``core/deliveries.py``). ``storage_busy`` is true while the link's window of unanswered pieces or
 its socket's queue is full: the connection stops reading from its peer until it is not.
 """
 
