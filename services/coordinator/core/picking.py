@@ -234,7 +234,7 @@ class PiecePicker:
         self._suspect.pop(peer, None)
         return pieces
 
-    def piece_downloaded(self, piece: int, now: float = 0.0) -> frozenset[Hashable]:
+    def piece_downloaded(self, piece: int, now: float) -> frozenset[Hashable]:
         """All blocks of ``piece`` arrived; it waits for its hash check.
 
         Returns:

@@ -81,7 +81,7 @@ def test_endgame_duplicates_the_last_pieces_and_reports_whom_to_cancel() -> None
     assert p2.pick("lacks-it", bits("1110"), 1) == []
     assert p2.pick("fast", bits("1111"), 1) == [3]
     assert p2.pick("third", bits("1111"), 1) == []  # endgame_copies = 2
-    assert p2.piece_downloaded(3) == frozenset({"slow", "fast"})
+    assert p2.piece_downloaded(3, now=0.0) == frozenset({"slow", "fast"})
     p2.piece_verified(3)
     assert p2.complete
 
@@ -89,7 +89,7 @@ def test_endgame_duplicates_the_last_pieces_and_reports_whom_to_cancel() -> None
 def test_failed_piece_is_fetched_again() -> None:
     p = picker("0", "1")
     assert p.pick("a", bits("1"), 1) == [0]
-    p.piece_downloaded(0)
+    p.piece_downloaded(0, now=0.0)
     assert p.pick("b", bits("1"), 1) == []  # pending hash check: not handed out again
     p.piece_failed(0)
     assert p.pick("b", bits("1"), 1) == [0]
@@ -135,10 +135,10 @@ def test_a_swarm_always_completes(case: tuple[list[list[bool]], int]) -> None:
             if rng.random() < 0.2:
                 p.release(name, piece)
             elif rng.random() < 0.1:
-                p.piece_downloaded(piece)
+                p.piece_downloaded(piece, now=0.0)
                 p.piece_failed(piece)
             else:
-                p.piece_downloaded(piece)
+                p.piece_downloaded(piece, now=0.0)
                 p.piece_verified(piece)
         if set(p.have) == available:
             break
@@ -148,7 +148,7 @@ def test_a_swarm_always_completes(case: tuple[list[list[bool]], int]) -> None:
 def test_a_rejected_piece_goes_to_another_peer_when_one_has_it() -> None:
     p = picker("00", "11", "11")
     assert p.pick("liar", bits("10"), 1) == [0]
-    p.piece_downloaded(0)
+    p.piece_downloaded(0, now=0.0)
     p.piece_failed(0, contributors=["liar"])
     assert p.pick("liar", bits("11"), 2) == [1]
     assert p.pick("honest", bits("11"), 2) == [0]
@@ -157,7 +157,7 @@ def test_a_rejected_piece_goes_to_another_peer_when_one_has_it() -> None:
 def test_a_rejected_piece_returns_to_its_only_source() -> None:
     p = picker("00", "11")
     (first,) = p.pick("only", bits("11"), 1)
-    p.piece_downloaded(first)
+    p.piece_downloaded(first, now=0.0)
     p.piece_failed(first, contributors=["only"])
     assert first in p.pick("only", bits("11"), 2)
 
