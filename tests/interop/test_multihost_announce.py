@@ -21,7 +21,7 @@ how to fix it.
 The seeders keep libtorrent's default ``allow_multiple_connections_per_ip = false`` (the
 loopback test default turns it on): with it on, libtorrent also drops a second connection
 carrying a peer id it already holds, and every announce of ours carries the same peer id
-(``services/coordinator/announcers.py`` notes that trade-off).
+(``services/coordinator/core/announcers.py`` notes that trade-off).
 """
 
 from __future__ import annotations
