@@ -8,8 +8,8 @@ Nothing here touches a socket, a greenlet, a process or the clock: every entry p
 - ``lifecycle``: a torrent's states and the one table of moves between them.
 - ``agent_bookkeeping``: welcoming, vetting, hearing and forgetting agents.
 - ``agents``, ``placement``: the registry of agents and which peer agent dials next.
-- ``torrent``, ``swarm``, ``redial``, ``picking``, ``choking``: one torrent, its swarm of
-  connections and the policies that run it.
+- ``torrent``, ``swarm``, ``peer_record``, ``redial``, ``picking``, ``choking``: one torrent,
+  its swarm of connections and the policies that run it.
 - ``announcing``, ``announcers``: which tracker agents announce each torrent, with which port.
 - ``status``: the status report.
 """
