@@ -50,7 +50,6 @@ from shared.bus import (
     UpdateTransfer,
 )
 from shared.errors import TrackerError
-from shared.runtime import with_context
 from shared.tracker import (
     AnnounceEvent,
     AnnounceFailure,
@@ -77,6 +76,12 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+_CONTEXT = "torviz_context"
+"""The record attribute the service's log formatter shows as ``[ih=...]``: what
+``shared.runtime.logging.with_context`` sets, given here as plain ``logging`` ``extra`` since
+``core/`` imports nothing of ``shared.runtime`` (a test checks both tag a line alike)."""
+_SHORT_HASH = 8  # hex digits of an info hash in log lines, as ``short_hash`` gives them
 
 SUPPORTED_SCHEMES = frozenset({"http", "https", "udp"})
 
@@ -160,6 +165,18 @@ def url_scheme(url: str) -> str:
     """The lower-cased scheme of ``url`` (``""`` when it has none)."""
     head, sep, _ = url.partition("://")
     return head.lower() if sep else ""
+
+
+def _tagged(info_hash: InfoHash) -> dict[str, str]:
+    """The ``extra`` that tags a log line with its torrent, ``[ih=0123abcd]``.
+
+    Args:
+        info_hash: the torrent.
+
+    Returns:
+        The record attributes to log with.
+    """
+    return {_CONTEXT: f"ih={info_hash.hex[:_SHORT_HASH]}"}
 
 
 def _line(text: str) -> str:
@@ -405,7 +422,7 @@ class TrackerAgentCore:
             case TrackerError():
                 # Scraping is optional for a tracker: wait the full interval, at least a minute.
                 torrent.scrape_after[job.url] = now + max(interval, 60.0)
-        with_context(log, info_hash=job.info_hash).info("%s: scrape failed: %s", job.url, outcome)
+        log.info("%s: scrape failed: %s", job.url, outcome, extra=_tagged(job.info_hash))
         return []
 
     # --- helpers ------------------------------------------------------------------------------
@@ -446,7 +463,7 @@ class TrackerAgentCore:
             if torrent.schedule.overdue(url, now):
                 text = f"no reply within {self._patience:g} s, still retrying"
                 torrent.notes[url] = text
-                with_context(log, info_hash=torrent.info_hash).warning("%s: %s", url, text)
+                log.warning("%s: %s", url, text, extra=_tagged(torrent.info_hash))
                 reports.append(self._state(torrent, url, now))
         return reports
 
