@@ -1,26 +1,21 @@
-"""Entry point of ``torviz-coordinator``.
+"""Entry point of ``torviz-coordinator`` and ``python -m services.coordinator``: the command line.
 
-The long-running subcommands (``start``, ``download``) run the coordinator service, so gevent
-patches the standard library first thing, before anything imports threading, sockets, pykka or
-zmq. Short commands (``info``, ``create``, ``status`` ...) stay plain Python: ``create`` hashes in
-real threads.
+Nothing here patches gevent: the quick commands (``info``, ``create``, ``keys``, ``status`` ...)
+stay plain Python (``create`` hashes in real threads), and the long-running ones (``start``,
+``download``) hand their process over to the daemon's own entry point,
+``services.coordinator.daemon``, which patches first thing (see ``cli``).
 """
 
 from __future__ import annotations
 
 import sys
 
-SERVICE_COMMANDS = frozenset({"start", "download"})
+from .cli import main as cli_main
+
+__all__ = ["main"]
 
 
 def main() -> None:
-    if SERVICE_COMMANDS.intersection(sys.argv[1:2]):
-        from gevent import monkey
-
-        monkey.patch_all()
-
-    from .cli import main as cli_main
-
     sys.exit(cli_main())
 
 

@@ -48,13 +48,13 @@ from shared.bus import (
     TorrentAdded,
     VerifyTorrent,
 )
-from shared.runtime import BusSocket, Incoming
 from shared.runtime.curve import CurveServer
+from shared.runtime.sockets import BusSocket, Incoming
 from shared.types import InfoHash
 
 from .core import Coordinator
-from .launcher import AgentProcess, Launcher
-from .locations import Endpoints
+from .daemon.launcher import AgentProcess, Launcher
+from .daemon.locations import Endpoints
 from .session_store import SessionStore
 
 __all__ = ["CoordinatorActor"]

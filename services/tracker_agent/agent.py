@@ -58,10 +58,12 @@ from shared.bus import (
     UpdateTransfer,
 )
 from shared.errors import TrackerError
-from shared.runtime import Incoming, ServiceRunner, with_context
 from shared.runtime.address import HostAdvertiser
 from shared.runtime.agent import AgentOptions
 from shared.runtime.link import CoordinatorLink, CoordinatorLost, LinkRefused, Registered
+from shared.runtime.logging import with_context
+from shared.runtime.service import ServiceRunner
+from shared.runtime.sockets import Incoming
 from shared.tracker import AnnounceEvent, AnnounceFailure, AnnounceResponse
 from shared.types import InfoHash
 

@@ -21,8 +21,8 @@ from typing import Any
 import bencodepy
 import pytest
 
-from services.coordinator.commands.create import hash_pieces, scan_tree
-from services.coordinator.progress import Progress, human_size, render_line
+from services.coordinator.cli.commands.create import hash_pieces, scan_tree
+from services.coordinator.cli.progress import Progress, human_size, render_line
 from shared.create import CreateError, plan_files
 from shared.geometry import TorrentGeometry
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from services.coordinator.locations import find_daemon
+from services.coordinator.daemon.locations import find_daemon
 from shared.runtime.sockets import DaemonUnreachableError, _probe
 
 

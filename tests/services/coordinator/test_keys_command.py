@@ -19,7 +19,7 @@ import pytest
 import zmq.auth
 
 from services.coordinator.cli import main
-from services.coordinator.commands.keys import default_keys_dir
+from services.coordinator.cli.commands.keys import default_keys_dir
 from shared.config import SecurityConfig
 from shared.runtime.curve import (
     authorized_keys,

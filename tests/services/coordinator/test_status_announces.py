@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from services.coordinator.commands.remote import _as_json, _as_text
+from services.coordinator.cli.commands.remote import _as_json, _as_text
 from shared.bus import AnnounceStatus, TorrentState, TorrentStatus, TrackerState, TrackerStatus
 from shared.types import InfoHash
 

@@ -41,13 +41,9 @@ from shared.bus import (  # noqa: E402
     StatusReport,
     StorePiece,
 )
-from shared.runtime import (  # noqa: E402
-    ActorFactory,
-    BusSocket,
-    Incoming,
-    ServiceRunner,
-    setup_logging,
-)
+from shared.runtime.logging import setup_logging  # noqa: E402
+from shared.runtime.service import ActorFactory, ServiceRunner  # noqa: E402
+from shared.runtime.sockets import BusSocket, Incoming  # noqa: E402
 
 
 class Marked(pykka.ThreadingActor):

@@ -22,7 +22,6 @@ import zmq.green
 from shared.bus import Heartbeat, HelloPolicy, ServiceKind, Welcome, make_hello
 from shared.config import SecurityConfig
 from shared.errors import ConfigError
-from shared.runtime import BusSocket, Incoming
 from shared.runtime.curve import (
     CONTROL_ZAP_DOMAIN,
     MAX_KEY_FILE,
@@ -39,6 +38,7 @@ from shared.runtime.curve import (
     load_public_key,
     server_security,
 )
+from shared.runtime.sockets import BusSocket, Incoming
 from shared.runtime.zap import running_zap_handler
 
 WAIT = 5.0

@@ -24,7 +24,6 @@ import zmq.green
 from shared.bus import HelloPolicy, ListTorrents, ServiceKind, Welcome, make_hello
 from shared.config import SecurityConfig
 from shared.errors import ConfigError
-from shared.runtime import BusSocket, ControlClient, DaemonUnreachableError
 from shared.runtime.curve import (
     CurveClient,
     KeyPair,
@@ -40,7 +39,12 @@ from shared.runtime.ipc import (
     owner_of,
     probe_ipc,
 )
-from shared.runtime.sockets import PermissionDeniedError
+from shared.runtime.sockets import (
+    BusSocket,
+    ControlClient,
+    DaemonUnreachableError,
+    PermissionDeniedError,
+)
 from tests.support.users import OtherUser, other_user
 
 WAIT = 5.0

@@ -22,11 +22,10 @@ import zmq
 import zmq.auth
 import zmq.green
 
-from services.coordinator.commands.keys import init_keys
+from services.coordinator.cli.commands.keys import init_keys
 from shared.bus import HelloPolicy, Rejected, RejectReason, ServiceKind, Welcome, make_hello
 from shared.config import SecurityConfig
 from shared.errors import ConfigError
-from shared.runtime import BusSocket, Incoming
 from shared.runtime.curve import (
     MAX_KEY_FILE,
     MAX_METADATA,
@@ -40,6 +39,7 @@ from shared.runtime.curve import (
     role_of_name,
     server_security,
 )
+from shared.runtime.sockets import BusSocket, Incoming
 from shared.runtime.zap import running_zap_handler
 
 WAIT = 5.0

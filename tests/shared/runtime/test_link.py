@@ -36,7 +36,6 @@ from shared.bus import (
     encode_frames,
     make_hello,
 )
-from shared.runtime import Incoming
 from shared.runtime.link import (
     MIN_HEARTBEAT,
     CoordinatorLink,
@@ -50,6 +49,7 @@ from shared.runtime.link import (
     WarnUnanswered,
     process_incarnation,
 )
+from shared.runtime.sockets import Incoming
 from shared.types import InfoHash, PeerAddress
 
 WAIT = 5.0  # seconds any expected message may take

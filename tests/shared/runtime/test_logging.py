@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from shared.errors import ConfigError
-from shared.runtime import setup_logging, short_hash, with_context
+from shared.runtime.logging import setup_logging, short_hash, with_context
 from shared.types import InfoHash, PeerAddress
 
 IH = InfoHash(bytes.fromhex("0123456789abcdef0123456789abcdef01234567"))

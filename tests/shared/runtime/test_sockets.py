@@ -33,7 +33,7 @@ from shared.bus import (
     make_hello,
 )
 from shared.errors import BusError
-from shared.runtime import (
+from shared.runtime.sockets import (
     BusSocket,
     ControlClient,
     DaemonUnreachableError,

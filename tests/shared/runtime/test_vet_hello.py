@@ -14,7 +14,7 @@ import gevent.queue
 import pytest
 
 from shared.bus import Hello, HelloPolicy, Rejected, RejectReason, ServiceKind, Welcome, make_hello
-from shared.runtime import BusSocket, Incoming
+from shared.runtime.sockets import BusSocket, Incoming
 
 POLICY = HelloPolicy(
     service=ServiceKind.COORDINATOR,

@@ -20,7 +20,6 @@ import zmq.green
 from zmq.utils import z85
 
 from shared.bus import Hello, HelloPolicy, ServiceKind, Welcome, make_hello
-from shared.runtime import BusSocket, Incoming
 from shared.runtime.curve import (
     AuthorizedKey,
     CurveClient,
@@ -28,6 +27,7 @@ from shared.runtime.curve import (
     load_keypair,
     load_public_key,
 )
+from shared.runtime.sockets import BusSocket, Incoming
 from shared.runtime.zap import (
     CONTROL_ZAP_DOMAIN,
     MAX_ZAP_FRAME,

@@ -1,6 +1,7 @@
 """The coordinator's composition root, shared by ``start`` (the daemon) and ``download``.
 
-The caller has already run ``gevent.monkey.patch_all()``. ``run_daemon`` first settles who may
+It runs in the daemon's process, whose entry point (``__main__``) has already run
+``gevent.monkey.patch_all()``. ``run_daemon`` first settles who may
 reach the daemon: the state directory (where the default ipc sockets go) is made private
 (0700), and an endpoint that cannot be bound safely is one line and no start (a tcp endpoint
 without keys, an ipc socket in a folder others may enter). Then it takes the state
@@ -28,15 +29,16 @@ import pykka
 from shared.bus import ControlFailed
 from shared.config import Config
 from shared.peer_id import generate_peer_id
-from shared.runtime import ActorFactory, ServiceRunner, setup_logging
 from shared.runtime.curve import control_security, server_security
 from shared.runtime.ipc import make_private_dir
+from shared.runtime.logging import setup_logging
+from shared.runtime.service import ActorFactory, ServiceRunner
 
-from .actor import CoordinatorActor
-from .core import Coordinator
+from ..actor import CoordinatorActor
+from ..core import Coordinator
+from ..session_store import SessionStore, StoreListener
 from .launcher import Launcher
 from .locations import DaemonLock, resolve_endpoints
-from .session_store import SessionStore, StoreListener
 
 __all__ = ["DaemonOptions", "run_daemon"]
 

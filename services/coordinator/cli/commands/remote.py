@@ -48,7 +48,8 @@ from shared.config import SecurityConfig
 from shared.endpoints import is_tcp
 from shared.errors import BusError, TorvizError
 
-from ..core.announcers import host_port, unreachable_hint
+from ...core.announcers import host_port, unreachable_hint
+from ...daemon.locations import find_daemon, load_config_file
 from ..progress import human_size
 from .info import read_torrent_file
 
@@ -110,18 +111,14 @@ def _parser(subparsers: Any, name: str, text: str) -> argparse.ArgumentParser:
 def _security(args: argparse.Namespace, keys_dir: str, key_name: str) -> SecurityConfig:
     """The CLI's ``[security]``: flags, then what ``daemon.json`` names, then the config file."""
     if not args.keys and not keys_dir:
-        from ..locations import load_config_file
-
         configured = load_config_file(None).security
         keys_dir, key_name = configured.keys_dir, configured.key_name
     return SecurityConfig(keys_dir=args.keys or keys_dir, key_name=args.key_name or key_name)
 
 
 def _request(args: argparse.Namespace, message: Message) -> Message:
-    from shared.runtime import control_request
-    from shared.runtime.curve import COORDINATOR_KEY, client_security
-
-    from ..locations import find_daemon
+    from shared.runtime.curve import COORDINATOR_KEY, client_security  # zmq: when it runs
+    from shared.runtime.sockets import control_request
 
     daemon = find_daemon(args.control, args.state_dir)
     curve = None

@@ -56,6 +56,8 @@ from shared.bus import ServiceKind
 from shared.config import Config
 from shared.errors import ConfigError, TorvizError
 
+from ...daemon.locations import default_config_file, load_config_file
+
 __all__ = [
     "AGENT_CONFIG",
     "AGENT_KEYS_DIR",
@@ -95,15 +97,11 @@ _PROGRAMS = {
 
 def default_keys_dir() -> Path:
     """``keys`` in the user config folder (next to ``config.toml``)."""
-    from ..locations import default_config_file
-
     return default_config_file().parent / "keys"
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the ``keys`` subcommand and its ``init`` and ``list`` actions."""
-    from ..locations import default_config_file
-
     parser = subparsers.add_parser(
         "keys",
         help="make the CURVE keys agents on other hosts need",
@@ -173,8 +171,6 @@ class KeysReport:
 
 def run_init(args: argparse.Namespace) -> int:
     """``keys init``: make the keys and print what to do with them."""
-    from ..locations import default_config_file, load_config_file
-
     config_path = Path(args.config) if args.config else default_config_file()
     try:
         config = load_config_file(args.config)

@@ -1,6 +1,10 @@
-"""The one-shot download's watcher: adds the torrent, shows progress, decides when to exit.
+"""The one-shot download: ``download``'s service half, and its watcher.
 
-It runs as one more actor beside the coordinator in the ``download`` process, asking the
+``run`` runs in the daemon's process (the CLI hands ``download`` over to it, see ``serve``): it
+reads the torrent, makes a private state directory, and runs the daemon with one more actor,
+the watcher, which adds the torrent, shows progress, and decides when to exit.
+
+The watcher runs as one more actor beside the coordinator in the ``download`` process, asking the
 coordinator (always with a timeout) for the torrent's status a few times a second. It stops the
 whole process with exit code 0 once every piece is verified and the seed time has passed, or
 with 1 and one line saying why when the download cannot go on: a disk error, an agent that
@@ -9,22 +13,30 @@ keeps crashing, or no peer and no progress for ``stall_timeout`` seconds.
 
 from __future__ import annotations
 
+import argparse
 import logging
+import shutil
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TextIO
 
 import gevent
 import pykka
 
 from shared.bus import AddTorrent, ControlFailed, TorrentState, TorrentStatus
-from shared.runtime import ServiceRunner
+from shared.metainfo import parse_metainfo
+from shared.runtime.service import ServiceRunner
 
-from .actor import CoordinatorActor
+from ..actor import CoordinatorActor
+from ..daemon.locations import load_config_file
+from ..daemon.run import DaemonOptions, run_daemon
+from .commands.info import read_torrent_file
 from .progress import Progress, format_duration, human_size
 
-__all__ = ["DownloadJob", "DownloadWatcher"]
+__all__ = ["DownloadJob", "DownloadWatcher", "run"]
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +64,48 @@ class DownloadJob:
         if self.seed_time is not None and seeded_for >= self.seed_time:
             return True
         return self.seed_ratio is not None and uploaded >= self.seed_ratio * self.total_length
+
+
+def run(args: argparse.Namespace) -> int:
+    """``torviz-coordinator download``: fetch the torrent, maybe seed it, and exit.
+
+    Args:
+        args: the ``download`` command line (see ``commands.download``).
+
+    Returns:
+        0 once every piece is verified and seeding is over, 1 when it cannot go on.
+    """
+    data = read_torrent_file(args.torrent)
+    config = load_config_file(args.config)
+    metainfo = parse_metainfo(data, max_path_depth=config.coordinator.max_path_depth)
+    output = Path(args.output).resolve()
+    output.mkdir(parents=True, exist_ok=True)
+    job = DownloadJob(
+        metainfo=data,
+        name=metainfo.info.name,
+        total_length=metainfo.info.total_length,
+        download_dir=str(output),
+        seed_time=None if args.seed_time is None else max(0.0, args.seed_time),
+        seed_ratio=None if args.seed_ratio is None else max(0.0, args.seed_ratio),
+        stall_timeout=max(1.0, args.stall_timeout),
+    )
+    state_dir = Path(tempfile.mkdtemp(prefix="torviz-"))
+    try:
+        options = DaemonOptions(
+            config=config,
+            config_file=args.config,
+            state_dir=state_dir,
+            download_dir=str(output),
+            log_level=args.log_level or ("INFO" if args.log_file else "OFF"),
+            log_file=str(Path(args.log_file).resolve()) if args.log_file else None,
+            persistent=False,
+        )
+        return run_daemon(
+            options,
+            watcher=lambda coordinator, runner: DownloadWatcher.start(coordinator, runner, job),
+        )
+    finally:
+        shutil.rmtree(state_dir, ignore_errors=True)
 
 
 class DownloadWatcher(pykka.ThreadingActor):
