@@ -101,8 +101,9 @@ def run_torviz(
             stdout=devnull,
             stderr=log,
             env={**os.environ, **(env or {})},
-            # The agents run as `python -m services.<agent>`, which puts the current directory
-            # first on sys.path: run from the measured source, never from the working tree.
+            # The agents run as `python -m torviz.services.<agent>`, which puts the current
+            # directory first on sys.path: run from the measured source, never from the working
+            # tree.
             cwd=(env or {}).get("PYTHONPATH", REPO),
         )
         sampler = TreeSampler(

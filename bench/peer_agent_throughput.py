@@ -39,9 +39,6 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from shared.bus import AssignPieces, AttachTorrent, ConnectPeer, Message, PeerConnected  # noqa: E402
-from shared.bus import WorkWanted as BusWorkWanted  # noqa: E402
-from shared.types import InfoHash, PeerId  # noqa: E402
 from testing.content import (  # noqa: E402
     TorrentFile,
     make_content,
@@ -50,6 +47,9 @@ from testing.content import (  # noqa: E402
 )
 from testing.peer_agent import AgentProcess, Counterparts  # noqa: E402
 from testing.swarm import Swarm  # noqa: E402
+from torviz.shared.bus import AssignPieces, AttachTorrent, ConnectPeer, Message, PeerConnected  # noqa: E402
+from torviz.shared.bus import WorkWanted as BusWorkWanted  # noqa: E402
+from torviz.shared.types import InfoHash, PeerId  # noqa: E402
 
 MIB = 1024 * 1024
 

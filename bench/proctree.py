@@ -47,13 +47,13 @@ _ROLE_CHECKS = 5  # samples over which a new process's role is read again
 
 # Substrings of a command line that name a torviz process, first match wins.
 _ROLES = (
-    ("services.peer_agent", "peer_agent"),
+    ("torviz.services.peer_agent", "peer_agent"),
     ("torviz-peer-agent", "peer_agent"),
-    ("services.storage_agent", "storage_agent"),
+    ("torviz.services.storage_agent", "storage_agent"),
     ("torviz-storage-agent", "storage_agent"),
-    ("services.tracker_agent", "tracker_agent"),
+    ("torviz.services.tracker_agent", "tracker_agent"),
     ("torviz-tracker-agent", "tracker_agent"),
-    ("services.coordinator", "coordinator"),
+    ("torviz.services.coordinator", "coordinator"),
     ("torviz-coordinator", "coordinator"),
 )
 

@@ -189,7 +189,7 @@ def run_torviz_seeder(
             stdout=out_file,
             stderr=log,
             env={**os.environ, **args.env},
-            # The agents run as `python -m services.<agent>`: run from the measured source.
+            # The agents run as `python -m torviz.services.<agent>`: run from the measured source.
             cwd=args.env.get("PYTHONPATH", REPO),
         )
         tree: list[int] = []

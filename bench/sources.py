@@ -71,8 +71,10 @@ def snapshot(cache: Path, rev: str) -> tuple[str, Path]:
     if not (root / "services").is_dir():
         shutil.rmtree(root, ignore_errors=True)
         root.mkdir(parents=True)
+        # Commits since the package took the name torviz have torviz/ (two symlinks) too.
+        named = git("ls-tree", "--name-only", commit, "torviz")
         archive = subprocess.run(
-            ["git", "archive", "--format=tar", commit, "shared", "services"],
+            ["git", "archive", "--format=tar", commit, "shared", "services", *named.split()],
             cwd=REPO,
             capture_output=True,
             check=True,
@@ -83,13 +85,16 @@ def snapshot(cache: Path, rev: str) -> tuple[str, Path]:
 
 
 def freeze_worktree(cache: Path, stamp: str) -> Path:
-    """A copy of the working tree's ``shared`` and ``services`` taken now: other work edits the
-    tree while a benchmark runs, and every run must measure the same code."""
+    """A copy of the working tree's ``shared``, ``services`` and ``torviz`` taken now: other
+    work edits the tree while a benchmark runs, and every run must measure the same code."""
     root = cache / "src" / f"worktree-{stamp}"
     shutil.rmtree(root, ignore_errors=True)
-    for package in ("shared", "services"):
+    for package in ("shared", "services", "torviz"):
         shutil.copytree(
-            REPO / package, root / package, ignore=shutil.ignore_patterns("__pycache__")
+            REPO / package,
+            root / package,
+            symlinks=True,  # torviz/shared and torviz/services stay links to the copies
+            ignore=shutil.ignore_patterns("__pycache__"),
         )
     return root
 

@@ -1,6 +1,6 @@
 """Throughput of the storage agent's piece path: one sender, 1 MiB pieces, over ipc.
 
-Starts the real agent (``python -m services.storage_agent``), plays its coordinator (a ROUTER
+Starts the real agent (``python -m torviz.services.storage_agent``), plays its coordinator (a ROUTER
 on the bus endpoint) and one peer agent (a DEALER on the data endpoint) with plain pyzmq, and
 sends every piece of a single-file torrent of pre-made random data with correct hashes as
 ``StorePiece`` + data frame (zero-copy). The clock runs from the first piece sent to the last
@@ -36,8 +36,8 @@ from typing import Any
 
 import zmq
 
-from shared.bencode import encode
-from shared.bus import (
+from torviz.shared.bencode import encode
+from torviz.shared.bus import (
     Hello,
     OpenTorrent,
     PieceRejected,
@@ -52,7 +52,7 @@ from shared.bus import (
     encode_frames,
     make_hello,
 )
-from shared.types import InfoHash
+from torviz.shared.types import InfoHash
 
 REPO = Path(__file__).resolve().parents[1]
 WAIT_MS = 30_000
@@ -115,7 +115,7 @@ def run(size: int, piece_length: int, save_root: str, hash_threads: int, warm: b
     context: zmq.Context[Any] = zmq.Context()
     bus = context.socket(zmq.ROUTER)
     bus.bind(f"ipc://{workdir}/bus")
-    argv = [sys.executable, "-m", "services.storage_agent", "--bus", f"ipc://{workdir}/bus"]
+    argv = [sys.executable, "-m", "torviz.services.storage_agent", "--bus", f"ipc://{workdir}/bus"]
     argv += ["--data", f"ipc://{workdir}/data", "--config", str(config), "--log-level", "WARNING"]
     agent = subprocess.Popen(argv, cwd=REPO)
     try:

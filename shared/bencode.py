@@ -49,7 +49,7 @@ from typing import Any, NoReturn, TypeAlias
 
 import bencodepy
 
-from shared.errors import BencodeError
+from torviz.shared.errors import BencodeError
 
 __all__ = [
     "DEFAULT_LIMITS",

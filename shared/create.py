@@ -29,11 +29,11 @@ import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from shared import metainfo
-from shared.bencode import encode
-from shared.errors import MetainfoError, TorvizError
-from shared.geometry import TorrentGeometry
-from shared.paths import check_component
+from torviz.shared import metainfo
+from torviz.shared.bencode import encode
+from torviz.shared.errors import MetainfoError, TorvizError
+from torviz.shared.geometry import TorrentGeometry
+from torviz.shared.paths import check_component
 
 __all__ = [
     "BLOCK_SIZE",

@@ -26,7 +26,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
-from shared.errors import ConfigError
+from torviz.shared.errors import ConfigError
 
 __all__ = ["MAX_ENDPOINT", "Endpoint", "is_local", "is_tcp", "parse_endpoint"]
 

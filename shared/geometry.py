@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from itertools import accumulate
 from typing import TypeGuard
 
-from shared.types import BlockRef, PieceIndex
+from torviz.shared.types import BlockRef, PieceIndex
 
 __all__ = [
     "DEFAULT_BLOCK_SIZE",

@@ -29,8 +29,8 @@ import ipaddress
 import re
 from dataclasses import dataclass
 
-from shared.errors import MagnetError
-from shared.types import InfoHash, PeerAddress
+from torviz.shared.errors import MagnetError
+from torviz.shared.types import InfoHash, PeerAddress
 
 __all__ = [
     "MAX_FILE_INDEX",

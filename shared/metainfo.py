@@ -44,11 +44,17 @@ import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from shared.bencode import DEFAULT_LIMITS, BencodeLimits, Value, decode_prefix, decode_with_spans
-from shared.errors import BencodeError, MetainfoError
-from shared.geometry import TorrentGeometry
-from shared.paths import DEFAULT_MAX_PATH_DEPTH, safe_relative_path
-from shared.types import InfoHash
+from torviz.shared.bencode import (
+    DEFAULT_LIMITS,
+    BencodeLimits,
+    Value,
+    decode_prefix,
+    decode_with_spans,
+)
+from torviz.shared.errors import BencodeError, MetainfoError
+from torviz.shared.geometry import TorrentGeometry
+from torviz.shared.paths import DEFAULT_MAX_PATH_DEPTH, safe_relative_path
+from torviz.shared.types import InfoHash
 
 __all__ = [
     "MAX_FILES",

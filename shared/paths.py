@@ -31,7 +31,7 @@ import ntpath
 import os
 from collections.abc import Sequence
 
-from shared.errors import MetainfoError
+from torviz.shared.errors import MetainfoError
 
 __all__ = [
     "DEFAULT_MAX_PATH_DEPTH",

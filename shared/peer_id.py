@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from importlib import metadata
 
-from shared.types import PeerId
+from torviz.shared.types import PeerId
 
 __all__ = ["TORVIZ_CLIENT_CODE", "ClientInfo", "generate_peer_id", "identify_client"]
 

@@ -4,8 +4,8 @@ on several machines.
 Strategy: `TorvizCluster` runs `torviz-coordinator keys init` on the coordinator's host, writes
 one config per process (the shared part: bus, data endpoint, heartbeats; then its
 `[security]`), starts `torviz-coordinator start` with `embedded_agents = false`, and each agent
-as `python -m services.<kind> --coordinator BUS --agent-id ID --keys DIR --config FILE` on its
-host. Agents on the coordinator's host use their key bundles (`agents/NAME/`) in place; an
+as `python -m torviz.services.<kind> --coordinator BUS --agent-id ID --keys DIR --config FILE`
+on its host. Agents on the coordinator's host use their key bundles (`agents/NAME/`) in place; an
 agent elsewhere gets a copy, as deploy/README.md says. The CLI (`status --json`, `add`,
 `shutdown`) runs on the coordinator's host too, against the daemon's state directory.
 
@@ -32,7 +32,7 @@ from testing.hosts import HostProcess, HostsError, NamespaceHosts
 
 __all__ = ["COORDINATOR", "TorvizCluster", "summary"]
 
-COORDINATOR = [sys.executable, "-m", "services.coordinator"]
+COORDINATOR = [sys.executable, "-m", "torviz.services.coordinator"]
 _START_TIMEOUT_S = 30.0
 _POLL_S = 0.5
 _CLI_NOISE = "welcomed cli"
@@ -241,7 +241,7 @@ class TorvizCluster:
         argv = [
             sys.executable,
             "-m",
-            f"services.{kind}",
+            f"torviz.services.{kind}",
             "--coordinator",
             self.bus,
             "--agent-id",

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from shared.types import InfoHash
+from torviz.shared.types import InfoHash
 
 __all__ = [
     "ContentSpec",

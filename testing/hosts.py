@@ -34,10 +34,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
-from shared.errors import TorvizError
 from testing.lt_peer import LtPeerConfig
 from testing.opentracker import InfoHashLike, OpenTracker
 from testing.swarm import LtPeer, Swarm
+from torviz.shared.errors import TorvizError
 
 __all__ = [
     "NETNS_SCRIPT",

@@ -44,9 +44,9 @@ from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any, Literal, Self, TypeVar
 
-from shared.types import InfoHash, PeerAddress
 from testing.processes import ManagedProcess, SwarmError, process_exists
 from testing.swarm import OPENTRACKER_BINARY, free_port
+from torviz.shared.types import InfoHash, PeerAddress
 
 __all__ = ["InfoHashLike", "OpenTracker", "announce_probe", "listener_count", "start_opentracker"]
 

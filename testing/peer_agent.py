@@ -34,7 +34,8 @@ from typing import TypeVar
 
 import zmq
 
-from shared.bus import (
+from testing.swarm import next_loopback_address
+from torviz.shared.bus import (
     Heartbeat,
     Hello,
     HelloPolicy,
@@ -50,15 +51,14 @@ from shared.bus import (
     decode_frames,
     encode_frames,
 )
-from shared.types import InfoHash
-from testing.swarm import next_loopback_address
+from torviz.shared.types import InfoHash
 
 REPO = Path(__file__).resolve().parents[1]
 M = TypeVar("M", bound=Message)
 
 
 class AgentProcess:
-    """``python -m services.peer_agent`` as a child process; ``stop`` always reaps it.
+    """``python -m torviz.services.peer_agent`` as a child process; ``stop`` always reaps it.
 
     Unless ``extra`` names its own ``--config``, the agent gets a config file whose
     ``[peer_agent]`` section is ``settings`` plus a ``listen_host`` of its own on loopback
@@ -89,7 +89,7 @@ class AgentProcess:
                 [
                     sys.executable,
                     "-m",
-                    "services.peer_agent",
+                    "torviz.services.peer_agent",
                     "--coordinator",
                     bus,
                     "--agent-id",

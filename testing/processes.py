@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from shared.errors import TorvizError
+from torviz.shared.errors import TorvizError
 
 __all__ = ["ManagedProcess", "SwarmError", "kill_leftovers", "process_exists"]
 

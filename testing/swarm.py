@@ -28,9 +28,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
-from shared.types import PeerAddress
 from testing.lt_peer import LtPeerConfig, PeerConfigError, PeerStatus
 from testing.processes import ManagedProcess, SwarmError
+from torviz.shared.types import PeerAddress
 
 if TYPE_CHECKING:
     from testing.opentracker import InfoHashLike, OpenTracker

@@ -1,4 +1,5 @@
-"""Entry point of ``torviz-coordinator`` and ``python -m services.coordinator``: the command line.
+"""Entry point of ``torviz-coordinator`` and ``python -m torviz.services.coordinator``: the
+command line.
 
 Nothing here patches gevent: the quick commands (``info``, ``create``, ``keys``, ``status`` ...)
 stay plain Python (``create`` hashes in real threads), and the long-running ones (``start``,

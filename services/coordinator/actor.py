@@ -28,7 +28,7 @@ from typing import Any
 import gevent
 import pykka
 
-from shared.bus import (
+from torviz.shared.bus import (
     AddTorrent,
     ControlFailed,
     GetStatus,
@@ -48,9 +48,9 @@ from shared.bus import (
     TorrentAdded,
     VerifyTorrent,
 )
-from shared.runtime.curve import CurveServer
-from shared.runtime.sockets import BusSocket, Incoming
-from shared.types import InfoHash
+from torviz.shared.runtime.curve import CurveServer
+from torviz.shared.runtime.sockets import BusSocket, Incoming
+from torviz.shared.types import InfoHash
 
 from .core import Coordinator
 from .daemon.launcher import AgentProcess, Launcher

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import gevent.threadpool
 
-from shared.types import InfoHash
+from torviz.shared.types import InfoHash
 
 from .core.torrent import Torrent
 

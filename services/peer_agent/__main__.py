@@ -17,10 +17,10 @@ import ctypes  # noqa: E402
 import ctypes.util  # noqa: E402
 import sys  # noqa: E402
 
-from shared.errors import ConfigError  # noqa: E402
-from shared.runtime.agent import AgentOptions, parse_agent_args, run_agent  # noqa: E402
-from shared.runtime.curve import client_security, load_keypair  # noqa: E402
-from shared.runtime.service import ActorFactory, ServiceRunner  # noqa: E402
+from torviz.shared.errors import ConfigError  # noqa: E402
+from torviz.shared.runtime.agent import AgentOptions, parse_agent_args, run_agent  # noqa: E402
+from torviz.shared.runtime.curve import client_security, load_keypair  # noqa: E402
+from torviz.shared.runtime.service import ActorFactory, ServiceRunner  # noqa: E402
 
 from .address import resolve_advertise_host  # noqa: E402
 from .agent import PeerAgent  # noqa: E402

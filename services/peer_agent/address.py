@@ -16,8 +16,8 @@ Rules:
 
 from __future__ import annotations
 
-from shared.runtime.address import WILDCARDS, HostAdvertiser, coordinator_host, resolve_host
-from shared.types import PeerAddress
+from torviz.shared.runtime.address import WILDCARDS, HostAdvertiser, coordinator_host, resolve_host
+from torviz.shared.types import PeerAddress
 
 __all__ = ["WILDCARDS", "Advertiser", "coordinator_host", "resolve_advertise_host"]
 

@@ -68,14 +68,14 @@ import gevent.event
 import pykka
 import zmq
 
-from shared import bus
-from shared.bus import DisconnectReason
-from shared.errors import ConfigError
-from shared.runtime.link import CoordinatorLink, CoordinatorLost, LinkRefused, Registered
-from shared.runtime.service import EXIT_FAILURE, EXIT_OK
-from shared.runtime.sockets import Incoming
-from shared.types import InfoHash, PeerAddress, PeerId
-from shared.wire.handshake import HandshakeHeader
+from torviz.shared import bus
+from torviz.shared.bus import DisconnectReason
+from torviz.shared.errors import ConfigError
+from torviz.shared.runtime.link import CoordinatorLink, CoordinatorLost, LinkRefused, Registered
+from torviz.shared.runtime.service import EXIT_FAILURE, EXIT_OK
+from torviz.shared.runtime.sockets import Incoming
+from torviz.shared.types import InfoHash, PeerAddress, PeerId
+from torviz.shared.wire.handshake import HandshakeHeader
 
 from .address import Advertiser
 from .connection import PeerConnection

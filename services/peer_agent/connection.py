@@ -57,11 +57,11 @@ import gevent
 import gevent.event
 import pykka
 
-from shared import bus
-from shared.bus import DisconnectReason
-from shared.errors import TorvizError
-from shared.runtime.logging import with_context
-from shared.types import PeerAddress
+from torviz.shared import bus
+from torviz.shared.bus import DisconnectReason
+from torviz.shared.errors import TorvizError
+from torviz.shared.runtime.logging import with_context
+from torviz.shared.types import PeerAddress
 
 from .core.commands import Acquired, Assign, Disconnect, Revoke, SetChoked
 from .core.events import Closed, Event, HandshakeDone, PeerInfo, PieceCompleted, PiecesGivenBack

@@ -34,9 +34,13 @@ from typing import Any
 
 import gevent
 
-from shared.errors import WireError
-from shared.types import PeerAddress, normalize_host
-from shared.wire.handshake import HANDSHAKE_HEADER_LENGTH, HandshakeHeader, decode_handshake_header
+from torviz.shared.errors import WireError
+from torviz.shared.types import PeerAddress, normalize_host
+from torviz.shared.wire.handshake import (
+    HANDSHAKE_HEADER_LENGTH,
+    HandshakeHeader,
+    decode_handshake_header,
+)
 
 from .core.backlog import (
     HEADER_TIMEOUT,

@@ -20,8 +20,8 @@ from collections.abc import Callable
 
 import gevent.event
 
-from shared import bus
-from shared.types import InfoHash
+from torviz.shared import bus
+from torviz.shared.types import InfoHash
 
 from .core.piece_cache import Outcome, PieceCache, Read, ReadError
 from .core.torrents import Torrent

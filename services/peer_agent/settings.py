@@ -15,8 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
 
-from shared.config import PeerAgentConfig
-from shared.runtime.curve import CurveClient, KeyPair
+from torviz.shared.config import PeerAgentConfig
+from torviz.shared.runtime.curve import CurveClient, KeyPair
 
 from .connection import CONNECT_TIMEOUT
 from .core.pipeline import QueueDepthPolicy

@@ -33,13 +33,13 @@ import logging
 import time
 from collections.abc import Callable
 
-from shared import bus
-from shared.bus.hello import routing_identity
-from shared.endpoints import parse_endpoint
-from shared.errors import ConfigError
-from shared.runtime.curve import CurveClient, KeyPair, check_public_key
-from shared.runtime.link import process_incarnation
-from shared.runtime.sockets import BusSocket, Incoming
+from torviz.shared import bus
+from torviz.shared.bus.hello import routing_identity
+from torviz.shared.endpoints import parse_endpoint
+from torviz.shared.errors import ConfigError
+from torviz.shared.runtime.curve import CurveClient, KeyPair, check_public_key
+from torviz.shared.runtime.link import process_incarnation
+from torviz.shared.runtime.sockets import BusSocket, Incoming
 
 from .core.deliveries import Deliveries, Delivery, Verdict
 

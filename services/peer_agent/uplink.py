@@ -26,9 +26,9 @@ from typing import Any, Protocol
 import gevent.event
 import pykka
 
-from shared import bus
-from shared.runtime.link import CoordinatorLink
-from shared.types import InfoHash, PeerId
+from torviz.shared import bus
+from torviz.shared.runtime.link import CoordinatorLink
+from torviz.shared.types import InfoHash, PeerId
 
 from .core.piece_cache import ReadError
 from .core.session import PeerSession

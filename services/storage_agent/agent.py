@@ -51,7 +51,7 @@ import gevent.threadpool
 import pykka
 import zmq
 
-from shared.bus import (
+from torviz.shared.bus import (
     AgentInfo,
     CheckProgress,
     CloseTorrent,
@@ -67,12 +67,12 @@ from shared.bus import (
     Shutdown,
     StorePiece,
 )
-from shared.endpoints import parse_endpoint
-from shared.errors import ConfigError
-from shared.runtime.address import WILDCARDS, HostAdvertiser, coordinator_host
-from shared.runtime.link import CoordinatorLink, CoordinatorLost, LinkRefused, Registered
-from shared.runtime.service import EXIT_FAILURE, EXIT_OK, ServiceRunner
-from shared.runtime.sockets import BusSocket, Incoming
+from torviz.shared.endpoints import parse_endpoint
+from torviz.shared.errors import ConfigError
+from torviz.shared.runtime.address import WILDCARDS, HostAdvertiser, coordinator_host
+from torviz.shared.runtime.link import CoordinatorLink, CoordinatorLost, LinkRefused, Registered
+from torviz.shared.runtime.service import EXIT_FAILURE, EXIT_OK, ServiceRunner
+from torviz.shared.runtime.sockets import BusSocket, Incoming
 
 from .control import Control
 from .core.torrents import Refusal, TorrentTable

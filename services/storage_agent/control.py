@@ -41,7 +41,7 @@ from typing import Any
 import gevent
 import gevent.pool
 
-from shared.bus import (
+from torviz.shared.bus import (
     CloseTorrent,
     Message,
     OpenTorrent,
@@ -51,8 +51,8 @@ from shared.bus import (
     TorrentOpened,
     clip_text,
 )
-from shared.runtime.logging import ContextAdapter, with_context
-from shared.types import InfoHash
+from torviz.shared.runtime.logging import ContextAdapter, with_context
+from torviz.shared.types import InfoHash
 
 from . import jobs
 from .core.errors import is_expected_failure, storage_failed

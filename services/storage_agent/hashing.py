@@ -36,8 +36,8 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Executor
 from typing import Any, Protocol, TypeVar, cast
 
-from shared.bitfield import Bitfield
-from shared.metainfo import InfoDict
+from torviz.shared.bitfield import Bitfield
+from torviz.shared.metainfo import InfoDict
 
 from .core.errors import StorageError
 from .core.storage import MISSING_DATA_REASONS, Buffer, Storage

@@ -40,13 +40,13 @@ from typing import Any, TypeVar
 
 import gevent
 
-from shared.bitfield import Bitfield
-from shared.bus import (
+from torviz.shared.bitfield import Bitfield
+from torviz.shared.bus import (
     CheckProgress,
     OpenTorrent,
 )
-from shared.runtime.logging import with_context
-from shared.types import InfoHash
+from torviz.shared.runtime.logging import with_context
+from torviz.shared.types import InfoHash
 
 from .core.fastresume import ResumeRecord, make_record, plan_open, union
 from .core.storage import Storage

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from shared.metainfo import InfoDict
+from torviz.shared.metainfo import InfoDict
 
 from .core.storage import FileState, Storage
 from .store import native_lock

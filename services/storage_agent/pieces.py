@@ -53,7 +53,7 @@ import gevent.lock
 import gevent.pool
 import pykka
 
-from shared.bus import (
+from torviz.shared.bus import (
     BLOCK_LENGTH,
     BlockRead,
     CorruptBlocksTraced,
@@ -68,9 +68,9 @@ from shared.bus import (
     clip_name,
     clip_text,
 )
-from shared.runtime.logging import ContextAdapter, with_context
-from shared.runtime.sockets import Incoming
-from shared.types import InfoHash
+from torviz.shared.runtime.logging import ContextAdapter, with_context
+from torviz.shared.runtime.sockets import Incoming
+from torviz.shared.types import InfoHash
 
 from .core.errors import is_expected_failure, storage_failed
 from .core.smart_ban import BlockLedger, block_digests, senders_of_blocks

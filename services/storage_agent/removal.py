@@ -23,8 +23,8 @@ import os
 import stat
 from collections.abc import Sequence
 
-from shared.errors import MetainfoError
-from shared.paths import check_component
+from torviz.shared.errors import MetainfoError
+from torviz.shared.paths import check_component
 
 from .core.errors import StorageError, storage_error_from_os
 

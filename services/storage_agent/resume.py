@@ -35,9 +35,9 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from shared.bitfield import Bitfield, BitfieldError
-from shared.metainfo import MAX_FILES, MAX_PIECES
-from shared.types import InfoHash
+from torviz.shared.bitfield import Bitfield, BitfieldError
+from torviz.shared.metainfo import MAX_FILES, MAX_PIECES
+from torviz.shared.types import InfoHash
 
 from .core.fastresume import FileRecord, ResumeRecord
 from .store import native_lock

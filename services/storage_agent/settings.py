@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from shared.runtime.curve import CurveClient, CurveServer
+    from torviz.shared.runtime.curve import CurveClient, CurveServer
 
 __all__ = ["AgentSettings"]
 

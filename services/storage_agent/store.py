@@ -43,9 +43,9 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from shared.metainfo import InfoDict, parse_info_dict
-from shared.paths import MAX_PATH_DEPTH_CEILING, resolve_inside
-from shared.types import InfoHash
+from torviz.shared.metainfo import InfoDict, parse_info_dict
+from torviz.shared.paths import MAX_PATH_DEPTH_CEILING, resolve_inside
+from torviz.shared.types import InfoHash
 
 from .core.errors import StorageError, storage_error_from_os
 from .core.storage import MISSING_DATA_REASONS, FileState, Storage

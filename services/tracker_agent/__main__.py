@@ -21,11 +21,11 @@ import argparse  # noqa: E402
 import sys  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
 
-from shared.errors import ConfigError  # noqa: E402
-from shared.runtime.address import resolve_host  # noqa: E402
-from shared.runtime.agent import parse_agent_args, run_agent  # noqa: E402
-from shared.runtime.curve import client_security  # noqa: E402
-from shared.runtime.service import ActorFactory, ServiceRunner  # noqa: E402
+from torviz.shared.errors import ConfigError  # noqa: E402
+from torviz.shared.runtime.address import resolve_host  # noqa: E402
+from torviz.shared.runtime.agent import parse_agent_args, run_agent  # noqa: E402
+from torviz.shared.runtime.curve import client_security  # noqa: E402
+from torviz.shared.runtime.service import ActorFactory, ServiceRunner  # noqa: E402
 
 from .agent import ADVERTISE_KEY, TrackerAgent  # noqa: E402
 

@@ -47,7 +47,7 @@ import gevent
 import gevent.pool
 import pykka
 
-from shared.bus import (
+from torviz.shared.bus import (
     AgentInfo,
     Message,
     ServiceKind,
@@ -57,15 +57,15 @@ from shared.bus import (
     UntrackTorrent,
     UpdateTransfer,
 )
-from shared.errors import TrackerError
-from shared.runtime.address import HostAdvertiser
-from shared.runtime.agent import AgentOptions
-from shared.runtime.link import CoordinatorLink, CoordinatorLost, LinkRefused, Registered
-from shared.runtime.logging import with_context
-from shared.runtime.service import ServiceRunner
-from shared.runtime.sockets import Incoming
-from shared.tracker import AnnounceEvent, AnnounceFailure, AnnounceResponse
-from shared.types import InfoHash
+from torviz.shared.errors import TrackerError
+from torviz.shared.runtime.address import HostAdvertiser
+from torviz.shared.runtime.agent import AgentOptions
+from torviz.shared.runtime.link import CoordinatorLink, CoordinatorLost, LinkRefused, Registered
+from torviz.shared.runtime.logging import with_context
+from torviz.shared.runtime.service import ServiceRunner
+from torviz.shared.runtime.sockets import Incoming
+from torviz.shared.tracker import AnnounceEvent, AnnounceFailure, AnnounceResponse
+from torviz.shared.types import InfoHash
 
 from .core.tracking import (
     AnnounceJob,
@@ -81,7 +81,7 @@ from .http_client import announce_http, format_seconds, scrape_http
 from .udp_client import UdpTrackerClient
 
 if TYPE_CHECKING:
-    from shared.runtime.curve import CurveClient
+    from torviz.shared.runtime.curve import CurveClient
 
 __all__ = [
     "ADVERTISE_KEY",

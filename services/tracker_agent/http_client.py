@@ -35,8 +35,8 @@ from functools import cache
 from importlib import metadata
 from typing import Protocol, TypeVar
 
-from shared.errors import TrackerError
-from shared.tracker import (
+from torviz.shared.errors import TrackerError
+from torviz.shared.tracker import (
     MAX_RESPONSE_SIZE,
     AnnounceFailure,
     AnnounceRequest,
@@ -48,7 +48,7 @@ from shared.tracker import (
     parse_scrape_response,
     scrape_url,
 )
-from shared.types import InfoHash
+from torviz.shared.types import InfoHash
 
 __all__ = [
     "MAX_REDIRECTS",

@@ -30,8 +30,8 @@ from dataclasses import dataclass
 from functools import partial
 from typing import TypeVar
 
-from shared.errors import TrackerError
-from shared.tracker import (
+from torviz.shared.errors import TrackerError
+from torviz.shared.tracker import (
     AnnounceFailure,
     AnnounceRequest,
     AnnounceResponse,
@@ -45,7 +45,7 @@ from shared.tracker import (
     decode_scrape_response,
     encode_request,
 )
-from shared.types import InfoHash
+from torviz.shared.types import InfoHash
 
 from .core.udp_exchange import Connection, RetransmitPolicy, UdpExchange
 from .http_client import describe_network_error

@@ -2,7 +2,7 @@
 
 Services import from here only::
 
-    from shared.bus import PieceVerified, decode_frames, encode_frames
+    from torviz.shared.bus import PieceVerified, decode_frames, encode_frames
 
 ``schema`` holds every message (one frozen dataclass each, a stable tag), ``vocabulary`` the
 bounds, enums and reason codes they are made of (with ``clip_text`` and ``batches`` for senders),

@@ -45,8 +45,8 @@ from typing import Annotated, Any, Union, get_args, get_origin, get_type_hints
 
 import msgpack  # type: ignore[import-untyped]
 
-from shared.errors import BusError
-from shared.types import InfoHash, PeerAddress, PeerId
+from torviz.shared.errors import BusError
+from torviz.shared.types import InfoHash, PeerAddress, PeerId
 
 from .fields import (
     BoolField,

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from enum import Enum, IntEnum
 from typing import Any
 
-from shared.types import InfoHash, PeerAddress, PeerId
+from torviz.shared.types import InfoHash, PeerAddress, PeerId
 
 __all__ = [
     "BoolField",

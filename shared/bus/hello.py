@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from shared.errors import BusError
+from torviz.shared.errors import BusError
 
 from .codec import SCHEMA_DIGEST
 from .schema import BUS_PROTOCOL_VERSION

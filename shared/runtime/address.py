@@ -25,9 +25,9 @@ import contextlib
 import logging
 import socket
 
-from shared.endpoints import parse_endpoint
-from shared.errors import ConfigError
-from shared.types import normalize_host
+from torviz.shared.endpoints import parse_endpoint
+from torviz.shared.errors import ConfigError
+from torviz.shared.types import normalize_host
 
 __all__ = ["WILDCARDS", "HostAdvertiser", "coordinator_host", "resolve_host"]
 

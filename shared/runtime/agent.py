@@ -31,8 +31,8 @@ from typing import Any
 
 import gevent
 
-from shared.config import Config, parse_config
-from shared.errors import ConfigError
+from torviz.shared.config import Config, parse_config
+from torviz.shared.errors import ConfigError
 
 from .logging import LOG_LEVELS, setup_logging
 from .service import ActorFactory, ServiceRunner

@@ -29,7 +29,7 @@ import zmq
 import zmq.green
 from zmq.utils.monitor import recv_monitor_message
 
-from shared.bus import (
+from torviz.shared.bus import (
     MAX_DATA_BYTES,
     Message,
     Rejected,
@@ -40,8 +40,8 @@ from shared.bus import (
     make_hello,
     raise_if_rejected,
 )
-from shared.endpoints import is_tcp
-from shared.errors import BusError
+from torviz.shared.endpoints import is_tcp
+from torviz.shared.errors import BusError
 
 from .curve import CurveClient
 from .ipc import IpcState, ipc_path, owner_of, probe_ipc

@@ -26,9 +26,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from shared.config import SecurityConfig
-from shared.endpoints import parse_endpoint
-from shared.errors import ConfigError
+from torviz.shared.config import SecurityConfig
+from torviz.shared.endpoints import parse_endpoint
+from torviz.shared.errors import ConfigError
 
 from .handshakes import HandshakeWatch, ServerHandshakeWatch
 from .ipc import check_ipc_folder

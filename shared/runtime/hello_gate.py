@@ -30,7 +30,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from shared.bus import (
+from torviz.shared.bus import (
     Goodbye,
     Hello,
     HelloPolicy,

@@ -27,8 +27,8 @@ import stat
 from pathlib import Path
 from typing import Any
 
-from shared.endpoints import parse_endpoint
-from shared.errors import ConfigError
+from torviz.shared.endpoints import parse_endpoint
+from torviz.shared.errors import ConfigError
 
 __all__ = [
     "FOLDER_MODE",

@@ -39,8 +39,8 @@ from pathlib import Path
 import zmq
 from zmq.utils import z85
 
-from shared.bus import ServiceKind
-from shared.errors import ConfigError
+from torviz.shared.bus import ServiceKind
+from torviz.shared.errors import ConfigError
 
 __all__ = [
     "AGENT_ROLES",

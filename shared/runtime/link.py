@@ -52,7 +52,7 @@ import gevent
 import gevent.event
 import pykka
 
-from shared.bus import (
+from torviz.shared.bus import (
     AgentInfo,
     Goodbye,
     Heartbeat,
@@ -63,7 +63,7 @@ from shared.bus import (
     Welcome,
     make_hello,
 )
-from shared.bus.hello import routing_identity
+from torviz.shared.bus.hello import routing_identity
 
 from .service import EXIT_CONFIG, EXIT_FAILURE
 from .sockets import BusSocket, Incoming

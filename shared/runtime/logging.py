@@ -30,8 +30,8 @@ import time
 from collections.abc import MutableMapping
 from typing import Any, TextIO
 
-from shared.errors import ConfigError
-from shared.types import InfoHash, PeerAddress
+from torviz.shared.errors import ConfigError
+from torviz.shared.types import InfoHash, PeerAddress
 
 __all__ = ["LOG_LEVELS", "ContextAdapter", "setup_logging", "short_hash", "with_context"]
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import zmq
 
-from shared.errors import ConfigError
+from torviz.shared.errors import ConfigError
 
 __all__ = ["MAX_FRAMES", "needs_keys", "recv_bounded"]
 

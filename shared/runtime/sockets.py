@@ -59,7 +59,7 @@ import pykka
 import zmq
 import zmq.green
 
-from shared.bus import (
+from torviz.shared.bus import (
     MAX_DATA_BYTES,
     Heartbeat,
     Hello,
@@ -70,8 +70,8 @@ from shared.bus import (
     decode_frames,
     encode_frames,
 )
-from shared.endpoints import is_tcp
-from shared.errors import BusError
+from torviz.shared.endpoints import is_tcp
+from torviz.shared.errors import BusError
 
 from .control import (
     ControlClient,

@@ -57,7 +57,7 @@ import zmq
 import zmq.green
 from zmq.utils import z85
 
-from shared.errors import ConfigError
+from torviz.shared.errors import ConfigError
 
 from .curve import (
     CONTROL_ZAP_DOMAIN,

@@ -5,14 +5,14 @@ safety bounds); ``http`` and ``scrape`` build URLs and parse bencoded replies; `
 and decodes every BEP 15 packet; ``peers`` reads and writes the peer lists inside them.
 """
 
-from shared.tracker.http import (
+from torviz.shared.tracker.http import (
     MAX_RESPONSE_SIZE,
     TRACKER_LIMITS,
     build_announce_url,
     parse_announce_response,
     percent_encode,
 )
-from shared.tracker.model import (
+from torviz.shared.tracker.model import (
     DEFAULT_ANNOUNCE_INTERVAL,
     FAILURE_CODES,
     MAX_ANNOUNCE_INTERVAL,
@@ -26,15 +26,15 @@ from shared.tracker.model import (
     TrackerPeer,
     clamp_interval,
 )
-from shared.tracker.peers import (
+from torviz.shared.tracker.peers import (
     decode_compact_v4,
     decode_compact_v6,
     decode_peer_dicts,
     encode_compact_v4,
     encode_compact_v6,
 )
-from shared.tracker.scrape import build_scrape_url, parse_scrape_response, scrape_url
-from shared.tracker.udp import (
+from torviz.shared.tracker.scrape import build_scrape_url, parse_scrape_response, scrape_url
+from torviz.shared.tracker.udp import (
     CONNECTION_ID_LIFETIME,
     MAX_SCRAPE_HASHES,
     PROTOCOL_ID,

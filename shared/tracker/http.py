@@ -25,9 +25,9 @@ Rules:
 
 from __future__ import annotations
 
-from shared.bencode import BencodeLimits, Value, decode
-from shared.errors import BencodeError, TrackerError
-from shared.tracker.model import (
+from torviz.shared.bencode import BencodeLimits, Value, decode
+from torviz.shared.errors import BencodeError, TrackerError
+from torviz.shared.tracker.model import (
     DEFAULT_ANNOUNCE_INTERVAL,
     MAX_PEERS_PER_REPLY,
     AnnounceFailure,
@@ -37,8 +37,8 @@ from shared.tracker.model import (
     clamp_interval,
     tracker_text,
 )
-from shared.tracker.peers import decode_compact_v4, decode_compact_v6, decode_peer_dicts
-from shared.types import PeerAddress
+from torviz.shared.tracker.peers import decode_compact_v4, decode_compact_v6, decode_peer_dicts
+from torviz.shared.types import PeerAddress
 
 __all__ = [
     "MAX_RESPONSE_SIZE",

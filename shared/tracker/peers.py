@@ -21,10 +21,10 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable, Sequence
 
-from shared.bencode import Value
-from shared.errors import TrackerError
-from shared.tracker.model import MAX_PEERS_PER_REPLY, TrackerPeer
-from shared.types import PeerAddress, PeerId
+from torviz.shared.bencode import Value
+from torviz.shared.errors import TrackerError
+from torviz.shared.tracker.model import MAX_PEERS_PER_REPLY, TrackerPeer
+from torviz.shared.types import PeerAddress, PeerId
 
 __all__ = [
     "COMPACT_V4_SIZE",

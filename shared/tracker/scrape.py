@@ -21,11 +21,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from itertools import islice
 
-from shared.bencode import Value
-from shared.errors import TrackerError
-from shared.tracker.http import append_query, decode_reply, percent_encode
-from shared.tracker.model import ScrapeStats, tracker_text
-from shared.types import InfoHash
+from torviz.shared.bencode import Value
+from torviz.shared.errors import TrackerError
+from torviz.shared.tracker.http import append_query, decode_reply, percent_encode
+from torviz.shared.tracker.model import ScrapeStats, tracker_text
+from torviz.shared.types import InfoHash
 
 __all__ = [
     "MAX_HTTP_SCRAPE_HASHES",

@@ -31,8 +31,8 @@ import ipaddress
 import struct
 from dataclasses import dataclass
 
-from shared.errors import TrackerError
-from shared.tracker.model import (
+from torviz.shared.errors import TrackerError
+from torviz.shared.tracker.model import (
     MAX_PEERS_PER_REPLY,
     AnnounceEvent,
     AnnounceFailure,
@@ -43,13 +43,13 @@ from shared.tracker.model import (
     clamp_interval,
     tracker_text,
 )
-from shared.tracker.peers import (
+from torviz.shared.tracker.peers import (
     decode_compact_v4,
     decode_compact_v6,
     encode_compact_v4,
     encode_compact_v6,
 )
-from shared.types import InfoHash, PeerAddress, PeerId
+from torviz.shared.types import InfoHash, PeerAddress, PeerId
 
 __all__ = [
     "ANNOUNCE_REQUEST_SIZE",

@@ -5,7 +5,7 @@
 BEP 10 extension handshake. Nothing here touches a socket or a clock.
 """
 
-from shared.wire.codec import (
+from torviz.shared.wire.codec import (
     DEFAULT_MAX_BITFIELD,
     DEFAULT_MAX_EXTENDED,
     DEFAULT_MAX_FRAME,
@@ -14,14 +14,14 @@ from shared.wire.codec import (
     encode,
     encode_piece_header,
 )
-from shared.wire.extension import (
+from torviz.shared.wire.extension import (
     EXTENSION_HANDSHAKE_ID,
     ExtensionHandshake,
     decode_extension_handshake,
     encode_extension_handshake,
     extension_handshake_message,
 )
-from shared.wire.handshake import (
+from torviz.shared.wire.handshake import (
     HANDSHAKE_HEADER_LENGTH,
     HANDSHAKE_LENGTH,
     PROTOCOL,
@@ -33,7 +33,7 @@ from shared.wire.handshake import (
     decode_handshake_header,
     encode_handshake,
 )
-from shared.wire.messages import (
+from torviz.shared.wire.messages import (
     AllowedFast,
     Bitfield,
     Cancel,

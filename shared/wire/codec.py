@@ -41,8 +41,8 @@ import struct
 from collections.abc import Callable
 from typing import assert_never
 
-from shared.errors import WireError
-from shared.wire.messages import (
+from torviz.shared.errors import WireError
+from torviz.shared.wire.messages import (
     CHOKE,
     HAVE_ALL,
     HAVE_NONE,

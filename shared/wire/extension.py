@@ -25,9 +25,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from shared.bencode import NETWORK_LIMITS, Value, decode_prefix, encode
-from shared.errors import BencodeError, WireError
-from shared.wire.messages import Extended
+from torviz.shared.bencode import NETWORK_LIMITS, Value, decode_prefix, encode
+from torviz.shared.errors import BencodeError, WireError
+from torviz.shared.wire.messages import Extended
 
 __all__ = [
     "EXTENSION_HANDSHAKE_ID",

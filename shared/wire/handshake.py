@@ -20,8 +20,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shared.errors import WireError
-from shared.types import InfoHash, PeerId
+from torviz.shared.errors import WireError
+from torviz.shared.types import InfoHash, PeerId
 
 __all__ = [
     "HANDSHAKE_HEADER_LENGTH",

@@ -21,10 +21,10 @@ from pathlib import Path
 import pytest
 import zmq
 
-from services.coordinator.cli import main
-from shared.bus import ServiceKind, encode_frames, make_hello
 from tests.support.daemon import COORDINATOR, TorvizDaemon
 from tests.support.users import other_user
+from torviz.services.coordinator.cli import main
+from torviz.shared.bus import ServiceKind, encode_frames, make_hello
 
 CONFIG = """
 [peer_agent]
@@ -139,7 +139,7 @@ def test_an_agent_will_not_connect_to_a_tcp_bus_without_keys(kind: str, tmp_path
     # (OpenTorrent with a save path, CloseTorrent deleting files): no keys, no tcp.
     tmp_path.chmod(0o700)
     endpoint = f"tcp://127.0.0.1:{free_port()}"
-    argv = [sys.executable, "-m", f"services.{kind}", "--coordinator", endpoint]
+    argv = [sys.executable, "-m", f"torviz.services.{kind}", "--coordinator", endpoint]
     argv += (
         ["--agent-id", "a1", "--data", f"ipc://{tmp_path}/data"]
         if kind == "storage_agent"

@@ -21,17 +21,17 @@ from typing import Any
 import bencodepy
 import pytest
 
-from services.coordinator.cli.commands.create import hash_pieces, scan_tree
-from services.coordinator.cli.progress import Progress, human_size, render_line
-from shared.create import CreateError, plan_files
-from shared.geometry import TorrentGeometry
+from torviz.services.coordinator.cli.commands.create import hash_pieces, scan_tree
+from torviz.services.coordinator.cli.progress import Progress, human_size, render_line
+from torviz.shared.create import CreateError, plan_files
+from torviz.shared.geometry import TorrentGeometry
 
 TRACKER = "http://127.0.0.1:6969/announce"
 
 
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "services.coordinator", *args],
+        [sys.executable, "-m", "torviz.services.coordinator", *args],
         capture_output=True,
         text=True,
         timeout=60,
@@ -276,7 +276,7 @@ def test_create_draws_progress_on_a_terminal(tmp_path: Path) -> None:
     master, slave = pty.openpty()
     started = time.monotonic()
     process = subprocess.Popen(
-        [sys.executable, "-m", "services.coordinator", "create", str(source), *out_args],
+        [sys.executable, "-m", "torviz.services.coordinator", "create", str(source), *out_args],
         stdin=slave,  # a keyboard too: blessed must still send the terminal no queries
         stdout=subprocess.PIPE,
         stderr=slave,

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from services.coordinator.daemon.locations import find_daemon
-from shared.runtime.sockets import DaemonUnreachableError, _probe
+from torviz.services.coordinator.daemon.locations import find_daemon
+from torviz.shared.runtime.sockets import DaemonUnreachableError, _probe
 
 
 def test_a_socket_bound_while_waiting_is_used() -> None:

@@ -11,11 +11,11 @@ import sys
 import time
 from pathlib import Path
 
-import services.coordinator
-from services.coordinator.cli.handover import DAEMON_ENTRY
+import torviz.services.coordinator
+from torviz.services.coordinator.cli.handover import DAEMON_ENTRY
 
-COORDINATOR = [sys.executable, "-m", "services.coordinator"]
-PACKAGE = Path(services.coordinator.__file__).parent
+COORDINATOR = [sys.executable, "-m", "torviz.services.coordinator"]
+PACKAGE = Path(torviz.services.coordinator.__file__).parent
 ENTRY = PACKAGE / "daemon" / "__main__.py"
 STACK = ("gevent", "zmq", "pykka")
 
@@ -43,7 +43,7 @@ def test_the_daemon_entry_point_patches_first_and_alone() -> None:
         if _patch_calls(ast.parse(path.read_text()))
     )
     assert patching == ["daemon/__main__.py"]
-    assert DAEMON_ENTRY == "services.coordinator.daemon"
+    assert DAEMON_ENTRY == "torviz.services.coordinator.daemon"
 
 
 def test_shared_runtime_reexports_nothing_and_loads_nothing() -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import bencodepy
 import pytest
 
-from services.coordinator import cli
+from torviz.services.coordinator import cli
 
 VECTORS = Path(__file__).resolve().parents[1] / "vectors" / "torrents"
 HEX = "c12fe1c06bba254a9dc9f519b335aa7c1367a88a"
@@ -32,7 +32,7 @@ JSON_KEYS = {
 
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "services.coordinator", *args],
+        [sys.executable, "-m", "torviz.services.coordinator", *args],
         capture_output=True,
         text=True,
         timeout=60,

@@ -11,7 +11,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from shared.config import Config, parse_config
+from torviz.shared.config import Config, parse_config
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "deploy" / "config.example.toml"
 

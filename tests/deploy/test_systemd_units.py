@@ -47,8 +47,7 @@ def command_of(unit: Path, config: Path, scratch: Path) -> list[str]:
     argv = shlex.split(text)
     argv = [str(scratch / "keys") if arg.startswith("/etc/torviz/keys") else arg for arg in argv]
     program = Path(argv[0]).name.removeprefix("torviz-").replace("-", "_")
-    module = "services.coordinator" if program == "coordinator" else f"services.{program}"
-    return [sys.executable, "-m", module, *argv[1:]]
+    return [sys.executable, "-m", f"torviz.services.{program}", *argv[1:]]
 
 
 @pytest.mark.parametrize("unit", sorted(UNITS.glob("*.service")), ids=lambda p: p.stem)

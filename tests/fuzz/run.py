@@ -91,7 +91,7 @@ def _load(module: str, *, instrument: bool) -> ModuleType:
         return importlib.import_module(module)
     import atheris
 
-    with atheris.instrument_imports(include=["shared"]):
+    with atheris.instrument_imports(include=["torviz.shared"]):
         return importlib.import_module(module)
 
 

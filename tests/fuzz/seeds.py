@@ -20,9 +20,9 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from shared.bencode import encode as bencode
-from shared.bus import MESSAGES, encode_message, message_fields
-from shared.bus.codec import (
+from torviz.shared.bencode import encode as bencode
+from torviz.shared.bus import MESSAGES, encode_message, message_fields
+from torviz.shared.bus.codec import (
     BoolField,
     BytesField,
     EnumField,
@@ -36,8 +36,8 @@ from shared.bus.codec import (
     StrField,
     TupleField,
 )
-from shared.types import PeerAddress
-from shared.wire import (
+from torviz.shared.types import PeerAddress
+from torviz.shared.wire import (
     AllowedFast,
     Bitfield,
     Cancel,
@@ -122,8 +122,8 @@ def torrent_shapes() -> tuple[bytes, ...]:
 @cache
 def info_dicts() -> tuple[bytes, ...]:
     """The raw ``info`` dictionaries of the torrents that have one (what ut_metadata carries)."""
-    from shared.bencode import decode_with_spans
-    from shared.errors import BencodeError
+    from torviz.shared.bencode import decode_with_spans
+    from torviz.shared.errors import BencodeError
 
     found: list[bytes] = []
     for data in (*torrents(), *torrent_shapes()):

@@ -33,7 +33,8 @@ from dataclasses import dataclass
 from functools import partial
 from typing import TypeVar
 
-from shared.bencode import (
+from tests.fuzz import seeds
+from torviz.shared.bencode import (
     DEFAULT_LIMITS,
     NETWORK_LIMITS,
     BencodeLimits,
@@ -41,10 +42,10 @@ from shared.bencode import (
     decode_prefix,
     decode_with_spans,
 )
-from shared.bencode import encode as bencode
-from shared.bitfield import Bitfield, BitfieldError
-from shared.bus import REASONS, decode_frames, decode_message, encode_message
-from shared.errors import (
+from torviz.shared.bencode import encode as bencode
+from torviz.shared.bitfield import Bitfield, BitfieldError
+from torviz.shared.bus import REASONS, decode_frames, decode_message, encode_message
+from torviz.shared.errors import (
     BencodeError,
     BusError,
     MagnetError,
@@ -52,11 +53,11 @@ from shared.errors import (
     TrackerError,
     WireError,
 )
-from shared.magnet import MAX_FILE_INDEX, MAX_SELECT_ONLY, format_magnet, parse_magnet
-from shared.metainfo import InfoDict, Metainfo, parse_info_dict, parse_metainfo
-from shared.paths import check_component
-from shared.peer_id import identify_client
-from shared.tracker import (
+from torviz.shared.magnet import MAX_FILE_INDEX, MAX_SELECT_ONLY, format_magnet, parse_magnet
+from torviz.shared.metainfo import InfoDict, Metainfo, parse_info_dict, parse_metainfo
+from torviz.shared.paths import check_component
+from torviz.shared.peer_id import identify_client
+from torviz.shared.tracker import (
     MAX_ANNOUNCE_INTERVAL,
     MAX_PEERS_PER_REPLY,
     MIN_ANNOUNCE_INTERVAL,
@@ -72,10 +73,10 @@ from shared.tracker import (
     parse_announce_response,
     parse_scrape_response,
 )
-from shared.tracker.model import MAX_TRACKER_TEXT
-from shared.tracker.scrape import MAX_SCRAPE_ENTRIES
-from shared.tracker.udp import MAX_SCRAPE_HASHES, UdpAnnounceRequest
-from shared.wire import (
+from torviz.shared.tracker.model import MAX_TRACKER_TEXT
+from torviz.shared.tracker.scrape import MAX_SCRAPE_ENTRIES
+from torviz.shared.tracker.udp import MAX_SCRAPE_HASHES, UdpAnnounceRequest
+from torviz.shared.wire import (
     Handshake,
     HandshakeHeader,
     HandshakeReader,
@@ -88,7 +89,6 @@ from shared.wire import (
     encode_extension_handshake,
     encode_handshake,
 )
-from tests.fuzz import seeds
 
 __all__ = ["TARGETS", "Target", "fuzz_target"]
 

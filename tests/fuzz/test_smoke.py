@@ -22,9 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from shared.errors import BusError
 from tests.fuzz import run
 from tests.fuzz.targets import TARGETS
+from torviz.shared.errors import BusError
 
 SMOKE_RUNS = 3_000
 

@@ -21,11 +21,11 @@ from pathlib import Path
 import bencodepy
 import pytest
 
-from shared.create import choose_piece_length
+from torviz.shared.create import choose_piece_length
 
 pytestmark = pytest.mark.interop
 
-CREATE = [sys.executable, "-m", "services.coordinator", "create"]
+CREATE = [sys.executable, "-m", "torviz.services.coordinator", "create"]
 REPO = Path(__file__).resolve().parents[2]
 
 # Announces go to a closed loopback port: nothing answers, nothing leaves the machine.

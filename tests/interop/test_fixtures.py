@@ -19,7 +19,6 @@ from typing import Any
 import bencodepy
 import pytest
 
-from shared.types import InfoHash
 from testing import (
     ContentSpec,
     LtPeer,
@@ -38,6 +37,7 @@ from testing import (
     single_file_layout,
     start_opentracker,
 )
+from torviz.shared.types import InfoHash
 
 pytestmark = pytest.mark.interop
 

@@ -20,13 +20,13 @@ from pathlib import Path
 
 import pytest
 
-from shared.types import InfoHash, PeerAddress, PeerId
-from shared.wire.handshake import HANDSHAKE_LENGTH, Handshake, Reserved, encode_handshake
 from testing.content import make_content, make_torrent, multi_file_layout
 from testing.swarm import Swarm, free_port, next_loopback_address
 from tests.interop.test_download import _assert_identical
 from tests.support.daemon import COORDINATOR
 from tests.support.hostile_peers import SlotSquatters
+from torviz.shared.types import InfoHash, PeerAddress, PeerId
+from torviz.shared.wire.handshake import HANDSHAKE_LENGTH, Handshake, Reserved, encode_handshake
 
 pytestmark = pytest.mark.interop
 

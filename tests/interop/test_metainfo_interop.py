@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from shared.bencode import encode
-from shared.metainfo import Metainfo, parse_metainfo
+from torviz.shared.bencode import encode
+from torviz.shared.metainfo import Metainfo, parse_metainfo
 
 lt: Any = pytest.importorskip("libtorrent")
 

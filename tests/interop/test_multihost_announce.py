@@ -34,7 +34,6 @@ from typing import Any
 
 import pytest
 
-from shared.types import PeerAddress
 from testing.cluster import TorvizCluster
 from testing.content import (
     ContentSpec,
@@ -49,6 +48,7 @@ from testing.lt_peer import LtPeerConfig
 from testing.opentracker import OpenTracker
 from tests.services.tracker_agent.harness import listed
 from tests.support.netns import hosts_or_skip
+from torviz.shared.types import PeerAddress
 
 pytestmark = pytest.mark.interop
 

@@ -66,7 +66,7 @@ class Agents:
 
     def start(self, kind: str, agent_id: str, *extra: str) -> tuple[subprocess.Popen[bytes], Path]:
         log = self.logs / f"{agent_id}-{len(self.started)}.log"
-        argv = [sys.executable, "-m", f"services.{kind}", "--coordinator", self.bus]
+        argv = [sys.executable, "-m", f"torviz.services.{kind}", "--coordinator", self.bus]
         argv += ["--agent-id", agent_id, "--config", str(self.config), "--log-file", str(log)]
         with open(log.with_suffix(".stderr"), "wb") as stderr:
             process = subprocess.Popen(

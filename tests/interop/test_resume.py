@@ -18,13 +18,13 @@ from pathlib import Path
 
 import pytest
 
-from shared.metainfo import parse_metainfo
-from shared.tracker import parse_scrape_response
 from testing.content import TorrentFile, make_content, multi_file_layout, single_file_layout
 from testing.swarm import Swarm
 from tests.interop.test_download import DOWNLOAD_TIMEOUT, TEST_CONFIG, _assert_identical, _seeded
 from tests.support.daemon import TorvizDaemon, descendants
 from tests.support.tmpfs import small_tmpfs
+from torviz.shared.metainfo import parse_metainfo
+from torviz.shared.tracker import parse_scrape_response
 
 pytestmark = pytest.mark.interop
 
@@ -128,7 +128,7 @@ def test_verify_finds_a_corrupted_piece_and_it_is_fetched_again(
 
 
 def _scrape_incomplete(scrape_url: str, info_hash: object) -> int:
-    from shared.tracker import build_scrape_url
+    from torviz.shared.tracker import build_scrape_url
 
     with urllib.request.urlopen(build_scrape_url(scrape_url, [info_hash]), timeout=5) as reply:  # type: ignore[list-item]
         stats = parse_scrape_response(reply.read())

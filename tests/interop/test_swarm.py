@@ -12,8 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from shared.bencode import decode
-from shared.types import InfoHash
 from testing.content import make_content, make_torrent, multi_file_layout, single_file_layout
 from testing.swarm import Swarm
 from tests.interop.test_download import (
@@ -24,6 +22,8 @@ from tests.interop.test_download import (
 )
 from tests.support.bad_seeder import BadSeeder
 from tests.support.daemon import COORDINATOR, TorvizDaemon
+from torviz.shared.bencode import decode
+from torviz.shared.types import InfoHash
 
 pytestmark = pytest.mark.interop
 

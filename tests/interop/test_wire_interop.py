@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from shared.peer_id import generate_peer_id, identify_client
-from shared.types import InfoHash
-from shared.wire import (
+from torviz.shared.peer_id import generate_peer_id, identify_client
+from torviz.shared.types import InfoHash
+from torviz.shared.wire import (
     Extended,
     ExtensionHandshake,
     Handshake,

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.bencode import (
+from torviz.shared.bencode import (
     DEFAULT_LIMITS,
     NETWORK_LIMITS,
     BencodeLimits,
@@ -19,7 +19,7 @@ from shared.bencode import (
     decode_with_spans,
     encode,
 )
-from shared.errors import BencodeError
+from torviz.shared.errors import BencodeError
 
 # (encoded, value): the examples of BEP 3 plus the edges of each type.
 VECTORS: list[tuple[bytes, Value]] = [

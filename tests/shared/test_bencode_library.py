@@ -13,9 +13,9 @@ from types import MappingProxyType
 import bencodepy
 import pytest
 
-from shared.bencode import decode, encode
-from shared.create import build_metainfo, piece_layout, plan_files
-from shared.wire.extension import ExtensionHandshake, encode_extension_handshake
+from torviz.shared.bencode import decode, encode
+from torviz.shared.create import build_metainfo, piece_layout, plan_files
+from torviz.shared.wire.extension import ExtensionHandshake, encode_extension_handshake
 
 # The examples of BEP 3, written as the BEP writes them.
 BEP3: list[tuple[object, bytes]] = [

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.bitfield import Bitfield, BitfieldError
+from torviz.shared.bitfield import Bitfield, BitfieldError
 
 
 def test_wire_layout_is_high_bit_first() -> None:

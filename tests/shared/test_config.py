@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from shared.config import Config, PeerAgentConfig, parse_config
-from shared.errors import ConfigError
+from torviz.shared.config import Config, PeerAgentConfig, parse_config
+from torviz.shared.errors import ConfigError
 
 
 def test_empty_file_gives_the_embedded_defaults() -> None:

@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared import metainfo
-from shared.create import (
+from torviz.shared import metainfo
+from torviz.shared.create import (
     MAX_FILES,
     MAX_PATH_DEPTH,
     CreateError,
@@ -29,7 +29,7 @@ from shared.create import (
     plan_files,
     plan_single_file,
 )
-from shared.metainfo import parse_metainfo
+from torviz.shared.metainfo import parse_metainfo
 
 KIB = 1024
 MIB = 1024 * 1024

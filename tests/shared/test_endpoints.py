@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from shared.endpoints import MAX_ENDPOINT, Endpoint, is_local, is_tcp, parse_endpoint
-from shared.errors import ConfigError
+from torviz.shared.endpoints import MAX_ENDPOINT, Endpoint, is_local, is_tcp, parse_endpoint
+from torviz.shared.errors import ConfigError
 
 
 @pytest.mark.parametrize(

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.geometry import DEFAULT_BLOCK_SIZE, FileSpan, TorrentGeometry
-from shared.types import BlockRef
+from torviz.shared.geometry import DEFAULT_BLOCK_SIZE, FileSpan, TorrentGeometry
+from torviz.shared.types import BlockRef
 
 KIB = 1024
 

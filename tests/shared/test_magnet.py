@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.errors import MagnetError
-from shared.magnet import (
+from torviz.shared.errors import MagnetError
+from torviz.shared.magnet import (
     MAX_FILE_INDEX,
     MAX_SELECT_ONLY,
     MAX_URI_LENGTH,
@@ -18,7 +18,7 @@ from shared.magnet import (
     format_magnet,
     parse_magnet,
 )
-from shared.types import InfoHash, PeerAddress
+from torviz.shared.types import InfoHash, PeerAddress
 
 HEX = "c12fe1c06bba254a9dc9f519b335aa7c1367a88a"
 IH = InfoHash.from_hex(HEX)

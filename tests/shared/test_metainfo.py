@@ -12,9 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.bencode import BencodeLimits, decode, encode
-from shared.errors import BencodeError, MetainfoError
-from shared.metainfo import (
+from torviz.shared.bencode import BencodeLimits, decode, encode
+from torviz.shared.errors import BencodeError, MetainfoError
+from torviz.shared.metainfo import (
     MAX_FILES,
     MAX_PIECES,
     FileEntry,
@@ -23,7 +23,7 @@ from shared.metainfo import (
     parse_info_dict,
     parse_metainfo,
 )
-from shared.types import InfoHash
+from torviz.shared.types import InfoHash
 
 VECTORS = Path(__file__).resolve().parents[1] / "vectors" / "torrents"
 

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.errors import MetainfoError
-from shared.paths import check_component, resolve_inside, safe_relative_path
+from torviz.shared.errors import MetainfoError
+from torviz.shared.paths import check_component, resolve_inside, safe_relative_path
 
 BAD_COMPONENTS = [
     ("a\x00b", "nul_in_path"),

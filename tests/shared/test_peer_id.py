@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.peer_id import ClientInfo, generate_peer_id, identify_client
-from shared.types import PeerId
+from torviz.shared.peer_id import ClientInfo, generate_peer_id, identify_client
+from torviz.shared.types import PeerId
 
 
 def pad(prefix: bytes) -> bytes:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from shared.geometry import PieceIndexError, TorrentGeometry
-from shared.types import PieceIndex
+from torviz.shared.geometry import PieceIndexError, TorrentGeometry
+from torviz.shared.types import PieceIndex
 
 # 5 pieces: four of 100 bytes and a last one of 50.
 GEOMETRY = TorrentGeometry(piece_length=100, total_length=450, file_lengths=(450,))

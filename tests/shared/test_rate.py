@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared.rate import RateMeter
+from torviz.shared.rate import RateMeter
 
 
 def test_steady_rate_over_the_window() -> None:

@@ -34,10 +34,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from shared.bencode import decode
-from shared.types import InfoHash, PeerAddress
 from testing.processes import ManagedProcess, SwarmError, process_exists
 from testing.swarm import free_port
+from torviz.shared.bencode import decode
+from torviz.shared.types import InfoHash, PeerAddress
 
 __all__ = [
     "ARIA2C",

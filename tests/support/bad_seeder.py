@@ -18,14 +18,14 @@ import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 
-from services.storage_agent.store import FileStorage
-from shared.bitfield import Bitfield
-from shared.metainfo import parse_metainfo
-from shared.tracker import AnnounceEvent, AnnounceRequest, build_announce_url
-from shared.types import PeerAddress, PeerId
-from shared.wire import codec
-from shared.wire import messages as wire
-from shared.wire.handshake import (
+from torviz.services.storage_agent.store import FileStorage
+from torviz.shared.bitfield import Bitfield
+from torviz.shared.metainfo import parse_metainfo
+from torviz.shared.tracker import AnnounceEvent, AnnounceRequest, build_announce_url
+from torviz.shared.types import PeerAddress, PeerId
+from torviz.shared.wire import codec
+from torviz.shared.wire import messages as wire
+from torviz.shared.wire.handshake import (
     HANDSHAKE_LENGTH,
     Handshake,
     Reserved,

@@ -20,7 +20,7 @@ from typing import IO, Any
 
 __all__ = ["COORDINATOR", "TorvizDaemon", "descendants"]
 
-COORDINATOR = [sys.executable, "-m", "services.coordinator"]
+COORDINATOR = [sys.executable, "-m", "torviz.services.coordinator"]
 _START_TIMEOUT = 20.0
 _CLI_TIMEOUT = 30.0
 
@@ -144,7 +144,7 @@ class TorvizDaemon:
     def agent_pid(self, kind: str) -> int:
         """The pid of the daemon's agent of ``kind`` (``storage_agent``, ``peer_agent``, ...)."""
         for pid in descendants(self.pid):
-            if f"services.{kind}" in _command_line(pid):
+            if f"torviz.services.{kind}" in _command_line(pid):
                 return pid
         raise AssertionError(f"no {kind} under the daemon")
 

@@ -35,7 +35,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from shared.errors import TorvizError
+from torviz.shared.errors import TorvizError
 
 __all__ = [
     "GUIDE",

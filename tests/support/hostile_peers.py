@@ -23,10 +23,10 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from shared.types import InfoHash, PeerAddress, PeerId
-from shared.wire import codec
-from shared.wire import messages as wire
-from shared.wire.handshake import Handshake, Reserved, encode_handshake
+from torviz.shared.types import InfoHash, PeerAddress, PeerId
+from torviz.shared.wire import codec
+from torviz.shared.wire import messages as wire
+from torviz.shared.wire.handshake import Handshake, Reserved, encode_handshake
 
 __all__ = ["SlotSquatters"]
 

@@ -28,7 +28,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from shared.errors import TorvizError
+from torviz.shared.errors import TorvizError
 
 from .commands import COMMANDS
 

@@ -4,8 +4,8 @@ Strategy: the daemon needs gevent patched before anything else is imported, and 
 line has already imported its parser and every command's options, so the long-running commands
 do not run here: once their arguments parse, this process is replaced (``os.execv``: same pid,
 same stdin, stdout and stderr, same environment and working directory) by
-``python -m services.coordinator.daemon`` with the same arguments, whose first statement patches
-gevent. A supervisor (systemd, a test) keeps watching the same process, and its exit code is
+``python -m torviz.services.coordinator.daemon`` with the same arguments, whose first statement
+patches gevent. A supervisor (systemd, a test) keeps watching the same process, and its exit code is
 the daemon's.
 """
 

@@ -26,9 +26,9 @@ from typing import Any, TextIO
 import gevent
 import pykka
 
-from shared.bus import AddTorrent, ControlFailed, TorrentState, TorrentStatus
-from shared.metainfo import parse_metainfo
-from shared.runtime.service import ServiceRunner
+from torviz.shared.bus import AddTorrent, ControlFailed, TorrentState, TorrentStatus
+from torviz.shared.metainfo import parse_metainfo
+from torviz.shared.runtime.service import ServiceRunner
 
 from ..actor import CoordinatorActor
 from ..daemon.locations import load_config_file

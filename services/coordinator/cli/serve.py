@@ -18,8 +18,8 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from shared.errors import ConfigError
-from shared.runtime.service import EXIT_CONFIG
+from torviz.shared.errors import ConfigError
+from torviz.shared.runtime.service import EXIT_CONFIG
 
 from ..daemon.locations import default_download_dir, default_state_dir, load_config_file
 from ..daemon.run import DaemonOptions, run_daemon

@@ -22,8 +22,8 @@ import logging
 from collections.abc import Callable
 from typing import Protocol
 
-from shared.bus import AgentInfo, Heartbeat, Hello, Message, Rejected, ServiceKind
-from shared.config import CoordinatorConfig
+from torviz.shared.bus import AgentInfo, Heartbeat, Hello, Message, Rejected, ServiceKind
+from torviz.shared.config import CoordinatorConfig
 
 from .agents import Agent, AgentRegistry, HelloVerdict, duplicate_refusal, judge_hello
 

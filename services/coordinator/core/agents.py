@@ -26,8 +26,8 @@ import enum
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from shared.bus import AgentInfo, Hello, Rejected, RejectReason, ServiceKind
-from shared.types import PeerAddress
+from torviz.shared.bus import AgentInfo, Hello, Rejected, RejectReason, ServiceKind
+from torviz.shared.types import PeerAddress
 
 from .placement import Load, choose
 

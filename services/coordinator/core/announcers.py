@@ -37,7 +37,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from shared.types import PeerAddress
+from torviz.shared.types import PeerAddress
 
 __all__ = [
     "Announce",

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable
 
-from shared.bus import (
+from torviz.shared.bus import (
     Message,
     ServiceKind,
     TorrentCompleted,
@@ -27,7 +27,7 @@ from shared.bus import (
     UntrackTorrent,
     UpdateTransfer,
 )
-from shared.types import PeerId
+from torviz.shared.types import PeerId
 
 from .agents import Agent, AgentRegistry
 from .announcers import (

@@ -25,8 +25,8 @@ import random
 from collections.abc import Callable
 from typing import Protocol
 
-from shared.bitfield import Bitfield, BitfieldError
-from shared.bus import (
+from torviz.shared.bitfield import Bitfield, BitfieldError
+from torviz.shared.bus import (
     AddTorrent,
     AgentInfo,
     AttachTorrent,
@@ -62,11 +62,11 @@ from shared.bus import (
     TransferStats,
     VerifyStarted,
 )
-from shared.config import CoordinatorConfig
-from shared.errors import MetainfoError
-from shared.geometry import PieceIndexError
-from shared.metainfo import parse_metainfo
-from shared.types import InfoHash, PeerId
+from torviz.shared.config import CoordinatorConfig
+from torviz.shared.errors import MetainfoError
+from torviz.shared.geometry import PieceIndexError
+from torviz.shared.metainfo import parse_metainfo
+from torviz.shared.types import InfoHash, PeerId
 
 from .agent_bookkeeping import AgentBookkeeping
 from .agents import Agent, AgentRegistry

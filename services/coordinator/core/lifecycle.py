@@ -22,7 +22,7 @@ from __future__ import annotations
 import enum
 from typing import Protocol
 
-from shared.bus import TorrentState
+from torviz.shared.bus import TorrentState
 
 __all__ = ["OPEN_STATES", "TRANSITIONS", "IllegalTransitionError", "Move", "advance", "next_state"]
 

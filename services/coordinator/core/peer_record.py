@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shared.bitfield import Bitfield
-from shared.types import PeerAddress
+from torviz.shared.bitfield import Bitfield
+from torviz.shared.types import PeerAddress
 
 __all__ = ["PeerRecord"]
 

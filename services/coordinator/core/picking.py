@@ -29,7 +29,7 @@ import random
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
 
-from shared.bitfield import Bitfield
+from torviz.shared.bitfield import Bitfield
 
 __all__ = ["PickerConfig", "PiecePicker"]
 

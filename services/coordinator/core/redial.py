@@ -21,8 +21,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from shared.bus import DisconnectReason
-from shared.types import PeerAddress
+from torviz.shared.bus import DisconnectReason
+from torviz.shared.types import PeerAddress
 
 __all__ = ["FINAL_REASONS", "RedialSchedule"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from shared.bus import (
+from torviz.shared.bus import (
     MAX_ANNOUNCE_ROWS,
     MAX_PEER_ROWS,
     MAX_TRACKER_ROWS,

@@ -27,8 +27,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from shared.bitfield import Bitfield, BitfieldError
-from shared.bus import (
+from torviz.shared.bitfield import Bitfield, BitfieldError
+from torviz.shared.bus import (
     AssignPieces,
     BanPeers,
     BroadcastHave,
@@ -50,8 +50,8 @@ from shared.bus import (
     SetChoke,
     WorkWanted,
 )
-from shared.config import CoordinatorConfig
-from shared.types import PeerAddress, PieceIndex
+from torviz.shared.config import CoordinatorConfig
+from torviz.shared.types import PeerAddress, PieceIndex
 
 from .agents import AgentRegistry
 from .choking import Candidate, Choker

@@ -14,8 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from shared.bus import TorrentState, TrackerStateChanged
-from shared.metainfo import Metainfo
+from torviz.shared.bus import TorrentState, TrackerStateChanged
+from torviz.shared.metainfo import Metainfo
 
 from .announcers import Announce
 

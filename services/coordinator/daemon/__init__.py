@@ -1,6 +1,6 @@
 """The coordinator's daemon side: its entry point, its composition root, its agents, its places.
 
-- ``__main__``: the daemon process's entry point (``python -m services.coordinator.daemon``),
+- ``__main__``: the daemon process's entry point (``python -m torviz.services.coordinator.daemon``),
   which ``torviz-coordinator start`` and ``download`` hand over to by exec. It patches the
   standard library for gevent first thing, unconditionally, as every agent's entry point does,
   then runs the command with the CLI's own parser (``services.coordinator.cli.serve``). It is the

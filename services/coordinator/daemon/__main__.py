@@ -4,7 +4,7 @@ The command line (``services.coordinator.cli``) parses ``start`` and ``download`
 replaces its process with this one (same pid, same arguments), so gevent patches the standard
 library first thing, before anything imports threading, sockets, pykka or zmq, in a process that
 runs nothing but the service. Run by hand it takes the same arguments:
-``python -m services.coordinator.daemon start --state-dir DIR``.
+``python -m torviz.services.coordinator.daemon start --state-dir DIR``.
 """
 
 from gevent import monkey

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from shared.bus import ServiceKind
+from torviz.shared.bus import ServiceKind
 
 __all__ = ["AgentProcess", "Launcher"]
 
@@ -75,7 +75,7 @@ class Launcher:
         argv = [
             sys.executable,
             "-m",
-            f"services.{kind.value}",
+            f"torviz.services.{kind.value}",
             "--coordinator",
             self.bus,
             "--agent-id",

@@ -20,9 +20,9 @@ from typing import IO
 
 import platformdirs
 
-from shared.config import Config
-from shared.endpoints import is_local
-from shared.errors import ConfigError, TorvizError
+from torviz.shared.config import Config
+from torviz.shared.endpoints import is_local
+from torviz.shared.errors import ConfigError, TorvizError
 
 __all__ = [
     "DaemonAddress",
@@ -57,7 +57,7 @@ def default_download_dir() -> Path:
 
 def load_config_file(path: str | None) -> Config:
     """The given file, else the default config file if it exists, else the built-in defaults."""
-    from shared.config import parse_config
+    from torviz.shared.config import parse_config
 
     candidate = Path(path) if path else default_config_file()
     if not path and not candidate.exists():

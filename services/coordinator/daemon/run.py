@@ -26,13 +26,13 @@ from typing import Any
 
 import pykka
 
-from shared.bus import ControlFailed
-from shared.config import Config
-from shared.peer_id import generate_peer_id
-from shared.runtime.curve import control_security, server_security
-from shared.runtime.ipc import make_private_dir
-from shared.runtime.logging import setup_logging
-from shared.runtime.service import ActorFactory, ServiceRunner
+from torviz.shared.bus import ControlFailed
+from torviz.shared.config import Config
+from torviz.shared.peer_id import generate_peer_id
+from torviz.shared.runtime.curve import control_security, server_security
+from torviz.shared.runtime.ipc import make_private_dir
+from torviz.shared.runtime.logging import setup_logging
+from torviz.shared.runtime.service import ActorFactory, ServiceRunner
 
 from ..actor import CoordinatorActor
 from ..core import Coordinator

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shared import bus
+from torviz.shared import bus
 
 __all__ = [
     "Acquired",

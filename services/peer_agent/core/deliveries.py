@@ -45,8 +45,8 @@ import itertools
 from dataclasses import dataclass
 from enum import StrEnum
 
-from shared.bus import PieceStored, StorePiece, StoreRefusal
-from shared.types import InfoHash
+from torviz.shared.bus import PieceStored, StorePiece, StoreRefusal
+from torviz.shared.types import InfoHash
 
 __all__ = [
     "ANSWER_TIMEOUT",

@@ -33,10 +33,10 @@ import struct
 from collections import deque
 from collections.abc import Callable
 
-from shared.geometry import TorrentGeometry
-from shared.rate import RateMeter
-from shared.wire import codec
-from shared.wire import messages as wire
+from torviz.shared.geometry import TorrentGeometry
+from torviz.shared.rate import RateMeter
+from torviz.shared.wire import codec
+from torviz.shared.wire import messages as wire
 
 from .events import Event, PieceCompleted, PiecesGivenBack, WorkNeeded
 from .partials import PartialPiece, PartialPieces

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from shared.bitfield import Bitfield
-from shared.types import PeerId
-from shared.wire.extension import ExtensionHandshake
-from shared.wire.handshake import Reserved
+from torviz.shared.bitfield import Bitfield
+from torviz.shared.types import PeerId
+from torviz.shared.wire.extension import ExtensionHandshake
+from torviz.shared.wire.handshake import Reserved
 
 __all__ = [
     "BitfieldReceived",

@@ -31,8 +31,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from shared.bus import MAX_BLOCK_LENGTH, BlockRead, ReadBlock, ReadFailed
-from shared.types import InfoHash
+from torviz.shared.bus import MAX_BLOCK_LENGTH, BlockRead, ReadBlock, ReadFailed
+from torviz.shared.types import InfoHash
 
 __all__ = ["Outcome", "PieceCache", "Read", "ReadError"]
 

@@ -37,19 +37,19 @@ import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from shared.bitfield import Bitfield, BitfieldError
-from shared.errors import TorvizError, WireError
-from shared.geometry import PieceIndexError, TorrentGeometry
-from shared.rate import RateMeter
-from shared.types import InfoHash, PeerAddress, PeerId
-from shared.wire import codec
-from shared.wire import messages as wire
-from shared.wire.extension import (
+from torviz.shared.bitfield import Bitfield, BitfieldError
+from torviz.shared.errors import TorvizError, WireError
+from torviz.shared.geometry import PieceIndexError, TorrentGeometry
+from torviz.shared.rate import RateMeter
+from torviz.shared.types import InfoHash, PeerAddress, PeerId
+from torviz.shared.wire import codec
+from torviz.shared.wire import messages as wire
+from torviz.shared.wire.extension import (
     ExtensionHandshake,
     decode_extension_handshake,
     encode_extension_handshake,
 )
-from shared.wire.handshake import Handshake, HandshakeReader, Reserved, encode_handshake
+from torviz.shared.wire.handshake import Handshake, HandshakeReader, Reserved, encode_handshake
 
 from .download import Downloads
 from .events import (

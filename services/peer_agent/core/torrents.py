@@ -31,11 +31,11 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from shared.bitfield import Bitfield, BitfieldError
-from shared.bus import AttachTorrent
-from shared.errors import TorvizError
-from shared.geometry import TorrentGeometry
-from shared.types import InfoHash, PeerAddress, PeerId, normalize_host
+from torviz.shared.bitfield import Bitfield, BitfieldError
+from torviz.shared.bus import AttachTorrent
+from torviz.shared.errors import TorvizError
+from torviz.shared.geometry import TorrentGeometry
+from torviz.shared.types import InfoHash, PeerAddress, PeerId, normalize_host
 
 from .partials import PartialPieces
 from .slots import (

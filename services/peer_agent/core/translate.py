@@ -19,9 +19,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from shared import bus
-from shared.peer_id import identify_client
-from shared.types import InfoHash, PeerAddress
+from torviz.shared import bus
+from torviz.shared.peer_id import identify_client
+from torviz.shared.types import InfoHash, PeerAddress
 
 from .events import (
     BitfieldReceived,

@@ -39,12 +39,12 @@ import hashlib
 import ipaddress
 from collections import OrderedDict
 
-from shared.bitfield import Bitfield
-from shared.errors import WireError
-from shared.geometry import TorrentGeometry
-from shared.types import InfoHash
-from shared.wire import codec
-from shared.wire import messages as wire
+from torviz.shared.bitfield import Bitfield
+from torviz.shared.errors import WireError
+from torviz.shared.geometry import TorrentGeometry
+from torviz.shared.types import InfoHash
+from torviz.shared.wire import codec
+from torviz.shared.wire import messages as wire
 
 __all__ = [
     "MAX_PENDING_REJECTS",

@@ -20,9 +20,9 @@ from __future__ import annotations
 import errno
 from dataclasses import dataclass
 
-from shared.bus import StorageFailed, clip_name, clip_text
-from shared.errors import MetainfoError, TorvizError
-from shared.types import InfoHash
+from torviz.shared.bus import StorageFailed, clip_name, clip_text
+from torviz.shared.errors import MetainfoError, TorvizError
+from torviz.shared.types import InfoHash
 
 __all__ = ["StorageError", "is_expected_failure", "storage_error_from_os", "storage_failed"]
 

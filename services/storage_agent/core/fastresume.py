@@ -29,9 +29,9 @@ import itertools
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
-from shared.bitfield import Bitfield
-from shared.metainfo import InfoDict
-from shared.types import InfoHash
+from torviz.shared.bitfield import Bitfield
+from torviz.shared.metainfo import InfoDict
+from torviz.shared.types import InfoHash
 
 from .storage import FileState
 

@@ -26,7 +26,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from shared.types import InfoHash
+from torviz.shared.types import InfoHash
 
 __all__ = ["BlockLedger", "Verdict", "block_digests", "senders_of_blocks"]
 

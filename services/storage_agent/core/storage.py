@@ -28,8 +28,8 @@ import errno
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from shared.geometry import PieceIndexError
-from shared.metainfo import InfoDict
+from torviz.shared.geometry import PieceIndexError
+from torviz.shared.metainfo import InfoDict
 
 from .errors import StorageError, storage_error_from_os
 

@@ -37,8 +37,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from shared.bitfield import Bitfield
-from shared.bus import (
+from torviz.shared.bitfield import Bitfield
+from torviz.shared.bus import (
     MAX_BLOCK_LENGTH,
     CloseTorrent,
     OpenTorrent,
@@ -47,9 +47,9 @@ from shared.bus import (
     StorePiece,
     StoreRefusal,
 )
-from shared.geometry import PieceIndexError
-from shared.metainfo import InfoDict
-from shared.types import InfoHash
+from torviz.shared.geometry import PieceIndexError
+from torviz.shared.metainfo import InfoDict
+from torviz.shared.types import InfoHash
 
 from .storage import Storage
 

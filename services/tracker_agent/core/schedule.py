@@ -53,8 +53,8 @@ from collections.abc import MutableSequence, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from shared.bus import TrackerState
-from shared.tracker import AnnounceEvent
+from torviz.shared.bus import TrackerState
+from torviz.shared.tracker import AnnounceEvent
 
 __all__ = [
     "AnnounceSchedule",

@@ -39,7 +39,7 @@ import math
 import random
 from dataclasses import dataclass, field
 
-from shared.bus import (
+from torviz.shared.bus import (
     MAX_BATCH,
     Message,
     PeersDiscovered,
@@ -49,8 +49,8 @@ from shared.bus import (
     TrackTorrent,
     UpdateTransfer,
 )
-from shared.errors import TrackerError
-from shared.tracker import (
+from torviz.shared.errors import TrackerError
+from torviz.shared.tracker import (
     AnnounceEvent,
     AnnounceFailure,
     AnnounceRequest,
@@ -58,7 +58,7 @@ from shared.tracker import (
     ScrapeStats,
     scrape_url,
 )
-from shared.types import InfoHash, PeerAddress, PeerId
+from torviz.shared.types import InfoHash, PeerAddress, PeerId
 
 from .schedule import AnnounceSchedule, RetryPolicy
 

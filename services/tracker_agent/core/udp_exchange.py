@@ -37,8 +37,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from shared.errors import TrackerError
-from shared.tracker import (
+from torviz.shared.errors import TrackerError
+from torviz.shared.tracker import (
     CONNECTION_ID_LIFETIME,
     ConnectRequest,
     UdpTrackerError,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from shared.types import InfoHash, PeerAddress, PeerId
+from torviz.shared.types import InfoHash, PeerAddress, PeerId
 
 from ..vocabulary import (
     MAX_BATCH,

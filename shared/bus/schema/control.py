@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from shared.types import InfoHash
+from torviz.shared.types import InfoHash
 
 from ..vocabulary import (
     MAX_AGENTS,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from shared.types import InfoHash, PeerAddress
+from torviz.shared.types import InfoHash, PeerAddress
 
 from ..vocabulary import (
     MAX_ANNOUNCE_ROWS,

@@ -3,8 +3,8 @@ placement of new peers, and the agents in ``status``."""
 
 from __future__ import annotations
 
-from shared.bitfield import Bitfield
-from shared.bus import (
+from torviz.shared.bitfield import Bitfield
+from torviz.shared.bus import (
     AgentInfo,
     AttachTorrent,
     ConnectPeer,
@@ -19,7 +19,7 @@ from shared.bus import (
     ServiceKind,
     TransferStats,
 )
-from shared.types import PeerAddress
+from torviz.shared.types import PeerAddress
 
 from .test_core import (
     NUM_PIECES,

@@ -11,13 +11,13 @@ import itertools
 
 import pytest
 
-from services.coordinator.core.announcers import (
+from torviz.services.coordinator.core.announcers import (
     Announce,
     PeerAgentView,
     TrackerAgentView,
     choose_announces,
 )
-from shared.types import PeerAddress
+from torviz.shared.types import PeerAddress
 
 FALLBACK = 6881
 

@@ -7,10 +7,10 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from services.coordinator.core import Coordinator
-from shared.bencode import encode
-from shared.bitfield import Bitfield
-from shared.bus import (
+from torviz.services.coordinator.core import Coordinator
+from torviz.shared.bencode import encode
+from torviz.shared.bitfield import Bitfield
+from torviz.shared.bus import (
     AddTorrent,
     AgentInfo,
     Goodbye,
@@ -27,7 +27,7 @@ from shared.bus import (
     UpdateTransfer,
     make_hello,
 )
-from shared.types import InfoHash, PeerAddress, PeerId
+from torviz.shared.types import InfoHash, PeerAddress, PeerId
 
 from .test_core import new_core
 

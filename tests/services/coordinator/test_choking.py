@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from collections import Counter
 
-from services.coordinator.core.choking import Candidate, Choker, ChokerConfig
+from torviz.services.coordinator.core.choking import Candidate, Choker, ChokerConfig
 
 
 def peer(

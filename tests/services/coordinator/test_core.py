@@ -8,10 +8,10 @@ from typing import Any, TypeVar
 
 import pytest
 
-from services.coordinator.core import MAX_HASH_FAILURES, Coordinator
-from shared.bencode import encode
-from shared.bitfield import Bitfield
-from shared.bus import (
+from torviz.services.coordinator.core import MAX_HASH_FAILURES, Coordinator
+from torviz.shared.bencode import encode
+from torviz.shared.bitfield import Bitfield
+from torviz.shared.bus import (
     AddTorrent,
     AgentInfo,
     AssignPieces,
@@ -59,8 +59,8 @@ from shared.bus import (
     WorkWanted,
     make_hello,
 )
-from shared.config import CoordinatorConfig
-from shared.types import InfoHash, PeerAddress, PeerId
+from torviz.shared.config import CoordinatorConfig
+from torviz.shared.types import InfoHash, PeerAddress, PeerId
 
 M = TypeVar("M", bound=Message)
 

@@ -18,10 +18,10 @@ from typing import Any
 import pytest
 import zmq.auth
 
-from services.coordinator.cli import main
-from services.coordinator.cli.commands.keys import default_keys_dir
-from shared.config import SecurityConfig
-from shared.runtime.curve import (
+from torviz.services.coordinator.cli import main
+from torviz.services.coordinator.cli.commands.keys import default_keys_dir
+from torviz.shared.config import SecurityConfig
+from torviz.shared.runtime.curve import (
     authorized_keys,
     client_security,
     load_keypair,
@@ -222,7 +222,7 @@ def test_the_default_folder_is_in_the_user_config_dir(
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     assert default_keys_dir() == tmp_path / "config" / "torviz" / "keys"
     result = subprocess.run(
-        [sys.executable, "-m", "services.coordinator", "keys", "init", "pa1"],
+        [sys.executable, "-m", "torviz.services.coordinator", "keys", "init", "pa1"],
         capture_output=True,
         text=True,
         timeout=60,

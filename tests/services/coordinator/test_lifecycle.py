@@ -9,15 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from services.coordinator.core import lifecycle
-from services.coordinator.core.lifecycle import (
+from torviz.services.coordinator.core import lifecycle
+from torviz.services.coordinator.core.lifecycle import (
     TRANSITIONS,
     IllegalTransitionError,
     Move,
     advance,
     next_state,
 )
-from shared.bus import TorrentState
+from torviz.shared.bus import TorrentState
 
 CHECKING, DOWNLOADING, SEEDING = (
     TorrentState.CHECKING,

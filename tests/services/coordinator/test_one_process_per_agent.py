@@ -11,10 +11,15 @@ import logging
 
 import pytest
 
-from services.coordinator.core import Coordinator
-from services.coordinator.core.agents import Agent, HelloVerdict, duplicate_refusal, judge_hello
-from shared.bitfield import Bitfield
-from shared.bus import AttachTorrent, Hello, Rejected, ServiceKind, make_hello
+from torviz.services.coordinator.core import Coordinator
+from torviz.services.coordinator.core.agents import (
+    Agent,
+    HelloVerdict,
+    duplicate_refusal,
+    judge_hello,
+)
+from torviz.shared.bitfield import Bitfield
+from torviz.shared.bus import AttachTorrent, Hello, Rejected, ServiceKind, make_hello
 
 from .test_core import NUM_PIECES, STORAGE, connect, join, new_core, opened
 
@@ -102,7 +107,7 @@ def test_a_second_live_process_is_refused_once_logged_and_the_live_one_untouched
         asked.append(identity)
         return True
 
-    with caplog.at_level(logging.WARNING, logger="services.coordinator.core"):
+    with caplog.at_level(logging.WARNING, logger="torviz.services.coordinator.core"):
         for _ in range(3):  # it says hello again and again: one warning
             refusal = core.vet_hello(NEW, hello(host="host-b", pid=300), 1.0, connected)
             assert isinstance(refusal, Rejected) and refusal.reason == "duplicate_agent"
@@ -112,7 +117,7 @@ def test_a_second_live_process_is_refused_once_logged_and_the_live_one_untouched
     assert len(warnings) == 1, warnings
     assert "pid 300 on host-b" in warnings[0] and "pid 100 on host-a" in warnings[0]
     # Another pid of the duplicate is logged again.
-    with caplog.at_level(logging.WARNING, logger="services.coordinator.core"):
+    with caplog.at_level(logging.WARNING, logger="torviz.services.coordinator.core"):
         assert core.vet_hello(NEW, hello(host="host-b", pid=301), 1.0, connected) is not None
     assert sum(r.levelno == logging.WARNING for r in caplog.records) == 2
     # The live one keeps its registration and its peer.
@@ -140,7 +145,7 @@ def test_a_restart_forgets_the_old_process_and_attaches_the_new_one(
     core.take_outbox()
     # SIGKILLed a moment ago: not quiet yet, but its connection is gone.
     assert core.vet_hello(NEW, hello(pid=200), 0.5, lambda identity: False) is None
-    with caplog.at_level(logging.INFO, logger="services.coordinator.core"):
+    with caplog.at_level(logging.INFO, logger="torviz.services.coordinator.core"):
         core.agent_joined(NEW, hello(pid=200), 0.6)
     assert "peer-1 restarted (pid 100 -> pid 200)" in caplog.text
     assert "said hello again" not in caplog.text
@@ -168,7 +173,7 @@ def test_the_same_process_saying_hello_again_starts_afresh(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     core = core_with_peer()
-    with caplog.at_level(logging.INFO, logger="services.coordinator.core"):
+    with caplog.at_level(logging.INFO, logger="torviz.services.coordinator.core"):
         core.agent_joined(OLD, hello(pid=100), 1.0)
     assert "peer-1 said hello again: starting it afresh" in caplog.text
     assert core.take_dropped() == []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.coordinator.cli.oneshot import DownloadJob
+from torviz.services.coordinator.cli.oneshot import DownloadJob
 
 
 def job(seed_time: float | None, seed_ratio: float | None) -> DownloadJob:

@@ -6,10 +6,10 @@ import hashlib
 
 import pytest
 
-from shared.bencode import encode
-from shared.bus import AddTorrent, ControlFailed, TorrentAdded
-from shared.config import CoordinatorConfig, parse_config
-from shared.errors import ConfigError
+from torviz.shared.bencode import encode
+from torviz.shared.bus import AddTorrent, ControlFailed, TorrentAdded
+from torviz.shared.config import CoordinatorConfig, parse_config
+from torviz.shared.errors import ConfigError
 
 from .test_core import new_core
 

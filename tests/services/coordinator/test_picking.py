@@ -11,8 +11,8 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.coordinator.core.picking import PickerConfig, PiecePicker
-from shared.bitfield import Bitfield
+from torviz.services.coordinator.core.picking import PickerConfig, PiecePicker
+from torviz.shared.bitfield import Bitfield
 
 
 def bits(text: str) -> Bitfield:

@@ -7,9 +7,9 @@ import logging
 
 import pytest
 
-from services.coordinator.core import Coordinator
-from shared.bitfield import Bitfield
-from shared.bus import (
+from torviz.services.coordinator.core import Coordinator
+from torviz.shared.bitfield import Bitfield
+from torviz.shared.bus import (
     BroadcastHave,
     CorruptBlocksTraced,
     Message,
@@ -18,7 +18,7 @@ from shared.bus import (
     PieceRejected,
     PieceVerified,
 )
-from shared.types import InfoHash
+from torviz.shared.types import InfoHash
 
 from .test_core import NUM_PIECES, PA1, STORAGE, connect, full_core, opened
 
@@ -48,7 +48,7 @@ def test_a_piece_outside_the_torrent_is_dropped_where_it_enters(
     connect(core, info_hash, PA1, "pa1/1", 2, Bitfield(NUM_PIECES, [0]))
     core.take_outbox()
     sender, message = _events(info_hash, NUM_PIECES)[index]
-    with caplog.at_level(logging.WARNING, logger="services.coordinator.core"):
+    with caplog.at_level(logging.WARNING, logger="torviz.services.coordinator.core"):
         core.handle(sender, message, 1.0)
     assert (
         f"file.bin: {type(message).__name__} dropped: piece {NUM_PIECES} does not exist "

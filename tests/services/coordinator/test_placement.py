@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.coordinator.core.placement import Load, choose
+from torviz.services.coordinator.core.placement import Load, choose
 
 
 @pytest.mark.parametrize(

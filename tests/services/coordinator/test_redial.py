@@ -4,10 +4,10 @@ it closes, the totals of the completed announce, and the share of slots kept for
 
 from __future__ import annotations
 
-from services.coordinator.core import Coordinator
-from services.coordinator.core.redial import RedialSchedule
-from shared.bitfield import Bitfield
-from shared.bus import (
+from torviz.services.coordinator.core import Coordinator
+from torviz.services.coordinator.core.redial import RedialSchedule
+from torviz.shared.bitfield import Bitfield
+from torviz.shared.bus import (
     AddTorrent,
     ConnectPeer,
     DisconnectPeer,
@@ -25,7 +25,7 @@ from shared.bus import (
     TransferStats,
     UpdateTransfer,
 )
-from shared.types import InfoHash, PeerAddress, PeerId
+from torviz.shared.types import InfoHash, PeerAddress, PeerId
 
 from .test_core import (
     NUM_PIECES,

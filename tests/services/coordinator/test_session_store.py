@@ -11,8 +11,8 @@ from gevent import monkey
 monkey.patch_all()
 import sys
 from pathlib import Path
-from services.coordinator.session_store import SessionStore
-from shared.types import InfoHash
+from torviz.services.coordinator.session_store import SessionStore
+from torviz.shared.types import InfoHash
 
 path = Path(sys.argv[1])
 a, b = InfoHash(b"a" * 20), InfoHash(b"b" * 20)

@@ -5,9 +5,15 @@ from __future__ import annotations
 
 import dataclasses
 
-from services.coordinator.cli.commands.remote import _as_json, _as_text
-from shared.bus import AnnounceStatus, TorrentState, TorrentStatus, TrackerState, TrackerStatus
-from shared.types import InfoHash
+from torviz.services.coordinator.cli.commands.remote import _as_json, _as_text
+from torviz.shared.bus import (
+    AnnounceStatus,
+    TorrentState,
+    TorrentStatus,
+    TrackerState,
+    TrackerStatus,
+)
+from torviz.shared.types import InfoHash
 
 URL = "http://10.0.0.4:6969/announce"
 WORKING = TrackerStatus(URL, 0, TrackerState.WORKING, None, 3, 2, None, 1700.0)

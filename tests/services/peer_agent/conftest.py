@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from shared.bus import AgentInfo, AttachTorrent, ConnectPeer, PeerConnectFailed
-from shared.types import InfoHash, PeerAddress, PeerId
 from testing.peer_agent import AgentProcess, Counterparts
 from testing.swarm import next_loopback_address
+from torviz.shared.bus import AgentInfo, AttachTorrent, ConnectPeer, PeerConnectFailed
+from torviz.shared.types import InfoHash, PeerAddress, PeerId
 
 from .fake_peers import Behaviour, FakePeer
 

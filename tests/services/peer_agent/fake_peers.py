@@ -20,12 +20,12 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 
-from shared.bus import AssignPieces, WorkWanted
-from shared.types import InfoHash, PeerId
-from shared.wire import codec
-from shared.wire import messages as wire
-from shared.wire.handshake import Handshake, HandshakeReader, Reserved, encode_handshake
 from testing.peer_agent import Counterparts
+from torviz.shared.bus import AssignPieces, WorkWanted
+from torviz.shared.types import InfoHash, PeerId
+from torviz.shared.wire import codec
+from torviz.shared.wire import messages as wire
+from torviz.shared.wire.handshake import Handshake, HandshakeReader, Reserved, encode_handshake
 
 FAKE_PEER_ID = PeerId(b"-LT2110-" + b"f" * 12)
 FAST_AND_EXTENSIONS = Reserved.build(fast=True, extension_protocol=True)

@@ -1,6 +1,6 @@
 """What the seeding tests run against: the real storage agent, a torrent on disk, raw peers.
 
-Strategy: the storage agent runs as its own process (``python -m services.storage_agent``)
+Strategy: the storage agent runs as its own process (``python -m torviz.services.storage_agent``)
 connected to the test's fake coordinator (``Counterparts``, which welcomes it on the same bus as
 the peer agent) and binding its own data endpoint; the test opens the torrent there with
 ``OpenTorrent`` exactly as the coordinator does. ``RawPeer`` is a blocking client socket that
@@ -20,14 +20,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from shared.bencode import encode
-from shared.types import InfoHash, PeerAddress, PeerId
-from shared.wire import codec
-from shared.wire import messages as wire
-from shared.wire.handshake import Handshake, HandshakeReader, Reserved, encode_handshake
 from testing.content import ContentSpec
 from testing.peer_agent import REPO, Counterparts
 from testing.swarm import LtPeer
+from torviz.shared.bencode import encode
+from torviz.shared.types import InfoHash, PeerAddress, PeerId
+from torviz.shared.wire import codec
+from torviz.shared.wire import messages as wire
+from torviz.shared.wire.handshake import Handshake, HandshakeReader, Reserved, encode_handshake
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,7 @@ def disk_torrent(content: ContentSpec, piece_length: int, path: Path) -> DiskTor
 
 
 class StorageProcess:
-    """``python -m services.storage_agent`` on the test's bus; ``stop`` always reaps it."""
+    """``python -m torviz.services.storage_agent`` on the test's bus; ``stop`` always reaps it."""
 
     def __init__(self, bus: str, data: str, workdir: Path) -> None:
         self.data_endpoint = data
@@ -95,7 +95,7 @@ class StorageProcess:
                 [
                     sys.executable,
                     "-m",
-                    "services.storage_agent",
+                    "torviz.services.storage_agent",
                     "--bus",
                     bus,
                     "--data",

@@ -7,9 +7,9 @@ import ipaddress
 
 import pytest
 
-from services.peer_agent.address import Advertiser, coordinator_host, resolve_advertise_host
-from shared.errors import ConfigError
-from shared.types import PeerAddress
+from torviz.services.peer_agent.address import Advertiser, coordinator_host, resolve_advertise_host
+from torviz.shared.errors import ConfigError
+from torviz.shared.types import PeerAddress
 
 
 @pytest.mark.parametrize(

@@ -18,8 +18,10 @@ import pytest
 import zmq
 import zmq.auth
 
-from shared.bitfield import Bitfield
-from shared.bus import (
+from testing import Swarm, make_content, make_torrent, single_file_layout
+from testing.peer_agent import AgentProcess, Counterparts
+from torviz.shared.bitfield import Bitfield
+from torviz.shared.bus import (
     AgentInfo,
     BroadcastHave,
     ConnectPeer,
@@ -41,10 +43,8 @@ from shared.bus import (
     decode_frames,
     encode_frames,
 )
-from shared.metainfo import parse_metainfo
-from shared.types import InfoHash, PeerAddress
-from testing import Swarm, make_content, make_torrent, single_file_layout
-from testing.peer_agent import AgentProcess, Counterparts
+from torviz.shared.metainfo import parse_metainfo
+from torviz.shared.types import InfoHash, PeerAddress
 
 from .conftest import attach_message, attached
 from .fake_peers import feed_work, recording

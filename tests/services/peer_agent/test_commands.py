@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import hashlib
 
-from services.peer_agent.core.commands import Assign, Disconnect, Revoke, SetChoked, command_for
-from shared import bus
-from shared.bus import DisconnectReason
-from shared.types import InfoHash
+from torviz.services.peer_agent.core.commands import (
+    Assign,
+    Disconnect,
+    Revoke,
+    SetChoked,
+    command_for,
+)
+from torviz.shared import bus
+from torviz.shared.bus import DisconnectReason
+from torviz.shared.types import InfoHash
 
 INFO_HASH = InfoHash(hashlib.sha1(b"torrent").digest())
 

@@ -14,7 +14,8 @@ import struct
 
 import pytest
 
-from shared.bus import (
+from testing.peer_agent import Counterparts
+from torviz.shared.bus import (
     AssignPieces,
     BroadcastHave,
     CancelPieces,
@@ -30,11 +31,10 @@ from shared.bus import (
     TransferStats,
     WorkWanted,
 )
-from shared.types import InfoHash, PeerAddress
-from shared.wire import codec
-from shared.wire import messages as wire
-from shared.wire.handshake import Handshake, Reserved, encode_handshake
-from testing.peer_agent import Counterparts
+from torviz.shared.types import InfoHash, PeerAddress
+from torviz.shared.wire import codec
+from torviz.shared.wire import messages as wire
+from torviz.shared.wire.handshake import Handshake, Reserved, encode_handshake
 
 from .conftest import attach_message
 from .fake_peers import (

@@ -8,14 +8,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.peer_agent.core.deliveries import (
+from torviz.services.peer_agent.core.deliveries import (
     MAX_ATTEMPTS,
     WINDOW,
     Deliveries,
     Verdict,
 )
-from shared.bus import PieceStored, StorePiece, StoreRefusal
-from shared.types import InfoHash
+from torviz.shared.bus import PieceStored, StorePiece, StoreRefusal
+from torviz.shared.types import InfoHash
 
 IH = InfoHash(hashlib.sha1(b"deliveries").digest())
 OTHER = InfoHash(hashlib.sha1(b"other").digest())

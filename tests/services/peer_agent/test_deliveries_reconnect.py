@@ -7,14 +7,14 @@ import hashlib
 
 import pytest
 
-from services.peer_agent.core.deliveries import (
+from torviz.services.peer_agent.core.deliveries import (
     ANSWER_TIMEOUT,
     PROBE_INTERVAL,
     RECONNECT_AFTER,
     Deliveries,
 )
-from shared.bus import PieceStored, StorePiece, StoreRefusal
-from shared.types import InfoHash
+from torviz.shared.bus import PieceStored, StorePiece, StoreRefusal
+from torviz.shared.types import InfoHash
 
 IH = InfoHash(hashlib.sha1(b"reconnect").digest())
 

@@ -8,9 +8,9 @@ import errno
 import re
 from pathlib import Path
 
-from services.peer_agent.connection import _socket_error
-from shared.bus import DisconnectReason
-from shared.types import PeerAddress
+from torviz.services.peer_agent.connection import _socket_error
+from torviz.shared.bus import DisconnectReason
+from torviz.shared.types import PeerAddress
 
 ROOT = Path(__file__).resolve().parents[3]
 SOURCES = [

@@ -12,7 +12,9 @@ import time
 
 import pytest
 
-from shared.bus import (
+from testing.peer_agent import Counterparts
+from testing.swarm import next_loopback_address
+from torviz.shared.bus import (
     BanPeers,
     ConnectPeer,
     PeerConnected,
@@ -22,10 +24,8 @@ from shared.bus import (
     SetChoke,
     TransferStats,
 )
-from shared.types import InfoHash, PeerAddress, PeerId
-from shared.wire import messages as wire
-from testing.peer_agent import Counterparts
-from testing.swarm import next_loopback_address
+from torviz.shared.types import InfoHash, PeerAddress, PeerId
+from torviz.shared.wire import messages as wire
 
 from .conftest import OUR_PEER_ID, attach_message, attached, listen_address
 from .fake_peers import recording

@@ -12,10 +12,10 @@ import gevent
 import gevent.socket
 import pytest
 
-from services.peer_agent.core.backlog import Backlog
-from services.peer_agent.listener import Listener
-from shared.types import InfoHash, PeerAddress, PeerId
-from shared.wire.handshake import Handshake, HandshakeHeader, Reserved, encode_handshake
+from torviz.services.peer_agent.core.backlog import Backlog
+from torviz.services.peer_agent.listener import Listener
+from torviz.shared.types import InfoHash, PeerAddress, PeerId
+from torviz.shared.wire.handshake import Handshake, HandshakeHeader, Reserved, encode_handshake
 
 HEADER = encode_handshake(
     Handshake(

@@ -3,16 +3,16 @@ the finished piece names each block's sender (what the storage agent's smart ban
 
 from __future__ import annotations
 
-from services.peer_agent.core.partials import PartialPiece, PartialPieces
-from services.peer_agent.core.pipeline import QueueDepthPolicy
-from services.peer_agent.core.session import (
+from torviz.services.peer_agent.core.partials import PartialPiece, PartialPieces
+from torviz.services.peer_agent.core.pipeline import QueueDepthPolicy
+from torviz.services.peer_agent.core.session import (
     PeerSession,
     PieceCompleted,
     PiecesGivenBack,
     SessionConfig,
 )
-from shared.bitfield import Bitfield
-from shared.wire import messages as wire
+from torviz.shared.bitfield import Bitfield
+from torviz.shared.wire import messages as wire
 
 from .test_session import GEOMETRY, INFO_HASH, OURS, Remote, piece_bytes
 from .test_session_pipeline import block, requests

@@ -7,9 +7,9 @@ import random
 
 import pytest
 
-from services.peer_agent.core.piece_cache import Outcome, PieceCache, Read, ReadError
-from shared.bus import BlockRead, ReadFailed
-from shared.types import InfoHash
+from torviz.services.peer_agent.core.piece_cache import Outcome, PieceCache, Read, ReadError
+from torviz.shared.bus import BlockRead, ReadFailed
+from torviz.shared.types import InfoHash
 
 IH = InfoHash(hashlib.sha1(b"cache").digest())
 OTHER = InfoHash(hashlib.sha1(b"other").digest())

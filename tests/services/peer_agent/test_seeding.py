@@ -15,8 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from shared.bitfield import Bitfield
-from shared.bus import (
+from testing import Swarm, compare_content, make_content, multi_file_layout
+from testing.peer_agent import Counterparts
+from testing.swarm import next_loopback_address
+from torviz.shared.bitfield import Bitfield
+from torviz.shared.bus import (
     Hello,
     Message,
     OpenTorrent,
@@ -27,11 +30,8 @@ from shared.bus import (
     TorrentOpened,
     TransferStats,
 )
-from shared.types import PeerAddress
-from shared.wire import messages as wire
-from testing import Swarm, compare_content, make_content, multi_file_layout
-from testing.peer_agent import Counterparts
-from testing.swarm import next_loopback_address
+from torviz.shared.types import PeerAddress
+from torviz.shared.wire import messages as wire
 
 from .conftest import attach_message, attached, listen_address
 from .seeding import DiskTorrent, RawPeer, StorageProcess, disk_torrent, wait_finished

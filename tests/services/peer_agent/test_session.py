@@ -8,8 +8,8 @@ from typing import TypeVar
 
 import pytest
 
-from services.peer_agent.core.pipeline import QueueDepthPolicy
-from services.peer_agent.core.session import (
+from torviz.services.peer_agent.core.pipeline import QueueDepthPolicy
+from torviz.services.peer_agent.core.session import (
     BitfieldReceived,
     Closed,
     HandshakeDone,
@@ -21,13 +21,13 @@ from services.peer_agent.core.session import (
     SessionConfig,
     WorkNeeded,
 )
-from shared.bitfield import Bitfield
-from shared.geometry import TorrentGeometry
-from shared.types import InfoHash, PeerId
-from shared.wire import codec
-from shared.wire import messages as wire
-from shared.wire.extension import ExtensionHandshake, encode_extension_handshake
-from shared.wire.handshake import Handshake, HandshakeReader, Reserved, encode_handshake
+from torviz.shared.bitfield import Bitfield
+from torviz.shared.geometry import TorrentGeometry
+from torviz.shared.types import InfoHash, PeerId
+from torviz.shared.wire import codec
+from torviz.shared.wire import messages as wire
+from torviz.shared.wire.extension import ExtensionHandshake, encode_extension_handshake
+from torviz.shared.wire.handshake import Handshake, HandshakeReader, Reserved, encode_handshake
 
 E = TypeVar("E")
 INFO_HASH = InfoHash(hashlib.sha1(b"torrent").digest())

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import hashlib
 
-from services.peer_agent.core.session import Closed, PeerInfo, PeerSession, SessionConfig
-from shared.bitfield import Bitfield
-from shared.geometry import TorrentGeometry
-from shared.types import InfoHash, PeerId
-from shared.wire import codec
-from shared.wire import messages as wire
-from shared.wire.handshake import Handshake, Reserved, encode_handshake
+from torviz.services.peer_agent.core.session import Closed, PeerInfo, PeerSession, SessionConfig
+from torviz.shared.bitfield import Bitfield
+from torviz.shared.geometry import TorrentGeometry
+from torviz.shared.types import InfoHash, PeerId
+from torviz.shared.wire import codec
+from torviz.shared.wire import messages as wire
+from torviz.shared.wire.handshake import Handshake, Reserved, encode_handshake
 
 INFO_HASH = InfoHash(hashlib.sha1(b"unsorted extension handshake").digest())
 GEOMETRY = TorrentGeometry(piece_length=65536, total_length=200_000, file_lengths=(200_000,))

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from services.peer_agent.core.pipeline import QueueDepthPolicy
-from services.peer_agent.core.session import Closed, PieceCompleted
-from shared.bitfield import Bitfield
-from shared.wire import messages as wire
+from torviz.services.peer_agent.core.pipeline import QueueDepthPolicy
+from torviz.services.peer_agent.core.session import Closed, PieceCompleted
+from torviz.shared.bitfield import Bitfield
+from torviz.shared.wire import messages as wire
 
 from .test_session import GEOMETRY, Remote, new_session, piece_bytes
 

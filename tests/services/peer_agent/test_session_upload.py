@@ -10,7 +10,7 @@ from typing import TypeVar
 
 import pytest
 
-from services.peer_agent.core.session import (
+from torviz.services.peer_agent.core.session import (
     Closed,
     PeerInterestChanged,
     PeerSession,
@@ -18,14 +18,14 @@ from services.peer_agent.core.session import (
     SessionConfig,
     WorkNeeded,
 )
-from services.peer_agent.core.upload import MAX_PENDING_REJECTS, allowed_fast_set
-from shared.bitfield import Bitfield
-from shared.geometry import TorrentGeometry
-from shared.types import InfoHash, PeerAddress, PeerId
-from shared.wire import codec
-from shared.wire import messages as wire
-from shared.wire.extension import decode_extension_handshake
-from shared.wire.handshake import Handshake, HandshakeReader, Reserved, encode_handshake
+from torviz.services.peer_agent.core.upload import MAX_PENDING_REJECTS, allowed_fast_set
+from torviz.shared.bitfield import Bitfield
+from torviz.shared.geometry import TorrentGeometry
+from torviz.shared.types import InfoHash, PeerAddress, PeerId
+from torviz.shared.wire import codec
+from torviz.shared.wire import messages as wire
+from torviz.shared.wire.extension import decode_extension_handshake
+from torviz.shared.wire.handshake import Handshake, HandshakeReader, Reserved, encode_handshake
 
 E = TypeVar("E")
 INFO_HASH = InfoHash(hashlib.sha1(b"seeding").digest())

@@ -11,11 +11,18 @@ from dataclasses import replace
 
 import pytest
 
-from services.peer_agent.core.slots import Admit, Occupant, Refuse, SlotLimits, decide, least_useful
-from services.peer_agent.core.torrents import ConnectRefusedError, Registry
-from shared.bitfield import Bitfield
-from shared.bus import AttachTorrent
-from shared.types import InfoHash, PeerAddress, PeerId
+from torviz.services.peer_agent.core.slots import (
+    Admit,
+    Occupant,
+    Refuse,
+    SlotLimits,
+    decide,
+    least_useful,
+)
+from torviz.services.peer_agent.core.torrents import ConnectRefusedError, Registry
+from torviz.shared.bitfield import Bitfield
+from torviz.shared.bus import AttachTorrent
+from torviz.shared.types import InfoHash, PeerAddress, PeerId
 
 LIMITS = SlotLimits(max_connections=200, max_per_torrent=10, max_per_host=2, replace_after=60.0)
 

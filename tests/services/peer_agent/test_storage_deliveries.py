@@ -10,8 +10,9 @@ import hashlib
 import random
 import time
 
-from services.peer_agent.core.deliveries import WINDOW
-from shared.bus import (
+from testing.peer_agent import Counterparts, StoredPiece
+from torviz.services.peer_agent.core.deliveries import WINDOW
+from torviz.shared.bus import (
     AssignPieces,
     ConnectPeer,
     Hello,
@@ -20,8 +21,7 @@ from shared.bus import (
     StoreRefusal,
     WorkWanted,
 )
-from shared.types import InfoHash, PeerAddress
-from testing.peer_agent import Counterparts, StoredPiece
+from torviz.shared.types import InfoHash, PeerAddress
 
 from .conftest import attach_message, attached
 from .fake_peers import piece_hashes, serving

@@ -23,9 +23,9 @@ import gevent.queue
 import pytest
 import zmq
 
-from services.peer_agent.core.deliveries import Deliveries
-from services.peer_agent.storage_link import StorageLink
-from shared.bus import (
+from torviz.services.peer_agent.core.deliveries import Deliveries
+from torviz.services.peer_agent.storage_link import StorageLink
+from torviz.shared.bus import (
     BUS_PROTOCOL_VERSION,
     Heartbeat,
     Hello,
@@ -39,8 +39,8 @@ from shared.bus import (
     encode_frames,
     make_hello,
 )
-from shared.runtime.sockets import Incoming
-from shared.types import InfoHash
+from torviz.shared.runtime.sockets import Incoming
+from torviz.shared.types import InfoHash
 
 IH = InfoHash(hashlib.sha1(b"reconnect").digest())
 IDENTITY = b"pa1/0000aaaa"
@@ -149,7 +149,7 @@ def test_a_link_whose_storage_agent_stopped_answering_connects_again_and_resends
     actor: Actor, storage: FakeStorage, caplog: pytest.LogCaptureFixture
 ) -> None:
     storage.deaf_until_hello = 2  # the first connection is heard by nobody
-    with caplog.at_level(logging.WARNING, logger="services.peer_agent.storage_link"):
+    with caplog.at_level(logging.WARNING, logger="torviz.services.peer_agent.storage_link"):
         store_pieces(actor)
         actor.run_until(lambda: not actor.link.deliveries, WAIT, "every piece answered")
     assert actor.link.reconnects == 1

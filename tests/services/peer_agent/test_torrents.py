@@ -7,10 +7,10 @@ from dataclasses import replace
 
 import pytest
 
-from services.peer_agent.core.torrents import AttachError, ConnectRefusedError, Registry
-from shared.bitfield import Bitfield
-from shared.bus import AttachTorrent
-from shared.types import InfoHash, PeerAddress, PeerId
+from torviz.services.peer_agent.core.torrents import AttachError, ConnectRefusedError, Registry
+from torviz.shared.bitfield import Bitfield
+from torviz.shared.bus import AttachTorrent
+from torviz.shared.types import InfoHash, PeerAddress, PeerId
 
 IH = InfoHash(hashlib.sha1(b"one").digest())
 OTHER = InfoHash(hashlib.sha1(b"two").digest())

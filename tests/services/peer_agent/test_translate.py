@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 
-from services.peer_agent.core.events import (
+from torviz.services.peer_agent.core.events import (
     BitfieldReceived,
     Closed,
     HandshakeDone,
@@ -15,12 +15,12 @@ from services.peer_agent.core.events import (
     PiecesGivenBack,
     WorkNeeded,
 )
-from services.peer_agent.core.translate import NOTHING, Origin, store_piece, to_bus
-from shared import bus
-from shared.bitfield import Bitfield
-from shared.types import InfoHash, PeerAddress, PeerId
-from shared.wire.extension import ExtensionHandshake
-from shared.wire.handshake import Reserved
+from torviz.services.peer_agent.core.translate import NOTHING, Origin, store_piece, to_bus
+from torviz.shared import bus
+from torviz.shared.bitfield import Bitfield
+from torviz.shared.types import InfoHash, PeerAddress, PeerId
+from torviz.shared.wire.extension import ExtensionHandshake
+from torviz.shared.wire.handshake import Reserved
 
 INFO_HASH = InfoHash(hashlib.sha1(b"torrent").digest())
 ADDRESS = PeerAddress("127.0.0.1", 6881)

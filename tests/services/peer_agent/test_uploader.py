@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.peer_agent.core.uploader import UPLOAD_BACKLOG, UPLOAD_BUDGET, UploaderPolicy
+from torviz.services.peer_agent.core.uploader import UPLOAD_BACKLOG, UPLOAD_BUDGET, UploaderPolicy
 
 
 def test_the_defaults_are_the_connections_limits() -> None:

@@ -19,12 +19,12 @@ from typing import Any
 import pytest
 import zmq
 
-from services.storage_agent.core.storage import Storage
-from services.storage_agent.memory import MemoryStorage
-from services.storage_agent.store import FileStorage
-from shared.bencode import encode
-from shared.bus import Welcome
-from shared.metainfo import InfoDict, parse_info_dict
+from torviz.services.storage_agent.core.storage import Storage
+from torviz.services.storage_agent.memory import MemoryStorage
+from torviz.services.storage_agent.store import FileStorage
+from torviz.shared.bencode import encode
+from torviz.shared.bus import Welcome
+from torviz.shared.metainfo import InfoDict, parse_info_dict
 
 from .harness import AgentProcess, FakeCoordinator, PeerClient
 

@@ -4,8 +4,8 @@ The pytest process is not gevent-patched: the fake coordinator (a ROUTER on the 
 and the fake peer agents (DEALERs on the data endpoint) are plain blocking pyzmq sockets, and
 every receive is polled with a timeout. ``FakeCoordinator.welcome`` also takes the
 ``AgentInfo`` that follows every ``Welcome``; ``replace`` plays a restarted coordinator.
-``AgentProcess`` runs ``python -m services.storage_agent`` and is always killed by the fixture
-that started it.
+``AgentProcess`` runs ``python -m torviz.services.storage_agent`` and is always killed by the
+fixture that started it.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from typing import Any, TypeVar
 
 import zmq
 
-from shared.bencode import encode
-from shared.bus import (
+from torviz.shared.bencode import encode
+from torviz.shared.bus import (
     AgentInfo,
     Hello,
     Message,
@@ -42,8 +42,8 @@ from shared.bus import (
     encode_frames,
     make_hello,
 )
-from shared.metainfo import InfoDict, parse_info_dict
-from shared.types import InfoHash
+from torviz.shared.metainfo import InfoDict, parse_info_dict
+from torviz.shared.types import InfoHash
 
 REPO = Path(__file__).resolve().parents[3]
 WAIT = 10.0  # seconds any single expected message may take (a slow CI machine)
@@ -186,7 +186,7 @@ class PeerClient:
 
 @dataclass
 class AgentProcess:
-    """``python -m services.storage_agent`` with its stderr in a file."""
+    """``python -m torviz.services.storage_agent`` with its stderr in a file."""
 
     proc: subprocess.Popen[bytes]
     stderr_path: Path
@@ -204,7 +204,7 @@ class AgentProcess:
         """Start an agent; ``file_size_limit`` (RLIMIT_FSIZE, bytes) makes bigger files fail
         with EFBIG, as a full disk fails with ENOSPC. It is set right after the start, long
         before the agent writes anything (it writes only when a test sends pieces)."""
-        argv = [sys.executable, "-m", "services.storage_agent", "--coordinator", bus]
+        argv = [sys.executable, "-m", "torviz.services.storage_agent", "--coordinator", bus]
         if data is not None:
             argv += ["--data", data]
         argv += ["--agent-id", "sa-test", "--log-level", "DEBUG", *extra]

@@ -1,7 +1,7 @@
 """The storage agent as a process: handshakes, the piece path, block reads, errors, stopping.
 
-Each test runs the real ``python -m services.storage_agent`` and plays the coordinator and the
-peer agents with blocking pyzmq (see ``harness.py``). Torrents are made by libtorrent (the
+Each test runs the real ``python -m torviz.services.storage_agent`` and plays the coordinator
+and the peer agents with blocking pyzmq (see ``harness.py``). Torrents are made by libtorrent (the
 reference's view of piece hashes across files) or built by hand with ``shared.bencode``.
 """
 
@@ -23,8 +23,9 @@ from typing import Any
 import pytest
 import zmq
 
-from shared.bencode import encode
-from shared.bus import (
+from testing.content import make_content, make_torrent, multi_file_layout
+from torviz.shared.bencode import encode
+from torviz.shared.bus import (
     BUS_PROTOCOL_VERSION,
     BlockRead,
     CloseTorrent,
@@ -42,9 +43,8 @@ from shared.bus import (
     Welcome,
     make_hello,
 )
-from shared.metainfo import parse_metainfo
-from shared.types import InfoHash
-from testing.content import make_content, make_torrent, multi_file_layout
+from torviz.shared.metainfo import parse_metainfo
+from torviz.shared.types import InfoHash
 
 from .harness import (
     REPO,
@@ -396,7 +396,7 @@ def _gone(pid: int) -> bool:
 
 
 def test_agent_stops_when_its_parent_dies(coordinator: FakeCoordinator, short_dir: Path) -> None:
-    argv = [sys.executable, "-m", "services.storage_agent", "--bus", coordinator.endpoint]
+    argv = [sys.executable, "-m", "torviz.services.storage_agent", "--bus", coordinator.endpoint]
     argv += ["--data", f"ipc://{short_dir}/data", "--agent-id", "sa-orphan"]
     parent = subprocess.Popen(
         [sys.executable, "-c", _PARENT, str(short_dir / "orphan.stderr"), *argv],

@@ -17,8 +17,8 @@ import pytest
 import zmq
 import zmq.auth
 
-from services.storage_agent.agent import advertised_endpoint
-from shared.bus import (
+from torviz.services.storage_agent.agent import advertised_endpoint
+from torviz.shared.bus import (
     BUS_PROTOCOL_VERSION,
     AgentInfo,
     CheckProgress,
@@ -32,7 +32,7 @@ from shared.bus import (
     encode_frames,
     make_hello,
 )
-from shared.config import StorageAgentConfig
+from torviz.shared.config import StorageAgentConfig
 
 from .harness import (
     AgentProcess,

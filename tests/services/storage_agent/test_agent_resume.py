@@ -1,9 +1,9 @@
 """Keeping verified work: the real agent with ``--state-dir``, restarted, killed, and its files
 changed behind its back.
 
-Each test runs ``python -m services.storage_agent`` (see ``harness.py``) with a state directory
-under ``tmp_path``, plays the coordinator and a peer agent, and looks at the real files and at
-the resume database itself. "No hashing" is checked by the absence of ``CheckProgress`` (sent
+Each test runs ``python -m torviz.services.storage_agent`` (see ``harness.py``) with a state
+directory under ``tmp_path``, plays the coordinator and a peer agent, and looks at the real files
+and at the resume database itself. "No hashing" is checked by the absence of ``CheckProgress`` (sent
 whenever a piece is hashed at open or recheck) and by the agent's log, never by timing alone.
 """
 
@@ -24,8 +24,8 @@ from typing import Any
 import pytest
 import zmq
 
-from shared.bitfield import Bitfield
-from shared.bus import (
+from torviz.shared.bitfield import Bitfield
+from torviz.shared.bus import (
     CheckProgress,
     CloseTorrent,
     Message,

@@ -15,7 +15,7 @@ from typing import Any
 
 import zmq
 
-from shared.bus import Heartbeat, Rejected, RejectReason, ServiceKind, Welcome, make_hello
+from torviz.shared.bus import Heartbeat, Rejected, RejectReason, ServiceKind, Welcome, make_hello
 
 from .harness import WAIT, AgentProcess, FakeCoordinator, PeerClient
 

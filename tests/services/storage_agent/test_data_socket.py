@@ -20,9 +20,9 @@ import pytest
 import zmq
 import zmq.green
 
-from shared.bus import StorePiece, encode_frames
-from shared.runtime.sockets import BusSocket, Incoming
-from shared.types import InfoHash
+from torviz.shared.bus import StorePiece, encode_frames
+from torviz.shared.runtime.sockets import BusSocket, Incoming
+from torviz.shared.types import InfoHash
 
 PIECE = encode_frames(StorePiece(InfoHash(b"\x42" * 20), 0, ()), bytes(1 << 20))
 SENDER_HWM = 4

@@ -8,16 +8,16 @@ from __future__ import annotations
 
 import pytest
 
-from services.storage_agent.core.fastresume import (
+from torviz.services.storage_agent.core.fastresume import (
     SETTLE_NS,
     CheckPlan,
     ResumeRecord,
     make_record,
     plan_open,
 )
-from services.storage_agent.core.storage import FileState
-from shared.bitfield import Bitfield
-from shared.types import InfoHash
+from torviz.services.storage_agent.core.storage import FileState
+from torviz.shared.bitfield import Bitfield
+from torviz.shared.types import InfoHash
 
 from .conftest import multi_file_layout
 

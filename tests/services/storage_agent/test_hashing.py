@@ -14,16 +14,16 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from services.storage_agent.core.errors import StorageError
-from services.storage_agent.hashing import (
+from torviz.services.storage_agent.core.errors import StorageError
+from torviz.services.storage_agent.hashing import (
     CheckCancelledError,
     PieceVerifier,
     TaskPool,
     sha1_matches,
 )
-from services.storage_agent.memory import MemoryStorage
-from services.storage_agent.store import FileStorage
-from shared.bitfield import Bitfield
+from torviz.services.storage_agent.memory import MemoryStorage
+from torviz.services.storage_agent.store import FileStorage
+from torviz.shared.bitfield import Bitfield
 
 from .conftest import NAME, Layout, StoreFactory, build, multi_file_layout
 
@@ -205,9 +205,9 @@ _GEVENT_CHILD = textwrap.dedent(
 
     import hashlib, json, os, sys, tempfile
     import gevent
-    from services.storage_agent.hashing import PieceVerifier
-    from services.storage_agent.store import FileStorage
-    from shared.metainfo import parse_info_dict
+    from torviz.services.storage_agent.hashing import PieceVerifier
+    from torviz.services.storage_agent.store import FileStorage
+    from torviz.shared.metainfo import parse_info_dict
 
     info = parse_info_dict(open(sys.argv[1], "rb").read())
     content = open(sys.argv[2], "rb").read()
@@ -233,7 +233,7 @@ _GEVENT_CHILD = textwrap.dedent(
 
 def test_under_gevent_with_the_hub_threadpool(tmp_path):
     """The service's setting: monkey-patched process, hashing and I/O on the hub threadpool."""
-    from shared.bencode import encode
+    from torviz.shared.bencode import encode
 
     layout = build([(NAME, 8 * 256 * 1024)], 256 * 1024, single=True)
     info = {
@@ -266,8 +266,8 @@ _RAISING_CHILD = textwrap.dedent(
     monkey.patch_all()
 
     import gevent
-    from services.storage_agent.core.errors import StorageError
-    from services.storage_agent.hashing import TaskPool
+    from torviz.services.storage_agent.core.errors import StorageError
+    from torviz.services.storage_agent.hashing import TaskPool
 
     def fail():
         raise StorageError("disk_full", "disk full writing 'a' (ENOSPC)")

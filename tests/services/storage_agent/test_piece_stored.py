@@ -9,7 +9,7 @@ from typing import Any
 
 import zmq
 
-from shared.bus import (
+from torviz.shared.bus import (
     PieceRejected,
     PieceStored,
     PieceVerified,
@@ -18,7 +18,7 @@ from shared.bus import (
     StorePiece,
     StoreRefusal,
 )
-from shared.types import InfoHash
+from torviz.shared.types import InfoHash
 
 from .harness import (
     AgentProcess,

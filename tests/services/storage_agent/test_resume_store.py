@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from services.storage_agent.core.fastresume import FileRecord, ResumeRecord
-from services.storage_agent.resume import DATABASE_NAME, ResumeStore
-from shared.bitfield import Bitfield
-from shared.types import InfoHash
+from torviz.services.storage_agent.core.fastresume import FileRecord, ResumeRecord
+from torviz.services.storage_agent.resume import DATABASE_NAME, ResumeStore
+from torviz.shared.bitfield import Bitfield
+from torviz.shared.types import InfoHash
 
 IH = InfoHash(b"\x44" * 20)
 OTHER = InfoHash(b"\x55" * 20)

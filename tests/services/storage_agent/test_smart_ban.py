@@ -8,10 +8,16 @@ import random
 from pathlib import Path
 from typing import Any
 
-from services.coordinator.core import Coordinator
-from services.storage_agent.core.smart_ban import BlockLedger, block_digests, senders_of_blocks
-from shared.bitfield import Bitfield
-from shared.bus import (
+from tests.services.coordinator.test_core import PA1, PA2, STORAGE, full_core, make_torrent
+from tests.services.coordinator.test_core import connect as connect_peer
+from torviz.services.coordinator.core import Coordinator
+from torviz.services.storage_agent.core.smart_ban import (
+    BlockLedger,
+    block_digests,
+    senders_of_blocks,
+)
+from torviz.shared.bitfield import Bitfield
+from torviz.shared.bus import (
     BLOCK_LENGTH,
     AddTorrent,
     BanPeers,
@@ -27,9 +33,7 @@ from shared.bus import (
     StoreRefusal,
     TorrentOpened,
 )
-from shared.types import InfoHash
-from tests.services.coordinator.test_core import PA1, PA2, STORAGE, full_core, make_torrent
-from tests.services.coordinator.test_core import connect as connect_peer
+from torviz.shared.types import InfoHash
 
 from .harness import AgentProcess, FakeCoordinator, PeerClient, open_torrent, torrent_from_files
 

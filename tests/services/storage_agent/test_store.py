@@ -9,12 +9,12 @@ import threading
 
 import pytest
 
-from services.storage_agent.core.errors import StorageError
-from services.storage_agent.memory import MemoryStorage
-from services.storage_agent.removal import remove_torrent_files
-from services.storage_agent.store import FileStorage
-from shared.bencode import encode
-from shared.metainfo import parse_info_dict
+from torviz.services.storage_agent.core.errors import StorageError
+from torviz.services.storage_agent.memory import MemoryStorage
+from torviz.services.storage_agent.removal import remove_torrent_files
+from torviz.services.storage_agent.store import FileStorage
+from torviz.shared.bencode import encode
+from torviz.shared.metainfo import parse_info_dict
 
 from .conftest import LAYOUTS, NAME, Layout, StoreFactory, multi_file_layout, stored_file
 
@@ -335,8 +335,8 @@ def test_files_are_sparse_unless_preallocated(tmp_path):
 
 def _info_without_content(length: int, piece_length: int):
     """A single-file torrent whose hashes are all zero: enough for tests that never verify."""
-    from shared.bencode import encode
-    from shared.metainfo import parse_info_dict
+    from torviz.shared.bencode import encode
+    from torviz.shared.metainfo import parse_info_dict
 
     pieces = -(-length // piece_length)
     raw = {b"name": NAME, b"piece length": piece_length, b"pieces": bytes(20 * pieces)}

@@ -18,8 +18,8 @@ import textwrap
 
 import pytest
 
-from services.storage_agent.core.errors import StorageError, storage_error_from_os
-from services.storage_agent.store import FileStorage
+from torviz.services.storage_agent.core.errors import StorageError, storage_error_from_os
+from torviz.services.storage_agent.store import FileStorage
 
 from .conftest import NAME, build, multi_file_layout
 
@@ -55,9 +55,9 @@ def test_disk_full_names_the_file_and_what_to_do(tmp_path):
 _EFBIG_CHILD = textwrap.dedent(
     """
     import json, resource, signal, sys
-    from services.storage_agent.core.errors import StorageError
-    from services.storage_agent.store import FileStorage
-    from shared.metainfo import parse_info_dict
+    from torviz.services.storage_agent.core.errors import StorageError
+    from torviz.services.storage_agent.store import FileStorage
+    from torviz.shared.metainfo import parse_info_dict
 
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # get EFBIG instead of being killed
     resource.setrlimit(resource.RLIMIT_FSIZE, (65536, 65536))
@@ -74,7 +74,7 @@ _EFBIG_CHILD = textwrap.dedent(
 
 
 def test_file_too_large_for_the_process_limit(tmp_path):
-    from shared.bencode import encode
+    from torviz.shared.bencode import encode
 
     raw = {b"name": NAME, b"piece length": 65536, b"pieces": bytes(20 * 16), b"length": 1 << 20}
     (tmp_path / "info").write_bytes(encode(raw))

@@ -8,21 +8,25 @@ from pathlib import Path
 
 import pytest
 
-from services.storage_agent.core.errors import StorageError, storage_error_from_os, storage_failed
-from services.storage_agent.core.torrents import (
+from torviz.services.storage_agent.core.errors import (
+    StorageError,
+    storage_error_from_os,
+    storage_failed,
+)
+from torviz.services.storage_agent.core.torrents import (
     MAX_WAITING,
     Phase,
     Refusal,
     Torrent,
     TorrentTable,
 )
-from services.storage_agent.memory import MemoryStorage
-from services.storage_agent.pieces import hash_and_write
-from services.storage_agent.store import open_storage
-from shared.bitfield import Bitfield
-from shared.bus import CloseTorrent, ReadBlock, StorageFailed, StorePiece
-from shared.errors import MetainfoError
-from shared.types import InfoHash
+from torviz.services.storage_agent.memory import MemoryStorage
+from torviz.services.storage_agent.pieces import hash_and_write
+from torviz.services.storage_agent.store import open_storage
+from torviz.shared.bitfield import Bitfield
+from torviz.shared.bus import CloseTorrent, ReadBlock, StorageFailed, StorePiece
+from torviz.shared.errors import MetainfoError
+from torviz.shared.types import InfoHash
 
 from .conftest import Layout, multi_file_layout
 from .harness import torrent_from_files

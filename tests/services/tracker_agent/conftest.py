@@ -1,7 +1,7 @@
 """Fixtures running the real tracker agent as a subprocess, with the test as its coordinator.
 
 ``coordinator`` binds a plain (blocking) pyzmq ROUTER on ipc; ``start_agent`` runs
-``python -m services.tracker_agent`` against it with a config file (``extra``: more TOML
+``python -m torviz.services.tracker_agent`` against it with a config file (``extra``: more TOML
 sections), answers its ``Hello`` (unless ``welcome=False``) and returns a ``RunningAgent``.
 Every wait is bounded; every process is killed at teardown. Helpers live in ``harness.py``.
 """
@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 import zmq
 
-from shared.bus import Hello, ServiceKind, check_hello
 from tests.services.tracker_agent.harness import AGENT_ID, POLICY, REPO, Coordinator, RunningAgent
+from torviz.shared.bus import Hello, ServiceKind, check_hello
 
 StartAgent = Callable[..., RunningAgent]
 
@@ -55,7 +55,7 @@ def start_agent(tmp_path: Path, coordinator: Coordinator) -> Iterator[StartAgent
         log_path = tmp_path / f"agent-{len(started)}.log"
         with log_path.open("wb") as log:
             process = subprocess.Popen(
-                [sys.executable, "-m", "services.tracker_agent",
+                [sys.executable, "-m", "torviz.services.tracker_agent",
                  "--coordinator", coordinator.endpoint, "--config", str(config_path),
                  "--agent-id", AGENT_ID, "--log-level", "DEBUG",
                  "--parent-pid", str(os.getpid()), *args],

@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Self
 
-from shared.bencode import encode
-from shared.tracker import (
+from torviz.shared.bencode import encode
+from torviz.shared.tracker import (
     ConnectRequest,
     ConnectResponse,
     ScrapeStats,
@@ -37,7 +37,7 @@ from shared.tracker import (
     decode_request,
     encode_response,
 )
-from shared.types import PeerAddress
+from torviz.shared.types import PeerAddress
 
 _JOIN_S = 2.0
 

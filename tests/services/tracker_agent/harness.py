@@ -24,7 +24,8 @@ from typing import Any
 
 import zmq
 
-from shared.bus import (
+from testing import OpenTracker, Swarm, next_loopback_address
+from torviz.shared.bus import (
     Hello,
     HelloPolicy,
     Message,
@@ -40,15 +41,14 @@ from shared.bus import (
     decode_frames,
     encode_frames,
 )
-from shared.tracker import (
+from torviz.shared.tracker import (
     AnnounceResponse,
     ScrapeStats,
     build_scrape_url,
     parse_announce_response,
     parse_scrape_response,
 )
-from shared.types import InfoHash, PeerAddress, PeerId
-from testing import OpenTracker, Swarm, next_loopback_address
+from torviz.shared.types import InfoHash, PeerAddress, PeerId
 
 REPO = Path(__file__).resolve().parents[3]
 AGENT_ID = "ta-test"

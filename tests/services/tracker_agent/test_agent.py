@@ -13,16 +13,6 @@ import time
 
 import pytest
 
-from shared.bus import (
-    Message,
-    Shutdown,
-    TorrentCompleted,
-    TrackerState,
-    TrackerStateChanged,
-    UntrackTorrent,
-    UpdateTransfer,
-)
-from shared.types import InfoHash
 from testing import Swarm
 from tests.services.tracker_agent.conftest import StartAgent
 from tests.services.tracker_agent.fakes import SilentTcpServer
@@ -37,6 +27,16 @@ from tests.services.tracker_agent.harness import (
     track,
     wait_until_forgotten,
 )
+from torviz.shared.bus import (
+    Message,
+    Shutdown,
+    TorrentCompleted,
+    TrackerState,
+    TrackerStateChanged,
+    UntrackTorrent,
+    UpdateTransfer,
+)
+from torviz.shared.types import InfoHash
 
 pytestmark = pytest.mark.interop
 

@@ -10,11 +10,11 @@ import time
 
 import pytest
 
-from shared.bus import Rejected, RejectReason, TrackerState
 from testing import Swarm, free_port
 from tests.services.tracker_agent.conftest import StartAgent
 from tests.services.tracker_agent.fakes import SilentTcpServer
 from tests.services.tracker_agent.harness import Coordinator, swarm_with_two_peers, track
+from torviz.shared.bus import Rejected, RejectReason, TrackerState
 
 
 @pytest.mark.interop

@@ -17,10 +17,6 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from shared.bencode import encode
-from shared.bus import Message, PeersDiscovered, Shutdown, TrackerState, TrackerStateChanged
-from shared.tracker import encode_compact_v4, encode_compact_v6
-from shared.types import InfoHash, PeerAddress
 from testing import Swarm
 from tests.services.tracker_agent.conftest import StartAgent
 from tests.services.tracker_agent.fakes import (
@@ -38,6 +34,10 @@ from tests.services.tracker_agent.harness import (
     memory_kib,
     track,
 )
+from torviz.shared.bencode import encode
+from torviz.shared.bus import Message, PeersDiscovered, Shutdown, TrackerState, TrackerStateChanged
+from torviz.shared.tracker import encode_compact_v4, encode_compact_v6
+from torviz.shared.types import InfoHash, PeerAddress
 
 PATIENCE = 3.0
 HOSTILE_CONFIG = f"""

@@ -16,18 +16,6 @@ from pathlib import Path
 
 import pytest
 
-from shared.bencode import encode
-from shared.bus import (
-    AgentInfo,
-    Heartbeat,
-    Hello,
-    ServiceKind,
-    Shutdown,
-    TrackerState,
-    check_hello,
-)
-from shared.tracker import encode_compact_v4
-from shared.types import PeerAddress
 from tests.services.tracker_agent.conftest import StartAgent
 from tests.services.tracker_agent.fakes import HttpServer, Reply
 from tests.services.tracker_agent.harness import (
@@ -38,6 +26,18 @@ from tests.services.tracker_agent.harness import (
     fresh_info_hash,
     track,
 )
+from torviz.shared.bencode import encode
+from torviz.shared.bus import (
+    AgentInfo,
+    Heartbeat,
+    Hello,
+    ServiceKind,
+    Shutdown,
+    TrackerState,
+    check_hello,
+)
+from torviz.shared.tracker import encode_compact_v4
+from torviz.shared.types import PeerAddress
 
 
 def offered(announce_host: str) -> AgentInfo:
@@ -156,8 +156,8 @@ def test_an_unusable_advertise_host_exits_2_with_one_line(
     config = tmp_path / "agent.toml"
     config.write_text(f'[tracker_agent]\nadvertise_host = "{value}"\n')
     finished = subprocess.run(
-        [sys.executable, "-m", "services.tracker_agent", "--coordinator", coordinator.endpoint,
-         "--agent-id", AGENT_ID, "--config", str(config)],
+        [sys.executable, "-m", "torviz.services.tracker_agent",
+         "--coordinator", coordinator.endpoint, "--agent-id", AGENT_ID, "--config", str(config)],
         cwd=REPO, capture_output=True, text=True, timeout=20, check=False,
     )  # fmt: skip
     assert finished.returncode == 2
@@ -172,7 +172,7 @@ def test_missing_keys_for_a_tcp_coordinator_exit_2_with_one_line(
     coordinator: Coordinator, tmp_path: Path
 ):
     finished = subprocess.run(
-        [sys.executable, "-m", "services.tracker_agent", "--coordinator", "tcp://127.0.0.1:9",
+        [sys.executable, "-m", "torviz.services.tracker_agent", "--coordinator", "tcp://127.0.0.1:9",
          "--agent-id", AGENT_ID, "--keys", str(tmp_path / "no-keys")],
         cwd=REPO, capture_output=True, text=True, timeout=20, check=False,
     )  # fmt: skip

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from services.tracker_agent.core.udp_exchange import RetransmitPolicy
-from shared.config import TrackerAgentConfig, parse_config
-from shared.errors import ConfigError
+from torviz.services.tracker_agent.core.udp_exchange import RetransmitPolicy
+from torviz.shared.config import TrackerAgentConfig, parse_config
+from torviz.shared.errors import ConfigError
 
 
 def test_defaults_follow_bep_15_and_bep_12():

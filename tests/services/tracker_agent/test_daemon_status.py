@@ -27,7 +27,7 @@ from tests.services.tracker_agent.harness import fresh_info_hash, listed
 
 pytestmark = pytest.mark.interop
 
-COORDINATOR = [sys.executable, "-m", "services.coordinator"]
+COORDINATOR = [sys.executable, "-m", "torviz.services.coordinator"]
 CONFIG = """
 [peer_agent]
 listen_host = "127.0.0.1"

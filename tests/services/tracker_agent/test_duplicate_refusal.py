@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from shared.bus import Hello, Rejected, RejectReason
 from tests.services.tracker_agent.conftest import StartAgent
 from tests.services.tracker_agent.harness import Coordinator
+from torviz.shared.bus import Hello, Rejected, RejectReason
 
 TEXT = (
     "tracker agent 'ta-test' already runs on host-a (pid 1, heard 0.2 s ago): an agent id runs "

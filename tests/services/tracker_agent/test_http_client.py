@@ -16,10 +16,17 @@ from pathlib import Path
 
 import pytest
 
-from services.tracker_agent.http_client import announce_http, http_get, scrape_http, user_agent
-from shared.bencode import encode
-from shared.errors import TrackerError
-from shared.tracker import (
+from testing import free_port
+from tests.services.tracker_agent.fakes import HOSTILE_HTTP, HttpServer, Reply, SilentTcpServer
+from torviz.services.tracker_agent.http_client import (
+    announce_http,
+    http_get,
+    scrape_http,
+    user_agent,
+)
+from torviz.shared.bencode import encode
+from torviz.shared.errors import TrackerError
+from torviz.shared.tracker import (
     MAX_RESPONSE_SIZE,
     AnnounceFailure,
     AnnounceRequest,
@@ -27,9 +34,7 @@ from shared.tracker import (
     ScrapeStats,
     encode_compact_v4,
 )
-from shared.types import InfoHash, PeerAddress, PeerId
-from testing import free_port
-from tests.services.tracker_agent.fakes import HOSTILE_HTTP, HttpServer, Reply, SilentTcpServer
+from torviz.shared.types import InfoHash, PeerAddress, PeerId
 
 PEERS = (PeerAddress("127.0.0.2", 6881), PeerAddress("127.0.0.3", 6882))
 OK_BODY = encode(

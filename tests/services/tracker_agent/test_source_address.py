@@ -9,10 +9,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from services.tracker_agent.http_client import http_get
-from services.tracker_agent.udp_client import UdpTrackerClient
-from shared.tracker import AnnounceRequest
-from shared.types import InfoHash, PeerId
+from torviz.services.tracker_agent.http_client import http_get
+from torviz.services.tracker_agent.udp_client import UdpTrackerClient
+from torviz.shared.tracker import AnnounceRequest
+from torviz.shared.types import InfoHash, PeerId
 
 SOURCE = "127.0.0.7"
 

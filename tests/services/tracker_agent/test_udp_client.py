@@ -12,13 +12,13 @@ import time
 
 import pytest
 
-from services.tracker_agent.core.udp_exchange import RetransmitPolicy
-from services.tracker_agent.udp_client import UdpTracker, UdpTrackerClient, parse_udp_url
-from shared.errors import TrackerError
-from shared.tracker import AnnounceEvent, AnnounceFailure, AnnounceRequest, AnnounceResponse
-from shared.types import InfoHash, PeerAddress, PeerId
 from testing import free_port
 from tests.services.tracker_agent.fakes import FAKE_STATS, HOSTILE_UDP, FakeUdpTracker
+from torviz.services.tracker_agent.core.udp_exchange import RetransmitPolicy
+from torviz.services.tracker_agent.udp_client import UdpTracker, UdpTrackerClient, parse_udp_url
+from torviz.shared.errors import TrackerError
+from torviz.shared.tracker import AnnounceEvent, AnnounceFailure, AnnounceRequest, AnnounceResponse
+from torviz.shared.types import InfoHash, PeerAddress, PeerId
 
 PEERS = (PeerAddress("127.0.0.2", 6881), PeerAddress("127.0.0.3", 6882))
 REQUEST = AnnounceRequest(

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.bus import (
+from torviz.shared.bus import (
     MAX_DATA_BYTES,
     MAX_HEADER_BYTES,
     MESSAGES,
@@ -40,7 +40,7 @@ from shared.bus import (
     encode_frames,
     encode_message,
 )
-from shared.bus.codec import (
+from torviz.shared.bus.codec import (
     BoolField,
     BytesField,
     EnumField,
@@ -55,8 +55,8 @@ from shared.bus.codec import (
     TupleField,
     message_fields,
 )
-from shared.errors import BusError
-from shared.types import InfoHash, PeerAddress, PeerId
+from torviz.shared.errors import BusError
+from torviz.shared.types import InfoHash, PeerAddress, PeerId
 
 IH = InfoHash(b"\x11" * 20)
 PID = PeerId(b"-TV0001-" + b"\x22" * 12)

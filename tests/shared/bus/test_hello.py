@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from shared.bus import (
+from torviz.shared.bus import (
     BUS_PROTOCOL_VERSION,
     SCHEMA_DIGEST,
     HelloPolicy,
@@ -21,7 +21,7 @@ from shared.bus import (
     make_hello,
     raise_if_rejected,
 )
-from shared.errors import BusError
+from torviz.shared.errors import BusError
 
 POLICY = HelloPolicy(
     service=ServiceKind.COORDINATOR,

@@ -10,7 +10,7 @@ from typing import Any
 import msgpack  # type: ignore[import-untyped]
 import pytest
 
-from shared.bus import (
+from torviz.shared.bus import (
     MAX_BATCH,
     MAX_NAME,
     MAX_TEXT,
@@ -35,9 +35,9 @@ from shared.bus import (
     raise_if_rejected,
     render_schema,
 )
-from shared.bus.codec import EnumField, message_fields
-from shared.errors import BusError
-from shared.types import InfoHash, PeerAddress
+from torviz.shared.bus.codec import EnumField, message_fields
+from torviz.shared.errors import BusError
+from torviz.shared.types import InfoHash, PeerAddress
 
 IH = InfoHash(b"\x11" * 20)
 _IH_WIRE = "c4 14" + "11" * 20

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from shared.bus import Rejected, ServiceKind, make_hello
-from shared.bus.hello import (
+from torviz.shared.bus import Rejected, ServiceKind, make_hello
+from torviz.shared.bus.hello import (
     MAX_ROUTING_IDENTITY,
     check_identity,
     is_routing_identity,

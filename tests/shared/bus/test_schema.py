@@ -14,7 +14,7 @@ from typing import Annotated
 
 import pytest
 
-from shared.bus import (
+from torviz.shared.bus import (
     BUS_PROTOCOL_VERSION,
     MESSAGES,
     RETIRED_TAGS,
@@ -29,7 +29,7 @@ from shared.bus import (
     render_schema,
     schema,
 )
-from shared.bus.vocabulary import Range, Size
+from torviz.shared.bus.vocabulary import Range, Size
 
 SNAPSHOT = Path(__file__).resolve().parents[2] / "vectors" / "bus_schema.snapshot"
 UPDATE_ENV = "TORVIZ_UPDATE_SNAPSHOT"

@@ -31,7 +31,7 @@ from typing import Any  # noqa: E402
 import gevent  # noqa: E402
 import pykka  # noqa: E402
 
-from shared.bus import (  # noqa: E402
+from torviz.shared.bus import (  # noqa: E402
     BlockRead,
     HelloPolicy,
     ListTorrents,
@@ -41,9 +41,9 @@ from shared.bus import (  # noqa: E402
     StatusReport,
     StorePiece,
 )
-from shared.runtime.logging import setup_logging  # noqa: E402
-from shared.runtime.service import ActorFactory, ServiceRunner  # noqa: E402
-from shared.runtime.sockets import BusSocket, Incoming  # noqa: E402
+from torviz.shared.runtime.logging import setup_logging  # noqa: E402
+from torviz.shared.runtime.service import ActorFactory, ServiceRunner  # noqa: E402
+from torviz.shared.runtime.sockets import BusSocket, Incoming  # noqa: E402
 
 
 class Marked(pykka.ThreadingActor):

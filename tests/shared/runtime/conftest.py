@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import zmq.green
 
-from shared.runtime.zap import running_zap_handler
+from torviz.shared.runtime.zap import running_zap_handler
 
 SCRIPT = Path(__file__).with_name("bus_service_script.py")
 REPO = Path(__file__).resolve().parents[3]

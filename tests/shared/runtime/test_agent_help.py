@@ -13,7 +13,7 @@ AGENTS = ["tracker_agent", "peer_agent", "storage_agent"]
 
 def run_agent(kind: str, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", f"services.{kind}", *args],
+        [sys.executable, "-m", f"torviz.services.{kind}", *args],
         capture_output=True,
         text=True,
         timeout=60,

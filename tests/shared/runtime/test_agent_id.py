@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from shared.bus.hello import routing_identity
-from shared.runtime.agent import MAX_AGENT_ID, agent_id_problem, parse_agent_args
+from torviz.shared.bus.hello import routing_identity
+from torviz.shared.runtime.agent import MAX_AGENT_ID, agent_id_problem, parse_agent_args
 
 ENDPOINT = "ipc:///tmp/bus.sock"
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from shared.config import SecurityConfig
-from shared.runtime.agent import parse_agent_args
+from torviz.shared.config import SecurityConfig
+from torviz.shared.runtime.agent import parse_agent_args
 
 ENDPOINT = "tcp://10.0.0.1:7700"
 

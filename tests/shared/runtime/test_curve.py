@@ -19,10 +19,10 @@ import zmq
 import zmq.auth
 import zmq.green
 
-from shared.bus import Heartbeat, HelloPolicy, ServiceKind, Welcome, make_hello
-from shared.config import SecurityConfig
-from shared.errors import ConfigError
-from shared.runtime.curve import (
+from torviz.shared.bus import Heartbeat, HelloPolicy, ServiceKind, Welcome, make_hello
+from torviz.shared.config import SecurityConfig
+from torviz.shared.errors import ConfigError
+from torviz.shared.runtime.curve import (
     CONTROL_ZAP_DOMAIN,
     MAX_KEY_FILE,
     ZAP_DOMAIN,
@@ -38,8 +38,8 @@ from shared.runtime.curve import (
     load_public_key,
     server_security,
 )
-from shared.runtime.sockets import BusSocket, Incoming
-from shared.runtime.zap import running_zap_handler
+from torviz.shared.runtime.sockets import BusSocket, Incoming
+from torviz.shared.runtime.zap import running_zap_handler
 
 WAIT = 5.0
 POLICY = HelloPolicy(
@@ -408,7 +408,7 @@ def test_an_unknown_key_gets_nothing_and_is_told_why(
         pair.inbox.get(timeout=0.3)
     assert replies.empty()
     assert pair.server.stats.received == 0
-    errors = [r.getMessage() for r in caplog.records if r.name == "shared.runtime.curve"]
+    errors = [r.getMessage() for r in caplog.records if r.name == "torviz.shared.runtime.curve"]
     assert errors == [
         f"x9: the server at {pair.endpoint} refused this process's key (x9): is its public key "
         "in the server's authorized folder?"
@@ -427,13 +427,13 @@ def test_a_plain_client_to_a_curve_server_gets_nothing(pair: Pair) -> None:
 def test_a_wrong_server_key_is_counted_and_logged_once(
     pair: Pair, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.ERROR, logger="shared.runtime.curve")
+    caplog.set_level(logging.ERROR, logger="torviz.shared.runtime.curve")
     wrong = load_public_key(pair.keys, "x9")
     client, replies = pair.client(pair.curve_client("a1", server_public=wrong))
     client.send(make_hello(ServiceKind.PEER_AGENT, "a1", "h", 1))
     assert wait_for(lambda: client.stats.auth_failures >= 3)  # libzmq retries by itself
     assert replies.empty() and pair.inbox.empty()
-    lines = [r.getMessage() for r in caplog.records if r.name == "shared.runtime.curve"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "torviz.shared.runtime.curve"]
     assert len(lines) == 1  # at most once per 30 s
     assert "CURVE handshake with tcp://127.0.0.1:" in lines[0]
     assert "wrong coordinator key, or the server uses no keys" in lines[0]
@@ -444,7 +444,7 @@ def test_a_bundle_from_another_keys_init_is_logged_by_the_server_too(
 ) -> None:
     """The ZAP handler never hears of a client holding another server key: the server's own
     watch tells its operator, once, however often the client retries."""
-    caplog.set_level(logging.WARNING, logger="shared.runtime.curve")
+    caplog.set_level(logging.WARNING, logger="torviz.shared.runtime.curve")
     wrong = load_public_key(pair.keys, "x9")
     client, _ = pair.client(pair.curve_client("a1", server_public=wrong))
     client.send(make_hello(ServiceKind.PEER_AGENT, "a1", "h", 1))
@@ -462,7 +462,7 @@ def test_a_bundle_from_another_keys_init_is_logged_by_the_server_too(
 def test_a_curve_client_to_a_plain_server_fails_clearly(
     contexts: tuple[Any, Any], keys: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.ERROR, logger="shared.runtime.curve")
+    caplog.set_level(logging.ERROR, logger="torviz.shared.runtime.curve")
     server_ctx, client_ctx = contexts
     server = server_ctx.socket(zmq.ROUTER)  # raw: a BusSocket never binds plain tcp
     server.setsockopt(zmq.LINGER, 0)

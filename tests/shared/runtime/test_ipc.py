@@ -21,10 +21,11 @@ import zmq
 import zmq.auth
 import zmq.green
 
-from shared.bus import HelloPolicy, ListTorrents, ServiceKind, Welcome, make_hello
-from shared.config import SecurityConfig
-from shared.errors import ConfigError
-from shared.runtime.curve import (
+from tests.support.users import OtherUser, other_user
+from torviz.shared.bus import HelloPolicy, ListTorrents, ServiceKind, Welcome, make_hello
+from torviz.shared.config import SecurityConfig
+from torviz.shared.errors import ConfigError
+from torviz.shared.runtime.curve import (
     CurveClient,
     KeyPair,
     control_security,
@@ -32,20 +33,19 @@ from shared.runtime.curve import (
     load_public_key,
     server_security,
 )
-from shared.runtime.ipc import (
+from torviz.shared.runtime.ipc import (
     IpcState,
     bind_private,
     make_private_dir,
     owner_of,
     probe_ipc,
 )
-from shared.runtime.sockets import (
+from torviz.shared.runtime.sockets import (
     BusSocket,
     ControlClient,
     DaemonUnreachableError,
     PermissionDeniedError,
 )
-from tests.support.users import OtherUser, other_user
 
 WAIT = 5.0
 CONTROL_POLICY = HelloPolicy(

@@ -22,11 +22,11 @@ import zmq
 import zmq.auth
 import zmq.green
 
-from services.coordinator.cli.commands.keys import init_keys
-from shared.bus import HelloPolicy, Rejected, RejectReason, ServiceKind, Welcome, make_hello
-from shared.config import SecurityConfig
-from shared.errors import ConfigError
-from shared.runtime.curve import (
+from torviz.services.coordinator.cli.commands.keys import init_keys
+from torviz.shared.bus import HelloPolicy, Rejected, RejectReason, ServiceKind, Welcome, make_hello
+from torviz.shared.config import SecurityConfig
+from torviz.shared.errors import ConfigError
+from torviz.shared.runtime.curve import (
     MAX_KEY_FILE,
     MAX_METADATA,
     AuthorizedKey,
@@ -39,8 +39,8 @@ from shared.runtime.curve import (
     role_of_name,
     server_security,
 )
-from shared.runtime.sockets import BusSocket, Incoming
-from shared.runtime.zap import running_zap_handler
+from torviz.shared.runtime.sockets import BusSocket, Incoming
+from torviz.shared.runtime.zap import running_zap_handler
 
 WAIT = 5.0
 AGENTS = frozenset({ServiceKind.PEER_AGENT, ServiceKind.STORAGE_AGENT, ServiceKind.TRACKER_AGENT})
@@ -327,10 +327,10 @@ def test_the_endpoints_own_key_may_be_any_agent(bus: Endpoint, keys: Path) -> No
 def test_a_refused_role_is_logged_once_per_key_and_address(
     bus: Endpoint, keys: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="shared.runtime.sockets")
+    caplog.set_level(logging.WARNING, logger="torviz.shared.runtime.sockets")
     answer = bus.hello(_bundle(keys, "peer-1"), "peer-1", ServiceKind.STORAGE_AGENT, "peer-1", 50)
     assert isinstance(answer, Rejected)
-    lines = [r.getMessage() for r in caplog.records if r.name == "shared.runtime.sockets"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "torviz.shared.runtime.sockets"]
     assert lines == [
         "bus: rejected peer-1 from 127.0.0.1: the key 'peer-1' is a peer agent's key: it cannot "
         "register as the storage agent (make a storage key with `keys init storage`)"

@@ -19,7 +19,7 @@ import gevent.queue
 import pytest
 import zmq
 
-from shared.bus import (
+from torviz.shared.bus import (
     BUS_PROTOCOL_VERSION,
     AgentInfo,
     ConnectPeer,
@@ -36,7 +36,7 @@ from shared.bus import (
     encode_frames,
     make_hello,
 )
-from shared.runtime.link import (
+from torviz.shared.runtime.link import (
     MIN_HEARTBEAT,
     CoordinatorLink,
     CoordinatorLost,
@@ -49,8 +49,8 @@ from shared.runtime.link import (
     WarnUnanswered,
     process_incarnation,
 )
-from shared.runtime.sockets import Incoming
-from shared.types import InfoHash, PeerAddress
+from torviz.shared.runtime.sockets import Incoming
+from torviz.shared.types import InfoHash, PeerAddress
 
 WAIT = 5.0  # seconds any expected message may take
 HELLO = make_hello(ServiceKind.PEER_AGENT, "pa-test", "here", 1)

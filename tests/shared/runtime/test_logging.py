@@ -9,9 +9,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from shared.errors import ConfigError
-from shared.runtime.logging import setup_logging, short_hash, with_context
-from shared.types import InfoHash, PeerAddress
+from torviz.shared.errors import ConfigError
+from torviz.shared.runtime.logging import setup_logging, short_hash, with_context
+from torviz.shared.types import InfoHash, PeerAddress
 
 IH = InfoHash(bytes.fromhex("0123456789abcdef0123456789abcdef01234567"))
 LINE = re.compile(
@@ -43,11 +43,11 @@ def lines(out: io.StringIO) -> list[re.Match[str]]:
 
 def test_a_record_is_one_line_with_service_level_and_logger(stream: io.StringIO) -> None:
     setup_logging("peer_agent", "debug", agent_id="pa1", stream=stream)
-    logging.getLogger("services.peer_agent.session").debug("choked by %s", "peer")
+    logging.getLogger("torviz.services.peer_agent.session").debug("choked by %s", "peer")
     [line] = lines(stream)
     assert line["service"] == "peer_agent[pa1]"
     assert line["level"] == "DEBUG"
-    assert line["logger"] == "services.peer_agent.session"
+    assert line["logger"] == "torviz.services.peer_agent.session"
     assert line["tags"] is None
     assert line["message"] == "choked by peer"
 
@@ -68,7 +68,7 @@ def test_newlines_and_tracebacks_stay_on_the_record_line(stream: io.StringIO) ->
 
 def test_context_tags_follow_a_torrent_and_a_peer(stream: io.StringIO) -> None:
     setup_logging("storage_agent", stream=stream)
-    base = logging.getLogger("services.storage_agent.store")
+    base = logging.getLogger("torviz.services.storage_agent.store")
     with_context(base, info_hash=IH).info("verified %d", 3)
     with_context(base, info_hash=IH, peer="pa1/17").warning("rejected")
     with_context(base, peer=PeerAddress("::1", 6881)).info("dialled")

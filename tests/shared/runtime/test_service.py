@@ -10,7 +10,7 @@ from typing import Any
 import gevent.monkey
 import pytest
 
-from shared.runtime.service import EXIT_FAILURE, EXIT_OK, ServiceRunner
+from torviz.shared.runtime.service import EXIT_FAILURE, EXIT_OK, ServiceRunner
 
 from .conftest import ServiceProcess
 

@@ -15,7 +15,7 @@ import msgpack  # type: ignore[import-untyped]
 import pytest
 import zmq
 
-from shared.bus import (
+from torviz.shared.bus import (
     BUS_PROTOCOL_VERSION,
     BlockRead,
     Heartbeat,
@@ -32,15 +32,15 @@ from shared.bus import (
     encode_frames,
     make_hello,
 )
-from shared.errors import BusError
-from shared.runtime.sockets import (
+from torviz.shared.errors import BusError
+from torviz.shared.runtime.sockets import (
     BusSocket,
     ControlClient,
     DaemonUnreachableError,
     Incoming,
     control_request,
 )
-from shared.types import InfoHash
+from torviz.shared.types import InfoHash
 
 from .conftest import ServiceProcess
 

@@ -13,7 +13,7 @@ import logging
 
 import pytest
 
-from shared.runtime import control, curve, handshakes, hello_gate, key_files, sockets
+from torviz.shared.runtime import control, curve, handshakes, hello_gate, key_files, sockets
 
 CURVE_NAMES = [
     "AGENT_ROLES",
@@ -62,8 +62,8 @@ def _home(name: str) -> str:
 
 @pytest.mark.parametrize(
     ("old", "name"),
-    [("shared.runtime.curve", n) for n in CURVE_NAMES]
-    + [("shared.runtime.sockets", n) for n in SOCKETS_NAMES],
+    [("torviz.shared.runtime.curve", n) for n in CURVE_NAMES]
+    + [("torviz.shared.runtime.sockets", n) for n in SOCKETS_NAMES],
 )
 def test_a_name_is_importable_where_it_was(old: str, name: str) -> None:
     module = importlib.import_module(old)

@@ -13,8 +13,16 @@ import gevent
 import gevent.queue
 import pytest
 
-from shared.bus import Hello, HelloPolicy, Rejected, RejectReason, ServiceKind, Welcome, make_hello
-from shared.runtime.sockets import BusSocket, Incoming
+from torviz.shared.bus import (
+    Hello,
+    HelloPolicy,
+    Rejected,
+    RejectReason,
+    ServiceKind,
+    Welcome,
+    make_hello,
+)
+from torviz.shared.runtime.sockets import BusSocket, Incoming
 
 POLICY = HelloPolicy(
     service=ServiceKind.COORDINATOR,
@@ -75,7 +83,7 @@ def test_a_vetoed_hello_is_answered_with_the_owners_refusal_and_not_welcomed(
     first, first_inbox = dealer(green_context, endpoint, "pa1/1", sockets)
     first.send(hello)
     assert isinstance(next_message(first_inbox), Welcome)
-    with caplog.at_level(logging.WARNING, logger="shared.runtime.sockets"):
+    with caplog.at_level(logging.WARNING, logger="torviz.shared.runtime.sockets"):
         second, second_inbox = dealer(green_context, endpoint, "pa1/2", sockets)
         second.send(hello)
         assert next_message(second_inbox) == Rejected(RejectReason.DUPLICATE_AGENT, "already here")

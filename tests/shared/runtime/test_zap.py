@@ -19,16 +19,16 @@ import zmq.auth
 import zmq.green
 from zmq.utils import z85
 
-from shared.bus import Hello, HelloPolicy, ServiceKind, Welcome, make_hello
-from shared.runtime.curve import (
+from torviz.shared.bus import Hello, HelloPolicy, ServiceKind, Welcome, make_hello
+from torviz.shared.runtime.curve import (
     AuthorizedKey,
     CurveClient,
     CurveServer,
     load_keypair,
     load_public_key,
 )
-from shared.runtime.sockets import BusSocket, Incoming
-from shared.runtime.zap import (
+from torviz.shared.runtime.sockets import BusSocket, Incoming
+from torviz.shared.runtime.zap import (
     CONTROL_ZAP_DOMAIN,
     MAX_ZAP_FRAME,
     MAX_ZAP_FRAMES,
@@ -239,7 +239,7 @@ class Clock:
 def test_reload_is_bounded_and_picks_up_new_keys(
     keys: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="shared.runtime.zap")
+    caplog.set_level(logging.INFO, logger="torviz.shared.runtime.zap")
     clock = Clock()
     handler = ZapHandler(zmq.green.Context.instance(), clock=clock)  # never started
     handler.trust(load_keypair(keys, "coordinator"), keys / "authorized")
@@ -319,7 +319,7 @@ def ask(ctx: Any, frames: list[bytes]) -> list[bytes] | None:
 def test_the_handler_answers_raw_requests_and_survives_garbage(
     ctx: Any, keys: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="shared.runtime.zap")
+    caplog.set_level(logging.WARNING, logger="torviz.shared.runtime.zap")
     handler = zap_handler(ctx)
     handler.trust(load_keypair(keys, "coordinator"), keys / "authorized")
     a1 = z85.decode(load_public_key(keys, "a1"))
@@ -484,7 +484,7 @@ def test_a_key_refused_a_hundred_times_is_logged_a_bounded_number_of_times(
     keys: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A refused agent retries for ever: one line at first, then one a minute with the count."""
-    caplog.set_level(logging.WARNING, logger="shared.runtime.zap")
+    caplog.set_level(logging.WARNING, logger="torviz.shared.runtime.zap")
     clock = Clock()
     handler = ZapHandler(zmq.green.Context.instance(), clock=clock)  # never started
     handler.trust(load_keypair(keys, "coordinator"), keys / "authorized")

@@ -6,7 +6,7 @@ import ipaddress
 
 from hypothesis import strategies as st
 
-from shared.types import InfoHash, PeerAddress, PeerId
+from torviz.shared.types import InfoHash, PeerAddress, PeerId
 
 u32 = st.integers(0, 2**32 - 1)
 u64 = st.integers(0, 2**64 - 1)

@@ -11,9 +11,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.bencode import encode
-from shared.errors import BencodeError, TrackerError
-from shared.tracker import (
+from tests.shared.tracker.strategies import info_hashes, peer_ids
+from torviz.shared.bencode import encode
+from torviz.shared.errors import BencodeError, TrackerError
+from torviz.shared.tracker import (
     MAX_PEERS_PER_REPLY,
     AnnounceEvent,
     AnnounceFailure,
@@ -26,8 +27,7 @@ from shared.tracker import (
     parse_announce_response,
     percent_encode,
 )
-from shared.types import InfoHash, PeerAddress, PeerId
-from tests.shared.tracker.strategies import info_hashes, peer_ids
+from torviz.shared.types import InfoHash, PeerAddress, PeerId
 
 # Every kind of byte: controls, space, the four unreserved marks, letters and digits at both
 # ends of their ranges, and reserved characters that would break a query if left alone.

@@ -17,8 +17,8 @@ from types import ModuleType
 
 import pytest
 
-from shared.errors import TrackerError
-from shared.tracker import (
+from torviz.shared.errors import TrackerError
+from torviz.shared.tracker import (
     PROTOCOL_ID,
     AnnounceFailure,
     AnnounceResponse,
@@ -36,7 +36,7 @@ from shared.tracker import (
     parse_announce_response,
     parse_scrape_response,
 )
-from shared.types import PeerAddress
+from torviz.shared.types import PeerAddress
 
 VECTORS = Path(__file__).resolve().parents[2] / "vectors" / "tracker"
 

@@ -6,9 +6,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.bencode import Value
-from shared.errors import TrackerError
-from shared.tracker import (
+from tests.shared.tracker.strategies import v4_peers, v6_peers
+from torviz.shared.bencode import Value
+from torviz.shared.errors import TrackerError
+from torviz.shared.tracker import (
     TrackerPeer,
     decode_compact_v4,
     decode_compact_v6,
@@ -16,8 +17,7 @@ from shared.tracker import (
     encode_compact_v4,
     encode_compact_v6,
 )
-from shared.types import PeerAddress, PeerId
-from tests.shared.tracker.strategies import v4_peers, v6_peers
+from torviz.shared.types import PeerAddress, PeerId
 
 
 def test_bep23_example() -> None:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from shared.bencode import encode
-from shared.errors import TrackerError
-from shared.tracker import ScrapeStats, build_scrape_url, parse_scrape_response, scrape_url
-from shared.tracker.scrape import MAX_SCRAPE_ENTRIES
-from shared.types import InfoHash
+from torviz.shared.bencode import encode
+from torviz.shared.errors import TrackerError
+from torviz.shared.tracker import ScrapeStats, build_scrape_url, parse_scrape_response, scrape_url
+from torviz.shared.tracker.scrape import MAX_SCRAPE_ENTRIES
+from torviz.shared.types import InfoHash
 
 X = InfoHash(b"x" * 20)
 Y = InfoHash(b"y" * 20)

@@ -6,8 +6,18 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.errors import TrackerError
-from shared.tracker import (
+from tests.shared.tracker.strategies import (
+    i63,
+    info_hashes,
+    peer_ids,
+    ports,
+    u32,
+    u64,
+    v4_peers,
+    v6_peers,
+)
+from torviz.shared.errors import TrackerError
+from torviz.shared.tracker import (
     CONNECTION_ID_LIFETIME,
     MAX_SCRAPE_HASHES,
     PROTOCOL_ID,
@@ -33,17 +43,7 @@ from shared.tracker import (
     encode_request,
     encode_response,
 )
-from shared.types import InfoHash, PeerAddress, PeerId
-from tests.shared.tracker.strategies import (
-    i63,
-    info_hashes,
-    peer_ids,
-    ports,
-    u32,
-    u64,
-    v4_peers,
-    v6_peers,
-)
+from torviz.shared.types import InfoHash, PeerAddress, PeerId
 
 CONN = 0x0123456789ABCDEF
 HASH_A = InfoHash(bytes.fromhex("0123456789abcdef0123456789abcdef01234567"))

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.errors import WireError
-from shared.wire import (
+from torviz.shared.errors import WireError
+from torviz.shared.wire import (
     DEFAULT_MAX_BITFIELD,
     DEFAULT_MAX_EXTENDED,
     DEFAULT_MAX_FRAME,

@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared import bencode
-from shared.errors import BencodeError, WireError
-from shared.wire import (
+from torviz.shared import bencode
+from torviz.shared.errors import BencodeError, WireError
+from torviz.shared.wire import (
     Extended,
     ExtensionHandshake,
     MessageDecoder,

@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.errors import WireError
-from shared.types import InfoHash, PeerId
-from shared.wire import (
+from torviz.shared.errors import WireError
+from torviz.shared.types import InfoHash, PeerId
+from torviz.shared.wire import (
     HANDSHAKE_LENGTH,
     Handshake,
     HandshakeHeader,

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from shared.peer_id import identify_client
-from shared.wire import (
+from torviz.shared.peer_id import identify_client
+from torviz.shared.wire import (
     PROTOCOL,
     Bitfield,
     Extended,

@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from shared.tracker import (
+from torviz.shared.tracker import (
     AnnounceEvent,
     AnnounceRequest,
     ConnectRequest,
@@ -39,7 +39,7 @@ from shared.tracker import (
     decode_connect_response,
     encode_request,
 )
-from shared.types import InfoHash, PeerId
+from torviz.shared.types import InfoHash, PeerId
 
 OPENTRACKER = "/usr/bin/opentracker"
 HERE = Path(__file__).resolve().parent

@@ -38,7 +38,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import metadata
 
-from shared.create import (
+from torviz.shared.create import (
     MAX_FILES,
     MAX_PATH_DEPTH,
     CreateError,
@@ -51,9 +51,9 @@ from shared.create import (
     plan_files,
     plan_single_file,
 )
-from shared.geometry import TorrentGeometry
-from shared.magnet import Magnet, format_magnet
-from shared.metainfo import parse_metainfo
+from torviz.shared.geometry import TorrentGeometry
+from torviz.shared.magnet import Magnet, format_magnet
+from torviz.shared.metainfo import parse_metainfo
 
 from ..progress import Progress, human_size
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from shared.runtime.logging import LOG_LEVELS
+from torviz.shared.runtime.logging import LOG_LEVELS
 
 from ..handover import to_daemon
 

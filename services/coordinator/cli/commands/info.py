@@ -32,9 +32,9 @@ import stat
 from datetime import UTC, datetime
 from typing import Any
 
-from shared.errors import MetainfoError
-from shared.magnet import Magnet, format_magnet, parse_magnet
-from shared.metainfo import Metainfo, parse_metainfo
+from torviz.shared.errors import MetainfoError
+from torviz.shared.magnet import Magnet, format_magnet, parse_magnet
+from torviz.shared.metainfo import Metainfo, parse_metainfo
 
 from ..progress import human_size
 

@@ -52,9 +52,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from shared.bus import ServiceKind
-from shared.config import Config
-from shared.errors import ConfigError, TorvizError
+from torviz.shared.bus import ServiceKind
+from torviz.shared.config import Config
+from torviz.shared.errors import ConfigError, TorvizError
 
 from ...daemon.locations import default_config_file, load_config_file
 
@@ -190,7 +190,7 @@ def _keys_folder(given: str | None, config: Config) -> Path:
 
 def run_list(args: argparse.Namespace) -> int:
     """``keys list``: names, roles and public keys of the coordinator and the agents."""
-    from shared.runtime.curve import COORDINATOR_KEY, authorized_keys, load_public_key
+    from torviz.shared.runtime.curve import COORDINATOR_KEY, authorized_keys, load_public_key
 
     folder = Path(args.dir).expanduser() if args.dir else default_keys_dir()
     try:
@@ -230,7 +230,7 @@ def parse_agent_names(names: list[str]) -> dict[str, ServiceKind | None]:
         ConfigError: ``bad_key_role`` (a role other than peer, storage or tracker, or one
             name given two different roles), ``bad_key_name``, ``reserved_key_name``.
     """
-    from shared.runtime.curve import COORDINATOR_KEY, check_key_name
+    from torviz.shared.runtime.curve import COORDINATOR_KEY, check_key_name
 
     agents: dict[str, ServiceKind | None] = {}
     for given in names:
@@ -274,7 +274,7 @@ def init_keys(folder: Path, names: list[str]) -> KeysReport:
             invalid; ``orphan_public_key`` when ``coordinator.key`` exists without its secret.
         OSError: the folder cannot be written.
     """
-    from shared.runtime.curve import AUTHORIZED_DIR, read_key_role, role_of_name
+    from torviz.shared.runtime.curve import AUTHORIZED_DIR, read_key_role, role_of_name
 
     wanted = parse_agent_names(names)
     authorized = folder / AUTHORIZED_DIR
@@ -300,7 +300,7 @@ def init_keys(folder: Path, names: list[str]) -> KeysReport:
 
 
 def _role_conflict(folder: Path, name: str, role: ServiceKind, given: ServiceKind) -> ConfigError:
-    from shared.runtime.curve import AUTHORIZED_DIR
+    from torviz.shared.runtime.curve import AUTHORIZED_DIR
 
     return ConfigError(
         "role_conflict",
@@ -318,7 +318,7 @@ def _make_private_dir(path: Path) -> None:
 
 def _ensure_coordinator(folder: Path) -> bool:
     """Keep a valid coordinator pair, or make one; returns whether it is new."""
-    from shared.runtime.curve import COORDINATOR_KEY, load_keypair
+    from torviz.shared.runtime.curve import COORDINATOR_KEY, load_keypair
 
     secret = folder / f"{COORDINATOR_KEY}.key_secret"
     public = folder / f"{COORDINATOR_KEY}.key"
@@ -340,7 +340,7 @@ def _ensure_coordinator(folder: Path) -> bool:
 
 
 def _new_agent(folder: Path, name: str, role: ServiceKind) -> None:
-    from shared.runtime.curve import AUTHORIZED_DIR
+    from torviz.shared.runtime.curve import AUTHORIZED_DIR
 
     bundle = folder / _AGENTS / name
     _make_private_dir(bundle)
@@ -356,7 +356,7 @@ def _pair(folder: Path, name: str, role: ServiceKind | None) -> Iterator[tuple[P
     both with ``role`` in their metadata (pyzmq writes metadata in the secret file only)."""
     import zmq.auth
 
-    from shared.runtime.curve import ROLE_METADATA
+    from torviz.shared.runtime.curve import ROLE_METADATA
 
     metadata = {ROLE_METADATA: role.value} if role is not None else None
     with tempfile.TemporaryDirectory(prefix=".keys-", dir=folder) as tmp:  # mode 0700
@@ -370,7 +370,7 @@ def _pair(folder: Path, name: str, role: ServiceKind | None) -> Iterator[tuple[P
 def _write_public(path: Path, key: bytes, role: ServiceKind | None = None) -> None:
     """Write a public key file atomically, in the format ``zmq.auth.load_certificate`` reads,
     with ``role`` in its metadata."""
-    from shared.runtime.curve import ROLE_METADATA
+    from torviz.shared.runtime.curve import ROLE_METADATA
 
     staged = path.parent / f".{path.name}.tmp"
     metadata = f'    {ROLE_METADATA} = "{role.value}"\n' if role is not None else ""
@@ -393,7 +393,7 @@ def _copy_public(source: Path, dest: Path) -> None:
 
 def _refresh_bundles(folder: Path) -> None:
     """Give every bundle the current coordinator key and every authorized key."""
-    from shared.runtime.curve import (
+    from torviz.shared.runtime.curve import (
         AUTHORIZED_DIR,
         COORDINATOR_KEY,
         MAX_AUTHORIZED,
@@ -454,7 +454,7 @@ def agent_commands(
         command can run as printed; and one line per missing setting (no command is given
         for an agent that would fail).
     """
-    from shared.endpoints import parse_endpoint
+    from torviz.shared.endpoints import parse_endpoint
 
     bus = config.coordinator.bus
     parts = parse_endpoint(bus) if bus else None
@@ -497,7 +497,7 @@ def agent_commands(
 
 def _instructions(report: KeysReport, config: Config, config_path: Path) -> str:
     """What to do next, for a person: short, and every command runs as printed."""
-    from shared.runtime.curve import COORDINATOR_KEY
+    from torviz.shared.runtime.curve import COORDINATOR_KEY
 
     folder = report.folder
     state = "made" if report.coordinator_new else "kept"

@@ -21,7 +21,7 @@ import string
 import sys
 from typing import Any
 
-from shared.bus import (
+from torviz.shared.bus import (
     AddTorrent,
     AgentStatus,
     ControlFailed,
@@ -44,9 +44,9 @@ from shared.bus import (
     VerifyStarted,
     VerifyTorrent,
 )
-from shared.config import SecurityConfig
-from shared.endpoints import is_tcp
-from shared.errors import BusError, TorvizError
+from torviz.shared.config import SecurityConfig
+from torviz.shared.endpoints import is_tcp
+from torviz.shared.errors import BusError, TorvizError
 
 from ...core.announcers import host_port, unreachable_hint
 from ...daemon.locations import find_daemon, load_config_file
@@ -117,8 +117,8 @@ def _security(args: argparse.Namespace, keys_dir: str, key_name: str) -> Securit
 
 
 def _request(args: argparse.Namespace, message: Message) -> Message:
-    from shared.runtime.curve import COORDINATOR_KEY, client_security  # zmq: when it runs
-    from shared.runtime.sockets import control_request
+    from torviz.shared.runtime.curve import COORDINATOR_KEY, client_security  # zmq: when it runs
+    from torviz.shared.runtime.sockets import control_request
 
     daemon = find_daemon(args.control, args.state_dir)
     curve = None

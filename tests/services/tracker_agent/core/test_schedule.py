@@ -14,9 +14,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.tracker_agent.core.schedule import AnnounceSchedule, DueAnnounce, RetryPolicy
-from shared.bus import TrackerState
-from shared.tracker import AnnounceEvent
+from torviz.services.tracker_agent.core.schedule import AnnounceSchedule, DueAnnounce, RetryPolicy
+from torviz.shared.bus import TrackerState
+from torviz.shared.tracker import AnnounceEvent
 
 STARTED = AnnounceEvent.STARTED
 NONE = AnnounceEvent.NONE

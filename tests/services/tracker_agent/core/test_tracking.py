@@ -10,13 +10,13 @@ import random
 
 import pytest
 
-from services.tracker_agent.core.tracking import (
+from torviz.services.tracker_agent.core.tracking import (
     PEERS_PER_MESSAGE,
     AnnounceJob,
     ScrapeJob,
     TrackerAgentCore,
 )
-from shared.bus import (
+from torviz.shared.bus import (
     Message,
     PeersDiscovered,
     PeerSource,
@@ -28,15 +28,15 @@ from shared.bus import (
     decode_frames,
     encode_frames,
 )
-from shared.errors import BusError, TrackerError
-from shared.tracker import (
+from torviz.shared.errors import BusError, TrackerError
+from torviz.shared.tracker import (
     AnnounceEvent,
     AnnounceFailure,
     AnnounceResponse,
     ScrapeStats,
     TrackerPeer,
 )
-from shared.types import InfoHash, PeerAddress, PeerId
+from torviz.shared.types import InfoHash, PeerAddress, PeerId
 
 IH = InfoHash(bytes(range(20)))
 PEER_ID = PeerId(b"-TV0100-abcdefghijkl")

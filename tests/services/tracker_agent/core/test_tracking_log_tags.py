@@ -15,15 +15,15 @@ from collections.abc import Iterator
 
 import pytest
 
-from services.tracker_agent.core.tracking import AnnounceJob, ScrapeJob, TrackerAgentCore
-from shared.bus import TrackerTier, TrackTorrent
-from shared.errors import TrackerError
-from shared.runtime.logging import setup_logging, with_context
-from shared.tracker import AnnounceResponse
-from shared.types import InfoHash, PeerId
+from torviz.services.tracker_agent.core.tracking import AnnounceJob, ScrapeJob, TrackerAgentCore
+from torviz.shared.bus import TrackerTier, TrackTorrent
+from torviz.shared.errors import TrackerError
+from torviz.shared.runtime.logging import setup_logging, with_context
+from torviz.shared.tracker import AnnounceResponse
+from torviz.shared.types import InfoHash, PeerId
 
 IH = InfoHash(bytes(range(20)))
-LOGGER = "services.tracker_agent.core.tracking"
+LOGGER = "torviz.services.tracker_agent.core.tracking"
 HTTP = "http://127.0.0.1:3/announce"
 UDP = "udp://127.0.0.1:2"
 

@@ -13,14 +13,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.tracker_agent.core.udp_exchange import (
+from torviz.services.tracker_agent.core.udp_exchange import (
     MAX_STRAY_REPLIES,
     Connection,
     RetransmitPolicy,
     UdpExchange,
 )
-from shared.errors import TrackerError
-from shared.tracker import (
+from torviz.shared.errors import TrackerError
+from torviz.shared.tracker import (
     PROTOCOL_ID,
     AnnounceEvent,
     ConnectRequest,
@@ -34,7 +34,7 @@ from shared.tracker import (
     encode_request,
     encode_response,
 )
-from shared.types import InfoHash, PeerAddress, PeerId
+from torviz.shared.types import InfoHash, PeerAddress, PeerId
 
 BEP15 = RetransmitPolicy()
 PEER = PeerAddress("127.0.0.2", 6881)
