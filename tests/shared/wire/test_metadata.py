@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+from pathlib import Path
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -151,3 +155,25 @@ def test_data_round_trip(total: int, data: st.DataObject) -> None:
     answer = serve_metadata_request(info, piece)
     assert isinstance(answer, MetadataData)
     assert decode_metadata_message(encode_metadata_message(answer)) == answer
+
+
+# --- bytes captured from libtorrent 2.1 (tests/vectors/wire/capture_libtorrent_metadata.py) ---
+
+VECTORS = Path(__file__).resolve().parents[2] / "vectors" / "wire"
+
+
+def test_libtorrent_data_decodes_hashes_to_the_info_hash_and_we_encode_it_identically() -> None:
+    meta = json.loads((VECTORS / "libtorrent_metadata.json").read_text())
+    raw = (VECTORS / "lt_metadata_data_0.bin").read_bytes()
+    message = decode_metadata_message(raw)
+    assert isinstance(message, MetadataData)
+    assert message.piece == 0
+    assert message.total_size == meta["metadata_size"] == len(message.data)
+    assert hashlib.sha1(message.data).hexdigest() == meta["info_hash"]
+    assert encode_metadata_message(serve_metadata_request(message.data, 0)) == raw
+
+
+def test_libtorrent_reject_carries_total_size_and_still_decodes() -> None:
+    raw = (VECTORS / "lt_metadata_reject_7.bin").read_bytes()
+    assert b"total_size" in raw  # libtorrent adds it to a reject; BEP 9 does not
+    assert decode_metadata_message(raw) == MetadataReject(7)
