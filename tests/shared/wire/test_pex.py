@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -11,6 +12,7 @@ from hypothesis import strategies as st
 
 from torviz.shared.errors import WireError
 from torviz.shared.types import PeerAddress
+from torviz.shared.wire import Extended, MessageDecoder, encode
 from torviz.shared.wire.pex import (
     MAX_PEX_ENTRIES,
     DecodedPex,
@@ -176,3 +178,23 @@ def test_round_trip(message: PexMessage) -> None:
 def test_arbitrary_bytes_decode_or_raise_wire_error(data: bytes) -> None:
     with contextlib.suppress(WireError):
         decode_pex(data)
+
+
+LT_UT_PEX = Path(__file__).resolve().parents[2] / "vectors" / "wire" / "lt_ut_pex.bin"
+
+
+def test_libtorrent_full_peer_list() -> None:
+    """A frame libtorrent 2.1 sent (tests/vectors/wire/capture_libtorrent_pex.py): its full peer
+    list to the first of two loopback connections, which it lists too (BEP 11 forbids nothing
+    here; torviz's policy leaves the receiver out). Decoded through the real frame decoder, and
+    re-encoded to the very same bytes: libtorrent also writes all six keys."""
+    frame = LT_UT_PEX.read_bytes()
+    [message] = MessageDecoder().feed(frame)
+    assert isinstance(message, Extended) and message.ext_id == 1
+    decoded = decode_pex(message.payload)
+    expected = PexMessage(
+        added=(PeerAddress("127.0.0.4", 40000), PeerAddress("127.0.0.5", 40001)),
+        added_flags=(0, 0),
+    )
+    assert decoded == DecodedPex(expected, 0)
+    assert encode(Extended(1, encode_pex(expected))) == frame
