@@ -234,19 +234,21 @@ class MetadataAssembler(Generic[P]):
         if state is None or self._size is None:
             return None
         size = self._size
-        if message.total_size != size or not 0 <= message.piece < metadata_piece_count(size):
+        piece = message.piece
+        if message.total_size != size:
             self.remove_peer(peer)
             return PeerDropped(frozenset({peer}), "metadata_size_mismatch")
-        if len(message.data) != metadata_piece_length(message.piece, size):
+        if not 0 <= piece < metadata_piece_count(size) or len(message.data) != (
+            metadata_piece_length(piece, size)
+        ):
             self.remove_peer(peer)
             return PeerDropped(frozenset({peer}), "bad_metadata_piece")
-        piece = message.piece
         state.outstanding.discard(piece)
-        flight = self._in_flight.get(piece)
-        if flight is not None and flight.peer == peer:
-            del self._in_flight[piece]
         if piece in self._pieces:
             return None
+        flight = self._in_flight.pop(piece, None)
+        if flight is not None and flight.peer != peer:
+            self._peers[flight.peer].outstanding.discard(piece)  # its answer is no longer needed
         self._pieces[piece] = message.data
         self._contributors[piece] = peer
         if len(self._pieces) < metadata_piece_count(size):
@@ -259,6 +261,8 @@ class MetadataAssembler(Generic[P]):
         self._contributors.clear()
         for culprit in culprits:
             self.remove_peer(culprit)
+        for other in self._peers.values():
+            other.avoid.clear()  # a fresh start: what they refused before may now be wanted
         if not self._peers:
             self._size = None
         return PeerDropped(culprits, "metadata_hash_mismatch")

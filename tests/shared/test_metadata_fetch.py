@@ -227,3 +227,34 @@ def test_bad_arguments() -> None:
         MetadataAssembler(b"short")
     with pytest.raises(ValueError, match="positive"):
         MetadataAssembler(HASH, max_size=0)
+
+
+def test_a_piece_delivered_by_another_peer_frees_the_first_peers_slot() -> None:
+    asm: MetadataAssembler[str] = MetadataAssembler(HASH, timeout=5.0, per_peer=1)
+    asm.add_peer("a", SIZE)
+    asm.add_peer("b", SIZE)
+    assert asm.next_requests("a", 0.0) == [0]
+    assert asm.on_data("b", block(0)) is None  # unasked, but piece 0 was missing: kept
+    assert asm.next_requests("a", 1.0) == [1]  # "a" need not wait for its timeout
+    assert asm.next_deadline() == 6.0
+
+
+def test_after_a_wrong_hash_the_remaining_peers_are_asked_for_everything_again() -> None:
+    asm: MetadataAssembler[str] = MetadataAssembler(HASH, per_peer=4)
+    asm.add_peer("evil", SIZE)
+    asm.add_peer("picky", SIZE)
+    assert asm.next_requests("picky", 0.0) == [0, 1, 2, 3]
+    for piece in range(4):
+        asm.on_reject("picky", piece)
+    assert feed_all(asm, "evil", 0.0, bytes(SIZE)) == PeerDropped(
+        frozenset({"evil"}), "metadata_hash_mismatch"
+    )
+    assert asm.next_requests("picky", 1.0) == [0, 1, 2, 3]
+
+
+def test_a_block_for_a_piece_out_of_range_drops_its_sender() -> None:
+    asm: MetadataAssembler[str] = MetadataAssembler(HASH)
+    asm.add_peer("a", SIZE)
+    assert asm.on_data("a", MetadataData(4, SIZE, b"")) == (
+        PeerDropped(frozenset({"a"}), "bad_metadata_piece")
+    )
