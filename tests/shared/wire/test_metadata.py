@@ -25,6 +25,9 @@ from torviz.shared.wire.metadata import (
 )
 
 # The examples of BEP 9 (its data example: total_size 34256, piece 0 -> a full 16 KiB block).
+# BEP 9 prints its reject example as {'msg_type': 2, 'piece': 0} over the bytes
+# d8:msg_typei1e5:piecei0ee, a well-known slip (those bytes are a data header): the dict is
+# the definition, and libtorrent's reject (tests/vectors/wire/lt_metadata_reject_7.bin) agrees.
 BEP9_REQUEST = b"d8:msg_typei0e5:piecei0ee"
 BEP9_DATA_HEAD = b"d8:msg_typei1e5:piecei0e10:total_sizei34256ee"
 BEP9_REJECT = b"d8:msg_typei2e5:piecei0ee"
