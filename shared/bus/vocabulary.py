@@ -269,6 +269,9 @@ class DisconnectReason(ReasonCode):
     TOO_MANY_BAD_REQUESTS = "too_many_bad_requests"
     WRONG_INFO_HASH = "wrong_info_hash"
     CONNECTED_TO_SELF = "connected_to_self"
+    BAD_METADATA_MESSAGE = "bad_metadata_message"
+    BAD_PEX = "bad_pex"
+    BAD_PEX_LENGTH = "bad_pex_length"
     # the peer agent
     DUPLICATE_PEER = "duplicate_peer"
     ALREADY_CONNECTED = "already_connected"

@@ -26,7 +26,7 @@ Rules:
   different protocol versions can always tell each other that they disagree (``Rejected.reason``
   is a ``RejectReason``: the same str on the wire, and any version's code decodes). Any other
   change to the snapshot bumps ``BUS_PROTOCOL_VERSION`` (4: the reason codes became enums, the
-  wire bytes stayed the same).
+  wire bytes stayed the same; 5: the disconnect reasons of BEP 9 and BEP 11 messages).
 - Times are durations in seconds, never absolute clock readings: clocks differ across hosts.
 - A message with ``HAS_DATA`` travels as ``[header, data]``: the data frame carries piece or
   block bytes and is never packed into msgpack.
@@ -109,7 +109,7 @@ from .storage import (
 # The exported names are listed once, in ``shared.bus.__all__``; it imports each name from the
 # module of this package that declares it.
 
-BUS_PROTOCOL_VERSION = 4
+BUS_PROTOCOL_VERSION = 5
 
 # Closed unions per direction, for exhaustive ``match`` in each service.
 Lifecycle = Hello | Welcome | Rejected | Heartbeat | Goodbye | Shutdown | AgentInfo
