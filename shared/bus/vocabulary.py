@@ -39,10 +39,14 @@ __all__ = [
     "MAX_DATA_BYTES",
     "MAX_HEADER_BYTES",
     "MAX_HOSTS",
+    "MAX_MAGNET",
+    "MAX_METADATA_BYTES",
+    "MAX_METADATA_PIECE",
     "MAX_METAINFO_BYTES",
     "MAX_NAME",
     "MAX_PEER_KEYS",
     "MAX_PEER_ROWS",
+    "MAX_PEX_PEERS",
     "MAX_PIECES",
     "MAX_TEXT",
     "MAX_TORRENTS",
@@ -70,6 +74,15 @@ MAX_PIECES = 2**21
 """Pieces of one torrent at most (libtorrent's default ``max_pieces``)."""
 MAX_BITFIELD_BYTES = MAX_PIECES // 8
 MAX_METAINFO_BYTES = 10 * 1024 * 1024
+MAX_METADATA_BYTES = 8 * 1024 * 1024
+"""The largest info dictionary torviz serves or fetches (``[peer_agent] max_metadata_size`` caps
+it further)."""
+MAX_METADATA_PIECE = 16 * 1024
+"""BEP 9 metadata pieces are 16 KiB (the last one shorter)."""
+MAX_MAGNET = 64 * 1024
+"""The longest magnet link accepted (many ``tr`` and ``x.pe`` parameters fit)."""
+MAX_PEX_PEERS = 100
+"""Addresses in one ``ut_pex`` message, either way (``shared/wire/pex.py``)."""
 MAX_HEADER_BYTES = 12 * 1024 * 1024
 MAX_DATA_BYTES = 64 * 1024 * 1024
 MAX_BLOCK_LENGTH = 128 * 1024
@@ -177,6 +190,8 @@ class PeerSource(StrEnum):
     PEX = "pex"
     INCOMING = "incoming"
     MANUAL = "manual"
+    MAGNET = "magnet"
+    """A magnet link's ``x.pe`` peers."""
 
 
 class TrackerState(StrEnum):
@@ -192,6 +207,8 @@ class TrackerState(StrEnum):
 class TorrentState(StrEnum):
     """A torrent as the coordinator reports it to the user."""
 
+    METADATA = "metadata"
+    """Added from a magnet link: fetching the info dictionary from peers (BEP 9)."""
     CHECKING = "checking"
     DOWNLOADING = "downloading"
     SEEDING = "seeding"

@@ -26,7 +26,8 @@ Rules:
   different protocol versions can always tell each other that they disagree (``Rejected.reason``
   is a ``RejectReason``: the same str on the wire, and any version's code decodes). Any other
   change to the snapshot bumps ``BUS_PROTOCOL_VERSION`` (4: the reason codes became enums, the
-  wire bytes stayed the same; 5: the disconnect reasons of BEP 9 and BEP 11 messages).
+  wire bytes stayed the same; 5: the disconnect reasons of BEP 9 and BEP 11 messages; 6:
+  magnet links, metadata exchange and peer exchange).
 - Times are durations in seconds, never absolute clock readings: clocks differ across hosts.
 - A message with ``HAS_DATA`` travels as ``[header, data]``: the data frame carries piece or
   block bytes and is never packed into msgpack.
@@ -52,6 +53,7 @@ from .agents import (
 from .control import (
     AddTorrent,
     ControlFailed,
+    ExportTorrent,
     GetStatus,
     ListTorrents,
     PauseTorrent,
@@ -61,6 +63,7 @@ from .control import (
     ShutdownRequested,
     StatusReport,
     TorrentAdded,
+    TorrentExported,
     TorrentPaused,
     TorrentRemoved,
     TorrentResumed,
@@ -69,6 +72,7 @@ from .control import (
 )
 from .peers import (
     AssignPieces,
+    AttachMagnet,
     AttachTorrent,
     BanPeers,
     BlockRead,
@@ -77,17 +81,23 @@ from .peers import (
     ConnectPeer,
     DetachTorrent,
     DisconnectPeer,
+    MetadataPieceReceived,
+    MetadataRejected,
     PeerBitfield,
     PeerConnected,
     PeerConnectFailed,
     PeerDisconnected,
+    PeerExtensions,
     PeerHave,
     PeerInterest,
+    PexReceived,
     PieceDownloaded,
     PiecesReleased,
     PieceStored,
     ReadBlock,
     ReadFailed,
+    RequestMetadata,
+    SendPex,
     SetChoke,
     StorePiece,
     TransferStats,
@@ -109,7 +119,7 @@ from .storage import (
 # The exported names are listed once, in ``shared.bus.__all__``; it imports each name from the
 # module of this package that declares it.
 
-BUS_PROTOCOL_VERSION = 5
+BUS_PROTOCOL_VERSION = 6
 
 # Closed unions per direction, for exhaustive ``match`` in each service.
 Lifecycle = Hello | Welcome | Rejected | Heartbeat | Goodbye | Shutdown | AgentInfo
@@ -125,6 +135,9 @@ ToPeerAgent = (
     | AssignPieces
     | CancelPieces
     | BroadcastHave
+    | AttachMagnet
+    | RequestMetadata
+    | SendPex
 )
 FromPeerAgent = (
     PeerInterest
@@ -137,6 +150,10 @@ FromPeerAgent = (
     | PiecesReleased
     | TransferStats
     | PieceDownloaded
+    | PeerExtensions
+    | MetadataPieceReceived
+    | MetadataRejected
+    | PexReceived
 )
 DataRequest = StorePiece | ReadBlock
 DataReply = BlockRead | ReadFailed | PieceStored
@@ -159,6 +176,7 @@ ControlRequest = (
     | PauseTorrent
     | ResumeTorrent
     | VerifyTorrent
+    | ExportTorrent
 )
 ControlReply = (
     TorrentAdded
@@ -169,4 +187,5 @@ ControlReply = (
     | TorrentPaused
     | TorrentResumed
     | VerifyStarted
+    | TorrentExported
 )

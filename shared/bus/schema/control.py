@@ -13,6 +13,7 @@ from torviz.shared.types import InfoHash
 
 from ..vocabulary import (
     MAX_AGENTS,
+    MAX_MAGNET,
     MAX_METAINFO_BYTES,
     MAX_TORRENTS,
     Name,
@@ -27,10 +28,14 @@ from .registry import Message, bus_message
 
 @bus_message(tag=100)
 class AddTorrent(Message):
-    """Add a .torrent (its exact bytes) to download into ``download_dir``."""
+    """Add a .torrent (its exact bytes) or a magnet link to download into ``download_dir``.
 
-    metainfo: Annotated[bytes, Size(1, MAX_METAINFO_BYTES)]
+    Exactly one of ``metainfo`` and ``magnet`` is given; the other is empty.
+    """
+
+    metainfo: Annotated[bytes, Size(0, MAX_METAINFO_BYTES)]
     download_dir: Text
+    magnet: Annotated[str, Size(0, MAX_MAGNET)] = ""
 
 
 @bus_message(tag=101)
@@ -134,3 +139,20 @@ class VerifyStarted(Message):
     """Reply to ``VerifyTorrent``; ``status`` shows the check's progress."""
 
     info_hash: InfoHash
+
+
+@bus_message(tag=116)
+class ExportTorrent(Message):
+    """Ask for a torrent as a .torrent file (one added from a magnet link once its metadata is
+    in); answered by ``TorrentExported`` or ``ControlFailed("no_metadata")``."""
+
+    info_hash: InfoHash
+
+
+@bus_message(tag=117)
+class TorrentExported(Message):
+    """Reply to ``ExportTorrent``: the .torrent's bytes (the info dictionary exactly as
+    fetched or added)."""
+
+    info_hash: InfoHash
+    metainfo: Annotated[bytes, Size(1, MAX_METAINFO_BYTES)]

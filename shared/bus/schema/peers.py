@@ -18,6 +18,9 @@ from ..vocabulary import (
     MAX_BLOCK_LENGTH,
     MAX_DATA_BYTES,
     MAX_HOSTS,
+    MAX_METADATA_BYTES,
+    MAX_METADATA_PIECE,
+    MAX_PEX_PEERS,
     MAX_PIECES,
     Bitfield,
     BlockSenders,
@@ -27,12 +30,13 @@ from ..vocabulary import (
     PeerKeys,
     PieceList,
     PieceNo,
+    Port,
     Range,
     Size,
     StoreRefusal,
     Text,
 )
-from .records import PeerStats
+from .records import PeerStats, PexPeer
 from .registry import Message, bus_message
 
 # --- coordinator <-> peer agent (30-59) --------------------------------------------------------
@@ -53,6 +57,25 @@ class AttachTorrent(Message):
     """Where the agent sends this torrent's pieces (``StorePiece``) and reads blocks."""
     storage_public_key: Annotated[str, Size(0, 40)]
     """The storage endpoint's Z85 CURVE public key; empty when it uses no CURVE."""
+    info: Annotated[bytes, Size(0, MAX_METADATA_BYTES)] = b""
+    """The info dictionary's exact bytes, served to peers that ask for it (BEP 9); empty
+    leaves ``ut_metadata`` serving off. A torrent attached with ``AttachMagnet`` before keeps
+    its connections: they learn the geometry now."""
+    pex: bool = True
+    """Whether ``ut_pex`` is offered (off for a private torrent, BEP 27)."""
+
+
+@bus_message(tag=39)
+class AttachMagnet(Message):
+    """Let the peer agent connect peers of a torrent whose info dictionary is not known yet.
+
+    Its connections exchange handshakes, extension handshakes, ``ut_metadata`` and ``ut_pex``
+    only; the peer's have-state is kept until ``AttachTorrent`` for the same info hash gives
+    the geometry, which upgrades every connection in place.
+    """
+
+    info_hash: InfoHash
+    peer_id: PeerId
 
 
 @bus_message(tag=31)
@@ -215,6 +238,71 @@ class PeerInterest(Message):
     info_hash: InfoHash
     peer: PeerKey
     interested: bool
+
+
+@bus_message(tag=51)
+class RequestMetadata(Message):
+    """Ask one connection's peer for these 16 KiB pieces of the info dictionary (BEP 9)."""
+
+    info_hash: InfoHash
+    peer: PeerKey
+    pieces: Annotated[tuple[Annotated[int, Range(0, 1023)], ...], Size(1, 1024)]
+
+
+@bus_message(tag=52)
+class MetadataPieceReceived(Message):
+    """A peer sent a piece of the info dictionary; ``total_size`` is as it said."""
+
+    info_hash: InfoHash
+    peer: PeerKey
+    piece: Annotated[int, Range(0, 1023)]
+    total_size: Annotated[int, Range(1, 2**31 - 1)]
+    data: Annotated[bytes, Size(1, MAX_METADATA_PIECE)]
+
+
+@bus_message(tag=53)
+class MetadataRejected(Message):
+    """A peer answered a metadata request with ``reject`` (it has no metadata, or will not)."""
+
+    info_hash: InfoHash
+    peer: PeerKey
+    piece: Annotated[int, Range(0, 1023)]
+
+
+@bus_message(tag=54)
+class PeerExtensions(Message):
+    """A peer's extension handshake (BEP 10) arrived: what it speaks and says of itself."""
+
+    info_hash: InfoHash
+    peer: PeerKey
+    version: Name
+    """Its ``v``: client name and version, for display; empty when absent."""
+    listen_port: Port
+    """Its ``p``: the port it accepts connections on; 0 when absent."""
+    ut_metadata: bool
+    ut_pex: bool
+    metadata_size: Annotated[int, Range(0, 2**31 - 1)]
+    """Its ``metadata_size``; 0 when absent (it has no metadata to give)."""
+
+
+@bus_message(tag=55)
+class PexReceived(Message):
+    """A peer's ``ut_pex`` message, decoded and bounded; the coordinator's policy weighs it."""
+
+    info_hash: InfoHash
+    peer: PeerKey
+    added: Annotated[tuple[PexPeer, ...], Size(0, MAX_PEX_PEERS)]
+    dropped: Annotated[tuple[PeerAddress, ...], Size(0, MAX_PEX_PEERS)]
+
+
+@bus_message(tag=56)
+class SendPex(Message):
+    """Send one connection's peer a ``ut_pex`` message (the coordinator decides what and when)."""
+
+    info_hash: InfoHash
+    peer: PeerKey
+    added: Annotated[tuple[PexPeer, ...], Size(0, MAX_PEX_PEERS)]
+    dropped: Annotated[tuple[PeerAddress, ...], Size(0, MAX_PEX_PEERS)]
 
 
 # --- peer agent <-> storage agent, data endpoint (60-79) ----------------------------------------

@@ -17,6 +17,7 @@ from ..vocabulary import (
     U32,
     Name,
     PeerKey,
+    PeerSource,
     PieceCount,
     Port,
     Range,
@@ -73,6 +74,30 @@ class PeerStatus:
     downloaded: int
     uploaded: int
     progress: Annotated[float, Range(0.0, 1.0)]
+    version: Name = ""
+    """The client and version the peer names in its extension handshake (``v``)."""
+    source: PeerSource = PeerSource.INCOMING
+    """Where its address came from (a tracker, the magnet link, PeX, ...)."""
+
+
+@bus_record
+class PexPeer:
+    """One address of a ``ut_pex`` message, with its BEP 11 flags (``PexFlags``)."""
+
+    address: PeerAddress
+    flags: Annotated[int, Range(0, 255)]
+
+
+@bus_record
+class MetadataProgress:
+    """A torrent added from a magnet link, while it fetches its info dictionary."""
+
+    peers_asked: U32
+    """Connections asked for metadata pieces so far."""
+    received: int
+    """Metadata bytes received and kept."""
+    size: int | None
+    """The info dictionary's size, once a peer named it (``metadata_size``)."""
 
 
 @bus_record
@@ -140,6 +165,8 @@ class TorrentStatus:
     """Every announce names a peer agent listening at its address. False when no tracker agent
     runs on a peer agent's host: peers from the trackers then dial an address nobody listens
     at."""
+    metadata: MetadataProgress | None = None
+    """In the ``metadata`` state: how far the fetch of the info dictionary is."""
 
 
 @bus_record

@@ -267,7 +267,7 @@ BAD_STATE_ROW = TorrentStatus(
 )
 STATUS_ROW: list[Any] = [
     *(IH.raw, "n", "seeding", 1.0, 1, 1, 1, 0.0, 0.0, 0, 0, 1, 1, "/d", None, [], [], None),
-    *([], True),
+    *([], True, None),
 ]
 
 MALFORMED: list[tuple[str, bytes, str, str]] = [
@@ -351,7 +351,7 @@ MALFORMED: list[tuple[str, bytes, str, str]] = [
         "record arity",
         pack([104, [STATUS_ROW[:-1]], []]),
         "wrong_field_count",
-        "StatusReport.torrents[0]: expected 20 fields, got 19",
+        "StatusReport.torrents[0]: expected 21 fields, got 20",
     ),
     (
         "nan rate",
@@ -527,10 +527,14 @@ def test_a_claim_past_the_bytes_left_is_truncated_and_named() -> None:
 
 
 def test_the_largest_and_deepest_messages_still_decode() -> None:
-    peer = [["10.0.0.1", 6881], "c", "DU", 1.0, 2.0, 3, 4, 0.5]
+    peer = [["10.0.0.1", 6881], "c", "DU", 1.0, 2.0, 3, 4, 0.5, "v" * 256, "pex"]
     tracker = ["http://127.0.0.1/a", 0, "working", None, 1, 2, 3, 1.5]
     announce = ["tracker-1", "10.0.0.2", 6881, "peer-1", True, [tracker] * 256]
-    row = [*STATUS_ROW[:15], [tracker] * 256, [peer] * 1024, 0.25, [announce] * 64, False]
+    metadata = [1, 2, 3]
+    row = [
+        *STATUS_ROW[:15],
+        *([tracker] * 256, [peer] * 1024, 0.25, [announce] * 64, False, metadata),
+    ]
     report = decode_message(pack([104, [STATUS_ROW] * 9_999 + [row], []]))
     assert isinstance(report, StatusReport)
     assert len(report.torrents) == 10_000
