@@ -6,14 +6,18 @@ Strategy: every change of ``Torrent.state`` is a ``Move`` looked up in ``TRANSIT
 move does around the state (files opened or closed, connections dropped, trackers told) is the
 caller's (``coordinator.py``, ``swarm.py``); this module only says where a torrent may go:
 
+    METADATA --METADATA_FETCHED--> CHECKING                 (a magnet link's info dictionary is in)
     CHECKING --OPENED_PARTIAL / OPENED_COMPLETE--> DOWNLOADING / SEEDING
     DOWNLOADING --COMPLETED--> SEEDING
     any but PAUSED --PAUSE--> PAUSED --START--> CHECKING   (files closed while paused)
     any --FAIL--> ERROR --START--> CHECKING                (the storage agent reopens the files)
+    PAUSED / ERROR --START_MAGNET--> METADATA              (resumed with no info dictionary yet)
     any but PAUSED --VERIFY--> CHECKING                    (every piece hashed again)
     DOWNLOADING/SEEDING --REOPEN--> CHECKING               (the storage agent lost pieces)
 
-Rules: a torrent is created CHECKING; the moves between open states (a storage agent that came
+Rules: a torrent is created CHECKING, or METADATA when added from a magnet link (``initial_state``);
+a torrent without its info dictionary starts again with ``START_MAGNET``, never ``START``
+(``start_move`` picks one); the moves between open states (a storage agent that came
 back answering ``TorrentOpened`` again) are listed as such, not skipped.
 """
 
@@ -24,7 +28,16 @@ from typing import Protocol
 
 from torviz.shared.bus import TorrentState
 
-__all__ = ["OPEN_STATES", "TRANSITIONS", "IllegalTransitionError", "Move", "advance", "next_state"]
+__all__ = [
+    "OPEN_STATES",
+    "TRANSITIONS",
+    "IllegalTransitionError",
+    "Move",
+    "advance",
+    "initial_state",
+    "next_state",
+    "start_move",
+]
 
 CHECKING, DOWNLOADING, SEEDING = (
     TorrentState.CHECKING,
@@ -32,6 +45,7 @@ CHECKING, DOWNLOADING, SEEDING = (
     TorrentState.SEEDING,
 )
 PAUSED, ERROR = TorrentState.PAUSED, TorrentState.ERROR
+METADATA = TorrentState.METADATA
 
 OPEN_STATES = (DOWNLOADING, SEEDING)
 """States in which the torrent's files are open and its swarm runs."""
@@ -42,6 +56,11 @@ class Move(enum.Enum):
 
     START = "start"
     """Added, resumed or retried: the storage agent opens (and checks) the files."""
+    START_MAGNET = "start_magnet"
+    """Resumed or retried with no info dictionary yet: peers are asked for it again."""
+    METADATA_FETCHED = "metadata_fetched"
+    """A magnet link's info dictionary arrived and checked out: the files open as for a
+    .torrent."""
     OPENED_PARTIAL = "opened_partial"
     """The storage agent opened the files; pieces are missing."""
     OPENED_COMPLETE = "opened_complete"
@@ -60,10 +79,12 @@ class Move(enum.Enum):
 
 TRANSITIONS: dict[Move, tuple[frozenset[TorrentState], TorrentState]] = {
     Move.START: (frozenset({CHECKING, PAUSED, ERROR}), CHECKING),
+    Move.START_MAGNET: (frozenset({METADATA, PAUSED, ERROR}), METADATA),
+    Move.METADATA_FETCHED: (frozenset({METADATA}), CHECKING),
     Move.OPENED_PARTIAL: (frozenset({CHECKING, DOWNLOADING, SEEDING}), DOWNLOADING),
     Move.OPENED_COMPLETE: (frozenset({CHECKING, DOWNLOADING, SEEDING}), SEEDING),
     Move.COMPLETED: (frozenset({DOWNLOADING, SEEDING}), SEEDING),
-    Move.PAUSE: (frozenset({CHECKING, DOWNLOADING, SEEDING, ERROR}), PAUSED),
+    Move.PAUSE: (frozenset({METADATA, CHECKING, DOWNLOADING, SEEDING, ERROR}), PAUSED),
     Move.FAIL: (frozenset(TorrentState), ERROR),
     Move.VERIFY: (frozenset({CHECKING, DOWNLOADING, SEEDING, ERROR}), CHECKING),
     Move.REOPEN: (frozenset({DOWNLOADING, SEEDING}), CHECKING),
@@ -84,6 +105,17 @@ class HasState(Protocol):
     """Anything with a lifecycle state (a ``Torrent``)."""
 
     state: TorrentState
+
+
+def initial_state(*, has_metainfo: bool) -> TorrentState:
+    """The state a torrent is created in: CHECKING, or METADATA from a magnet link."""
+    return CHECKING if has_metainfo else METADATA
+
+
+def start_move(*, has_metainfo: bool) -> Move:
+    """The move that starts (or resumes, or retries) a torrent: ``START`` opens its files,
+    ``START_MAGNET`` fetches its info dictionary first."""
+    return Move.START if has_metainfo else Move.START_MAGNET
 
 
 def next_state(state: TorrentState, move: Move) -> TorrentState:

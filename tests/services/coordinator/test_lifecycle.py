@@ -15,7 +15,9 @@ from torviz.services.coordinator.core.lifecycle import (
     IllegalTransitionError,
     Move,
     advance,
+    initial_state,
     next_state,
+    start_move,
 )
 from torviz.shared.bus import TorrentState
 
@@ -25,6 +27,7 @@ CHECKING, DOWNLOADING, SEEDING = (
     TorrentState.SEEDING,
 )
 PAUSED, ERROR = TorrentState.PAUSED, TorrentState.ERROR
+METADATA = TorrentState.METADATA
 CORE = Path(lifecycle.__file__).parent
 
 
@@ -47,6 +50,11 @@ class Subject:
         (ERROR, Move.VERIFY, CHECKING),
         (SEEDING, Move.VERIFY, CHECKING),
         (DOWNLOADING, Move.REOPEN, CHECKING),
+        (METADATA, Move.METADATA_FETCHED, CHECKING),
+        (METADATA, Move.PAUSE, PAUSED),
+        (METADATA, Move.FAIL, ERROR),
+        (PAUSED, Move.START_MAGNET, METADATA),
+        (ERROR, Move.START_MAGNET, METADATA),
     ],
 )
 def test_each_move_leads_where_the_table_says(
@@ -66,6 +74,11 @@ def test_each_move_leads_where_the_table_says(
         (CHECKING, Move.COMPLETED),
         (PAUSED, Move.OPENED_PARTIAL),
         (CHECKING, Move.REOPEN),
+        (METADATA, Move.START),  # no info dictionary: nothing to open
+        (METADATA, Move.VERIFY),
+        (CHECKING, Move.METADATA_FETCHED),
+        (PAUSED, Move.METADATA_FETCHED),
+        (DOWNLOADING, Move.START_MAGNET),
     ],
 )
 def test_a_move_the_table_does_not_list_raises_and_changes_nothing(
@@ -84,6 +97,15 @@ def test_every_move_is_in_the_table_and_every_state_reachable() -> None:
     }
     # STOPPED is in the bus vocabulary, but no move of the coordinator's leads there.
     assert reached == set(TorrentState) - {TorrentState.STOPPED}
+
+
+def test_a_magnet_torrent_is_created_and_started_in_the_metadata_state() -> None:
+    assert initial_state(has_metainfo=False) is METADATA
+    assert initial_state(has_metainfo=True) is CHECKING
+    assert start_move(has_metainfo=False) is Move.START_MAGNET
+    assert start_move(has_metainfo=True) is Move.START
+    subject = Subject(PAUSED)
+    assert advance(subject, start_move(has_metainfo=False)) is METADATA
 
 
 def test_only_the_lifecycle_module_assigns_a_torrent_state() -> None:
