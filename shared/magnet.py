@@ -25,10 +25,12 @@ Rules this module follows (each chosen on purpose):
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import re
 from dataclasses import dataclass
 
+from torviz.shared.bencode import encode
 from torviz.shared.errors import MagnetError
 from torviz.shared.types import InfoHash, PeerAddress
 
@@ -39,6 +41,7 @@ __all__ = [
     "MAX_URI_LENGTH",
     "Magnet",
     "format_magnet",
+    "metainfo_from_magnet",
     "parse_magnet",
 ]
 
@@ -162,6 +165,41 @@ def format_magnet(magnet: Magnet) -> str:
     if magnet.select_only:
         params.append(f"so={_format_select_only(tuple(sorted(set(magnet.select_only))))}")
     return _SCHEME + "&".join(params)
+
+
+def metainfo_from_magnet(magnet: Magnet, raw_info: bytes) -> bytes:
+    """The .torrent file of a magnet link whose info dictionary was fetched (BEP 9).
+
+    ``announce`` is the first ``tr`` and ``announce-list`` holds every ``tr`` as a tier of its
+    own (as libtorrent does: a magnet link says nothing of tiers); ``url-list`` holds the
+    ``ws`` web seeds. The info dictionary is spliced in byte for byte, never re-encoded, so
+    the file's info hash is the magnet link's.
+
+    Args:
+        magnet: the parsed magnet link.
+        raw_info: the info dictionary's exact bencoded bytes.
+
+    Returns:
+        The .torrent bytes (keys in bencode order).
+
+    Raises:
+        MagnetError: ``info_hash_mismatch`` when ``raw_info`` does not hash to the magnet
+            link's info hash.
+    """
+    if hashlib.sha1(raw_info).digest() != magnet.info_hash.raw:
+        raise MagnetError(
+            "info_hash_mismatch",
+            f"the info dictionary does not hash to the magnet link's {magnet.info_hash.hex}",
+        )
+    parts = []
+    if magnet.trackers:
+        parts.append(encode(b"announce") + encode(magnet.trackers[0].encode()))
+        tiers = [[url.encode()] for url in magnet.trackers]
+        parts.append(encode(b"announce-list") + encode(tiers))
+    parts.append(encode(b"info") + raw_info)
+    if magnet.web_seeds:
+        parts.append(encode(b"url-list") + encode([url.encode() for url in magnet.web_seeds]))
+    return b"d" + b"".join(parts) + b"e"
 
 
 def _info_hash_from_topics(topics: list[str]) -> InfoHash:
