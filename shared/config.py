@@ -60,8 +60,27 @@ class CoordinatorConfig:
     """Heartbeat intervals of silence after which an agent counts as dead (its peers and pieces
     go to other agents) and an agent counts its coordinator as lost (it drops its work and says
     hello again until a coordinator answers)."""
+    max_metadata_size: int = 8 * 1024 * 1024
+    """Bytes of info dictionary a magnet link's torrent may fetch from peers (BEP 9); a peer
+    advertising more is dropped. At most 8 MiB."""
+    metadata_timeout: float = 20.0
+    """Seconds a peer may take to answer a metadata request before another peer is asked."""
+    pex: bool = True
+    """Exchange peer addresses with peers (BEP 11 PeX); never for private torrents."""
 
     def __post_init__(self) -> None:
+        if not 1 <= self.max_metadata_size <= 8 * 1024 * 1024:
+            raise ConfigError(
+                "bad_value",
+                "coordinator.max_metadata_size must be between 1 and 8388608 bytes, "
+                f"not {self.max_metadata_size}",
+            )
+        if not self.metadata_timeout > 0:
+            raise ConfigError(
+                "bad_value",
+                f"coordinator.metadata_timeout must be more than 0 seconds, "
+                f"not {self.metadata_timeout}",
+            )
         if not self.heartbeat_interval >= 0:
             raise ConfigError(
                 "bad_value",
