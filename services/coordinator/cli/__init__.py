@@ -15,11 +15,15 @@ Modules:
 - ``serve``: ``start`` and ``download`` as they run in the daemon's process (imported there only).
 - ``oneshot``: the one-shot download's watcher, beside the coordinator in that process.
 - ``progress``: the one-line progress display of ``create`` and ``download``.
+- ``sources``: a .torrent file or a magnet link as ``download`` and ``add`` take it.
+- ``phases``: what a magnet download is doing (finding peers, fetching metadata, downloading).
+- ``saving``: ``--save-torrent`` and ``export``: a .torrent written atomically.
 
 Rules: importing this package (the parser and every command's options) imports nothing of
 gevent, zmq or pykka; a command imports the I/O it needs when it runs. ``main`` turns every
 deliberate error (``TorvizError``) and ``OSError`` into one line on stderr and a non-zero exit
-code: a user never sees a traceback for a bad input.
+code (2 for a command line that cannot run as given, such as a bad magnet link, as for
+argparse's usage errors): a user never sees a traceback for a bad input.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from collections.abc import Callable, Sequence
 from torviz.shared.errors import TorvizError
 
 from .commands import COMMANDS
+from .sources import UsageError
 
 __all__ = ["build_parser", "main", "run_command"]
 
@@ -64,10 +69,14 @@ def run_command(handler: Callable[[argparse.Namespace], int], args: argparse.Nam
     """Run one command's handler; every deliberate error is one line on stderr.
 
     Returns:
-        The handler's exit code, or 1 for a ``TorvizError`` or ``OSError``, 130 for Ctrl-C.
+        The handler's exit code, or 2 for a ``UsageError`` (a bad magnet link), 1 for another
+        ``TorvizError`` or an ``OSError``, 130 for Ctrl-C.
     """
     try:
         return handler(args)
+    except UsageError as exc:
+        print(f"torviz: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except TorvizError as exc:
         print(f"torviz: error: {exc}", file=sys.stderr)
         return EXIT_FAILURE

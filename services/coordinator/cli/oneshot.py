@@ -9,6 +9,13 @@ coordinator (always with a timeout) for the torrent's status a few times a secon
 whole process with exit code 0 once every piece is verified and the seed time has passed, or
 with 1 and one line saying why when the download cannot go on: a disk error, an agent that
 keeps crashing, or no peer and no progress for ``stall_timeout`` seconds.
+
+A magnet link has no size until its metadata is in: the watcher shows its phase instead of the
+bar (``phases``: finding peers, fetching metadata), in place on a terminal; elsewhere one line
+on stdout per phase change and, while the metadata is fetched, one every
+``PLAIN_LINE_INTERVAL`` seconds. Metadata bytes received count as progress for the stall
+timeout. ``--save-torrent`` asks the coordinator for the .torrent once the torrent is past the
+metadata state (at once for a .torrent) and writes it (``saving``).
 """
 
 from __future__ import annotations
@@ -26,15 +33,26 @@ from typing import Any, TextIO
 import gevent
 import pykka
 
-from torviz.shared.bus import AddTorrent, ControlFailed, TorrentState, TorrentStatus
+from torviz.shared.bus import (
+    AddTorrent,
+    ControlFailed,
+    ExportTorrent,
+    TorrentExported,
+    TorrentState,
+    TorrentStatus,
+)
+from torviz.shared.errors import TorvizError
 from torviz.shared.metainfo import parse_metainfo
 from torviz.shared.runtime.service import ServiceRunner
+from torviz.shared.types import InfoHash
 
 from ..actor import CoordinatorActor
 from ..daemon.locations import load_config_file
 from ..daemon.run import DaemonOptions, run_daemon
-from .commands.info import read_torrent_file
+from .phases import Phase, metadata_line, phase_of
 from .progress import Progress, format_duration, human_size
+from .saving import write_torrent
+from .sources import check_output, read_source
 
 __all__ = ["DownloadJob", "DownloadWatcher", "run"]
 
@@ -56,14 +74,30 @@ class DownloadJob:
     seed_ratio: float | None
     """Seed until uploaded / size reaches this; None: not limited by ratio."""
     stall_timeout: float
+    magnet: str = ""
+    """The magnet link, when there is no .torrent (``metainfo`` is then empty)."""
+    save_torrent: str | None = None
+    """Where to write the .torrent once the metadata is in (``--save-torrent``)."""
+    force: bool = False
+    """``save_torrent`` may replace an existing file."""
 
-    def done_seeding(self, seeded_for: float, uploaded: int) -> bool:
-        """Whether seeding is over (with neither limit, there is no seeding at all)."""
+    def request(self) -> AddTorrent:
+        return AddTorrent(
+            metainfo=self.metainfo, download_dir=self.download_dir, magnet=self.magnet
+        )
+
+    def done_seeding(self, seeded_for: float, uploaded: int, total_length: int = -1) -> bool:
+        """Whether seeding is over (with neither limit, there is no seeding at all).
+
+        Args:
+            total_length: the torrent's size, when the job could not know it (a magnet link).
+        """
         if self.seed_time is None and self.seed_ratio is None:
             return True
         if self.seed_time is not None and seeded_for >= self.seed_time:
             return True
-        return self.seed_ratio is not None and uploaded >= self.seed_ratio * self.total_length
+        size = total_length if total_length >= 0 else self.total_length
+        return self.seed_ratio is not None and uploaded >= self.seed_ratio * size
 
 
 def run(args: argparse.Namespace) -> int:
@@ -75,19 +109,26 @@ def run(args: argparse.Namespace) -> int:
     Returns:
         0 once every piece is verified and seeding is over, 1 when it cannot go on.
     """
-    data = read_torrent_file(args.torrent)
+    source = read_source(args.torrent)
     config = load_config_file(args.config)
-    metainfo = parse_metainfo(data, max_path_depth=config.coordinator.max_path_depth)
+    name, total_length = source.shown_name, 0
+    if source.magnet is None:
+        metainfo = parse_metainfo(source.metainfo, max_path_depth=config.coordinator.max_path_depth)
+        name, total_length = metainfo.info.name, metainfo.info.total_length
+    check_output(args.save_torrent, args.force)
     output = Path(args.output).resolve()
     output.mkdir(parents=True, exist_ok=True)
     job = DownloadJob(
-        metainfo=data,
-        name=metainfo.info.name,
-        total_length=metainfo.info.total_length,
+        metainfo=source.metainfo,
+        name=name,
+        total_length=total_length,
         download_dir=str(output),
         seed_time=None if args.seed_time is None else max(0.0, args.seed_time),
         seed_ratio=None if args.seed_ratio is None else max(0.0, args.seed_ratio),
         stall_timeout=max(1.0, args.stall_timeout),
+        magnet=source.uri,
+        save_torrent=args.save_torrent,
+        force=args.force,
     )
     state_dir = Path(tempfile.mkdtemp(prefix="torviz-"))
     try:
@@ -138,6 +179,11 @@ class DownloadWatcher(pykka.ThreadingActor):
             code, message = self._watch()
         except pykka.Timeout:
             code, message = 1, "torviz: error: the coordinator stopped answering"
+        except TorvizError as exc:  # --save-torrent could not be written
+            code, message = 1, f"torviz: error: {exc}"
+        except OSError as exc:
+            where = f"{exc.filename}: " if exc.filename else ""
+            code, message = 1, f"torviz: error: {where}{exc.strerror or exc}"
         except gevent.GreenletExit:
             return
         except Exception as exc:
@@ -150,15 +196,18 @@ class DownloadWatcher(pykka.ThreadingActor):
 
     def _watch(self) -> tuple[int, str | None]:
         job = self.job
-        added = self.coordinator.add(AddTorrent(job.metainfo, job.download_dir)).get(
-            timeout=ASK_TIMEOUT
-        )
+        added = self.coordinator.add(job.request()).get(timeout=ASK_TIMEOUT)
         if isinstance(added, ControlFailed):
             return 1, f"torviz: error: {added.message}"
         started = last_progress = last_plain_line = time.monotonic()
-        last_verified = -1
+        last_verified = last_received = -1
         seeding_since: float | None = None
-        with Progress(job.total_length, job.name, stream=self.err, min_interval=0.25) as progress:
+        phase: Phase | None = None
+        saved = job.save_torrent is None
+        first_text = Phase.FINDING_PEERS.value if job.magnet else None
+        with Progress(
+            job.total_length, job.name, stream=self.err, min_interval=0.25, text=first_text
+        ) as progress:
             while True:
                 gevent.sleep(POLL_INTERVAL)
                 now = time.monotonic()
@@ -171,32 +220,67 @@ class DownloadWatcher(pykka.ThreadingActor):
                     return 1, "torviz: error: the torrent disappeared from the session"
                 if status.state is TorrentState.ERROR:
                     return 1, f"torviz: error: {status.error or 'the torrent failed'}"
-                progress.relabel(f"{status.name} [{status.peers} peers]")
-                progress.update(int(status.progress * status.total_length))
-                if not progress.enabled and now - last_plain_line >= PLAIN_LINE_INTERVAL:
+                now_phase = phase_of(status)
+                changed, phase = now_phase is not phase, now_phase
+                if phase is Phase.DOWNLOADING:
+                    progress.relabel(f"{status.name} [{status.peers} peers]")
+                    progress.set_total(status.total_length)
+                    progress.update(int(status.progress * status.total_length))
+                    if not saved:
+                        saved = True
+                        self._save(added.info_hash)
+                else:
+                    progress.relabel(status.name)
+                    progress.show(metadata_line(status))
+                    received = status.metadata.received if status.metadata is not None else 0
+                    if received != last_received:
+                        last_received, last_progress = received, now
+                due = now - last_plain_line >= PLAIN_LINE_INTERVAL
+                if not progress.enabled and ((changed and job.magnet) or due):
                     last_plain_line = now
-                    # Not a terminal: progress is a line on stdout now and then; stderr
-                    # keeps only the one line that says why a download could not go on.
-                    print(_plain_line(status), file=self.out, flush=True)
+                    # Not a terminal: progress is a line on stdout now and then (and at each
+                    # phase of a magnet link); stderr keeps only the one line that says why
+                    # a download could not go on.
+                    print(_plain_line(status, changed), file=self.out, flush=True)
                 if status.pieces_verified != last_verified:
                     last_verified, last_progress = status.pieces_verified, now
-                if status.pieces_verified == status.num_pieces:
+                if phase is Phase.DOWNLOADING and status.pieces_verified == status.num_pieces:
                     if seeding_since is None:
                         progress.close()
                         print(_done_line(status, now - started), file=self.out, flush=True)
                         seeding_since = now
-                    if job.done_seeding(now - seeding_since, status.uploaded):
+                    if job.done_seeding(now - seeding_since, status.uploaded, status.total_length):
                         seeded = job.seed_time is not None or job.seed_ratio is not None
                         return 0, _seed_line(status) if seeded else None
                 elif status.peers == 0 and now - last_progress >= job.stall_timeout:
                     why = self.coordinator.diagnosis(added.info_hash).get(timeout=ASK_TIMEOUT)
-                    return 1, (
-                        f"torviz: error: no peers and no progress for {int(job.stall_timeout)} s "
-                        f"({why})"
-                    )
+                    what = "no peers and no progress"
+                    if phase is not Phase.DOWNLOADING:
+                        what = "no peers to fetch the metadata from"
+                    return 1, f"torviz: error: {what} for {int(job.stall_timeout)} s ({why})"
+
+    def _save(self, info_hash: InfoHash) -> None:
+        """Write the torrent's .torrent to ``--save-torrent`` FILE (``saving``).
+
+        Raises:
+            TorvizError: the coordinator could not export it, or FILE cannot be written.
+            OSError: FILE's folder cannot be written.
+        """
+        assert self.job.save_torrent is not None
+        exported = self.coordinator.export(ExportTorrent(info_hash)).get(timeout=ASK_TIMEOUT)
+        if isinstance(exported, ControlFailed):
+            raise TorvizError(exported.reason, exported.message)
+        if not isinstance(exported, TorrentExported):
+            raise TorvizError("unexpected_reply", f"{type(exported).__name__} to ExportTorrent")
+        write_torrent(self.job.save_torrent, exported.metainfo, info_hash, force=self.job.force)
+        print(f"saved the .torrent to {self.job.save_torrent}", file=self.out, flush=True)
 
 
-def _plain_line(status: TorrentStatus) -> str:
+def _plain_line(status: TorrentStatus, changed: bool = False) -> str:
+    if status.state is TorrentState.METADATA:
+        return f"{status.name}: {metadata_line(status)}"
+    if changed:
+        return f"{status.name}: downloading {human_size(status.total_length)}"
     return (
         f"{status.name}: {status.progress * 100:5.1f}% "
         f"{human_size(status.progress * status.total_length)}/{human_size(status.total_length)} "

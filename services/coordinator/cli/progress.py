@@ -15,6 +15,9 @@ Rules:
   producer calling ``update`` per piece costs almost nothing.
 - The rate is averaged over the whole run; the time left is ``remaining / rate``.
 - Sizes use binary units (KiB, MiB, GiB), as every BitTorrent client shows them.
+- A job whose size is not known yet (a magnet link fetching its metadata) shows a line of text
+  in place of the bar (``show``), redrawn at once when the text changes; ``set_total`` starts
+  the bar, and its rate, from then.
 """
 
 from __future__ import annotations
@@ -106,6 +109,7 @@ class Progress:
         stream: where to draw; stderr by default. Nothing is drawn unless it is a terminal.
         clock: seconds, monotonic; passed in so tests can drive it.
         min_interval: least seconds between two redraws.
+        text: shown instead of the bar until ``set_total`` (a job whose size is not known).
     """
 
     def __init__(
@@ -116,6 +120,7 @@ class Progress:
         stream: TextIO | None = None,
         clock: Callable[[], float] = time.monotonic,
         min_interval: float = 0.1,
+        text: str | None = None,
     ) -> None:
         self._stream = stream if stream is not None else sys.stderr
         # blessed only needs fileno/write/flush of its stream; the cast states that duck type.
@@ -128,6 +133,7 @@ class Progress:
         self._start = clock()
         self._last_draw: float | None = None
         self._done = 0
+        self._text = text
 
     def __enter__(self) -> Progress:
         if self.enabled:
@@ -155,6 +161,24 @@ class Progress:
         """Change the leading text (e.g. the peer count of a download) from the next redraw."""
         self._label = label
 
+    def show(self, text: str) -> None:
+        """Show ``text`` after the label instead of the bar, until ``set_total``."""
+        changed = text != self._text
+        self._text = text
+        if not self.enabled:
+            return
+        now = self._clock()
+        if changed or self._last_draw is None or now - self._last_draw >= self._min_interval:
+            self._draw(now)
+
+    def set_total(self, total: int) -> None:
+        """The job's size is known now: show the bar from here, its rate counted from now."""
+        if self._text is not None or total != self._total:
+            self._start = self._clock()
+            self._last_draw = None
+        self._total = total
+        self._text = None
+
     def advance(self, amount: int) -> None:
         """Count ``amount`` more bytes as done."""
         self.update(self._done + amount)
@@ -180,7 +204,10 @@ class Progress:
     def _draw(self, now: float) -> None:
         self._last_draw = now
         width = max(int(self._term.width or 80) - 1, 20)
-        line = render_line(self._label, self._done, self._total, now - self._start, width)
+        if self._text is not None:
+            line = f"{self._label} {self._text}"[:width]
+        else:
+            line = render_line(self._label, self._done, self._total, now - self._start, width)
         self._write(self._term.cr + line + self._term.clear_eol)
 
     def _write(self, text: str) -> None:

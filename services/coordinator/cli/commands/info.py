@@ -44,6 +44,7 @@ __all__ = [
     "read_torrent_file",
     "register",
     "run",
+    "safe_text",
     "torrent_report",
 ]
 
@@ -97,18 +98,9 @@ def read_torrent_file(path: str, limit: int = MAX_TORRENT_FILE) -> bytes:
     """Read a .torrent file of at most ``limit`` bytes.
 
     Raises:
-        MagnetError: ``path`` is a malformed magnet link (what is wrong with it).
-        MetainfoError: ``not_a_regular_file`` or ``file_too_large``; ``magnet_not_supported``
-            for a well-formed magnet link (downloading one needs the metadata exchange).
+        MetainfoError: ``not_a_regular_file`` or ``file_too_large``.
         OSError: the file cannot be opened or read.
     """
-    if path[:7].lower() == "magnet:":
-        magnet = parse_magnet(path)  # a bad link says what is wrong with it
-        raise MetainfoError(
-            "magnet_not_supported",
-            f"magnet links cannot be downloaded yet ({magnet.info_hash.hex}): use the "
-            ".torrent file; `torviz-coordinator info MAGNET` shows what the link describes",
-        )
     with open(path, "rb") as handle:
         st = os.fstat(handle.fileno())
         if not stat.S_ISREG(st.st_mode):
@@ -169,7 +161,7 @@ def _render_text(
 ) -> str:
     unknown = "unknown until the metadata is fetched"
     lines = [
-        _field("name", _safe(report["name"]) if report["name"] is not None else "(none)"),
+        _field("name", safe_text(report["name"]) if report["name"] is not None else "(none)"),
         _field("info hash", report["info_hash"]),
     ]
     if report["total_size"] is None:
@@ -186,15 +178,15 @@ def _render_text(
             _field("pieces", str(report["num_pieces"])),
             _field("private", "yes" if report["private"] else "no"),
         ]
-    lines += [_field(key, _safe(value)) for key, value in extras.items()]
+    lines += [_field(key, safe_text(value)) for key, value in extras.items()]
 
     tiers = report["trackers"]
     lines.append(_field("trackers", "" if tiers else "(none)").rstrip())
     for number, tier in enumerate(tiers, start=1):
-        lines.extend(f"  tier {number}: {_safe(url)}" for url in tier)
+        lines.extend(f"  tier {number}: {safe_text(url)}" for url in tier)
     seeds = report["web_seeds"]
     lines.append(_field("web seeds", "" if seeds else "(none)").rstrip())
-    lines.extend(f"  {_safe(url)}" for url in seeds)
+    lines.extend(f"  {safe_text(url)}" for url in seeds)
 
     if listing is None:
         lines.append(_field("files", unknown))
@@ -203,7 +195,7 @@ def _render_text(
         count = f"{len(listing) - pads}" + (f" (+{pads} padding)" if pads else "")
         lines.append(_field("files", count))
         lines.extend(
-            f"  {human_size(length):>10}  {_safe(path)}{'  [padding]' if padding else ''}"
+            f"  {human_size(length):>10}  {safe_text(path)}{'  [padding]' if padding else ''}"
             for path, length, padding in listing
         )
     lines.append(_field("magnet", report["magnet"]))
@@ -226,7 +218,7 @@ def _size(size: int) -> str:
     return f"{human_size(size)} ({size} bytes)"
 
 
-def _safe(text: str) -> str:
+def safe_text(text: str) -> str:
     """Escape control characters (C0, DEL, C1) and undecodable surrogates for a terminal."""
     return "".join(ch if ch.isprintable() else _escape(ch) for ch in text)
 

@@ -1,5 +1,5 @@
 """Commands that talk to a running daemon over its control socket: add, list, status, pause,
-resume, verify, remove, shutdown.
+resume, verify, remove, shutdown (and ``export``, in its own module).
 
 They find a daemon started with default settings without any flag (through ``daemon.json`` in
 the default state directory) and take ``--control ADDR`` or ``--state-dir DIR`` to reach another
@@ -10,6 +10,12 @@ only a client holding the daemon's own key pair (CURVE, checked by the daemon's 
 The keys come from ``--keys DIR`` and ``--key-name NAME``, else from the ``daemon.json`` of the
 daemon found, else from ``[security]`` of the default config file; the server's public key is
 ``DIR/coordinator.key``. A refusal is one line, "permission denied: ...", exit 1.
+
+``add`` takes a .torrent file or a magnet link (a bad link: one line, exit 2, no daemon asked);
+with ``--save-torrent FILE`` it waits for the metadata, showing the phase, and writes the
+.torrent (Ctrl-C stops the waiting, the torrent stays added). ``status`` shows a torrent in the
+``metadata`` state with how far the fetch is, and for each peer where its address came from
+and the client it names (its ``v``), escaped for the terminal like every text a peer sends.
 """
 
 from __future__ import annotations
@@ -22,13 +28,13 @@ import sys
 from typing import Any
 
 from torviz.shared.bus import (
-    AddTorrent,
     AgentStatus,
     ControlFailed,
     GetStatus,
     ListTorrents,
     Message,
     PauseTorrent,
+    PeerStatus,
     RemoveTorrent,
     ResumeTorrent,
     ShutdownAccepted,
@@ -38,6 +44,7 @@ from torviz.shared.bus import (
     TorrentPaused,
     TorrentRemoved,
     TorrentResumed,
+    TorrentState,
     TorrentStatus,
     TrackerState,
     TrackerStatus,
@@ -51,15 +58,18 @@ from torviz.shared.errors import BusError, TorvizError
 from ...core.announcers import host_port, unreachable_hint
 from ...daemon.locations import find_daemon, load_config_file
 from ..progress import human_size
-from .info import read_torrent_file
+from ..sources import check_output, read_source
+from .download import add_save_options
+from .info import safe_text
 
 REQUEST_TIMEOUT = 10.0
 
 
 def register(subparsers: Any) -> None:
     add = _parser(subparsers, "add", "add a torrent to the running daemon")
-    add.add_argument("torrent", metavar="TORRENT", help="a .torrent file")
+    add.add_argument("torrent", metavar="TORRENT", help="a .torrent file or a magnet link")
     add.add_argument("--dir", metavar="DIR", help="download directory (default: the daemon's)")
+    add_save_options(add)
     add.set_defaults(handler=run_add)
 
     listing = _parser(subparsers, "list", "list the daemon's torrents")
@@ -142,11 +152,16 @@ def _expect(reply: Message, kind: type[Any]) -> Any:
 
 
 def run_add(args: argparse.Namespace) -> int:
-    data = read_torrent_file(args.torrent)
+    source = read_source(args.torrent)
+    check_output(args.save_torrent, args.force)
     directory = os.path.abspath(args.dir) if args.dir else ""
-    added: TorrentAdded = _expect(_request(args, AddTorrent(data, directory)), TorrentAdded)
-    print(f"added {added.name} ({added.info_hash.hex})")
-    return 0
+    added: TorrentAdded = _expect(_request(args, source.request(directory)), TorrentAdded)
+    print(f"added {safe_text(added.name)} ({added.info_hash.hex})", flush=True)
+    if args.save_torrent is None:
+        return 0
+    from .export import save_when_fetched  # it imports this module
+
+    return save_when_fetched(args, added, args.save_torrent)
 
 
 def run_list(args: argparse.Namespace) -> int:
@@ -272,6 +287,13 @@ def _as_json(torrent: TorrentStatus) -> dict[str, Any]:
         "save_path": torrent.save_path,
         "error": torrent.error,
         "check_progress": torrent.check_progress,
+        "metadata": None
+        if torrent.metadata is None
+        else {
+            "peers_asked": torrent.metadata.peers_asked,
+            "received": torrent.metadata.received,
+            "size": torrent.metadata.size,
+        },
         "trackers": [_tracker_json(tracker) for tracker in torrent.trackers],
         "announces": [
             {
@@ -295,6 +317,8 @@ def _as_json(torrent: TorrentStatus) -> dict[str, Any]:
                 "downloaded": peer.downloaded,
                 "uploaded": peer.uploaded,
                 "progress": peer.progress,
+                "version": peer.version,
+                "source": peer.source.value,
             }
             for peer in torrent.peer_list
         ],
@@ -334,31 +358,53 @@ def _announce_lines(torrent: TorrentStatus) -> list[str]:
     return lines
 
 
+def _metadata_text(torrent: TorrentStatus) -> str:
+    """``: 2 peers asked, 16.0 of 48.2 KiB received`` for a torrent fetching its metadata."""
+    progress = torrent.metadata
+    if progress is None:
+        return ""
+    size = f"{progress.size / 1024:.1f}" if progress.size is not None else "?"
+    return (
+        f": {progress.peers_asked} peers asked, {progress.received / 1024:.1f} of {size} KiB "
+        "received"
+    )
+
+
+def _peer_text(peer: PeerStatus) -> str:
+    version = f" ({safe_text(peer.version)})" if peer.version else ""
+    return (
+        f"  peer       {peer.address!s:<22} {peer.flags:<7} {peer.progress * 100:5.1f}%  "
+        f"down {human_size(peer.download_rate)}/s up {human_size(peer.upload_rate)}/s  "
+        f"{peer.source.value:<8} {safe_text(peer.client)}{version}"
+    )
+
+
 def _as_text(torrent: TorrentStatus) -> str:
     down, up = human_size(torrent.downloaded), human_size(torrent.uploaded)
+    size = (
+        "size not known until the metadata is in"
+        if torrent.state is TorrentState.METADATA
+        else f"{torrent.progress * 100:.1f}% ({torrent.pieces_verified}/"
+        f"{torrent.num_pieces} pieces of {human_size(torrent.total_length)})"
+    )
     lines = [
         f"{torrent.name}",
         f"  info hash  {torrent.info_hash.hex}",
         f"  state      {torrent.state.value}"
         + (f": {torrent.error}" if torrent.error else "")
+        + _metadata_text(torrent)
         + (
             f" ({torrent.check_progress * 100:.0f}% checked)"
             if torrent.check_progress is not None
             else ""
         ),
-        f"  progress   {torrent.progress * 100:.1f}% ({torrent.pieces_verified}/"
-        f"{torrent.num_pieces} pieces of {human_size(torrent.total_length)})",
+        f"  progress   {size}",
         f"  transfer   down {down} at {human_size(torrent.download_rate)}/s,"
         f" up {up} at {human_size(torrent.upload_rate)}/s",
         f"  peers      {torrent.peers} ({torrent.seeds} seeds)",
         f"  saved in   {torrent.save_path}",
     ]
-    for peer in torrent.peer_list:
-        lines.append(
-            f"  peer       {peer.address!s:<22} {peer.flags:<7} {peer.progress * 100:5.1f}%  "
-            f"down {human_size(peer.download_rate)}/s up {human_size(peer.upload_rate)}/s  "
-            f"{peer.client}"
-        )
+    lines.extend(_peer_text(peer) for peer in torrent.peer_list)
     for tracker in torrent.trackers:
         counts = ""
         if tracker.seeders is not None or tracker.leechers is not None:
