@@ -293,6 +293,16 @@ class MessageDecoder:
         return limits
 
     @property
+    def block_sink(self) -> BlockSink | None:
+        """The zero-copy destination of piece payloads; a new one applies from the next piece
+        message whose header arrives (a block already being streamed keeps its target)."""
+        return self._sink
+
+    @block_sink.setter
+    def block_sink(self, sink: BlockSink | None) -> None:
+        self._sink = sink
+
+    @property
     def buffered(self) -> int:
         """Bytes of an incomplete frame the decoder holds in its own memory."""
         return len(self._buf) + (len(self._blk_owned) if self._blk_owned is not None else 0)

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from torviz.shared.bitfield import Bitfield
-from torviz.shared.types import PeerId
+from torviz.shared.types import PeerAddress, PeerId
 from torviz.shared.wire.extension import ExtensionHandshake
 from torviz.shared.wire.handshake import Reserved
 
@@ -24,8 +24,11 @@ __all__ = [
     "Event",
     "HandshakeDone",
     "HaveReceived",
+    "MetadataPieceArrived",
+    "MetadataRequestRejected",
     "PeerInfo",
     "PeerInterestChanged",
+    "PexArrived",
     "PieceCompleted",
     "PiecesGivenBack",
     "WorkNeeded",
@@ -93,6 +96,35 @@ class PiecesGivenBack:
 
 
 @dataclass(frozen=True, slots=True)
+class MetadataPieceArrived:
+    """The peer sent piece ``piece`` of the info dictionary (BEP 9), one we asked it for.
+
+    ``total_size`` is as the peer said; ``data`` has exactly the length that ``piece`` and
+    ``total_size`` imply (the codec checked it), nothing else about it is judged here.
+    """
+
+    piece: int
+    total_size: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class MetadataRequestRejected:
+    """The peer answered our request for metadata piece ``piece`` with a reject."""
+
+    piece: int
+
+
+@dataclass(frozen=True, slots=True)
+class PexArrived:
+    """A ``ut_pex`` message from the peer (BEP 11), IPv4 and IPv6 together, each list capped
+    at ``MAX_PEX_PEERS``: ``added`` pairs an address with its flag byte (``PexFlags``)."""
+
+    added: tuple[tuple[PeerAddress, int], ...]
+    dropped: tuple[PeerAddress, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Closed:
     """The session ended; ``reason`` is a snake_case code, ``message`` one readable line."""
 
@@ -109,5 +141,8 @@ Event = (
     | PieceCompleted
     | WorkNeeded
     | PiecesGivenBack
+    | MetadataPieceArrived
+    | MetadataRequestRejected
+    | PexArrived
     | Closed
 )

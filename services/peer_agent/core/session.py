@@ -25,6 +25,11 @@ Rules:
   the session with ``Closed(reason)``; the session never raises for remote misbehaviour.
   Requests past our reqq from a peer that could not know it are refused, never a reason to end.
 - Fast-extension messages go only to a peer that negotiated the extension.
+- Metadata mode (``geometry=None``, a magnet's torrent before its info dictionary): no bitfield
+  (``HaveNone`` to a fast peer); the peer's have-state is kept (``KeptHaves``) for
+  ``learn_geometry``, which upgrades the session in place. Until then ``Downloads`` and
+  ``Uploads`` run on a one-piece placeholder with nothing had or assigned (a request is refused
+  as for a piece we lack); no uninterested timer. BEP 10/9/11: ``extensions.py``.
 - A peer that sends nothing for ``idle_timeout`` seconds, or with which neither side has been
   interested for ``uninterested_timeout`` seconds (noticed at the next tick), is disconnected.
   Keep-alives go out after ``keepalive_interval`` seconds without sending.
@@ -33,9 +38,7 @@ Rules:
 from __future__ import annotations
 
 import enum
-import ipaddress
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 
 from torviz.shared.bitfield import Bitfield, BitfieldError
 from torviz.shared.errors import TorvizError, WireError
@@ -44,11 +47,6 @@ from torviz.shared.rate import RateMeter
 from torviz.shared.types import InfoHash, PeerAddress, PeerId
 from torviz.shared.wire import codec
 from torviz.shared.wire import messages as wire
-from torviz.shared.wire.extension import (
-    ExtensionHandshake,
-    decode_extension_handshake,
-    encode_extension_handshake,
-)
 from torviz.shared.wire.handshake import Handshake, HandshakeReader, Reserved, encode_handshake
 
 from .download import Downloads
@@ -64,8 +62,10 @@ from .events import (
     PiecesGivenBack,
     WorkNeeded,
 )
+from .extensions import Extensions, KeptHaves, encode_handshake_frame, our_extension_handshake
 from .partials import PartialPieces
-from .pipeline import QueueDepthPolicy
+from .session_config import SessionConfig
+from .session_view import SessionView
 from .upload import Uploads
 
 __all__ = [
@@ -84,40 +84,16 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
-class SessionConfig:
-    client_name: str = "torviz"
-    """Our ``v`` in the extension handshake."""
-    listen_port: int = 0
-    """Our ``p`` in the extension handshake; 0 leaves it out."""
-    our_reqq: int = 500
-    """How many requests we queue for a peer (our ``reqq``)."""
-    pipeline: QueueDepthPolicy = field(default_factory=QueueDepthPolicy)
-    handshake_timeout: float = 20.0
-    keepalive_interval: float = 110.0
-    idle_timeout: float = 180.0
-    request_timeout: float = 30.0
-    snub_timeout: float = 60.0
-    """Seconds without a block, while the peer unchokes us and we wait, before it is snubbed."""
-    uninterested_timeout: float = 600.0
-    """Seconds in which neither side is interested before the connection is closed."""
-    max_rejects_per_piece: int = 3
-    allowed_fast_count: int = 10
-    """Pieces in the allowed-fast set we grant a peer with fewer pieces than that (BEP 6 k)."""
-    max_bad_requests: int = 250
-    """Requests we cannot serve (malformed, pieces we lack) tolerated from a peer with the
-    fast extension before it is disconnected; also requests beyond our reqq tolerated from a
-    peer that was told it (see ``upload.py``)."""
-    allocate: Callable[[int], bytearray] = bytearray
-    """Makes piece buffers. Blocks overwrite every byte before a buffer leaves (an unfinished
-    one is dropped), so an allocator that skips zeroing is safe."""
-
-
+_DEFAULT_CONFIG = SessionConfig()
 _CLOSE_MESSAGES = {
     "handshake_timeout": "the peer did not complete the handshake in time",
     "idle_timeout": "the peer sent nothing for too long",
     "uninterested": "neither side was interested for too long",
 }
+
+
+# What Downloads and Uploads run on in metadata mode: one piece, never had nor assigned.
+_PLACEHOLDER = TorrentGeometry(piece_length=16384, total_length=16384, file_lengths=(16384,))
 
 
 class Phase(enum.Enum):
@@ -126,19 +102,21 @@ class Phase(enum.Enum):
     CLOSED = "closed"
 
 
-class PeerSession:
+class PeerSession(SessionView):
     """The protocol state of one connection to one peer for one torrent.
 
     Args:
         info_hash, peer_id: the torrent and our peer id for it.
-        geometry: the torrent's geometry.
-        have: the pieces we have (copied).
+        geometry: the torrent's geometry; None for metadata mode (see ``learn_geometry``).
+        have: the pieces we have (copied); ignored in metadata mode.
         now: the clock at creation.
         config: limits and timers.
         address: the peer's address as we see it (``yourip``, the allowed-fast set); None
             leaves both out.
         partials: the torrent's half-fetched pieces, shared by the agent's connections.
         sender: this connection's peer key (recorded as the sender of its blocks).
+        info: the raw info dictionary, served over ``ut_metadata`` (empty: none to serve).
+        pex: whether PeX is allowed (``ut_pex`` offered, the peer's messages reported).
     """
 
     def __init__(
@@ -146,20 +124,26 @@ class PeerSession:
         *,
         info_hash: InfoHash,
         peer_id: PeerId,
-        geometry: TorrentGeometry,
-        have: Bitfield,
+        geometry: TorrentGeometry | None,
+        have: Bitfield | None,
         now: float,
-        config: SessionConfig = SessionConfig(),
+        config: SessionConfig = _DEFAULT_CONFIG,
         address: PeerAddress | None = None,
         partials: PartialPieces | None = None,
         sender: str = "",
+        info: bytes = b"",
+        pex: bool = True,
     ) -> None:
         self.info_hash = info_hash
         self.geometry = geometry
+        self._layout = geometry or _PLACEHOLDER  # what Downloads and Uploads run on
         self.config = config
         self.address = address
         self._our_id = peer_id
-        self._our_have = have.copy()
+        self._our_have = have.copy() if geometry is not None and have is not None else Bitfield(1)
+        self._kept = KeptHaves() if geometry is None else None
+        self._partials = partials
+        self._sender = sender
         self.phase = Phase.HANDSHAKE
         self._handshake = HandshakeReader()
         # Both lists stay the same objects for good: ``Downloads`` and ``Uploads`` append too.
@@ -175,21 +159,16 @@ class PeerSession:
         self.peer_id: PeerId | None = None
         self.peer_fast = False
         self.peer_extensions = False
-        self.peer_have = Bitfield(geometry.num_pieces)
-        self._downloads = Downloads(
-            geometry,
+        self.peer_have = Bitfield(self._layout.num_pieces if geometry is not None else 0)
+        self._downloads = self._new_downloads(now)
+        self._decoder = codec.MessageDecoder(block_sink=self._downloads.block_sink)
+        self._ext = Extensions(
             self._out,
             self._events,
-            now,
-            pipeline=config.pipeline,
-            request_timeout=config.request_timeout,
-            snub_timeout=config.snub_timeout,
-            max_rejects=config.max_rejects_per_piece,
-            allocate=config.allocate,
-            partials=partials,
-            sender=sender,
+            info=info if geometry is not None else b"",
+            pex=pex,
+            max_metadata_size=config.max_metadata_size,
         )
-        self._decoder = codec.MessageDecoder(block_sink=self._downloads.block_sink)
         self._uploads: Uploads | None = None  # the seeding side, from the handshake on
         self.upload_rate = RateMeter(now)
         self.download_rate = self._downloads.rate
@@ -230,6 +209,65 @@ class PeerSession:
             downloads.received(now)
         downloads.fill(now)
 
+    def learn_geometry(
+        self, geometry: TorrentGeometry, have: Bitfield, info: bytes, pex: bool, now: float
+    ) -> None:
+        """The info dictionary is in: leave metadata mode, in place.
+
+        The peer's kept have-state is checked against the real piece count (a bad one closes
+        the session, with a bad bitfield's reasons) and reported as ``BitfieldReceived`` if the
+        peer told any; we send our have-state if we have pieces, and a second extension
+        handshake (now with ``metadata_size``). A session that has its geometry is left alone.
+
+        Raises:
+            ValueError: the session already has another geometry (a bug in the caller).
+        """
+        if self.geometry is not None:
+            if geometry != self.geometry:
+                raise ValueError("the session already has a different geometry")
+            return
+        kept = self._kept
+        assert kept is not None
+        self.geometry = self._layout = geometry
+        self._kept = None
+        self._our_have = have.copy()
+        self.peer_have = Bitfield(geometry.num_pieces)
+        self._ext.info, self._ext.pex = info, pex
+        old, new = self._downloads, self._new_downloads(now)
+        new.peer_choking, new.rate, new.wasted_bytes = old.peer_choking, old.rate, old.wasted_bytes
+        if old.peer_reqq is not None:
+            new.set_reqq(old.peer_reqq)
+        new.allowed_fast.update(p for p in kept.allowed_fast if geometry.has_piece(p))
+        self._downloads = new
+        self._decoder.block_sink = new.block_sink
+        if self.phase is not Phase.ACTIVE:
+            return  # the handshake sends everything
+        self._uploads = self._new_uploads()
+        if self.peer_extensions:
+            self._send_extension_handshake()
+        if len(have):
+            self._send_have_state()
+        if kept.told:
+            try:
+                self.peer_have = kept.replay(geometry.num_pieces)
+            except TorvizError as exc:
+                self.close(exc.reason, exc.message)
+                return
+            self._on_have_state()
+        new.fill(now)
+
+    def request_metadata(self, pieces: Sequence[int]) -> None:
+        """Ask the peer for these BEP 9 pieces (ignored unless it offers ``ut_metadata``)."""
+        if self.phase is Phase.ACTIVE:
+            self._ext.request_metadata(pieces)
+
+    def send_pex(
+        self, added: Sequence[tuple[PeerAddress, int]], dropped: Sequence[PeerAddress]
+    ) -> None:
+        """Send one ``ut_pex`` message (ignored unless PeX is allowed and the peer offers it)."""
+        if self.phase is Phase.ACTIVE:
+            self._ext.send_pex(added, dropped)
+
     def assign(self, pieces: list[int] | tuple[int, ...], now: float) -> None:
         """The coordinator handed us these pieces to fetch from this peer (none: nothing yet)."""
         if self.phase is Phase.ACTIVE:
@@ -243,7 +281,7 @@ class PeerSession:
     def piece_acquired(self, piece: int) -> None:
         """We verified ``piece`` (from any peer, a piece of the torrent: the agent's registry
         checked it where ``BroadcastHave`` came in): tell this one."""
-        if piece in self._our_have:
+        if self.geometry is None or piece in self._our_have:
             return
         self._our_have.add(piece)
         if self.phase is Phase.ACTIVE and self._uploads is not None:
@@ -294,7 +332,7 @@ class PeerSession:
             ValueError: ``data`` is not the size of ``piece`` (a bug in the caller).
         """
         uploads = self._uploads
-        if self.phase is not Phase.ACTIVE or uploads is None:
+        if self.phase is not Phase.ACTIVE or uploads is None or self.geometry is None:
             return 0
         view = memoryview(data).cast("B")
         if view.nbytes != self.geometry.piece_size(piece):
@@ -320,7 +358,7 @@ class PeerSession:
         if now - self._last_received >= self.config.idle_timeout:
             self.close("idle_timeout")
             return
-        if self._downloads.am_interested or self.peer_interested:
+        if self._downloads.am_interested or self.peer_interested or self._kept is not None:
             self._uninterested_since = None
         elif self._uninterested_since is None:
             self._uninterested_since = now
@@ -389,63 +427,6 @@ class PeerSession:
         """Handshakes exchanged and not closed."""
         return self.phase is Phase.ACTIVE
 
-    # -- state, for the connection, the stats and tests -------------------------------------------
-
-    @property
-    def peer_choking(self) -> bool:
-        return self._downloads.peer_choking
-
-    @property
-    def am_interested(self) -> bool:
-        return self._downloads.am_interested
-
-    @property
-    def snubbed(self) -> bool:
-        """The peer unchokes us but sent no block for ``snub_timeout`` seconds of waiting."""
-        return self._downloads.snubbed
-
-    @property
-    def peer_reqq(self) -> int | None:
-        return self._downloads.peer_reqq
-
-    @property
-    def allowed_fast(self) -> frozenset[int]:
-        """Pieces the peer lets us fetch while it chokes us."""
-        return frozenset(self._downloads.allowed_fast)
-
-    @property
-    def wasted_bytes(self) -> int:
-        return self._downloads.wasted_bytes
-
-    @property
-    def assigned(self) -> tuple[int, ...]:
-        return self._downloads.assigned
-
-    @property
-    def outstanding_requests(self) -> int:
-        return self._downloads.outstanding
-
-    @property
-    def wants_upload(self) -> bool:
-        """Whether the peer has requests queued with us."""
-        uploads = self._uploads
-        return uploads is not None and len(uploads) > 0
-
-    @property
-    def queued_requests(self) -> int:
-        """Requests of the peer waiting to be served."""
-        return len(self._uploads) if self._uploads is not None else 0
-
-    @property
-    def queued_upload_bytes(self) -> int:
-        """Block bytes ``serve`` queued that ``take_output`` has not handed out yet."""
-        return self._uploads.queued_bytes if self._uploads is not None else 0
-
-    @property
-    def granted_fast(self) -> frozenset[int]:
-        """The allowed-fast pieces we told the peer about."""
-        return frozenset(self._uploads.granted) if self._uploads is not None else frozenset()
-
     # -- handling the peer ------------------------------------------------------------------------
 
     def _on_handshake(self, handshake: Handshake) -> None:
@@ -456,8 +437,37 @@ class PeerSession:
         self.peer_id = handshake.peer_id
         self.peer_fast = handshake.reserved.fast
         self.peer_extensions = handshake.reserved.extension_protocol
-        self._uploads = Uploads(
-            self.geometry,
+        self._uploads = self._new_uploads()
+        self.phase = Phase.ACTIVE
+        self._events.append(HandshakeDone(handshake.peer_id, handshake.reserved))
+        if self.peer_extensions:
+            self._send_extension_handshake()
+        if self.geometry is not None:
+            self._send_have_state()
+        elif self.peer_fast:
+            self._send(wire.HaveNone())
+        if not self.am_choking:
+            self._send(wire.Unchoke())
+
+    def _new_downloads(self, now: float) -> Downloads:
+        config = self.config
+        return Downloads(
+            self._layout,
+            self._out,
+            self._events,
+            now,
+            pipeline=config.pipeline,
+            request_timeout=config.request_timeout,
+            snub_timeout=config.snub_timeout,
+            max_rejects=config.max_rejects_per_piece,
+            allocate=config.allocate,
+            partials=self._partials if self.geometry is not None else None,
+            sender=self._sender,
+        )
+
+    def _new_uploads(self) -> Uploads:
+        uploads = Uploads(
+            self._layout,
             self._our_have,
             self._out,
             fast=self.peer_fast,
@@ -465,26 +475,22 @@ class PeerSession:
             limit=self.config.our_reqq,
             max_bad=self.config.max_bad_requests,
         )
-        self.phase = Phase.ACTIVE
-        self._events.append(HandshakeDone(handshake.peer_id, handshake.reserved))
-        if self.peer_extensions:
-            self._send_extension_handshake()
-        self._send_have_state()
-        if not self.am_choking:
-            self._send(wire.Unchoke())
+        # A peer that sent its extension handshake got ours, which names our reqq.
+        uploads.knows_limit = self.peer_extensions and self._ext.peer is not None
+        return uploads
 
     def _send_extension_handshake(self) -> None:
-        yourip = None
-        if self.address is not None:
-            yourip = ipaddress.ip_address(self.address.host).packed
-        ext = ExtensionHandshake(
-            m={},
-            v=self.config.client_name,
-            p=self.config.listen_port or None,
+        ext = self._ext
+        handshake = our_extension_handshake(
+            client_name=self.config.client_name,
+            listen_port=self.config.listen_port,
             reqq=self.config.our_reqq,
-            yourip=yourip,
+            address=self.address,
+            pex=ext.pex,
+            metadata_size=len(ext.info),
+            disable_pex=ext.peer is not None,  # a later handshake withdraws an earlier offer
         )
-        self._send(wire.Extended(0, encode_extension_handshake(ext)))
+        self._out.append(encode_handshake_frame(handshake))
 
     def _send_have_state(self) -> None:
         have = self._our_have
@@ -499,14 +505,26 @@ class PeerSession:
         downloads = self._downloads
         uploads = self._uploads
         assert uploads is not None  # messages are decoded only after the handshake
+        kept = self._kept
         match message:
+            case wire.Have(piece=number) if kept is not None:
+                kept.have(number)
+            case wire.Bitfield(bits=bits) if kept is not None:
+                kept.bitfield(bits)
+            case wire.HaveAll() | wire.HaveNone() if kept is not None:
+                all_ = type(message) is wire.HaveAll
+                self._require_fast("have_all" if all_ else "have_none")
+                kept.have_all(all_)
+            case wire.AllowedFast(piece=piece) if kept is not None:
+                self._require_fast("allowed_fast")
+                kept.add_allowed_fast(piece)
             case wire.Piece(piece=piece, offset=offset, data=data):
                 downloads.on_block(piece, offset, data)
             case wire.Request(piece=piece, offset=offset, length=length):
                 uploads.request(piece, offset, length)
             case wire.Have(piece=number):
                 try:
-                    piece = self.geometry.piece_index(number)
+                    piece = self._layout.piece_index(number)
                 except PieceIndexError as exc:
                     raise WireError("bad_piece_index", str(exc)) from None
                 if piece not in self.peer_have:
@@ -516,17 +534,17 @@ class PeerSession:
                     self._events.append(HaveReceived(piece))
             case wire.Bitfield(bits=bits):
                 try:
-                    self.peer_have = Bitfield.from_bytes(bits, self.geometry.num_pieces)
+                    self.peer_have = Bitfield.from_bytes(bits, self._layout.num_pieces)
                 except BitfieldError as exc:
                     raise WireError(exc.reason, str(exc)) from None
                 self._on_have_state()
             case wire.HaveAll():
                 self._require_fast("have_all")
-                self.peer_have = Bitfield.full(self.geometry.num_pieces)
+                self.peer_have = Bitfield.full(self._layout.num_pieces)
                 self._on_have_state()
             case wire.HaveNone():
                 self._require_fast("have_none")
-                self.peer_have = Bitfield(self.geometry.num_pieces)
+                self.peer_have = Bitfield(self._layout.num_pieces)
                 self._on_have_state()
             case wire.Choke():
                 downloads.on_choke(self.peer_fast)
@@ -544,18 +562,19 @@ class PeerSession:
                 downloads.on_reject(piece, offset, length)
             case wire.AllowedFast(piece=piece):
                 self._require_fast("allowed_fast")
-                if self.geometry.has_piece(piece):
+                if self._layout.has_piece(piece):
                     downloads.allowed_fast.add(piece)
             case wire.SuggestPiece():
                 self._require_fast("suggest")  # a hint we do not use
             case wire.Extended(ext_id=0, payload=payload):
-                ext = decode_extension_handshake(payload)
+                ext = self._ext.on_handshake(payload)
                 if ext.reqq is not None and ext.reqq > 0:
                     downloads.set_reqq(ext.reqq)
                 # It speaks BEP 10, so it got ours, which names our reqq.
                 uploads.knows_limit = self.peer_extensions
-                self._events.append(PeerInfo(ext))
-            case wire.Extended() | wire.Port() | wire.KeepAlive():
+            case wire.Extended(ext_id=ext_id, payload=payload):
+                self._ext.on_message(ext_id, payload, now)
+            case wire.Port() | wire.KeepAlive():
                 pass
 
     def _on_have_state(self) -> None:
