@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import urllib.parse
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -206,6 +207,27 @@ class TorrentFile:
     @property
     def info_hash_hex(self) -> str:
         return self.info_hash.hex
+
+    def magnet(
+        self,
+        *,
+        trackers: Sequence[str] = (),
+        peers: Sequence[object] = (),
+        name: str | None = None,
+    ) -> str:
+        """A magnet link to this torrent: hex ``xt``, then ``dn``, ``tr`` and ``x.pe``.
+
+        Args:
+            trackers: announce URLs, one ``tr`` each (percent-encoded).
+            peers: ``host:port`` peers (anything whose str() is that), one ``x.pe`` each.
+            name: the ``dn`` display name, left out when None.
+        """
+        params = [f"xt=urn:btih:{self.info_hash.hex}"]
+        if name is not None:
+            params.append(f"dn={urllib.parse.quote(name, safe='')}")
+        params += [f"tr={urllib.parse.quote(url, safe='')}" for url in trackers]
+        params += [f"x.pe={urllib.parse.quote(str(peer), safe=':[]')}" for peer in peers]
+        return "magnet:?" + "&".join(params)
 
     def __fspath__(self) -> str:
         return str(self.path)

@@ -10,11 +10,16 @@ per line from its stdout (`testing/swarm.py` owns the parent side). Events::
     {"event":"status", ...status}                              every `status_interval` seconds
     {"event":"finished", ...status}                            all wanted pieces on disk
     {"event":"tracker_reply"|"tracker_error", "url":..., ...}  each tracker answer
+    {"event":"metadata", "at":..., "info_hash":...}             a magnet's info dict arrived
+    {"event":"first_piece", "at":..., "piece":...}              the first piece verified
     {"event":"error", "reason":..., "message":...}              fatal; the process exits non-zero
 
-where "...status" are the fields of `PeerStatus`. Every other libtorrent session we run (the
-verify benchmark's `bench/lt_recheck.py`, the wire capture, the torrent-creation interop test)
-starts from `loopback_settings` too, so the loopback rules are written once, here.
+where "...status" are the fields of `PeerStatus` (status events also carry "peers", the
+connected peers with how each was learnt, when `report_peers` is set), and "at" is wall-clock
+time (`time.time()`), so a benchmark can measure from its own start. Every other libtorrent
+session we run (the verify benchmark's `bench/lt_recheck.py`, the wire capture, the
+torrent-creation interop test) starts from `loopback_settings` too, so the loopback rules are
+written once, here.
 
 Rules:
 - Loopback only, nothing that could leave the machine (`NETWORK_OFF`): DHT, LSD, UPnP, NAT-PMP
@@ -102,6 +107,16 @@ _PEER_SETTINGS: dict[str, bool | int | str] = {
     "ssrf_mitigation": False,
 }
 
+# libtorrent's peer_source_flags (peer_info.source), by name.
+_SOURCES = (
+    (1, "tracker"),
+    (2, "dht"),
+    (4, "pex"),
+    (8, "lsd"),
+    (16, "resume_data"),
+    (32, "incoming"),
+)
+
 _CHECKING_STATES = frozenset({"queued_for_checking", "checking_files", "checking_resume_data"})
 
 
@@ -136,6 +151,10 @@ class LtPeerConfig:
         settings: extra libtorrent settings, applied last (e.g. max_allowed_in_request_queue).
         upload_limit: bytes per second this torrent uploads, 0 for no limit. A per-torrent
             limit, because libtorrent exempts loopback peers from the session's rate limits.
+        magnet: a leecher starts from this magnet link instead of `torrent`; `torrent` is then
+            where the .torrent goes once the metadata arrived (its info dict verbatim).
+        disable_pex: the torrent neither sends nor acts on ut_pex (libtorrent's disable_pex).
+        report_peers: status events list the connected peers (address, source, client, bytes).
     """
 
     role: Literal["seeder", "leecher"]
@@ -150,8 +169,13 @@ class LtPeerConfig:
     watch_stdin: bool = True
     settings: Mapping[str, bool | int | str] = field(default_factory=dict)
     upload_limit: int = 0
+    magnet: str = ""
+    disable_pex: bool = False
+    report_peers: bool = False
 
     def __post_init__(self) -> None:
+        if self.magnet and (self.role != "leecher" or not self.magnet.startswith("magnet:?")):
+            raise PeerConfigError("magnet must be a magnet:? link, and only for a leecher")
         if self.upload_limit < 0:
             raise PeerConfigError("upload_limit must be at least 0")
         if self.role not in ("seeder", "leecher"):
@@ -222,6 +246,9 @@ class LtPeerConfig:
             watch_stdin=get("watch_stdin", (bool,), True),
             settings=dict(get("settings", (dict,), {})),
             upload_limit=get("upload_limit", (int,), 0),
+            magnet=get("magnet", (str,), ""),
+            disable_pex=get("disable_pex", (bool,), False),
+            report_peers=get("report_peers", (bool,), False),
         )
 
 
@@ -329,7 +356,7 @@ def build_settings(config: LtPeerConfig) -> dict[str, Any]:
         loopback_settings(
             config.listen_host,
             config.listen_port,
-            alerts=("error", "status", "tracker", "storage"),
+            alerts=("error", "status", "tracker", "storage", "piece_progress"),
             extra=_PEER_SETTINGS,
         )
     )
@@ -387,17 +414,24 @@ class _Peer:
         self.finish_requested_at: float | None = None
         self.finished = False
         self.exit_code = 0
-        params = lt.load_torrent_file(str(config.torrent))
-        if params.ti is None:
-            raise RuntimeError("no metadata in the torrent file")
+        self.first_piece = False
+        if config.magnet:
+            params = lt.parse_magnet_uri(config.magnet)
+            self.info_hash = str(params.info_hashes.v1)
+        else:
+            params = lt.load_torrent_file(str(config.torrent))
+            if params.ti is None:
+                raise RuntimeError("no metadata in the torrent file")
+            self.info_hash = str(params.ti.info_hashes().v1)
         self.has_trackers = bool(params.trackers)
-        self.info_hash = str(params.ti.info_hashes().v1)
         self.session = lt.session(cast("lt.settings_pack", build_settings(config)))
         params.save_path = str(config.save_path)
         flags = lt.torrent_flags.default_flags & ~lt.torrent_flags.auto_managed
         flags &= ~lt.torrent_flags.paused
         if config.seed_mode:
             flags |= lt.torrent_flags.seed_mode
+        if config.disable_pex:
+            flags |= lt.torrent_flags.disable_pex
         params.flags = flags
         self.handle = self.session.add_torrent(params)
         if config.upload_limit:
@@ -428,6 +462,15 @@ class _Peer:
             self.emit("tracker_error", url=alert.tracker_url(), message=alert.message())
         elif isinstance(alert, lt.cache_flushed_alert):
             self.emit_finished()
+        elif isinstance(alert, lt.metadata_received_alert):
+            # The info dict verbatim in a .torrent of its own: its SHA-1 is the info hash.
+            torrent_info = self.handle.torrent_file()
+            info = b"" if torrent_info is None else bytes(torrent_info.info_section())
+            self.config.torrent.write_bytes(b"d4:info" + info + b"e")
+            self.emit("metadata", at=time.time(), info_hash=self.info_hash, size=len(info))
+        elif isinstance(alert, lt.piece_finished_alert) and not self.first_piece:
+            self.first_piece = True
+            self.emit("first_piece", at=time.time(), piece=int(alert.piece_index))
         elif isinstance(alert, lt.torrent_error_alert | lt.file_error_alert):
             self.fail("storage_error", alert.message(), 5)
         elif alert.category() & lt.alert_category.error:
@@ -471,6 +514,22 @@ class _Peer:
         if self.finish_requested_at is not None and now - self.finish_requested_at > _FLUSH_WAIT_S:
             self.emit_finished()
 
+    def peers(self) -> list[dict[str, Any]]:
+        """The connected peers (at most 64): address, how it was learnt, client, bytes."""
+        return [
+            {
+                "address": f"{info.ip[0]}:{info.ip[1]}",
+                "source": [name for bit, name in _SOURCES if int(info.source) & bit],
+                "client": bytes(info.client).decode("utf-8", "replace")
+                if isinstance(info.client, bytes)
+                else str(info.client),
+                "down": int(info.total_download),
+                "up": int(info.total_upload),
+                "seed": bool(int(info.flags) & int(lt.peer_info.seed)),
+            }
+            for info in self.handle.get_peer_info()[:64]
+        ]
+
     def run(self) -> int:
         next_status = 0.0
         while not self.stop.is_set():
@@ -484,7 +543,8 @@ class _Peer:
             now = time.monotonic()
             self.tick(now)
             if now >= next_status and self.ready:
-                self.emit("status", **asdict(PeerStatus.from_lt(self.handle.status())))
+                peers = {"peers": self.peers()} if self.config.report_peers else {}
+                self.emit("status", **asdict(PeerStatus.from_lt(self.handle.status())), **peers)
                 next_status = now + self.config.status_interval
         self.session.pause()
         return self.exit_code

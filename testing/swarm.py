@@ -203,6 +203,27 @@ class LtPeer:
         event = self.process.last("status")
         return None if event is None else self._status(event)
 
+    def wait_metadata(self, timeout: float = 60.0) -> dict[str, Any]:
+        """Wait until a magnet leecher has the info dict (written to its `config.torrent`)."""
+        return self.process.wait_event("metadata", timeout)
+
+    def connected_peers(self) -> list[dict[str, Any]]:
+        """The peers of the newest status event (`report_peers`): address, source, client..."""
+        event = self.process.last("status")
+        peers = [] if event is None else event.get("peers", [])
+        return [p for p in peers if isinstance(p, dict)]
+
+    def wait_peer(
+        self, predicate: Callable[[dict[str, Any]], bool], timeout: float
+    ) -> dict[str, Any]:
+        """Wait for a status event listing a connected peer that satisfies `predicate`."""
+
+        def listed(event: dict[str, Any]) -> bool:
+            return any(isinstance(p, dict) and predicate(p) for p in event.get("peers", []))
+
+        event = self.process.wait_event("status", timeout, listed)
+        return next(p for p in event["peers"] if isinstance(p, dict) and predicate(p))
+
     def tracker_events(self) -> list[dict[str, Any]]:
         """Every tracker_reply / tracker_error event seen so far."""
         kinds = ("tracker_reply", "tracker_error")
@@ -297,6 +318,8 @@ class Swarm:
         connect_peers: Iterable[PeerAddress | str] = (),
         settings: Mapping[str, bool | int | str] | None = None,
         upload_limit: int = 0,
+        disable_pex: bool = False,
+        report_peers: bool = False,
         wait: bool = True,
         timeout: float = 30.0,
     ) -> LtPeer:
@@ -314,6 +337,8 @@ class Swarm:
             connect_peers=tuple(str(p) for p in connect_peers),
             settings=dict(settings or {}),
             upload_limit=upload_limit,
+            disable_pex=disable_pex,
+            report_peers=report_peers,
         )
         return self.peer(config, wait=wait, timeout=timeout)
 
@@ -324,10 +349,16 @@ class Swarm:
         *,
         connect_peers: Iterable[PeerAddress | str] = (),
         settings: Mapping[str, bool | int | str] | None = None,
+        magnet: str = "",
+        report_peers: bool = False,
         wait: bool = True,
         timeout: float = 30.0,
     ) -> LtPeer:
-        """Start a libtorrent leecher downloading into `save_dir` (made if missing)."""
+        """Start a libtorrent leecher downloading into `save_dir` (made if missing).
+
+        With `magnet`, it starts from that link alone (its ``x.pe`` peers are dialled, its
+        ``tr`` trackers announced to) and writes the fetched .torrent to `torrent`.
+        """
         Path(save_dir).mkdir(parents=True, exist_ok=True)
         config = LtPeerConfig(
             role="leecher",
@@ -336,6 +367,8 @@ class Swarm:
             listen_host=self.next_address(),
             connect_peers=tuple(str(p) for p in connect_peers),
             settings=dict(settings or {}),
+            magnet=magnet,
+            report_peers=report_peers,
         )
         return self.peer(config, wait=wait, timeout=timeout)
 
