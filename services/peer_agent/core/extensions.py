@@ -212,14 +212,13 @@ class KeptHaves:
             field = Bitfield.full(num_pieces)
         else:
             field = Bitfield(num_pieces)
-        haves = Bitfield.from_int(int.from_bytes(self._haves, "big"), len(self._haves) * 8)
-        for piece in haves:
-            if piece >= num_pieces:
-                raise WireError(
-                    "bad_piece_index", f"have of piece {piece} in a torrent of {num_pieces}"
-                )
-            field.add(piece)
-        return field
+        haves = Bitfield.from_bytes(self._haves, len(self._haves) * 8).to_int()  # piece i: bit i
+        if haves >> num_pieces:
+            piece = haves.bit_length() - 1
+            raise WireError(
+                "bad_piece_index", f"have of piece {piece} in a torrent of {num_pieces} pieces"
+            )
+        return Bitfield.from_int(field.to_int() | haves, num_pieces)
 
 
 class Extensions:

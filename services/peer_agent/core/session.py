@@ -244,7 +244,7 @@ class PeerSession(SessionView):
             return  # the handshake sends everything
         self._uploads = self._new_uploads()
         if self.peer_extensions:
-            self._send_extension_handshake()
+            self._send_extension_handshake(later=True)
         if len(have):
             self._send_have_state()
         if kept.told:
@@ -270,12 +270,12 @@ class PeerSession(SessionView):
 
     def assign(self, pieces: list[int] | tuple[int, ...], now: float) -> None:
         """The coordinator handed us these pieces to fetch from this peer (none: nothing yet)."""
-        if self.phase is Phase.ACTIVE:
+        if self.phase is Phase.ACTIVE and self.geometry is not None:
             self._downloads.assign(pieces, now)
 
     def revoke(self, pieces: list[int] | tuple[int, ...], now: float) -> None:
         """Stop fetching these pieces (another connection completed them first)."""
-        if self.phase is Phase.ACTIVE:
+        if self.phase is Phase.ACTIVE and self.geometry is not None:
             self._downloads.revoke(pieces, now)
 
     def piece_acquired(self, piece: int) -> None:
@@ -479,7 +479,7 @@ class PeerSession(SessionView):
         uploads.knows_limit = self.peer_extensions and self._ext.peer is not None
         return uploads
 
-    def _send_extension_handshake(self) -> None:
+    def _send_extension_handshake(self, later: bool = False) -> None:
         ext = self._ext
         handshake = our_extension_handshake(
             client_name=self.config.client_name,
@@ -488,7 +488,7 @@ class PeerSession(SessionView):
             address=self.address,
             pex=ext.pex,
             metadata_size=len(ext.info),
-            disable_pex=ext.peer is not None,  # a later handshake withdraws an earlier offer
+            disable_pex=later,  # a later handshake withdraws an earlier offer
         )
         self._out.append(encode_handshake_frame(handshake))
 
