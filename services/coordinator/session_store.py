@@ -2,8 +2,10 @@
 
 One SQLite database (stdlib ``sqlite3``, WAL mode) in the state directory. Each torrent keeps
 its exact .torrent bytes (so nothing is re-encoded), its download directory, its paused flag and
-its transfer totals. Which pieces are verified is *not* here: the storage agent owns that, next
-to the data, and reports it when the torrent is opened again.
+its transfer totals. A torrent added from a magnet link keeps the link (``magnet``, its
+.torrent empty) until its info dictionary arrives; then the .torrent built from it replaces the
+link, so a restart never fetches it again. Which pieces are verified is *not* here: the
+storage agent owns that, next to the data, and reports it when the torrent is opened again.
 
 Writes are small and happen when something changes (add, remove, pause, resume) plus the
 totals every few seconds; each is one transaction, so a crash leaves either the old or the new
@@ -24,6 +26,7 @@ from pathlib import Path
 
 import gevent.threadpool
 
+from torviz.shared.magnet import format_magnet
 from torviz.shared.types import InfoHash
 
 from .core.torrent import Torrent
@@ -40,9 +43,12 @@ CREATE TABLE IF NOT EXISTS torrents (
     paused INTEGER NOT NULL DEFAULT 0,
     added_at REAL NOT NULL,
     uploaded INTEGER NOT NULL DEFAULT 0,
-    downloaded INTEGER NOT NULL DEFAULT 0
+    downloaded INTEGER NOT NULL DEFAULT 0,
+    magnet TEXT NOT NULL DEFAULT ''
 )
 """
+_MIGRATE = "ALTER TABLE torrents ADD COLUMN magnet TEXT NOT NULL DEFAULT ''"
+"""A database of an earlier version has no ``magnet`` column: it gets one."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +59,8 @@ class SavedTorrent:
     paused: bool
     uploaded: int
     downloaded: int
+    magnet: str = ""
+    """The magnet link of a torrent whose info dictionary never arrived (``metainfo`` empty)."""
 
 
 class SessionStore:
@@ -79,6 +87,9 @@ class SessionStore:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
             db.execute(_SCHEMA)
+            columns = {row[1] for row in db.execute("PRAGMA table_info(torrents)")}
+            if "magnet" not in columns:
+                db.execute(_MIGRATE)
             db.execute("SELECT count(*) FROM torrents").fetchone()
         except sqlite3.DatabaseError:
             db.close()
@@ -88,11 +99,11 @@ class SessionStore:
     def load(self) -> list[SavedTorrent]:
         """Every saved torrent, oldest first; rows that make no sense are skipped."""
         rows = self._db.execute(
-            "SELECT info_hash, metainfo, save_path, paused, uploaded, downloaded "
+            "SELECT info_hash, metainfo, save_path, paused, uploaded, downloaded, magnet "
             "FROM torrents ORDER BY added_at"
         ).fetchall()
         saved = []
-        for info_hash, metainfo, save_path, paused, uploaded, downloaded in rows:
+        for info_hash, metainfo, save_path, paused, uploaded, downloaded, magnet in rows:
             try:
                 key = InfoHash(bytes(info_hash))
             except (TypeError, ValueError):
@@ -100,16 +111,39 @@ class SessionStore:
                 continue
             saved.append(
                 SavedTorrent(
-                    key, bytes(metainfo), str(save_path), bool(paused), uploaded, downloaded
+                    key,
+                    bytes(metainfo),
+                    str(save_path),
+                    bool(paused),
+                    uploaded,
+                    downloaded,
+                    str(magnet or ""),
                 )
             )
         return saved
 
-    def add(self, info_hash: InfoHash, metainfo: bytes, save_path: str, *, paused: bool) -> None:
+    def add(
+        self,
+        info_hash: InfoHash,
+        metainfo: bytes,
+        save_path: str,
+        *,
+        paused: bool,
+        magnet: str = "",
+    ) -> None:
+        """Keep a new torrent: its .torrent bytes, or (empty) its magnet link."""
         self._write(
-            "INSERT OR REPLACE INTO torrents (info_hash, metainfo, save_path, paused, added_at) "
-            "VALUES (?, ?, ?, ?, ?)",
-            [(info_hash.raw, metainfo, save_path, int(paused), time.time())],
+            "INSERT OR REPLACE INTO torrents "
+            "(info_hash, metainfo, save_path, paused, added_at, magnet) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            [(info_hash.raw, metainfo, save_path, int(paused), time.time(), magnet)],
+        )
+
+    def set_metainfo(self, info_hash: InfoHash, metainfo: bytes) -> None:
+        """A magnet link's info dictionary arrived: its .torrent replaces the link."""
+        self._write(
+            "UPDATE torrents SET metainfo = ?, magnet = '' WHERE info_hash = ?",
+            [(metainfo, info_hash.raw)],
         )
 
     def set_paused(self, info_hash: InfoHash, paused: bool) -> None:
@@ -154,8 +188,17 @@ class StoreListener:
 
     def torrent_added(self, torrent: Torrent, *, paused: bool) -> None:
         self.store.add(
-            torrent.metainfo.info_hash, torrent.metainfo_bytes, torrent.save_path, paused=paused
+            torrent.info_hash,
+            torrent.metainfo_bytes,
+            torrent.save_path,
+            paused=paused,
+            magnet=format_magnet(torrent.magnet)
+            if torrent.metainfo is None and torrent.magnet
+            else "",
         )
+
+    def torrent_fetched(self, torrent: Torrent) -> None:
+        self.store.set_metainfo(torrent.info_hash, torrent.metainfo_bytes)
 
     def torrent_paused(self, info_hash: InfoHash, paused: bool) -> None:
         self.store.set_paused(info_hash, paused)

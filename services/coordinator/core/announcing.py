@@ -7,8 +7,9 @@ what the tracker agents were told (``Torrent.announces``) and sends the differen
 changed port being both. Pure: the time is passed in, commands leave through ``send``.
 
 Rules:
-- A torrent is announced only while open; a new torrent waits ``LISTEN_PORT_WAIT`` for a peer
-  agent's listen port before announcing the configured one.
+- A torrent is announced only while open, or while a magnet link's torrent fetches its info
+  dictionary (``left`` then a placeholder, ``Torrent.left``); a new torrent waits
+  ``LISTEN_PORT_WAIT`` for a peer agent's listen port before announcing the configured one.
 - While no peer agent has a listen port (they are restarting), what is announced stays.
 - One announce reports the totals; the others report 0, so trackers do not count twice.
 """
@@ -22,6 +23,7 @@ from torviz.shared.bus import (
     Message,
     ServiceKind,
     TorrentCompleted,
+    TorrentState,
     TrackerTier,
     TrackTorrent,
     UntrackTorrent,
@@ -99,7 +101,7 @@ class Announcing:
         for identity, announce in before.items():
             now_chosen = chosen.get(identity)
             if now_chosen is None or now_chosen.port != announce.port:
-                self._send(identity, UntrackTorrent(torrent.metainfo.info_hash))
+                self._send(identity, UntrackTorrent(torrent.info_hash))
                 torrent.announce_results.pop(identity, None)
         torrent.announces = chosen
         for identity, announce in chosen.items():
@@ -110,7 +112,7 @@ class Announcing:
 
     def announces_for(self, torrent: Torrent, now: float) -> tuple[Announce, ...]:
         """Who should announce ``torrent`` now (``announcers.py``)."""
-        if torrent.swarm.picker is None:
+        if torrent.swarm.picker is None and torrent.state is not TorrentState.METADATA:
             return ()
         peers = [
             PeerAgentView(agent.identity, agent.agent_id, agent.listen_address)
@@ -129,12 +131,12 @@ class Announcing:
             for agent in self.agents.of_kind(ServiceKind.TRACKER_AGENT)
         ]
         return choose_announces(
-            trackers, peers, private=torrent.metainfo.info.private, fallback_port=self.listen_port
+            trackers, peers, private=torrent.private, fallback_port=self.listen_port
         )
 
     def untrack_all(self, torrent: Torrent) -> None:
         """The torrent stops: every announcing tracker agent announces ``stopped``."""
-        info_hash = torrent.metainfo.info_hash
+        info_hash = torrent.info_hash
         for identity in torrent.announces:
             self._send(identity, UntrackTorrent(info_hash))
         torrent.announces, torrent.announce_results = {}, {}
@@ -149,19 +151,18 @@ class Announcing:
         ``completed`` announce carries what was downloaded."""
         for announce in torrent.announces.values():
             self._send(announce.tracker, totals_for(torrent, announce))
-            self._send(announce.tracker, TorrentCompleted(torrent.metainfo.info_hash))
+            self._send(announce.tracker, TorrentCompleted(torrent.info_hash))
 
     def _track(self, torrent: Torrent, announce: Announce) -> None:
-        metainfo = torrent.metainfo
         totals = totals_for(torrent, announce)
         self._send(
             announce.tracker,
             TrackTorrent(
-                info_hash=metainfo.info_hash,
-                tiers=tuple(TrackerTier(tier) for tier in metainfo.trackers if tier),
+                info_hash=torrent.info_hash,
+                tiers=tuple(TrackerTier(tier) for tier in torrent.tiers if tier),
                 peer_id=self.peer_id,
                 listen_port=announce.port,
-                private=metainfo.info.private,
+                private=torrent.private,
                 uploaded=totals.uploaded,
                 downloaded=totals.downloaded,
                 left=totals.left,
@@ -171,7 +172,7 @@ class Announcing:
 
 def totals_for(torrent: Torrent, announce: Announce) -> UpdateTransfer:
     """What ``announce`` reports: the totals, or 0 when another announce reports them."""
-    info_hash, left = torrent.metainfo.info_hash, torrent.left
+    info_hash, left = torrent.info_hash, torrent.left
     if announce.totals:
         return UpdateTransfer(info_hash, torrent.uploaded, torrent.downloaded, left)
     return UpdateTransfer(info_hash, 0, 0, left)

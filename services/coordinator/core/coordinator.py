@@ -14,7 +14,9 @@ Rules:
 - One clock: every entry point takes ``now`` (monotonic seconds); nothing reads a clock, and
   status reports times relative to the latest ``now`` given.
 - While a torrent is open (``swarm.picker`` set) it is attached to every peer agent and
-  announced; stopping it (pause, error, verify, removal) detaches and untracks it.
+  announced; stopping it (pause, error, verify, removal) detaches and untracks it. A magnet
+  link's torrent is attached with ``AttachMagnet`` and announced while it fetches its info
+  dictionary (``metadata_phase.py``); once fetched it goes on exactly as an added .torrent.
 - Piece numbers from agents are checked once, here (``PieceIndexError`` drops the event).
 """
 
@@ -23,58 +25,57 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Callable
-from typing import Protocol
 
 from torviz.shared.bitfield import Bitfield, BitfieldError
 from torviz.shared.bus import (
     AddTorrent,
     AgentInfo,
+    AttachMagnet,
     AttachTorrent,
     CheckProgress,
     CloseTorrent,
     ControlFailed,
     CorruptBlocksTraced,
     DetachTorrent,
-    GetStatus,
     Goodbye,
     Hello,
     Message,
+    MetadataPieceReceived,
+    MetadataRejected,
     OpenTorrent,
     PeerDisconnected,
+    PeerExtensions,
     PeersDiscovered,
+    PeerSource,
+    PexReceived,
     PieceRejected,
     PieceVerified,
-    RecheckTorrent,
     Rejected,
-    RemoveTorrent,
     ServiceKind,
-    StatusReport,
     StorageFailed,
     TorrentAdded,
     TorrentClosed,
     TorrentOpened,
-    TorrentPaused,
-    TorrentRemoved,
-    TorrentResumed,
     TorrentState,
-    TrackerState,
     TrackerStateChanged,
     TransferStats,
-    VerifyStarted,
 )
 from torviz.shared.config import CoordinatorConfig
-from torviz.shared.errors import MetainfoError
+from torviz.shared.errors import MagnetError, MetainfoError
 from torviz.shared.geometry import PieceIndexError
-from torviz.shared.metainfo import parse_metainfo
+from torviz.shared.magnet import metainfo_from_magnet, parse_magnet
+from torviz.shared.metainfo import Metainfo, parse_metainfo
 from torviz.shared.types import InfoHash, PeerId
 
 from .agent_bookkeeping import AgentBookkeeping
 from .agents import Agent, AgentRegistry
 from .announcing import LISTEN_PORT_WAIT, Announcing
 from .choking import Choker
-from .lifecycle import OPEN_STATES, Move, advance
+from .control_requests import ControlRequests, Forgetful, SessionListener
+from .lifecycle import METADATA, OPEN_STATES, Move, advance, initial_state, start_move
+from .metadata_phase import MetadataFetch, handle_extension_event
+from .pex_exchange import for_torrent
 from .picking import PiecePicker
-from .status import agent_status, torrent_status
 from .swarm import MAX_HASH_FAILURES, PeerEvent, Swarm, SwarmContext
 from .torrent import Torrent
 
@@ -87,32 +88,12 @@ PENDING_TIMEOUT = 60.0
 (its delivery was lost: the storage agent died with it in its queue)."""
 
 Outgoing = tuple[bytes, Message]
+_Extension = PeerExtensions | MetadataPieceReceived | MetadataRejected | PexReceived
 _OPENING_STATES = (TorrentState.CHECKING, *OPEN_STATES)
 """States in which the storage agent holds the files open."""
 
 
-class SessionListener(Protocol):
-    """Told of every change worth keeping across a restart (the daemon's session store)."""
-
-    def torrent_added(self, torrent: Torrent, *, paused: bool) -> None: ...
-    def torrent_paused(self, info_hash: InfoHash, paused: bool) -> None: ...
-    def torrent_removed(self, info_hash: InfoHash) -> None: ...
-
-
-class _Forgetful:
-    """The one-shot download keeps nothing."""
-
-    def torrent_added(self, torrent: Torrent, *, paused: bool) -> None:
-        pass
-
-    def torrent_paused(self, info_hash: InfoHash, paused: bool) -> None:
-        pass
-
-    def torrent_removed(self, info_hash: InfoHash) -> None:
-        pass
-
-
-class Coordinator:
+class Coordinator(ControlRequests):
     """Session state of every torrent, and the rules that move it forward.
 
     Args:
@@ -137,7 +118,7 @@ class Coordinator:
         self.peer_id = peer_id
         self.config = config
         self.rng = rng
-        self.session: SessionListener = session or _Forgetful()
+        self.session: SessionListener = session or Forgetful()
         self.bookkeeping = AgentBookkeeping(config, self._send, self)
         self.agents: AgentRegistry = self.bookkeeping.registry
         self.torrents: dict[InfoHash, Torrent] = {}
@@ -197,7 +178,9 @@ class Coordinator:
                     self._open(torrent, agent)
                 case ServiceKind.PEER_AGENT if torrent.swarm.picker is not None:
                     self._attach(torrent, agent)
-                case ServiceKind.TRACKER_AGENT if torrent.swarm.picker is not None:
+                case ServiceKind.PEER_AGENT if torrent.swarm.magnet_attached:
+                    self._send(agent.identity, AttachMagnet(torrent.info_hash, self.peer_id))
+                case ServiceKind.TRACKER_AGENT if torrent.swarm.running:
                     self.announcing.reannounce(torrent, self._now)
 
     def agent_gone(self, agent: Agent) -> None:
@@ -249,7 +232,7 @@ class Coordinator:
             if torrent.swarm.picker is None:
                 continue
             for agent in self.agents.of_kind(ServiceKind.PEER_AGENT):
-                self._send(agent.identity, DetachTorrent(torrent.metainfo.info_hash))
+                self._send(agent.identity, DetachTorrent(torrent.info_hash))
             torrent.swarm.forget_all()
             for agent in self.agents.of_kind(ServiceKind.PEER_AGENT):
                 self._attach(torrent, agent)
@@ -269,143 +252,59 @@ class Coordinator:
     def add_torrent(
         self, request: AddTorrent, now: float, *, paused: bool = False, persist: bool = True
     ) -> TorrentAdded | ControlFailed:
-        """Add a torrent (started, or paused); refused when unusable or already added."""
+        """Add a torrent from a .torrent or a magnet link (started, or paused); refused when
+        unusable or already added (a magnet link and a .torrent of one info hash alike)."""
         self._clock(now)
+        save_path = request.download_dir or self.config.download_dir
+        metainfo: Metainfo | None = None
         try:
-            metainfo = parse_metainfo(request.metainfo, max_path_depth=self.config.max_path_depth)
+            if request.magnet:
+                magnet = parse_magnet(request.magnet)
+                torrent = Torrent(
+                    None, b"", save_path, now, magnet, initial_state(has_metainfo=False)
+                )
+            else:
+                metainfo = parse_metainfo(
+                    request.metainfo, max_path_depth=self.config.max_path_depth
+                )
+                torrent = Torrent(metainfo, request.metainfo, save_path, added_at=now)
+        except MagnetError as exc:
+            return ControlFailed("bad_magnet", f"not a usable magnet link: {exc}")
         except MetainfoError as exc:
             return ControlFailed(exc.reason, f"not a usable torrent: {exc}")
-        if metainfo.info_hash in self.torrents:
+        if torrent.info_hash in self.torrents:
             return ControlFailed(
-                "already_added", f"{metainfo.info.name} is already added ({metainfo.info_hash})"
+                "already_added", f"{torrent.name} is already added ({torrent.info_hash})"
             )
-        save_path = request.download_dir or self.config.download_dir
-        torrent = Torrent(metainfo, request.metainfo, save_path, added_at=now)
         torrent.swarm = Swarm(torrent, self._swarm_context, Choker(self.rng, now))
-        self.torrents[metainfo.info_hash] = torrent
+        self.torrents[torrent.info_hash] = torrent
         if persist:
             self.session.torrent_added(torrent, paused=paused)
         if paused:
             advance(torrent, Move.PAUSE)
         else:
             self._start(torrent)
-        return TorrentAdded(metainfo.info_hash, metainfo.info.name)
+        return TorrentAdded(torrent.info_hash, torrent.name)
 
     def restore(
-        self, metainfo: bytes, save_path: str, *, paused: bool, totals: tuple[int, int], now: float
+        self,
+        metainfo: bytes,
+        save_path: str,
+        *,
+        paused: bool,
+        totals: tuple[int, int],
+        now: float,
+        magnet: str = "",
     ) -> TorrentAdded | ControlFailed:
-        """Bring back a torrent of an earlier run; ``totals`` is ``(uploaded, downloaded)``."""
-        reply = self.add_torrent(AddTorrent(metainfo, save_path), now, paused=paused, persist=False)
+        """Bring back a torrent of an earlier run (from its .torrent, or from its magnet link
+        when its info dictionary never arrived); ``totals`` is ``(uploaded, downloaded)``."""
+        request = AddTorrent(b"" if magnet else metainfo, save_path, magnet)
+        reply = self.add_torrent(request, now, paused=paused, persist=False)
         if isinstance(reply, TorrentAdded):
             torrent = self.torrents[reply.info_hash]
             torrent.uploaded_closed, torrent.downloaded_closed = totals
             torrent.downloaded_floor = torrent.downloaded_closed
         return reply
-
-    def pause(self, info_hash: InfoHash, now: float) -> TorrentPaused | ControlFailed:
-        """Stop a torrent and close its files until it is resumed."""
-        self._clock(now)
-        torrent = self.torrents.get(info_hash)
-        if torrent is None:
-            return _unknown(info_hash)
-        if torrent.state is not TorrentState.PAUSED:
-            self._stop(torrent, close_storage=True)
-            advance(torrent, Move.PAUSE)
-            torrent.check_progress = None
-            self.session.torrent_paused(info_hash, True)
-        return TorrentPaused(info_hash)
-
-    def resume(self, info_hash: InfoHash, now: float) -> TorrentResumed | ControlFailed:
-        """Start a paused torrent again, or retry one in error (its files are reopened)."""
-        self._clock(now)
-        torrent = self.torrents.get(info_hash)
-        if torrent is None:
-            return _unknown(info_hash)
-        if torrent.state in (TorrentState.PAUSED, TorrentState.ERROR):
-            torrent.error = None
-            self._start(torrent)
-            self.session.torrent_paused(info_hash, False)
-        return TorrentResumed(info_hash)
-
-    def verify(self, info_hash: InfoHash, now: float) -> VerifyStarted | ControlFailed:
-        """Hash every piece on disk again; the torrent is checking meanwhile."""
-        self._clock(now)
-        torrent = self.torrents.get(info_hash)
-        if torrent is None:
-            return _unknown(info_hash)
-        if torrent.state is TorrentState.PAUSED:
-            return ControlFailed("paused", f"{torrent.name} is paused: resume it to verify it")
-        storage = self.agents.first(ServiceKind.STORAGE_AGENT)
-        if storage is None:
-            return ControlFailed("no_storage_agent", "the storage agent is not running")
-        self._stop(torrent, close_storage=False)
-        advance(torrent, Move.VERIFY)
-        torrent.error, torrent.check_progress = None, 0.0
-        self._send(storage.identity, RecheckTorrent(info_hash))
-        return VerifyStarted(info_hash)
-
-    def remove_torrent(self, request: RemoveTorrent, now: float) -> TorrentRemoved | ControlFailed:
-        """Forget a torrent (its files deleted when asked)."""
-        self._clock(now)
-        torrent = self.torrents.pop(request.info_hash, None)
-        if torrent is None:
-            return _unknown(request.info_hash)
-        self._stop(torrent, close_storage=False)
-        for agent in self.agents.of_kind(ServiceKind.STORAGE_AGENT):
-            self._send(agent.identity, CloseTorrent(request.info_hash, request.delete_files))
-        self.session.torrent_removed(request.info_hash)
-        return TorrentRemoved(request.info_hash)
-
-    def status(self, now: float, request: GetStatus | None = None) -> StatusReport:
-        """Every torrent (those whose info hash starts with ``request.prefix``) and agent."""
-        now = self._clock(now)
-        prefix = request.prefix.lower() if request is not None else ""
-        incoming: dict[bytes, int] = {}
-        for torrent in self.torrents.values():
-            for record in torrent.swarm.peers.values():
-                if record.incoming:
-                    incoming[record.agent] = incoming.get(record.agent, 0) + 1
-        return StatusReport(
-            tuple(
-                torrent_status(torrent, now)
-                for torrent in self.torrents.values()
-                if torrent.info_hash_hex.startswith(prefix)
-            ),
-            tuple(
-                agent_status(agent, now, incoming.get(agent.identity, 0)) for agent in self.agents
-            ),
-        )
-
-    def totals(self) -> dict[InfoHash, tuple[int, int]]:
-        """``(uploaded, downloaded)`` of every torrent, for the session store."""
-        return {key: (t.uploaded, t.downloaded) for key, t in self.torrents.items()}
-
-    def diagnosis(self, info_hash: InfoHash) -> str:
-        """One line on why a torrent finds no peers (for the one-shot download's error)."""
-        torrent = self.torrents.get(info_hash)
-        if torrent is None:
-            return "the torrent is not in the session"
-        if not any(torrent.metainfo.trackers):
-            return "the torrent lists no tracker"
-        if self.agents.first(ServiceKind.TRACKER_AGENT) is None:
-            return "the tracker agent is not running"
-        states = [state for state, _ in torrent.trackers.values()]
-        if not states:
-            return "no tracker has answered yet"
-        failed = [state for state in states if state.state is TrackerState.FAILED]
-        if len(failed) == len(states):
-            errors = "; ".join(f"{state.url}: {state.error or 'failed'}" for state in failed[:3])
-            return f"every tracker failed: {errors}"
-        if torrent.swarm.tried:
-            return f"{len(torrent.swarm.tried)} peers were found but none stayed connected"
-        return "the trackers know no other peer for this torrent"
-
-    def stop_all(self, now: float) -> None:
-        """Shutdown: every agent lets go of every torrent (trackers get ``stopped``)."""
-        self._clock(now)
-        for torrent in self.torrents.values():
-            if torrent.state is not TorrentState.PAUSED:
-                self._stop(torrent, close_storage=True)
 
     # -- bus events --
 
@@ -443,6 +342,11 @@ class Coordinator:
         Raises:
             PieceIndexError: the message names a piece the torrent does not have.
         """
+        if torrent.metainfo is None and isinstance(message, PeerEvent | _Extension):
+            self._peer_event(torrent, sender, message, now)
+            return
+        if torrent.metainfo is None:
+            return  # a storage event of a torrent with no files yet: nothing to do
         geometry = torrent.metainfo.info.geometry
         swarm = torrent.swarm
         match message:
@@ -470,10 +374,24 @@ class Coordinator:
                 torrent.trackers[url] = (message, now)
                 if sender in torrent.announces:
                     torrent.announce_results.setdefault(sender, {})[url] = (message, now)
-            case _ if isinstance(message, PeerEvent) and swarm.picker is not None:
-                swarm.handle(sender, message, now)
-            case PeerDisconnected(peer=key):
-                swarm.closing.pop(key, None)  # a stopped torrent's connection, now closed
+            case _ if isinstance(message, PeerEvent | _Extension):
+                self._peer_event(torrent, sender, message, now)
+
+    def _peer_event(
+        self, torrent: Torrent, sender: bytes, message: PeerEvent | _Extension, now: float
+    ) -> None:
+        """An event of one of ``torrent``'s connections (``swarm.py``, ``metadata_phase.py``)."""
+        swarm = torrent.swarm
+        if isinstance(message, _Extension):
+            raw_info = handle_extension_event(torrent, message, now)
+            if raw_info is not None:
+                self._fetched(torrent, raw_info)
+        elif swarm.accepts_connections:
+            swarm.handle(sender, message, now)
+            if isinstance(message, PeerDisconnected) and torrent.fetch is not None:
+                torrent.fetch.peer_gone(message.peer, now)
+        elif isinstance(message, PeerDisconnected):
+            swarm.closing.pop(message.peer, None)  # a stopped torrent's connection, now closed
 
     def tick(self, now: float) -> None:
         """Once a second: heartbeats, silent agents, choking rounds, tracker totals, and the
@@ -483,6 +401,14 @@ class Coordinator:
         self._measure_agents()
         for torrent in self.torrents.values():
             swarm = torrent.swarm
+            if torrent.pex is not None and swarm.running:
+                torrent.pex.sync(swarm.peers.values(), now, self._send, torrent.info_hash)
+            if torrent.fetch is not None and torrent.state is METADATA:
+                torrent.fetch.expire(now)
+                if not torrent.announces:
+                    self.announcing.reannounce(torrent, self._now)
+                swarm.due_retries(now)
+                swarm.connect_more()
             if swarm.picker is None or torrent.state not in OPEN_STATES:
                 continue
             if swarm.choker.due(now):
@@ -498,17 +424,61 @@ class Coordinator:
     # -- around a torrent's lifecycle moves (the moves themselves: lifecycle.py) --
 
     def _start(self, torrent: Torrent) -> None:
-        """Open the files (the storage agent checks what is there); the rest follows."""
-        advance(torrent, Move.START)
+        """Open the files (the storage agent checks what is there); the rest follows. A magnet
+        link's torrent with no info dictionary yet asks its peers for it first."""
+        advance(torrent, start_move(has_metainfo=torrent.metainfo is not None))
         torrent.check_progress = None
+        if torrent.magnet is not None and torrent.metainfo is None:
+            self._fetch(torrent)
+            return
+        storage = self.agents.first(ServiceKind.STORAGE_AGENT)
+        if storage is not None:
+            self._open(torrent, storage)
+
+    def _fetch(self, torrent: Torrent) -> None:
+        """Fetch a magnet link's info dictionary: peer agents hold it (``AttachMagnet``), the
+        magnet link's trackers are announced and its ``x.pe`` peers dialled."""
+        assert torrent.magnet is not None
+        swarm = torrent.swarm
+        torrent.fetch = MetadataFetch(torrent, self.config, self._send)
+        torrent.pex = for_torrent(torrent, self.config, self.agents.listen_addresses())
+        swarm.magnet_attached = True
+        for agent in self.agents.of_kind(ServiceKind.PEER_AGENT):
+            self._send(agent.identity, AttachMagnet(torrent.info_hash, self.peer_id))
+        swarm.add_candidates(torrent.magnet.peers, PeerSource.MAGNET)
+        self.announcing.reannounce(torrent, self._now)
+        swarm.connect_more()
+
+    def _fetched(self, torrent: Torrent, raw_info: bytes) -> None:
+        """The info dictionary is in: build, check and keep the .torrent, then open it as an
+        added .torrent (its connections live on; ``AttachTorrent`` upgrades them)."""
+        assert torrent.magnet is not None
+        torrent.fetch = None
+        try:
+            data = metainfo_from_magnet(torrent.magnet, raw_info)
+            metainfo = parse_metainfo(data, max_path_depth=self.config.max_path_depth)
+        except (MagnetError, MetainfoError) as exc:
+            log.error("%s: the fetched metadata is not usable: %s", torrent.name, exc)
+            self._stop(torrent, close_storage=False)
+            advance(torrent, Move.FAIL)
+            torrent.error = f"the metadata peers sent is not usable: {exc}"
+            return
+        torrent.metainfo, torrent.metainfo_bytes = metainfo, data
+        log.info("%s: metadata fetched (%d bytes)", torrent.name, len(raw_info))
+        self.session.torrent_fetched(torrent)
+        torrent.swarm.learn_geometry()
+        if metainfo.info.private:
+            torrent.pex = None  # BEP 27: only its trackers' peers
+            torrent.swarm.drop_sources(frozenset({PeerSource.PEX, PeerSource.MAGNET}))
+        advance(torrent, Move.METADATA_FETCHED)
         storage = self.agents.first(ServiceKind.STORAGE_AGENT)
         if storage is not None:
             self._open(torrent, storage)
 
     def _open(self, torrent: Torrent, storage: Agent) -> None:
-        info_hash = torrent.metainfo.info_hash
+        info_hash = torrent.info_hash
         self._send(
-            storage.identity, OpenTorrent(info_hash, torrent.metainfo.raw_info, torrent.save_path)
+            storage.identity, OpenTorrent(info_hash, torrent.meta.raw_info, torrent.save_path)
         )
 
     def _on_opened(self, torrent: Torrent, have_bytes: bytes) -> None:
@@ -526,7 +496,7 @@ class Coordinator:
             if all(piece in have for piece in swarm.picker.have):
                 # A storage agent came back (or restarted) with every piece we counted: the
                 # swarm goes on; pieces it verified that we never heard of count now.
-                geometry = torrent.metainfo.info.geometry
+                geometry = torrent.meta.info.geometry
                 for piece in have:
                     if piece not in swarm.picker.have:
                         swarm.piece_verified(geometry.piece_index(piece), self._now)
@@ -537,8 +507,11 @@ class Coordinator:
             self._stop(torrent, close_storage=False)
             advance(torrent, Move.REOPEN)
         swarm.picker = PiecePicker(torrent.num_pieces, have, self.rng)
+        swarm.magnet_attached = False  # AttachTorrent below upgrades its connections
+        if torrent.pex is None:
+            torrent.pex = for_torrent(torrent, self.config, self.agents.listen_addresses())
         torrent.check_progress = None
-        geometry = torrent.metainfo.info.geometry
+        geometry = torrent.meta.info.geometry
         torrent.verified_bytes = sum(geometry.piece_size(piece) for piece in have)
         advance(torrent, Move.OPENED_COMPLETE if torrent.complete else Move.OPENED_PARTIAL)
         if not torrent.complete:
@@ -549,13 +522,15 @@ class Coordinator:
 
     def _stop(self, torrent: Torrent, *, close_storage: bool) -> None:
         """Let go of a torrent: trackers get ``stopped``, connections close, files close."""
-        info_hash = torrent.metainfo.info_hash
+        info_hash = torrent.info_hash
         self.announcing.untrack_all(torrent)
         swarm = torrent.swarm
-        if swarm.picker is not None:
+        if swarm.picker is not None or swarm.magnet_attached:
             for agent in self.agents.of_kind(ServiceKind.PEER_AGENT):
                 self._send(agent.identity, DetachTorrent(info_hash))
+        if swarm.picker is not None:
             torrent.verified_pieces = len(swarm.picker)
+        torrent.fetch = torrent.pex = None
         swarm.forget_all()
         swarm.picker = None
         if close_storage:
@@ -565,11 +540,11 @@ class Coordinator:
     def _attach(self, torrent: Torrent, agent: Agent) -> None:
         picker = torrent.swarm.picker
         assert picker is not None
-        info = torrent.metainfo.info
+        info = torrent.meta.info
         self._send(
             agent.identity,
             AttachTorrent(
-                info_hash=torrent.metainfo.info_hash,
+                info_hash=torrent.info_hash,
                 piece_length=info.piece_length,
                 total_length=info.total_length,
                 num_pieces=info.num_pieces,
@@ -578,12 +553,10 @@ class Coordinator:
                 private=info.private,
                 storage_endpoint=self._storage_route[0],
                 storage_public_key=self._storage_route[1],
+                info=torrent.meta.raw_info,
+                pex=torrent.pex is not None,
             ),
         )
 
     def _send(self, identity: bytes, message: Message) -> None:
         self.outbox.append((identity, message))
-
-
-def _unknown(info_hash: InfoHash) -> ControlFailed:
-    return ControlFailed("unknown_torrent", f"no torrent {info_hash}")

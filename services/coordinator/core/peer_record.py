@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from torviz.shared.bitfield import Bitfield
+from torviz.shared.bus import PeerSource
 from torviz.shared.types import PeerAddress
 
 __all__ = ["PeerRecord"]
@@ -40,6 +41,22 @@ class PeerRecord:
     extension_protocol: bool = False
     connected_at: float = 0.0
     hash_failures: int = 0
+    source: PeerSource = PeerSource.TRACKER
+    """Where its address came from (``INCOMING`` when it dialled us)."""
+    version: str = ""
+    """Its extension handshake's ``v`` (``PeerExtensions``); empty until then, or absent."""
+    listen_port: int = 0
+    """Its extension handshake's ``p``: where it accepts connections; 0 when not said."""
+
+    @property
+    def listen_address(self) -> PeerAddress | None:
+        """Where it can be dialled: the address we dialled, or its ``p`` for one that dialled
+        us; None when it never said."""
+        if not self.incoming:
+            return self.address
+        if self.listen_port:
+            return PeerAddress(self.address.host, self.listen_port)
+        return None
 
     @property
     def flags(self) -> str:

@@ -7,8 +7,8 @@ addresses whose wait is over and forgets them, so a schedule entry fires exactly
 
 Rules:
 - A final ending (the peer is ourselves, a duplicate, banned, sent corrupt data, both of us
-  are seeds, a bad bitfield, another torrent) gives the address up: it is never dialled again
-  while the torrent runs, even when a tracker lists it again.
+  are seeds, a bad bitfield, another torrent, broken metadata) gives the address up: it is
+  never dialled again while the torrent runs, even when a tracker lists it again.
 - A connection that moved payload either way resets the count: the next dial waits
   ``base_delay``.
 - Any other ending counts as a failure in a row: the wait doubles each time (10 s, 20 s,
@@ -35,6 +35,7 @@ FINAL_REASONS = frozenset(
         DisconnectReason.DUPLICATE_PEER,
         DisconnectReason.BAD_BITFIELD,
         DisconnectReason.WRONG_INFO_HASH,
+        DisconnectReason.BAD_METADATA_MESSAGE,
     }
 )
 """Why a connection ended that make dialling the address again pointless."""

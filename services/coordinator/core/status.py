@@ -1,4 +1,9 @@
-"""Torrents and agents as the user sees them: the records of ``status``."""
+"""Torrents and agents as the user sees them: the records of ``status``, and the one line
+``diagnose`` gives on a torrent that finds no peers.
+
+A magnet link's torrent fetching its info dictionary shows state METADATA with its progress
+(``metadata``), no size and no pieces; each connection shows its ``v`` and where its address
+came from."""
 
 from __future__ import annotations
 
@@ -13,6 +18,7 @@ from torviz.shared.bus import (
     PeerStatus,
     ServiceKind,
     TorrentStatus,
+    TrackerState,
     TrackerStateChanged,
     TrackerStatus,
 )
@@ -20,7 +26,7 @@ from torviz.shared.bus import (
 from .agents import Agent
 from .torrent import Torrent
 
-__all__ = ["agent_status", "torrent_status"]
+__all__ = ["agent_status", "diagnose", "torrent_status"]
 
 
 def _trackers(
@@ -69,15 +75,19 @@ def torrent_status(torrent: Torrent, now: float) -> TorrentStatus:
             upload_rate=peer.upload_rate,
             downloaded=peer.downloaded,
             uploaded=peer.uploaded,
-            progress=len(peer.bits) / torrent.num_pieces,
+            progress=len(peer.bits) / torrent.num_pieces if torrent.num_pieces else 0.0,
+            version=peer.version,
+            source=peer.source,
         )
         for peer in list(torrent.swarm.peers.values())[:MAX_PEER_ROWS]
     )
     return TorrentStatus(
-        info_hash=torrent.metainfo.info_hash,
+        info_hash=torrent.info_hash,
         name=torrent.name,
         state=torrent.state,
-        progress=min(1.0, torrent.verified_bytes / total) if total else 1.0,
+        progress=min(1.0, torrent.verified_bytes / total)
+        if total
+        else float(torrent.metainfo is not None),
         total_length=total,
         downloaded=torrent.downloaded,
         uploaded=torrent.uploaded,
@@ -94,7 +104,34 @@ def torrent_status(torrent: Torrent, now: float) -> TorrentStatus:
         check_progress=torrent.check_progress,
         announces=announces,
         reachable=all(announce.reachable for announce in torrent.announces.values()),
+        metadata=torrent.fetch.progress() if torrent.fetch is not None else None,
     )
+
+
+def diagnose(torrent: Torrent, tracker_agent: bool) -> str:
+    """One line on why ``torrent`` finds no peers (for the one-shot download's error).
+
+    Args:
+        torrent: the torrent.
+        tracker_agent: whether a tracker agent runs.
+    """
+    magnet = torrent.magnet if torrent.metainfo is None else None
+    if magnet is not None and not magnet.trackers and not magnet.peers:
+        return "the magnet link names no tracker and no peer (the DHT is not there yet)"
+    if not any(torrent.tiers):
+        return "the torrent lists no tracker"
+    if not tracker_agent:
+        return "the tracker agent is not running"
+    states = [state for state, _ in torrent.trackers.values()]
+    if not states:
+        return "no tracker has answered yet"
+    failed = [state for state in states if state.state is TrackerState.FAILED]
+    if len(failed) == len(states):
+        errors = "; ".join(f"{state.url}: {state.error or 'failed'}" for state in failed[:3])
+        return f"every tracker failed: {errors}"
+    if torrent.swarm.tried:
+        return f"{len(torrent.swarm.tried)} peers were found but none stayed connected"
+    return "the trackers know no other peer for this torrent"
 
 
 def agent_status(agent: Agent, now: float, incoming: int = 0) -> AgentStatus:

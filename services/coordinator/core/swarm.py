@@ -3,14 +3,17 @@ its choker, and the rules that run them.
 
 Strategy: a ``Swarm`` belongs to one ``Torrent`` (``torrent.swarm``) and owns every piece of
 state about its peers; it reacts to the peer agents' events for that torrent while it is open
-(``picker`` set) and says what to do through the ``SwarmContext`` every swarm shares (the agent
-registry, the configuration, the outbox). Pure: no sockets, and the time is passed in.
+(``picker`` set) or while its connections have no geometry yet (``magnet_attached``: a magnet
+link's torrent fetching its info dictionary, whose records survive the upgrade), and says what
+to do through the ``SwarmContext`` every swarm shares (the agent registry, the configuration,
+the outbox). Pure: no sockets, and the time is passed in.
 
 Rules:
 - Dialling: known addresses are dialled until the torrent has its share of connections; our
   own dials keep a fifth of the slots (``DIAL_SHARE``) whatever incoming peers hold; banned
   hosts and our own peer agents' addresses are never dialled; a closed dial is retried after a
-  back-off (``redial.py``).
+  back-off (``redial.py``). Each address remembers where it came from (``sources``); one learnt
+  through PeX only is dialled while the PeX policy allows another attempt.
 - Pieces: a connection asking for work gets pieces from the picker; a piece downloaded by one
   connection is cancelled on the others; a verified piece is announced to every peer agent.
 - Bans: a connection that sent ``MAX_HASH_FAILURES`` corrupt pieces, or a host the smart ban
@@ -43,6 +46,7 @@ from torviz.shared.bus import (
     PeerDisconnected,
     PeerHave,
     PeerInterest,
+    PeerSource,
     PeerStats,
     PieceDownloaded,
     PiecesReleased,
@@ -55,7 +59,7 @@ from torviz.shared.types import PeerAddress, PieceIndex
 
 from .agents import AgentRegistry
 from .choking import Candidate, Choker
-from .lifecycle import OPEN_STATES, Move, advance
+from .lifecycle import METADATA, OPEN_STATES, Move, advance
 from .peer_record import PeerRecord
 from .picking import PiecePicker
 from .redial import FINAL_REASONS, RedialSchedule
@@ -75,6 +79,7 @@ MAX_HASH_FAILURES = 3
 
 MAX_CANDIDATES = 2000
 """Peer addresses remembered per torrent beyond those connected (a tracker cannot flood us)."""
+MAX_SOURCES = 2 * MAX_CANDIDATES  # addresses whose source is remembered (``Swarm.sources``)
 MAX_CLOSING = 4096
 """Connections we asked to close whose final counters have not arrived yet (a peer agent that
 never answers cannot make this grow without bound)."""
@@ -124,6 +129,11 @@ class Swarm:
         it stops (pause, error, recheck). ``None`` means nothing may be fetched or served."""
         self.peers: dict[str, PeerRecord] = {}
         self.candidates: OrderedDict[PeerAddress, None] = OrderedDict()
+        self.sources: dict[PeerAddress, PeerSource] = {}
+        """Where each known address came first from (bounded like the candidates)."""
+        self.magnet_attached = False
+        """Its peer agents hold it through ``AttachMagnet`` (no geometry yet): its connections
+        run, and keep their records when ``AttachTorrent`` upgrades them."""
         self.connecting: dict[PeerAddress, bytes] = {}
         self.tried: set[PeerAddress] = set()
         self.redial = RedialSchedule()
@@ -143,7 +153,6 @@ class Swarm:
             PieceIndexError: the event names a piece the torrent does not have (the caller
                 drops it).
         """
-        geometry = self.torrent.metainfo.info.geometry
         match event:
             case PeerConnected():
                 self._on_connected(sender, event, now)
@@ -155,8 +164,8 @@ class Swarm:
                 self.connect_more()
             case PeerBitfield(peer=key, bitfield=raw):
                 self._on_bitfield(key, raw)
-            case PeerHave(peer=key, piece=piece):
-                self._on_have(key, geometry.piece_index(piece))
+            case PeerHave(peer=key, piece=piece) if self.picker is not None:
+                self._on_have(key, self.torrent.meta.info.geometry.piece_index(piece))
             case PeerInterest(peer=key, interested=interested):
                 self._on_interest(key, interested)
             case WorkWanted(peer=key, count=count):
@@ -168,8 +177,8 @@ class Swarm:
                     for piece in pieces:
                         self.picker.release(key, piece)
                     self.offer_work()
-            case PieceDownloaded(peer=key, piece=piece):
-                self._on_downloaded(key, geometry.piece_index(piece), now)
+            case PieceDownloaded(peer=key, piece=piece) if self.picker is not None:
+                self._on_downloaded(key, self.torrent.meta.info.geometry.piece_index(piece), now)
             case PeerDisconnected(peer=key, reason=reason):
                 self.closing.pop(key, None)  # closed at our request: its totals are in
                 record = self.peers.get(key)
@@ -207,10 +216,10 @@ class Swarm:
         for owner in picker.owners(piece):
             self._cancel(str(owner), piece)
         picker.piece_verified(piece)
-        size = torrent.metainfo.info.geometry.piece_size(piece)
+        size = torrent.meta.info.geometry.piece_size(piece)
         torrent.verified_bytes += size
         torrent.downloaded_floor += size
-        info_hash = torrent.metainfo.info_hash
+        info_hash = torrent.info_hash
         for agent in self.agents.of_kind(ServiceKind.PEER_AGENT):
             self._send(agent.identity, BroadcastHave(info_hash, piece))
         if picker.complete and torrent.completed_at is None:
@@ -277,7 +286,7 @@ class Swarm:
     def _ban_host(self, host: str) -> None:
         """Refuse ``host`` for this torrent: every peer agent drops and refuses it."""
         self.banned_hosts.add(host)
-        info_hash = self.torrent.metainfo.info_hash
+        info_hash = self.torrent.info_hash
         for agent in self.agents.of_kind(ServiceKind.PEER_AGENT):
             self._send(agent.identity, BanPeers(info_hash, (host,)))
 
@@ -294,7 +303,7 @@ class Swarm:
             return
         pieces = self.picker.pick(record.key, record.bits, count)
         record.starved = not pieces
-        info_hash = self.torrent.metainfo.info_hash
+        info_hash = self.torrent.info_hash
         self._send(record.agent, AssignPieces(info_hash, record.key, tuple(pieces)))
 
     def offer_work(self) -> None:
@@ -308,7 +317,7 @@ class Swarm:
     def _cancel(self, key: str, piece: int) -> None:
         record = self.peers.get(key)
         if record is not None:
-            self._send(record.agent, CancelPieces(self.torrent.metainfo.info_hash, key, (piece,)))
+            self._send(record.agent, CancelPieces(self.torrent.info_hash, key, (piece,)))
 
     # -- choking --
 
@@ -318,7 +327,7 @@ class Swarm:
             return
         record.peer_interested = interested
         if interested and key not in self.choker.unchoked and self.choker.grant(key):
-            self._send(record.agent, SetChoke(self.torrent.metainfo.info_hash, key, False))
+            self._send(record.agent, SetChoke(self.torrent.info_hash, key, False))
             record.am_choking = False
 
     def rechoke(self, now: float) -> None:
@@ -339,7 +348,7 @@ class Swarm:
             seeding=self.torrent.complete,
             now=now,
         )
-        info_hash = self.torrent.metainfo.info_hash
+        info_hash = self.torrent.info_hash
         for key in before ^ after:
             record = self.peers.get(str(key))
             if record is not None:
@@ -350,13 +359,14 @@ class Swarm:
     # -- connections --
 
     def connect_more(self) -> None:
-        """Dial known addresses until the torrent has its share of connections.
+        """Dial known addresses until the torrent has its share of connections (also while
+        fetching a magnet link's info dictionary).
 
         A seeding torrent dials too: a leecher that announced before us never heard of us.
         Our dials keep a fifth of the slots of their own (``DIAL_SHARE``): peers that dialled
         us, however many, never stop us from reaching the peers we chose.
         """
-        if self.picker is None or self.torrent.state not in OPEN_STATES:
+        if not self.running:
             return
         limit = self.config.max_peers_per_torrent
         reserved = max(1, int(limit * DIAL_SHARE))
@@ -373,13 +383,41 @@ class Swarm:
                 continue
             if address in self.agents.listen_addresses():
                 continue  # one of our own peer agents, handed back by a tracker
+            pex = self.torrent.pex
+            if self.sources.get(address) is PeerSource.PEX and (
+                pex is None or not pex.policy.record_attempt(address)
+            ):
+                continue  # its PeX attempts are used up (or PeX stopped)
             self.connecting[address] = agent.identity
             agent.connections += 1
-            self._send(agent.identity, ConnectPeer(self.torrent.metainfo.info_hash, address))
+            self._send(agent.identity, ConnectPeer(self.torrent.info_hash, address))
 
-    def add_candidates(self, addresses: tuple[PeerAddress, ...]) -> None:
-        """Remember addresses to dial; known, banned and over-the-bound ones are skipped."""
+    @property
+    def running(self) -> bool:
+        """Whether it dials: open, or fetching its info dictionary."""
+        state = self.torrent.state
+        return state in OPEN_STATES if self.picker is not None else state is METADATA
+
+    @property
+    def accepts_connections(self) -> bool:
+        """Whether its peer agents hold it, so that a connection's record is kept."""
+        return self.picker is not None or self.magnet_attached
+
+    def add_candidates(
+        self, addresses: tuple[PeerAddress, ...], source: PeerSource = PeerSource.TRACKER
+    ) -> None:
+        """Remember addresses to dial; known, banned and over-the-bound ones are skipped.
+
+        Args:
+            addresses: the addresses.
+            source: where they came from (an address keeps the first source it came from).
+        """
         for address in addresses:
+            if address not in self.sources:
+                if len(self.sources) < MAX_SOURCES:
+                    self.sources[address] = source
+                elif source is PeerSource.PEX:
+                    continue  # unrecorded, it would escape PeX's attempt limit
             if (
                 address in self.candidates
                 or address in self.connecting
@@ -414,7 +452,11 @@ class Swarm:
         if self.connecting.pop(message.address, None) is None:
             self._agent_load(sender, +1)  # an incoming connection
         self.tried.add(message.address)
+        source = PeerSource.INCOMING
+        if not message.incoming:
+            source = self.sources.get(message.address, PeerSource.TRACKER)
         record = PeerRecord(
+            source=source,
             key=message.peer,
             agent=sender,
             address=message.address,
@@ -425,7 +467,7 @@ class Swarm:
             extension_protocol=message.extension_protocol,
             connected_at=now,
         )
-        if message.address.host in self.banned_hosts or self.picker is None:
+        if message.address.host in self.banned_hosts or not self.accepts_connections:
             self.peers[message.peer] = record  # for disconnect() to count it off
             self.disconnect(record, DisconnectReason.BANNED)
             return
@@ -463,7 +505,7 @@ class Swarm:
         """Close a connection ourselves: the peer agent is told, the address given up when the
         reason is final, and the record kept aside until the connection's final
         ``TransferStats`` and ``PeerDisconnected`` arrive, so no byte it moved goes uncounted."""
-        info_hash = self.torrent.metainfo.info_hash
+        info_hash = self.torrent.info_hash
         self._send(record.agent, DisconnectPeer(info_hash, record.key, reason))
         if reason in FINAL_REASONS:
             self.redial.give_up(record.address)
@@ -501,6 +543,7 @@ class Swarm:
         for identity in self.connecting.values():
             self._agent_load(identity, -1)
         self.connecting.clear()
+        self.magnet_attached = False
         self.tried.clear()
         self.redial.clear()
         self.add_candidates(tuple(known))
@@ -518,6 +561,19 @@ class Swarm:
         self.tried.difference_update(lost)
         self.add_candidates(tuple(lost))
         self.offer_work()
+
+    def learn_geometry(self) -> None:
+        """The info dictionary arrived: every live connection's pieces are sized to it (its
+        peer agent sends each one's ``PeerBitfield`` again once attached)."""
+        for record in self.peers.values():
+            record.bits = Bitfield(self.torrent.num_pieces)
+
+    def drop_sources(self, sources: frozenset[PeerSource]) -> None:
+        """Drop connections and candidates from ``sources`` (a magnet link turned private)."""
+        for record in [r for r in self.peers.values() if r.source in sources]:
+            self.disconnect(record, DisconnectReason.BANNED)
+        for address in [a for a in self.candidates if self.sources.get(a) in sources]:
+            del self.candidates[address]
 
     def count_final(self, record: PeerRecord, downloaded: int, uploaded: int) -> None:
         """Counters of a closing connection: what they grew by goes to the closed totals."""

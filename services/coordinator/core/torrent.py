@@ -5,6 +5,11 @@ what was verified, downloaded and uploaded, and who announces it; everything abo
 (connections, candidates, bans, picker, choker) is its ``swarm`` (``swarm.py``). The
 decisions that involve several torrents or agents are in ``coordinator.py``.
 
+A torrent added from a magnet link has no metainfo until its info dictionary is fetched
+(``metainfo`` None, ``magnet`` set, state METADATA): ``name``, ``info_hash``, ``tiers`` and the
+other properties work in both states, and ``meta`` is for the code that runs only once the
+metainfo is known (an open torrent).
+
 Rules: rates and totals come from the peer agents' ``TransferStats``; progress counts only
 verified pieces; ``downloaded`` never reports less than the pieces verified since the start.
 """
@@ -15,23 +20,35 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from torviz.shared.bus import TorrentState, TrackerStateChanged
+from torviz.shared.magnet import Magnet
 from torviz.shared.metainfo import Metainfo
+from torviz.shared.types import InfoHash
 
 from .announcers import Announce
 
 if TYPE_CHECKING:
+    from .metadata_phase import MetadataFetch
+    from .pex_exchange import PexExchange
     from .swarm import Swarm
 
-__all__ = ["Torrent"]
+__all__ = ["MAGNET_LEFT", "Torrent"]
+
+MAGNET_LEFT = 16384
+"""``left`` announced while the size is unknown (a magnet link's torrent fetching its info
+dictionary): not 0, so trackers count us a leecher and hand out seeds."""
 
 
 @dataclass(slots=True)
 class Torrent:
-    metainfo: Metainfo
+    metainfo: Metainfo | None
+    """None while a magnet link's info dictionary is being fetched."""
     metainfo_bytes: bytes
-    """The .torrent exactly as added (persisted as is, never re-encoded)."""
+    """The .torrent exactly as added, or as built from a magnet link once its info dictionary
+    arrived (persisted as is, never re-encoded); empty before."""
     save_path: str
     added_at: float
+    magnet: Magnet | None = None
+    """The magnet link it was added from (None for a .torrent)."""
     state: TorrentState = TorrentState.CHECKING
     error: str | None = None
     check_progress: float | None = None
@@ -59,22 +76,60 @@ class Torrent:
     swarm: Swarm = field(init=False)
     """Its connections, candidates, bans, picker and choker (set right after creation:
     ``Swarm(torrent, context, choker)``)."""
+    fetch: MetadataFetch | None = None
+    """While in the METADATA state: the fetch of the info dictionary from peers."""
+    pex: PexExchange | None = None
+    """Peer exchange (BEP 11) while it runs; None for a private torrent or with PeX off."""
+
+    @property
+    def meta(self) -> Metainfo:
+        """The metainfo, for code that runs only once it is known (an open torrent).
+
+        Raises:
+            RuntimeError: a magnet link's torrent still fetching it (a bug in the caller).
+        """
+        if self.metainfo is None:
+            raise RuntimeError(f"{self.name}: the info dictionary is not known yet")
+        return self.metainfo
+
+    @property
+    def info_hash(self) -> InfoHash:
+        if self.metainfo is not None:
+            return self.metainfo.info_hash
+        assert self.magnet is not None
+        return self.magnet.info_hash
 
     @property
     def info_hash_hex(self) -> str:
-        return self.metainfo.info_hash.hex
+        return self.info_hash.hex
 
     @property
     def name(self) -> str:
-        return self.metainfo.info.name
+        if self.metainfo is not None:
+            return self.metainfo.info.name
+        assert self.magnet is not None
+        return self.magnet.display_name or self.magnet.info_hash.hex
+
+    @property
+    def private(self) -> bool:
+        """BEP 27; a magnet link's torrent counts as public until its info dictionary says."""
+        return self.metainfo is not None and self.metainfo.info.private
+
+    @property
+    def tiers(self) -> tuple[tuple[str, ...], ...]:
+        """Tracker tiers: the metainfo's, or each ``tr`` of the magnet link a tier of its own."""
+        if self.metainfo is not None:
+            return self.metainfo.trackers
+        assert self.magnet is not None
+        return tuple((url,) for url in self.magnet.trackers)
 
     @property
     def num_pieces(self) -> int:
-        return self.metainfo.info.num_pieces
+        return self.metainfo.info.num_pieces if self.metainfo is not None else 0
 
     @property
     def total_length(self) -> int:
-        return self.metainfo.info.total_length
+        return self.metainfo.info.total_length if self.metainfo is not None else 0
 
     @property
     def pieces_verified(self) -> int:
@@ -86,6 +141,8 @@ class Torrent:
 
     @property
     def left(self) -> int:
+        if self.metainfo is None:
+            return MAGNET_LEFT
         return self.total_length - self.verified_bytes
 
     @property

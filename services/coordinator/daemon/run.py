@@ -149,6 +149,7 @@ def _restore(core: Coordinator, store: SessionStore) -> None:
             paused=saved.paused,
             totals=(saved.uploaded, saved.downloaded),
             now=now,
+            magnet="" if saved.metainfo else saved.magnet,
         )
         if isinstance(reply, ControlFailed):
             log.error("cannot restore torrent %s: %s", saved.info_hash, reply.message)

@@ -491,7 +491,10 @@ class Recorder:
         self.events: list[tuple[str, InfoHash, bool]] = []
 
     def torrent_added(self, torrent: Any, *, paused: bool) -> None:
-        self.events.append(("added", torrent.metainfo.info_hash, paused))
+        self.events.append(("added", torrent.info_hash, paused))
+
+    def torrent_fetched(self, torrent: Any) -> None:
+        self.events.append(("fetched", torrent.info_hash, False))
 
     def torrent_paused(self, info_hash: InfoHash, paused: bool) -> None:
         self.events.append(("paused", info_hash, paused))

@@ -1,0 +1,194 @@
+"""The coordinator's control requests on torrents already added: pause, resume, verify,
+remove, status, export; and what it tells the session store.
+
+Strategy: ``ControlRequests`` is a mixin of ``Coordinator`` (``coordinator.py``), split out to
+keep each module small: every request answers with one reply message or ``ControlFailed``, and
+moves a torrent only through ``lifecycle.advance`` and the coordinator's ``_start`` /
+``_stop``. Rules: as ``coordinator.py``'s (one clock, ``now`` passed in).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from torviz.shared.bus import (
+    CloseTorrent,
+    ControlFailed,
+    GetStatus,
+    Message,
+    RecheckTorrent,
+    RemoveTorrent,
+    ServiceKind,
+    StatusReport,
+    TorrentExported,
+    TorrentPaused,
+    TorrentRemoved,
+    TorrentResumed,
+    TorrentState,
+    VerifyStarted,
+)
+from torviz.shared.types import InfoHash
+
+from .agents import AgentRegistry
+from .lifecycle import Move, advance
+from .status import agent_status, diagnose, torrent_status
+from .torrent import Torrent
+
+__all__ = ["ControlRequests", "Forgetful", "SessionListener", "no_metadata", "unknown"]
+
+
+class SessionListener(Protocol):
+    """Told of every change worth keeping across a restart (the daemon's session store)."""
+
+    def torrent_added(self, torrent: Torrent, *, paused: bool) -> None: ...
+    def torrent_fetched(self, torrent: Torrent) -> None: ...
+    def torrent_paused(self, info_hash: InfoHash, paused: bool) -> None: ...
+    def torrent_removed(self, info_hash: InfoHash) -> None: ...
+
+
+class Forgetful:
+    """The one-shot download keeps nothing."""
+
+    def torrent_added(self, torrent: Torrent, *, paused: bool) -> None:
+        pass
+
+    def torrent_fetched(self, torrent: Torrent) -> None:
+        pass
+
+    def torrent_paused(self, info_hash: InfoHash, paused: bool) -> None:
+        pass
+
+    def torrent_removed(self, info_hash: InfoHash) -> None:
+        pass
+
+
+class ControlRequests:
+    """The control requests of ``Coordinator`` on added torrents (see the module comment)."""
+
+    torrents: dict[InfoHash, Torrent]
+    agents: AgentRegistry
+    session: SessionListener
+
+    def _clock(self, now: float) -> float:
+        raise NotImplementedError
+
+    def _start(self, torrent: Torrent) -> None:
+        raise NotImplementedError
+
+    def _stop(self, torrent: Torrent, *, close_storage: bool) -> None:
+        raise NotImplementedError
+
+    def _send(self, identity: bytes, message: Message) -> None:
+        raise NotImplementedError
+
+    def pause(self, info_hash: InfoHash, now: float) -> TorrentPaused | ControlFailed:
+        """Stop a torrent and close its files until it is resumed."""
+        self._clock(now)
+        torrent = self.torrents.get(info_hash)
+        if torrent is None:
+            return unknown(info_hash)
+        if torrent.state is not TorrentState.PAUSED:
+            self._stop(torrent, close_storage=True)
+            advance(torrent, Move.PAUSE)
+            torrent.check_progress = None
+            self.session.torrent_paused(info_hash, True)
+        return TorrentPaused(info_hash)
+
+    def resume(self, info_hash: InfoHash, now: float) -> TorrentResumed | ControlFailed:
+        """Start a paused torrent again, or retry one in error (its files are reopened)."""
+        self._clock(now)
+        torrent = self.torrents.get(info_hash)
+        if torrent is None:
+            return unknown(info_hash)
+        if torrent.state in (TorrentState.PAUSED, TorrentState.ERROR):
+            torrent.error = None
+            self._start(torrent)
+            self.session.torrent_paused(info_hash, False)
+        return TorrentResumed(info_hash)
+
+    def verify(self, info_hash: InfoHash, now: float) -> VerifyStarted | ControlFailed:
+        """Hash every piece on disk again; the torrent is checking meanwhile."""
+        self._clock(now)
+        torrent = self.torrents.get(info_hash)
+        if torrent is None:
+            return unknown(info_hash)
+        if torrent.state is TorrentState.PAUSED:
+            return ControlFailed("paused", f"{torrent.name} is paused: resume it to verify it")
+        if torrent.metainfo is None:
+            return no_metadata(torrent)
+        storage = self.agents.first(ServiceKind.STORAGE_AGENT)
+        if storage is None:
+            return ControlFailed("no_storage_agent", "the storage agent is not running")
+        self._stop(torrent, close_storage=False)
+        advance(torrent, Move.VERIFY)
+        torrent.error, torrent.check_progress = None, 0.0
+        self._send(storage.identity, RecheckTorrent(info_hash))
+        return VerifyStarted(info_hash)
+
+    def remove_torrent(self, request: RemoveTorrent, now: float) -> TorrentRemoved | ControlFailed:
+        """Forget a torrent (its files deleted when asked)."""
+        self._clock(now)
+        torrent = self.torrents.pop(request.info_hash, None)
+        if torrent is None:
+            return unknown(request.info_hash)
+        self._stop(torrent, close_storage=False)
+        for agent in self.agents.of_kind(ServiceKind.STORAGE_AGENT):
+            self._send(agent.identity, CloseTorrent(request.info_hash, request.delete_files))
+        self.session.torrent_removed(request.info_hash)
+        return TorrentRemoved(request.info_hash)
+
+    def status(self, now: float, request: GetStatus | None = None) -> StatusReport:
+        """Every torrent (those whose info hash starts with ``request.prefix``) and agent."""
+        now = self._clock(now)
+        prefix = request.prefix.lower() if request is not None else ""
+        incoming: dict[bytes, int] = {}
+        for torrent in self.torrents.values():
+            for record in torrent.swarm.peers.values():
+                if record.incoming:
+                    incoming[record.agent] = incoming.get(record.agent, 0) + 1
+        return StatusReport(
+            tuple(
+                torrent_status(torrent, now)
+                for torrent in self.torrents.values()
+                if torrent.info_hash_hex.startswith(prefix)
+            ),
+            tuple(
+                agent_status(agent, now, incoming.get(agent.identity, 0)) for agent in self.agents
+            ),
+        )
+
+    def export(self, info_hash: InfoHash, now: float) -> TorrentExported | ControlFailed:
+        """The torrent as a .torrent file (as added, or as built once fetched)."""
+        self._clock(now)
+        torrent = self.torrents.get(info_hash)
+        if torrent is None:
+            return unknown(info_hash)
+        if torrent.metainfo is None:
+            return no_metadata(torrent)
+        return TorrentExported(info_hash, torrent.metainfo_bytes)
+
+    def totals(self) -> dict[InfoHash, tuple[int, int]]:
+        """``(uploaded, downloaded)`` of every torrent, for the session store."""
+        return {key: (t.uploaded, t.downloaded) for key, t in self.torrents.items()}
+
+    def diagnosis(self, info_hash: InfoHash) -> str:
+        """One line on why a torrent finds no peers (for the one-shot download's error)."""
+        torrent = self.torrents.get(info_hash)
+        if torrent is None:
+            return "the torrent is not in the session"
+        return diagnose(torrent, self.agents.first(ServiceKind.TRACKER_AGENT) is not None)
+
+    def stop_all(self, now: float) -> None:
+        """Shutdown: every agent lets go of every torrent (trackers get ``stopped``)."""
+        self._clock(now)
+        for torrent in self.torrents.values():
+            if torrent.state is not TorrentState.PAUSED:
+                self._stop(torrent, close_storage=True)
+
+
+def unknown(info_hash: InfoHash) -> ControlFailed:
+    return ControlFailed("unknown_torrent", f"no torrent {info_hash}")
+
+
+def no_metadata(torrent: Torrent) -> ControlFailed:
+    return ControlFailed("no_metadata", f"{torrent.name}: its metadata has not arrived yet")
