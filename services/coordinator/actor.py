@@ -31,6 +31,7 @@ import pykka
 from torviz.shared.bus import (
     AddTorrent,
     ControlFailed,
+    ExportTorrent,
     GetStatus,
     Hello,
     HelloPolicy,
@@ -251,6 +252,8 @@ class CoordinatorActor(pykka.ThreadingActor):
                 reply = self.core.resume(info_hash, now)
             case VerifyTorrent(info_hash=info_hash):
                 reply = self.core.verify(info_hash, now)
+            case ExportTorrent(info_hash=info_hash):
+                reply = self.core.export(info_hash, now)
             case ShutdownRequested():
                 reply = ShutdownAccepted()
                 self.request_stop(0, "shutdown requested")
