@@ -11,7 +11,14 @@ their handshake header, the piece reads connections ask for, and the endings the
 ``ConnectPeer`` and an accepted socket of an attached torrent each start one ``PeerConnection``
 actor with a fresh ``PeerSession``; commands for a peer key are told to that actor,
 ``BroadcastHave`` to every actor of the torrent, ``BanPeers`` closes the banned hosts'
-connections. The bookkeeping (limits, keys, bans, peer ids, have-state) is the pure ``Registry``.
+connections (who hears what: the pure ``core/routing.py``). The bookkeeping (limits, keys,
+bans, peer ids, have-state) is the pure ``Registry``.
+
+Magnet links: ``AttachMagnet`` attaches a torrent without geometry, whose sessions run in
+metadata mode (handshakes, ``ut_metadata``, ``ut_pex``; the peer's have-state is kept). An
+``AttachTorrent`` of that info hash gives it the geometry and tells every live connection
+``LearnGeometry``: none is dropped, and each reports the peer's kept have-state as
+``PeerBitfield``.
 
 Registrations: every ``Registered`` (a coordinator welcomed us and holds no state for us) and
 every ``CoordinatorLost`` detaches every torrent and closes its connections (their
@@ -79,7 +86,8 @@ from torviz.shared.wire.handshake import HandshakeHeader
 
 from .address import Advertiser
 from .connection import PeerConnection
-from .core.commands import Acquired, Command, Disconnect, command_for
+from .core.commands import Command, Disconnect
+from .core.routing import route, upgrade
 from .core.session import PeerSession
 from .core.torrents import (
     AttachError,
@@ -87,7 +95,7 @@ from .core.torrents import (
     ConnectRefusedError,
     Registry,
 )
-from .listener import Listener, bind_listener
+from .listener import Listener, open_listener
 from .piece_reads import PieceReads
 from .settings import AgentSettings, session_config
 from .storage_link import StorageLinks
@@ -140,6 +148,7 @@ class _TickStorage:
 class _Handle:
     ref: pykka.ActorRef[PeerConnection]
     session: PeerSession
+    uplink: AgentUplink
 
 
 class PeerAgent(pykka.ThreadingActor):
@@ -284,23 +293,25 @@ class PeerAgent(pykka.ThreadingActor):
 
     def _on_bus(self, message: bus.Message) -> None:
         match message:
-            case bus.AssignPieces() | bus.CancelPieces() | bus.SetChoke() | bus.DisconnectPeer():
-                self._route(message.info_hash, message.peer, command_for(message))
-            case bus.BanPeers(info_hash, hosts):
-                for connection in self._registry.ban(info_hash, hosts):
-                    if connection.handle is not None:
-                        self._tell(
-                            connection.handle,
-                            Disconnect(DisconnectReason.BANNED, "the host was banned"),
-                        )
-            case bus.BroadcastHave(info_hash, piece):
-                for connection in self._registry.piece_verified(info_hash, piece):
-                    if connection.handle is not None:
-                        self._tell(connection.handle, Acquired(piece))
+            case (
+                bus.AssignPieces()
+                | bus.CancelPieces()
+                | bus.SetChoke()
+                | bus.DisconnectPeer()
+                | bus.RequestMetadata()
+                | bus.SendPex()
+                | bus.BanPeers()
+                | bus.BroadcastHave()
+            ):
+                for handle, command in route(self._registry, message):
+                    self._tell(handle, command)
             case bus.ConnectPeer(info_hash, address):
                 self._connect(info_hash, address)
             case bus.AttachTorrent():
                 self._attach(message)
+            case bus.AttachMagnet():
+                torrent = self._registry.attach_magnet(message)
+                log.info("attached %s from a magnet link", torrent.info_hash)
             case bus.DetachTorrent(info_hash):
                 self._detach(info_hash)
                 log.info("detached %s", info_hash)
@@ -315,6 +326,9 @@ class PeerAgent(pykka.ThreadingActor):
                 log.debug("ignored %s from the bus", type(message).__name__)
 
     def _attach(self, message: bus.AttachTorrent) -> None:
+        """Attach a torrent, or give a magnet torrent its geometry (its connections stay and
+        learn it)."""
+        upgrading = self._registry.is_magnet(message.info_hash)
         try:
             torrent = self._registry.attach(message)
         except AttachError as exc:
@@ -324,14 +338,22 @@ class PeerAgent(pykka.ThreadingActor):
             self._storage.open(torrent.storage_endpoint, message.storage_public_key)
         except (zmq.ZMQError, ConfigError) as exc:
             log.error("storage endpoint %r unusable: %s", torrent.storage_endpoint, exc)
-            self._registry.detach(torrent.info_hash)
+            self._detach(torrent.info_hash)
             return
+        assert torrent.geometry is not None and torrent.have is not None
         log.info(
-            "attached %s: %d pieces, have %d",
+            "attached %s: %d pieces, have %d%s",
             torrent.info_hash,
             torrent.geometry.num_pieces,
             len(torrent.have),
+            " (metadata fetched: its connections learn the geometry)" if upgrading else "",
         )
+        if upgrading:
+            storage = self._storage.get(torrent.storage_endpoint)
+            assert storage is not None  # opened above
+            for handle, command in upgrade(self._registry, torrent.info_hash):
+                handle.uplink.use_storage(storage)  # before any piece can complete
+                self._tell(handle, command)
 
     def _detach(self, info_hash: InfoHash) -> None:
         for connection in self._registry.detach(info_hash):
@@ -421,16 +443,18 @@ class PeerAgent(pykka.ThreadingActor):
         session = PeerSession(
             info_hash=torrent.info_hash,
             peer_id=torrent.peer_id,
-            geometry=torrent.geometry,
+            geometry=torrent.geometry,  # None: metadata mode (a magnet torrent)
             have=torrent.have,
             now=self._clock(),
             config=self._session_config,
             address=connection.address,
             partials=torrent.partials,
             sender=connection.key,
+            info=torrent.info,
+            pex=torrent.pex,
         )
-        storage = self._storage.get(torrent.storage_endpoint)
-        assert storage is not None  # opened by the attach
+        # No link for a magnet torrent until AttachTorrent names (and opens) one
+        storage = None if torrent.geometry is None else self._storage.get(torrent.storage_endpoint)
         uplink = AgentUplink(self.actor_ref, self._link, storage, self._claim)
         ref = PeerConnection.start(
             key=connection.key,
@@ -443,7 +467,7 @@ class PeerAgent(pykka.ThreadingActor):
             bind_host=self._bind_host,
             clock=self._clock,
         )
-        self._registry.bind(connection.key, _Handle(ref, session))
+        self._registry.bind(connection.key, _Handle(ref, session, uplink))
 
     def _claim(self, key: str, peer_id: PeerId) -> None:
         """Called by a connection whose handshake completed (see the module docstring).
@@ -465,17 +489,6 @@ class PeerAgent(pykka.ThreadingActor):
 
     def _listen(self) -> None:
         """Bind the listener; without one the agent still dials out (and announces no address)."""
-        config = self.settings.config
-        try:
-            sock = bind_listener(config.listen_host, config.listen_ports)
-        except (OSError, ValueError) as exc:
-            log.error(
-                "cannot listen for peers on %s ports %s: %s",
-                config.listen_host,
-                config.listen_ports,
-                exc,
-            )
-            return
         agent = self.actor_ref
 
         def on_header(
@@ -486,17 +499,11 @@ class PeerAgent(pykka.ThreadingActor):
             except pykka.ActorDeadError:
                 sock.close()
 
-        self._listener = Listener(sock, on_header, max_pending_per_host=config.max_pending_per_host)
-        self._listener.start()
-        address = self._listener.address
-        self._own_addresses.add(address)
-        self._session_config = replace(self._session_config, listen_port=address.port)
-        log.info("listening for peers on %s", address)
-
-    def _route(self, info_hash: InfoHash, key: str, command: Command) -> None:
-        connection = self._registry.lookup(info_hash, key)
-        if connection is not None and connection.handle is not None:
-            self._tell(connection.handle, command)
+        self._listener = open_listener(self.settings.config, on_header)
+        if self._listener is not None:
+            address = self._listener.address
+            self._own_addresses.add(address)
+            self._session_config = replace(self._session_config, listen_port=address.port)
 
     @staticmethod
     def _tell(handle: _Handle, command: Command) -> None:

@@ -18,7 +18,8 @@ Strategy (this is the download hot path):
   with a bound) and lets the session send a run of its blocks. What it reads ahead, holds and
   when it pauses for the writer is the pure ``UploaderPolicy`` (``core/uploader.py``).
 - The actor's inbox carries the agent's commands (``core/commands.py``: ``Assign``, ``Revoke``,
-  ``Acquired``, ``SetChoked``, ``Disconnect``); each calls the session and wakes the writer.
+  ``Acquired``, ``SetChoked``, ``Disconnect``, and for BEP 9 / BEP 11 ``FetchMetadata``,
+  ``OfferPeers`` and ``LearnGeometry``); each calls the session and wakes the writer.
 Session events become bus messages through the pure ``to_bus`` (``core/translate.py``); this
 actor only sends them. Under gevent nothing preempts: every session call runs to completion, so
 the greenlets and the inbox never interleave inside the session and no lock is needed.
@@ -34,6 +35,11 @@ link's window and the pieces in flight.
 Handshake: ``PeerConnected`` is sent once ``Uplink.claim`` made sure no other connection of the
 torrent reached the same peer id. An incoming connection comes with the accepted socket and the
 48 bytes the listener read to route it (``sock``, ``preread``), read exactly as from a dial.
+
+Magnet torrents: a session without geometry is in metadata mode until ``LearnGeometry`` gives
+it one; piece commands that reach it before are ignored. A metadata piece the bus cannot carry
+(``translate.py``) is dropped and counted; past ``MAX_REFUSED_METADATA`` the peer is dropped
+with ``bad_metadata_message``.
 
 Ending: the first of a session ``Closed``, a socket error or EOF, a ``Disconnect`` command or
 an actor stop names the reason. The actor stops itself; ``on_stop`` (or ``on_failure``) kills the
@@ -63,7 +69,17 @@ from torviz.shared.errors import TorvizError
 from torviz.shared.runtime.logging import with_context
 from torviz.shared.types import PeerAddress
 
-from .core.commands import Acquired, Assign, Disconnect, Revoke, SetChoked
+from .core.commands import (
+    PIECE_COMMANDS,
+    Acquired,
+    Assign,
+    Disconnect,
+    FetchMetadata,
+    LearnGeometry,
+    OfferPeers,
+    Revoke,
+    SetChoked,
+)
 from .core.events import Closed, Event, HandshakeDone, PeerInfo, PieceCompleted, PiecesGivenBack
 from .core.piece_cache import ReadError
 from .core.session import PeerSession
@@ -73,6 +89,7 @@ from .uplink import Uplink, peer_stats
 
 __all__ = [
     "CONNECT_TIMEOUT",
+    "MAX_REFUSED_METADATA",
     "RECV_BUFFER",
     "RECV_BUFFER_MAX",
     "YIELD_BYTES",
@@ -94,6 +111,8 @@ CONNECT_TIMEOUT = 10.0
 """Seconds a dial may take before ``PeerConnectFailed("connect_timeout")``."""
 READ_WAIT = 45.0
 """Seconds the uploader waits for a piece from the cache before it gives the requests up."""
+MAX_REFUSED_METADATA = 3
+"""Metadata messages the bus cannot carry that a peer may send before it is dropped."""
 _JOIN_BELOW = 64 * 1024  # output smaller than this is joined into one buffer: one cheap send
 _FLUSH_ITEMS = 4096  # what a closing connection tries to send at most, without waiting
 _FLUSH_BYTES = 64 * 1024
@@ -175,6 +194,7 @@ class PeerConnection(pykka.ThreadingActor):
         self._outcome: tuple[str, str] | None = None
         self._announced = False  # PeerConnected was sent
         self._reported = False
+        self._refused = 0  # metadata messages not forwarded (see MAX_REFUSED_METADATA)
         self._reads = 0  # recv_into calls and bytes, logged at the end: how well reads batch
         self._bytes_read = 0
         self._log = with_context(log, info_hash=session.info_hash, peer=key)
@@ -188,6 +208,8 @@ class PeerConnection(pykka.ThreadingActor):
         if self._outcome is not None:
             return
         session = self._session
+        if isinstance(message, PIECE_COMMANDS) and session.metadata_mode:
+            return  # no geometry yet: nothing to act on (the agent does not route these)
         match message:
             case Assign(pieces):
                 session.assign(pieces, self._clock())
@@ -197,6 +219,13 @@ class PeerConnection(pykka.ThreadingActor):
                 session.piece_acquired(piece)
             case SetChoked(choked):
                 session.set_choke(choked)
+            case FetchMetadata(pieces):
+                session.request_metadata(pieces)
+            case OfferPeers(added, dropped):
+                session.send_pex(added, dropped)
+            case LearnGeometry(geometry, have, info, pex):
+                if session.metadata_mode:
+                    session.learn_geometry(geometry, have, info, pex, self._clock())
             case Disconnect(reason, text):
                 self._end(reason, text)
                 return
@@ -433,6 +462,12 @@ class PeerConnection(pykka.ThreadingActor):
                     self._log.debug("peer runs %r, reqq %s", extension.v, extension.reqq)
                 case Closed(reason, message):
                     self._end(reason, message)
+            if outgoing.refused:
+                self._refused += 1
+                self._log.info("not forwarded: %s", outgoing.refused)
+                if self._refused > MAX_REFUSED_METADATA:
+                    self._end(DisconnectReason.BAD_METADATA_MESSAGE, outgoing.refused)
+                    break
             if outgoing.to_storage is not None:
                 uplink.store_piece(*outgoing.to_storage)
             for sent in outgoing.to_coordinator:

@@ -34,6 +34,7 @@ from typing import Any
 
 import gevent
 
+from torviz.shared.config import PeerAgentConfig
 from torviz.shared.errors import WireError
 from torviz.shared.types import PeerAddress, normalize_host
 from torviz.shared.wire.handshake import (
@@ -58,6 +59,7 @@ __all__ = [
     "HeaderHandler",
     "Listener",
     "bind_listener",
+    "open_listener",
 ]
 
 log = logging.getLogger(__name__)
@@ -98,6 +100,34 @@ def bind_listener(host: str, ports: tuple[int, int]) -> socket.socket:
         return sock
     assert error is not None
     raise error
+
+
+def open_listener(config: PeerAgentConfig, on_header: HeaderHandler) -> Listener | None:
+    """Bind ``[peer_agent] listen_host`` on the first free port of ``listen_ports`` and start
+    a ``Listener`` there.
+
+    Args:
+        config: the agent's section (host, ports, ``max_pending_per_host``).
+        on_header: what gets each accepted socket, as ``Listener`` says.
+
+    Returns:
+        The started listener, or None (logged as an error) when no port could be bound: the
+        agent still dials out, and announces no address.
+    """
+    try:
+        sock = bind_listener(config.listen_host, config.listen_ports)
+    except (OSError, ValueError) as exc:
+        log.error(
+            "cannot listen for peers on %s ports %s: %s",
+            config.listen_host,
+            config.listen_ports,
+            exc,
+        )
+        return None
+    listener = Listener(sock, on_header, max_pending_per_host=config.max_pending_per_host)
+    listener.start()
+    log.info("listening for peers on %s", listener.address)
+    return listener
 
 
 class Listener:

@@ -64,7 +64,7 @@ class PieceReads:
             result: where the piece (a ``bytearray``) or a ``ReadError`` goes.
             now: monotonic seconds.
         """
-        if torrent is None or not torrent.geometry.has_piece(piece):
+        if torrent is None or torrent.geometry is None or not torrent.geometry.has_piece(piece):
             result.set(ReadError("unknown_torrent", f"no piece {piece} of {info_hash} here"))
             return
         size = torrent.geometry.piece_size(piece)

@@ -13,12 +13,12 @@ import os
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from importlib import metadata
 
 from torviz.shared.config import PeerAgentConfig
 from torviz.shared.runtime.curve import CurveClient, KeyPair
 
 from .connection import CONNECT_TIMEOUT
+from .core.extensions import default_client_name
 from .core.pipeline import QueueDepthPolicy
 from .core.session import SessionConfig
 from .core.torrents import DEFAULT_MAX_CONNECTIONS
@@ -69,17 +69,10 @@ def _unzeroed_bytearray() -> Callable[[int], bytearray]:
     return allocate
 
 
-def _client_name() -> str:
-    try:
-        return f"torviz {metadata.version('torviz')}"
-    except metadata.PackageNotFoundError:
-        return "torviz"
-
-
 def session_config(config: PeerAgentConfig) -> SessionConfig:
     """The session settings of every connection (``listen_port`` is set once bound)."""
     return SessionConfig(
-        client_name=_client_name(),
+        client_name=default_client_name(),  # our `v`: torviz <version>
         our_reqq=max(1, config.max_peer_requests),
         pipeline=QueueDepthPolicy(maximum=config.max_request_queue),
         request_timeout=config.request_timeout,

@@ -14,6 +14,8 @@ very buffer, never written again) until the storage agent answers ``PieceStored`
 again after a passing refusal or a storage restart, and drops it after too many refusals (see
 ``core/deliveries.py``). ``storage_busy`` is true while the link's window of unanswered pieces or
 its socket's queue is full: the connection stops reading from its peer until it is not.
+A connection of a magnet torrent starts without a storage link (no piece can complete before
+the geometry is known); the agent gives it one (``use_storage``) when the torrent is attached.
 """
 
 from __future__ import annotations
@@ -93,7 +95,7 @@ class AgentUplink:
         self,
         agent: pykka.ActorRef[Any],
         coordinator: CoordinatorLink,
-        storage: StorageLink,
+        storage: StorageLink | None,
         claim: Callable[[str, PeerId], None],
     ):
         self._agent = agent
@@ -101,15 +103,21 @@ class AgentUplink:
         self._storage = storage
         self._claim = claim
 
+    def use_storage(self, storage: StorageLink) -> None:
+        """Send pieces through ``storage`` from now on (a magnet torrent got its geometry)."""
+        self._storage = storage
+
     def to_coordinator(self, message: bus.Message) -> None:
         # Dropped while no coordinator has us registered: it would not know the peer key.
         self._coordinator.send(message)
 
     def store_piece(self, message: bus.StorePiece, data: bytearray) -> None:
-        self._storage.store(message, data)
+        # Never without a link: no piece completes before the geometry (and the link) is known.
+        if self._storage is not None:
+            self._storage.store(message, data)
 
     def storage_busy(self) -> bool:
-        return self._storage.busy()
+        return self._storage is not None and self._storage.busy()
 
     def ended(self, key: str) -> None:
         # When the agent is gone there is nothing left to forget the key in.

@@ -3,7 +3,11 @@
 Strategy: the agent turns the coordinator's per-peer messages into these (``command_for``) and
 tells them to the connection's actor, which calls its session; ``Acquired`` (we verified a
 piece: send HAVE) goes to every connection of the torrent, ``Disconnect`` also comes from the
-agent itself (bans, detaching, replacing, shutdown).
+agent itself (bans, detaching, replacing, shutdown), and ``LearnGeometry`` goes to every
+connection of a magnet torrent when ``AttachTorrent`` gives it its geometry.
+
+Rule: ``PIECE_COMMANDS`` mean nothing to a connection in metadata mode (no geometry yet); the
+agent does not route them to a magnet torrent, and a connection ignores any that slip through.
 """
 
 from __future__ import annotations
@@ -11,12 +15,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from torviz.shared import bus
+from torviz.shared.bitfield import Bitfield
+from torviz.shared.geometry import TorrentGeometry
+from torviz.shared.types import PeerAddress
 
 __all__ = [
+    "PIECE_COMMANDS",
     "Acquired",
     "Assign",
     "Command",
     "Disconnect",
+    "FetchMetadata",
+    "LearnGeometry",
+    "OfferPeers",
+    "PeerMessage",
     "Revoke",
     "SetChoked",
     "command_for",
@@ -53,9 +65,53 @@ class Disconnect:
     message: str
 
 
-Command = Assign | Revoke | Acquired | SetChoked | Disconnect
+@dataclass(frozen=True, slots=True)
+class FetchMetadata:
+    """Ask the peer for these pieces of the info dictionary (BEP 9)."""
 
-PeerMessage = bus.AssignPieces | bus.CancelPieces | bus.SetChoke | bus.DisconnectPeer
+    pieces: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class OfferPeers:
+    """Send the peer a ``ut_pex`` message: ``added`` as (address, BEP 11 flags)."""
+
+    added: tuple[tuple[PeerAddress, int], ...]
+    dropped: tuple[PeerAddress, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class LearnGeometry:
+    """The magnet torrent got its info dictionary: leave metadata mode.
+
+    Attributes:
+        geometry: the torrent's geometry.
+        have: the pieces we have (a copy of its own for each connection).
+        info: the info dictionary's exact bytes, served from now on (empty: not served).
+        pex: whether ``ut_pex`` stays on (off for a private torrent).
+    """
+
+    geometry: TorrentGeometry
+    have: Bitfield
+    info: bytes
+    pex: bool
+
+
+Command = (
+    Assign | Revoke | Acquired | SetChoked | Disconnect | FetchMetadata | OfferPeers | LearnGeometry
+)
+
+PIECE_COMMANDS = (Assign, Revoke, Acquired)
+"""Commands about pieces: meaningless before the geometry is known."""
+
+PeerMessage = (
+    bus.AssignPieces
+    | bus.CancelPieces
+    | bus.SetChoke
+    | bus.DisconnectPeer
+    | bus.RequestMetadata
+    | bus.SendPex
+)
 """The coordinator's messages for one connection (``info_hash`` and ``peer`` name it)."""
 
 
@@ -63,10 +119,12 @@ def command_for(message: PeerMessage) -> Command:
     """The command a coordinator message for one connection becomes.
 
     Args:
-        message: ``AssignPieces``, ``CancelPieces``, ``SetChoke`` or ``DisconnectPeer``.
+        message: ``AssignPieces``, ``CancelPieces``, ``SetChoke``, ``DisconnectPeer``,
+            ``RequestMetadata`` or ``SendPex``.
 
     Returns:
-        ``Assign``, ``Revoke``, ``SetChoked`` or ``Disconnect`` respectively.
+        ``Assign``, ``Revoke``, ``SetChoked``, ``Disconnect``, ``FetchMetadata`` or
+        ``OfferPeers`` respectively.
     """
     match message:
         case bus.AssignPieces(_, _, pieces):
@@ -77,3 +135,7 @@ def command_for(message: PeerMessage) -> Command:
             return SetChoked(choked)
         case bus.DisconnectPeer(_, _, reason):
             return Disconnect(reason, "the coordinator closed it")
+        case bus.RequestMetadata(_, _, pieces):
+            return FetchMetadata(pieces)
+        case bus.SendPex(_, _, added, dropped):
+            return OfferPeers(tuple((peer.address, peer.flags) for peer in added), dropped)

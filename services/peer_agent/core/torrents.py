@@ -1,7 +1,10 @@
 """What the peer agent knows, without I/O: attached torrents and the connections it holds.
 
 Strategy: the agent actor keeps one ``Registry``. ``attach`` turns an ``AttachTorrent`` into a
-``Torrent`` (geometry, our peer id, our have-state, the storage endpoint), ``reserve`` admits a
+``Torrent`` (geometry, our peer id, our have-state, the storage endpoint, the info dictionary
+to serve, whether PeX is on); ``attach_magnet`` remembers a torrent whose info dictionary is not
+known yet (no geometry: its connections exchange metadata and PeX only), and a later ``attach``
+of the same info hash upgrades it in place, keeping its connections. ``reserve`` admits a
 new connection and names it, ``bind`` attaches whatever the actor uses to reach it (a handle),
 ``release`` forgets it when it ends. ``admit`` is ``reserve`` for an incoming peer that may take
 the slot of an idle connection; ``observe`` records when each connection was last useful.
@@ -22,6 +25,9 @@ Rules:
   same connection: the one opened by the side with the smaller peer id.
 - A torrent's connections outlive ``detach`` until each reports its end, so ``release`` works
   for keys of a torrent that is already gone.
+- A torrent attached by ``attach_magnet`` has neither geometry nor have-state: nothing
+  piece-related reaches its connections (``piece_verified`` names none) until ``attach`` gives
+  them. ``attach_magnet`` of a torrent attached either way changes nothing.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from torviz.shared.bitfield import Bitfield, BitfieldError
-from torviz.shared.bus import AttachTorrent
+from torviz.shared.bus import AttachMagnet, AttachTorrent
 from torviz.shared.errors import TorvizError
 from torviz.shared.geometry import TorrentGeometry
 from torviz.shared.types import InfoHash, PeerAddress, PeerId, normalize_host
@@ -82,15 +88,22 @@ class ConnectRefusedError(TorvizError):
 
 @dataclass(slots=True)
 class Torrent:
-    """One attached torrent."""
+    """One attached torrent (from ``AttachTorrent``, or ``AttachMagnet`` while ``geometry`` is
+    None)."""
 
     info_hash: InfoHash
-    geometry: TorrentGeometry
+    geometry: TorrentGeometry | None
+    """None for a magnet torrent whose info dictionary is not known yet."""
     peer_id: PeerId
-    have: Bitfield
-    """Pieces verified so far; kept current from ``BroadcastHave``."""
+    have: Bitfield | None
+    """Pieces verified so far; kept current from ``BroadcastHave``. None with no geometry."""
     private: bool
     storage_endpoint: str
+    """Where its pieces go; empty with no geometry."""
+    info: bytes = b""
+    """The info dictionary's exact bytes, served to peers that ask (BEP 9); empty: none."""
+    pex: bool = True
+    """Whether its connections offer ``ut_pex`` (off for a private torrent, BEP 27)."""
     addresses: dict[PeerAddress, str] = field(default_factory=dict)
     """Address -> peer key of every connection of this torrent."""
     peer_ids: dict[PeerId, str] = field(default_factory=dict)
@@ -166,8 +179,36 @@ class Registry(Generic[H]):
 
     # -- torrents ---------------------------------------------------------------------------------
 
+    def attach_magnet(self, message: AttachMagnet) -> Torrent:
+        """Remember a torrent known only by its info hash (its connections fetch the info
+        dictionary); a torrent attached already, either way, stays as it is.
+
+        Returns:
+            The torrent as it is now.
+        """
+        old = self._torrents.get(message.info_hash)
+        if old is not None:
+            return old
+        torrent = Torrent(
+            info_hash=message.info_hash,
+            geometry=None,
+            peer_id=message.peer_id,
+            have=None,
+            private=False,
+            storage_endpoint="",
+        )
+        self._torrents[message.info_hash] = torrent
+        return torrent
+
+    def is_magnet(self, info_hash: InfoHash) -> bool:
+        """Whether ``info_hash`` is attached without geometry (by ``attach_magnet`` only)."""
+        torrent = self._torrents.get(info_hash)
+        return torrent is not None and torrent.geometry is None
+
     def attach(self, message: AttachTorrent) -> Torrent:
-        """Remember a torrent, or refresh one already attached (its connections stay).
+        """Remember a torrent, or refresh one already attached, or give a magnet torrent its
+        geometry (its connections stay in every case; the caller upgrades those of a magnet
+        torrent).
 
         Raises:
             AttachError: ``bad_geometry`` (lengths and piece count disagree) or ``bad_have``.
@@ -196,10 +237,14 @@ class Registry(Generic[H]):
             have=have,
             private=message.private,
             storage_endpoint=message.storage_endpoint,
-            addresses=old.addresses if old is not None else {},
-            peer_ids=old.peer_ids if old is not None else {},
-            banned=old.banned if old is not None else {},
+            info=message.info,
+            pex=message.pex and not message.private,
         )
+        if old is not None:  # the live connections share these with the torrent
+            torrent.addresses = old.addresses
+            torrent.peer_ids = old.peer_ids
+            torrent.banned = old.banned
+            torrent.partials = old.partials
         self._torrents[message.info_hash] = torrent
         return torrent
 
@@ -216,10 +261,22 @@ class Registry(Generic[H]):
     def torrents(self) -> list[Torrent]:
         return list(self._torrents.values())
 
+    def connections_of(self, info_hash: InfoHash) -> list[Connection[H]]:
+        """The live connections of one torrent (empty when it is not attached)."""
+        torrent = self._torrents.get(info_hash)
+        if torrent is None:
+            return []
+        return [self._connections[key] for key in torrent.addresses.values()]
+
     def piece_verified(self, info_hash: InfoHash, piece: int) -> list[Connection[H]]:
         """Record that we have ``piece``; returns the torrent's connections to tell."""
         torrent = self._torrents.get(info_hash)
-        if torrent is None or not torrent.geometry.has_piece(piece):
+        if (
+            torrent is None
+            or torrent.geometry is None
+            or torrent.have is None
+            or not torrent.geometry.has_piece(piece)
+        ):
             return []
         torrent.have.add(piece)
         torrent.partials.discard(piece)

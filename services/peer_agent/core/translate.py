@@ -4,15 +4,23 @@ Strategy: ``to_bus`` is a pure function of one session event and the connection 
 (``Origin``: torrent, peer key, address, direction); the connection actor only sends what it
 returns, in order: ``to_storage`` first (a finished piece and its buffer, the data frame), then
 each of ``to_coordinator``. What is not a message stays with the connection: ``Closed`` ends it,
-``PeerInfo`` and ``PiecesGivenBack``'s reason are logged, and a ``HandshakeDone`` is claimed
-(no other connection of the torrent reaches that peer id) before its ``PeerConnected`` goes out.
+``PiecesGivenBack``'s reason is logged, and a ``HandshakeDone`` is claimed (no other connection
+of the torrent reaches that peer id) before its ``PeerConnected`` goes out. The peer's extension
+handshake (``PeerInfo``) becomes ``PeerExtensions`` for every torrent, magnet or not: it is how
+the coordinator learns the peer's ``v``, ``p``, ``ut_metadata`` with ``metadata_size`` and
+``ut_pex``. Metadata pieces, rejects and PeX messages go up as they are; the coordinator judges
+them (its metadata assembler, its PeX policy).
 
 Rules:
 - A piece whose blocks all came from this connection names it as the one contributor; a piece
   continued from another connection's blocks names each block's sender as an index into the
   distinct contributors (``StorePiece.block_senders``, what the storage agent's smart ban reads).
 - Counts and lists are clipped to the bus schema's bounds: a ``WorkWanted`` asks for at most
-  ``MAX_BATCH`` pieces, given-back pieces go in batches, the client name is clipped.
+  ``MAX_BATCH`` pieces, given-back pieces go in batches, the client name is clipped, PeX lists
+  to ``MAX_PEX_PEERS`` and flags to a byte. The peer's ``v`` keeps only printable characters.
+- An event a bus message cannot carry (a metadata piece with no data, over 16 KiB, a
+  ``total_size`` out of range, a piece number past the schema's) is not sent: ``Outgoing.refused``
+  names why, and the connection counts these (``bad_metadata_message`` after a few).
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ from dataclasses import dataclass
 from torviz.shared import bus
 from torviz.shared.peer_id import identify_client
 from torviz.shared.types import InfoHash, PeerAddress
+from torviz.shared.wire.extension import ExtensionHandshake
 
 from .events import (
     BitfieldReceived,
@@ -29,14 +38,31 @@ from .events import (
     Event,
     HandshakeDone,
     HaveReceived,
+    MetadataPieceArrived,
+    MetadataRequestRejected,
     PeerInfo,
     PeerInterestChanged,
+    PexArrived,
     PieceCompleted,
     PiecesGivenBack,
     WorkNeeded,
 )
 
-__all__ = ["NOTHING", "Origin", "Outgoing", "store_piece", "to_bus"]
+__all__ = [
+    "MAX_METADATA_PIECE_NUMBER",
+    "MAX_METADATA_TOTAL_SIZE",
+    "NOTHING",
+    "Origin",
+    "Outgoing",
+    "peer_extensions",
+    "store_piece",
+    "to_bus",
+]
+
+MAX_METADATA_TOTAL_SIZE = 2**31 - 1
+"""The largest ``total_size`` / ``metadata_size`` the bus carries."""
+MAX_METADATA_PIECE_NUMBER = 1023
+"""The largest metadata piece number the bus carries (16 MiB of metadata: past any cap)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,10 +93,12 @@ class Outgoing:
 
     to_storage: tuple[bus.StorePiece, bytearray] | None = None
     to_coordinator: tuple[bus.Message, ...] = ()
+    refused: str = ""
+    """Why the event was not sent (one line); empty when it was, or sends nothing anyway."""
 
 
 NOTHING = Outgoing()
-"""An event that sends nothing (``Closed``, ``PeerInfo``)."""
+"""An event that sends nothing (``Closed``)."""
 
 
 def to_bus(event: Event, origin: Origin) -> Outgoing:
@@ -81,7 +109,8 @@ def to_bus(event: Event, origin: Origin) -> Outgoing:
         origin: the connection the session belongs to.
 
     Returns:
-        What to send; ``NOTHING`` for ``Closed`` and ``PeerInfo``.
+        What to send; ``NOTHING`` for ``Closed``, ``refused`` set for a metadata piece the
+        bus cannot carry.
     """
     info_hash, key = origin.info_hash, origin.key
     match event:
@@ -115,8 +144,64 @@ def to_bus(event: Event, origin: Origin) -> Outgoing:
             return Outgoing(to_coordinator=(connected,))
         case PeerInterestChanged(interested):
             return Outgoing(to_coordinator=(bus.PeerInterest(info_hash, key, interested),))
-        case PeerInfo() | Closed():
+        case PeerInfo(extension):
+            return Outgoing(to_coordinator=(peer_extensions(extension, origin),))
+        case MetadataPieceArrived(piece, total_size, data):
+            refused = _unfit_metadata_piece(piece, total_size, data)
+            if refused:
+                return Outgoing(refused=refused)
+            received = bus.MetadataPieceReceived(info_hash, key, piece, total_size, bytes(data))
+            return Outgoing(to_coordinator=(received,))
+        case MetadataRequestRejected(piece):
+            if not 0 <= piece <= MAX_METADATA_PIECE_NUMBER:  # never asked for: nothing to free
+                return Outgoing(refused=f"a reject for metadata piece {piece}, never asked for")
+            return Outgoing(to_coordinator=(bus.MetadataRejected(info_hash, key, piece),))
+        case PexArrived(added, dropped):
+            pex = bus.PexReceived(
+                info_hash,
+                key,
+                tuple(bus.PexPeer(a, flags & 0xFF) for a, flags in added[: bus.MAX_PEX_PEERS]),
+                tuple(dropped[: bus.MAX_PEX_PEERS]),
+            )
+            return Outgoing(to_coordinator=(pex,))
+        case Closed():
             return NOTHING
+
+
+def peer_extensions(extension: ExtensionHandshake, origin: Origin) -> bus.PeerExtensions:
+    """The ``PeerExtensions`` of a peer's extension handshake.
+
+    Args:
+        extension: the handshake as decoded (absent keys are None).
+        origin: the connection it came on.
+
+    Returns:
+        The message: ``v`` printable and clipped ("" when absent), ``p`` or 0, whether the
+        peer offers ``ut_metadata`` and ``ut_pex`` (a nonzero id), ``metadata_size`` or 0
+        (also when out of the bus's range).
+    """
+    version = "".join(c for c in extension.v or "" if c.isprintable())
+    size = extension.metadata_size or 0
+    return bus.PeerExtensions(
+        info_hash=origin.info_hash,
+        peer=origin.key,
+        version=bus.clip_name(version),
+        listen_port=extension.p if extension.p is not None and 0 < extension.p < 65536 else 0,
+        ut_metadata=extension.extension_id("ut_metadata") is not None,
+        ut_pex=extension.extension_id("ut_pex") is not None,
+        metadata_size=size if 0 < size <= MAX_METADATA_TOTAL_SIZE else 0,
+    )
+
+
+def _unfit_metadata_piece(piece: int, total_size: int, data: bytes) -> str:
+    """Why a metadata piece cannot go on the bus ("" when it can)."""
+    if not 0 <= piece <= MAX_METADATA_PIECE_NUMBER:
+        return f"metadata piece {piece} is past the last the bus carries"
+    if not 0 < total_size <= MAX_METADATA_TOTAL_SIZE:
+        return f"metadata total_size {total_size} is out of range"
+    if not 0 < len(data) <= bus.MAX_METADATA_PIECE:
+        return f"a metadata piece of {len(data)} bytes (1 to {bus.MAX_METADATA_PIECE} allowed)"
+    return ""
 
 
 def store_piece(

@@ -9,7 +9,7 @@ import pytest
 
 from torviz.services.peer_agent.core.torrents import AttachError, ConnectRefusedError, Registry
 from torviz.shared.bitfield import Bitfield
-from torviz.shared.bus import AttachTorrent
+from torviz.shared.bus import AttachMagnet, AttachTorrent
 from torviz.shared.types import InfoHash, PeerAddress, PeerId
 
 IH = InfoHash(hashlib.sha1(b"one").digest())
@@ -40,7 +40,7 @@ def registry(limit: int = 200) -> Registry[str]:
 
 def test_attach_builds_geometry_and_have_state() -> None:
     torrent = registry().torrent(IH)
-    assert torrent is not None
+    assert torrent is not None and torrent.geometry is not None
     assert torrent.geometry.num_pieces == 10
     assert torrent.geometry.piece_size(9) == 1
     assert torrent.have == Bitfield(10, [0, 9])
@@ -118,7 +118,7 @@ def test_piece_verified_updates_have_and_names_the_connections() -> None:
     reg.reserve(OTHER, B)
     assert reg.piece_verified(IH, 4) == [connection]
     torrent = reg.torrent(IH)
-    assert torrent is not None and 4 in torrent.have
+    assert torrent is not None and torrent.have is not None and 4 in torrent.have
     assert reg.piece_verified(IH, 10) == []  # out of range: ignored
     assert reg.piece_verified(InfoHash(b"\x00" * 20), 1) == []
 
@@ -141,7 +141,7 @@ def test_attach_again_keeps_connections() -> None:
     with pytest.raises(ConnectRefusedError):
         reg.reserve(IH, A)
     torrent = reg.torrent(IH)
-    assert torrent is not None and torrent.have.complete
+    assert torrent is not None and torrent.have is not None and torrent.have.complete
 
 
 def test_the_per_torrent_limit_counts_incoming_and_outgoing() -> None:
@@ -218,3 +218,55 @@ def test_a_crossed_dial_keeps_the_connection_opened_by_the_smaller_peer_id(
         reg.release(dialled.key)
         torrent = reg.torrent(IH)
         assert torrent is not None and torrent.peer_ids[PEER] == accepted.key
+
+
+MAGNET = AttachMagnet(IH, PeerId(b"-TV0100-" + b"m" * 12))
+
+
+def test_a_magnet_torrent_has_no_geometry_but_takes_connections_both_ways() -> None:
+    reg: Registry[str] = Registry("pa1")
+    torrent = reg.attach_magnet(MAGNET)
+    assert torrent.geometry is None and torrent.have is None and torrent.storage_endpoint == ""
+    assert reg.is_magnet(IH) and not reg.is_magnet(OTHER)
+    dialled = reg.reserve(IH, A)
+    incoming = reg.admit(IH, B, now=0.0).connection
+    assert incoming.incoming
+    assert reg.connections_of(IH) == [dialled, incoming]
+    assert reg.piece_verified(IH, 0) == []  # no pieces before the geometry is known
+    assert reg.claim(dialled.key, PeerId(b"-LT2110-" + b"1" * 12)) is None
+
+
+def test_attach_upgrades_a_magnet_torrent_in_place_keeping_its_connections() -> None:
+    reg: Registry[str] = Registry("pa1")
+    magnet = reg.attach_magnet(MAGNET)
+    first = reg.reserve(IH, A)
+    peer = PeerId(b"-LT2110-" + b"1" * 12)
+    reg.claim(first.key, peer)
+    reg.ban(IH, ["10.0.0.9"])
+    info = b"d4:name1:xe"
+    torrent = reg.attach(replace(ATTACH, info=info, pex=True))
+    assert not reg.is_magnet(IH)
+    assert torrent.geometry is not None and torrent.geometry.num_pieces == 10
+    assert torrent.have == Bitfield(10, [0, 9])
+    assert (torrent.info, torrent.pex, torrent.storage_endpoint) == (info, True, "ipc:///tmp/data")
+    assert torrent.partials is magnet.partials  # the sessions share it
+    assert reg.connections_of(IH) == [first]
+    assert reg.lookup(IH, first.key) is first
+    with pytest.raises(ConnectRefusedError) as caught:
+        reg.reserve(IH, A)
+    assert caught.value.reason == "already_connected"
+    with pytest.raises(ConnectRefusedError) as caught:
+        reg.reserve(IH, PeerAddress("10.0.0.9", 1))
+    assert caught.value.reason == "banned"
+    second = reg.reserve(IH, B)
+    with pytest.raises(ConnectRefusedError):
+        reg.claim(second.key, peer)  # the peer id stayed known across the upgrade
+    assert reg.piece_verified(IH, 3) == [first, second]
+
+
+def test_a_private_torrent_never_offers_pex_and_a_magnet_never_downgrades() -> None:
+    reg: Registry[str] = Registry("pa1")
+    torrent = reg.attach(replace(ATTACH, private=True, pex=True))
+    assert not torrent.pex
+    assert reg.attach_magnet(MAGNET) is torrent  # attached already: nothing changes
+    assert torrent.geometry is not None and not reg.is_magnet(IH)

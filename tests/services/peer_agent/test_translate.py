@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import hashlib
 
+import pytest
+
 from torviz.services.peer_agent.core.events import (
     BitfieldReceived,
     Closed,
     HandshakeDone,
     HaveReceived,
+    MetadataPieceArrived,
+    MetadataRequestRejected,
     PeerInfo,
     PeerInterestChanged,
+    PexArrived,
     PieceCompleted,
     PiecesGivenBack,
     WorkNeeded,
@@ -80,6 +85,72 @@ def test_a_handshake_becomes_peer_connected_with_the_client_named() -> None:
     assert "libtorrent" in connected.client.lower()
 
 
-def test_closing_and_the_peers_extension_handshake_send_nothing() -> None:
+def test_closing_sends_nothing() -> None:
     assert to_bus(Closed("peer_closed", "bye"), ORIGIN) is NOTHING
-    assert to_bus(PeerInfo(ExtensionHandshake()), ORIGIN) is NOTHING
+
+
+def test_the_peers_extension_handshake_becomes_peer_extensions() -> None:
+    ext = ExtensionHandshake(
+        m={"ut_metadata": 3, "ut_pex": 0, "lt_donthave": 7},
+        v="libtorrent/2.1.1",
+        p=51413,
+        metadata_size=31_234,
+    )
+    assert to_bus(PeerInfo(ext), ORIGIN).to_coordinator == (
+        bus.PeerExtensions(INFO_HASH, "pa1/3", "libtorrent/2.1.1", 51413, True, False, 31_234),
+    )
+    (bare,) = to_bus(PeerInfo(ExtensionHandshake()), ORIGIN).to_coordinator
+    assert bare == bus.PeerExtensions(INFO_HASH, "pa1/3", "", 0, False, False, 0)
+
+
+def test_a_hostile_extension_handshake_is_bounded_to_the_schema() -> None:
+    ext = ExtensionHandshake(
+        m={"ut_pex": 1}, v="\x1b[2Jevil\n" + "x" * 1000, p=0, metadata_size=2**40
+    )
+    (out,) = to_bus(PeerInfo(ext), ORIGIN).to_coordinator
+    assert isinstance(out, bus.PeerExtensions)
+    assert out.version.startswith("[2Jevilx") and len(out.version) == bus.MAX_NAME
+    assert (out.listen_port, out.metadata_size, out.ut_pex, out.ut_metadata) == (0, 0, True, False)
+    bus.encode_frames(out)  # within every bound of the schema
+
+
+def test_metadata_pieces_and_rejects_go_to_the_coordinator() -> None:
+    data = b"d" * 16384
+    out = to_bus(MetadataPieceArrived(1, 40_000, data), ORIGIN)
+    assert out.to_coordinator == (bus.MetadataPieceReceived(INFO_HASH, "pa1/3", 1, 40_000, data),)
+    assert not out.refused
+    rejected = to_bus(MetadataRequestRejected(2), ORIGIN).to_coordinator
+    assert rejected == (bus.MetadataRejected(INFO_HASH, "pa1/3", 2),)
+
+
+@pytest.mark.parametrize(
+    ("event", "why"),
+    [
+        (MetadataPieceArrived(0, 0, b"x"), "total_size 0"),
+        (MetadataPieceArrived(0, 2**31, b"x"), "total_size 2147483648"),
+        (MetadataPieceArrived(0, 100, b""), "0 bytes"),
+        (MetadataPieceArrived(0, 10**6, b"x" * 16385), "16385 bytes"),
+        (MetadataPieceArrived(1024, 2**31 - 1, b"x"), "piece 1024"),
+        (MetadataPieceArrived(-1, 100, b"x"), "piece -1"),
+        (MetadataRequestRejected(5000), "piece 5000"),
+    ],
+)
+def test_metadata_messages_the_bus_cannot_carry_are_refused_not_sent(
+    event: MetadataPieceArrived | MetadataRequestRejected, why: str
+) -> None:
+    out = to_bus(event, ORIGIN)
+    assert out.to_coordinator == () and out.to_storage is None
+    assert why in out.refused
+
+
+def test_pex_is_clipped_to_the_schema_bounds() -> None:
+    added = tuple((PeerAddress(f"10.0.{i // 256}.{i % 256}", 6881), 0x1FF) for i in range(150))
+    dropped = tuple(PeerAddress("::1", 1000 + i) for i in range(120))
+    (out,) = to_bus(PexArrived(added, dropped), ORIGIN).to_coordinator
+    assert isinstance(out, bus.PexReceived)
+    assert len(out.added) == bus.MAX_PEX_PEERS == len(out.dropped)
+    assert out.added[0] == bus.PexPeer(PeerAddress("10.0.0.0", 6881), 0xFF)
+    assert out.dropped == dropped[: bus.MAX_PEX_PEERS]
+    bus.encode_frames(out)
+    (empty,) = to_bus(PexArrived((), ()), ORIGIN).to_coordinator
+    assert empty == bus.PexReceived(INFO_HASH, "pa1/3", (), ())
