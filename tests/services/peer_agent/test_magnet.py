@@ -288,3 +288,29 @@ def test_an_incoming_peer_of_a_magnet_torrent_is_admitted_and_rejected_metadata_
         counterparts.pump(0.05)
     assert not counterparts.take_all(PeerDisconnected)
     raw.close()
+
+
+def test_a_kept_bitfield_that_does_not_fit_the_geometry_closes_that_connection_only(
+    counterparts: Counterparts, start_agent
+) -> None:
+    start_agent()
+    address = listen_address(counterparts)
+    magnet_attached(counterparts)
+    bad = RawPeer(counterparts, address, INFO_HASH, source="127.0.0.78")
+    bad_key = counterparts.expect(PeerConnected).peer
+    good = RawPeer(counterparts, address, INFO_HASH, source="127.0.0.79")
+    good_key = counterparts.expect(PeerConnected).peer
+    bad.send(wire.Bitfield(b"\xff\xff"))  # 16 bits: fine while no piece count is known
+    good.send(wire.HaveAll())
+    counterparts.pump(0.3)
+    assert not counterparts.take_all(PeerDisconnected)
+
+    counterparts.send(attach_torrent(counterparts))
+    gone = counterparts.expect(PeerDisconnected)
+    assert gone.peer == bad_key and "bitfield" in gone.reason, gone
+    kept = counterparts.expect(PeerBitfield)
+    assert (kept.peer, kept.bitfield) == (good_key, Bitfield.full(NUM_PIECES).to_bytes())
+    bad.wait_closed()
+    counterparts.pump(0.3)
+    assert not counterparts.take_all(PeerDisconnected)
+    good.close()
