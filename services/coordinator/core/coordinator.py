@@ -342,12 +342,8 @@ class Coordinator(ControlRequests):
         Raises:
             PieceIndexError: the message names a piece the torrent does not have.
         """
-        if torrent.metainfo is None and isinstance(message, PeerEvent | _Extension):
-            self._peer_event(torrent, sender, message, now)
-            return
-        if torrent.metainfo is None:
-            return  # a storage event of a torrent with no files yet: nothing to do
-        geometry = torrent.metainfo.info.geometry
+        metainfo = torrent.metainfo  # None: a magnet link's, with no pieces yet
+        geometry = metainfo.info.geometry if metainfo is not None else None
         swarm = torrent.swarm
         match message:
             case TorrentOpened(have=have):
@@ -355,11 +351,11 @@ class Coordinator(ControlRequests):
             case CheckProgress(checked=checked, total=total):
                 if torrent.state is TorrentState.CHECKING and total:
                     torrent.check_progress = min(1.0, checked / total)
-            case PieceVerified(piece=piece):
+            case PieceVerified(piece=piece) if geometry is not None:
                 swarm.piece_verified(geometry.piece_index(piece), now)
-            case PieceRejected(piece=piece, contributors=contributors):
+            case PieceRejected(piece=piece, contributors=contributors) if geometry is not None:
                 swarm.piece_rejected(geometry.piece_index(piece), contributors)
-            case CorruptBlocksTraced(piece=piece, liars=liars):
+            case CorruptBlocksTraced(piece=piece, liars=liars) if geometry is not None:
                 swarm.blocks_traced(geometry.piece_index(piece), liars)
             case StorageFailed(message=text):
                 self._stop(torrent, close_storage=False)
@@ -367,8 +363,8 @@ class Coordinator(ControlRequests):
                 torrent.error = text
             case TorrentClosed():
                 pass
-            case PeersDiscovered(peers=peers):
-                swarm.add_candidates(peers)
+            case PeersDiscovered(peers=peers, source=source):
+                swarm.add_candidates(peers, source)
                 swarm.connect_more()
             case TrackerStateChanged(url=url):
                 torrent.trackers[url] = (message, now)

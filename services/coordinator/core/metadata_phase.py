@@ -104,7 +104,7 @@ class MetadataFetch:
     def rejected(self, key: str, piece: int, now: float) -> None:
         """``key`` will not give ``piece``: the others are asked."""
         self.assembler.on_reject(key, piece)
-        self.ask_all(now)
+        self.ask_all(now, last=key)
 
     def peer_gone(self, key: str, now: float) -> None:
         """A connection ended: its pieces go to the others."""
@@ -114,11 +114,15 @@ class MetadataFetch:
 
     def expire(self, now: float) -> None:
         """On the tick: requests past their deadline go to other connections."""
-        if self.assembler.expire(now):
-            self.ask_all(now)
+        late = {peer for peer, _ in self.assembler.expire(now)}
+        if late:
+            self.ask_all(now, last=late)
 
-    def ask_all(self, now: float) -> None:
-        for key in sorted(self.assembler.peers):
+    def ask_all(self, now: float, last: str | set[str] = "") -> None:
+        """Ask every taking part, those in ``last`` (that refused or let a piece time out)
+        after the others, so the others get those pieces first."""
+        behind = {last} if isinstance(last, str) else last
+        for key in sorted(self.assembler.peers, key=lambda peer: (peer in behind, peer)):
             self.ask(key, now)
 
     def _dropped(self, outcome: PeerDropped[str] | None) -> None:
