@@ -184,7 +184,7 @@ def test_the_metadata_is_fetched_then_the_torrent_opens_and_its_connections_surv
     attaches = sent(core, AttachTorrent)
     assert sorted(to for to, _ in attaches) == [PA1, PA2]
     assert all(m.info == raw and m.pex and m.num_pieces == NUM_PIECES for _, m in attaches)
-    assert torrent.state is TorrentState.DOWNLOADING
+    assert core.status(3.0).torrents[0].state is TorrentState.DOWNLOADING
     full = bytes([0xFF]) * (NUM_PIECES // 8)
     core.handle(PA1, PeerBitfield(info_hash, "pa1/1", full), 4.0)
     assert [m.peer for _, m in sent(core, AssignPieces)] == ["pa1/1"]
