@@ -13,8 +13,8 @@ one only while ``policy.record_attempt`` allows (``Swarm.connect_more``).
 Rules:
 - Never for a private torrent (BEP 27) nor with ``[coordinator] pex = false``: the torrent has
   no ``PexExchange`` then (``for_torrent`` returns None) and ``PexReceived`` is ignored.
-- Connections are keyed in the policy by the address their ``PeerConnected`` named (unique
-  per connection), so an incoming connection is a connection of its own.
+- Connections are keyed in the policy by their dialable address when known, else by the
+  address their ``PeerConnected`` named, so nobody is told of itself.
 - Pure: no sockets, the time is passed in.
 """
 
@@ -62,15 +62,15 @@ class PexExchange:
 
     def open(self, record: PeerRecord) -> None:
         """Its peer speaks ``ut_pex``: it gets messages from the next tick on."""
-        self._connections[record.key] = record.address
+        self._connections[record.key] = _connection(record)
         self._open.add(record.key)
-        self.policy.open(record.address)
+        self.policy.open(_connection(record))
 
     def receive(
         self, record: PeerRecord, message: PexReceived, now: float
     ) -> tuple[PeerAddress, ...]:
         """What a connection's peer told us; returns the addresses accepted as candidates."""
-        self._connections[record.key] = record.address
+        self._connections[record.key] = _connection(record)
         v4 = [peer for peer in message.added if not peer.address.is_ipv6]
         v6 = [peer for peer in message.added if peer.address.is_ipv6]
         decoded = PexMessage(
@@ -81,7 +81,7 @@ class PexExchange:
             added6_flags=tuple(peer.flags for peer in v6),
             dropped6=tuple(a for a in message.dropped if a.is_ipv6),
         )
-        receipt = self.policy.receive(record.address, decoded, now)
+        receipt = self.policy.receive(_connection(record), decoded, now)
         return tuple(candidate.address for candidate in receipt.candidates)
 
     def sync(
@@ -113,7 +113,7 @@ class PexExchange:
             self.policy.connected(address, int(flags))
         for key in sorted(self._open):
             record = live[key]
-            message = self.policy.next_message(record.address, now)
+            message = self.policy.next_message(self._connections[key], now)
             if message is None:
                 continue
             added = tuple(
@@ -125,3 +125,8 @@ class PexExchange:
             )
             dropped = (*message.dropped, *message.dropped6)
             send(record.agent, SendPex(info_hash, record.key, added, dropped))
+
+
+def _connection(record: PeerRecord) -> PeerAddress:
+    """The policy's key for a connection: where it can be dialled, else where it came from."""
+    return record.listen_address or record.address
