@@ -43,7 +43,8 @@ class HandshakeDone:
 
 @dataclass(frozen=True, slots=True)
 class PeerInfo:
-    """The peer's extension handshake arrived (client name, listen port, queue limit)."""
+    """The peer's extension handshake arrived (client name, listen port, queue limit, the
+    extensions it offers and ``metadata_size``); again for each later one it sends."""
 
     extension: ExtensionHandshake
 

@@ -85,6 +85,7 @@ __all__ = [
     "Extensions",
     "KeptHaves",
     "default_client_name",
+    "encode_handshake_frame",
     "our_extension_handshake",
 ]
 

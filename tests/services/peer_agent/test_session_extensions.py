@@ -554,3 +554,26 @@ def test_pex_out_is_not_sent_when_not_allowed_or_not_offered() -> None:
     remote.read()
     unoffered.send_pex([(PEER, 0)], [])
     assert remote.read() == []
+
+
+def test_after_learn_geometry_blocks_stream_straight_into_their_piece() -> None:
+    buffers: list[bytearray] = []
+
+    def allocate(size: int) -> bytearray:
+        buffers.append(bytearray(size))
+        return buffers[-1]
+
+    session = magnet_session(allocate=allocate)
+    remote = Remote(session)
+    remote.greet(wire.HaveAll(), wire.Unchoke())
+    session.learn_geometry(GEOMETRY, Bitfield(GEOMETRY.num_pieces), INFO, True, 0.0)
+    session.assign([0], 0.0)
+    assert wire.Request(0, 0, 16384) in remote.read()
+    block = CONTENT[:16384]
+    frame = codec.encode(wire.Piece(0, 0, block))
+    session.receive(frame[:8000], 0.0)
+    # The decoder wrote the first bytes into the piece's own buffer (the new block sink),
+    # not into a buffer of its own.
+    assert bytes(buffers[0][: 8000 - 13]) == block[: 8000 - 13]
+    session.receive(frame[8000:], 0.0)
+    assert session.wasted_bytes == 0
