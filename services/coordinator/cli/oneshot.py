@@ -226,9 +226,6 @@ class DownloadWatcher(pykka.ThreadingActor):
                     progress.relabel(f"{status.name} [{status.peers} peers]")
                     progress.set_total(status.total_length)
                     progress.update(int(status.progress * status.total_length))
-                    if not saved:
-                        saved = True
-                        self._save(added.info_hash)
                 else:
                     progress.relabel(status.name)
                     progress.show(metadata_line(status))
@@ -242,6 +239,9 @@ class DownloadWatcher(pykka.ThreadingActor):
                     # phase of a magnet link); stderr keeps only the one line that says why
                     # a download could not go on.
                     print(_plain_line(status, changed), file=self.out, flush=True)
+                if phase is Phase.DOWNLOADING and not saved:
+                    saved = True
+                    self._save(added.info_hash, progress)
                 if status.pieces_verified != last_verified:
                     last_verified, last_progress = status.pieces_verified, now
                 if phase is Phase.DOWNLOADING and status.pieces_verified == status.num_pieces:
@@ -259,7 +259,7 @@ class DownloadWatcher(pykka.ThreadingActor):
                         what = "no peers to fetch the metadata from"
                     return 1, f"torviz: error: {what} for {int(job.stall_timeout)} s ({why})"
 
-    def _save(self, info_hash: InfoHash) -> None:
+    def _save(self, info_hash: InfoHash, progress: Progress) -> None:
         """Write the torrent's .torrent to ``--save-torrent`` FILE (``saving``).
 
         Raises:
@@ -273,7 +273,7 @@ class DownloadWatcher(pykka.ThreadingActor):
         if not isinstance(exported, TorrentExported):
             raise TorvizError("unexpected_reply", f"{type(exported).__name__} to ExportTorrent")
         write_torrent(self.job.save_torrent, exported.metainfo, info_hash, force=self.job.force)
-        print(f"saved the .torrent to {self.job.save_torrent}", file=self.out, flush=True)
+        progress.print_above(f"saved the .torrent to {self.job.save_torrent}", self.out)
 
 
 def _plain_line(status: TorrentStatus, changed: bool = False) -> str:

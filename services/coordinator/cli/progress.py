@@ -171,6 +171,15 @@ class Progress:
         if changed or self._last_draw is None or now - self._last_draw >= self._min_interval:
             self._draw(now)
 
+    def print_above(self, text: str, file: TextIO) -> None:
+        """Print a line of ``text`` to ``file`` (on a terminal: where the progress line was,
+        which is drawn again below it)."""
+        if self.enabled:
+            self._write(self._term.cr + self._term.clear_eol)
+        print(text, file=file, flush=True)
+        if self.enabled:
+            self._draw(self._clock())
+
     def set_total(self, total: int) -> None:
         """The job's size is known now: show the bar from here, its rate counted from now."""
         if self._text is not None or total != self._total:
