@@ -114,6 +114,8 @@ class MetadataFetch:
 
     def expire(self, now: float) -> None:
         """On the tick: requests past their deadline go to other connections."""
+        for key in self.assembler.peers - self.torrent.swarm.peers.keys():
+            self.assembler.remove_peer(key)  # its peer agent went away with it
         late = {peer for peer, _ in self.assembler.expire(now)}
         if late:
             self.ask_all(now, last=late)

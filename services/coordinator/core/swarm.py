@@ -326,7 +326,9 @@ class Swarm:
         if record is None:
             return
         record.peer_interested = interested
-        if interested and key not in self.choker.unchoked and self.choker.grant(key):
+        if not interested or self.picker is None:  # no pieces to serve while fetching metadata
+            return
+        if key not in self.choker.unchoked and self.choker.grant(key):
             self._send(record.agent, SetChoke(self.torrent.info_hash, key, False))
             record.am_choking = False
 
@@ -406,12 +408,8 @@ class Swarm:
     def add_candidates(
         self, addresses: tuple[PeerAddress, ...], source: PeerSource = PeerSource.TRACKER
     ) -> None:
-        """Remember addresses to dial; known, banned and over-the-bound ones are skipped.
-
-        Args:
-            addresses: the addresses.
-            source: where they came from (an address keeps the first source it came from).
-        """
+        """Remember addresses to dial, and where each came first from (``source``); known,
+        banned and over-the-bound ones are skipped."""
         for address in addresses:
             if address not in self.sources:
                 if len(self.sources) < MAX_SOURCES:
@@ -563,8 +561,7 @@ class Swarm:
         self.offer_work()
 
     def learn_geometry(self) -> None:
-        """The info dictionary arrived: every live connection's pieces are sized to it (its
-        peer agent sends each one's ``PeerBitfield`` again once attached)."""
+        """The info dictionary arrived: live connections' pieces are sized to it (empty)."""
         for record in self.peers.values():
             record.bits = Bitfield(self.torrent.num_pieces)
 

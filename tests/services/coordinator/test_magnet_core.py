@@ -29,10 +29,12 @@ from torviz.shared.bus import (
     PeerConnected,
     PeerDisconnected,
     PeerExtensions,
+    PeerInterest,
     PeersDiscovered,
     PeerSource,
     RequestMetadata,
     ServiceKind,
+    SetChoke,
     TorrentAdded,
     TorrentExported,
     TorrentOpened,
@@ -319,3 +321,13 @@ def test_a_restored_magnet_link_fetches_again_and_a_fetched_one_is_kept_as_a_tor
     assert later.torrents[info_hash].state is TorrentState.METADATA
     assert sent(later, AttachMagnet)
     core.handle(PA1, AgentInfo(200, addr(1), "", ""), 5.0)  # nothing breaks on an agent update
+
+
+def test_an_interested_peer_is_not_unchoked_while_there_is_nothing_to_serve() -> None:
+    core = full_core()
+    info_hash = add_magnet(core, make_info())
+    connect(core, info_hash, "pa1/1", 9)
+    core.take_outbox()
+    core.handle(PA1, PeerInterest(info_hash, "pa1/1", True), 1.0)
+    assert not sent(core, SetChoke)
+    assert core.torrents[info_hash].swarm.peers["pa1/1"].peer_interested
