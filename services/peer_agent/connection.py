@@ -39,7 +39,9 @@ torrent reached the same peer id. An incoming connection comes with the accepted
 Magnet torrents: a session without geometry is in metadata mode until ``LearnGeometry`` gives
 it one; piece commands that reach it before are ignored. A metadata piece the bus cannot carry
 (``translate.py``) is dropped and counted; past ``MAX_REFUSED_METADATA`` the peer is dropped
-with ``bad_metadata_message``.
+with ``bad_metadata_message``. A peer may repeat its extension handshake (BEP 10): one that
+changes nothing is not reported again, and at most ``MAX_EXTENSION_REPORTS`` are, so a peer
+cannot flood the bus with them.
 
 Ending: the first of a session ``Closed``, a socket error or EOF, a ``Disconnect`` command or
 an actor stop names the reason. The actor stops itself; ``on_stop`` (or ``on_failure``) kills the
@@ -83,12 +85,13 @@ from .core.commands import (
 from .core.events import Closed, Event, HandshakeDone, PeerInfo, PieceCompleted, PiecesGivenBack
 from .core.piece_cache import ReadError
 from .core.session import PeerSession
-from .core.translate import Origin, to_bus
+from .core.translate import NOTHING, Origin, to_bus
 from .core.uploader import UploaderPolicy
 from .uplink import Uplink, peer_stats
 
 __all__ = [
     "CONNECT_TIMEOUT",
+    "MAX_EXTENSION_REPORTS",
     "MAX_REFUSED_METADATA",
     "RECV_BUFFER",
     "RECV_BUFFER_MAX",
@@ -113,6 +116,8 @@ READ_WAIT = 45.0
 """Seconds the uploader waits for a piece from the cache before it gives the requests up."""
 MAX_REFUSED_METADATA = 3
 """Metadata messages the bus cannot carry that a peer may send before it is dropped."""
+MAX_EXTENSION_REPORTS = 8
+"""``PeerExtensions`` sent for one connection at most (a peer may update its handshake)."""
 _JOIN_BELOW = 64 * 1024  # output smaller than this is joined into one buffer: one cheap send
 _FLUSH_ITEMS = 4096  # what a closing connection tries to send at most, without waiting
 _FLUSH_BYTES = 64 * 1024
@@ -195,6 +200,7 @@ class PeerConnection(pykka.ThreadingActor):
         self._announced = False  # PeerConnected was sent
         self._reported = False
         self._refused = 0  # metadata messages not forwarded (see MAX_REFUSED_METADATA)
+        self._extension_reports: list[tuple[bus.Message, ...]] = []  # PeerExtensions sent
         self._reads = 0  # recv_into calls and bytes, logged at the end: how well reads batch
         self._bytes_read = 0
         self._log = with_context(log, info_hash=session.info_hash, peer=key)
@@ -460,6 +466,12 @@ class PeerConnection(pykka.ThreadingActor):
                     self._log.debug("released %d pieces: %s", len(pieces), reason)
                 case PeerInfo(extension):
                     self._log.debug("peer runs %r, reqq %s", extension.v, extension.reqq)
+                    reports = self._extension_reports
+                    report = outgoing.to_coordinator
+                    if len(reports) >= MAX_EXTENSION_REPORTS or reports[-1:] == [report]:
+                        outgoing = NOTHING  # nothing new, or too many: not worth a message
+                    else:
+                        reports.append(report)
                 case Closed(reason, message):
                     self._end(reason, message)
             if outgoing.refused:

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from testing.peer_agent import Counterparts
+from torviz.services.peer_agent.connection import MAX_EXTENSION_REPORTS
 from torviz.shared.bencode import encode
 from torviz.shared.bitfield import Bitfield
 from torviz.shared.bus import (
@@ -314,3 +315,29 @@ def test_a_kept_bitfield_that_does_not_fit_the_geometry_closes_that_connection_o
     counterparts.pump(0.3)
     assert not counterparts.take_all(PeerDisconnected)
     good.close()
+
+
+def test_repeated_extension_handshakes_are_reported_once_each_and_bounded(
+    counterparts: Counterparts, start_agent
+) -> None:
+    start_agent()
+    address = listen_address(counterparts)
+    magnet_attached(counterparts)
+    raw = RawPeer(counterparts, address, INFO_HASH, source="127.0.0.80")
+    key = counterparts.expect(PeerConnected).peer
+    same = wire.Extended(0, encode_extension_handshake(ExtensionHandshake(v="Same/1")))
+    raw.send(same, same, same)  # a repeat that changes nothing is not news
+    updates = [
+        wire.Extended(0, encode_extension_handshake(ExtensionHandshake(v=f"Flood/{n}")))
+        for n in range(2 * MAX_EXTENSION_REPORTS)
+    ]
+    raw.send(*updates)
+    raw.send(wire.Extended(0, encode_extension_handshake(ExtensionHandshake(v="Last/1"))))
+    raw.wait_for("the agent's extension handshake", lambda: bool(extended(raw)))
+    deadline = time.monotonic() + 1.0
+    while time.monotonic() < deadline:
+        counterparts.pump(0.05)
+    versions = [m.version for m in counterparts.take_all(PeerExtensions) if m.peer == key]
+    assert versions == ["Same/1"] + [f"Flood/{n}" for n in range(MAX_EXTENSION_REPORTS - 1)]
+    assert not raw.closed
+    raw.close()
