@@ -3,6 +3,7 @@
 - ``session``: one peer connection's wire protocol as a state machine (``download``, ``upload``,
   ``pipeline``, ``partials`` are its parts, ``events`` what it reports).
 - ``commands``: what the agent tells a connection (from the coordinator's per-peer messages).
+- ``routing``: which connections hear a coordinator message; a magnet torrent's upgrade.
 - ``translate``: a session's events as the bus messages the connection sends.
 - ``uploader``: which pieces a connection's uploader reads ahead, holds and when it pauses.
 - ``torrents`` and ``slots``: attached torrents, connections, limits, bans; who gets a slot.
