@@ -47,6 +47,7 @@ from torviz.shared.bus import (
     ShutdownRequested,
     StatusReport,
     TorrentAdded,
+    TorrentExported,
     VerifyTorrent,
 )
 from torviz.shared.runtime.curve import CurveServer
@@ -302,3 +303,6 @@ class CoordinatorActor(pykka.ThreadingActor):
 
     def diagnosis(self, info_hash: InfoHash) -> str:
         return self.core.diagnosis(info_hash)
+
+    def export(self, request: ExportTorrent) -> TorrentExported | ControlFailed:
+        return self.core.export(request.info_hash, time.monotonic())
