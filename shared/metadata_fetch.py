@@ -14,6 +14,9 @@ Rules:
   has the wrong length, is named in a ``PeerDropped`` for the caller to disconnect.
 - A late block for a piece still missing is accepted (the hash check guards it); a block for a
   piece already held is ignored.
+- Pieces kept from an earlier run (``held`` then, ``restore`` now) are taken only once a peer
+  advertised the same size, and only pieces of exactly the right length; the hash check guards
+  them like any other, and a mismatch throws them away with the rest.
 - Pure: no clock, no I/O. ``now`` is a monotonic time in seconds from the caller;
   ``next_deadline`` says when to call ``expire`` next.
 """
@@ -21,7 +24,7 @@ Rules:
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Hashable
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -125,6 +128,46 @@ class MetadataAssembler(Generic[P]):
     def peers(self) -> frozenset[P]:
         """The peers taking part."""
         return frozenset(self._peers)
+
+    def held(self) -> dict[int, bytes]:
+        """The pieces held so far, by index (to keep across a restart)."""
+        return dict(self._pieces)
+
+    def restore(
+        self, size: int, pieces: Mapping[int, bytes], source: P
+    ) -> MetadataComplete | None:
+        """Take pieces kept from an earlier fetch, once the size they belong to is the size
+        being fetched (a peer advertised it) and nothing is held yet.
+
+        Args:
+            size: the metadata size the pieces were fetched for.
+            pieces: piece index to bytes; pieces out of range or of the wrong length are
+                skipped.
+            source: who the pieces count as from (named, with the others, if the whole hashes
+                wrong).
+
+        Returns:
+            ``MetadataComplete`` when the kept pieces are the whole and hash right, else None
+            (a whole that hashes wrong is thrown away).
+        """
+        if self._size != size or self._pieces:
+            return None
+        count = metadata_piece_count(size)
+        for piece, data in pieces.items():
+            if 0 <= piece < count and len(data) == metadata_piece_length(piece, size):
+                self._pieces[piece] = bytes(data)
+                self._contributors[piece] = source
+                flight = self._in_flight.pop(piece, None)
+                if flight is not None:
+                    self._peers[flight.peer].outstanding.discard(piece)
+        if len(self._pieces) < count:
+            return None
+        info = b"".join(self._pieces[i] for i in range(count))
+        if hashlib.sha1(info).digest() == self._info_hash:
+            return MetadataComplete(info)
+        self._pieces.clear()
+        self._contributors.clear()
+        return None
 
     def add_peer(self, peer: P, metadata_size: int) -> PeerDropped[P] | None:
         """A peer advertised ``ut_metadata`` with ``metadata_size`` in its extension handshake.

@@ -258,3 +258,29 @@ def test_a_block_for_a_piece_out_of_range_drops_its_sender() -> None:
     assert asm.on_data("a", MetadataData(4, SIZE, b"")) == (
         PeerDropped(frozenset({"a"}), "bad_metadata_piece")
     )
+
+
+def test_pieces_kept_from_an_earlier_run_are_not_asked_for_again() -> None:
+    asm: MetadataAssembler[str] = MetadataAssembler(HASH, per_peer=4)
+    kept = {0: block(0).data, 2: block(2).data, 7: b"x", 3: b"too short"}
+    assert asm.restore(SIZE, kept, "kept") is None  # no size fixed yet: nothing taken
+    assert asm.received_bytes == 0
+    assert asm.add_peer("a", SIZE) is None
+    assert asm.restore(SIZE + 1, kept, "kept") is None  # pieces of another size: not taken
+    assert asm.restore(SIZE, kept, "kept") is None
+    assert asm.held() == {0: block(0).data, 2: block(2).data}
+    assert asm.next_requests("a", 0.0) == [1, 3]
+    assert asm.on_data("a", block(1)) is None
+    assert asm.on_data("a", block(3)) == MetadataComplete(INFO)
+
+
+def test_kept_pieces_that_are_the_whole_complete_at_once_or_are_dropped() -> None:
+    whole = {piece: block(piece).data for piece in range(4)}
+    asm: MetadataAssembler[str] = MetadataAssembler(HASH)
+    asm.add_peer("a", SIZE)
+    assert asm.restore(SIZE, whole, "kept") == MetadataComplete(INFO)
+    liar: MetadataAssembler[str] = MetadataAssembler(HASH)
+    liar.add_peer("a", SIZE)
+    assert liar.restore(SIZE, {**whole, 1: bytes(METADATA_PIECE_SIZE)}, "kept") is None
+    assert liar.held() == {}
+    assert liar.next_requests("a", 0.0) == [0, 1]
