@@ -133,9 +133,7 @@ class MetadataAssembler(Generic[P]):
         """The pieces held so far, by index (to keep across a restart)."""
         return dict(self._pieces)
 
-    def restore(
-        self, size: int, pieces: Mapping[int, bytes], source: P
-    ) -> MetadataComplete | None:
+    def restore(self, size: int, pieces: Mapping[int, bytes], source: P) -> MetadataComplete | None:
         """Take pieces kept from an earlier fetch, once the size they belong to is the size
         being fetched (a peer advertised it) and nothing is held yet.
 
