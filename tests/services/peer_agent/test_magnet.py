@@ -3,7 +3,8 @@ and the upgrade in place when ``AttachTorrent`` brings the geometry.
 
 The test plays the coordinator and the storage agent (``Counterparts``); the peer is a fake
 peer thread on its own loopback address that speaks ``ut_metadata`` and ``ut_pex`` and serves
-the content once asked for blocks.
+the content once asked for blocks; the interop test fetches the metadata, then the pieces, from
+a libtorrent seeder over one connection.
 """
 
 from __future__ import annotations
@@ -13,7 +14,11 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
+import pytest
+
+from testing import Swarm, make_content, make_torrent, single_file_layout
 from testing.peer_agent import Counterparts
 from torviz.services.peer_agent.connection import MAX_EXTENSION_REPORTS
 from torviz.shared.bencode import encode
@@ -36,6 +41,7 @@ from torviz.shared.bus import (
     RequestMetadata,
     SendPex,
 )
+from torviz.shared.metainfo import parse_metainfo
 from torviz.shared.types import InfoHash, PeerAddress
 from torviz.shared.wire import codec
 from torviz.shared.wire import messages as wire
@@ -45,6 +51,7 @@ from torviz.shared.wire.extension import (
     encode_extension_handshake,
 )
 from torviz.shared.wire.metadata import (
+    METADATA_PIECE_SIZE,
     MetadataData,
     MetadataReject,
     MetadataRequest,
@@ -341,3 +348,54 @@ def test_repeated_extension_handshakes_are_reported_once_each_and_bounded(
     assert versions == ["Same/1"] + [f"Flood/{n}" for n in range(MAX_EXTENSION_REPORTS - 1)]
     assert not raw.closed
     raw.close()
+
+
+@pytest.mark.interop
+def test_metadata_from_a_libtorrent_seeder_then_its_pieces_on_the_same_connection(
+    counterparts: Counterparts, start_agent, swarm: Swarm, tmp_path: Path
+) -> None:
+    content = make_content(tmp_path / "seed", single_file_layout(300_000, "lt.bin"), seed=5)
+    torrent = make_torrent(content, PIECE, [], tmp_path / "lt.torrent")
+    meta = parse_metainfo(torrent.path.read_bytes())
+    seeder = swarm.seeder(torrent, content.root, seed_mode=True)
+    start_agent()
+    counterparts.send(AttachMagnet(torrent.info_hash, OUR_PEER_ID))
+    counterparts.send(ConnectPeer(torrent.info_hash, seeder.address))
+    key = counterparts.expect(PeerConnected).peer
+    extensions = counterparts.expect(PeerExtensions)
+    assert extensions.peer == key and "libtorrent" in extensions.version.lower()
+    assert extensions.ut_metadata and extensions.ut_pex
+    assert extensions.metadata_size == len(meta.raw_info)
+    pieces = -(-len(meta.raw_info) // METADATA_PIECE_SIZE)
+    counterparts.send(RequestMetadata(torrent.info_hash, key, tuple(range(pieces))))
+    got = sorted(
+        (counterparts.expect(MetadataPieceReceived) for _ in range(pieces)), key=lambda m: m.piece
+    )
+    fetched = b"".join(m.data for m in got)
+    assert hashlib.sha1(fetched).digest() == torrent.info_hash.raw
+
+    have = bytes((torrent.num_pieces + 7) // 8)
+    counterparts.send(
+        AttachTorrent(
+            info_hash=torrent.info_hash,
+            piece_length=PIECE,
+            total_length=meta.info.total_length,
+            num_pieces=torrent.num_pieces,
+            peer_id=OUR_PEER_ID,
+            have=have,
+            private=False,
+            storage_endpoint=counterparts.data_endpoint,
+            storage_public_key="",
+            info=fetched,
+        )
+    )
+    bitfield = counterparts.expect(PeerBitfield)
+    assert (bitfield.peer, bitfield.bitfield) == (key, Bitfield.full(torrent.num_pieces).to_bytes())
+    counterparts.send(AssignPieces(torrent.info_hash, key, tuple(range(torrent.num_pieces))))
+    wait_for(
+        counterparts, "every piece stored", lambda: len(counterparts.pieces) == torrent.num_pieces
+    )
+    for stored in counterparts.pieces:
+        assert stored.data is not None
+        assert hashlib.sha1(stored.data).digest() == meta.info.piece_hash(stored.piece)
+    assert not counterparts.take_all(PeerDisconnected)
