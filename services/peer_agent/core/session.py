@@ -140,7 +140,9 @@ class PeerSession(SessionView):
         self.config = config
         self.address = address
         self._our_id = peer_id
-        self._our_have = have.copy() if geometry is not None and have is not None else Bitfield(1)
+        self._our_have = Bitfield(self._layout.num_pieces)  # nothing, in metadata mode
+        if geometry is not None and have is not None:
+            self._our_have = have.copy()
         self._kept = KeptHaves() if geometry is None else None
         self._partials = partials
         self._sender = sender
@@ -159,7 +161,7 @@ class PeerSession(SessionView):
         self.peer_id: PeerId | None = None
         self.peer_fast = False
         self.peer_extensions = False
-        self.peer_have = Bitfield(self._layout.num_pieces if geometry is not None else 0)
+        self.peer_have = Bitfield(geometry.num_pieces if geometry is not None else 0)
         self._downloads = self._new_downloads(now)
         self._decoder = codec.MessageDecoder(block_sink=self._downloads.block_sink)
         self._ext = Extensions(

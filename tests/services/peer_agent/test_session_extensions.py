@@ -577,3 +577,43 @@ def test_after_learn_geometry_blocks_stream_straight_into_their_piece() -> None:
     assert bytes(buffers[0][: 8000 - 13]) == block[: 8000 - 13]
     session.receive(frame[8000:], 0.0)
     assert session.wasted_bytes == 0
+
+
+def test_learn_geometry_keeps_the_peers_reqq_and_allowed_fast_pieces_that_exist() -> None:
+    session = magnet_session()
+    remote = Remote(session)
+    ext = ExtensionHandshake(m=THEIR_M, reqq=7)
+    remote.greet(
+        wire.Extended(0, encode_extension_handshake(ext)),
+        wire.AllowedFast(3),
+        wire.AllowedFast(99),  # no such piece: dropped at the upgrade
+        m=None,
+    )
+    session.learn_geometry(GEOMETRY, Bitfield(GEOMETRY.num_pieces), INFO, True, 0.0)
+    assert session.peer_reqq == 7
+    assert session.allowed_fast == frozenset({3})
+    assert closed(session) == []
+
+
+def test_learn_geometry_before_the_handshake_leaves_the_handshake_to_send_everything() -> None:
+    session = magnet_session()
+    session.learn_geometry(GEOMETRY, Bitfield.full(GEOMETRY.num_pieces), INFO, True, 0.0)
+    assert not session.metadata_mode
+    remote = Remote(session)
+    remote.greet(wire.HaveNone())
+    sent = remote.read()
+    assert decode_extension_handshake(extended(sent)[0].payload).metadata_size == len(INFO)
+    assert sent[1] == wire.HaveAll()
+    assert all(isinstance(m, wire.AllowedFast) for m in sent[2:])  # it has nothing: BEP 6
+    assert events_of(session, BitfieldReceived) == [BitfieldReceived(Bitfield(12))]
+
+
+def test_learn_geometry_on_a_closed_session_sends_nothing() -> None:
+    session = magnet_session()
+    remote = Remote(session)
+    remote.greet(wire.HaveAll())
+    remote.read()
+    session.close("shutdown")
+    session.take_events()
+    session.learn_geometry(GEOMETRY, Bitfield.full(GEOMETRY.num_pieces), INFO, True, 0.0)
+    assert remote.read() == [] and session.take_events() == []
