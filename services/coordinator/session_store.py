@@ -4,8 +4,10 @@ One SQLite database (stdlib ``sqlite3``, WAL mode) in the state directory. Each 
 its exact .torrent bytes (so nothing is re-encoded), its download directory, its paused flag and
 its transfer totals. A torrent added from a magnet link keeps the link (``magnet``, its
 .torrent empty) until its info dictionary arrives; then the .torrent built from it replaces the
-link, so a restart never fetches it again. Which pieces are verified is *not* here: the
-storage agent owns that, next to the data, and reports it when the torrent is opened again.
+link, so a restart never fetches it again. The metadata pieces it received meanwhile are kept
+too (``metadata_pieces``), so a restart asks only for the rest. Which pieces are verified is
+*not* here: the storage agent owns that, next to the data, and reports it when the torrent is
+opened again.
 
 Writes are small and happen when something changes (add, remove, pause, resume) plus the
 totals every few seconds; each is one transaction, so a crash leaves either the old or the new
@@ -47,6 +49,15 @@ CREATE TABLE IF NOT EXISTS torrents (
     magnet TEXT NOT NULL DEFAULT ''
 )
 """
+_PIECES_SCHEMA = """
+CREATE TABLE IF NOT EXISTS metadata_pieces (
+    info_hash BLOB NOT NULL,
+    piece INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY (info_hash, piece)
+)
+"""
 _MIGRATE = "ALTER TABLE torrents ADD COLUMN magnet TEXT NOT NULL DEFAULT ''"
 """A database of an earlier version has no ``magnet`` column: it gets one."""
 
@@ -61,6 +72,8 @@ class SavedTorrent:
     downloaded: int
     magnet: str = ""
     """The magnet link of a torrent whose info dictionary never arrived (``metainfo`` empty)."""
+    metadata: tuple[int, dict[int, bytes]] | None = None
+    """Its metadata pieces received so far: the size they belong to, and each by index."""
 
 
 class SessionStore:
@@ -87,6 +100,7 @@ class SessionStore:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
             db.execute(_SCHEMA)
+            db.execute(_PIECES_SCHEMA)
             columns = {row[1] for row in db.execute("PRAGMA table_info(torrents)")}
             if "magnet" not in columns:
                 db.execute(_MIGRATE)
@@ -118,6 +132,7 @@ class SessionStore:
                     uploaded,
                     downloaded,
                     str(magnet or ""),
+                    self._metadata(key) if magnet else None,
                 )
             )
         return saved
@@ -145,6 +160,27 @@ class SessionStore:
             "UPDATE torrents SET metainfo = ?, magnet = '' WHERE info_hash = ?",
             [(metainfo, info_hash.raw)],
         )
+        self._write("DELETE FROM metadata_pieces WHERE info_hash = ?", [(info_hash.raw,)])
+
+    def add_metadata_piece(self, info_hash: InfoHash, size: int, piece: int, data: bytes) -> None:
+        """Keep one metadata piece of a magnet link's torrent (pieces of another size go)."""
+        key = info_hash.raw
+        self._write("DELETE FROM metadata_pieces WHERE info_hash = ? AND size != ?", [(key, size)])
+        self._write(
+            "INSERT OR REPLACE INTO metadata_pieces (info_hash, piece, size, data) "
+            "VALUES (?, ?, ?, ?)",
+            [(key, piece, size, data)],
+        )
+
+    def _metadata(self, info_hash: InfoHash) -> tuple[int, dict[int, bytes]] | None:
+        rows = self._db.execute(
+            "SELECT piece, size, data FROM metadata_pieces WHERE info_hash = ? ORDER BY piece",
+            (info_hash.raw,),
+        ).fetchall()
+        if not rows:
+            return None
+        size = int(rows[0][1])
+        return size, {int(piece): bytes(data) for piece, each, data in rows if each == size}
 
     def set_paused(self, info_hash: InfoHash, paused: bool) -> None:
         self._write(
@@ -160,6 +196,7 @@ class SessionStore:
 
     def remove(self, info_hash: InfoHash) -> None:
         self._write("DELETE FROM torrents WHERE info_hash = ?", [(info_hash.raw,)])
+        self._write("DELETE FROM metadata_pieces WHERE info_hash = ?", [(info_hash.raw,)])
 
     def close(self) -> None:
         """Wait for the queued writes, then close the database."""
@@ -199,6 +236,9 @@ class StoreListener:
 
     def torrent_fetched(self, torrent: Torrent) -> None:
         self.store.set_metainfo(torrent.info_hash, torrent.metainfo_bytes)
+
+    def metadata_piece(self, info_hash: InfoHash, size: int, piece: int, data: bytes) -> None:
+        self.store.add_metadata_piece(info_hash, size, piece, data)
 
     def torrent_paused(self, info_hash: InfoHash, paused: bool) -> None:
         self.store.set_paused(info_hash, paused)

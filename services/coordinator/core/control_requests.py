@@ -42,6 +42,7 @@ class SessionListener(Protocol):
 
     def torrent_added(self, torrent: Torrent, *, paused: bool) -> None: ...
     def torrent_fetched(self, torrent: Torrent) -> None: ...
+    def metadata_piece(self, info_hash: InfoHash, size: int, piece: int, data: bytes) -> None: ...
     def torrent_paused(self, info_hash: InfoHash, paused: bool) -> None: ...
     def torrent_removed(self, info_hash: InfoHash) -> None: ...
 
@@ -53,6 +54,9 @@ class Forgetful:
         pass
 
     def torrent_fetched(self, torrent: Torrent) -> None:
+        pass
+
+    def metadata_piece(self, info_hash: InfoHash, size: int, piece: int, data: bytes) -> None:
         pass
 
     def torrent_paused(self, info_hash: InfoHash, paused: bool) -> None:

@@ -295,15 +295,18 @@ class Coordinator(ControlRequests):
         totals: tuple[int, int],
         now: float,
         magnet: str = "",
+        metadata: tuple[int, dict[int, bytes]] | None = None,
     ) -> TorrentAdded | ControlFailed:
         """Bring back a torrent of an earlier run (from its .torrent, or from its magnet link
-        when its info dictionary never arrived); ``totals`` is ``(uploaded, downloaded)``."""
+        when its info dictionary never arrived, with the ``metadata`` pieces it had: size and
+        pieces); ``totals`` is ``(uploaded, downloaded)``."""
         request = AddTorrent(b"" if magnet else metainfo, save_path, magnet)
         reply = self.add_torrent(request, now, paused=paused, persist=False)
         if isinstance(reply, TorrentAdded):
             torrent = self.torrents[reply.info_hash]
             torrent.uploaded_closed, torrent.downloaded_closed = totals
             torrent.downloaded_floor = torrent.downloaded_closed
+            torrent.metadata_kept = metadata if magnet else None
         return reply
 
     # -- bus events --
@@ -436,7 +439,7 @@ class Coordinator(ControlRequests):
         magnet link's trackers are announced and its ``x.pe`` peers dialled."""
         assert torrent.magnet is not None
         swarm = torrent.swarm
-        torrent.fetch = MetadataFetch(torrent, self.config, self._send)
+        torrent.fetch = MetadataFetch(torrent, self.config, self._send, self.session.metadata_piece)
         torrent.pex = for_torrent(torrent, self.config, self.agents.listen_addresses())
         swarm.magnet_attached = True
         for agent in self.agents.of_kind(ServiceKind.PEER_AGENT):
@@ -526,6 +529,8 @@ class Coordinator(ControlRequests):
                 self._send(agent.identity, DetachTorrent(info_hash))
         if swarm.picker is not None:
             torrent.verified_pieces = len(swarm.picker)
+        if torrent.fetch is not None:
+            torrent.fetch.keep()
         torrent.fetch = torrent.pex = None
         swarm.forget_all()
         swarm.picker = None

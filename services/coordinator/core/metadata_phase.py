@@ -14,7 +14,8 @@ Rules:
 - A peer the assembler drops (a size of 0, over ``max_metadata_size``, disagreeing with the
   others, a bad piece, part of a whole with the wrong hash) is disconnected with
   ``bad_metadata_message`` and never dialled again (``redial.FINAL_REASONS``).
-- Pieces kept across a restart (``MetadataFetch.restore``) are not asked for again.
+- Pieces kept from an earlier fetch (``Torrent.metadata_kept``: a restart, a pause) are not
+  asked for again; each piece that arrives is handed to ``on_piece`` (the session store).
 - Pure: no sockets, the time is passed in.
 """
 
@@ -35,6 +36,7 @@ from torviz.shared.bus import (
 )
 from torviz.shared.config import CoordinatorConfig
 from torviz.shared.metadata_fetch import MetadataAssembler, MetadataComplete, PeerDropped
+from torviz.shared.types import InfoHash
 from torviz.shared.wire.metadata import MetadataData
 
 from .torrent import Torrent
@@ -53,13 +55,19 @@ class MetadataFetch:
         torrent: a torrent in the METADATA state.
         config: the coordinator's section (``max_metadata_size``, ``metadata_timeout``).
         send: the outbox.
+        on_piece: told of each piece kept: ``(info_hash, size, piece, data)``.
     """
 
     def __init__(
-        self, torrent: Torrent, config: CoordinatorConfig, send: Callable[[bytes, Message], None]
+        self,
+        torrent: Torrent,
+        config: CoordinatorConfig,
+        send: Callable[[bytes, Message], None],
+        on_piece: Callable[[InfoHash, int, int, bytes], None],
     ) -> None:
         self.torrent = torrent
         self._send = send
+        self._on_piece = on_piece
         self.assembler: MetadataAssembler[str] = MetadataAssembler(
             torrent.info_hash.raw,
             max_size=config.max_metadata_size,
@@ -76,10 +84,27 @@ class MetadataFetch:
             size=self.assembler.size,
         )
 
-    def peer_extensions(self, key: str, metadata_size: int, now: float) -> None:
-        """A connection offers ``ut_metadata`` with this size: it joins and is asked."""
+    def peer_extensions(self, key: str, metadata_size: int, now: float) -> bytes | None:
+        """A connection offers ``ut_metadata`` with this size: it joins and is asked.
+
+        Returns:
+            The whole info dictionary when the pieces kept from earlier complete it.
+        """
         self._dropped(self.assembler.add_peer(key, metadata_size))
+        kept = self.torrent.metadata_kept
+        if kept is not None and self.assembler.size == kept[0]:
+            self.torrent.metadata_kept = None
+            done = self.assembler.restore(kept[0], kept[1], "")
+            if done is not None:
+                return done.info
         self.ask(key, now)
+        return None
+
+    def keep(self) -> None:
+        """The fetch stops (pause, error): what it holds is kept for the next one."""
+        held, size = self.assembler.held(), self.assembler.size
+        if held and size is not None:
+            self.torrent.metadata_kept = (size, held)
 
     def ask(self, key: str, now: float) -> None:
         """Ask ``key`` for the pieces it may fetch now (none: nothing is sent)."""
@@ -94,9 +119,12 @@ class MetadataFetch:
     def piece(self, message: MetadataPieceReceived, now: float) -> bytes | None:
         """A piece arrived; returns the whole info dictionary once it hashes right."""
         data = MetadataData(message.piece, message.total_size, message.data)
+        before = self.assembler.received_bytes
         outcome = self.assembler.on_data(message.peer, data)
         if isinstance(outcome, MetadataComplete):
             return outcome.info
+        if self.assembler.received_bytes > before:
+            self._on_piece(self.torrent.info_hash, message.total_size, message.piece, message.data)
         self._dropped(outcome)
         self.ask_all(now)
         return None
@@ -169,7 +197,7 @@ def handle_extension_event(torrent: Torrent, message: ExtensionEvent, now: float
             if pex is not None and message.ut_pex:
                 pex.open(record)
             if fetch is not None and message.ut_metadata and message.metadata_size > 0:
-                fetch.peer_extensions(record.key, message.metadata_size, now)
+                return fetch.peer_extensions(record.key, message.metadata_size, now)
         case MetadataPieceReceived() if fetch is not None:
             return fetch.piece(message, now)
         case MetadataRejected(peer=key, piece=piece) if fetch is not None:

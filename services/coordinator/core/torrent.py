@@ -78,6 +78,9 @@ class Torrent:
     ``Swarm(torrent, context, choker)``)."""
     fetch: MetadataFetch | None = None
     """While in the METADATA state: the fetch of the info dictionary from peers."""
+    metadata_kept: tuple[int, dict[int, bytes]] | None = None
+    """Metadata pieces (by index) of the given size, kept from an earlier fetch (a restart, a
+    pause): the next fetch takes them once a peer advertises that size."""
     pex: PexExchange | None = None
     """Peer exchange (BEP 11) while it runs; None for a private torrent or with PeX off."""
 

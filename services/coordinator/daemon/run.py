@@ -150,6 +150,7 @@ def _restore(core: Coordinator, store: SessionStore) -> None:
             totals=(saved.uploaded, saved.downloaded),
             now=now,
             magnet="" if saved.metainfo else saved.magnet,
+            metadata=saved.metadata,
         )
         if isinstance(reply, ControlFailed):
             log.error("cannot restore torrent %s: %s", saved.info_hash, reply.message)

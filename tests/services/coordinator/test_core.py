@@ -496,6 +496,9 @@ class Recorder:
     def torrent_fetched(self, torrent: Any) -> None:
         self.events.append(("fetched", torrent.info_hash, False))
 
+    def metadata_piece(self, info_hash: InfoHash, size: int, piece: int, data: bytes) -> None:
+        self.events.append((f"piece {piece} of {size}", info_hash, False))
+
     def torrent_paused(self, info_hash: InfoHash, paused: bool) -> None:
         self.events.append(("paused", info_hash, paused))
 

@@ -314,7 +314,11 @@ def test_a_restored_magnet_link_fetches_again_and_a_fetched_one_is_kept_as_a_tor
     extensions(core, info_hash, "pa1/1", len(raw))
     deliver(core, info_hash, "pa1/1", raw, 0)
     deliver(core, info_hash, "pa1/1", raw, 1)
-    assert recorder.events == [("added", info_hash, False), ("fetched", info_hash, False)]
+    assert recorder.events == [
+        ("added", info_hash, False),
+        (f"piece 0 of {len(raw)}", info_hash, False),
+        ("fetched", info_hash, False),
+    ]
     later = full_core()
     reply = later.restore(b"", "/dl", paused=False, totals=(0, 0), now=0.0, magnet=magnet_of(raw))
     assert isinstance(reply, TorrentAdded)
@@ -331,3 +335,26 @@ def test_an_interested_peer_is_not_unchoked_while_there_is_nothing_to_serve() ->
     core.handle(PA1, PeerInterest(info_hash, "pa1/1", True), 1.0)
     assert not sent(core, SetChoke)
     assert core.torrents[info_hash].swarm.peers["pa1/1"].peer_interested
+
+
+def test_metadata_pieces_kept_from_a_restart_or_a_pause_are_not_asked_for_again() -> None:
+    raw = make_info()
+    core = full_core()
+    kept = (len(raw), {0: raw[:PIECE]})
+    reply = core.restore(
+        b"", "/dl", paused=False, totals=(0, 0), now=0.0, magnet=magnet_of(raw), metadata=kept
+    )
+    assert isinstance(reply, TorrentAdded)
+    info_hash = reply.info_hash
+    connect(core, info_hash, "pa1/1", 9)
+    core.take_outbox()
+    extensions(core, info_hash, "pa1/1", len(raw))
+    assert [m.pieces for _, m in sent(core, RequestMetadata)] == [(1,)]
+    core.pause(info_hash, 2.0)
+    core.resume(info_hash, 3.0)
+    connect(core, info_hash, "pa1/2", 10)
+    core.take_outbox()
+    extensions(core, info_hash, "pa1/2", len(raw))
+    assert [m.pieces for _, m in sent(core, RequestMetadata)] == [(1,)]
+    deliver(core, info_hash, "pa1/2", raw, 1)
+    assert core.torrents[info_hash].state is TorrentState.CHECKING

@@ -75,7 +75,11 @@ a, b = InfoHash(b"a" * 20), InfoHash(b"b" * 20)
 store = SessionStore(path)
 store.add(a, b"", "/dl/a", paused=False, magnet="magnet:?xt=urn:btih:" + "61" * 20)
 store.add(b, b"", "/dl/b", paused=True, magnet="magnet:?xt=urn:btih:" + "62" * 20)
+store.add_metadata_piece(b, 40000, 0, b"b0")  # gone with the .torrent below
 store.set_metainfo(b, b"meta-b")
+store.add_metadata_piece(a, 99, 0, b"another size: replaced")
+store.add_metadata_piece(a, 40000, 1, b"a1")
+store.add_metadata_piece(a, 40000, 0, b"a0")
 # The coordinator's listener: a magnet torrent is kept as its link, then as its .torrent.
 from torviz.services.coordinator.core.torrent import Torrent
 from torviz.services.coordinator.session_store import StoreListener
@@ -96,6 +100,8 @@ again = SessionStore(path)
 rows = {row.info_hash.raw[:1]: row for row in again.load()}
 assert rows[b"o"].metainfo == b"meta-o" and rows[b"o"].magnet == ""
 assert (rows[b"a"].metainfo, rows[b"a"].magnet) == (b"", "magnet:?xt=urn:btih:" + "61" * 20)
+assert rows[b"a"].metadata == (40000, {0: b"a0", 1: b"a1"})
+assert rows[b"b"].metadata is None and rows[b"o"].metadata is None
 assert (rows[b"b"].metainfo, rows[b"b"].magnet, rows[b"b"].paused) == (b"meta-b", "", True)
 assert (rows[b"c"].metainfo, rows[b"c"].magnet) == (b"meta-c", "")
 again.close()
