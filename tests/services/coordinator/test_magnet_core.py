@@ -54,9 +54,13 @@ NUM_PIECES = 1000
 TRACKER_URL = "http://127.0.0.1:6969/announce"
 
 
-def make_info(name: bytes = b"file.bin", path: list[bytes] | None = None) -> bytes:
+def make_info(
+    name: bytes = b"file.bin", path: list[bytes] | None = None, *, private: bool = False
+) -> bytes:
     pieces = b"".join(hashlib.sha1(i.to_bytes(4, "big")).digest() for i in range(NUM_PIECES))
     info: dict[bytes, Any] = {b"name": name, b"piece length": PIECE, b"pieces": pieces}
+    if private:
+        info[b"private"] = 1
     if path is None:
         info[b"length"] = PIECE * NUM_PIECES
     else:
@@ -358,3 +362,23 @@ def test_metadata_pieces_kept_from_a_restart_or_a_pause_are_not_asked_for_again(
     assert [m.pieces for _, m in sent(core, RequestMetadata)] == [(1,)]
     deliver(core, info_hash, "pa1/2", raw, 1)
     assert core.torrents[info_hash].state is TorrentState.CHECKING
+
+
+def test_a_magnet_link_that_turns_out_private_keeps_only_its_trackers_peers() -> None:
+    core = full_core()
+    raw = make_info(private=True)
+    info_hash = add_magnet(core, raw)
+    core.handle(TRACKER, PeersDiscovered(info_hash, (addr(11),), PeerSource.TRACKER), 0.0)
+    connect(core, info_hash, "pa1/1", 9)  # from the magnet link's x.pe
+    connect(core, info_hash, "pa1/2", 11)  # from the tracker
+    extensions(core, info_hash, "pa1/1", len(raw))
+    deliver(core, info_hash, "pa1/1", raw, 0)
+    core.take_outbox()
+    deliver(core, info_hash, "pa1/1", raw, 1)
+    torrent = core.torrents[info_hash]
+    assert torrent.private and torrent.pex is None
+    assert [m.peer for _, m in sent(core, DisconnectPeer)] == ["pa1/1"]
+    assert list(torrent.swarm.peers) == ["pa1/2"]
+    core.handle(STORAGE, TorrentOpened(info_hash, b"\0" * (NUM_PIECES // 8)), 3.0)
+    attaches = sent(core, AttachTorrent)
+    assert attaches and not any(m.pex for _, m in attaches)
