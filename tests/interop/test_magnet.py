@@ -120,7 +120,7 @@ def test_download_magnet_prints_its_phases(
         DownloadRun(magnet, tmp_path / "out", config, tmp_path / "dl.log") as run,
     ):
         _wait(lambda: run.first_line_with("finding peers") is not None, 30, run, "finding peers")
-        silent.dial("127.0.0.1", port)
+        _dial_when_listening(silent, port, run)
         _wait(lambda: silent.requests > 0, 30, run, "a metadata request to the silent peer")
         _wait(lambda: run.first_line_with("fetching metadata") is not None, 10, run, "phase")
         swarm.seeder(torrent.path, spec.root, seed_mode=True, connect_peers=[f"127.0.0.1:{port}"])
@@ -131,6 +131,19 @@ def test_download_magnet_prints_its_phases(
     assert finding is not None and fetching is not None and downloading is not None, run.stdout
     assert finding < fetching <= downloading, run.stdout
     _identical(spec, tmp_path / "out")
+
+
+def _dial_when_listening(peer: HostileMetadataPeer, port: int, run: DownloadRun) -> None:
+    """Dial torviz's peer agent, which may start listening a moment after the first phase line."""
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            peer.dial("127.0.0.1", port)
+            return
+        except ConnectionRefusedError:
+            if time.monotonic() > deadline or run.process.poll() is not None:
+                raise
+            time.sleep(0.2)
 
 
 def _wait(predicate: Callable[[], bool], timeout: float, run: DownloadRun, what: str) -> None:
