@@ -66,7 +66,7 @@ REQUEST_TIMEOUT = 10.0
 
 
 def register(subparsers: Any) -> None:
-    add = _parser(subparsers, "add", "add a torrent to the running daemon")
+    add = _parser(subparsers, "add", "add a .torrent file or a magnet link to the running daemon")
     add.add_argument("torrent", metavar="TORRENT", help="a .torrent file or a magnet link")
     add.add_argument("--dir", metavar="DIR", help="download directory (default: the daemon's)")
     add_save_options(add)
