@@ -116,8 +116,8 @@ def test_add_draws_the_phase_in_place_on_a_terminal(tmp_path: Path) -> None:
             assert process.stdout is not None
             process.stdout.close()
     text = screen.decode("utf-8", errors="replace")
-    assert "\rExample finding peers\x1b[K" in text, text
-    assert "\rExample fetching metadata: 2 peers, 16.0 of 32.0 KiB\x1b[K" in text, text
+    assert "\rExample: finding peers\x1b[K" in text, text
+    assert "\rExample: fetching metadata: 2 peers, 16.0 of 32.0 KiB\x1b[K" in text, text
     # The terminal has the phase; stdout (a pipe here) only what was done.
     assert stdout.splitlines() == [
         f"added Example ({TORRENT_HASH.hex})",

@@ -162,7 +162,7 @@ class Progress:
         self._label = label
 
     def show(self, text: str) -> None:
-        """Show ``text`` after the label instead of the bar, until ``set_total``."""
+        """Show ``label: text`` instead of the bar, until ``set_total``."""
         changed = text != self._text
         self._text = text
         if not self.enabled:
@@ -214,7 +214,7 @@ class Progress:
         self._last_draw = now
         width = max(int(self._term.width or 80) - 1, 20)
         if self._text is not None:
-            line = f"{self._label} {self._text}"[:width]
+            line = f"{self._label}: {self._text}"[:width]
         else:
             line = render_line(self._label, self._done, self._total, now - self._start, width)
         self._write(self._term.cr + line + self._term.clear_eol)
