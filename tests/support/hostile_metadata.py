@@ -17,8 +17,10 @@ test never asks it for a block). Then, by ``mode``:
 Rules:
 - Loopback only: the flood names addresses in 127.77.0.0/16 on port 1, where nothing of the
   tests listens, plus one *canary* address (``canary``, on this peer's own host) in every
-  message, where a listener counts the connections the client makes to it (each is closed at
-  once). No address outside 127.0.0.0/8 is ever written.
+  message, where a listener counts the connections made to it, by source address (each is
+  closed at once). Other peers of the swarm may learn of this peer through PeX and be flooded
+  too (libtorrent then dials the canary without much of a bound): count by source address.
+  No address outside 127.0.0.0/8 is ever written.
 - Bytes are framed and bencoded by hand here (not through the product's codecs), so the
   product's decoders are tested against an independent writer.
 - Threads, bounded: a frame longer than 1 MiB closes the connection, every socket has a
@@ -33,6 +35,7 @@ import os
 import socket
 import struct
 import threading
+from collections import Counter
 from typing import Literal
 
 __all__ = ["FLOOD_ADDRESSES", "HostileMetadataPeer", "Mode"]
@@ -133,6 +136,10 @@ class HostileMetadataPeer:
         """Connections the client closed."""
         self.canary_hits = 0
         """Connections made to the canary address (one of the flooded addresses)."""
+        self.canary_from: Counter[str] = Counter()
+        """Connections made to the canary, by the address they came from."""
+        self.connections_from: Counter[str] = Counter()
+        """Connections accepted (handshake with our info hash), by the address they came from."""
         self._stopping = threading.Event()
         self._lock = threading.Lock()
         self._sockets: list[socket.socket] = []
@@ -184,13 +191,14 @@ class HostileMetadataPeer:
     def _canary_loop(self) -> None:
         while not self._stopping.is_set():
             try:
-                conn, _ = self._canary.accept()
+                conn, peer = self._canary.accept()
             except TimeoutError:
                 continue
             except OSError:
                 return
             with self._lock:
                 self.canary_hits += 1
+                self.canary_from[str(peer[0])] += 1
             conn.close()
 
     def _accept_loop(self) -> None:
@@ -237,6 +245,7 @@ class HostileMetadataPeer:
                 return
             with self._lock:
                 self.connections += 1
+                self.connections_from[str(conn.getpeername()[0])] += 1
             handshake = b"d1:md11:ut_metadatai%de6:ut_pexi%dee13:metadata_sizei%de1:v7:hostilee" % (
                 _OUR_UT_METADATA,
                 _OUR_UT_PEX,
