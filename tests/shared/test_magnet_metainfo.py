@@ -14,9 +14,7 @@ from torviz.shared.metainfo import parse_metainfo
 from torviz.shared.types import InfoHash
 
 # Keys out of bencode order and a non-canonical layout: re-encoding would change the hash.
-RAW_INFO = (
-    b"d4:name5:hello6:lengthi5e12:piece lengthi16384e6:pieces20:" + b"\x01" * 20 + b"e"
-)
+RAW_INFO = b"d4:name5:hello6:lengthi5e12:piece lengthi16384e6:pieces20:" + b"\x01" * 20 + b"e"
 INFO_HASH = InfoHash(hashlib.sha1(RAW_INFO).digest())
 
 
