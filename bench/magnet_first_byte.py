@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -41,6 +42,7 @@ import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -81,6 +83,10 @@ class Timed:
     ok: bool
     metadata_s: float | None = None
     first_byte_s: float | None = None
+    listening_s: float | None = None
+    """torviz: its peer agent listening (log line), the end of start-up."""
+    connected_s: float | None = None
+    """torviz: its first peer connection (log line)."""
     done_s: float | None = None
     verified: bool | None = None
     error: str = ""
@@ -114,36 +120,64 @@ class FirstByte:
 def run_torviz(run: int, magnet: str, out: Path, config: Path, timeout: float) -> Timed:
     out.mkdir(parents=True, exist_ok=True)
     argv = [str(COORDINATOR), "download", magnet, "-o", str(out), "--config", str(config)]
-    started = time.monotonic()
-    process = subprocess.Popen(
-        argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO
-    )
-    probe = FirstByte(out, started)
-    metadata: list[float] = []
+    argv += ["--log-level", "INFO"]  # its timestamps give the phases (see _phases)
+    started, wall_started = time.monotonic(), time.time()
+    log_path = out.with_name(f"{out.name}.log")
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log, cwd=REPO
+        )
+        probe = FirstByte(out, started)
+        metadata: list[float] = []
 
-    def read() -> None:
-        assert process.stdout is not None
-        for line in process.stdout:
-            if b": downloading" in line and not metadata:
-                metadata.append(time.monotonic() - started)
+        def read() -> None:
+            assert process.stdout is not None
+            for line in process.stdout:
+                if b": downloading" in line and not metadata:
+                    metadata.append(time.monotonic() - started)
 
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    try:
-        _, stderr = process.communicate(timeout=timeout)
-        code = process.returncode
-    except subprocess.TimeoutExpired:
-        process.kill()
-        _, stderr = process.communicate()
-        code = None
-    done = time.monotonic() - started
-    reader.join(timeout=5)
-    result = Timed("torviz", run, code == 0, metadata[0] if metadata else None, probe.stop())
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        try:
+            code: int | None = process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            code = None
+        done = time.monotonic() - started
+        reader.join(timeout=5)
+        if process.stdout is not None:
+            process.stdout.close()
+    stderr = log_path.read_bytes()
+    log_path.unlink()
+    result = Timed("torviz", run, code == 0, None, probe.stop())
     result.done_s = done if code == 0 else None
+    phases = _phases(stderr.decode(errors="replace"), wall_started)
+    result.listening_s = phases.get("listening for peers")
+    result.connected_s = phases.get("connected to")
+    # The log line is exact; the stdout line waits for the watcher's next status request.
+    result.metadata_s = phases.get("metadata fetched", metadata[0] if metadata else None)
     if code != 0:
         tail = stderr.decode(errors="replace").strip().splitlines()[-3:]
         result.error = f"exit {code}: " + " | ".join(tail)
     return result
+
+
+_LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+)Z ")
+_MARKS = ("listening for peers", "connected to", "metadata fetched")
+
+
+def _phases(log: str, wall_started: float) -> dict[str, float]:
+    """Seconds from `wall_started` to the first log line holding each of `_MARKS`."""
+    found: dict[str, float] = {}
+    for line in log.splitlines():
+        stamp = _LOG_TIME.match(line)
+        mark = next((m for m in _MARKS if m in line and m not in found), None)
+        if stamp is None or mark is None:
+            continue
+        at = datetime.fromisoformat(stamp.group(1)).replace(tzinfo=UTC).timestamp()
+        found[mark] = at - wall_started
+    return found
 
 
 def run_libtorrent(run: int, swarm: Swarm, magnet: str, out: Path, timeout: float) -> Timed:
@@ -242,13 +276,14 @@ def main(argv: list[str] | None = None) -> int:
         report["torrent"] = {"info_hash": torrent.info_hash.hex, "size": torrent.total_size}
     report["runs"] = [asdict(r) for r in runs]
     rows = []
+    columns = ("listening_s", "connected_s", "metadata_s", "first_byte_s", "done_s")
     for tool in ("torviz", "libtorrent"):
         mine = [r for r in runs if r.tool == tool]
         ok = sum(r.ok for r in mine)
-        cells = [_cell(_median(mine, a)) for a in ("metadata_s", "first_byte_s", "done_s")]
+        cells = [_cell(_median(mine, a)) for a in columns]
         rows.append(f"| {tool} | {ok}/{len(mine)} | " + " | ".join(cells) + " |")
-    print("| client | runs ok | metadata | first byte | done |")
-    print("|---|---|---|---|---|")
+    print("| client | runs ok | listening | first peer | metadata | first byte | done |")
+    print("|---|---|---|---|---|---|---|")
     print("\n".join(rows))
     RESULTS.mkdir(parents=True, exist_ok=True)
     output = args.output or RESULTS / f"magnet-{stamp}.json"

@@ -15,6 +15,9 @@ dial it while it fetches the metadata. Everything is on 127.0.0.0/8.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -30,7 +33,7 @@ from testing.content import (
     multi_file_layout,
 )
 from testing.swarm import Swarm, free_port, next_loopback_address
-from tests.support.daemon import TorvizDaemon
+from tests.support.daemon import TorvizDaemon, descendants
 from tests.support.hostile_metadata import HostileMetadataPeer
 from tests.support.magnets import DownloadRun, info_dict, info_hash_of, torviz_config
 
@@ -258,6 +261,34 @@ def test_restart_after_the_fetch_fetches_nothing_again(
     daemon.start()
     entry = daemon.wait_status(short, lambda e: e["state"] == "seeding", 30)
     assert entry["pieces_verified"] == torrent.num_pieces
+    exported = daemon.cli("export", short, str(tmp_path / "exported.torrent"))
+    assert exported.returncode == 0, exported.stderr
+    assert info_dict(torrent.path) in (tmp_path / "exported.torrent").read_bytes()
+
+
+def test_fetched_metadata_survives_a_kill(
+    swarm: Swarm, tmp_path: Path, config: Path, daemon_factory: list[TorvizDaemon]
+) -> None:
+    """SIGKILL once the metadata is in, restart with no peer anywhere: the torrent comes back
+    with its info dictionary (files, pieces), not in the metadata state."""
+    spec = _content(tmp_path, seed=20)
+    torrent = _torrent(spec, tmp_path)
+    seeder = swarm.seeder(torrent.path, spec.root, seed_mode=True, upload_limit=256 * 1024)
+    daemon = _daemon(daemon_factory, tmp_path, config, tmp_path / "dl")
+    added = daemon.cli("add", torrent.magnet(peers=[seeder.address]))
+    assert added.returncode == 0, added.stderr
+    short = torrent.info_hash.hex[:8]
+    daemon.wait_status(short, lambda e: e["state"] != "metadata", 60)
+    victims = [daemon.pid, *descendants(daemon.pid)]  # a power cut, minus the disk
+    for pid in victims:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+    daemon.kill()
+    seeder.stop()
+    daemon.start()
+    entry = daemon.wait_status(short, lambda e: e["state"] not in ("checking",), 30)
+    assert entry["state"] != "metadata", entry
+    assert entry["num_pieces"] == torrent.num_pieces
     exported = daemon.cli("export", short, str(tmp_path / "exported.torrent"))
     assert exported.returncode == 0, exported.stderr
     assert info_dict(torrent.path) in (tmp_path / "exported.torrent").read_bytes()
