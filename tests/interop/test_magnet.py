@@ -309,3 +309,36 @@ def test_fetched_metadata_survives_a_kill(
     exported = daemon.cli("export", short, str(tmp_path / "exported.torrent"))
     assert exported.returncode == 0, exported.stderr
     assert info_dict(torrent.path) in (tmp_path / "exported.torrent").read_bytes()
+
+
+def test_restart_in_the_metadata_state_asks_only_for_the_missing_pieces(
+    tmp_path: Path, config: Path, daemon_factory: list[TorvizDaemon]
+) -> None:
+    """A peer serves metadata piece 0 of 2 and never answers for piece 1. After a restart,
+    the daemon dials it again and asks it for piece 1 only: piece 0 was kept."""
+    spec = make_content(tmp_path / "seed", multi_file_layout(20 * 1024 * 1024 + 1), seed=22)
+    torrent = make_torrent(spec, 16 * 1024, [], tmp_path / "t.torrent")
+    info = info_dict(torrent.path)
+    assert 16 * 1024 < len(info) <= 2 * 16 * 1024
+    with HostileMetadataPeer(info, next_loopback_address(), "partial") as partial:
+        daemon = _daemon(daemon_factory, tmp_path, config, tmp_path / "dl")
+        added = daemon.cli("add", torrent.magnet(peers=[str(partial)]))
+        assert added.returncode == 0, added.stderr
+        short = torrent.info_hash.hex[:8]
+        entry = daemon.wait_status(
+            short, lambda e: (e["metadata"] or {}).get("received", 0) >= 16 * 1024, 30
+        )
+        assert entry["state"] == "metadata"
+        assert 0 in partial.requested_pieces
+        assert daemon.shutdown() == 0
+        before = len(partial.requested_pieces)
+        daemon.start()
+        deadline = time.monotonic() + 30
+        while len(partial.requested_pieces) == before and time.monotonic() < deadline:
+            time.sleep(0.1)
+        after = partial.requested_pieces[before:]
+        assert after, "the restarted daemon asked the peer for nothing"
+        assert 0 not in after, f"metadata piece 0 was fetched again: {after}"
+        entry = daemon.status(short)
+        assert entry["state"] == "metadata"
+        assert entry["metadata"]["received"] >= 16 * 1024, entry

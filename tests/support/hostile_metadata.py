@@ -10,6 +10,8 @@ test never asks it for a block). Then, by ``mode``:
 - ``huge_size``: advertises ``metadata_size`` 2**31 and answers requests with 16 KiB of junk
   that claims that total size;
 - ``silent``: advertises the true size and never answers a request;
+- ``partial``: advertises the true size, serves metadata piece 0 and never answers for the
+  others (a peer that vanishes half-way, for restart tests);
 - ``pex_flood``: serves the true metadata honestly, and once the client's extension handshake
   names ``ut_pex``, sends 10,000 addresses: 100 messages of 100 (``flood_messages=100``) or
   one oversized message of 10,000 (``flood_messages=1``).
@@ -40,7 +42,7 @@ from typing import Literal
 
 __all__ = ["FLOOD_ADDRESSES", "HostileMetadataPeer", "Mode"]
 
-Mode = Literal["wrong_bytes", "huge_size", "silent", "pex_flood"]
+Mode = Literal["wrong_bytes", "huge_size", "silent", "pex_flood", "partial"]
 
 FLOOD_ADDRESSES = 10_000
 """How many addresses the PeX flood names in all."""
@@ -128,6 +130,8 @@ class HostileMetadataPeer:
         """Extension handshakes received from the client."""
         self.requests = 0
         """ut_metadata requests received."""
+        self.requested_pieces: list[int] = []
+        """The metadata piece of each request, in order of arrival."""
         self.answered = 0
         """ut_metadata data messages sent."""
         self.floods_sent = 0
@@ -308,7 +312,8 @@ class HostileMetadataPeer:
             return
         with self._lock:
             self.requests += 1
-        if self.mode == "silent":
+            self.requested_pieces.append(piece)
+        if self.mode == "silent" or (self.mode == "partial" and piece != 0):
             return
         if self.mode == "huge_size":
             block, total = bytes(_BLOCK), _HUGE
