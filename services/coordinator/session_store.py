@@ -71,7 +71,8 @@ class SavedTorrent:
     uploaded: int
     downloaded: int
     magnet: str = ""
-    """The magnet link of a torrent whose info dictionary never arrived (``metainfo`` empty)."""
+    """The magnet link of a torrent added from one (with ``metainfo`` empty: its info
+    dictionary never arrived)."""
     metadata: tuple[int, dict[int, bytes]] | None = None
     """Its metadata pieces received so far: the size they belong to, and each by index."""
 
@@ -132,7 +133,7 @@ class SessionStore:
                     uploaded,
                     downloaded,
                     str(magnet or ""),
-                    self._metadata(key) if magnet else None,
+                    self._metadata(key) if magnet and not metainfo else None,
                 )
             )
         return saved
@@ -155,9 +156,10 @@ class SessionStore:
         )
 
     def set_metainfo(self, info_hash: InfoHash, metainfo: bytes) -> None:
-        """A magnet link's info dictionary arrived: its .torrent replaces the link."""
+        """A magnet link's info dictionary arrived: its .torrent is kept beside the link (whose
+        ``so`` and ``ws`` still count) and the pieces kept for the fetch go."""
         self._write(
-            "UPDATE torrents SET metainfo = ?, magnet = '' WHERE info_hash = ?",
+            "UPDATE torrents SET metainfo = ? WHERE info_hash = ?",
             [(metainfo, info_hash.raw)],
         )
         self._write("DELETE FROM metadata_pieces WHERE info_hash = ?", [(info_hash.raw,)])

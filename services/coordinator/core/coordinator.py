@@ -22,6 +22,7 @@ Rules:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 from collections.abc import Callable
@@ -297,16 +298,21 @@ class Coordinator(ControlRequests):
         magnet: str = "",
         metadata: tuple[int, dict[int, bytes]] | None = None,
     ) -> TorrentAdded | ControlFailed:
-        """Bring back a torrent of an earlier run (from its .torrent, or from its magnet link
-        when its info dictionary never arrived, with the ``metadata`` pieces it had: size and
-        pieces); ``totals`` is ``(uploaded, downloaded)``."""
-        request = AddTorrent(b"" if magnet else metainfo, save_path, magnet)
+        """Bring back a torrent of an earlier run: from its .torrent, or from its magnet link
+        when its info dictionary never arrived (with the ``metadata`` pieces it had: size and
+        pieces). A torrent added from a link keeps the link beside its .torrent (its ``so``
+        and ``ws``). ``totals`` is ``(uploaded, downloaded)``."""
+        fetched = bool(metainfo)
+        request = AddTorrent(metainfo, save_path, "" if fetched else magnet)
         reply = self.add_torrent(request, now, paused=paused, persist=False)
         if isinstance(reply, TorrentAdded):
             torrent = self.torrents[reply.info_hash]
             torrent.uploaded_closed, torrent.downloaded_closed = totals
             torrent.downloaded_floor = torrent.downloaded_closed
-            torrent.metadata_kept = metadata if magnet else None
+            torrent.metadata_kept = None if fetched else metadata
+            if fetched and magnet:
+                with contextlib.suppress(MagnetError):
+                    torrent.magnet = parse_magnet(magnet)
         return reply
 
     # -- bus events --

@@ -149,7 +149,7 @@ def _restore(core: Coordinator, store: SessionStore) -> None:
             paused=saved.paused,
             totals=(saved.uploaded, saved.downloaded),
             now=now,
-            magnet="" if saved.metainfo else saved.magnet,
+            magnet=saved.magnet,
             metadata=saved.metadata,
         )
         if isinstance(reply, ControlFailed):

@@ -42,7 +42,7 @@ from torviz.shared.bus import (
     TrackTorrent,
     UntrackTorrent,
 )
-from torviz.shared.magnet import Magnet, format_magnet
+from torviz.shared.magnet import Magnet, format_magnet, metainfo_from_magnet, parse_magnet
 from torviz.shared.metainfo import parse_metainfo
 from torviz.shared.types import InfoHash, PeerId
 
@@ -329,6 +329,19 @@ def test_a_restored_magnet_link_fetches_again_and_a_fetched_one_is_kept_as_a_tor
     assert later.torrents[info_hash].state is TorrentState.METADATA
     assert sent(later, AttachMagnet)
     core.handle(PA1, AgentInfo(200, addr(1), "", ""), 5.0)  # nothing breaks on an agent update
+
+
+def test_a_fetched_torrent_restored_from_its_torrent_keeps_its_link_beside_it() -> None:
+    raw = make_info()
+    link = magnet_of(raw) + "&so=0-2,5"
+    metainfo = metainfo_from_magnet(parse_magnet(link), raw)
+    core = full_core()
+    reply = core.restore(metainfo, "/dl", paused=False, totals=(0, 0), now=0.0, magnet=link)
+    assert isinstance(reply, TorrentAdded)
+    torrent = core.torrents[reply.info_hash]
+    assert torrent.state is TorrentState.CHECKING and torrent.metainfo is not None
+    assert torrent.magnet is not None and torrent.magnet.select_only == (0, 1, 2, 5)
+    assert not sent(core, AttachMagnet) and torrent.metadata_kept is None
 
 
 def test_an_interested_peer_is_not_unchoked_while_there_is_nothing_to_serve() -> None:

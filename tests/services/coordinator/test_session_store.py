@@ -102,14 +102,16 @@ assert rows[b"o"].metainfo == b"meta-o" and rows[b"o"].magnet == ""
 assert (rows[b"a"].metainfo, rows[b"a"].magnet) == (b"", "magnet:?xt=urn:btih:" + "61" * 20)
 assert rows[b"a"].metadata == (40000, {0: b"a0", 1: b"a1"})
 assert rows[b"b"].metadata is None and rows[b"o"].metadata is None
-assert (rows[b"b"].metainfo, rows[b"b"].magnet, rows[b"b"].paused) == (b"meta-b", "", True)
-assert (rows[b"c"].metainfo, rows[b"c"].magnet) == (b"meta-c", "")
+# The link stays beside its .torrent: its so= and ws= still count.
+b_link = "magnet:?xt=urn:btih:" + "62" * 20
+assert (rows[b"b"].metainfo, rows[b"b"].magnet, rows[b"b"].paused) == (b"meta-b", b_link, True)
+assert rows[b"c"].metainfo == b"meta-c" and parse_magnet(rows[b"c"].magnet) == parse_magnet(uri)
 again.close()
 print("ok")
 """
 
 
-def test_a_magnet_link_is_kept_until_its_torrent_replaces_it(tmp_path: Path) -> None:
+def test_a_magnet_link_is_kept_and_its_torrent_beside_it_once_fetched(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-c", MAGNET_SCRIPT, str(tmp_path / "session.sqlite")],
         capture_output=True,
