@@ -27,7 +27,7 @@ Rules:
   is a ``RejectReason``: the same str on the wire, and any version's code decodes). Any other
   change to the snapshot bumps ``BUS_PROTOCOL_VERSION`` (4: the reason codes became enums, the
   wire bytes stayed the same; 5: the disconnect reasons of BEP 9 and BEP 11 messages; 6:
-  magnet links, metadata exchange and peer exchange).
+  magnet links, metadata exchange and peer exchange; 7: the DHT).
 - Times are durations in seconds, never absolute clock readings: clocks differ across hosts.
 - A message with ``HAS_DATA`` travels as ``[header, data]``: the data frame carries piece or
   block bytes and is never packed into msgpack.
@@ -37,6 +37,8 @@ from __future__ import annotations
 
 from .agents import (
     AgentInfo,
+    DhtNodeSeen,
+    DhtStatusChanged,
     Goodbye,
     Heartbeat,
     Hello,
@@ -86,6 +88,7 @@ from .peers import (
     PeerBitfield,
     PeerConnected,
     PeerConnectFailed,
+    PeerDhtPort,
     PeerDisconnected,
     PeerExtensions,
     PeerHave,
@@ -119,12 +122,12 @@ from .storage import (
 # The exported names are listed once, in ``shared.bus.__all__``; it imports each name from the
 # module of this package that declares it.
 
-BUS_PROTOCOL_VERSION = 6
+BUS_PROTOCOL_VERSION = 7
 
 # Closed unions per direction, for exhaustive ``match`` in each service.
 Lifecycle = Hello | Welcome | Rejected | Heartbeat | Goodbye | Shutdown | AgentInfo
-ToTrackerAgent = TrackTorrent | UpdateTransfer | TorrentCompleted | UntrackTorrent
-FromTrackerAgent = PeersDiscovered | TrackerStateChanged
+ToTrackerAgent = TrackTorrent | UpdateTransfer | TorrentCompleted | UntrackTorrent | DhtNodeSeen
+FromTrackerAgent = PeersDiscovered | TrackerStateChanged | DhtStatusChanged
 ToPeerAgent = (
     SetChoke
     | BanPeers
@@ -154,6 +157,7 @@ FromPeerAgent = (
     | MetadataPieceReceived
     | MetadataRejected
     | PexReceived
+    | PeerDhtPort
 )
 DataRequest = StorePiece | ReadBlock
 DataReply = BlockRead | ReadFailed | PieceStored

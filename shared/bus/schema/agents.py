@@ -24,7 +24,7 @@ from ..vocabulary import (
     Text,
     TrackerState,
 )
-from .records import TrackerTier
+from .records import DhtSummary, DhtTorrentSummary, HostPort, TrackerTier
 from .registry import Message, bus_message
 
 # --- lifecycle (1-9): every connection ---------------------------------------------------------
@@ -102,6 +102,9 @@ class AgentInfo(Message):
     """Tracker agent: the IP address trackers see its announces come from (they record that,
     not ``ip=``); empty when it cannot tell. The coordinator has it announce the port of the
     peer agent listening at this address."""
+    dht_port: Port = 0
+    """Tracker agent: the UDP port of its DHT node; 0 when its DHT is off. Peer agents at its
+    address tell peers this port (the ``PORT`` message)."""
 
 
 # --- coordinator <-> tracker agent (10-29) -----------------------------------------------------
@@ -119,6 +122,8 @@ class TrackTorrent(Message):
     uploaded: int
     downloaded: int
     left: int
+    dht_nodes: Annotated[tuple[HostPort, ...], Size(0, 64)] = ()
+    """DHT nodes the .torrent names (``nodes``, BEP 5): bootstrap candidates."""
 
 
 @bus_message(tag=11)
@@ -145,6 +150,13 @@ class UntrackTorrent(Message):
     info_hash: InfoHash
 
 
+@bus_message(tag=14)
+class DhtNodeSeen(Message):
+    """A peer told us where its DHT node listens (the ``PORT`` message): try it for the table."""
+
+    address: PeerAddress
+
+
 @bus_message(tag=20)
 class PeersDiscovered(Message):
     """Addresses found for a torrent; the coordinator deduplicates and decides whom to dial."""
@@ -168,3 +180,12 @@ class TrackerStateChanged(Message):
     completed: U32 | None
     """From scrape: downloads the tracker has seen complete."""
     next_announce_in: Seconds | None
+
+
+@bus_message(tag=22)
+class DhtStatusChanged(Message):
+    """The tracker agent's DHT node: its table and, per torrent, what its lookups found (sent
+    when it changed, at most every few seconds)."""
+
+    summary: DhtSummary
+    torrents: Annotated[tuple[DhtTorrentSummary, ...], Size(0, MAX_BATCH)]

@@ -63,6 +63,9 @@ class AttachTorrent(Message):
     its connections: they learn the geometry now."""
     pex: bool = True
     """Whether ``ut_pex`` is offered (off for a private torrent, BEP 27)."""
+    dht_port: Port = 0
+    """The UDP port of the DHT node at the agent's address, told to peers that set the DHT
+    bit (the ``PORT`` message, BEP 5); 0: no DHT here, or a private torrent."""
 
 
 @bus_message(tag=39)
@@ -303,6 +306,15 @@ class SendPex(Message):
     peer: PeerKey
     added: Annotated[tuple[PexPeer, ...], Size(0, MAX_PEX_PEERS)]
     dropped: Annotated[tuple[PeerAddress, ...], Size(0, MAX_PEX_PEERS)]
+
+
+@bus_message(tag=57)
+class PeerDhtPort(Message):
+    """A peer sent ``PORT`` (BEP 5): its DHT node listens on ``port`` at its address."""
+
+    info_hash: InfoHash
+    peer: PeerKey
+    port: Annotated[int, Range(1, 65535)]
 
 
 # --- peer agent <-> storage agent, data endpoint (60-79) ----------------------------------------

@@ -33,6 +33,46 @@ from .registry import bus_record, registered_records
 
 
 @bus_record
+class HostPort:
+    """A host name or IP address and a port, as a .torrent's ``nodes`` give DHT nodes."""
+
+    host: Name
+    port: Port
+
+
+@bus_record
+class DhtSummary:
+    """One tracker agent's DHT node (BEP 5), as ``status`` shows it."""
+
+    nodes: U32
+    """Nodes in the routing tables (IPv4 and IPv6)."""
+    good_nodes: U32
+    """Of those, the ones heard from in the last 15 minutes."""
+    lookups: U32
+    """Lookups in flight."""
+    stored_peers: U32
+    """Peers other nodes announced to us, kept for their info hashes."""
+    queries_received: int
+    """Queries answered since the node started."""
+    packets_dropped: int
+    """Malformed, unwanted or over-the-limit packets dropped since the node started."""
+    port: Port
+    """The UDP port the node listens on."""
+
+
+@bus_record
+class DhtTorrentSummary:
+    """One torrent in a tracker agent's DHT: what its lookups found."""
+
+    info_hash: InfoHash
+    peers_found: U32
+    """Distinct peers the lookups returned so far."""
+    announced_to: U32
+    """Nodes that accepted our last ``announce_peer``."""
+    next_lookup_in: Seconds | None
+
+
+@bus_record
 class TrackerTier:
     """One announce tier (BEP 12): URLs tried in order."""
 
@@ -167,6 +207,8 @@ class TorrentStatus:
     at."""
     metadata: MetadataProgress | None = None
     """In the ``metadata`` state: how far the fetch of the info dictionary is."""
+    dht: DhtTorrentSummary | None = None
+    """What the DHT found for the torrent (None: no DHT node looks it up, e.g. private)."""
 
 
 @bus_record
@@ -191,6 +233,8 @@ class AgentStatus:
     agent's announce address, or empty."""
     incoming: U32 = 0
     """Peer agents: of ``connections``, those the peers opened (they dialled our address)."""
+    dht: DhtSummary | None = None
+    """Tracker agents running a DHT node: its table and counters."""
 
 
 RECORDS: tuple[type, ...] = registered_records()

@@ -136,13 +136,13 @@ VECTORS: list[tuple[Message, bytes]] = [
             left=1000,
         ),
         _hex(
-            "99 0a c4 14"
+            "9a 0a c4 14"
             + "11" * 20
             + "91 91 91 aa"
             + b"http://t/a".hex()
             + "c4 14"
             + PID.raw.hex()
-            + "cd 1ae1 c2 00 00 cd 03e8"
+            + "cd 1ae1 c2 00 00 cd 03e8 90"
         ),
     ),
 ]
@@ -267,7 +267,7 @@ BAD_STATE_ROW = TorrentStatus(
 )
 STATUS_ROW: list[Any] = [
     *(IH.raw, "n", "seeding", 1.0, 1, 1, 1, 0.0, 0.0, 0, 0, 1, 1, "/d", None, [], [], None),
-    *([], True, None),
+    *([], True, None, None),
 ]
 
 MALFORMED: list[tuple[str, bytes, str, str]] = [
@@ -351,7 +351,7 @@ MALFORMED: list[tuple[str, bytes, str, str]] = [
         "record arity",
         pack([104, [STATUS_ROW[:-1]], []]),
         "wrong_field_count",
-        "StatusReport.torrents[0]: expected 21 fields, got 20",
+        "StatusReport.torrents[0]: expected 22 fields, got 21",
     ),
     (
         "nan rate",
@@ -531,9 +531,10 @@ def test_the_largest_and_deepest_messages_still_decode() -> None:
     tracker = ["http://127.0.0.1/a", 0, "working", None, 1, 2, 3, 1.5]
     announce = ["tracker-1", "10.0.0.2", 6881, "peer-1", True, [tracker] * 256]
     metadata = [1, 2, 3]
+    dht = [IH.raw, 40, 8, 900.0]
     row = [
         *STATUS_ROW[:15],
-        *([tracker] * 256, [peer] * 1024, 0.25, [announce] * 64, False, metadata),
+        *([tracker] * 256, [peer] * 1024, 0.25, [announce] * 64, False, metadata, dht),
     ]
     report = decode_message(pack([104, [STATUS_ROW] * 9_999 + [row], []]))
     assert isinstance(report, StatusReport)
