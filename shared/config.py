@@ -26,6 +26,7 @@ from .errors import ConfigError
 from .paths import MAX_PATH_DEPTH_CEILING
 
 __all__ = [
+    "DEFAULT_DHT_BOOTSTRAP",
     "Config",
     "CoordinatorConfig",
     "PeerAgentConfig",
@@ -33,6 +34,7 @@ __all__ = [
     "StorageAgentConfig",
     "TrackerAgentConfig",
     "parse_config",
+    "split_host_port",
 ]
 
 
@@ -100,6 +102,15 @@ class CoordinatorConfig:
             )
 
 
+DEFAULT_DHT_BOOTSTRAP = (
+    "router.bittorrent.com:6881",
+    "router.utorrent.com:6881",
+    "dht.transmissionbt.com:6881",
+    "dht.libtorrent.org:25401",
+)
+"""The public DHT routers a node joins through when it knows no node yet."""
+
+
 @dataclass(frozen=True, slots=True)
 class TrackerAgentConfig:
     announce_timeout: float = 15.0
@@ -109,8 +120,20 @@ class TrackerAgentConfig:
     numwant: int = 200
     """Peers asked for in each announce."""
     dht: bool = True
-    """Find peers through the DHT as well as trackers. Reserved: the DHT is not built yet, so
-    today only trackers are asked."""
+    """Run a DHT node (BEP 5) that finds peers for public torrents as well as the trackers,
+    and answers other nodes."""
+    dht_port: int = 0
+    """UDP port of the DHT node, bound on ``bind_address``. 0: the first free UDP port of
+    ``[peer_agent] listen_ports`` (6881 by default, the peer listen port, as other clients
+    do). A port that is taken stops the agent with one line."""
+    dht_bootstrap: tuple[str, ...] = DEFAULT_DHT_BOOTSTRAP
+    """``host:port`` of DHT nodes to join through when the saved table is empty or stale
+    (``[v6addr]:port`` for IPv6): the well-known public routers by default. Tests and
+    benchmarks pass their own loopback list or turn the DHT off."""
+    dht_state: str = ""
+    """File the routing table is kept in across restarts (node ids and addresses); empty:
+    ``dht.dat`` in the state directory the agent is given (``--state-dir``; the daemon passes
+    its own), and none without one."""
     announce_to_all_tiers: bool = False
     """Announce to one tracker of every tier instead of stopping at the first tier that
     answers (BEP 12 falls through the tiers in order)."""
@@ -141,6 +164,8 @@ class TrackerAgentConfig:
             ("udp_retransmit_base", self.udp_retransmit_base > 0, "a positive number of seconds"),
             ("udp_max_retransmits", 0 <= self.udp_max_retransmits <= 16, "between 0 and 16"),
             ("scrape_interval", self.scrape_interval >= 0, "0 or more seconds"),
+            ("dht_port", 0 <= self.dht_port <= 65535, "between 0 and 65535"),
+            ("dht_bootstrap", len(self.dht_bootstrap) <= 64, "a list of at most 64 nodes"),
         )
         for name, ok, expected in checks:
             if not ok:
@@ -148,6 +173,26 @@ class TrackerAgentConfig:
                 raise ConfigError(
                     "bad_value", f"tracker_agent.{name} must be {expected}, not {value}"
                 )
+        for entry in self.dht_bootstrap:
+            split_host_port(entry, "tracker_agent.dht_bootstrap")
+
+
+def split_host_port(text: str, where: str) -> tuple[str, int]:
+    """``host:port`` or ``[v6]:port`` as ``(host, port)``.
+
+    Raises:
+        ConfigError: ``bad_value`` naming ``where`` when it is not that shape.
+    """
+    host, sep, port = text.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        host = ""  # an IPv6 address needs its brackets
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ConfigError(
+            "bad_value", f"{where}: {text!r} is not host:port (like dht.example.org:6881)"
+        )
+    return host, int(port)
 
 
 @dataclass(frozen=True, slots=True)

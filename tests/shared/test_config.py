@@ -54,3 +54,35 @@ def test_bad_config_names_the_setting(text: str, reason: str, names: str) -> Non
         parse_config(text)
     assert caught.value.reason == reason
     assert names in str(caught.value)
+
+
+def test_dht_settings_default_to_the_public_routers_and_the_peer_port() -> None:
+    section = parse_config("").tracker_agent
+    assert section.dht and section.dht_port == 0 and section.dht_state == ""
+    assert "router.bittorrent.com:6881" in section.dht_bootstrap
+    custom = parse_config(
+        '[tracker_agent]\ndht_port = 7000\ndht_bootstrap = ["127.0.0.1:7001", "[::1]:7002"]\n'
+        'dht_state = "/tmp/table.dat"\n'
+    ).tracker_agent
+    assert (custom.dht_port, custom.dht_bootstrap, custom.dht_state) == (
+        7000,
+        ("127.0.0.1:7001", "[::1]:7002"),
+        "/tmp/table.dat",
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "names"),
+    [
+        ('dht_port = 70000', "tracker_agent.dht_port"),
+        ('dht_bootstrap = ["127.0.0.1"]', "'127.0.0.1' is not host:port"),
+        ('dht_bootstrap = ["::1:6881"]', "'::1:6881' is not host:port"),
+        ('dht_bootstrap = ["h:0"]', "'h:0' is not host:port"),
+        ('dht_bootstrap = [":6881"]', "':6881' is not host:port"),
+        ('dht_bootstrap = "h:1"', "tracker_agent.dht_bootstrap must be a list"),
+    ],
+)
+def test_bad_dht_settings_are_named(value: str, names: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(f"[tracker_agent]\n{value}\n")
+    assert names in str(caught.value)
