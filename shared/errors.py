@@ -16,6 +16,7 @@ __all__ = [
     "BencodeError",
     "BusError",
     "ConfigError",
+    "KrpcError",
     "MagnetError",
     "MetainfoError",
     "TorvizError",
@@ -59,6 +60,18 @@ class MagnetError(TorvizError):
 
 class WireError(TorvizError):
     """A peer broke the peer wire protocol; the connection is dropped."""
+
+
+class KrpcError(TorvizError):
+    """A DHT datagram (BEP 5 KRPC) that cannot be used; the packet is dropped.
+
+    ``transaction_id`` is set when the datagram was a query whose ``t`` could be read, so the
+    node can still answer it with error 203 (protocol error).
+    """
+
+    def __init__(self, reason: str, message: str, transaction_id: bytes | None = None) -> None:
+        super().__init__(reason, message)
+        self.transaction_id = transaction_id
 
 
 class TrackerError(TorvizError):
