@@ -11,6 +11,12 @@ import pytest
 from testing.processes import kill_leftovers
 from testing.swarm import Swarm, missing_interop_tools
 
+# No test may join the public DHT: every tracker agent a test starts (in this process or as a
+# child, which inherits this) skips public bootstrap nodes and sends nothing to a public
+# address (services/tracker_agent/core/dht_rules.py). tests/services/tracker_agent/
+# test_dht_guard.py fails without this line.
+os.environ["TORVIZ_DHT_LOCAL_ONLY"] = "1"
+
 
 @pytest.fixture(scope="session")
 def interop_tools() -> None:
