@@ -58,6 +58,7 @@ from torviz.shared.types import InfoHash
 
 __all__ = [
     "MAX_FILES",
+    "MAX_NODES",
     "MAX_PIECES",
     "MAX_PIECE_LENGTH",
     "MAX_TOTAL_LENGTH",
@@ -74,6 +75,9 @@ MAX_PIECE_LENGTH = 256 * 1024 * 1024
 MAX_PIECES = 2**21
 MAX_FILES = 2**18
 MAX_TOTAL_LENGTH = 2**50
+MAX_NODES = 64
+"""DHT nodes kept from a .torrent's ``nodes`` (the rest are ignored)."""
+_MAX_HOST = 253  # the longest DNS name
 
 _BITCOMET_PADDING = "_____padding_file_"
 _FILE = object()  # a file's leaf in ``_check_unique``'s tree of folders
@@ -167,6 +171,8 @@ class Metainfo:
         creation_date: ``creation date`` in seconds since the epoch, if an integer.
         comment: ``comment`` (``comment.utf-8`` preferred), if a string.
         created_by: ``created by``, if a string.
+        nodes: ``nodes`` (BEP 5): DHT nodes as ``(host, port)``, a host name or an IP
+            address; malformed entries are skipped, duplicates dropped, at most ``MAX_NODES``.
     """
 
     info_hash: InfoHash
@@ -178,6 +184,7 @@ class Metainfo:
     creation_date: int | None
     comment: str | None
     created_by: str | None
+    nodes: tuple[tuple[str, int], ...] = ()
 
 
 def parse_metainfo(
@@ -224,6 +231,7 @@ def parse_metainfo(
         creation_date=_optional_int(top.get(b"creation date")),
         comment=_optional_text(top, b"comment", encoding),
         created_by=_optional_text(top, b"created by", encoding),
+        nodes=_nodes(top.get(b"nodes")),
     )
 
 
@@ -523,6 +531,29 @@ def _trackers(top: dict[bytes, Value]) -> tuple[tuple[str, ...], ...]:
         if announce is not None:
             tiers.append((announce,))
     return tuple(tiers)
+
+
+def _nodes(value: Value | None) -> tuple[tuple[str, int], ...]:
+    """``nodes``: a list of ``[host, port]`` pairs; anything else in it is skipped."""
+    if not isinstance(value, list):
+        return ()
+    nodes: dict[tuple[str, int], None] = {}  # ordered and deduplicated
+    for item in value:
+        if len(nodes) >= MAX_NODES:
+            break
+        if not (isinstance(item, list) and len(item) == 2):
+            continue
+        raw_host, port = item
+        if not isinstance(raw_host, bytes) or not isinstance(port, int):
+            continue
+        try:
+            host = raw_host.decode("ascii")
+        except UnicodeDecodeError:
+            continue
+        usable = 0 < len(host) <= _MAX_HOST and host.isprintable() and " " not in host
+        if usable and 0 < port < 65536:
+            nodes[(host, port)] = None
+    return tuple(nodes)
 
 
 def _url_list(value: Value | None) -> tuple[str, ...]:

@@ -16,6 +16,7 @@ from torviz.shared.bencode import BencodeLimits, decode, encode
 from torviz.shared.errors import BencodeError, MetainfoError
 from torviz.shared.metainfo import (
     MAX_FILES,
+    MAX_NODES,
     MAX_PIECES,
     FileEntry,
     InfoDict,
@@ -657,3 +658,35 @@ def test_an_encoding_name_with_a_nul_byte_is_ignored() -> None:
     info = {b"name": b"a", b"length": 1, b"piece length": 16384, b"pieces": pieces}
     metainfo = parse_metainfo(encode({b"info": info, b"encoding": b"ut\x00f8"}))
     assert metainfo.info.name == "a"
+
+
+def _with_nodes(nodes: object) -> bytes:
+    data = load("good", "single")
+    top = decode(data, strict=False)
+    assert isinstance(top, dict)
+    top[b"nodes"] = nodes
+    return encode(top)
+
+
+def test_dht_nodes_are_parsed_bounded_and_deduplicated() -> None:
+    nodes = [
+        [b"127.0.0.1", 6881],
+        [b"dht.example.org", 25401],
+        [b"127.0.0.1", 6881],  # a duplicate
+        [b"::1", 7000],
+        [b"bad host", 1],  # a space
+        [b"h\xffx", 1],  # not ASCII
+        [b"", 1],
+        [b"h", 0],
+        [b"h", 65536],
+        [b"h", b"1"],
+        [b"h"],
+        b"h:1",
+        [b"x" * 254, 1],
+    ]
+    m = parse_metainfo(_with_nodes(nodes))
+    assert m.nodes == (("127.0.0.1", 6881), ("dht.example.org", 25401), ("::1", 7000))
+    many = [[f"10.0.{i // 256}.{i % 256}".encode(), 6881] for i in range(MAX_NODES + 10)]
+    assert len(parse_metainfo(_with_nodes(many)).nodes) == MAX_NODES
+    assert parse_metainfo(_with_nodes(b"not a list")).nodes == ()
+    assert good("single").nodes == ()
