@@ -26,7 +26,14 @@ import enum
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from torviz.shared.bus import AgentInfo, Hello, Rejected, RejectReason, ServiceKind
+from torviz.shared.bus import (
+    AgentInfo,
+    DhtStatusChanged,
+    Hello,
+    Rejected,
+    RejectReason,
+    ServiceKind,
+)
 from torviz.shared.types import PeerAddress
 
 from .placement import Load, choose
@@ -55,6 +62,10 @@ class Agent:
     """A storage agent's data endpoint key (Z85), empty without CURVE."""
     announce_host: str = ""
     """A tracker agent's address as trackers see it; empty until told."""
+    dht_port: int = 0
+    """A tracker agent's DHT port (UDP); 0: no DHT node."""
+    dht: DhtStatusChanged | None = None
+    """A tracker agent's last DHT report."""
     download_rate: float = 0.0
     upload_rate: float = 0.0
 
@@ -64,6 +75,9 @@ class Agent:
         self.data_endpoint = info.data_endpoint
         self.curve_public_key = info.curve_public_key
         self.announce_host = info.announce_host
+        self.dht_port = info.dht_port
+        if not info.dht_port:
+            self.dht = None
 
 
 class HelloVerdict(enum.Enum):

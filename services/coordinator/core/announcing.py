@@ -20,6 +20,7 @@ import logging
 from collections.abc import Callable, Iterable
 
 from torviz.shared.bus import (
+    HostPort,
     Message,
     ServiceKind,
     TorrentCompleted,
@@ -42,9 +43,12 @@ from .announcers import (
 )
 from .torrent import Torrent
 
-__all__ = ["LISTEN_PORT_WAIT", "Announcing"]
+__all__ = ["LISTEN_PORT_WAIT", "MAX_DHT_NODES", "Announcing", "dht_nodes"]
 
 log = logging.getLogger(__name__)
+
+MAX_DHT_NODES = 64
+"""A .torrent's DHT nodes passed on in ``TrackTorrent`` (the bus allows 64)."""
 
 LISTEN_PORT_WAIT = 3.0
 """Seconds a new torrent waits for a peer agent's listen port before announcing anyway (the
@@ -166,8 +170,18 @@ class Announcing:
                 uploaded=totals.uploaded,
                 downloaded=totals.downloaded,
                 left=totals.left,
+                dht_nodes=dht_nodes(torrent),
             ),
         )
+
+
+def dht_nodes(torrent: Torrent) -> tuple[HostPort, ...]:
+    """The .torrent's ``nodes`` (BEP 5), bootstrap candidates for the DHT; none for a private
+    torrent or before the metadata is in."""
+    metainfo = torrent.metainfo
+    if metainfo is None or metainfo.info.private:
+        return ()
+    return tuple(HostPort(host, port) for host, port in metainfo.nodes[:MAX_DHT_NODES])
 
 
 def totals_for(torrent: Torrent, announce: Announce) -> UpdateTransfer:

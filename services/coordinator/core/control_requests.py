@@ -14,6 +14,7 @@ from typing import Protocol
 from torviz.shared.bus import (
     CloseTorrent,
     ControlFailed,
+    DhtTorrentSummary,
     GetStatus,
     Message,
     RecheckTorrent,
@@ -30,6 +31,7 @@ from torviz.shared.bus import (
 from torviz.shared.types import InfoHash
 
 from .agents import AgentRegistry
+from .dht_links import dht_totals, torrent_dht
 from .lifecycle import Move, advance
 from .status import agent_status, diagnose, torrent_status
 from .torrent import Torrent
@@ -152,7 +154,7 @@ class ControlRequests:
                     incoming[record.agent] = incoming.get(record.agent, 0) + 1
         return StatusReport(
             tuple(
-                torrent_status(torrent, now)
+                torrent_status(torrent, now, torrent_dht(torrent.info_hash, self.agents))
                 for torrent in self.torrents.values()
                 if torrent.info_hash_hex.startswith(prefix)
             ),
@@ -180,7 +182,13 @@ class ControlRequests:
         torrent = self.torrents.get(info_hash)
         if torrent is None:
             return "the torrent is not in the session"
-        return diagnose(torrent, self.agents.first(ServiceKind.TRACKER_AGENT) is not None)
+        trackers = self.agents.of_kind(ServiceKind.TRACKER_AGENT)
+        found = torrent_dht(info_hash, trackers)
+        totals = dht_totals(trackers)
+        nodes = totals.nodes if totals is not None else 0
+        if found is None and any(a.dht_port for a in trackers) and not torrent.private:
+            found = DhtTorrentSummary(info_hash, 0, 0, None)  # not reported yet, but looked up
+        return diagnose(torrent, bool(trackers), found, nodes)
 
     def stop_all(self, now: float) -> None:
         """Shutdown: every agent lets go of every torrent (trackers get ``stopped``)."""

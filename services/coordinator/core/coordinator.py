@@ -38,12 +38,14 @@ from torviz.shared.bus import (
     ControlFailed,
     CorruptBlocksTraced,
     DetachTorrent,
+    DhtStatusChanged,
     Goodbye,
     Hello,
     Message,
     MetadataPieceReceived,
     MetadataRejected,
     OpenTorrent,
+    PeerDhtPort,
     PeerDisconnected,
     PeerExtensions,
     PeersDiscovered,
@@ -73,6 +75,7 @@ from .agents import Agent, AgentRegistry
 from .announcing import LISTEN_PORT_WAIT, Announcing
 from .choking import Choker
 from .control_requests import ControlRequests, Forgetful, SessionListener
+from .dht_links import DhtLinks
 from .lifecycle import METADATA, OPEN_STATES, Move, advance, initial_state, start_move
 from .metadata_phase import MetadataFetch, handle_extension_event
 from .pex_exchange import for_torrent
@@ -130,6 +133,7 @@ class Coordinator(ControlRequests):
         self._swarm_context = SwarmContext(
             self.agents, config, self._send, self.announcing.completed
         )
+        self.dht = DhtLinks(self.agents, self._send)
         self._storage_route = (storage_endpoint, "")
         """The data endpoint and its CURVE key that attached torrents were given."""
         self._now = 0.0
@@ -198,6 +202,7 @@ class Coordinator(ControlRequests):
                 torrent.swarm.forget_agent(agent.identity)
                 torrent.swarm.connect_more()
         self.announcing.announcers_changed(self.torrents.values(), agent, self._now)
+        self._dht_ports_changed()
         successor = self.bookkeeping.storage_agent()
         if agent.kind is ServiceKind.STORAGE_AGENT and successor is not None:
             log.info("storage agent %s takes over from %s", successor.agent_id, agent.agent_id)
@@ -211,8 +216,17 @@ class Coordinator(ControlRequests):
         """``AgentListener``: announcers may change; a storage agent's route may."""
         if agent.kind in (ServiceKind.PEER_AGENT, ServiceKind.TRACKER_AGENT):
             self.announcing.announcers_changed(self.torrents.values(), None, self._now)
+            self._dht_ports_changed()
         elif agent is self.bookkeeping.storage_agent() and info.data_endpoint:
             self._on_storage_route((info.data_endpoint, info.curve_public_key))
+
+    def _dht_ports_changed(self) -> None:
+        """A peer agent whose DHT port changed gets its public torrents again (``AttachTorrent``
+        refreshes an attached torrent in place, connections kept)."""
+        for agent in self.dht.stale_peer_agents():
+            for torrent in self.torrents.values():
+                if torrent.swarm.picker is not None and not torrent.private:
+                    self._attach(torrent, agent)
 
     def agents_quiet(self, identities: set[bytes]) -> None:
         """``AgentListener``: a peer agent that missed a heartbeat may be dead: its
@@ -328,6 +342,9 @@ class Coordinator(ControlRequests):
         if isinstance(message, AgentInfo):
             self.bookkeeping.offered(sender, message)
             return
+        if isinstance(message, DhtStatusChanged):
+            self.dht.status_changed(sender, message)
+            return
         if isinstance(message, TransferStats):
             for stat in message.peers:
                 owner = self.torrents.get(stat.info_hash)
@@ -375,6 +392,8 @@ class Coordinator(ControlRequests):
             case PeersDiscovered(peers=peers, source=source):
                 swarm.add_candidates(peers, source)
                 swarm.connect_more()
+            case PeerDhtPort():
+                self.dht.peer_port(torrent, sender, message)
             case TrackerStateChanged(url=url):
                 torrent.trackers[url] = (message, now)
                 if sender in torrent.announces:
@@ -562,6 +581,7 @@ class Coordinator(ControlRequests):
                 storage_public_key=self._storage_route[1],
                 info=torrent.meta.raw_info,
                 pex=torrent.pex is not None,
+                dht_port=self.dht.port_for(agent, private=info.private),
             ),
         )
 

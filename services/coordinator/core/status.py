@@ -15,6 +15,7 @@ from torviz.shared.bus import (
     MAX_TRACKER_ROWS,
     AgentStatus,
     AnnounceStatus,
+    DhtTorrentSummary,
     PeerStatus,
     ServiceKind,
     TorrentStatus,
@@ -52,8 +53,11 @@ def _trackers(
     )[:MAX_TRACKER_ROWS]
 
 
-def torrent_status(torrent: Torrent, now: float) -> TorrentStatus:
-    """The status of ``torrent`` at ``now`` (tracker deadlines are relative to it)."""
+def torrent_status(
+    torrent: Torrent, now: float, dht: DhtTorrentSummary | None = None
+) -> TorrentStatus:
+    """The status of ``torrent`` at ``now`` (tracker deadlines are relative to it); ``dht``:
+    what the tracker agents' DHT nodes found for it (``dht_links.torrent_dht``)."""
     total = torrent.total_length
     announces = tuple(
         AnnounceStatus(
@@ -105,19 +109,33 @@ def torrent_status(torrent: Torrent, now: float) -> TorrentStatus:
         announces=announces,
         reachable=all(announce.reachable for announce in torrent.announces.values()),
         metadata=torrent.fetch.progress() if torrent.fetch is not None else None,
+        dht=dht,
     )
 
 
-def diagnose(torrent: Torrent, tracker_agent: bool) -> str:
+def diagnose(
+    torrent: Torrent, tracker_agent: bool, dht: DhtTorrentSummary | None = None, nodes: int = 0
+) -> str:
     """One line on why ``torrent`` finds no peers (for the one-shot download's error).
 
     Args:
         torrent: the torrent.
         tracker_agent: whether a tracker agent runs.
+        dht: what the DHT found for it (None: no DHT node looks it up).
+        nodes: DHT nodes in the tracker agents' tables.
     """
     magnet = torrent.magnet if torrent.metainfo is None else None
-    if magnet is not None and not magnet.trackers and not magnet.peers:
-        return "the magnet link names no tracker and no peer (the DHT is not there yet)"
+    no_trackers = not any(torrent.tiers) and (magnet is None or not magnet.trackers)
+    if no_trackers and (magnet is None or not magnet.peers):
+        source = "the magnet link names" if magnet is not None else "the torrent lists"
+        if dht is None:
+            why = "the torrent is private" if torrent.private else "the DHT is off"
+            return f"{source} no tracker and no peer, and {why}"
+        if dht.peers_found:
+            return f"the DHT found {dht.peers_found} peers but none stayed connected"
+        if not nodes:
+            return f"{source} no tracker, and the DHT knows no node (no bootstrap node answered)"
+        return f"{source} no tracker, and the DHT ({nodes} nodes) found no peer yet"
     if not any(torrent.tiers):
         return "the torrent lists no tracker"
     if not tracker_agent:
@@ -158,4 +176,5 @@ def agent_status(agent: Agent, now: float, incoming: int = 0) -> AgentStatus:
         last_heartbeat=max(0.0, now - agent.last_heard),
         address=address,
         incoming=incoming,
+        dht=agent.dht.summary if agent.dht is not None else None,
     )

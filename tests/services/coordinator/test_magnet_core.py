@@ -302,7 +302,7 @@ def test_the_diagnosis_of_a_magnet_link_with_nowhere_to_look() -> None:
     core = full_core()
     info_hash = add_magnet(core, make_info(), trackers=False, peers=False)
     assert core.diagnosis(info_hash) == (
-        "the magnet link names no tracker and no peer (the DHT is not there yet)"
+        "the magnet link names no tracker and no peer, and the DHT is off"
     )
 
 
