@@ -22,7 +22,9 @@ Rules:
   the table asks for it to be pinged; its answer moves it in.
 - A full bucket: the last bucket splits (up to 160 buckets); else a bad node is replaced at once;
   else the newcomer waits in the replacement cache and the questionable nodes of the bucket are
-  to be pinged. A node that turns bad is replaced at once by the freshest confirmed replacement.
+  to be pinged (all at once, least recently heard first: at most ``k`` pings, where BEP 5 pings
+  them one after the other). A node that turns bad is replaced at once by the freshest
+  confirmed replacement.
 - The table asks for a ping of one node at most once per ``ping_retry`` seconds.
 - One node per IP address and per id, over buckets and caches together (libtorrent's
   ``dht_restrict_routing_ips``): an id heard from another address is refused, and so is a second
@@ -471,7 +473,7 @@ class RoutingTable:
         for entry in entries:
             if entry.info.id != own_id:
                 entry.ping_asked = None
-                self._admit(entry, now)
+                self._admit(entry, now, ask=False)
 
     # -- persistence -----------------------------------------------------------------------
 
@@ -597,13 +599,14 @@ class RoutingTable:
             return Refusal.INSECURE_ID
         return None
 
-    def _admit(self, entry: _Entry, now: float) -> HeardResult:
-        """Place a node that is in no bucket and no cache (its IP and id are free)."""
+    def _admit(self, entry: _Entry, now: float, *, ask: bool = True) -> HeardResult:
+        """Place a node that is in no bucket and no cache (its IP and id are free); ``ask``
+        False when nobody will send the pings the result names (loading, a new own id)."""
         while True:
             index = self._index(entry.info.id)
             bucket = self._buckets[index]
             if not entry.confirmed:
-                return self._cache(bucket, entry, now)
+                return self._cache(bucket, entry, now, ask=ask)
             if len(bucket.nodes) < self._limits.k:
                 self._insert(bucket, entry, now)
                 return HeardResult(Admission.ADDED)
@@ -616,9 +619,9 @@ class RoutingTable:
                 self._forget(worst)
                 self._insert(bucket, entry, now)
                 return HeardResult(Admission.ADDED)
-            return self._cache(bucket, entry, now)
+            return self._cache(bucket, entry, now, ask=ask)
 
-    def _cache(self, bucket: _Bucket, entry: _Entry, now: float) -> HeardResult:
+    def _cache(self, bucket: _Bucket, entry: _Entry, now: float, *, ask: bool) -> HeardResult:
         cache = bucket.cache
         if len(cache) >= self._limits.max_replacements:
             # Drop the least useful: never-answered before answered, then the least recent.
@@ -628,6 +631,8 @@ class RoutingTable:
             self._forget(victim)
         cache[entry.info.id] = entry
         self._index_entry(entry)
+        if not ask:
+            return HeardResult(Admission.CACHED)
         return HeardResult(Admission.CACHED, to_ping=self._pings_for_cached(entry, now))
 
     def _pings_for_cached(self, entry: _Entry, now: float) -> tuple[NodeInfo, ...]:
@@ -688,7 +693,7 @@ class RoutingTable:
         if info.address.host in self._by_ip:
             return False
         entry = _Entry(info=info, confirmed=True)
-        return self._admit(entry, now).admission is not Admission.REFUSED
+        return self._admit(entry, now, ask=False).admission is not Admission.REFUSED
 
     def _random_id_in(self, index: int, rng: RandomSource) -> NodeId:
         """A random id in bucket ``index``'s range (the last bucket: any id sharing ``index``
@@ -721,7 +726,7 @@ def _from_compact(entry: bytes) -> NodeInfo | None:
     node_id = NodeId(entry[:NODE_ID_SIZE])
     packed = entry[NODE_ID_SIZE:-2]
     port = int.from_bytes(entry[-2:], "big")
-    if port == 0:
+    ip = ipaddress.ip_address(packed)
+    if port == 0 or ip.is_unspecified or ip.is_multicast:
         return None
-    host = str(ipaddress.ip_address(packed))
-    return NodeInfo(node_id, PeerAddress(host, port))
+    return NodeInfo(node_id, PeerAddress(str(ip), port))
