@@ -23,7 +23,8 @@ written once, here.
 
 Rules:
 - Loopback only, nothing that could leave the machine (`NETWORK_OFF`): DHT, LSD, UPnP, NAT-PMP
-  and the IP notifier are off, no DHT bootstrap nodes, uTP off both ways. `listen_interfaces`
+  and the IP notifier are off, no DHT bootstrap nodes, uTP off both ways (the DHT is on only
+  for a peer given loopback `dht_nodes` to join, e.g. `testing/dht.py`'s). `listen_interfaces`
   and `outgoing_interfaces` both name the session's own 127.0.0.x address, so a tracker sees
   one distinct IP per peer.
 - `max_failcount` is high and `min_reconnect_time` 1 s (`QUICK_RETRY`):
@@ -61,12 +62,14 @@ else:
     HAVE_LIBTORRENT = True
 
 __all__ = [
+    "DHT_LOOPBACK",
     "NETWORK_OFF",
     "QUICK_RETRY",
     "LtPeerConfig",
     "PeerConfigError",
     "PeerStatus",
     "build_settings",
+    "dht_settings",
     "loopback_settings",
     "main",
 ]
@@ -95,6 +98,33 @@ QUICK_RETRY: dict[str, bool | int | str] = {
     "min_reconnect_time": 1,
 }
 """Settings that make a session dial peers again quickly (loopback peers come and go)."""
+
+DHT_LOOPBACK: dict[str, bool | int | str] = {
+    "enable_dht": True,
+    "dht_restrict_routing_ips": False,
+    "dht_restrict_search_ips": False,
+    "dht_enforce_node_id": False,
+    "dht_prefer_verified_node_ids": False,
+    "dht_ignore_dark_internet": False,
+    "dht_read_only": False,
+    "dht_privacy_lookups": False,
+    "dht_upload_rate_limit": 1_000_000,
+    # Loopback answers in microseconds: libtorrent's per-IP block (5 queries/s) stays, but a
+    # test's burst of lookups must not trip it.
+    "dht_block_ratelimit": 1000,
+}
+"""Settings that make a libtorrent DHT work among 127.x addresses (after `NETWORK_OFF`):
+several nodes per /24, ids not derived from a loopback address, "dark" address ranges."""
+
+
+def dht_settings(bootstrap: list[str] | tuple[str, ...] = ()) -> dict[str, bool | int | str]:
+    """`DHT_LOOPBACK` with `bootstrap` (``host:port`` strings, loopback) as the routers."""
+    for node in bootstrap:
+        host, _ = split_host_port(node)
+        if not host.startswith("127."):
+            raise PeerConfigError(f"bootstrap node {node!r} is not on 127.0.0.0/8")
+    return {**DHT_LOOPBACK, "dht_bootstrap_nodes": ",".join(bootstrap)}
+
 
 # What a peer of ours adds: no rate limits, quick tracker stops, and no SSRF checks (trackers
 # on 127.0.0.1 with arbitrary paths are what tests run; the checks would refuse some of them).
@@ -155,6 +185,11 @@ class LtPeerConfig:
             where the .torrent goes once the metadata arrived (its info dict verbatim).
         disable_pex: the torrent neither sends nor acts on ut_pex (libtorrent's disable_pex).
         report_peers: status events list the connected peers (address, source, client, bytes).
+        dht_nodes: ``host:port`` DHT nodes (loopback) to join: the DHT is on (`DHT_LOOPBACK`)
+            only when this is not empty, and each is added with `add_dht_node` (a router would
+            never enter libtorrent's table, see `testing/lt_dht.py`).
+        dht_announce_every: with the DHT on, `force_dht_announce` every this many seconds (a
+            seeder always, a leecher until it finished); 0 leaves it to libtorrent's schedule.
     """
 
     role: Literal["seeder", "leecher"]
@@ -172,6 +207,8 @@ class LtPeerConfig:
     magnet: str = ""
     disable_pex: bool = False
     report_peers: bool = False
+    dht_nodes: tuple[str, ...] = ()
+    dht_announce_every: float = 0.0
 
     def __post_init__(self) -> None:
         if self.magnet and (self.role != "leecher" or not self.magnet.startswith("magnet:?")):
@@ -188,6 +225,9 @@ class LtPeerConfig:
             raise PeerConfigError(f"more than {_MAX_CONNECT_PEERS} connect_peers")
         for peer in self.connect_peers:
             split_host_port(peer)
+        dht_settings(self.dht_nodes)  # checks that they are host:port on loopback
+        if len(self.dht_nodes) > _MAX_CONNECT_PEERS or self.dht_announce_every < 0:
+            raise PeerConfigError("too many dht_nodes, or a negative dht_announce_every")
         for name, value in self.settings.items():
             if not isinstance(name, str) or not isinstance(value, bool | int | str):
                 raise PeerConfigError(f"libtorrent setting {name!r} must be bool, int or str")
@@ -228,8 +268,9 @@ class LtPeerConfig:
             return value
 
         peers = get("connect_peers", (list,), [])
-        if not all(isinstance(p, str) for p in peers):
-            raise PeerConfigError("connect_peers must be a list of host:port strings")
+        dht_nodes = get("dht_nodes", (list,), [])
+        if not all(isinstance(p, str) for p in [*peers, *dht_nodes]):
+            raise PeerConfigError("connect_peers and dht_nodes must be lists of host:port")
         wait_announce = raw.get("wait_announce")
         if wait_announce is not None and not isinstance(wait_announce, bool):
             raise PeerConfigError("config key 'wait_announce' must be a bool or null")
@@ -249,6 +290,8 @@ class LtPeerConfig:
             magnet=get("magnet", (str,), ""),
             disable_pex=get("disable_pex", (bool,), False),
             report_peers=get("report_peers", (bool,), False),
+            dht_nodes=tuple(dht_nodes),
+            dht_announce_every=float(get("dht_announce_every", (int, float), 0.0)),
         )
 
 
@@ -364,6 +407,8 @@ def build_settings(config: LtPeerConfig) -> dict[str, Any]:
     unknown = sorted(name for name in config.settings if name not in defaults)
     if unknown:
         raise PeerConfigError(f"unknown libtorrent settings: {unknown}")
+    if config.dht_nodes:
+        settings.update(dht_settings())
     settings.update(config.settings)
     return settings
 
@@ -434,6 +479,9 @@ class _Peer:
             flags |= lt.torrent_flags.disable_pex
         params.flags = flags
         self.handle = self.session.add_torrent(params)
+        for node in config.dht_nodes:
+            self.session.add_dht_node(split_host_port(node))
+        self.next_dht_announce = time.monotonic() + config.dht_announce_every
         if config.upload_limit:
             self.handle.set_upload_limit(config.upload_limit)
         self.started = time.monotonic()
@@ -506,6 +554,11 @@ class _Peer:
                     announce=self.announced or "none",
                     **asdict(status),
                 )
+        every = self.config.dht_announce_every
+        if self.config.dht_nodes and every and now >= self.next_dht_announce:
+            if self.config.role == "seeder" or not status.is_finished:
+                self.handle.force_dht_announce()
+            self.next_dht_announce = now + every
         if self.ready and status.is_finished and self.finish_requested_at is None:
             # Ask libtorrent to flush and close its files so that a reader of the save path
             # sees every byte; "finished" goes out on cache_flushed_alert (or after a bound).
