@@ -605,3 +605,39 @@ def test_change_own_id_keeps_the_nodes_that_fit() -> None:
             bucket = table._buckets[min(bucket_index(member.id, info.id), table.bucket_count - 1)]
             assert len(bucket.nodes) == limits.k and len(bucket.cache) == limits.max_replacements
     assert table.closest(member.id, 1) == sorted(kept, key=lambda i: distance(i.id, member.id))[:1]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_random_operation_sequences_keep_the_table_consistent(seed: int) -> None:
+    """Answers, queries, failures, removals, pings, refreshes and id changes in random order
+    over a small population (so ids and IPs collide often): the indexes always agree."""
+    rng = random.Random(seed)
+    ids = [NodeId(rng.randbytes(20)) for _ in range(60)]
+    hosts = [f"10.0.0.{i}" for i in range(1, 41)]
+    table = RoutingTable(ids[0], 0.0, limits=RoutingLimits(k=3, max_replacements=2))
+    now = 0.0
+    for _ in range(3000):
+        now += rng.random() * 60
+        info = NodeInfo(rng.choice(ids), PeerAddress(rng.choice(hosts), rng.choice((1, 2))))
+        op = rng.random()
+        if op < 0.4:
+            result = table.heard_from(info, now, responded=True)
+            assert result.admission is not Admission.REFUSED or result.refusal is not None
+        elif op < 0.6:
+            table.heard_from(info, now, responded=False)
+        elif op < 0.85:
+            table.failed(info, now)
+        elif op < 0.9:
+            table.remove(info.id)
+        elif op < 0.95:
+            table.questionable(now, limit=rng.randrange(5))
+            table.buckets_to_refresh(now, rng)
+        elif op < 0.97:
+            table.change_own_id(rng.choice(ids), now)
+        else:
+            table = RoutingTable.load(
+                table.dump(), now, fallback_id=ids[0], limits=table.limits
+            ).table
+        check_consistent(table)
+        for status in table.nodes(now):
+            assert status.info.id != table.own_id
