@@ -57,6 +57,13 @@ from torviz.shared.errors import BusError, TorvizError
 
 from ...core.announcers import host_port, unreachable_hint
 from ...daemon.locations import find_daemon, load_config_file
+from ..dht_status import (
+    agent_dht_text,
+    dht_json,
+    dht_totals_json,
+    torrent_dht_json,
+    torrent_dht_text,
+)
 from ..progress import human_size
 from ..sources import check_output, read_source
 from .download import add_save_options
@@ -226,6 +233,7 @@ def run_status(args: argparse.Namespace) -> int:
         document = {
             "torrents": [_as_json(t) for t in report.torrents],
             "agents": [_agent_json(agent) for agent in report.agents],
+            "dht": dht_totals_json(report.agents),
         }
         json.dump(document, sys.stdout, indent=2)
         print()
@@ -244,6 +252,8 @@ def run_status(args: argparse.Namespace) -> int:
             f"up {human_size(agent.upload_rate)}/s  heard {agent.last_heartbeat:.0f}s ago"
             + (f"  {agent.address}" if agent.address else "")
         )
+        if agent.dht is not None:
+            print(agent_dht_text(agent))
     return 0
 
 
@@ -260,6 +270,7 @@ def _agent_json(agent: AgentStatus) -> dict[str, Any]:
         "last_heartbeat": agent.last_heartbeat,
         "address": agent.address,
         "incoming": agent.incoming,
+        "dht": dht_json(agent.dht),
     }
 
 
@@ -307,6 +318,7 @@ def _as_json(torrent: TorrentStatus) -> dict[str, Any]:
             for announce in torrent.announces
         ],
         "reachable": torrent.reachable,
+        "dht": torrent_dht_json(torrent.dht),
         "peer_list": [
             {
                 "address": str(peer.address),
@@ -414,4 +426,6 @@ def _as_text(torrent: TorrentStatus) -> str:
             f"  tracker    [{tracker.tier}] {tracker.url} {tracker.state.value}{problem}{counts}"
         )
     lines.extend(_announce_lines(torrent))
+    if torrent.dht is not None:
+        lines.append(torrent_dht_text(torrent.dht))
     return "\n".join(lines)
