@@ -388,7 +388,7 @@ def encode_nodes6(nodes: Iterable[NodeInfo]) -> bytes:
     return _encode_node_string(nodes, 6)
 
 
-def decode_peers(values: Value, *, limit: int = MAX_VALUES) -> tuple[PeerAddress, ...]:
+def decode_peers(values: object, *, limit: int = MAX_VALUES) -> tuple[PeerAddress, ...]:
     """Decode a get_peers ``values`` list: one compact string (6 or 18 bytes) per peer.
 
     Args:
