@@ -17,8 +17,8 @@ bans, peer ids, have-state) is the pure ``Registry``.
 Magnet links: ``AttachMagnet`` attaches a torrent without geometry, whose sessions run in
 metadata mode (handshakes, ``ut_metadata``, ``ut_pex``; the peer's have-state is kept). An
 ``AttachTorrent`` of that info hash gives it the geometry and tells every live connection
-``LearnGeometry``: none is dropped, and each reports the peer's kept have-state as
-``PeerBitfield``.
+``LearnGeometry``: none is dropped; each reports the kept have-state (``PeerBitfield``).
+``AttachTorrent.dht_port``: the DHT bit and ``PORT`` (BEP 5) of its new connections.
 
 Registrations: every ``Registered`` (a coordinator welcomed us and holds no state for us) and
 every ``CoordinatorLost`` detaches every torrent and closes its connections (their
@@ -443,7 +443,7 @@ class PeerAgent(pykka.ThreadingActor):
         session = PeerSession(
             info_hash=torrent.info_hash,
             peer_id=torrent.peer_id,
-            geometry=torrent.geometry,  # None: metadata mode (a magnet torrent)
+            geometry=torrent.geometry,  # None: metadata mode, and no storage link yet
             have=torrent.have,
             now=self._clock(),
             config=self._session_config,
@@ -452,8 +452,8 @@ class PeerAgent(pykka.ThreadingActor):
             sender=connection.key,
             info=torrent.info,
             pex=torrent.pex,
+            dht_port=torrent.dht_port,
         )
-        # No link for a magnet torrent until AttachTorrent names (and opens) one
         storage = None if torrent.geometry is None else self._storage.get(torrent.storage_endpoint)
         uplink = AgentUplink(self.actor_ref, self._link, storage, self._claim)
         ref = PeerConnection.start(

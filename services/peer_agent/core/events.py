@@ -21,6 +21,7 @@ from torviz.shared.wire.handshake import Reserved
 __all__ = [
     "BitfieldReceived",
     "Closed",
+    "DhtPortArrived",
     "Event",
     "HandshakeDone",
     "HaveReceived",
@@ -126,6 +127,14 @@ class PexArrived:
 
 
 @dataclass(frozen=True, slots=True)
+class DhtPortArrived:
+    """The peer's ``PORT`` (BEP 5): its DHT node listens on ``port`` at its address (reported
+    once per connection)."""
+
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
 class Closed:
     """The session ended; ``reason`` is a snake_case code, ``message`` one readable line."""
 
@@ -145,5 +154,6 @@ Event = (
     | MetadataPieceArrived
     | MetadataRequestRejected
     | PexArrived
+    | DhtPortArrived
     | Closed
 )

@@ -1,6 +1,7 @@
 """The BEP 10 side of one peer connection, without I/O: our extension handshake, BEP 9
 ``ut_metadata`` (serving and fetching the info dictionary) and BEP 11 ``ut_pex``; and the
-peer's have-state kept while the torrent's geometry is still unknown (metadata mode).
+peer's have-state kept while the torrent's geometry is still unknown (metadata mode). Also the
+DHT's ``PORT`` message (BEP 5), ``DhtPort``.
 
 Strategy: ``Extensions`` is owned by the peer session (``session.py``), which hands it every
 ``Extended`` message and its public calls (``request_metadata``, ``send_pex``); it appends
@@ -31,6 +32,10 @@ Rules:
   (``bad_piece_index``); the haves are a bitmap grown to the highest index seen (at most
   ``MAX_PIECES / 8`` bytes); a bitfield, have-all or have-none replaces what came before, as
   it does in a session that knows its geometry.
+- ``DhtPort``: with a DHT node (port not 0) our handshake sets the DHT bit and a peer that
+  sets it gets ``PORT``; the peer's first ``PORT`` with a nonzero port is reported
+  (``DhtPortArrived``), later ones are ignored, so a peer cannot make us ping a node per
+  message.
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ from torviz.shared.wire.extension import (
     decode_extension_handshake,
     encode_extension_handshake,
 )
+from torviz.shared.wire.handshake import Reserved
 from torviz.shared.wire.metadata import (
     METADATA_EXTENSION,
     MetadataData,
@@ -69,6 +75,7 @@ from torviz.shared.wire.pex import (
 )
 
 from .events import (
+    DhtPortArrived,
     Event,
     MetadataPieceArrived,
     MetadataRequestRejected,
@@ -82,6 +89,7 @@ __all__ = [
     "PEX_INTERVAL",
     "UT_METADATA_ID",
     "UT_PEX_ID",
+    "DhtPort",
     "Extensions",
     "KeptHaves",
     "default_client_name",
@@ -279,6 +287,28 @@ class Extensions:
         """Metadata pieces served on this connection at most."""
         return max(2 * metadata_piece_count(len(self.info)), 4)
 
+    def send_handshake(
+        self,
+        client_name: str,
+        listen_port: int,
+        reqq: int,
+        address: PeerAddress | None,
+        *,
+        later: bool = False,
+    ) -> None:
+        """Our extension handshake (``our_extension_handshake``); a later one (``later``)
+        withdraws an earlier PeX offer."""
+        handshake = our_extension_handshake(
+            client_name=client_name,
+            listen_port=listen_port,
+            reqq=reqq,
+            address=address,
+            pex=self.pex,
+            metadata_size=len(self.info),
+            disable_pex=later,
+        )
+        self._out.append(encode_handshake_frame(handshake))
+
     def on_handshake(self, payload: bytes) -> ExtensionHandshake:
         """The peer's extension handshake (first or later): decoded, kept, ``PeerInfo``.
 
@@ -393,6 +423,37 @@ class Extensions:
 
     def _send(self, ext_id: int, payload: bytes) -> None:
         self._out.append(codec.encode(wire.Extended(ext_id, payload)))
+
+
+class DhtPort:
+    """BEP 5 on one connection: our ``PORT`` and the peer's.
+
+    Args:
+        port: our DHT node's UDP port; 0: no DHT (no bit, no ``PORT``).
+        out: the session's output list.
+        events: the session's event list.
+    """
+
+    def __init__(self, port: int, out: list[bytes | bytearray | memoryview], events: list[Event]):
+        self.port = port
+        self._out = out
+        self._events = events
+        self._reported = False
+
+    def reserved(self) -> Reserved:
+        """Our handshake's reserved bytes: BEP 10, BEP 6, and the DHT bit with a node."""
+        return Reserved.build(extension_protocol=True, fast=True, dht=self.port != 0)
+
+    def on_handshake(self, reserved: Reserved) -> None:
+        """The peer's handshake: tell a peer with the DHT bit where our node listens."""
+        if self.port and reserved.dht:
+            self._out.append(codec.encode(wire.Port(self.port)))
+
+    def on_port(self, port: int) -> None:
+        """The peer's ``PORT``: the first usable one is reported."""
+        if not self._reported and 0 < port < 65536:
+            self._reported = True
+            self._events.append(DhtPortArrived(port))
 
 
 def encode_handshake_frame(handshake: ExtensionHandshake) -> bytes:

@@ -47,7 +47,7 @@ from torviz.shared.rate import RateMeter
 from torviz.shared.types import InfoHash, PeerAddress, PeerId
 from torviz.shared.wire import codec
 from torviz.shared.wire import messages as wire
-from torviz.shared.wire.handshake import Handshake, HandshakeReader, Reserved, encode_handshake
+from torviz.shared.wire.handshake import Handshake, HandshakeReader, encode_handshake
 
 from .download import Downloads
 from .events import (
@@ -62,7 +62,7 @@ from .events import (
     PiecesGivenBack,
     WorkNeeded,
 )
-from .extensions import Extensions, KeptHaves, encode_handshake_frame, our_extension_handshake
+from .extensions import DhtPort, Extensions, KeptHaves
 from .partials import PartialPieces
 from .session_config import SessionConfig
 from .session_view import SessionView
@@ -117,6 +117,7 @@ class PeerSession(SessionView):
         sender: this connection's peer key (recorded as the sender of its blocks).
         info: the raw info dictionary, served over ``ut_metadata`` (empty: none to serve).
         pex: whether PeX is allowed (``ut_pex`` offered, the peer's messages reported).
+        dht_port: our DHT node's UDP port (the DHT bit, ``PORT``: ``extensions.DhtPort``).
     """
 
     def __init__(
@@ -133,6 +134,7 @@ class PeerSession(SessionView):
         sender: str = "",
         info: bytes = b"",
         pex: bool = True,
+        dht_port: int = 0,
     ) -> None:
         self.info_hash = info_hash
         self.geometry = geometry
@@ -171,14 +173,11 @@ class PeerSession(SessionView):
             pex=pex,
             max_metadata_size=config.max_metadata_size,
         )
+        self._dht = DhtPort(dht_port, self._out, self._events)
         self._uploads: Uploads | None = None  # the seeding side, from the handshake on
         self.upload_rate = RateMeter(now)
         self.download_rate = self._downloads.rate
-        self._out.append(
-            encode_handshake(
-                Handshake(info_hash, peer_id, Reserved.build(extension_protocol=True, fast=True))
-            )
-        )
+        self._out.append(encode_handshake(Handshake(info_hash, peer_id, self._dht.reserved())))
 
     # -- inputs ---------------------------------------------------------------------------------
 
@@ -444,6 +443,7 @@ class PeerSession(SessionView):
         self._events.append(HandshakeDone(handshake.peer_id, handshake.reserved))
         if self.peer_extensions:
             self._send_extension_handshake()
+        self._dht.on_handshake(handshake.reserved)
         if self.geometry is not None:
             self._send_have_state()
         elif self.peer_fast:
@@ -482,17 +482,9 @@ class PeerSession(SessionView):
         return uploads
 
     def _send_extension_handshake(self, later: bool = False) -> None:
-        ext = self._ext
-        handshake = our_extension_handshake(
-            client_name=self.config.client_name,
-            listen_port=self.config.listen_port,
-            reqq=self.config.our_reqq,
-            address=self.address,
-            pex=ext.pex,
-            metadata_size=len(ext.info),
-            disable_pex=later,  # a later handshake withdraws an earlier offer
-        )
-        self._out.append(encode_handshake_frame(handshake))
+        config = self.config
+        ext_args = (config.client_name, config.listen_port, config.our_reqq, self.address)
+        self._ext.send_handshake(*ext_args, later=later)
 
     def _send_have_state(self) -> None:
         have = self._our_have
@@ -576,8 +568,8 @@ class PeerSession(SessionView):
                 uploads.knows_limit = self.peer_extensions
             case wire.Extended(ext_id=ext_id, payload=payload):
                 self._ext.on_message(ext_id, payload, now)
-            case wire.Port() | wire.KeepAlive():
-                pass
+            case wire.Port(port=port):
+                self._dht.on_port(port)
 
     def _on_have_state(self) -> None:
         count = len(self.peer_have)

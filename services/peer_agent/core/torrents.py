@@ -104,6 +104,8 @@ class Torrent:
     """The info dictionary's exact bytes, served to peers that ask (BEP 9); empty: none."""
     pex: bool = True
     """Whether its connections offer ``ut_pex`` (off for a private torrent, BEP 27)."""
+    dht_port: int = 0
+    """The DHT port its new connections tell peers (BEP 5 ``PORT``); 0: none."""
     addresses: dict[PeerAddress, str] = field(default_factory=dict)
     """Address -> peer key of every connection of this torrent."""
     peer_ids: dict[PeerId, str] = field(default_factory=dict)
@@ -239,6 +241,7 @@ class Registry(Generic[H]):
             storage_endpoint=message.storage_endpoint,
             info=message.info,
             pex=message.pex and not message.private,
+            dht_port=0 if message.private else message.dht_port,
         )
         if old is not None:  # the live connections share these with the torrent
             torrent.addresses = old.addresses

@@ -35,6 +35,7 @@ from torviz.shared.wire.extension import ExtensionHandshake
 from .events import (
     BitfieldReceived,
     Closed,
+    DhtPortArrived,
     Event,
     HandshakeDone,
     HaveReceived,
@@ -164,6 +165,8 @@ def to_bus(event: Event, origin: Origin) -> Outgoing:
                 tuple(dropped[: bus.MAX_PEX_PEERS]),
             )
             return Outgoing(to_coordinator=(pex,))
+        case DhtPortArrived(port):
+            return Outgoing(to_coordinator=(bus.PeerDhtPort(info_hash, key, port),))
         case Closed():
             return NOTHING
 

@@ -270,3 +270,11 @@ def test_a_private_torrent_never_offers_pex_and_a_magnet_never_downgrades() -> N
     assert not torrent.pex
     assert reg.attach_magnet(MAGNET) is torrent  # attached already: nothing changes
     assert torrent.geometry is not None and not reg.is_magnet(IH)
+
+
+def test_the_dht_port_is_kept_and_refreshed_and_never_for_a_private_torrent() -> None:
+    reg: Registry[str] = Registry("pa1")
+    assert reg.attach(ATTACH).dht_port == 0
+    assert reg.attach(replace(ATTACH, dht_port=6881)).dht_port == 6881
+    assert reg.attach(replace(ATTACH, dht_port=0)).dht_port == 0
+    assert reg.attach(replace(ATTACH, dht_port=6881, private=True)).dht_port == 0
