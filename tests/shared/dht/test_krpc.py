@@ -813,8 +813,29 @@ def test_we_encode_the_queries_libtorrent_answered() -> None:
         ),
         "frobnicate": Query(b"u1", UnknownQuery("frobnicate", US_ID)),
     }
-    assert sorted(ours) == sorted(MANIFEST["sent"])
+    assert sorted(ours) == sorted(k for k in MANIFEST["sent"] if not k.startswith("reply_"))
     for kind, query in ours.items():
         sent = bytes.fromhex(MANIFEST["sent"][kind])
         assert encode_krpc(query) == sent, kind
         assert decode_krpc(sent) == query, kind
+
+
+def test_we_encode_the_replies_libtorrent_acted_on() -> None:
+    sent = {k: bytes.fromhex(v) for k, v in MANIFEST["sent"].items() if k.startswith("reply_")}
+    assert sorted(sent) == ["reply_announce_peer", "reply_bootstrap_get_peers", "reply_get_peers"]
+    our_token = bytes.fromhex(MANIFEST["our_token"])
+    # B announced X to us with this token: libtorrent took the reply as a get_peers answer
+    get = decode_krpc(sent["reply_get_peers"])
+    assert isinstance(get, Response)
+    assert (get.node_id, get.token, get.values) == (US_ID, our_token, ())
+    assert get.nodes == (LT_A,)
+    assert encode_krpc(get) == sent["reply_get_peers"]
+    announce = decode_krpc(sent["reply_announce_peer"])
+    assert isinstance(announce, Response)
+    assert encode_krpc(announce) == sent["reply_announce_peer"]
+    # the first bootstrap reply had no node to give: "nodes" is "0:" there, which encode_krpc
+    # leaves out (an empty tuple is no key at all)
+    bootstrap = decode_krpc(sent["reply_bootstrap_get_peers"])
+    assert isinstance(bootstrap, Response)
+    assert (bootstrap.nodes, bootstrap.token) == ((), our_token)
+    assert encode_krpc(bootstrap) == sent["reply_bootstrap_get_peers"].replace(b"5:nodes0:", b"")

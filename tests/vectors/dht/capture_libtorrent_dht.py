@@ -17,13 +17,16 @@ out the two sessions' loopback addresses.
    announce_peer queries reach us (we answer with a token); A gets the same announce from B.
 3. We query session A: ping, ping with BEP 43 ``ro``, find_node for B's id (with BEP 32
    ``want``), get_peers for X, announce_peer for X (port 6881, A's token), get_peers again
-   (now with values), announce_peer with a bad token (error 203), an unknown method (error 204).
+   (now with values), announce_peer with a bad token (error 203), an unknown method (BEP 5 says
+   204; libtorrent answers 203 "unknown message").
 
 Every datagram both ways is kept; the first of each kind is written as ``lt_<kind>.bin`` (the
-raw UDP payload libtorrent sent), and ``libtorrent_dht.json`` records the queries we sent (hex,
-built here by hand with bencode.py, deliberately not through shared.dht), the sessions' ids and
-addresses, the info hash and the tokens, so the tests can check every field and that
-``encode_krpc`` writes the very bytes libtorrent answered. Bounded: 60 s, then it fails.
+raw UDP payload libtorrent sent), and ``libtorrent_dht.json`` records the queries we sent and
+the first reply we gave to each kind of libtorrent query (hex, built here by hand with
+bencode.py, deliberately not through shared.dht), the sessions' ids and addresses, the info
+hash and the tokens, so the tests can check every field and that ``encode_krpc`` writes the very
+bytes libtorrent answered (and acted on: B announced with the token of our reply). Bounded:
+60 s, then it fails.
 """
 
 from __future__ import annotations
@@ -122,7 +125,8 @@ class Capture:
         args = message[b"a"]
         self.nodes.setdefault(name, (args[b"id"], source))
         bootstrap = method == "get_peers" and args[b"info_hash"] != INFO_HASH
-        self.keep(f"{'bootstrap_' if bootstrap else ''}{method}_query", data)
+        kind = f"{'bootstrap_' if bootstrap else ''}{method}"
+        self.keep(f"{kind}_query", data)
         body: dict[bytes, Any] = {b"id": OUR_ID}
         if method in ("find_node", "get_peers"):
             others = [node for other, node in self.nodes.items() if other != name]
@@ -133,7 +137,7 @@ class Capture:
         if method == "get_peers":
             body[b"token"] = OUR_TOKEN
         reply = {b"t": message[b"t"], b"y": b"r", b"r": body}
-        self.send("", reply, source)
+        self.send(f"reply_{kind}", reply, source)
 
     def ask(self, kind: str, t: bytes, query: dict[bytes, Any], to: tuple[str, int]) -> bytes:
         """Send one query to ``to`` and wait (bounded) for its answer."""
