@@ -9,12 +9,10 @@ node should be pinged it says so (``HeardResult.to_ping``, ``questionable``), th
 the ping and reports the answer (``heard_from(..., responded=True)``) or the timeout
 (``failed``). Pure: ``now`` (monotonic seconds) and random sources are passed in.
 
-Node states (BEP 5), from what the table saw:
-- bad: failed ``max_failures`` (2) queries of ours in a row; an answer resets the count, a query
-  from the node does not (a node behind a NAT may query us and never answer).
-- good: answered a query of ours within ``good_for`` (15 minutes), or answered once and queried
-  us within ``good_for``.
-- questionable: the rest.
+This module keeps the buckets in order, the indexes by id and by IP, and the rules that span
+buckets; ``buckets.py`` holds a node's record, the node states (good, questionable, bad) and the
+choices inside one bucket; ``table_file.py`` the file form behind ``dump``/``load``. Their public
+names are importable from here too.
 
 Rules:
 - Only confirmed nodes (that answered us) enter a bucket. A node heard of any other way (it
@@ -36,10 +34,10 @@ Rules:
 - One address family per table (BEP 32 keeps a second table for IPv6).
 - A bucket unchanged (no node added, replaced or answering) for ``refresh_after`` (15 minutes)
   gets a lookup of a random id in its range (``buckets_to_refresh``).
-- ``dump``/``load``: own id and the confirmed nodes' ids and addresses, bencoded; ``load`` reads at
-  most ``MAX_DUMP_BYTES`` and turns anything malformed into an empty table and a reason. Loaded
-  nodes are confirmed but questionable: they are pinged (``questionable``) before they count as
-  good.
+- ``dump``/``load``: own id and the confirmed nodes' ids and addresses (``table_file.py``);
+  ``load`` turns an unusable file into an empty table and a reason, and counts the entries it
+  could not use or the table refused. Loaded nodes are confirmed but questionable: they are
+  pinged (``questionable``) before they count as good.
 - ``change_own_id`` (the id chosen per BEP 42 once the external address is known) rebuilds the
   buckets around the new id and keeps every node that still fits.
 """
@@ -47,15 +45,19 @@ Rules:
 from __future__ import annotations
 
 import enum
-import ipaddress
-from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from torviz.shared.bencode import BencodeLimits, decode, encode
+from torviz.shared.dht.buckets import (
+    Bucket,
+    NodeEntry,
+    NodeState,
+    NodeStatus,
+    RoutingLimits,
+    random_id_in_bucket,
+)
 from torviz.shared.dht.node_id import (
     ID_BITS,
-    NODE_ID_SIZE,
     NodeId,
     NodeInfo,
     RandomSource,
@@ -63,8 +65,13 @@ from torviz.shared.dht.node_id import (
     distance,
     is_bep42_exempt,
 )
-from torviz.shared.errors import BencodeError
-from torviz.shared.types import InfoHash, PeerAddress
+from torviz.shared.dht.table_file import (
+    DUMP_VERSION,
+    MAX_DUMP_BYTES,
+    read_table_file,
+    write_table_file,
+)
+from torviz.shared.types import InfoHash
 
 __all__ = [
     "DUMP_VERSION",
@@ -83,22 +90,6 @@ __all__ = [
 
 IdCheck = Callable[[NodeId, str], bool]
 """A BEP 42 predicate: is this id acceptable for a node at this IP (textual)?"""
-
-DUMP_VERSION = 1
-MAX_DUMP_BYTES = 256 * 1024
-"""The most ``load`` reads: 160 full buckets of IPv6 nodes take ~49 KiB."""
-
-_DUMP_LIMITS = BencodeLimits(
-    max_size=MAX_DUMP_BYTES, max_depth=4, max_string_length=MAX_DUMP_BYTES, max_items=64
-)
-
-
-class NodeState(enum.Enum):
-    """BEP 5's judgement of a node (see the module rules)."""
-
-    GOOD = "good"
-    QUESTIONABLE = "questionable"
-    BAD = "bad"
 
 
 class Admission(enum.Enum):
@@ -135,44 +126,6 @@ class HeardResult:
 
 
 @dataclass(frozen=True, slots=True)
-class RoutingLimits:
-    """The table's parameters (counts and seconds, all positive)."""
-
-    k: int = 8
-    """Nodes per bucket (BEP 5's K)."""
-    max_replacements: int = 8
-    """Nodes in a bucket's replacement cache."""
-    max_failures: int = 2
-    """Failed queries in a row that make a node bad."""
-    good_for: float = 900.0
-    """Seconds an answer (or a query from a confirmed node) keeps a node good."""
-    refresh_after: float = 900.0
-    """Seconds a bucket may stay unchanged before it is refreshed."""
-    ping_retry: float = 30.0
-    """Seconds before the table asks again for a ping of the same node."""
-
-    def __post_init__(self) -> None:
-        for name in ("k", "max_replacements", "max_failures", "good_for", "refresh_after"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"routing limit {name} must be positive")
-        if self.ping_retry < 0:
-            raise ValueError("routing limit ping_retry must not be negative")
-
-
-@dataclass(frozen=True, slots=True)
-class NodeStatus:
-    """A snapshot of one node the table knows (for tests, logs and status)."""
-
-    info: NodeInfo
-    state: NodeState
-    in_bucket: bool
-    confirmed: bool
-    failures: int
-    last_response: float | None
-    last_query: float | None
-
-
-@dataclass(frozen=True, slots=True)
 class TableCounts:
     """Counts for status: nodes in buckets by state, cached nodes, buckets."""
 
@@ -182,24 +135,6 @@ class TableCounts:
     bad: int
     replacements: int
     buckets: int
-
-
-@dataclass(slots=True)
-class _Entry:
-    info: NodeInfo
-    confirmed: bool = False
-    last_response: float | None = None
-    last_query: float | None = None
-    last_heard: float = float("-inf")
-    failures: int = 0
-    ping_asked: float | None = None
-
-
-@dataclass(slots=True)
-class _Bucket:
-    last_changed: float
-    nodes: dict[NodeId, _Entry] = field(default_factory=dict)
-    cache: OrderedDict[NodeId, _Entry] = field(default_factory=OrderedDict)
 
 
 class RoutingTable:
@@ -227,8 +162,8 @@ class RoutingTable:
         self._limits = limits or RoutingLimits()
         self._id_check = id_check
         self._ipv6 = ipv6
-        self._buckets: list[_Bucket] = [_Bucket(last_changed=now)]
-        self._by_id: dict[NodeId, _Entry] = {}
+        self._buckets: list[Bucket] = [Bucket(last_changed=now)]
+        self._by_id: dict[NodeId, NodeEntry] = {}
         self._by_ip: dict[str, NodeId] = {}
 
     # -- reading ---------------------------------------------------------------------------
@@ -270,17 +205,17 @@ class RoutingTable:
         if entry is None:
             return None
         in_bucket = node_id in self._bucket_of(node_id).nodes
-        return self._status(entry, in_bucket, now)
+        return entry.status(self._limits, in_bucket, now)
 
     def nodes(self, now: float) -> Iterator[NodeStatus]:
         """Every node in a bucket, bucket by bucket (far half first)."""
         for bucket in self._buckets:
             for entry in bucket.nodes.values():
-                yield self._status(entry, True, now)
+                yield entry.status(self._limits, True, now)
 
     def counts(self, now: float) -> TableCounts:
         """Counts for status lines and ``DhtSummary``."""
-        states = [self._state(e, now) for b in self._buckets for e in b.nodes.values()]
+        states = [e.state(self._limits, now) for b in self._buckets for e in b.nodes.values()]
         return TableCounts(
             nodes=len(states),
             good=states.count(NodeState.GOOD),
@@ -302,13 +237,13 @@ class RoutingTable:
         """
         if count <= 0:
             return []
-        limit = self._limits.max_failures
+        limits = self._limits
         own = self._buckets[self._index(target)]
-        near = [e.info for e in own.nodes.values() if e.failures < limit]
+        near = [e.info for e in own.nodes.values() if not e.is_bad(limits)]
         if len(near) < count:
             # The target's bucket shares a longer prefix with the target than any other bucket
             # does, so only when it is short do other buckets matter.
-            near = [e.info for b in self._buckets for e in b.nodes.values() if e.failures < limit]
+            near = [e.info for b in self._buckets for e in b.nodes.values() if not e.is_bad(limits)]
         near.sort(key=lambda info: distance(info.id, target))
         return near[:count]
 
@@ -334,14 +269,15 @@ class RoutingTable:
         Returns:
             Up to ``limit`` nodes.
         """
-        wanted: list[_Entry] = []
+        limits = self._limits
+        wanted: list[NodeEntry] = []
         for bucket in self._buckets:
-            for entry in bucket.nodes.values():
-                if self._state(entry, now) is NodeState.QUESTIONABLE and self._may_ask(entry, now):
-                    wanted.append(entry)
-            if self._has_room_or_bad(bucket):
+            wanted.extend(
+                e for e in bucket.questionable_nodes(limits, now) if e.may_ask(limits, now)
+            )
+            if bucket.has_room_or_bad(limits):
                 wanted.extend(
-                    e for e in bucket.cache.values() if not e.confirmed and self._may_ask(e, now)
+                    e for e in bucket.cache.values() if not e.confirmed and e.may_ask(limits, now)
                 )
         wanted.sort(key=lambda e: e.last_heard)
         chosen = wanted[: max(limit, 0)]
@@ -364,9 +300,12 @@ class RoutingTable:
         if not self._by_id:
             return []
         targets = []
+        last = len(self._buckets) - 1
         for index, bucket in enumerate(self._buckets):
             if now - bucket.last_changed >= self._limits.refresh_after:
-                targets.append(self._random_id_in(index, rng))
+                targets.append(
+                    random_id_in_bucket(self._own_id, index, last=index == last, rng=rng)
+                )
                 bucket.last_changed = now
         return targets
 
@@ -388,7 +327,7 @@ class RoutingTable:
         if entry is not None:
             if entry.info.address != node.address:
                 return HeardResult(Admission.REFUSED, Refusal.ID_AT_OTHER_ADDRESS)
-            self._touch(entry, now, responded)
+            entry.touch(now, responded)
             bucket = self._bucket_of(node.id)
             if node.id in bucket.nodes:
                 if responded:
@@ -407,8 +346,8 @@ class RoutingTable:
             if not (responded and old.info.address == node.address):
                 return HeardResult(Admission.REFUSED, Refusal.IP_IN_USE)
             self.remove(holder)  # the same host and port answered with a new id
-        entry = _Entry(info=node)
-        self._touch(entry, now, responded)
+        entry = NodeEntry(info=node)
+        entry.touch(now, responded)
         return self._admit(entry, now)
 
     def failed(self, node: NodeInfo, now: float) -> None:
@@ -423,13 +362,13 @@ class RoutingTable:
         if entry is None or entry.info.address != node.address:
             return
         entry.failures += 1
-        if entry.failures < self._limits.max_failures:
+        if not entry.is_bad(self._limits):
             return
         bucket = self._bucket_of(node.id)
         if node.id not in bucket.nodes:
             self._forget(entry)  # a cached node that does not answer is worth nothing
             return
-        replacement = self._best_replacement(bucket)
+        replacement = bucket.best_replacement()
         if replacement is not None:
             self._forget(entry)
             del bucket.cache[replacement.info.id]
@@ -448,7 +387,7 @@ class RoutingTable:
         was_in_bucket = node_id in bucket.nodes
         self._forget(entry)
         if was_in_bucket:
-            replacement = self._best_replacement(bucket)
+            replacement = bucket.best_replacement()
             if replacement is not None:
                 del bucket.cache[replacement.info.id]
                 self._insert(bucket, replacement, bucket.last_changed)
@@ -467,7 +406,7 @@ class RoutingTable:
         entries = [e for b in self._buckets for e in b.nodes.values()]
         entries += [e for b in self._buckets for e in b.cache.values()]
         self._own_id = own_id
-        self._buckets = [_Bucket(last_changed=now)]
+        self._buckets = [Bucket(last_changed=now)]
         self._by_id.clear()
         self._by_ip.clear()
         for entry in entries:
@@ -479,12 +418,11 @@ class RoutingTable:
 
     def dump(self) -> bytes:
         """Our id and the confirmed nodes (in buckets, then cached), bencoded for the state
-        file: ``{"v": 1, "id": 20 bytes, "nodes": compact entries}``, an entry being the id,
-        the packed IP (4 or 16 bytes) and the port (2 bytes, big-endian)."""
+        file (``table_file.write_table_file``: ``{"v": 1, "id": 20 bytes, "nodes": compact
+        entries}``, an entry being the id, the packed IP and the port)."""
         entries = [e for b in self._buckets for e in b.nodes.values()]
         entries += [e for b in self._buckets for e in b.cache.values() if e.confirmed]
-        compact = b"".join(_compact(e.info) for e in entries)
-        return encode({b"v": DUMP_VERSION, b"id": self._own_id.raw, b"nodes": compact})
+        return write_table_file(self._own_id, (e.info for e in entries))
 
     @classmethod
     def load(
@@ -509,84 +447,24 @@ class RoutingTable:
 
         Returns:
             The table and, when the data was unusable, the reason (the table is then empty,
-            with ``fallback_id``). Entries the table refuses are counted in ``skipped``.
+            with ``fallback_id``). Entries unusable in the file or refused by the table are
+            counted in ``skipped``.
         """
-
-        def empty(reason: str) -> LoadedTable:
+        content = read_table_file(data, ipv6=ipv6)
+        if isinstance(content, str):
             table = cls(fallback_id, now, limits=limits, id_check=id_check, ipv6=ipv6)
-            return LoadedTable(table, reason)
-
-        if len(data) > MAX_DUMP_BYTES:
-            return empty(f"routing table file over {MAX_DUMP_BYTES} bytes")
-        try:
-            value = decode(data, strict=True, limits=_DUMP_LIMITS)
-        except BencodeError as exc:
-            return empty(f"routing table file is not bencode: {exc}")
-        if not isinstance(value, dict):
-            return empty("routing table file is not a dictionary")
-        version, raw_id, compact = value.get(b"v"), value.get(b"id"), value.get(b"nodes")
-        if version != DUMP_VERSION:
-            return empty(f"routing table file version {version!r}, not {DUMP_VERSION}")
-        if not isinstance(raw_id, bytes) or len(raw_id) != NODE_ID_SIZE:
-            return empty("routing table file has no 20-byte id")
-        size = NODE_ID_SIZE + (16 if ipv6 else 4) + 2
-        if not isinstance(compact, bytes) or len(compact) % size:
-            return empty(f"routing table nodes are not a string of {size}-byte entries")
-        table = cls(NodeId(raw_id), now, limits=limits, id_check=id_check, ipv6=ipv6)
-        skipped = 0
-        for start in range(0, len(compact), size):
-            info = _from_compact(compact[start : start + size])
-            if info is None or not table._restore(info, now):
-                skipped += 1
-        return LoadedTable(table, None, skipped)
+            return LoadedTable(table, content)
+        table = cls(content.own_id, now, limits=limits, id_check=id_check, ipv6=ipv6)
+        refused = sum(not table._restore(info, now) for info in content.nodes)
+        return LoadedTable(table, None, content.unusable + refused)
 
     # -- internals -------------------------------------------------------------------------
 
     def _index(self, node_id: NodeId | InfoHash) -> int:
         return min(bucket_index(self._own_id, node_id), len(self._buckets) - 1)
 
-    def _bucket_of(self, node_id: NodeId) -> _Bucket:
+    def _bucket_of(self, node_id: NodeId) -> Bucket:
         return self._buckets[self._index(node_id)]
-
-    def _state(self, entry: _Entry, now: float) -> NodeState:
-        if entry.failures >= self._limits.max_failures:
-            return NodeState.BAD
-        good_for = self._limits.good_for
-        if entry.last_response is not None and now - entry.last_response < good_for:
-            return NodeState.GOOD
-        if entry.confirmed and entry.last_query is not None and now - entry.last_query < good_for:
-            return NodeState.GOOD
-        return NodeState.QUESTIONABLE
-
-    def _status(self, entry: _Entry, in_bucket: bool, now: float) -> NodeStatus:
-        return NodeStatus(
-            info=entry.info,
-            state=self._state(entry, now),
-            in_bucket=in_bucket,
-            confirmed=entry.confirmed,
-            failures=entry.failures,
-            last_response=entry.last_response,
-            last_query=entry.last_query,
-        )
-
-    def _may_ask(self, entry: _Entry, now: float) -> bool:
-        asked = entry.ping_asked
-        return asked is None or now - asked >= self._limits.ping_retry or now < asked
-
-    def _has_room_or_bad(self, bucket: _Bucket) -> bool:
-        return len(bucket.nodes) < self._limits.k or any(
-            e.failures >= self._limits.max_failures for e in bucket.nodes.values()
-        )
-
-    @staticmethod
-    def _touch(entry: _Entry, now: float, responded: bool) -> None:
-        entry.last_heard = now
-        if responded:
-            entry.confirmed = True
-            entry.last_response = now
-            entry.failures = 0
-        else:
-            entry.last_query = now
 
     def _refusal(self, node: NodeInfo) -> Refusal | None:
         if node.id == self._own_id:
@@ -599,7 +477,7 @@ class RoutingTable:
             return Refusal.INSECURE_ID
         return None
 
-    def _admit(self, entry: _Entry, now: float, *, ask: bool = True) -> HeardResult:
+    def _admit(self, entry: NodeEntry, now: float, *, ask: bool = True) -> HeardResult:
         """Place a node that is in no bucket and no cache (its IP and id are free); ``ask``
         False when nobody will send the pings the result names (loading, a new own id)."""
         while True:
@@ -613,60 +491,49 @@ class RoutingTable:
             if index == len(self._buckets) - 1 and len(self._buckets) < ID_BITS:
                 self._split()
                 continue
-            bad = [e for e in bucket.nodes.values() if e.failures >= self._limits.max_failures]
-            if bad:
-                worst = max(bad, key=lambda e: (e.failures, -e.last_heard))
+            worst = bucket.worst_bad_node(self._limits)
+            if worst is not None:
                 self._forget(worst)
                 self._insert(bucket, entry, now)
                 return HeardResult(Admission.ADDED)
             return self._cache(bucket, entry, now, ask=ask)
 
-    def _cache(self, bucket: _Bucket, entry: _Entry, now: float, *, ask: bool) -> HeardResult:
-        cache = bucket.cache
-        if len(cache) >= self._limits.max_replacements:
-            # Drop the least useful: never-answered before answered, then the least recent.
-            victim = min(cache.values(), key=lambda e: (e.confirmed, e.last_heard))
-            if (victim.confirmed, victim.last_heard) > (entry.confirmed, entry.last_heard):
+    def _cache(self, bucket: Bucket, entry: NodeEntry, now: float, *, ask: bool) -> HeardResult:
+        if len(bucket.cache) >= self._limits.max_replacements:
+            victim = bucket.cache_victim(entry)
+            if victim is None:
                 return HeardResult(Admission.REFUSED, Refusal.CACHE_FULL)
             self._forget(victim)
-        cache[entry.info.id] = entry
+        bucket.cache[entry.info.id] = entry
         self._index_entry(entry)
         if not ask:
             return HeardResult(Admission.CACHED)
         return HeardResult(Admission.CACHED, to_ping=self._pings_for_cached(entry, now))
 
-    def _pings_for_cached(self, entry: _Entry, now: float) -> tuple[NodeInfo, ...]:
+    def _pings_for_cached(self, entry: NodeEntry, now: float) -> tuple[NodeInfo, ...]:
         """Whom to ping for a node waiting in the cache: itself when it could move in once it
         answers, else the bucket's questionable nodes (one of them may have gone)."""
         bucket = self._bucket_of(entry.info.id)
-        if not entry.confirmed and self._has_room_or_bad(bucket):
+        limits = self._limits
+        if not entry.confirmed and bucket.has_room_or_bad(limits):
             wanted = [entry]
         else:
-            wanted = sorted(
-                (e for e in bucket.nodes.values() if self._state(e, now) is NodeState.QUESTIONABLE),
-                key=lambda e: e.last_heard,
-            )
-        chosen = [e for e in wanted if self._may_ask(e, now)]
+            wanted = bucket.questionable_nodes(limits, now)
+        chosen = [e for e in wanted if e.may_ask(limits, now)]
         for e in chosen:
             e.ping_asked = now
         return tuple(e.info for e in chosen)
 
-    def _best_replacement(self, bucket: _Bucket) -> _Entry | None:
-        confirmed = [e for e in bucket.cache.values() if e.confirmed]
-        if not confirmed:
-            return None
-        return max(confirmed, key=lambda e: (e.last_response or float("-inf"), e.last_heard))
-
-    def _insert(self, bucket: _Bucket, entry: _Entry, now: float) -> None:
+    def _insert(self, bucket: Bucket, entry: NodeEntry, now: float) -> None:
         bucket.nodes[entry.info.id] = entry
         bucket.last_changed = max(bucket.last_changed, now)
         self._index_entry(entry)
 
-    def _index_entry(self, entry: _Entry) -> None:
+    def _index_entry(self, entry: NodeEntry) -> None:
         self._by_id[entry.info.id] = entry
         self._by_ip[entry.info.address.host] = entry.info.id
 
-    def _forget(self, entry: _Entry) -> None:
+    def _forget(self, entry: NodeEntry) -> None:
         node_id = entry.info.id
         bucket = self._bucket_of(node_id)
         bucket.nodes.pop(node_id, None)
@@ -679,7 +546,7 @@ class RoutingTable:
         """Split the last bucket: the ids sharing one more bit with ours move to a new one."""
         old = self._buckets[-1]
         depth = len(self._buckets)  # the new bucket holds ids sharing >= depth bits
-        new = _Bucket(last_changed=old.last_changed)
+        new = Bucket(last_changed=old.last_changed)
         self._buckets.append(new)
         for node_id in [i for i in old.nodes if bucket_index(self._own_id, i) >= depth]:
             new.nodes[node_id] = old.nodes.pop(node_id)
@@ -692,41 +559,15 @@ class RoutingTable:
             return False
         if info.address.host in self._by_ip:
             return False
-        entry = _Entry(info=info, confirmed=True)
+        entry = NodeEntry(info=info, confirmed=True)
         return self._admit(entry, now, ask=False).admission is not Admission.REFUSED
-
-    def _random_id_in(self, index: int, rng: RandomSource) -> NodeId:
-        """A random id in bucket ``index``'s range (the last bucket: any id sharing ``index``
-        leading bits with ours)."""
-        last = index == len(self._buckets) - 1
-        fixed = index if last else index + 1  # leading bits given by the range
-        free = ID_BITS - fixed
-        prefix = (self._own_id.value >> free) << free
-        if not last:
-            prefix ^= 1 << free  # bit ``index`` differs from ours
-        return NodeId.from_int(prefix | (rng.getrandbits(free) if free else 0))
 
 
 @dataclass(frozen=True, slots=True)
 class LoadedTable:
     """What ``RoutingTable.load`` gives: the table, why the data was unusable (None when it was
-    read), and how many of its entries the table refused."""
+    read), and how many of its entries were unusable or refused by the table."""
 
     table: RoutingTable
     reason: str | None
     skipped: int = 0
-
-
-def _compact(info: NodeInfo) -> bytes:
-    ip = ipaddress.ip_address(info.address.host).packed
-    return info.id.raw + ip + info.address.port.to_bytes(2, "big")
-
-
-def _from_compact(entry: bytes) -> NodeInfo | None:
-    node_id = NodeId(entry[:NODE_ID_SIZE])
-    packed = entry[NODE_ID_SIZE:-2]
-    port = int.from_bytes(entry[-2:], "big")
-    ip = ipaddress.ip_address(packed)
-    if port == 0 or ip.is_unspecified or ip.is_multicast:
-        return None
-    return NodeInfo(node_id, PeerAddress(str(ip), port))
