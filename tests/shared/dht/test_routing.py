@@ -1,9 +1,10 @@
 """The routing table's rules on a fake clock (BEP 5): entry, splitting, node states, replacement,
-refresh, one node per IP, BEP 42 on entry, closest nodes, caps, dump/load of good and bad files,
-and a change of our own id.
+refresh, one node per IP, BEP 42 on entry, closest nodes, caps, and a change of our own id; the
+table file (``dump``/``load``) is tested in ``test_table_file.py``.
 
-Our id is 0 in most tests, so a node's bucket is the position of its highest set bit: ``near(i,
-n)`` makes the ``n``-th id that shares exactly ``i`` leading bits with ours.
+The tables are built with ``tables.py``: our id is 0 in most tests, so a node's bucket is the
+position of its highest set bit, and ``near(i, n)`` makes the ``n``-th id that shares exactly
+``i`` leading bits with ours.
 """
 
 from __future__ import annotations
@@ -12,7 +13,16 @@ import random
 
 import pytest
 
-from torviz.shared.bencode import encode
+from tests.shared.dht.tables import (
+    MINUTES,
+    OWN,
+    answered,
+    check_consistent,
+    full_far_bucket,
+    near,
+    node,
+    populated,
+)
 from torviz.shared.dht.node_id import (
     ID_BITS,
     NodeId,
@@ -23,7 +33,6 @@ from torviz.shared.dht.node_id import (
     secure_node_id,
 )
 from torviz.shared.dht.routing import (
-    MAX_DUMP_BYTES,
     Admission,
     NodeState,
     Refusal,
@@ -31,57 +40,6 @@ from torviz.shared.dht.routing import (
     RoutingTable,
 )
 from torviz.shared.types import InfoHash, PeerAddress
-
-OWN = NodeId.from_int(0)
-MINUTES = 60.0
-
-
-def near(shared_bits: int, n: int = 0) -> NodeId:
-    """An id sharing exactly ``shared_bits`` leading bits with ``OWN`` (n < 2**(159-bits))."""
-    return NodeId.from_int((1 << (ID_BITS - 1 - shared_bits)) | n)
-
-
-_addresses = iter(range(1, 1 << 24))
-
-
-def node(node_id: NodeId, host: str | None = None, port: int = 6881) -> NodeInfo:
-    """A node at a fresh private address (exempt from BEP 42) unless ``host`` is given."""
-    if host is None:
-        i = next(_addresses)
-        host = f"10.{i >> 16}.{(i >> 8) & 255}.{i & 255}"
-    return NodeInfo(node_id, PeerAddress(host, port))
-
-
-def answered(table: RoutingTable, info: NodeInfo, now: float = 0.0) -> Admission:
-    return table.heard_from(info, now, responded=True).admission
-
-
-def full_far_bucket(table: RoutingTable, now: float = 0.0) -> list[NodeInfo]:
-    """Eight nodes in bucket 0 (the far half), the table split once."""
-    nodes = [node(near(0, n)) for n in range(8)]
-    for info in nodes:
-        assert answered(table, info, now) is Admission.ADDED
-    assert answered(table, node(near(5)), now) is Admission.ADDED  # splits: far half is apart
-    assert table.bucket_count >= 2
-    return nodes
-
-
-def check_consistent(table: RoutingTable) -> None:
-    """Every known node sits in exactly one place, indexed by id and IP, in its own bucket."""
-    buckets = table._buckets
-    places = [(i, nid) for i, b in enumerate(buckets) for nid in [*b.nodes, *b.cache]]
-    assert len(places) == len({nid for _, nid in places}) == len(table._by_id)
-    assert len(table._by_ip) == len(table._by_id)
-    last = len(buckets) - 1
-    for i, nid in places:
-        assert min(bucket_index(table.own_id, nid), last) == i
-        assert table._by_ip[table._by_id[nid].info.address.host] == nid
-    for bucket in buckets:
-        assert len(bucket.nodes) <= table.limits.k
-        assert len(bucket.cache) <= table.limits.max_replacements
-        assert all(e.confirmed for e in bucket.nodes.values())
-    assert len(buckets) <= ID_BITS
-
 
 # -- entry -------------------------------------------------------------------------------------
 
@@ -488,100 +446,6 @@ def test_limits_validated() -> None:
         RoutingLimits(k=0)
     with pytest.raises(ValueError, match="ping_retry"):
         RoutingLimits(ping_retry=-1)
-
-
-# -- dump and load -----------------------------------------------------------------------------
-
-
-def populated(ipv6: bool = False, seed: int = 4) -> RoutingTable:
-    rng = random.Random(seed)
-    table = RoutingTable(NodeId(rng.randbytes(20)), 0.0, ipv6=ipv6)
-    for i in range(300):
-        host = f"2001:db8::{i + 1:x}" if ipv6 else f"10.0.{i // 250}.{i % 250 + 1}"
-        answered(table, node(NodeId(rng.randbytes(20)), host, 1000 + i))
-    return table
-
-
-@pytest.mark.parametrize("ipv6", [False, True])
-def test_dump_and_load_keep_id_and_nodes_loaded_nodes_are_questionable(ipv6: bool) -> None:
-    table = populated(ipv6)
-    loaded = RoutingTable.load(table.dump(), 5000.0, fallback_id=OWN, ipv6=ipv6)
-    assert loaded.reason is None and loaded.skipped == 0
-    again = loaded.table
-    assert again.own_id == table.own_id
-    assert {s.info for s in again.nodes(0.0)} == {s.info for s in table.nodes(0.0)}
-    assert {s.state for s in again.nodes(5000.0)} == {NodeState.QUESTIONABLE}
-    assert again.counts(5000.0).replacements == table.counts(0.0).replacements
-    assert len(again.questionable(5000.0, limit=1000)) == len(again)
-    check_consistent(again)
-
-
-def test_load_applies_the_bep42_check_and_skips_refused_entries() -> None:
-    table = RoutingTable(OWN, 0.0)
-    answered(table, node(near(1), "10.0.0.1"))
-    answered(table, node(near(2), "8.8.8.8"))
-    loaded = RoutingTable.load(
-        table.dump(), 0.0, fallback_id=OWN, id_check=lambda node_id, ip: False
-    )
-    assert loaded.reason is None and loaded.skipped == 1 and len(loaded.table) == 1
-
-
-def _entry(node_id: bytes, ip: bytes, port: int) -> bytes:
-    return node_id + ip + port.to_bytes(2, "big")
-
-
-GOOD_ID = b"\x11" * 20
-
-BROKEN = [
-    (b"", "not bencode"),
-    (b"garbage", "not bencode"),
-    (b"d1:v", "not bencode"),
-    (b"i1e", "not a dictionary"),
-    (b"l" * 100 + b"e" * 100, "not bencode"),
-    (encode({b"id": GOOD_ID, b"nodes": b""}), "version None"),
-    (encode({b"v": 2, b"id": GOOD_ID, b"nodes": b""}), "version 2"),
-    (encode({b"v": 1, b"id": b"short", b"nodes": b""}), "20-byte id"),
-    (encode({b"v": 1, b"id": [GOOD_ID], b"nodes": b""}), "20-byte id"),
-    (encode({b"v": 1, b"id": GOOD_ID, b"nodes": b"x" * 27}), "26-byte entries"),
-    (encode({b"v": 1, b"id": GOOD_ID, b"nodes": [b"x" * 26]}), "26-byte entries"),
-    (encode({b"v": 1, b"id": GOOD_ID}), "26-byte entries"),
-    (b"d1:vi1e" + b"1:x" * 10, "not bencode"),  # truncated
-    (encode({b"v": 1, b"id": GOOD_ID, b"nodes": b"x" * (MAX_DUMP_BYTES + 2)}), "over"),
-]
-
-
-@pytest.mark.parametrize(("data", "reason"), BROKEN, ids=[r for _, r in BROKEN])
-def test_a_broken_file_gives_an_empty_table_and_a_reason(data: bytes, reason: str) -> None:
-    loaded = RoutingTable.load(data, 0.0, fallback_id=OWN)
-    assert loaded.reason is not None and reason in loaded.reason
-    assert len(loaded.table) == 0 and loaded.table.own_id == OWN
-
-
-def test_bad_entries_are_skipped_not_fatal() -> None:
-    entries = [
-        _entry(b"\x80" + b"\x00" * 19, bytes([10, 0, 0, 1]), 0),  # port 0
-        _entry(b"\x80" + b"\x00" * 19, bytes([10, 0, 0, 2]), 80),
-        _entry(b"\x80" + b"\x00" * 19, bytes([10, 0, 0, 3]), 81),  # same id again
-        _entry(b"\x40" + b"\x00" * 19, bytes([10, 0, 0, 2]), 82),  # same IP again
-        _entry(GOOD_ID, bytes([10, 0, 0, 4]), 83),  # our own id
-        _entry(b"\x20" + b"\x00" * 19, bytes([0, 0, 0, 0]), 84),  # unspecified address
-        _entry(b"\x10" + b"\x00" * 19, bytes([224, 0, 0, 1]), 85),  # multicast
-    ]
-    data = encode({b"v": 1, b"id": GOOD_ID, b"nodes": b"".join(entries)})
-    loaded = RoutingTable.load(data, 0.0, fallback_id=OWN)
-    assert loaded.reason is None and loaded.skipped == 6 and len(loaded.table) == 1
-
-
-def test_mangled_dumps_never_raise() -> None:
-    rng = random.Random(8)
-    good = populated().dump()
-    for _ in range(300):
-        data = bytearray(good)
-        for _ in range(rng.randrange(1, 6)):
-            data[rng.randrange(len(data))] = rng.randrange(256)
-        cut = bytes(data[: rng.randrange(len(data) + 1)]) if rng.random() < 0.3 else bytes(data)
-        loaded = RoutingTable.load(cut, 0.0, fallback_id=OWN)
-        check_consistent(loaded.table)
 
 
 # -- a new own id ------------------------------------------------------------------------------
