@@ -4,9 +4,13 @@ gevent patches the standard library before anything else is imported (pykka's re
 and every socket must be cooperative), then the common agent command line is parsed and the
 one actor, ``TrackerAgent``, runs until ``Shutdown``, a signal, or the parent's death.
 
-Agent-specific option: ``--announce-to-all-tiers`` announces to one tracker of every tier
+Agent-specific options: ``--announce-to-all-tiers`` announces to one tracker of every tier
 instead of falling through the tiers (BEP 12); the config key ``[tracker_agent]
-announce_to_all_tiers = true`` does the same (either one turns it on).
+announce_to_all_tiers = true`` does the same (either one turns it on). ``--state-dir DIR``
+keeps the DHT's routing table in ``DIR/dht.dat`` (the daemon passes its state directory).
+
+With ``[tracker_agent] dht`` on (the default) the DHT's UDP socket is bound before the actor
+starts: a taken ``dht_port`` prints one line and exits with status 2.
 
 With ``[security] keys_dir`` (or ``--keys``) a tcp link to the coordinator is encrypted with
 CURVE; a missing or broken key file, or an ``[tracker_agent] advertise_host`` that is a
@@ -21,6 +25,7 @@ import argparse  # noqa: E402
 import sys  # noqa: E402
 from collections.abc import Sequence  # noqa: E402
 
+from torviz.shared.config import Config  # noqa: E402
 from torviz.shared.errors import ConfigError  # noqa: E402
 from torviz.shared.runtime.address import resolve_host  # noqa: E402
 from torviz.shared.runtime.agent import parse_agent_args, run_agent  # noqa: E402
@@ -28,6 +33,7 @@ from torviz.shared.runtime.curve import client_security  # noqa: E402
 from torviz.shared.runtime.service import ActorFactory, ServiceRunner  # noqa: E402
 
 from .agent import ADVERTISE_KEY, TrackerAgent  # noqa: E402
+from .dht_service import DhtService, state_file_for  # noqa: E402
 
 SERVICE = "tracker_agent"
 
@@ -38,6 +44,30 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="announce to one tracker of every tier, not only the first tier that answers",
     )
+    parser.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        help="keep the DHT's routing table in DIR/dht.dat (default: [tracker_agent] dht_state, "
+        "else not kept)",
+    )
+
+
+def _dht_service(config: Config, state_dir: str | None) -> DhtService | None:
+    """The DHT node with its socket bound, or None when ``[tracker_agent] dht`` is off.
+
+    Raises:
+        ConfigError: its port is taken.
+    """
+    section = config.tracker_agent
+    if not section.dht:
+        return None
+    service = DhtService(
+        section,
+        ports=config.peer_agent.listen_ports,
+        state_file=state_file_for(section, state_dir),
+    )
+    service.bind()
+    return service
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -48,6 +78,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         curve = client_security(options.bus, options.config.security, options.agent_id)
         advertise = options.config.tracker_agent.advertise_host
         advertise_host = resolve_host(advertise, ADVERTISE_KEY) if advertise else ""
+        dht = _dht_service(options.config, options.extra.state_dir)
     except ConfigError as exc:
         print(f"torviz-tracker-agent: error: {exc}", file=sys.stderr)
         sys.exit(2)
@@ -60,6 +91,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 announce_to_all_tiers=all_tiers,
                 curve=curve,
                 advertise_host=advertise_host,
+                dht=dht,
             )
         ]
 

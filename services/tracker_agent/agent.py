@@ -39,7 +39,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -49,6 +49,7 @@ import pykka
 
 from torviz.shared.bus import (
     AgentInfo,
+    DhtNodeSeen,
     Message,
     ServiceKind,
     Shutdown,
@@ -83,6 +84,8 @@ from .udp_client import UdpTrackerClient
 if TYPE_CHECKING:
     from torviz.shared.runtime.curve import CurveClient
 
+    from .dht_service import DhtService
+
 __all__ = [
     "ADVERTISE_KEY",
     "INLINE_PARSE_BYTES",
@@ -110,6 +113,13 @@ _BUS_LINGER = 0.5  # seconds for the last messages (Goodbye) to leave at stop
 @dataclass(frozen=True, slots=True)
 class _Tick:
     """The timer fired: something may be due."""
+
+
+@dataclass(frozen=True, slots=True)
+class _DhtReport:
+    """The DHT node found peers, or its state changed: messages for the coordinator."""
+
+    messages: Sequence[Message]
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,6 +231,8 @@ class TrackerAgent(pykka.ThreadingActor):
         curve: CURVE keys for the bus when it is encrypted (see ``shared.runtime.curve``).
         advertise_host: the resolved ``[tracker_agent] advertise_host`` ("" when not set; the
             entry point resolves it, see ``ADVERTISE_KEY``).
+        dht: the DHT node, its socket bound (None: the DHT is off); started with the actor,
+            closed with it.
     """
 
     def __init__(
@@ -234,8 +246,10 @@ class TrackerAgent(pykka.ThreadingActor):
         rng: random.Random | None = None,
         curve: CurveClient | None = None,
         advertise_host: str = "",
+        dht: DhtService | None = None,
     ) -> None:
         super().__init__()
+        self._dht = dht
         self._options = options
         self._config = options.config.tracker_agent
         self._runner = runner
@@ -277,9 +291,19 @@ class TrackerAgent(pykka.ThreadingActor):
             clock=self._clock,
         )
         self._link.start()
+        if self._dht is not None:
+            tell = self.actor_ref.tell
+
+            def emit(messages: Sequence[Message]) -> None:
+                with contextlib.suppress(pykka.ActorDeadError):
+                    tell(_DhtReport(tuple(messages)))
+
+            self._dht.start(emit)
 
     def on_stop(self) -> None:
         self._cancel_timer()
+        if self._dht is not None:
+            self._dht.close()
         if not self._closing:  # stopped by a signal, not by Shutdown: still say goodbye
             self._closing = True
             self._kill_announces(None)
@@ -314,6 +338,9 @@ class TrackerAgent(pykka.ThreadingActor):
                 self._send(self._core.finish_scrape(job, outcome, self._clock()))
             case _Tick():
                 self._timer, self._timer_at = None, None
+            case _DhtReport(messages):
+                if not self._closing:
+                    self._send(messages)
             case _:
                 log.warning("ignored unexpected actor message %r", message)
         self._pump()
@@ -329,6 +356,8 @@ class TrackerAgent(pykka.ThreadingActor):
                 tiers = sum(len(tier.urls) for tier in message.tiers)
                 tagged.info("tracking: %d tracker URLs in %d tiers", tiers, len(message.tiers))
                 self._send(self._core.track(message, now))
+                if self._dht is not None:
+                    self._dht.track(message)
             case UpdateTransfer():
                 self._core.update(message)
             case TorrentCompleted(info_hash):
@@ -338,6 +367,11 @@ class TrackerAgent(pykka.ThreadingActor):
                 with_context(log, info_hash=info_hash).info("untracking")
                 self._kill_announces(info_hash)
                 self._send_stops(self._core.untrack(info_hash))
+                if self._dht is not None:
+                    self._dht.untrack(info_hash)
+            case DhtNodeSeen(address):
+                if self._dht is not None and not self._closing:
+                    self._dht.node_seen(address)
             case Shutdown(reason):
                 self._shutdown(reason)
             case _:
@@ -351,6 +385,8 @@ class TrackerAgent(pykka.ThreadingActor):
         re-add us.
         """
         self._kill_announces(None)
+        if self._dht is not None:
+            self._dht.forget_all()
         forgotten = self._core.forget_all()
         if forgotten:
             why = "registered again" if isinstance(event, Registered) else "coordinator lost"
@@ -470,6 +506,7 @@ class TrackerAgent(pykka.ThreadingActor):
             data_endpoint="",
             curve_public_key="",
             announce_host=self._advertiser.host() or "",
+            dht_port=self._dht.port if self._dht is not None else 0,
         )
 
     def _send(self, messages: Iterable[Message]) -> None:

@@ -38,7 +38,8 @@ class Launcher:
         bus: the coordinator's bus endpoint.
         data: the storage agent's data endpoint.
         config_file: passed on to every agent, when the daemon was given one.
-        state_dir: where the storage agent keeps its resume state (none: it keeps none).
+        state_dir: where the storage agent keeps its resume state and the tracker agent its
+            DHT table (none: they keep none).
         log_level: passed on to every agent.
         log_file: passed on to every agent (None: they log to stderr).
         keys: ``(keys_dir, key_name)`` when the coordinator uses CURVE keys: the embedded
@@ -93,8 +94,8 @@ class Launcher:
             argv += ["--keys", self.keys[0], "--key-name", self.keys[1]]
         if kind is ServiceKind.STORAGE_AGENT:
             argv += ["--data", self.data]
-            if self.state_dir:
-                argv += ["--state-dir", self.state_dir]
+        if kind is not ServiceKind.PEER_AGENT and self.state_dir:
+            argv += ["--state-dir", self.state_dir]  # resume state; the DHT's table
         process = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
         agent = AgentProcess(kind, agent_id, process)
         self.agents.append(agent)

@@ -70,9 +70,7 @@ def test_the_peers_port_is_reported_once_per_connection() -> None:
     s.receive(codec.encode(wire.Port(51413)), 0.0)
     s.receive(codec.encode(wire.Port(6000)), 0.0)
     s.receive(codec.encode(wire.Port(51413)), 0.0)
-    assert [e for e in s.take_events() if isinstance(e, DhtPortArrived)] == [
-        DhtPortArrived(51413)
-    ]
+    assert [e for e in s.take_events() if isinstance(e, DhtPortArrived)] == [DhtPortArrived(51413)]
     assert s.active
 
 

@@ -51,7 +51,8 @@ def start_agent(tmp_path: Path, coordinator: Coordinator) -> Iterator[StartAgent
         config: str = "announce_timeout = 1.0", *args: str, welcome: bool = True, extra: str = ""
     ):
         config_path = tmp_path / f"agent-{len(started)}.toml"
-        config_path.write_text(f"{extra}\n[tracker_agent]\n{config}\n")
+        off = "" if "dht" in config else "dht = false\n"  # the DHT only where a test wants it
+        config_path.write_text(f"{extra}\n[tracker_agent]\n{off}{config}\n")
         log_path = tmp_path / f"agent-{len(started)}.log"
         with log_path.open("wb") as log:
             process = subprocess.Popen(

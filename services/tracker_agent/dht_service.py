@@ -1,0 +1,422 @@
+"""The tracker agent's DHT node (BEP 5): one UDP socket and three greenlets around the sans-IO
+``DhtNode`` of ``shared/dht``.
+
+Strategy: ``DhtService`` binds the socket (``[tracker_agent] bind_address``, ``dht_port``),
+builds the node from the saved table when there is one, and runs a receiver (each datagram
+into ``DhtNode.receive``), a timer (``DhtNode.tick`` every ``TICK`` seconds, the status
+report, the table saved every ``SAVE_INTERVAL``) and a resolver (bootstrap host names, the
+only DNS the DHT does). After every call into the node, ``_flush`` sends what it wants sent and
+turns its events into bus messages, handed to ``emit`` (the actor sends them on the bus).
+
+Rules:
+- Only greenlets of this process touch the node, and no call into it yields, so its calls
+  never interleave; the socket is written by whichever greenlet flushes (``sendto`` of one
+  datagram never blocks for long on UDP) and read by the receiver only.
+- A private torrent (BEP 27) is never given to the node; ``TrackTorrent.dht_nodes`` (the
+  .torrent's ``nodes``) and ``DhtNodeSeen`` (a peer's ``PORT``) are bootstrap candidates.
+- A send error (no route, a full buffer) drops that datagram; a bug in the node drops the
+  datagram or tick that raised it, logged, never the agent.
+- Local-only mode (``core/dht_rules.py``): public bootstrap entries are skipped and the
+  sender drops datagrams to public addresses.
+- The table is saved to ``state_file`` (when there is one) every ``SAVE_INTERVAL`` and at
+  ``close``, written to a temporary file and renamed, so a crash leaves the old one whole.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import random
+import socket as stdlib_socket
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import gevent
+import gevent.socket
+
+from torviz.shared.bus import HostPort, Message, TrackTorrent
+from torviz.shared.config import TrackerAgentConfig, split_host_port
+from torviz.shared.dht.node import AnnounceDone, DhtConfig, DhtNode, ExternalAddress, PeersFound
+from torviz.shared.errors import ConfigError
+from torviz.shared.types import InfoHash, PeerAddress
+
+from .core.dht_rules import (
+    LOCAL_ONLY_ENV,
+    StatusReports,
+    is_local_host,
+    peers_discovered,
+    public_entries,
+)
+
+NodeFactory = Callable[[DhtConfig, bytes | None, float, random.Random], DhtNode]
+"""Builds the node from its config, the saved table (None: none), the time and the
+randomness."""
+
+
+def default_node_factory(
+    config: DhtConfig, saved: bytes | None, now: float, rng: random.Random
+) -> DhtNode:
+    """The node of ``shared.dht`` (a random id unless the saved table has one)."""
+    return DhtNode(config, None, now, rng, saved=saved)
+
+
+__all__ = [
+    "MAX_DATAGRAM",
+    "SAVE_INTERVAL",
+    "TICK",
+    "DhtService",
+    "NodeFactory",
+    "default_node_factory",
+    "local_only",
+    "state_file_for",
+]
+
+log = logging.getLogger(__name__)
+
+MAX_DATAGRAM = 4096
+"""Bytes read per datagram; KRPC packets are well under 1,500."""
+TICK = 1.0
+"""Seconds at most between two ticks of the node (it is ticked sooner when its next deadline,
+a query timeout or a due search, is sooner)."""
+SAVE_INTERVAL = 300.0
+"""Seconds between two saves of the table."""
+RESOLVE_TIMEOUT = 10.0
+"""Seconds a bootstrap name may take to resolve."""
+REBOOTSTRAP_INTERVAL = 300.0
+"""Seconds between two resolutions of the configured list while the table is empty (the node
+itself bootstraps again from what was resolved, backing off)."""
+STATE_FILE_NAME = "dht.dat"
+
+
+def local_only() -> bool:
+    """Whether the environment restricts the DHT to local addresses (the test suite's guard)."""
+    return os.environ.get(LOCAL_ONLY_ENV, "") == "1"
+
+
+def state_file_for(config: TrackerAgentConfig, state_dir: str | None) -> Path | None:
+    """Where the table is kept: ``dht_state``, else ``dht.dat`` in ``state_dir``, else
+    nowhere."""
+    if config.dht_state:
+        return Path(config.dht_state)
+    if state_dir:
+        return Path(state_dir) / STATE_FILE_NAME
+    return None
+
+
+class DhtService:
+    """The DHT node of a tracker agent and its socket.
+
+    Args:
+        config: the agent's section (``bind_address``, ``dht_port``, ``dht_bootstrap``).
+        ports: the ports to try in order when ``dht_port`` is 0 (the peer agent's
+            ``listen_ports`` range).
+        state_file: where the table is loaded from and saved to (None: not kept).
+        clock: monotonic seconds.
+        rng: the node's randomness (ids, transaction ids, tokens).
+        node_factory: builds the node (tests pass their own).
+    """
+
+    def __init__(
+        self,
+        config: TrackerAgentConfig,
+        *,
+        ports: tuple[int, int] = (6881, 6999),
+        state_file: Path | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+        node_factory: NodeFactory = default_node_factory,
+    ) -> None:
+        self._config = config
+        self._ports = ports
+        self._state_file = state_file
+        self._emit: Callable[[Sequence[Message]], None] = _drop
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._node_factory = node_factory
+        self._node: DhtNode | None = None
+        self._socket: gevent.socket.socket | None = None
+        self._greenlets: list[gevent.Greenlet[Any, Any]] = []
+        self._reports = StatusReports()
+        self._local_only = local_only()
+        self._refused_sends = 0
+        self.port = 0
+        """The UDP port bound (0 until ``bind``)."""
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def bind(self) -> int:
+        """Bind the socket (the entry point does this first, so a refusal is one line).
+
+        Returns:
+            The UDP port bound.
+
+        Raises:
+            ConfigError: ``dht_port_taken`` (the port, or every port of the range, is taken).
+        """
+        if self._socket is None:
+            self._socket = self._bind()
+            self.port = self._socket.getsockname()[1]
+        return self.port
+
+    def start(self, emit: Callable[[Sequence[Message]], None]) -> None:
+        """Load the table, start the greenlets and the bootstrap (binding first if needed).
+
+        Args:
+            emit: takes the bus messages the node's events become (called from this
+                service's greenlets and from the caller's).
+
+        Raises:
+            ConfigError: as ``bind``.
+        """
+        self.bind()
+        self._emit = emit
+        now = self._clock()
+        ipv6 = self._ipv6
+        config = DhtConfig(port=self.port, ipv4=not ipv6, ipv6=ipv6)
+        self._node = node = self._node_factory(config, self._load(), now, self._rng)
+        if node.load_problem:
+            log.warning("DHT table %s not used: %s", self._state_file, node.load_problem)
+        self._greenlets = [
+            gevent.spawn(self._receive_loop),
+            gevent.spawn(self._timer_loop),
+            gevent.spawn(self._bootstrap_loop),
+        ]
+        log.info(
+            "DHT node listening on UDP %s (%d nodes from the saved table)",
+            self.port,
+            self._node.summary(now).nodes,
+        )
+
+    def close(self) -> None:
+        """Stop the greenlets, save the table, close the socket."""
+        for greenlet in self._greenlets:
+            greenlet.kill(block=False)
+        self._greenlets = []
+        self._save()
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None
+
+    # -- commands from the coordinator -----------------------------------------------------------
+
+    def track(self, message: TrackTorrent) -> None:
+        """Look a public torrent up and announce it (``listen_port``); its ``nodes`` are
+        bootstrap candidates. A private torrent is left alone."""
+        node = self._node
+        if node is None or message.private:
+            return
+        if not node.add_torrent(message.info_hash, message.listen_port, self._clock()):
+            log.warning("DHT: too many torrents; %s is not looked up", message.info_hash)
+        if message.dht_nodes:
+            gevent.spawn(self._resolve_and_bootstrap, message.dht_nodes)
+        self._flush()
+
+    def untrack(self, info_hash: InfoHash) -> None:
+        if self._node is not None:
+            self._node.remove_torrent(info_hash)
+            self._flush()
+
+    def node_seen(self, address: PeerAddress) -> None:
+        """A peer's ``PORT``: ping its node, which joins the table if it answers."""
+        if self._node is not None and self._may_reach(address.host):
+            self._node.ping(address, self._clock())
+            self._flush()
+
+    def forget_all(self) -> None:
+        """A new registration: the torrents are forgotten (the coordinator sends them again);
+        the table stays, and the next status report goes out at once."""
+        if self._node is not None:
+            for info_hash in self._node.torrents():
+                self._node.remove_torrent(info_hash)
+        self._reports.reset()
+        self._flush()
+
+    # -- greenlets --------------------------------------------------------------------------------
+
+    def _receive_loop(self) -> None:
+        sock = self._socket
+        assert sock is not None
+        while True:
+            try:
+                data, source = sock.recvfrom(MAX_DATAGRAM)
+            except OSError as exc:  # e.g. an ICMP error reported on the socket
+                log.debug("DHT socket: %s", exc)
+                gevent.sleep(0.01)
+                continue
+            try:
+                address = PeerAddress(source[0], source[1])
+            except ValueError:
+                continue
+            node = self._node
+            if node is None:
+                continue
+            try:
+                node.receive(bytes(data), address, self._clock())
+            except Exception:  # a bug must cost one datagram, not the agent
+                log.exception("DHT: a datagram from %s broke the node", address)
+            self._flush()
+
+    def _timer_loop(self) -> None:
+        last_save = self._clock()
+        while True:
+            node = self._node
+            if node is None:
+                return
+            now = self._clock()
+            gevent.sleep(min(TICK, max(0.01, node.next_deadline(now) - now)))
+            now = self._clock()
+            try:
+                node.tick(now)
+            except Exception:
+                log.exception("DHT: a tick broke the node")
+            self._flush()
+            report = self._reports.due(node.summary(now), node.torrent_summaries(now), now)
+            if report is not None:
+                self._emit([report])
+            if now - last_save >= SAVE_INTERVAL:
+                last_save = now
+                self._save()
+
+    def _bootstrap_loop(self) -> None:
+        """Join through the configured nodes now, and again while the table stays empty."""
+        entries = [HostPort(*split_host_port(e, "")) for e in self._bootstrap_list()]
+        first = True
+        while True:
+            node = self._node
+            if node is not None and (first or node.summary(self._clock()).nodes == 0):
+                first = False
+                self._resolve_and_bootstrap(entries)
+            gevent.sleep(REBOOTSTRAP_INTERVAL)
+
+    def _bootstrap_list(self) -> list[str]:
+        """``dht_bootstrap``; in local-only mode without its public entries (logged)."""
+        entries = list(self._config.dht_bootstrap)
+        if not self._local_only:
+            return entries
+        public = public_entries(entries)
+        if public:
+            log.warning(
+                "DHT: not joining through %s: %s=1 allows loopback and private addresses only",
+                ", ".join(public),
+                LOCAL_ONLY_ENV,
+            )
+        return [entry for entry in entries if entry not in public]
+
+    def _resolve_and_bootstrap(self, entries: Iterable[HostPort]) -> None:
+        addresses = []
+        for entry in entries:
+            addresses.extend(self._resolve(entry))
+        addresses = [a for a in dict.fromkeys(addresses) if self._may_reach(a.host)]
+        if addresses and self._node is not None:
+            self._node.bootstrap(addresses, self._clock())
+            self._flush()
+
+    def _resolve(self, entry: HostPort) -> list[PeerAddress]:
+        try:
+            return [PeerAddress(entry.host, entry.port)]
+        except ValueError:
+            if self._local_only:
+                return []  # a name: local-only mode resolves none
+        family = stdlib_socket.AF_INET6 if self._ipv6 else stdlib_socket.AF_INET
+        try:
+            with gevent.Timeout(RESOLVE_TIMEOUT):
+                infos = gevent.socket.getaddrinfo(
+                    entry.host, entry.port, family, stdlib_socket.SOCK_DGRAM
+                )
+        except (OSError, gevent.Timeout) as exc:
+            log.info("DHT bootstrap node %s:%d does not resolve: %s", entry.host, entry.port, exc)
+            return []
+        found = []
+        for info in infos:
+            with contextlib.suppress(ValueError):
+                found.append(PeerAddress(str(info[4][0]), int(info[4][1])))
+        return found
+
+    # -- the node's output -------------------------------------------------------------------------
+
+    def _flush(self) -> None:
+        node, sock = self._node, self._socket
+        if node is None or sock is None:
+            return
+        for datagram, address in node.take_outgoing():
+            if not self._may_reach(address.host):
+                self._refused_sends += 1
+                if self._refused_sends == 1:
+                    log.warning("DHT: not sending to %s (local-only mode)", address)
+                continue
+            try:
+                sock.sendto(datagram, (address.host, address.port))
+            except OSError as exc:
+                log.debug("DHT: sending to %s failed: %s", address, exc)
+        messages: list[Message] = []
+        for event in node.take_events():
+            match event:
+                case PeersFound(info_hash, peers):
+                    messages.extend(peers_discovered(info_hash, peers))
+                case AnnounceDone(info_hash, count):
+                    log.info("DHT: %s announced to %d nodes", info_hash, count)
+                case ExternalAddress(ip):
+                    log.info("DHT: our external address is %s", ip)
+        if messages:
+            self._emit(messages)
+
+    def _may_reach(self, host: str) -> bool:
+        return not self._local_only or is_local_host(host)
+
+    # -- the socket and the table ----------------------------------------------------------------
+
+    @property
+    def _ipv6(self) -> bool:
+        return ":" in self._config.bind_address
+
+    def _bind(self) -> gevent.socket.socket:
+        host = self._config.bind_address or "0.0.0.0"
+        family = stdlib_socket.AF_INET6 if self._ipv6 else stdlib_socket.AF_INET
+        wanted = self._config.dht_port
+        candidates = [wanted] if wanted else list(range(self._ports[0], self._ports[1] + 1))
+        for port in candidates:
+            sock = gevent.socket.socket(family, stdlib_socket.SOCK_DGRAM)
+            try:
+                sock.bind((host, port))
+            except OSError as exc:
+                sock.close()
+                last = exc
+                continue
+            return sock
+        where = f"port {wanted}" if wanted else f"any port of {self._ports[0]}-{self._ports[1]}"
+        raise ConfigError(
+            "dht_port_taken",
+            f"the DHT cannot bind UDP {host} {where}: {last.strerror or last}; set "
+            "[tracker_agent] dht_port to a free port",
+        )
+
+    def _load(self) -> bytes | None:
+        path = self._state_file
+        if path is None:
+            return None
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            log.warning("DHT table %s unreadable (%s): starting from the bootstrap list", path, exc)
+            return None
+
+    def _save(self) -> None:
+        path, node = self._state_file, self._node
+        if path is None or node is None:
+            return
+        try:
+            data = node.dump()
+            partial = path.with_name(path.name + ".part")
+            partial.write_bytes(data)
+            os.replace(partial, path)
+        except OSError as exc:
+            log.warning("DHT table not saved to %s: %s", path, exc)
+
+
+def _drop(messages: Sequence[Message]) -> None:
+    """Before ``start``: nobody to tell."""
