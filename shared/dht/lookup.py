@@ -15,6 +15,8 @@ Rules:
   remembered and is never asked again). From one answer
   at most ``per_response`` nodes are taken (the closest), so a node answering with 1,000 invented
   nodes displaces at most that many real ones; the invented ones then fail one by one.
+- Only candidates closer than the ``k``-th closest that answered are asked (libtorrent's window):
+  a lookup waiting on a slow near node does not wander through the far end of its shortlist.
 - A query older than ``slow_after`` seconds stops holding one of the ``alpha`` slots (another
   candidate is asked meanwhile); after ``timeout`` seconds it has failed.
 - An answer whose id differs from the one the candidate was known by (a spoofed or changed id)
@@ -262,10 +264,15 @@ class Lookup:
             return []
         busy = sum(1 for c in self._candidates.values() if self._holds_slot(c, now))
         chosen: list[NodeInfo] = []
+        answered = 0
         for candidate in self._ranked():
             if busy + len(chosen) >= self.alpha or self.queries_sent >= self.max_queries:
                 break
-            if candidate.state is _State.NEW:
+            if answered >= self.k:
+                break  # nothing farther than the k closest that answered is worth asking
+            if candidate.state is _State.ANSWERED:
+                answered += 1
+            elif candidate.state is _State.NEW:
                 candidate.state = _State.IN_FLIGHT
                 candidate.sent_at = now
                 self._asked.add(candidate.contact.address)
