@@ -74,7 +74,7 @@ def test_dht_settings_default_to_the_public_routers_and_the_peer_port() -> None:
 @pytest.mark.parametrize(
     ("value", "names"),
     [
-        ('dht_port = 70000', "tracker_agent.dht_port"),
+        ("dht_port = 70000", "tracker_agent.dht_port"),
         ('dht_bootstrap = ["127.0.0.1"]', "'127.0.0.1' is not host:port"),
         ('dht_bootstrap = ["::1:6881"]', "'::1:6881' is not host:port"),
         ('dht_bootstrap = ["h:0"]', "'h:0' is not host:port"),

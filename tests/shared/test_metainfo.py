@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from torviz.shared.bencode import BencodeLimits, decode, encode
+from torviz.shared.bencode import BencodeLimits, Value, decode, encode
 from torviz.shared.errors import BencodeError, MetainfoError
 from torviz.shared.metainfo import (
     MAX_FILES,
@@ -660,7 +660,7 @@ def test_an_encoding_name_with_a_nul_byte_is_ignored() -> None:
     assert metainfo.info.name == "a"
 
 
-def _with_nodes(nodes: object) -> bytes:
+def _with_nodes(nodes: Value) -> bytes:
     data = load("good", "single")
     top = decode(data, strict=False)
     assert isinstance(top, dict)
@@ -669,7 +669,7 @@ def _with_nodes(nodes: object) -> bytes:
 
 
 def test_dht_nodes_are_parsed_bounded_and_deduplicated() -> None:
-    nodes = [
+    nodes: list[Value] = [
         [b"127.0.0.1", 6881],
         [b"dht.example.org", 25401],
         [b"127.0.0.1", 6881],  # a duplicate
@@ -686,7 +686,7 @@ def test_dht_nodes_are_parsed_bounded_and_deduplicated() -> None:
     ]
     m = parse_metainfo(_with_nodes(nodes))
     assert m.nodes == (("127.0.0.1", 6881), ("dht.example.org", 25401), ("::1", 7000))
-    many = [[f"10.0.{i // 256}.{i % 256}".encode(), 6881] for i in range(MAX_NODES + 10)]
+    many: list[Value] = [[f"10.0.0.{i}".encode(), 6881] for i in range(MAX_NODES + 10)]
     assert len(parse_metainfo(_with_nodes(many)).nodes) == MAX_NODES
     assert parse_metainfo(_with_nodes(b"not a list")).nodes == ()
     assert good("single").nodes == ()
