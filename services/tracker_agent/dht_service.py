@@ -1,17 +1,19 @@
-"""The tracker agent's DHT node (BEP 5): one UDP socket and three greenlets around the sans-IO
+"""The tracker agent's DHT node (BEP 5): one UDP socket and four greenlets around the sans-IO
 ``DhtNode`` of ``shared/dht``.
 
 Strategy: ``DhtService`` binds the socket (``[tracker_agent] bind_address``, ``dht_port``),
 builds the node from the saved table when there is one, and runs a receiver (each datagram
 into ``DhtNode.receive``), a timer (``DhtNode.tick`` every ``TICK`` seconds, the status
-report, the table saved every ``SAVE_INTERVAL``) and a resolver (bootstrap host names, the
-only DNS the DHT does). After every call into the node, ``_flush`` sends what it wants sent and
-turns its events into bus messages, handed to ``emit`` (the actor sends them on the bus).
+report, the table saved every ``SAVE_INTERVAL``), a resolver (bootstrap host names, the only
+DNS the DHT does) and a sender. After every call into the node, ``_flush`` queues what it wants
+sent for the sender and turns its events into bus messages, handed to ``emit`` (the actor sends
+them on the bus).
 
 Rules:
 - Only greenlets of this process touch the node, and no call into it yields, so its calls
-  never interleave; the socket is written by whichever greenlet flushes (``sendto`` of one
-  datagram never blocks for long on UDP) and read by the receiver only.
+  never interleave. The socket is read by the receiver and written by the sender only (one
+  greenlet waiting per direction, as gevent requires); at most ``SEND_QUEUE`` datagrams wait,
+  more are dropped.
 - A private torrent (BEP 27) is never given to the node; ``TrackTorrent.dht_nodes`` (the
   .torrent's ``nodes``) and ``DhtNodeSeen`` (a peer's ``PORT``) are bootstrap candidates.
 - A send error (no route, a full buffer) drops that datagram; a bug in the node drops the
@@ -35,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import gevent
+import gevent.queue
 import gevent.socket
 
 from torviz.shared.bus import HostPort, Message, TrackTorrent
@@ -88,6 +91,8 @@ RESOLVE_TIMEOUT = 10.0
 REBOOTSTRAP_INTERVAL = 300.0
 """Seconds between two resolutions of the configured list while the table is empty (the node
 itself bootstraps again from what was resolved, backing off)."""
+SEND_QUEUE = 4096
+"""Datagrams waiting for the sender at most."""
 STATE_FILE_NAME = "dht.dat"
 
 
@@ -137,6 +142,7 @@ class DhtService:
         self._rng = rng or random.Random()
         self._node_factory = node_factory
         self._node: DhtNode | None = None
+        self._outbox: gevent.queue.Queue[tuple[bytes, PeerAddress]] = gevent.queue.Queue()
         self._socket: gevent.socket.socket | None = None
         self._greenlets: list[gevent.Greenlet[Any, Any]] = []
         self._reports = StatusReports()
@@ -183,6 +189,7 @@ class DhtService:
             gevent.spawn(self._receive_loop),
             gevent.spawn(self._timer_loop),
             gevent.spawn(self._bootstrap_loop),
+            gevent.spawn(self._send_loop),
         ]
         log.info(
             "DHT node listening on UDP %s (%d nodes from the saved table)",
@@ -347,10 +354,8 @@ class DhtService:
                 if self._refused_sends == 1:
                     log.warning("DHT: not sending to %s (local-only mode)", address)
                 continue
-            try:
-                sock.sendto(datagram, (address.host, address.port))
-            except OSError as exc:
-                log.debug("DHT: sending to %s failed: %s", address, exc)
+            if self._outbox.qsize() < SEND_QUEUE:
+                self._outbox.put((datagram, address))
         messages: list[Message] = []
         for event in node.take_events():
             match event:
@@ -362,6 +367,16 @@ class DhtService:
                     log.info("DHT: our external address is %s", ip)
         if messages:
             self._emit(messages)
+
+    def _send_loop(self) -> None:
+        sock = self._socket
+        assert sock is not None
+        while True:
+            datagram, address = self._outbox.get()
+            try:
+                sock.sendto(datagram, (address.host, address.port))
+            except OSError as exc:
+                log.debug("DHT: sending to %s failed: %s", address, exc)
 
     def _may_reach(self, host: str) -> bool:
         return not self._local_only or is_local_host(host)
