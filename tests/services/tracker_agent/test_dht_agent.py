@@ -244,3 +244,28 @@ def test_a_torrents_nodes_are_bootstrap_candidates_and_a_private_torrent_is_left
         assert [row.info_hash for row in status.torrents] == [public.info_hash]
     finally:
         ours.close()
+
+
+def test_garbage_is_dropped_and_counted_and_the_node_still_answers(
+    coordinator: Coordinator, start_agent: StartAgent
+) -> None:
+    ours = LoopbackNode()
+    try:
+        port = free_udp_port()
+        agent_address = PeerAddress(LOOPBACK, port)
+        agent = start_agent(dht_config(port, []))
+        coordinator.wait_for(lambda m: isinstance(m, AgentInfo), 10.0)
+        rng = random.Random(7)
+        for size in range(2000):  # a burst of garbage: its rate limit drops most of it
+            ours.sock.sendto(rng.randbytes(size % 1400 + 1), (LOOPBACK, port))
+        time.sleep(1.5)  # past the per-source rate limit's burst
+        ours.node.ping(agent_address, ours.now())
+        assert ours.pump(lambda: ours.node.table().counts(ours.now()).nodes >= 1, 10.0)
+        status = coordinator.wait_for(
+            lambda m: isinstance(m, DhtStatusChanged) and m.summary.packets_dropped >= 100, 10.0
+        )
+        assert isinstance(status, DhtStatusChanged)
+        assert agent.process.poll() is None
+        assert "Traceback" not in agent.log()
+    finally:
+        ours.close()
