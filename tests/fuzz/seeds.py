@@ -14,6 +14,7 @@ Rules:
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterator
 from enum import Enum
 from functools import cache
@@ -36,6 +37,9 @@ from torviz.shared.bus.codec import (
     StrField,
     TupleField,
 )
+from torviz.shared.dht.krpc import Response, decode_krpc
+from torviz.shared.dht.node_id import NodeId, NodeInfo
+from torviz.shared.errors import KrpcError
 from torviz.shared.types import PeerAddress
 from torviz.shared.wire import (
     AllowedFast,
@@ -68,8 +72,12 @@ __all__ = [
     "extension_payloads",
     "handshakes",
     "info_dicts",
+    "krpc_datagrams",
     "magnets",
+    "metadata_payloads",
     "peer_ids",
+    "pex_payloads",
+    "routing_table_files",
     "torrent_shapes",
     "torrents",
     "tracker_http_replies",
@@ -307,3 +315,151 @@ def _bus_messages() -> Iterator[Any]:
 def bus_headers() -> tuple[bytes, ...]:
     """Three encoded instances of every bus message: smallest, largest, in between."""
     return tuple(dict.fromkeys(encode_message(m) for m in _bus_messages()))
+
+
+# --- DHT and extension messages ------------------------------------------------------------------
+
+_BEP5_ID = b"abcdefghij0123456789"
+_BEP5_OTHER = b"mnopqrstuvwxyz123456"
+
+
+@cache
+def krpc_datagrams() -> tuple[bytes, ...]:
+    """KRPC datagrams: libtorrent's captured ones (``tests/vectors/dht/``), BEP 5's examples,
+    and the shapes neither gives: BEP 32 ``want``/``nodes6``, BEP 43 ``ro``, an unknown method,
+    ``implied_port``, a non-UTF-8 error text."""
+    node = _BEP5_OTHER + bytes([127, 0, 0, 2, 0x1A, 0xE1])
+    node6 = _BEP5_OTHER + bytes(15) + b"\x01\x1a\xe1"
+    shapes: list[dict[bytes, object]] = [
+        # BEP 5's examples, as the BEP prints them.
+        {b"t": b"aa", b"y": b"q", b"q": b"ping", b"a": {b"id": _BEP5_ID}},
+        {b"t": b"aa", b"y": b"r", b"r": {b"id": _BEP5_OTHER}},
+        {b"t": b"aa", b"y": b"e", b"e": [201, b"A Generic Error Ocurred"]},
+        {
+            b"t": b"aa",
+            b"y": b"q",
+            b"q": b"find_node",
+            b"a": {b"id": _BEP5_ID, b"target": _BEP5_OTHER},
+        },
+        {b"t": b"aa", b"y": b"r", b"r": {b"id": _BEP5_ID, b"nodes": node * 2}},
+        {
+            b"t": b"aa",
+            b"y": b"q",
+            b"q": b"get_peers",
+            b"a": {b"id": _BEP5_ID, b"info_hash": _BEP5_OTHER},
+        },
+        {
+            b"t": b"aa",
+            b"y": b"r",
+            b"r": {b"id": _BEP5_ID, b"token": b"aoeusnth", b"values": [b"axje.u", b"idhtnm"]},
+        },
+        {
+            b"t": b"aa",
+            b"y": b"q",
+            b"q": b"announce_peer",
+            b"a": {
+                b"id": _BEP5_ID,
+                b"implied_port": 1,
+                b"info_hash": _BEP5_OTHER,
+                b"port": 6881,
+                b"token": b"aoeusnth",
+            },
+        },
+        # BEP 32, 42, 43 and the odd shapes.
+        {
+            b"t": b"\x00\x01",
+            b"y": b"q",
+            b"q": b"get_peers",
+            b"ro": 1,
+            b"v": b"LT\x02\x01",
+            b"a": {b"id": _BEP5_ID, b"info_hash": _BEP5_OTHER, b"want": [b"n4", b"n6", b"x"]},
+        },
+        {
+            b"t": b"\x00\x02",
+            b"y": b"r",
+            b"ip": bytes(15) + b"\x01\x1a\xe1",
+            b"r": {
+                b"id": _BEP5_ID,
+                b"nodes": node,
+                b"nodes6": node6 * 2,
+                b"values": [bytes(15) + b"\x01\x1a\xe1", bytes([10, 0, 0, 1, 0, 80])],
+                b"token": b"\xff" * 20,
+            },
+        },
+        {b"t": b"zz", b"y": b"q", b"q": b"sample_infohashes", b"a": {b"id": _BEP5_ID}},
+        {b"t": b"zz", b"y": b"q", b"q": b"g\xc3\xa9t", b"a": {}},
+        {b"t": b"zz", b"y": b"e", b"e": [204, b"\xff\xfe bad"], b"ip": bytes([1, 2, 3, 4, 0, 1])},
+    ]
+    return (*_files(VECTORS / "dht", "*.bin"), *map(bencode, shapes))
+
+
+@cache
+def metadata_payloads() -> tuple[bytes, ...]:
+    """``ut_metadata`` payloads: libtorrent's data and reject answers, a request, an unknown
+    ``msg_type``, and the last (short) piece of a two-piece info dictionary."""
+    last = bencode({b"msg_type": 1, b"piece": 1, b"total_size": 16384 + 10}) + b"x" * 10
+    return (
+        *_files(VECTORS / "wire", "lt_metadata_*.bin"),
+        bencode({b"msg_type": 0, b"piece": 0}),
+        bencode({b"msg_type": 2, b"piece": 511}),
+        bencode({b"msg_type": 9, b"piece": 0, b"extra": [1, 2]}),
+        last,
+    )
+
+
+@cache
+def pex_payloads() -> tuple[bytes, ...]:
+    """``ut_pex`` payloads: libtorrent's (from its captured frame) and one with every key,
+    flags short of their list, and unusable entries."""
+    frames = [data[6:] for data in _files(VECTORS / "wire", "lt_ut_pex.bin")]  # length, 20, id
+    v4 = bytes([10, 0, 0, 1, 0x1A, 0xE1, 0, 0, 0, 0, 0, 80, 10, 0, 0, 2, 0, 0])
+    v6 = bytes(15) + b"\x01\x1a\xe1" + b"\xff" + bytes(15) + b"\x00\x50"
+    every = {
+        b"added": v4,
+        b"added.f": b"\x12",
+        b"dropped": v4[:6],
+        b"added6": v6,
+        b"added6.f": b"\x01\x02\x03",
+        b"dropped6": v6[:18],
+        b"x": 1,
+    }
+    return (*frames, bencode(every), b"de")
+
+
+@cache
+def routing_table_files() -> tuple[bytes, ...]:
+    """Routing table state files (``RoutingTable.dump``'s form): the nodes libtorrent named in
+    the captured DHT vectors, and generated ones of each family, spread over the id space so
+    that buckets fill and split."""
+    own = NodeId(bytes.fromhex("b4eaaac6e43817e98709e9382c4d2c22be91ba58"))
+    captured: list[NodeInfo] = []
+    for data in _files(VECTORS / "dht", "*.bin"):
+        try:
+            message = decode_krpc(data)
+        except KrpcError:
+            continue
+        if isinstance(message, Response):
+            captured.extend(message.nodes)
+
+    def entry(info: NodeInfo) -> bytes:
+        packed = ipaddress.ip_address(info.address.host).packed
+        return info.id.raw + packed + info.address.port.to_bytes(2, "big")
+
+    def spread(count: int, ipv6: bool) -> bytes:
+        out = bytearray()
+        for i in range(count):
+            node_id = bytes([(i * 37) % 256, i % 7]) + own.raw[2:]
+            ip = bytes(15) + bytes([i + 1]) if ipv6 else bytes([10, 1, i // 250, i % 250 + 1])
+            out += node_id + ip + (6881 + i).to_bytes(2, "big")
+        return bytes(out)
+
+    def table(nodes: bytes, node_id: bytes = own.raw) -> bytes:
+        return bencode({b"id": node_id, b"nodes": nodes, b"v": 1})
+
+    return (
+        table(b"".join(map(entry, captured))),
+        table(spread(40, False)),
+        table(spread(24, True)),
+        table(b""),
+        table(spread(3, False), bytes(20)),
+    )

@@ -20,8 +20,11 @@ Rules:
   printable tracker text, the wire decoder's buffer).
 - Where a parser takes more than bytes (chunk sizes, decoder options, a bitfield's piece
   count), the first input bytes choose them, so every input replays deterministically.
-- Adding a target (the DHT's KRPC codec, when ``shared/dht`` lands) is one decorated function
-  ``fuzz_<name>(data: bytes) -> None`` plus the seeds it starts from.
+- Adding a target is one decorated function ``fuzz_<name>(data: bytes) -> None`` plus the seeds
+  it starts from. The registry (``Target``, ``TARGETS``, ``fuzz_target``) lives in
+  ``registry.py`` and is re-exported here; the targets of the peers' extension messages
+  (``targets_peers.py``) and of the DHT (``targets_dht.py``) are imported at the end of this
+  module, so ``tests.fuzz.targets.TARGETS`` holds every target.
 """
 
 from __future__ import annotations
@@ -29,11 +32,11 @@ from __future__ import annotations
 import hashlib
 import random
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from functools import partial
 from typing import TypeVar
 
 from tests.fuzz import seeds
+from tests.fuzz.registry import TARGETS, Target, fuzz_target
 from torviz.shared.bencode import (
     DEFAULT_LIMITS,
     NETWORK_LIMITS,
@@ -93,40 +96,6 @@ from torviz.shared.wire import (
 __all__ = ["TARGETS", "Target", "fuzz_target"]
 
 _T = TypeVar("_T")
-
-
-@dataclass(frozen=True, slots=True)
-class Target:
-    """A registered fuzz target.
-
-    Attributes:
-        name: what ``run.py`` and the regression file names call it (``fuzz_`` dropped).
-        run: the target itself; raises only on a finding.
-        seeds: the seed inputs, already in the target's input layout.
-        max_len: the longest input the fuzzer generates (seeds longer than this are cut).
-    """
-
-    name: str
-    run: Callable[[bytes], None]
-    seeds: Callable[[], Iterable[bytes]]
-    max_len: int
-
-
-TARGETS: dict[str, Target] = {}
-"""Every target by name, in registration order."""
-
-
-def fuzz_target(
-    seeds: Callable[[], Iterable[bytes]], *, max_len: int = 8192
-) -> Callable[[Callable[[bytes], None]], Callable[[bytes], None]]:
-    """Register ``fuzz_<name>`` as the target ``<name>``, starting from ``seeds()``."""
-
-    def register(run: Callable[[bytes], None]) -> Callable[[bytes], None]:
-        name = run.__name__.removeprefix("fuzz_")
-        TARGETS[name] = Target(name, run, seeds, max_len)
-        return run
-
-    return register
 
 
 def _chunks(data: bytes, seed: int) -> list[bytes | memoryview]:
@@ -584,3 +553,8 @@ def fuzz_bitfield(data: bytes) -> None:
     assert field.to_bytes() == body
     assert len(field) == int.from_bytes(body, "big").bit_count()
     assert all(0 <= index < size for index in field)
+
+
+# --- the targets of the other modules ------------------------------------------------------------
+# Imported last so they register after these; ``TARGETS`` above is the one registry they fill.
+from tests.fuzz import targets_dht, targets_peers  # noqa: E402, F401

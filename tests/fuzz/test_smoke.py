@@ -24,7 +24,9 @@ import pytest
 
 from tests.fuzz import run
 from tests.fuzz.targets import TARGETS
-from torviz.shared.errors import BusError
+from torviz.shared.errors import BusError, KrpcError
+from torviz.shared.types import PeerAddress
+from torviz.shared.wire.pex import DecodedPex, PexMessage
 
 SMOKE_RUNS = 3_000
 
@@ -110,6 +112,14 @@ def _raise(exc: Exception) -> Callable[..., object]:
     return planted
 
 
+_PEER = PeerAddress("192.0.2.1", 6881)
+_TOO_MANY = DecodedPex(PexMessage(added=(_PEER,) * 101, added_flags=(0,) * 101), 0)
+"""A ``ut_pex`` decoding over the cap (the target's caps are 100 and 2)."""
+
+_PING = b"d1:ad2:id20:abcdefghij0123456789e1:q4:ping1:t2:aa1:y1:qe"
+_REQUEST = b"d8:msg_typei0e5:piecei0ee"
+"""What a broken encoder returns for every message: a round trip then changes the message."""
+
 PLANTED_BUGS = [
     # An undocumented exception type escapes.
     ("magnet", "parse_magnet", _raise(IndexError("x")), IndexError),
@@ -120,6 +130,14 @@ PLANTED_BUGS = [
     ("bencode_strict", "bencode", lambda value: b"i0e", AssertionError),
     ("wire_codec", "encode", lambda message: b"\xff", AssertionError),
     ("extension_handshake", "encode_extension_handshake", lambda h: b"de", AssertionError),
+    # The targets of the other modules (named ``module.attribute``).
+    ("dht_krpc", "targets_dht.decode_krpc", _raise(KeyError("x")), KeyError),
+    ("dht_krpc", "targets_dht.decode_krpc", _raise(KrpcError("made_up", "x")), AssertionError),
+    ("dht_krpc", "targets_dht.encode_krpc", lambda message: _PING, AssertionError),
+    ("dht_table_file", "targets_dht.RoutingTable.load", _raise(ValueError("x")), ValueError),
+    ("ut_metadata", "targets_peers.encode_metadata_message", lambda m: _REQUEST, AssertionError),
+    ("ut_pex", "targets_peers.decode_pex", lambda payload, max_entries: _TOO_MANY, AssertionError),
+    ("ut_pex", "targets_peers.encode_pex", lambda m: b"de", AssertionError),
 ]
 
 
@@ -135,7 +153,8 @@ def test_a_target_reports_a_broken_contract(
     error: type[Exception],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(f"tests.fuzz.targets.{attribute}", replacement)
+    module = "tests.fuzz" if "." in attribute else "tests.fuzz.targets"
+    monkeypatch.setattr(f"{module}.{attribute}", replacement)
     target = TARGETS[name]
     with pytest.raises(error):
         for data in target.seeds():
