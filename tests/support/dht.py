@@ -28,6 +28,7 @@ __all__ = [
     "dht_seeder",
     "status_document",
     "torviz_dht_config",
+    "wait_agent_pid",
     "wait_document",
 ]
 
@@ -132,6 +133,19 @@ def wait_document(
         time.sleep(0.3)
 
 
+def wait_agent_pid(agent_pid: Callable[[str], int], kind: str, timeout: float = 15.0) -> int:
+    """The pid of the daemon's agent of `kind` (`agent_pid` is `TorvizDaemon.agent_pid`),
+    waiting up to `timeout` seconds for the daemon to start it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return agent_pid(kind)
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
 def cpu_seconds(pid: int) -> float:
     """User plus system CPU time of `pid` so far, in seconds (0 once it is gone)."""
     try:
@@ -149,13 +163,16 @@ class CpuSample:
     wall: float = 0.0
     cpu: float = 0.0
 
+    started: float = 0.0
+    _cpu0: float = 0.0
+
     def start(self) -> CpuSample:
-        self._wall0 = time.monotonic()
+        self.started = time.monotonic()
         self._cpu0 = cpu_seconds(self.pid)
         return self
 
     def stop(self) -> CpuSample:
-        self.wall = time.monotonic() - self._wall0
+        self.wall = time.monotonic() - self.started
         self.cpu = cpu_seconds(self.pid) - self._cpu0
         return self
 

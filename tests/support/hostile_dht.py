@@ -7,7 +7,7 @@ Strategy: this file is both the parent side (`HostileDht`, `HostileConfig`) and 
 tiny bencode: an independent implementation, nothing of torviz's codec). The child prints one
 JSON object per line: ``{"event":"ready","addresses":[...]}`` then ``{"event":"stats",...}``
 every 0.5 s with its counters (datagrams and bytes sent and received, queries seen per method,
-answers sent, the distinct addresses that queried it). Modes:
+answers sent, bogus nodes handed out, the distinct addresses that queried it). Modes:
 
 - ``flood``: `rate` queries a second (ping, get_peers, find_node, announce_peer with a bad
   token, in turn) to `target`, each from one of `sources` sockets on 127.66.x.y with a random
@@ -23,6 +23,11 @@ answers sent, the distinct addresses that queried it). Modes:
   target T with an id a few bits from T, nodes that are its own other addresses (ids close to
   T too) and a token, never values: it tries to eclipse every lookup. It queries `target`
   every second from each address.
+- ``table_fill`` (not hostile: the load benchmark's honest crowd): `fill_buckets` x 8 well-
+  behaved nodes on 127.80.x.y whose ids share 0, 1, 2, ... leading bits with the target's
+  (learnt from its answer to a ping), so each of the target's first `fill_buckets` buckets
+  can be full. Each queries the target once (and again every 60 s) and answers pings,
+  find_node and get_peers (nodes of its own crowd) like an honest node.
 
 Rules:
 - Loopback only: every address bound or sent to is checked to be in 127.0.0.0/8.
@@ -51,7 +56,7 @@ from typing import Any, Literal, Self
 
 __all__ = ["HostileConfig", "HostileDht", "bdecode", "bencode", "main"]
 
-Mode = Literal["flood", "garbage", "bogus_nodes", "spoof_ids"]
+Mode = Literal["flood", "garbage", "bogus_nodes", "spoof_ids", "table_fill"]
 
 _MAX_DATAGRAM = 2048
 _MAX_DEPTH = 32
@@ -126,6 +131,7 @@ class HostileConfig:
         bogus_count: distinct bogus nodes handed out, in 127.77.0.0/16.
         per_answer: bogus nodes in one answer (26 bytes each; 8 is what honest nodes send).
         spoof_count: addresses of the spoofing node, 127.79.0.1.. .
+        fill_buckets: buckets of the target to fill (table_fill), 8 nodes each.
         max_seconds: the process exits after this long whatever happens.
     """
 
@@ -137,10 +143,11 @@ class HostileConfig:
     bogus_count: int = 1000
     per_answer: int = 8
     spoof_count: int = 8
+    fill_buckets: int = 24
     max_seconds: float = 300.0
 
     def __post_init__(self) -> None:
-        if self.mode not in ("flood", "garbage", "bogus_nodes", "spoof_ids"):
+        if self.mode not in ("flood", "garbage", "bogus_nodes", "spoof_ids", "table_fill"):
             raise ValueError(f"unknown mode {self.mode!r}")
         for address in (self.target, self.listen):
             if address and not address.startswith("127."):
@@ -151,6 +158,8 @@ class HostileConfig:
             raise ValueError("bogus_count must be 1..65000, per_answer 1..70")
         if not (0 < self.spoof_count <= 250 and 0 < self.max_seconds <= 3600):
             raise ValueError("spoof_count must be 1..250, max_seconds up to 3600")
+        if not 0 < self.fill_buckets <= 100:
+            raise ValueError("fill_buckets must be 1..100")
 
 
 def _split(address: str) -> tuple[str, int]:
@@ -186,6 +195,7 @@ class _Child:
             "bytes_received": 0,
             "answers_sent": 0,
             "undecodable": 0,
+            "nodes_handed_out": 0,
         }
         self.queries: dict[str, int] = {}
         self.queriers: set[tuple[str, int]] = set()
@@ -196,6 +206,8 @@ class _Child:
         ]
         self.bogus_next = 0
         self.tx = 0
+        self.target_id: bytes | None = None  # table_fill: learnt from the target's answer
+        self.fill_ids: list[bytes] = []
 
     def bind(self) -> list[str]:
         config = self.config
@@ -206,6 +218,9 @@ class _Child:
             wanted = [(f"127.67.0.{1 + i}", 0) for i in range(16)]
         elif config.mode == "bogus_nodes":
             wanted = [_split(config.listen) if config.listen else ("127.78.0.1", 0)]
+        elif config.mode == "table_fill":
+            count = config.fill_buckets * 8
+            wanted = [(f"127.80.{1 + i // 250}.{1 + i % 250}", 0) for i in range(count)]
         else:
             wanted = [(f"127.79.0.{1 + i}", 0) for i in range(config.spoof_count)]
         for host, port in wanted:
@@ -289,9 +304,27 @@ class _Child:
     def own_id(self, index: int, target: bytes) -> bytes:
         if self.config.mode == "spoof_ids":
             return _near(target, self.rng)
+        if self.config.mode == "table_fill" and self.fill_ids:
+            return self.fill_ids[index]
         return hashlib.sha1(b"bogus-node-%d" % index).digest()
 
     # -- incoming -----------------------------------------------------------------------
+
+    def learn_target(self, message: dict[Any, Any]) -> None:
+        """table_fill: the target's id from its answer; then ids sharing 0, 1, 2, ... leading
+        bits with it (8 each), and every node queries the target once."""
+        reply = message.get(b"r")
+        node_id = reply.get(b"id") if isinstance(reply, dict) else None
+        if self.target_id is not None or not isinstance(node_id, bytes) or len(node_id) != 20:
+            return
+        self.target_id = node_id
+        base = int.from_bytes(node_id, "big")
+        for index in range(len(self.sockets)):
+            shared = index // 8  # leading bits in common with the target
+            low = self.rng.getrandbits(159 - shared) if shared < 159 else 0
+            value = (base ^ (1 << (159 - shared))) & ~((1 << (159 - shared)) - 1) | low
+            self.fill_ids.append(value.to_bytes(20, "big"))
+        self.ping_target()
 
     def answer(self, index: int, data: bytes, source: tuple[str, int]) -> None:
         self.counters["received"] += 1
@@ -301,7 +334,11 @@ class _Child:
         except (ValueError, IndexError):
             self.counters["undecodable"] += 1
             return
-        if not isinstance(message, dict) or message.get(b"y") != b"q":
+        if not isinstance(message, dict):
+            return
+        if self.config.mode == "table_fill" and message.get(b"y") == b"r":
+            self.learn_target(message)
+        if message.get(b"y") != b"q":
             return
         method = message.get(b"q", b"")
         args = message.get(b"a", {})
@@ -311,7 +348,7 @@ class _Child:
         self.queries[name] = self.queries.get(name, 0) + 1
         if len(self.queriers) < 10_000:
             self.queriers.add(source)
-        if self.config.mode not in ("bogus_nodes", "spoof_ids"):
+        if self.config.mode not in ("bogus_nodes", "spoof_ids", "table_fill"):
             return
         target = args.get(b"info_hash") or args.get(b"target") or self.rng.randbytes(20)
         if not isinstance(target, bytes) or len(target) != 20:
@@ -326,6 +363,13 @@ class _Child:
         self.counters["answers_sent"] += 1
 
     def nodes_for(self, target: bytes, index: int) -> bytes:
+        if self.config.mode == "table_fill":
+            if not self.fill_ids:
+                return b""
+            picks = self.rng.sample(range(len(self.sockets)), min(8, len(self.sockets)))
+            return b"".join(
+                self.fill_ids[i] + _compact(*self.sockets[i].getsockname()) for i in picks
+            )
         if self.config.mode == "spoof_ids":
             return b"".join(
                 _near(target, self.rng) + _compact(*s.getsockname())
@@ -337,6 +381,7 @@ class _Child:
             host, port = self.bogus[self.bogus_next]
             self.bogus_next = (self.bogus_next + 1) % len(self.bogus)
             entries.append(_near(target, self.rng, bits=32) + _compact(host, port))
+        self.counters["nodes_handed_out"] += len(entries)
         return b"".join(entries)
 
     # -- loop ---------------------------------------------------------------------------
@@ -361,6 +406,17 @@ class _Child:
                 owed = min(owed + (now - last) * config.rate, config.rate)  # at most 1 s owed
                 self.fire(int(owed))
                 owed -= int(owed)
+            elif config.mode == "table_fill":
+                if now >= next_ping:  # a ping to learn the target's id, then queries
+                    if self.target_id is None and self.target is not None:
+                        ping = bencode(
+                            {"t": self.next_tx(), "y": "q", "q": "ping", "a": {"id": b"f" * 20}}
+                        )
+                        self.send(self.sockets[0], ping, self.target)
+                        next_ping = now + 0.5
+                    else:
+                        self.ping_target()
+                        next_ping = now + 60.0
             elif now >= next_ping:
                 self.ping_target()
                 next_ping = now + 1.0
