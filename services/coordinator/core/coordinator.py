@@ -184,7 +184,7 @@ class Coordinator(ControlRequests):
                 case ServiceKind.PEER_AGENT if torrent.swarm.picker is not None:
                     self._attach(torrent, agent)
                 case ServiceKind.PEER_AGENT if torrent.swarm.magnet_attached:
-                    self._send(agent.identity, AttachMagnet(torrent.info_hash, self.peer_id))
+                    self._attach_magnet(torrent, agent)
                 case ServiceKind.TRACKER_AGENT if torrent.swarm.running:
                     self.announcing.reannounce(torrent, self._now)
 
@@ -227,6 +227,14 @@ class Coordinator(ControlRequests):
             for torrent in self.torrents.values():
                 if torrent.swarm.picker is not None and not torrent.private:
                     self._attach(torrent, agent)
+                elif torrent.swarm.magnet_attached and torrent.swarm.picker is None:
+                    self._attach_magnet(torrent, agent)
+
+    def _attach_magnet(self, torrent: Torrent, agent: Agent) -> None:
+        """A magnet link's torrent to a peer agent; whether it is private is not known yet, so
+        its connections tell peers our DHT port (the DHT is how a bare link finds peers)."""
+        port = self.dht.port_for(agent, private=False)
+        self._send(agent.identity, AttachMagnet(torrent.info_hash, self.peer_id, port))
 
     def agents_quiet(self, identities: set[bytes]) -> None:
         """``AgentListener``: a peer agent that missed a heartbeat may be dead: its
@@ -468,7 +476,7 @@ class Coordinator(ControlRequests):
         torrent.pex = for_torrent(torrent, self.config, self.agents.listen_addresses())
         swarm.magnet_attached = True
         for agent in self.agents.of_kind(ServiceKind.PEER_AGENT):
-            self._send(agent.identity, AttachMagnet(torrent.info_hash, self.peer_id))
+            self._attach_magnet(torrent, agent)
         swarm.add_candidates(torrent.magnet.peers, PeerSource.MAGNET)
         self.announcing.reannounce(torrent, self._now)
         swarm.connect_more()

@@ -183,13 +183,16 @@ class Registry(Generic[H]):
 
     def attach_magnet(self, message: AttachMagnet) -> Torrent:
         """Remember a torrent known only by its info hash (its connections fetch the info
-        dictionary); a torrent attached already, either way, stays as it is.
+        dictionary); a torrent attached already, either way, stays as it is, except that a
+        magnet torrent takes the new DHT port (for its new connections).
 
         Returns:
             The torrent as it is now.
         """
         old = self._torrents.get(message.info_hash)
         if old is not None:
+            if old.geometry is None:
+                old.dht_port = message.dht_port
             return old
         torrent = Torrent(
             info_hash=message.info_hash,
@@ -198,6 +201,7 @@ class Registry(Generic[H]):
             have=None,
             private=False,
             storage_endpoint="",
+            dht_port=message.dht_port,
         )
         self._torrents[message.info_hash] = torrent
         return torrent

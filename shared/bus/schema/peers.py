@@ -79,6 +79,8 @@ class AttachMagnet(Message):
 
     info_hash: InfoHash
     peer_id: PeerId
+    dht_port: Port = 0
+    """As ``AttachTorrent.dht_port``."""
 
 
 @bus_message(tag=31)

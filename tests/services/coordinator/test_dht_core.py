@@ -13,6 +13,7 @@ from torviz.shared.bitfield import Bitfield
 from torviz.shared.bus import (
     AddTorrent,
     AgentInfo,
+    AttachMagnet,
     AttachTorrent,
     DhtNodeSeen,
     DhtStatusChanged,
@@ -103,6 +104,15 @@ def test_a_dht_node_arriving_later_reattaches_the_peer_agents_on_its_host() -> N
     assert sent(core, AttachTorrent) == []  # nothing changed
     core.agent_left(TRACKER, 3.0)
     assert [(to, m.dht_port) for to, m in sent(core, AttachTorrent)] == [(PA1, 0)]
+
+
+def test_a_magnet_links_connections_tell_the_dht_port_of_their_host_and_follow_it() -> None:
+    core = two_hosts(dht_a=0)
+    link = "magnet:?xt=urn:btih:" + "ab" * 20
+    assert isinstance(core.add_torrent(AddTorrent(b"", "", link), now=0.0), TorrentAdded)
+    assert {to: m.dht_port for to, m in sent(core, AttachMagnet)} == {PA1: 0, PA2: 7002}
+    core.handle(TRACKER, AgentInfo(0, None, "", "", announce_host=HOST_A, dht_port=7005), 1.0)
+    assert [(to, m.dht_port) for to, m in sent(core, AttachMagnet)] == [(PA1, 7005)]
 
 
 def test_a_peers_port_goes_to_the_dht_node_on_the_reporting_agents_host_once() -> None:

@@ -278,3 +278,11 @@ def test_the_dht_port_is_kept_and_refreshed_and_never_for_a_private_torrent() ->
     assert reg.attach(replace(ATTACH, dht_port=6881)).dht_port == 6881
     assert reg.attach(replace(ATTACH, dht_port=0)).dht_port == 0
     assert reg.attach(replace(ATTACH, dht_port=6881, private=True)).dht_port == 0
+
+
+def test_a_magnet_torrent_keeps_its_dht_port_and_takes_a_new_one_until_its_metadata() -> None:
+    reg: Registry[str] = Registry("pa1")
+    assert reg.attach_magnet(replace(MAGNET, dht_port=6881)).dht_port == 6881
+    assert reg.attach_magnet(replace(MAGNET, dht_port=7001)).dht_port == 7001
+    reg.attach(replace(ATTACH, dht_port=7002))
+    assert reg.attach_magnet(replace(MAGNET, dht_port=0)).dht_port == 7002  # a torrent now
