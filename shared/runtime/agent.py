@@ -52,7 +52,7 @@ which ZeroMQ bounds at 255 bytes."""
 
 _DESCRIPTIONS = {
     "tracker_agent": "The torviz tracker agent: finds peers for the coordinator's torrents "
-    "through HTTP and UDP trackers.",
+    "through HTTP and UDP trackers and the DHT.",
     "peer_agent": "A torviz peer agent: holds peer connections for the coordinator (the peer "
     "wire protocol), fetching the pieces it is assigned and serving the blocks peers ask for.",
     "storage_agent": "The torviz storage agent: the one service that touches downloaded files; "
