@@ -447,16 +447,20 @@ class RoutingTable:
 
         Returns:
             The table and, when the data was unusable, the reason (the table is then empty,
-            with ``fallback_id``). Entries unusable in the file or refused by the table are
-            counted in ``skipped``.
+            with ``fallback_id``). Every entry of the file not in the table now is counted in
+            ``skipped``: unusable, refused, or pushed out of a full replacement cache by a
+            later entry.
         """
         content = read_table_file(data, ipv6=ipv6)
         if isinstance(content, str):
             table = cls(fallback_id, now, limits=limits, id_check=id_check, ipv6=ipv6)
             return LoadedTable(table, content)
         table = cls(content.own_id, now, limits=limits, id_check=id_check, ipv6=ipv6)
-        refused = sum(not table._restore(info, now) for info in content.nodes)
-        return LoadedTable(table, None, content.unusable + refused)
+        for info in content.nodes:
+            table._restore(info, now)
+        # Refused entries, and those a later entry pushed out of a full replacement cache.
+        lost = len(content.nodes) - len(table._by_id)
+        return LoadedTable(table, None, content.unusable + lost)
 
     # -- internals -------------------------------------------------------------------------
 

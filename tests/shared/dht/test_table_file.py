@@ -85,6 +85,18 @@ def test_bad_entries_are_skipped_not_fatal() -> None:
     assert loaded.reason is None and loaded.skipped == 6 and len(loaded.table) == 1
 
 
+def test_entries_pushed_out_of_a_full_replacement_cache_count_as_skipped() -> None:
+    # 17 nodes of one bucket: 8 in it, 8 in its replacement cache, one pushed out.
+    entries = [
+        _entry(bytes([0x80, i]) + bytes(18), bytes([10, 0, 0, i + 1]), 6881) for i in range(17)
+    ]
+    data = encode({b"v": 1, b"id": bytes(20), b"nodes": b"".join(entries)})
+    loaded = RoutingTable.load(data, 0.0, fallback_id=OWN)
+    counts = loaded.table.counts(0.0)
+    assert loaded.reason is None and (counts.nodes, counts.replacements) == (8, 8)
+    assert loaded.skipped == 1
+
+
 def test_mangled_dumps_never_raise() -> None:
     rng = random.Random(8)
     good = populated().dump()
