@@ -12,9 +12,11 @@ Rules:
   ids it is given under, and the owner matches answers by address.
 - The shortlist holds at most ``capacity`` candidates; a newcomer takes the place of a failed
   one, or else of the farthest one not in flight if that is farther (an address once asked stays
-  remembered and is never asked again). From one answer
+  remembered and is never asked again); a seed not yet asked is never pushed out. From one answer
   at most ``per_response`` nodes are taken (the closest), so a node answering with 1,000 invented
-  nodes displaces at most that many real ones; the invented ones then fail one by one.
+  nodes displaces at most that many real ones. Once ``DISBELIEVE_AFTER`` nodes one answer named
+  have failed and none has answered, the rest it named are dropped unasked: a liar costs a
+  couple of timeouts, not sixteen.
 - Only candidates closer than the ``k``-th closest that answered are asked (libtorrent's window):
   a lookup waiting on a slow near node does not wander through the far end of its shortlist.
 - A query older than ``slow_after`` seconds stops holding one of the ``alpha`` slots (another
@@ -31,6 +33,7 @@ Rules:
 
 from __future__ import annotations
 
+import bisect
 import enum
 from collections.abc import Iterable
 
@@ -46,6 +49,7 @@ __all__ = [
     "DEFAULT_PER_RESPONSE",
     "DEFAULT_SLOW_AFTER",
     "DEFAULT_TIMEOUT",
+    "DISBELIEVE_AFTER",
     "Lookup",
     "LookupKind",
 ]
@@ -64,6 +68,9 @@ DEFAULT_MAX_PEERS = 2_000
 """Distinct peers one lookup keeps."""
 DEFAULT_TIMEOUT = 10.0
 """Seconds after which an unanswered query has failed."""
+DISBELIEVE_AFTER = 2
+"""Failures of nodes one answer named (none of them answering) after which the rest it named
+are dropped unasked."""
 DEFAULT_SLOW_AFTER = 2.0
 """Seconds after which an unanswered query no longer holds a slot of ``alpha``."""
 
@@ -83,11 +90,12 @@ class _State(enum.Enum):
 
 
 class _Candidate:
-    __slots__ = ("contact", "distance", "sent_at", "state")
+    __slots__ = ("contact", "distance", "referrer", "sent_at", "state")
 
-    def __init__(self, contact: NodeInfo, distance: int) -> None:
+    def __init__(self, contact: NodeInfo, distance: int, referrer: PeerAddress | None) -> None:
         self.contact = contact
         self.distance = distance
+        self.referrer = referrer
         self.state = _State.NEW
         self.sent_at = 0.0
 
@@ -146,12 +154,18 @@ class Lookup:
         self.max_peers = max_peers
         self._target = target.value
         self._candidates: dict[PeerAddress, _Candidate] = {}
+        self._order: list[_Candidate] = []  # the same candidates, closest first
+        self._checked = -1  # the value of _changes when _finished was last false
+        self._changes = 0  # bumped whenever a candidate is added, dropped or changes state
         self._asked: set[PeerAddress] = set()  # every address ever queried (<= max_queries)
         self._tokens: dict[PeerAddress, bytes] = {}
         self._peers: dict[PeerAddress, None] = {}  # insertion-ordered set
+        # Per referrer (a node whose answer named candidates): [named that answered, failed].
+        self._referrers: dict[PeerAddress, list[int]] = {}
         self.queries_sent = 0
         self.responses = 0
         self.failures = 0
+        self.discarded = 0  # candidates dropped unasked: their referrer named only dead ones
         self._done = False
         self.add_candidates(seeds)
 
@@ -165,8 +179,9 @@ class Lookup:
     @property
     def done(self) -> bool:
         """Whether the lookup has ended (it sends nothing more and ignores late answers)."""
-        if not self._done and self._finished():
-            self._done = True
+        if not self._done and self._checked != self._changes:
+            self._done = self._finished()
+            self._checked = self._changes
         return self._done
 
     @property
@@ -230,11 +245,14 @@ class Lookup:
 
     # -- what the owner does -------------------------------------------------------------------
 
-    def add_candidates(self, contacts: Iterable[NodeInfo]) -> int:
+    def add_candidates(
+        self, contacts: Iterable[NodeInfo], referrer: PeerAddress | None = None
+    ) -> int:
         """Consider more nodes (seeds, a bootstrap router's answer, an answer's ``nodes``).
 
         Args:
             contacts: The nodes; ones already known or already asked are skipped.
+            referrer: The node whose answer named them (None: seeds we trust).
 
         Returns:
             How many entered the shortlist.
@@ -247,8 +265,11 @@ class Lookup:
             distance = contact.id.value ^ self._target
             if len(self._candidates) >= self.capacity and not self._evict_for(distance):
                 continue
-            self._candidates[address] = _Candidate(contact, distance)
+            candidate = _Candidate(contact, distance, referrer)
+            self._candidates[address] = candidate
+            bisect.insort(self._order, candidate, key=_distance)
             added += 1
+            self._changes += 1
         return added
 
     def next_queries(self, now: float) -> list[NodeInfo]:
@@ -273,6 +294,7 @@ class Lookup:
             if candidate.state is _State.ANSWERED:
                 answered += 1
             elif candidate.state is _State.NEW:
+                self._changes += 1
                 candidate.state = _State.IN_FLIGHT
                 candidate.sent_at = now
                 self._asked.add(candidate.contact.address)
@@ -306,13 +328,15 @@ class Lookup:
         if self._done or candidate is None or candidate.state is not _State.IN_FLIGHT:
             return []
         self.responses += 1
+        self._changes += 1
         if node_id == candidate.contact.id:
             candidate.state = _State.ANSWERED
+            if candidate.referrer is not None:
+                self._referrers.setdefault(candidate.referrer, [0, 0])[0] += 1
             if token is not None and self.kind is LookupKind.GET_PEERS:
                 self._tokens[address] = token
         else:
-            candidate.state = _State.FAILED
-            self.failures += 1
+            self._fail(candidate)
         new_peers = []
         for peer in values:
             if len(self._peers) >= self.max_peers:
@@ -320,7 +344,7 @@ class Lookup:
             if peer not in self._peers:
                 self._peers[peer] = None
                 new_peers.append(peer)
-        self.add_candidates(self._closest_of(nodes))
+        self.add_candidates(self._closest_of(nodes), address)
         return new_peers
 
     def on_failure(self, address: PeerAddress, now: float) -> bool:
@@ -336,8 +360,7 @@ class Lookup:
         candidate = self._candidates.get(address)
         if candidate is None or candidate.state is not _State.IN_FLIGHT:
             return False
-        candidate.state = _State.FAILED
-        self.failures += 1
+        self._fail(candidate)
         return True
 
     def expire(self, now: float) -> list[NodeInfo]:
@@ -349,13 +372,14 @@ class Lookup:
         Returns:
             The nodes that failed (the owner tells its routing table).
         """
-        failed = []
-        for candidate in self._candidates.values():
-            if candidate.state is _State.IN_FLIGHT and now - candidate.sent_at >= self.timeout:
-                candidate.state = _State.FAILED
-                self.failures += 1
-                failed.append(candidate.contact)
-        return failed
+        late = [
+            c
+            for c in self._candidates.values()
+            if c.state is _State.IN_FLIGHT and now - c.sent_at >= self.timeout
+        ]
+        for candidate in late:
+            self._fail(candidate)
+        return [c.contact for c in late]
 
     def cancel(self) -> list[NodeInfo]:
         """End the lookup now (its torrent was removed).
@@ -369,8 +393,36 @@ class Lookup:
 
     # -- inside --------------------------------------------------------------------------------
 
+    def _fail(self, candidate: _Candidate) -> None:
+        """A candidate failed; a referrer whose named nodes fail and never answer loses the
+        candidates it named that were not asked yet (they may come back, named by another)."""
+        candidate.state = _State.FAILED
+        self.failures += 1
+        self._changes += 1
+        referrer = candidate.referrer
+        if referrer is None:
+            return
+        score = self._referrers.setdefault(referrer, [0, 0])
+        score[1] += 1
+        if score[0] == 0 and score[1] >= DISBELIEVE_AFTER:
+            for address in [
+                a
+                for a, c in self._candidates.items()
+                if c.referrer == referrer and c.state is _State.NEW
+            ]:
+                self._remove(self._candidates[address])
+                self.discarded += 1
+
     def _ranked(self) -> list[_Candidate]:
-        return sorted(self._candidates.values(), key=lambda c: c.distance)
+        return self._order
+
+    def _remove(self, candidate: _Candidate) -> None:
+        del self._candidates[candidate.contact.address]
+        index = bisect.bisect_left(self._order, candidate.distance, key=_distance)
+        while self._order[index] is not candidate:
+            index += 1
+        del self._order[index]
+        self._changes += 1
 
     def _holds_slot(self, candidate: _Candidate, now: float) -> bool:
         return candidate.state is _State.IN_FLIGHT and now - candidate.sent_at < self.slow_after
@@ -390,17 +442,23 @@ class Lookup:
 
     def _evict_for(self, distance: int) -> bool:
         """Make room for a candidate at ``distance``: drop the farthest failed candidate, or else
-        the farthest one not in flight if it is farther than the newcomer.
+        the farthest one not in flight if it is farther than the newcomer. A seed not yet asked
+        stays: nodes invented by liars must not push out the nodes we started from.
 
         Returns:
             Whether room was made.
         """
-        settled = [c for c in self._candidates.values() if c.state is not _State.IN_FLIGHT]
+        settled = [
+            c
+            for c in self._candidates.values()
+            if c.state is not _State.IN_FLIGHT
+            and not (c.state is _State.NEW and c.referrer is None)
+        ]
         failed = [c for c in settled if c.state is _State.FAILED]
         victim = max(failed or settled, key=lambda c: c.distance, default=None)
         if victim is None or (not failed and victim.distance <= distance):
             return False
-        del self._candidates[victim.contact.address]
+        self._remove(victim)
         self._tokens.pop(victim.contact.address, None)
         return True
 
@@ -415,3 +473,7 @@ class Lookup:
         if all(c.state is _State.ANSWERED for c in top) and len(top) == self.k:
             return True
         return not in_flight and not any(c.state is _State.NEW for c in alive)
+
+
+def _distance(candidate: _Candidate) -> int:
+    return candidate.distance

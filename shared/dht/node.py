@@ -12,9 +12,10 @@ Rules:
   over the limit it is dropped and counted. Malformed ones are dropped and counted; a malformed
   query with a readable ``t`` gets error 203.
 - An answer counts only if its transaction id is one we sent *to that address*; anything else is
-  dropped. An answering node goes into the routing table under the id it gave (the table applies
-  BEP 42 and its other rules). Nodes named in answers are never added directly: they enter the
-  table when they answer a query of ours.
+  dropped. An answering node goes into the routing table under the id it gave (the table
+  applies BEP 42 and its other rules), unless we asked it under another id: a node answering
+  each lookup under a new id (to seem closest) must not rewrite the table. Nodes named in
+  answers are never added directly: they enter the table when they answer a query of ours.
 - Queries from read-only nodes (BEP 43 ``ro``) are answered, but the node never enters the table.
   In read-only mode we set ``ro`` on our queries and answer no query.
 - A torrent gets a ``get_peers`` search on ``add_torrent`` and then every 15 to 30 minutes
@@ -543,9 +544,10 @@ class DhtNode:
             return
         self.counters.responses_received += 1
         table = self._tables[address.is_ipv6]
-        if asked.node_id is not None and asked.node_id != message.node_id:
+        mismatch = asked.node_id is not None and asked.node_id != message.node_id
+        if mismatch:
             self.counters.id_mismatches += 1
-        if message.node_id != self.own_id:
+        elif message.node_id != self.own_id:
             heard = table.heard_from(NodeInfo(message.node_id, address), now, responded=True)
             self._ping_all(heard.to_ping, now)
         if message.ip is not None:
@@ -558,7 +560,7 @@ class DhtNode:
                 search = self._join(now)
                 for ipv6, lookup in search.lookups.items():
                     named = message.nodes6 if ipv6 else message.nodes
-                    lookup.add_candidates(n for n in named if n.id != self.own_id)
+                    lookup.add_candidates((n for n in named if n.id != self.own_id), address)
                 self._pump(search, now)
             case _Purpose.ANNOUNCE:
                 assert asked.info_hash is not None
@@ -582,7 +584,7 @@ class DhtNode:
         peers = lookup.on_response(address, response.node_id, own, values, response.token, now)
         other_lookup = search.lookups.get(not ipv6)
         if other_lookup is not None and other:
-            other_lookup.add_candidates(other)
+            other_lookup.add_candidates(other, address)
         if peers and search.info_hash is not None:
             self._found(search.info_hash, peers)
         self._pump(search, now)

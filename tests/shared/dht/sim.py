@@ -9,12 +9,22 @@ from __future__ import annotations
 
 import random
 from collections import deque
+from typing import Protocol
 
 from torviz.shared.dht.node import DhtConfig, DhtEvent, DhtNode
 from torviz.shared.dht.node_id import NodeId
 from torviz.shared.types import PeerAddress
 
 MAX_DELIVERIES_PER_STEP = 2_000_000
+
+
+class SimNode(Protocol):
+    """What the network drives: a ``DhtNode``, or a hostile stand-in."""
+
+    def receive(self, datagram: bytes, address: PeerAddress, now: float) -> None: ...
+    def tick(self, now: float) -> None: ...
+    def take_outgoing(self) -> list[tuple[bytes, PeerAddress]]: ...
+    def take_events(self) -> list[DhtEvent]: ...
 
 
 def address_of(index: int, port: int = 6881) -> PeerAddress:
@@ -30,11 +40,16 @@ class SimNetwork:
         self.loss = loss
         self.now = 0.0
         self.nodes: dict[PeerAddress, DhtNode] = {}
+        self.others: dict[PeerAddress, SimNode] = {}  # hostile stand-ins
         self.events: dict[PeerAddress, list[DhtEvent]] = {}
         self.queue: deque[tuple[PeerAddress, PeerAddress, bytes]] = deque()
         self.delivered = 0
         self.lost = 0
         self.sent_by: dict[PeerAddress, int] = {}
+        # A node is ticked only once its next deadline has come, as the shell's timer does;
+        # a node that received or sent something has its deadline asked afresh.
+        self.deadlines: dict[PeerAddress, float] = {}
+        self._touched: set[PeerAddress] = set()
 
     def add(
         self, address: PeerAddress, config: DhtConfig | None = None, own_id: NodeId | None = None
@@ -49,9 +64,19 @@ class SimNetwork:
         self.events[address] = []
         return node
 
+    def add_other(self, address: PeerAddress, node: SimNode) -> None:
+        """A stand-in that is not a ``DhtNode`` (it gets datagrams and ticks all the same)."""
+        self.others[address] = node
+        self.events[address] = []
+
+    def _get(self, address: PeerAddress) -> SimNode | None:
+        return self.nodes.get(address) or self.others.get(address)
+
     def collect(self, address: PeerAddress) -> None:
         """Queue what the node at ``address`` wants to send, and keep its events."""
-        node = self.nodes[address]
+        node = self._get(address)
+        assert node is not None
+        self._touched.add(address)
         for data, destination in node.take_outgoing():
             self.sent_by[address] = self.sent_by.get(address, 0) + 1
             if self.loss and self.rng.random() < self.loss:
@@ -76,21 +101,31 @@ class SimNetwork:
                 delivered += 1
                 if delivered > MAX_DELIVERIES_PER_STEP:
                     raise AssertionError("the network did not quiet down")
-                node = self.nodes.get(destination)
+                node = self._get(destination)
                 if node is None:
                     continue
                 self.delivered += 1
                 node.receive(data, source, self.now)
                 self.collect(destination)
+        self._refresh()
         return generations
 
     def step(self, dt: float) -> None:
         """Advance the clock, tick every node, deliver everything."""
         self.now += dt
-        for address, node in self.nodes.items():
-            node.tick(self.now)
-            self.collect(address)
+        for address, node in [*self.nodes.items(), *self.others.items()]:
+            if self.deadlines.get(address, 0.0) <= self.now:
+                node.tick(self.now)
+                self.collect(address)
+        self._refresh()
         self.deliver()
+
+    def _refresh(self) -> None:
+        for address in self._touched:
+            node = self.nodes.get(address)
+            if node is not None:
+                self.deadlines[address] = node.next_deadline(self.now)
+        self._touched.clear()
 
     def run(self, seconds: float, dt: float = 0.5) -> None:
         for _ in range(round(seconds / dt)):

@@ -184,11 +184,41 @@ def test_the_shortlist_is_bounded_and_keeps_the_closest() -> None:
     lookup = Lookup(NodeId.from_int(0), LookupKind.FIND_NODE, [seed], now=0.0, capacity=64)
     lookup.next_queries(0.0)
     many = [_node(rng.getrandbits(160), i + 2) for i in range(5_000)]
-    lookup.add_candidates(many)
+    lookup.add_candidates(many, seed.address)
     assert len(lookup._candidates) == 64
     kept = {n for n in many if n.address in lookup._candidates}
     closest = sorted(many, key=lambda n: n.id.value)[:63]
     assert kept == set(closest)
+
+
+def test_seeds_not_yet_asked_are_never_pushed_out_by_named_nodes() -> None:
+    seeds = [_node((1 << 150) + i, i) for i in range(1, 17)]
+    lookup = Lookup(NodeId.from_int(0), LookupKind.FIND_NODE, seeds, now=0.0, capacity=20)
+    liar = seeds[0]
+    assert lookup.next_queries(0.0) == seeds[:3]
+    invented = [_node(i, 1_000 + i) for i in range(1, 100)]
+    lookup.on_response(liar.address, liar.id, invented, [], None, 0.1)
+    assert {s.address for s in seeds[3:]} <= set(lookup._candidates)  # the unasked ones
+    assert len(lookup._candidates) == 20
+
+
+def test_the_rest_named_by_a_node_whose_named_nodes_all_fail_is_dropped_unasked() -> None:
+    liar, honest = _node(1 << 150, 1), _node(1 << 151, 2)
+    lookup = Lookup(NodeId.from_int(0), LookupKind.FIND_NODE, [liar, honest], now=0.0, alpha=2)
+    lookup.next_queries(0.0)
+    invented = [_node(i, 100 + i) for i in range(1, 17)]
+    real = _node(1 << 149, 3)
+    lookup.on_response(liar.address, liar.id, invented, [], None, 0.1)
+    lookup.on_response(honest.address, honest.id, [real], [], None, 0.1)
+    first = lookup.next_queries(0.2)
+    assert first == invented[:2]
+    for node in first:
+        lookup.on_failure(node.address, 5.0)
+    assert lookup.discarded == 14
+    assert lookup.next_queries(5.0) == [real]
+    # Named again by a node we have no reason to doubt, an invented node may be asked after all.
+    lookup.on_response(real.address, real.id, [invented[5]], [], None, 5.1)
+    assert lookup.next_queries(5.1) == [invented[5]]
 
 
 def test_one_answer_adds_at_most_per_response_nodes_the_closest_it_names() -> None:
