@@ -39,9 +39,12 @@ machine and the commit (the working tree as it is).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -51,23 +54,15 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.magnet_first_byte import FirstByte, Timed, run_torviz
-from bench.sources import RESULTS, machine, source_state
+from bench.magnet_first_byte import COORDINATOR, FirstByte, Timed, run_torviz
+from bench.proctree import cpu_seconds, descendants, read_stat, role_of
+from bench.sources import REPO, RESULTS, machine, source_state
 from bench.workload import clear
 from testing.content import compare_content, make_content, make_torrent, multi_file_layout
-from testing.dht import LtDht
-from testing.processes import ManagedProcess, SwarmError
+from testing.dht import LtDht, dht_seeder, torviz_dht_config
+from testing.hostile_dht import HostileConfig, HostileDht
+from testing.processes import SwarmError
 from testing.swarm import LtPeerConfig, Swarm, free_port, next_loopback_address
-from tests.support.daemon import TorvizDaemon
-from tests.support.dht import (
-    CpuSample,
-    dht_seeder,
-    status_document,
-    torviz_dht_config,
-    wait_agent_pid,
-)
-from tests.support.hostile_dht import HostileConfig, HostileDht
-from tests.support.magnets import RssWatch, rss_kib
 
 # No public router, whatever a config says (services/tracker_agent/core/dht_rules.py).
 os.environ["TORVIZ_DHT_LOCAL_ONLY"] = "1"
@@ -164,14 +159,70 @@ def first_byte(work: Path, args: argparse.Namespace, report: dict[str, Any]) -> 
     return lines
 
 
+class Daemon:
+    """``torviz-coordinator start`` with its own state directory; `stop` leaves nothing."""
+
+    def __init__(self, work: Path, config: Path) -> None:
+        self.flags = ["--state-dir", str(work / "state")]
+        (work / "dl").mkdir(exist_ok=True)
+        self.log = (work / "daemon.log").open("ab")
+        argv = [str(COORDINATOR), "start", *self.flags, "--config", str(config)]
+        argv += ["--download-dir", str(work / "dl")]
+        self.process = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self.log, cwd=REPO
+        )
+
+    def agent(self, role: str, timeout: float = 30.0) -> int:
+        """The pid of its agent `role` (e.g. ``tracker_agent``), once it runs."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = [p for p in descendants(self.process.pid) if role_of(p) == role]
+            if found and self.status() is not None:
+                return found[0]
+            time.sleep(0.2)
+        raise RuntimeError(f"no {role} under the daemon after {timeout} s")
+
+    def status(self) -> dict[str, Any] | None:
+        """``status --json``, or None while the daemon does not answer."""
+        result = subprocess.run(
+            [str(COORDINATOR), "status", "--json", *self.flags],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        if result.returncode != 0:
+            return None
+        document = json.loads(result.stdout)
+        return document if isinstance(document, dict) else None
+
+    def stop(self) -> None:
+        children = descendants(self.process.pid)
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=10)
+        time.sleep(1.0)
+        for pid in children:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        self.log.close()
+
+
 def _measure(pid: int, seconds: float) -> dict[str, float]:
-    """CPU share and RSS peak of `pid` over `seconds`."""
-    watch = RssWatch(pid, max_seconds=seconds + 5)
-    cpu = CpuSample(pid).start()
-    time.sleep(seconds)
-    cpu.stop()
-    peak = watch.stop().get(pid, 0)
-    return {"cpu_share": cpu.share, "rss_peak_kib": peak, "rss_end_kib": rss_kib(pid)}
+    """CPU share of `pid` over `seconds`, and its resident memory (peak of samples every
+    0.2 s, and at the end)."""
+    cpu0, started, peak = cpu_seconds(pid) or 0.0, time.monotonic(), 0
+    while time.monotonic() - started < seconds:
+        stat = read_stat(pid)
+        peak = max(peak, stat.rss if stat else 0)
+        time.sleep(0.2)
+    share = ((cpu_seconds(pid) or 0.0) - cpu0) / (time.monotonic() - started)
+    stat = read_stat(pid)
+    end = stat.rss if stat else 0
+    return {"cpu_share": share, "rss_peak_kib": max(peak, end) // 1024, "rss_end_kib": end // 1024}
 
 
 def load(work: Path, args: argparse.Namespace, report: dict[str, Any]) -> list[str]:
@@ -182,12 +233,10 @@ def load(work: Path, args: argparse.Namespace, report: dict[str, Any]) -> list[s
         port = free_port("127.0.0.1")
         target = f"127.0.0.1:{port}"
         config = torviz_dht_config(work / "torviz-load.toml", port, dht.nodes[:3])
-        (work / "dl").mkdir(exist_ok=True)
-        daemon = TorvizDaemon(work / "state", config, work / "dl", work / "daemon.log")
+        daemon = Daemon(work, config)
         hostiles: list[HostileDht] = []
         try:
-            daemon.start()
-            agent = wait_agent_pid(daemon.agent_pid, "tracker_agent")
+            agent = daemon.agent("tracker_agent")
             fill = HostileDht(
                 HostileConfig("table_fill", target, fill_buckets=args.fill_buckets),
                 log_path=work / "fill.log",
@@ -197,7 +246,7 @@ def load(work: Path, args: argparse.Namespace, report: dict[str, Any]) -> list[s
             nodes, since = -1, time.monotonic()
             deadline = time.monotonic() + 90
             while time.monotonic() < deadline and time.monotonic() - since < 10:
-                now_nodes = (status_document(daemon.cli).get("dht") or {}).get("nodes", 0)
+                now_nodes = ((daemon.status() or {}).get("dht") or {}).get("nodes", 0)
                 if now_nodes != nodes:
                     nodes, since = now_nodes, time.monotonic()
                 time.sleep(1.0)
@@ -212,8 +261,7 @@ def load(work: Path, args: argparse.Namespace, report: dict[str, Any]) -> list[s
             flood.wait_ready()
             results["flood"] = _measure(agent, args.load_seconds)
             results["flood_counters"] = flood.close()
-            document = status_document(daemon.cli)
-            results["dht_after"] = document.get("dht")
+            results["dht_after"] = (daemon.status() or {}).get("dht")
             print(f"torviz under flood: {results['flood']}", flush=True)
             lt_flood = HostileDht(
                 HostileConfig("flood", dht.nodes[0], rate=args.flood_rate, sources=256),
@@ -221,8 +269,7 @@ def load(work: Path, args: argparse.Namespace, report: dict[str, Any]) -> list[s
             )
             hostiles.append(lt_flood)
             lt_flood.wait_ready()
-            lt_process: ManagedProcess = dht.process
-            results["libtorrent_flood"] = _measure(lt_process.pid, args.load_seconds)
+            results["libtorrent_flood"] = _measure(dht.process.pid, args.load_seconds)
             results["libtorrent_flood_counters"] = lt_flood.close()
             print(f"libtorrent under flood: {results['libtorrent_flood']}", flush=True)
         finally:

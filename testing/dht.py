@@ -5,7 +5,10 @@ Strategy: `LtDht` starts the DHT process, waits until every session listens and 
 its DHT, then answers questions by sending commands and waiting for events: how full the
 routing tables are (`wait_converged`), and who a get_peers lookup from one node finds
 (`get_peers`). Seeders and leechers that use this DHT are ordinary `testing/lt_peer.py`
-peers whose config names `bootstrap` (see `LtPeerConfig.dht_bootstrap`).
+peers whose config names nodes to join (`LtPeerConfig.dht_nodes`; `dht_seeder`).
+`torviz_dht_config` writes a torviz config whose DHT node joins it: on 127.0.0.1 at a port the
+caller chose, so libtorrent and hostile nodes can be pointed at it, bootstrapped from loopback
+nodes only.
 
 Rules:
 - Loopback only: the sessions take fresh 127.0.0.x addresses (`next_loopback_address`).
@@ -18,16 +21,16 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
 from testing.lt_dht import LtDhtConfig
 from testing.processes import ManagedProcess, SwarmError
-from testing.swarm import next_loopback_address
+from testing.swarm import LtPeer, LtPeerConfig, Swarm, next_loopback_address
 
-__all__ = ["LT_DHT_SCRIPT", "LtDht"]
+__all__ = ["LT_DHT_SCRIPT", "LtDht", "dht_seeder", "torviz_dht_config"]
 
 LT_DHT_SCRIPT = Path(__file__).resolve().with_name("lt_dht.py")
 
@@ -210,3 +213,74 @@ class LtDht:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def torviz_dht_config(
+    path: Path,
+    listen_port: int,
+    bootstrap: Sequence[str],
+    *,
+    dht_port: int | None = None,
+    metadata_timeout: float = 10.0,
+) -> Path:
+    """Write a loopback-only torviz config with its DHT node on.
+
+    Args:
+        path: where to write the TOML file.
+        listen_port: the one port of 127.0.0.1 the peer agent listens on.
+        bootstrap: ``host:port`` DHT nodes (loopback) for ``dht_bootstrap``; may be empty.
+        dht_port: the DHT's UDP port on 127.0.0.1; None: the same number as `listen_port`.
+        metadata_timeout: seconds a peer may take to answer a metadata request.
+
+    Returns:
+        ``path``.
+    """
+    for node in bootstrap:
+        assert node.startswith("127."), f"bootstrap node {node} is not on loopback"
+    nodes = ", ".join(json.dumps(node) for node in bootstrap)
+    path.write_text(
+        f"""
+[coordinator]
+metadata_timeout = {metadata_timeout}
+
+[peer_agent]
+listen_host = "127.0.0.1"
+listen_ports = [{listen_port}, {listen_port}]
+
+[tracker_agent]
+dht = true
+dht_port = {listen_port if dht_port is None else dht_port}
+dht_bootstrap = [{nodes}]
+announce_timeout = 5.0
+bind_address = "127.0.0.1"
+"""
+    )
+    return path
+
+
+def dht_seeder(
+    swarm: Swarm,
+    dht: LtDht,
+    torrent: Path,
+    data: Path,
+    *,
+    nodes: Sequence[str] | None = None,
+    upload_limit: int = 0,
+    announce_every: float = 1.0,
+) -> LtPeer:
+    """A libtorrent seeder of `torrent` (no tracker) that joins `dht` and announces to it
+    every `announce_every` seconds; ready when returned (not yet findable: see
+    `LtDht.wait_findable`)."""
+    return swarm.peer(
+        LtPeerConfig(
+            role="seeder",
+            torrent=torrent,
+            save_path=data,
+            listen_host=next_loopback_address(),
+            seed_mode=True,
+            dht_nodes=tuple(nodes if nodes is not None else dht.nodes[:2]),
+            dht_announce_every=announce_every,
+            upload_limit=upload_limit,
+            report_peers=True,
+        )
+    )

@@ -24,16 +24,10 @@ from typing import Any
 import pytest
 
 from testing.content import compare_content, make_content, make_torrent, single_file_layout
-from testing.dht import LtDht
+from testing.dht import LtDht, dht_seeder, torviz_dht_config
 from testing.swarm import Swarm, free_port
 from tests.support.daemon import TorvizDaemon
-from tests.support.dht import (
-    CpuSample,
-    dht_seeder,
-    status_document,
-    torviz_dht_config,
-    wait_agent_pid,
-)
+from tests.support.dht import CpuSample, status_document, wait_agent_pid
 from tests.support.hostile_dht import HostileConfig, HostileDht
 from tests.support.magnets import RssWatch
 

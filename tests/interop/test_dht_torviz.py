@@ -29,10 +29,10 @@ from testing.content import (
     make_torrent,
     single_file_layout,
 )
-from testing.dht import LtDht
+from testing.dht import LtDht, dht_seeder, torviz_dht_config
 from testing.swarm import LtPeerConfig, Swarm, free_port, next_loopback_address
 from tests.support.daemon import TorvizDaemon
-from tests.support.dht import dht_seeder, status_document, torviz_dht_config, wait_document
+from tests.support.dht import status_document, wait_document
 from tests.support.magnets import DownloadRun
 
 pytestmark = pytest.mark.interop

@@ -1,12 +1,9 @@
-"""Helpers for the DHT interop tests and the DHT benchmark: torviz's config with its DHT node on
-a known port bootstrapped from loopback nodes, a libtorrent seeder that only announces to the
-DHT, and /proc readings (CPU time, resident memory) of the tracker agent.
+"""Helpers for the DHT interop tests: ``status --json`` of a daemon polled until it shows
+something, the pid of one of its agents, and CPU time read from /proc. torviz's DHT config and
+the DHT-only libtorrent seeder are in `testing/dht.py`.
 
-Strategy: torviz's DHT binds the tracker agent's ``bind_address`` (127.0.0.1 here) on a port
-chosen by the test, so libtorrent nodes and hostile nodes can be pointed at it; its bootstrap
-list names only the libtorrent nodes of `testing/dht.py`. The test process sets
-``TORVIZ_DHT_LOCAL_ONLY=1`` (tests/conftest.py) and children inherit it: even a mistake here
-could not reach a public router.
+The test process sets ``TORVIZ_DHT_LOCAL_ONLY=1`` (tests/conftest.py) and children inherit it:
+even a config naming a public router could not reach it.
 """
 
 from __future__ import annotations
@@ -14,96 +11,20 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from testing.dht import LtDht
-from testing.swarm import LtPeer, LtPeerConfig, Swarm, next_loopback_address
-
 __all__ = [
     "CpuSample",
     "cpu_seconds",
-    "dht_seeder",
     "status_document",
-    "torviz_dht_config",
     "wait_agent_pid",
     "wait_document",
 ]
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def torviz_dht_config(
-    path: Path,
-    listen_port: int,
-    bootstrap: Sequence[str],
-    *,
-    dht_port: int | None = None,
-    metadata_timeout: float = 10.0,
-) -> Path:
-    """Write a loopback-only torviz config with its DHT node on.
-
-    Args:
-        path: where to write the TOML file.
-        listen_port: the one port of 127.0.0.1 the peer agent listens on.
-        bootstrap: ``host:port`` DHT nodes (loopback) for ``dht_bootstrap``; may be empty.
-        dht_port: the DHT's UDP port on 127.0.0.1; None: the same number as `listen_port`.
-        metadata_timeout: seconds a peer may take to answer a metadata request.
-
-    Returns:
-        ``path``.
-    """
-    for node in bootstrap:
-        assert node.startswith("127."), f"bootstrap node {node} is not on loopback"
-    nodes = ", ".join(json.dumps(node) for node in bootstrap)
-    path.write_text(
-        f"""
-[coordinator]
-metadata_timeout = {metadata_timeout}
-
-[peer_agent]
-listen_host = "127.0.0.1"
-listen_ports = [{listen_port}, {listen_port}]
-
-[tracker_agent]
-dht = true
-dht_port = {listen_port if dht_port is None else dht_port}
-dht_bootstrap = [{nodes}]
-announce_timeout = 5.0
-bind_address = "127.0.0.1"
-"""
-    )
-    return path
-
-
-def dht_seeder(
-    swarm: Swarm,
-    dht: LtDht,
-    torrent: Path,
-    data: Path,
-    *,
-    nodes: Sequence[str] | None = None,
-    upload_limit: int = 0,
-    announce_every: float = 1.0,
-) -> LtPeer:
-    """A libtorrent seeder of `torrent` (no tracker) that joins `dht` and announces to it
-    every `announce_every` seconds; ready when returned (not yet findable: see
-    `LtDht.wait_findable`)."""
-    return swarm.peer(
-        LtPeerConfig(
-            role="seeder",
-            torrent=torrent,
-            save_path=data,
-            listen_host=next_loopback_address(),
-            seed_mode=True,
-            dht_nodes=tuple(nodes if nodes is not None else dht.nodes[:2]),
-            dht_announce_every=announce_every,
-            upload_limit=upload_limit,
-            report_peers=True,
-        )
-    )
 
 
 def status_document(cli: Callable[..., Any]) -> dict[str, Any]:
