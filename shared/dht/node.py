@@ -39,7 +39,6 @@ from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from torviz.shared.bencode import BencodeLimits, decode, encode
 from torviz.shared.bus import DhtSummary, DhtTorrentSummary
 from torviz.shared.dht.external_ip import AddressVotes
 from torviz.shared.dht.krpc import (
@@ -66,13 +65,23 @@ from torviz.shared.dht.node_id import (
     random_node_id,
     secure_node_id,
 )
-from torviz.shared.dht.peer_store import PeerStore, PeerStoreLimits
-from torviz.shared.dht.rate_limit import RateLimiter, RateLimits
-from torviz.shared.dht.responder import DEFAULT_MAX_VALUES, Responder
-from torviz.shared.dht.routing import MAX_DUMP_BYTES, Admission, RoutingLimits, RoutingTable
+from torviz.shared.dht.node_state import dump_tables, load_tables
+from torviz.shared.dht.node_types import (
+    AnnounceDone,
+    DhtConfig,
+    DhtCounters,
+    DhtEvent,
+    ExternalAddress,
+    PeersFound,
+    SearchOutcome,
+)
+from torviz.shared.dht.peer_store import PeerStore
+from torviz.shared.dht.rate_limit import RateLimiter
+from torviz.shared.dht.responder import Responder
+from torviz.shared.dht.routing import Admission, RoutingTable
 from torviz.shared.dht.tokens import TokenKeeper
 from torviz.shared.dht.transactions import Transactions
-from torviz.shared.errors import BencodeError, KrpcError
+from torviz.shared.errors import KrpcError
 from torviz.shared.types import InfoHash, PeerAddress
 
 __all__ = [
@@ -92,126 +101,6 @@ MAX_NEWCOMERS = 4_096
 """Addresses remembered as pinged newcomers."""
 
 _U32_MAX = 2**32 - 1
-_STATE_LIMITS = BencodeLimits(
-    max_size=2 * MAX_DUMP_BYTES + 64, max_depth=2, max_string_length=MAX_DUMP_BYTES, max_items=4
-)
-
-
-@dataclass(frozen=True, slots=True)
-class DhtConfig:
-    """How a node behaves (seconds and counts)."""
-
-    port: int = 0
-    """The UDP port the shell listens on (shown in ``DhtSummary``)."""
-    ipv4: bool = True
-    """Run the IPv4 table (the shell is bound to an IPv4 address)."""
-    ipv6: bool = False
-    """Run the IPv6 table (BEP 32; the shell is bound to an IPv6 address)."""
-    read_only: bool = False
-    """BEP 43: say ``ro`` in our queries and answer none (we cannot be reached)."""
-    secure_id: bool = True
-    """Take a BEP 42 id once our external address is known, and check others' ids on entry."""
-    version: bytes | None = b"TV\x00\x01"
-    """Our ``v`` (BEP 20 style: client letters and two version bytes)."""
-    query_timeout: float = 10.0
-    """Seconds an unanswered query waits before it fails."""
-    slow_after: float = 2.0
-    """Seconds after which a lookup asks another node beside a slow one."""
-    alpha: int = 3
-    k: int = 8
-    max_transactions: int = 2_048
-    """Queries outstanding at once."""
-    max_searches: int = 16
-    """Searches (lookups) running at once."""
-    max_torrents: int = 10_000
-    max_peers_per_torrent: int = 5_000
-    """Distinct peers remembered per torrent (to report each once)."""
-    lookup_interval: tuple[float, float] = (900.0, 1_800.0)
-    """Seconds between a torrent's searches: uniform in this range (BEP 5: 15 to 30 minutes)."""
-    retry_interval: float = 60.0
-    """Seconds before a search that reached nobody is tried again."""
-    maintenance_interval: float = 5.0
-    ping_batch: int = 8
-    """Questionable nodes pinged per maintenance round."""
-    bootstrap_retry: tuple[float, float] = (30.0, 600.0)
-    """First and longest wait before bootstrapping again while the table is empty."""
-    max_values: int = DEFAULT_MAX_VALUES
-    votes_needed: int = 3
-    """Distinct nodes that must agree on our external address."""
-    rate: RateLimits = field(default_factory=RateLimits)
-    routing: RoutingLimits = field(default_factory=RoutingLimits)
-    store: PeerStoreLimits = field(default_factory=PeerStoreLimits)
-
-    def __post_init__(self) -> None:
-        if not (self.ipv4 or self.ipv6):
-            raise ValueError("a DHT node runs at least one address family")
-        low, high = self.lookup_interval
-        if not 0 < low <= high:
-            raise ValueError("lookup_interval is (low, high) with 0 < low <= high")
-
-
-@dataclass(frozen=True, slots=True)
-class PeersFound:
-    """A search found peers of a torrent (each reported once per torrent)."""
-
-    info_hash: InfoHash
-    peers: tuple[PeerAddress, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class AnnounceDone:
-    """A torrent's ``announce_peer`` round ended: ``count`` nodes accepted it."""
-
-    info_hash: InfoHash
-    count: int
-
-
-@dataclass(frozen=True, slots=True)
-class ExternalAddress:
-    """Several nodes agree that our address is ``ip``."""
-
-    ip: str
-
-
-DhtEvent = PeersFound | AnnounceDone | ExternalAddress
-
-
-@dataclass(frozen=True, slots=True)
-class SearchOutcome:
-    """How a torrent's last search went (for logs, status and tests)."""
-
-    queries: int
-    """Queries it sent (both families)."""
-    responses: int
-    closest: tuple[NodeInfo, ...]
-    """The closest nodes that answered, per family, closest first."""
-    peers: int
-    """Distinct peers it found."""
-
-
-@dataclass(slots=True)
-class DhtCounters:
-    """What the node did since it started (for ``DhtSummary``, logs and tests)."""
-
-    queries_received: int = 0
-    """Queries answered."""
-    responses_received: int = 0
-    errors_received: int = 0
-    queries_sent: int = 0
-    packets_dropped: int = 0
-    """Every datagram dropped, whatever the reason below."""
-    dropped_rate_limited: int = 0
-    dropped_malformed: int = 0
-    dropped_unmatched: int = 0
-    """Answers to no query of ours (unknown transaction, or from another address)."""
-    dropped_read_only: int = 0
-    """Queries not answered because we are read-only."""
-    queries_refused: int = 0
-    """Queries we did not send: too many outstanding."""
-    id_mismatches: int = 0
-    """Answers under another id than the one the node was known by."""
-    searches_started: int = 0
-    searches_done: int = 0
 
 
 class _Purpose(enum.Enum):
@@ -286,8 +175,14 @@ class DhtNode:
         self.config = config
         self.counters = DhtCounters()
         self._rng = rng
-        self.load_problem: str | None = None
-        self._tables = self._load(saved, own_id or random_node_id(rng), now)
+        self._tables, self.load_problem = load_tables(
+            saved,
+            own_id or random_node_id(rng),
+            now,
+            families=[v6 for v6, on in ((False, config.ipv4), (True, config.ipv6)) if on],
+            limits=config.routing,
+            id_check=is_secure_node_id if config.secure_id else None,
+        )
         self._tokens = TokenKeeper(now, rng.randbytes)
         self._store = PeerStore(rng, config.store)
         self._responder = Responder(
@@ -392,7 +287,7 @@ class DhtNode:
 
     def dump(self) -> bytes:
         """The routing tables for the state file (``saved`` of the next start)."""
-        return encode({(b"6" if ipv6 else b"4"): t.dump() for ipv6, t in self._tables.items()})
+        return dump_tables(self._tables)
 
     def take_outgoing(self) -> list[tuple[bytes, PeerAddress]]:
         """The datagrams to send, and where; the node forgets them."""
@@ -832,42 +727,3 @@ class DhtNode:
     def _drop(self, reason: str) -> None:
         self.counters.packets_dropped += 1
         setattr(self.counters, reason, getattr(self.counters, reason) + 1)
-
-    # -- state file ----------------------------------------------------------------------------
-
-    def _load(self, saved: bytes | None, fallback: NodeId, now: float) -> dict[bool, RoutingTable]:
-        config = self.config
-        check = is_secure_node_id if config.secure_id else None
-        families = [ipv6 for ipv6, on in ((False, config.ipv4), (True, config.ipv6)) if on]
-        parts: dict[bytes, bytes] = {}
-        if saved is not None:
-            try:
-                value = decode(saved, strict=True, limits=_STATE_LIMITS)
-            except BencodeError as exc:
-                value = None
-                self.load_problem = f"DHT state is not bencode: {exc}"
-            if isinstance(value, dict):
-                parts = {k: v for k, v in value.items() if isinstance(v, bytes)}
-            elif self.load_problem is None:
-                self.load_problem = "DHT state is not a dictionary"
-        tables: dict[bool, RoutingTable] = {}
-        own = fallback
-        for ipv6 in families:
-            data = parts.get(b"6" if ipv6 else b"4")
-            if data is None:
-                tables[ipv6] = RoutingTable(
-                    own, now, limits=config.routing, id_check=check, ipv6=ipv6
-                )
-                continue
-            loaded = RoutingTable.load(
-                data, now, fallback_id=own, limits=config.routing, id_check=check, ipv6=ipv6
-            )
-            if loaded.reason is not None:
-                self.load_problem = loaded.reason
-            table = loaded.table
-            if not tables:
-                own = table.own_id  # the first family's saved id is ours
-            elif table.own_id != own:
-                table.change_own_id(own, now)
-            tables[ipv6] = table
-        return tables

@@ -104,26 +104,24 @@ def test_a_ping_is_answered_with_our_id_and_the_querier_address() -> None:
     assert node.counters.queries_received == 1
 
 
-def test_a_querier_is_pinged_and_enters_the_table_when_it_answers() -> None:
+def test_a_querier_is_pinged_once_and_enters_the_table_when_it_answers() -> None:
+    """A node that queries us is only cached by the table; our ping's answer moves it in, even
+    into a full bucket that can split (the table alone would not ask for that ping)."""
     node = _node()
-    querier = _info(5)
-    _ask(node, Ping(querier.id), querier.address)
-    assert querier.id not in node.table()
-    node.receive(encode_krpc(Query(b"q2", Ping(querier.id))), querier.address, 0.1)
-    assert node.take_outgoing()  # answered, and no second ping of the same newcomer
-    queries = []
-    node.receive(encode_krpc(Query(b"q3", Ping(querier.id))), querier.address, 0.2)
-    node.take_outgoing()
-    node2 = _node()
-    node2.receive(encode_krpc(Query(b"q1", Ping(querier.id))), querier.address, 0.0)
-    queries = [
-        (m, a)
-        for d, a in node2.take_outgoing()
-        if isinstance(m := decode_krpc(d), Query) and isinstance(m.args, Ping)
-    ]
-    assert [a for _, a in queries] == [querier.address]
-    _answer(node2, queries[0][0], querier.address, 0.5, node_id=querier.id)
-    assert querier.id in node2.table()
+    _fill(node, 8, 0.0)  # ids 1..8 fill the one bucket
+    querier = NodeInfo(NodeId.from_int(1 << 159), _peer(50))
+
+    def sent_after_query(t: bytes, now: float) -> list[KrpcMessage]:
+        node.receive(encode_krpc(Query(t, Ping(querier.id))), querier.address, now)
+        return [decode_krpc(d) for d, a in node.take_outgoing() if a == querier.address]
+
+    ping, answer = sent_after_query(b"q1", 0.0)
+    assert isinstance(answer, Response) and isinstance(ping, Query)
+    assert isinstance(ping.args, Ping)
+    (answer,) = sent_after_query(b"q2", 1.0)  # not pinged again within NEWCOMER_PING_INTERVAL
+    _answer(node, ping, querier.address, 1.5, node_id=querier.id)
+    assert querier.id in node.table()
+    assert len(node.table()) == 9
 
 
 def test_find_node_returns_the_eight_closest_of_the_querier_family() -> None:
@@ -535,3 +533,14 @@ def test_with_ipv6_a_second_table_answers_nodes6_and_searches_run_per_family() -
     asked = {a for _, a in _sent_queries(node)}
     assert fresh6.address in asked
     assert node.summary(0.0).nodes == 20
+
+
+def test_a_node_answering_under_another_id_than_asked_does_not_rewrite_the_table() -> None:
+    node = _node()
+    (info,) = _fill(node, 1)
+    node.tick(1_000.0)  # questionable: pinged under the id the table knows
+    ((ping, address),) = [(q, a) for q, a in _sent_queries(node) if isinstance(q.args, Ping)]
+    assert address == info.address
+    _answer(node, ping, address, 1_000.5, node_id=NodeId.from_int(999))
+    assert node.counters.id_mismatches == 1
+    assert [s.info for s in node.table().nodes(1_001.0)] == [info]
