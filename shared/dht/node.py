@@ -371,7 +371,8 @@ class DhtNode:
         except KrpcError as exc:
             self._drop("dropped_malformed")
             if exc.transaction_id is not None and not self.config.read_only:
-                error = Error(exc.transaction_id, int(ErrorCode.PROTOCOL), exc.reason, address)
+                code = int(ErrorCode.PROTOCOL)
+                error = Error(exc.transaction_id, code, exc.reason, address, self.config.version)
                 self._send(error, address)
             return
         match message:
@@ -438,7 +439,9 @@ class DhtNode:
             self._on_failed(asked, address, now)
             return
         self.counters.responses_received += 1
-        table = self._tables[address.is_ipv6]
+        table = self._tables.get(address.is_ipv6)
+        if table is None:  # we never ask another family; be safe all the same
+            return
         mismatch = asked.node_id is not None and asked.node_id != message.node_id
         if mismatch:
             self.counters.id_mismatches += 1

@@ -9,8 +9,9 @@ Rules:
 - ``find_node`` and ``get_peers`` return the 8 closest nodes of the families asked for (BEP 32
   ``want``; none asked means the querier's own family), from the tables we have.
 - ``get_peers`` returns a token bound to the querier's IP, and at most ``max_values`` peers of the
-  querier's family (50 by default: 400 bytes for IPv4, 900 for IPv6), so with 8 nodes and 8 nodes6
-  the answer stays below one datagram and a spoofed query gets back at most a few times its size.
+  querier's family (50 by default: 400 bytes for IPv4, 1,050 for IPv6), fewer when the answer
+  would not fit one datagram (IPv6 values with 8 nodes and 8 nodes6), so a spoofed query gets
+  back at most a few times its size.
 - ``announce_peer`` with a token we did not give that IP in the last 5 to 10 minutes: error 203.
   With ``implied_port`` the source port is stored instead of ``port`` (BEP 5). A full store:
   error 202.
@@ -24,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from torviz.shared.dht.krpc import (
+    MAX_DATAGRAM_SIZE,
     AnnouncePeer,
     Error,
     ErrorCode,
@@ -34,6 +36,7 @@ from torviz.shared.dht.krpc import (
     Response,
     UnknownQuery,
     Want,
+    encode_krpc,
 )
 from torviz.shared.dht.node_id import NodeId, NodeInfo
 from torviz.shared.dht.peer_store import PeerStore
@@ -116,9 +119,13 @@ class Responder:
         values = self._store.values(info_hash, self.max_values, ipv6=source.is_ipv6)
         nodes, nodes6 = self._closest(NodeId(info_hash.raw), want, source)
         token = self._tokens.token(source.host, now)
-        return self._response(
-            t, own_id, source, nodes=nodes, nodes6=nodes6, values=tuple(values), token=token
-        )
+        while True:
+            response = self._response(
+                t, own_id, source, nodes=nodes, nodes6=nodes6, values=tuple(values), token=token
+            )
+            if not values or _fits(response):
+                return response
+            del values[len(values) // 2 :]  # 50 IPv6 values, 8 nodes and 8 nodes6 overflow
 
     def _announce(
         self, t: bytes, own_id: NodeId, args: AnnouncePeer, source: PeerAddress, now: float
@@ -158,3 +165,11 @@ class Responder:
 
     def _error(self, t: bytes, code: ErrorCode, message: str, source: PeerAddress) -> Error:
         return Error(t, int(code), message, source, self.version)
+
+
+def _fits(response: Response) -> bool:
+    """Whether the response encodes within ``MAX_DATAGRAM_SIZE`` (the encoder refuses more)."""
+    try:
+        return len(encode_krpc(response)) <= MAX_DATAGRAM_SIZE
+    except ValueError:
+        return False

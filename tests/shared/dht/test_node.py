@@ -544,3 +544,26 @@ def test_a_node_answering_under_another_id_than_asked_does_not_rewrite_the_table
     _answer(node, ping, address, 1_000.5, node_id=NodeId.from_int(999))
     assert node.counters.id_mismatches == 1
     assert [s.info for s in node.table().nodes(1_001.0)] == [info]
+
+
+def test_a_get_peers_answer_with_ipv6_values_and_both_node_families_still_fits_a_datagram() -> None:
+    node = _node(DhtConfig(ipv6=True))
+    _fill(node, 10)
+    for i in range(1, 11):
+        node.table(ipv6=True).heard_from(
+            NodeInfo(NodeId.from_int(i), _v6(100 + i)), 0.0, responded=True
+        )
+    for index in range(1, 61):
+        source = PeerAddress(f"2001:db8::{index:x}", 2000 + index)
+        got = _ask(node, GetPeers(NodeId.from_int(500 + index), INFO_HASH), source)
+        assert isinstance(got, Response) and got.token is not None
+        args = AnnouncePeer(NodeId.from_int(500 + index), INFO_HASH, 7000, got.token)
+        assert isinstance(_ask(node, args, source), Response)
+    query = Query(b"zz", GetPeers(NodeId.from_int(5), INFO_HASH, Want.N4 | Want.N6))
+    node.receive(encode_krpc(query), _v6(5), 1.0)
+    ((data, _),) = node.take_outgoing()
+    answer = decode_krpc(data)
+    assert isinstance(answer, Response)
+    assert len(answer.nodes) == 8 and len(answer.nodes6) == 8
+    assert 0 < len(answer.values) < 50
+    assert len(data) <= 1_500
