@@ -16,6 +16,9 @@ Rules:
   applies BEP 42 and its other rules), unless we asked it under another id: a node answering
   each lookup under a new id (to seem closest) must not rewrite the table. Nodes named in
   answers are never added directly: they enter the table when they answer a query of ours.
+- A node that queries us and is only cached by the table gets one ping (per 10 minutes); its
+  answer lets the table place it. Pings caused by queries use at most half the transactions, so
+  a flood from many addresses cannot starve our own searches.
 - Queries from read-only nodes (BEP 43 ``ro``) are answered, but the node never enters the table.
   In read-only mode we set ``ro`` on our queries and answer no query.
 - A torrent gets a ``get_peers`` search on ``add_torrent`` and then every 15 to 30 minutes
@@ -416,9 +419,12 @@ class DhtNode:
         ):
             node = NodeInfo(node_id, address)
             heard = table.heard_from(node, now, responded=False)
-            self._ping_all(heard.to_ping, now)
-            if heard.admission is Admission.CACHED and node not in heard.to_ping:
-                self._ping_newcomer(node, now)
+            # Pings a query makes us send may use half the transactions at most: a flood of
+            # queries from many addresses must not starve our own lookups.
+            if len(self._transactions) < self.config.max_transactions // 2:
+                self._ping_all(heard.to_ping, now)
+                if heard.admission is Admission.CACHED and node not in heard.to_ping:
+                    self._ping_newcomer(node, now)
         answer = self._responder.answer(query, address, self.own_id, now)
         if answer is None:
             self._drop("dropped_malformed")
