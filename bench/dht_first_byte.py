@@ -61,6 +61,7 @@ from bench.workload import clear
 from testing.content import compare_content, make_content, make_torrent, multi_file_layout
 from testing.dht import LtDht, dht_seeder, torviz_dht_config
 from testing.hostile_dht import HostileConfig, HostileDht
+from testing.lt_dht import DHT_LOOPBACK
 from testing.processes import SwarmError
 from testing.swarm import LtPeerConfig, Swarm, free_port, next_loopback_address
 
@@ -88,6 +89,7 @@ def run_libtorrent(
         listen_host=next_loopback_address(),
         magnet=magnet,
         dht_nodes=tuple(nodes),
+        settings=DHT_LOOPBACK,
         dht_announce_every=announce_every,
     )
     peer = swarm.peer(config, wait=False)

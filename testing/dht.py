@@ -26,7 +26,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from testing.lt_dht import LtDhtConfig
+from testing.lt_dht import DHT_LOOPBACK, LtDhtConfig
 from testing.processes import ManagedProcess, SwarmError
 from testing.swarm import LtPeer, LtPeerConfig, Swarm, next_loopback_address
 
@@ -279,6 +279,7 @@ def dht_seeder(
             listen_host=next_loopback_address(),
             seed_mode=True,
             dht_nodes=tuple(nodes if nodes is not None else dht.nodes[:2]),
+            settings=DHT_LOOPBACK,
             dht_announce_every=announce_every,
             upload_limit=upload_limit,
             report_peers=True,

@@ -24,8 +24,9 @@ Commands, one JSON object per line on stdin (EOF stops the process)::
     {"cmd":"add_node", "node":i, "address":"host:port"}       node i pings that node
 
 Rules:
-- Loopback only: `testing/lt_peer.NETWORK_OFF` first, then `lt_peer.DHT_LOOPBACK` (the DHT
-  on with libtorrent's address restrictions off, which would otherwise refuse 127.x nodes). The only
+- Loopback only: `testing/lt_peer.NETWORK_OFF` first, then `DHT_LOOPBACK` (the DHT on with
+  libtorrent's address restrictions off, which would otherwise refuse 127.x nodes); peers of
+  `testing/lt_peer.py` that join this DHT take `DHT_LOOPBACK` as their extra `settings`. The only
   addresses ever contacted are the bootstrap list (all loopback) and what nodes answer; a
   session's `outgoing_interfaces` pins its sockets to its own 127.0.0.x.
 - Runs as a script (it puts the repository root on sys.path for `testing.lt_peer`, which
@@ -51,24 +52,50 @@ from typing import Any, cast
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script
 
-from testing.lt_peer import (
-    HAVE_LIBTORRENT,
-    NETWORK_OFF,
-    PeerConfigError,
-    dht_settings,
-    split_host_port,
-)
+from testing.lt_peer import HAVE_LIBTORRENT, NETWORK_OFF, PeerConfigError, split_host_port
 
 if HAVE_LIBTORRENT:
     import libtorrent as lt
 
-__all__ = ["LtDhtConfig", "main"]
+__all__ = ["DHT_LOOPBACK", "LtDhtConfig", "dht_settings", "main"]
 
 _MAX_CONFIG_BYTES = 64 * 1024
 _MAX_NODES = 64
 _MAX_COMMAND = 4096
 _ALERT_WAIT_MS = 50
 _LISTEN_WAIT_S = 10.0
+
+
+DHT_LOOPBACK: dict[str, bool | int | str] = {
+    "enable_dht": True,
+    "dht_restrict_routing_ips": False,
+    "dht_restrict_search_ips": False,
+    "dht_enforce_node_id": False,
+    "dht_prefer_verified_node_ids": False,
+    "dht_ignore_dark_internet": False,
+    "dht_read_only": False,
+    "dht_privacy_lookups": False,
+    "dht_upload_rate_limit": 1_000_000,
+    # Loopback answers in microseconds: libtorrent's per-IP block (5 queries/s) stays, but a
+    # test's burst of lookups must not trip it.
+    "dht_block_ratelimit": 1000,
+}
+"""Settings that make a libtorrent DHT work among 127.x addresses (after `NETWORK_OFF`):
+several nodes per /24, ids not derived from a loopback address, "dark" address ranges."""
+
+
+def dht_settings(bootstrap: list[str] | tuple[str, ...] = ()) -> dict[str, bool | int | str]:
+    """`DHT_LOOPBACK` with `bootstrap` (``host:port`` strings, loopback) as the routers
+    (which libtorrent never puts in its table: empty, the usual case here, is fine).
+
+    Raises:
+        PeerConfigError: a bootstrap entry is not ``host:port`` on 127.0.0.0/8.
+    """
+    for node in bootstrap:
+        host, _ = split_host_port(node)
+        if not host.startswith("127."):
+            raise PeerConfigError(f"bootstrap node {node!r} is not on 127.0.0.0/8")
+    return {**DHT_LOOPBACK, "dht_bootstrap_nodes": ",".join(bootstrap)}
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,10 +23,9 @@ written once, here.
 
 Rules:
 - Loopback only, nothing that could leave the machine (`NETWORK_OFF`): DHT, LSD, UPnP, NAT-PMP
-  and the IP notifier are off, no DHT bootstrap nodes, uTP off both ways (the DHT is on only
-  for a peer given loopback `dht_nodes` to join, e.g. `testing/dht.py`'s). `listen_interfaces`
-  and `outgoing_interfaces` both name the session's own 127.0.0.x address, so a tracker sees
-  one distinct IP per peer.
+  and the IP notifier are off, no DHT bootstrap nodes, uTP off both ways (`dht_nodes` and
+  `lt_dht.DHT_LOOPBACK` turn a loopback DHT on). `listen_interfaces` and `outgoing_interfaces`
+  both name the session's own 127.0.0.x address, so a tracker sees one distinct IP per peer.
 - `max_failcount` is high and `min_reconnect_time` 1 s (`QUICK_RETRY`):
   `high_performance_seed()` would otherwise blacklist a peer after one refused dial.
   `max_allowed_in_request_queue` stays at libtorrent's value (2000 in 2.0.x) unless `settings`
@@ -62,14 +61,12 @@ else:
     HAVE_LIBTORRENT = True
 
 __all__ = [
-    "DHT_LOOPBACK",
     "NETWORK_OFF",
     "QUICK_RETRY",
     "LtPeerConfig",
     "PeerConfigError",
     "PeerStatus",
     "build_settings",
-    "dht_settings",
     "loopback_settings",
     "main",
 ]
@@ -99,33 +96,6 @@ QUICK_RETRY: dict[str, bool | int | str] = {
 }
 """Settings that make a session dial peers again quickly (loopback peers come and go)."""
 
-DHT_LOOPBACK: dict[str, bool | int | str] = {
-    "enable_dht": True,
-    "dht_restrict_routing_ips": False,
-    "dht_restrict_search_ips": False,
-    "dht_enforce_node_id": False,
-    "dht_prefer_verified_node_ids": False,
-    "dht_ignore_dark_internet": False,
-    "dht_read_only": False,
-    "dht_privacy_lookups": False,
-    "dht_upload_rate_limit": 1_000_000,
-    # Loopback answers in microseconds: libtorrent's per-IP block (5 queries/s) stays, but a
-    # test's burst of lookups must not trip it.
-    "dht_block_ratelimit": 1000,
-}
-"""Settings that make a libtorrent DHT work among 127.x addresses (after `NETWORK_OFF`):
-several nodes per /24, ids not derived from a loopback address, "dark" address ranges."""
-
-
-def dht_settings(bootstrap: list[str] | tuple[str, ...] = ()) -> dict[str, bool | int | str]:
-    """`DHT_LOOPBACK` with `bootstrap` (``host:port`` strings, loopback) as the routers."""
-    for node in bootstrap:
-        host, _ = split_host_port(node)
-        if not host.startswith("127."):
-            raise PeerConfigError(f"bootstrap node {node!r} is not on 127.0.0.0/8")
-    return {**DHT_LOOPBACK, "dht_bootstrap_nodes": ",".join(bootstrap)}
-
-
 # What a peer of ours adds: no rate limits, quick tracker stops, and no SSRF checks (trackers
 # on 127.0.0.1 with arbitrary paths are what tests run; the checks would refuse some of them).
 _PEER_SETTINGS: dict[str, bool | int | str] = {
@@ -137,15 +107,8 @@ _PEER_SETTINGS: dict[str, bool | int | str] = {
     "ssrf_mitigation": False,
 }
 
-# libtorrent's peer_source_flags (peer_info.source), by name.
-_SOURCES = (
-    (1, "tracker"),
-    (2, "dht"),
-    (4, "pex"),
-    (8, "lsd"),
-    (16, "resume_data"),
-    (32, "incoming"),
-)
+# libtorrent's peer_source_flags (peer_info.source): bit n of the mask, by name.
+_SOURCES = tuple(enumerate(("tracker", "dht", "pex", "lsd", "resume_data", "incoming")))
 
 _CHECKING_STATES = frozenset({"queued_for_checking", "checking_files", "checking_resume_data"})
 
@@ -185,11 +148,8 @@ class LtPeerConfig:
             where the .torrent goes once the metadata arrived (its info dict verbatim).
         disable_pex: the torrent neither sends nor acts on ut_pex (libtorrent's disable_pex).
         report_peers: status events list the connected peers (address, source, client, bytes).
-        dht_nodes: ``host:port`` DHT nodes (loopback) to join: the DHT is on (`DHT_LOOPBACK`)
-            only when this is not empty, and each is added with `add_dht_node` (a router would
-            never enter libtorrent's table, see `testing/lt_dht.py`).
-        dht_announce_every: with the DHT on, `force_dht_announce` every this many seconds (a
-            seeder always, a leecher until it finished); 0 leaves it to libtorrent's schedule.
+        dht_nodes: loopback DHT nodes to add (`add_dht_node`); settings: `lt_dht.DHT_LOOPBACK`.
+        dht_announce_every: seconds between forced DHT announces (0: libtorrent's schedule).
     """
 
     role: Literal["seeder", "leecher"]
@@ -221,13 +181,14 @@ class LtPeerConfig:
             raise PeerConfigError(f"listen_port out of range: {self.listen_port}")
         if not 0.05 <= self.status_interval <= 60:
             raise PeerConfigError("status_interval must be within 0.05..60 s")
-        if len(self.connect_peers) > _MAX_CONNECT_PEERS:
-            raise PeerConfigError(f"more than {_MAX_CONNECT_PEERS} connect_peers")
-        for peer in self.connect_peers:
+        if max(len(self.connect_peers), len(self.dht_nodes)) > _MAX_CONNECT_PEERS:
+            raise PeerConfigError(f"more than {_MAX_CONNECT_PEERS} connect_peers or dht_nodes")
+        if not all(node.startswith("127.") for node in self.dht_nodes):
+            raise PeerConfigError("dht_nodes must be on 127.0.0.0/8")
+        for peer in (*self.connect_peers, *self.dht_nodes):
             split_host_port(peer)
-        dht_settings(self.dht_nodes)  # checks that they are host:port on loopback
-        if len(self.dht_nodes) > _MAX_CONNECT_PEERS or self.dht_announce_every < 0:
-            raise PeerConfigError("too many dht_nodes, or a negative dht_announce_every")
+        if self.dht_nodes and self.settings.get("enable_dht") is not True:
+            raise PeerConfigError("dht_nodes need the DHT on: settings lt_dht.DHT_LOOPBACK")
         for name, value in self.settings.items():
             if not isinstance(name, str) or not isinstance(value, bool | int | str):
                 raise PeerConfigError(f"libtorrent setting {name!r} must be bool, int or str")
@@ -407,8 +368,6 @@ def build_settings(config: LtPeerConfig) -> dict[str, Any]:
     unknown = sorted(name for name in config.settings if name not in defaults)
     if unknown:
         raise PeerConfigError(f"unknown libtorrent settings: {unknown}")
-    if config.dht_nodes:
-        settings.update(dht_settings())
     settings.update(config.settings)
     return settings
 
@@ -555,7 +514,7 @@ class _Peer:
                     **asdict(status),
                 )
         every = self.config.dht_announce_every
-        if self.config.dht_nodes and every and now >= self.next_dht_announce:
+        if self.config.dht_nodes and every > 0 and now >= self.next_dht_announce:
             if self.config.role == "seeder" or not status.is_finished:
                 self.handle.force_dht_announce()
             self.next_dht_announce = now + every
@@ -572,7 +531,7 @@ class _Peer:
         return [
             {
                 "address": f"{info.ip[0]}:{info.ip[1]}",
-                "source": [name for bit, name in _SOURCES if int(info.source) & bit],
+                "source": [name for n, name in _SOURCES if int(info.source) >> n & 1],
                 "client": bytes(info.client).decode("utf-8", "replace")
                 if isinstance(info.client, bytes)
                 else str(info.client),

@@ -19,6 +19,7 @@ import pytest
 
 from testing.content import compare_content, make_content, make_torrent, single_file_layout
 from testing.dht import LtDht
+from testing.lt_dht import DHT_LOOPBACK
 from testing.swarm import LtPeerConfig, Swarm, next_loopback_address
 
 pytestmark = pytest.mark.interop
@@ -52,6 +53,7 @@ def test_dht_only_seeder_found_by_bare_magnet(dht: LtDht, swarm: Swarm, tmp_path
             listen_host=next_loopback_address(),
             seed_mode=True,
             dht_nodes=tuple(dht.nodes[:2]),
+            settings=DHT_LOOPBACK,
             dht_announce_every=1.0,
             upload_limit=1024 * 1024,  # about a second of transfer, seen in status events
         )
@@ -67,6 +69,7 @@ def test_dht_only_seeder_found_by_bare_magnet(dht: LtDht, swarm: Swarm, tmp_path
             listen_host=next_loopback_address(),
             magnet=magnet,
             dht_nodes=tuple(dht.nodes[5:7]),
+            settings=DHT_LOOPBACK,
             dht_announce_every=1.0,
             report_peers=True,
             status_interval=0.05,

@@ -30,6 +30,7 @@ from testing.content import (
     single_file_layout,
 )
 from testing.dht import LtDht, dht_seeder, torviz_dht_config
+from testing.lt_dht import DHT_LOOPBACK
 from testing.swarm import LtPeerConfig, Swarm, free_port, next_loopback_address
 from tests.support.daemon import TorvizDaemon
 from tests.support.dht import status_document, wait_document
@@ -162,7 +163,11 @@ def test_libtorrent_leecher_finds_torviz_through_the_dht(
             report_peers=True,
             status_interval=0.1,
             # About 2 s of transfer, so that status events list torviz while it serves.
-            settings={"ignore_limits_on_local_network": False, "download_rate_limit": 1 << 20},
+            settings={
+                **DHT_LOOPBACK,
+                "ignore_limits_on_local_network": False,
+                "download_rate_limit": 1 << 20,
+            },
         )
     )
     leecher.wait_metadata(60)
