@@ -17,8 +17,11 @@ Rules:
 - A node is confirmed once it has answered a query of ours; only confirmed nodes enter a bucket.
 - The table asks for a ping of one node at most once per ``ping_retry`` seconds (a clock that
   went back allows it again).
-- A bucket with room, or with a bad node, can take a node that answers: its unconfirmed cached
-  nodes are then worth a ping.
+- A bucket with room, with a bad node, or that can split (the last bucket, fewer than 160 in
+  the table) can take a node that answers: its unconfirmed cached nodes are then worth a ping.
+- One node per IP (libtorrent's ``dht_restrict_routing_ips``), but per IP and port for the
+  local addresses BEP 42 exempts (``node_id.is_bep42_exempt``: loopback, private ranges), where
+  several nodes on one host are normal (a LAN, a test swarm on 127.0.0.1): ``ip_key``.
 - A full replacement cache drops the least useful entry for a newcomer: never-answered before
   answered, then the least recently heard; a newcomer worse than all of them is refused.
 - A freed bucket place goes to the freshest confirmed replacement (latest answer, then latest
@@ -33,16 +36,42 @@ import enum
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from torviz.shared.dht.node_id import ID_BITS, NodeId, NodeInfo, RandomSource
+from torviz.shared.dht.node_id import (
+    ID_BITS,
+    NodeId,
+    NodeInfo,
+    RandomSource,
+    is_bep42_exempt,
+)
+from torviz.shared.types import PeerAddress
 
 __all__ = [
     "Bucket",
+    "IpKey",
     "NodeEntry",
     "NodeState",
     "NodeStatus",
     "RoutingLimits",
+    "ip_key",
     "random_id_in_bucket",
 ]
+
+IpKey = tuple[str, int]
+"""What the one-node-per-IP rule counts: the IP, and the port for a local IP (else 0)."""
+
+
+def ip_key(address: PeerAddress) -> IpKey:
+    """The key under which a node's address counts for the one-node-per-IP rule.
+
+    Args:
+        address: The node's address.
+
+    Returns:
+        ``(ip, 0)`` for a public IP (one node per IP); ``(ip, port)`` for a local one that
+        BEP 42 exempts (one node per IP and port).
+    """
+    host = address.host
+    return (host, address.port) if is_bep42_exempt(host) else (host, 0)
 
 
 class NodeState(enum.Enum):
@@ -158,9 +187,20 @@ class Bucket:
     nodes: dict[NodeId, NodeEntry] = field(default_factory=dict)
     cache: OrderedDict[NodeId, NodeEntry] = field(default_factory=OrderedDict)
 
-    def has_room_or_bad(self, limits: RoutingLimits) -> bool:
-        """Whether a node that answers could take a place now."""
-        return len(self.nodes) < limits.k or any(e.is_bad(limits) for e in self.nodes.values())
+    def has_room_or_bad(self, limits: RoutingLimits, *, can_split: bool = False) -> bool:
+        """Whether a node that answers could take a place now.
+
+        Args:
+            limits: The table's parameters.
+            can_split: Whether this bucket would split when full (the last one, fewer than
+                160 in the table): it then counts as having room.
+
+        Returns:
+            True when it has room, can split, or holds a bad node.
+        """
+        if can_split or len(self.nodes) < limits.k:
+            return True
+        return any(e.is_bad(limits) for e in self.nodes.values())
 
     def questionable_nodes(self, limits: RoutingLimits, now: float) -> list[NodeEntry]:
         """Its questionable nodes, least recently heard first."""

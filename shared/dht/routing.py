@@ -17,7 +17,8 @@ names are importable from here too.
 Rules:
 - Only confirmed nodes (that answered us) enter a bucket. A node heard of any other way (it
   queried us, or it comes from a file) goes to the replacement cache, and if its bucket has room
-  the table asks for it to be pinged; its answer moves it in.
+  (or holds a bad node, or is the last bucket and can split) the table asks for it to be pinged;
+  its answer moves it in (splitting the last bucket if need be).
 - A full bucket: the last bucket splits (up to 160 buckets); else a bad node is replaced at once;
   else the newcomer waits in the replacement cache and the questionable nodes of the bucket are
   to be pinged (all at once, least recently heard first: at most ``k`` pings, where BEP 5 pings
@@ -27,7 +28,9 @@ Rules:
 - One node per IP address and per id, over buckets and caches together (libtorrent's
   ``dht_restrict_routing_ips``): an id heard from another address is refused, and so is a second
   id from a known IP, except when it answers from the same IP and port, which evicts the old id
-  (the node restarted with a new id, e.g. after BEP 42).
+  (the node restarted with a new id, e.g. after BEP 42). Local addresses (those BEP 42 exempts)
+  count per IP and port instead (``buckets.ip_key``): several nodes on one LAN host or on
+  127.0.0.1 all enter.
 - BEP 42: the ``id_check`` the caller passes (normally ``node_id.is_secure_node_id``) must accept
   a node's id for its IP before the node enters bucket or cache; local addresses
   (``node_id.is_bep42_exempt``: loopback, private ranges) are exempt. None turns the check off.
@@ -50,10 +53,12 @@ from dataclasses import dataclass
 
 from torviz.shared.dht.buckets import (
     Bucket,
+    IpKey,
     NodeEntry,
     NodeState,
     NodeStatus,
     RoutingLimits,
+    ip_key,
     random_id_in_bucket,
 )
 from torviz.shared.dht.node_id import (
@@ -112,7 +117,7 @@ class Refusal(enum.Enum):
     WRONG_FAMILY = "address family of the other table"
     INSECURE_ID = "id fails the BEP 42 check for its IP"
     ID_AT_OTHER_ADDRESS = "id already known at another address"
-    IP_IN_USE = "IP already in the table under another id"
+    IP_IN_USE = "IP (IP and port, for a local IP) already in the table under another id"
     CACHE_FULL = "bucket and replacement cache full of better nodes"
 
 
@@ -164,7 +169,7 @@ class RoutingTable:
         self._ipv6 = ipv6
         self._buckets: list[Bucket] = [Bucket(last_changed=now)]
         self._by_id: dict[NodeId, NodeEntry] = {}
-        self._by_ip: dict[str, NodeId] = {}
+        self._by_ip: dict[IpKey, NodeId] = {}
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -271,11 +276,11 @@ class RoutingTable:
         """
         limits = self._limits
         wanted: list[NodeEntry] = []
-        for bucket in self._buckets:
+        for index, bucket in enumerate(self._buckets):
             wanted.extend(
                 e for e in bucket.questionable_nodes(limits, now) if e.may_ask(limits, now)
             )
-            if bucket.has_room_or_bad(limits):
+            if bucket.has_room_or_bad(limits, can_split=self._can_split(index)):
                 wanted.extend(
                     e for e in bucket.cache.values() if not e.confirmed and e.may_ask(limits, now)
                 )
@@ -340,7 +345,7 @@ class RoutingTable:
         refusal = self._refusal(node)
         if refusal is not None:
             return HeardResult(Admission.REFUSED, refusal)
-        holder = self._by_ip.get(node.address.host)
+        holder = self._by_ip.get(ip_key(node.address))
         if holder is not None:
             old = self._by_id[holder]
             if not (responded and old.info.address == node.address):
@@ -470,6 +475,10 @@ class RoutingTable:
     def _bucket_of(self, node_id: NodeId) -> Bucket:
         return self._buckets[self._index(node_id)]
 
+    def _can_split(self, index: int) -> bool:
+        """Whether bucket ``index`` would split when full: the last one, below 160 buckets."""
+        return index == len(self._buckets) - 1 and len(self._buckets) < ID_BITS
+
     def _refusal(self, node: NodeInfo) -> Refusal | None:
         if node.id == self._own_id:
             return Refusal.OWN_ID
@@ -492,7 +501,7 @@ class RoutingTable:
             if len(bucket.nodes) < self._limits.k:
                 self._insert(bucket, entry, now)
                 return HeardResult(Admission.ADDED)
-            if index == len(self._buckets) - 1 and len(self._buckets) < ID_BITS:
+            if self._can_split(index):
                 self._split()
                 continue
             worst = bucket.worst_bad_node(self._limits)
@@ -516,10 +525,12 @@ class RoutingTable:
 
     def _pings_for_cached(self, entry: NodeEntry, now: float) -> tuple[NodeInfo, ...]:
         """Whom to ping for a node waiting in the cache: itself when it could move in once it
-        answers, else the bucket's questionable nodes (one of them may have gone)."""
-        bucket = self._bucket_of(entry.info.id)
+        answers (its bucket has room, holds a bad node or can split), else the bucket's
+        questionable nodes (one of them may have gone)."""
+        index = self._index(entry.info.id)
+        bucket = self._buckets[index]
         limits = self._limits
-        if not entry.confirmed and bucket.has_room_or_bad(limits):
+        if not entry.confirmed and bucket.has_room_or_bad(limits, can_split=self._can_split(index)):
             wanted = [entry]
         else:
             wanted = bucket.questionable_nodes(limits, now)
@@ -535,7 +546,7 @@ class RoutingTable:
 
     def _index_entry(self, entry: NodeEntry) -> None:
         self._by_id[entry.info.id] = entry
-        self._by_ip[entry.info.address.host] = entry.info.id
+        self._by_ip[ip_key(entry.info.address)] = entry.info.id
 
     def _forget(self, entry: NodeEntry) -> None:
         node_id = entry.info.id
@@ -543,8 +554,9 @@ class RoutingTable:
         bucket.nodes.pop(node_id, None)
         bucket.cache.pop(node_id, None)
         del self._by_id[node_id]
-        if self._by_ip.get(entry.info.address.host) == node_id:
-            del self._by_ip[entry.info.address.host]
+        key = ip_key(entry.info.address)
+        if self._by_ip.get(key) == node_id:
+            del self._by_ip[key]
 
     def _split(self) -> None:
         """Split the last bucket: the ids sharing one more bit with ours move to a new one."""
@@ -561,7 +573,7 @@ class RoutingTable:
         """Put a node from the state file in: confirmed once, questionable now."""
         if self._refusal(info) is not None or info.id in self._by_id:
             return False
-        if info.address.host in self._by_ip:
+        if ip_key(info.address) in self._by_ip:
             return False
         entry = NodeEntry(info=info, confirmed=True)
         return self._admit(entry, now, ask=False).admission is not Admission.REFUSED

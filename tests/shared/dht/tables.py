@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 
+from torviz.shared.dht.buckets import ip_key
 from torviz.shared.dht.node_id import ID_BITS, NodeId, NodeInfo, bucket_index
 from torviz.shared.dht.routing import Admission, RoutingTable
 from torviz.shared.types import PeerAddress
@@ -48,7 +49,8 @@ def full_far_bucket(table: RoutingTable, now: float = 0.0) -> list[NodeInfo]:
 
 
 def check_consistent(table: RoutingTable) -> None:
-    """Every known node sits in exactly one place, indexed by id and IP, in its own bucket."""
+    """Every known node sits in exactly one place, indexed by id and by IP (IP and port for a
+    local IP), in its own bucket."""
     buckets = table._buckets
     places = [(i, nid) for i, b in enumerate(buckets) for nid in [*b.nodes, *b.cache]]
     assert len(places) == len({nid for _, nid in places}) == len(table._by_id)
@@ -56,7 +58,7 @@ def check_consistent(table: RoutingTable) -> None:
     last = len(buckets) - 1
     for i, nid in places:
         assert min(bucket_index(table.own_id, nid), last) == i
-        assert table._by_ip[table._by_id[nid].info.address.host] == nid
+        assert table._by_ip[ip_key(table._by_id[nid].info.address)] == nid
     for bucket in buckets:
         assert len(bucket.nodes) <= table.limits.k
         assert len(bucket.cache) <= table.limits.max_replacements

@@ -191,6 +191,35 @@ def test_full_bucket_of_good_nodes_caches_the_newcomer_and_pings_nobody() -> Non
     assert result.admission is Admission.CACHED and result.to_ping == ()
 
 
+def test_a_querier_of_the_full_last_bucket_is_pinged_and_its_answer_splits_the_bucket() -> None:
+    """The one bucket (holding our id) is full of good nodes but can split: a node that
+    queries us is worth a ping, at once and in ``questionable``; its answer splits the bucket."""
+    table = RoutingTable(OWN, 0.0)
+    for n in range(8):
+        assert answered(table, node(near(3, n))) is Admission.ADDED
+    assert table.bucket_count == 1
+    querier = node(near(0, 1))
+    result = table.heard_from(querier, 1.0, responded=False)
+    assert result.admission is Admission.CACHED and result.to_ping == (querier,)
+    later = node(near(1, 1))
+    assert table.heard_from(later, 2.0, responded=False).to_ping == (later,)
+    # Both unanswered: named again once ping_retry has passed (the table's nodes are good).
+    assert table.questionable(40.0) == [querier, later]
+    assert answered(table, querier, 41.0) is Admission.ADDED
+    assert querier.id in table and table.bucket_count == 2 and len(table) == 9
+    assert answered(table, later, 42.0) is Admission.ADDED  # the near half splits in turn
+    assert table.bucket_count == 3 and len(table) == 10
+    check_consistent(table)
+
+
+def test_a_querier_of_a_full_bucket_that_cannot_split_is_not_pinged() -> None:
+    table = RoutingTable(OWN, 0.0)
+    full_far_bucket(table)  # bucket 0 is full and no longer the last
+    querier = node(near(0, 77))
+    assert table.heard_from(querier, 1.0, responded=False).to_ping == ()
+    assert querier not in table.questionable(40.0)
+
+
 def test_full_bucket_with_questionable_nodes_asks_to_ping_them_least_recent_first() -> None:
     table = RoutingTable(OWN, 0.0)
     far = [node(near(0, n)) for n in range(8)]
@@ -292,16 +321,16 @@ def test_remove_promotes_a_replacement() -> None:
 # -- one node per IP and per id, BEP 42 ---------------------------------------------------------
 
 
-def test_one_node_per_ip_and_one_address_per_id() -> None:
+def test_one_node_per_public_ip_and_one_address_per_id() -> None:
     table = RoutingTable(OWN, 0.0)
-    a = node(near(2), "10.1.1.1", 1000)
+    a = node(near(2), "203.0.113.1", 1000)
     answered(table, a)
-    same_ip = table.heard_from(node(near(3), "10.1.1.1", 2000), 1.0, responded=True)
+    same_ip = table.heard_from(node(near(3), "203.0.113.1", 2000), 1.0, responded=True)
     assert same_ip.refusal is Refusal.IP_IN_USE
-    moved = table.heard_from(node(a.id, "10.1.1.2", 1000), 1.0, responded=True)
+    moved = table.heard_from(node(a.id, "203.0.113.2", 1000), 1.0, responded=True)
     assert moved.refusal is Refusal.ID_AT_OTHER_ADDRESS
     # The same IP and port answering under a new id: the node restarted with a new id.
-    renamed = node(near(4), "10.1.1.1", 1000)
+    renamed = node(near(4), "203.0.113.1", 1000)
     assert table.heard_from(renamed, 2.0, responded=False).refusal is Refusal.IP_IN_USE
     assert answered(table, renamed, 3.0) is Admission.ADDED
     assert a.id not in table and renamed.id in table
@@ -310,9 +339,48 @@ def test_one_node_per_ip_and_one_address_per_id() -> None:
 
 def test_an_ip_in_a_replacement_cache_counts_too() -> None:
     table = RoutingTable(OWN, 0.0)
-    table.heard_from(node(near(2), "10.1.1.1"), 0.0, responded=False)
-    other = table.heard_from(node(near(3), "10.1.1.1", 7000), 0.0, responded=False)
+    table.heard_from(node(near(2), "198.51.100.7"), 0.0, responded=False)
+    other = table.heard_from(node(near(3), "198.51.100.7", 7000), 0.0, responded=False)
     assert other.refusal is Refusal.IP_IN_USE
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "10.1.1.1", "192.168.0.9", "::1", "fd00::5"])
+def test_local_nodes_on_one_ip_count_per_ip_and_port(host: str) -> None:
+    """Eight nodes on one local IP (libtorrent sessions on loopback, a LAN host) all enter, as
+    in bucket as in cache; one node per IP and port and one address per id still hold."""
+    rng = random.Random(8)
+    table = RoutingTable(OWN, 0.0, id_check=is_secure_node_id, ipv6=":" in host)
+    sessions = [node(NodeId(rng.randbytes(20)), host, 6881 + i) for i in range(8)]
+    for i, info in enumerate(sessions):
+        assert answered(table, info, float(i)) is Admission.ADDED
+    assert len(table) == 8 and {s.info for s in table.nodes(8.0)} == set(sessions)
+    querier = node(NodeId(rng.randbytes(20)), host, 7000)
+    assert table.heard_from(querier, 9.0, responded=False).admission is Admission.CACHED
+    # Same IP and port under another id: refused on a query, replaces the old id on an answer.
+    renamed = node(NodeId(rng.randbytes(20)), host, 6881)
+    assert table.heard_from(renamed, 10.0, responded=False).refusal is Refusal.IP_IN_USE
+    assert answered(table, renamed, 11.0) is Admission.ADDED
+    assert sessions[0].id not in table and renamed.id in table
+    moved = node(sessions[1].id, host, 7001)  # a known id from another port
+    assert table.heard_from(moved, 12.0, responded=True).refusal is Refusal.ID_AT_OTHER_ADDRESS
+    check_consistent(table)
+    loaded = RoutingTable.load(table.dump(), 13.0, fallback_id=OWN, ipv6=":" in host).table
+    assert {s.info for s in loaded.nodes(13.0)} == {s.info for s in table.nodes(13.0)}
+    check_consistent(loaded)
+
+
+def test_public_nodes_on_one_ip_still_count_once_whatever_their_ports() -> None:
+    table = RoutingTable(OWN, 0.0)
+    first = node(near(2), "203.0.113.9", 6881)
+    assert answered(table, first) is Admission.ADDED
+    for port, responded in ((6882, True), (6883, False)):
+        other = node(near(3, port), "203.0.113.9", port)
+        assert table.heard_from(other, 1.0, responded=responded).refusal is Refusal.IP_IN_USE
+    v6 = RoutingTable(OWN, 0.0, ipv6=True)
+    assert answered(v6, node(near(2), "2001:db8::9", 6881)) is Admission.ADDED
+    second = node(near(3), "2001:db8::9", 6882)
+    assert v6.heard_from(second, 1.0, responded=True).refusal is Refusal.IP_IN_USE
+    assert len(table) == len(v6) == 1
 
 
 def test_bep42_check_on_entry_with_local_addresses_exempt() -> None:
@@ -474,10 +542,11 @@ def test_change_own_id_keeps_the_nodes_that_fit() -> None:
 @pytest.mark.parametrize("seed", range(4))
 def test_random_operation_sequences_keep_the_table_consistent(seed: int) -> None:
     """Answers, queries, failures, removals, pings, refreshes and id changes in random order
-    over a small population (so ids and IPs collide often): the indexes always agree."""
+    over a small population (so ids and IPs collide often; half the IPs local, counted per IP
+    and port, half public): the indexes always agree."""
     rng = random.Random(seed)
     ids = [NodeId(rng.randbytes(20)) for _ in range(60)]
-    hosts = [f"10.0.0.{i}" for i in range(1, 41)]
+    hosts = [f"10.0.0.{i}" for i in range(1, 21)] + [f"203.0.113.{i}" for i in range(1, 21)]
     table = RoutingTable(ids[0], 0.0, limits=RoutingLimits(k=3, max_replacements=2))
     now = 0.0
     for _ in range(3000):

@@ -73,9 +73,9 @@ def test_a_broken_file_gives_an_empty_table_and_a_reason(data: bytes, reason: st
 def test_bad_entries_are_skipped_not_fatal() -> None:
     entries = [
         _entry(b"\x80" + b"\x00" * 19, bytes([10, 0, 0, 1]), 0),  # port 0
-        _entry(b"\x80" + b"\x00" * 19, bytes([10, 0, 0, 2]), 80),
+        _entry(b"\x80" + b"\x00" * 19, bytes([203, 0, 113, 2]), 80),
         _entry(b"\x80" + b"\x00" * 19, bytes([10, 0, 0, 3]), 81),  # same id again
-        _entry(b"\x40" + b"\x00" * 19, bytes([10, 0, 0, 2]), 82),  # same IP again
+        _entry(b"\x40" + b"\x00" * 19, bytes([203, 0, 113, 2]), 82),  # same public IP again
         _entry(GOOD_ID, bytes([10, 0, 0, 4]), 83),  # our own id
         _entry(b"\x20" + b"\x00" * 19, bytes([0, 0, 0, 0]), 84),  # unspecified address
         _entry(b"\x10" + b"\x00" * 19, bytes([224, 0, 0, 1]), 85),  # multicast
