@@ -16,6 +16,7 @@ means "choose one in the state directory" and is filled in by the coordinator at
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import tomllib
 import types
 import typing
@@ -130,6 +131,11 @@ class TrackerAgentConfig:
     """``host:port`` of DHT nodes to join through when the saved table is empty or stale
     (``[v6addr]:port`` for IPv6): the well-known public routers by default. Tests and
     benchmarks pass their own loopback list or turn the DHT off."""
+    dht_bind6: str = "::"
+    """IPv6 address of the DHT's second UDP socket (BEP 32: an IPv6 table beside the IPv4
+    one), on the same port, IPv6 only: ``::`` every IPv6 address of the host, empty no IPv6
+    DHT. A host without IPv6 (the bind fails) runs IPv4 only, logged once. Unused when
+    ``bind_address`` is an IPv6 address: the DHT then runs IPv6 only, there."""
     dht_state: str = ""
     """File the routing table is kept in across restarts (node ids and addresses); empty:
     ``dht.dat`` in the state directory the agent is given (``--state-dir``; the daemon passes
@@ -175,6 +181,20 @@ class TrackerAgentConfig:
                 )
         for entry in self.dht_bootstrap:
             split_host_port(entry, "tracker_agent.dht_bootstrap")
+        if self.dht_bind6 and not _is_ipv6_literal(self.dht_bind6):
+            raise ConfigError(
+                "bad_value",
+                f"tracker_agent.dht_bind6 must be an IPv6 address (:: for all) or empty, "
+                f"not {self.dht_bind6!r}",
+            )
+
+
+def _is_ipv6_literal(text: str) -> bool:
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def split_host_port(text: str, where: str) -> tuple[str, int]:

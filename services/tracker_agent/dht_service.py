@@ -1,25 +1,32 @@
-"""The tracker agent's DHT node (BEP 5): one UDP socket and four greenlets around the sans-IO
-``DhtNode`` of ``shared/dht``.
+"""The tracker agent's DHT node (BEP 5, BEP 32): a UDP socket per address family and the
+greenlets around the sans-IO ``DhtNode`` of ``shared/dht``.
 
-Strategy: ``DhtService`` binds the socket (``[tracker_agent] bind_address``, ``dht_port``),
-builds the node from the saved table when there is one, and runs a receiver (each datagram
-into ``DhtNode.receive``), a timer (``DhtNode.tick`` every ``TICK`` seconds, the status
-report, the table saved every ``SAVE_INTERVAL``), a resolver (bootstrap host names, the only
-DNS the DHT does) and a sender. After every call into the node, ``_flush`` queues what it wants
-sent for the sender and turns its events into bus messages, handed to ``emit`` (the actor sends
-them on the bus).
+Strategy: ``DhtService`` binds the sockets and builds the node from the saved table when there
+is one. The IPv4 socket is on ``[tracker_agent] bind_address`` (any address when empty) and
+``dht_port``; the IPv6 one on ``dht_bind6``, the same port, IPv6 only (``IPV6_V6ONLY``), so
+the node keeps an IPv6 table beside the IPv4 one (BEP 32). A ``bind_address`` that is an IPv6
+address gives one IPv6 socket there and no IPv4 table. Per socket a receiver (each datagram
+into ``DhtNode.receive`` with its source) and a sender run; besides them a timer
+(``DhtNode.tick`` every ``TICK`` seconds, the status report, the table saved every
+``SAVE_INTERVAL``) and a resolver (bootstrap host names, the only DNS the DHT does). After
+every call into the node, ``_flush`` queues what it wants sent for the sender of the
+destination's family and turns its events into bus messages, handed to ``emit`` (the actor
+sends them on the bus).
 
 Rules:
 - Only greenlets of this process touch the node, and no call into it yields, so its calls
-  never interleave. The socket is read by the receiver and written by the sender only (one
-  greenlet waiting per direction, as gevent requires); at most ``SEND_QUEUE`` datagrams wait,
-  more are dropped.
+  never interleave. Each socket is read by its receiver and written by its sender only (one
+  greenlet waiting per direction, as gevent requires); at most ``SEND_QUEUE`` datagrams wait
+  per socket, more are dropped.
+- The IPv6 socket is optional: when it cannot be bound (a host without IPv6, the port taken
+  there) the node runs IPv4 only, said in one INFO line. The IPv4 socket (or the one of an
+  IPv6 ``bind_address``) is not: a taken port stops the agent with one line.
 - A private torrent (BEP 27) is never given to the node; ``TrackTorrent.dht_nodes`` (the
   .torrent's ``nodes``) and ``DhtNodeSeen`` (a peer's ``PORT``) are bootstrap candidates.
 - A send error (no route, a full buffer) drops that datagram; a bug in the node drops the
   datagram or tick that raised it, logged, never the agent.
-- Local-only mode (``core/dht_rules.py``): public bootstrap entries are skipped and the
-  sender drops datagrams to public addresses.
+- Local-only mode (``core/dht_rules.py``): public bootstrap entries are skipped and no
+  datagram goes to a public address, of either family.
 - The table is saved to ``state_file`` (when there is one) every ``SAVE_INTERVAL`` and at
   ``close``, written to a temporary file and renamed, so a crash leaves the old one whole.
 """
@@ -115,7 +122,8 @@ class DhtService:
     """The DHT node of a tracker agent and its socket.
 
     Args:
-        config: the agent's section (``bind_address``, ``dht_port``, ``dht_bootstrap``).
+        config: the agent's section (``bind_address``, ``dht_bind6``, ``dht_port``,
+            ``dht_bootstrap``).
         ports: the ports to try in order when ``dht_port`` is 0 (the peer agent's
             ``listen_ports`` range).
         state_file: where the table is loaded from and saved to (None: not kept).
@@ -142,8 +150,11 @@ class DhtService:
         self._rng = rng or random.Random()
         self._node_factory = node_factory
         self._node: DhtNode | None = None
-        self._outbox: gevent.queue.Queue[tuple[bytes, PeerAddress]] = gevent.queue.Queue()
-        self._socket: gevent.socket.socket | None = None
+        self._sockets: dict[bool, gevent.socket.socket] = {}
+        """The bound sockets by family (True: IPv6)."""
+        self._outboxes: dict[bool, gevent.queue.Queue[tuple[bytes, PeerAddress]]] = {}
+        self._no_ipv6 = ""
+        """Why there is no IPv6 socket though ``dht_bind6`` asks for one (logged at start)."""
         self._greenlets: list[gevent.Greenlet[Any, Any]] = []
         self._reports = StatusReports()
         self._local_only = local_only()
@@ -154,7 +165,9 @@ class DhtService:
     # -- lifecycle -------------------------------------------------------------------------------
 
     def bind(self) -> int:
-        """Bind the socket (the entry point does this first, so a refusal is one line).
+        """Bind the sockets (the entry point does this first, so a refusal is one line): the
+        main one (IPv4, or IPv6 on an IPv6 ``bind_address``), then the IPv6 one on its port
+        when ``dht_bind6`` asks for it and the host allows it.
 
         Returns:
             The UDP port bound.
@@ -162,10 +175,20 @@ class DhtService:
         Raises:
             ConfigError: ``dht_port_taken`` (the port, or every port of the range, is taken).
         """
-        if self._socket is None:
-            self._socket = self._bind()
-            self.port = self._socket.getsockname()[1]
+        if not self._sockets:
+            main = self._bind()
+            self.port = main.getsockname()[1]
+            self._sockets[self._main_ipv6] = main
+            if not self._main_ipv6 and self._config.dht_bind6:
+                second = self._bind6(self._config.dht_bind6, self.port)
+                if second is not None:
+                    self._sockets[True] = second
         return self.port
+
+    @property
+    def families(self) -> list[str]:
+        """The address families the node runs (``IPv4``, ``IPv6``; empty before ``bind``)."""
+        return [name for v6, name in ((False, "IPv4"), (True, "IPv6")) if v6 in self._sockets]
 
     def start(self, emit: Callable[[Sequence[Message]], None]) -> None:
         """Load the table, start the greenlets and the bootstrap (binding first if needed).
@@ -180,20 +203,22 @@ class DhtService:
         self.bind()
         self._emit = emit
         now = self._clock()
-        ipv6 = self._ipv6
-        config = DhtConfig(port=self.port, ipv4=not ipv6, ipv6=ipv6)
+        config = DhtConfig(port=self.port, ipv4=False in self._sockets, ipv6=True in self._sockets)
         self._node = node = self._node_factory(config, self._load(), now, self._rng)
         if node.load_problem:
             log.warning("DHT table %s not used: %s", self._state_file, node.load_problem)
-        self._greenlets = [
-            gevent.spawn(self._receive_loop),
-            gevent.spawn(self._timer_loop),
-            gevent.spawn(self._bootstrap_loop),
-            gevent.spawn(self._send_loop),
-        ]
+        self._greenlets = [gevent.spawn(self._timer_loop), gevent.spawn(self._bootstrap_loop)]
+        for ipv6, sock in self._sockets.items():
+            outbox: gevent.queue.Queue[tuple[bytes, PeerAddress]] = gevent.queue.Queue()
+            self._outboxes[ipv6] = outbox
+            self._greenlets.append(gevent.spawn(self._receive_loop, sock))
+            self._greenlets.append(gevent.spawn(self._send_loop, sock, outbox))
+        if self._no_ipv6:
+            log.info("DHT: no IPv6 node (%s); IPv4 only", self._no_ipv6)
         log.info(
-            "DHT node listening on UDP %s (%d nodes from the saved table)",
+            "DHT node listening on UDP %s, %s (%d nodes from the saved table)",
             self.port,
+            " and ".join(self.families),
             self._node.summary(now).nodes,
         )
 
@@ -203,9 +228,10 @@ class DhtService:
             greenlet.kill(block=False)
         self._greenlets = []
         self._save()
-        if self._socket is not None:
-            self._socket.close()
-            self._socket = None
+        for sock in self._sockets.values():
+            sock.close()
+        self._sockets = {}
+        self._outboxes = {}
 
     # -- commands from the coordinator -----------------------------------------------------------
 
@@ -243,9 +269,9 @@ class DhtService:
 
     # -- greenlets --------------------------------------------------------------------------------
 
-    def _receive_loop(self) -> None:
-        sock = self._socket
-        assert sock is not None
+    def _receive_loop(self, sock: gevent.socket.socket) -> None:
+        """Every datagram of ``sock`` into the node, with its source (of the socket's
+        family)."""
         while True:
             try:
                 data, source = sock.recvfrom(MAX_DATAGRAM)
@@ -327,7 +353,10 @@ class DhtService:
         except ValueError:
             if self._local_only:
                 return []  # a name: local-only mode resolves none
-        family = stdlib_socket.AF_INET6 if self._ipv6 else stdlib_socket.AF_INET
+        if len(self._sockets) == 2:
+            family = stdlib_socket.AF_UNSPEC
+        else:
+            family = stdlib_socket.AF_INET6 if self._main_ipv6 else stdlib_socket.AF_INET
         try:
             with gevent.Timeout(RESOLVE_TIMEOUT):
                 infos = gevent.socket.getaddrinfo(
@@ -345,8 +374,8 @@ class DhtService:
     # -- the node's output -------------------------------------------------------------------------
 
     def _flush(self) -> None:
-        node, sock = self._node, self._socket
-        if node is None or sock is None:
+        node = self._node
+        if node is None:
             return
         for datagram, address in node.take_outgoing():
             if not self._may_reach(address.host):
@@ -354,8 +383,9 @@ class DhtService:
                 if self._refused_sends == 1:
                     log.warning("DHT: not sending to %s (local-only mode)", address)
                 continue
-            if self._outbox.qsize() < SEND_QUEUE:
-                self._outbox.put((datagram, address))
+            outbox = self._outboxes.get(address.is_ipv6)  # None: a family we do not run
+            if outbox is not None and outbox.qsize() < SEND_QUEUE:
+                outbox.put((datagram, address))
         messages: list[Message] = []
         for event in node.take_events():
             match event:
@@ -368,11 +398,11 @@ class DhtService:
         if messages:
             self._emit(messages)
 
-    def _send_loop(self) -> None:
-        sock = self._socket
-        assert sock is not None
+    def _send_loop(
+        self, sock: gevent.socket.socket, outbox: gevent.queue.Queue[tuple[bytes, PeerAddress]]
+    ) -> None:
         while True:
-            datagram, address = self._outbox.get()
+            datagram, address = outbox.get()
             try:
                 sock.sendto(datagram, (address.host, address.port))
             except OSError as exc:
@@ -384,12 +414,13 @@ class DhtService:
     # -- the socket and the table ----------------------------------------------------------------
 
     @property
-    def _ipv6(self) -> bool:
+    def _main_ipv6(self) -> bool:
+        """Whether the main socket is IPv6 (``bind_address`` is an IPv6 address)."""
         return ":" in self._config.bind_address
 
     def _bind(self) -> gevent.socket.socket:
         host = self._config.bind_address or "0.0.0.0"
-        family = stdlib_socket.AF_INET6 if self._ipv6 else stdlib_socket.AF_INET
+        family = stdlib_socket.AF_INET6 if self._main_ipv6 else stdlib_socket.AF_INET
         wanted = self._config.dht_port
         candidates = [wanted] if wanted else list(range(self._ports[0], self._ports[1] + 1))
         for port in candidates:
@@ -407,6 +438,21 @@ class DhtService:
             f"the DHT cannot bind UDP {host} {where}: {last.strerror or last}; set "
             "[tracker_agent] dht_port to a free port",
         )
+
+    def _bind6(self, host: str, port: int) -> gevent.socket.socket | None:
+        """The IPv6 socket beside the IPv4 one: IPv6 only, on ``port``; None (the reason kept
+        for the log) when the host has no IPv6 or the port is taken there."""
+        sock = None
+        try:
+            sock = gevent.socket.socket(stdlib_socket.AF_INET6, stdlib_socket.SOCK_DGRAM)
+            sock.setsockopt(stdlib_socket.IPPROTO_IPV6, stdlib_socket.IPV6_V6ONLY, 1)
+            sock.bind((host, port))
+        except OSError as exc:
+            if sock is not None:
+                sock.close()
+            self._no_ipv6 = f"cannot bind UDP [{host}]:{port}: {exc.strerror or exc}"
+            return None
+        return sock
 
     def _load(self) -> bytes | None:
         path = self._state_file
