@@ -119,7 +119,7 @@ def state_file_for(config: TrackerAgentConfig, state_dir: str | None) -> Path | 
 
 
 class DhtService:
-    """The DHT node of a tracker agent and its socket.
+    """The DHT node of a tracker agent and its sockets (one per address family).
 
     Args:
         config: the agent's section (``bind_address``, ``dht_bind6``, ``dht_port``,
