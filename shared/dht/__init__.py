@@ -5,7 +5,8 @@ metric and BEP 42; ``routing`` (with ``buckets`` and ``table_file``) the routing
 and ``peer_store`` what a responder keeps; ``lookup`` one iterative search; ``transactions``,
 ``rate_limit``, ``external_ip`` and ``responder`` the parts of a node; ``node`` the whole node fed
 datagrams and a clock (``node_types`` its config, events and counters, ``node_state`` its state
-file). The shell (the tracker agent) owns the UDP socket and the clock.
+file, ``searches`` its searches and announces, ``maintenance`` the upkeep of its tables). The
+shell (the tracker agent) owns the UDP socket and the clock.
 """
 
 from torviz.shared.dht.lookup import Lookup, LookupKind

@@ -3,9 +3,11 @@
 Strategy: the shell (the tracker agent) owns the UDP socket and the clock. It hands every datagram
 to ``receive``, calls ``tick`` at ``next_deadline`` (or at least every few seconds), sends what
 ``take_outgoing`` returns and forwards what ``take_events`` returns. Inside, the parts each own
-one concern: ``Transactions`` matches answers to queries, ``Lookup`` drives one iterative search,
-``RoutingTable`` keeps the nodes (one per address family), ``Responder`` answers, ``RateLimiter``
-drops floods, ``AddressVotes`` learns our external address.
+one concern: ``Transactions`` matches answers to queries, ``Searches`` runs the searches (one
+``Lookup`` per family) and the torrents' announces, ``Maintenance`` keeps the tables fresh and
+bootstraps, ``RoutingTable`` keeps the nodes (one per address family), ``Responder`` answers,
+``RateLimiter`` drops floods, ``AddressVotes`` learns our external address. The node receives,
+ticks, and owns the outgoing datagrams and the events: the parts send and report through it.
 
 Rules:
 - Every datagram is charged to its source's and the total token bucket before it is decoded;
@@ -16,50 +18,36 @@ Rules:
   applies BEP 42 and its other rules), unless we asked it under another id: a node answering
   each lookup under a new id (to seem closest) must not rewrite the table. Nodes named in
   answers are never added directly: they enter the table when they answer a query of ours.
-- A node that queries us and is only cached by the table gets one ping (per 10 minutes); its
+- A node that queries us and is only cached by the table gets one ping (``maintenance.py``); its
   answer lets the table place it. Pings caused by queries use at most half the transactions, so
   a flood from many addresses cannot starve our own searches.
 - Queries from read-only nodes (BEP 43 ``ro``) are answered, but the node never enters the table.
   In read-only mode we set ``ro`` on our queries and answer no query.
-- A torrent gets a ``get_peers`` search on ``add_torrent`` and then every 15 to 30 minutes
-  (jittered with the node's random generator; a search that reached nobody is retried after a
-  minute); a public torrent then gets ``announce_peer`` to the 8 closest nodes that gave a token,
-  per family. Peers are reported as they arrive (``PeersFound``), each once per torrent.
-- A search is one ``Lookup`` per address family we run; nodes of the other family in an answer
-  feed the other lookup. At most ``max_searches`` run at once; a torrent due meanwhile waits.
-- Maintenance every ``maintenance_interval``: pings of questionable nodes (the table says which),
-  a ``find_node`` search per quiet bucket, expiry of stored peers, and bootstrap again while the
-  table is empty (backing off to 10 minutes).
+- Torrents are searched for every 15 to 30 minutes and announced to the closest nodes
+  (``searches.py``); the tables are maintained every ``maintenance_interval`` (``maintenance.py``).
 - Our id follows BEP 42 once several distinct nodes agree on our external IPv4 address (``ip``
   in answers); the tables are rebuilt around the new id and a search for it refills them.
 """
 
 from __future__ import annotations
 
-import enum
 import random
-from collections import OrderedDict
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 
 from torviz.shared.bus import DhtSummary, DhtTorrentSummary
 from torviz.shared.dht.external_ip import AddressVotes
 from torviz.shared.dht.krpc import (
-    AnnouncePeer,
     Error,
     ErrorCode,
-    FindNode,
-    GetPeers,
     KrpcMessage,
     Ping,
     Query,
     QueryArgs,
     Response,
-    Want,
     decode_krpc,
     encode_krpc,
 )
-from torviz.shared.dht.lookup import Lookup, LookupKind
+from torviz.shared.dht.maintenance import MAX_NEWCOMERS, NEWCOMER_PING_INTERVAL, Maintenance
 from torviz.shared.dht.node_id import (
     NodeId,
     NodeInfo,
@@ -82,12 +70,15 @@ from torviz.shared.dht.peer_store import PeerStore
 from torviz.shared.dht.rate_limit import RateLimiter
 from torviz.shared.dht.responder import Responder
 from torviz.shared.dht.routing import Admission, RoutingTable
+from torviz.shared.dht.searches import Asked, Purpose, Searches, own_id_of
 from torviz.shared.dht.tokens import TokenKeeper
 from torviz.shared.dht.transactions import Transactions
 from torviz.shared.errors import KrpcError
 from torviz.shared.types import InfoHash, PeerAddress
 
 __all__ = [
+    "MAX_NEWCOMERS",
+    "NEWCOMER_PING_INTERVAL",
     "AnnounceDone",
     "DhtConfig",
     "DhtCounters",
@@ -98,59 +89,7 @@ __all__ = [
     "SearchOutcome",
 ]
 
-NEWCOMER_PING_INTERVAL = 600.0
-"""Seconds before a node that queried us (and was only cached) is pinged again."""
-MAX_NEWCOMERS = 4_096
-"""Addresses remembered as pinged newcomers."""
-
 _U32_MAX = 2**32 - 1
-
-
-class _Purpose(enum.Enum):
-    PING = "ping"
-    BOOTSTRAP = "bootstrap"
-    LOOKUP = "lookup"
-    ANNOUNCE = "announce"
-
-
-class _Search:
-    """One search for a target: a lookup per address family."""
-
-    __slots__ = ("info_hash", "lookups", "purpose")
-
-    def __init__(
-        self, purpose: _Purpose, lookups: dict[bool, Lookup], info_hash: InfoHash | None
-    ) -> None:
-        self.purpose = purpose
-        self.lookups = lookups
-        self.info_hash = info_hash
-
-    @property
-    def done(self) -> bool:
-        return all(lookup.done for lookup in self.lookups.values())
-
-
-@dataclass(frozen=True, slots=True)
-class _Asked:
-    """Why a query went out (the record of its transaction)."""
-
-    purpose: _Purpose
-    node_id: NodeId | None = None
-    search: _Search | None = None
-    info_hash: InfoHash | None = None
-
-
-@dataclass(slots=True)
-class _Torrent:
-    port: int
-    announce: bool
-    next_lookup_at: float
-    search: _Search | None = None
-    last: SearchOutcome | None = None
-    peers: set[PeerAddress] = field(default_factory=set)
-    announced_to: int = 0
-    announcing: int = 0
-    accepted: int = 0
 
 
 class DhtNode:
@@ -196,29 +135,37 @@ class DhtNode:
             version=config.version,
         )
         self._limiter = RateLimiter(config.rate, now)
-        self._transactions: Transactions[_Asked] = Transactions(
+        self._transactions: Transactions[Asked] = Transactions(
             rng, capacity=config.max_transactions, timeout=config.query_timeout
         )
         self._votes = AddressVotes(needed=config.votes_needed)
         self.external_ip: str | None = None
-        self._searches: list[_Search] = []
-        self._torrents: dict[InfoHash, _Torrent] = {}
         self._outgoing: list[tuple[bytes, PeerAddress]] = []
         self._events: list[DhtEvent] = []
-        self._bootstrap_nodes: tuple[PeerAddress, ...] = ()
-        self._bootstrap_wait = config.bootstrap_retry[0]
-        self._next_bootstrap = now + self._bootstrap_wait
-        self._next_maintenance = now
-        self._joined = False  # a search for our own id has been started
-        self._torrents_due = float("inf")  # no idle torrent is due before this
-        self._newcomers: OrderedDict[PeerAddress, float] = OrderedDict()
+        self._searches = Searches(
+            config,
+            self._tables,
+            self.counters,
+            rng,
+            send_query=self._send_query,
+            emit=self._emit,
+        )
+        self._maintenance = Maintenance(
+            config,
+            self._tables,
+            self._store,
+            self._searches,
+            rng,
+            now,
+            send_query=self._send_query,
+        )
 
     # -- reading -------------------------------------------------------------------------------
 
     @property
     def own_id(self) -> NodeId:
         """Our node id now (it changes once, when BEP 42 gives us a secure one)."""
-        return next(iter(self._tables.values())).own_id
+        return own_id_of(self._tables)
 
     def table(self, ipv6: bool = False) -> RoutingTable:
         """The routing table of one family.
@@ -230,17 +177,16 @@ class DhtNode:
 
     def last_search(self, info_hash: InfoHash) -> SearchOutcome | None:
         """How the torrent's last finished search went (None: none finished yet)."""
-        torrent = self._torrents.get(info_hash)
-        return None if torrent is None else torrent.last
+        return self._searches.last_search(info_hash)
 
     def torrents(self) -> list[InfoHash]:
         """The torrents searched for."""
-        return list(self._torrents)
+        return self._searches.torrents()
 
     @property
     def searches(self) -> int:
         """Searches running now."""
-        return len(self._searches)
+        return self._searches.running
 
     @property
     def outstanding(self) -> int:
@@ -253,7 +199,7 @@ class DhtNode:
         return DhtSummary(
             nodes=min(sum(c.nodes for c in counts), _U32_MAX),
             good_nodes=min(sum(c.good for c in counts), _U32_MAX),
-            lookups=min(len(self._searches), _U32_MAX),
+            lookups=min(self._searches.running, _U32_MAX),
             stored_peers=min(self._store.count(), _U32_MAX),
             queries_received=self.counters.queries_received,
             packets_dropped=self.counters.packets_dropped,
@@ -262,30 +208,15 @@ class DhtNode:
 
     def torrent_summaries(self, now: float) -> list[DhtTorrentSummary]:
         """Per torrent: peers found, nodes that took our announce, when the next search is."""
-        return [
-            DhtTorrentSummary(
-                info_hash=info_hash,
-                peers_found=min(len(torrent.peers), _U32_MAX),
-                announced_to=min(torrent.announced_to, _U32_MAX),
-                next_lookup_in=None
-                if torrent.search is not None
-                else max(0.0, torrent.next_lookup_at - now),
-            )
-            for info_hash, torrent in self._torrents.items()
-        ]
+        return self._searches.torrent_summaries(now)
 
     def next_deadline(self, now: float) -> float:
         """When ``tick`` next has work (at the latest the next maintenance round)."""
-        times = [self._next_maintenance]
+        times = [self._maintenance.next_round]
         deadline = self._transactions.next_deadline()
         if deadline is not None:
             times.append(deadline)
-        for search in self._searches:
-            for lookup in search.lookups.values():
-                deadline = lookup.next_deadline(now)
-                if deadline is not None:
-                    times.append(deadline)
-        times.extend(t.next_lookup_at for t in self._torrents.values() if t.search is None)
+        times.extend(self._searches.deadlines(now))
         return max(now, min(times))
 
     def dump(self) -> bytes:
@@ -318,22 +249,11 @@ class DhtNode:
         Returns:
             False when ``max_torrents`` are searched for already (the torrent is not added).
         """
-        torrent = self._torrents.get(info_hash)
-        if torrent is not None:
-            torrent.port, torrent.announce = port, announce
-            return True
-        if len(self._torrents) >= self.config.max_torrents:
-            return False
-        self._torrents[info_hash] = _Torrent(port, announce, next_lookup_at=now)
-        self._torrents_due = now
-        self._start_due_torrents(now)
-        return True
+        return self._searches.add_torrent(info_hash, port, now, announce=announce)
 
     def remove_torrent(self, info_hash: InfoHash) -> None:
         """Stop searching for a torrent (its running search is cancelled)."""
-        torrent = self._torrents.pop(info_hash, None)
-        if torrent is not None and torrent.search is not None:
-            self._cancel(torrent.search)
+        self._searches.remove_torrent(info_hash)
 
     def bootstrap(self, addresses: Iterable[PeerAddress], now: float) -> None:
         """Join the DHT through known addresses (routers, a .torrent's ``nodes``, PORT messages).
@@ -345,16 +265,12 @@ class DhtNode:
             addresses: The nodes to ask (their ids are unknown).
             now: The clock.
         """
-        fresh = [a for a in dict.fromkeys(addresses) if a.is_ipv6 in self._tables]
-        self._bootstrap_nodes = tuple(dict.fromkeys([*self._bootstrap_nodes, *fresh]))[:64]
-        self._join(now)
-        for address in fresh[:64]:
-            self._send_query(address, self._find_self(), _Asked(_Purpose.BOOTSTRAP), now)
+        self._maintenance.bootstrap(addresses, now)
 
     def ping(self, address: PeerAddress, now: float) -> None:
         """Ping a node (e.g. a peer's PORT message): if it answers, it enters the table."""
         if address.is_ipv6 in self._tables:
-            self._send_query(address, Ping(self.own_id), _Asked(_Purpose.PING), now)
+            self._send_query(address, Ping(self.own_id), Asked(Purpose.PING), now)
 
     # -- input ---------------------------------------------------------------------------------
 
@@ -383,7 +299,7 @@ class DhtNode:
                 self._on_query(message, address, now)
             case Response() | Error():
                 self._on_answer(message, address, now)
-        self._start_due_torrents(now)
+        self._searches.start_due(now)
 
     def tick(self, now: float) -> None:
         """Let time pass: timeouts, due searches, maintenance.
@@ -393,15 +309,9 @@ class DhtNode:
         """
         for pending in self._transactions.expire(now):
             self._on_timeout(pending.record, pending.address, now)
-        for search in list(self._searches):
-            for ipv6, lookup in search.lookups.items():
-                for node in lookup.expire(now):
-                    self._tables[ipv6].failed(node, now)
-            self._pump(search, now)
-        if now >= self._next_maintenance:
-            self._next_maintenance = now + self.config.maintenance_interval
-            self._maintain(now)
-        self._start_due_torrents(now)
+        self._searches.expire(now)
+        self._maintenance.tick(now)
+        self._searches.start_due(now)
 
     # -- answering -----------------------------------------------------------------------------
 
@@ -422,9 +332,9 @@ class DhtNode:
             # Pings a query makes us send may use half the transactions at most: a flood of
             # queries from many addresses must not starve our own lookups.
             if len(self._transactions) < self.config.max_transactions // 2:
-                self._ping_all(heard.to_ping, now)
+                self._maintenance.ping_all(heard.to_ping, now)
                 if heard.admission is Admission.CACHED and node not in heard.to_ping:
-                    self._ping_newcomer(node, now)
+                    self._maintenance.ping_newcomer(node, now)
         answer = self._responder.answer(query, address, self.own_id, now)
         if answer is None:
             self._drop("dropped_malformed")
@@ -442,7 +352,7 @@ class DhtNode:
         asked = pending.record
         if isinstance(message, Error):
             self.counters.errors_received += 1
-            self._on_failed(asked, address, now)
+            self._searches.on_failed(asked, address, now)
             return
         self.counters.responses_received += 1
         table = self._tables.get(address.is_ipv6)
@@ -453,59 +363,25 @@ class DhtNode:
             self.counters.id_mismatches += 1
         elif message.node_id != self.own_id:
             heard = table.heard_from(NodeInfo(message.node_id, address), now, responded=True)
-            self._ping_all(heard.to_ping, now)
+            self._maintenance.ping_all(heard.to_ping, now)
         if message.ip is not None:
             self._vote(message.ip, address, now)
         match asked.purpose:
-            case _Purpose.LOOKUP:
+            case Purpose.LOOKUP:
                 assert asked.search is not None
-                self._on_lookup_response(asked.search, message, address, now)
-            case _Purpose.BOOTSTRAP:
-                search = self._join(now)
-                for ipv6, lookup in search.lookups.items():
-                    named = message.nodes6 if ipv6 else message.nodes
-                    lookup.add_candidates((n for n in named if n.id != self.own_id), address)
-                self._pump(search, now)
-            case _Purpose.ANNOUNCE:
+                self._searches.on_lookup_response(asked.search, message, address, now)
+            case Purpose.BOOTSTRAP:
+                self._searches.on_bootstrap_response(message, address, now)
+            case Purpose.ANNOUNCE:
                 assert asked.info_hash is not None
-                self._announce_settled(asked.info_hash, accepted=True)
-            case _Purpose.PING:
+                self._searches.announce_settled(asked.info_hash, accepted=True)
+            case Purpose.PING:
                 pass
 
-    def _on_lookup_response(
-        self, search: _Search, response: Response, address: PeerAddress, now: float
-    ) -> None:
-        ipv6 = address.is_ipv6
-        lookup = search.lookups.get(ipv6)
-        if lookup is None:
-            return
-        own, other = (
-            (response.nodes6, response.nodes) if ipv6 else (response.nodes, response.nodes6)
-        )
-        own = tuple(n for n in own if n.id != self.own_id)  # never ask ourselves
-        other = tuple(n for n in other if n.id != self.own_id)
-        values = response.values if search.info_hash is not None else ()
-        peers = lookup.on_response(address, response.node_id, own, values, response.token, now)
-        other_lookup = search.lookups.get(not ipv6)
-        if other_lookup is not None and other:
-            other_lookup.add_candidates(other, address)
-        if peers and search.info_hash is not None:
-            self._found(search.info_hash, peers)
-        self._pump(search, now)
-
-    def _on_timeout(self, asked: _Asked, address: PeerAddress, now: float) -> None:
+    def _on_timeout(self, asked: Asked, address: PeerAddress, now: float) -> None:
         if asked.node_id is not None and address.is_ipv6 in self._tables:
             self._tables[address.is_ipv6].failed(NodeInfo(asked.node_id, address), now)
-        self._on_failed(asked, address, now)
-
-    def _on_failed(self, asked: _Asked, address: PeerAddress, now: float) -> None:
-        if asked.purpose is _Purpose.LOOKUP and asked.search is not None:
-            lookup = asked.search.lookups.get(address.is_ipv6)
-            if lookup is not None:
-                lookup.on_failure(address, now)
-            self._pump(asked.search, now)
-        elif asked.purpose is _Purpose.ANNOUNCE and asked.info_hash is not None:
-            self._announce_settled(asked.info_hash, accepted=False)
+        self._searches.on_failed(asked, address, now)
 
     def _vote(self, ip: PeerAddress, voter: PeerAddress, now: float) -> None:
         if ip.is_ipv6 != voter.is_ipv6:
@@ -514,7 +390,7 @@ class DhtNode:
         if decided is None:
             return
         self.external_ip = decided
-        self._events.append(ExternalAddress(decided))
+        self._emit(ExternalAddress(decided))
         if not self.config.secure_id or is_bep42_exempt(decided):
             return
         if ip.is_ipv6 and self.config.ipv4:
@@ -524,203 +400,11 @@ class DhtNode:
         new_id = secure_node_id(decided, self._rng.getrandbits(8), self._rng)
         for table in self._tables.values():
             table.change_own_id(new_id, now)
-        self._search_nodes(new_id, now)
-
-    # -- searches ------------------------------------------------------------------------------
-
-    def _start_search(
-        self,
-        target: NodeId,
-        kind: LookupKind,
-        purpose: _Purpose,
-        info_hash: InfoHash | None,
-        now: float,
-    ) -> _Search | None:
-        if len(self._searches) >= self.config.max_searches:
-            return None
-        config = self.config
-        lookups = {
-            ipv6: Lookup(
-                target,
-                kind,
-                table.closest(target, 2 * config.k),
-                now,
-                alpha=config.alpha,
-                k=config.k,
-                timeout=2 * config.query_timeout,  # the transactions time out first
-                slow_after=config.slow_after,
-            )
-            for ipv6, table in self._tables.items()
-        }
-        search = _Search(purpose, lookups, info_hash)
-        self._searches.append(search)
-        self.counters.searches_started += 1
-        return search
-
-    def _pump(self, search: _Search, now: float) -> None:
-        """Send what a search's lookups want to send; finish the search once they are done."""
-        if search not in self._searches:
-            return
-        want = Want.N4 | Want.N6 if len(self._tables) == 2 else Want.NONE
-        own = self.own_id
-        for lookup in search.lookups.values():
-            for node in lookup.next_queries(now):
-                args: QueryArgs
-                if lookup.kind is LookupKind.GET_PEERS:
-                    args = GetPeers(own, lookup.info_hash, want)
-                else:
-                    args = FindNode(own, lookup.target, want)
-                asked = _Asked(_Purpose.LOOKUP, node.id, search)
-                if not self._send_query(node.address, args, asked, now):
-                    lookup.on_failure(node.address, now)
-        if search.done:
-            self._finish(search, now)
-
-    def _finish(self, search: _Search, now: float) -> None:
-        self._searches.remove(search)
-        self.counters.searches_done += 1
-        if search.info_hash is None:
-            return
-        torrent = self._torrents.get(search.info_hash)
-        if torrent is None or torrent.search is not search:
-            return
-        torrent.search = None
-        lookups = search.lookups.values()
-        torrent.last = SearchOutcome(
-            queries=sum(lookup.queries_sent for lookup in lookups),
-            responses=sum(lookup.responses for lookup in lookups),
-            closest=tuple(node for lookup in lookups for node in lookup.closest()),
-            peers=sum(len(lookup.peers) for lookup in lookups),
-        )
-        reached = torrent.last.responses > 0
-        low, high = self.config.lookup_interval
-        wait = self._rng.uniform(low, high) if reached else self.config.retry_interval
-        torrent.next_lookup_at = now + wait
-        self._torrents_due = min(self._torrents_due, torrent.next_lookup_at)
-        if not torrent.announce:
-            return
-        torrent.accepted = 0
-        for lookup in search.lookups.values():
-            for node, token in lookup.closest_with_tokens(self.config.k):
-                args = AnnouncePeer(self.own_id, search.info_hash, torrent.port, token)
-                asked = _Asked(_Purpose.ANNOUNCE, node.id, info_hash=search.info_hash)
-                if self._send_query(node.address, args, asked, now):
-                    torrent.announcing += 1
-        if torrent.announcing == 0:
-            torrent.announced_to = 0
-            self._events.append(AnnounceDone(search.info_hash, 0))
-
-    def _announce_settled(self, info_hash: InfoHash, *, accepted: bool) -> None:
-        torrent = self._torrents.get(info_hash)
-        if torrent is None or torrent.announcing == 0:
-            return
-        torrent.announcing -= 1
-        torrent.accepted += accepted
-        if torrent.announcing == 0:
-            torrent.announced_to = torrent.accepted
-            self._events.append(AnnounceDone(info_hash, torrent.accepted))
-
-    def _cancel(self, search: _Search) -> None:
-        for lookup in search.lookups.values():
-            lookup.cancel()
-        if search in self._searches:
-            self._searches.remove(search)
-
-    def _found(self, info_hash: InfoHash, peers: Sequence[PeerAddress]) -> None:
-        torrent = self._torrents.get(info_hash)
-        if torrent is None:
-            return
-        new = [p for p in peers if p not in torrent.peers]
-        room = self.config.max_peers_per_torrent - len(torrent.peers)
-        torrent.peers.update(new[: max(room, 0)])
-        if new:
-            self._events.append(PeersFound(info_hash, tuple(new)))
-
-    def _start_due_torrents(self, now: float) -> None:
-        if now < self._torrents_due or not self._has_nodes():
-            return
-        due = float("inf")
-        for info_hash, torrent in self._torrents.items():
-            if torrent.search is not None:
-                continue
-            if torrent.next_lookup_at > now or len(self._searches) >= self.config.max_searches:
-                due = min(due, max(torrent.next_lookup_at, now + 1.0))
-                continue
-            target = NodeId(info_hash.raw)
-            search = self._start_search(
-                target, LookupKind.GET_PEERS, _Purpose.LOOKUP, info_hash, now
-            )
-            if search is not None:
-                torrent.search = search
-                self._pump(search, now)
-            if torrent.search is None:  # it ended at once, or could not start
-                due = min(due, max(torrent.next_lookup_at, now + 1.0))
-        self._torrents_due = due
-
-    def _search_nodes(self, target: NodeId, now: float) -> None:
-        """A ``find_node`` search to fill the table (a quiet bucket, or our new id)."""
-        search = self._start_search(target, LookupKind.FIND_NODE, _Purpose.BOOTSTRAP, None, now)
-        if search is not None:
-            self._pump(search, now)
-
-    def _join(self, now: float) -> _Search:
-        """The running search for our own id, started if there is none (or it is done)."""
-        for search in self._searches:
-            if search.purpose is _Purpose.BOOTSTRAP and not search.done:
-                return search
-        self._joined = True
-        started = self._start_search(
-            self.own_id, LookupKind.FIND_NODE, _Purpose.BOOTSTRAP, None, now
-        )
-        if started is None:  # too many searches: a detached one takes the nodes (and drops them)
-            return _Search(_Purpose.BOOTSTRAP, {}, None)
-        self._pump(started, now)
-        return started
-
-    # -- maintenance ---------------------------------------------------------------------------
-
-    def _maintain(self, now: float) -> None:
-        self._store.sweep(now)
-        for table in self._tables.values():
-            self._ping_all(table.questionable(now, self.config.ping_batch), now)
-            for target in table.buckets_to_refresh(now, self._rng):
-                if len(self._searches) < self.config.max_searches // 2:
-                    self._search_nodes(target, now)
-        if not self._joined and self._has_nodes():
-            self._join(now)  # a table loaded from the state file: search for our own id
-        if not self._has_nodes() and self._bootstrap_nodes and now >= self._next_bootstrap:
-            self._bootstrap_wait = min(2 * self._bootstrap_wait, self.config.bootstrap_retry[1])
-            self._next_bootstrap = now + self._bootstrap_wait
-            for address in self._bootstrap_nodes:
-                self._send_query(address, self._find_self(), _Asked(_Purpose.BOOTSTRAP), now)
-
-    def _has_nodes(self) -> bool:
-        return any(len(table) for table in self._tables.values())
-
-    def _ping_newcomer(self, node: NodeInfo, now: float) -> None:
-        """Ping a node that queried us and waits in a replacement cache: its answer lets the
-        table place it (a full bucket that can split takes it). Once per address per
-        ``NEWCOMER_PING_INTERVAL``; the memory of whom we pinged is bounded."""
-        pinged = self._newcomers.get(node.address)
-        if pinged is not None and now - pinged < NEWCOMER_PING_INTERVAL:
-            return
-        self._newcomers[node.address] = now
-        self._newcomers.move_to_end(node.address)
-        while len(self._newcomers) > MAX_NEWCOMERS:
-            self._newcomers.popitem(last=False)
-        self._ping_all([node], now)
-
-    def _ping_all(self, nodes: Iterable[NodeInfo], now: float) -> None:
-        for node in nodes:
-            self._send_query(node.address, Ping(self.own_id), _Asked(_Purpose.PING, node.id), now)
+        self._searches.search_nodes(new_id, now)
 
     # -- output --------------------------------------------------------------------------------
 
-    def _find_self(self) -> FindNode:
-        want = Want.N4 | Want.N6 if len(self._tables) == 2 else Want.NONE
-        return FindNode(self.own_id, self.own_id, want)
-
-    def _send_query(self, address: PeerAddress, args: QueryArgs, asked: _Asked, now: float) -> bool:
+    def _send_query(self, address: PeerAddress, args: QueryArgs, asked: Asked, now: float) -> bool:
         t = self._transactions.open(address, asked, now)
         if t is None:
             self.counters.queries_refused += 1
@@ -732,6 +416,9 @@ class DhtNode:
 
     def _send(self, message: KrpcMessage, address: PeerAddress) -> None:
         self._outgoing.append((encode_krpc(message), address))
+
+    def _emit(self, event: DhtEvent) -> None:
+        self._events.append(event)
 
     def _drop(self, reason: str) -> None:
         self.counters.packets_dropped += 1
