@@ -165,8 +165,10 @@ def test_bogus_and_spoofing_nodes(
     swarm: Swarm, tmp_path: Path, daemons: list[TorvizDaemon], hostiles: list[HostileDht]
 ) -> None:
     report, numbers = _attack("poison", swarm, tmp_path, daemons, hostiles)
-    # torviz asked them (they were in its lookups) and was handed the bogus nodes.
-    assert numbers["bogus_nodes"]["nodes_handed_out"] >= 100, report
+    # torviz asked them (they were in its lookups) and took at least one answer of 50 bogus
+    # nodes (of the 1,000 the node hands out in turn): since 4143932 a node whose named nodes
+    # all fail is asked no more, so it may be only one.
+    assert numbers["bogus_nodes"]["nodes_handed_out"] >= 50, report
     assert numbers["spoof_ids"]["answers_sent"] > 0, report
     _bounded(report, numbers)
 
@@ -176,7 +178,10 @@ def test_all_at_once(
 ) -> None:
     report, numbers = _attack("all", swarm, tmp_path, daemons, hostiles)
     assert numbers["flood"]["sent"] >= FLOOD_RATE * ATTACK_SECONDS * 0.5, report
-    assert numbers["bogus_nodes"]["nodes_handed_out"] >= 100, report
-    # 14 s and 74 s measured: the flood drains the total rate limit, which honest answers to
-    # torviz's own queries share with it, while the bogus nodes make each lookup wait.
+    assert numbers["bogus_nodes"]["nodes_handed_out"] >= 50, report
+    # Measured 7.2, 9.7, 11.3, 14 and 74 s, and once nothing in 120 s (the magnet still in the
+    # metadata state, no peer): the flood drains the DHT node's total rate limit (500/s),
+    # which the answers to torviz's own queries share with it, so most of them are dropped
+    # unread, while the bogus and spoofing nodes make each lookup longer. It can fail until
+    # answers to our own queries stop being charged to the flood's bucket.
     _bounded(report, numbers, max_download=DOWNLOAD_TIMEOUT)
