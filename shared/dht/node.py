@@ -282,7 +282,9 @@ class DhtNode:
             address: Its source.
             now: The clock.
         """
-        if not self._limiter.allow(address.host, now):
+        # An answer to our own query is never charged to the limits on what others send us,
+        # or a flood of queries would starve our searches of their answers.
+        if not self._transactions.awaiting(address) and not self._limiter.allow(address.host, now):
             self._drop("dropped_rate_limited")
             return
         try:

@@ -62,6 +62,8 @@ class Transactions(Generic[T]):
         self.timeout = timeout
         self._next = rng.getrandbits(8 * TRANSACTION_ID_SIZE)
         self._open: dict[bytes, Pending[T]] = {}
+        self._waiting_on: dict[PeerAddress, int] = {}
+        """Address -> queries outstanding to it."""
 
     def __len__(self) -> int:
         return len(self._open)
@@ -85,7 +87,13 @@ class Transactions(Generic[T]):
             if t not in self._open:
                 break
         self._open[t] = Pending(t, address, now, record)
+        self._waiting_on[address] = self._waiting_on.get(address, 0) + 1
         return t
+
+    def awaiting(self, address: PeerAddress) -> bool:
+        """Whether a query to ``address`` waits for its answer (what comes from there may be
+        that answer: the node lets it past the limits on incoming queries)."""
+        return address in self._waiting_on
 
     def close(self, t: bytes, address: PeerAddress) -> Pending[T] | None:
         """Match an answer (a response or an error) to its query, and close it.
@@ -101,6 +109,7 @@ class Transactions(Generic[T]):
         if pending is None or pending.address != address:
             return None
         del self._open[t]
+        self._forget(address)
         return pending
 
     def expire(self, now: float) -> list[Pending[T]]:
@@ -118,6 +127,7 @@ class Transactions(Generic[T]):
             if now - pending.sent_at < self.timeout:
                 break
             del self._open[pending.t]
+            self._forget(pending.address)
             expired.append(pending)
         return expired
 
@@ -130,3 +140,8 @@ class Transactions(Generic[T]):
     def pending(self) -> list[Pending[T]]:
         """Every outstanding query, oldest first."""
         return list(self._open.values())
+
+    def _forget(self, address: PeerAddress) -> None:
+        left = self._waiting_on.pop(address) - 1
+        if left:
+            self._waiting_on[address] = left

@@ -106,7 +106,8 @@ def test_a_ping_is_answered_with_our_id_and_the_querier_address() -> None:
 
 def test_a_querier_is_pinged_once_and_enters_the_table_when_it_answers() -> None:
     """A node that queries us is only cached by the table; our ping's answer moves it in, even
-    into a full bucket that can split (the table alone would not ask for that ping)."""
+    into a full bucket that can split. However often it asks, it is pinged at most as the
+    table asks (every 30 s) and once per newcomer interval."""
     node = _node()
     _fill(node, 8, 0.0)  # ids 1..8 fill the one bucket
     querier = NodeInfo(NodeId.from_int(1 << 159), _peer(50))
@@ -115,10 +116,12 @@ def test_a_querier_is_pinged_once_and_enters_the_table_when_it_answers() -> None
         node.receive(encode_krpc(Query(t, Ping(querier.id))), querier.address, now)
         return [decode_krpc(d) for d, a in node.take_outgoing() if a == querier.address]
 
-    ping, answer = sent_after_query(b"q1", 0.0)
+    ping, answer = sent_after_query(b"q1", 0.0)  # the table asks for it: it could split
     assert isinstance(answer, Response) and isinstance(ping, Query)
     assert isinstance(ping.args, Ping)
-    (answer,) = sent_after_query(b"q2", 1.0)  # not pinged again within NEWCOMER_PING_INTERVAL
+    again, _ = sent_after_query(b"q2", 1.0)  # a newcomer ping, once per interval
+    assert isinstance(again, Query) and isinstance(again.args, Ping)
+    (answer,) = sent_after_query(b"q3", 2.0)  # not pinged again within NEWCOMER_PING_INTERVAL
     _answer(node, ping, querier.address, 1.5, node_id=querier.id)
     assert querier.id in node.table()
     assert len(node.table()) == 9
@@ -567,3 +570,18 @@ def test_a_get_peers_answer_with_ipv6_values_and_both_node_families_still_fits_a
     assert len(answer.nodes) == 8 and len(answer.nodes6) == 8
     assert 0 < len(answer.values) < 50
     assert len(data) <= 1_500
+
+
+def test_answers_to_our_queries_get_past_a_flood_that_uses_up_the_limits() -> None:
+    node = _node()
+    honest = _peer(2)
+    node.ping(honest, 0.0)
+    [(datagram, _)] = node.take_outgoing()
+    ping = decode_krpc(datagram)
+    assert isinstance(ping, Query)
+    for i in range(1_200):  # each source under its own limit, together over the total
+        flooder = PeerAddress(f"127.9.{i // 250}.{i % 250 + 1}", 6881)
+        node.receive(encode_krpc(Query(b"f", Ping(NodeId.from_int(i + 10)))), flooder, 0.5)
+    node.take_outgoing()
+    _answer(node, ping, honest, 0.5, node_id=NodeId.from_int(5))
+    assert NodeId.from_int(5) in node.table()
