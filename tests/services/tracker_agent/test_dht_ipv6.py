@@ -16,19 +16,17 @@ from __future__ import annotations
 import random
 import socket
 import time
-from collections.abc import Callable
 
 import pytest
 
 from tests.services.tracker_agent.conftest import StartAgent
 from tests.services.tracker_agent.harness import Coordinator, fresh_info_hash
-from tests.services.tracker_agent.test_dht_agent import LOOPBACK, free_udp_port
+from tests.services.tracker_agent.loopback_dht import LOOPBACK, LoopbackNode, free_udp_port
 from torviz.shared.bus import AgentInfo, DhtStatusChanged
 from torviz.shared.config import TrackerAgentConfig
 from torviz.shared.dht.krpc import GetPeers, Ping, Query, Response, Want, decode_krpc, encode_krpc
-from torviz.shared.dht.node import DhtConfig, DhtNode
 from torviz.shared.dht.node_id import random_node_id
-from torviz.shared.errors import ConfigError, KrpcError
+from torviz.shared.errors import ConfigError
 from torviz.shared.types import PeerAddress
 
 LOOPBACK6 = "::1"
@@ -59,54 +57,6 @@ def free_udp_port_both() -> int:
                 continue
         return port
     raise AssertionError("no UDP port free on both loopbacks in 50 tries")
-
-
-class Loopback6Node:
-    """The test's IPv6-only DHT node on a real UDP socket on [::1], pumped by hand."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-        self.sock.bind((LOOPBACK6, 0))
-        self.address = PeerAddress(LOOPBACK6, self.sock.getsockname()[1])
-        config = DhtConfig(port=self.address.port, ipv4=False, ipv6=True)
-        self.node = DhtNode(config, None, 0.0, random.Random(6))
-        self.queries: list[tuple[str, PeerAddress]] = []
-        self._started = time.monotonic()
-
-    def now(self) -> float:
-        return time.monotonic() - self._started
-
-    def pump(self, until: Callable[[], bool], timeout: float) -> bool:
-        """Receive, answer and send until ``until()`` holds (at most ``timeout`` seconds)."""
-        deadline = time.monotonic() + timeout
-        while not until():
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return False
-            self.flush()
-            self.sock.settimeout(min(left, 0.2))
-            try:
-                data, source = self.sock.recvfrom(4096)
-            except TimeoutError:
-                self.node.tick(self.now())
-                continue
-            sender = PeerAddress(source[0], source[1])
-            try:
-                message = decode_krpc(data)
-            except KrpcError:
-                message = None
-            if isinstance(message, Query):
-                self.queries.append((message.method, sender))
-            self.node.receive(data, sender, self.now())
-        self.flush()
-        return True
-
-    def flush(self) -> None:
-        for datagram, address in self.node.take_outgoing():
-            self.sock.sendto(datagram, (address.host, address.port))
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 def ask(family: socket.AddressFamily, host: str, port: int, query: Query) -> Response | None:
@@ -146,7 +96,7 @@ def pinged(family: socket.AddressFamily, host: str, port: int) -> bool:
 def test_an_ipv6_node_enters_the_second_table_and_comes_back_in_nodes6(
     coordinator: Coordinator, start_agent: StartAgent
 ) -> None:
-    ours = Loopback6Node()
+    ours = LoopbackNode(LOOPBACK6, seed=6)
     try:
         port = free_udp_port_both()
         agent6 = PeerAddress(LOOPBACK6, port)
