@@ -213,10 +213,13 @@ class Coordinator(ControlRequests):
                 self._on_storage_route((successor.data_endpoint, successor.curve_public_key))
 
     def agent_offered(self, agent: Agent, info: AgentInfo) -> None:
-        """``AgentListener``: announcers may change; a storage agent's route may."""
+        """``AgentListener``: announcers, a storage route or a peer agent's capacity (dial now)."""
         if agent.kind in (ServiceKind.PEER_AGENT, ServiceKind.TRACKER_AGENT):
             self.announcing.announcers_changed(self.torrents.values(), None, self._now)
             self._dht_ports_changed()
+        if agent.kind is ServiceKind.PEER_AGENT:
+            for torrent in self.torrents.values():
+                torrent.swarm.connect_more()
         elif agent is self.bookkeeping.storage_agent() and info.data_endpoint:
             self._on_storage_route((info.data_endpoint, info.curve_public_key))
 

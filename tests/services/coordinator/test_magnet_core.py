@@ -46,7 +46,7 @@ from torviz.shared.magnet import Magnet, format_magnet, metainfo_from_magnet, pa
 from torviz.shared.metainfo import parse_metainfo
 from torviz.shared.types import InfoHash, PeerId
 
-from .test_core import PA1, PA2, STORAGE, TRACKER, addr, full_core, join, sent
+from .test_core import PA1, PA2, STORAGE, TRACKER, addr, full_core, join, new_core, sent
 
 PIECE = 16384
 NUM_PIECES = 1000
@@ -395,3 +395,16 @@ def test_a_magnet_link_that_turns_out_private_keeps_only_its_trackers_peers() ->
     core.handle(STORAGE, TorrentOpened(info_hash, b"\0" * (NUM_PIECES // 8)), 3.0)
     attaches = sent(core, AttachTorrent)
     assert attaches and not any(m.pex for _, m in attaches)
+
+
+def test_a_peer_agent_that_joins_after_the_magnet_link_dials_its_peers_at_once() -> None:
+    core = new_core()
+    join(core, STORAGE, ServiceKind.STORAGE_AGENT)
+    raw = make_info()
+    info_hash = add_magnet(core, raw)  # no peer agent yet (a one-shot download's start)
+    assert not sent(core, ConnectPeer)
+    join(core, PA1, ServiceKind.PEER_AGENT)
+    core.handle(PA1, AgentInfo(200, addr(1), "", ""), 0.5)  # no tick in between
+    assert [(to, m.info_hash, m.address) for to, m in sent(core, ConnectPeer)] == [
+        (PA1, info_hash, addr(9))
+    ]
