@@ -452,7 +452,9 @@ def test_null_with_a_domain_and_plain_are_refused(
             poller = zmq.green.Poller()
             poller.register(server, zmq.POLLIN)
             assert not poller.poll(500), f"the {name} client got through"
-        assert handler.stats.refused == 2
+        # Each client was refused; a refused client reconnects (ZeroMQ's reconnect interval),
+        # so a slow run may count one of them twice.
+        assert handler.stats.refused >= 2
         assert handler.stats.admitted == 0
     finally:
         for sock in clients + servers:
