@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from enum import StrEnum
+from enum import IntEnum, StrEnum
 from typing import Annotated, Self, TypeVar
 
 __all__ = [
@@ -37,6 +37,8 @@ __all__ = [
     "MAX_BITFIELD_BYTES",
     "MAX_BLOCK_LENGTH",
     "MAX_DATA_BYTES",
+    "MAX_EVENTS",
+    "MAX_FILE_ROWS",
     "MAX_HEADER_BYTES",
     "MAX_HOSTS",
     "MAX_MAGNET",
@@ -48,11 +50,14 @@ __all__ = [
     "MAX_PEER_ROWS",
     "MAX_PEX_PEERS",
     "MAX_PIECES",
+    "MAX_PIECE_ORIGINS",
     "MAX_TEXT",
     "MAX_TORRENTS",
     "MAX_TRACKER_ROWS",
     "DisconnectReason",
+    "EventLevel",
     "PeerSource",
+    "PieceCell",
     "Range",
     "ReasonCode",
     "RejectReason",
@@ -108,6 +113,12 @@ MAX_TRACKER_ROWS = 256
 """Tracker URLs listed per torrent, or per announce, in a ``StatusReport``."""
 MAX_ANNOUNCE_ROWS = 64
 """Announces listed per torrent in a ``StatusReport``."""
+MAX_FILE_ROWS = 10_000
+"""Files listed in a torrent's detail (the first ones of a bigger torrent)."""
+MAX_EVENTS = 1000
+"""Events of the daemon's log sent in one reply (and kept by the coordinator)."""
+MAX_PIECE_ORIGINS = 250
+"""Peer agents a piece map tells apart (``PieceCell.FIRST_ORIGIN`` + index fits a byte)."""
 
 
 def clip_name(text: str) -> str:
@@ -192,6 +203,28 @@ class PeerSource(StrEnum):
     MANUAL = "manual"
     MAGNET = "magnet"
     """A magnet link's ``x.pe`` peers."""
+
+
+class EventLevel(StrEnum):
+    """How much an event of the daemon's log matters."""
+
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+
+
+class PieceCell(IntEnum):
+    """One piece in a ``PieceMap``. A byte ``FIRST_ORIGIN + i`` is a verified piece whose
+    blocks came through ``PieceMap.origins[i]`` (a peer agent on a host)."""
+
+    MISSING = 0
+    DOWNLOADING = 1
+    """Asked of a connection, blocks arriving."""
+    CHECKING = 2
+    """Every block in, waiting for its hash check."""
+    HAVE = 3
+    """Verified; where it came from is not known (on disk before, or a peer agent since gone)."""
+    FIRST_ORIGIN = 4
 
 
 class TrackerState(StrEnum):

@@ -27,7 +27,8 @@ Rules:
   is a ``RejectReason``: the same str on the wire, and any version's code decodes). Any other
   change to the snapshot bumps ``BUS_PROTOCOL_VERSION`` (4: the reason codes became enums, the
   wire bytes stayed the same; 5: the disconnect reasons of BEP 9 and BEP 11 messages; 6:
-  magnet links, metadata exchange and peer exchange; 7: the DHT).
+  magnet links, metadata exchange and peer exchange; 7: the DHT; 8: the session watch, events,
+  torrent detail for the terminal UI).
 - Times are durations in seconds, never absolute clock readings: clocks differ across hosts.
 - A message with ``HAS_DATA`` travels as ``[header, data]``: the data frame carries piece or
   block bytes and is never packed into msgpack.
@@ -61,6 +62,7 @@ from .control import (
     PauseTorrent,
     RemoveTorrent,
     ResumeTorrent,
+    SessionChanges,
     ShutdownAccepted,
     ShutdownRequested,
     StatusReport,
@@ -71,6 +73,7 @@ from .control import (
     TorrentResumed,
     VerifyStarted,
     VerifyTorrent,
+    WatchSession,
 )
 from .peers import (
     AssignPieces,
@@ -122,7 +125,7 @@ from .storage import (
 # The exported names are listed once, in ``shared.bus.__all__``; it imports each name from the
 # module of this package that declares it.
 
-BUS_PROTOCOL_VERSION = 7
+BUS_PROTOCOL_VERSION = 8
 
 # Closed unions per direction, for exhaustive ``match`` in each service.
 Lifecycle = Hello | Welcome | Rejected | Heartbeat | Goodbye | Shutdown | AgentInfo
@@ -181,6 +184,7 @@ ControlRequest = (
     | ResumeTorrent
     | VerifyTorrent
     | ExportTorrent
+    | WatchSession
 )
 ControlReply = (
     TorrentAdded
@@ -192,4 +196,5 @@ ControlReply = (
     | TorrentResumed
     | VerifyStarted
     | TorrentExported
+    | SessionChanges
 )

@@ -13,6 +13,7 @@ from torviz.shared.types import InfoHash
 
 from ..vocabulary import (
     MAX_AGENTS,
+    MAX_EVENTS,
     MAX_MAGNET,
     MAX_METAINFO_BYTES,
     MAX_TORRENTS,
@@ -20,7 +21,7 @@ from ..vocabulary import (
     Size,
     Text,
 )
-from .records import AgentStatus, TorrentStatus
+from .records import AgentStatus, SessionEvent, SessionTotals, TorrentRow, TorrentStatus
 from .registry import Message, bus_message
 
 # --- control: CLI <-> coordinator (100-129), one reply per request ------------------------------
@@ -53,9 +54,11 @@ class ListTorrents(Message):
 
 @bus_message(tag=103)
 class GetStatus(Message):
-    """Ask for the torrents whose hex info-hash starts with ``prefix``."""
+    """Ask for the torrents whose hex info-hash starts with ``prefix``; ``detail`` adds each
+    one's files and piece map (``TorrentStatus.detail``)."""
 
     prefix: Annotated[str, Size(0, 40)]
+    detail: bool = False
 
 
 @bus_message(tag=104)
@@ -64,6 +67,9 @@ class StatusReport(Message):
 
     torrents: Annotated[tuple[TorrentStatus, ...], Size(0, MAX_TORRENTS)]
     agents: Annotated[tuple[AgentStatus, ...], Size(0, MAX_AGENTS)]
+    events: Annotated[tuple[SessionEvent, ...], Size(0, MAX_EVENTS)] = ()
+    """The daemon's recent log, oldest first."""
+    totals: SessionTotals | None = None
 
 
 @bus_message(tag=105)
@@ -156,3 +162,32 @@ class TorrentExported(Message):
 
     info_hash: InfoHash
     metainfo: Annotated[bytes, Size(1, MAX_METAINFO_BYTES)]
+
+
+@bus_message(tag=118)
+class WatchSession(Message):
+    """Ask what changed since a ``SessionChanges`` (a watcher such as the terminal UI polls
+    with this); answered by ``SessionChanges``.
+
+    ``since``: the ``revision`` of the last reply (0: everything); ``events_after``: the
+    ``seq`` of the last event seen (0: the whole kept log)."""
+
+    since: int
+    events_after: int
+
+
+@bus_message(tag=119)
+class SessionChanges(Message):
+    """Reply to ``WatchSession``: the torrent rows changed since ``since``, the torrents
+    removed since then, the events after ``events_after``, the totals and every agent.
+
+    ``complete``: ``rows`` lists every torrent (``since`` was 0, or too old to answer with
+    changes); the watcher drops the rows it has that are not in it."""
+
+    revision: int
+    complete: bool
+    rows: Annotated[tuple[TorrentRow, ...], Size(0, MAX_TORRENTS)]
+    removed: Annotated[tuple[InfoHash, ...], Size(0, MAX_TORRENTS)]
+    events: Annotated[tuple[SessionEvent, ...], Size(0, MAX_EVENTS)]
+    totals: SessionTotals
+    agents: Annotated[tuple[AgentStatus, ...], Size(0, MAX_AGENTS)]

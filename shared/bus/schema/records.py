@@ -12,9 +12,13 @@ from torviz.shared.types import InfoHash, PeerAddress
 
 from ..vocabulary import (
     MAX_ANNOUNCE_ROWS,
+    MAX_FILE_ROWS,
     MAX_PEER_ROWS,
+    MAX_PIECE_ORIGINS,
+    MAX_PIECES,
     MAX_TRACKER_ROWS,
     U32,
+    EventLevel,
     Name,
     PeerKey,
     PeerSource,
@@ -118,6 +122,10 @@ class PeerStatus:
     """The client and version the peer names in its extension handshake (``v``)."""
     source: PeerSource = PeerSource.INCOMING
     """Where its address came from (a tracker, the magnet link, PeX, ...)."""
+    agent: Name = ""
+    """The peer agent holding the connection (its agent id)."""
+    host: Name = ""
+    """The host that peer agent runs on."""
 
 
 @bus_record
@@ -177,6 +185,46 @@ class AnnounceStatus:
 
 
 @bus_record
+class FileStatus:
+    """One file of a torrent, in its detail."""
+
+    path: Text
+    """Relative to the torrent's folder, parts joined with ``/`` (a single-file torrent: its
+    name)."""
+    length: int
+    completed: int
+    """Bytes of it in verified pieces."""
+
+
+@bus_record
+class PieceOrigin:
+    """A peer agent that delivered pieces, in a ``PieceMap``."""
+
+    agent_id: Name
+    host: Name
+
+
+@bus_record
+class PieceMap:
+    """Every piece of a torrent, one byte each (a ``PieceCell``, or ``FIRST_ORIGIN + i``: a
+    verified piece whose blocks came through ``origins[i]``)."""
+
+    cells: Annotated[bytes, Size(0, MAX_PIECES)]
+    origins: Annotated[tuple[PieceOrigin, ...], Size(0, MAX_PIECE_ORIGINS)]
+
+
+@bus_record
+class TorrentDetail:
+    """What ``status`` adds for one torrent when asked for detail (``GetStatus.detail``)."""
+
+    files: Annotated[tuple[FileStatus, ...], Size(0, MAX_FILE_ROWS)]
+    """The files in order (the first ``MAX_FILE_ROWS`` of a bigger torrent)."""
+    file_count: int
+    """How many files the torrent has (more than ``files`` lists when it has very many)."""
+    pieces: PieceMap
+
+
+@bus_record
 class TorrentStatus:
     """One torrent in a ``StatusReport``."""
 
@@ -209,6 +257,57 @@ class TorrentStatus:
     """In the ``metadata`` state: how far the fetch of the info dictionary is."""
     dht: DhtTorrentSummary | None = None
     """What the DHT found for the torrent (None: no DHT node looks it up, e.g. private)."""
+    detail: TorrentDetail | None = None
+    """Files and piece map, when the request asked for them (``GetStatus.detail``)."""
+
+
+@bus_record
+class TorrentRow:
+    """One torrent as a list shows it: the small part of ``TorrentStatus`` that changes."""
+
+    info_hash: InfoHash
+    name: Text
+    state: TorrentState
+    progress: Annotated[float, Range(0.0, 1.0)]
+    total_length: int
+    left: int
+    """Bytes not yet verified (0 once complete, and while the size is unknown)."""
+    download_rate: Rate
+    upload_rate: Rate
+    peers: U32
+    seeds: U32
+    error: Text | None
+    check_progress: Annotated[float, Range(0.0, 1.0)] | None
+    metadata: MetadataProgress | None
+
+
+@bus_record
+class SessionEvent:
+    """One line of the daemon's log: a torrent added, a tracker failing, a peer banned ..."""
+
+    seq: int
+    """Numbers events in order, from 1; a watcher asks for those after the last it saw."""
+    age: Seconds
+    """How long ago it happened."""
+    level: EventLevel
+    text: Text
+    info_hash: InfoHash | None
+    """The torrent it is about, if one."""
+
+
+@bus_record
+class SessionTotals:
+    """The whole session in numbers, for a status line."""
+
+    download_rate: Rate
+    upload_rate: Rate
+    torrents: U32
+    peers: U32
+    agents: U32
+    hosts: U32
+    """Distinct hosts the agents run on."""
+    dht_nodes: U32 | None
+    """Nodes in the DHT routing tables (None: no DHT node runs)."""
 
 
 @bus_record

@@ -35,6 +35,7 @@ from torviz.shared.bus import (
     TrackerTier,
     TrackTorrent,
     TransferStats,
+    WatchSession,
     decode_frames,
     decode_message,
     encode_frames,
@@ -71,7 +72,8 @@ def _hex(text: str) -> bytes:
 VECTORS: list[tuple[Message, bytes]] = [
     (Heartbeat(seq=7), _hex("92 04 07")),
     (ListTorrents(), _hex("91 66")),
-    (GetStatus(prefix="ab"), _hex("92 67 a2 6162")),
+    (GetStatus(prefix="ab"), _hex("93 67 a2 6162 c2")),
+    (WatchSession(since=5, events_after=3), _hex("93 76 05 03")),
     (
         PeerHave(info_hash=IH, peer="pa1/1", piece=300),
         _hex("94 2a c4 14" + "11" * 20 + "a5 7061312f31 cd 012c"),
@@ -267,7 +269,7 @@ BAD_STATE_ROW = TorrentStatus(
 )
 STATUS_ROW: list[Any] = [
     *(IH.raw, "n", "seeding", 1.0, 1, 1, 1, 0.0, 0.0, 0, 0, 1, 1, "/d", None, [], [], None),
-    *([], True, None, None),
+    *([], True, None, None, None),
 ]
 
 MALFORMED: list[tuple[str, bytes, str, str]] = [
@@ -343,15 +345,15 @@ MALFORMED: list[tuple[str, bytes, str, str]] = [
     ),
     (
         "record field",
-        pack([104, [STATUS_ROW, [*STATUS_ROW[:3], 1.5, *STATUS_ROW[4:]]], []]),
+        pack([104, [STATUS_ROW, [*STATUS_ROW[:3], 1.5, *STATUS_ROW[4:]]], [], [], None]),
         "out_of_range",
         "StatusReport.torrents[1].progress: 1.5 is out of range 0.0..1.0",
     ),
     (
         "record arity",
-        pack([104, [STATUS_ROW[:-1]], []]),
+        pack([104, [STATUS_ROW[:-1]], [], [], None]),
         "wrong_field_count",
-        "StatusReport.torrents[0]: expected 22 fields, got 21",
+        "StatusReport.torrents[0]: expected 23 fields, got 22",
     ),
     (
         "nan rate",
@@ -527,16 +529,16 @@ def test_a_claim_past_the_bytes_left_is_truncated_and_named() -> None:
 
 
 def test_the_largest_and_deepest_messages_still_decode() -> None:
-    peer = [["10.0.0.1", 6881], "c", "DU", 1.0, 2.0, 3, 4, 0.5, "v" * 256, "pex"]
+    peer = [["10.0.0.1", 6881], "c", "DU", 1.0, 2.0, 3, 4, 0.5, "v" * 256, "pex", "pa", "h"]
     tracker = ["http://127.0.0.1/a", 0, "working", None, 1, 2, 3, 1.5]
     announce = ["tracker-1", "10.0.0.2", 6881, "peer-1", True, [tracker] * 256]
     metadata = [1, 2, 3]
     dht = [IH.raw, 40, 8, 900.0]
     row = [
         *STATUS_ROW[:15],
-        *([tracker] * 256, [peer] * 1024, 0.25, [announce] * 64, False, metadata, dht),
+        *([tracker] * 256, [peer] * 1024, 0.25, [announce] * 64, False, metadata, dht, None),
     ]
-    report = decode_message(pack([104, [STATUS_ROW] * 9_999 + [row], []]))
+    report = decode_message(pack([104, [STATUS_ROW] * 9_999 + [row], [], [], None]))
     assert isinstance(report, StatusReport)
     assert len(report.torrents) == 10_000
     assert report.torrents[-1].peer_list[-1].address == PeerAddress("10.0.0.1", 6881)
