@@ -29,7 +29,6 @@ from typing import Any
 
 from torviz.shared.bus import (
     AgentStatus,
-    ControlFailed,
     GetStatus,
     ListTorrents,
     Message,
@@ -51,12 +50,10 @@ from torviz.shared.bus import (
     VerifyStarted,
     VerifyTorrent,
 )
-from torviz.shared.config import SecurityConfig
-from torviz.shared.endpoints import is_tcp
-from torviz.shared.errors import BusError, TorvizError
+from torviz.shared.errors import TorvizError
 
 from ...core.announcers import host_port, unreachable_hint
-from ...daemon.locations import find_daemon, load_config_file
+from ..daemon_target import daemon_target, expect, request
 from ..dht_status import (
     agent_dht_text,
     dht_json,
@@ -68,8 +65,6 @@ from ..progress import human_size
 from ..sources import check_output, read_source
 from .download import add_save_options
 from .info import safe_text
-
-REQUEST_TIMEOUT = 10.0
 
 
 def register(subparsers: Any) -> None:
@@ -125,37 +120,11 @@ def _parser(subparsers: Any, name: str, text: str) -> argparse.ArgumentParser:
     return parser
 
 
-def _security(args: argparse.Namespace, keys_dir: str, key_name: str) -> SecurityConfig:
-    """The CLI's ``[security]``: flags, then what ``daemon.json`` names, then the config file."""
-    if not args.keys and not keys_dir:
-        configured = load_config_file(None).security
-        keys_dir, key_name = configured.keys_dir, configured.key_name
-    return SecurityConfig(keys_dir=args.keys or keys_dir, key_name=args.key_name or key_name)
-
-
 def _request(args: argparse.Namespace, message: Message) -> Message:
-    from torviz.shared.runtime.curve import COORDINATOR_KEY, client_security  # zmq: when it runs
-    from torviz.shared.runtime.sockets import control_request
-
-    daemon = find_daemon(args.control, args.state_dir)
-    curve = None
-    if is_tcp(daemon.control):  # ipc needs no keys: never read a config that is not needed
-        security = _security(args, daemon.keys_dir, daemon.key_name)
-        curve = client_security(daemon.control, security, COORDINATOR_KEY)
-    # A daemon whose process runs but whose socket is not there yet is starting: wait for it.
-    starting = REQUEST_TIMEOUT if daemon.running else 0.0
-    reply = control_request(
-        daemon.control, message, timeout=REQUEST_TIMEOUT, curve=curve, starting=starting
-    )
-    if isinstance(reply, ControlFailed):
-        raise TorvizError(reply.reason, reply.message)
-    return reply
+    return request(daemon_target(args), message)
 
 
-def _expect(reply: Message, kind: type[Any]) -> Any:
-    if not isinstance(reply, kind):
-        raise BusError("unexpected_reply", f"the daemon answered {type(reply).__name__}")
-    return reply
+_expect = expect
 
 
 def run_add(args: argparse.Namespace) -> int:
