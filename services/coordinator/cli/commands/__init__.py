@@ -10,6 +10,6 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from . import create, download, export, info, keys, remote, start
+from . import create, download, export, info, keys, remote, start, tui
 
-COMMANDS: list[ModuleType] = [start, download, remote, export, info, create, keys]
+COMMANDS: list[ModuleType] = [start, download, remote, export, info, create, keys, tui]
