@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from torviz.services.coordinator.cli.commands.remote import _as_json, _as_text
+from torviz.services.coordinator.cli.status_json import torrent_json as _as_json
+from torviz.services.coordinator.cli.status_text import torrent_text as _as_text
 from torviz.shared.bus import (
     AnnounceStatus,
     TorrentState,

@@ -45,7 +45,7 @@ REPORT = StatusReport((dataclasses.replace(TORRENT, dht=ROW, peer_list=(DHT_PEER
 
 
 def status(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *flags: str) -> str:
-    monkeypatch.setattr(remote, "_report", lambda args, text: REPORT)
+    monkeypatch.setattr(remote, "_report", lambda args, text, detail=False: REPORT)
     args = argparse.Namespace(id=None, json="--json" in flags)
     assert remote.run_status(args) == 0
     return capsys.readouterr().out
@@ -84,7 +84,7 @@ def test_without_a_dht_node_the_objects_are_null(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     bare = StatusReport((TORRENT,), (agent("tracker-1", ServiceKind.TRACKER_AGENT, None),))
-    monkeypatch.setattr(remote, "_report", lambda args, text: bare)
+    monkeypatch.setattr(remote, "_report", lambda args, text, detail=False: bare)
     assert remote.run_status(argparse.Namespace(id=None, json=True)) == 0
     document = json.loads(capsys.readouterr().out)
     assert document["dht"] is None

@@ -16,6 +16,11 @@ with ``--save-torrent FILE`` it waits for the metadata, showing the phase, and w
 .torrent (Ctrl-C stops the waiting, the torrent stays added). ``status`` shows a torrent in the
 ``metadata`` state with how far the fetch is, and for each peer where its address came from
 and the client it names (its ``v``), escaped for the terminal like every text a peer sends.
+
+``status ID`` and ``status --json`` ask the daemon for detail (``GetStatus.detail``: files and
+piece map), so they show everything the terminal UI shows, with the daemon's events and
+totals; ``status`` alone and ``list`` never ask for it. The formats live in ``status_text``
+and ``status_json``.
 """
 
 from __future__ import annotations
@@ -28,12 +33,10 @@ import sys
 from typing import Any
 
 from torviz.shared.bus import (
-    AgentStatus,
     GetStatus,
     ListTorrents,
     Message,
     PauseTorrent,
-    PeerStatus,
     RemoveTorrent,
     ResumeTorrent,
     ShutdownAccepted,
@@ -43,26 +46,17 @@ from torviz.shared.bus import (
     TorrentPaused,
     TorrentRemoved,
     TorrentResumed,
-    TorrentState,
     TorrentStatus,
-    TrackerState,
-    TrackerStatus,
     VerifyStarted,
     VerifyTorrent,
 )
 from torviz.shared.errors import TorvizError
 
-from ...core.announcers import host_port, unreachable_hint
 from ..daemon_target import daemon_target, expect, request
-from ..dht_status import (
-    agent_dht_text,
-    dht_json,
-    dht_totals_json,
-    torrent_dht_json,
-    torrent_dht_text,
-)
 from ..progress import human_size
 from ..sources import check_output, read_source
+from ..status_json import report_json
+from ..status_text import report_lines
 from .download import add_save_options
 from .info import safe_text
 
@@ -149,7 +143,8 @@ def run_list(args: argparse.Namespace) -> int:
         rate = human_size(torrent.download_rate) + "/s"
         print(
             f"{torrent.info_hash.hex[:12]}  {torrent.state.value:<11} "
-            f"{torrent.progress * 100:5.1f}%  {rate:>12}  {torrent.peers:>3} peers  {torrent.name}"
+            f"{torrent.progress * 100:5.1f}%  {rate:>12}  {torrent.peers:>3} peers  "
+            f"{safe_text(torrent.name)}"
         )
     return 0
 
@@ -160,12 +155,13 @@ def _matching(args: argparse.Namespace, text: str | None) -> tuple[TorrentStatus
     return _report(args, text).torrents
 
 
-def _report(args: argparse.Namespace, text: str | None) -> StatusReport:
-    """The status of the torrents ``_matching`` names, and of the agents."""
+def _report(args: argparse.Namespace, text: str | None, *, detail: bool = False) -> StatusReport:
+    """The status of the torrents ``_matching`` names, and of the agents; ``detail``: with
+    each torrent's files and piece map."""
     prefix = (text or "").lower()
     if prefix and (len(prefix) > 40 or any(c not in string.hexdigits for c in prefix)):
         raise TorvizError("bad_id", f"{text!r} is not an info hash or a prefix of one (hex)")
-    report: StatusReport = _expect(_request(args, GetStatus(prefix)), StatusReport)
+    report: StatusReport = _expect(_request(args, GetStatus(prefix, detail)), StatusReport)
     torrents = report.torrents
     if prefix and not torrents:
         raise TorvizError("unknown_torrent", f"no torrent matches {text}")
@@ -197,204 +193,19 @@ def run_remove(args: argparse.Namespace) -> int:
 
 
 def run_status(args: argparse.Namespace) -> int:
-    report = _report(args, args.id)
+    # One torrent, or a script (--json): everything the terminal UI shows, files and pieces too.
+    report = _report(args, args.id, detail=bool(args.id) or args.json)
     if args.json:
-        document = {
-            "torrents": [_as_json(t) for t in report.torrents],
-            "agents": [_agent_json(agent) for agent in report.agents],
-            "dht": dht_totals_json(report.agents),
-        }
-        json.dump(document, sys.stdout, indent=2)
+        json.dump(report_json(report), sys.stdout, indent=2)
         print()
         return 0
-    for torrent in report.torrents:
-        print(_as_text(torrent))
-    if not report.torrents:
-        print("no torrents")
-    if report.agents:
-        print("agents")
-    for agent in report.agents:
-        print(
-            f"  {agent.role.value:<13} {agent.agent_id:<24} {agent.host:<16} "
-            f"{agent.connections:>4} conns ({agent.incoming} in)  "
-            f"down {human_size(agent.download_rate)}/s "
-            f"up {human_size(agent.upload_rate)}/s  heard {agent.last_heartbeat:.0f}s ago"
-            + (f"  {agent.address}" if agent.address else "")
-        )
-        if agent.dht is not None:
-            print(agent_dht_text(agent))
+    focus = report.torrents[0].info_hash if args.id else None
+    for line in report_lines(report, focus):
+        print(line)
     return 0
-
-
-def _agent_json(agent: AgentStatus) -> dict[str, Any]:
-    return {
-        "id": agent.agent_id,
-        "role": agent.role.value,
-        "host": agent.host,
-        "pid": agent.pid,
-        "connections": agent.connections,
-        "capacity": agent.capacity,
-        "download_rate": agent.download_rate,
-        "upload_rate": agent.upload_rate,
-        "last_heartbeat": agent.last_heartbeat,
-        "address": agent.address,
-        "incoming": agent.incoming,
-        "dht": dht_json(agent.dht),
-    }
 
 
 def run_shutdown(args: argparse.Namespace) -> int:
     _expect(_request(args, ShutdownRequested()), ShutdownAccepted)
     print("daemon is shutting down")
     return 0
-
-
-def _as_json(torrent: TorrentStatus) -> dict[str, Any]:
-    return {
-        "info_hash": torrent.info_hash.hex,
-        "name": torrent.name,
-        "state": torrent.state.value,
-        "progress": torrent.progress,
-        "total_size": torrent.total_length,
-        "downloaded": torrent.downloaded,
-        "uploaded": torrent.uploaded,
-        "download_rate": torrent.download_rate,
-        "upload_rate": torrent.upload_rate,
-        "peers": torrent.peers,
-        "seeds": torrent.seeds,
-        "pieces_verified": torrent.pieces_verified,
-        "num_pieces": torrent.num_pieces,
-        "save_path": torrent.save_path,
-        "error": torrent.error,
-        "check_progress": torrent.check_progress,
-        "metadata": None
-        if torrent.metadata is None
-        else {
-            "peers_asked": torrent.metadata.peers_asked,
-            "received": torrent.metadata.received,
-            "size": torrent.metadata.size,
-        },
-        "trackers": [_tracker_json(tracker) for tracker in torrent.trackers],
-        "announces": [
-            {
-                "tracker_agent": announce.tracker_agent,
-                "address": host_port(announce.host, announce.port) if announce.host else "",
-                "port": announce.port,
-                "peer_agent": announce.peer_agent or None,
-                "reports_totals": announce.totals,
-                "trackers": [_tracker_json(tracker) for tracker in announce.trackers],
-            }
-            for announce in torrent.announces
-        ],
-        "reachable": torrent.reachable,
-        "dht": torrent_dht_json(torrent.dht),
-        "peer_list": [
-            {
-                "address": str(peer.address),
-                "client": peer.client,
-                "flags": peer.flags,
-                "download_rate": peer.download_rate,
-                "upload_rate": peer.upload_rate,
-                "downloaded": peer.downloaded,
-                "uploaded": peer.uploaded,
-                "progress": peer.progress,
-                "version": peer.version,
-                "source": peer.source.value,
-            }
-            for peer in torrent.peer_list
-        ],
-    }
-
-
-def _tracker_json(tracker: TrackerStatus) -> dict[str, Any]:
-    return {
-        "url": tracker.url,
-        "tier": tracker.tier,
-        "state": tracker.state.value,
-        "last_error": tracker.error,
-        "next_announce": tracker.next_announce_in,
-        "seeders": tracker.seeders,
-        "leechers": tracker.leechers,
-        "completed": tracker.completed,
-    }
-
-
-def _announce_lines(torrent: TorrentStatus) -> list[str]:
-    """One line per announce: the address trackers hand out, who announces it, for which
-    peer agent, how many of its trackers answered; then the fix when nobody listens there."""
-    lines = []
-    for announce in torrent.announces:
-        address = host_port(announce.host or "?", announce.port)
-        behind = f"peer agent {announce.peer_agent}" if announce.peer_agent else "no peer agent"
-        working = sum(1 for t in announce.trackers if t.state is TrackerState.WORKING)
-        answered = f", {working}/{len(announce.trackers)} trackers working"
-        lines.append(
-            f"  announce   {address:<22} by {announce.tracker_agent}, {behind}"
-            + (answered if announce.trackers else "")
-        )
-    if not torrent.reachable:
-        for announce in torrent.announces:
-            if not announce.peer_agent:
-                lines.append(f"  hint       {unreachable_hint(announce.host, announce.port)}")
-    return lines
-
-
-def _metadata_text(torrent: TorrentStatus) -> str:
-    """``: 2 peers asked, 16.0 of 48.2 KiB received`` for a torrent fetching its metadata."""
-    progress = torrent.metadata
-    if progress is None:
-        return ""
-    size = f"{progress.size / 1024:.1f}" if progress.size is not None else "?"
-    return (
-        f": {progress.peers_asked} peers asked, {progress.received / 1024:.1f} of {size} KiB "
-        "received"
-    )
-
-
-def _peer_text(peer: PeerStatus) -> str:
-    version = f" ({safe_text(peer.version)})" if peer.version else ""
-    return (
-        f"  peer       {peer.address!s:<22} {peer.flags:<7} {peer.progress * 100:5.1f}%  "
-        f"down {human_size(peer.download_rate)}/s up {human_size(peer.upload_rate)}/s  "
-        f"{peer.source.value:<8} {safe_text(peer.client)}{version}"
-    )
-
-
-def _as_text(torrent: TorrentStatus) -> str:
-    down, up = human_size(torrent.downloaded), human_size(torrent.uploaded)
-    size = (
-        "size not known until the metadata is in"
-        if torrent.state is TorrentState.METADATA
-        else f"{torrent.progress * 100:.1f}% ({torrent.pieces_verified}/"
-        f"{torrent.num_pieces} pieces of {human_size(torrent.total_length)})"
-    )
-    lines = [
-        f"{torrent.name}",
-        f"  info hash  {torrent.info_hash.hex}",
-        f"  state      {torrent.state.value}"
-        + (f": {torrent.error}" if torrent.error else "")
-        + _metadata_text(torrent)
-        + (
-            f" ({torrent.check_progress * 100:.0f}% checked)"
-            if torrent.check_progress is not None
-            else ""
-        ),
-        f"  progress   {size}",
-        f"  transfer   down {down} at {human_size(torrent.download_rate)}/s,"
-        f" up {up} at {human_size(torrent.upload_rate)}/s",
-        f"  peers      {torrent.peers} ({torrent.seeds} seeds)",
-        f"  saved in   {torrent.save_path}",
-    ]
-    lines.extend(_peer_text(peer) for peer in torrent.peer_list)
-    for tracker in torrent.trackers:
-        counts = ""
-        if tracker.seeders is not None or tracker.leechers is not None:
-            counts = f", {tracker.seeders or 0} seeders, {tracker.leechers or 0} leechers"
-        problem = f": {tracker.error}" if tracker.error else ""
-        lines.append(
-            f"  tracker    [{tracker.tier}] {tracker.url} {tracker.state.value}{problem}{counts}"
-        )
-    lines.extend(_announce_lines(torrent))
-    if torrent.dht is not None:
-        lines.append(torrent_dht_text(torrent.dht))
-    return "\n".join(lines)
