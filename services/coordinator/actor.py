@@ -49,6 +49,7 @@ from torviz.shared.bus import (
     TorrentAdded,
     TorrentExported,
     VerifyTorrent,
+    WatchSession,
 )
 from torviz.shared.runtime.curve import CurveServer
 from torviz.shared.runtime.sockets import BusSocket, Incoming
@@ -57,6 +58,7 @@ from torviz.shared.types import InfoHash
 from .core import Coordinator
 from .daemon.launcher import AgentProcess, Launcher
 from .daemon.locations import Endpoints
+from .event_handler import EventHandler, install, uninstall
 from .session_store import SessionStore
 
 __all__ = ["CoordinatorActor"]
@@ -126,10 +128,12 @@ class CoordinatorActor(pykka.ThreadingActor):
         self._ticker: gevent.Greenlet[Any, Any] | None = None
         self.bus: BusSocket | None = None
         self.control: BusSocket | None = None
+        self._events: EventHandler | None = None
 
     # -- lifecycle --
 
     def on_start(self) -> None:
+        self._events = install(self.core.events)
         ref = self.actor_ref
         self.bus = BusSocket.router(
             lambda incoming: ref.tell(_FromBus(incoming)),
@@ -183,6 +187,8 @@ class CoordinatorActor(pykka.ThreadingActor):
         for sock in (self.control, self.bus):
             if sock is not None:
                 sock.close(linger=2.0)
+        if self._events is not None:
+            uninstall(self._events)
 
     def _vet_hello(self, sender: bytes, hello: Hello) -> Rejected | None:
         """The bus socket's ``vet_hello`` (in its receiver greenlet; see the module doc)."""
@@ -255,6 +261,8 @@ class CoordinatorActor(pykka.ThreadingActor):
                 reply = self.core.verify(info_hash, now)
             case ExportTorrent(info_hash=info_hash):
                 reply = self.core.export(info_hash, now)
+            case WatchSession():
+                reply = self.core.watch(message, now)
             case ShutdownRequested():
                 reply = ShutdownAccepted()
                 self.request_stop(0, "shutdown requested")

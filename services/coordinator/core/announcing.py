@@ -194,15 +194,17 @@ def totals_for(torrent: Torrent, announce: Announce) -> UpdateTransfer:
 
 def _log_announces(torrent: Torrent, before: dict[bytes, Announce]) -> None:
     announces = list(torrent.announces.values())
+    extra = {"info_hash": torrent.info_hash}
     if not announces:
         if before:
-            log.info("%s: no tracker agent announces it now", torrent.name)
+            log.info("%s: no tracker agent announces it now", torrent.name, extra=extra)
         return
     described = ", ".join(
         f"{a.tracker_id} {host_port(a.host or '?', a.port)}"
         + (f" for {a.peer_agent}" if a.peer_agent else "")
         for a in announces
     )
-    log.info("%s: announced by %s", torrent.name, described)
+    log.info("%s: announced by %s", torrent.name, described, extra=extra)
     if len(announces) == 1 and not announces[0].reachable and announces[0].host:
-        log.warning("%s: %s", torrent.name, unreachable_hint(announces[0].host, announces[0].port))
+        hint = unreachable_hint(announces[0].host, announces[0].port)
+        log.warning("%s: %s", torrent.name, hint, extra=extra)

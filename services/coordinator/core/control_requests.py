@@ -9,9 +9,11 @@ moves a torrent only through ``lifecycle.advance`` and the coordinator's ``_star
 
 from __future__ import annotations
 
+import logging
 from typing import Protocol
 
 from torviz.shared.bus import (
+    AgentStatus,
     CloseTorrent,
     ControlFailed,
     DhtTorrentSummary,
@@ -20,6 +22,7 @@ from torviz.shared.bus import (
     RecheckTorrent,
     RemoveTorrent,
     ServiceKind,
+    SessionChanges,
     StatusReport,
     TorrentExported,
     TorrentPaused,
@@ -27,16 +30,21 @@ from torviz.shared.bus import (
     TorrentResumed,
     TorrentState,
     VerifyStarted,
+    WatchSession,
 )
 from torviz.shared.types import InfoHash
 
 from .agents import AgentRegistry
 from .dht_links import dht_totals, torrent_dht
+from .event_log import EventLog
 from .lifecycle import Move, advance
-from .status import agent_status, diagnose, torrent_status
+from .session_watch import SessionWatch
+from .status import agent_status, diagnose, session_totals, torrent_row, torrent_status
 from .torrent import Torrent
 
 __all__ = ["ControlRequests", "Forgetful", "SessionListener", "no_metadata", "unknown"]
+
+log = logging.getLogger(__name__)
 
 
 class SessionListener(Protocol):
@@ -74,6 +82,8 @@ class ControlRequests:
     torrents: dict[InfoHash, Torrent]
     agents: AgentRegistry
     session: SessionListener
+    events: EventLog
+    watching: SessionWatch
 
     def _clock(self, now: float) -> float:
         raise NotImplementedError
@@ -98,6 +108,7 @@ class ControlRequests:
             advance(torrent, Move.PAUSE)
             torrent.check_progress = None
             self.session.torrent_paused(info_hash, True)
+            log.info("%s: paused", torrent.name, extra={"info_hash": info_hash})
         return TorrentPaused(info_hash)
 
     def resume(self, info_hash: InfoHash, now: float) -> TorrentResumed | ControlFailed:
@@ -107,9 +118,11 @@ class ControlRequests:
         if torrent is None:
             return unknown(info_hash)
         if torrent.state in (TorrentState.PAUSED, TorrentState.ERROR):
+            retried = "retried" if torrent.state is TorrentState.ERROR else "resumed"
             torrent.error = None
             self._start(torrent)
             self.session.torrent_paused(info_hash, False)
+            log.info("%s: %s", torrent.name, retried, extra={"info_hash": info_hash})
         return TorrentResumed(info_hash)
 
     def verify(self, info_hash: InfoHash, now: float) -> VerifyStarted | ControlFailed:
@@ -129,6 +142,7 @@ class ControlRequests:
         advance(torrent, Move.VERIFY)
         torrent.error, torrent.check_progress = None, 0.0
         self._send(storage.identity, RecheckTorrent(info_hash))
+        log.info("%s: verifying its files", torrent.name, extra={"info_hash": info_hash})
         return VerifyStarted(info_hash)
 
     def remove_torrent(self, request: RemoveTorrent, now: float) -> TorrentRemoved | ControlFailed:
@@ -141,26 +155,57 @@ class ControlRequests:
         for agent in self.agents.of_kind(ServiceKind.STORAGE_AGENT):
             self._send(agent.identity, CloseTorrent(request.info_hash, request.delete_files))
         self.session.torrent_removed(request.info_hash)
+        data = "files deleted" if request.delete_files else "files kept"
+        log.info("%s: removed (%s)", torrent.name, data, extra={"info_hash": request.info_hash})
         return TorrentRemoved(request.info_hash)
 
     def status(self, now: float, request: GetStatus | None = None) -> StatusReport:
-        """Every torrent (those whose info hash starts with ``request.prefix``) and agent."""
+        """Every torrent (those whose info hash starts with ``request.prefix``, with their
+        files and piece map when ``request.detail``) and agent, the kept log and the totals."""
         now = self._clock(now)
         prefix = request.prefix.lower() if request is not None else ""
+        detail = request is not None and request.detail
+        return StatusReport(
+            tuple(
+                torrent_status(
+                    torrent,
+                    now,
+                    torrent_dht(torrent.info_hash, self.agents),
+                    self.agents,
+                    detail=detail,
+                )
+                for torrent in self.torrents.values()
+                if torrent.info_hash_hex.startswith(prefix)
+            ),
+            self._agent_statuses(now),
+            self.events.recent(now),
+            session_totals(self.torrents.values(), self.agents),
+        )
+
+    def watch(self, request: WatchSession, now: float) -> SessionChanges:
+        """What changed since the watcher's last answer (``session_watch.py``): torrent rows,
+        removals, the events after ``request.events_after``, the totals and every agent."""
+        now = self._clock(now)
+        rows = (torrent_row(torrent) for torrent in self.torrents.values())
+        changes = self.watching.changes(rows, request.since)
+        return SessionChanges(
+            revision=changes.revision,
+            complete=changes.complete,
+            rows=changes.rows,
+            removed=changes.removed,
+            events=self.events.after(request.events_after, now),
+            totals=session_totals(self.torrents.values(), self.agents),
+            agents=self._agent_statuses(now),
+        )
+
+    def _agent_statuses(self, now: float) -> tuple[AgentStatus, ...]:
         incoming: dict[bytes, int] = {}
         for torrent in self.torrents.values():
             for record in torrent.swarm.peers.values():
                 if record.incoming:
                     incoming[record.agent] = incoming.get(record.agent, 0) + 1
-        return StatusReport(
-            tuple(
-                torrent_status(torrent, now, torrent_dht(torrent.info_hash, self.agents))
-                for torrent in self.torrents.values()
-                if torrent.info_hash_hex.startswith(prefix)
-            ),
-            tuple(
-                agent_status(agent, now, incoming.get(agent.identity, 0)) for agent in self.agents
-            ),
+        return tuple(
+            agent_status(agent, now, incoming.get(agent.identity, 0)) for agent in self.agents
         )
 
     def export(self, info_hash: InfoHash, now: float) -> TorrentExported | ControlFailed:

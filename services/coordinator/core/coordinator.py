@@ -5,7 +5,8 @@ every control request, and the time (``tick``), then sends what accumulated in `
 ``(agent identity, message)`` pairs. Tests drive it directly with fake agents.
 
 Strategy: this class holds the torrents and routes each event to the part that decides:
-``agent_bookkeeping.py`` (agents arriving, vetted, heard, silent, gone), ``lifecycle.py`` (the
+``adding.py`` (torrents added or restored), ``agent_bookkeeping.py`` (agents arriving,
+vetted, heard, silent, gone), ``lifecycle.py`` (the
 one table of a torrent's states), each torrent's ``swarm.py`` (dialling, pieces, choking,
 bans) and ``announcing.py`` (which tracker agents announce what). What happens around a
 lifecycle move (files opened and closed, peer agents attached and detached) is here.
@@ -22,20 +23,17 @@ Rules:
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import random
 from collections.abc import Callable
 
 from torviz.shared.bitfield import Bitfield, BitfieldError
 from torviz.shared.bus import (
-    AddTorrent,
     AgentInfo,
     AttachMagnet,
     AttachTorrent,
     CheckProgress,
     CloseTorrent,
-    ControlFailed,
     CorruptBlocksTraced,
     DetachTorrent,
     DhtStatusChanged,
@@ -56,7 +54,6 @@ from torviz.shared.bus import (
     Rejected,
     ServiceKind,
     StorageFailed,
-    TorrentAdded,
     TorrentClosed,
     TorrentOpened,
     TorrentState,
@@ -66,22 +63,25 @@ from torviz.shared.bus import (
 from torviz.shared.config import CoordinatorConfig
 from torviz.shared.errors import MagnetError, MetainfoError
 from torviz.shared.geometry import PieceIndexError
-from torviz.shared.magnet import metainfo_from_magnet, parse_magnet
-from torviz.shared.metainfo import Metainfo, parse_metainfo
+from torviz.shared.magnet import metainfo_from_magnet
+from torviz.shared.metainfo import parse_metainfo
 from torviz.shared.types import InfoHash, PeerId
 
+from .adding import TorrentAdding
 from .agent_bookkeeping import AgentBookkeeping
 from .agents import Agent, AgentRegistry
 from .announcing import LISTEN_PORT_WAIT, Announcing
-from .choking import Choker
 from .control_requests import ControlRequests, Forgetful, SessionListener
 from .dht_links import DhtLinks
-from .lifecycle import METADATA, OPEN_STATES, Move, advance, initial_state, start_move
+from .event_log import EventLog
+from .lifecycle import METADATA, OPEN_STATES, Move, advance, start_move
 from .metadata_phase import MetadataFetch, handle_extension_event
 from .pex_exchange import for_torrent
 from .picking import PiecePicker
-from .swarm import MAX_HASH_FAILURES, PeerEvent, Swarm, SwarmContext
+from .session_watch import SessionWatch
+from .swarm import MAX_HASH_FAILURES, PeerEvent, SwarmContext
 from .torrent import Torrent
+from .torrent_log import tracker_changed
 
 __all__ = ["LISTEN_PORT_WAIT", "MAX_HASH_FAILURES", "Coordinator", "SessionListener"]
 
@@ -97,7 +97,7 @@ _OPENING_STATES = (TorrentState.CHECKING, *OPEN_STATES)
 """States in which the storage agent holds the files open."""
 
 
-class Coordinator(ControlRequests):
+class Coordinator(TorrentAdding, ControlRequests):
     """Session state of every torrent, and the rules that move it forward.
 
     Args:
@@ -138,6 +138,9 @@ class Coordinator(ControlRequests):
         """The data endpoint and its CURVE key that attached torrents were given."""
         self._now = 0.0
         """The latest time we were given (status reports times relative to it)."""
+        self.events = EventLog()
+        """The daemon's log as the user reads it (fed by the actor's logging handler)."""
+        self.watching = SessionWatch()
 
     def take_outbox(self) -> list[Outgoing]:
         """The commands accumulated since the last call, in order."""
@@ -273,73 +276,6 @@ class Coordinator(ControlRequests):
                 rates[record.agent] = (down + record.download_rate, up + record.upload_rate)
         self.bookkeeping.measure(rates)
 
-    # -- control --
-
-    def add_torrent(
-        self, request: AddTorrent, now: float, *, paused: bool = False, persist: bool = True
-    ) -> TorrentAdded | ControlFailed:
-        """Add a torrent from a .torrent or a magnet link (started, or paused); refused when
-        unusable or already added (a magnet link and a .torrent of one info hash alike)."""
-        self._clock(now)
-        save_path = request.download_dir or self.config.download_dir
-        metainfo: Metainfo | None = None
-        try:
-            if request.magnet:
-                magnet = parse_magnet(request.magnet)
-                torrent = Torrent(
-                    None, b"", save_path, now, magnet, initial_state(has_metainfo=False)
-                )
-            else:
-                metainfo = parse_metainfo(
-                    request.metainfo, max_path_depth=self.config.max_path_depth
-                )
-                torrent = Torrent(metainfo, request.metainfo, save_path, added_at=now)
-        except MagnetError as exc:
-            return ControlFailed("bad_magnet", f"not a usable magnet link: {exc}")
-        except MetainfoError as exc:
-            return ControlFailed(exc.reason, f"not a usable torrent: {exc}")
-        if torrent.info_hash in self.torrents:
-            return ControlFailed(
-                "already_added", f"{torrent.name} is already added ({torrent.info_hash})"
-            )
-        torrent.swarm = Swarm(torrent, self._swarm_context, Choker(self.rng, now))
-        self.torrents[torrent.info_hash] = torrent
-        if persist:
-            self.session.torrent_added(torrent, paused=paused)
-        if paused:
-            advance(torrent, Move.PAUSE)
-        else:
-            self._start(torrent)
-        return TorrentAdded(torrent.info_hash, torrent.name)
-
-    def restore(
-        self,
-        metainfo: bytes,
-        save_path: str,
-        *,
-        paused: bool,
-        totals: tuple[int, int],
-        now: float,
-        magnet: str = "",
-        metadata: tuple[int, dict[int, bytes]] | None = None,
-    ) -> TorrentAdded | ControlFailed:
-        """Bring back a torrent of an earlier run: from its .torrent, or from its magnet link
-        when its info dictionary never arrived (with the ``metadata`` pieces it had: size and
-        pieces). A torrent added from a link keeps the link beside its .torrent (its ``so``
-        and ``ws``). ``totals`` is ``(uploaded, downloaded)``."""
-        fetched = bool(metainfo)
-        request = AddTorrent(metainfo, save_path, "" if fetched else magnet)
-        reply = self.add_torrent(request, now, paused=paused, persist=False)
-        if isinstance(reply, TorrentAdded):
-            torrent = self.torrents[reply.info_hash]
-            torrent.uploaded_closed, torrent.downloaded_closed = totals
-            torrent.downloaded_floor = torrent.downloaded_closed
-            torrent.metadata_kept = None if fetched else metadata
-            if fetched and magnet:
-                with contextlib.suppress(MagnetError):
-                    torrent.magnet = parse_magnet(magnet)
-        return reply
-
     # -- bus events --
 
     def handle(self, sender: bytes, message: Message, now: float) -> None:
@@ -369,7 +305,9 @@ class Coordinator(ControlRequests):
         try:
             self._on_torrent_event(torrent, sender, message, now)
         except PieceIndexError as exc:  # the edge where piece numbers from agents are checked
-            log.warning("%s: %s dropped: %s", torrent.name, type(message).__name__, exc)
+            name = type(message).__name__
+            extra = {"info_hash": torrent.info_hash}
+            log.warning("%s: %s dropped: %s", torrent.name, name, exc, extra=extra)
 
     def _on_torrent_event(
         self, torrent: Torrent, sender: bytes, message: Message, now: float
@@ -395,9 +333,7 @@ class Coordinator(ControlRequests):
             case CorruptBlocksTraced(piece=piece, liars=liars) if geometry is not None:
                 swarm.blocks_traced(geometry.piece_index(piece), liars)
             case StorageFailed(message=text):
-                self._stop(torrent, close_storage=False)
-                advance(torrent, Move.FAIL)
-                torrent.error = text
+                self._fail(torrent, text)
             case TorrentClosed():
                 pass
             case PeersDiscovered(peers=peers, source=source):
@@ -406,6 +342,7 @@ class Coordinator(ControlRequests):
             case PeerDhtPort():
                 self.dht.peer_port(torrent, sender, message)
             case TrackerStateChanged(url=url):
+                tracker_changed(torrent, message)
                 torrent.trackers[url] = (message, now)
                 if sender in torrent.announces:
                     torrent.announce_results.setdefault(sender, {})[url] = (message, now)
@@ -493,13 +430,15 @@ class Coordinator(ControlRequests):
             data = metainfo_from_magnet(torrent.magnet, raw_info)
             metainfo = parse_metainfo(data, max_path_depth=self.config.max_path_depth)
         except (MagnetError, MetainfoError) as exc:
-            log.error("%s: the fetched metadata is not usable: %s", torrent.name, exc)
-            self._stop(torrent, close_storage=False)
-            advance(torrent, Move.FAIL)
-            torrent.error = f"the metadata peers sent is not usable: {exc}"
+            self._fail(torrent, f"the metadata peers sent is not usable: {exc}")
             return
         torrent.metainfo, torrent.metainfo_bytes = metainfo, data
-        log.info("%s: metadata fetched (%d bytes)", torrent.name, len(raw_info))
+        log.info(
+            "%s: metadata fetched (%d bytes)",
+            torrent.name,
+            len(raw_info),
+            extra={"info_hash": torrent.info_hash},
+        )
         self.session.torrent_fetched(torrent)
         torrent.swarm.learn_geometry()
         if metainfo.info.private:
@@ -523,9 +462,7 @@ class Coordinator(ControlRequests):
         try:
             have = Bitfield.from_bytes(have_bytes, torrent.num_pieces)
         except BitfieldError as exc:
-            self._stop(torrent, close_storage=False)
-            advance(torrent, Move.FAIL)
-            torrent.error = f"storage agent: {exc}"
+            self._fail(torrent, f"storage agent: {exc}")
             return
         if swarm.picker is not None:
             if all(piece in have for piece in swarm.picker.have):
@@ -538,7 +475,11 @@ class Coordinator(ControlRequests):
                 return
             # It lost pieces we counted (its disk changed under it): start the torrent again
             # from what it has.
-            log.warning("%s: the storage agent lost verified pieces; starting again", torrent.name)
+            log.warning(
+                "%s: the storage agent lost verified pieces; starting again",
+                torrent.name,
+                extra={"info_hash": torrent.info_hash},
+            )
             self._stop(torrent, close_storage=False)
             advance(torrent, Move.REOPEN)
         swarm.picker = PiecePicker(torrent.num_pieces, have, self.rng)
@@ -565,6 +506,7 @@ class Coordinator(ControlRequests):
                 self._send(agent.identity, DetachTorrent(info_hash))
         if swarm.picker is not None:
             torrent.verified_pieces = len(swarm.picker)
+            torrent.have_kept = swarm.picker.have
         if torrent.fetch is not None:
             torrent.fetch.keep()
         torrent.fetch = torrent.pex = None
@@ -573,6 +515,13 @@ class Coordinator(ControlRequests):
         if close_storage:
             for agent in self.agents.of_kind(ServiceKind.STORAGE_AGENT):
                 self._send(agent.identity, CloseTorrent(info_hash, delete_files=False))
+
+    def _fail(self, torrent: Torrent, reason: str) -> None:
+        """The torrent cannot go on (its files, its metadata): stopped, in error, logged."""
+        self._stop(torrent, close_storage=False)
+        advance(torrent, Move.FAIL)
+        torrent.error = reason
+        log.error("%s: error: %s", torrent.name, reason, extra={"info_hash": torrent.info_hash})
 
     def _attach(self, torrent: Torrent, agent: Agent) -> None:
         picker = torrent.swarm.picker

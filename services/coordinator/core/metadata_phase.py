@@ -170,6 +170,7 @@ class MetadataFetch:
                 record.address,
                 record.client,
                 outcome.reason.replace("_", " "),
+                extra={"info_hash": self.torrent.info_hash},
             )
             swarm.disconnect(record, DisconnectReason.BAD_METADATA_MESSAGE)
 

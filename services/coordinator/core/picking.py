@@ -299,6 +299,16 @@ class PiecePicker:
     def complete(self) -> bool:
         return self._have == self._all
 
+    @property
+    def downloading(self) -> tuple[int, ...]:
+        """Pieces some connection is fetching."""
+        return tuple(self._owners)
+
+    @property
+    def checking(self) -> tuple[int, ...]:
+        """Pieces downloaded whole, waiting for their hash check."""
+        return tuple(self._pending_since)
+
     def interesting(self, peer_bits: Bitfield) -> bool:
         """Does the peer have a piece we still lack?"""
         return bool(peer_bits.to_int() & self._all & ~self._have)

@@ -7,7 +7,7 @@ came from."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from torviz.shared.bus import (
     MAX_ANNOUNCE_ROWS,
@@ -18,16 +18,27 @@ from torviz.shared.bus import (
     DhtTorrentSummary,
     PeerStatus,
     ServiceKind,
+    SessionTotals,
+    TorrentRow,
     TorrentStatus,
     TrackerState,
     TrackerStateChanged,
     TrackerStatus,
 )
 
-from .agents import Agent
+from .agents import Agent, AgentRegistry
+from .dht_links import dht_totals
 from .torrent import Torrent
+from .torrent_detail import torrent_detail
 
-__all__ = ["agent_status", "diagnose", "torrent_status"]
+__all__ = [
+    "agent_status",
+    "diagnose",
+    "round_rate",
+    "session_totals",
+    "torrent_row",
+    "torrent_status",
+]
 
 
 def _trackers(
@@ -54,10 +65,20 @@ def _trackers(
 
 
 def torrent_status(
-    torrent: Torrent, now: float, dht: DhtTorrentSummary | None = None
+    torrent: Torrent,
+    now: float,
+    dht: DhtTorrentSummary | None = None,
+    agents: AgentRegistry | None = None,
+    *,
+    detail: bool = False,
 ) -> TorrentStatus:
-    """The status of ``torrent`` at ``now`` (tracker deadlines are relative to it); ``dht``:
-    what the tracker agents' DHT nodes found for it (``dht_links.torrent_dht``)."""
+    """The status of ``torrent`` at ``now`` (tracker deadlines are relative to it).
+
+    Args:
+        dht: what the tracker agents' DHT nodes found for it (``dht_links.torrent_dht``).
+        agents: the registry, to name the peer agent and host of each connection.
+        detail: add its files and piece map (``torrent_detail``).
+    """
     total = torrent.total_length
     announces = tuple(
         AnnounceStatus(
@@ -82,6 +103,8 @@ def torrent_status(
             progress=len(peer.bits) / torrent.num_pieces if torrent.num_pieces else 0.0,
             version=peer.version,
             source=peer.source,
+            agent=holder.agent_id if (holder := _holder(agents, peer.agent)) else "",
+            host=holder.host if holder else "",
         )
         for peer in list(torrent.swarm.peers.values())[:MAX_PEER_ROWS]
     )
@@ -89,9 +112,7 @@ def torrent_status(
         info_hash=torrent.info_hash,
         name=torrent.name,
         state=torrent.state,
-        progress=min(1.0, torrent.verified_bytes / total)
-        if total
-        else float(torrent.metainfo is not None),
+        progress=_progress(torrent),
         total_length=total,
         downloaded=torrent.downloaded,
         uploaded=torrent.uploaded,
@@ -110,6 +131,64 @@ def torrent_status(
         reachable=all(announce.reachable for announce in torrent.announces.values()),
         metadata=torrent.fetch.progress() if torrent.fetch is not None else None,
         dht=dht,
+        detail=torrent_detail(torrent) if detail else None,
+    )
+
+
+def _holder(agents: AgentRegistry | None, identity: bytes) -> Agent | None:
+    return agents.get(identity) if agents is not None else None
+
+
+def _progress(torrent: Torrent) -> float:
+    total = torrent.total_length
+    if not total:
+        return float(torrent.metainfo is not None)
+    return min(1.0, torrent.verified_bytes / total)
+
+
+def round_rate(rate: float) -> float:
+    """A rate to 3 significant digits (under 1 B/s: 0), so noise is no change of a row."""
+    return float(f"{rate:.3g}") if rate >= 1.0 else 0.0
+
+
+def torrent_row(torrent: Torrent) -> TorrentRow:
+    """``torrent`` as a list shows it (``SessionChanges.rows``), rates rounded."""
+    return TorrentRow(
+        info_hash=torrent.info_hash,
+        name=torrent.name,
+        state=torrent.state,
+        progress=_progress(torrent),
+        total_length=torrent.total_length,
+        left=max(0, torrent.total_length - torrent.verified_bytes) if torrent.metainfo else 0,
+        download_rate=round_rate(torrent.download_rate),
+        upload_rate=round_rate(torrent.upload_rate),
+        peers=len(torrent.swarm.peers),
+        seeds=torrent.seeds,
+        error=torrent.error,
+        check_progress=torrent.check_progress,
+        metadata=torrent.fetch.progress() if torrent.fetch is not None else None,
+    )
+
+
+def session_totals(torrents: Iterable[Torrent], agents: AgentRegistry) -> SessionTotals:
+    """The session in numbers: rates, torrents, connections, agents, hosts, DHT nodes."""
+    down = up = 0.0
+    count = peers = 0
+    for torrent in torrents:
+        count += 1
+        peers += len(torrent.swarm.peers)
+        down += torrent.download_rate
+        up += torrent.upload_rate
+    every = list(agents)
+    dht = dht_totals(agents.of_kind(ServiceKind.TRACKER_AGENT))
+    return SessionTotals(
+        download_rate=min(1e15, down),
+        upload_rate=min(1e15, up),
+        torrents=count,
+        peers=peers,
+        agents=len(every),
+        hosts=len({agent.host for agent in every}),
+        dht_nodes=dht.nodes if dht is not None else None,
     )
 
 

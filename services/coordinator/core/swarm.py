@@ -16,8 +16,8 @@ Rules:
   through PeX only is dialled while the PeX policy allows another attempt.
 - Pieces: a connection asking for work gets pieces from the picker; a piece downloaded by one
   connection is cancelled on the others; a verified piece is announced to every peer agent.
-- Bans: a connection that sent ``MAX_HASH_FAILURES`` corrupt pieces, or a host the smart ban
-  proved a liar, is dropped and its host refused by every peer agent.
+- Bans (``bans.py``): a connection that sent ``MAX_HASH_FAILURES`` corrupt pieces, or a host
+  the smart ban proved a liar, is dropped and its host refused by every peer agent.
 - Counting: a connection we close stays aside (``closing``) until its final counters arrive,
   so no byte it moved goes uncounted.
 """
@@ -33,7 +33,6 @@ from typing import TYPE_CHECKING
 from torviz.shared.bitfield import Bitfield, BitfieldError
 from torviz.shared.bus import (
     AssignPieces,
-    BanPeers,
     BroadcastHave,
     CancelPieces,
     ConnectPeer,
@@ -58,11 +57,14 @@ from torviz.shared.config import CoordinatorConfig
 from torviz.shared.types import PeerAddress, PieceIndex
 
 from .agents import AgentRegistry
+from .bans import MAX_HASH_FAILURES, SwarmBans
 from .choking import Candidate, Choker
 from .lifecycle import METADATA, OPEN_STATES, Move, advance
 from .peer_record import PeerRecord
 from .picking import PiecePicker
+from .piece_origins import PieceOrigins
 from .redial import FINAL_REASONS, RedialSchedule
+from .torrent_log import took
 
 if TYPE_CHECKING:
     from .torrent import Torrent
@@ -73,9 +75,6 @@ log = logging.getLogger(__name__)
 
 DIAL_SHARE = 0.2
 """Share of ``max_peers_per_torrent`` kept for our own dials, whatever incoming peers hold."""
-
-MAX_HASH_FAILURES = 3
-"""Pieces a connection may send us corrupt before it is dropped and its address banned."""
 
 MAX_CANDIDATES = 2000
 """Peer addresses remembered per torrent beyond those connected (a tracker cannot flood us)."""
@@ -108,7 +107,7 @@ class SwarmContext:
     """Tells the announcing tracker agents that the torrent is complete."""
 
 
-class Swarm:
+class Swarm(SwarmBans):
     """The connections of one torrent and the rules that run them.
 
     Args:
@@ -226,6 +225,13 @@ class Swarm:
             torrent.completed_at = now
             advance(torrent, Move.COMPLETED)
             self._completed(torrent)
+            log.info(
+                "%s: complete (%d bytes in %s)",
+                torrent.name,
+                torrent.total_length,
+                took(now - torrent.added_at),
+                extra={"info_hash": info_hash},
+            )
 
     def piece_rejected(self, piece: PieceIndex, contributors: Iterable[str]) -> None:
         """A piece failed its hash: fetch it again elsewhere, and blame its sender.
@@ -236,6 +242,8 @@ class Swarm:
         """
         if self.picker is None:
             return
+        if self.torrent.origins is not None:
+            self.torrent.origins.forget(piece)
         senders = list(dict.fromkeys(contributors))
         if len(senders) > 1:
             self.picker.piece_failed(piece, single_source=True)
@@ -244,52 +252,6 @@ class Swarm:
             self.blame(senders)
         self.offer_work()
 
-    def blocks_traced(self, piece: PieceIndex, liars: Iterable[str]) -> None:
-        """The smart ban proved who sent bad blocks of a piece (they differ from the verified
-        copy): their hosts are banned at once, connected or not; nobody else is blamed."""
-        if self.picker is None:
-            return
-        for key in dict.fromkeys(liars):
-            address = self.address_of(key)
-            if address is None or address.host in self.banned_hosts:
-                continue
-            log.warning(
-                "%s: banning %s: it sent bad blocks of piece %d (smart ban)",
-                self.torrent.name,
-                address.host,
-                piece,
-            )
-            self._ban_host(address.host)
-            record = self.peers.get(key)
-            if record is not None:
-                self.disconnect(record, DisconnectReason.SENT_CORRUPT_DATA)
-
-    def blame(self, culprits: Iterable[str]) -> None:
-        """Each culprit sent a corrupt piece: ban a repeat offender."""
-        for key in [key for key in dict.fromkeys(culprits) if key in self.peers]:
-            record = self.peers[key]
-            record.hash_failures += 1
-            if record.hash_failures >= MAX_HASH_FAILURES:
-                self._ban(record)
-
-    def _ban(self, record: PeerRecord) -> None:
-        log.warning(
-            "%s: banning %s (%s): it sent %d corrupt pieces",
-            self.torrent.name,
-            record.address.host,
-            record.client,
-            record.hash_failures,
-        )
-        self._ban_host(record.address.host)
-        self.disconnect(record, DisconnectReason.SENT_CORRUPT_DATA)
-
-    def _ban_host(self, host: str) -> None:
-        """Refuse ``host`` for this torrent: every peer agent drops and refuses it."""
-        self.banned_hosts.add(host)
-        info_hash = self.torrent.info_hash
-        for agent in self.agents.of_kind(ServiceKind.PEER_AGENT):
-            self._send(agent.identity, BanPeers(info_hash, (host,)))
-
     def _on_downloaded(self, key: str, piece: PieceIndex, now: float) -> None:
         picker = self.picker
         if picker is None or piece in picker.have:
@@ -297,6 +259,12 @@ class Swarm:
         for other in picker.piece_downloaded(piece, now):
             if other != key:
                 self._cancel(str(other), piece)
+        record = self.peers.get(key)
+        agent = self.agents.get(record.agent) if record is not None else None
+        if agent is not None:
+            if self.torrent.origins is None:
+                self.torrent.origins = PieceOrigins(self.torrent.num_pieces)
+            self.torrent.origins.record(piece, agent.agent_id, agent.host)
 
     def _assign(self, record: PeerRecord, count: int) -> None:
         if self.picker is None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from torviz.shared.bitfield import Bitfield
 from torviz.shared.bus import TorrentState, TrackerStateChanged
 from torviz.shared.magnet import Magnet
 from torviz.shared.metainfo import Metainfo
@@ -29,6 +30,7 @@ from .announcers import Announce
 if TYPE_CHECKING:
     from .metadata_phase import MetadataFetch
     from .pex_exchange import PexExchange
+    from .piece_origins import PieceOrigins
     from .swarm import Swarm
 
 __all__ = ["MAGNET_LEFT", "Torrent"]
@@ -83,6 +85,10 @@ class Torrent:
     pause): the next fetch takes them once a peer advertises that size."""
     pex: PexExchange | None = None
     """Peer exchange (BEP 11) while it runs; None for a private torrent or with PeX off."""
+    origins: PieceOrigins | None = None
+    """Which peer agent delivered each piece (``piece_origins.py``), once pieces arrive."""
+    have_kept: Bitfield | None = None
+    """The pieces verified when it last stopped (the picker is gone then), for its detail."""
 
     @property
     def meta(self) -> Metainfo:

@@ -1,0 +1,42 @@
+"""Log lines about a torrent that a user wants to see in the daemon's events (``status``, the
+terminal UI), for those that need more than one call: a tracker that starts failing or works
+again, and how long a download took.
+
+Rules: only transitions are logged (a tracker failing on every announce is one line, and one
+more when it works again), each with ``extra={"info_hash": ...}``; nothing per block or piece.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from torviz.shared.bus import TrackerState, TrackerStateChanged
+
+from .torrent import Torrent
+
+__all__ = ["took", "tracker_changed"]
+
+log = logging.getLogger(__name__)
+
+
+def took(seconds: float) -> str:
+    """A duration for a log line: ``42s``, ``3m05s``, ``2h10m``."""
+    whole = max(0, int(seconds))
+    if whole < 60:
+        return f"{whole}s"
+    if whole < 3600:
+        return f"{whole // 60}m{whole % 60:02d}s"
+    return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
+
+
+def tracker_changed(torrent: Torrent, report: TrackerStateChanged) -> None:
+    """Log a tracker URL of ``torrent`` that turned FAILED (with its error), or that works
+    again after failing; call before the report replaces the previous one."""
+    previous = torrent.trackers.get(report.url)
+    before = previous[0].state if previous is not None else None
+    extra = {"info_hash": torrent.info_hash}
+    if report.state is TrackerState.FAILED and before is not TrackerState.FAILED:
+        error = report.error or "no answer"
+        log.warning("%s: tracker %s fails: %s", torrent.name, report.url, error, extra=extra)
+    elif report.state is TrackerState.WORKING and before is TrackerState.FAILED:
+        log.info("%s: tracker %s works again", torrent.name, report.url, extra=extra)
