@@ -1,0 +1,170 @@
+"""The detail view of one torrent: header, files, trackers, peers and the piece map.
+
+Strategy: the view fills the screen's body; its four sections always show their headings
+(``Files``, ``Trackers``, ``Peers``, ``Pieces``), and their rows share the room left fairly
+(a short section gives its spare rows to the long ones). A section cut short ends in a line
+saying how many rows it shows; ``j``/``k`` scroll the cut sections together.
+
+Rules: pure; every text from the daemon escaped; exactly ``height`` lines of ``width`` cells.
+"""
+
+from __future__ import annotations
+
+from torviz.shared.bus import PeerStatus, TorrentStatus, TrackerState
+from torviz.shared.types import PeerAddress
+
+from .lines import Line, Segment, Style, pad, plain
+from .pieces import legend, map_lines
+from .render_list import STATE_STYLES
+from .text import fit, human_size, percent_text, rate_text, safe_text
+from .view_model import ViewModel
+
+__all__ = ["detail_page", "share_rows"]
+
+_TRACKER_STYLES = {
+    TrackerState.WORKING: Style.GOOD,
+    TrackerState.FAILED: Style.BAD,
+    TrackerState.ANNOUNCING: Style.WARN,
+}
+
+
+def share_rows(wanted: list[int], room: int) -> list[int]:
+    """Split ``room`` rows among sections wanting ``wanted`` rows: each gets at most what it
+    wants, and no section gets less than an equal share unless it wants less."""
+    given = [0] * len(wanted)
+    left = max(0, room)
+    open_ = [i for i, want in enumerate(wanted) if want > 0]
+    while left > 0 and open_:
+        share = max(1, left // len(open_))
+        for i in list(open_):
+            take = min(share, wanted[i] - given[i], left)
+            given[i] += take
+            left -= take
+            if given[i] >= wanted[i]:
+                open_.remove(i)
+            if left == 0:
+                break
+    return given
+
+
+def _address(address: PeerAddress) -> str:
+    host = f"[{address.host}]" if ":" in address.host else address.host
+    return f"{host}:{address.port}"
+
+
+def _header(status: TorrentStatus, width: int) -> list[Line]:
+    state_style = STATE_STYLES.get(status.state, Style.NORMAL)
+    facts: Line = (
+        (status.state.value, state_style),
+        (f" · {percent_text(status.progress)}", Style.NORMAL),
+        (f" · {human_size(status.total_length)}", Style.NORMAL),
+        (f" · ↓ {rate_text(status.download_rate)} ↑ {rate_text(status.upload_rate)}", Style.NORMAL),
+        (f" · {status.peers} peers ({status.seeds} seeds)", Style.NORMAL),
+        (f" · {status.info_hash.hex}", Style.DIM),
+    )
+    lines = [
+        plain(safe_text(status.name), width, Style.TITLE),
+        pad(facts, width),
+        plain(f"Saved in {safe_text(status.save_path)}", width, Style.DIM),
+    ]
+    if status.error:
+        lines.append(plain(f"Error: {safe_text(status.error)}", width, Style.BAD))
+    return lines
+
+
+def _file_rows(status: TorrentStatus, width: int) -> list[Line]:
+    if status.detail is None:
+        return []
+    rows = []
+    for file in status.detail.files:
+        done = file.completed / file.length if file.length else 1.0
+        right = f"{fit(human_size(file.length), 11, right=True)} {fit(percent_text(done), 6, True)}"
+        name_width = max(1, width - 2 - len(right) - 1)
+        style = Style.GOOD if done >= 1.0 else Style.NORMAL
+        rows.append(
+            pad(
+                ((f"  {fit(safe_text(file.path), name_width)} ", Style.NORMAL), (right, style)),
+                width,
+            )
+        )
+    return rows
+
+
+def _tracker_rows(status: TorrentStatus, width: int) -> list[Line]:
+    rows = []
+    for tracker in status.trackers:
+        counts = ""
+        if tracker.seeders is not None or tracker.leechers is not None:
+            counts = f" {tracker.seeders or 0} seeders {tracker.leechers or 0} leechers"
+        segs: Line = (
+            (f"  {safe_text(tracker.url)} ", Style.NORMAL),
+            (tracker.state.value, _TRACKER_STYLES.get(tracker.state, Style.DIM)),
+            (counts, Style.NORMAL),
+            (f" {safe_text(tracker.error)}" if tracker.error else "", Style.BAD),
+        )
+        rows.append(pad(segs, width))
+    return rows
+
+
+def _peer_row(peer: PeerStatus, width: int) -> Line:
+    client = safe_text(peer.version or peer.client) or "?"
+    agent = f"{safe_text(peer.agent)}@{safe_text(peer.host)}" if peer.agent else "-"
+    segs: list[Segment] = [
+        ("  " + fit(_address(peer.address), 22) + " ", Style.NORMAL),
+        (fit(client, 18) + " ", Style.NORMAL),
+        (fit(peer.source.value, 8) + " ", Style.DIM),
+        ("↓" + fit(rate_text(peer.download_rate), 11, right=True) + " ", Style.NORMAL),
+        ("↑" + fit(rate_text(peer.upload_rate), 11, right=True) + " ", Style.NORMAL),
+        (agent, Style.DIM),
+    ]
+    return pad(tuple(segs), width)
+
+
+def _section(title: str, rows: list[Line], room: int, scroll: int, width: int) -> list[Line]:
+    """A heading and up to ``room`` rows; a cut list ends with which rows it shows."""
+    lines = [plain(title, width, Style.HEADER)]
+    if room <= 0:
+        return lines
+    if len(rows) <= room:
+        return lines + rows
+    shown = max(0, room - 1)
+    start = max(0, min(scroll, len(rows) - shown))
+    lines += rows[start : start + shown]
+    note = f"  … rows {start + 1}-{start + shown} of {len(rows)} (j/k scroll)"
+    return [*lines, plain(note, width, Style.DIM)]
+
+
+def detail_page(model: ViewModel, width: int, height: int) -> list[Line]:
+    """The detail view of ``model.detail`` in exactly ``height`` lines."""
+    status = model.detail
+    if status is None or status.info_hash != model.detail_hash:
+        row = model.rows.get(model.detail_hash) if model.detail_hash else None
+        name = safe_text(row.name) if row else "the torrent"
+        lines = [plain(f"Loading {name}…", width, Style.TITLE)]
+        return (lines + [plain("", width)] * height)[:height]
+    lines = _header(status, width)
+    detail = status.detail
+    files = _file_rows(status, width)
+    trackers = _tracker_rows(status, width)
+    peers = [_peer_row(peer, width) for peer in status.peer_list]
+    pieces = detail.pieces if detail is not None else None
+    needed_map = -(-len(pieces.cells) // width) if pieces is not None and pieces.cells else 1
+    rest = height - len(lines) - 3 - 2  # three headings, the pieces heading and its legend
+    map_rows = min(needed_map, max(1, rest // 3))
+    files_room, trackers_room, peers_room = share_rows(
+        [len(files), len(trackers), len(peers)], rest - map_rows
+    )
+    count = detail.file_count if detail is not None else 0
+    scroll = model.detail_scroll
+    lines += _section(f"Files ({count})", files, files_room, scroll, width)
+    lines += _section(f"Trackers ({len(trackers)})", trackers, trackers_room, scroll, width)
+    lines += _section(f"Peers ({len(peers)})", peers, peers_room, scroll, width)
+    verified = f"Pieces ({status.pieces_verified} of {status.num_pieces} verified)"
+    lines.append(plain(verified, width, Style.HEADER))
+    if pieces is None or not pieces.cells:
+        lines.append(plain("  no piece map yet", width, Style.DIM))
+    else:
+        lines += [pad(line, width) for line in map_lines(pieces, width, map_rows)]
+        lines.append(pad(legend(pieces, width), width))
+    lines += [plain("", width)] * (height - len(lines))
+    return lines[:height]
