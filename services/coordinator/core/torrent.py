@@ -87,6 +87,8 @@ class Torrent:
     """Peer exchange (BEP 11) while it runs; None for a private torrent or with PeX off."""
     origins: PieceOrigins | None = None
     """Which peer agent delivered each piece (``piece_origins.py``), once pieces arrive."""
+    failing_trackers: set[str] = field(default_factory=set)
+    """Tracker URLs whose latest answer was a failure (logged once, until one works)."""
     have_kept: Bitfield | None = None
     """The pieces verified when it last stopped (the picker is gone then), for its detail."""
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 
-from torviz.shared.bus import TrackerState, TrackerStateChanged
+from torviz.shared.bus import MAX_TRACKER_ROWS, TrackerState, TrackerStateChanged
 
 from .torrent import Torrent
 
@@ -31,12 +31,14 @@ def took(seconds: float) -> str:
 
 def tracker_changed(torrent: Torrent, report: TrackerStateChanged) -> None:
     """Log a tracker URL of ``torrent`` that turned FAILED (with its error), or that works
-    again after failing; call before the report replaces the previous one."""
-    previous = torrent.trackers.get(report.url)
-    before = previous[0].state if previous is not None else None
+    again after failing (announces in between do not count)."""
+    failing = torrent.failing_trackers
     extra = {"info_hash": torrent.info_hash}
-    if report.state is TrackerState.FAILED and before is not TrackerState.FAILED:
+    if report.state is TrackerState.FAILED and report.url not in failing:
+        if len(failing) < MAX_TRACKER_ROWS:
+            failing.add(report.url)
         error = report.error or "no answer"
         log.warning("%s: tracker %s fails: %s", torrent.name, report.url, error, extra=extra)
-    elif report.state is TrackerState.WORKING and before is TrackerState.FAILED:
+    elif report.state is TrackerState.WORKING and report.url in failing:
+        failing.discard(report.url)
         log.info("%s: tracker %s works again", torrent.name, report.url, extra=extra)
