@@ -41,21 +41,21 @@ def test_keys_paste_screen_resize_and_exit_status() -> None:
         assert tmux.size() == (90, 20)
         assert len(tmux.lines()) == 20
         assert tmux.exit_status() is None
-        tmux.type("hello world")
+        tmux.type_text("hello world")
         tmux.send_keys("Enter")
         tmux.wait_for("got [hello world]")
         tmux.paste("magnet:?xt=urn:btih:" + "ab" * 20)
         tmux.send_keys("Enter")
         tmux.wait_for("got [magnet:?xt=urn:btih:" + "ab" * 20 + "]")
         tmux.resize(80, 24)
-        tmux.type("size")
+        tmux.type_text("size")
         tmux.send_keys("Enter")
         tmux.wait_for("size 80x24")
         assert tmux.size() == (80, 24)
         with pytest.raises(AssertionError, match="never showed 'nothing like this'"):
             tmux.wait_for("nothing like this", timeout=0.3)
         pid = tmux.pid()
-        tmux.type("exit 7")
+        tmux.type_text("exit 7")
         tmux.send_keys("Enter")
         assert tmux.wait_exit() == 7
         assert not os.path.exists(f"/proc/{pid}") or _zombie(pid)

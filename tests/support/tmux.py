@@ -107,7 +107,7 @@ class Tmux:
         """Press keys, in tmux's names (``Enter``, ``Escape``, ``Space``, ``Up``, ``C-c``)."""
         self._tmux("send-keys", "-t", _SESSION, *keys)
 
-    def type(self, text: str) -> None:
+    def type_text(self, text: str) -> None:
         """Type ``text`` literally, one key per character."""
         self._tmux("send-keys", "-t", _SESSION, "-l", "--", text)
 
