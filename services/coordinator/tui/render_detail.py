@@ -16,10 +16,14 @@ from torviz.shared.types import PeerAddress
 from .lines import Line, Segment, Style, pad, plain
 from .pieces import legend, map_lines
 from .render_list import STATE_STYLES
-from .text import fit, human_size, percent_text, rate_text, safe_text
+from .text import cell_width, fit, human_size, percent_text, rate_text, safe_text
 from .view_model import ViewModel
 
 __all__ = ["detail_page", "share_rows"]
+
+WIDE = 100
+"""From this width a peer's row names where its address came from."""
+RATE = 12
 
 _TRACKER_STYLES = {
     TrackerState.WORKING: Style.GOOD,
@@ -107,14 +111,20 @@ def _tracker_rows(status: TorrentStatus, width: int) -> list[Line]:
 
 
 def _peer_row(peer: PeerStatus, width: int) -> Line:
+    """Address, client, source (100 columns and up), rates, and agent@host; the client's
+    column takes what the others leave."""
     client = safe_text(peer.version or peer.client) or "?"
     agent = f"{safe_text(peer.agent)}@{safe_text(peer.host)}" if peer.agent else "-"
+    source = width >= WIDE
+    fixed = 2 + 22 + (9 if source else 0) + 2 * (RATE + 2)
+    agent_width = min(cell_width(agent), 32)
+    client_width = max(8, width - fixed - agent_width - 1)
     segs: list[Segment] = [
-        ("  " + fit(_address(peer.address), 22) + " ", Style.NORMAL),
-        (fit(client, 18) + " ", Style.NORMAL),
-        (fit(peer.source.value, 8) + " ", Style.DIM),
-        ("↓" + fit(rate_text(peer.download_rate), 11, right=True) + " ", Style.NORMAL),
-        ("↑" + fit(rate_text(peer.upload_rate), 11, right=True) + " ", Style.NORMAL),
+        ("  " + fit(_address(peer.address), 21) + " ", Style.NORMAL),
+        (fit(client, client_width) + " ", Style.NORMAL),
+        ((fit(peer.source.value, 8) + " ") if source else "", Style.DIM),
+        ("↓" + fit(rate_text(peer.download_rate), RATE, right=True) + " ", Style.NORMAL),
+        ("↑" + fit(rate_text(peer.upload_rate), RATE, right=True) + " ", Style.NORMAL),
         (agent, Style.DIM),
     ]
     return pad(tuple(segs), width)

@@ -47,23 +47,35 @@ def help_page(width: int, height: int) -> list[Line]:
     return _fill(lines, width, height)
 
 
+# (heading, width, shown on a narrow screen); the agent id takes what the others leave.
 _AGENT_COLUMNS = (
-    ("Role", 14),
-    ("Agent", 22),
-    ("Host", 16),
-    ("PID", 7),
-    ("Conns", 11),
-    ("Down", 11),
-    ("Up", 11),
-    ("Heard", 7),
+    ("Role", 13, True),
+    ("Agent", 0, True),
+    ("Host", 14, True),
+    ("PID", 7, False),
+    ("Conns", 9, True),
+    ("Down", 12, True),
+    ("Up", 12, False),
+    ("Heard", 8, True),
 )
+NARROW = 100
+
+
+def _agent_columns(width: int) -> list[tuple[int, int]]:
+    """(index, width) of the columns shown."""
+    shown = [
+        (i, size) for i, (_, size, narrow) in enumerate(_AGENT_COLUMNS) if narrow or width >= NARROW
+    ]
+    rest = width - sum(size + 1 for _, size in shown)
+    return [(i, size or max(8, min(40, rest))) for i, size in shown]
 
 
 def agents_page(model: ViewModel, width: int, height: int) -> list[Line]:
     """The agents: role, id, host, pid, connections/capacity, rates, last heartbeat."""
     heading = f"Agents ({len(model.agents)})"
     lines = [plain(heading, width, Style.TITLE)]
-    header = " ".join(fit(name, size) for name, size in _AGENT_COLUMNS)
+    cols = _agent_columns(width)
+    header = " ".join(fit(_AGENT_COLUMNS[i][0], size) for i, size in cols)
     lines.append(plain(header, width, Style.HEADER))
     agents = sorted(model.agents, key=lambda a: (a.role.value, a.host, a.agent_id))
     start = max(0, min(model.detail_scroll, len(agents) - (height - 2)))
@@ -78,7 +90,7 @@ def agents_page(model: ViewModel, width: int, height: int) -> list[Line]:
             rate_text(agent.upload_rate),
             f"{agent.last_heartbeat:.0f}s ago",
         )
-        cells = " ".join(fit(v, size) for v, (_, size) in zip(values, _AGENT_COLUMNS, strict=True))
+        cells = " ".join(fit(values[i], size) for i, size in cols)
         stale = agent.last_heartbeat > 10
         lines.append(plain(cells, width, Style.WARN if stale else Style.NORMAL))
     if not agents:
