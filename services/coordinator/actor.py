@@ -20,6 +20,7 @@ Whether the registered process still has a connection is asked of the bus socket
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -56,6 +57,7 @@ from torviz.shared.runtime.sockets import BusSocket, Incoming
 from torviz.shared.types import InfoHash
 
 from .core import Coordinator
+from .core.session_watch import SessionWatch
 from .daemon.launcher import AgentProcess, Launcher
 from .daemon.locations import Endpoints
 from .event_handler import EventHandler, install, uninstall
@@ -70,6 +72,8 @@ SAVE_TOTALS_EVERY = 10
 """Ticks between two saves of the transfer totals."""
 MAX_RESTARTS = 3
 """Restarts of a crashed embedded agent before the daemon gives up on it."""
+WATCH_START_BITS = 40
+"""The session watch's first revision is random below ``2**40`` (see ``SessionWatch``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +138,8 @@ class CoordinatorActor(pykka.ThreadingActor):
 
     def on_start(self) -> None:
         self._events = install(self.core.events)
+        # A watcher of this daemon's previous run must not take our revisions for its own.
+        self.core.watching = SessionWatch(start=secrets.randbits(WATCH_START_BITS))
         ref = self.actor_ref
         self.bus = BusSocket.router(
             lambda incoming: ref.tell(_FromBus(incoming)),

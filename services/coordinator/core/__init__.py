@@ -11,7 +11,12 @@ Nothing here touches a socket, a greenlet, a process or the clock: every entry p
 - ``torrent``, ``swarm``, ``peer_record``, ``redial``, ``picking``, ``choking``: one torrent,
   its swarm of connections and the policies that run it.
 - ``announcing``, ``announcers``: which tracker agents announce each torrent, with which port.
-- ``status``: the status report.
+- ``adding``: torrents added from a .torrent or a magnet link, or restored.
+- ``bans``: a swarm's bans (repeat offenders, the smart ban's liars).
+- ``status``, ``torrent_detail``, ``piece_origins``: the status report, a torrent's files and
+  piece map, and which peer agent delivered each piece.
+- ``session_watch``, ``event_log``, ``torrent_log``: what changed since a watcher's last
+  question, the daemon's log as the user reads it, and the log lines about a torrent.
 """
 
 from .coordinator import LISTEN_PORT_WAIT, MAX_HASH_FAILURES, Coordinator, SessionListener

@@ -6,10 +6,11 @@ every control request, and the time (``tick``), then sends what accumulated in `
 
 Strategy: this class holds the torrents and routes each event to the part that decides:
 ``adding.py`` (torrents added or restored), ``agent_bookkeeping.py`` (agents arriving,
-vetted, heard, silent, gone), ``lifecycle.py`` (the
-one table of a torrent's states), each torrent's ``swarm.py`` (dialling, pieces, choking,
-bans) and ``announcing.py`` (which tracker agents announce what). What happens around a
-lifecycle move (files opened and closed, peer agents attached and detached) is here.
+vetted, heard, silent, gone), ``lifecycle.py`` (the one table of a torrent's states), each
+torrent's ``swarm.py`` (dialling, pieces, choking, bans) and ``announcing.py`` (which tracker
+agents announce what); the control requests on added torrents, status and the session watch
+are ``control_requests.py``. What happens around a lifecycle move (files opened and closed,
+peer agents attached and detached) is here.
 
 Rules:
 - One clock: every entry point takes ``now`` (monotonic seconds); nothing reads a clock, and

@@ -8,8 +8,9 @@ answer (``since``) and gets the rows changed after it and the torrents removed a
 carry rounded rates (``status.torrent_row``), so an idle torrent's noise is no change.
 
 Rules: pure. ``since`` 0, older than the oldest tombstone still kept (at most
-``MAX_TORRENTS``), or newer than the current revision (the watcher talked to a daemon that
-has restarted since) gets a complete answer: every row, ``complete`` set, no removals. A
+``MAX_TORRENTS``) or than the first revision, or newer than the current revision (the watcher
+talked to a daemon that has restarted since) gets a complete answer: every row, ``complete``
+set, no removals. A
 torrent removed and added again loses its tombstone, so a watcher never drops it.
 """
 
@@ -37,14 +38,17 @@ class SessionWatch:
 
     Args:
         max_tombstones: removals remembered (older ``since`` values get a complete answer).
+        start: the first revision (a ``since`` below it gets a complete answer). The daemon
+            starts at a random one, so that a watcher of its previous run, whose ``since`` is
+            from another count, is told everything rather than a wrong delta.
     """
 
-    def __init__(self, max_tombstones: int = MAX_TORRENTS) -> None:
-        self.revision = 0
+    def __init__(self, max_tombstones: int = MAX_TORRENTS, start: int = 0) -> None:
+        self.revision = max(0, start)
         self._rows: dict[InfoHash, tuple[int, TorrentRow]] = {}
         self._tombstones: deque[tuple[int, InfoHash]] = deque()
         self._max_tombstones = max(1, max_tombstones)
-        self._floor = 0
+        self._floor = self.revision
         """The newest revision of a tombstone dropped: a ``since`` before it cannot be
         answered with changes."""
 

@@ -128,3 +128,11 @@ def test_the_coordinator_answers_with_rows_totals_and_agents() -> None:
     assert moved.peers == 1 and moved.seeds == 1 and moved.download_rate == 12300.0
     assert moved.left == PIECE * (NUM_PIECES - 1)
     assert changed.totals.peers == 1 and changed.totals.download_rate == 12345.6
+
+
+def test_a_watch_that_starts_late_answers_an_earlier_count_with_everything() -> None:
+    watch = SessionWatch(start=1000)
+    assert watch.changes([row(1)], 0).revision == 1001
+    stale = watch.changes([row(1)], 5)  # a watcher of the daemon's previous run
+    assert stale.complete and stale.rows == (row(1),)
+    assert watch.changes([row(1)], 1001).rows == ()
