@@ -10,9 +10,13 @@ import sys
 
 import pytest
 
-from tests.support.tmux import TMUX, Tmux, tmux_missing
+from tests.support.tmux import TMUX, Tmux, require_tmux
 
-pytestmark = pytest.mark.skipif(bool(tmux_missing()), reason=tmux_missing())
+
+@pytest.fixture(autouse=True)
+def _tmux() -> None:
+    require_tmux()
+
 
 # Tells its TERM and size, echoes each line it reads, tells its size again on "size", exits
 # with the number it is given on "exit N".

@@ -43,12 +43,9 @@ from testing.content import (
 from testing.swarm import LtPeer, Swarm, free_port
 from tests.support.daemon import COORDINATOR, TorvizDaemon, descendants
 from tests.support.magnets import torviz_config
-from tests.support.tmux import Tmux, tmux_missing
+from tests.support.tmux import Tmux, require_tmux
 
-pytestmark = [
-    pytest.mark.interop,
-    pytest.mark.skipif(bool(tmux_missing()), reason=tmux_missing()),
-]
+pytestmark = pytest.mark.interop
 
 PIECE = 64 * 1024
 ALPHA_SIZE = 12 * 1024 * 1024
@@ -73,6 +70,11 @@ class Scene:
     bravo: TorrentFile
     bravo_magnet: str
     charlie: TorrentFile
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _tmux() -> None:
+    require_tmux()
 
 
 @pytest.fixture(scope="module")

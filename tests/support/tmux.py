@@ -30,7 +30,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-__all__ = ["TMUX", "Tmux", "tmux_missing"]
+__all__ = ["TMUX", "Tmux", "require_tmux", "tmux_missing"]
 
 TMUX = "tmux"
 _COMMAND_TIMEOUT = 10.0
@@ -48,6 +48,17 @@ Predicate = Callable[[str], bool]
 def tmux_missing() -> str:
     """Why tmux cannot be used here ('' when it can)."""
     return "" if shutil.which(TMUX) else "tmux is not installed (Debian package tmux)"
+
+
+def require_tmux() -> None:
+    """Skip the calling test when tmux is missing; under CI=true (CI installs it), fail it."""
+    import pytest  # only tests call this
+
+    missing = tmux_missing()
+    if missing and os.environ.get("CI", "").lower() in ("true", "1"):
+        pytest.fail(f"{missing} (CI=true: CI installs it, so this is a failure)")
+    if missing:
+        pytest.skip(missing)
 
 
 class Tmux:
