@@ -8,8 +8,11 @@ gave one (``extra={"info_hash": ...}``). ``install`` puts it in place (the actor
 starts) and lowers the ``torviz`` logger to INFO if the configured level is higher, giving the
 other handlers of the process that higher level, so what they print does not change.
 
-Rules: a handler never raises and never logs; it only appends to the ring, which the actor's
-greenlet reads (greenlets do not preempt each other in between).
+Rules: the INFO lines of the runtime's plumbing (``torviz.shared.runtime``: each command's
+control connection welcomed, actors started) are left out, or every ``status`` would be an
+event; its warnings and errors are kept. A handler never raises and never logs; it only
+appends to the ring, which the actor's greenlet reads (greenlets do not preempt each other in
+between).
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from .core.event_log import EventLog
 __all__ = ["EventHandler", "install", "uninstall"]
 
 LOGGER = "torviz"
+PLUMBING = "torviz.shared.runtime"
+"""Loggers whose INFO lines are not events (see the module comment)."""
 
 
 def _level(number: int) -> EventLevel:
@@ -51,6 +56,14 @@ class EventHandler(logging.Handler):
         self.restore: tuple[int, list[tuple[logging.Handler, int]]] = (logging.NOTSET, [])
         """The ``torviz`` logger's own level and the other handlers' levels before
         ``install`` (``uninstall`` puts them back)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Leave out the plumbing's INFO lines."""
+        if record.levelno < logging.WARNING and (
+            record.name == PLUMBING or record.name.startswith(PLUMBING + ".")
+        ):
+            return False
+        return bool(super().filter(record))
 
     def emit(self, record: logging.LogRecord) -> None:
         try:

@@ -85,11 +85,14 @@ def test_the_handler_takes_info_and_up_from_the_torviz_loggers(handler: EventHan
     log.warning("line one\nline two")
     log.error("bad %d", 3, extra={"info_hash": "not an info hash"})
     logging.getLogger("elsewhere").error("not ours")
+    logging.getLogger("torviz.shared.runtime.sockets").info("control: welcomed cli cli-1-2")
+    logging.getLogger("torviz.shared.runtime.sockets").warning("bus: refused a hello")
     events = handler.events.recent(10.0)
     assert [(e.level, e.text, e.info_hash) for e in events] == [
         (EventLevel.INFO, "Example: added", HASH),
         (EventLevel.WARNING, "line one line two", None),
         (EventLevel.ERROR, "bad 3", None),
+        (EventLevel.WARNING, "bus: refused a hello", None),
     ]
 
 

@@ -78,6 +78,7 @@ def test_add_is_an_event_and_the_watch_follows_the_session(
         seqs = [e.seq for e in first.events]
         assert seqs == sorted(seqs) and any("added from" in e.text for e in first.events)
         assert any(e.text == "Example: paused" for e in first.events)
+        assert not any("welcomed cli" in e.text for e in first.events)  # commands are no events
 
         again = _watch(client, first.revision, seqs[-1])
         assert not again.complete and again.rows == () and again.removed == ()
