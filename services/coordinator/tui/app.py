@@ -16,6 +16,7 @@ Rules:
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import blessed
@@ -39,6 +40,7 @@ from torviz.shared.bus import (
 )
 from torviz.shared.errors import BusError, MetainfoError, TorvizError
 from torviz.shared.runtime.control import ControlClient, PermissionDeniedError
+from torviz.shared.types import InfoHash
 
 from ..cli.daemon_target import DaemonTarget
 from ..cli.sources import read_source
@@ -46,6 +48,7 @@ from .completion import complete_path
 from .keys import (
     Add,
     Command,
+    FindSavePath,
     OpenDetail,
     Pause,
     Quit,
@@ -76,6 +79,9 @@ class DaemonLink:
         self.target = target
         self.timeout = timeout
         self._client: ControlClient | None = None
+        # A daemon seen running whose socket is not there yet is starting: the first
+        # connection waits for it (later ones fail at once, to say "not answering").
+        self._starting = timeout if target.running else 0.0
         self.watch = True
         """The daemon answers ``WatchSession`` (else it is asked ``ListTorrents``)."""
 
@@ -91,8 +97,13 @@ class DaemonLink:
         try:
             if self._client is None:
                 client = ControlClient(
-                    self.target.control, timeout=self.timeout, green=False, curve=self.target.curve
+                    self.target.control,
+                    timeout=self.timeout,
+                    green=False,
+                    curve=self.target.curve,
+                    starting=self._starting,
                 )
+                self._starting = 0.0
                 try:
                     client.hello()
                 except BaseException:
@@ -147,6 +158,7 @@ class App:
 
     def run(self) -> int:
         """Run until ``q`` or a shutdown; returns the exit status."""
+        self.draw()  # at once, before the daemon is asked anything
         next_poll = 0.0
         while True:
             if time.monotonic() >= next_poll:
@@ -222,6 +234,9 @@ class App:
                 return None
             case OpenDetail():
                 return None
+            case FindSavePath(info_hash=ih):
+                self._find_save_path(ih)
+                return None
             case Shutdown():
                 if self._send(ShutdownRequested(), "") and not self.down:
                     self.farewell = "the torviz daemon and its agents are shutting down"
@@ -242,9 +257,25 @@ class App:
                     model.mode = Mode.LIST
         return None
 
-    def _name(self, info_hash: object) -> str:
-        row = self.model.rows.get(info_hash)  # type: ignore[call-overload]
-        return row.name if row is not None else str(info_hash)
+    def _name(self, info_hash: InfoHash) -> str:
+        row = self.model.rows.get(info_hash)
+        return row.name if row is not None else info_hash.hex
+
+    def _find_save_path(self, info_hash: InfoHash) -> None:
+        """Name the data's path in the question before deleting it (save path / name)."""
+        model = self.model
+        try:
+            report = self.link.request(GetStatus(prefix=info_hash.hex))
+        except PermissionDeniedError:
+            raise
+        except (BusError, TorvizError):
+            return  # the question keeps the torrent's name
+        found = [t for t in getattr(report, "torrents", ()) if t.info_hash == info_hash]
+        confirm = model.confirm
+        if found and confirm is not None and confirm.info_hash == info_hash:
+            path = found[0].save_path.rstrip("/") + "/" + found[0].name
+            model.confirm = dataclasses.replace(confirm, path=path)
+            model.dirty = True
 
     def _send(self, message: Message, done: str) -> bool:
         """Send a command; the status line says what happened. Returns whether it worked."""

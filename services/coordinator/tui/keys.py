@@ -23,6 +23,7 @@ from .view_model import Confirm, ConfirmKind, Mode, Prompt, ViewModel
 __all__ = [
     "Add",
     "Command",
+    "FindSavePath",
     "OpenDetail",
     "Pause",
     "Quit",
@@ -40,6 +41,7 @@ ENTER = "KEY_ENTER"
 LOG_BACK = ("[", "<", "KEY_SHIFT_UP", "KEY_SR")
 LOG_FORWARD = ("]", ">", "KEY_SHIFT_DOWN", "KEY_SF")
 LOG_STEP = 3
+MAX_SCROLL = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +86,14 @@ class OpenDetail:
     info_hash: InfoHash
 
 
-Command = Pause | Resume | Verify | Remove | Add | Shutdown | Quit | OpenDetail
+@dataclass(frozen=True, slots=True)
+class FindSavePath:
+    """Look up where the torrent's data is, for the question before deleting it."""
+
+    info_hash: InfoHash
+
+
+Command = Pause | Resume | Verify | Remove | Add | Shutdown | Quit | OpenDetail | FindSavePath
 Completer = Callable[[str], str]
 
 
@@ -112,6 +121,7 @@ def handle_key(model: ViewModel, key: str, complete: Completer = _no_completion)
         command = _back(model) if key in (ESC, "?", "q") else None
     elif mode is Mode.AGENTS:
         command = _back(model) if key in (ESC, "A", "q") else None
+        _scroll_key(model, key)
     elif mode is Mode.DETAIL:
         command = _detail_key(model, key)
     else:
@@ -139,7 +149,7 @@ def _list_key(model: ViewModel, key: str) -> Command | None:
         model.mode = Mode.HELP
         return None
     if key == "A":
-        model.mode = Mode.AGENTS
+        model.mode, model.detail_scroll = Mode.AGENTS, 0
         return None
     if key == "S":
         model.mode, model.confirm = Mode.CONFIRM, Confirm(ConfirmKind.SHUTDOWN)
@@ -165,7 +175,7 @@ def _torrent_key(model: ViewModel, key: str) -> Command | None:
             path = _data_path(model, row.info_hash, row.name)
         model.mode = Mode.CONFIRM
         model.confirm = Confirm(kind, row.info_hash, row.name, path)
-        return None
+        return FindSavePath(row.info_hash) if kind is ConfirmKind.REMOVE_DATA else None
     if key == ENTER and model.mode is Mode.LIST:
         model.mode, model.detail_hash, model.detail_scroll = Mode.DETAIL, row.info_hash, 0
         if model.detail is not None and model.detail.info_hash != row.info_hash:
@@ -210,25 +220,25 @@ def _log_key(model: ViewModel, key: str) -> bool:
     return True
 
 
+def _scroll_key(model: ViewModel, key: str) -> None:
+    """j/k, PgUp/PgDn and Home scroll a page (the detail's cut sections, the agents)."""
+    steps = {"KEY_PGUP": -10, "KEY_PGDOWN": 10, "KEY_HOME": -(10**9)}
+    steps |= dict.fromkeys(UP, -1) | dict.fromkeys(DOWN, 1)
+    if key in steps:
+        model.detail_scroll = max(0, min(model.detail_scroll + steps[key], MAX_SCROLL))
+
+
 def _detail_key(model: ViewModel, key: str) -> Command | None:
     if key in (ESC, "q"):
         model.mode = Mode.LIST
         return None
-    if key in UP:
-        model.detail_scroll = max(0, model.detail_scroll - 1)
-    elif key in DOWN:
-        model.detail_scroll += 1
-    elif key == "KEY_PGUP":
-        model.detail_scroll = max(0, model.detail_scroll - 10)
-    elif key == "KEY_PGDOWN":
-        model.detail_scroll += 10
-    elif key == "KEY_HOME":
-        model.detail_scroll = 0
+    if key in (*UP, *DOWN, "KEY_PGUP", "KEY_PGDOWN", "KEY_HOME"):
+        _scroll_key(model, key)
     elif key == "?":
         model.mode = Mode.HELP
     else:
         command = _torrent_key(model, key)
-        if isinstance(command, Remove | Verify | Pause | Resume):
+        if isinstance(command, Verify | Pause | Resume | FindSavePath):
             return command
     return None
 

@@ -16,15 +16,26 @@ from dataclasses import dataclass
 from torviz.shared.bus import EventLevel, TorrentRow, TorrentState
 
 from .lines import Line, Segment, Style, pad, plain
-from .text import eta_text, fit, percent_text, rate_text, safe_text
-from .view_model import ViewModel
+from .text import ELLIPSIS, cell_width, eta_text, fit, percent_text, rate_text, safe_text, truncate
+from .view_model import LogLine, ViewModel
 
-__all__ = ["BAR_DONE", "BAR_TODO", "Columns", "columns", "list_pane", "log_pane", "row_line"]
+__all__ = [
+    "BAR_DONE",
+    "BAR_TODO",
+    "Columns",
+    "columns",
+    "list_pane",
+    "log_pane",
+    "row_line",
+    "wrap",
+]
 
 BAR_DONE = "█"
 BAR_TODO = "░"
 MIN_NAME = 16
 MAX_BAR = 20
+MAX_WRAP = 4
+"""Lines a log entry takes at most (the rest is in ``status --json``)."""
 
 STATE_STYLES = {
     TorrentState.SEEDING: Style.GOOD,
@@ -153,22 +164,54 @@ def list_pane(model: ViewModel, width: int, height: int) -> list[Line]:
     return lines[:height]
 
 
+def wrap(text: str, width: int) -> list[str]:
+    """``text`` in pieces of at most ``width`` cells (cut anywhere: log lines are short)."""
+    if width <= 0:
+        return []
+    pieces: list[str] = []
+    current: list[str] = []
+    used = 0
+    for ch in text:
+        size = cell_width(ch)
+        if used + size > width and current:
+            pieces.append("".join(current))
+            current, used = [], 0
+        current.append(ch)
+        used += size
+    pieces.append("".join(current))
+    return pieces
+
+
+def _entry_lines(entry: LogLine, width: int) -> list[Line]:
+    """One log line, wrapped under its text (the time stays alone in its column)."""
+    stamp = entry.stamp + " "
+    indent = cell_width(stamp)
+    style = LEVEL_STYLES.get(entry.level, Style.NORMAL)
+    if width - indent < 12:  # too narrow to wrap usefully: cut instead
+        return [pad(((stamp, Style.DIM), (safe_text(entry.text), style)), width)]
+    parts = wrap(safe_text(entry.text), width - indent)
+    if len(parts) > MAX_WRAP:
+        parts = parts[:MAX_WRAP]
+        parts[-1] = truncate(parts[-1] + ELLIPSIS, width - indent)
+    lines = [pad(((stamp, Style.DIM), (parts[0], style)), width)]
+    lines += [pad(((" " * indent, Style.NORMAL), (part, style)), width) for part in parts[1:]]
+    return lines
+
+
 def log_pane(model: ViewModel, width: int, height: int) -> list[Line]:
-    """The log: a ``Log`` title and the newest lines at the bottom (``log_scroll`` back)."""
+    """The log: a ``Log`` title and the newest lines at the bottom, long lines wrapped
+    (``log_scroll`` lines back from the newest)."""
     if height <= 0:
         return []
     scroll = min(model.log_scroll, max(0, len(model.log) - 1))
     title = "Log" if not scroll else f"Log (scrolled back {scroll}; ] to go forward)"
-    lines: list[Line] = [plain(title, width, Style.HEADER)]
     room = height - 1
-    end = len(model.log) - scroll
-    start = max(0, end - room)
-    shown = [model.log[i] for i in range(start, end)]
+    shown: list[Line] = []
+    index = len(model.log) - 1 - scroll
+    while index >= 0 and len(shown) < room:
+        shown[:0] = _entry_lines(model.log[index], width)
+        index -= 1
+    shown = shown[-room:] if room > 0 else []
+    lines = [plain(title, width, Style.HEADER)]
     lines += [plain("", width)] * (room - len(shown))
-    for entry in shown:
-        segs: Line = (
-            (entry.stamp + " ", Style.DIM),
-            (safe_text(entry.text), LEVEL_STYLES.get(entry.level, Style.NORMAL)),
-        )
-        lines.append(pad(segs, width))
-    return lines[:height]
+    return (lines + shown)[:height]

@@ -8,6 +8,7 @@ import pytest
 
 from torviz.services.coordinator.tui.keys import (
     Add,
+    FindSavePath,
     OpenDetail,
     Pause,
     Quit,
@@ -153,7 +154,7 @@ def test_d_asks_then_y_removes_and_n_cancels() -> None:
 def test_capital_d_asks_with_the_path_that_will_be_deleted() -> None:
     model = _model()
     model.detail = dataclasses.replace(status("t0"), save_path="/srv/dl/")
-    handle_key(model, "D")
+    assert handle_key(model, "D") == FindSavePath(ih("t0"))  # the app asks where the data is
     assert model.confirm is not None
     assert model.confirm.kind is ConfirmKind.REMOVE_DATA
     assert model.confirm.path == "/srv/dl/t0"
@@ -222,4 +223,15 @@ def test_an_empty_prompt_submitted_closes_it() -> None:
     model = _model()
     handle_key(model, "a")
     assert handle_key(model, "KEY_ENTER") is None
+    assert _mode(model) is Mode.LIST
+
+
+def test_the_agents_view_scrolls() -> None:
+    model = _model()
+    handle_key(model, "A")
+    _press(model, "j", "j", "KEY_PGDOWN", "k")
+    assert model.detail_scroll == 11
+    handle_key(model, "KEY_HOME")
+    assert model.detail_scroll == 0
+    handle_key(model, "A")
     assert _mode(model) is Mode.LIST

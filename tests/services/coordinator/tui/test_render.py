@@ -7,7 +7,7 @@ import pytest
 from torviz.services.coordinator.tui.keys import handle_key
 from torviz.services.coordinator.tui.lines import Style
 from torviz.services.coordinator.tui.render import list_rows, render
-from torviz.services.coordinator.tui.render_list import columns
+from torviz.services.coordinator.tui.render_list import columns, wrap
 from torviz.services.coordinator.tui.text import eta_text, percent_text, truncate
 from torviz.services.coordinator.tui.view_model import Mode, ViewModel
 from torviz.shared.bus import EventLevel, SessionTotals, TorrentState
@@ -220,3 +220,18 @@ def test_eta_percent_and_truncation() -> None:
     assert truncate("映画映画", 5) == "映画…"
     assert columns(80).name >= 16
     assert TOTALS.torrents == 2
+
+
+def test_long_log_lines_wrap_under_their_text_and_stop_after_four_lines() -> None:
+    model = ViewModel()
+    model.add_log(EventLevel.INFO, "w" * 60, 0.0)
+    model.add_log(EventLevel.ERROR, "e" * 1000, 0.0)
+    log = [t.split("│", 1)[1] for t in texts(render(model, 120, 30))[:-2]]
+    width = len(log[0])
+    first = next(i for i, t in enumerate(log) if "wwww" in t)
+    assert log[first + 1].startswith(" " * 9 + "w")  # the rest of it, under its text
+    assert log[-1].rstrip().endswith("…")  # the long one: four lines, then cut
+    assert sum("eee" in t for t in log) == 4
+    assert all(len(t) == width for t in log)
+    assert wrap("abcdef", 4) == ["abcd", "ef"]
+    assert wrap("映画映画", 3) == ["映", "画", "映", "画"]
