@@ -285,7 +285,10 @@ class Coordinator(TorrentAdding, ControlRequests):
         if self.agents.heard(sender, now) is None:
             return  # forgotten meanwhile (silence): the bus socket makes it say hello again
         if isinstance(message, Goodbye):
-            self.bookkeeping.left(sender)
+            gone = self.bookkeeping.left(sender)
+            if gone is not None:
+                kind = gone.kind.value.replace("_", " ")
+                log.info("%s %s on %s left (%s)", kind, gone.agent_id, gone.host, message.reason)
             return
         if isinstance(message, AgentInfo):
             self.bookkeeping.offered(sender, message)

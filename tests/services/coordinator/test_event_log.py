@@ -16,6 +16,7 @@ from torviz.shared.bitfield import Bitfield
 from torviz.shared.bus import (
     MAX_TEXT,
     EventLevel,
+    Goodbye,
     PieceVerified,
     RemoveTorrent,
     StorageFailed,
@@ -25,7 +26,7 @@ from torviz.shared.bus import (
 )
 from torviz.shared.types import InfoHash
 
-from .test_core import NUM_PIECES, PIECE, STORAGE, TRACKER, full_core, opened
+from .test_core import NUM_PIECES, PA2, PIECE, STORAGE, TRACKER, full_core, opened
 
 HASH = InfoHash(bytes(range(20)))
 
@@ -171,3 +172,9 @@ def test_what_happens_to_a_torrent_is_logged_with_its_info_hash(handler: EventHa
     for level, text in wanted:  # in this order, maybe among others (announces)
         assert any(lv == level and t.startswith(text) for lv, t in found), (text, mine)
     assert not any(e.info_hash is None and "file.bin" in e.text for e in events)
+
+
+def test_an_agent_that_says_goodbye_is_an_event(handler: EventHandler) -> None:
+    core = full_core()
+    core.handle(PA2, Goodbye("shutting_down"), 1.0)
+    assert handler.events.recent(2.0)[-1].text == "peer agent pa2 on host left (shutting_down)"
