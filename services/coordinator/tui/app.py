@@ -155,6 +155,8 @@ class App:
         self.model = model
         self.down = False
         self.farewell = ""
+        self.notice = ""
+        """A line for the log once the daemon's own kept log is in (so it shows as newest)."""
 
     def run(self) -> int:
         """Run until ``q`` or a shutdown; returns the exit status."""
@@ -211,6 +213,10 @@ class App:
             self.down = False
             model.add_log(EventLevel.INFO, "the daemon answers again", time.time())
             model.say("")
+        if self.notice:
+            model.add_log(EventLevel.INFO, self.notice, time.time())
+            model.say(self.notice)
+            self.notice = ""
 
     def _poll_detail(self) -> None:
         model = self.model
@@ -330,12 +336,12 @@ def run_tui(target: DaemonTarget, notice: str | None) -> int:
         PermissionDeniedError: the daemon refuses this client (after the terminal is restored).
     """
     model = ViewModel()
-    if notice:
-        model.add_log(EventLevel.INFO, notice, time.time())
-        model.say(notice)
     link = DaemonLink(target)
     term = blessed.Terminal()
     app = App(link, Screen(term), model)
+    if notice:
+        model.say(notice)
+        app.notice = notice
     try:
         with app.screen:
             status = app.run()

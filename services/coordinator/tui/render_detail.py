@@ -51,6 +51,10 @@ def share_rows(wanted: list[int], room: int) -> list[int]:
     return given
 
 
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"
+
+
 def _address(address: PeerAddress) -> str:
     host = f"[{address.host}]" if ":" in address.host else address.host
     return f"{host}:{address.port}"
@@ -63,7 +67,7 @@ def _header(status: TorrentStatus, width: int) -> list[Line]:
         (f" · {percent_text(status.progress)}", Style.NORMAL),
         (f" · {human_size(status.total_length)}", Style.NORMAL),
         (f" · ↓ {rate_text(status.download_rate)} ↑ {rate_text(status.upload_rate)}", Style.NORMAL),
-        (f" · {status.peers} peers ({status.seeds} seeds)", Style.NORMAL),
+        (f" · {_plural(status.peers, 'peer')} ({_plural(status.seeds, 'seed')})", Style.NORMAL),
         (f" · {status.info_hash.hex}", Style.DIM),
     )
     lines = [
@@ -161,16 +165,18 @@ def detail_page(model: ViewModel, width: int, height: int) -> list[Line]:
     needed_map = -(-len(pieces.cells) // width) if pieces is not None and pieces.cells else 1
     rest = height - len(lines) - 3 - 2  # three headings, the pieces heading and its legend
     map_rows = min(needed_map, max(1, rest // 3))
-    files_room, trackers_room, peers_room = share_rows(
-        [len(files), len(trackers), len(peers)], rest - map_rows
-    )
+    wanted = [len(files), len(trackers), len(peers)]
+    spare = rest - map_rows - sum(wanted)
+    gap = [plain("", width)] if spare >= 4 else []  # room to spare: a blank before each
+    rest -= 4 * len(gap)
+    files_room, trackers_room, peers_room = share_rows(wanted, rest - map_rows)
     count = detail.file_count if detail is not None else 0
     scroll = model.detail_scroll
-    lines += _section(f"Files ({count})", files, files_room, scroll, width)
-    lines += _section(f"Trackers ({len(trackers)})", trackers, trackers_room, scroll, width)
-    lines += _section(f"Peers ({len(peers)})", peers, peers_room, scroll, width)
+    lines += gap + _section(f"Files ({count})", files, files_room, scroll, width)
+    lines += gap + _section(f"Trackers ({len(trackers)})", trackers, trackers_room, scroll, width)
+    lines += gap + _section(f"Peers ({len(peers)})", peers, peers_room, scroll, width)
     verified = f"Pieces ({status.pieces_verified} of {status.num_pieces} verified)"
-    lines.append(plain(verified, width, Style.HEADER))
+    lines += [*gap, plain(verified, width, Style.HEADER)]
     if pieces is None or not pieces.cells:
         lines.append(plain("  no piece map yet", width, Style.DIM))
     else:

@@ -165,7 +165,8 @@ def list_pane(model: ViewModel, width: int, height: int) -> list[Line]:
 
 
 def wrap(text: str, width: int) -> list[str]:
-    """``text`` in pieces of at most ``width`` cells (cut anywhere: log lines are short)."""
+    """``text`` in pieces of at most ``width`` cells, broken after a space when one is near
+    the end of a piece (a long word or URL is cut where it must be)."""
     if width <= 0:
         return []
     pieces: list[str] = []
@@ -174,8 +175,12 @@ def wrap(text: str, width: int) -> list[str]:
     for ch in text:
         size = cell_width(ch)
         if used + size > width and current:
-            pieces.append("".join(current))
-            current, used = [], 0
+            cut = "".join(current).rfind(" ") + 1
+            if cut == 0 or cut < len(current) * 2 // 3:  # no space near the end: cut the word
+                cut = len(current)
+            pieces.append("".join(current[:cut]))
+            current = current[cut:]
+            used = sum(cell_width(c) for c in current)
         current.append(ch)
         used += size
     pieces.append("".join(current))

@@ -34,7 +34,7 @@ from torviz.shared.bus import (
 from torviz.shared.errors import BusError, TorvizError
 
 from .fakes import FakeLink, FakeScreen
-from .records import changes, ih, row, status
+from .records import changes, event, ih, row, status
 
 
 def _app(link: FakeLink, screen: FakeScreen, model: ViewModel | None = None) -> App:
@@ -222,3 +222,19 @@ def test_the_ui_adds_pauses_and_sees_the_daemon_go(daemon: TorvizDaemon, tmp_pat
         assert app.model.message == NOT_ANSWERING
     finally:
         link.close()
+
+
+def test_the_notice_is_the_newest_log_line_once_the_daemons_log_is_in() -> None:
+    link = FakeLink()
+    link.answer = changes(events=(event(1, "daemon started"), event(2, "agent joined")))
+    app = _app(link, FakeScreen())
+    app.notice = "started a torviz daemon in the background (pid 7); q leaves it running"
+    link.down = BusError("no_daemon", "not yet")
+    app.poll()
+    assert app.notice  # kept until the daemon answers
+    link.down = None
+    app.poll()
+    assert [line.text for line in app.model.log][-1].startswith("started a torviz daemon")
+    assert app.notice == ""
+    app.poll()
+    assert sum("started a torviz" in line.text for line in app.model.log) == 1

@@ -235,3 +235,12 @@ def test_long_log_lines_wrap_under_their_text_and_stop_after_four_lines() -> Non
     assert all(len(t) == width for t in log)
     assert wrap("abcdef", 4) == ["abcd", "ef"]
     assert wrap("映画映画", 3) == ["映", "画", "映", "画"]
+
+
+def test_wrap_breaks_after_a_space_near_the_end_and_cuts_long_words() -> None:
+    assert wrap("tracker fails: connection refused", 16) == [
+        "tracker fails: ",
+        "connection ",
+        "refused",
+    ]
+    assert wrap("a " + "x" * 20, 8) == ["a xxxxxx", "xxxxxxxx", "xxxxxx"]
