@@ -5,9 +5,10 @@ Strategy: the verified pieces are one string of ``0``/``1`` per piece (built fro
 picker's bit set in one step), so a file's completed bytes are its two edge pieces' overlap
 plus a count of the whole pieces between them (``str.count``, in C): exact for a piece that
 spans several files, and quick for a torrent of many pieces. The piece map starts from the same
-string (``HAVE`` or ``MISSING``), then marks the few pieces being fetched (``DOWNLOADING``) or
-waiting for their check (``CHECKING``), and a verified piece whose origin is known as
-``FIRST_ORIGIN + i`` (``piece_origins.py``).
+string (``HAVE`` or ``MISSING``), makes a verified piece whose origin is known
+``FIRST_ORIGIN + i`` (``piece_origins.py``; byte-wise masks over whole ints, not a loop per
+piece), then marks the few pieces being fetched (``DOWNLOADING``) or waiting for their check
+(``CHECKING``).
 
 Rules: pure; a magnet link's torrent without its info dictionary has no files and no cells; a
 stopped torrent (no picker) shows the pieces it had when it stopped; padding files (BEP 47)
@@ -30,9 +31,16 @@ from torviz.shared.metainfo import FileEntry
 
 from .torrent import Torrent
 
-__all__ = ["file_completed", "have_string", "torrent_detail"]
+__all__ = ["file_completed", "have_string", "overlay_origins", "torrent_detail"]
 
 _CELL_OF_BIT = bytes.maketrans(b"01", bytes((PieceCell.MISSING, PieceCell.HAVE)))
+_ORIGIN_CELL = bytes(
+    min(255, PieceCell.FIRST_ORIGIN + mark - 1) if mark else 0 for mark in range(256)
+)
+"""An origins byte (0 unknown, else 1 + index) to its cell (0 where unknown)."""
+_UNKNOWN_MASK = bytes([0xFF] + [0] * 255)
+"""0xFF where the origin is unknown, else 0."""
+_HAVE_MASK = bytes.maketrans(bytes((PieceCell.MISSING, PieceCell.HAVE)), bytes((0x00, 0xFF)))
 
 
 def have_string(have: Bitfield) -> str:
@@ -98,14 +106,27 @@ def torrent_detail(torrent: Torrent) -> TorrentDetail:
     return TorrentDetail(files, len(shown), _piece_map(torrent, have))
 
 
+def overlay_origins(cells: bytes, marks: bytes) -> bytes:
+    """``cells`` (``HAVE``/``MISSING``) with each verified piece of known origin made
+    ``FIRST_ORIGIN + i``: byte-wise AND and OR over whole ints, so a torrent of a million
+    pieces takes milliseconds rather than a loop per piece."""
+    size = len(cells)
+
+    def number(data: bytes) -> int:
+        return int.from_bytes(data, "big")
+
+    have = number(cells.translate(_HAVE_MASK))
+    origin = number(marks.translate(_ORIGIN_CELL)) & have
+    unknown = number(marks.translate(_UNKNOWN_MASK)) & number(cells)
+    return (origin | unknown).to_bytes(size, "big")
+
+
 def _piece_map(torrent: Torrent, have: str) -> PieceMap:
     cells = bytearray(have.encode("ascii").translate(_CELL_OF_BIT))
     origins = torrent.origins
     known: tuple[PieceOrigin, ...] = ()
     if origins is not None and len(origins) == len(cells):
-        for piece, mark in enumerate(origins.cells):
-            if mark and cells[piece] == PieceCell.HAVE:
-                cells[piece] = PieceCell.FIRST_ORIGIN + mark - 1
+        cells = bytearray(overlay_origins(bytes(cells), origins.cells))
         known = origins.origins
     picker = torrent.swarm.picker
     if picker is not None:

@@ -7,10 +7,14 @@ from __future__ import annotations
 
 import hashlib
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from torviz.services.coordinator.core.piece_origins import PieceOrigins
 from torviz.services.coordinator.core.torrent_detail import (
     file_completed,
     have_string,
+    overlay_origins,
     torrent_detail,
 )
 from torviz.shared.bencode import encode
@@ -133,3 +137,17 @@ def test_origins_are_bounded_and_forgotten_on_rejection() -> None:
     origins.forget(0)
     origins.record(10**6, "pa0", "host")  # out of range: ignored
     assert origins.origin_of(0) is None and origins.cells[0] == 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), st.integers(0, MAX_PIECE_ORIGINS)), max_size=300))
+def test_the_origins_overlay_matches_a_piece_by_piece_reference(
+    pieces: list[tuple[bool, int]],
+) -> None:
+    cells = bytes(PieceCell.HAVE if have else PieceCell.MISSING for have, _ in pieces)
+    marks = bytes(mark for _, mark in pieces)
+    expected = bytes(
+        PieceCell.FIRST_ORIGIN + mark - 1 if have and mark else cell
+        for (have, mark), cell in zip(pieces, cells, strict=True)
+    )
+    assert overlay_origins(cells, marks) == expected
