@@ -58,7 +58,7 @@ def test_a_daemon_not_answering_is_said_once_and_its_return_too() -> None:
     app.poll()
     app.poll()
     assert app.model.message == NOT_ANSWERING
-    assert [line.text for line in app.model.log] == [NOT_ANSWERING]
+    assert [line.text for line in app.model.log] == [f"{NOT_ANSWERING} (gone)"]
     link.down = None
     app.poll()
     assert app.model.message == ""
