@@ -5,7 +5,8 @@ Strategy: layers, each its own module, the pure ones testable without a terminal
   daemon's ``SessionChanges``; pure.
 - ``keys``: a key -> the view model's new state and an optional ``Command``; pure.
 - ``render`` (with ``render_list``, ``render_detail``, ``render_pages``, ``pieces``):
-  (view model, width, height) -> exactly ``height`` lines of styled segments; pure.
+  (view model, width, height) -> exactly ``height`` lines of styled segments (``lines``);
+  pure. ``text`` holds the widths, escaping and number formats they share.
 - ``completion``: Tab completion of a path in the add prompt (reads folders only).
 - ``screen``: blessed: draws a frame, writing only the lines that changed.
 - ``app``: the loop: keys, the daemon polled once a second, commands as control requests.

@@ -206,6 +206,7 @@ class App:
                 return
             if not self.down:
                 self.down = True
+                model.resync()
                 model.add_log(EventLevel.WARNING, f"{NOT_ANSWERING} ({exc.message})", time.time())
             model.say(NOT_ANSWERING, EventLevel.WARNING)
             return

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from torviz.shared.bus import (
+    MAX_EVENTS,
     AgentStatus,
     EventLevel,
     SessionChanges,
@@ -45,6 +46,7 @@ __all__ = [
 ]
 
 MAX_LOG_LINES = 2000
+MAX_SEEN = 2 * MAX_EVENTS
 
 
 class Mode(Enum):
@@ -135,6 +137,8 @@ class ViewModel:
     message_level: EventLevel = EventLevel.INFO
     dirty: bool = True
     """Something changed since the last frame was drawn."""
+    _seen: dict[int, str] = field(default_factory=dict)
+    """The text of each event number shown lately (oldest first, at most ``MAX_SEEN``)."""
 
     # --- the daemon's answers ------------------------------------------------------------
 
@@ -159,10 +163,14 @@ class ViewModel:
                 self._drop(gone)
                 changed = True
         for event in changes.events:
-            if event.seq > self.events_after:
-                self.add_log(event.level, event.text, wall - event.age)
-                self.events_after = event.seq
-                changed = True
+            self.events_after = max(self.events_after, event.seq)
+            if self._seen.get(event.seq) == event.text:
+                continue  # asked again after a resync: shown already
+            self._seen[event.seq] = event.text
+            if len(self._seen) > MAX_SEEN:
+                del self._seen[next(iter(self._seen))]
+            self.add_log(event.level, event.text, wall - event.age)
+            changed = True
         self.revision = changes.revision
         self.totals = changes.totals
         self.agents = changes.agents
@@ -171,6 +179,13 @@ class ViewModel:
             changed = True
         self.dirty |= changed
         return changed
+
+    def resync(self) -> None:
+        """Ask for everything next time (the daemon went away: it may come back restarted,
+        its revisions and event numbers starting again). Rows stay shown until the
+        complete answer replaces them; events already shown are not shown twice."""
+        self.revision = 0
+        self.events_after = 0
 
     def set_detail(self, status: TorrentStatus | None) -> None:
         """The detail view's torrent, as ``GetStatus(detail=True)`` answered."""

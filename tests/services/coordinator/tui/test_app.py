@@ -238,3 +238,14 @@ def test_the_notice_is_the_newest_log_line_once_the_daemons_log_is_in() -> None:
     assert app.notice == ""
     app.poll()
     assert sum("started a torviz" in line.text for line in app.model.log) == 1
+
+
+def test_a_daemon_that_went_away_is_asked_for_everything_when_it_answers_again() -> None:
+    link = FakeLink()
+    link.answer = changes(row("a"), revision=5, complete=True, events=(event(3, "x"),))
+    app = _app(link, FakeScreen())
+    app.poll()
+    assert (app.model.revision, app.model.events_after) == (5, 3)
+    link.down = BusError("no_daemon", "gone")
+    app.poll()
+    assert (app.model.revision, app.model.events_after) == (0, 0)

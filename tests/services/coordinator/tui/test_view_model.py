@@ -126,3 +126,19 @@ def test_a_status_report_becomes_a_complete_change_for_an_older_daemon() -> None
     assert answer.rows[0].state is TorrentState.DOWNLOADING
     assert [e.seq for e in answer.events] == [5]
     assert answer.totals.torrents == 1
+
+
+def test_after_a_resync_events_seen_are_not_shown_twice_and_a_restarted_daemons_are() -> None:
+    model = ViewModel()
+    model.apply(changes(row("a"), complete=True, events=(event(1, "one"), event(2, "two"))), 0.0)
+    model.resync()
+    assert (model.revision, model.events_after) == (0, 0)
+    # The same daemon answers everything again: nothing new in the log.
+    model.apply(changes(row("a"), complete=True, events=(event(1, "one"), event(2, "two"))), 0.0)
+    assert [line.text for line in model.log] == ["one", "two"]
+    # A restarted daemon numbers its events from 1 again: its own are shown.
+    model.resync()
+    model.apply(changes(complete=True, events=(event(1, "restarted"), event(2, "two"))), 0.0)
+    assert [line.text for line in model.log] == ["one", "two", "restarted"]
+    assert model.events_after == 2
+    assert model.rows == {}  # the complete answer has no "a"
