@@ -4,8 +4,9 @@ and the terminal UI show.
 Strategy: ``EventHandler`` is a ``logging.Handler`` on the ``torviz`` logger of the
 coordinator's process: every record of level INFO and up becomes one event, its text the
 message (one line, cut to ``MAX_TEXT``), its torrent the record's ``info_hash`` when the call
-gave one (``extra={"info_hash": ...}``). ``install`` puts it in place (the actor does, when it
-starts) and lowers the ``torviz`` logger to INFO if the configured level is higher, giving the
+gave one (``extra={"info_hash": ...}``). ``install`` puts it in place (the daemon does before
+it restores the session, so the restored torrents are events; the actor when it starts, if
+nobody did) and lowers the ``torviz`` logger to INFO if the configured level is higher, giving the
 other handlers of the process that higher level, so what they print does not change.
 
 Rules: the INFO lines of the runtime's plumbing (``torviz.shared.runtime``: each command's
@@ -79,10 +80,18 @@ class EventHandler(logging.Handler):
             self.handleError(record)
 
 
-def install(events: EventLog, clock: Callable[[], float] = time.monotonic) -> EventHandler:
-    """Put an ``EventHandler`` on the ``torviz`` logger (see the module comment)."""
-    handler = EventHandler(events, clock)
+def install(events: EventLog, clock: Callable[[], float] = time.monotonic) -> EventHandler | None:
+    """Put an ``EventHandler`` on the ``torviz`` logger (see the module comment).
+
+    Returns:
+        The handler, for ``uninstall``; None when one already feeds ``events`` (the daemon
+        installs it before it restores the session, the actor when it starts: once is
+        enough, and whoever installed it takes it off).
+    """
     logger = logging.getLogger(LOGGER)
+    if any(isinstance(h, EventHandler) and h.events is events for h in logger.handlers):
+        return None
+    handler = EventHandler(events, clock)
     configured = logger.getEffectiveLevel()
     changed: list[tuple[logging.Handler, int]] = []
     handler.restore = (logger.level, changed)

@@ -36,6 +36,7 @@ from torviz.shared.runtime.service import ActorFactory, ServiceRunner
 
 from ..actor import CoordinatorActor
 from ..core import Coordinator
+from ..event_handler import install, uninstall
 from ..session_store import SessionStore, StoreListener
 from .launcher import Launcher
 from .locations import DaemonLock, resolve_endpoints
@@ -105,6 +106,7 @@ def run_daemon(options: DaemonOptions, watcher: StartWatcher | None = None) -> i
         rng=random.Random(),
         session=StoreListener(store) if store is not None else None,
     )
+    events = install(core.events)  # before the restore, whose lines are events too
     if store is not None:
         _restore(core, store)
     runner = ServiceRunner("coordinator", stop_timeout=10.0)
@@ -136,6 +138,8 @@ def run_daemon(options: DaemonOptions, watcher: StartWatcher | None = None) -> i
             launcher.stop()
         if store is not None:
             store.close()
+        if events is not None:
+            uninstall(events)
         lock.release()
 
 
@@ -155,4 +159,5 @@ def _restore(core: Coordinator, store: SessionStore) -> None:
         if isinstance(reply, ControlFailed):
             log.error("cannot restore torrent %s: %s", saved.info_hash, reply.message)
         else:
-            log.info("restored %s (%s)", reply.name, "paused" if saved.paused else "active")
+            state = "paused" if saved.paused else "active"
+            log.info("restored %s (%s)", reply.name, state, extra={"info_hash": reply.info_hash})

@@ -73,6 +73,7 @@ def test_a_text_is_one_bounded_line() -> None:
 def handler() -> Iterator[EventHandler]:
     clock = iter(float(n) for n in range(100))
     installed = install(EventLog(), lambda: next(clock))
+    assert installed is not None
     try:
         yield installed
     finally:
@@ -104,6 +105,7 @@ def test_the_handler_sees_info_under_a_stricter_level_without_printing_it() -> N
     root.addHandler(printer)
     root.setLevel(logging.WARNING)
     installed = install(EventLog())
+    assert installed is not None
     try:
         logging.getLogger("torviz.test").info("seen by the log only")
         assert [e.text for e in installed.events.recent(0.0)] == ["seen by the log only"]
@@ -178,3 +180,9 @@ def test_an_agent_that_says_goodbye_is_an_event(handler: EventHandler) -> None:
     core = full_core()
     core.handle(PA2, Goodbye("shutting_down"), 1.0)
     assert handler.events.recent(2.0)[-1].text == "peer agent pa2 on host left (shutting_down)"
+
+
+def test_a_second_install_for_the_same_log_is_none(handler: EventHandler) -> None:
+    assert install(handler.events) is None  # the actor's, after the daemon's: once is enough
+    logging.getLogger("torviz.test").info("once")
+    assert [e.text for e in handler.events.recent(99.0)] == ["once"]

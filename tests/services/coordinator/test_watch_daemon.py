@@ -101,3 +101,20 @@ def test_add_is_an_event_and_the_watch_follows_the_session(
             gone = _watch(client, first.revision)
         assert gone.removed == (TORRENT_HASH,) and gone.rows == () and not gone.complete
         assert any("removed (files kept)" in e.text for e in _watch(client, 0, seqs[-1]).events)
+
+
+def test_a_restored_torrent_is_an_event_of_the_new_run(
+    daemon: TorvizDaemon, tmp_path: Path
+) -> None:
+    path = tmp_path / "example.torrent"
+    path.write_bytes(TORRENT)
+    assert daemon.cli("add", str(path)).returncode == 0
+    assert daemon.cli("pause", TORRENT_HASH.hex[:12]).returncode == 0
+    daemon.stop()
+    daemon.start()
+    result = daemon.cli("status", "--json")
+    assert result.returncode == 0, result.stderr
+    events = json.loads(result.stdout)["events"]
+    [restored] = [e for e in events if e["text"] == "restored Example (paused)"]
+    assert restored["info_hash"] == TORRENT_HASH.hex
+    assert not any("added" in e["text"] for e in events)  # the log of this run only
