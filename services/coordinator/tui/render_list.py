@@ -118,10 +118,20 @@ def _bar(fraction: float, width: int) -> list[Segment]:
     return [(BAR_DONE * done, Style.BAR_DONE), (BAR_TODO * (width - done), Style.BAR_TODO)]
 
 
+def shown_fraction(row: TorrentRow) -> float:
+    """What the bar shows: the check's progress while checking, the metadata fetched while
+    fetching it, else the verified fraction."""
+    if row.state is TorrentState.CHECKING and row.check_progress is not None:
+        return row.check_progress
+    metadata = row.metadata
+    if row.state is TorrentState.METADATA and metadata is not None and metadata.size:
+        return min(1.0, metadata.received / metadata.size)
+    return row.progress
+
+
 def row_line(row: TorrentRow, cols: Columns, selected: bool) -> Line:
     """One torrent's row: name, bar and percentage, state, rates, peers, ETA."""
-    fraction = row.check_progress if row.state is TorrentState.CHECKING else row.progress
-    fraction = fraction or 0.0
+    fraction = shown_fraction(row)
     segs: list[Segment] = [(">" if selected else " ", Style.NORMAL)]
     segs.append((fit(safe_text(row.name), cols.name) + " ", Style.NORMAL))
     if cols.bar:

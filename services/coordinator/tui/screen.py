@@ -22,7 +22,7 @@ import blessed
 
 from .lines import Line, Style
 
-__all__ = ["Screen"]
+__all__ = ["Screen", "key_names"]
 
 
 def _styles(term: blessed.Terminal) -> dict[Style, str]:
@@ -123,7 +123,7 @@ class Screen:
         pending (a paste arrives as many keys at once). Each is a character or a key name."""
         key = self.term.inkey(timeout=timeout)
         while key:
-            yield _key_name(key)
+            yield from key_names(key)
             key = self.term.inkey(timeout=0)
 
     def _write(self, text: str) -> None:
@@ -132,7 +132,15 @@ class Screen:
         stream.flush()
 
 
-def _key_name(key: Any) -> str:
+def key_names(key: Any) -> list[str]:
+    """A blessed keystroke as this UI's key names: a character, or the name of a special key.
+
+    Esc quickly followed by a key arrives as one "Alt" keystroke (``ESC q``): it is the two
+    keys the user typed (this UI binds nothing to Alt).
+    """
+    text = str(key)
+    if key.is_sequence and len(text) == 2 and text[0] == "\x1b" and text[1].isprintable():
+        return ["KEY_ESCAPE", text[1]]
     if key.is_sequence and key.name:
-        return str(key.name)
-    return str(key)
+        return [str(key.name)]
+    return [text]

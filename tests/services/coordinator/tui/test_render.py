@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from torviz.services.coordinator.tui.keys import handle_key
@@ -10,7 +12,7 @@ from torviz.services.coordinator.tui.render import list_rows, render
 from torviz.services.coordinator.tui.render_list import columns, wrap
 from torviz.services.coordinator.tui.text import eta_text, percent_text, truncate
 from torviz.services.coordinator.tui.view_model import Mode, ViewModel
-from torviz.shared.bus import EventLevel, SessionTotals, TorrentState
+from torviz.shared.bus import EventLevel, MetadataProgress, SessionTotals, TorrentState
 
 from .records import TOTALS, assert_frame, changes, event, row, texts
 
@@ -244,3 +246,17 @@ def test_wrap_breaks_after_a_space_near_the_end_and_cuts_long_words() -> None:
         "refused",
     ]
     assert wrap("a " + "x" * 20, 8) == ["a xxxxxx", "xxxxxxxx", "xxxxxx"]
+
+
+def test_a_magnet_fetching_its_metadata_shows_how_much_came() -> None:
+    model = ViewModel()
+    fetching = dataclasses.replace(
+        row("magnet", TorrentState.METADATA, 0.0), metadata=MetadataProgress(3, 2500, 10000)
+    )
+    unknown = dataclasses.replace(
+        row("other", TorrentState.METADATA, 0.0), metadata=MetadataProgress(1, 0, None)
+    )
+    model.apply(changes(fetching, unknown, complete=True), 0.0)
+    screen = texts(render(model, 80, 24))
+    assert "25.0%" in next(t for t in screen if "magnet" in t)
+    assert "0.0%" in next(t for t in screen if "other" in t)

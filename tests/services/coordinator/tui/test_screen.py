@@ -6,9 +6,10 @@ from __future__ import annotations
 import io
 
 import blessed
+from blessed.keyboard import resolve_sequence
 
 from torviz.services.coordinator.tui.lines import Line, Style
-from torviz.services.coordinator.tui.screen import Screen
+from torviz.services.coordinator.tui.screen import Screen, key_names
 
 
 class _Sized(Screen):
@@ -72,3 +73,20 @@ def test_styles_are_colours_or_bold_and_reverse_without_colours() -> None:
     assert plain.term.number_of_colors < 8
     plain.draw([(("bad", Style.BAD),)])
     assert str(plain.term.bold) + "bad" in out.getvalue()
+
+
+def test_key_names() -> None:
+    term = blessed.Terminal(kind="xterm-256color", stream=io.StringIO(), force_styling=True)
+    keymap, codes = term._keymap, term._keycodes
+
+    def names(sequence: str) -> list[str]:
+        return key_names(resolve_sequence(sequence, keymap, codes))
+
+    assert names("q") == ["q"]
+    assert names(" ") == [" "]
+    assert names("\x1b[A") == ["KEY_UP"]
+    assert names("\r") == ["KEY_ENTER"]
+    assert names("\t") == ["KEY_TAB"]
+    assert names("\x1b[1;2A") == ["KEY_SHIFT_UP"]
+    assert names("\x1bq") == ["KEY_ESCAPE", "q"]  # Esc then q, typed quickly
+    assert names("\x1b") == ["KEY_ESCAPE"]
