@@ -41,7 +41,6 @@ ENTER = "KEY_ENTER"
 LOG_BACK = ("[", "<", "KEY_SHIFT_UP", "KEY_SR")
 LOG_FORWARD = ("]", ">", "KEY_SHIFT_DOWN", "KEY_SF")
 LOG_STEP = 3
-MAX_SCROLL = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,7 +224,18 @@ def _scroll_key(model: ViewModel, key: str) -> None:
     steps = {"KEY_PGUP": -10, "KEY_PGDOWN": 10, "KEY_HOME": -(10**9)}
     steps |= dict.fromkeys(UP, -1) | dict.fromkeys(DOWN, 1)
     if key in steps:
-        model.detail_scroll = max(0, min(model.detail_scroll + steps[key], MAX_SCROLL))
+        model.detail_scroll = max(0, min(model.detail_scroll + steps[key], _scroll_limit(model)))
+
+
+def _scroll_limit(model: ViewModel) -> int:
+    """How far a page can scroll: its longest list (then every list shows its end)."""
+    if model.mode is Mode.AGENTS:
+        return len(model.agents)
+    detail = model.detail
+    if detail is None:
+        return 0
+    files = len(detail.detail.files) if detail.detail is not None else 0
+    return max(files, len(detail.trackers), len(detail.peer_list))
 
 
 def _detail_key(model: ViewModel, key: str) -> Command | None:

@@ -19,9 +19,9 @@ from torviz.services.coordinator.tui.keys import (
     handle_key,
 )
 from torviz.services.coordinator.tui.view_model import ConfirmKind, Mode, ViewModel
-from torviz.shared.bus import EventLevel, TorrentState
+from torviz.shared.bus import EventLevel, ServiceKind, TorrentState
 
-from .records import changes, ih, row, status
+from .records import agent, changes, ih, row, status
 
 
 def _model(*states: TorrentState) -> ViewModel:
@@ -113,7 +113,12 @@ def test_enter_opens_the_detail_and_esc_closes_it() -> None:
     assert _mode(model) is Mode.DETAIL
     assert model.detail_hash == ih("t1")
     _press(model, "j", "j", "k")
+    assert model.detail_scroll == 0  # nothing to scroll before the detail came
+    model.detail = status("t1", peers=5)
+    _press(model, "j", "j", "k")
     assert model.detail_scroll == 1
+    _press(model, *["j"] * 20)
+    assert model.detail_scroll == 5  # its longest list: five peers
     assert handle_key(model, "KEY_ESCAPE") is None
     assert _mode(model) is Mode.LIST
 
@@ -226,11 +231,15 @@ def test_an_empty_prompt_submitted_closes_it() -> None:
     assert _mode(model) is Mode.LIST
 
 
-def test_the_agents_view_scrolls() -> None:
+def test_the_agents_view_scrolls_as_far_as_its_agents_go() -> None:
     model = _model()
+    agents = tuple(agent(f"peer-{i}", ServiceKind.PEER_AGENT) for i in range(30))
+    model.apply(changes(agents=agents, revision=2), 0.0)
     handle_key(model, "A")
     _press(model, "j", "j", "KEY_PGDOWN", "k")
     assert model.detail_scroll == 11
+    _press(model, *["KEY_PGDOWN"] * 5)
+    assert model.detail_scroll == 30
     handle_key(model, "KEY_HOME")
     assert model.detail_scroll == 0
     handle_key(model, "A")
