@@ -24,6 +24,10 @@ from .lines import Line, Style
 
 __all__ = ["Screen", "key_names"]
 
+ESC_DELAY = 0.1
+"""Seconds to wait for the rest of an escape sequence before a lone ESC is the Esc key
+(blessed's default, 0.35 s, makes Esc feel slow; vim's ``ttimeoutlen`` is 0.1 s too)."""
+
 
 def _styles(term: blessed.Terminal) -> dict[Style, str]:
     """Each style's escape sequence on ``term``."""
@@ -121,10 +125,10 @@ class Screen:
     def keys(self, timeout: float) -> Iterator[str]:
         """The keys pressed: waits up to ``timeout`` s for the first, then takes what is
         pending (a paste arrives as many keys at once). Each is a character or a key name."""
-        key = self.term.inkey(timeout=timeout)
+        key = self.term.inkey(timeout=timeout, esc_delay=ESC_DELAY)
         while key:
             yield from key_names(key)
-            key = self.term.inkey(timeout=0)
+            key = self.term.inkey(timeout=0, esc_delay=ESC_DELAY)
 
     def _write(self, text: str) -> None:
         stream: Any = self.term.stream or sys.stdout
