@@ -12,7 +12,8 @@ reads the screen as the design's screen text contract puts it: the list's header
 A second test runs ``tui`` with no daemon: it starts one in the background (``status`` finds
 it; quitting the UI leaves it running) and ``S`` + ``y`` shuts it down.
 
-Set ``TORVIZ_TUI_CAPTURE=FILE`` to save the screen during the download (the README's capture).
+Set ``TORVIZ_TUI_CAPTURE=FILE`` to save the list during the download in FILE and alpha's
+detail view in FILE.detail (the README's captures).
 Everything is on 127.0.0.0/8; every process is stopped at the end.
 """
 
@@ -250,6 +251,8 @@ def test_the_tui_shows_and_drives_the_daemon(scene: Scene) -> None:
             lambda s: all(h in s for h in ("Files", "Trackers", "Peers", "Pieces")) and seeder in s,
             SCREEN_TIMEOUT,
         )
+        if capture:
+            Path(f"{capture}.detail").write_text(screen)
         peers = itertools.takewhile(lambda line: line.startswith(" "), _after(screen, "Peers"))
         assert any(seeder in line and "@" in line for line in peers), screen  # agent@host
         below = _after(screen, "Pieces")
