@@ -17,6 +17,7 @@ Rules:
 from __future__ import annotations
 
 import dataclasses
+import sys
 import time
 
 import blessed
@@ -335,7 +336,12 @@ def run_tui(target: DaemonTarget, notice: str | None) -> int:
 
     Raises:
         PermissionDeniedError: the daemon refuses this client (after the terminal is restored).
+        TorvizError: ``not_a_terminal``: stdin or stdout is not a terminal.
     """
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        raise TorvizError(
+            "not_a_terminal", "the terminal UI needs a terminal (its stdin and stdout are not one)"
+        )
     model = ViewModel()
     link = DaemonLink(target)
     term = blessed.Terminal()

@@ -12,8 +12,8 @@ import pytest
 
 from tests.cli.test_magnet_input import TORRENT, TORRENT_HASH
 from tests.support.daemon import TorvizDaemon
-from torviz.services.coordinator.cli.daemon_target import daemon_target
-from torviz.services.coordinator.tui.app import NOT_ANSWERING, App, DaemonLink
+from torviz.services.coordinator.cli.daemon_target import DaemonTarget, daemon_target
+from torviz.services.coordinator.tui.app import NOT_ANSWERING, App, DaemonLink, run_tui
 from torviz.services.coordinator.tui.view_model import Mode, ViewModel
 from torviz.shared.bus import (
     AddTorrent,
@@ -249,3 +249,11 @@ def test_a_daemon_that_went_away_is_asked_for_everything_when_it_answers_again()
     link.down = BusError("no_daemon", "gone")
     app.poll()
     assert (app.model.revision, app.model.events_after) == (0, 0)
+
+
+def test_without_a_terminal_the_ui_says_so_in_one_line(tmp_path: Path) -> None:
+    target = DaemonTarget(f"ipc://{tmp_path}/control.sock", None, False)
+    with open(tmp_path / "out", "w") as out, pytest.MonkeyPatch.context() as patch:
+        patch.setattr("sys.stdout", out)
+        with pytest.raises(TorvizError, match="needs a terminal"):
+            run_tui(target, None)
