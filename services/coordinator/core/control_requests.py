@@ -10,6 +10,7 @@ moves a torrent only through ``lifecycle.advance`` and the coordinator's ``_star
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import Protocol
 
 from torviz.shared.bus import (
@@ -29,6 +30,7 @@ from torviz.shared.bus import (
     TorrentRemoved,
     TorrentResumed,
     TorrentState,
+    TorrentStatus,
     VerifyStarted,
     WatchSession,
 )
@@ -41,8 +43,19 @@ from .lifecycle import Move, advance
 from .session_watch import SessionWatch
 from .status import agent_status, diagnose, session_totals, torrent_row, torrent_status
 from .torrent import Torrent
+from .torrent_detail import detail_size, torrent_detail
 
-__all__ = ["ControlRequests", "Forgetful", "SessionListener", "no_metadata", "unknown"]
+__all__ = [
+    "DETAIL_BUDGET",
+    "ControlRequests",
+    "Forgetful",
+    "SessionListener",
+    "no_metadata",
+    "unknown",
+]
+
+DETAIL_BUDGET = 6 * 1024 * 1024
+"""Bytes of piece maps and file paths one ``StatusReport`` carries at most."""
 
 log = logging.getLogger(__name__)
 
@@ -161,22 +174,28 @@ class ControlRequests:
 
     def status(self, now: float, request: GetStatus | None = None) -> StatusReport:
         """Every torrent (those whose info hash starts with ``request.prefix``, with their
-        files and piece map when ``request.detail``) and agent, the kept log and the totals."""
+        files and piece map when ``request.detail``) and agent, the kept log and the totals.
+
+        The details of many torrents share ``DETAIL_BUDGET`` bytes: those past it have none
+        (ask for one torrent to see its own), so that the reply stays under the bus's header
+        limit."""
         now = self._clock(now)
         prefix = request.prefix.lower() if request is not None else ""
-        detail = request is not None and request.detail
+        budget = DETAIL_BUDGET if request is not None and request.detail else 0
+        torrents: list[TorrentStatus] = []
+        for torrent in self.torrents.values():
+            if not torrent.info_hash_hex.startswith(prefix):
+                continue
+            dht = torrent_dht(torrent.info_hash, self.agents)
+            status = torrent_status(torrent, now, dht, self.agents)
+            if budget > 0:
+                detail = torrent_detail(torrent)
+                budget -= detail_size(detail)
+                if budget >= 0:
+                    status = replace(status, detail=detail)
+            torrents.append(status)
         return StatusReport(
-            tuple(
-                torrent_status(
-                    torrent,
-                    now,
-                    torrent_dht(torrent.info_hash, self.agents),
-                    self.agents,
-                    detail=detail,
-                )
-                for torrent in self.torrents.values()
-                if torrent.info_hash_hex.startswith(prefix)
-            ),
+            tuple(torrents),
             self._agent_statuses(now),
             self.events.recent(now),
             session_totals(self.torrents.values(), self.agents),

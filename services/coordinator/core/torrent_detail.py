@@ -33,6 +33,11 @@ from .torrent import Torrent
 
 __all__ = ["file_completed", "have_string", "overlay_origins", "torrent_detail"]
 
+FILE_PATHS_BUDGET = 2 * 1024 * 1024
+"""Bytes of file paths one detail lists at most (a torrent of very many long paths lists the
+first ones; ``file_count`` still counts them all): a reply must stay under the bus's header
+limit (``MAX_HEADER_BYTES``)."""
+
 _CELL_OF_BIT = bytes.maketrans(b"01", bytes((PieceCell.MISSING, PieceCell.HAVE)))
 _ORIGIN_CELL = bytes(
     min(255, PieceCell.FIRST_ORIGIN + mark - 1) if mark else 0 for mark in range(256)
@@ -97,13 +102,20 @@ def torrent_detail(torrent: Torrent) -> TorrentDetail:
     geometry = info.geometry
     have = have_string(_have(torrent))
     shown = [(i, entry) for i, entry in enumerate(info.files) if not entry.padding]
-    files = tuple(
-        FileStatus(
-            _path(entry, info.multi_file), entry.length, file_completed(geometry, have, index)
-        )
-        for index, entry in shown[:MAX_FILE_ROWS]
-    )
-    return TorrentDetail(files, len(shown), _piece_map(torrent, have))
+    files: list[FileStatus] = []
+    budget = FILE_PATHS_BUDGET
+    for index, entry in shown[:MAX_FILE_ROWS]:
+        path = _path(entry, info.multi_file)
+        budget -= len(path.encode()) + 32
+        if budget < 0:
+            break
+        files.append(FileStatus(path, entry.length, file_completed(geometry, have, index)))
+    return TorrentDetail(tuple(files), len(shown), _piece_map(torrent, have))
+
+
+def detail_size(detail: TorrentDetail) -> int:
+    """About how many bytes ``detail`` takes in a reply (its cells and paths)."""
+    return len(detail.pieces.cells) + sum(len(entry.path.encode()) + 32 for entry in detail.files)
 
 
 def overlay_origins(cells: bytes, marks: bytes) -> bytes:

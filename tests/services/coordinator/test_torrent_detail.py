@@ -6,12 +6,16 @@ and host; the origins' bounds."""
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from torviz.services.coordinator.core import control_requests
+from torviz.services.coordinator.core import torrent_detail as torrent_detail_module
 from torviz.services.coordinator.core.piece_origins import PieceOrigins
 from torviz.services.coordinator.core.torrent_detail import (
+    detail_size,
     file_completed,
     have_string,
     overlay_origins,
@@ -151,3 +155,29 @@ def test_the_origins_overlay_matches_a_piece_by_piece_reference(
         for (have, mark), cell in zip(pieces, cells, strict=True)
     )
     assert overlay_origins(cells, marks) == expected
+
+
+def test_details_share_a_byte_budget_so_the_reply_fits_the_bus(monkeypatch: Any) -> None:
+    core = full_core()
+    added = []
+    for name in (b"one", b"two", b"three"):
+        info = {b"name": name, b"piece length": PIECE, b"pieces": bytes(60), b"length": 40000}
+        reply = core.add_torrent(AddTorrent(encode({b"info": info}), ""), now=0.0)
+        assert isinstance(reply, TorrentAdded)
+        added.append(reply.info_hash)
+    one = detail_size(torrent_detail(core.torrents[added[0]]))
+    monkeypatch.setattr(control_requests, "DETAIL_BUDGET", 2 * one)
+    report = core.status(0.0, GetStatus("", detail=True))
+    assert [status.detail is not None for status in report.torrents] == [True, True, False]
+    alone = core.status(0.0, GetStatus(added[2].hex, detail=True))
+    assert alone.torrents[0].detail is not None
+
+
+def test_a_torrent_of_many_long_paths_lists_the_first_that_fit(monkeypatch: Any) -> None:
+    core = full_core()
+    reply = core.add_torrent(AddTorrent(multi_file(), ""), now=0.0)
+    assert isinstance(reply, TorrentAdded)
+    monkeypatch.setattr(torrent_detail_module, "FILE_PATHS_BUDGET", 2 * 32 + len("a") + 5)
+    detail = torrent_detail(core.torrents[reply.info_hash])
+    assert [entry.path for entry in detail.files] == ["a", "sub/b"]
+    assert detail.file_count == 4
