@@ -11,7 +11,8 @@ Rules:
   is asked again a second later with a fresh client; never a traceback.
 - A refused key or socket (``PermissionDeniedError``) ends the UI: its one line is the CLI's.
 - ``q`` leaves the daemon running (exit 0); ``S`` then ``y`` shuts it down (exit 0).
-- A daemon without ``WatchSession`` (an older one) is polled with ``ListTorrents``.
+- A daemon that refuses ``WatchSession`` (``ControlFailed``) is polled with ``ListTorrents``
+  (everything, every second) until the next connection.
 """
 
 from __future__ import annotations
@@ -125,12 +126,10 @@ class DaemonLink:
         if self.watch:
             try:
                 reply = self.request(WatchSession(since=since, events_after=events_after))
-            except PermissionDeniedError:
-                raise
             except BusError:
-                raise
+                raise  # no answer: the caller says so and asks again
             except TorvizError:
-                self.watch = False  # an older daemon: ask for everything instead
+                self.watch = False  # refused: ask for everything instead, until reconnected
             else:
                 if isinstance(reply, SessionChanges):
                     return reply
