@@ -167,3 +167,18 @@ def test_a_daemon_that_never_answers_is_stopped(tmp_path: Path) -> None:
         if process.poll() is None:
             process.kill()
         process.wait()
+
+
+def test_no_daemon_is_started_for_a_control_endpoint_or_one_starting(work: Path) -> None:
+    """``--control`` names the daemon to attach to: nothing is started even when nothing
+    answers (the UI retries); a ``daemon.json`` whose process lives means a daemon starting."""
+    state = work / "state"
+    given = argparse.Namespace(**{**vars(_args(work)), "control": f"ipc://{work}/none.sock"})
+    target, notice = ensure_daemon(given)
+    assert (target.control, notice) == (f"ipc://{work}/none.sock", None)
+    state.mkdir()
+    starting = {"pid": os.getpid(), "control": f"ipc://{state}/control.sock"}
+    (state / "daemon.json").write_text(json.dumps(starting))
+    target, notice = ensure_daemon(_args(work))
+    assert notice is None and target.running
+    assert not (state / "daemon.log").exists()  # no background start was tried
