@@ -7,6 +7,9 @@
   one module here that imports the CLI; nothing imports it.
 - ``run``: the composition root (``run_daemon``): the lock, the coordinator actor, the agents.
 - ``launcher``: the embedded agents as child processes.
+- ``background``: a daemon started detached, for a command that needs one (``tui``): its own
+  session, its output appended to ``daemon.log`` in its state directory, waited for until it
+  answers.
 - ``locations``: the state directory, the daemon's lock and the ``daemon.json`` it publishes
   there, and the config file's default place. It lives here, not in the CLI, because the daemon
   owns that state directory and writes ``daemon.json``; the CLI only reads it (``find_daemon``),
