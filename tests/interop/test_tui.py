@@ -180,9 +180,12 @@ def _check_layout(tmux: Tmux, width: int, height: int) -> None:
 def test_the_tui_shows_and_drives_the_daemon(scene: Scene) -> None:
     with _tui("--state-dir", str(scene.daemon.state_dir)) as tmux:
         # The list: the header, alpha's row with its progress moving, the bottom line.
-        screen = tmux.wait_for(lambda s: _percent(s, "alpha.bin") is not None, SCREEN_TIMEOUT)
+        screen = tmux.wait_for(  # the whole first frame: a capture may come while it is drawn
+            lambda s: _percent(s, "alpha.bin") is not None and s.rstrip().endswith(HELP),
+            SCREEN_TIMEOUT,
+        )
         assert "Name" in screen and "Progress" in screen
-        assert tmux.lines()[-1].rstrip().endswith(HELP)
+        assert tmux.lines()[-1].rstrip().endswith(HELP)  # the last line of the window
         first = _percent(screen, "alpha.bin")
         assert first is not None
         screen = tmux.wait_for(lambda s: (_percent(s, "alpha.bin") or 0.0) > first, SCREEN_TIMEOUT)
@@ -249,8 +252,12 @@ def test_the_tui_shows_and_drives_the_daemon(scene: Scene) -> None:
         # Enter: alpha's detail, with its seeder among the peers and the piece map.
         tmux.send_keys("Enter")
         seeder = str(scene.alpha_seeder.address.host)
-        screen = tmux.wait_for(
-            lambda s: all(h in s for h in ("Files", "Trackers", "Peers", "Pieces")) and seeder in s,
+        screen = tmux.wait_for(  # the whole frame: a capture may come while one is drawn
+            lambda s: (
+                all(h in s for h in ("Files", "Trackers", "Peers", "Pieces"))
+                and seeder in s
+                and any("missing" in line for line in _after(s, "Pieces"))
+            ),
             SCREEN_TIMEOUT,
         )
         if capture:
