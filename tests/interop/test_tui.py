@@ -123,8 +123,9 @@ def scene(work: Path, interop_tools: None) -> Iterator[Scene]:
             daemon.stop()
 
 
-def _tui(*args: str, width: int = 120, height: int = 30) -> Tmux:
-    return Tmux([*COORDINATOR, "tui", *args], width=width, height=height)
+def _tui(*args: str, width: int = 120, height: int = 30, home: Path | None = None) -> Tmux:
+    env = {"HOME": str(home)} if home is not None else None
+    return Tmux([*COORDINATOR, "tui", *args], width=width, height=height, env=env)
 
 
 def _row(screen: str, name: str) -> str:
@@ -178,7 +179,8 @@ def _check_layout(tmux: Tmux, width: int, height: int) -> None:
 
 
 def test_the_tui_shows_and_drives_the_daemon(scene: Scene) -> None:
-    with _tui("--state-dir", str(scene.daemon.state_dir)) as tmux:
+    # HOME is the scene's folder: its paths show as ~/... and ~ is typed in the prompt.
+    with _tui("--state-dir", str(scene.daemon.state_dir), home=scene.work) as tmux:
         # The list: the header, alpha's row with its progress moving, the bottom line.
         screen = tmux.wait_for(  # the whole first frame: a capture may come while it is drawn
             lambda s: _percent(s, "alpha.bin") is not None and s.rstrip().endswith(HELP),
@@ -198,10 +200,10 @@ def test_the_tui_shows_and_drives_the_daemon(scene: Scene) -> None:
         tmux.send_keys("Enter")
         tmux.wait_for(lambda s: bool(_row(s, "bravo")) and "Add (" not in s, SCREEN_TIMEOUT)
 
-        # + and a path typed in part, completed with Tab: charlie.bin comes in.
+        # + and a path typed in part (from ~), completed with Tab: charlie.bin comes in.
         tmux.send_keys("+")
         tmux.wait_for("Add (magnet link or .torrent path):", SCREEN_TIMEOUT)
-        tmux.type_text(str(scene.work / "torrents" / "ch"))
+        tmux.type_text("~/torrents/ch")
         tmux.send_keys("Tab")
         tmux.wait_for("charlie.torrent", SCREEN_TIMEOUT)
         tmux.send_keys("Enter")

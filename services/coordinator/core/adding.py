@@ -21,6 +21,7 @@ from torviz.shared.errors import MagnetError, MetainfoError
 from torviz.shared.magnet import parse_magnet
 from torviz.shared.metainfo import Metainfo, parse_metainfo
 from torviz.shared.types import InfoHash
+from torviz.shared.units import human_size
 
 from .choking import Choker
 from .control_requests import SessionListener
@@ -85,7 +86,7 @@ class TorrentAdding:
             self._start(torrent)
         if persist:
             origin = "a magnet link" if request.magnet else "a .torrent"
-            size = f", {torrent.total_length} bytes" if torrent.metainfo is not None else ""
+            size = f", {human_size(torrent.total_length)}" if torrent.metainfo is not None else ""
             log.info(
                 "%s: added from %s%s%s, saved in %s",
                 torrent.name,

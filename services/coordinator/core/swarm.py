@@ -55,6 +55,7 @@ from torviz.shared.bus import (
 )
 from torviz.shared.config import CoordinatorConfig
 from torviz.shared.types import PeerAddress, PieceIndex
+from torviz.shared.units import human_size, short_duration
 
 from .agents import AgentRegistry
 from .bans import MAX_HASH_FAILURES, SwarmBans
@@ -64,7 +65,6 @@ from .peer_record import PeerRecord
 from .picking import PiecePicker
 from .piece_origins import PieceOrigins
 from .redial import FINAL_REASONS, RedialSchedule
-from .torrent_log import took
 
 if TYPE_CHECKING:
     from .torrent import Torrent
@@ -226,10 +226,10 @@ class Swarm(SwarmBans):
             advance(torrent, Move.COMPLETED)
             self._completed(torrent)
             log.info(
-                "%s: complete (%d bytes in %s)",
+                "%s: complete (%s in %s)",
                 torrent.name,
-                torrent.total_length,
-                took(now - torrent.added_at),
+                human_size(torrent.total_length),
+                short_duration(now - torrent.added_at),
                 extra={"info_hash": info_hash},
             )
 

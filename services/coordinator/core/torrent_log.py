@@ -1,6 +1,6 @@
 """Log lines about a torrent that a user wants to see in the daemon's events (``status``, the
 terminal UI), for those that need more than one call: a tracker that starts failing or works
-again, and how long a download took.
+again.
 
 Rules: only transitions are logged (a tracker failing on every announce is one line, and one
 more when it works again), each with ``extra={"info_hash": ...}``; nothing per block or piece.
@@ -14,19 +14,9 @@ from torviz.shared.bus import MAX_TRACKER_ROWS, TrackerState, TrackerStateChange
 
 from .torrent import Torrent
 
-__all__ = ["took", "tracker_changed"]
+__all__ = ["tracker_changed"]
 
 log = logging.getLogger(__name__)
-
-
-def took(seconds: float) -> str:
-    """A duration for a log line: ``42s``, ``3m05s``, ``2h10m``."""
-    whole = max(0, int(seconds))
-    if whole < 60:
-        return f"{whole}s"
-    if whole < 3600:
-        return f"{whole // 60}m{whole % 60:02d}s"
-    return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
 
 
 def tracker_changed(torrent: Torrent, report: TrackerStateChanged) -> None:

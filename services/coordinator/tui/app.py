@@ -11,13 +11,12 @@ Rules:
   is asked again a second later with a fresh client; never a traceback.
 - A refused key or socket (``PermissionDeniedError``) ends the UI: its one line is the CLI's.
 - ``q`` leaves the daemon running (exit 0); ``S`` then ``y`` shuts it down (exit 0).
-- A daemon that refuses ``WatchSession`` (``ControlFailed``) is polled with ``ListTorrents``
-  (everything, every second) until the next connection.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 import time
 
@@ -27,7 +26,6 @@ from torviz.shared.bus import (
     ControlFailed,
     EventLevel,
     GetStatus,
-    ListTorrents,
     Message,
     PauseTorrent,
     RemoveTorrent,
@@ -62,7 +60,7 @@ from .keys import (
 )
 from .render import list_rows, render
 from .screen import Screen
-from .view_model import Mode, ViewModel, changes_from_report
+from .view_model import Mode, ViewModel
 
 __all__ = ["IDLE_WAKE", "POLL_INTERVAL", "DaemonLink", "run_tui"]
 
@@ -84,8 +82,6 @@ class DaemonLink:
         # A daemon seen running whose socket is not there yet is starting: the first
         # connection waits for it (later ones fail at once, to say "not answering").
         self._starting = timeout if target.running else 0.0
-        self.watch = True
-        """The daemon answers ``WatchSession`` (else it is asked ``ListTorrents``)."""
 
     def request(self, message: Message) -> Message:
         """Send ``message``, return the reply.
@@ -112,7 +108,6 @@ class DaemonLink:
                     client.close()
                     raise
                 self._client = client
-                self.watch = True
             reply = self._client.request(message)
         except BusError:
             self.close()
@@ -122,22 +117,12 @@ class DaemonLink:
         return reply
 
     def changes(self, since: int, events_after: int) -> SessionChanges:
-        """What changed since revision ``since``."""
-        if self.watch:
-            try:
-                reply = self.request(WatchSession(since=since, events_after=events_after))
-            except BusError:
-                raise  # no answer: the caller says so and asks again
-            except TorvizError:
-                self.watch = False  # refused: ask for everything instead, until reconnected
-            else:
-                if isinstance(reply, SessionChanges):
-                    return reply
-                self.watch = False
-        report = self.request(ListTorrents())
-        if not isinstance(report, StatusReport):
-            raise BusError("unexpected_reply", f"the daemon answered {type(report).__name__}")
-        return changes_from_report(report, since + 1, events_after)
+        """What changed since revision ``since`` (a daemon that said hello speaks this
+        protocol version, so it knows ``WatchSession``)."""
+        reply = self.request(WatchSession(since=since, events_after=events_after))
+        if not isinstance(reply, SessionChanges):
+            raise BusError("unexpected_reply", f"the daemon answered {type(reply).__name__}")
+        return reply
 
     def close(self) -> None:
         """Close the client (a new one is opened by the next request)."""
@@ -303,6 +288,9 @@ class App:
     def _add(self, text: str) -> None:
         model = self.model
         try:
+            text = text.strip()
+            if not text.lower().startswith("magnet:"):
+                text = os.path.expanduser(text)  # ~/x.torrent, as the completion offers it
             request = read_source(text).request("")
             reply = self.link.request(request)
         except PermissionDeniedError:
@@ -341,7 +329,7 @@ def run_tui(target: DaemonTarget, notice: str | None) -> int:
         raise TorvizError(
             "not_a_terminal", "the terminal UI needs a terminal (its stdin and stdout are not one)"
         )
-    model = ViewModel()
+    model = ViewModel(home=os.path.expanduser("~"))
     link = DaemonLink(target)
     term = blessed.Terminal()
     app = App(link, Screen(term), model)

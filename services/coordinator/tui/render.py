@@ -1,7 +1,7 @@
 """A frame: (view model, width, height) -> exactly ``height`` styled lines.
 
 Strategy: the screen is the body, a status line and the bottom line. The body is the list with
-the log beside it (100 columns and more: the list takes 60%) or under it (narrower), or a
+the log beside it (120 columns and more: the log takes ``log_width``) or under it (narrower), or a
 full-screen page (help, detail, agents). The status line shows the add prompt, a question to
 answer, or what the last command did; the bottom line the session's totals and ends with
 ``? help``, whatever the width.
@@ -31,7 +31,7 @@ __all__ = [
     "status_line",
 ]
 
-SIDE_BY_SIDE = 100
+SIDE_BY_SIDE = 120
 """From this width the log pane stands beside the list; below, under it."""
 PROMPT_LABEL = "Add (magnet link or .torrent path): "
 HELP_HINT = "? help"
@@ -113,14 +113,20 @@ def list_rows(width: int, height: int) -> int:
     return max(1, list_height - 1)
 
 
+def log_width(width: int) -> int:
+    """The log pane's width beside the list: what the list's columns leave over 83 cells
+    (all of them, with a bar, fit there), between 36 cells and 40% of the screen."""
+    return max(36, min(width - 84, width * 4 // 10))
+
+
 def _stacked_list_height(body: int) -> int:
     return max(min(body, 3), body * 6 // 10)
 
 
 def _main_body(model: ViewModel, width: int, height: int) -> list[Line]:
     if width >= SIDE_BY_SIDE:
-        left = width * 6 // 10
-        right = width - left - 1
+        right = log_width(width)
+        left = width - right - 1
         rows = list_pane(model, left, height)
         log = log_pane(model, right, height)
         return [join(a, b, left, right) for a, b in zip(rows, log, strict=True)]

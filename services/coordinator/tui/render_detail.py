@@ -16,7 +16,7 @@ from torviz.shared.types import PeerAddress
 from .lines import Line, Segment, Style, pad, plain
 from .pieces import legend, map_lines
 from .render_list import STATE_STYLES
-from .text import cell_width, fit, human_size, percent_text, rate_text, safe_text
+from .text import cell_width, fit, human_size, percent_text, rate_text, safe_text, tilde
 from .view_model import ViewModel
 
 __all__ = ["detail_page", "share_rows"]
@@ -60,7 +60,7 @@ def _address(address: PeerAddress) -> str:
     return f"{host}:{address.port}"
 
 
-def _header(status: TorrentStatus, width: int) -> list[Line]:
+def _header(status: TorrentStatus, width: int, home: str) -> list[Line]:
     state_style = STATE_STYLES.get(status.state, Style.NORMAL)
     facts: Line = (
         (status.state.value, state_style),
@@ -73,7 +73,7 @@ def _header(status: TorrentStatus, width: int) -> list[Line]:
     lines = [
         plain(safe_text(status.name), width, Style.TITLE),
         pad(facts, width),
-        plain(f"Saved in {safe_text(status.save_path)}", width, Style.DIM),
+        plain(f"Saved in {tilde(safe_text(status.save_path), home)}", width, Style.DIM),
     ]
     if status.error:
         lines.append(plain(f"Error: {safe_text(status.error)}", width, Style.BAD))
@@ -156,7 +156,7 @@ def detail_page(model: ViewModel, width: int, height: int) -> list[Line]:
         name = safe_text(row.name) if row else "the torrent"
         lines = [plain(f"Loading {name}…", width, Style.TITLE)]
         return (lines + [plain("", width)] * height)[:height]
-    lines = _header(status, width)
+    lines = _header(status, width, model.home)
     detail = status.detail
     files = _file_rows(status, width)
     trackers = _tracker_rows(status, width)

@@ -16,7 +16,17 @@ from dataclasses import dataclass
 from torviz.shared.bus import EventLevel, TorrentRow, TorrentState
 
 from .lines import Line, Segment, Style, pad, plain
-from .text import ELLIPSIS, cell_width, eta_text, fit, percent_text, rate_text, safe_text, truncate
+from .text import (
+    ELLIPSIS,
+    cell_width,
+    eta_text,
+    fit,
+    percent_text,
+    safe_text,
+    short_rate_text,
+    tilde,
+    truncate,
+)
 from .view_model import LogLine, ViewModel
 
 __all__ = [
@@ -32,7 +42,7 @@ __all__ = [
 
 BAR_DONE = "█"
 BAR_TODO = "░"
-MIN_NAME = 16
+MIN_NAME = 12
 MAX_BAR = 20
 MAX_WRAP = 4
 """Lines a log entry takes at most (the rest is in ``status --json``)."""
@@ -57,7 +67,8 @@ PERCENT = 6
 PROGRESS = 8
 """The progress column without a bar: wide enough for its heading."""
 STATE = 11
-RATE = 12
+RATE = 10
+"""A rate column: ``short_rate_text`` fits."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +153,7 @@ def row_line(row: TorrentRow, cols: Columns, selected: bool) -> Line:
     for width, rate in ((cols.down, row.download_rate), (cols.up, row.upload_rate)):
         if width:
             style = Style.NORMAL if rate >= 1 else Style.DIM
-            text = rate_text(rate) if rate >= 1 else "-"
+            text = short_rate_text(rate) if rate >= 1 else "-"
             segs.append((" " + fit(text, width, right=True), style))
     if cols.peers:
         segs.append((" " + fit(str(row.peers), cols.peers, right=True), Style.NORMAL))
@@ -197,14 +208,15 @@ def wrap(text: str, width: int) -> list[str]:
     return pieces
 
 
-def _entry_lines(entry: LogLine, width: int) -> list[Line]:
+def _entry_lines(entry: LogLine, width: int, home: str) -> list[Line]:
     """One log line, wrapped under its text (the time stays alone in its column)."""
     stamp = entry.stamp + " "
     indent = cell_width(stamp)
     style = LEVEL_STYLES.get(entry.level, Style.NORMAL)
+    text = tilde(safe_text(entry.text), home)
     if width - indent < 12:  # too narrow to wrap usefully: cut instead
-        return [pad(((stamp, Style.DIM), (safe_text(entry.text), style)), width)]
-    parts = wrap(safe_text(entry.text), width - indent)
+        return [pad(((stamp, Style.DIM), (text, style)), width)]
+    parts = wrap(text, width - indent)
     if len(parts) > MAX_WRAP:
         parts = parts[:MAX_WRAP]
         parts[-1] = truncate(parts[-1] + ELLIPSIS, width - indent)
@@ -224,7 +236,7 @@ def log_pane(model: ViewModel, width: int, height: int) -> list[Line]:
     shown: list[Line] = []
     index = len(model.log) - 1 - scroll
     while index >= 0 and len(shown) < room:
-        shown[:0] = _entry_lines(model.log[index], width)
+        shown[:0] = _entry_lines(model.log[index], width, model.home)
         index -= 1
     shown = shown[-room:] if room > 0 else []
     lines = [plain(title, width, Style.HEADER)]

@@ -13,8 +13,9 @@ import time
 
 from wcwidth import wcwidth
 
+from torviz.shared.units import human_size, short_duration
+
 from ..cli.commands.info import safe_text
-from ..cli.progress import human_size
 
 __all__ = [
     "ELLIPSIS",
@@ -26,6 +27,8 @@ __all__ = [
     "percent_text",
     "rate_text",
     "safe_text",
+    "short_rate_text",
+    "tilde",
     "truncate",
 ]
 
@@ -75,6 +78,30 @@ def rate_text(rate: float) -> str:
     return f"{human_size(max(0.0, rate))}/s"
 
 
+def tilde(text: str, home: str) -> str:
+    """``text`` with each path under ``home`` shown as ``~/...`` (as shells show them); the
+    home folder itself, alone, as ``~``. ``home`` empty or ``/``: unchanged."""
+    home = home.rstrip("/")
+    if not home:
+        return text
+    if text == home:
+        return "~"
+    return text.replace(home + "/", "~/")
+
+
+def short_rate_text(rate: float) -> str:
+    """A rate in at most 10 cells, three significant digits: ``"868 KiB/s"``,
+    ``"1.23 MiB/s"``, ``"0 B/s"`` (for the list's narrow columns)."""
+    value = max(0.0, rate)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 999.5 or unit == "TiB":
+            break
+        value /= 1024
+    if unit == "B" or value >= 99.95:
+        return f"{value:.0f} {unit}/s"
+    return f"{value:.1f} {unit}/s" if value >= 9.995 else f"{value:.2f} {unit}/s"
+
+
 def percent_text(fraction: float) -> str:
     """``0.4567`` -> ``"45.7%"``; never ``100.0%`` for a fraction below 1."""
     value = max(0.0, min(1.0, fraction)) * 100
@@ -90,14 +117,7 @@ def eta_text(left: int, rate: float) -> str:
     if left <= 0 or rate < 1.0:
         return "-"
     seconds = int(left / rate + 0.5)
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    if seconds < 86400:
-        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-    days = seconds // 86400
-    return f"{days}d{seconds % 86400 // 3600:02d}h" if days < 1000 else "-"
+    return short_duration(seconds) if seconds < 1000 * 86400 else "-"
 
 
 def clock_text(wall: float) -> str:

@@ -25,7 +25,6 @@ from torviz.shared.bus import (
     EventLevel,
     SessionChanges,
     SessionTotals,
-    StatusReport,
     TorrentRow,
     TorrentStatus,
 )
@@ -41,8 +40,6 @@ __all__ = [
     "Mode",
     "Prompt",
     "ViewModel",
-    "changes_from_report",
-    "row_from_status",
 ]
 
 MAX_LOG_LINES = 2000
@@ -137,6 +134,8 @@ class ViewModel:
     message_level: EventLevel = EventLevel.INFO
     dirty: bool = True
     """Something changed since the last frame was drawn."""
+    home: str = ""
+    """The user's home folder: paths under it show as ``~/...`` (empty: as they are)."""
     _seen: dict[int, str] = field(default_factory=dict)
     """The text of each event number shown lately (oldest first, at most ``MAX_SEEN``)."""
 
@@ -283,45 +282,3 @@ class ViewModel:
         elif index >= top + self.page_rows:
             top = index - self.page_rows + 1
         self.list_top = max(0, top)
-
-
-def row_from_status(status: TorrentStatus) -> TorrentRow:
-    """The list row of a full ``TorrentStatus`` (for a daemon that answers no ``WatchSession``)."""
-    left = 0 if status.num_pieces == 0 else round(status.total_length * (1 - status.progress))
-    return TorrentRow(
-        info_hash=status.info_hash,
-        name=status.name,
-        state=status.state,
-        progress=status.progress,
-        total_length=status.total_length,
-        left=max(0, left),
-        download_rate=status.download_rate,
-        upload_rate=status.upload_rate,
-        peers=status.peers,
-        seeds=status.seeds,
-        error=status.error,
-        check_progress=status.check_progress,
-        metadata=status.metadata,
-    )
-
-
-def changes_from_report(report: StatusReport, revision: int, events_after: int) -> SessionChanges:
-    """A ``StatusReport`` (``ListTorrents``) as a complete ``SessionChanges``."""
-    totals = report.totals or SessionTotals(
-        download_rate=sum(t.download_rate for t in report.torrents),
-        upload_rate=sum(t.upload_rate for t in report.torrents),
-        torrents=len(report.torrents),
-        peers=sum(t.peers for t in report.torrents),
-        agents=len(report.agents),
-        hosts=len({a.host for a in report.agents}),
-        dht_nodes=None,
-    )
-    return SessionChanges(
-        revision=revision,
-        complete=True,
-        rows=tuple(row_from_status(t) for t in report.torrents),
-        removed=(),
-        events=tuple(e for e in report.events if e.seq > events_after),
-        totals=totals,
-        agents=report.agents,
-    )

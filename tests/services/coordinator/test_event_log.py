@@ -10,7 +10,6 @@ from collections.abc import Iterator
 import pytest
 
 from torviz.services.coordinator.core.event_log import EventLog, one_line
-from torviz.services.coordinator.core.torrent_log import took
 from torviz.services.coordinator.event_handler import EventHandler, install, uninstall
 from torviz.shared.bitfield import Bitfield
 from torviz.shared.bus import (
@@ -25,8 +24,9 @@ from torviz.shared.bus import (
     TrackerStateChanged,
 )
 from torviz.shared.types import InfoHash
+from torviz.shared.units import short_duration
 
-from .test_core import NUM_PIECES, PA2, PIECE, STORAGE, TRACKER, full_core, opened
+from .test_core import NUM_PIECES, PA2, STORAGE, TRACKER, full_core, opened
 
 HASH = InfoHash(bytes(range(20)))
 
@@ -142,10 +142,11 @@ def test_a_failing_tracker_is_logged_on_the_change_only(handler: EventHandler) -
 
 
 @pytest.mark.parametrize(
-    ("seconds", "text"), [(0, "0s"), (59.9, "59s"), (65, "1m05s"), (7800, "2h10m")]
+    ("seconds", "text"),
+    [(-3, "0s"), (0, "0s"), (59.9, "59s"), (65, "1m05s"), (7800, "2h10m"), (277200, "3d05h")],
 )
 def test_durations_read_short(seconds: float, text: str) -> None:
-    assert took(seconds) == text
+    assert short_duration(seconds) == text
 
 
 def test_what_happens_to_a_torrent_is_logged_with_its_info_hash(handler: EventHandler) -> None:
@@ -162,10 +163,10 @@ def test_what_happens_to_a_torrent_is_logged_with_its_info_hash(handler: EventHa
     events = handler.events.recent(99.0)
     mine = [(e.level, e.text) for e in events if e.info_hash == info_hash]
     wanted = [
-        (EventLevel.INFO, f"file.bin: added from a .torrent, {NUM_PIECES * PIECE} bytes"),
+        (EventLevel.INFO, "file.bin: added from a .torrent, 192.0 KiB"),
         (EventLevel.INFO, "file.bin: paused"),
         (EventLevel.INFO, "file.bin: resumed"),
-        (EventLevel.INFO, f"file.bin: complete ({NUM_PIECES * PIECE} bytes in 1m05s)"),
+        (EventLevel.INFO, "file.bin: complete (192.0 KiB in 1m05s)"),
         (EventLevel.INFO, "file.bin: verifying its files"),
         (EventLevel.ERROR, "file.bin: error: disk full"),
         (EventLevel.INFO, "file.bin: removed (files deleted)"),

@@ -257,26 +257,3 @@ def test_without_a_terminal_the_ui_says_so_in_one_line(tmp_path: Path) -> None:
         patch.setattr("sys.stdout", out)
         with pytest.raises(TorvizError, match="needs a terminal"):
             run_tui(target, None)
-
-
-class _RefusingLink(DaemonLink):
-    """A link whose daemon refuses ``WatchSession`` and answers ``ListTorrents``."""
-
-    def __init__(self) -> None:
-        super().__init__(DaemonTarget("ipc:///nonexistent/control.sock", None, False))
-        self.asked: list[str] = []
-
-    def request(self, message: Message) -> Message:
-        self.asked.append(type(message).__name__)
-        if isinstance(message, WatchSession):
-            raise TorvizError("unknown_request", "no watch here")
-        return StatusReport(torrents=(status("movie", peers=0),), agents=())
-
-
-def test_a_daemon_refusing_the_watch_is_asked_for_everything() -> None:
-    link = _RefusingLink()
-    first = link.changes(0, 0)
-    again = link.changes(first.revision, 0)
-    assert link.asked == ["WatchSession", "ListTorrents", "ListTorrents"]
-    assert first.complete and again.complete and again.revision > first.revision
-    assert [r.name for r in again.rows] == ["movie"]

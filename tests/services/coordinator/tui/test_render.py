@@ -10,7 +10,13 @@ from torviz.services.coordinator.tui.keys import handle_key
 from torviz.services.coordinator.tui.lines import Style
 from torviz.services.coordinator.tui.render import list_rows, render
 from torviz.services.coordinator.tui.render_list import columns, wrap
-from torviz.services.coordinator.tui.text import eta_text, percent_text, truncate
+from torviz.services.coordinator.tui.text import (
+    eta_text,
+    percent_text,
+    short_rate_text,
+    tilde,
+    truncate,
+)
 from torviz.services.coordinator.tui.view_model import Mode, ViewModel
 from torviz.shared.bus import EventLevel, MetadataProgress, SessionTotals, TorrentState
 
@@ -72,12 +78,28 @@ def test_the_bar_rates_peers_and_eta_on_a_wide_list() -> None:
     model = _session()
     line = next(t for t in texts(render(model, 200, 60)) if "ubuntu" in t)
     assert "█" in line and "░" in line
-    assert "2.0 MiB/s" in line
+    assert "2.00 MiB/s" in line
     assert " 12 " in line
     assert "2s" in line  # 3 MiB at 2 MiB/s
     seeded = next(t for t in texts(render(model, 200, 60)) if "seeded.bin" in t)
-    assert "1.0 KiB/s" in seeded
+    assert "1.00 KiB/s" in seeded
     assert seeded.split("│")[0].split()[-1] == "-"  # no ETA for a seed
+
+
+def test_every_column_and_a_bar_fit_from_80_columns_and_beside_the_log_from_120() -> None:
+    model = _session()
+    for width in (80, 119, 120, 160):
+        header = texts(render(model, width, 30))[0]
+        assert all(word in header for word in ("Name", "Progress", "Down", "Up", "Peers", "ETA"))
+        ubuntu = next(t for t in texts(render(model, width, 30)) if "ubuntu" in t)
+        assert "█" in ubuntu, width
+        assert ("│" in ubuntu) == (width >= 120)
+
+
+def test_list_rates_take_at_most_ten_cells() -> None:
+    shown = [short_rate_text(rate) for rate in (0, 999, 1000, 868.2 * 1024, 1.234 * 2**20)]
+    assert shown == ["0 B/s", "999 B/s", "0.98 KiB/s", "868 KiB/s", "1.23 MiB/s"]
+    assert max(len(short_rate_text(r * 1.7)) for r in range(0, 2**40, 2**33)) <= 10
 
 
 def test_the_selected_row_is_marked_and_styled() -> None:
@@ -123,6 +145,16 @@ def test_hostile_log_lines_are_escaped() -> None:
     model.apply(changes(events=(event(1, "bad \x1b]0;title\x07 peer"),)), 0.0)
     screen = "\n".join(texts(render(model, 120, 30)))
     assert "bad \\x1b]0;title\\x07 peer" in screen
+
+
+def test_paths_under_the_home_folder_show_as_tilde() -> None:
+    model = ViewModel(home="/home/ann/")
+    text = "a: added, saved in /home/ann/Downloads (not /home/anna/x)"
+    model.apply(changes(events=(event(1, text),)), 0.0)
+    screen = "\n".join(texts(render(model, 160, 30)))
+    assert "saved in ~/Downloads (not /home/anna/x)" in screen
+    assert tilde("/home/ann", "/home/ann") == "~"
+    assert tilde("/home/ann/x", "") == tilde("/home/ann/x", "/") == "/home/ann/x"
 
 
 def test_only_the_rows_in_view_are_shown_and_the_selection_is_among_them() -> None:

@@ -5,11 +5,10 @@ from __future__ import annotations
 from torviz.services.coordinator.tui.view_model import (
     MAX_LOG_LINES,
     ViewModel,
-    changes_from_report,
 )
-from torviz.shared.bus import EventLevel, StatusReport, TorrentState
+from torviz.shared.bus import EventLevel
 
-from .records import changes, event, ih, row, status
+from .records import changes, event, ih, row
 
 
 def _names(model: ViewModel) -> list[str]:
@@ -114,18 +113,6 @@ def test_moving_and_paging_are_clamped_and_the_list_scrolls_to_the_selection() -
     model.select_index(45)
     model.fit_list(10)
     assert model.list_top == 40  # still in view: the list does not jump
-
-
-def test_a_status_report_becomes_a_complete_change_for_an_older_daemon() -> None:
-    detailed = status("old", peers=0)
-    report = StatusReport(torrents=(detailed,), agents=(), events=(event(4, "x"), event(5, "y")))
-    answer = changes_from_report(report, revision=3, events_after=4)
-    assert answer.complete
-    assert [r.name for r in answer.rows] == ["old"]
-    assert answer.rows[0].left == 1050
-    assert answer.rows[0].state is TorrentState.DOWNLOADING
-    assert [e.seq for e in answer.events] == [5]
-    assert answer.totals.torrents == 1
 
 
 def test_after_a_resync_events_seen_are_not_shown_twice_and_a_restarted_daemons_are() -> None:
