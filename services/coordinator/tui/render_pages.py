@@ -6,7 +6,7 @@ Rules: pure; every text from the daemon escaped; exactly ``height`` lines of ``w
 from __future__ import annotations
 
 from .lines import Line, Style, pad, plain
-from .text import fit, rate_text, safe_text
+from .text import fit, safe_text, short_rate_text
 from .view_model import ViewModel
 
 __all__ = ["HELP_KEYS", "agents_page", "help_page"]
@@ -49,13 +49,13 @@ def help_page(width: int, height: int) -> list[Line]:
 
 # (heading, width, shown on a narrow screen); the agent id takes what the others leave.
 _AGENT_COLUMNS = (
-    ("Role", 13, True),
+    ("Role", 8, True),
     ("Agent", 0, True),
-    ("Host", 14, True),
+    ("Host", 12, True),
     ("PID", 7, False),
     ("Conns", 9, True),
-    ("Down", 12, True),
-    ("Up", 12, False),
+    ("Down", 10, True),
+    ("Up", 10, True),
     ("Heard", 8, True),
 )
 NARROW = 100
@@ -81,13 +81,13 @@ def agents_page(model: ViewModel, width: int, height: int) -> list[Line]:
     start = max(0, min(model.detail_scroll, len(agents) - (height - 2)))
     for agent in agents[start : start + max(0, height - 2)]:
         values = (
-            agent.role.value,
+            agent.role.value.removesuffix("_agent"),
             safe_text(agent.agent_id),
             safe_text(agent.host),
             str(agent.pid),
             f"{agent.connections}/{agent.capacity}",
-            rate_text(agent.download_rate),
-            rate_text(agent.upload_rate),
+            short_rate_text(agent.download_rate),
+            short_rate_text(agent.upload_rate),
             f"{agent.last_heartbeat:.0f}s ago",
         )
         cells = " ".join(fit(values[i], size) for i, size in cols)

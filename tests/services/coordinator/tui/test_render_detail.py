@@ -168,7 +168,8 @@ def test_the_agents_view(width: int, height: int) -> None:
     screen = texts(lines)
     assert screen[0].startswith("Agents (2)")
     peer = next(t for t in screen if "peer-1" in t)
-    assert "peer_agent" in peer and "alpha" in peer and "3/200" in peer
+    assert peer.startswith("peer ") and "alpha" in peer and "3/200" in peer
     assert ("4242" in peer) == (width >= 100)  # the pid: when wide
-    assert "2.0 KiB/s" in peer and "2s ago" in peer
+    assert "2.00 KiB/s" in peer and "2s ago" in peer
+    assert peer.count("B/s") == 2  # down and up, at every width
     assert any("store\\x1b" in t for t in screen)
