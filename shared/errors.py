@@ -21,6 +21,7 @@ __all__ = [
     "MetainfoError",
     "TorvizError",
     "TrackerError",
+    "WebSeedError",
     "WireError",
 ]
 
@@ -76,6 +77,10 @@ class KrpcError(TorvizError):
 
 class TrackerError(TorvizError):
     """A tracker request or reply that failed."""
+
+
+class WebSeedError(TorvizError):
+    """A web seed (BEP 19) URL that cannot be used, or an HTTP reply that breaks its contract."""
 
 
 class BusError(TorvizError):
