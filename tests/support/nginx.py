@@ -380,6 +380,11 @@ class Nginx:
                 )
             time.sleep(_POLL_S)
 
+    @property
+    def supervisor_pid(self) -> int:
+        """The pid of the supervisor nginx runs under (0 before it started)."""
+        return self._process.pid if self._process is not None else 0
+
     def is_running(self) -> bool:
         return self.pid != 0 and process_exists(self.pid)
 
