@@ -23,8 +23,9 @@ Rules:
 - Adding a target is one decorated function ``fuzz_<name>(data: bytes) -> None`` plus the seeds
   it starts from. The registry (``Target``, ``TARGETS``, ``fuzz_target``) lives in
   ``registry.py`` and is re-exported here; the targets of the peers' extension messages
-  (``targets_peers.py``) and of the DHT (``targets_dht.py``) are imported at the end of this
-  module, so ``tests.fuzz.targets.TARGETS`` holds every target.
+  (``targets_peers.py``), of the DHT (``targets_dht.py``) and of web seeds
+  (``targets_webseed.py``) are imported at the end of this module, so
+  ``tests.fuzz.targets.TARGETS`` holds every target.
 """
 
 from __future__ import annotations
@@ -557,4 +558,4 @@ def fuzz_bitfield(data: bytes) -> None:
 
 # --- the targets of the other modules ------------------------------------------------------------
 # Imported last so they register after these; ``TARGETS`` above is the one registry they fill.
-from tests.fuzz import targets_dht, targets_peers  # noqa: E402, F401
+from tests.fuzz import targets_dht, targets_peers, targets_webseed  # noqa: E402, F401
