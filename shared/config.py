@@ -162,6 +162,9 @@ class TrackerAgentConfig:
     whose port it announces). Empty: ``bind_address`` when it names one address, else the
     local address this host uses to reach the coordinator (the peer agent's rule). Behind NAT,
     set it (and the peer agent's ``advertise_host``) to the public address."""
+    ca_file: str = ""
+    """A PEM file of CA certificates trusted for HTTPS trackers besides the system's (a
+    tracker with a private CA); empty: the system's only. Certificates are always verified."""
 
     def __post_init__(self) -> None:
         checks = (

@@ -30,10 +30,12 @@ from torviz.shared.errors import ConfigError  # noqa: E402
 from torviz.shared.runtime.address import resolve_host  # noqa: E402
 from torviz.shared.runtime.agent import parse_agent_args, run_agent  # noqa: E402
 from torviz.shared.runtime.curve import client_security  # noqa: E402
+from torviz.shared.runtime.http import HttpError  # noqa: E402
 from torviz.shared.runtime.service import ActorFactory, ServiceRunner  # noqa: E402
 
 from .agent import ADVERTISE_KEY, TrackerAgent  # noqa: E402
 from .dht_service import DhtService, state_file_for  # noqa: E402
+from .http_client import tracker_client  # noqa: E402
 
 SERVICE = "tracker_agent"
 
@@ -79,7 +81,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         advertise = options.config.tracker_agent.advertise_host
         advertise_host = resolve_host(advertise, ADVERTISE_KEY) if advertise else ""
         dht = _dht_service(options.config, options.extra.state_dir)
-    except ConfigError as exc:
+        section = options.config.tracker_agent
+        http = tracker_client(ca_file=section.ca_file, source_address=section.bind_address or None)
+    except (ConfigError, HttpError) as exc:
         print(f"torviz-tracker-agent: error: {exc}", file=sys.stderr)
         sys.exit(2)
 
@@ -92,6 +96,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 curve=curve,
                 advertise_host=advertise_host,
                 dht=dht,
+                http=http,
             )
         ]
 

@@ -61,6 +61,7 @@ from torviz.shared.bus import (
 from torviz.shared.errors import TrackerError
 from torviz.shared.runtime.address import HostAdvertiser
 from torviz.shared.runtime.agent import AgentOptions
+from torviz.shared.runtime.http import HttpClient
 from torviz.shared.runtime.link import CoordinatorLink, CoordinatorLost, LinkRefused, Registered
 from torviz.shared.runtime.logging import with_context
 from torviz.shared.runtime.service import ServiceRunner
@@ -78,7 +79,7 @@ from .core.tracking import (
     url_scheme,
 )
 from .core.udp_exchange import RetransmitPolicy
-from .http_client import announce_http, format_seconds, scrape_http
+from .http_client import announce_http, format_seconds, scrape_http, tracker_client
 from .udp_client import UdpTrackerClient
 
 if TYPE_CHECKING:
@@ -169,7 +170,7 @@ def _bounded(what: str, url: str, timeout: float, call: Callable[[], _T]) -> _T 
 
 
 def run_announce(
-    job: AnnounceJob, timeout: float, udp: UdpTrackerClient, source: str | None = None
+    job: AnnounceJob, timeout: float, udp: UdpTrackerClient, http: HttpClient | None = None
 ) -> AnnounceResponse | AnnounceFailure | TrackerError:
     """Send one announce and return how it ended, whatever the tracker does.
 
@@ -194,14 +195,12 @@ def run_announce(
         "announce",
         url,
         timeout,
-        lambda: announce_http(
-            url, request, timeout=timeout, offload=_offload, source_address=source
-        ),
+        lambda: announce_http(url, request, timeout=timeout, client=http, offload=_offload),
     )
 
 
 def run_scrape(
-    job: ScrapeJob, timeout: float, udp: UdpTrackerClient, source: str | None = None
+    job: ScrapeJob, timeout: float, udp: UdpTrackerClient, http: HttpClient | None = None
 ) -> ScrapeOutcome:
     """Scrape one torrent's counts, within ``timeout`` seconds; errors are returned."""
     url, info_hash = job.url, job.info_hash
@@ -211,9 +210,7 @@ def run_scrape(
         "scrape",
         url,
         timeout,
-        lambda: scrape_http(
-            url, info_hash, timeout=timeout, offload=_offload, source_address=source
-        ),
+        lambda: scrape_http(url, info_hash, timeout=timeout, client=http, offload=_offload),
     )
 
 
@@ -233,6 +230,8 @@ class TrackerAgent(pykka.ThreadingActor):
             entry point resolves it, see ``ADVERTISE_KEY``).
         dht: the DHT node, its socket bound (None: the DHT is off); started with the actor,
             closed with it.
+        http: the HTTP(S) tracker client (default: one from the config's ``bind_address`` and
+            ``ca_file``); closed with the actor.
     """
 
     def __init__(
@@ -247,6 +246,7 @@ class TrackerAgent(pykka.ThreadingActor):
         curve: CurveClient | None = None,
         advertise_host: str = "",
         dht: DhtService | None = None,
+        http: HttpClient | None = None,
     ) -> None:
         super().__init__()
         self._dht = dht
@@ -261,6 +261,7 @@ class TrackerAgent(pykka.ThreadingActor):
             advertise_host, config.bind_address, options.bus, ADVERTISE_KEY
         )
         self._udp = udp or UdpTrackerClient(policy=policy, source_address=self._source)
+        self._http = http or tracker_client(ca_file=config.ca_file, source_address=self._source)
         self._core = TrackerAgentCore(
             numwant=config.numwant,
             rng=rng or random.Random(),
@@ -311,6 +312,7 @@ class TrackerAgent(pykka.ThreadingActor):
             self._stops.join(timeout=self._stop_bound)
         self._stops.kill(block=True, timeout=1.0)
         self._kill_announces(None)
+        self._http.close()
         if self._link is not None:
             self._link.close("stopping", linger=_BUS_LINGER)
 
@@ -454,12 +456,12 @@ class TrackerAgent(pykka.ThreadingActor):
         self._arm(self._core.next_deadline(now), now)
 
     def _run(self, job: AnnounceJob, timeout: float) -> None:
-        outcome = run_announce(job, timeout, self._udp, self._source)
+        outcome = run_announce(job, timeout, self._udp, self._http)
         with contextlib.suppress(pykka.ActorDeadError):  # stopped meanwhile: nobody cares
             self.actor_ref.tell(_Finished(job, outcome))
 
     def _run_scrape(self, job: ScrapeJob, timeout: float) -> None:
-        outcome = run_scrape(job, timeout, self._udp, self._source)
+        outcome = run_scrape(job, timeout, self._udp, self._http)
         with contextlib.suppress(pykka.ActorDeadError):
             self.actor_ref.tell(_Scraped(job, outcome))
 

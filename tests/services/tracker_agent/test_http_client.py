@@ -10,6 +10,7 @@ import shutil
 import socket
 import ssl
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,14 +18,19 @@ from pathlib import Path
 import pytest
 
 from testing import free_port
+from tests.services.tracker_agent.conftest import StartAgent
 from tests.services.tracker_agent.fakes import HOSTILE_HTTP, HttpServer, Reply, SilentTcpServer
+from tests.services.tracker_agent.harness import AGENT_ID, REPO, Coordinator, track
+from tests.shared.runtime.private_ca import PrivateCa, make_private_ca
 from torviz.services.tracker_agent.http_client import (
     announce_http,
     http_get,
     scrape_http,
+    tracker_client,
     user_agent,
 )
 from torviz.shared.bencode import encode
+from torviz.shared.bus import TrackerState
 from torviz.shared.errors import TrackerError
 from torviz.shared.tracker import (
     MAX_RESPONSE_SIZE,
@@ -217,9 +223,74 @@ def test_https_checks_the_certificate(tls_files):
         reason, message = reason_of(url)
         assert reason == "tls_error"
         assert message.startswith("TLS certificate rejected: ") and "\n" not in message
-        trusting = ssl.create_default_context(cafile=str(cert))
-        result = announce_http(url, REQUEST, timeout=2.0, ssl_context=trusting)
+        trusting = tracker_client(ca_file=str(cert))
+        result = announce_http(url, REQUEST, timeout=2.0, client=trusting)
         assert isinstance(result, AnnounceResponse) and result.addresses == PEERS
+
+
+@pytest.fixture
+def private_ca(tmp_path: Path) -> PrivateCa:
+    return make_private_ca(tmp_path)
+
+
+def test_https_tracker_with_a_private_ca(private_ca: PrivateCa) -> None:
+    routes: dict[str, Reply | Callable[[], Reply]] = {"/announce": Reply(body=OK_BODY)}
+    with HttpServer(routes, tls=private_ca.server_context()) as https:
+        url = https.url("/announce")
+        trusting = tracker_client(ca_file=str(private_ca.ca_file))
+        try:
+            for _ in range(2):
+                result = announce_http(url, REQUEST, timeout=2.0, client=trusting)
+                assert isinstance(result, AnnounceResponse) and result.addresses == PEERS
+        finally:
+            trusting.close()
+        assert reason_of(url) == (
+            "tls_error",
+            "TLS certificate rejected: unable to get local issuer certificate",
+        )
+
+
+def test_the_agent_trusts_its_ca_file(
+    private_ca: PrivateCa, coordinator: Coordinator, start_agent: StartAgent
+) -> None:
+    """``[tracker_agent] ca_file`` reaches the agent's client: the private CA's tracker works."""
+    routes: dict[str, Reply | Callable[[], Reply]] = {"/announce": Reply(body=OK_BODY)}
+    with HttpServer(routes, tls=private_ca.server_context()) as https:
+        url = https.url("/announce")
+        start_agent(f'announce_timeout = 2.0\nca_file = "{private_ca.ca_file}"')
+        coordinator.send(track(REQUEST.info_hash, (url,)))
+        working = coordinator.state(url, TrackerState.WORKING)
+        assert working.error is None
+        coordinator.wait_for(lambda m: set(PEERS) <= coordinator.peers(REQUEST.info_hash), 5.0)
+
+
+def test_the_agent_without_the_ca_file_reports_one_line(
+    private_ca: PrivateCa, coordinator: Coordinator, start_agent: StartAgent
+) -> None:
+    routes: dict[str, Reply | Callable[[], Reply]] = {"/announce": Reply(body=OK_BODY)}
+    with HttpServer(routes, tls=private_ca.server_context()) as https:
+        url = https.url("/announce")
+        start_agent("announce_timeout = 2.0")
+        coordinator.send(track(REQUEST.info_hash, (url,)))
+        failed = coordinator.state(url, TrackerState.FAILED)
+        assert failed.error == "TLS certificate rejected: unable to get local issuer certificate"
+
+
+def test_an_unreadable_ca_file_stops_the_agent_with_one_line(
+    coordinator: Coordinator, tmp_path: Path
+) -> None:
+    config = tmp_path / "agent.toml"
+    config.write_text(f'[tracker_agent]\ndht = false\nca_file = "{tmp_path / "none.pem"}"\n')
+    finished = subprocess.run(
+        [sys.executable, "-m", "torviz.services.tracker_agent",
+         "--coordinator", coordinator.endpoint, "--agent-id", AGENT_ID, "--config", str(config)],
+        cwd=REPO, capture_output=True, text=True, timeout=20, check=False,
+    )  # fmt: skip
+    assert finished.returncode == 2
+    assert finished.stderr.startswith(
+        f"torviz-tracker-agent: error: cannot read CA certificates from {tmp_path / 'none.pem'}: "
+    ), finished.stderr
+    assert len(finished.stderr.strip().splitlines()) == 1
 
 
 STATS = ScrapeStats(complete=4, downloaded=9, incomplete=2)

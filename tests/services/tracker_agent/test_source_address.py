@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from torviz.services.tracker_agent.http_client import http_get
+from torviz.services.tracker_agent.http_client import http_get, tracker_client
 from torviz.services.tracker_agent.udp_client import UdpTrackerClient
 from torviz.shared.tracker import AnnounceRequest
 from torviz.shared.types import InfoHash, PeerId
@@ -45,7 +45,7 @@ def http_server() -> Iterator[tuple[str, list[str]]]:
 
 def test_http_requests_leave_from_the_source_address(http_server: tuple[str, list[str]]) -> None:
     url, seen = http_server
-    assert http_get(url, timeout=5.0, source_address=SOURCE) == b"ok"
+    assert http_get(url, timeout=5.0, client=tracker_client(source_address=SOURCE)) == b"ok"
     assert http_get(url, timeout=5.0) == b"ok"
     assert seen == [SOURCE, "127.0.0.1"]
 
