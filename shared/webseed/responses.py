@@ -91,8 +91,8 @@ class ReadBody:
     Attributes:
         skip: bytes to read past first (0 for a 206; the range's file offset for a 200).
         length: bytes to read into the buffer.
-        whole_file: the server sent the whole file (200): drop the connection after reading
-            rather than read the rest, unless it is short.
+        whole_file: the server sent the whole file (200): once ``length`` bytes are read,
+            close the connection rather than drain the rest of the file to reuse it.
     """
 
     skip: int
@@ -180,7 +180,9 @@ def interpret_response(
     Args:
         request: the request the response answers.
         status: the final HTTP status (after the client's redirects).
-        headers: the response headers; names are matched case-insensitively.
+        headers: the response headers; names are matched case-insensitively. A repeated
+            field arrives joined with ", " (as urllib3's ``HTTPHeaderDict`` gives it), which
+            the strict parses refuse.
         now_wall: the wall clock (seconds since the epoch), for a ``Retry-After`` date.
 
     Returns:

@@ -60,9 +60,10 @@ MAX_URL_LENGTH = 4096
 
 _SCHEMES = ("http", "https")
 _UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
-# What may stay as it is in a path or a query: unreserved, the delimiters except "#", and "%"
-# (checked separately to start a valid escape).
-_URL_SAFE = _UNRESERVED | frozenset(b":/?[]@!$&'()*+,;=%")
+# What may stay as it is in a path or a query (RFC 3986 pchar, plus "/" and "?"): unreserved,
+# sub-delims, ":", "@" and "%" (checked separately to start a valid escape). "[" and "]" belong
+# to the host only, so they are encoded, as urllib3 would encode them anyway.
+_URL_SAFE = _UNRESERVED | frozenset(b":/?@!$&'()*+,;=%")
 _HOST_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-._")
 _MAX_HOST = 253
 _BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")

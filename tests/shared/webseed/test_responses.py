@@ -220,7 +220,7 @@ def test_content_range_hostile(text: str, words: str) -> None:
     assert str(caught.value).startswith("bad Content-Range: ")
 
 
-@given(st.integers(0, 2**62), st.integers(0, 2**62), st.integers(1, 2**62))
+@given(st.integers(0, 2**61), st.integers(0, 2**61), st.integers(1, 2**61))
 def test_content_range_round_trip(first: int, span: int, extra: int) -> None:
     last = first + span
     total = last + extra

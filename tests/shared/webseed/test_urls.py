@@ -151,6 +151,8 @@ def test_appended_path_splits_back_into_its_parts(path: list[str]) -> None:
         ("http://m.com/a b/é", "http://m.com/a%20b/%C3%A9"),
         ("http://m.com/a%20b/", "http://m.com/a%20b/"),
         ("http://m.com/?q=a b", "http://m.com/?q=a%20b"),
+        ("http://m.com/[a]?b=[c]", "http://m.com/%5Ba%5D?b=%5Bc%5D"),
+        ("http://m.com/;x=1/@:!$&'()*+,=", "http://m.com/;x=1/@:!$&'()*+,="),
         ("http://bücher.example/", "http://xn--bcher-kva.example/"),
         ("http://127.0.0.1:8080/", "http://127.0.0.1:8080/"),
         ("http://[::1]:8080/f", "http://[::1]:8080/f"),
