@@ -5,8 +5,9 @@ Strategy: one ``RetryPolicy`` per web seed URL and torrent, owned by the actor t
 from it. The actor reports every outcome (``record_success``, ``record_failure``,
 ``record_slow_down``, ``record_file_missing``, ``record_broken``) with the monotonic clock's
 ``now``, asks ``slots(now)`` how many requests it may have in flight, sleeps until
-``next_try_at`` when that is 0, and shows ``summary(now)`` in status. The clock and the random
-source are passed in, so a test replays any schedule exactly.
+``next_try_at`` when that is 0, and shows ``summary(now)`` in status; ``record_verdict`` maps a
+verdict of ``interpret_response`` to the right one. The clock and the random source are passed
+in, so a test replays any schedule exactly.
 
 Rules:
 - The n-th failure in a row waits ``random() * min(cap, base * 2**(n-1))`` seconds (full
@@ -33,6 +34,15 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
+
+from torviz.shared.webseed.responses import (
+    FileMissing,
+    ReadBody,
+    ResponseVerdict,
+    RetryLater,
+    SlowDown,
+    UrlBroken,
+)
 
 __all__ = [
     "MAX_ERROR_TEXT",
@@ -248,6 +258,29 @@ class RetryPolicy:
         """
         if not self._given_up:
             self._give_up(_one_line(error))
+
+    def record_verdict(self, now: float, file_index: int, verdict: ResponseVerdict) -> None:
+        """Record what ``interpret_response`` made of a response head, as the module comment
+        says: a missing file disables that file, a slow-down halves and backs off, a passing
+        error backs off, a broken URL is given up. ``ReadBody`` records nothing: the request
+        succeeds only once its bytes are read (``record_success``).
+
+        Args:
+            now: the monotonic clock.
+            file_index: the file the request was for.
+            verdict: the verdict.
+        """
+        match verdict:
+            case ReadBody():
+                pass
+            case FileMissing(message=message):
+                self.record_file_missing(file_index, message)
+            case SlowDown(message=message, retry_after=retry_after):
+                self.record_slow_down(now, message, retry_after)
+            case RetryLater(message=message, retry_after=retry_after):
+                self.record_failure(now, message, retry_after)
+            case UrlBroken(message=message):
+                self.record_broken(message)
 
     def summary(self, now: float) -> WebSeedSummary:
         """The state for status at ``now``."""

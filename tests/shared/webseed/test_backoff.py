@@ -11,7 +11,12 @@ import pytest
 from torviz.shared.webseed import (
     MAX_ERROR_TEXT,
     BackoffSettings,
+    FileMissing,
+    ReadBody,
+    RetryLater,
     RetryPolicy,
+    SlowDown,
+    UrlBroken,
     WebSeedState,
     WebSeedSummary,
 )
@@ -212,3 +217,21 @@ def test_bad_settings_are_refused(kwargs: dict[str, float]) -> None:
 def test_a_seed_serves_at_least_one_file() -> None:
     with pytest.raises(ValueError, match="at least one file"):
         RetryPolicy(BackoffSettings(), random.Random(0).random, 0)
+
+
+def test_verdicts_map_to_the_policy() -> None:
+    p = policy(itertools.repeat(0.5), files=2)
+    p.record_verdict(0.0, 1, ReadBody(0, 10, whole_file=False))
+    assert p.summary(0.0) == WebSeedSummary(WebSeedState.ACTIVE, 0, None, "", 0, 4)
+    p.record_verdict(0.0, 1, FileMissing(404, "HTTP 404 Not Found"))
+    assert not p.file_enabled(1) and p.file_enabled(0)
+    p.record_verdict(0.0, 0, SlowDown(503, "HTTP 503 Service Unavailable", 30.0))
+    assert p.summary(0.0) == WebSeedSummary(
+        WebSeedState.BACKING_OFF, 1, 30.0, "HTTP 503 Service Unavailable", 1, 2
+    )
+    p.record_verdict(30.0, 0, RetryLater(500, "HTTP 500 Internal Server Error", None))
+    assert p.summary(30.0).failures == 2 and p.summary(30.0).next_try_in == 2.0
+    assert p.summary(30.0).concurrency == 2
+    p.record_verdict(32.0, 0, UrlBroken(403, "HTTP 403 Forbidden"))
+    assert p.summary(32.0).state is WebSeedState.GIVEN_UP
+    assert p.summary(32.0).last_error == "HTTP 403 Forbidden"
