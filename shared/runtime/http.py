@@ -168,18 +168,37 @@ def describe_network_error(
             return HttpError("network_error", f"network error: {detail}")
 
 
-def _check_url(url: str, what: str) -> str:
-    """The host of an http(s) URL; anything else is refused with ``bad_url``."""
+@dataclass(frozen=True, slots=True)
+class _Target:
+    """Where an http(s) URL sends a request: its pool's key and the request target."""
+
+    scheme: str
+    host: str
+    """As urllib3 writes it: an IPv6 address in brackets."""
+    port: int
+    target: str
+    """Path and query, already percent-encoded."""
+
+
+def _check_url(url: str) -> _Target:
+    """Split an http(s) URL; anything else is refused with ``bad_url``."""
     try:
         parts = urllib.parse.urlsplit(url)
-        parts.port  # noqa: B018 -- raises ValueError for a bad port
+        port = parts.port
     except ValueError as exc:
-        raise HttpError("bad_url", f"bad {what} URL {_shown(url)!r}: {exc}") from None
-    if parts.scheme.lower() not in ("http", "https"):
+        raise HttpError("bad_url", f"bad URL {_shown(url)!r}: {exc}") from None
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https"):
         raise HttpError("bad_url", f"not an http or https URL: {_shown(url)!r}")
-    if not parts.hostname:
-        raise HttpError("bad_url", f"{what} URL has no host: {_shown(url)!r}")
-    return parts.hostname
+    host = parts.hostname
+    if not host:
+        raise HttpError("bad_url", f"URL has no host: {_shown(url)!r}")
+    target = parts.path or "/"
+    if parts.query:
+        target = f"{target}?{parts.query}"
+    default_port = 443 if scheme == "https" else 80
+    shown_host = f"[{host}]" if ":" in host else host
+    return _Target(scheme, shown_host, port or default_port, target)
 
 
 def _redirect_target(url: str, location: str | None) -> str:
@@ -500,25 +519,28 @@ class HttpClient:
     def _request(
         self, url: str, headers: Mapping[str, str], deadline: float, timeout: float
     ) -> urllib3.BaseHTTPResponse:
-        host = _check_url(url, "request")
+        where = _check_url(url)
         for attempt in range(2):
             left = self.time_left(deadline, timeout)
             try:
-                return self._pools.request(
+                # The pool is asked directly with the target: PoolManager.request would parse
+                # and re-encode the whole URL once more (measured: ~0.15 ms of CPU per announce).
+                pool = self._pools.connection_from_host(where.host, where.port, where.scheme)
+                return pool.urlopen(
                     "GET",
-                    url,
+                    where.target,
                     headers=headers,
                     redirect=False,
                     retries=False,
                     preload_content=False,
                     decode_content=False,
                     timeout=urllib3.Timeout(connect=left, read=left),
-                    pool_timeout=left,
+                    pool_timeout=left,  # type: ignore[arg-type]  # a float is fine: queue.get
                 )
             except (Urllib3Error, OSError, http.client.HTTPException, ValueError) as exc:
                 if attempt == 0 and isinstance(_root_cause(exc), _CROSSED):
                     continue  # a kept connection closed as we sent: once more, a new one
-                raise self.translate(exc, timeout, url, host) from None
+                raise self.translate(exc, timeout, url, where.host.strip("[]")) from None
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _finish_redirect(

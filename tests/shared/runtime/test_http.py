@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import http.server
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -73,6 +74,14 @@ ROUTES: dict[str, Route] = {
 }
 
 
+class _Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        if not isinstance(sys.exc_info()[1], ConnectionError):  # a client that hung up: fine
+            super().handle_error(request, client_address)  # type: ignore[arg-type]
+
+
 class Site:
     """A threaded HTTP/1.1 server on 127.0.0.1 serving ``ROUTES``; counts connections."""
 
@@ -110,8 +119,7 @@ class Site:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
+        self._server = _Server(("127.0.0.1", 0), Handler)
         scheme = "http"
         if private_ca is not None:
             context = private_ca.server_context()
