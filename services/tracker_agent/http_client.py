@@ -47,6 +47,7 @@ from torviz.shared.tracker import (
 from torviz.shared.types import InfoHash
 
 __all__ = [
+    "CONNECTIONS_PER_TRACKER",
     "MAX_REDIRECTS",
     "PEER_NAME",
     "REDIRECT_STATUSES",
@@ -63,6 +64,11 @@ __all__ = [
 
 PEER_NAME = "the tracker"
 """How the HTTP client's messages name the server."""
+
+CONNECTIONS_PER_TRACKER = 50
+"""Announces and scrapes in flight at once to one tracker host (others wait for a connection,
+within their own timeout). A session starting with many torrents on one tracker announces
+them all at once; libtorrent's ``max_concurrent_http_announces`` is 50 too (for all trackers)."""
 
 _T = TypeVar("_T")
 
@@ -88,7 +94,12 @@ def tracker_client(*, ca_file: str = "", source_address: str | None = None) -> H
     Raises:
         HttpError: ``bad_ca_file``.
     """
-    return HttpClient(ca_file=ca_file, source_address=source_address, peer_name=PEER_NAME)
+    return HttpClient(
+        ca_file=ca_file,
+        source_address=source_address,
+        max_per_host=CONNECTIONS_PER_TRACKER,
+        peer_name=PEER_NAME,
+    )
 
 
 @cache
