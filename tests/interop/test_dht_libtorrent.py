@@ -85,4 +85,6 @@ def test_dht_only_seeder_found_by_bare_magnet(dht: LtDht, swarm: Swarm, tmp_path
         if isinstance(peer, dict) and peer.get("address") == str(seeder.address)
     ]
     assert listed, "the leecher's status never listed the seeder"
-    assert all(peer["source"] == ["dht"] for peer in listed), listed
+    # Found through the DHT; libtorrent may name a second source beside it for the same
+    # address (seen once on a loaded machine), but never one without the DHT.
+    assert all("dht" in peer["source"] for peer in listed), [p["source"] for p in listed]
