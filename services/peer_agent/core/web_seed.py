@@ -21,9 +21,10 @@ Rules:
   before new runs. A piece leaves as soon as its bytes are in, padding zero-filled.
 - A failed request (connection error, timeout, 5xx, 429/503, a reply breaking its contract) is
   retried for the bytes still missing, after the policy's back-off; after ``max_attempts``
-  failures of one request its pieces are given back (``web_seed_retries``). When a back-off
-  runs longer than ``hold_limit``, the runs not started yet are given back
-  (``web_seed_backing_off``): other peers may fetch them meanwhile.
+  failures of one request its pieces are given back (``web_seed_retries``). While a back-off
+  has over ``hold_limit`` to go, runs not started (queued then, or assigned meanwhile) are
+  given back (``web_seed_backing_off``): other peers may fetch them meanwhile. The end of a
+  back-off is a deadline even with nothing held, so that the session asks for work again.
 - A file missing on the server (404/410/416) gives back only the pieces that need it
   (``web_seed_file_missing``); such pieces assigned later are given back at once.
 - Once the policy gives the URL up, every piece held is given back (``web_seed_given_up``) and
@@ -234,6 +235,7 @@ class WebSeedSession:
         self._queue.extend(group_runs(wanted, self._per_run))
         if lacking:
             self._events.append(PiecesGivenBack(tuple(sorted(lacking)), "web_seed_file_missing"))
+        self._shed_queue(now)
         self._want_work(now)
 
     def revoke(self, pieces: Iterable[int], now: float) -> None:
@@ -249,13 +251,14 @@ class WebSeedSession:
             self._idle_until = None
         self._want_work(now)
 
-    def next_deadline(self) -> float | None:
-        """When ``tick`` or ``next_requests`` next has something to do, if ever."""
+    def next_deadline(self, now: float) -> float | None:
+        """When ``tick`` or ``next_requests`` next has something to do after ``now``, if ever:
+        the end of an empty ``assign``'s wait, or of a back-off."""
         if self._closed:
             return None
         deadlines = [self._idle_until] if self._idle_until is not None else []
         retry_at = self._policy.next_try_at
-        if retry_at is not None and (self._queue or self._active):
+        if retry_at is not None and retry_at > now:
             deadlines.append(retry_at)
         return min(deadlines, default=None)
 
@@ -377,9 +380,9 @@ class WebSeedSession:
         if not headed:
             raise ValueError(f"body bytes for fetch {fetch_id} before a response head to read")
         view = memoryview(data).cast("B")
-        run.write(part, view)
+        touched = run.write(part, view)
         self.rate.add(len(view), now)
-        for piece, buffer in run.take_complete():
+        for piece, buffer in run.take_complete(touched):
             self._held.discard(piece)
             self._events.append(PieceCompleted(piece, buffer))
         if part.received < part.request.length:
@@ -467,11 +470,15 @@ class WebSeedSession:
         if self._policy.given_up:
             self._end("web_seed_given_up", self._policy.summary(now).last_error)
             return
+        self._shed_queue(now)
+        self._want_work(now)
+
+    def _shed_queue(self, now: float) -> None:
+        """Give back the runs not started while the back-off has over ``hold_limit`` to go."""
         retry_at = self._policy.next_try_at
         if retry_at is not None and retry_at - now > self._settings.hold_limit and self._queue:
             queued = [p for first, count in self._queue for p in range(first, first + count)]
             self._give_back(queued, "web_seed_backing_off")
-        self._want_work(now)
 
     def _file_missing(self, file_index: int) -> None:
         pieces = self._geometry.pieces_for_file(file_index)

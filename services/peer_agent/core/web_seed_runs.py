@@ -116,14 +116,19 @@ class ActiveRun:
         """Bytes of the live pieces' buffers."""
         return sum(len(b) for b in self.buffers if b is not None)
 
-    def take_complete(self) -> list[tuple[int, bytearray]]:
-        """Hand over every live piece whose bytes are all in (pieces without a request too).
+    def take_complete(self, indices: Iterable[int] | None = None) -> list[tuple[int, bytearray]]:
+        """Hand over the live pieces whose bytes are all in.
+
+        Args:
+            indices: the run's pieces (by index in the run) to look at; all when None (a run
+                just started: a piece of padding only needs no request).
 
         Returns:
             ``(piece, buffer)`` pairs in piece order; their slots become None.
         """
         done = []
-        for index, buffer in enumerate(self.buffers):
+        for index in range(self.plan.count) if indices is None else indices:
+            buffer = self.buffers[index]
             if buffer is not None and self.missing[index] == 0:
                 done.append((self.plan.first_piece + index, buffer))
                 self.buffers[index] = None
@@ -169,8 +174,11 @@ class ActiveRun:
                     part.fetch_id = None
         return stopped
 
-    def write(self, part: RunPart, data: memoryview) -> None:
+    def write(self, part: RunPart, data: memoryview) -> list[int]:
         """Put the next bytes of ``part`` in place (the one copy) and count them.
+
+        Returns:
+            The indices (in the run) of the pieces the bytes fell in, for ``take_complete``.
 
         Raises:
             ValueError: more bytes than the part still needs.
@@ -183,7 +191,9 @@ class ActiveRun:
         at = 0
         start = part.request.buffer_offset + part.received
         piece_length = self._geometry.piece_length
+        touched = []
         for index, chunk in self._pieces_of(start, length):
+            touched.append(index)
             within = (start + at) - index * piece_length
             buffer = self.buffers[index]
             if buffer is not None:
@@ -191,6 +201,7 @@ class ActiveRun:
             self.missing[index] -= chunk
             at += chunk
         part.received += length
+        return touched
 
     def _pieces_of(self, offset: int, length: int) -> Iterator[tuple[int, int]]:
         """The run's pieces that ``length`` bytes at buffer ``offset`` fall in, as

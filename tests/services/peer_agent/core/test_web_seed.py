@@ -11,6 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from torviz.services.peer_agent.core.events import (
     Closed,
@@ -265,7 +267,7 @@ def test_a_wrong_content_range_ends_the_fetch_with_its_reason_and_backs_off() ->
     assert status.retry.failures == 1
     assert "asked for bytes 0-63" in status.retry.last_error
     assert h.session.next_requests(h.now) == []
-    assert h.session.next_deadline() == pytest.approx(h.now + 1.0)
+    assert h.session.next_deadline(h.now) == pytest.approx(h.now + 1.0)
     h.now += 1.0
     (again,) = h.session.next_requests(h.now)
     assert again.headers["Range"] == "bytes=0-63"
@@ -290,7 +292,7 @@ def test_503_with_retry_after_backs_off_and_halves_the_concurrency() -> None:
         h.serve(fetch)
     h.now += 119.0
     assert h.session.next_requests(h.now) == []
-    assert h.session.next_deadline() == pytest.approx(h.now + 1.0)
+    assert h.session.next_deadline(h.now) == pytest.approx(h.now + 1.0)
     h.now += 1.0
     after = h.session.next_requests(h.now)
     assert len(after) == 2  # the halved concurrency
@@ -352,7 +354,7 @@ def test_a_broken_url_gives_everything_back_and_closes() -> None:
     assert "HTTP 403 Forbidden" in events[-1].message
     assert h.session.closed
     assert h.session.next_requests(h.now) == []
-    assert h.session.next_deadline() is None
+    assert h.session.next_deadline(h.now) is None
     h.session.assign([0], h.now)
     assert h.session.take_events() == []
 
@@ -431,7 +433,7 @@ def test_work_is_asked_for_when_few_runs_wait_and_again_after_an_empty_assign() 
     h.session.tick(h.now)
     assert h.session.take_events() == []  # asked once until an assign
     h.session.assign([], h.now)
-    assert h.session.next_deadline() == pytest.approx(h.now + 5.0)
+    assert h.session.next_deadline(h.now) == pytest.approx(h.now + 5.0)
     h.session.tick(h.now + 4.9)
     assert h.session.take_events() == []
     h.session.tick(h.now + 5.0)
@@ -473,3 +475,104 @@ def test_contract_errors_of_the_actor_raise() -> None:
         h.head_206(fetch)
     with pytest.raises(ValueError, match="65 bytes for a request with 64 to go"):
         h.session.body(fetch.fetch_id, bytes(65), h.now)
+
+
+def test_a_long_back_off_with_nothing_held_still_wakes_to_ask_for_work() -> None:
+    h = harness(max_attempts=1)
+    h.session.assign([0], h.now)
+    assert h.session.take_events() == [WorkNeeded(12), WorkNeeded(11)]  # one run is too few
+    (fetch,) = h.session.next_requests(h.now)
+    h.session.response_head(fetch.fetch_id, 503, {"Retry-After": "600"}, h.now, WALL)
+    assert h.session.take_events() == [PiecesGivenBack((0,), "web_seed_retries")]
+    h.session.assign([], h.now)  # the coordinator's answer to the ask
+    h.session.tick(h.now + 5.0)
+    assert h.session.take_events() == []  # not while backing off
+    assert h.session.held == frozenset()
+    assert h.session.next_deadline(h.now + 5.0) == pytest.approx(h.now + 600.0)
+    h.session.tick(h.now + 599.0)
+    assert h.session.take_events() == []
+    h.session.tick(h.now + 600.0)
+    assert h.session.take_events() == [WorkNeeded(8)]  # (2 queued + 2 after the 429) runs of 2
+    assert h.session.next_deadline(h.now + 600.0) is None
+
+
+def test_pieces_assigned_during_a_long_back_off_are_given_back_at_once() -> None:
+    h = harness()
+    h.session.assign([0], h.now)
+    (fetch,) = h.session.next_requests(h.now)
+    h.session.response_head(fetch.fetch_id, 429, {"Retry-After": "100"}, h.now, WALL)
+    h.take()
+    h.session.assign([2, 3], h.now + 10.0)  # 90 s to go, over the 30 s hold limit
+    assert h.given_back() == [PiecesGivenBack((2, 3), "web_seed_backing_off")]
+    assert h.session.held == frozenset({0})
+    h.events.clear()
+    h.session.assign([4], h.now + 80.0)  # 20 s to go: kept
+    assert h.given_back() == []
+    assert h.session.held == frozenset({0, 4})
+
+
+# -- any sequence of replies ----------------------------------------------------------------------
+
+ACTIONS = ("serve", "serve", "serve", "cut", "503", "500", "404", "bad_range", "revoke")
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.data())
+def test_every_assigned_piece_ends_once_and_completed_bytes_are_exact(data: st.DataObject) -> None:
+    torrent = data.draw(
+        st.sampled_from(
+            [
+                padded(),
+                make_torrent(("one.iso", 9 * PIECE + 3)),
+                make_torrent(("x", 10), ("y", 130), (".pad/60", 60, True), ("z", 200)),
+            ]
+        )
+    )
+    max_request = data.draw(st.sampled_from([PIECE, 2 * PIECE, 3 * PIECE + 1]))
+    h = harness(torrent, max_request=max_request, max_attempts=3)
+    everything = list(range(torrent.geometry.num_pieces))
+    h.session.assign(data.draw(st.permutations(everything)), h.now)
+    revoked: set[int] = set()
+    in_flight: dict[int, HttpFetch] = {}
+    bound = BackoffSettings().max_concurrency * max(max_request, PIECE)
+    for _ in range(300):
+        for fetch in h.session.next_requests(h.now):
+            in_flight[fetch.fetch_id] = fetch
+        assert h.session.buffered <= bound
+        if not in_flight:
+            if not h.session.held or h.session.closed:
+                break
+            h.now += 700.0  # past any back-off
+            continue
+        fetch = in_flight.pop(data.draw(st.sampled_from(sorted(in_flight))))
+        action = data.draw(st.sampled_from(ACTIONS))
+        if action in ("serve", "cut"):
+            verdict = h.head_206(fetch)
+            if isinstance(verdict, ReadBody):
+                cut = data.draw(st.integers(0, verdict.length - 1)) if action == "cut" else -1
+                if h.feed(fetch, verdict, chunk=data.draw(st.integers(1, 70)), stop_at=cut):
+                    h.session.failed(fetch.fetch_id, "bad_http", "cut short", h.now)
+        elif action == "revoke":
+            if fetch.first_piece in h.session.held:
+                revoked.add(fetch.first_piece)
+            h.session.revoke([fetch.first_piece], h.now)
+            in_flight[fetch.fetch_id] = fetch  # the actor reads on until told to stop
+        else:
+            status, headers = {
+                "503": (503, {"Retry-After": "5"}),
+                "500": (500, {}),
+                "404": (404, {}),
+                "bad_range": (206, {"Content-Range": "bytes 0-0/1"}),
+            }[action]
+            h.session.response_head(fetch.fetch_id, status, headers, h.now, WALL)
+        h.now += 0.25
+    completed = [e for e in h.take() if isinstance(e, PieceCompleted)]
+    given = [p for e in h.take() if isinstance(e, PiecesGivenBack) for p in e.pieces]
+    done = [e.piece for e in completed]
+    for event in completed:
+        assert bytes(event.data) == torrent.piece(event.piece)
+    assert len(set(done)) == len(done)
+    assert len(set(given)) == len(given)
+    assert not set(done) & set(given)
+    assert not revoked & (set(done) | set(given))
+    assert set(done) | set(given) | revoked | h.session.held == set(everything)
