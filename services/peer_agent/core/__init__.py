@@ -10,4 +10,6 @@
 - ``backlog``: accepted sockets waiting for their handshake header.
 - ``piece_cache``: whole pieces read from storage for uploading.
 - ``deliveries``: pieces sent to a storage agent until it answers.
+- ``web_seed``: one web seed URL's state for a torrent (BEP 19): runs of pieces as HTTP Range
+  requests, replies judged, retries (``web_seed_runs``, ``web_seed_types`` are its parts).
 """
