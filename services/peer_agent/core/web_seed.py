@@ -199,6 +199,8 @@ class WebSeedSession:
         while free > 0:
             found = self._next_part()
             if found is None:
+                # Parts of started runs go first, so every started run has a fetch in flight
+                # here: the slots already bound the runs; the test states the bound itself.
                 if not self._queue or len(self._active) >= concurrency:
                     break
                 self._start_run(*self._queue.popleft())

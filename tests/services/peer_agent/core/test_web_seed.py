@@ -385,6 +385,31 @@ def test_a_request_failing_too_often_gives_its_pieces_back() -> None:
     assert not h.session.closed
 
 
+def test_a_404_for_the_only_file_gives_the_url_up() -> None:
+    torrent = make_torrent(("one.iso", 3 * PIECE))
+    h = harness(torrent, max_request=3 * PIECE)
+    h.session.assign([0, 1, 2], h.now)
+    (fetch,) = h.session.next_requests(h.now)
+    h.session.response_head(fetch.fetch_id, 410, {}, h.now, WALL)
+    events = h.take()
+    assert PiecesGivenBack((0, 1, 2), "web_seed_file_missing") in events
+    assert events[-1] == Closed("web_seed_given_up")
+    assert h.session.summary(h.now).retry.state is WebSeedState.GIVEN_UP
+
+
+def test_settings_and_files_are_checked() -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        WebSeedSettings(max_request=0)
+    with pytest.raises(ValueError, match="cannot be negative"):
+        WebSeedSettings(hold_limit=-1.0)
+    torrent = padded()
+    policy = RetryPolicy(BackoffSettings(), lambda: 0.5, 3)
+    with pytest.raises(ValueError, match="does not match"):
+        WebSeedSession(
+            torrent.geometry, torrent.files[:2], SEED, policy, WebSeedSettings(), now=0.0
+        )
+
+
 # -- revoke, work, memory -----------------------------------------------------------------------
 
 
