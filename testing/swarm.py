@@ -20,6 +20,7 @@ from __future__ import annotations
 import importlib.util
 import itertools
 import os
+import random
 import socket
 import sys
 import threading
@@ -77,22 +78,42 @@ def next_loopback_address() -> str:
 
 _ports_lock = threading.Lock()
 _ports_handed_out: set[tuple[str, int]] = set()
+_random = random.SystemRandom()  # not the seeded ``random`` a test may have set up
+
+
+def _chosen_ports() -> range:
+    """Ports ``free_port`` picks from: below the kernel's ephemeral range, which it hands to
+    every ``bind(port 0)`` and outgoing connection, so a port chosen here and bound a moment
+    later is not taken by some other test's socket meanwhile (the CI runs two lanes of tests
+    at once; an ephemeral port was taken in between on a loaded run)."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    return range(10_000, low) if low > 12_000 else range(0)
 
 
 def free_port(host: str = "127.0.0.1", *, udp: bool = True, attempts: int = 50) -> int:
     """A port on `host` that is free for TCP (and UDP when `udp`) right now.
 
-    The sockets are closed before returning, so a racing process may still take the port:
-    callers check after binding (see `opentracker.listener_count`) and retry. Ports handed
-    out earlier in this session are never handed out again.
+    It is picked at random below the kernel's ephemeral ports (``_chosen_ports``; from the
+    ephemeral ones only when there is no room below them). The sockets are closed before
+    returning, so a racing process may still take the port: callers check after binding (see
+    `opentracker.listener_count`) and retry. Ports handed out earlier in this session are
+    never handed out again.
 
     Raises:
         SwarmError: reason ``no_free_port`` after `attempts` tries.
     """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    ports = _chosen_ports()
     for _ in range(attempts):
+        wanted = _random.choice(ports) if ports else 0
         with socket.socket(family, socket.SOCK_STREAM) as tcp:
-            tcp.bind((host, 0))
+            try:
+                tcp.bind((host, wanted))
+            except OSError:
+                continue
             port = int(tcp.getsockname()[1])
             if udp:
                 try:

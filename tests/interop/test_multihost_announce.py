@@ -178,7 +178,14 @@ def test_peers_from_the_tracker_connect_in_to_the_peer_agents_on_both_hosts(
             listen_host=address,
             seed_mode=True,
             upload_limit=SLOW,
-            settings={"allow_multiple_connections_per_ip": False},
+            # torviz's peer agents share the session's peer id, and libtorrent keeps one
+            # connection per peer id by default: the second agent a seeder reaches would be
+            # dropped as a duplicate, and which one is second is a race (lost on loaded CI
+            # runs). Here each seeder keeps both, so both hosts' agents are seen dialled in.
+            settings={
+                "allow_multiple_connections_per_ip": False,
+                "allow_multiple_connections_per_pid": True,
+            },
         )
         hosts.swarm.peer(config, netns=hosts[4].netns, timeout=30.0)
 
