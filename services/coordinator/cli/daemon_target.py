@@ -27,7 +27,14 @@ from ..daemon.locations import find_daemon, load_config_file
 if TYPE_CHECKING:
     from torviz.shared.runtime.curve import CurveClient
 
-__all__ = ["REQUEST_TIMEOUT", "DaemonTarget", "daemon_target", "expect", "request"]
+__all__ = [
+    "REQUEST_TIMEOUT",
+    "DaemonTarget",
+    "add_daemon_options",
+    "daemon_target",
+    "expect",
+    "request",
+]
 
 REQUEST_TIMEOUT = 10.0
 
@@ -42,6 +49,24 @@ class DaemonTarget:
     """CURVE client settings for a tcp endpoint; ``None`` for ipc."""
     running: bool
     """Its process was seen running (a socket not there yet means it is starting)."""
+
+
+def add_daemon_options(parser: argparse.ArgumentParser) -> None:
+    """The options that name a daemon and its keys: ``--control``, ``--state-dir``,
+    ``--keys``, ``--key-name`` (``daemon_target`` reads them)."""
+    parser.add_argument("--control", metavar="ADDR", help="the daemon's control endpoint")
+    parser.add_argument("--state-dir", metavar="DIR", help="the daemon's state directory")
+    parser.add_argument(
+        "--keys",
+        metavar="DIR",
+        help="the daemon's CURVE keys folder, for a tcp control endpoint "
+        "(default: the daemon's, or [security] keys_dir)",
+    )
+    parser.add_argument(
+        "--key-name",
+        metavar="NAME",
+        help="the key pair to use in the keys folder (default: coordinator, the daemon's own)",
+    )
 
 
 def _security(args: argparse.Namespace, keys_dir: str, key_name: str) -> SecurityConfig:

@@ -52,7 +52,7 @@ from torviz.shared.bus import (
 )
 from torviz.shared.errors import TorvizError
 
-from ..daemon_target import daemon_target, expect, request
+from ..daemon_target import add_daemon_options, daemon_target, expect, request
 from ..progress import human_size
 from ..sources import check_output, read_source
 from ..status_json import report_json
@@ -98,19 +98,7 @@ def register(subparsers: Any) -> None:
 
 def _parser(subparsers: Any, name: str, text: str) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = subparsers.add_parser(name, help=text, description=text)
-    parser.add_argument("--control", metavar="ADDR", help="the daemon's control endpoint")
-    parser.add_argument("--state-dir", metavar="DIR", help="the daemon's state directory")
-    parser.add_argument(
-        "--keys",
-        metavar="DIR",
-        help="the daemon's CURVE keys folder, for a tcp control endpoint "
-        "(default: the daemon's, or [security] keys_dir)",
-    )
-    parser.add_argument(
-        "--key-name",
-        metavar="NAME",
-        help="the key pair to use in the keys folder (default: coordinator, the daemon's own)",
-    )
+    add_daemon_options(parser)
     return parser
 
 

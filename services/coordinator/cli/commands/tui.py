@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ..daemon_target import DaemonTarget, daemon_target
+from ..daemon_target import DaemonTarget, add_daemon_options, daemon_target
 
 __all__ = ["PROBE_TIMEOUT", "register", "run"]
 
@@ -35,21 +35,9 @@ def register(subparsers: Any) -> None:
         "them with keys (? lists them). Without a running daemon (and without --control), "
         "starts one in the background as `start` would; q leaves the daemon running.",
     )
-    parser.add_argument("--control", metavar="ADDR", help="the daemon's control endpoint")
-    parser.add_argument("--state-dir", metavar="DIR", help="the daemon's state directory")
+    add_daemon_options(parser)
     parser.add_argument(
         "--config", metavar="FILE", help="TOML configuration file of a daemon started here"
-    )
-    parser.add_argument(
-        "--keys",
-        metavar="DIR",
-        help="the daemon's CURVE keys folder, for a tcp control endpoint "
-        "(default: the daemon's, or [security] keys_dir)",
-    )
-    parser.add_argument(
-        "--key-name",
-        metavar="NAME",
-        help="the key pair to use in the keys folder (default: coordinator, the daemon's own)",
     )
     parser.set_defaults(handler=run)
 
