@@ -15,17 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.daemon import COORDINATOR, TorvizDaemon
+from tests.support.daemon import COORDINATOR, LOOPBACK_CONFIG, TorvizDaemon, running_daemon
 
 from .test_magnet_input import TORRENT, TORRENT_HASH
-
-CONFIG = """
-[peer_agent]
-listen_host = "127.0.0.1"
-
-[tracker_agent]
-dht = false
-"""
 
 
 def closed_port() -> int:
@@ -38,14 +30,8 @@ def closed_port() -> int:
 
 @pytest.fixture
 def daemon(tmp_path: Path) -> Iterator[TorvizDaemon]:
-    (tmp_path / "config.toml").write_text(CONFIG)
-    running = TorvizDaemon(
-        tmp_path / "state", tmp_path / "config.toml", tmp_path / "dl", tmp_path / "daemon.log"
-    )
-    try:
-        yield running.start()
-    finally:
-        running.stop()
+    with running_daemon(tmp_path) as running:
+        yield running
 
 
 def test_a_magnet_waits_for_its_metadata_in_the_daemon(
@@ -88,7 +74,7 @@ def test_add_save_torrent_of_a_torrent_file_writes_its_bytes(
 
 
 def test_download_of_a_magnet_nobody_serves_says_why(tmp_path: Path) -> None:
-    (tmp_path / "config.toml").write_text(CONFIG)
+    (tmp_path / "config.toml").write_text(LOOPBACK_CONFIG)
     link = f"magnet:?xt=urn:btih:{TORRENT_HASH.hex}&dn=Example"
     result = subprocess.run(
         [

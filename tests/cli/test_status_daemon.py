@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 
-from tests.support.daemon import COORDINATOR, TorvizDaemon
+from tests.support.daemon import COORDINATOR, TorvizDaemon, running_daemon
 
-from .test_magnet_daemon import CONFIG, closed_port
+from .test_magnet_daemon import closed_port
 
 PIECE = 16384
 FIRST = 40000  # pieces 0 and 1 whole, piece 2 starts in it
@@ -30,14 +30,8 @@ SECOND = 50000  # 90000 bytes in all: 6 pieces
 
 @pytest.fixture
 def daemon(tmp_path: Path) -> Iterator[TorvizDaemon]:
-    (tmp_path / "config.toml").write_text(CONFIG)
-    running = TorvizDaemon(
-        tmp_path / "state", tmp_path / "config.toml", tmp_path / "dl", tmp_path / "daemon.log"
-    )
-    try:
-        yield running.start()
-    finally:
-        running.stop()
+    with running_daemon(tmp_path) as running:
+        yield running
 
 
 def make_torrent(tmp_path: Path) -> Path:

@@ -14,13 +14,21 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["COORDINATOR", "TorvizDaemon", "descendants"]
+__all__ = ["COORDINATOR", "LOOPBACK_CONFIG", "TorvizDaemon", "descendants", "running_daemon"]
 
 COORDINATOR = [sys.executable, "-m", "torviz.services.coordinator"]
+LOOPBACK_CONFIG = """
+[peer_agent]
+listen_host = "127.0.0.1"
+
+[tracker_agent]
+dht = false
+"""
+"""A daemon that listens on loopback only and runs no DHT node."""
 _START_TIMEOUT = 20.0
 _CLI_TIMEOUT = 30.0
 
@@ -181,3 +189,17 @@ class TorvizDaemon:
         if self._log_handle is not None:
             self._log_handle.close()
             self._log_handle = None
+
+
+@contextlib.contextmanager
+def running_daemon(folder: Path, config: str = LOOPBACK_CONFIG) -> Iterator[TorvizDaemon]:
+    """A started daemon whose config (``config``, TOML text), state, downloads (``dl``) and log
+    are in ``folder``; stopped on exit, leaving no process."""
+    (folder / "config.toml").write_text(config)
+    daemon = TorvizDaemon(
+        folder / "state", folder / "config.toml", folder / "dl", folder / "daemon.log"
+    )
+    try:
+        yield daemon.start()
+    finally:
+        daemon.stop()

@@ -17,7 +17,7 @@ import pytest
 
 from testing.content import make_content, make_torrent, multi_file_layout
 from testing.swarm import Swarm
-from tests.support.daemon import TorvizDaemon
+from tests.support.daemon import TorvizDaemon, running_daemon
 from torviz.services.coordinator.cli.daemon_target import daemon_target
 from torviz.shared.bus import GetStatus, PieceCell, ServiceKind, StatusReport, TorrentStatus
 from torviz.shared.runtime.control import ControlClient
@@ -38,14 +38,8 @@ bind_address = "127.0.0.1"
 
 @pytest.fixture
 def daemon(tmp_path: Path) -> Iterator[TorvizDaemon]:
-    (tmp_path / "torviz.toml").write_text(CONFIG)
-    running = TorvizDaemon(
-        tmp_path / "state", tmp_path / "torviz.toml", tmp_path / "dl", tmp_path / "daemon.log"
-    )
-    try:
-        yield running.start()
-    finally:
-        running.stop()
+    with running_daemon(tmp_path, CONFIG) as running:
+        yield running
 
 
 def test_a_downloaded_torrent_shows_where_each_piece_came_from(

@@ -17,30 +17,16 @@ from pathlib import Path
 import pytest
 
 from tests.cli.test_magnet_input import TORRENT, TORRENT_HASH
-from tests.support.daemon import TorvizDaemon
+from tests.support.daemon import TorvizDaemon, running_daemon
 from torviz.services.coordinator.cli.daemon_target import daemon_target
 from torviz.shared.bus import GetStatus, PieceCell, SessionChanges, StatusReport, WatchSession
 from torviz.shared.runtime.control import ControlClient
 
-CONFIG = """
-[peer_agent]
-listen_host = "127.0.0.1"
-
-[tracker_agent]
-dht = false
-"""
-
 
 @pytest.fixture
 def daemon(tmp_path: Path) -> Iterator[TorvizDaemon]:
-    (tmp_path / "config.toml").write_text(CONFIG)
-    running = TorvizDaemon(
-        tmp_path / "state", tmp_path / "config.toml", tmp_path / "dl", tmp_path / "daemon.log"
-    )
-    try:
-        yield running.start()
-    finally:
-        running.stop()
+    with running_daemon(tmp_path) as running:
+        yield running
 
 
 def _watch(client: ControlClient, since: int, events_after: int = 0) -> SessionChanges:

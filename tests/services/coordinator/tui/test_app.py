@@ -11,7 +11,7 @@ from typing import Any, cast
 import pytest
 
 from tests.cli.test_magnet_input import TORRENT, TORRENT_HASH
-from tests.support.daemon import TorvizDaemon
+from tests.support.daemon import TorvizDaemon, running_daemon
 from torviz.services.coordinator.cli.daemon_target import DaemonTarget, daemon_target
 from torviz.services.coordinator.tui.app import NOT_ANSWERING, App, DaemonLink, run_tui
 from torviz.services.coordinator.tui.view_model import Mode, ViewModel
@@ -176,25 +176,11 @@ def test_remove_with_data_names_the_path_it_deletes() -> None:
 
 # --- the link, against the real daemon -----------------------------------------------------
 
-CONFIG = """
-[peer_agent]
-listen_host = "127.0.0.1"
-
-[tracker_agent]
-dht = false
-"""
-
 
 @pytest.fixture
 def daemon(tmp_path: Path) -> Iterator[TorvizDaemon]:
-    (tmp_path / "config.toml").write_text(CONFIG)
-    running = TorvizDaemon(
-        tmp_path / "state", tmp_path / "config.toml", tmp_path / "dl", tmp_path / "daemon.log"
-    )
-    try:
-        yield running.start()
-    finally:
-        running.stop()
+    with running_daemon(tmp_path) as running:
+        yield running
 
 
 def test_the_ui_adds_pauses_and_sees_the_daemon_go(daemon: TorvizDaemon, tmp_path: Path) -> None:
