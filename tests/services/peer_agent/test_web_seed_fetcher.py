@@ -9,7 +9,11 @@ every server and fetcher is stopped (``with`` blocks, ``close`` in ``finally``).
 
 from __future__ import annotations
 
+import contextlib
 import random
+import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -45,6 +49,7 @@ PIECE = 16 * 1024
 NAME = "multi"
 FAST = BackoffSettings(base=0.05, cap=0.2)
 WAIT_S = 15.0
+REPO_ROOT = Path(__file__).resolve().parents[3]
 
 
 @dataclass(frozen=True)
@@ -69,8 +74,11 @@ class Torrent:
 
 @pytest.fixture(scope="module")
 def torrent(tmp_path_factory: pytest.TempPathFactory) -> Torrent:
+    return build_torrent(tmp_path_factory.mktemp("web-seed-content"))
+
+
+def build_torrent(root: Path) -> Torrent:
     """~160 KiB in 7 files (two empty) plus a padding file after the first: 11 pieces."""
-    root = tmp_path_factory.mktemp("web-seed-content")
     spec = make_content(root, multi_file_layout(160 * 1024, name=NAME), seed=17)
     entries: list[FileEntry] = []
     chunks: list[bytes] = []
@@ -126,6 +134,55 @@ class Events:
             return [e for e in self.items if isinstance(e, Closed)]
 
 
+class HeaderDrip:
+    """A loopback server that answers every connection with a status line and then one header
+    byte every ``interval`` s (for at most ``limit_s`` s): each read gets a byte in time, so
+    only an overall deadline ends the wait for the head. Records when each connection came."""
+
+    def __init__(self, interval: float = 0.1, limit_s: float = 10.0) -> None:
+        self.interval = interval
+        self.limit_s = limit_s
+        self.accepted: list[float] = []
+        self._stop = threading.Event()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.05)
+        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}/"
+        self._threads = [threading.Thread(target=self._accept, daemon=True)]
+        self._threads[0].start()
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self.accepted.append(time.monotonic())
+            thread = threading.Thread(target=self._drip, args=(conn,), daemon=True)
+            self._threads.append(thread)
+            thread.start()
+
+    def _drip(self, conn: socket.socket) -> None:
+        with conn, contextlib.suppress(OSError):
+            conn.settimeout(1.0)
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nX-Drip: ")
+            deadline = time.monotonic() + self.limit_s
+            while not self._stop.wait(self.interval) and time.monotonic() < deadline:
+                conn.sendall(b"a")
+
+    def __enter__(self) -> HeaderDrip:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._listener.close()
+        deadline = time.monotonic() + 3.0
+        for thread in list(self._threads):
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+
 @pytest.fixture
 def client() -> Iterator[HttpClient]:
     http = HttpClient(peer_name="the web seed")
@@ -135,33 +192,41 @@ def client() -> Iterator[HttpClient]:
         http.close()
 
 
+def start_fetcher(
+    torrent: Torrent,
+    client: HttpClient,
+    url: str,
+    *,
+    backoff: BackoffSettings = FAST,
+    settings: WebSeedSettings | None = None,
+    **options: Any,
+) -> tuple[WebSeedFetcher, Events]:
+    """A fetcher for the torrent on ``url``, every piece assigned."""
+    policy = RetryPolicy(backoff, random.Random(7).random, torrent.served_files)
+    session = WebSeedSession(
+        torrent.geometry,
+        torrent.files,
+        parse_web_seed_url(url),
+        policy,
+        settings or WebSeedSettings(max_request=48 * 1024),
+        time.monotonic(),
+    )
+    events = Events()
+    fetcher = WebSeedFetcher(session, client, events, name="wsf-test", **options)
+    fetcher.assign(torrent.pieces)
+    return fetcher, events
+
+
 @pytest.fixture
 def run(
     torrent: Torrent, client: HttpClient
 ) -> Iterator[Callable[..., tuple[WebSeedFetcher, Events]]]:
-    """Start a fetcher for the torrent on a URL, all pieces assigned; closed at the end."""
+    """Start fetchers with ``start_fetcher``; each is closed at the end."""
     started: list[WebSeedFetcher] = []
 
-    def start(
-        url: str,
-        *,
-        backoff: BackoffSettings = FAST,
-        settings: WebSeedSettings | None = None,
-        **options: Any,
-    ) -> tuple[WebSeedFetcher, Events]:
-        policy = RetryPolicy(backoff, random.Random(7).random, torrent.served_files)
-        session = WebSeedSession(
-            torrent.geometry,
-            torrent.files,
-            parse_web_seed_url(url),
-            policy,
-            settings or WebSeedSettings(max_request=48 * 1024),
-            time.monotonic(),
-        )
-        events = Events()
-        fetcher = WebSeedFetcher(session, client, events, name="wsf-test", **options)
+    def start(url: str, **options: Any) -> tuple[WebSeedFetcher, Events]:
+        fetcher, events = start_fetcher(torrent, client, url, **options)
         started.append(fetcher)
-        fetcher.assign(torrent.pieces)
         return fetcher, events
 
     try:
@@ -319,7 +384,7 @@ def test_a_dripping_server_is_ended_by_the_deadline_and_retried(
 def test_close_mid_fetch_stops_every_worker_within_a_second(
     torrent: Torrent, run: Callable[..., tuple[WebSeedFetcher, Events]]
 ) -> None:
-    with SlowDrip(torrent.root, interval=1.0, limit_s=30.0) as server:
+    with SlowDrip(torrent.root, interval=5.0, limit_s=30.0) as server:
         fetcher, events = run(server.url, fetch_timeout=30.0)
         server.wait_requests(2, timeout=5.0)  # several fetches reading
         assert len([t for t in fetcher.threads if t.is_alive()]) >= 3
@@ -329,3 +394,65 @@ def test_close_mid_fetch_stops_every_worker_within_a_second(
         no_fetcher_threads(fetcher)
         assert events.items[-1] == Closed("web_seed_stopped")
         assert events.given_back() == set(torrent.pieces)
+
+
+def test_the_watchdog_ends_a_fetch_whose_head_drips_past_the_deadline(
+    torrent: Torrent, run: Callable[..., tuple[WebSeedFetcher, Events]]
+) -> None:
+    backoff = BackoffSettings(base=0.05, cap=0.1, max_concurrency=1)
+    with HeaderDrip() as server:
+        fetcher, _ = run(server.url, backoff=backoff, fetch_timeout=0.5, grace=0.2)
+        deadline = time.monotonic() + 5.0
+        while len(server.accepted) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert len(server.accepted) >= 2, "the dripped fetch was never ended and retried"
+        first, second = server.accepted[:2]
+        assert 0.6 <= second - first < 2.0  # fetch_timeout + grace, then the short back-off
+        assert fetcher.summary().retry.last_error == "timed out after 0.5 s"
+
+
+GEVENT_SCRIPT = """
+import gevent.monkey
+
+gevent.monkey.patch_all()
+
+import sys, threading, time
+from pathlib import Path
+
+from tests.services.peer_agent import test_web_seed_fetcher as t
+from tests.support.hostile_http import FileServer, SlowDrip
+from torviz.shared.runtime.http import HttpClient
+
+torrent = t.build_torrent(Path(sys.argv[1]))
+client = HttpClient()
+with FileServer(torrent.root) as server:
+    fetcher, events = t.start_fetcher(torrent, client, server.url)
+    events.wait(t.all_done(torrent), "every piece")
+    t.assert_exact_pieces(torrent, events)
+    fetcher.close()
+    t.no_fetcher_threads(fetcher)
+    assert len(server.requests) > 1
+with SlowDrip(torrent.root, interval=5.0, limit_s=30.0) as server:
+    fetcher, events = t.start_fetcher(torrent, client, server.url, fetch_timeout=30.0)
+    server.wait_requests(2, timeout=5.0)
+    started = time.monotonic()
+    fetcher.close()
+    assert time.monotonic() - started < 1.0, "close took too long"
+    t.no_fetcher_threads(fetcher)
+client.close()
+print("ok", threading.get_ident.__module__)
+"""
+
+
+def test_the_same_code_runs_on_greenlets_under_gevent(tmp_path: Path) -> None:
+    pytest.importorskip("gevent")
+    done = subprocess.run(
+        [sys.executable, "-c", GEVENT_SCRIPT, str(tmp_path)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == ["ok", "gevent.thread"]  # the threads were greenlets
