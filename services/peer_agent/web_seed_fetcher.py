@@ -20,6 +20,8 @@ Rules:
   closed: a half-read connection is never reused.
 - Every ``HttpError`` becomes ``session.failed(reason, message)``; an unexpected error of a
   worker too (reason ``fetch_error``), so no worker dies silently and no piece stays held.
+  An error of ``on_event`` is logged and the next events still go out; an error of the driver
+  itself closes the session (``web_seed_error``: its pieces given back, ``Closed``).
 - Each fetch has a hard bound: the client's deadline, plus a watchdog in the driver that, once
   the deadline and ``grace`` have passed, reports the fetch failed (``timed_out``) and shuts
   its socket; the worker, detached, reports nothing more. (The client's own deadline can be
@@ -34,6 +36,7 @@ Rules:
 from __future__ import annotations
 
 import contextlib
+import logging
 import socket
 import threading
 import time
@@ -54,8 +57,11 @@ __all__ = ["DEFAULT_CHUNK", "WebSeedFetcher"]
 DEFAULT_CHUNK = 256 * 1024
 """Bytes read from a stream at once (each fetch's one buffer)."""
 
+log = logging.getLogger(__name__)
+
 _MAX_WAIT = 1.0  # the driver looks at its workers' deadlines at least this often
 _STOPPED_REASON = "web_seed_stopped"
+_MAX_TEXT = 200  # characters of an unexpected error kept in a message
 
 Clock = Callable[[], float]
 
@@ -177,13 +183,23 @@ class WebSeedFetcher:
     def _drive(self) -> None:
         while True:
             with self._wake:
-                events, wait = self._step()
-                if not events and wait is not None and wait > 0:
-                    self._wake.wait(wait)
+                try:
                     events, wait = self._step()
+                    if not events and wait is not None and wait > 0:
+                        self._wake.wait(wait)
+                        events, wait = self._step()
+                except Exception as exc:  # a bug: end the session, give its pieces back
+                    log.warning("%s: driver failed, closing: %s", self.name, _one_line(exc))
+                    if not self._session.closed:
+                        self._session.close("web_seed_error", _one_line(exc))
+                    self._stopping = True
+                    events, wait = self._session.take_events(), None
                 done = wait is None
             for event in events:
-                self._on_event(event)
+                try:
+                    self._on_event(event)
+                except Exception as exc:  # the receiver's bug: the next events still go out
+                    log.warning("%s: event handler failed: %s", self.name, _one_line(exc))
             if done:
                 self._shut_down()
                 return
@@ -266,7 +282,7 @@ class WebSeedFetcher:
         except HttpError as exc:
             self._report_failure(worker, exc.reason, exc.message)
         except Exception as exc:  # a bug must not leave the pieces held: report, go on
-            self._report_failure(worker, "fetch_error", f"{type(exc).__name__}: {exc}"[:200])
+            self._report_failure(worker, "fetch_error", _one_line(exc))
         finally:
             if stream is not None:
                 stream.close()  # no-op after release
@@ -325,3 +341,9 @@ def _abort(stream: HttpStream | None) -> None:
             sock.shutdown(socket.SHUT_RDWR)
     with contextlib.suppress(Exception):
         stream.close()
+
+
+def _one_line(exc: BaseException) -> str:
+    """An unexpected error as one short line."""
+    text = " ".join(f"{type(exc).__name__}: {exc}".split())
+    return text[:_MAX_TEXT]

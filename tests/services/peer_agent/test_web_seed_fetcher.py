@@ -27,6 +27,7 @@ from testing.content import make_content, multi_file_layout
 from tests.support.hostile_http import (
     CorruptRanges,
     DropHalfway,
+    FileServer,
     IgnoresRange,
     RedirectLoop,
     Retry503,
@@ -118,7 +119,11 @@ class Events:
             while not done(self.items):
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise AssertionError(f"no {what} within {WAIT_S} s; events: {self.items!r}")
+                    shown = [
+                        f"PieceCompleted({e.piece})" if isinstance(e, PieceCompleted) else repr(e)
+                        for e in self.items
+                    ]
+                    raise AssertionError(f"no {what} within {WAIT_S} s; events: {shown}")
                 self._cond.wait(left)
 
     def completed(self) -> list[PieceCompleted]:
@@ -409,6 +414,40 @@ def test_the_watchdog_ends_a_fetch_whose_head_drips_past_the_deadline(
         first, second = server.accepted[:2]
         assert 0.6 <= second - first < 2.0  # fetch_timeout + grace, then the short back-off
         assert fetcher.summary().retry.last_error == "timed out after 0.5 s"
+
+
+def test_an_event_handler_that_raises_does_not_stop_the_fetcher(
+    torrent: Torrent, client: HttpClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    events = Events()
+    failures = []
+
+    def flaky(event: WebSeedEvent) -> None:
+        events(event)
+        if isinstance(event, PieceCompleted) and event.piece % 2 == 0:
+            failures.append(event.piece)
+            raise RuntimeError(f"handler broke on piece {event.piece}")
+
+    with FileServer(torrent.root) as server:
+        policy = RetryPolicy(FAST, random.Random(7).random, torrent.served_files)
+        session = WebSeedSession(
+            torrent.geometry,
+            torrent.files,
+            parse_web_seed_url(server.url),
+            policy,
+            WebSeedSettings(max_request=48 * 1024),
+            time.monotonic(),
+        )
+        fetcher = WebSeedFetcher(session, client, flaky, name="wsf-test")
+        try:
+            fetcher.assign(torrent.pieces)
+            events.wait(all_done(torrent), "every piece")
+            assert_exact_pieces(torrent, events)
+        finally:
+            fetcher.close()
+        assert failures and isinstance(events.items[-1], Closed)
+        assert "event handler failed: RuntimeError: handler broke on piece" in caplog.text
+        no_fetcher_threads(fetcher)
 
 
 GEVENT_SCRIPT = """
