@@ -416,6 +416,28 @@ def test_the_watchdog_ends_a_fetch_whose_head_drips_past_the_deadline(
         assert fetcher.summary().retry.last_error == "timed out after 0.5 s"
 
 
+def test_revoking_the_pieces_of_a_fetch_closes_its_stream(
+    torrent: Torrent, run: Callable[..., tuple[WebSeedFetcher, Events]]
+) -> None:
+    backoff = BackoffSettings(base=0.05, cap=0.1, max_concurrency=1)
+    with SlowDrip(torrent.root, interval=0.05, limit_s=20.0) as server:
+        fetcher, events = run(server.url, backoff=backoff, fetch_timeout=30.0)
+        server.wait_requests(1, timeout=5.0)
+        deadline = time.monotonic() + 5.0
+        while fetcher.summary().downloaded == 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert fetcher.summary().downloaded > 0  # bytes are coming
+        fetcher.revoke(torrent.pieces)
+        # The next byte is refused (``body`` answers False): the worker closes and ends.
+        deadline = time.monotonic() + 2.0
+        while len([t for t in fetcher.threads if t.is_alive()]) > 1:
+            assert time.monotonic() < deadline, "the revoked fetch went on"
+            time.sleep(0.02)
+        assert fetcher.summary().in_flight == 0
+        assert len(server.requests) == 1  # nothing else asked for
+        assert not events.completed() and not events.given_back()  # revoke is silent
+
+
 def test_an_event_handler_that_raises_does_not_stop_the_fetcher(
     torrent: Torrent, client: HttpClient, caplog: pytest.LogCaptureFixture
 ) -> None:
