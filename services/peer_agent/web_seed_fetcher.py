@@ -173,10 +173,10 @@ class WebSeedFetcher:
             self._wake.notify_all()
         if threading.current_thread() is not self._driver:
             self._driver.join(self._join_timeout)
-        deadline = self._clock() + self._join_timeout
+        deadline = time.monotonic() + self._join_timeout  # real time, whatever the clock
         for thread in self.threads:
             if thread is not threading.current_thread():
-                thread.join(max(0.0, deadline - self._clock()))
+                thread.join(max(0.0, deadline - time.monotonic()))
 
     # -- the driver -------------------------------------------------------------------------------
 
