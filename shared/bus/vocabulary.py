@@ -341,6 +341,12 @@ class DisconnectReason(ReasonCode):
     SENT_CORRUPT_DATA = "sent_corrupt_data"
     BAD_BITFIELD = "bad_bitfield"
     BOTH_SEEDS = "both_seeds"
+    WEB_SEED_GIVEN_UP = "web_seed_given_up"
+    """A web seed's URL failed too often, or lacks every file: it is not asked again."""
+    WEB_SEED_STOPPED = "web_seed_stopped"
+    """A web seed the agent stopped (its torrent closed, the agent stopping)."""
+    WEB_SEED_ERROR = "web_seed_error"
+    """A web seed's driver failed on our side (a bug: the session ends, logged)."""
     UNKNOWN = "unknown"
 
 

@@ -28,7 +28,7 @@ Rules:
   change to the snapshot bumps ``BUS_PROTOCOL_VERSION`` (4: the reason codes became enums, the
   wire bytes stayed the same; 5: the disconnect reasons of BEP 9 and BEP 11 messages; 6:
   magnet links, metadata exchange and peer exchange; 7: the DHT; 8: the session watch, events,
-  torrent detail for the terminal UI).
+  torrent detail for the terminal UI; 9: web seeds).
 - Times are durations in seconds, never absolute clock readings: clocks differ across hosts.
 - A message with ``HAS_DATA`` travels as ``[header, data]``: the data frame carries piece or
   block bytes and is never packed into msgpack.
@@ -125,7 +125,7 @@ from .storage import (
 # The exported names are listed once, in ``shared.bus.__all__``; it imports each name from the
 # module of this package that declares it.
 
-BUS_PROTOCOL_VERSION = 8
+BUS_PROTOCOL_VERSION = 9
 
 # Closed unions per direction, for exhaustive ``match`` in each service.
 Lifecycle = Hello | Welcome | Rejected | Heartbeat | Goodbye | Shutdown | AgentInfo

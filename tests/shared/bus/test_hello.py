@@ -89,7 +89,9 @@ def test_a_mismatched_hello_is_rejected_naming_both_sides(
 
 
 def test_version_is_checked_before_the_digest() -> None:
-    other = dataclasses.replace(HELLO, protocol_version=9, schema_digest="0" * 16)
+    other = dataclasses.replace(
+        HELLO, protocol_version=BUS_PROTOCOL_VERSION + 1, schema_digest="0" * 16
+    )
     answer = check_hello(other, POLICY)
     assert isinstance(answer, Rejected) and answer.reason == "version_mismatch"
 
