@@ -35,9 +35,7 @@ Rules:
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -329,18 +327,9 @@ class WebSeedFetcher:
 
 
 def _abort(stream: HttpStream | None) -> None:
-    """Shut a stream's socket so that a read blocked on it returns now (from another thread or
-    greenlet), then close it. ``HttpStream`` has no such call; its socket is reached by duck
-    typing, and closing alone is the fallback."""
-    if stream is None:
-        return
-    response = getattr(stream, "_response", None)
-    sock = getattr(getattr(response, "connection", None), "sock", None)
-    if isinstance(sock, socket.socket):
-        with contextlib.suppress(OSError):
-            sock.shutdown(socket.SHUT_RDWR)
-    with contextlib.suppress(Exception):
-        stream.close()
+    """Make a read blocked on ``stream`` return now (``HttpStream.abort``)."""
+    if stream is not None:
+        stream.abort()
 
 
 def _one_line(exc: BaseException) -> str:

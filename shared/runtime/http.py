@@ -42,6 +42,7 @@ Rules:
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import socket
 import ssl
@@ -270,6 +271,7 @@ class HttpStream:
         self._received = 0
         self._declared = _declared_length(response)
         self._done = False
+        self._aborted = False
 
     @property
     def received(self) -> int:
@@ -293,10 +295,14 @@ class HttpStream:
         try:
             chunk = response.read1(limit, decode_content=False)
         except (Urllib3Error, OSError, http.client.HTTPException) as exc:
+            if self._aborted:
+                raise self._stopped() from None
             if isinstance(_root_cause(exc), http.client.IncompleteRead | Urllib3IncompleteRead):
                 self._done = True
                 raise self._cut_short() from None
             raise self._client.translate(exc, self._timeout, self.url) from None
+        if self._aborted:
+            raise self._stopped()
         if not chunk:
             self._done = True
             if self._declared is not None and self._received < self._declared:
@@ -304,6 +310,10 @@ class HttpStream:
             return b""
         self._received += len(chunk)
         return chunk
+
+    def _stopped(self) -> HttpError:
+        self._done = True
+        return HttpError("aborted", "the request was stopped")
 
     def _cut_short(self) -> HttpError:
         peer = self._client.peer_name
@@ -365,6 +375,16 @@ class HttpStream:
         self._done = True
         self._response.close()
         self._response.release_conn()
+
+    def abort(self) -> None:
+        """From another thread or greenlet: shut the socket, so that a read blocked on it
+        returns at once, raising ``HttpError("aborted")``. The reading side still closes the
+        stream (it owns it: closing here would race its read)."""
+        self._aborted = True
+        sock = getattr(self._response.connection, "sock", None)
+        if isinstance(sock, socket.socket):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
     def __enter__(self) -> Self:
         return self

@@ -58,6 +58,11 @@ def _drip(handler: http.server.BaseHTTPRequestHandler) -> None:
         time.sleep(0.05)
 
 
+def _stall(handler: http.server.BaseHTTPRequestHandler) -> None:
+    _send(handler, 200, b"s", length=100)  # then nothing for 5 s
+    time.sleep(5)
+
+
 def _cut(handler: http.server.BaseHTTPRequestHandler) -> None:
     _send(handler, 200, b"c" * 10, length=1000)
     handler.close_connection = True
@@ -69,6 +74,7 @@ ROUTES: dict[str, Route] = {
     "/redirect": lambda h: _send(h, 302, b"moved", {"Location": "/data"}),
     "/missing": lambda h: _send(h, 404, b"no such file"),
     "/drip": _drip,
+    "/stall": _stall,
     "/cut": _cut,
     "/gzip": lambda h: _send(h, 200, gzip.compress(b"x" * 1000), {"Content-Encoding": "gzip"}),
 }
@@ -257,6 +263,31 @@ def test_a_dripping_stream_is_cut_at_the_deadline(site: Site, client: HttpClient
     assert error_of(drain) == ("timed_out", "timed out after 0.4 s")
     got.close()
     assert time.monotonic() - started < 1.5
+
+
+def test_abort_from_another_thread_ends_a_blocked_read_at_once(
+    site: Site, client: HttpClient
+) -> None:
+    got = client.open(site.url("/stall"), timeout=30)
+    outcome: list[object] = []
+
+    def drain() -> None:
+        try:
+            while got.read_chunk(100):
+                pass
+            outcome.append("ended")
+        except HttpError as exc:
+            outcome.append(exc.reason)
+
+    reader = threading.Thread(target=drain)
+    reader.start()
+    time.sleep(0.3)
+    started = time.monotonic()
+    got.abort()
+    reader.join(5)
+    assert not reader.is_alive() and time.monotonic() - started < 1.0
+    assert outcome == ["aborted"] and got.received < 100, (outcome, got.received)
+    got.close()
 
 
 def test_a_body_cut_short_names_what_came(site: Site, client: HttpClient) -> None:
