@@ -41,10 +41,10 @@ import time
 import urllib.parse
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from types import FrameType, TracebackType
-from typing import Any, Literal, Self, TypeVar
+from types import FrameType
+from typing import Any, Literal, TypeVar
 
-from testing.processes import ManagedProcess, SwarmError, process_exists
+from testing.processes import ManagedProcess, StopOnExit, SwarmError, process_exists
 from testing.swarm import OPENTRACKER_BINARY, free_port
 from torviz.shared.types import InfoHash, PeerAddress
 
@@ -152,7 +152,7 @@ def listener_count(host: str, port: int, proto: Literal["tcp", "udp"] = "tcp") -
     return count
 
 
-class OpenTracker:
+class OpenTracker(StopOnExit):
     """A running opentracker (HTTP and UDP on one loopback port) and its whitelist.
 
     Made by `start_opentracker`; stop it with `stop()` or by using it as a context manager.
@@ -286,17 +286,6 @@ class OpenTracker:
 
     def __repr__(self) -> str:
         return f"OpenTracker({self.host}:{self.port}, pids={self.pids})"
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def _in_netns(netns: str | None, fn: Callable[..., _T], *args: Any) -> _T:

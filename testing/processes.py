@@ -25,17 +25,37 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any
+from types import TracebackType
+from typing import IO, Any, Self
 
 from torviz.shared.errors import TorvizError
 
-__all__ = ["ManagedProcess", "SwarmError", "kill_leftovers", "process_exists"]
+__all__ = ["ManagedProcess", "StopOnExit", "SwarmError", "kill_leftovers", "process_exists"]
 
 _MAX_LINE = 64 * 1024
 _MAX_EVENTS = 2000
 _STDERR_TAIL_LINES = 60
 _STOP_TIMEOUT_S = 5.0
 _JOIN_TIMEOUT_S = 2.0
+
+
+class StopOnExit:
+    """A context manager whose exit calls ``stop()``: the test servers and peers, each stopped
+    however the ``with`` block ends."""
+
+    def stop(self) -> object:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
 
 
 class SwarmError(TorvizError):

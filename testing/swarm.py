@@ -30,7 +30,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
 from testing.lt_peer import LtPeerConfig, PeerConfigError, PeerStatus
-from testing.processes import ManagedProcess, SwarmError
+from testing.processes import ManagedProcess, StopOnExit, SwarmError
 from torviz.shared.types import PeerAddress
 
 if TYPE_CHECKING:
@@ -142,7 +142,7 @@ def missing_interop_tools() -> list[str]:
 # --- libtorrent peers ------------------------------------------------------------------------
 
 
-class LtPeer:
+class LtPeer(StopOnExit):
     """A libtorrent seeder or leecher in its own process (see `testing/lt_peer.py`).
 
     Starting it does not wait; call `wait_ready`. Use as a context manager, or let a `Swarm`
@@ -259,17 +259,6 @@ class LtPeer:
     def stop(self, timeout: float = _STOP_TIMEOUT_S) -> int | None:
         """Terminate (then kill after `timeout` s); returns the exit code."""
         return self.process.stop(timeout)
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 # --- one test's swarm ------------------------------------------------------------------------

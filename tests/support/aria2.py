@@ -31,10 +31,8 @@ import time
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
-from testing.processes import ManagedProcess, SwarmError, process_exists
+from testing.processes import ManagedProcess, StopOnExit, SwarmError, process_exists
 from testing.swarm import free_port
 from torviz.shared.bencode import decode
 from torviz.shared.types import InfoHash, PeerAddress
@@ -116,7 +114,7 @@ def seeder_argv(config: Aria2Config) -> list[str]:
     ]
 
 
-class Aria2Seeder:
+class Aria2Seeder(StopOnExit):
     """A running aria2c seeder (made by `start_aria2_seeder`); stop it with `stop()` or use it
     as a context manager."""
 
@@ -188,17 +186,6 @@ class Aria2Seeder:
 
     def __repr__(self) -> str:
         return f"Aria2Seeder({self.config.listen_host}:{self.config.listen_port})"
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def start_aria2_seeder(

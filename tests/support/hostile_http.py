@@ -45,10 +45,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import TracebackType
-from typing import BinaryIO, Literal, Self
+from typing import BinaryIO, Literal
 
-from testing.processes import SwarmError
+from testing.processes import StopOnExit, SwarmError
 
 __all__ = [
     "CorruptRanges",
@@ -134,7 +133,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.server.owner._dispatch(self)
 
 
-class FileServer:
+class FileServer(StopOnExit):
     """An honest HTTP/1.1 file server for `root_folder` on a loopback port; a context manager.
 
     It is running once made. Subclasses change one behaviour (see the module comment).
@@ -221,17 +220,6 @@ class FileServer:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.url})"
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # --- connection bookkeeping (called by the handler threads) -----------------------------
 

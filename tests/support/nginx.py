@@ -44,12 +44,10 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 import pytest
 
-from testing.processes import ManagedProcess, SwarmError, process_exists
+from testing.processes import ManagedProcess, StopOnExit, SwarmError, process_exists
 from testing.swarm import free_port
 
 __all__ = [
@@ -190,7 +188,7 @@ def render_config(
     )
 
 
-class Nginx:
+class Nginx(StopOnExit):
     """A running nginx serving `root_folder` on a loopback port; a context manager.
 
     Starting it waits until it answers (bounded). Use it in a `with` block, or call `stop()`.
@@ -406,14 +404,3 @@ class Nginx:
 
     def __repr__(self) -> str:
         return f"Nginx({self.url}, root={self.root_folder}, pid={self.pid})"
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
