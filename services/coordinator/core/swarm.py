@@ -254,17 +254,27 @@ class Swarm(SwarmBans):
 
     def _on_downloaded(self, key: str, piece: PieceIndex, now: float) -> None:
         picker = self.picker
-        if picker is None or piece in picker.have:
+        if picker is None:
             return
-        for other in picker.piece_downloaded(piece, now):
-            if other != key:
-                self._cancel(str(other), piece)
+        # The storage agent's PieceVerified may overtake this on another socket: the piece is
+        # then had already, and its origin is still this connection's unless one is known.
+        verified = piece in picker.have
+        if not verified:
+            for other in picker.piece_downloaded(piece, now):
+                if other != key:
+                    self._cancel(str(other), piece)
+        self._record_origin(key, piece, keep_known=verified)
+
+    def _record_origin(self, key: str, piece: PieceIndex, *, keep_known: bool) -> None:
         record = self.peers.get(key)
         agent = self.agents.get(record.agent) if record is not None else None
-        if agent is not None:
-            if self.torrent.origins is None:
-                self.torrent.origins = PieceOrigins(self.torrent.num_pieces)
-            self.torrent.origins.record(piece, agent.agent_id, agent.host)
+        if agent is None:
+            return
+        if self.torrent.origins is None:
+            self.torrent.origins = PieceOrigins(self.torrent.num_pieces)
+        if keep_known and self.torrent.origins.origin_of(piece) is not None:
+            return
+        self.torrent.origins.record(piece, agent.agent_id, agent.host)
 
     def _assign(self, record: PeerRecord, count: int) -> None:
         if self.picker is None:

@@ -39,7 +39,7 @@ from torviz.shared.bus import (
 )
 from torviz.shared.metainfo import parse_metainfo
 
-from .test_core import NUM_PIECES, PA1, STORAGE, connect, full_core, opened, sent
+from .test_core import NUM_PIECES, PA1, PA2, STORAGE, connect, full_core, opened, sent
 
 PIECE = 16384
 # Three pieces over a (10000), sub/b (30000), an empty file and d (8768): piece 0 holds all of
@@ -118,6 +118,22 @@ def test_the_piece_map_tells_each_state_and_who_delivered() -> None:
     assert paused.cells[fetched] == PieceCell.FIRST_ORIGIN
     assert paused.cells[rejected] == PieceCell.HAVE
     assert paused.cells.count(PieceCell.MISSING) == NUM_PIECES - 2
+
+
+def test_a_piece_verified_before_its_delivery_is_told_still_gets_its_origin() -> None:
+    """The storage agent's ``PieceVerified`` and the peer agent's ``PieceDownloaded`` travel on
+    different sockets: either may come first. A duplicate delivered later (end game) does not
+    take the credit from the first."""
+    core = full_core()
+    info_hash = opened(core)
+    connect(core, info_hash, PA1, "pa1/1", 9, Bitfield(NUM_PIECES, range(NUM_PIECES)))
+    connect(core, info_hash, PA2, "pa2/1", 10, Bitfield(NUM_PIECES, range(NUM_PIECES)))
+    core.handle(STORAGE, PieceVerified(info_hash, 0), 1.0)
+    core.handle(PA2, PieceDownloaded(info_hash, 0, "pa2/1"), 1.0)
+    core.handle(PA1, PieceDownloaded(info_hash, 0, "pa1/1"), 1.1)
+    pieces = torrent_detail(core.torrents[info_hash]).pieces
+    assert pieces.origins == (PieceOrigin("pa2", "host"),)
+    assert pieces.cells[0] == PieceCell.FIRST_ORIGIN
 
 
 def test_a_magnet_without_its_metadata_has_no_files_and_no_cells() -> None:
