@@ -86,6 +86,14 @@ def _int_in(value: Value | None, low: int, high: int) -> int | None:
     return None
 
 
+def _size_of(value: Value | None) -> int | None:
+    """``metadata_size``: a size past ``_MAX_INT`` reads as ``_MAX_INT`` (too large for any cap),
+    so a peer claiming one is dropped as such, not mistaken for a peer with no metadata."""
+    if isinstance(value, int) and value > _MAX_INT:
+        return _MAX_INT
+    return _int_in(value, 0, _MAX_INT)
+
+
 def _bytes_of(value: Value | None, *lengths: int) -> bytes | None:
     if isinstance(value, bytes) and len(value) in lengths:
         return value
@@ -139,7 +147,7 @@ def decode_extension_handshake(payload: bytes) -> ExtensionHandshake:
         yourip=_bytes_of(value.get(b"yourip"), 4, 16),
         ipv4=_bytes_of(value.get(b"ipv4"), 4),
         ipv6=_bytes_of(value.get(b"ipv6"), 16),
-        metadata_size=_int_in(value.get(b"metadata_size"), 0, _MAX_INT),
+        metadata_size=_size_of(value.get(b"metadata_size")),
         upload_only=None if upload_only is None else upload_only != 0,
         extra={key: item for key, item in value.items() if key not in _KNOWN_KEYS},
     )

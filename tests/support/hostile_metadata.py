@@ -258,6 +258,8 @@ class HostileMetadataPeer:
             ours = b"" if dialled else _PROTOCOL + _RESERVED + self.info_hash + self.peer_id
             conn.sendall(ours + _extended(0, handshake) + _frame(_HAVE_NONE))
             self._message_loop(conn)
+        except TimeoutError:  # this peer's own patience ran out: nobody closed anything
+            pass
         except OSError:  # reset by the client, or closed by ``close``
             if not self._stopping.is_set():
                 with self._lock:

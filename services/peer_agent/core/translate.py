@@ -180,8 +180,9 @@ def peer_extensions(extension: ExtensionHandshake, origin: Origin) -> bus.PeerEx
 
     Returns:
         The message: ``v`` printable and clipped ("" when absent), ``p`` or 0, whether the
-        peer offers ``ut_metadata`` and ``ut_pex`` (a nonzero id), ``metadata_size`` or 0
-        (also when out of the bus's range).
+        peer offers ``ut_metadata`` and ``ut_pex`` (a nonzero id), ``metadata_size`` (0 when
+        absent or not positive; past the bus's range it is clamped to the largest it carries,
+        so the coordinator still sees a size too large and drops the peer).
     """
     version = "".join(c for c in extension.v or "" if c.isprintable())
     size = extension.metadata_size or 0
@@ -192,7 +193,7 @@ def peer_extensions(extension: ExtensionHandshake, origin: Origin) -> bus.PeerEx
         listen_port=extension.p if extension.p is not None and 0 < extension.p < 65536 else 0,
         ut_metadata=extension.extension_id("ut_metadata") is not None,
         ut_pex=extension.extension_id("ut_pex") is not None,
-        metadata_size=size if 0 < size <= MAX_METADATA_TOTAL_SIZE else 0,
+        metadata_size=min(size, MAX_METADATA_TOTAL_SIZE) if size > 0 else 0,
     )
 
 

@@ -20,7 +20,13 @@ from torviz.services.peer_agent.core.events import (
     PiecesGivenBack,
     WorkNeeded,
 )
-from torviz.services.peer_agent.core.translate import NOTHING, Origin, store_piece, to_bus
+from torviz.services.peer_agent.core.translate import (
+    MAX_METADATA_TOTAL_SIZE,
+    NOTHING,
+    Origin,
+    store_piece,
+    to_bus,
+)
 from torviz.shared import bus
 from torviz.shared.bitfield import Bitfield
 from torviz.shared.types import InfoHash, PeerAddress, PeerId
@@ -110,8 +116,13 @@ def test_a_hostile_extension_handshake_is_bounded_to_the_schema() -> None:
     (out,) = to_bus(PeerInfo(ext), ORIGIN).to_coordinator
     assert isinstance(out, bus.PeerExtensions)
     assert out.version.startswith("[2Jevilx") and len(out.version) == bus.MAX_NAME
-    assert (out.listen_port, out.metadata_size, out.ut_pex, out.ut_metadata) == (0, 0, True, False)
+    # A size past the bus's range is clamped, not hidden: the coordinator must see it is too
+    # large (and drop the peer), not take it for a peer without metadata.
+    assert out.metadata_size == MAX_METADATA_TOTAL_SIZE
+    assert (out.listen_port, out.ut_pex, out.ut_metadata) == (0, True, False)
     bus.encode_frames(out)  # within every bound of the schema
+    (negative,) = to_bus(PeerInfo(ExtensionHandshake(metadata_size=-5)), ORIGIN).to_coordinator
+    assert isinstance(negative, bus.PeerExtensions) and negative.metadata_size == 0
 
 
 def test_metadata_pieces_and_rejects_go_to_the_coordinator() -> None:

@@ -100,6 +100,14 @@ def test_known_keys_with_bad_values_are_dropped() -> None:
     assert handshake.extra == {}
 
 
+@pytest.mark.parametrize(("claimed", "read"), [(2**31, 2**31 - 1), (2**64, 2**31 - 1), (-1, None)])
+def test_a_metadata_size_out_of_range_reads_as_too_large_not_absent(
+    claimed: int, read: int | None
+) -> None:
+    payload = bencode.encode({b"m": {b"ut_metadata": 3}, b"metadata_size": claimed})
+    assert decode_extension_handshake(payload).metadata_size == read
+
+
 def test_v_that_is_not_utf8_is_replaced_not_refused() -> None:
     assert decode_extension_handshake(b"d1:v3:\xb5T1e").v == "\ufffdT1"
 
