@@ -63,6 +63,7 @@ from .schema.agents import (
 )
 from .schema.control import (
     AddTorrent,
+    AddWebSeed,
     ControlFailed,
     ExportTorrent,
     GetStatus,
@@ -82,6 +83,7 @@ from .schema.control import (
     VerifyStarted,
     VerifyTorrent,
     WatchSession,
+    WebSeedAdded,
 )
 from .schema.peers import (
     AssignPieces,
@@ -92,6 +94,7 @@ from .schema.peers import (
     BroadcastHave,
     CancelPieces,
     ConnectPeer,
+    ConnectWebSeed,
     DetachTorrent,
     DisconnectPeer,
     MetadataPieceReceived,
@@ -115,6 +118,7 @@ from .schema.peers import (
     SetChoke,
     StorePiece,
     TransferStats,
+    WebSeedConnected,
     WorkWanted,
 )
 from .schema.records import (
@@ -138,6 +142,8 @@ from .schema.records import (
     TorrentStatus,
     TrackerStatus,
     TrackerTier,
+    WebSeedReport,
+    WebSeedRow,
 )
 from .schema.registry import (
     MESSAGES,
@@ -182,6 +188,7 @@ from .vocabulary import (
     MAX_TEXT,
     MAX_TORRENTS,
     MAX_TRACKER_ROWS,
+    MAX_WEB_SEEDS,
     DisconnectReason,
     EventLevel,
     PeerSource,
@@ -194,6 +201,8 @@ from .vocabulary import (
     StoreRefusal,
     TorrentState,
     TrackerState,
+    WebSeedState,
+    WebSeedUrlState,
     batches,
     clip_name,
     clip_text,
@@ -224,6 +233,7 @@ __all__ = [
     "MAX_TEXT",
     "MAX_TORRENTS",
     "MAX_TRACKER_ROWS",
+    "MAX_WEB_SEEDS",
     "MESSAGES",
     "REASONS",
     "RECORDS",
@@ -231,6 +241,7 @@ __all__ = [
     "SCHEMA_DIGEST",
     "SERVICE_KINDS",
     "AddTorrent",
+    "AddWebSeed",
     "AgentInfo",
     "AgentStatus",
     "AnnounceStatus",
@@ -244,6 +255,7 @@ __all__ = [
     "CheckProgress",
     "CloseTorrent",
     "ConnectPeer",
+    "ConnectWebSeed",
     "ControlFailed",
     "ControlReply",
     "ControlRequest",
@@ -349,6 +361,12 @@ __all__ = [
     "VerifyStarted",
     "VerifyTorrent",
     "WatchSession",
+    "WebSeedAdded",
+    "WebSeedConnected",
+    "WebSeedReport",
+    "WebSeedRow",
+    "WebSeedState",
+    "WebSeedUrlState",
     "Welcome",
     "WorkWanted",
     "batches",

@@ -119,6 +119,8 @@ MAX_EVENTS = 1000
 """Events of the daemon's log sent in one reply (and kept by the coordinator)."""
 MAX_PIECE_ORIGINS = 250
 """Peer agents a piece map tells apart (``PieceCell.FIRST_ORIGIN`` + index fits a byte)."""
+MAX_WEB_SEEDS = 64
+"""Web seed URLs one torrent keeps (``url-list``, magnet ``ws=`` and added ones): the first."""
 
 
 def clip_name(text: str) -> str:
@@ -203,6 +205,37 @@ class PeerSource(StrEnum):
     MANUAL = "manual"
     MAGNET = "magnet"
     """A magnet link's ``x.pe`` peers."""
+    WEB_SEED = "web_seed"
+    """A web seed (BEP 19): an HTTP server holding the torrent's files, not a peer."""
+
+
+class WebSeedState(StrEnum):
+    """Where a web seed URL stands in the peer agent that fetches from it."""
+
+    ACTIVE = "active"
+    BACKING_OFF = "backing_off"
+    """Requests failed: the next waits (exponential back-off, or the server's Retry-After)."""
+    GIVEN_UP = "given_up"
+
+
+class WebSeedUrlState(StrEnum):
+    """Where a torrent's web seed URL stands for the coordinator (``WebSeedRow``)."""
+
+    WAITING = "waiting"
+    """Not fetched from now: the torrent is not open, complete, or at its web seed cap, or no
+    peer agent has room."""
+    CONNECTED = "connected"
+    """A peer agent fetches from it (its row in ``peer_list`` tells how)."""
+    RETRYING = "retrying"
+    """Its last session ended in failure; it is placed again after a delay."""
+    GIVEN_UP = "given_up"
+    """It failed too often, or lacks every file: not tried again until the torrent restarts."""
+    BANNED = "banned"
+    """It sent pieces that failed their hash: not tried again for this torrent."""
+    DISABLED = "disabled"
+    """Web seeds are switched off (``[coordinator] web_seeds = false``)."""
+    INVALID = "invalid"
+    """Not a URL torviz can fetch from (not http/https, say): ``WebSeedRow.message`` says why."""
 
 
 class EventLevel(StrEnum):
@@ -347,6 +380,9 @@ class DisconnectReason(ReasonCode):
     """A web seed the agent stopped (its torrent closed, the agent stopping)."""
     WEB_SEED_ERROR = "web_seed_error"
     """A web seed's driver failed on our side (a bug: the session ends, logged)."""
+    WEB_SEED_REFUSED = "web_seed_refused"
+    """A ``ConnectWebSeed`` the peer agent cannot start: a URL it cannot parse, a torrent
+    without its geometry."""
     UNKNOWN = "unknown"
 
 

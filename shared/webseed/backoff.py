@@ -33,8 +33,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import StrEnum
 
+from torviz.shared.bus.vocabulary import WebSeedState
 from torviz.shared.webseed.responses import (
     FileMissing,
     ReadBody,
@@ -82,14 +82,6 @@ class BackoffSettings:
             raise ValueError(f"max_failures must be 1..1000, not {self.max_failures}")
         if self.max_concurrency < 1 or self.restore_after < 1:
             raise ValueError("max_concurrency and restore_after must be at least 1")
-
-
-class WebSeedState(StrEnum):
-    """Where a web seed URL stands."""
-
-    ACTIVE = "active"
-    BACKING_OFF = "backing_off"
-    GIVEN_UP = "given_up"
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,7 +28,8 @@ Rules:
   change to the snapshot bumps ``BUS_PROTOCOL_VERSION`` (4: the reason codes became enums, the
   wire bytes stayed the same; 5: the disconnect reasons of BEP 9 and BEP 11 messages; 6:
   magnet links, metadata exchange and peer exchange; 7: the DHT; 8: the session watch, events,
-  torrent detail for the terminal UI; 9: web seeds).
+  torrent detail for the terminal UI; 9: web seed disconnect reasons; 10: web seeds as
+  connections, their status, ``AddWebSeed``).
 - Times are durations in seconds, never absolute clock readings: clocks differ across hosts.
 - A message with ``HAS_DATA`` travels as ``[header, data]``: the data frame carries piece or
   block bytes and is never packed into msgpack.
@@ -55,6 +56,7 @@ from .agents import (
 )
 from .control import (
     AddTorrent,
+    AddWebSeed,
     ControlFailed,
     ExportTorrent,
     GetStatus,
@@ -74,6 +76,7 @@ from .control import (
     VerifyStarted,
     VerifyTorrent,
     WatchSession,
+    WebSeedAdded,
 )
 from .peers import (
     AssignPieces,
@@ -84,6 +87,7 @@ from .peers import (
     BroadcastHave,
     CancelPieces,
     ConnectPeer,
+    ConnectWebSeed,
     DetachTorrent,
     DisconnectPeer,
     MetadataPieceReceived,
@@ -107,6 +111,7 @@ from .peers import (
     SetChoke,
     StorePiece,
     TransferStats,
+    WebSeedConnected,
     WorkWanted,
 )
 from .storage import (
@@ -125,7 +130,7 @@ from .storage import (
 # The exported names are listed once, in ``shared.bus.__all__``; it imports each name from the
 # module of this package that declares it.
 
-BUS_PROTOCOL_VERSION = 9
+BUS_PROTOCOL_VERSION = 10
 
 # Closed unions per direction, for exhaustive ``match`` in each service.
 Lifecycle = Hello | Welcome | Rejected | Heartbeat | Goodbye | Shutdown | AgentInfo
@@ -144,6 +149,7 @@ ToPeerAgent = (
     | AttachMagnet
     | RequestMetadata
     | SendPex
+    | ConnectWebSeed
 )
 FromPeerAgent = (
     PeerInterest
@@ -161,6 +167,7 @@ FromPeerAgent = (
     | MetadataRejected
     | PexReceived
     | PeerDhtPort
+    | WebSeedConnected
 )
 DataRequest = StorePiece | ReadBlock
 DataReply = BlockRead | ReadFailed | PieceStored
@@ -185,6 +192,7 @@ ControlRequest = (
     | VerifyTorrent
     | ExportTorrent
     | WatchSession
+    | AddWebSeed
 )
 ControlReply = (
     TorrentAdded
@@ -197,4 +205,5 @@ ControlReply = (
     | VerifyStarted
     | TorrentExported
     | SessionChanges
+    | WebSeedAdded
 )

@@ -17,6 +17,7 @@ from ..vocabulary import (
     MAX_MAGNET,
     MAX_METAINFO_BYTES,
     MAX_TORRENTS,
+    MAX_WEB_SEEDS,
     Name,
     Size,
     Text,
@@ -37,6 +38,8 @@ class AddTorrent(Message):
     metainfo: Annotated[bytes, Size(0, MAX_METAINFO_BYTES)]
     download_dir: Text
     magnet: Annotated[str, Size(0, MAX_MAGNET)] = ""
+    web_seeds: Annotated[tuple[Text, ...], Size(0, MAX_WEB_SEEDS)] = ()
+    """Web seed URLs to use besides the torrent's own (``add --web-seed``)."""
 
 
 @bus_message(tag=101)
@@ -191,3 +194,21 @@ class SessionChanges(Message):
     events: Annotated[tuple[SessionEvent, ...], Size(0, MAX_EVENTS)]
     totals: SessionTotals
     agents: Annotated[tuple[AgentStatus, ...], Size(0, MAX_AGENTS)]
+
+
+@bus_message(tag=120)
+class AddWebSeed(Message):
+    """Add a web seed URL to a torrent (kept across restarts); answered by ``WebSeedAdded``,
+    or ``ControlFailed`` (``invalid_web_seed``, ``too_many_web_seeds``, ``unknown_torrent``)."""
+
+    info_hash: InfoHash
+    url: Text
+
+
+@bus_message(tag=121)
+class WebSeedAdded(Message):
+    """Reply to ``AddWebSeed``; ``added`` is False when the torrent had that URL already."""
+
+    info_hash: InfoHash
+    url: Text
+    added: bool

@@ -150,6 +150,29 @@ class BanPeers(Message):
     hosts: Annotated[tuple[Name, ...], Size(1, MAX_HOSTS)]
 
 
+@bus_message(tag=58)
+class ConnectWebSeed(Message):
+    """Fetch pieces of a torrent from a web seed (BEP 19).
+
+    The peer agent always answers ``WebSeedConnected``, naming the session's peer key; from
+    then on it is a connection like any other (``WorkWanted``, ``PieceDownloaded``,
+    ``PiecesReleased``, ``TransferStats``) until its ``PeerDisconnected``, which comes at once
+    when the session cannot start (``unknown_torrent``, ``web_seed_refused``).
+    """
+
+    info_hash: InfoHash
+    url: Text
+
+
+@bus_message(tag=59)
+class WebSeedConnected(Message):
+    """A ``ConnectWebSeed`` got its session; ``peer`` names it from now on."""
+
+    info_hash: InfoHash
+    peer: PeerKey
+    url: Text
+
+
 @bus_message(tag=40)
 class PeerConnected(Message):
     """A handshake completed (dialled or incoming)."""

@@ -17,6 +17,7 @@ from ..vocabulary import (
     MAX_PIECE_ORIGINS,
     MAX_PIECES,
     MAX_TRACKER_ROWS,
+    MAX_WEB_SEEDS,
     U32,
     EventLevel,
     Name,
@@ -32,6 +33,8 @@ from ..vocabulary import (
     Text,
     TorrentState,
     TrackerState,
+    WebSeedState,
+    WebSeedUrlState,
 )
 from .registry import bus_record, registered_records
 
@@ -84,6 +87,23 @@ class TrackerTier:
 
 
 @bus_record
+class WebSeedReport:
+    """How a web seed fetches, from the peer agent running it (``PeerStats.web_seed``)."""
+
+    state: WebSeedState
+    failures: U32
+    """Failed requests in a row (0 after a success)."""
+    retry_in: Seconds | None
+    """While backing off: seconds until the next request may start."""
+    last_error: Text
+    """The last failure, one line ('' when none yet)."""
+    disabled_files: U32
+    """Files the server does not have (404/410): their pieces go to other peers."""
+    in_flight: U32
+    """HTTP requests being read."""
+
+
+@bus_record
 class PeerStats:
     """Counters and rates of one peer connection since it opened."""
 
@@ -101,6 +121,8 @@ class PeerStats:
     """No block for 60 s while the peer unchoked us."""
     pieces: PieceCount
     """How many pieces the peer has (its progress)."""
+    web_seed: WebSeedReport | None = None
+    """Set for a web seed: its retry state."""
 
 
 @bus_record
@@ -126,6 +148,10 @@ class PeerStatus:
     """The peer agent holding the connection (its agent id)."""
     host: Name = ""
     """The host that peer agent runs on."""
+    url: Text = ""
+    """A web seed's URL ('' for a peer); ``address`` is then the URL's host and port."""
+    web_seed: WebSeedReport | None = None
+    """A web seed's retry state."""
 
 
 @bus_record
@@ -225,6 +251,20 @@ class TorrentDetail:
 
 
 @bus_record
+class WebSeedRow:
+    """One web seed URL of a torrent, whether fetched from now or not."""
+
+    url: Text
+    state: WebSeedUrlState
+    message: Text
+    """Why it is in that state ('' when nothing to say): the last error, the ban's cause."""
+    downloaded: int
+    """Bytes it delivered to us over all its sessions."""
+    hash_failures: U32
+    """Pieces from it that failed their hash."""
+
+
+@bus_record
 class TorrentStatus:
     """One torrent in a ``StatusReport``."""
 
@@ -259,6 +299,8 @@ class TorrentStatus:
     """What the DHT found for the torrent (None: no DHT node looks it up, e.g. private)."""
     detail: TorrentDetail | None = None
     """Files and piece map, when the request asked for them (``GetStatus.detail``)."""
+    web_seeds: Annotated[tuple[WebSeedRow, ...], Size(0, MAX_WEB_SEEDS)] = ()
+    """Its web seed URLs (BEP 19) and where each stands."""
 
 
 @bus_record

@@ -269,7 +269,7 @@ BAD_STATE_ROW = TorrentStatus(
 )
 STATUS_ROW: list[Any] = [
     *(IH.raw, "n", "seeding", 1.0, 1, 1, 1, 0.0, 0.0, 0, 0, 1, 1, "/d", None, [], [], None),
-    *([], True, None, None, None),
+    *([], True, None, None, None, []),
 ]
 
 MALFORMED: list[tuple[str, bytes, str, str]] = [
@@ -353,11 +353,16 @@ MALFORMED: list[tuple[str, bytes, str, str]] = [
         "record arity",
         pack([104, [STATUS_ROW[:-1]], [], [], None]),
         "wrong_field_count",
-        "StatusReport.torrents[0]: expected 23 fields, got 22",
+        "StatusReport.torrents[0]: expected 24 fields, got 23",
     ),
     (
         "nan rate",
-        pack([47, [[IH.raw, "p", 0, 0, float("nan"), 0.0, False, False, True, False, False, 0]]]),
+        pack(
+            [
+                47,
+                [[IH.raw, "p", 0, 0, float("nan"), 0.0, False, False, True, False, False, 0, None]],
+            ]
+        ),
         "bad_value",
         "TransferStats.peers[0].download_rate: nan is not a finite number",
     ),
@@ -529,7 +534,10 @@ def test_a_claim_past_the_bytes_left_is_truncated_and_named() -> None:
 
 
 def test_the_largest_and_deepest_messages_still_decode() -> None:
+    web_seed = ["backing_off", 3, 1.5, "e" * 4096, 2, 4]
     peer = [["10.0.0.1", 6881], "c", "DU", 1.0, 2.0, 3, 4, 0.5, "v" * 256, "pex", "pa", "h"]
+    peer += ["http://127.0.0.1/" + "u" * 4000, web_seed]
+    web_seed_row = ["http://127.0.0.1/" + "u" * 4000, "banned", "m" * 4096, 2**40, 3]
     tracker = ["http://127.0.0.1/a", 0, "working", None, 1, 2, 3, 1.5]
     announce = ["tracker-1", "10.0.0.2", 6881, "peer-1", True, [tracker] * 256]
     metadata = [1, 2, 3]
@@ -537,11 +545,15 @@ def test_the_largest_and_deepest_messages_still_decode() -> None:
     row = [
         *STATUS_ROW[:15],
         *([tracker] * 256, [peer] * 1024, 0.25, [announce] * 64, False, metadata, dht, None),
+        [web_seed_row] * 64,
     ]
     report = decode_message(pack([104, [STATUS_ROW] * 9_999 + [row], [], [], None]))
     assert isinstance(report, StatusReport)
     assert len(report.torrents) == 10_000
     assert report.torrents[-1].peer_list[-1].address == PeerAddress("10.0.0.1", 6881)
     assert report.torrents[-1].announces[-1].trackers[-1].url == "http://127.0.0.1/a"
+    last_peer = report.torrents[-1].peer_list[-1]
+    assert last_peer.web_seed is not None and last_peer.web_seed.failures == 3
+    assert report.torrents[-1].web_seeds[-1].hash_failures == 3
     pieces = decode_message(pack([34, IH.raw, "pa1/1", list(range(300, 4396))]))
     assert isinstance(pieces, AssignPieces) and len(pieces.pieces) == 4096

@@ -61,7 +61,7 @@ def test_schema_matches_the_snapshot() -> None:
 
 def test_snapshot_names_the_protocol_version() -> None:
     assert render_schema().splitlines()[0] == f"BUS_PROTOCOL_VERSION {BUS_PROTOCOL_VERSION}"
-    assert BUS_PROTOCOL_VERSION == 9
+    assert BUS_PROTOCOL_VERSION == 10
 
 
 def test_tags_are_unique_and_registered_under_their_class() -> None:
