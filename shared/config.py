@@ -70,8 +70,23 @@ class CoordinatorConfig:
     """Seconds a peer may take to answer a metadata request before another peer is asked."""
     pex: bool = True
     """Exchange peer addresses with peers (BEP 11 PeX); never for private torrents."""
+    web_seeds: bool = True
+    """Download from web seeds (BEP 19): a torrent's ``url-list``, a magnet link's ``ws=`` and
+    URLs added with ``add --web-seed`` or ``web-seed``. False ignores them all."""
+    max_web_seeds_per_torrent: int = 4
+    """Web seeds one torrent fetches from at once (each on some peer agent)."""
+    max_web_seeds: int = 32
+    """Web seeds fetched from at once in the whole session."""
 
     def __post_init__(self) -> None:
+        for name, value in (
+            ("max_web_seeds_per_torrent", self.max_web_seeds_per_torrent),
+            ("max_web_seeds", self.max_web_seeds),
+        ):
+            if not 0 <= value <= 1000:
+                raise ConfigError(
+                    "bad_value", f"coordinator.{name} must be between 0 and 1000, not {value}"
+                )
         if not 1 <= self.max_metadata_size <= 8 * 1024 * 1024:
             raise ConfigError(
                 "bad_value",
@@ -255,9 +270,22 @@ class PeerAgentConfig:
     """The address other peers reach this agent at, announced to the coordinator; empty:
     ``listen_host`` when it names one address, else the local address this host uses to reach
     the coordinator."""
+    web_seed_ca_file: str = ""
+    """A PEM file of CA certificates trusted for HTTPS web seeds besides the system's; empty:
+    the system's only. Certificates are always verified."""
+    web_seed_timeout: float = 60.0
+    """Seconds one web seed request may take, reply head and body; a slower one is retried."""
+    web_seed_connections: int = 4
+    """HTTP requests in flight to one web seed at most (fewer while it asks us to slow down)."""
+    web_seed_max_failures: int = 8
+    """Failed requests in a row (each retried after an exponential back-off with jitter, or
+    the server's ``Retry-After``) after which a web seed is given up for the torrent."""
 
     def __post_init__(self) -> None:
         checks = (
+            ("web_seed_timeout", self.web_seed_timeout > 0, "a positive number of seconds"),
+            ("web_seed_connections", 1 <= self.web_seed_connections <= 64, "between 1 and 64"),
+            ("web_seed_max_failures", 1 <= self.web_seed_max_failures <= 1000, "1 to 1000"),
             ("max_connections_per_host", self.max_connections_per_host >= 1, "at least 1"),
             ("outgoing_share", 0 <= self.outgoing_share < 1, "from 0 to below 1"),
             ("replace_idle_after", self.replace_idle_after >= 0, "0 or more seconds"),
