@@ -55,7 +55,9 @@ def _plural(count: int, word: str) -> str:
     return f"{count} {word}" if count == 1 else f"{count} {word}s"
 
 
-def _address(address: PeerAddress) -> str:
+def _address(address: PeerAddress | None, url: str = "") -> str:
+    if address is None:  # a web seed
+        return url
     host = f"[{address.host}]" if ":" in address.host else address.host
     return f"{host}:{address.port}"
 
@@ -124,7 +126,7 @@ def _peer_row(peer: PeerStatus, width: int) -> Line:
     agent_width = min(cell_width(agent), 32)
     client_width = max(8, width - fixed - agent_width - 1)
     segs: list[Segment] = [
-        ("  " + fit(_address(peer.address), 21) + " ", Style.NORMAL),
+        ("  " + fit(_address(peer.address, peer.url), 21) + " ", Style.NORMAL),
         (fit(client, client_width) + " ", Style.NORMAL),
         ((fit(peer.source.value, 8) + " ") if source else "", Style.DIM),
         ("↓" + fit(rate_text(peer.download_rate), RATE, right=True) + " ", Style.NORMAL),

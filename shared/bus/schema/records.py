@@ -129,7 +129,8 @@ class PeerStats:
 class PeerStatus:
     """One connection of a torrent, as ``status`` shows it."""
 
-    address: PeerAddress
+    address: PeerAddress | None
+    """Where the peer is; None for a web seed (``url`` says where)."""
     client: Name
     flags: Annotated[str, Size(0, 16)]
     """Letters, as other clients show them: ``D``/``d`` we download (unchoked/choked but
@@ -149,7 +150,7 @@ class PeerStatus:
     host: Name = ""
     """The host that peer agent runs on."""
     url: Text = ""
-    """A web seed's URL ('' for a peer); ``address`` is then the URL's host and port."""
+    """A web seed's URL ('' for a peer)."""
     web_seed: WebSeedReport | None = None
     """A web seed's retry state."""
 
