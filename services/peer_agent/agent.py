@@ -99,7 +99,8 @@ from .listener import Listener, open_listener
 from .piece_reads import PieceReads
 from .settings import AgentSettings, session_config
 from .storage_link import StorageLinks
-from .uplink import AgentUplink, Ended, ReadPiece, peer_stats
+from .timers import STATS_INTERVAL, connection_rows, observe, stats_loop, storage_loop
+from .uplink import AgentUplink, Ended, ReadPiece
 
 __all__ = [
     "SHUTDOWN_TIMEOUT",
@@ -110,12 +111,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-STATS_INTERVAL = 1.0
-"""Seconds between two ``TransferStats``."""
 SHUTDOWN_TIMEOUT = 2.0
 """Seconds the connections get to close and report when the agent stops."""
-_STORAGE_TICK_MAX = 0.25  # seconds between two looks at the storage links' deadlines ...
-_STORAGE_TICK_MIN = 0.02  # ... and at least
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,8 +220,19 @@ class PeerAgent(pykka.ThreadingActor):
             log.error("cannot use the coordinator endpoint %s: %s", settings.bus_endpoint, exc)
             self._request_stop(EXIT_FAILURE, "unusable coordinator endpoint")
             return
-        self._greenlets.append(gevent.spawn(self._stats_loop))
-        self._greenlets.append(gevent.spawn(self._storage_loop))
+        tell = self.actor_ref.tell
+        self._greenlets.append(
+            gevent.spawn(
+                stats_loop,
+                lambda now: connection_rows(self._registry, now),
+                self._to_coordinator,
+                lambda: tell(_ExpireReads()),
+                self._clock,
+            )
+        )
+        self._greenlets.append(
+            gevent.spawn(storage_loop, self._storage, self._clock, lambda: tell(_TickStorage()))
+        )
 
     def on_receive(self, message: Any) -> None:
         match message:
@@ -405,7 +413,7 @@ class PeerAgent(pykka.ThreadingActor):
             for key in list(torrent.addresses.values()):
                 connection = self._registry.get(key)
                 if connection is not None:
-                    self._observe(connection, now)
+                    observe(self._registry, connection, now)
         try:
             admitted = self._registry.admit(info_hash, accepted.address, now)
         except ConnectRefusedError as exc:
@@ -545,56 +553,3 @@ class PeerAgent(pykka.ThreadingActor):
         link = self._storage.get(endpoint)
         if link is not None:
             link.received(message)
-
-    # -- periodic ---------------------------------------------------------------------------------
-
-    def _stats_loop(self) -> None:
-        while True:
-            gevent.sleep(STATS_INTERVAL)
-            with contextlib.suppress(pykka.ActorDeadError):
-                self.actor_ref.tell(_ExpireReads())
-            rows = self._stats(self._clock())
-            for batch in bus.batches(rows):
-                self._to_coordinator(bus.TransferStats(batch))
-
-    def _stats(self, now: float) -> list[bus.PeerStats]:
-        rows = []
-        for connection in self._registry.connections():
-            self._observe(connection, now)
-            handle = connection.handle
-            if handle is None or not handle.session.active:
-                continue
-            rows.append(peer_stats(connection.info_hash, connection.key, handle.session, now))
-        return rows
-
-    def _observe(self, connection: Connection[_Handle], now: float) -> None:
-        """Tell the registry whether a connection is useful now (its slot is kept)."""
-        handle = connection.handle
-        if handle is None:
-            return
-        session = handle.session
-        self._registry.observe(
-            connection.key,
-            now,
-            interested=session.am_interested or session.peer_interested,
-            payload=session.upload_rate.total + session.download_rate.total,
-        )
-
-    def _storage_loop(self) -> None:
-        """Tick the storage links (retries, probes, timeouts) in the inbox when one is due.
-
-        Answers may bring a deadline closer (a retry a second from now) without waking this
-        loop: it looks again at least every ``_STORAGE_TICK_MAX`` seconds.
-        """
-        while True:
-            deadline = self._storage.next_deadline()
-            delay = _STORAGE_TICK_MAX
-            if deadline is not None:
-                delay = min(max(deadline - self._clock(), _STORAGE_TICK_MIN), delay)
-            gevent.sleep(delay)
-            deadline = self._storage.next_deadline()
-            if deadline is not None and deadline <= self._clock():
-                try:
-                    self.actor_ref.tell(_TickStorage())
-                except pykka.ActorDeadError:
-                    return
