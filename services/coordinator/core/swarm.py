@@ -50,7 +50,6 @@ from torviz.shared.bus import (
     PieceDownloaded,
     PiecesReleased,
     ServiceKind,
-    SetChoke,
     WorkWanted,
 )
 from torviz.shared.config import CoordinatorConfig
@@ -59,12 +58,13 @@ from torviz.shared.units import human_size, short_duration
 
 from .agents import AgentRegistry
 from .bans import MAX_HASH_FAILURES, SwarmBans
-from .choking import Candidate, Choker
+from .choking import Choker
 from .lifecycle import METADATA, OPEN_STATES, Move, advance
 from .peer_record import PeerRecord
 from .picking import PiecePicker
 from .piece_origins import PieceOrigins
 from .redial import FINAL_REASONS, RedialSchedule
+from .swarm_choking import SwarmChoking
 
 if TYPE_CHECKING:
     from .torrent import Torrent
@@ -107,7 +107,7 @@ class SwarmContext:
     """Tells the announcing tracker agents that the torrent is complete."""
 
 
-class Swarm(SwarmBans):
+class Swarm(SwarmBans, SwarmChoking):
     """The connections of one torrent and the rules that run them.
 
     Args:
@@ -296,45 +296,6 @@ class Swarm(SwarmBans):
         record = self.peers.get(key)
         if record is not None:
             self._send(record.agent, CancelPieces(self.torrent.info_hash, key, (piece,)))
-
-    # -- choking --
-
-    def _on_interest(self, key: str, interested: bool) -> None:
-        record = self.peers.get(key)
-        if record is None:
-            return
-        record.peer_interested = interested
-        if not interested or self.picker is None:  # no pieces to serve while fetching metadata
-            return
-        if key not in self.choker.unchoked and self.choker.grant(key):
-            self._send(record.agent, SetChoke(self.torrent.info_hash, key, False))
-            record.am_choking = False
-
-    def rechoke(self, now: float) -> None:
-        """A choking round: unchoke the winners, choke the others."""
-        before = self.choker.unchoked
-        after = self.choker.rechoke(
-            (
-                Candidate(
-                    key=peer.key,
-                    interested=peer.peer_interested,
-                    download_rate=peer.download_rate,
-                    upload_rate=peer.upload_rate,
-                    connected_at=peer.connected_at,
-                    snubbed=peer.snubbed,
-                )
-                for peer in self.peers.values()
-            ),
-            seeding=self.torrent.complete,
-            now=now,
-        )
-        info_hash = self.torrent.info_hash
-        for key in before ^ after:
-            record = self.peers.get(str(key))
-            if record is not None:
-                choked = key not in after
-                record.am_choking = choked
-                self._send(record.agent, SetChoke(info_hash, record.key, choked))
 
     # -- connections --
 
