@@ -8,7 +8,9 @@ The watcher runs as one more actor beside the coordinator in the ``download`` pr
 coordinator (always with a timeout) for the torrent's status a few times a second. It stops the
 whole process with exit code 0 once every piece is verified and the seed time has passed, or
 with 1 and one line saying why when the download cannot go on: a disk error, an agent that
-keeps crashing, or no peer and no progress for ``stall_timeout`` seconds.
+keeps crashing, or no peer and no progress for ``stall_timeout`` seconds. A connected web seed
+counts as a peer there (its retries are bounded: it ends given up, or delivers); the stall
+line then says what the torrent's web seeds last reported.
 
 A magnet link has no size until its metadata is in: the watcher shows its phase instead of the
 bar (``phases``: finding peers, fetching metadata), in place on a terminal; elsewhere one line
@@ -40,6 +42,7 @@ from torviz.shared.bus import (
     TorrentExported,
     TorrentState,
     TorrentStatus,
+    WebSeedUrlState,
 )
 from torviz.shared.errors import TorvizError
 from torviz.shared.metainfo import parse_metainfo
@@ -49,10 +52,12 @@ from torviz.shared.types import InfoHash
 from ..actor import CoordinatorActor
 from ..daemon.locations import load_config_file
 from ..daemon.run import DaemonOptions, run_daemon
+from .commands.info import safe_text
 from .phases import Phase, metadata_line, phase_of
 from .progress import Progress, format_duration, human_size
 from .saving import write_torrent
 from .sources import check_output, read_source
+from .web_seeds import check_web_seeds, row_text
 
 __all__ = ["DownloadJob", "DownloadWatcher", "run"]
 
@@ -80,10 +85,15 @@ class DownloadJob:
     """Where to write the .torrent once the metadata is in (``--save-torrent``)."""
     force: bool = False
     """``save_torrent`` may replace an existing file."""
+    web_seeds: tuple[str, ...] = ()
+    """Web seed URLs besides the torrent's own (``--web-seed``, checked)."""
 
     def request(self) -> AddTorrent:
         return AddTorrent(
-            metainfo=self.metainfo, download_dir=self.download_dir, magnet=self.magnet
+            metainfo=self.metainfo,
+            download_dir=self.download_dir,
+            magnet=self.magnet,
+            web_seeds=self.web_seeds,
         )
 
     def done_seeding(self, seeded_for: float, uploaded: int, total_length: int = -1) -> bool:
@@ -110,6 +120,7 @@ def run(args: argparse.Namespace) -> int:
         0 once every piece is verified and seeding is over, 1 when it cannot go on.
     """
     source = read_source(args.torrent)
+    web_seeds = check_web_seeds(args.web_seeds)
     config = load_config_file(args.config)
     name, total_length = source.shown_name, 0
     if source.magnet is None:
@@ -129,6 +140,7 @@ def run(args: argparse.Namespace) -> int:
         magnet=source.uri,
         save_torrent=args.save_torrent,
         force=args.force,
+        web_seeds=web_seeds,
     )
     state_dir = Path(tempfile.mkdtemp(prefix="torviz-"))
     try:
@@ -223,7 +235,7 @@ class DownloadWatcher(pykka.ThreadingActor):
                 now_phase = phase_of(status)
                 changed, phase = now_phase is not phase, now_phase
                 if phase is Phase.DOWNLOADING:
-                    progress.relabel(f"{status.name} [{status.peers} peers]")
+                    progress.relabel(f"{status.name} [{_sources_text(status)}]")
                     progress.set_total(status.total_length)
                     progress.update(int(status.progress * status.total_length))
                 else:
@@ -252,12 +264,19 @@ class DownloadWatcher(pykka.ThreadingActor):
                     if job.done_seeding(now - seeding_since, status.uploaded, status.total_length):
                         seeded = job.seed_time is not None or job.seed_ratio is not None
                         return 0, _seed_line(status) if seeded else None
-                elif status.peers == 0 and now - last_progress >= job.stall_timeout:
+                elif (
+                    status.peers == 0
+                    and not connected_web_seeds(status)
+                    and now - last_progress >= job.stall_timeout
+                ):
                     why = self.coordinator.diagnosis(added.info_hash).get(timeout=ASK_TIMEOUT)
                     what = "no peers and no progress"
                     if phase is not Phase.DOWNLOADING:
                         what = "no peers to fetch the metadata from"
-                    return 1, f"torviz: error: {what} for {int(job.stall_timeout)} s ({why})"
+                    return 1, (
+                        f"torviz: error: {what} for {int(job.stall_timeout)} s ({why})"
+                        + web_seeds_hint(status)
+                    )
 
     def _save(self, info_hash: InfoHash, progress: Progress) -> None:
         """Write the torrent's .torrent to ``--save-torrent`` FILE (``saving``).
@@ -274,6 +293,29 @@ class DownloadWatcher(pykka.ThreadingActor):
             raise TorvizError("unexpected_reply", f"{type(exported).__name__} to ExportTorrent")
         write_torrent(self.job.save_torrent, exported.metainfo, info_hash, force=self.job.force)
         progress.print_above(f"saved the .torrent to {self.job.save_torrent}", self.out)
+
+
+def connected_web_seeds(status: TorrentStatus) -> int:
+    """How many web seeds fetch for the torrent now: while one does (even backing off, which
+    is bounded), the download is not stalled."""
+    return sum(1 for row in status.web_seeds if row.state is WebSeedUrlState.CONNECTED)
+
+
+def _sources_text(status: TorrentStatus) -> str:
+    """``3 peers``, or ``0 peers, 1 web seed`` while web seeds fetch."""
+    seeds = connected_web_seeds(status)
+    if not seeds:
+        return f"{status.peers} peers"
+    return f"{status.peers} peers, {seeds} web seed{'' if seeds == 1 else 's'}"
+
+
+def web_seeds_hint(status: TorrentStatus) -> str:
+    """Why the torrent's web seeds did not help, for the stall line: ``; web seed URL: given up,
+    0 B: redirect loop at URL`` for the first one with something to say ('' when none)."""
+    for row in status.web_seeds:
+        if row.message:
+            return f"; web seed {safe_text(row.url)}: {row_text(row)}"
+    return ""
 
 
 def _plain_line(status: TorrentStatus, changed: bool = False) -> str:

@@ -41,9 +41,15 @@ class TorrentSource:
     magnet: Magnet | None = None
     uri: str = ""
 
-    def request(self, download_dir: str) -> AddTorrent:
-        """The ``AddTorrent`` that adds this torrent into ``download_dir`` ("": the daemon's)."""
-        return AddTorrent(metainfo=self.metainfo, download_dir=download_dir, magnet=self.uri)
+    def request(self, download_dir: str, web_seeds: tuple[str, ...] = ()) -> AddTorrent:
+        """The ``AddTorrent`` that adds this torrent into ``download_dir`` ("": the daemon's),
+        with ``web_seeds`` (checked URLs, ``web_seeds.check_web_seeds``) besides its own."""
+        return AddTorrent(
+            metainfo=self.metainfo,
+            download_dir=download_dir,
+            magnet=self.uri,
+            web_seeds=web_seeds,
+        )
 
     @property
     def shown_name(self) -> str:

@@ -1,9 +1,10 @@
 """``status --json``: a ``StatusReport`` as one JSON document, everything the terminal UI shows.
 
 The document: ``torrents`` (each one's numbers, trackers, announces, DHT, peers with the agent
-and host holding each connection, and ``detail`` when the daemon was asked for it: files,
-``file_count`` and the piece map), ``agents``, ``dht`` (every DHT node summed), ``events``
-(the daemon's log, oldest first) and ``totals`` (the session's rates and counts).
+and host holding each connection, ``web_seeds``: each web seed URL's state, and ``detail`` when
+the daemon was asked for it: files, ``file_count`` and the piece map), ``agents``, ``dht``
+(every DHT node summed), ``events`` (the daemon's log, oldest first) and ``totals`` (the
+session's rates and counts).
 
 Rules:
 - Texts are given as the daemon sent them (JSON escapes what needs escaping); info hashes in
@@ -12,6 +13,9 @@ Rules:
   character per piece as ``piece_cells`` writes them (``.`` missing, ``>`` downloading,
   ``?`` checking, ``#`` have, ``0``-``9``, ``a``-``z``, ... for ``origins[i]``).
 - A file's ``progress`` is ``completed / length`` (an empty file is complete: 1.0).
+- A web seed in ``peer_list`` has ``address`` null, its ``url``, and ``web_seed``: its retry
+  state from the peer agent (``state``, ``failures``, ``retry_in``, ``last_error``,
+  ``disabled_files``, ``in_flight``); a peer has ``url`` and ``web_seed`` null.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ from torviz.shared.bus import (
     TorrentDetail,
     TorrentStatus,
     TrackerStatus,
+    WebSeedReport,
+    WebSeedRow,
 )
 
 from ..core.announcers import host_port
@@ -44,6 +50,8 @@ __all__ = [
     "torrent_json",
     "totals_json",
     "tracker_json",
+    "web_seed_report_json",
+    "web_seed_row_json",
 ]
 
 
@@ -99,6 +107,7 @@ def torrent_json(torrent: TorrentStatus) -> dict[str, Any]:
         "reachable": torrent.reachable,
         "dht": torrent_dht_json(torrent.dht),
         "peer_list": [peer_json(peer) for peer in torrent.peer_list],
+        "web_seeds": [web_seed_row_json(row) for row in torrent.web_seeds],
         "detail": None if torrent.detail is None else detail_json(torrent.detail),
     }
 
@@ -107,7 +116,7 @@ def peer_json(peer: PeerStatus) -> dict[str, Any]:
     """One peer connection; ``agent`` and ``host``: the peer agent holding it (``null`` when
     the daemon does not say)."""
     return {
-        "address": str(peer.address),
+        "address": None if peer.address is None else str(peer.address),
         "client": peer.client,
         "flags": peer.flags,
         "download_rate": peer.download_rate,
@@ -119,6 +128,31 @@ def peer_json(peer: PeerStatus) -> dict[str, Any]:
         "source": peer.source.value,
         "agent": peer.agent or None,
         "host": peer.host or None,
+        "url": peer.url or None,
+        "web_seed": None if peer.web_seed is None else web_seed_report_json(peer.web_seed),
+    }
+
+
+def web_seed_report_json(report: WebSeedReport) -> dict[str, Any]:
+    """A running web seed's retry state, as its peer agent reports it."""
+    return {
+        "state": report.state.value,
+        "failures": report.failures,
+        "retry_in": report.retry_in,
+        "last_error": report.last_error,
+        "disabled_files": report.disabled_files,
+        "in_flight": report.in_flight,
+    }
+
+
+def web_seed_row_json(row: WebSeedRow) -> dict[str, Any]:
+    """One web seed URL of a torrent, running or not."""
+    return {
+        "url": row.url,
+        "state": row.state.value,
+        "message": row.message,
+        "downloaded": row.downloaded,
+        "hash_failures": row.hash_failures,
     }
 
 

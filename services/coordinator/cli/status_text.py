@@ -3,8 +3,10 @@ session's totals and the daemon's latest events.
 
 A torrent's block: name, info hash, state (with the metadata fetch or the check's progress),
 progress, transfer, peers, save path; a line per peer (address, flags, progress, rates, where
-its address came from, its client, and ``via AGENT@HOST``: the peer agent holding it); a line
-per tracker and per announce; its DHT line. With detail (``status ID``): its files (size, %,
+its address came from, its client, and ``via AGENT@HOST``: the peer agent holding it), a web
+seed's line with its URL, rate, bytes and retry state instead; a line per tracker and per
+announce; its DHT line; its web seeds (``web seeds``, a line per URL: state, bytes delivered,
+hash failures, why), when it has any. With detail (``status ID``): its files (size, %,
 path; the first ``MAX_FILE_LINES``) and its piece map (``piece_cells`` characters, 64 a line,
 grouped when longer than ``MAX_PIECE_CELLS``) with a line per origin naming its character.
 
@@ -44,6 +46,7 @@ from .piece_cells import (
 )
 from .progress import human_size
 from .status_json import file_progress
+from .web_seeds import report_text, row_text
 
 __all__ = [
     "EVENT_LINES",
@@ -56,6 +59,7 @@ __all__ = [
     "report_lines",
     "torrent_text",
     "totals_line",
+    "web_seed_lines",
 ]
 
 EVENT_LINES = 20
@@ -172,6 +176,8 @@ def _metadata_text(torrent: TorrentStatus) -> str:
 
 
 def _peer_text(peer: PeerStatus) -> str:
+    if peer.address is None:
+        return _web_seed_peer_text(peer)
     version = f" ({safe_text(peer.version)})" if peer.version else ""
     via = f"  via {safe_text(peer.agent)}@{safe_text(peer.host or '?')}" if peer.agent else ""
     return (
@@ -179,6 +185,26 @@ def _peer_text(peer: PeerStatus) -> str:
         f"down {human_size(peer.download_rate)}/s up {human_size(peer.upload_rate)}/s  "
         f"{peer.source.value:<8} {safe_text(peer.client)}{version}{via}"
     )
+
+
+def _web_seed_peer_text(peer: PeerStatus) -> str:
+    """``  web seed   URL  down 1.0 MiB/s, 12.0 MiB  backing off, retry in 12 s: HTTP 503 ...
+    via AGENT@HOST``."""
+    via = f"  via {safe_text(peer.agent)}@{safe_text(peer.host or '?')}" if peer.agent else ""
+    state = f"  {report_text(peer.web_seed)}" if peer.web_seed is not None else ""
+    return (
+        f"  web seed   {safe_text(peer.url)}  down {human_size(peer.download_rate)}/s, "
+        f"{human_size(peer.downloaded)}{state}{via}"
+    )
+
+
+def web_seed_lines(torrent: TorrentStatus) -> list[str]:
+    """``  web seeds  2`` and a line per URL of the torrent (none without web seeds)."""
+    if not torrent.web_seeds:
+        return []
+    return [f"  web seeds  {len(torrent.web_seeds)}"] + [
+        f"    {safe_text(row.url)}  {row_text(row)}" for row in torrent.web_seeds
+    ]
 
 
 def detail_lines(detail: TorrentDetail) -> list[str]:
@@ -250,6 +276,7 @@ def torrent_text(torrent: TorrentStatus) -> str:
     lines.extend(_announce_lines(torrent))
     if torrent.dht is not None:
         lines.append(torrent_dht_text(torrent.dht))
+    lines.extend(web_seed_lines(torrent))
     if torrent.detail is not None:
         lines.extend(detail_lines(torrent.detail))
     return "\n".join(lines)

@@ -9,8 +9,8 @@ shows them on stderr, ``--log-file`` appends them (at INFO unless a level is giv
 
 TORRENT is a .torrent file or a magnet link; a magnet link is parsed here first (a bad one is
 one line and exit status 2, before any service starts), and ``--save-torrent FILE`` is checked
-here (an existing FILE only with ``--force``). Then the process becomes the daemon
-(``handover``), which runs the download through ``oneshot.run``.
+here (an existing FILE only with ``--force``), and so is each ``--web-seed URL`` (exit 1). Then
+the process becomes the daemon (``handover``), which runs the download through ``oneshot.run``.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from torviz.shared.runtime.logging import LOG_LEVELS
 
 from ..handover import to_daemon
 from ..sources import check_output, read_source
+from ..web_seeds import add_web_seed_option, check_web_seeds
 
 DEFAULT_STALL_TIMEOUT = 60.0
 
@@ -54,6 +55,7 @@ def register(subparsers: Any) -> None:
         metavar="SECONDS",
         help="give up after this long without peers or progress (default %(default)s)",
     )
+    add_web_seed_option(parser)
     add_save_options(parser)
     parser.add_argument("--config", metavar="FILE", help="TOML configuration file")
     parser.add_argument(
@@ -87,7 +89,9 @@ def run(args: argparse.Namespace) -> int:
     Raises:
         UsageError: a magnet link that cannot be used.
         TorvizError: a --save-torrent FILE that exists (without --force) or is a folder.
+        WebSeedError: a --web-seed URL that cannot be used.
     """
     read_source(args.torrent)  # read again by the daemon's process; a bad one stops here
+    check_web_seeds(args.web_seeds)
     check_output(args.save_torrent, args.force)
     to_daemon(args)

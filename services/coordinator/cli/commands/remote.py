@@ -1,5 +1,5 @@
-"""Commands that talk to a running daemon over its control socket: add, list, status, pause,
-resume, verify, remove, shutdown (and ``export``, in its own module).
+"""Commands that talk to a running daemon over its control socket: add, add-web-seed, list,
+status, pause, resume, verify, remove, shutdown (and ``export``, in its own module).
 
 They find a daemon started with default settings without any flag (through ``daemon.json`` in
 the default state directory) and take ``--control ADDR`` or ``--state-dir DIR`` to reach another
@@ -13,9 +13,12 @@ daemon found, else from ``[security]`` of the default config file; the server's 
 
 ``add`` takes a .torrent file or a magnet link (a bad link: one line, exit 2, no daemon asked);
 with ``--save-torrent FILE`` it waits for the metadata, showing the phase, and writes the
-.torrent (Ctrl-C stops the waiting, the torrent stays added). ``status`` shows a torrent in the
-``metadata`` state with how far the fetch is, and for each peer where its address came from
-and the client it names (its ``v``), escaped for the terminal like every text a peer sends.
+.torrent (Ctrl-C stops the waiting, the torrent stays added). ``add --web-seed URL`` and
+``add-web-seed ID URL`` give a torrent web seeds besides its own: each URL is checked here
+first (``web_seeds``: a typo is one line, exit 1, no daemon asked). ``status`` shows a torrent
+in the ``metadata`` state with how far the fetch is, and for each peer where its address came
+from and the client it names (its ``v``), escaped for the terminal like every text a peer
+sends.
 
 ``status ID`` and ``status --json`` ask the daemon for detail (``GetStatus.detail``: files and
 piece map), so they show everything the terminal UI shows, with the daemon's events and
@@ -33,6 +36,7 @@ import sys
 from typing import Any
 
 from torviz.shared.bus import (
+    AddWebSeed,
     GetStatus,
     ListTorrents,
     Message,
@@ -49,6 +53,7 @@ from torviz.shared.bus import (
     TorrentStatus,
     VerifyStarted,
     VerifyTorrent,
+    WebSeedAdded,
 )
 from torviz.shared.errors import TorvizError
 
@@ -57,6 +62,7 @@ from ..progress import human_size
 from ..sources import check_output, read_source
 from ..status_json import report_json
 from ..status_text import report_lines
+from ..web_seeds import add_web_seed_option, check_web_seed, check_web_seeds
 from .download import add_save_options
 from .info import safe_text
 
@@ -65,8 +71,19 @@ def register(subparsers: Any) -> None:
     add = _parser(subparsers, "add", "add a .torrent file or a magnet link to the running daemon")
     add.add_argument("torrent", metavar="TORRENT", help="a .torrent file or a magnet link")
     add.add_argument("--dir", metavar="DIR", help="download directory (default: the daemon's)")
+    add_web_seed_option(add)
     add_save_options(add)
     add.set_defaults(handler=run_add)
+
+    web_seed = _parser(
+        subparsers,
+        "add-web-seed",
+        "give a torrent of the daemon a web seed (BEP 19), kept across restarts",
+        aliases=["web-seed"],
+    )
+    web_seed.add_argument("id", metavar="ID", help="info hash or an unambiguous prefix")
+    web_seed.add_argument("url", metavar="URL", help="http or https URL of the torrent's files")
+    web_seed.set_defaults(handler=run_add_web_seed)
 
     listing = _parser(subparsers, "list", "list the daemon's torrents")
     listing.set_defaults(handler=run_list)
@@ -96,8 +113,12 @@ def register(subparsers: Any) -> None:
     shutdown.set_defaults(handler=run_shutdown)
 
 
-def _parser(subparsers: Any, name: str, text: str) -> argparse.ArgumentParser:
-    parser: argparse.ArgumentParser = subparsers.add_parser(name, help=text, description=text)
+def _parser(
+    subparsers: Any, name: str, text: str, aliases: list[str] | None = None
+) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        name, help=text, description=text, aliases=aliases or []
+    )
     add_daemon_options(parser)
     return parser
 
@@ -111,9 +132,11 @@ _expect = expect
 
 def run_add(args: argparse.Namespace) -> int:
     source = read_source(args.torrent)
+    web_seeds = check_web_seeds(args.web_seeds)
     check_output(args.save_torrent, args.force)
     directory = os.path.abspath(args.dir) if args.dir else ""
-    added: TorrentAdded = _expect(_request(args, source.request(directory)), TorrentAdded)
+    request = source.request(directory, web_seeds)
+    added: TorrentAdded = _expect(_request(args, request), TorrentAdded)
     print(f"added {safe_text(added.name)} ({added.info_hash.hex})", flush=True)
     if args.save_torrent is None:
         return 0
@@ -169,6 +192,18 @@ def run_torrent_command(args: argparse.Namespace) -> int:
     }[args.command_name]
     _expect(_request(args, request(torrent.info_hash)), reply_type)
     print(f"{done} {torrent.name} ({torrent.info_hash.hex})")
+    return 0
+
+
+def run_add_web_seed(args: argparse.Namespace) -> int:
+    url = check_web_seed(args.url)  # before any daemon is asked
+    [torrent] = _matching(args, args.id)
+    reply: WebSeedAdded = _expect(_request(args, AddWebSeed(torrent.info_hash, url)), WebSeedAdded)
+    name = safe_text(torrent.name)
+    if reply.added:
+        print(f"added web seed {safe_text(reply.url)} to {name}")
+    else:
+        print(f"{name} already has that web seed")
     return 0
 
 
