@@ -1,18 +1,21 @@
-"""The detail view of one torrent: header, files, trackers, peers and the piece map.
+"""The detail view of one torrent: header, files, trackers, web seeds, peers and the piece map.
 
 Strategy: the view fills the screen's body; its four sections always show their headings
-(``Files``, ``Trackers``, ``Peers``, ``Pieces``), and their rows share the room left fairly
-(a short section gives its spare rows to the long ones). A section cut short ends in a line
-saying how many rows it shows; ``j``/``k`` scroll the cut sections together.
+(``Files``, ``Trackers``, ``Peers``, ``Pieces``), a fifth (``Web seeds``) when the torrent has
+web seeds, and their rows share the room left fairly (a short section gives its spare rows to
+the long ones). A section cut short ends in a line saying how many rows it shows; ``j``/``k``
+scroll the cut sections together. A web seed among the peers shows its URL (clipped) where a
+peer shows its address, and its retry state where a peer shows its client.
 
 Rules: pure; every text from the daemon escaped; exactly ``height`` lines of ``width`` cells.
 """
 
 from __future__ import annotations
 
-from torviz.shared.bus import PeerStatus, TorrentStatus, TrackerState
+from torviz.shared.bus import PeerStatus, TorrentStatus, TrackerState, WebSeedUrlState
 from torviz.shared.types import PeerAddress
 
+from ..cli.web_seeds import report_text
 from .lines import Line, Segment, Style, pad, plain
 from .pieces import legend, map_lines
 from .render_list import STATE_STYLES
@@ -30,6 +33,15 @@ _TRACKER_STYLES = {
     TrackerState.FAILED: Style.BAD,
     TrackerState.ANNOUNCING: Style.WARN,
 }
+_WEB_SEED_STYLES = {
+    WebSeedUrlState.CONNECTED: Style.GOOD,
+    WebSeedUrlState.RETRYING: Style.WARN,
+    WebSeedUrlState.GIVEN_UP: Style.BAD,
+    WebSeedUrlState.BANNED: Style.BAD,
+    WebSeedUrlState.INVALID: Style.BAD,
+}
+STATE = 10
+"""Cells of a web seed's state (``connected``, ``given up``...)."""
 
 
 def share_rows(wanted: list[int], room: int) -> list[int]:
@@ -57,7 +69,7 @@ def _plural(count: int, word: str) -> str:
 
 def _address(address: PeerAddress | None, url: str = "") -> str:
     if address is None:  # a web seed
-        return url
+        return safe_text(url)
     host = f"[{address.host}]" if ":" in address.host else address.host
     return f"{host}:{address.port}"
 
@@ -116,10 +128,34 @@ def _tracker_rows(status: TorrentStatus, width: int) -> list[Line]:
     return rows
 
 
+def _web_seed_rows(status: TorrentStatus, width: int) -> list[Line]:
+    """Per web seed URL: the URL, state, bytes delivered, then hash failures and why. The URL
+    column is as wide as the longest URL, at most half the width; the message takes the rest."""
+    urls = [safe_text(seed.url) for seed in status.web_seeds]
+    url_width = max(8, min(max((cell_width(url) for url in urls), default=0), (width - 2) // 2))
+    rows = []
+    for url, seed in zip(urls, status.web_seeds, strict=True):
+        failures = f" {_plural(seed.hash_failures, 'bad piece')}" if seed.hash_failures else ""
+        segs: Line = (
+            (f"  {fit(url, url_width)} ", Style.NORMAL),
+            (
+                fit(seed.state.value.replace("_", " "), STATE) + " ",
+                _WEB_SEED_STYLES.get(seed.state, Style.DIM),
+            ),
+            (fit(human_size(seed.downloaded), 10, right=True), Style.NORMAL),
+            (failures, Style.BAD),
+            (f" {safe_text(seed.message)}" if seed.message else "", Style.DIM),
+        )
+        rows.append(pad(segs, width))
+    return rows
+
+
 def _peer_row(peer: PeerStatus, width: int) -> Line:
     """Address, client, source (100 columns and up), rates, and agent@host; the client's
-    column takes what the others leave."""
+    column takes what the others leave. A web seed: its URL, and its retry state as client."""
     client = safe_text(peer.version or peer.client) or "?"
+    if peer.web_seed is not None:
+        client = report_text(peer.web_seed)
     agent = f"{safe_text(peer.agent)}@{safe_text(peer.host)}" if peer.agent else "-"
     source = width >= WIDE
     fixed = 2 + 22 + (9 if source else 0) + 2 * (RATE + 2)
@@ -162,21 +198,27 @@ def detail_page(model: ViewModel, width: int, height: int) -> list[Line]:
     detail = status.detail
     files = _file_rows(status, width)
     trackers = _tracker_rows(status, width)
+    seeds = _web_seed_rows(status, width)
     peers = [_peer_row(peer, width) for peer in status.peer_list]
     pieces = detail.pieces if detail is not None else None
     needed_map = -(-len(pieces.cells) // width) if pieces is not None and pieces.cells else 1
-    rest = height - len(lines) - 3 - 2  # three headings, the pieces heading and its legend
+    sections = [
+        (f"Files ({detail.file_count if detail is not None else 0})", files),
+        (f"Trackers ({len(trackers)})", trackers),
+        *([(f"Web seeds ({len(seeds)})", seeds)] if seeds else []),
+        (f"Peers ({len(peers)})", peers),
+    ]
+    rest = height - len(lines) - len(sections) - 2  # headings, the pieces heading, the legend
     map_rows = min(needed_map, max(1, rest // 3))
-    wanted = [len(files), len(trackers), len(peers)]
+    wanted = [len(rows) for _, rows in sections]
     spare = rest - map_rows - sum(wanted)
-    gap = [plain("", width)] if spare >= 4 else []  # room to spare: a blank before each
-    rest -= 4 * len(gap)
-    files_room, trackers_room, peers_room = share_rows(wanted, rest - map_rows)
-    count = detail.file_count if detail is not None else 0
+    blanks = len(sections) + 1
+    gap = [plain("", width)] if spare >= blanks else []  # room to spare: a blank before each
+    rest -= blanks * len(gap)
+    rooms = share_rows(wanted, rest - map_rows)
     scroll = model.detail_scroll
-    lines += gap + _section(f"Files ({count})", files, files_room, scroll, width)
-    lines += gap + _section(f"Trackers ({len(trackers)})", trackers, trackers_room, scroll, width)
-    lines += gap + _section(f"Peers ({len(peers)})", peers, peers_room, scroll, width)
+    for (title, rows), room in zip(sections, rooms, strict=True):
+        lines += gap + _section(title, rows, room, scroll, width)
     verified = f"Pieces ({status.pieces_verified} of {status.num_pieces} verified)"
     lines += [*gap, plain(verified, width, Style.HEADER)]
     if pieces is None or not pieces.cells:
