@@ -2,8 +2,9 @@
 
 gevent patches the standard library before anything else is imported, so pykka's actors and
 every socket are green. Then the common agent command line is parsed (plus
-``--max-connections``), the CURVE keys and ``advertise_host`` are checked (a missing key or a
-name that does not resolve prints one line and exits 2, before any actor starts), and the
+``--max-connections``), the CURVE keys, ``advertise_host`` and the web seeds' CA file are
+checked (a missing key, a name that does not resolve or a CA file that is no PEM prints one
+line and exits 2, before any actor starts), and the
 runner starts the one ``PeerAgent`` actor; it starts a ``PeerConnection`` actor per peer
 itself.
 """
@@ -20,6 +21,7 @@ import sys  # noqa: E402
 from torviz.shared.errors import ConfigError  # noqa: E402
 from torviz.shared.runtime.agent import AgentOptions, parse_agent_args, run_agent  # noqa: E402
 from torviz.shared.runtime.curve import client_security, load_keypair  # noqa: E402
+from torviz.shared.runtime.http import HttpClient, HttpError  # noqa: E402
 from torviz.shared.runtime.service import ActorFactory, ServiceRunner  # noqa: E402
 
 from .address import resolve_advertise_host  # noqa: E402
@@ -67,9 +69,15 @@ def _settings(options: AgentOptions) -> AgentSettings:
     """The agent's settings from its options, keys loaded and checked.
 
     Raises:
-        ConfigError: a key file is missing or invalid, or ``advertise_host`` is unusable.
+        ConfigError: a key file is missing or invalid, ``advertise_host`` is unusable, or
+            ``web_seed_ca_file`` cannot be read as PEM certificates.
     """
     config = options.config
+    if config.peer_agent.web_seed_ca_file:  # read once here, so a bad file stops us at start
+        try:
+            HttpClient(ca_file=config.peer_agent.web_seed_ca_file).close()
+        except HttpError as exc:
+            raise ConfigError(exc.reason, exc.message) from None
     security = config.security
     advertise = config.peer_agent.advertise_host
     return AgentSettings(

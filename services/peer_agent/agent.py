@@ -86,7 +86,7 @@ from torviz.shared.wire.handshake import HandshakeHeader
 
 from .address import Advertiser
 from .connection import PeerConnection
-from .core.commands import Command, Disconnect
+from .core.commands import Command, Disconnect, PeerMessage
 from .core.routing import route, upgrade
 from .core.session import PeerSession
 from .core.torrents import (
@@ -101,6 +101,7 @@ from .settings import AgentSettings, session_config
 from .storage_link import StorageLinks
 from .timers import STATS_INTERVAL, connection_rows, observe, stats_loop, storage_loop
 from .uplink import AgentUplink, Ended, ReadPiece
+from .web_seeds import WebSeeds
 
 __all__ = [
     "SHUTDOWN_TIMEOUT",
@@ -194,6 +195,9 @@ class PeerAgent(pykka.ThreadingActor):
         self._reads = PieceReads(
             config.piece_cache_bytes, self._storage, self._session_config.allocate
         )
+        self._web_seeds = WebSeeds(
+            config, new_key=self._registry.new_key, send=self._to_coordinator, clock=clock
+        )
         self._greenlets: list[gevent.Greenlet[Any, Any]] = []
         self._closed = False
 
@@ -224,15 +228,14 @@ class PeerAgent(pykka.ThreadingActor):
         self._greenlets.append(
             gevent.spawn(
                 stats_loop,
-                lambda now: connection_rows(self._registry, now),
+                lambda now: connection_rows(self._registry, now) + self._web_seeds.rows(now),
                 self._to_coordinator,
                 lambda: tell(_ExpireReads()),
                 self._clock,
             )
         )
-        self._greenlets.append(
-            gevent.spawn(storage_loop, self._storage, self._clock, lambda: tell(_TickStorage()))
-        )
+        ticks = (self._storage, self._clock, lambda: tell(_TickStorage()), self._web_seeds.resume)
+        self._greenlets.append(gevent.spawn(storage_loop, *ticks))
 
     def on_receive(self, message: Any) -> None:
         match message:
@@ -275,6 +278,7 @@ class PeerAgent(pykka.ThreadingActor):
         gevent.killall(self._greenlets, block=True, timeout=1.0)
         self._stop_listening()
         self._close_connections(DisconnectReason.AGENT_STOPPING, "the peer agent is stopping")
+        self._web_seeds.close()  # each reports, bounded in time
         self._storage.close()
         if self._link is not None:
             self._link.close()
@@ -311,8 +315,14 @@ class PeerAgent(pykka.ThreadingActor):
                 | bus.BanPeers()
                 | bus.BroadcastHave()
             ):
+                if isinstance(message, PeerMessage) and self._web_seeds.command(message):
+                    return  # a web seed's key
                 for handle, command in route(self._registry, message):
                     self._tell(handle, command)
+            case bus.ConnectWebSeed(info_hash):
+                torrent = self._registry.torrent(info_hash)
+                link = None if torrent is None else self._storage.get(torrent.storage_endpoint)
+                self._web_seeds.connect(message, torrent, link)
             case bus.ConnectPeer(info_hash, address):
                 self._connect(info_hash, address)
             case bus.AttachTorrent():
@@ -327,6 +337,9 @@ class PeerAgent(pykka.ThreadingActor):
                 log.info("shutdown requested: %s", reason)
                 self._stop_listening()
                 self._close_connections(
+                    DisconnectReason.SHUTDOWN, "the peer agent is shutting down"
+                )
+                self._web_seeds.close_all(
                     DisconnectReason.SHUTDOWN, "the peer agent is shutting down"
                 )
                 self._request_stop(EXIT_OK, f"shutdown: {reason}")
@@ -364,6 +377,7 @@ class PeerAgent(pykka.ThreadingActor):
                 self._tell(handle, command)
 
     def _detach(self, info_hash: InfoHash) -> None:
+        self._web_seeds.detach(info_hash)
         for connection in self._registry.detach(info_hash):
             if connection.handle is not None:
                 self._tell(
@@ -553,3 +567,4 @@ class PeerAgent(pykka.ThreadingActor):
         link = self._storage.get(endpoint)
         if link is not None:
             link.received(message)
+            self._web_seeds.resume()  # an answer may have made room

@@ -13,7 +13,9 @@ without a socket.
 
 Rules:
 - Peer keys are ``"<agent id>/<n>"`` with ``n`` counting up from 1 and never reused, so a late
-  command for a closed connection can never reach a newer one.
+  command for a closed connection can never reach a newer one. Web seeds take their keys from
+  the same counter (``new_key``) and are kept beside the registry (``web_seeds.py``): they
+  count against no connection limit.
 - At most ``max_connections`` connections at once in the agent and ``max_per_torrent`` per
   torrent, incoming and outgoing alike; of these, incoming ones at most ``max_incoming`` and
   ``max_per_host`` from one host (``slots.py``); none from or to a host banned for the torrent.
@@ -386,13 +388,18 @@ class Registry(Generic[H]):
         if isinstance(verdict, Refuse):
             raise ConnectRefusedError(verdict.reason, verdict.message)
         replaced = None if verdict.replace is None else self.release(verdict.replace)
-        key = f"{self.agent_id}/{next(self._serial)}"
+        key = self.new_key()
         connection: Connection[H] = Connection(
             key, info_hash, address, incoming, host=host, useful_at=now
         )
         self._connections[key] = connection
         torrent.addresses[address] = key
         return connection, replaced
+
+    def new_key(self) -> str:
+        """A peer key never given before: for a connection, or a web seed kept beside the
+        registry (it shares the counter, so the keys of both never collide)."""
+        return f"{self.agent_id}/{next(self._serial)}"
 
     def bind(self, key: str, handle: H) -> None:
         """Attach the handle the caller reaches the connection through."""
