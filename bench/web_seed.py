@@ -33,6 +33,9 @@ what it served (requests, connections, body bytes: from its access log) are reco
 Every download is compared byte for byte with the content (after the clock stopped), then
 deleted, and the machine left idle for ``--settle`` seconds (`bench.workload.clear`).
 
+After the rounds, one more torviz download, untimed, at ``--log-level INFO`` (``--no-timeline``
+skips it): when each service started, the web seed connected and the download completed.
+
 What is measured: a byte-compiled copy of the working tree's ``shared`` and ``services`` taken
 at the start, as for the other benchmarks (``--live`` runs the tree itself).
 
@@ -47,6 +50,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import resource
 import shutil
 import signal
@@ -64,6 +68,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.comparison import markdown_table, print_table, roles_text, write_report
 from bench.leechers import RunResult, run_torviz
 from bench.proctree import TreeSampler, cpu_seconds
+from bench.profiling import timeline
 from bench.sources import fmt, median, start_report
 from bench.web_server import HOST, NGINX, WebServer, make_web_seed_torrent, storage
 from bench.workload import MIB, bytes_on_disk, cached_content, clear
@@ -269,6 +274,41 @@ def timed_run(
     return result
 
 
+# Log messages of the timeline run worth a line of their own (the rest stay in the JSON).
+_TIMELINE_KEYS = re.compile(r"listening|started \d+ actors|attached|web seed|complete|stopping \(")
+
+
+def timeline_run(
+    torrent: TorrentFile, spec: ContentSpec, work: Path, keep: Path, args: Any
+) -> dict[str, Any]:
+    """One more torviz download, untimed, at ``--log-level INFO``: when each service started,
+    the web seed connected, the download completed (seconds after spawn); the log is kept in
+    `keep`."""
+    keep.mkdir(parents=True, exist_ok=True)
+    log_path = keep / "timeline.log"
+    spawned_wall = time.time()
+    result = run_torviz(
+        "web-seed",
+        -1,
+        torrent,
+        spec,
+        work / "out",
+        args.config,
+        timeout=args.timeout,
+        verify=False,
+        extra=("--log-level", "INFO"),
+        env=args.env,
+        log_path=log_path,
+    )
+    clear(work / "out", args.settle)
+    events = timeline(log_path, spawned_wall, limit=result.wall_s + 1)
+    print(f"timeline run ({result.wall_s:.2f} s, {'ok' if result.ok else result.error}):")
+    for at, service, message in events:
+        if _TIMELINE_KEYS.search(message):
+            print(f"  {at:6.2f} s  {service:14s} {message}")
+    return {"run": asdict(from_torviz(result)), "events": events, "log": str(log_path)}
+
+
 def describe(r: WebSeedRun, size: int) -> str:
     """One line for a run."""
     text = f"  run {r.run} {r.tool:7s} {r.wall_s:6.2f} s {size / r.wall_s / 1e6:5.0f} MB/s"
@@ -387,6 +427,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--cache", type=Path, default=Path("/tmp/torviz-bench"))
     parser.add_argument("--disk", action="store_true", help="serve and download on the disk")
     parser.add_argument("--live", action="store_true", help="run the working tree itself")
+    parser.add_argument(
+        "--no-timeline",
+        dest="timeline",
+        action="store_false",
+        help="skip the untimed torviz run at --log-level INFO after the rounds",
+    )
     parser.add_argument("--output", type=Path, help="results JSON (default bench/results/...)")
     args = parser.parse_args(argv)
     args.tools = [t for t in args.tools.split(",") if t]
@@ -442,6 +488,9 @@ def main(argv: list[str] | None = None) -> int:
                     report["runs"].append(asdict(result))
                     print(describe(result, torrent.total_size), flush=True)
                     output.write_text(json.dumps(report, indent=1))
+            if args.timeline and "torviz" in args.tools:
+                keep = output.with_suffix("")
+                report["timeline"] = timeline_run(torrent, spec, place, keep, args)
     summary = summarise(cached.total_size, runs)
     table = summary_table(summary)
     print_table(
