@@ -292,6 +292,9 @@ def test_status_shows_a_web_seed_by_its_url_rate_bytes_and_retry_state() -> None
         "(2 failed): HTTP 503 Service Unavailable  via peer-1@alpha"
     )
     assert "None" not in "\n".join(lines)
+    hostile = dataclasses.replace(SEED_PEER, url="http://x.example/\x1b[2J")
+    shown = torrent_text(dataclasses.replace(TORRENT_STATUS, peer_list=(hostile,)))
+    assert "  web seed   http://x.example/\\x1b[2J  down" in shown and "\x1b" not in shown
     block = lines.index("  web seeds  3")
     assert lines[block + 1 : block + 4] == [
         f"    {MIRROR}  connected, 12.0 MiB",
