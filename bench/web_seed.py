@@ -100,6 +100,14 @@ class WebSeedRun:
     all_bytes_s: float | None = None
     """Spawn to every byte on disk (50 ms resolution)."""
     cpu_by_role: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def transfer_s(self) -> float | None:
+        """First to last byte on disk: the transfer alone, start-up and exit left out."""
+        if self.first_bytes_s is None or self.all_bytes_s is None:
+            return None
+        return self.all_bytes_s - self.first_bytes_s
+
     server_cpu_s: float | None = None
     """CPU seconds nginx spent during the run (serving it)."""
     requests: int = 0
@@ -312,7 +320,8 @@ def timeline_run(
 def describe(r: WebSeedRun, size: int) -> str:
     """One line for a run."""
     text = f"  run {r.run} {r.tool:7s} {r.wall_s:6.2f} s {size / r.wall_s / 1e6:5.0f} MB/s"
-    text += f"  all bytes {fmt(r.all_bytes_s, '.2f', ' s')}  cpu {fmt(r.cpu_s, '.2f', ' s')}"
+    text += f"  bytes {fmt(r.first_bytes_s, '.2f')}-{fmt(r.all_bytes_s, '.2f', ' s')}"
+    text += f"  cpu {fmt(r.cpu_s, '.2f', ' s')}"
     text += f" (user {fmt(r.user_s, '.2f')}, sys {fmt(r.sys_s, '.2f')})"
     text += f"  rss {fmt(r.peak_rss and r.peak_rss / MIB, '.0f', ' MiB')}"
     text += f"  nginx {fmt(r.server_cpu_s, '.2f', ' s')}, {r.requests} req"
@@ -333,14 +342,14 @@ def summarise(size: int, runs: Sequence[WebSeedRun]) -> dict[str, Any]:
     for tool in TOOLS:
         ok = [r for r in runs if r.tool == tool and r.ok]
         wall = _median(ok, "wall_s")
+        transfer = _median(ok, "transfer_s")
+        keys = ("first_bytes_s", "all_bytes_s", "transfer_s", "cpu_s", "user_s", "sys_s")
         summary[tool] = {
             "runs": len(ok),
             "wall_s": wall,
             "mb_s": size / wall / 1e6 if wall else None,
-            **{
-                key: _median(ok, key)
-                for key in ("all_bytes_s", "first_bytes_s", "cpu_s", "user_s", "sys_s")
-            },
+            **{key: _median(ok, key) for key in keys},
+            "transfer_mb_s": size / transfer / 1e6 if transfer else None,
             "peak_rss_mib": (_median(ok, "peak_rss") or 0) / MIB or None,
             "server_cpu_s": _median(ok, "server_cpu_s"),
             "requests": _median(ok, "requests"),
@@ -352,7 +361,7 @@ def summarise(size: int, runs: Sequence[WebSeedRun]) -> dict[str, Any]:
             },
         }
     tv, a2 = summary["torviz"], summary["aria2c"]
-    for key in ("wall_s", "cpu_s"):
+    for key in ("wall_s", "transfer_s", "cpu_s"):
         summary[f"ratio_{key}"] = tv[key] / a2[key] if tv[key] and a2[key] else None
     summary["median_loadavg"] = median([r.loadavg for r in runs])
     return summary
@@ -362,7 +371,8 @@ COLUMNS = (
     "client",
     "wall (spawn to exit)",
     "MB/s",
-    "last byte on disk",
+    "first, last byte on disk",
+    "first to last byte (MB/s)",
     "CPU (user + sys)",
     "user",
     "sys",
@@ -386,7 +396,8 @@ def summary_table(summary: dict[str, Any]) -> str:
                 tool,
                 fmt(s["wall_s"], ".2f", " s"),
                 fmt(s["mb_s"], ".0f"),
-                fmt(s["all_bytes_s"], ".2f", " s"),
+                f"{fmt(s['first_bytes_s'], '.2f', ' s')}, {fmt(s['all_bytes_s'], '.2f', ' s')}",
+                f"{fmt(s['transfer_s'], '.2f', ' s')} ({fmt(s['transfer_mb_s'], '.0f')})",
                 fmt(s["cpu_s"], ".2f", " s"),
                 fmt(s["user_s"], ".2f", " s"),
                 fmt(s["sys_s"], ".2f", " s"),
@@ -497,6 +508,7 @@ def main(argv: list[str] | None = None) -> int:
         table,
         [
             f"torviz / aria2c: wall {fmt(summary['ratio_wall_s'], '.2f', 'x')}, "
+            f"first to last byte {fmt(summary['ratio_transfer_s'], '.2f', 'x')}, "
             f"CPU {fmt(summary['ratio_cpu_s'], '.2f', 'x')}; median load "
             f"{fmt(summary['median_loadavg'], '.1f')}"
         ],
