@@ -20,6 +20,12 @@ metadata mode (handshakes, ``ut_metadata``, ``ut_pex``; the peer's have-state is
 ``LearnGeometry``: none is dropped; each reports the kept have-state (``PeerBitfield``).
 ``AttachTorrent.dht_port``: the DHT bit and ``PORT`` (BEP 5) of its new connections.
 
+Web seeds (BEP 19): ``ConnectWebSeed`` starts a session in ``web_seeds.py`` (``WebSeeds``),
+keyed from the registry's counter and kept beside it (no connection limit applies); commands
+whose key is a web seed's go there, ``DetachTorrent``, a registration, ``Shutdown`` and stopping
+close them (each reports ``PeerDisconnected``), and their rows join the stats. A web seed's
+``WorkWanted`` waits while its torrent's storage link is busy (the storage ticker resends it).
+
 Registrations: every ``Registered`` (a coordinator welcomed us and holds no state for us) and
 every ``CoordinatorLost`` detaches every torrent and closes its connections (their
 ``PeerDisconnected`` go to a coordinator that ignores keys it does not know); the coordinator

@@ -40,6 +40,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from torviz.shared import bus
 from torviz.shared.bus import DisconnectReason
@@ -55,10 +56,9 @@ from .core.events import Closed, PieceCompleted, PiecesGivenBack, WorkNeeded
 from .core.torrents import Torrent
 from .core.translate import store_piece
 from .core.web_seed import WebSeedEvent, WebSeedSession, WebSeedSettings
-from .storage_link import StorageLink
 from .web_seed_fetcher import WebSeedFetcher
 
-__all__ = ["CLOSE_TIMEOUT", "WebSeeds"]
+__all__ = ["CLOSE_TIMEOUT", "PieceSink", "WebSeeds"]
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,16 @@ CLOSE_TIMEOUT = 2.0
 """Seconds ``close_all`` waits for the sessions to end and report."""
 _POOL_PER_SEED = 4  # torrents of one mirror at once that the pool serves without waiting
 _MAX_U32 = 2**32 - 1
+
+
+class PieceSink(Protocol):
+    """Where a torrent's finished pieces go: its ``StorageLink`` (only queues)."""
+
+    def store(self, message: bus.StorePiece, data: bytearray) -> None:
+        """Send a finished piece; ``data`` is handed over for good."""
+
+    def busy(self) -> bool:
+        """Whether so many pieces wait for the storage agent that no more should be asked."""
 
 
 class _RefusedError(Exception):
@@ -87,7 +97,7 @@ class _WebSeed:
     info_hash: InfoHash
     url: str
     num_pieces: int
-    storage: StorageLink
+    storage: PieceSink
     fetcher: WebSeedFetcher | None = None
     wanted: int | None = None
     """A ``WorkWanted`` count held back while the storage link is busy."""
@@ -141,7 +151,7 @@ class WebSeeds:
     # -- the coordinator's commands ---------------------------------------------------------------
 
     def connect(
-        self, message: bus.ConnectWebSeed, torrent: Torrent | None, storage: StorageLink | None
+        self, message: bus.ConnectWebSeed, torrent: Torrent | None, storage: PieceSink | None
     ) -> str:
         """Start a session for ``message.url`` (``WebSeedConnected``, and ``PeerDisconnected``
         at once when it cannot run).
@@ -269,8 +279,8 @@ class WebSeeds:
     # -- inside -----------------------------------------------------------------------------------
 
     def _check(
-        self, torrent: Torrent | None, storage: StorageLink | None, info_hash: InfoHash
-    ) -> tuple[InfoDict, StorageLink]:
+        self, torrent: Torrent | None, storage: PieceSink | None, info_hash: InfoHash
+    ) -> tuple[InfoDict, PieceSink]:
         """The torrent's parsed info dictionary and storage link, or why a session cannot run.
 
         Raises:

@@ -9,6 +9,7 @@ Every wait is bounded; nginx, the servers and the agent are stopped by their fix
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -18,7 +19,7 @@ import pytest
 
 from testing import make_content, make_torrent
 from testing.content import multi_file_layout
-from testing.peer_agent import Counterparts
+from testing.peer_agent import AgentProcess, Counterparts
 from tests.support.hostile_http import RedirectLoop
 from tests.support.nginx import Nginx, nginx_or_skip
 from torviz.services.peer_agent.core.deliveries import WINDOW
@@ -26,10 +27,12 @@ from torviz.shared.bus import (
     AssignPieces,
     AttachMagnet,
     AttachTorrent,
+    ConnectPeer,
     ConnectWebSeed,
     DetachTorrent,
     DisconnectPeer,
     DisconnectReason,
+    PeerConnectFailed,
     PeerDisconnected,
     PieceDownloaded,
     PiecesReleased,
@@ -41,7 +44,7 @@ from torviz.shared.bus import (
     WorkWanted,
 )
 from torviz.shared.metainfo import Metainfo, parse_metainfo
-from torviz.shared.types import InfoHash
+from torviz.shared.types import InfoHash, PeerAddress
 
 from .conftest import OUR_PEER_ID, attach_message, attached
 
@@ -261,3 +264,33 @@ def test_a_busy_storage_link_holds_the_web_seeds_work_wanted_back(
         counterparts.answer_piece(piece)
     want = counterparts.expect(WorkWanted, lambda m: m.peer == key, timeout=5.0)
     assert want.info_hash == served.info_hash and want.count >= 1
+
+
+def test_web_seeds_take_no_connection_slot(
+    counterparts: Counterparts, start_agent, served: Served
+) -> None:
+    start_agent("--max-connections", "1")
+    attach(counterparts, served)
+    keys = [connect(counterparts, served.info_hash, served.url + f"?n={n}") for n in range(2)]
+    for key in keys:
+        counterparts.expect(WorkWanted, lambda m, k=key: m.peer == k)  # type: ignore[misc]
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = PeerAddress("127.0.0.1", probe.getsockname()[1])
+    counterparts.send(ConnectPeer(served.info_hash, closed))
+    failed = counterparts.expect(PeerConnectFailed, lambda m: m.address == closed)
+    assert failed.reason == DisconnectReason.CONNECTION_REFUSED  # dialled: a slot was free
+    assert not any(isinstance(m, PeerDisconnected) for m in counterparts.inbox)
+
+
+def test_a_ca_file_that_is_no_pem_stops_the_agent_with_one_line(short_dir: Path) -> None:
+    bad = short_dir / "ca.pem"
+    bad.write_text("not a certificate\n")
+    agent = AgentProcess("ipc:///nowhere/bus", short_dir, settings={"web_seed_ca_file": str(bad)})
+    try:
+        assert agent.wait(timeout=10) == 2
+    finally:
+        agent.stop()
+    lines = agent.stderr().strip().splitlines()
+    assert len(lines) == 1, lines
+    assert str(bad) in lines[0] and "CA certificates" in lines[0], lines
