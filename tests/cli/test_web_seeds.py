@@ -206,7 +206,7 @@ def test_add_web_seed_with_a_bad_url_asks_no_daemon(nothing_asked: FakeDaemon) -
 
 # --- status and status --json --------------------------------------------------------------------
 
-BACKING_OFF = WebSeedReport(WebSeedState.BACKING_OFF, 2, 12.4, "HTTP 503 Service Unavailable", 0, 0)
+BACKING_OFF = WebSeedReport(WebSeedState.BACKING_OFF, 2, 11.6, "HTTP 503 Service Unavailable", 0, 0)
 SEED_PEER = PeerStatus(
     address=None,
     client="web seed",
@@ -251,6 +251,10 @@ TORRENT_STATUS = dataclasses.replace(
         (
             WebSeedReport(WebSeedState.BACKING_OFF, 1, None, "timed out", 0, 0),
             "backing off: timed out",
+        ),
+        (
+            WebSeedReport(WebSeedState.BACKING_OFF, 1, 0.02, "timed out", 0, 0),
+            "backing off, retry in 1 s: timed out",
         ),
         (
             WebSeedReport(WebSeedState.ACTIVE, 3, None, "connection refused", 0, 1),
@@ -321,7 +325,7 @@ def test_status_json_has_the_url_the_retry_state_and_the_rows() -> None:
     assert seed["web_seed"] == {
         "state": "backing_off",
         "failures": 2,
-        "retry_in": 12.4,
+        "retry_in": 11.6,
         "last_error": "HTTP 503 Service Unavailable",
         "disabled_files": 0,
         "in_flight": 0,

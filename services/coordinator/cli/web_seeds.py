@@ -20,6 +20,7 @@ Rules:
 from __future__ import annotations
 
 import argparse
+import math
 from collections.abc import Sequence
 
 from torviz.shared.bus import MAX_WEB_SEEDS, WebSeedReport, WebSeedRow, WebSeedState
@@ -98,7 +99,8 @@ def check_web_seeds(texts: Sequence[str]) -> tuple[str, ...]:
 
 
 def _seconds(value: float) -> str:
-    return f"{max(0, round(value))} s"
+    """Whole seconds, rounded up: a wait of 0.2 s is not over ("1 s", never "0 s")."""
+    return f"{max(1, math.ceil(value))} s"
 
 
 def report_text(report: WebSeedReport) -> str:
