@@ -31,6 +31,7 @@ import pykka
 
 from torviz.shared.bus import (
     AddTorrent,
+    AddWebSeed,
     ControlFailed,
     ExportTorrent,
     GetStatus,
@@ -253,6 +254,8 @@ class CoordinatorActor(pykka.ThreadingActor):
         match message:
             case AddTorrent():
                 reply = self.core.add_torrent(message, now)
+            case AddWebSeed():
+                reply = self.core.add_web_seed(message, now)
             case ListTorrents():
                 reply = self.core.status(now)
             case GetStatus():

@@ -5,7 +5,9 @@ its exact .torrent bytes (so nothing is re-encoded), its download directory, its
 its transfer totals. A torrent added from a magnet link keeps the link (``magnet``, its
 .torrent empty) until its info dictionary arrives; then the .torrent built from it replaces the
 link, so a restart never fetches it again. The metadata pieces it received meanwhile are kept
-too (``metadata_pieces``), so a restart asks only for the rest. Which pieces are verified is
+too (``metadata_pieces``), so a restart asks only for the rest. The web seed URLs the user
+added (``add --web-seed``, ``web-seed``) are kept as a JSON list (``web_seeds``); those of the
+``url-list`` come from the .torrent each time. Which pieces are verified is
 *not* here: the storage agent owns that, next to the data, and reports it when the torrent is
 opened again.
 
@@ -20,6 +22,7 @@ with no torrents and says so, rather than not at all.
 
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
 import time
@@ -28,6 +31,7 @@ from pathlib import Path
 
 import gevent.threadpool
 
+from torviz.shared.bus import MAX_WEB_SEEDS
 from torviz.shared.magnet import format_magnet
 from torviz.shared.types import InfoHash
 
@@ -46,7 +50,8 @@ CREATE TABLE IF NOT EXISTS torrents (
     added_at REAL NOT NULL,
     uploaded INTEGER NOT NULL DEFAULT 0,
     downloaded INTEGER NOT NULL DEFAULT 0,
-    magnet TEXT NOT NULL DEFAULT ''
+    magnet TEXT NOT NULL DEFAULT '',
+    web_seeds TEXT NOT NULL DEFAULT '[]'
 )
 """
 _PIECES_SCHEMA = """
@@ -58,8 +63,11 @@ CREATE TABLE IF NOT EXISTS metadata_pieces (
     PRIMARY KEY (info_hash, piece)
 )
 """
-_MIGRATE = "ALTER TABLE torrents ADD COLUMN magnet TEXT NOT NULL DEFAULT ''"
-"""A database of an earlier version has no ``magnet`` column: it gets one."""
+_MIGRATE = {
+    "magnet": "ALTER TABLE torrents ADD COLUMN magnet TEXT NOT NULL DEFAULT ''",
+    "web_seeds": "ALTER TABLE torrents ADD COLUMN web_seeds TEXT NOT NULL DEFAULT '[]'",
+}
+"""Columns a database of an earlier version lacks, and how each is added."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +83,8 @@ class SavedTorrent:
     dictionary never arrived)."""
     metadata: tuple[int, dict[int, bytes]] | None = None
     """Its metadata pieces received so far: the size they belong to, and each by index."""
+    web_seeds: tuple[str, ...] = ()
+    """The web seed URLs the user added to it."""
 
 
 class SessionStore:
@@ -103,8 +113,9 @@ class SessionStore:
             db.execute(_SCHEMA)
             db.execute(_PIECES_SCHEMA)
             columns = {row[1] for row in db.execute("PRAGMA table_info(torrents)")}
-            if "magnet" not in columns:
-                db.execute(_MIGRATE)
+            for column, alter in _MIGRATE.items():
+                if column not in columns:
+                    db.execute(alter)
             db.execute("SELECT count(*) FROM torrents").fetchone()
         except sqlite3.DatabaseError:
             db.close()
@@ -114,11 +125,11 @@ class SessionStore:
     def load(self) -> list[SavedTorrent]:
         """Every saved torrent, oldest first; rows that make no sense are skipped."""
         rows = self._db.execute(
-            "SELECT info_hash, metainfo, save_path, paused, uploaded, downloaded, magnet "
-            "FROM torrents ORDER BY added_at"
+            "SELECT info_hash, metainfo, save_path, paused, uploaded, downloaded, magnet, "
+            "web_seeds FROM torrents ORDER BY added_at"
         ).fetchall()
         saved = []
-        for info_hash, metainfo, save_path, paused, uploaded, downloaded, magnet in rows:
+        for info_hash, metainfo, save_path, paused, uploaded, downloaded, magnet, seeds in rows:
             try:
                 key = InfoHash(bytes(info_hash))
             except (TypeError, ValueError):
@@ -134,6 +145,7 @@ class SessionStore:
                     downloaded,
                     str(magnet or ""),
                     self._metadata(key) if magnet and not metainfo else None,
+                    _web_seeds(seeds),
                 )
             )
         return saved
@@ -146,13 +158,32 @@ class SessionStore:
         *,
         paused: bool,
         magnet: str = "",
+        web_seeds: tuple[str, ...] = (),
     ) -> None:
-        """Keep a new torrent: its .torrent bytes, or (empty) its magnet link."""
+        """Keep a new torrent: its .torrent bytes, or (empty) its magnet link, and the web
+        seed URLs the user gave with it."""
         self._write(
             "INSERT OR REPLACE INTO torrents "
-            "(info_hash, metainfo, save_path, paused, added_at, magnet) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            [(info_hash.raw, metainfo, save_path, int(paused), time.time(), magnet)],
+            "(info_hash, metainfo, save_path, paused, added_at, magnet, web_seeds) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    info_hash.raw,
+                    metainfo,
+                    save_path,
+                    int(paused),
+                    time.time(),
+                    magnet,
+                    json.dumps(list(web_seeds)),
+                )
+            ],
+        )
+
+    def set_web_seeds(self, info_hash: InfoHash, urls: tuple[str, ...]) -> None:
+        """The web seed URLs the user added to a torrent, all of them."""
+        self._write(
+            "UPDATE torrents SET web_seeds = ? WHERE info_hash = ?",
+            [(json.dumps(list(urls)), info_hash.raw)],
         )
 
     def set_metainfo(self, info_hash: InfoHash, metainfo: bytes) -> None:
@@ -219,6 +250,18 @@ class SessionStore:
             log.error("cannot save the session in %s: %s", self.path, exc)
 
 
+def _web_seeds(text: object) -> tuple[str, ...]:
+    """A row's ``web_seeds`` column; what is not a JSON list of strings counts as none."""
+    try:
+        urls = json.loads(str(text or "[]"))
+    except ValueError:
+        log.warning("skipping a session row's unreadable web seeds")
+        return ()
+    if not isinstance(urls, list):
+        return ()
+    return tuple(url for url in urls if isinstance(url, str))[:MAX_WEB_SEEDS]
+
+
 class StoreListener:
     """Keeps the coordinator's session changes in a ``SessionStore``."""
 
@@ -234,6 +277,7 @@ class StoreListener:
             magnet=format_magnet(torrent.magnet)
             if torrent.metainfo is None and torrent.magnet
             else "",
+            web_seeds=torrent.web_seeds.user_urls(),
         )
 
     def torrent_fetched(self, torrent: Torrent) -> None:
@@ -247,3 +291,6 @@ class StoreListener:
 
     def torrent_removed(self, info_hash: InfoHash) -> None:
         self.store.remove(info_hash)
+
+    def web_seeds_changed(self, info_hash: InfoHash, urls: tuple[str, ...]) -> None:
+        self.store.set_web_seeds(info_hash, urls)

@@ -4,7 +4,8 @@ bringing back those of an earlier run (``restore``).
 Strategy: ``TorrentAdding`` is a mixin of ``Coordinator`` (``coordinator.py``), split out to
 keep each module small. A torrent is parsed and checked once here (a bad .torrent or magnet
 link is refused with ``ControlFailed`` naming why), gets its ``Swarm``, and is started, or left
-paused, through the coordinator's ``_start``. Rules: as ``coordinator.py``'s (one clock,
+paused, through the coordinator's ``_start``; its web seed URLs are taken in
+(``_add_web_seeds``). Rules: as ``coordinator.py``'s (one clock,
 ``now`` passed in); a torrent added by the user is logged and told to the session store, one
 restored is neither.
 """
@@ -15,7 +16,7 @@ import contextlib
 import logging
 import random
 
-from torviz.shared.bus import AddTorrent, ControlFailed, TorrentAdded
+from torviz.shared.bus import MAX_WEB_SEEDS, AddTorrent, ControlFailed, TorrentAdded
 from torviz.shared.config import CoordinatorConfig
 from torviz.shared.errors import MagnetError, MetainfoError
 from torviz.shared.magnet import parse_magnet
@@ -77,6 +78,7 @@ class TorrentAdding:
                 "already_added", f"{torrent.name} is already added ({torrent.info_hash})"
             )
         torrent.swarm = Swarm(torrent, self._swarm_context, Choker(self.rng, now))
+        _add_web_seeds(torrent, request.web_seeds)
         self.torrents[torrent.info_hash] = torrent
         if persist:
             self.session.torrent_added(torrent, paused=paused)
@@ -108,13 +110,17 @@ class TorrentAdding:
         now: float,
         magnet: str = "",
         metadata: tuple[int, dict[int, bytes]] | None = None,
+        web_seeds: tuple[str, ...] = (),
     ) -> TorrentAdded | ControlFailed:
         """Bring back a torrent of an earlier run: from its .torrent, or from its magnet link
         when its info dictionary never arrived (with the ``metadata`` pieces it had: size and
         pieces). A torrent added from a link keeps the link beside its .torrent (its ``so``
-        and ``ws``). ``totals`` is ``(uploaded, downloaded)``."""
+        and ``ws``). ``totals`` is ``(uploaded, downloaded)``; ``web_seeds`` the URLs the user
+        added to it."""
         fetched = bool(metainfo)
-        request = AddTorrent(metainfo, save_path, "" if fetched else magnet)
+        request = AddTorrent(
+            metainfo, save_path, "" if fetched else magnet, web_seeds[:MAX_WEB_SEEDS]
+        )
         reply = self.add_torrent(request, now, paused=paused, persist=False)
         if isinstance(reply, TorrentAdded):
             torrent = self.torrents[reply.info_hash]
@@ -125,3 +131,13 @@ class TorrentAdding:
                 with contextlib.suppress(MagnetError):
                     torrent.magnet = parse_magnet(magnet)
         return reply
+
+
+def _add_web_seeds(torrent: Torrent, added: tuple[str, ...]) -> None:
+    """A new torrent's web seed URLs (``web_seeds.py``): its ``url-list``, its magnet link's
+    ``ws=``, then those the user gave; a bad one becomes an INVALID row, never a refusal."""
+    metainfo, magnet = torrent.metainfo, torrent.magnet
+    for url in (*(metainfo.web_seeds if metainfo else ()), *(magnet.web_seeds if magnet else ())):
+        torrent.web_seeds.add(url, user=False)
+    for url in added:
+        torrent.web_seeds.add(url, user=True)

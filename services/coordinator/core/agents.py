@@ -197,5 +197,16 @@ class AgentRegistry:
         index = choose(loads)
         return None if index is None else agents[index]
 
+    def peer_agent_for_web_seed(self) -> Agent | None:
+        """The peer agent to run the next web seed session: placement's choice, with the
+        connection limits left out (a web seed is not a peer connection); ``None`` without a
+        peer agent."""
+        agents = self.of_kind(ServiceKind.PEER_AGENT)
+        rates = [agent.download_rate + agent.upload_rate for agent in agents]
+        index = choose(
+            [Load(a.connections, 0, rate) for a, rate in zip(agents, rates, strict=True)]
+        )
+        return None if index is None else agents[index]
+
     def __iter__(self) -> Iterator[Agent]:
         return iter(list(self._agents.values()))

@@ -5,8 +5,10 @@ Strategy: ``SwarmBans`` is a mixin of ``Swarm`` (``swarm.py``), split out to kee
 small. A piece that fails its hash with one sender counts against that connection
 (``blame``); at ``MAX_HASH_FAILURES`` its host is banned. A piece with blocks from several
 connections blames nobody until the storage agent traces the bad blocks
-(``blocks_traced``), whose senders are banned at once. Rules: as ``swarm.py``'s (pure); each
-ban is logged once, with the torrent's info hash.
+(``blocks_traced``), whose senders are banned at once. A web seed is banned by its URL for
+the torrent (``SwarmWebSeeds.ban_web_seed``), never by host: its failures count across its
+sessions, and no ``BanPeers`` names its server. Rules: as ``swarm.py``'s (pure); each ban is
+logged once, with the torrent's info hash.
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ class SwarmBans:
     peers: dict[str, PeerRecord]
     banned_hosts: set[str]
     _send: Callable[[bytes, Message], None]
+    ban_web_seed: Callable[[PeerRecord, str], None]
+    """``SwarmWebSeeds.ban_web_seed``."""
 
     def address_of(self, key: str) -> PeerAddress | None:
         raise NotImplementedError
@@ -55,6 +59,10 @@ class SwarmBans:
         if self.picker is None:
             return
         for key in dict.fromkeys(liars):
+            record = self.peers.get(key)
+            if record is not None and record.url:
+                self.ban_web_seed(record, f"it sent bad blocks of piece {piece}")
+                continue
             address = self.address_of(key)
             if address is None or address.host in self.banned_hosts:
                 continue
@@ -66,7 +74,6 @@ class SwarmBans:
                 extra={"info_hash": self.torrent.info_hash},
             )
             self._ban_host(address.host)
-            record = self.peers.get(key)
             if record is not None:
                 self.disconnect(record, DisconnectReason.SENT_CORRUPT_DATA)
 
@@ -75,10 +82,17 @@ class SwarmBans:
         for key in [key for key in dict.fromkeys(culprits) if key in self.peers]:
             record = self.peers[key]
             record.hash_failures += 1
-            if record.hash_failures >= MAX_HASH_FAILURES:
-                self._ban(record)
+            failures = record.hash_failures
+            if record.url:  # a web seed: counted for its URL, across its sessions
+                failures = self.torrent.web_seeds.blamed(record.url)
+            if failures >= MAX_HASH_FAILURES:
+                self._ban(record, failures)
 
-    def _ban(self, record: PeerRecord) -> None:
+    def _ban(self, record: PeerRecord, failures: int) -> None:
+        if record.address is None:
+            why = f"it sent {failures} pieces that failed their hash check"
+            self.ban_web_seed(record, why)
+            return
         log.warning(
             "%s: banning %s (%s): it sent %d corrupt pieces",
             self.torrent.name,

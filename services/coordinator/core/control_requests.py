@@ -1,5 +1,5 @@
 """The coordinator's control requests on torrents already added: pause, resume, verify,
-remove, status, export; and what it tells the session store.
+remove, status, export, add a web seed; and what it tells the session store.
 
 Strategy: ``ControlRequests`` is a mixin of ``Coordinator`` (``coordinator.py``), split out to
 keep each module small: every request answers with one reply message or ``ControlFailed``, and
@@ -14,6 +14,8 @@ from dataclasses import replace
 from typing import Protocol
 
 from torviz.shared.bus import (
+    MAX_WEB_SEEDS,
+    AddWebSeed,
     AgentStatus,
     CloseTorrent,
     ControlFailed,
@@ -33,7 +35,10 @@ from torviz.shared.bus import (
     TorrentStatus,
     VerifyStarted,
     WatchSession,
+    WebSeedAdded,
 )
+from torviz.shared.config import CoordinatorConfig
+from torviz.shared.errors import WebSeedError
 from torviz.shared.types import InfoHash
 
 from .agents import AgentRegistry
@@ -44,6 +49,7 @@ from .session_watch import SessionWatch
 from .status import agent_status, diagnose, session_totals, torrent_row, torrent_status
 from .torrent import Torrent
 from .torrent_detail import detail_size, torrent_detail
+from .web_seeds import TooManyWebSeedsError
 
 __all__ = [
     "DETAIL_BUDGET",
@@ -68,6 +74,7 @@ class SessionListener(Protocol):
     def metadata_piece(self, info_hash: InfoHash, size: int, piece: int, data: bytes) -> None: ...
     def torrent_paused(self, info_hash: InfoHash, paused: bool) -> None: ...
     def torrent_removed(self, info_hash: InfoHash) -> None: ...
+    def web_seeds_changed(self, info_hash: InfoHash, urls: tuple[str, ...]) -> None: ...
 
 
 class Forgetful:
@@ -88,12 +95,16 @@ class Forgetful:
     def torrent_removed(self, info_hash: InfoHash) -> None:
         pass
 
+    def web_seeds_changed(self, info_hash: InfoHash, urls: tuple[str, ...]) -> None:
+        pass
+
 
 class ControlRequests:
     """The control requests of ``Coordinator`` on added torrents (see the module comment)."""
 
     torrents: dict[InfoHash, Torrent]
     agents: AgentRegistry
+    config: CoordinatorConfig
     session: SessionListener
     events: EventLog
     watching: SessionWatch
@@ -108,6 +119,9 @@ class ControlRequests:
         raise NotImplementedError
 
     def _send(self, identity: bytes, message: Message) -> None:
+        raise NotImplementedError
+
+    def _place_web_seeds(self) -> None:
         raise NotImplementedError
 
     def pause(self, info_hash: InfoHash, now: float) -> TorrentPaused | ControlFailed:
@@ -172,6 +186,30 @@ class ControlRequests:
         log.info("%s: removed (%s)", torrent.name, data, extra={"info_hash": request.info_hash})
         return TorrentRemoved(request.info_hash)
 
+    def add_web_seed(self, request: AddWebSeed, now: float) -> WebSeedAdded | ControlFailed:
+        """Add a web seed URL to a torrent (kept across restarts); fetched from at once when
+        the torrent runs and has room."""
+        self._clock(now)
+        torrent = self.torrents.get(request.info_hash)
+        if torrent is None:
+            return unknown(request.info_hash)
+        try:
+            url, added = torrent.web_seeds.add(request.url, user=True, strict=True)
+        except WebSeedError as exc:
+            return ControlFailed("invalid_web_seed", str(exc))
+        except TooManyWebSeedsError:
+            return ControlFailed(
+                "too_many_web_seeds",
+                f"{torrent.name} has {MAX_WEB_SEEDS} web seeds already (the most it keeps)",
+            )
+        self.session.web_seeds_changed(torrent.info_hash, torrent.web_seeds.user_urls())
+        if added:
+            log.info(
+                "%s: web seed %s added", torrent.name, url, extra={"info_hash": request.info_hash}
+            )
+            self._place_web_seeds()
+        return WebSeedAdded(request.info_hash, url, added)
+
     def status(self, now: float, request: GetStatus | None = None) -> StatusReport:
         """Every torrent (those whose info hash starts with ``request.prefix``, with their
         files and piece map when ``request.detail``) and agent, the kept log and the totals.
@@ -187,7 +225,7 @@ class ControlRequests:
             if not torrent.info_hash_hex.startswith(prefix):
                 continue
             dht = torrent_dht(torrent.info_hash, self.agents)
-            status = torrent_status(torrent, now, dht, self.agents)
+            status = torrent_status(torrent, now, dht, self.agents, web_seeds=self.config.web_seeds)
             if budget > 0:
                 detail = torrent_detail(torrent)
                 budget -= detail_size(detail)

@@ -81,6 +81,7 @@ from .pex_exchange import for_torrent
 from .picking import PiecePicker
 from .session_watch import SessionWatch
 from .swarm import MAX_HASH_FAILURES, PeerEvent, SwarmContext
+from .swarm_web_seeds import place_web_seeds
 from .torrent import Torrent
 from .torrent_log import tracker_changed
 
@@ -396,6 +397,11 @@ class Coordinator(TorrentAdding, ControlRequests):
                 swarm.offer_work()
             swarm.connect_more()
             self.announcing.report_totals(torrent)
+        self._place_web_seeds()
+
+    def _place_web_seeds(self) -> None:
+        """Start the web seed sessions due (``swarm_web_seeds.py``)."""
+        place_web_seeds(self.torrents.values(), self.config.max_web_seeds, self._now)
 
     # -- around a torrent's lifecycle moves (the moves themselves: lifecycle.py) --
 
@@ -487,6 +493,7 @@ class Coordinator(TorrentAdding, ControlRequests):
             self._stop(torrent, close_storage=False)
             advance(torrent, Move.REOPEN)
         swarm.picker = PiecePicker(torrent.num_pieces, have, self.rng)
+        torrent.web_seeds.restart()
         swarm.magnet_attached = False  # AttachTorrent below upgrades its connections
         if torrent.pex is None:
             torrent.pex = for_torrent(torrent, self.config, self.agents.listen_addresses())
@@ -499,6 +506,7 @@ class Coordinator(TorrentAdding, ControlRequests):
         for agent in self.agents.of_kind(ServiceKind.PEER_AGENT):
             self._attach(torrent, agent)
         self.announcing.reannounce(torrent, self._now)
+        self._place_web_seeds()  # after AttachTorrent: its sessions need the geometry
 
     def _stop(self, torrent: Torrent, *, close_storage: bool) -> None:
         """Let go of a torrent: trackers get ``stopped``, connections close, files close."""

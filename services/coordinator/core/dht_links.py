@@ -150,7 +150,7 @@ class DhtLinks:
         """A peer's ``PORT``: its node goes to the DHT node on the reporting peer agent's host
         (or the first one), once per address."""
         record = torrent.swarm.peers.get(message.peer)
-        if record is None or record.agent != sender:
+        if record is None or record.agent != sender or record.address is None:
             return
         address = PeerAddress(record.address.host, message.port)
         if address in self._seen:

@@ -188,8 +188,8 @@ def handle_extension_event(torrent: Torrent, message: ExtensionEvent, now: float
     """
     swarm = torrent.swarm
     record = swarm.peers.get(message.peer)
-    if record is None:
-        return None  # a connection gone meanwhile, or one of a torrent stopped since
+    if record is None or record.address is None:
+        return None  # a connection gone meanwhile, one of a torrent stopped since, a web seed
     fetch, pex = torrent.fetch, torrent.pex
     match message:
         case PeerExtensions():

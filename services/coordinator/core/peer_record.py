@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from torviz.shared.bitfield import Bitfield
-from torviz.shared.bus import PeerSource
+from torviz.shared.bus import PeerSource, WebSeedReport
 from torviz.shared.types import PeerAddress
 
 __all__ = ["PeerRecord"]
@@ -18,11 +18,12 @@ __all__ = ["PeerRecord"]
 
 @dataclass(slots=True)
 class PeerRecord:
-    """One open connection, on one peer agent."""
+    """One open connection, on one peer agent: a peer, or a web seed's session (``url``)."""
 
     key: str
     agent: bytes
-    address: PeerAddress
+    address: PeerAddress | None
+    """Where the peer is; None for a web seed."""
     client: str
     bits: Bitfield
     starved: bool = False
@@ -47,12 +48,17 @@ class PeerRecord:
     """Its extension handshake's ``v`` (``PeerExtensions``); empty until then, or absent."""
     listen_port: int = 0
     """Its extension handshake's ``p``: where it accepts connections; 0 when not said."""
+    url: str = ""
+    """A web seed's URL (BEP 19); '' for a peer. A web seed has every piece, is never choked
+    by us nor offered to PeX, and is never dialled again by address."""
+    web_seed: WebSeedReport | None = None
+    """A web seed's retry state, from its latest ``PeerStats``."""
 
     @property
     def listen_address(self) -> PeerAddress | None:
         """Where it can be dialled: the address we dialled, or its ``p`` for one that dialled
         us; None when it never said."""
-        if not self.incoming:
+        if not self.incoming or self.address is None:
             return self.address
         if self.listen_port:
             return PeerAddress(self.address.host, self.listen_port)

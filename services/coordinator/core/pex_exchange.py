@@ -93,7 +93,7 @@ class PexExchange:
     ) -> None:
         """On the tick: the policy learns the connections as they are now; every open
         connection gets the message due to it."""
-        live = {record.key: record for record in records}
+        live = {record.key: record for record in records if record.address is not None}
         for key in [k for k in self._connections if k not in live]:
             self.policy.disconnected(self._connections.pop(key))
             self._open.discard(key)
@@ -128,5 +128,12 @@ class PexExchange:
 
 
 def _connection(record: PeerRecord) -> PeerAddress:
-    """The policy's key for a connection: where it can be dialled, else where it came from."""
-    return record.listen_address or record.address
+    """The policy's key for a connection: where it can be dialled, else where it came from.
+
+    Raises:
+        ValueError: a web seed's record (no address; the callers never pass one).
+    """
+    address = record.listen_address or record.address
+    if address is None:
+        raise ValueError(f"{record.key} is a web seed: it takes no part in PeX")
+    return address

@@ -124,16 +124,7 @@ class PiecePicker:
         Returns:
             The pieces, best first; they are now busy with ``peer``.
         """
-        offered = peer_bits.to_int()
-        suspect = self._suspect.get(peer, 0)
-        if suspect:
-            # A piece this connection sent corrupt goes to others, unless nobody else has it.
-            sole = [
-                p
-                for p in Bitfield.from_int(suspect & offered, self._n)
-                if self.availability(p) <= 1
-            ]
-            offered &= ~suspect | self._mask_of(sole)
+        offered = self._offered(peer, peer_bits)
         picked: list[int] = []
         if count > 0:
             self._pick_from(self._partial & self._wanted & offered, count, picked)
@@ -150,12 +141,56 @@ class PiecePicker:
             # One second copy per call: enough to finish a piece a slow peer holds up, without
             # fetching the whole tail of the torrent twice.
             self._pick_endgame(peer, offered, 1, picked)
+        self._take(peer, picked)
+        return picked
+
+    def pick_run(self, peer: Hashable, peer_bits: Bitfield, count: int) -> list[int]:
+        """Hand up to ``count`` consecutive pieces to a connection that fetches runs (a web
+        seed: one HTTP request per run): the first wanted piece nobody fetches, then the
+        pieces after it while they are wanted too. Rarity and randomness do not matter to an
+        HTTP server; in endgame it gets one piece another connection fetches, as ``pick``.
+
+        Args:
+            peer: any hashable key naming the connection.
+            peer_bits: the pieces that connection has.
+            count: how many pieces it can take now.
+
+        Returns:
+            The pieces, in order; they are now busy with ``peer``.
+        """
+        candidates = self._wanted & self._offered(peer, peer_bits)
+        picked: list[int] = []
+        if candidates and count > 0:
+            first = (candidates & -candidates).bit_length() - 1
+            gaps = ~candidates >> first  # negative: its lowest set bit (always one) ends the run
+            length = (gaps & -gaps).bit_length() - 1
+            picked = list(range(first, first + min(count, length)))
+        elif count > 0 and not self._wanted:
+            self._pick_endgame(peer, self._offered(peer, peer_bits), 1, picked)
+        self._take(peer, picked)
+        return picked
+
+    def _offered(self, peer: Hashable, peer_bits: Bitfield) -> int:
+        """What ``peer`` may be handed of what it has: a piece it sent corrupt goes to
+        others, unless nobody else has it."""
+        offered = peer_bits.to_int()
+        suspect = self._suspect.get(peer, 0)
+        if suspect:
+            sole = [
+                p
+                for p in Bitfield.from_int(suspect & offered, self._n)
+                if self.availability(p) <= 1
+            ]
+            offered &= ~suspect | self._mask_of(sole)
+        return offered
+
+    def _take(self, peer: Hashable, picked: list[int]) -> None:
+        """``picked`` is busy with ``peer`` now."""
         for piece in picked:
             self._owners.setdefault(piece, set()).add(peer)
             mask = 1 << piece
             self._wanted &= ~mask
             self._partial &= ~mask
-        return picked
 
     def _pick_from(self, candidates: int, count: int, out: list[int]) -> None:
         """Take up to ``count`` pieces from ``candidates``, starting at a random index and wrapping.

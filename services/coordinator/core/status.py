@@ -3,11 +3,13 @@
 
 A magnet link's torrent fetching its info dictionary shows state METADATA with its progress
 (``metadata``), no size and no pieces; each connection shows its ``v`` and where its address
-came from."""
+came from. A web seed's session is a row of ``peer_list`` with its URL and retry state (no
+address) but counts neither in ``peers`` nor in ``seeds``; every web seed URL of a torrent, running
+or not, is a row of ``web_seeds``."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from torviz.shared.bus import (
     MAX_ANNOUNCE_ROWS,
@@ -71,6 +73,7 @@ def torrent_status(
     agents: AgentRegistry | None = None,
     *,
     detail: bool = False,
+    web_seeds: bool = True,
 ) -> TorrentStatus:
     """The status of ``torrent`` at ``now`` (tracker deadlines are relative to it).
 
@@ -78,6 +81,7 @@ def torrent_status(
         dht: what the tracker agents' DHT nodes found for it (``dht_links.torrent_dht``).
         agents: the registry, to name the peer agent and host of each connection.
         detail: add its files and piece map (``torrent_detail``).
+        web_seeds: the ``web_seeds`` switch (off: its URLs show as disabled).
     """
     total = torrent.total_length
     announces = tuple(
@@ -105,6 +109,8 @@ def torrent_status(
             source=peer.source,
             agent=holder.agent_id if (holder := _holder(agents, peer.agent)) else "",
             host=holder.host if holder else "",
+            url=peer.url,
+            web_seed=peer.web_seed,
         )
         for peer in list(torrent.swarm.peers.values())[:MAX_PEER_ROWS]
     )
@@ -118,7 +124,7 @@ def torrent_status(
         uploaded=torrent.uploaded,
         download_rate=torrent.download_rate,
         upload_rate=torrent.upload_rate,
-        peers=len(torrent.swarm.peers),
+        peers=torrent.peer_count,
         seeds=torrent.seeds,
         pieces_verified=torrent.pieces_verified,
         num_pieces=torrent.num_pieces,
@@ -132,7 +138,14 @@ def torrent_status(
         metadata=torrent.fetch.progress() if torrent.fetch is not None else None,
         dht=dht,
         detail=torrent_detail(torrent) if detail else None,
+        web_seeds=torrent.web_seeds.rows(_live_bytes(torrent), enabled=web_seeds),
     )
+
+
+def _live_bytes(torrent: Torrent) -> Callable[[str], int]:
+    """Bytes a live connection of ``torrent`` delivered, by peer key (0 when gone)."""
+    peers = torrent.swarm.peers
+    return lambda key: record.downloaded if (record := peers.get(key)) is not None else 0
 
 
 def _holder(agents: AgentRegistry | None, identity: bytes) -> Agent | None:
@@ -162,7 +175,7 @@ def torrent_row(torrent: Torrent) -> TorrentRow:
         left=max(0, torrent.total_length - torrent.verified_bytes) if torrent.metainfo else 0,
         download_rate=round_rate(torrent.download_rate),
         upload_rate=round_rate(torrent.upload_rate),
-        peers=len(torrent.swarm.peers),
+        peers=torrent.peer_count,
         seeds=torrent.seeds,
         error=torrent.error,
         check_progress=torrent.check_progress,
@@ -176,7 +189,7 @@ def session_totals(torrents: Iterable[Torrent], agents: AgentRegistry) -> Sessio
     count = peers = 0
     for torrent in torrents:
         count += 1
-        peers += len(torrent.swarm.peers)
+        peers += torrent.peer_count
         down += torrent.download_rate
         up += torrent.upload_rate
     every = list(agents)

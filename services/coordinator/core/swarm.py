@@ -50,6 +50,7 @@ from torviz.shared.bus import (
     PieceDownloaded,
     PiecesReleased,
     ServiceKind,
+    WebSeedConnected,
     WorkWanted,
 )
 from torviz.shared.config import CoordinatorConfig
@@ -65,6 +66,7 @@ from .picking import PiecePicker
 from .piece_origins import PieceOrigins
 from .redial import FINAL_REASONS, RedialSchedule
 from .swarm_choking import SwarmChoking
+from .swarm_web_seeds import SwarmWebSeeds
 
 if TYPE_CHECKING:
     from .torrent import Torrent
@@ -93,6 +95,7 @@ PeerEvent = (
     | PiecesReleased
     | PieceDownloaded
     | PeerDisconnected
+    | WebSeedConnected
 )
 
 
@@ -107,7 +110,7 @@ class SwarmContext:
     """Tells the announcing tracker agents that the torrent is complete."""
 
 
-class Swarm(SwarmBans, SwarmChoking):
+class Swarm(SwarmBans, SwarmChoking, SwarmWebSeeds):
     """The connections of one torrent and the rules that run them.
 
     Args:
@@ -155,6 +158,8 @@ class Swarm(SwarmBans, SwarmChoking):
         match event:
             case PeerConnected():
                 self._on_connected(sender, event, now)
+            case WebSeedConnected():
+                self._on_web_seed_connected(sender, event, now)
             case PeerConnectFailed(address=address, reason=reason):
                 if self.connecting.pop(address, None) is not None:
                     self._agent_load(sender, -1)
@@ -182,7 +187,9 @@ class Swarm(SwarmBans, SwarmChoking):
                 self.closing.pop(key, None)  # closed at our request: its totals are in
                 record = self.peers.get(key)
                 if record is not None:
-                    if not record.incoming:
+                    if record.url:
+                        self.web_seed_ended(record, reason, event.message, now)
+                    elif not record.incoming and record.address is not None:
                         productive = bool(record.downloaded or record.uploaded)
                         self.redial.ended(record.address, now, reason, productive=productive)
                     self.forget_peer(key)
@@ -205,6 +212,7 @@ class Swarm(SwarmBans, SwarmChoking):
             record.am_choking = stat.am_choking
             record.am_interested = stat.am_interested
             record.snubbed = stat.snubbed
+            record.web_seed = stat.web_seed
 
     # -- pieces --
 
@@ -224,6 +232,7 @@ class Swarm(SwarmBans, SwarmChoking):
         if picker.complete and torrent.completed_at is None:
             torrent.completed_at = now
             advance(torrent, Move.COMPLETED)
+            self.close_web_seeds()
             self._completed(torrent)
             log.info(
                 "%s: complete (%s in %s)",
@@ -279,7 +288,8 @@ class Swarm(SwarmBans, SwarmChoking):
     def _assign(self, record: PeerRecord, count: int) -> None:
         if self.picker is None:
             return
-        pieces = self.picker.pick(record.key, record.bits, count)
+        pick = self.picker.pick_run if record.url else self.picker.pick
+        pieces = pick(record.key, record.bits, count)
         record.starved = not pieces
         info_hash = self.torrent.info_hash
         self._send(record.agent, AssignPieces(info_hash, record.key, tuple(pieces)))
@@ -290,7 +300,8 @@ class Swarm(SwarmBans, SwarmChoking):
             return
         for record in list(self.peers.values()):
             if record.starved and self.picker.interesting(record.bits):
-                self._assign(record, self.config.pieces_per_peer)
+                count = self.web_seed_count() if record.url else self.config.pieces_per_peer
+                self._assign(record, count)
 
     def _cancel(self, key: str, piece: int) -> None:
         record = self.peers.get(key)
@@ -311,10 +322,11 @@ class Swarm(SwarmBans, SwarmChoking):
             return
         limit = self.config.max_peers_per_torrent
         reserved = max(1, int(limit * DIAL_SHARE))
-        dialled = sum(1 for peer in self.peers.values() if not peer.incoming)
+        dialled = sum(1 for peer in self.peers.values() if not peer.incoming and not peer.url)
         while self.candidates:
             ours = dialled + len(self.connecting)
-            if ours >= limit or (len(self.peers) - dialled + ours >= limit and ours >= reserved):
+            peers = self.torrent.peer_count
+            if ours >= limit or (peers - dialled + ours >= limit and ours >= reserved):
                 return
             agent = self.agents.peer_agent_for_next_peer()
             if agent is None:
@@ -444,7 +456,7 @@ class Swarm(SwarmBans, SwarmChoking):
         ``TransferStats`` and ``PeerDisconnected`` arrive, so no byte it moved goes uncounted."""
         info_hash = self.torrent.info_hash
         self._send(record.agent, DisconnectPeer(info_hash, record.key, reason))
-        if reason in FINAL_REASONS:
+        if reason in FINAL_REASONS and record.address is not None:
             self.redial.give_up(record.address)
         self.forget_peer(record.key, closing=True)
 
@@ -462,7 +474,10 @@ class Swarm(SwarmBans, SwarmChoking):
         self._remember_departed(record)
         if closing:
             self._remember_closing(record)
-        self._agent_load(record.agent, -1)
+        if record.url:
+            self.torrent.web_seeds.credit(record.url, record.downloaded)
+        else:
+            self._agent_load(record.agent, -1)
         self.choker.forget(key)
         self.torrent.downloaded_closed += record.downloaded
         self.torrent.uploaded_closed += record.uploaded
@@ -473,7 +488,7 @@ class Swarm(SwarmBans, SwarmChoking):
     def forget_all(self) -> None:
         """The torrent stops (pause, error, recheck, lost storage): drop every connection
         record, but keep the addresses we dialled, to dial them again when it starts."""
-        known = [peer.address for peer in self.peers.values() if not peer.incoming]
+        known = [p.address for p in self.peers.values() if not p.incoming and p.address is not None]
         known += list(self.connecting)
         for key in list(self.peers):
             self.forget_peer(key, closing=True)  # detached: final counters follow
@@ -481,13 +496,17 @@ class Swarm(SwarmBans, SwarmChoking):
             self._agent_load(identity, -1)
         self.connecting.clear()
         self.magnet_attached = False
+        self.torrent.web_seeds.stopped()
         self.tried.clear()
         self.redial.clear()
         self.add_candidates(tuple(known))
 
     def forget_agent(self, identity: bytes) -> None:
         """A peer agent is gone, with its connections: their addresses may be dialled again."""
-        lost = [peer.address for peer in self.peers.values() if peer.agent == identity]
+        lost = [
+            p.address for p in self.peers.values() if p.agent == identity and p.address is not None
+        ]
+        self.torrent.web_seeds.agent_lost(identity)
         for key in [k for k, peer in self.peers.items() if peer.agent == identity]:
             self.forget_peer(key)
         for key in [k for k, peer in self.closing.items() if peer.agent == identity]:
@@ -513,6 +532,8 @@ class Swarm(SwarmBans, SwarmChoking):
 
     def count_final(self, record: PeerRecord, downloaded: int, uploaded: int) -> None:
         """Counters of a closing connection: what they grew by goes to the closed totals."""
+        if record.url:
+            self.torrent.web_seeds.credit(record.url, downloaded - record.downloaded)
         self.torrent.downloaded_closed += max(0, downloaded - record.downloaded)
         self.torrent.uploaded_closed += max(0, uploaded - record.uploaded)
         record.downloaded = max(record.downloaded, downloaded)
@@ -520,6 +541,8 @@ class Swarm(SwarmBans, SwarmChoking):
 
     def _remember_departed(self, record: PeerRecord) -> None:
         """Keep a closed connection's address for a while (bounded like ``closing``)."""
+        if record.address is None:
+            return  # a web seed: its bans are of its URL, never of an address
         self.departed[record.key] = record.address
         while len(self.departed) > MAX_CLOSING:
             self.departed.popitem(last=False)

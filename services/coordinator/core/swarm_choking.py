@@ -57,6 +57,7 @@ class SwarmChoking:
                     snubbed=peer.snubbed,
                 )
                 for peer in self.peers.values()
+                if not peer.url  # a web seed is never choked: it downloads nothing from us
             ),
             seeding=self.torrent.complete,
             now=now,

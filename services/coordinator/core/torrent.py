@@ -26,6 +26,7 @@ from torviz.shared.metainfo import Metainfo
 from torviz.shared.types import InfoHash
 
 from .announcers import Announce
+from .web_seeds import WebSeeds
 
 if TYPE_CHECKING:
     from .metadata_phase import MetadataFetch
@@ -91,6 +92,8 @@ class Torrent:
     """Tracker URLs whose latest answer was a failure (logged once, until one works)."""
     have_kept: Bitfield | None = None
     """The pieces verified when it last stopped (the picker is gone then), for its detail."""
+    web_seeds: WebSeeds = field(default_factory=WebSeeds)
+    """Its web seed URLs (BEP 19) and where each stands (``web_seeds.py``)."""
 
     @property
     def meta(self) -> Metainfo:
@@ -176,5 +179,10 @@ class Torrent:
         return sum(peer.upload_rate for peer in self.swarm.peers.values())
 
     @property
+    def peer_count(self) -> int:
+        """Its peer connections; web seeds are not counted (``web_seeds`` rows show them)."""
+        return sum(1 for peer in self.swarm.peers.values() if not peer.url)
+
+    @property
     def seeds(self) -> int:
-        return sum(1 for peer in self.swarm.peers.values() if peer.bits.complete)
+        return sum(1 for peer in self.swarm.peers.values() if peer.bits.complete and not peer.url)

@@ -155,6 +155,7 @@ def _restore(core: Coordinator, store: SessionStore) -> None:
             now=now,
             magnet=saved.magnet,
             metadata=saved.metadata,
+            web_seeds=saved.web_seeds,
         )
         if isinstance(reply, ControlFailed):
             log.error("cannot restore torrent %s: %s", saved.info_hash, reply.message)

@@ -505,6 +505,9 @@ class Recorder:
     def torrent_removed(self, info_hash: InfoHash) -> None:
         self.events.append(("removed", info_hash, False))
 
+    def web_seeds_changed(self, info_hash: InfoHash, urls: tuple[str, ...]) -> None:
+        self.events.append((f"web seeds {', '.join(urls)}", info_hash, False))
+
 
 def kinds(out: list[tuple[bytes, Message]]) -> list[tuple[bytes, str]]:
     return [(to, type(m).__name__) for to, m in out]
