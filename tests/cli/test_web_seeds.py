@@ -50,6 +50,7 @@ from torviz.shared.types import PeerAddress
 from .fake_daemon import FakeDaemon, fake_daemon
 from .test_info import run_cli
 from .test_magnet_input import TORRENT, TORRENT_HASH, cli, nothing_asked, one_line, status
+from .test_magnet_phases import watch
 
 __all__ = ["nothing_asked"]  # a fixture, imported for the tests here
 
@@ -358,3 +359,15 @@ def test_the_stall_line_says_what_the_web_seeds_reported() -> None:
         "sent 3 bad pieces"
     )
     assert web_seeds_hint(dataclasses.replace(TORRENT_STATUS, web_seeds=ROWS[:1])) == ""
+
+
+def test_a_download_waits_for_a_connected_web_seed_then_stalls_saying_why(tmp_path: Path) -> None:
+    # No peer and no progress with a stall timeout of 1 s: while the web seed is connected
+    # (about 3 s) it is no stall; once it is given up, the stall line says what it reported.
+    result = watch("web_seed", tmp_path / "saved.torrent")
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.splitlines() == [
+        "torviz: error: no peers and no progress for 1 s (the magnet link names no tracker and "
+        "no peer); web seed http://127.0.0.1:9/pub/: given up, 0 B: redirect loop at "
+        "http://127.0.0.1:9/pub/Example"
+    ]

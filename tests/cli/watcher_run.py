@@ -2,8 +2,9 @@
 daemon), beside a stand-in coordinator actor that reports a scripted magnet download.
 
 Run as ``python -m tests.cli.watcher_run SCENARIO SAVE_TO``; exits with the watcher's code.
-Scenarios: ``complete`` (finding peers, fetching metadata, downloading, done) and ``stall``
-(never finds a peer).
+Scenarios: ``complete`` (finding peers, fetching metadata, downloading, done), ``stall``
+(never finds a peer) and ``web_seed`` (downloading with no peer and no progress, a web seed
+connected for the first ``WEB_SEED_POLLS`` polls, then given up).
 """
 
 from gevent import monkey
@@ -26,8 +27,14 @@ from torviz.shared.bus import (  # noqa: E402
     TorrentAdded,
     TorrentExported,
     TorrentState,
+    WebSeedRow,
+    WebSeedUrlState,
 )
 from torviz.shared.types import InfoHash  # noqa: E402
+
+WEB_SEED_POLLS = 12
+"""About 3 s of polls (0.25 s apart): three times the scenario's stall timeout."""
+WEB_SEED = "http://127.0.0.1:9/pub/"
 
 
 class FakeCoordinator(pykka.ThreadingActor):
@@ -53,6 +60,17 @@ class FakeCoordinator(pykka.ThreadingActor):
 
     def status(self) -> StatusReport:
         self.polls += 1
+        if self.scenario == "web_seed":
+            connected = self.polls <= WEB_SEED_POLLS
+            row = WebSeedRow(
+                WEB_SEED,
+                WebSeedUrlState.CONNECTED if connected else WebSeedUrlState.GIVEN_UP,
+                "" if connected else "redirect loop at http://127.0.0.1:9/pub/Example",
+                0,
+                0,
+            )
+            torrent = status(TORRENT_HASH, TorrentState.DOWNLOADING)
+            return StatusReport((dataclasses.replace(torrent, web_seeds=(row,)),), ())
         if self.scenario == "stall" or self.polls <= 3:
             torrent = status(TORRENT_HASH, TorrentState.METADATA)
         elif self.polls <= 6:
