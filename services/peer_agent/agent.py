@@ -283,8 +283,9 @@ class PeerAgent(pykka.ThreadingActor):
         self._closed = True
         gevent.killall(self._greenlets, block=True, timeout=1.0)
         self._stop_listening()
+        self._web_seeds.stop_all(DisconnectReason.AGENT_STOPPING, "the peer agent is stopping")
         self._close_connections(DisconnectReason.AGENT_STOPPING, "the peer agent is stopping")
-        self._web_seeds.close()  # each reports, bounded in time
+        self._web_seeds.close()  # waits, bounded, until each reported
         self._storage.close()
         if self._link is not None:
             self._link.close()
@@ -342,12 +343,10 @@ class PeerAgent(pykka.ThreadingActor):
             case bus.Shutdown(reason):
                 log.info("shutdown requested: %s", reason)
                 self._stop_listening()
-                self._close_connections(
-                    DisconnectReason.SHUTDOWN, "the peer agent is shutting down"
-                )
-                self._web_seeds.close_all(
-                    DisconnectReason.SHUTDOWN, "the peer agent is shutting down"
-                )
+                why = "the peer agent is shutting down"
+                self._web_seeds.stop_all(DisconnectReason.SHUTDOWN, why)  # meanwhile
+                self._close_connections(DisconnectReason.SHUTDOWN, why)
+                self._web_seeds.close_all(DisconnectReason.SHUTDOWN, why)
                 self._request_stop(EXIT_OK, f"shutdown: {reason}")
             case _:
                 log.debug("ignored %s from the bus", type(message).__name__)

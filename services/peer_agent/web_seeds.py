@@ -25,9 +25,10 @@ Rules:
   back (the latest count) and sent by ``resume`` once the link is not busy, so the coordinator
   assigns nothing new to a web seed the storage agent cannot keep up with; what is in flight
   is the session's own bound.
-- Closing never blocks the caller's inbox: ``close`` runs each fetcher's ``close`` (which
-  joins its threads) on a thread of its own; ``close_all`` waits for them, bounded, and
-  reports ``PeerDisconnected`` itself for any session whose driver did not within the bound.
+- Closing never blocks the caller's inbox: each fetcher's ``close`` (which joins its threads)
+  runs on a thread of its own, once per session; ``stop_all`` starts them all, ``close_all``
+  also waits for them, bounded, and reports ``PeerDisconnected`` itself for any session whose
+  driver did not within the bound.
 - A session reports once: the first ``Closed`` (or the forced report) wins, later ones are
   dropped, and the key is forgotten then.
 """
@@ -101,6 +102,8 @@ class _WebSeed:
     fetcher: WebSeedFetcher | None = None
     wanted: int | None = None
     """A ``WorkWanted`` count held back while the storage link is busy."""
+    closing: bool = False
+    """Its fetcher is being closed (on a thread of its own)."""
     reported: bool = False
     """Its ``PeerDisconnected`` went out (nothing more does)."""
 
@@ -232,12 +235,16 @@ class WebSeeds:
             if seed.info_hash == info_hash:
                 self._close(seed, DisconnectReason.TORRENT_DETACHED, "the torrent was detached")
 
-    def close_all(self, reason: str, message: str, timeout: float = CLOSE_TIMEOUT) -> None:
-        """Close every session and wait, at most ``timeout`` seconds, until each reported;
-        one that did not is reported here."""
+    def stop_all(self, reason: str, message: str) -> None:
+        """Start closing every session, without waiting (``close_all`` waits)."""
         for seed in self._live():
             self._close(seed, reason, message)
         self._infos.clear()
+
+    def close_all(self, reason: str, message: str, timeout: float = CLOSE_TIMEOUT) -> None:
+        """Close every session and wait, at most ``timeout`` seconds, until each reported;
+        one that did not is reported here."""
+        self.stop_all(reason, message)
         deadline = time.monotonic() + timeout  # real time: the clock may be a test's
         with self._lock:
             closers, self._closers = self._closers, []
@@ -333,8 +340,10 @@ class WebSeeds:
     def _close(self, seed: _WebSeed, reason: str, message: str) -> None:
         """End a session on a thread of its own (``WebSeedFetcher.close`` joins threads)."""
         fetcher = seed.fetcher
-        if fetcher is None:
-            return
+        with self._lock:
+            if fetcher is None or seed.closing:
+                return
+            seed.closing = True
         closer = threading.Thread(
             target=fetcher.close, args=(reason, message), name=f"close-{seed.key}", daemon=True
         )
