@@ -130,11 +130,13 @@ def test_web_seed_fetches_assigned_pieces_into_storage(
     assert row.am_interested and not row.peer_choking and row.am_choking
     assert row.web_seed.failures == 0 and row.web_seed.last_error == ""
 
+    counterparts.pump(0.1)
+    counterparts.inbox.clear()  # the last row is sent as it closes, not a second later
     counterparts.send(DisconnectPeer(served.info_hash, key, DisconnectReason.BOTH_SEEDS))
     gone = counterparts.expect(PeerDisconnected, lambda m: m.peer == key)
     assert gone.reason == DisconnectReason.BOTH_SEEDS
     last = [m for m in counterparts.inbox if isinstance(m, TransferStats)]
-    assert any(r.peer == key and r.downloaded == SIZE for m in last for r in m.peers)
+    assert any(r.peer == key and r.downloaded == SIZE for m in last for r in m.peers), last
     # The key is gone: a late command reaches nothing and nothing more is said of it (what
     # came before its PeerDisconnected is all in the inbox already: one socket, in order).
     counterparts.inbox.clear()
