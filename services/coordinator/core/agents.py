@@ -23,7 +23,7 @@ a new registration of that process.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 from torviz.shared.bus import (
@@ -197,15 +197,20 @@ class AgentRegistry:
         index = choose(loads)
         return None if index is None else agents[index]
 
-    def peer_agent_for_web_seed(self) -> Agent | None:
-        """The peer agent to run the next web seed session: placement's choice, with the
-        connection limits left out (a web seed is not a peer connection); ``None`` without a
-        peer agent."""
+    def peer_agent_for_web_seed(self, sessions: Mapping[bytes, int]) -> Agent | None:
+        """The peer agent to run the next web seed session: placement's choice, each agent's
+        web seed ``sessions`` (by identity) counted as connections and the connection limits
+        left out (a web seed takes no connection slot); ``None`` without a peer agent."""
         agents = self.of_kind(ServiceKind.PEER_AGENT)
-        rates = [agent.download_rate + agent.upload_rate for agent in agents]
-        index = choose(
-            [Load(a.connections, 0, rate) for a, rate in zip(agents, rates, strict=True)]
-        )
+        loads = [
+            Load(
+                agent.connections + sessions.get(agent.identity, 0),
+                0,
+                agent.download_rate + agent.upload_rate,
+            )
+            for agent in agents
+        ]
+        index = choose(loads)
         return None if index is None else agents[index]
 
     def __iter__(self) -> Iterator[Agent]:

@@ -67,8 +67,13 @@ class SwarmWebSeeds:
     def disconnect(self, record: PeerRecord, reason: DisconnectReason) -> None:
         raise NotImplementedError
 
-    def start_web_seeds(self, now: float, room: int) -> int:
+    def start_web_seeds(self, now: float, room: int, sessions: dict[bytes, int]) -> int:
         """Place the URLs due now, at most ``room`` of them (the session's cap's share).
+
+        Args:
+            now: the time.
+            room: sessions the session-wide cap still allows.
+            sessions: web seed sessions per peer agent (placement's input), kept up to date.
 
         Returns:
             How many sessions were asked for.
@@ -84,10 +89,11 @@ class SwarmWebSeeds:
         room = min(room, self.config.max_web_seeds_per_torrent - seeds.running)
         started = 0
         for entry in seeds.due(now, room):
-            agent = self.agents.peer_agent_for_web_seed()
+            agent = self.agents.peer_agent_for_web_seed(sessions)
             if agent is None:
                 break
             seeds.started(entry, agent.identity)
+            sessions[agent.identity] = sessions.get(agent.identity, 0) + 1
             self._send(agent.identity, ConnectWebSeed(torrent.info_hash, entry.url))
             started += 1
         return started
@@ -164,8 +170,12 @@ def place_web_seeds(torrents: Iterable[Torrent], cap: int, now: float) -> None:
     """Start the web seed sessions due in every torrent, within the session's ``cap``
     (``max_web_seeds``), torrents in the order they were added."""
     every = list(torrents)
-    room = cap - sum(torrent.web_seeds.running for torrent in every)
+    sessions: dict[bytes, int] = {}
+    for entry in (entry for torrent in every for entry in torrent.web_seeds):
+        if entry.agent is not None:
+            sessions[entry.agent] = sessions.get(entry.agent, 0) + 1
+    room = cap - sum(sessions.values())
     for torrent in every:
         if room <= 0:
             return
-        room -= torrent.swarm.start_web_seeds(now, room)
+        room -= torrent.swarm.start_web_seeds(now, room, sessions)

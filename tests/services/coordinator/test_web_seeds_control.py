@@ -33,18 +33,18 @@ from .test_core import NUM_PIECES, PIECE, STORAGE, Recorder, full_core, sent
 MIRROR = "http://127.0.0.1:8080/pub/"
 
 
-def info_dict() -> dict[bytes, Any]:
+def info_dict(name: bytes = b"file.bin") -> dict[bytes, Any]:
     """The info dictionary of a one-file torrent of ``NUM_PIECES`` pieces."""
     data = bytes(range(256)) * (PIECE * NUM_PIECES // 256)
     pieces = b"".join(
         hashlib.sha1(data[i : i + PIECE]).digest() for i in range(0, len(data), PIECE)
     )
-    return {b"name": b"file.bin", b"length": len(data), b"piece length": PIECE, b"pieces": pieces}
+    return {b"name": name, b"length": len(data), b"piece length": PIECE, b"pieces": pieces}
 
 
-def web_torrent(url_list: list[str] | str | None = None) -> bytes:
+def web_torrent(url_list: list[str] | str | None = None, name: bytes = b"file.bin") -> bytes:
     """That torrent with that ``url-list`` (and an ``httpseeds``)."""
-    top: dict[bytes, Any] = {b"info": info_dict(), b"httpseeds": [b"http://127.0.0.9/seed.php"]}
+    top: dict[bytes, Any] = {b"info": info_dict(name), b"httpseeds": [b"http://127.0.0.9/seed.php"]}
     if isinstance(url_list, str):
         top[b"url-list"] = url_list.encode()
     elif url_list is not None:
