@@ -34,7 +34,8 @@ Every download is compared byte for byte with the content (after the clock stopp
 deleted, and the machine left idle for ``--settle`` seconds (`bench.workload.clear`).
 
 After the rounds, one more torviz download, untimed, at ``--log-level INFO`` (``--no-timeline``
-skips it): when each service started, the web seed connected and the download completed.
+skips it): when each service started, the web seed connected and the download completed;
+with ``--profile``, py-spy records its coordinator, peer and storage agents meanwhile.
 
 What is measured: a byte-compiled copy of the working tree's ``shared`` and ``services`` taken
 at the start, as for the other benchmarks (``--live`` runs the tree itself).
@@ -68,7 +69,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.comparison import markdown_table, print_table, roles_text, write_report
 from bench.leechers import RunResult, run_torviz
 from bench.proctree import TreeSampler, cpu_seconds
-from bench.profiling import timeline
+from bench.profiling import start_pyspy, timeline
+from bench.profiling import summarise as summarise_profile
 from bench.sources import fmt, median, start_report
 from bench.web_server import HOST, NGINX, WebServer, make_web_seed_torrent, storage
 from bench.workload import MIB, bytes_on_disk, cached_content, clear
@@ -78,6 +80,9 @@ from testing.swarm import free_port
 ARIA2C = Path("/usr/bin/aria2c")
 TOOLS = ("torviz", "aria2c")
 STOP_TIMEOUT = 5.0
+PROFILE_RATE = 100
+# The processes py-spy records with --profile (the coordinator spawns the agents late).
+SPY_ROLES = ("peer_agent", "storage_agent", "coordinator")
 
 
 @dataclass(slots=True)
@@ -290,10 +295,19 @@ def timeline_run(
     torrent: TorrentFile, spec: ContentSpec, work: Path, keep: Path, args: Any
 ) -> dict[str, Any]:
     """One more torviz download, untimed, at ``--log-level INFO``: when each service started,
-    the web seed connected, the download completed (seconds after spawn); the log is kept in
-    `keep`."""
+    the web seed connected, the download completed (seconds after spawn). With
+    ``args.profile``, py-spy records the peer and storage agents and the coordinator from the
+    moment they exist. The log and the stacks are kept in `keep`."""
     keep.mkdir(parents=True, exist_ok=True)
     log_path = keep / "timeline.log"
+    spies: dict[str, tuple[subprocess.Popen[bytes], Path, float]] = {}
+
+    def attach(tree: TreeSampler) -> None:
+        for role in SPY_ROLES:
+            for pid in tree.pids_by_role().get(role, [])[:1]:
+                raw = keep / f"pyspy-{role}.txt"
+                spies[role] = (start_pyspy(pid, raw, rate=PROFILE_RATE), raw, time.monotonic())
+
     spawned_wall = time.time()
     result = run_torviz(
         "web-seed",
@@ -307,6 +321,7 @@ def timeline_run(
         extra=("--log-level", "INFO"),
         env=args.env,
         log_path=log_path,
+        on_tree=attach if args.profile else None,
     )
     clear(work / "out", args.settle)
     events = timeline(log_path, spawned_wall, limit=result.wall_s + 1)
@@ -314,7 +329,20 @@ def timeline_run(
     for at, service, message in events:
         if _TIMELINE_KEYS.search(message):
             print(f"  {at:6.2f} s  {service:14s} {message}")
-    return {"run": asdict(from_torviz(result)), "events": events, "log": str(log_path)}
+    report: dict[str, Any] = {"run": asdict(from_torviz(result)), "events": events}
+    for role, (spy, raw, attached) in spies.items():
+        try:
+            _, err = spy.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            spy.kill()
+            _, err = spy.communicate()
+        if not raw.exists():
+            report[role] = {"error": err.decode(errors="replace").strip()[-300:]}
+            continue
+        summary = summarise_profile(raw, seconds=time.monotonic() - attached, rate=PROFILE_RATE)
+        report[role] = {**summary.to_json(), "raw": str(raw)}
+        print(summary.format(f"py-spy {role}"), flush=True)
+    return report
 
 
 def describe(r: WebSeedRun, size: int) -> str:
@@ -438,6 +466,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--cache", type=Path, default=Path("/tmp/torviz-bench"))
     parser.add_argument("--disk", action="store_true", help="serve and download on the disk")
     parser.add_argument("--live", action="store_true", help="run the working tree itself")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="py-spy on torviz's agents during the timeline run (as root)",
+    )
     parser.add_argument(
         "--no-timeline",
         dest="timeline",
