@@ -239,7 +239,10 @@ def storage(work: Path, size: int, use_disk: bool) -> Iterator[tuple[Path, str]]
                 try:
                     yield mount, f"tmpfs ({wanted / MIB:.0f} MiB, mounted for the run)"
                 finally:
-                    subprocess.run(["umount", str(mount)], check=False, timeout=60)
+                    # Busy (a process left holding a file): detach it lazily instead.
+                    for argv in (["umount", str(mount)], ["umount", "-l", str(mount)]):
+                        if subprocess.run(argv, check=False, timeout=60).returncode == 0:
+                            break
                 return
             reason = f"mount failed: {done.stderr.strip()}"
     yield work, f"disk ({reason})"
