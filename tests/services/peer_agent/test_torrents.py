@@ -74,6 +74,14 @@ def test_keys_are_unique_and_never_reused() -> None:
     assert reg.reserve(IH, A).key == "pa1/3"
 
 
+def test_web_seed_keys_share_the_counter_and_take_no_slot() -> None:
+    reg = Registry[str]("pa1", max_connections=1)
+    reg.attach(ATTACH)
+    assert (reg.new_key(), reg.new_key()) == ("pa1/1", "pa1/2")
+    assert reg.reserve(IH, A).key == "pa1/3"  # the one slot was still free
+    assert len(reg) == 1
+
+
 def test_one_connection_per_torrent_and_address() -> None:
     reg = registry()
     reg.reserve(IH, A)
