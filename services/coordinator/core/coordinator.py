@@ -192,6 +192,8 @@ class Coordinator(TorrentAdding, ControlRequests):
                     self._attach_magnet(torrent, agent)
                 case ServiceKind.TRACKER_AGENT if torrent.swarm.running:
                     self.announcing.reannounce(torrent, self._now)
+        if agent.kind is ServiceKind.PEER_AGENT:
+            self._place_web_seeds()  # now, not at the next tick: the first may be waiting
 
     def agent_gone(self, agent: Agent) -> None:
         """``AgentListener``: an agent is gone.
