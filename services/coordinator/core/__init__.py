@@ -12,7 +12,10 @@ Nothing here touches a socket, a greenlet, a process or the clock: every entry p
   its swarm of connections and the policies that run it.
 - ``announcing``, ``announcers``: which tracker agents announce each torrent, with which port.
 - ``adding``: torrents added from a .torrent or a magnet link, or restored.
-- ``bans``: a swarm's bans (repeat offenders, the smart ban's liars).
+- ``bans``, ``swarm_choking``: a swarm's bans (repeat offenders, the smart ban's liars) and
+  its choking.
+- ``web_seeds``, ``swarm_web_seeds``: a torrent's web seed URLs (BEP 19) and where each
+  stands, and their sessions in the swarm.
 - ``status``, ``torrent_detail``, ``piece_origins``: the status report, a torrent's files and
   piece map, and which peer agent delivered each piece.
 - ``session_watch``, ``event_log``, ``torrent_log``: what changed since a watcher's last
