@@ -49,6 +49,11 @@ DOWNLOAD_TIMEOUT = 90.0
 RSS_BOUND_KIB = 160 * 1024  # any process of the download; about 40-65 MiB measured
 
 
+def _folder(path: Path) -> Path:
+    path.mkdir()
+    return path
+
+
 def _row(status: TorrentStatus, url: str) -> WebSeedRow:
     rows = [row for row in status.web_seeds if row.url == url]
     assert len(rows) == 1, f"web seed rows for {url}: {status.web_seeds}"
@@ -129,7 +134,9 @@ def test_a_web_seed_and_a_libtorrent_seeder_both_deliver(swarm: Swarm, tmp_path:
     # as the seeder's upload limit; neither can finish alone before the other delivers.
     with Nginx(spec.root, tmp_path / "nginx", extra_config="        limit_rate 256k;\n") as nginx:
         add_url_list(torrent.path, [nginx.url])
-        with running_daemon(tmp_path / "daemon", web_seed_config(listen_port=port)) as daemon:
+        with running_daemon(
+            _folder(tmp_path / "daemon"), web_seed_config(listen_port=port)
+        ) as daemon:
             added = daemon.cli("add", str(torrent.path))
             assert added.returncode == 0, added.stderr
             seeder = swarm.seeder(
@@ -188,7 +195,9 @@ def test_a_web_seed_serving_corrupt_ranges_is_banned(swarm: Swarm, tmp_path: Pat
     port = free_port("127.0.0.1")
     with CorruptRanges(spec.root, bad=bad) as server:
         add_url_list(torrent.path, [server.url])
-        with running_daemon(tmp_path / "daemon", web_seed_config(listen_port=port)) as daemon:
+        with running_daemon(
+            _folder(tmp_path / "daemon"), web_seed_config(listen_port=port)
+        ) as daemon:
             added = daemon.cli("add", str(torrent.path))
             assert added.returncode == 0, added.stderr
             with DaemonStatus(daemon, torrent.info_hash.hex) as status:

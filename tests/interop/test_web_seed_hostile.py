@@ -29,7 +29,7 @@ from testing.content import (
     single_file_layout,
 )
 from testing.swarm import Swarm, free_port
-from tests.interop.test_web_seed import DOWNLOAD_TIMEOUT, MIB, RSS_BOUND_KIB, _row
+from tests.interop.test_web_seed import DOWNLOAD_TIMEOUT, MIB, RSS_BOUND_KIB, _folder, _row
 from tests.support.daemon import running_daemon
 from tests.support.hostile_http import DropHalfway, IgnoresRange, RedirectLoop, Retry503
 from tests.support.web_seeds import (
@@ -119,7 +119,7 @@ def test_a_redirect_loop_is_given_up_and_a_peer_completes(swarm: Swarm, tmp_path
     config = web_seed_config(listen_port=port, max_failures=MAX_FAILURES)
     with RedirectLoop(mode="pair") as server:
         add_url_list(torrent.path, [server.url])
-        with running_daemon(tmp_path / "daemon", config) as daemon:
+        with running_daemon(_folder(tmp_path / "daemon"), config) as daemon:
             added = daemon.cli("add", str(torrent.path))
             assert added.returncode == 0, added.stderr
             with DaemonStatus(daemon, torrent.info_hash.hex) as status:
