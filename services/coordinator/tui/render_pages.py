@@ -15,7 +15,7 @@ HELP_KEYS: tuple[tuple[str, str], ...] = (
     ("+ or a", "add a torrent: a magnet link or a .torrent path (Tab completes a path)"),
     ("j/k, Up/Down", "move the selection (PgUp/PgDn, Home/End on a long list)"),
     ("space", "pause the selected torrent, or resume it when paused"),
-    ("Enter", "details: files, trackers, peers and the piece map (j/k scroll)"),
+    ("Enter", "details: files, trackers, web seeds, peers, the piece map (j/k scroll)"),
     ("v", "verify the selected torrent's data on disk"),
     ("d", "remove the selected torrent (asks first; keeps its files)"),
     ("D", "remove the selected torrent and delete its files (asks first)"),
