@@ -8,8 +8,9 @@ seeder, and the content is compared byte for byte.
 - a web seed (nginx's ``limit_rate``) beside a libtorrent seeder (``upload_limit``): status
   shows bytes from each, in their ``peer_list`` rows and the torrent's ``web_seeds`` row;
 - a web seed serving one flipped byte in every other piece (``CorruptRanges``): it ends
-  ``banned`` for the torrent, and the torrent completes from a libtorrent seeder that dials in
-  only then (so the order of events does not depend on rates).
+  ``banned`` for the torrent (one event line), and the torrent completes from a libtorrent
+  seeder that dials in only then (so the order of events does not depend on rates) from the
+  web server's own address: a web seed's ban is no host ban.
 
 The hostile servers of tests/support/hostile_http.py are in test_web_seed_hostile.py. Every
 wait is bounded; every process is stopped by its fixture or ``with`` block.
@@ -29,6 +30,7 @@ from testing.content import (
     multi_file_layout,
     single_file_layout,
 )
+from testing.lt_peer import LtPeerConfig
 from testing.swarm import Swarm, free_port
 from tests.support.daemon import COORDINATOR, running_daemon
 from tests.support.hostile_http import CorruptRanges
@@ -193,7 +195,10 @@ def test_a_web_seed_serving_corrupt_ranges_is_banned(swarm: Swarm, tmp_path: Pat
     # One flipped byte in every other piece: the web seed's first run holds several of them.
     bad = [(index * piece + 100, index * piece + 101) for index in range(0, torrent.num_pieces, 2)]
     port = free_port("127.0.0.1")
-    with CorruptRanges(spec.root, bad=bad) as server:
+    # The web server and the honest seeder share one address: banning the web seed must not
+    # ban its host (a host ban would refuse the seeder, and the torrent would never complete).
+    host = swarm.next_address()
+    with CorruptRanges(spec.root, bad=bad, host=host) as server:
         add_url_list(torrent.path, [server.url])
         with running_daemon(
             _folder(tmp_path / "daemon"), web_seed_config(listen_port=port)
@@ -211,16 +216,25 @@ def test_a_web_seed_serving_corrupt_ranges_is_banned(swarm: Swarm, tmp_path: Pat
                 asked = len(server.requests)
                 gone = len(status.seen)
                 # Only now does an honest seeder come: what is left comes from it.
-                swarm.seeder(
-                    torrent.path, spec.root, seed_mode=True, connect_peers=[f"127.0.0.1:{port}"]
+                seeder = LtPeerConfig(
+                    role="seeder",
+                    torrent=torrent.path,
+                    save_path=spec.root,
+                    listen_host=host,
+                    seed_mode=True,
+                    connect_peers=(f"127.0.0.1:{port}",),
                 )
+                swarm.peer(seeder)
                 done = status.wait(lambda s: s.progress == 1.0, DOWNLOAD_TIMEOUT, "completion")
                 after = status.seen[gone:]
+                events = [e.text for e in status.events if server.url in e.text]
             assert compare_content(spec.root, daemon.download_dir, spec) == []
     row = _row(done, server.url)
     assert row.state is WebSeedUrlState.BANNED
     assert row.hash_failures >= 3, row
-    assert row.message, "the banned row does not say why"
+    assert "banned" in row.message, row
+    # The ban is one line of the daemon's event log (a transition, not each bad piece).
+    assert len([text for text in events if "bann" in text]) == 1, events
     # Banned for good: no web seed session after the ban, no request after it either.
     assert not any(web_seed_peers(s) for s in after), "the banned web seed came back"
     assert len(server.requests) == asked

@@ -30,7 +30,14 @@ from tests.support.daemon import TorvizDaemon, descendants
 from tests.support.magnets import DownloadRun, RssWatch
 from torviz.services.coordinator.cli.daemon_target import daemon_target
 from torviz.shared import bencode
-from torviz.shared.bus import GetStatus, PeerSource, PeerStatus, StatusReport, TorrentStatus
+from torviz.shared.bus import (
+    GetStatus,
+    PeerSource,
+    PeerStatus,
+    SessionEvent,
+    StatusReport,
+    TorrentStatus,
+)
 from torviz.shared.runtime.control import ControlClient
 
 __all__ = [
@@ -115,7 +122,8 @@ class DaemonStatus:
     """A control connection to a running daemon that reads one torrent's ``TorrentStatus``.
 
     Every status read is kept in ``seen`` (oldest first), so a test can ask afterwards what was
-    reported during the download: rows are gone once their connection closed.
+    reported during the download: rows are gone once their connection closed. ``events`` is
+    the daemon's event log as the last read reported it.
 
     Args:
         daemon: the running daemon.
@@ -127,6 +135,7 @@ class DaemonStatus:
         target = daemon_target(argparse.Namespace(state_dir=str(daemon.state_dir), control=None))
         self.info_hash = info_hash
         self.seen: list[TorrentStatus] = []
+        self.events: tuple[SessionEvent, ...] = ()
         self._client = ControlClient(
             target.control, curve=target.curve, green=False, timeout=timeout
         )
@@ -142,6 +151,7 @@ class DaemonStatus:
         assert isinstance(report, StatusReport), report
         [entry] = report.torrents
         self.seen.append(entry)
+        self.events = report.events
         return entry
 
     def wait(
