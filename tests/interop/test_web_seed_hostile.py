@@ -173,3 +173,24 @@ def test_a_redirect_loop_is_given_up_and_a_peer_completes(swarm: Swarm, tmp_path
     assert took < 30, f"giving up took {took:.1f} s"
     assert shown.returncode == 0, shown.stderr
     assert "redirect loop" in shown.stdout, shown.stdout
+
+
+def test_a_download_whose_only_web_seed_loops_ends_with_one_line(tmp_path: Path) -> None:
+    spec = make_content(tmp_path / "seed", multi_file_layout(1 * MIB, "alone"), seed=185)
+    torrent = make_torrent(spec, 32 * 1024, [], tmp_path / "t.torrent")
+    config = web_seed_config(max_failures=MAX_FAILURES)
+    with RedirectLoop() as server:
+        add_url_list(torrent.path, [server.url])
+        started = time.monotonic()
+        done = download_alone(
+            torrent.path, tmp_path / "out", config, tmp_path, 60, "--stall-timeout", "3"
+        )
+        took = time.monotonic() - started
+    assert done.code == 1, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr
+    # stderr holds the services' log lines too (--log-level INFO): the user's line is the one
+    # line that is not a log line.
+    [line] = [text for text in done.stderr.splitlines() if text.startswith("torviz: ")]
+    assert line.startswith("torviz: error: "), line
+    assert "redirect loop" in line, line
+    assert took < 40, f"the download took {took:.1f} s to give up"

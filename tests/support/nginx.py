@@ -8,7 +8,9 @@ under the supervisor of testing/opentracker.py (`--supervise`), so the pid the f
 is the one that serves. It listens on 127.0.0.1 (or the host given) on a free port and serves
 `root_folder` at `/` the way a web seed is served in the wild: `sendfile on`, keep-alive on,
 byte ranges as nginx does them by default (single and multiple ranges, 416 past the end),
-every file as `application/octet-stream`.
+every file as `application/octet-stream`. With `tls=(certificate, key)` it serves HTTPS
+instead (the URL's scheme says which); the readiness probe then skips verification (it only
+checks the token: the test's client is what verifies the certificate).
 
 The access log is one JSON object a line (method, URI, status, Range header, body bytes,
 connection serial number and the request's number on its connection), so tests can assert what
@@ -40,6 +42,7 @@ import os
 import pwd
 import secrets
 import signal
+import ssl
 import sys
 import time
 from dataclasses import dataclass
@@ -129,12 +132,24 @@ def _user_line() -> str:
 
 
 def render_config(
-    root_folder: Path, work_folder: Path, host: str, port: int, token: str, extra: str = ""
+    root_folder: Path,
+    work_folder: Path,
+    host: str,
+    port: int,
+    token: str,
+    extra: str = "",
+    tls: tuple[Path, Path] | None = None,
 ) -> str:
     """The whole nginx.conf of one instance (absolute paths only; see the module comment)."""
     work = work_folder
     temp = {name: _config_path(work / "temp" / name) for name in _TEMP_FOLDERS}
     listen = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    if tls is not None:
+        listen += " ssl"
+        extra = (
+            f"        ssl_certificate {_config_path(tls[0])};\n"
+            f"        ssl_certificate_key {_config_path(tls[1])};\n{extra}"
+        )
     log_fields = ",".join(
         f'"{key}":"${variable}"'
         for key, variable in (
@@ -201,6 +216,7 @@ class Nginx(StopOnExit):
             ``location`` that redirects), for tests that need a server configured otherwise.
         ready_timeout: seconds each start attempt may take to answer.
         attempts: start attempts, each on a new port, before giving up.
+        tls: ``(certificate, key)`` PEM files: serve HTTPS with them.
 
     Raises:
         SwarmError: reason ``web_server_failed`` when no attempt came up.
@@ -216,12 +232,14 @@ class Nginx(StopOnExit):
         extra_config: str = "",
         ready_timeout: float = 5.0,
         attempts: int = 3,
+        tls: tuple[Path, Path] | None = None,
     ) -> None:
         self.root_folder = Path(root_folder).resolve()
         self.work_folder = Path(work_folder).resolve()
         if not self.root_folder.is_dir():
             raise ValueError(f"nginx root {self.root_folder} is not a folder")
         self.host = host
+        self.tls = tls
         self.port = 0
         self.pid = 0
         self._token = secrets.token_hex(8)
@@ -233,7 +251,13 @@ class Nginx(StopOnExit):
             self.pid = 0
             self.port = free_port(host, udp=False)
             config = render_config(
-                self.root_folder, self.work_folder, host, self.port, self._token, extra_config
+                self.root_folder,
+                self.work_folder,
+                host,
+                self.port,
+                self._token,
+                extra_config,
+                tls,
             )
             self.config_path.write_text(config)
             try:
@@ -251,7 +275,8 @@ class Nginx(StopOnExit):
     def url(self) -> str:
         """The base URL, ending in `/`: a file ``root_folder/a/b`` is at ``url + "a/b"``."""
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}/"
+        scheme = "https" if self.tls is not None else "http"
+        return f"{scheme}://{host}:{self.port}/"
 
     @property
     def config_path(self) -> Path:
@@ -293,7 +318,16 @@ class Nginx(StopOnExit):
         self._wait_ready(ready_timeout)
 
     def _probe(self) -> bool:
-        connection = http.client.HTTPConnection(self.host, self.port, timeout=_PROBE_TIMEOUT_S)
+        connection: http.client.HTTPConnection
+        if self.tls is None:
+            connection = http.client.HTTPConnection(self.host, self.port, timeout=_PROBE_TIMEOUT_S)
+        else:
+            unverified = ssl.create_default_context()
+            unverified.check_hostname = False
+            unverified.verify_mode = ssl.CERT_NONE
+            connection = http.client.HTTPSConnection(
+                self.host, self.port, timeout=_PROBE_TIMEOUT_S, context=unverified
+            )
         try:
             connection.request("GET", PROBE_PATH)
             response = connection.getresponse()

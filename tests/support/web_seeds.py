@@ -19,6 +19,7 @@ Rules:
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -75,6 +76,7 @@ def web_seed_config(
     listen_port: int | None = None,
     max_failures: int = 8,
     timeout: float = 20.0,
+    ca_file: Path | None = None,
     extra: str = "",
 ) -> str:
     """torviz's TOML config for a web seed test: loopback only, no DHT, short timeouts.
@@ -85,9 +87,12 @@ def web_seed_config(
         max_failures: ``[peer_agent] web_seed_max_failures`` (failed requests in a row before a
             web seed is given up).
         timeout: ``[peer_agent] web_seed_timeout`` in seconds.
+        ca_file: ``[peer_agent] web_seed_ca_file``: CA certificates trusted for HTTPS.
         extra: more TOML appended (whole sections).
     """
     ports = "" if listen_port is None else f"listen_ports = [{listen_port}, {listen_port}]\n"
+    if ca_file is not None:
+        ports += f"web_seed_ca_file = {json.dumps(str(ca_file))}\n"  # a TOML basic string
     return f"""
 [peer_agent]
 listen_host = "127.0.0.1"
@@ -206,7 +211,7 @@ class OneShot:
 
 
 def download_alone(
-    torrent: Path, out: Path, config_text: str, folder: Path, timeout: float
+    torrent: Path, out: Path, config_text: str, folder: Path, timeout: float, *extra: str
 ) -> OneShot:
     """Run ``download TORRENT -o OUT`` to its end, sampling every process's memory.
 
@@ -216,6 +221,7 @@ def download_alone(
         config_text: torviz's TOML config (written into ``folder``).
         folder: where the config and the log go.
         timeout: seconds the download may take.
+        extra: more ``download`` arguments.
 
     Raises:
         AssertionError: no peer agent appeared, or the download did not end within ``timeout``.
@@ -223,7 +229,7 @@ def download_alone(
     config = folder / "torviz.toml"
     config.write_text(config_text)
     log = folder / "download.log"
-    with DownloadRun(str(torrent), out, config, log, "--log-level", "INFO") as run:
+    with DownloadRun(str(torrent), out, config, log, "--log-level", "INFO", *extra) as run:
         watch = RssWatch(run.pid, max_seconds=timeout + 30)
         try:
             deadline = time.monotonic() + _AGENT_WAIT_S
