@@ -48,6 +48,7 @@ from torviz.services.peer_agent.core.web_seed import (
     WebSeedSession,
     WebSeedStatus,
 )
+from torviz.shared.bitfield import Bitfield
 from torviz.shared.runtime.http import HttpClient, HttpError, HttpStream, format_seconds
 
 __all__ = ["DEFAULT_CHUNK", "WebSeedFetcher"]
@@ -141,6 +142,11 @@ class WebSeedFetcher:
         with self._wake:
             self._session.revoke(list(pieces), self._clock())
             self._wake.notify_all()
+
+    def servable(self) -> Bitfield:
+        """The pieces the session can still fetch (``WebSeedSession.servable``)."""
+        with self._lock:
+            return self._session.servable()
 
     def summary(self) -> WebSeedStatus:
         """The session's status now."""

@@ -13,7 +13,8 @@ with ``WebSeedSettings`` and the ``BackoffSettings`` of ``[peer_agent]`` and one
 gevent) and go out as a peer connection's do (``core/translate.py``): ``PieceCompleted`` as
 ``StorePiece`` plus the piece's own data frame on the torrent's ``StorageLink``, then
 ``PieceDownloaded``; ``WorkNeeded`` as ``WorkWanted``; ``PiecesGivenBack`` as
-``PiecesReleased``; ``Closed`` as a last ``TransferStats`` row and ``PeerDisconnected``.
+``PiecesReleased`` (for a file missing on the server, after a ``PeerBitfield`` of the pieces
+the session can still serve); ``Closed`` as a last ``TransferStats`` row and ``PeerDisconnected``.
 Both links only queue, and one driver delivers a session's events, so a key's messages stay
 in order.
 
@@ -375,6 +376,10 @@ class WebSeeds:
                 if seed.reported:
                     return
                 log.debug("web seed %s gave back %d pieces: %s", key, len(pieces), why)
+                if why == "web_seed_file_missing" and seed.fetcher is not None:
+                    # For good: its bitfield first, so those pieces are not handed back to it.
+                    servable = seed.fetcher.servable().to_bytes()
+                    send(bus.PeerBitfield(info_hash, key, servable))
                 for batch in bus.batches(pieces):
                     send(bus.PiecesReleased(info_hash, key, batch))
             case Closed(reason, message):

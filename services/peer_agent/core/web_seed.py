@@ -28,7 +28,10 @@ Rules:
   given back (``web_seed_backing_off``): other peers may fetch them meanwhile. The end of a
   back-off is a deadline even with nothing held, so that the session asks for work again.
 - A file missing on the server (404/410/416) gives back only the pieces that need it
-  (``web_seed_file_missing``); such pieces assigned later are given back at once.
+  (``web_seed_file_missing``); such pieces assigned later are given back at once, and an
+  ``assign`` of nothing but such pieces counts as an empty one. ``servable`` tells which
+  pieces the URL can still serve (the actor reports it as the web seed's bitfield, so the
+  coordinator stops handing it the others).
 - Once the policy gives the URL up, every piece held is given back (``web_seed_given_up``) and
   the session ends with ``Closed("web_seed_given_up")``; nothing runs after ``Closed``.
 - ``revoke`` drops pieces silently (the coordinator knows); a started run with no piece left
@@ -43,6 +46,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 
+from torviz.shared.bitfield import Bitfield
 from torviz.shared.errors import WebSeedError
 from torviz.shared.geometry import TorrentGeometry
 from torviz.shared.metainfo import FileEntry
@@ -146,15 +150,21 @@ class WebSeedSession:
             return
         pieces = [p for p in pieces if self._geometry.has_piece(p) and p not in self._held]
         self._asked = False
-        self._idle_until = None if pieces else now + self._settings.idle_retry
         lacking = [p for p in pieces if not self._servable(p)]
         wanted = set(pieces) - set(lacking)
+        # Nothing this URL can serve is nothing: asking again at once would get the same.
+        self._idle_until = None if wanted else now + self._settings.idle_retry
         self._held |= wanted
         self._queue.extend(group_runs(wanted, self._per_run))
         if lacking:
             self._events.append(PiecesGivenBack(tuple(sorted(lacking)), "web_seed_file_missing"))
         self._shed_queue(now)
         self._want_work(now)
+
+    def servable(self) -> Bitfield:
+        """The pieces this URL can still serve: every file each one needs is enabled."""
+        count = self._geometry.num_pieces
+        return Bitfield(count, (p for p in range(count) if self._servable(p)))
 
     def revoke(self, pieces: Iterable[int], now: float) -> None:
         """Stop fetching these pieces (another source completed them first)."""
