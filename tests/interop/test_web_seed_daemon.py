@@ -11,7 +11,9 @@ and a magnet link's ``ws=``.
 - a web seed that drips its body a byte a second: ``shutdown`` still ends the daemon and every
   agent within its bound;
 - a magnet link with ``ws=`` whose metadata comes from a libtorrent seeder: the web seed then
-  delivers too.
+  delivers too;
+- two web seeds and ``max_web_seeds_per_torrent = 1``: never two at once; pausing the torrent
+  closes its web seed (rows ``waiting``, no request while paused), resuming completes it.
 
 Every wait is bounded; every process is stopped by its fixture or ``with`` block.
 """
@@ -185,3 +187,49 @@ def test_a_magnet_links_web_seed_delivers_once_the_metadata_is_in(
     row = _row(done, nginx.url)
     assert 0 < row.downloaded < done.downloaded, (row, done.downloaded)
     assert asked and {r.status for r in asked} == {206}
+
+
+def test_the_per_torrent_cap_and_pausing(tmp_path: Path) -> None:
+    nginx_or_skip()
+    spec = make_content(tmp_path / "seed", multi_file_layout(3 * MIB + 1, "capped"), seed=205)
+    torrent = make_torrent(spec, PIECE, [], tmp_path / "t.torrent")
+    config = web_seed_config(extra="\n[coordinator]\nmax_web_seeds_per_torrent = 1\n")
+    slow = "        limit_rate 128k;\n"  # 4 connections: ~0.5 MiB/s each server
+    with (
+        Nginx(spec.root, tmp_path / "one", extra_config=slow) as one,
+        Nginx(spec.root, tmp_path / "two", extra_config=slow) as two,
+    ):
+        add_url_list(torrent.path, [one.url, two.url])
+        with running_daemon(_folder(tmp_path / "daemon"), config) as daemon:
+            added = daemon.cli("add", str(torrent.path))
+            assert added.returncode == 0, added.stderr
+            hex_id = torrent.info_hash.hex
+            with DaemonStatus(daemon, hex_id) as status:
+                running = status.wait(
+                    lambda s: s.downloaded > 0 and bool(web_seed_peers(s)), 30, "a web seed"
+                )
+                paused = daemon.cli("pause", hex_id)
+                assert paused.returncode == 0, paused.stderr
+                closed = status.wait(
+                    lambda s: (
+                        not web_seed_peers(s)
+                        and {r.state for r in s.web_seeds} == {WebSeedUrlState.WAITING}
+                    ),
+                    15,
+                    "the paused torrent's web seed closed",
+                )
+                asked = len(one.requests()) + len(two.requests())
+                time.sleep(1.5)
+                assert len(one.requests()) + len(two.requests()) == asked, "asked while paused"
+                resumed = daemon.cli("resume", hex_id)
+                assert resumed.returncode == 0, resumed.stderr
+                done = status.wait(lambda s: s.progress == 1.0, DOWNLOAD_TIMEOUT, "completion")
+                seen = status.seen
+            assert compare_content(spec.root, daemon.download_dir, spec) == []
+    assert running.progress < 1.0 and closed.progress < 1.0
+    assert all(len(web_seed_peers(s)) <= 1 for s in seen), "more web seeds than the cap"
+    for entry in seen:
+        states = sorted(r.state for r in entry.web_seeds)
+        assert states.count(WebSeedUrlState.CONNECTED) <= 1, entry.web_seeds
+    # The web seeds were the only source: resumed, they finished it.
+    assert done.pieces_verified == done.num_pieces
