@@ -11,7 +11,7 @@ and a magnet link's ``ws=``.
 - a web seed that drips its body a byte a second: ``shutdown`` still ends the daemon and every
   agent within its bound;
 - a magnet link with ``ws=`` whose metadata comes from a libtorrent seeder: the web seed then
-  delivers too;
+  delivers too, and the torrent still lists it after a restart;
 - two web seeds and ``max_web_seeds_per_torrent = 1``: never two at once; pausing the torrent
   closes its web seed (rows ``waiting``, no request while paused), resuming completes it.
 
@@ -183,7 +183,13 @@ def test_a_magnet_links_web_seed_delivers_once_the_metadata_is_in(
             with DaemonStatus(daemon, torrent.info_hash.hex) as status:
                 done = status.wait(lambda s: s.progress == 1.0, DOWNLOAD_TIMEOUT, "completion")
             assert compare_content(spec.root, daemon.download_dir, spec) == []
+            # The torrent keeps the magnet's web seeds across a restart (complete: waiting).
+            assert daemon.shutdown() == 0
+            daemon.start()
+            with DaemonStatus(daemon, torrent.info_hash.hex) as status:
+                again = status.wait(lambda s: bool(s.web_seeds), 30, "the web seed rows")
         asked = nginx.requests()
+    assert [r.url for r in again.web_seeds] == [nginx.url]
     row = _row(done, nginx.url)
     assert 0 < row.downloaded < done.downloaded, (row, done.downloaded)
     assert asked and {r.status for r in asked} == {206}
