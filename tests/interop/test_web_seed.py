@@ -10,7 +10,8 @@ seeder, and the content is compared byte for byte.
 - a web seed serving one flipped byte in every other piece (``CorruptRanges``): it ends
   ``banned`` for the torrent (one event line), and the torrent completes from a libtorrent
   seeder that dials in only then (so the order of events does not depend on rates) from the
-  web server's own address: a web seed's ban is no host ban.
+  web server's own address: a web seed's ban is no host ban;
+- ``download --web-seed URL`` and ``add-web-seed ID URL`` for a torrent that lists no source.
 
 The hostile servers of tests/support/hostile_http.py are in test_web_seed_hostile.py. Every
 wait is bounded; every process is stopped by its fixture or ``with`` block.
@@ -42,7 +43,13 @@ from tests.support.web_seeds import (
     web_seed_config,
     web_seed_peers,
 )
-from torviz.shared.bus import PeerSource, TorrentStatus, WebSeedRow, WebSeedUrlState
+from torviz.shared.bus import (
+    PeerSource,
+    TorrentState,
+    TorrentStatus,
+    WebSeedRow,
+    WebSeedUrlState,
+)
 
 pytestmark = pytest.mark.interop
 
@@ -238,3 +245,39 @@ def test_a_web_seed_serving_corrupt_ranges_is_banned(swarm: Swarm, tmp_path: Pat
     # Banned for good: no web seed session after the ban, no request after it either.
     assert not any(web_seed_peers(s) for s in after), "the banned web seed came back"
     assert len(server.requests) == asked
+
+
+def test_web_seeds_given_on_the_command_line(tmp_path: Path) -> None:
+    """``download --web-seed URL`` and ``add-web-seed ID URL`` to a running torrent: a torrent
+    that lists no source at all completes from the URL given."""
+    nginx_or_skip()
+    spec = make_content(tmp_path / "seed", multi_file_layout(MIB + 77, "given"), seed=175)
+    torrent = make_torrent(spec, 32 * 1024, [], tmp_path / "t.torrent")
+    with Nginx(spec.root, tmp_path / "nginx") as nginx:
+        one_shot = _folder(tmp_path / "one-shot")
+        done = download_alone(
+            torrent.path,
+            one_shot / "out",
+            web_seed_config(),
+            one_shot,
+            DOWNLOAD_TIMEOUT,
+            "--web-seed",
+            nginx.url,
+        )
+        assert done.code == 0, done.stderr[-3000:]
+        assert compare_content(spec.root, one_shot / "out", spec) == []
+        with running_daemon(_folder(tmp_path / "daemon"), web_seed_config()) as daemon:
+            added = daemon.cli("add", str(torrent.path))
+            assert added.returncode == 0, added.stderr
+            hex_id = torrent.info_hash.hex
+            with DaemonStatus(daemon, hex_id) as status:
+                before = status.wait(lambda s: s.state is TorrentState.DOWNLOADING, 30, "open")
+                assert before.web_seeds == () and before.pieces_verified == 0
+                given = daemon.cli("add-web-seed", hex_id[:10], nginx.url)
+                assert given.returncode == 0, given.stderr
+                assert nginx.url in given.stdout, given.stdout
+                done_daemon = status.wait(
+                    lambda s: s.progress == 1.0, DOWNLOAD_TIMEOUT, "completion"
+                )
+            assert compare_content(spec.root, daemon.download_dir, spec) == []
+    assert _row(done_daemon, nginx.url).downloaded == done_daemon.total_length
