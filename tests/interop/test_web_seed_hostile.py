@@ -11,7 +11,10 @@ peer agent's resident memory is sampled:
 - a server that ignores Range and sends the whole 48 MiB file with 200 each time: completes,
   and the peer agent's memory stays below what holding one such body would take;
 - a server that redirects in a loop: the web seed ends ``given_up`` with "redirect loop" in
-  the torrent's status; a libtorrent seeder that dials in after that completes the torrent.
+  the torrent's status; a libtorrent seeder that dials in after that completes the torrent;
+  the one-shot ``download`` with only that web seed ends with one line naming the loop;
+- ``Retry-After: 600``: the web seed shows ``backing_off``, its wait and the 503 in status and
+  in ``status``'s text, and asks nothing meanwhile.
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ from tests.support.web_seeds import (
     web_seed_config,
     web_seed_peers,
 )
-from torviz.shared.bus import WebSeedUrlState
+from torviz.shared.bus import WebSeedState, WebSeedUrlState
 
 pytestmark = pytest.mark.interop
 
@@ -194,3 +197,34 @@ def test_a_download_whose_only_web_seed_loops_ends_with_one_line(tmp_path: Path)
     assert line.startswith("torviz: error: "), line
     assert "redirect loop" in line, line
     assert took < 40, f"the download took {took:.1f} s to give up"
+
+
+def test_a_long_retry_after_shows_in_status(tmp_path: Path) -> None:
+    spec = make_content(tmp_path / "seed", multi_file_layout(MIB + 5, "later"), seed=186)
+    torrent = make_torrent(spec, 32 * 1024, [], tmp_path / "t.torrent")
+    with Retry503(spec.root, after=1000, retry_after="600") as server:
+        add_url_list(torrent.path, [server.url])
+        with running_daemon(_folder(tmp_path / "daemon"), web_seed_config()) as daemon:
+            added = daemon.cli("add", str(torrent.path))
+            assert added.returncode == 0, added.stderr
+            with DaemonStatus(daemon, torrent.info_hash.hex) as status:
+                waiting = status.wait(
+                    lambda s: any(
+                        p.web_seed is not None and p.web_seed.state is WebSeedState.BACKING_OFF
+                        for p in web_seed_peers(s)
+                    ),
+                    30,
+                    "the web seed backing off",
+                )
+            shown = daemon.cli("status", torrent.info_hash.hex[:12])
+            asked = len(server.requests)
+            time.sleep(1.0)
+            assert len(server.requests) == asked, "asked again within the Retry-After"
+    [peer] = web_seed_peers(waiting)
+    assert peer.web_seed is not None
+    assert peer.web_seed.retry_in is not None and 590 < peer.web_seed.retry_in <= 600, peer
+    assert "503" in peer.web_seed.last_error, peer.web_seed
+    assert _row(waiting, server.url).state is WebSeedUrlState.CONNECTED
+    assert shown.returncode == 0, shown.stderr
+    assert "retry in" in shown.stdout and "503" in shown.stdout, shown.stdout
+    assert 0 < asked <= REFUSED
