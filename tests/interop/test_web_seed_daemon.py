@@ -188,6 +188,7 @@ def test_a_magnet_links_web_seed_delivers_once_the_metadata_is_in(
             daemon.start()
             with DaemonStatus(daemon, torrent.info_hash.hex) as status:
                 again = status.wait(lambda s: bool(s.web_seeds), 30, "the web seed rows")
+                status.wait_agents(3, 30)  # stopped while agents start, a daemon waits for them
         asked = nginx.requests()
     assert [r.url for r in again.web_seeds] == [nginx.url]
     row = _row(done, nginx.url)

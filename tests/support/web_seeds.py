@@ -32,6 +32,7 @@ from tests.support.magnets import DownloadRun, RssWatch
 from torviz.services.coordinator.cli.daemon_target import daemon_target
 from torviz.shared import bencode
 from torviz.shared.bus import (
+    AgentStatus,
     GetStatus,
     PeerSource,
     PeerStatus,
@@ -128,7 +129,7 @@ class DaemonStatus:
 
     Every status read is kept in ``seen`` (oldest first), so a test can ask afterwards what was
     reported during the download: rows are gone once their connection closed. ``events`` is
-    the daemon's event log as the last read reported it.
+    the daemon's event log and ``agents`` its agents, as the last read reported them.
 
     Args:
         daemon: the running daemon.
@@ -141,6 +142,7 @@ class DaemonStatus:
         self.info_hash = info_hash
         self.seen: list[TorrentStatus] = []
         self.events: tuple[SessionEvent, ...] = ()
+        self.agents: tuple[AgentStatus, ...] = ()
         self._client = ControlClient(
             target.control, curve=target.curve, green=False, timeout=timeout
         )
@@ -157,6 +159,7 @@ class DaemonStatus:
         [entry] = report.torrents
         self.seen.append(entry)
         self.events = report.events
+        self.agents = report.agents
         return entry
 
     def wait(
@@ -175,6 +178,20 @@ class DaemonStatus:
             if time.monotonic() > deadline:
                 raise AssertionError(f"{what}: not within {timeout} s; last status: {entry}")
             time.sleep(_POLL_S)
+
+    def wait_agents(self, count: int, timeout: float) -> None:
+        """Poll until the daemon reports ``count`` agents (all registered after a start).
+
+        Raises:
+            AssertionError: not within ``timeout`` s.
+        """
+        deadline = time.monotonic() + timeout
+        self.status()
+        while len(self.agents) < count:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{len(self.agents)} agents, not {count}, in {timeout} s")
+            time.sleep(_POLL_S)
+            self.status()
 
     def close(self) -> None:
         self._client.close()
