@@ -1,6 +1,6 @@
 """Web seeds in the daemon (issue 17), beyond the issue's list of must-shows: a file the web
 seed lacks, the switch that turns web seeds off, a shutdown while a web seed is mid-request,
-and a magnet link's ``ws=``.
+a magnet link's ``ws=``, the per-torrent cap, pausing and a restart.
 
 - nginx lacks one file of a multi-file torrent (404): the web seed delivers every piece it
   can, keeps running (one file disabled, shown in its status) without asking for that file
@@ -13,7 +13,9 @@ and a magnet link's ``ws=``.
 - a magnet link with ``ws=`` whose metadata comes from a libtorrent seeder: the web seed then
   delivers too, and the torrent still lists it after a restart;
 - two web seeds and ``max_web_seeds_per_torrent = 1``: never two at once; pausing the torrent
-  closes its web seed (rows ``waiting``, no request while paused), resuming completes it.
+  closes its web seed (rows ``waiting``, no request while paused), resuming completes it;
+- the daemon restarted a quarter into a download from a web seed alone: it completes, asking
+  the server only for what was missing.
 
 Every wait is bounded; every process is stopped by its fixture or ``with`` block.
 """
@@ -240,3 +242,32 @@ def test_the_per_torrent_cap_and_pausing(tmp_path: Path) -> None:
         assert states.count(WebSeedUrlState.CONNECTED) <= 1, entry.web_seeds
     # The web seeds were the only source: resumed, they finished it.
     assert done.pieces_verified == done.num_pieces
+
+
+def test_a_restart_mid_download_resumes_from_the_web_seed(tmp_path: Path) -> None:
+    nginx_or_skip()
+    spec = make_content(tmp_path / "seed", multi_file_layout(3 * MIB + 7, "resumed"), seed=206)
+    torrent = make_torrent(spec, PIECE, [], tmp_path / "t.torrent")
+    slow = "        limit_rate 128k;\n"  # 4 connections: ~0.5 MiB/s
+    with Nginx(spec.root, tmp_path / "nginx", extra_config=slow) as nginx:
+        add_url_list(torrent.path, [nginx.url])
+        with running_daemon(_folder(tmp_path / "daemon"), web_seed_config()) as daemon:
+            added = daemon.cli("add", str(torrent.path))
+            assert added.returncode == 0, added.stderr
+            hex_id = torrent.info_hash.hex
+            with DaemonStatus(daemon, hex_id) as status:
+                part = status.wait(
+                    lambda s: s.num_pieces // 4 <= s.pieces_verified, 30, "a quarter in"
+                )
+            assert daemon.shutdown() == 0
+            before = sum(r.body_bytes for r in nginx.requests())
+            daemon.start()
+            with DaemonStatus(daemon, hex_id) as status:
+                done = status.wait(lambda s: s.progress == 1.0, DOWNLOAD_TIMEOUT, "completion")
+            assert compare_content(spec.root, daemon.download_dir, spec) == []
+        after = sum(r.body_bytes for r in nginx.requests()) - before
+    assert part.pieces_verified < part.num_pieces
+    # After the restart only what was missing was asked for (runs cut at the pieces it has).
+    missing = spec.total_size - part.pieces_verified * PIECE
+    assert after <= missing, (after, missing)
+    assert _row(done, nginx.url).downloaded >= after
