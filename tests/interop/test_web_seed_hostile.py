@@ -8,8 +8,9 @@ peer agent's resident memory is sampled:
   explains 3);
 - a server that sends half the body, then closes, three times: completes, each cut reply
   asked again for its second half only;
-- a server that ignores Range and sends the whole 48 MiB file with 200 each time: completes,
-  and the peer agent's memory stays below what holding one such body would take;
+- a server that ignores Range and sends the whole 48 MiB file with 200 each time (with a
+  Content-Length, or none and the body ending as the connection closes): completes, and the
+  peer agent's memory stays below what holding one such body would take;
 - a server that redirects in a loop: the web seed ends ``given_up`` with "redirect loop" in
   the torrent's status; a libtorrent seeder that dials in after that completes the torrent;
   the one-shot ``download`` with only that web seed ends with one line naming the loop;
@@ -123,10 +124,11 @@ def test_a_server_dropping_the_connection_halfway(tmp_path: Path) -> None:
     assert len(resumed) == 3, seen
 
 
-def test_a_server_ignoring_range_is_streamed_past(tmp_path: Path) -> None:
+@pytest.mark.parametrize("length", [True, False], ids=["content-length", "until-close"])
+def test_a_server_ignoring_range_is_streamed_past(tmp_path: Path, length: bool) -> None:
     spec = make_content(tmp_path / "seed", single_file_layout(LARGE_FILE, "whole.bin"), seed=183)
     torrent = make_torrent(spec, 256 * 1024, [], tmp_path / "t.torrent")
-    with IgnoresRange(spec.root) as server:
+    with IgnoresRange(spec.root, content_length=length) as server:
         add_url_list(torrent.path, [server.url])
         done = download_alone(
             torrent.path, tmp_path / "out", web_seed_config(), tmp_path, DOWNLOAD_TIMEOUT
