@@ -24,9 +24,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
+from testing.processes import StopOnExit
 from tests.support.daemon import TorvizDaemon, descendants
 from tests.support.magnets import DownloadRun, RssWatch
 from torviz.services.coordinator.cli.daemon_target import daemon_target
@@ -124,7 +123,7 @@ def peer_agent_pid(root: int) -> int:
     return 0
 
 
-class DaemonStatus:
+class DaemonStatus(StopOnExit):
     """A control connection to a running daemon that reads one torrent's ``TorrentStatus``.
 
     Every status read is kept in ``seen`` (oldest first), so a test can ask afterwards what was
@@ -193,19 +192,8 @@ class DaemonStatus:
             time.sleep(_POLL_S)
             self.status()
 
-    def close(self) -> None:
+    def stop(self) -> None:
         self._client.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 @dataclass(frozen=True, slots=True)
