@@ -189,6 +189,8 @@ class CoordinatorActor(pykka.ThreadingActor):
             if agent.agent_id in embedded:
                 self.core.outbox.append((agent.identity, Shutdown("coordinator_stopping")))
         self._flush()
+        if self.launcher is not None:
+            self.launcher.terminate_unregistered({agent.agent_id for agent in self.core.agents})
         if self.session is not None:
             self.session.set_totals(self.core.totals())
         for sock in (self.control, self.bus):

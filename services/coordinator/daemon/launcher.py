@@ -3,7 +3,8 @@
 Each child gets ``--parent-pid`` so it exits on its own if this process dies, even by SIGKILL.
 ``stop`` waits a bounded time for the children to leave after the coordinator sent them
 ``Shutdown``, then terminates and finally kills what is left: ``torviz-coordinator start`` never
-leaves a process behind.
+leaves a process behind. An agent still starting (not registered, so no ``Shutdown`` reaches it)
+is terminated at once (``terminate_unregistered``): it stops as on any SIGTERM.
 """
 
 from __future__ import annotations
@@ -110,6 +111,14 @@ class Launcher:
                 self.agents.remove(agent)
                 if not agent.expected_exit:
                     on_exit(agent, code)
+
+    def terminate_unregistered(self, registered: set[str]) -> None:
+        """SIGTERM the agents not in ``registered`` (still starting: no ``Shutdown`` reaches
+        them over the bus), so that ``stop`` does not wait its whole timeout for them."""
+        for agent in self.agents:
+            if agent.agent_id not in registered and agent.process.poll() is None:
+                agent.expected_exit = True
+                agent.process.terminate()
 
     def stop(self, timeout: float = 8.0) -> None:
         """Wait for the agents to leave (they were sent ``Shutdown``), then end them."""
