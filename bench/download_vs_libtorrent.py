@@ -49,7 +49,6 @@ import argparse
 import contextlib
 import json
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -75,7 +74,7 @@ from bench.comparison import (
 )
 from bench.leechers import RunResult, run_libtorrent, run_torviz
 from bench.proctree import TreeSampler, cpu_seconds
-from bench.profiling import ProfileSummary, start_pyspy, summarise, timeline
+from bench.profiling import Spies, finish_pyspy, start_pyspy, timeline
 from bench.sources import (
     REPO,
     compile_tree,
@@ -162,7 +161,7 @@ def profile_headline(
     report["timeline_run"] = asdict(result)
     report["timeline"] = timeline(log_path, spawned_wall, limit=(result.first_bytes_s or 5.0) + 1)
     # 2. py-spy on the chosen agents.
-    spies: dict[str, tuple[subprocess.Popen[bytes], Path, float]] = {}
+    spies: Spies = {}
 
     def attach(sampler: TreeSampler) -> None:
         for role in spy_roles:
@@ -184,23 +183,7 @@ def profile_headline(
     )
     clear(out, settle)
     report["profiled_run"] = asdict(result)
-    summaries: dict[str, Any] = {}
-    for role, (spy, raw, attached) in spies.items():
-        try:
-            _, err = spy.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            spy.kill()
-            _, err = spy.communicate()
-        seconds = time.monotonic() - attached
-        if not raw.exists():
-            summaries[role] = {"error": err.decode(errors="replace").strip()[-300:]}
-            continue
-        kept = keep / raw.name
-        shutil.copy(raw, kept)
-        summary: ProfileSummary = summarise(raw, seconds=seconds, rate=PROFILE_RATE)
-        summaries[role] = {**summary.to_json(), "raw": str(kept)}
-        print(summary.format(f"py-spy {role}"), flush=True)
-    report["pyspy"] = summaries
+    report["pyspy"] = finish_pyspy(spies, rate=PROFILE_RATE, keep=keep)
     report["imports"] = import_costs(env)
     for role, cost in report["imports"].items():
         top = ", ".join(f"{name} {sec:.2f}" for name, sec in cost["top"][:5])

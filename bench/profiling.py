@@ -30,9 +30,20 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["ProfileSummary", "pyspy_binary", "start_pyspy", "summarise", "timeline"]
+__all__ = [
+    "ProfileSummary",
+    "Spies",
+    "finish_pyspy",
+    "pyspy_binary",
+    "start_pyspy",
+    "summarise",
+    "timeline",
+]
 
 _MAX_LINE = 1 << 20
+
+Spies = dict[str, tuple[subprocess.Popen[bytes], Path, float]]
+"""Role -> (its py-spy, the raw profile it writes, when it was attached)."""
 
 
 def pyspy_binary() -> str | None:
@@ -150,3 +161,35 @@ def timeline(log_path: Path, spawned_wall: float, limit: float) -> list[tuple[fl
         seen.add(key)
         events.append((round(at, 3), service, message[:120]))
     return events
+
+
+def finish_pyspy(
+    spies: Spies, *, rate: int, keep: Path | None = None
+) -> dict[str, dict[str, object]]:
+    """Wait for each py-spy (its target exited), summarise its profile and print the summary.
+
+    Args:
+        spies: the profilers started with ``start_pyspy``, by role.
+        rate: the sampling rate they used.
+        keep: a folder to copy each raw profile into (the summary names the copy), or None.
+
+    Returns:
+        Role -> the summary's JSON and its raw file, or ``{"error": ...}`` when py-spy wrote
+        nothing (its last words).
+    """
+    report: dict[str, dict[str, object]] = {}
+    for role, (spy, raw, attached) in spies.items():
+        try:
+            _, err = spy.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            spy.kill()
+            _, err = spy.communicate()
+        seconds = time.monotonic() - attached
+        if not raw.exists():
+            report[role] = {"error": err.decode(errors="replace").strip()[-300:]}
+            continue
+        kept = raw if keep is None else Path(shutil.copy(raw, keep / raw.name))
+        summary = summarise(raw, seconds=seconds, rate=rate)
+        report[role] = {**summary.to_json(), "raw": str(kept)}
+        print(summary.format(f"py-spy {role}"), flush=True)
+    return report

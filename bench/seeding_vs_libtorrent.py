@@ -68,8 +68,7 @@ from bench.comparison import (
 )
 from bench.leechers import COORDINATOR, RunResult, run_libtorrent
 from bench.proctree import cpu_seconds, descendants, read_stat, role_of
-from bench.profiling import start_pyspy
-from bench.profiling import summarise as summarise_profile
+from bench.profiling import Spies, finish_pyspy, start_pyspy
 from bench.sources import REPO, fmt, start_report
 from bench.workload import MIB, cached_content, clear, read_through
 from testing.content import ContentSpec, TorrentFile, make_torrent
@@ -254,7 +253,7 @@ def profile_seeder(
     """One more (untimed) torviz seeding run with py-spy on its peer and storage agents,
     attached once it seeds and recording until they exit (shortly after the leecher is done)."""
     keep.mkdir(parents=True, exist_ok=True)
-    spies: dict[str, tuple[subprocess.Popen[bytes], Path, float]] = {}
+    spies: Spies = {}
 
     def attach(tree: list[int]) -> None:
         for pid in tree:
@@ -267,18 +266,7 @@ def profile_seeder(
     clear(work / "out", args.settle)
     print(describe(result, torrent.total_size) + "  (profiled)", flush=True)
     report: dict[str, Any] = {"run": asdict(result)}
-    for role, (spy, raw, attached) in spies.items():
-        try:
-            _, err = spy.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            spy.kill()
-            _, err = spy.communicate()
-        if not raw.exists():
-            report[role] = {"error": err.decode(errors="replace").strip()[-300:]}
-            continue
-        summary = summarise_profile(raw, seconds=time.monotonic() - attached, rate=PROFILE_RATE)
-        report[role] = {**summary.to_json(), "raw": str(raw)}
-        print(summary.format(f"py-spy {role}"), flush=True)
+    report.update(finish_pyspy(spies, rate=PROFILE_RATE))
     return report
 
 

@@ -69,8 +69,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.comparison import markdown_table, print_table, roles_text, write_report
 from bench.leechers import RunResult, run_torviz
 from bench.proctree import TreeSampler, cpu_seconds
-from bench.profiling import start_pyspy, timeline
-from bench.profiling import summarise as summarise_profile
+from bench.profiling import Spies, finish_pyspy, start_pyspy, timeline
 from bench.sources import fmt, median, start_report
 from bench.web_server import HOST, NGINX, WebServer, make_web_seed_torrent, storage
 from bench.workload import MIB, bytes_on_disk, cached_content, clear
@@ -300,7 +299,7 @@ def timeline_run(
     moment they exist. The log and the stacks are kept in `keep`."""
     keep.mkdir(parents=True, exist_ok=True)
     log_path = keep / "timeline.log"
-    spies: dict[str, tuple[subprocess.Popen[bytes], Path, float]] = {}
+    spies: Spies = {}
 
     def attach(tree: TreeSampler) -> None:
         for role in SPY_ROLES:
@@ -330,18 +329,7 @@ def timeline_run(
         if _TIMELINE_KEYS.search(message):
             print(f"  {at:6.2f} s  {service:14s} {message}")
     report: dict[str, Any] = {"run": asdict(from_torviz(result)), "events": events}
-    for role, (spy, raw, attached) in spies.items():
-        try:
-            _, err = spy.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            spy.kill()
-            _, err = spy.communicate()
-        if not raw.exists():
-            report[role] = {"error": err.decode(errors="replace").strip()[-300:]}
-            continue
-        summary = summarise_profile(raw, seconds=time.monotonic() - attached, rate=PROFILE_RATE)
-        report[role] = {**summary.to_json(), "raw": str(raw)}
-        print(summary.format(f"py-spy {role}"), flush=True)
+    report.update(finish_pyspy(spies, rate=PROFILE_RATE))
     return report
 
 
